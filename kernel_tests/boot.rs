@@ -1,0 +1,253 @@
+//! Boot: memory map, command line, paging, timer and clock.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use kreclaim::arch::x86_64::{paging, stacks, timer};
+use kreclaim::bootinfo::{BootInfo, RegionKind};
+use kreclaim::config::{CmdlineError, Config};
+use kreclaim::harness::TestResult;
+use kreclaim::{kassert, kassert_eq};
+
+kreclaim::kernel_tests!(
+    memmap_has_100_mib_usable,
+    memmap_usable_avoids_kernel_image_and_page_zero,
+    memmap_usable_is_page_aligned_sorted_and_disjoint,
+    memmap_usable_lies_in_firmware_ram,
+    cmdline_parses_good_input,
+    cmdline_rejects_unknown_key_naming_it,
+    cmdline_rejects_bad_value,
+    cmdline_rejects_bare_word,
+    cmdline_empty_gives_defaults,
+    direct_map_reaches_all_usable_ram,
+    kernel_image_has_w_xor_x,
+    stack_guard_pages_are_unmapped,
+    low_memory_outside_the_image_is_unmapped,
+    timer_ticks_while_cpu_halts,
+    clock_is_monotonic_and_tracks_ticks,
+    heap_allocates_and_frees,
+);
+
+fn boot() -> &'static BootInfo {
+    kreclaim::arch::x86_64::boot_info()
+}
+
+const MIB: u64 = 1 << 20;
+
+fn memmap_has_100_mib_usable() -> TestResult {
+    let usable = boot().usable_bytes();
+    kassert!(usable >= 100 * MIB, "only {} MiB usable", usable / MIB);
+    kassert!(usable <= boot().ram_bytes());
+    Ok(())
+}
+
+fn memmap_usable_avoids_kernel_image_and_page_zero() -> TestResult {
+    let (ks, ke) = paging::kernel_image();
+    kassert!(ke > ks);
+    for r in boot().usable.regions() {
+        kassert!(
+            !r.overlaps(ks, ke),
+            "{r:?} overlaps the kernel image [{ks:#x}, {ke:#x})"
+        );
+        kassert!(!r.overlaps(0, 4096), "{r:?} contains page 0");
+    }
+    Ok(())
+}
+
+fn memmap_usable_is_page_aligned_sorted_and_disjoint() -> TestResult {
+    let regions = boot().usable.regions();
+    kassert!(!regions.is_empty());
+    for r in regions {
+        kassert_eq!(r.start % 4096, 0);
+        kassert_eq!(r.end % 4096, 0);
+        kassert!(r.end > r.start);
+        kassert_eq!(r.kind, RegionKind::Ram);
+    }
+    for w in regions.windows(2) {
+        kassert!(
+            w[0].end <= w[1].start,
+            "{:?} and {:?} overlap or are unsorted",
+            w[0],
+            w[1]
+        );
+    }
+    Ok(())
+}
+
+fn memmap_usable_lies_in_firmware_ram() -> TestResult {
+    for r in boot().usable.regions() {
+        let inside = boot()
+            .firmware_map
+            .regions()
+            .iter()
+            .any(|f| f.kind == RegionKind::Ram && f.start <= r.start && r.end <= f.end);
+        kassert!(inside, "{r:?} is not inside a firmware RAM region");
+    }
+    Ok(())
+}
+
+fn cmdline_parses_good_input() -> TestResult {
+    let c = Config::parse("  loglevel=debug   loglevel=warn ")
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("rejected: {e}")))?;
+    kassert_eq!(c.loglevel, log::LevelFilter::Warn, "the later token wins");
+    Ok(())
+}
+
+fn cmdline_rejects_unknown_key_naming_it() -> TestResult {
+    let e = Config::parse("loglevel=info bogus=1").unwrap_err();
+    kassert!(
+        matches!(&e, CmdlineError::UnknownKey { key, .. } if key == "bogus"),
+        "{e:?}"
+    );
+    let msg = alloc::format!("{e}");
+    kassert!(msg.contains("'bogus'"), "{msg}");
+    kassert!(msg.contains("valid keys: loglevel"), "{msg}");
+    Ok(())
+}
+
+fn cmdline_rejects_bad_value() -> TestResult {
+    let e = Config::parse("loglevel=chatty").unwrap_err();
+    kassert!(
+        matches!(
+            e,
+            CmdlineError::BadValue {
+                key: "loglevel",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    kassert!(alloc::format!("{e}").contains("loglevel=chatty"));
+    Ok(())
+}
+
+fn cmdline_rejects_bare_word() -> TestResult {
+    let e = Config::parse("quiet").unwrap_err();
+    kassert!(
+        matches!(&e, CmdlineError::NotKeyValue { token } if token == "quiet"),
+        "{e:?}"
+    );
+    Ok(())
+}
+
+fn cmdline_empty_gives_defaults() -> TestResult {
+    kassert_eq!(Config::parse("").unwrap(), Config::default());
+    kassert_eq!(Config::default().loglevel, log::LevelFilter::Info);
+    Ok(())
+}
+
+fn direct_map_reaches_all_usable_ram() -> TestResult {
+    for r in boot().usable.regions() {
+        for pa in [r.start, r.end - 8, r.start + ((r.len() / 2) & !7)] {
+            let p = paging::phys_to_virt(pa) as *mut u64;
+            kassert!(paging::translate(p as u64).map(|(phys, _)| phys) == Some(pa));
+            // SAFETY: usable RAM, owned by nobody yet; restored right after.
+            unsafe {
+                let old = p.read_volatile();
+                p.write_volatile(0x5eed_0000_0000_0000 | pa);
+                kassert_eq!(p.read_volatile(), 0x5eed_0000_0000_0000 | pa);
+                p.write_volatile(old);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kernel_image_has_w_xor_x() -> TestResult {
+    let text = kernel_image_has_w_xor_x as *const () as u64;
+    let (_, tf) = paging::translate(text).unwrap();
+    kassert!(tf & paging::WRITABLE == 0, "text is writable: {tf:#x}");
+    kassert!(tf & paging::NO_EXECUTE == 0, "text is not executable");
+    static RODATA: [u8; 4] = *b"ro!!";
+    let (_, rf) = paging::translate(RODATA.as_ptr() as u64).unwrap();
+    kassert!(rf & paging::WRITABLE == 0, "rodata is writable: {rf:#x}");
+    kassert!(
+        rf & paging::NO_EXECUTE != 0,
+        "rodata is executable: {rf:#x}"
+    );
+    static mut DATA: u64 = 1;
+    let (_, df) = paging::translate(&raw const DATA as u64).unwrap();
+    kassert!(df & paging::WRITABLE != 0, "data is read-only");
+    kassert!(df & paging::NO_EXECUTE != 0, "data is executable");
+    Ok(())
+}
+
+fn stack_guard_pages_are_unmapped() -> TestResult {
+    for (name, guard, top) in stacks::static_stacks() {
+        kassert!(
+            paging::translate(guard as u64).is_none(),
+            "guard of '{name}' is mapped"
+        );
+        kassert!(
+            paging::translate(guard as u64 + 4096).is_some(),
+            "bottom of '{name}' unmapped"
+        );
+        kassert!(
+            paging::translate(top as u64 - 8).is_some(),
+            "top of '{name}' unmapped"
+        );
+        kassert_eq!(stacks::guard_page_owner(guard as u64 + 100), Some(name));
+    }
+    let here = &0u8 as *const u8 as u64;
+    kassert_eq!(stacks::guard_page_owner(here), None);
+    Ok(())
+}
+
+fn low_memory_outside_the_image_is_unmapped() -> TestResult {
+    kassert!(paging::translate(0).is_none(), "page 0 is mapped");
+    kassert!(paging::translate(0xdead_b000).is_none());
+    let (_, ke) = paging::kernel_image();
+    kassert!(
+        paging::translate(ke).is_none(),
+        "the page after the image is mapped"
+    );
+    Ok(())
+}
+
+fn timer_ticks_while_cpu_halts() -> TestResult {
+    let t0 = timer::ticks();
+    let c0 = kreclaim::time::now_ns();
+    for _ in 0..20 {
+        // Interrupts are on; hlt returns at the next tick.
+        x86_64::instructions::hlt();
+    }
+    let t1 = timer::ticks();
+    let c1 = kreclaim::time::now_ns();
+    kassert!(t1 >= t0 + 20, "ticks went {t0} -> {t1} over 20 halts");
+    kassert!(c1 > c0, "clock stood still: {c0} -> {c1}");
+    Ok(())
+}
+
+fn clock_is_monotonic_and_tracks_ticks() -> TestResult {
+    kassert!(timer::tsc_per_ms() > 0, "TSC not calibrated");
+    let mut last = kreclaim::time::now_ns();
+    for _ in 0..10_000 {
+        let now = kreclaim::time::now_ns();
+        kassert!(now >= last, "clock went backwards: {last} -> {now}");
+        last = now;
+    }
+    // Over 50 ticks (50 ms) the clock moves by roughly as much; allow wide
+    // slack since TCG timing is noisy, but catch a wrong scale.
+    let t0 = timer::ticks();
+    let c0 = kreclaim::time::now_ns();
+    while timer::ticks() < t0 + 50 {
+        x86_64::instructions::hlt();
+    }
+    let ms = (kreclaim::time::now_ns() - c0) / 1_000_000;
+    kassert!((25..=500).contains(&ms), "50 ticks measured as {ms} ms");
+    Ok(())
+}
+
+fn heap_allocates_and_frees() -> TestResult {
+    let (used0, total) = kreclaim::arch::x86_64::EARLY_HEAP.usage();
+    kassert!(total > 0);
+    let v: alloc::vec::Vec<u64> = (0..1000).collect();
+    kassert_eq!(v.iter().sum::<u64>(), 999 * 1000 / 2);
+    let (used1, _) = kreclaim::arch::x86_64::EARLY_HEAP.usage();
+    kassert!(used1 >= used0 + 8000);
+    drop(v);
+    kassert_eq!(kreclaim::arch::x86_64::EARLY_HEAP.usage().0, used0);
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! GDT and TSS. The TSS gives the double fault, NMI and machine check their
+//! own IST stacks, so a fault on a broken stack can still be reported.
+
+use super::stacks::{DOUBLE_FAULT_STACK, IST_STACK_BYTES, MCE_STACK, NMI_STACK, PAGE};
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+
+pub const DOUBLE_FAULT_IST: u16 = 0;
+pub const NMI_IST: u16 = 1;
+pub const MCE_IST: u16 = 2;
+
+static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+static GDT: spin::Once<(
+    GlobalDescriptorTable,
+    SegmentSelector,
+    SegmentSelector,
+    SegmentSelector,
+)> = spin::Once::new();
+
+fn top<const N: usize>(s: *mut super::stacks::GuardedStack<N>) -> VirtAddr {
+    VirtAddr::new((s as usize + PAGE + IST_STACK_BYTES) as u64)
+}
+
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = top(&raw mut DOUBLE_FAULT_STACK);
+        tss.interrupt_stack_table[NMI_IST as usize] = top(&raw mut NMI_STACK);
+        tss.interrupt_stack_table[MCE_IST as usize] = top(&raw mut MCE_STACK);
+        tss
+    });
+    let (gdt, code, data, tss_sel) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+        (gdt, code, data, tss_sel)
+    });
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded.
+    unsafe {
+        CS::set_reg(*code);
+        DS::set_reg(*data);
+        ES::set_reg(*data);
+        SS::set_reg(*data);
+        load_tss(*tss_sel);
+    }
+}

@@ -1,0 +1,360 @@
+//! IDT, entry stubs and the trap dispatcher.
+//!
+//! Every vector 0..48 has a small stub (written in assembly, since
+//! `extern "x86-interrupt"` is nightly-only) that pushes a uniform
+//! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal and
+//! reported in plain words; vectors 32..48 are the remapped legacy PIC IRQs.
+
+use super::gdt;
+use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Saved registers, in the order the common stub pushes them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+macro_rules! stubs {
+    ($($vec:literal $kind:ident),* $(,)?) => {
+        core::arch::global_asm!(
+            ".section .text.isr, \"ax\"",
+            ".macro ISR_NOERR vec",
+            "isr_stub_\\vec:",
+            "    push 0",
+            "    push \\vec",
+            "    jmp isr_common",
+            ".endm",
+            ".macro ISR_ERR vec",
+            "isr_stub_\\vec:",
+            "    push \\vec",
+            "    jmp isr_common",
+            ".endm",
+            $(concat!("    ", stringify!($kind), " ", stringify!($vec)),)*
+            "isr_common:",
+            "    push rax",
+            "    push rbx",
+            "    push rcx",
+            "    push rdx",
+            "    push rsi",
+            "    push rdi",
+            "    push rbp",
+            "    push r8",
+            "    push r9",
+            "    push r10",
+            "    push r11",
+            "    push r12",
+            "    push r13",
+            "    push r14",
+            "    push r15",
+            "    mov rdi, rsp",
+            "    cld",
+            "    call {dispatch}",
+            "    pop r15",
+            "    pop r14",
+            "    pop r13",
+            "    pop r12",
+            "    pop r11",
+            "    pop r10",
+            "    pop r9",
+            "    pop r8",
+            "    pop rbp",
+            "    pop rdi",
+            "    pop rsi",
+            "    pop rdx",
+            "    pop rcx",
+            "    pop rbx",
+            "    pop rax",
+            "    add rsp, 16",
+            "    iretq",
+            ".section .rodata.isr_table, \"a\"",
+            ".p2align 3",
+            ".global isr_stub_table",
+            "isr_stub_table:",
+            $(concat!("    .quad isr_stub_", stringify!($vec)),)*
+            dispatch = sym trap_dispatch,
+        );
+    };
+}
+
+stubs!(
+    0 ISR_NOERR, 1 ISR_NOERR, 2 ISR_NOERR, 3 ISR_NOERR, 4 ISR_NOERR, 5 ISR_NOERR,
+    6 ISR_NOERR, 7 ISR_NOERR, 8 ISR_ERR, 9 ISR_NOERR, 10 ISR_ERR, 11 ISR_ERR,
+    12 ISR_ERR, 13 ISR_ERR, 14 ISR_ERR, 15 ISR_NOERR, 16 ISR_NOERR, 17 ISR_ERR,
+    18 ISR_NOERR, 19 ISR_NOERR, 20 ISR_NOERR, 21 ISR_ERR, 22 ISR_NOERR, 23 ISR_NOERR,
+    24 ISR_NOERR, 25 ISR_NOERR, 26 ISR_NOERR, 27 ISR_NOERR, 28 ISR_NOERR, 29 ISR_ERR,
+    30 ISR_ERR, 31 ISR_NOERR, 32 ISR_NOERR, 33 ISR_NOERR, 34 ISR_NOERR, 35 ISR_NOERR,
+    36 ISR_NOERR, 37 ISR_NOERR, 38 ISR_NOERR, 39 ISR_NOERR, 40 ISR_NOERR, 41 ISR_NOERR,
+    42 ISR_NOERR, 43 ISR_NOERR, 44 ISR_NOERR, 45 ISR_NOERR, 46 ISR_NOERR, 47 ISR_NOERR,
+);
+
+const NUM_STUBS: usize = 48;
+pub const IRQ_BASE: u8 = 32;
+
+unsafe extern "C" {
+    static isr_stub_table: [u64; NUM_STUBS];
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    const MISSING: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        type_attr: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    fn interrupt(addr: u64, selector: u16, ist: Option<u16>) -> Gate {
+        Gate {
+            offset_low: addr as u16,
+            selector,
+            ist: ist.map(|i| i as u8 + 1).unwrap_or(0),
+            type_attr: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            offset_mid: (addr >> 16) as u16,
+            offset_high: (addr >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+
+static IDT: spin::Once<Idt> = spin::Once::new();
+
+pub fn init() {
+    use x86_64::instructions::segmentation::Segment;
+    let cs = x86_64::instructions::segmentation::CS::get_reg();
+    let idt = IDT.call_once(|| {
+        let mut idt = Idt([Gate::MISSING; 256]);
+        for (vec, gate) in idt.0.iter_mut().enumerate().take(NUM_STUBS) {
+            let ist = match vec {
+                2 => Some(gdt::NMI_IST),
+                8 => Some(gdt::DOUBLE_FAULT_IST),
+                18 => Some(gdt::MCE_IST),
+                _ => None,
+            };
+            // SAFETY: isr_stub_table is a read-only table defined in the asm above.
+            let addr = unsafe { isr_stub_table[vec] };
+            *gate = Gate::interrupt(addr, cs.0, ist);
+        }
+        idt
+    });
+    let ptr = x86_64::structures::DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: x86_64::VirtAddr::new(idt as *const Idt as u64),
+    };
+    // SAFETY: the IDT is 'static and its gates point at valid stubs.
+    unsafe { x86_64::instructions::tables::lidt(&ptr) };
+}
+
+/// Handler for a legacy IRQ line (0..16), called with interrupts masked.
+pub type IrqHandler = fn(&mut TrapFrame);
+
+static IRQ_HANDLERS: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+
+/// Installs `handler` for IRQ `line` and unmasks it at the PIC.
+pub fn set_irq_handler(line: u8, handler: IrqHandler) {
+    IRQ_HANDLERS[line as usize].store(handler as usize, Ordering::Release);
+    super::pic::unmask(line);
+}
+
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    let vec = frame.vector as u8;
+    if vec < IRQ_BASE {
+        fatal_exception(frame);
+    }
+    let line = vec - IRQ_BASE;
+    let h = IRQ_HANDLERS[line as usize].load(Ordering::Acquire);
+    super::pic::eoi(line);
+    if h != 0 {
+        // SAFETY: only IrqHandler values are stored in IRQ_HANDLERS.
+        let h: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(h) };
+        h(frame);
+    }
+}
+
+pub const EXCEPTION_NAMES: [&str; 32] = [
+    "Divide error (#DE)",
+    "Debug (#DB)",
+    "Non-maskable interrupt (NMI)",
+    "Breakpoint (#BP)",
+    "Overflow (#OF)",
+    "Bound range exceeded (#BR)",
+    "Invalid opcode (#UD)",
+    "Device not available (#NM)",
+    "Double fault (#DF)",
+    "Coprocessor segment overrun",
+    "Invalid TSS (#TS)",
+    "Segment not present (#NP)",
+    "Stack-segment fault (#SS)",
+    "General protection fault (#GP)",
+    "Page fault (#PF)",
+    "Reserved (15)",
+    "x87 floating-point error (#MF)",
+    "Alignment check (#AC)",
+    "Machine check (#MC)",
+    "SIMD floating-point error (#XM)",
+    "Virtualization exception (#VE)",
+    "Control protection (#CP)",
+    "Reserved (22)",
+    "Reserved (23)",
+    "Reserved (24)",
+    "Reserved (25)",
+    "Reserved (26)",
+    "Reserved (27)",
+    "Hypervisor injection (#HV)",
+    "VMM communication (#VC)",
+    "Security exception (#SX)",
+    "Reserved (31)",
+];
+
+/// What a fatal CPU exception looked like; handed to the fault hook.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultReport {
+    pub vector: u8,
+    pub error_code: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    /// Faulting address (page faults, and double faults caused by one).
+    pub cr2: Option<u64>,
+    /// Name of the stack whose guard page was hit, if this was an overflow.
+    pub stack_overflow: Option<&'static str>,
+}
+
+impl FaultReport {
+    pub fn name(&self) -> &'static str {
+        EXCEPTION_NAMES[self.vector as usize & 31]
+    }
+}
+
+impl fmt::Display for FaultReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(stack) = self.stack_overflow {
+            writeln!(
+                f,
+                "KERNEL STACK OVERFLOW: the '{stack}' stack ran into its guard page at {:#x}",
+                self.cr2.unwrap_or(0)
+            )?;
+        }
+        write!(
+            f,
+            "CPU EXCEPTION: {} (vector {}), error code {:#x}, at RIP {:#x}, RSP {:#x}",
+            self.name(),
+            self.vector,
+            self.error_code,
+            self.rip,
+            self.rsp
+        )?;
+        if self.vector == 14 {
+            let e = self.error_code;
+            write!(
+                f,
+                "\n  page fault: {} of address {:#x}: {}{}{}",
+                if e & 0x10 != 0 {
+                    "instruction fetch"
+                } else if e & 2 != 0 {
+                    "write"
+                } else {
+                    "read"
+                },
+                self.cr2.unwrap_or(0),
+                if e & 1 != 0 {
+                    "protection violation on a present page"
+                } else {
+                    "page not present"
+                },
+                if e & 4 != 0 {
+                    ", user mode"
+                } else {
+                    ", kernel mode"
+                },
+                if e & 8 != 0 { ", reserved bit set" } else { "" },
+            )?;
+        }
+        if self.vector == 8 && self.stack_overflow.is_none() {
+            write!(
+                f,
+                "\n  double fault, last page-fault address {:#x}",
+                self.cr2.unwrap_or(0)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Called with the report of a fatal exception instead of the default
+/// "print and exit QEMU with failure" (expected-fault test kernels use it).
+pub type FaultHook = fn(&FaultReport) -> !;
+
+static FAULT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_fault_hook(hook: FaultHook) {
+    FAULT_HOOK.store(hook as usize, Ordering::Release);
+}
+
+fn fatal_exception(frame: &TrapFrame) -> ! {
+    let vector = frame.vector as u8;
+    let cr2 = match vector {
+        8 | 14 => Some(x86_64::registers::control::Cr2::read_raw()),
+        _ => None,
+    };
+    let stack_overflow = match vector {
+        8 | 14 => cr2.and_then(super::stacks::guard_page_owner),
+        _ => None,
+    };
+    let report = FaultReport {
+        vector,
+        error_code: frame.error_code,
+        rip: frame.rip,
+        rsp: frame.rsp,
+        cr2,
+        stack_overflow,
+    };
+    // SAFETY: we never return to the interrupted code.
+    unsafe { crate::console::force_unlock() };
+    let hook = FAULT_HOOK.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: only FaultHook values are stored in FAULT_HOOK.
+        let hook: FaultHook = unsafe { core::mem::transmute::<usize, FaultHook>(hook) };
+        hook(&report);
+    }
+    crate::println!("{report}");
+    super::fatal_exit()
+}

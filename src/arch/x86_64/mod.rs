@@ -1,0 +1,151 @@
+//! The x86_64 platform booted by QEMU: PVH entry, descriptor tables, paging,
+//! serial console, PIC + PIT timer, and the debug-exit device.
+
+mod boot;
+pub mod gdt;
+pub mod interrupts;
+pub mod paging;
+pub mod pic;
+pub mod pvh;
+pub mod qemu_exit;
+pub mod serial;
+pub mod stacks;
+pub mod timer;
+
+use crate::bootinfo::BootInfo;
+use crate::mm::early_heap::EarlyHeap;
+use crate::platform::Platform;
+use qemu_exit::{ExitCode, exit_qemu};
+
+/// The QEMU platform as the framework sees it.
+pub struct Qemu;
+
+static SERIAL: spin::Mutex<serial::Serial> = spin::Mutex::new(serial::Serial::com1());
+
+impl Platform for Qemu {
+    #[inline]
+    fn irq_save(&self) -> bool {
+        let was = x86_64::instructions::interrupts::are_enabled();
+        if was {
+            x86_64::instructions::interrupts::disable();
+        }
+        was
+    }
+
+    #[inline]
+    fn irq_restore(&self, was_enabled: bool) {
+        if was_enabled {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        timer::now_ns()
+    }
+
+    fn cycles(&self) -> u64 {
+        timer::rdtsc()
+    }
+
+    fn console_write(&self, s: &str) {
+        use core::fmt::Write;
+        let mut serial = SERIAL.lock();
+        let _ = serial.write_str(s);
+    }
+
+    fn wait_for_interrupt(&self) {
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+
+    fn exit(&self, success: bool) -> ! {
+        exit_qemu(if success {
+            ExitCode::Success
+        } else {
+            ExitCode::Failure
+        })
+    }
+}
+
+static QEMU: Qemu = Qemu;
+
+/// Size of the early heap inside the kernel image.
+pub const EARLY_HEAP_BYTES: usize = 4 << 20;
+
+#[repr(C, align(4096))]
+struct HeapArena([u8; EARLY_HEAP_BYTES]);
+static mut EARLY_HEAP_ARENA: HeapArena = HeapArena([0; EARLY_HEAP_BYTES]);
+
+#[global_allocator]
+pub static EARLY_HEAP: EarlyHeap = EarlyHeap::empty();
+
+static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
+
+/// The boot information (valid once the kernel's main function runs).
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO
+        .get()
+        .expect("boot_info() called before boot finished")
+}
+
+unsafe extern "Rust" {
+    /// The kernel's main function, defined with [`entry_point!`](crate::entry_point).
+    fn kreclaim_kernel_main(boot: &'static BootInfo) -> !;
+}
+
+/// Exits QEMU with failure after a fatal report (exception or panic).
+pub fn fatal_exit() -> ! {
+    crate::harness::abort_current(format_args!("the kernel died (see the report above)"))
+}
+
+/// Whether EFER.NXE was enabled by the boot stub.
+fn nx_enabled() -> bool {
+    // SAFETY: reading EFER has no side effects.
+    let efer = unsafe { x86_64::registers::model_specific::Msr::new(0xC000_0080).read() };
+    efer & (1 << 11) != 0
+}
+
+/// First Rust code, called by the boot stub on the boot stack in long mode.
+pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
+    SERIAL.lock().init();
+    crate::platform::set(&QEMU);
+    gdt::init();
+    interrupts::init();
+
+    let mut parsed = BootInfo::new();
+    // SAFETY: EBX from QEMU, inside the stub's identity-mapped first GiB.
+    if let Err(e) = unsafe { pvh::parse(start_info, &mut parsed) } {
+        crate::println!("kreclaim: cannot read the PVH start info: {e:?}");
+        exit_qemu(ExitCode::Failure);
+    }
+    let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
+    paging::init(&info.firmware_map, nx_enabled());
+    // SAFETY: the arena is ours alone and handed over once.
+    unsafe {
+        EARLY_HEAP.init((&raw mut EARLY_HEAP_ARENA).cast(), EARLY_HEAP_BYTES);
+    }
+    pic::init();
+    timer::init();
+    crate::console::init_logger(log::LevelFilter::Info);
+    // SAFETY: defined by the binary through entry_point!.
+    unsafe { kreclaim_kernel_main(info) }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    x86_64::instructions::interrupts::disable();
+    // SAFETY: we never return to the panicking code.
+    unsafe { crate::console::force_unlock() };
+    let loc = info
+        .location()
+        .map(|l| alloc::format!("{}:{}:{}", l.file(), l.line(), l.column()));
+    crate::println!(
+        "KERNEL PANIC at {}: {}",
+        loc.as_deref().unwrap_or("<unknown>"),
+        info.message()
+    );
+    crate::harness::abort_current(format_args!(
+        "panicked at {}: {}",
+        loc.as_deref().unwrap_or("<unknown>"),
+        info.message()
+    ))
+}

@@ -1,0 +1,54 @@
+//! COM1 (16550 UART at 0x3F8): the kernel console on QEMU's `-serial stdio`.
+
+use core::fmt;
+use x86_64::instructions::port::Port;
+
+const COM1: u16 = 0x3F8;
+
+pub struct Serial {
+    base: u16,
+}
+
+impl Serial {
+    pub const fn com1() -> Self {
+        Self { base: COM1 }
+    }
+
+    /// 115200 baud, 8N1, FIFO on, interrupts off.
+    pub fn init(&mut self) {
+        let b = self.base;
+        // SAFETY: COM1's registers; QEMU always provides the device.
+        unsafe {
+            Port::<u8>::new(b + 1).write(0x00);
+            Port::<u8>::new(b + 3).write(0x80);
+            Port::<u8>::new(b).write(0x01);
+            Port::<u8>::new(b + 1).write(0x00);
+            Port::<u8>::new(b + 3).write(0x03);
+            Port::<u8>::new(b + 2).write(0xC7);
+            Port::<u8>::new(b + 4).write(0x0B);
+        }
+    }
+
+    fn write_byte(&mut self, byte: u8) {
+        // SAFETY: COM1 line-status and data registers.
+        unsafe {
+            let mut lsr = Port::<u8>::new(self.base + 5);
+            while lsr.read() & 0x20 == 0 {
+                core::hint::spin_loop();
+            }
+            Port::<u8>::new(self.base).write(byte);
+        }
+    }
+}
+
+impl fmt::Write for Serial {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+        Ok(())
+    }
+}

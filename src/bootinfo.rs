@@ -1,0 +1,205 @@
+//! What the kernel learns at boot: the firmware memory map, the RAM left for
+//! the page allocator, and the command line. Fixed-capacity, so it can be
+//! filled before any allocator exists.
+
+use core::fmt;
+
+pub const MAX_REGIONS: usize = 64;
+pub const MAX_CMDLINE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    Ram,
+    Reserved,
+    AcpiReclaimable,
+    AcpiNvs,
+    Unusable,
+    Disabled,
+    Persistent,
+    Other(u32),
+}
+
+impl RegionKind {
+    /// From an E820 / PVH memmap type.
+    pub fn from_e820(t: u32) -> Self {
+        match t {
+            1 => Self::Ram,
+            2 => Self::Reserved,
+            3 => Self::AcpiReclaimable,
+            4 => Self::AcpiNvs,
+            5 => Self::Unusable,
+            6 => Self::Disabled,
+            7 => Self::Persistent,
+            t => Self::Other(t),
+        }
+    }
+}
+
+impl fmt::Display for RegionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ram => f.write_str("RAM"),
+            Self::Reserved => f.write_str("reserved"),
+            Self::AcpiReclaimable => f.write_str("ACPI data"),
+            Self::AcpiNvs => f.write_str("ACPI NVS"),
+            Self::Unusable => f.write_str("unusable"),
+            Self::Disabled => f.write_str("disabled"),
+            Self::Persistent => f.write_str("persistent"),
+            Self::Other(t) => write!(f, "type {t}"),
+        }
+    }
+}
+
+/// A physical range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub kind: RegionKind,
+}
+
+impl Region {
+    pub const EMPTY: Region = Region {
+        start: 0,
+        end: 0,
+        kind: RegionKind::Reserved,
+    };
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < end && start < self.end
+    }
+}
+
+/// A sorted list of regions with a fixed capacity.
+#[derive(Clone)]
+pub struct MemoryMap {
+    regions: [Region; MAX_REGIONS],
+    len: usize,
+}
+
+impl Default for MemoryMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryMap {
+    pub const fn new() -> Self {
+        Self {
+            regions: [Region::EMPTY; MAX_REGIONS],
+            len: 0,
+        }
+    }
+
+    pub fn regions(&self) -> &[Region] {
+        &self.regions[..self.len]
+    }
+
+    /// Adds a region, keeping the list sorted by start. Entries past the
+    /// capacity are dropped (and reported by the caller via the return value).
+    pub fn push(&mut self, r: Region) -> bool {
+        if r.is_empty() {
+            return true;
+        }
+        if self.len == MAX_REGIONS {
+            return false;
+        }
+        let pos = self.regions[..self.len]
+            .iter()
+            .position(|x| x.start > r.start)
+            .unwrap_or(self.len);
+        self.regions.copy_within(pos..self.len, pos + 1);
+        self.regions[pos] = r;
+        self.len += 1;
+        true
+    }
+
+    /// Removes `[start, end)` from every region, splitting where needed.
+    pub fn carve(&mut self, start: u64, end: u64) {
+        let old = self.clone();
+        self.len = 0;
+        for r in old.regions() {
+            if !r.overlaps(start, end) {
+                self.push(*r);
+                continue;
+            }
+            if r.start < start {
+                self.push(Region { end: start, ..*r });
+            }
+            if r.end > end {
+                self.push(Region { start: end, ..*r });
+            }
+        }
+    }
+
+    pub fn total(&self, kind: RegionKind) -> u64 {
+        self.regions()
+            .iter()
+            .filter(|r| r.kind == kind)
+            .map(Region::len)
+            .sum()
+    }
+}
+
+/// Everything the platform hands to the kernel's main function.
+pub struct BootInfo {
+    /// The map as the firmware (QEMU) reported it.
+    pub firmware_map: MemoryMap,
+    /// Page-aligned RAM free for the page allocator: firmware RAM minus page
+    /// 0, the kernel image and the boot structures.
+    pub usable: MemoryMap,
+    cmdline: [u8; MAX_CMDLINE],
+    cmdline_len: usize,
+    /// Whether the command line was longer than [`MAX_CMDLINE`] and cut.
+    pub cmdline_truncated: bool,
+}
+
+impl Default for BootInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BootInfo {
+    pub const fn new() -> Self {
+        Self {
+            firmware_map: MemoryMap::new(),
+            usable: MemoryMap::new(),
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+            cmdline_truncated: false,
+        }
+    }
+
+    pub fn set_cmdline(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(MAX_CMDLINE);
+        self.cmdline[..n].copy_from_slice(&bytes[..n]);
+        self.cmdline_len = n;
+        self.cmdline_truncated = bytes.len() > MAX_CMDLINE;
+    }
+
+    /// The kernel command line (QEMU's `-append`), lossily as UTF-8.
+    pub fn cmdline(&self) -> &str {
+        let b = &self.cmdline[..self.cmdline_len];
+        match core::str::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+
+    pub fn usable_bytes(&self) -> u64 {
+        self.usable.total(RegionKind::Ram)
+    }
+
+    pub fn ram_bytes(&self) -> u64 {
+        self.firmware_map.total(RegionKind::Ram)
+    }
+}

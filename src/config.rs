@@ -1,0 +1,148 @@
+//! The kernel command line: `key=value` tokens parsed into a typed [`Config`].
+//!
+//! Every key is described once in [`KEYS`]; an unknown key or a bad value is
+//! an error naming the token and listing the valid keys.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+/// The parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `loglevel=off|error|warn|info|debug|trace` (default `info`).
+    pub loglevel: log::LevelFilter,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            loglevel: log::LevelFilter::Info,
+        }
+    }
+}
+
+/// One command-line key: its name, the values it takes, and its parser.
+pub struct Key {
+    pub name: &'static str,
+    pub values: &'static str,
+    pub help: &'static str,
+    set: fn(&mut Config, &str) -> Result<(), ()>,
+}
+
+/// Every key the kernel understands.
+pub static KEYS: &[Key] = &[Key {
+    name: "loglevel",
+    values: "off|error|warn|info|debug|trace",
+    help: "most verbose log level printed",
+    set: |c, v| {
+        c.loglevel = match v {
+            "off" => log::LevelFilter::Off,
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            _ => return Err(()),
+        };
+        Ok(())
+    },
+}];
+
+/// Why a command line was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// `token` is not of the form `key=value`.
+    NotKeyValue { token: String },
+    /// `key` is not one of [`KEYS`].
+    UnknownKey { token: String, key: String },
+    /// `key` exists but `value` is not one it takes.
+    BadValue {
+        token: String,
+        key: &'static str,
+        expected: &'static str,
+    },
+}
+
+fn valid_keys() -> String {
+    KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotKeyValue { token } => write!(
+                f,
+                "bad command-line token '{token}': expected key=value; valid keys: {}",
+                valid_keys()
+            ),
+            Self::UnknownKey { token, key } => write!(
+                f,
+                "unknown command-line key '{key}' in '{token}'; valid keys: {}",
+                valid_keys()
+            ),
+            Self::BadValue {
+                token,
+                key,
+                expected,
+            } => write!(
+                f,
+                "bad value in '{token}': {key} takes {expected}; valid keys: {}",
+                valid_keys()
+            ),
+        }
+    }
+}
+
+impl Config {
+    /// Parses whitespace-separated `key=value` tokens; later tokens win.
+    pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
+        let mut cfg = Config::default();
+        for token in cmdline.split_whitespace() {
+            cfg.apply(token)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Applies one `key=value` token.
+    pub fn apply(&mut self, token: &str) -> Result<(), CmdlineError> {
+        let Some((key, value)) = token.split_once('=') else {
+            return Err(CmdlineError::NotKeyValue {
+                token: token.to_string(),
+            });
+        };
+        let Some(k) = KEYS.iter().find(|k| k.name == key) else {
+            return Err(CmdlineError::UnknownKey {
+                token: token.to_string(),
+                key: key.to_string(),
+            });
+        };
+        (k.set)(self, value).map_err(|()| CmdlineError::BadValue {
+            token: token.to_string(),
+            key: k.name,
+            expected: k.values,
+        })
+    }
+
+    /// Parses the boot command line; on error prints one line and exits the
+    /// machine with failure (no panic).
+    pub fn from_cmdline_or_exit(cmdline: &str) -> Config {
+        match Config::parse(cmdline) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::println!("kreclaim: {e}");
+                crate::platform::exit(false)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "loglevel={}",
+            self.loglevel.as_str().to_ascii_lowercase()
+        )
+    }
+}

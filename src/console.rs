@@ -1,0 +1,92 @@
+//! Kernel console: `print!`/`println!` and the `log` backend.
+//!
+//! The console writes through the platform (COM1 on QEMU). Its lock is
+//! taken with interrupts masked, and fault/panic paths may steal it with
+//! [`force_unlock`] so that a crash while printing still gets reported.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// Serialises whole `print!` calls so lines from different tasks do not mix.
+static CONSOLE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+struct PlatformWriter(&'static dyn crate::platform::Platform);
+
+impl Write for PlatformWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.console_write(s);
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    let Some(p) = crate::platform::get() else {
+        return;
+    };
+    crate::platform::without_interrupts(|| {
+        let _guard = CONSOLE_LOCK.lock();
+        let _ = PlatformWriter(p).write_fmt(args);
+    });
+}
+
+/// Releases the console lock held by whoever crashed while printing.
+///
+/// # Safety
+/// Only on a path that never returns to the interrupted code (fault, panic).
+pub unsafe fn force_unlock() {
+    if CONSOLE_LOCK.is_locked() {
+        // SAFETY: the caller guarantees the holder will never run again.
+        unsafe { CONSOLE_LOCK.force_unlock() };
+    }
+}
+
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*)) };
+}
+
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::console::_print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(log::LevelFilter::Info as u8);
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let ms = crate::time::now_ns() / 1_000_000;
+            crate::println!(
+                "[{:>5}.{:03}] {:<5} {}",
+                ms / 1000,
+                ms % 1000,
+                record.level(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+/// Makes the console the `log` backend at `level`.
+pub fn init_logger(level: log::LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    set_log_level(level);
+}
+
+/// Changes the maximum level printed.
+pub fn set_log_level(level: log::LevelFilter) {
+    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
+    log::set_max_level(level);
+}

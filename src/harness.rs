@@ -1,0 +1,241 @@
+//! The kernel test harness: every file in `kernel_tests/` is a test kernel
+//! that lists its cases with [`kernel_tests!`](crate::kernel_tests).
+//!
+//! Output follows libtest: `test NAME ... ok` / `test NAME ... FAILED` (with
+//! the message and source location), then `N passed, N failed` alone on a
+//! line. Bare words on the command line (`cargo test -- NAME`) select cases
+//! by substring; `key=value` tokens configure the kernel as usual. Any failed
+//! case, panic or CPU exception makes the test kernel exit with failure.
+
+use alloc::string::String;
+use core::fmt;
+use core::panic::Location;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// A failed check: what and where.
+#[derive(Debug)]
+pub struct TestFailure {
+    pub message: String,
+    pub location: &'static Location<'static>,
+}
+
+impl TestFailure {
+    #[track_caller]
+    pub fn new(message: String) -> Self {
+        Self {
+            message,
+            location: Location::caller(),
+        }
+    }
+}
+
+impl fmt::Display for TestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {}: {}", self.location, self.message)
+    }
+}
+
+pub type TestResult = Result<(), TestFailure>;
+
+/// One registered test case.
+pub struct Test {
+    pub name: &'static str,
+    pub run: fn() -> TestResult,
+}
+
+/// Fails the current test unless `cond` holds.
+#[macro_export]
+macro_rules! kassert {
+    ($cond:expr $(,)?) => {
+        if !$cond {
+            return Err($crate::harness::TestFailure::new(
+                alloc::format!("assertion failed: {}", stringify!($cond)),
+            ));
+        }
+    };
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err($crate::harness::TestFailure::new(
+                alloc::format!("assertion failed: {}: {}", stringify!($cond), alloc::format!($($arg)+)),
+            ));
+        }
+    };
+}
+
+/// Fails the current test unless `left == right`, showing both.
+#[macro_export]
+macro_rules! kassert_eq {
+    ($left:expr, $right:expr $(,)?) => {
+        match (&$left, &$right) {
+            (l, r) => {
+                if !(*l == *r) {
+                    return Err($crate::harness::TestFailure::new(alloc::format!(
+                        "assertion `left == right` failed: {} == {}\n      left: {:?}\n     right: {:?}",
+                        stringify!($left), stringify!($right), l, r
+                    )));
+                }
+            }
+        }
+    };
+    ($left:expr, $right:expr, $($arg:tt)+) => {
+        match (&$left, &$right) {
+            (l, r) => {
+                if !(*l == *r) {
+                    return Err($crate::harness::TestFailure::new(alloc::format!(
+                        "assertion `left == right` failed: {}\n      left: {:?}\n     right: {:?}",
+                        alloc::format!($($arg)+), l, r
+                    )));
+                }
+            }
+        }
+    };
+}
+
+/// Declares the test kernel's entry point and its list of cases, one path per
+/// case: `kernel_tests!(memmap_has_ram, cmdline_rejects_unknown_key);`
+#[macro_export]
+macro_rules! kernel_tests {
+    ($($test:path),* $(,)?) => {
+        $crate::entry_point!(__kreclaim_test_main);
+        fn __kreclaim_test_main(boot: &'static $crate::bootinfo::BootInfo) -> ! {
+            $crate::harness::run(boot, &[
+                $($crate::harness::Test { name: stringify!($test), run: $test }),*
+            ])
+        }
+    };
+}
+
+static PASSED: AtomicUsize = AtomicUsize::new(0);
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+/// Name of the running case (a `&'static str` stored as pointer + length).
+static CURRENT_PTR: AtomicUsize = AtomicUsize::new(0);
+static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The name of the test case running now, if a harness is running one.
+pub fn current_test() -> Option<&'static str> {
+    let p = CURRENT_PTR.load(Ordering::Acquire);
+    if p == 0 {
+        return None;
+    }
+    let len = CURRENT_LEN.load(Ordering::Acquire);
+    // SAFETY: set from a `&'static str` in `run`.
+    let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, len) };
+    core::str::from_utf8(bytes).ok()
+}
+
+fn set_current(name: Option<&'static str>) {
+    match name {
+        Some(n) => {
+            CURRENT_LEN.store(n.len(), Ordering::Release);
+            CURRENT_PTR.store(n.as_ptr() as usize, Ordering::Release);
+        }
+        None => CURRENT_PTR.store(0, Ordering::Release),
+    }
+}
+
+/// Splits the command line into test-name filters (bare words) and
+/// `key=value` configuration tokens.
+pub fn split_cmdline(cmdline: &str) -> (alloc::vec::Vec<&str>, String) {
+    let mut filters = alloc::vec::Vec::new();
+    let mut rest = String::new();
+    for tok in cmdline.split_whitespace() {
+        if tok.contains('=') {
+            rest.push_str(tok);
+            rest.push(' ');
+        } else if !tok.starts_with('-') {
+            filters.push(tok);
+        }
+    }
+    (filters, rest)
+}
+
+/// Runs the selected cases and exits the machine with the verdict.
+pub fn run(boot: &'static crate::bootinfo::BootInfo, tests: &[Test]) -> ! {
+    let (filters, rest) = split_cmdline(boot.cmdline());
+    let config = crate::config::Config::from_cmdline_or_exit(&rest);
+    crate::console::set_log_level(config.loglevel);
+    let selected = tests
+        .iter()
+        .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f)));
+    let total = selected.clone().count();
+    crate::println!(
+        "\nrunning {total} test{}",
+        if total == 1 { "" } else { "s" }
+    );
+    for t in selected {
+        set_current(Some(t.name));
+        let result = (t.run)();
+        set_current(None);
+        match result {
+            Ok(()) => {
+                PASSED.fetch_add(1, Ordering::Relaxed);
+                crate::println!("test {} ... ok", t.name);
+            }
+            Err(e) => {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+                crate::println!("test {} ... FAILED\n    {e}", t.name);
+            }
+        }
+    }
+    let filtered = tests.len() - total;
+    if filtered > 0 {
+        crate::println!("{filtered} filtered out");
+    }
+    finish()
+}
+
+/// Prints the closing line and exits: success only if nothing failed.
+pub fn finish() -> ! {
+    let passed = PASSED.load(Ordering::Relaxed);
+    let failed = FAILED.load(Ordering::Relaxed);
+    crate::println!("{passed} passed, {failed} failed");
+    crate::platform::exit(failed == 0)
+}
+
+/// For the panic and fault paths: if a case was running, reports it as
+/// failed with `why`, prints the closing line and exits with failure.
+pub fn abort_current(why: fmt::Arguments) -> ! {
+    if let Some(name) = current_test() {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+        crate::println!("test {name} ... FAILED\n    {why}");
+        let passed = PASSED.load(Ordering::Relaxed);
+        let failed = FAILED.load(Ordering::Relaxed);
+        crate::println!("{passed} passed, {failed} failed");
+    } else {
+        crate::println!("{why}");
+    }
+    crate::platform::exit(false)
+}
+
+/// Marks one expected-outcome case as passed from outside `run` (used by
+/// test kernels whose case ends in a fault that the hook checks).
+pub fn pass_current_and_finish() -> ! {
+    if let Some(name) = current_test() {
+        PASSED.fetch_add(1, Ordering::Relaxed);
+        crate::println!("test {name} ... ok");
+        set_current(None);
+    }
+    finish()
+}
+
+/// Runs one case that is expected to end the kernel (a fault or panic whose
+/// hook calls [`pass_current_and_finish`] or [`abort_current`]); returning
+/// from it is a failure.
+pub fn run_expecting_end(
+    boot: &'static crate::bootinfo::BootInfo,
+    name: &'static str,
+    f: fn(),
+) -> ! {
+    let (filters, rest) = split_cmdline(boot.cmdline());
+    let _ = crate::config::Config::from_cmdline_or_exit(&rest);
+    crate::println!("\nrunning 1 test");
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f)) {
+        crate::println!("1 filtered out");
+        finish();
+    }
+    set_current(Some(name));
+    f();
+    abort_current(format_args!(
+        "the case returned instead of ending the kernel"
+    ))
+}

@@ -1,0 +1,36 @@
+//! kreclaim: a Linux-style memory-reclaim framework and the bare-metal
+//! x86_64 kernel that runs it under QEMU.
+//!
+//! The framework (platform traits, console, time, mm, ...) is `no_std` and
+//! platform independent; the `qemu` feature adds the x86_64 platform booted
+//! by QEMU (`arch::x86_64`), the kernel command line and the test harness.
+
+#![no_std]
+
+extern crate alloc;
+
+pub mod bootinfo;
+pub mod config;
+pub mod console;
+pub mod mm;
+pub mod platform;
+pub mod time;
+
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+pub mod arch;
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+pub mod harness;
+
+/// Names the kernel's main function: `entry_point!(kmain)` where
+/// `fn kmain(boot: &'static BootInfo) -> !`. The boot code calls it once the
+/// platform (console, paging, heap, timer) is up.
+#[macro_export]
+macro_rules! entry_point {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        fn kreclaim_kernel_main(boot: &'static $crate::bootinfo::BootInfo) -> ! {
+            let main: fn(&'static $crate::bootinfo::BootInfo) -> ! = $main;
+            main(boot)
+        }
+    };
+}

@@ -1,0 +1,93 @@
+//! What the framework needs from the kernel it runs in.
+//!
+//! A hobby OS that embeds kreclaim implements [`Platform`] and installs it
+//! with [`set`]; the QEMU kernel in `arch::x86_64` is one such platform.
+//! Until one is installed, interrupts are treated as always masked and time
+//! stands still, which is right for single-threaded host use.
+
+/// Interrupt masking, time and console for the framework.
+pub trait Platform: Sync {
+    /// Masks interrupts; returns whether they were enabled.
+    fn irq_save(&self) -> bool;
+    /// Undoes [`Platform::irq_save`].
+    fn irq_restore(&self, was_enabled: bool);
+    /// Monotonic nanoseconds since boot.
+    fn now_ns(&self) -> u64;
+    /// A cheap, monotonic cycle counter for benchmarks (TSC on x86_64).
+    fn cycles(&self) -> u64;
+    /// Writes console text.
+    fn console_write(&self, s: &str);
+    /// Waits for the next interrupt (idle). May return spuriously.
+    fn wait_for_interrupt(&self) {}
+    /// Stops the machine, reporting success or failure to whoever started
+    /// it (QEMU's exit status on our platform).
+    fn exit(&self, success: bool) -> ! {
+        let _ = success;
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();
+
+/// Installs the platform. Only the first call has an effect.
+pub fn set(p: &'static dyn Platform) {
+    PLATFORM.call_once(|| p);
+}
+
+/// The installed platform, if any.
+#[inline]
+pub fn get() -> Option<&'static dyn Platform> {
+    PLATFORM.get().copied()
+}
+
+/// Stops the machine through the platform (spins if none is installed).
+pub fn exit(success: bool) -> ! {
+    match get() {
+        Some(p) => p.exit(success),
+        None => loop {
+            core::hint::spin_loop();
+        },
+    }
+}
+
+/// Runs `f` with interrupts masked, restoring the previous state after.
+#[inline]
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = IrqGuard::new();
+    f()
+}
+
+/// RAII form of irq_save / irq_restore.
+pub struct IrqGuard {
+    was_enabled: bool,
+}
+
+impl IrqGuard {
+    #[inline]
+    pub fn new() -> Self {
+        let was_enabled = get().map(|p| p.irq_save()).unwrap_or(false);
+        Self { was_enabled }
+    }
+
+    /// Whether interrupts were enabled when the guard was taken.
+    pub fn were_enabled(&self) -> bool {
+        self.was_enabled
+    }
+}
+
+impl Default for IrqGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for IrqGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(p) = get() {
+            p.irq_restore(self.was_enabled);
+        }
+    }
+}
