@@ -3,6 +3,8 @@
 //! Every key is described once in [`KEYS`]; an unknown key or a bad value is
 //! an error naming the token and listing the valid keys.
 
+use crate::sync::lockdep::LockdepMode;
+use crate::task::SchedMode;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -12,12 +14,18 @@ use core::fmt;
 pub struct Config {
     /// `loglevel=off|error|warn|info|debug|trace` (default `info`).
     pub loglevel: log::LevelFilter,
+    /// `sched=preempt|coop` (default `preempt`).
+    pub sched: SchedMode,
+    /// `lockdep=on|off|fatal` (default `on`).
+    pub lockdep: LockdepMode,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             loglevel: log::LevelFilter::Info,
+            sched: SchedMode::Preemptive,
+            lockdep: LockdepMode::On,
         }
     }
 }
@@ -31,23 +39,52 @@ pub struct Key {
 }
 
 /// Every key the kernel understands.
-pub static KEYS: &[Key] = &[Key {
-    name: "loglevel",
-    values: "off|error|warn|info|debug|trace",
-    help: "most verbose log level printed",
-    set: |c, v| {
-        c.loglevel = match v {
-            "off" => log::LevelFilter::Off,
-            "error" => log::LevelFilter::Error,
-            "warn" => log::LevelFilter::Warn,
-            "info" => log::LevelFilter::Info,
-            "debug" => log::LevelFilter::Debug,
-            "trace" => log::LevelFilter::Trace,
-            _ => return Err(()),
-        };
-        Ok(())
+pub static KEYS: &[Key] = &[
+    Key {
+        name: "loglevel",
+        values: "off|error|warn|info|debug|trace",
+        help: "most verbose log level printed",
+        set: |c, v| {
+            c.loglevel = match v {
+                "off" => log::LevelFilter::Off,
+                "error" => log::LevelFilter::Error,
+                "warn" => log::LevelFilter::Warn,
+                "info" => log::LevelFilter::Info,
+                "debug" => log::LevelFilter::Debug,
+                "trace" => log::LevelFilter::Trace,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
     },
-}];
+    Key {
+        name: "sched",
+        values: "preempt|coop",
+        help: "preemptive round-robin on the timer tick, or cooperative (deterministic replays)",
+        set: |c, v| {
+            c.sched = match v {
+                "preempt" => SchedMode::Preemptive,
+                "coop" => SchedMode::Cooperative,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "lockdep",
+        values: "on|off|fatal",
+        help: "lock validator: report, disabled, or report and fail the kernel",
+        set: |c, v| {
+            c.lockdep = match v {
+                "on" => LockdepMode::On,
+                "off" => LockdepMode::Off,
+                "fatal" => LockdepMode::Fatal,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
+    },
+];
 
 /// Why a command line was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +136,13 @@ impl Config {
     pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
         let mut cfg = Config::default();
         for token in cmdline.split_whitespace() {
-            cfg.apply(token)?;
+            cfg.apply_token(token)?;
         }
         Ok(cfg)
     }
 
     /// Applies one `key=value` token.
-    pub fn apply(&mut self, token: &str) -> Result<(), CmdlineError> {
+    pub fn apply_token(&mut self, token: &str) -> Result<(), CmdlineError> {
         let Some((key, value)) = token.split_once('=') else {
             return Err(CmdlineError::NotKeyValue {
                 token: token.to_string(),
@@ -122,6 +159,13 @@ impl Config {
             key: k.name,
             expected: k.values,
         })
+    }
+
+    /// Puts the configuration into effect (log level, scheduler, lockdep).
+    pub fn apply(&self) {
+        crate::console::set_log_level(self.loglevel);
+        crate::task::set_mode(self.sched);
+        crate::sync::lockdep::set_mode(self.lockdep);
     }
 
     /// Parses the boot command line; on error prints one line and exits the
@@ -141,8 +185,17 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "loglevel={}",
-            self.loglevel.as_str().to_ascii_lowercase()
+            "loglevel={} sched={} lockdep={}",
+            self.loglevel.as_str().to_ascii_lowercase(),
+            match self.sched {
+                SchedMode::Preemptive => "preempt",
+                SchedMode::Cooperative => "coop",
+            },
+            match self.lockdep {
+                LockdepMode::On => "on",
+                LockdepMode::Off => "off",
+                LockdepMode::Fatal => "fatal",
+            }
         )
     }
 }

@@ -153,7 +153,7 @@ pub fn split_cmdline(cmdline: &str) -> (alloc::vec::Vec<&str>, String) {
 pub fn run(boot: &'static crate::bootinfo::BootInfo, tests: &[Test]) -> ! {
     let (filters, rest) = split_cmdline(boot.cmdline());
     let config = crate::config::Config::from_cmdline_or_exit(&rest);
-    crate::console::set_log_level(config.loglevel);
+    config.apply();
     let selected = tests
         .iter()
         .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f)));
@@ -227,7 +227,7 @@ pub fn run_expecting_end(
     f: fn(),
 ) -> ! {
     let (filters, rest) = split_cmdline(boot.cmdline());
-    let _ = crate::config::Config::from_cmdline_or_exit(&rest);
+    crate::config::Config::from_cmdline_or_exit(&rest).apply();
     crate::println!("\nrunning 1 test");
     if !filters.is_empty() && !filters.iter().any(|f| name.contains(f)) {
         crate::println!("1 filtered out");

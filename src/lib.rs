@@ -14,6 +14,8 @@ pub mod config;
 pub mod console;
 pub mod mm;
 pub mod platform;
+pub mod sync;
+pub mod task;
 pub mod time;
 
 #[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]

@@ -15,7 +15,7 @@ const MIB: u64 = 1 << 20;
 
 fn kmain(boot: &'static BootInfo) -> ! {
     let config = Config::from_cmdline_or_exit(boot.cmdline());
-    kreclaim::console::set_log_level(config.loglevel);
+    config.apply();
     println!(
         "kreclaim {} — a kernel about memory reclaim",
         env!("CARGO_PKG_VERSION")

@@ -19,6 +19,31 @@ pub trait Platform: Sync {
     fn console_write(&self, s: &str);
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}
+    /// Allocates a kernel stack of at least `bytes` with an unmapped guard
+    /// page below it. `None` when the platform cannot run kernel threads or
+    /// is out of memory.
+    fn alloc_kernel_stack(&self, bytes: usize) -> Option<KernelStack> {
+        let _ = bytes;
+        None
+    }
+    /// Returns a stack from [`Platform::alloc_kernel_stack`].
+    fn free_kernel_stack(&self, stack: KernelStack) {
+        let _ = stack;
+    }
+    /// Prepares a fresh stack so that the first [`Platform::switch_context`]
+    /// to it calls `entry` with interrupts masked; returns the saved context.
+    fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+        let _ = (stack_top, entry);
+        unimplemented!("this platform has no kernel threads")
+    }
+    /// Saves the running context into `*prev` and resumes `next`.
+    ///
+    /// # Safety
+    /// `next` must come from `init_context` or an earlier save, interrupts masked.
+    unsafe fn switch_context(&self, prev: *mut usize, next: usize) {
+        let _ = (prev, next);
+        unimplemented!("this platform has no kernel threads")
+    }
     /// Stops the machine, reporting success or failure to whoever started
     /// it (QEMU's exit status on our platform).
     fn exit(&self, success: bool) -> ! {
@@ -27,6 +52,15 @@ pub trait Platform: Sync {
             core::hint::spin_loop();
         }
     }
+}
+
+/// A kernel stack: `[bottom, top)` usable, the page below `bottom` unmapped.
+#[derive(Debug)]
+pub struct KernelStack {
+    pub bottom: usize,
+    pub top: usize,
+    /// Platform-private bookkeeping (e.g. the physical block behind it).
+    pub cookie: usize,
 }
 
 static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();

@@ -1,3 +1,5 @@
 //! Memory management.
 
 pub mod early_heap;
+pub mod gfp;
+pub mod scope;

@@ -2,6 +2,7 @@
 //! serial console, PIC + PIT timer, and the debug-exit device.
 
 mod boot;
+pub mod context;
 pub mod gdt;
 pub mod interrupts;
 pub mod paging;
@@ -57,6 +58,23 @@ impl Platform for Qemu {
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 
+    fn alloc_kernel_stack(&self, bytes: usize) -> Option<crate::platform::KernelStack> {
+        context::alloc_stack(bytes)
+    }
+
+    fn free_kernel_stack(&self, stack: crate::platform::KernelStack) {
+        context::free_stack(stack)
+    }
+
+    fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+        context::init_context(stack_top, entry)
+    }
+
+    unsafe fn switch_context(&self, prev: *mut usize, next: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { context::switch_context(prev, next) }
+    }
+
     fn exit(&self, success: bool) -> ! {
         exit_qemu(if success {
             ExitCode::Success
@@ -69,7 +87,7 @@ impl Platform for Qemu {
 static QEMU: Qemu = Qemu;
 
 /// Size of the early heap inside the kernel image.
-pub const EARLY_HEAP_BYTES: usize = 4 << 20;
+pub const EARLY_HEAP_BYTES: usize = 8 << 20;
 
 #[repr(C, align(4096))]
 struct HeapArena([u8; EARLY_HEAP_BYTES]);
@@ -95,6 +113,18 @@ unsafe extern "Rust" {
 /// Exits QEMU with failure after a fatal report (exception or panic).
 pub fn fatal_exit() -> ! {
     crate::harness::abort_current(format_args!("the kernel died (see the report above)"))
+}
+
+/// Names the task whose stack guard page holds `addr`: a stack overflow
+/// happens on the running task's own stack.
+fn task_stack_guard(addr: u64) -> Option<&'static str> {
+    if !context::in_stack_guard(addr) {
+        return None;
+    }
+    let name = crate::task::current().name();
+    // SAFETY: only used to report a fatal fault; the running task (and its
+    // name) stays alive because it never runs again.
+    Some(unsafe { core::mem::transmute::<&str, &'static str>(name) })
 }
 
 /// Whether EFER.NXE was enabled by the boot stub.
@@ -124,8 +154,11 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         EARLY_HEAP.init((&raw mut EARLY_HEAP_ARENA).cast(), EARLY_HEAP_BYTES);
     }
     pic::init();
+    stacks::set_dynamic_guard_lookup(task_stack_guard);
+    timer::set_tick_hook(|_| crate::task::on_tick());
     timer::init();
     crate::console::init_logger(log::LevelFilter::Info);
+    crate::task::init(crate::task::SchedMode::Preemptive);
     // SAFETY: defined by the binary through entry_point!.
     unsafe { kreclaim_kernel_main(info) }
 }

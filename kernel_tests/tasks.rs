@@ -1,0 +1,405 @@
+//! Kernel threads, scheduling, sleeping locks, wait queues, deadlock detection.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
+use kreclaim::harness::TestResult;
+use kreclaim::sync::{Completion, Mutex, RwSemaphore, WaitQueue};
+use kreclaim::task::{self, JoinError, SchedMode, TaskState};
+use kreclaim::{kassert, kassert_eq, lock_class};
+
+kreclaim::kernel_tests!(
+    spawn_runs_and_join_waits,
+    current_names_the_running_task,
+    preempted_busy_tasks_both_progress,
+    cooperative_mode_does_not_preempt,
+    preempt_disable_holds_the_cpu,
+    sleep_waits_at_least_its_duration,
+    mutex_blocks_and_wakes,
+    mutex_try_lock_fails_while_held,
+    mutex_hands_off_in_fifo_order,
+    rwsem_readers_share,
+    rwsem_writer_excludes_readers,
+    rwsem_downgrade_admits_readers_not_writers,
+    rwsem_trylocks,
+    completion_wakes_waiter,
+    waitqueue_timeout_expires,
+    two_task_deadlock_is_detected,
+    task_stacks_are_freed_after_exit,
+);
+
+fn spawn_runs_and_join_waits() -> TestResult {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let h = task::spawn("worker", move || {
+        task::sleep(Duration::from_millis(5));
+        r.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    kassert!(h.join().is_ok());
+    kassert!(ran.load(Ordering::SeqCst));
+    Ok(())
+}
+
+fn current_names_the_running_task() -> TestResult {
+    kassert_eq!(task::current().name(), "main");
+    let name = Arc::new(spin::Mutex::new(alloc::string::String::new()));
+    let n = name.clone();
+    task::spawn("named-worker", move || {
+        *n.lock() = task::current().name().into()
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    kassert_eq!(name.lock().as_str(), "named-worker");
+    Ok(())
+}
+
+fn busy_pair(stop_after: Duration) -> (u64, u64) {
+    let a = Arc::new(AtomicU64::new(0));
+    let b = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mk = |c: Arc<AtomicU64>, s: Arc<AtomicBool>| {
+        move || {
+            while !s.load(Ordering::Relaxed) {
+                c.fetch_add(1, Ordering::Relaxed);
+                core::hint::spin_loop();
+            }
+        }
+    };
+    let ha = task::spawn("busy-a", mk(a.clone(), stop.clone())).unwrap();
+    let hb = task::spawn("busy-b", mk(b.clone(), stop.clone())).unwrap();
+    task::sleep(stop_after);
+    let r = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    ha.join().unwrap();
+    hb.join().unwrap();
+    r
+}
+
+fn preempted_busy_tasks_both_progress() -> TestResult {
+    // Neither task ever yields: only timer preemption lets both run.
+    let (a, b) = busy_pair(Duration::from_millis(200));
+    kassert!(a > 0 && b > 0, "a={a} b={b}");
+    Ok(())
+}
+
+fn cooperative_mode_does_not_preempt() -> TestResult {
+    task::set_mode(SchedMode::Cooperative);
+    let order = Arc::new(spin::Mutex::new(Vec::new()));
+    let mut hs = Vec::new();
+    for i in 0..3u32 {
+        let o = order.clone();
+        hs.push(
+            task::spawn("coop", move || {
+                // Busy for a few ticks without yielding: in coop mode nobody
+                // else may run in between.
+                let t0 = kreclaim::time::now_ns();
+                o.lock().push(i * 10);
+                while kreclaim::time::now_ns() - t0 < 20_000_000 {
+                    core::hint::spin_loop();
+                }
+                o.lock().push(i * 10 + 1);
+            })
+            .unwrap(),
+        );
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    task::set_mode(SchedMode::Preemptive);
+    kassert_eq!(*order.lock(), alloc::vec![0, 1, 10, 11, 20, 21]);
+    Ok(())
+}
+
+fn preempt_disable_holds_the_cpu() -> TestResult {
+    let other = Arc::new(AtomicU64::new(0));
+    let o = other.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = task::spawn("spinner", move || {
+        while !s.load(Ordering::Relaxed) {
+            o.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .unwrap();
+    task::yield_now(); // let it start
+    let before;
+    let after;
+    {
+        let _g = task::PreemptGuard::new();
+        before = other.load(Ordering::Relaxed);
+        let t0 = kreclaim::time::now_ns();
+        while kreclaim::time::now_ns() - t0 < 50_000_000 {
+            core::hint::spin_loop();
+        }
+        after = other.load(Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    kassert_eq!(
+        before,
+        after,
+        "the spinner ran inside a preempt_disable region"
+    );
+    Ok(())
+}
+
+fn sleep_waits_at_least_its_duration() -> TestResult {
+    for ms in [1u64, 10, 30] {
+        let t0 = kreclaim::time::now_ns();
+        task::sleep(Duration::from_millis(ms));
+        let took = kreclaim::time::now_ns() - t0;
+        kassert!(took >= ms * 1_000_000, "sleep({ms} ms) took {took} ns");
+    }
+    Ok(())
+}
+
+fn mutex_blocks_and_wakes() -> TestResult {
+    static M: Mutex<u32> = Mutex::new(0, lock_class!("test_mutex"));
+    let g = M.lock();
+    let entered = Arc::new(AtomicBool::new(false));
+    let e = entered.clone();
+    let h = task::spawn("waiter", move || {
+        let mut g = M.lock();
+        e.store(true, Ordering::SeqCst);
+        *g += 1;
+    })
+    .unwrap();
+    task::sleep(Duration::from_millis(30));
+    kassert!(
+        !entered.load(Ordering::SeqCst),
+        "waiter got in while main held the mutex"
+    );
+    kassert_eq!(h.task().state(), TaskState::Blocked);
+    drop(g);
+    h.join().unwrap();
+    kassert!(entered.load(Ordering::SeqCst));
+    kassert_eq!(*M.lock(), 1);
+    Ok(())
+}
+
+fn mutex_try_lock_fails_while_held() -> TestResult {
+    static M: Mutex<()> = Mutex::new((), lock_class!("test_trylock"));
+    let g = M.lock();
+    kassert_eq!(M.owner(), Some(task::current().id()));
+    let got = Arc::new(AtomicBool::new(true));
+    let g2 = got.clone();
+    task::spawn("try", move || {
+        g2.store(M.try_lock().is_some(), Ordering::SeqCst)
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    kassert!(!got.load(Ordering::SeqCst));
+    drop(g);
+    kassert!(M.try_lock().is_some());
+    Ok(())
+}
+
+fn mutex_hands_off_in_fifo_order() -> TestResult {
+    static M: Mutex<Vec<u32>> = Mutex::new(Vec::new(), lock_class!("test_fifo"));
+    let g = M.lock();
+    let mut hs = Vec::new();
+    for i in 0..4 {
+        hs.push(task::spawn("fifo", move || M.lock().push(i)).unwrap());
+        task::sleep(Duration::from_millis(5)); // queue in order
+    }
+    drop(g);
+    for h in hs {
+        h.join().unwrap();
+    }
+    kassert_eq!(*M.lock(), alloc::vec![0, 1, 2, 3]);
+    Ok(())
+}
+
+fn rwsem_readers_share() -> TestResult {
+    static S: RwSemaphore<u32> = RwSemaphore::new(7, lock_class!("test_rwsem_share"));
+    let _r = S.down_read();
+    let ok = Arc::new(AtomicBool::new(false));
+    let o = ok.clone();
+    let h = task::spawn("reader", move || {
+        let r = S.down_read();
+        o.store(*r == 7, Ordering::SeqCst);
+    })
+    .unwrap();
+    kassert!(
+        h.join_timeout(Duration::from_secs(2)).is_ok(),
+        "second reader blocked"
+    );
+    kassert!(ok.load(Ordering::SeqCst));
+    Ok(())
+}
+
+fn rwsem_writer_excludes_readers() -> TestResult {
+    static S: RwSemaphore<u32> = RwSemaphore::new(0, lock_class!("test_rwsem_excl"));
+    let r = S.down_read();
+    let wrote = Arc::new(AtomicBool::new(false));
+    let w = wrote.clone();
+    let hw = task::spawn("writer", move || {
+        *S.down_write() += 1;
+        w.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    task::sleep(Duration::from_millis(20));
+    kassert!(
+        !wrote.load(Ordering::SeqCst),
+        "writer entered while a reader held it"
+    );
+    // A new reader queues behind the waiting writer.
+    let late = Arc::new(AtomicUsize::new(99));
+    let l = late.clone();
+    let hr = task::spawn("late-reader", move || {
+        l.store(*S.down_read() as usize, Ordering::SeqCst)
+    })
+    .unwrap();
+    task::sleep(Duration::from_millis(20));
+    kassert_eq!(
+        late.load(Ordering::SeqCst),
+        99,
+        "reader overtook a waiting writer"
+    );
+    drop(r);
+    hw.join().unwrap();
+    hr.join().unwrap();
+    kassert!(wrote.load(Ordering::SeqCst));
+    kassert_eq!(
+        late.load(Ordering::SeqCst),
+        1,
+        "late reader must see the write"
+    );
+    Ok(())
+}
+
+fn rwsem_downgrade_admits_readers_not_writers() -> TestResult {
+    static S: RwSemaphore<u32> = RwSemaphore::new(0, lock_class!("test_rwsem_down"));
+    let mut w = S.down_write();
+    *w = 5;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let hr = task::spawn("reader", move || {
+        s2.store(*S.down_read() as usize, Ordering::SeqCst)
+    })
+    .unwrap();
+    task::sleep(Duration::from_millis(10));
+    kassert_eq!(seen.load(Ordering::SeqCst), 0);
+    let r = w.downgrade();
+    kassert!(hr.join_timeout(Duration::from_secs(2)).is_ok());
+    kassert_eq!(seen.load(Ordering::SeqCst), 5);
+    kassert!(
+        S.try_write().is_none(),
+        "writer got in while downgraded reader holds it"
+    );
+    drop(r);
+    kassert!(S.try_write().is_some());
+    Ok(())
+}
+
+fn rwsem_trylocks() -> TestResult {
+    static S: RwSemaphore<()> = RwSemaphore::new((), lock_class!("test_rwsem_try"));
+    let r1 = S.try_read();
+    kassert!(r1.is_some());
+    kassert!(S.try_read().is_some());
+    kassert!(S.try_write().is_none());
+    drop(r1);
+    let w = S.try_write();
+    kassert!(w.is_some());
+    kassert!(S.try_read().is_none());
+    Ok(())
+}
+
+fn completion_wakes_waiter() -> TestResult {
+    let c = Arc::new(Completion::new());
+    let c2 = c.clone();
+    let t0 = kreclaim::time::now_ns();
+    task::spawn("completer", move || {
+        task::sleep(Duration::from_millis(20));
+        c2.complete();
+    })
+    .unwrap();
+    c.wait();
+    kassert!(kreclaim::time::now_ns() - t0 >= 20_000_000);
+    kassert!(
+        !c.wait_timeout(Duration::from_millis(5)),
+        "a single complete() released two waits"
+    );
+    Ok(())
+}
+
+fn waitqueue_timeout_expires() -> TestResult {
+    static WQ: WaitQueue = WaitQueue::new("test_wq");
+    let t0 = kreclaim::time::now_ns();
+    kassert!(!WQ.wait_event_timeout(Duration::from_millis(15), || false));
+    kassert!(kreclaim::time::now_ns() - t0 >= 15_000_000);
+    kassert!(WQ.wait_event_timeout(Duration::from_millis(15), || true));
+    Ok(())
+}
+
+fn two_task_deadlock_is_detected() -> TestResult {
+    static A: Mutex<()> = Mutex::new((), lock_class!("deadlock_lock_a"));
+    static B: Mutex<()> = Mutex::new((), lock_class!("deadlock_lock_b"));
+    let before = task::deadlock::report_count();
+    let h1 = task::spawn("taker-ab", || {
+        let _a = A.lock();
+        task::sleep(Duration::from_millis(20));
+        let _b = B.lock();
+    })
+    .unwrap();
+    let h2 = task::spawn("taker-ba", || {
+        let _b = B.lock();
+        task::sleep(Duration::from_millis(20));
+        let _a = A.lock();
+    })
+    .unwrap();
+    kassert_eq!(
+        h1.join_timeout(Duration::from_secs(5)),
+        Err(JoinError::Deadlocked)
+    );
+    kassert_eq!(
+        h2.join_timeout(Duration::from_secs(5)),
+        Err(JoinError::Deadlocked)
+    );
+    let reports = task::deadlock::reports();
+    kassert_eq!(reports.len(), before + 1);
+    let r = &reports[before];
+    let names: Vec<&str> = r.tasks.iter().map(|(_, n)| n.as_str()).collect();
+    kassert!(
+        names.contains(&"taker-ab") && names.contains(&"taker-ba"),
+        "{names:?}"
+    );
+    kassert!(
+        r.locks.iter().any(|l| l == "deadlock_lock_a"),
+        "{:?}",
+        r.locks
+    );
+    kassert!(
+        r.locks.iter().any(|l| l == "deadlock_lock_b"),
+        "{:?}",
+        r.locks
+    );
+    kassert!(r.text.contains("held by task"), "{}", r.text);
+    Ok(())
+}
+
+fn task_stacks_are_freed_after_exit() -> TestResult {
+    // Warm up, then many short tasks must not grow the heap.
+    task::spawn("warm", || {}).unwrap().join().unwrap();
+    task::yield_now();
+    let (used0, _) = kreclaim::arch::x86_64::EARLY_HEAP.usage();
+    for _ in 0..50 {
+        task::spawn("short", || {}).unwrap().join().unwrap();
+    }
+    task::yield_now();
+    let (used1, _) = kreclaim::arch::x86_64::EARLY_HEAP.usage();
+    kassert!(
+        used1 < used0 + 64 * 1024,
+        "heap grew from {used0} to {used1} over 50 tasks"
+    );
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Kernel-thread context switch and the virtual area holding task stacks.
+//!
+//! A saved context is the stack pointer after pushing RFLAGS and the
+//! callee-saved registers; switching swaps stacks and pops them back.
+//! Task stacks live at [`STACK_AREA`], one [`SLOT`] each: an unmapped guard
+//! page, then the stack pages. Physical memory comes from the frame source
+//! (the early heap until the page allocator takes over).
+
+use super::paging;
+use crate::platform::KernelStack;
+use alloc::vec::Vec;
+use core::alloc::Layout;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.context, "ax"
+    .global kreclaim_switch_context
+kreclaim_switch_context:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    pushfq
+    mov [rdi], rsp
+    mov rsp, rsi
+    popfq
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+
+    .global kreclaim_task_trampoline
+kreclaim_task_trampoline:
+    mov rdi, r12
+    xor ebp, ebp
+    call r12
+    ud2
+"#
+);
+
+unsafe extern "C" {
+    fn kreclaim_switch_context(prev: *mut usize, next: usize);
+    fn kreclaim_task_trampoline();
+}
+
+/// # Safety
+/// See [`crate::platform::Platform::switch_context`].
+pub unsafe fn switch_context(prev: *mut usize, next: usize) {
+    // SAFETY: forwarded.
+    unsafe { kreclaim_switch_context(prev, next) }
+}
+
+/// Lays out a fresh stack: RFLAGS (IF clear), six callee-saved registers with
+/// r12 = `entry`, and the trampoline as return address.
+pub fn init_context(stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+    let top = stack_top & !15;
+    let words: [usize; 10] = [
+        0x2,                                            // RFLAGS: interrupts masked
+        0,                                              // r15
+        0,                                              // r14
+        0,                                              // r13
+        entry as usize,                                 // r12
+        0,                                              // rbx
+        0,                                              // rbp
+        kreclaim_task_trampoline as *const () as usize, // return address
+        0,                                              // padding: keeps the call aligned
+        0,
+    ];
+    let base = top - words.len() * 8;
+    for (i, w) in words.iter().enumerate() {
+        // SAFETY: the caller owns the fresh stack below `top`.
+        unsafe { ((base + i * 8) as *mut usize).write(*w) };
+    }
+    base
+}
+
+/// Start of the task-stack area (PML4 slot 288, away from the direct map).
+pub const STACK_AREA: u64 = 0xffff_9000_0000_0000;
+/// Virtual span per stack: guard page + up to 63 pages of stack.
+pub const SLOT: u64 = 256 * 1024;
+const MAX_SLOTS: usize = 4096;
+const PAGE: usize = 4096;
+
+/// Physical pages behind task stacks.
+pub type FrameAlloc = fn(pages: usize) -> Option<u64>;
+pub type FrameFree = fn(pa: u64, pages: usize);
+
+fn early_frames(pages: usize) -> Option<u64> {
+    let l = Layout::from_size_align(pages * PAGE, PAGE).ok()?;
+    let p = super::EARLY_HEAP.alloc(l)?;
+    Some(paging::virt_to_phys(p.as_ptr() as u64))
+}
+
+fn early_free(pa: u64, pages: usize) {
+    let l = Layout::from_size_align(pages * PAGE, PAGE).unwrap();
+    // Early-heap memory is in the identity-mapped image: pa == va.
+    if let Some(p) = core::ptr::NonNull::new(pa as *mut u8) {
+        // SAFETY: allocated by early_frames with this layout.
+        unsafe { super::EARLY_HEAP.dealloc(p, l) };
+    }
+}
+
+struct StackArea {
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    alloc: FrameAlloc,
+    free: FrameFree,
+}
+
+static AREA: spin::Mutex<StackArea> = spin::Mutex::new(StackArea {
+    free_slots: Vec::new(),
+    next_slot: 0,
+    alloc: early_frames,
+    free: early_free,
+});
+
+/// Switches where stack pages come from (the page allocator, once it runs).
+/// Stacks allocated before keep their original source via the cookie.
+pub fn set_frame_source(alloc: FrameAlloc, free: FrameFree) {
+    crate::platform::without_interrupts(|| {
+        let mut a = AREA.lock();
+        a.alloc = alloc;
+        a.free = free;
+    });
+}
+
+/// cookie = slot | pages << 16 | (1 << 40 if early-heap frames)
+pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
+    let pages = bytes.div_ceil(PAGE);
+    if pages == 0 || (pages + 1) as u64 * PAGE as u64 > SLOT {
+        return None;
+    }
+    crate::platform::without_interrupts(|| {
+        let mut a = AREA.lock();
+        let slot = match a.free_slots.pop() {
+            Some(s) => s,
+            None if (a.next_slot as usize) < MAX_SLOTS => {
+                a.free_slots.reserve(1);
+                a.next_slot += 1;
+                a.next_slot - 1
+            }
+            None => return None,
+        };
+        let early = core::ptr::eq(a.alloc as *const (), early_frames as *const ());
+        let Some(pa) = (a.alloc)(pages) else {
+            a.free_slots.push(slot);
+            return None;
+        };
+        let base = STACK_AREA + slot as u64 * SLOT;
+        let bottom = base + PAGE as u64;
+        for i in 0..pages as u64 {
+            paging::map_page(bottom + i * PAGE as u64, pa + i * PAGE as u64);
+        }
+        Some(KernelStack {
+            bottom: bottom as usize,
+            top: (bottom + (pages * PAGE) as u64) as usize,
+            cookie: slot as usize | pages << 16 | (early as usize) << 40,
+        })
+    })
+}
+
+pub fn free_stack(stack: KernelStack) {
+    let slot = (stack.cookie & 0xffff) as u32;
+    let pages = (stack.cookie >> 16) & 0xff_ffff;
+    let early = stack.cookie >> 40 != 0;
+    crate::platform::without_interrupts(|| {
+        let mut a = AREA.lock();
+        let (pa, _) = paging::translate(stack.bottom as u64).expect("stack not mapped");
+        for i in 0..pages {
+            paging::unmap_page((stack.bottom + i * PAGE) as u64);
+        }
+        if early {
+            early_free(pa, pages);
+        } else {
+            (a.free)(pa, pages);
+        }
+        a.free_slots.push(slot);
+    });
+}
+
+/// Whether `addr` is in the guard page of a task-stack slot.
+pub fn in_stack_guard(addr: u64) -> bool {
+    addr >= STACK_AREA
+        && addr < STACK_AREA + MAX_SLOTS as u64 * SLOT
+        && (addr - STACK_AREA) % SLOT < PAGE as u64
+}

@@ -1,0 +1,148 @@
+//! GFP ("get free pages") flags with Linux's bit values
+//! (`include/linux/gfp_types.h`) and composites, printable by name.
+
+use core::fmt;
+
+bitflags::bitflags! {
+    /// Allocation flags: what the allocator may do to satisfy a request.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct Gfp: u32 {
+        const __GFP_DMA = 0x01;
+        const __GFP_HIGHMEM = 0x02;
+        const __GFP_DMA32 = 0x04;
+        const __GFP_MOVABLE = 0x08;
+        const __GFP_RECLAIMABLE = 0x10;
+        /// May use part of the min reserve.
+        const __GFP_HIGH = 0x20;
+        /// Reclaim may start physical IO.
+        const __GFP_IO = 0x40;
+        /// Reclaim may call into the filesystem.
+        const __GFP_FS = 0x80;
+        const __GFP_ZERO = 0x100;
+        /// The caller may sleep in direct reclaim.
+        const __GFP_DIRECT_RECLAIM = 0x400;
+        /// Wake kswapd at the low watermark.
+        const __GFP_KSWAPD_RECLAIM = 0x800;
+        const __GFP_WRITE = 0x1000;
+        const __GFP_NOWARN = 0x2000;
+        const __GFP_RETRY_MAYFAIL = 0x4000;
+        const __GFP_NOFAIL = 0x8000;
+        const __GFP_NORETRY = 0x10000;
+        const __GFP_MEMALLOC = 0x20000;
+        const __GFP_COMP = 0x40000;
+        const __GFP_NOMEMALLOC = 0x80000;
+        const __GFP_HARDWALL = 0x100000;
+        const __GFP_THISNODE = 0x200000;
+        const __GFP_ACCOUNT = 0x400000;
+        const __GFP_ZEROTAGS = 0x800000;
+        /// No fs_reclaim lockdep tracking for this allocation.
+        const __GFP_NOLOCKDEP = 0x4000000;
+
+        const __GFP_RECLAIM = Self::__GFP_DIRECT_RECLAIM.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
+        const GFP_ATOMIC = Self::__GFP_HIGH.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
+        const GFP_KERNEL = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits() | Self::__GFP_FS.bits();
+        const GFP_KERNEL_ACCOUNT = Self::GFP_KERNEL.bits() | Self::__GFP_ACCOUNT.bits();
+        const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits();
+        const GFP_NOIO = Self::__GFP_RECLAIM.bits();
+        const GFP_NOFS = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits();
+        const GFP_USER = Self::GFP_KERNEL.bits() | Self::__GFP_HARDWALL.bits();
+    }
+}
+
+/// Re-exports so code reads like Linux: `GFP_KERNEL | __GFP_ZERO`.
+pub const GFP_KERNEL: Gfp = Gfp::GFP_KERNEL;
+pub const GFP_KERNEL_ACCOUNT: Gfp = Gfp::GFP_KERNEL_ACCOUNT;
+pub const GFP_ATOMIC: Gfp = Gfp::GFP_ATOMIC;
+pub const GFP_NOWAIT: Gfp = Gfp::GFP_NOWAIT;
+pub const GFP_NOIO: Gfp = Gfp::GFP_NOIO;
+pub const GFP_NOFS: Gfp = Gfp::GFP_NOFS;
+pub const GFP_USER: Gfp = Gfp::GFP_USER;
+
+impl Gfp {
+    /// `gfpflags_allow_blocking()`: may this allocation sleep in reclaim?
+    #[inline]
+    pub const fn allows_blocking(self) -> bool {
+        self.contains(Gfp::__GFP_DIRECT_RECLAIM)
+    }
+}
+
+/// Composite names tried first, in Linux's `__def_gfpflag_names` order.
+const COMPOSITES: &[(&str, Gfp)] = &[
+    ("GFP_USER", Gfp::GFP_USER),
+    ("GFP_KERNEL_ACCOUNT", Gfp::GFP_KERNEL_ACCOUNT),
+    ("GFP_KERNEL", Gfp::GFP_KERNEL),
+    ("GFP_NOFS", Gfp::GFP_NOFS),
+    ("GFP_ATOMIC", Gfp::GFP_ATOMIC),
+    ("GFP_NOIO", Gfp::GFP_NOIO),
+    ("GFP_NOWAIT", Gfp::GFP_NOWAIT),
+];
+
+const SINGLES: &[(&str, Gfp)] = &[
+    ("__GFP_DMA", Gfp::__GFP_DMA),
+    ("__GFP_HIGHMEM", Gfp::__GFP_HIGHMEM),
+    ("__GFP_DMA32", Gfp::__GFP_DMA32),
+    ("__GFP_MOVABLE", Gfp::__GFP_MOVABLE),
+    ("__GFP_RECLAIMABLE", Gfp::__GFP_RECLAIMABLE),
+    ("__GFP_HIGH", Gfp::__GFP_HIGH),
+    ("__GFP_IO", Gfp::__GFP_IO),
+    ("__GFP_FS", Gfp::__GFP_FS),
+    ("__GFP_ZERO", Gfp::__GFP_ZERO),
+    ("__GFP_DIRECT_RECLAIM", Gfp::__GFP_DIRECT_RECLAIM),
+    ("__GFP_KSWAPD_RECLAIM", Gfp::__GFP_KSWAPD_RECLAIM),
+    ("__GFP_WRITE", Gfp::__GFP_WRITE),
+    ("__GFP_NOWARN", Gfp::__GFP_NOWARN),
+    ("__GFP_RETRY_MAYFAIL", Gfp::__GFP_RETRY_MAYFAIL),
+    ("__GFP_NOFAIL", Gfp::__GFP_NOFAIL),
+    ("__GFP_NORETRY", Gfp::__GFP_NORETRY),
+    ("__GFP_MEMALLOC", Gfp::__GFP_MEMALLOC),
+    ("__GFP_COMP", Gfp::__GFP_COMP),
+    ("__GFP_NOMEMALLOC", Gfp::__GFP_NOMEMALLOC),
+    ("__GFP_HARDWALL", Gfp::__GFP_HARDWALL),
+    ("__GFP_THISNODE", Gfp::__GFP_THISNODE),
+    ("__GFP_ACCOUNT", Gfp::__GFP_ACCOUNT),
+    ("__GFP_ZEROTAGS", Gfp::__GFP_ZEROTAGS),
+    ("__GFP_NOLOCKDEP", Gfp::__GFP_NOLOCKDEP),
+];
+
+impl fmt::Display for Gfp {
+    /// Like Linux's `%pGg`: the first composite that fits, then single
+    /// flags, then any unknown bits in hex; `0` for no flags.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("0");
+        }
+        let mut rest = *self;
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| {
+            if !core::mem::replace(&mut first, false) {
+                f.write_str("|")
+            } else {
+                Ok(())
+            }
+        };
+        if let Some((name, bits)) = COMPOSITES.iter().find(|(_, b)| rest.contains(*b)) {
+            sep(f)?;
+            f.write_str(name)?;
+            rest.remove(*bits);
+        }
+        for (name, bit) in SINGLES {
+            if rest.contains(*bit) {
+                sep(f)?;
+                f.write_str(name)?;
+                rest.remove(*bit);
+            }
+        }
+        let unknown = self.bits() & !Gfp::all().bits();
+        if unknown != 0 {
+            sep(f)?;
+            write!(f, "{unknown:#x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Gfp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self} ({:#x})", self.bits())
+    }
+}

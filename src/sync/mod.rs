@@ -1,0 +1,17 @@
+//! Synchronisation: IRQ-safe spinlock, sleeping mutex and rw-semaphore, wait
+//! queues and completions, and lockdep.
+//!
+//! Every lock belongs to a lockdep class named by a static key; create one
+//! per initialisation site with [`lock_class!`](crate::lock_class):
+//! `Mutex::new(0, lock_class!("my_counter"))`.
+
+pub mod lockdep;
+pub mod mutex;
+pub mod rwsem;
+pub mod spinlock;
+pub mod waitqueue;
+
+pub use mutex::{Mutex, MutexGuard};
+pub use rwsem::{RwSemReadGuard, RwSemWriteGuard, RwSemaphore};
+pub use spinlock::{SpinLock, SpinLockGuard};
+pub use waitqueue::{Completion, WaitQueue};

@@ -1,0 +1,212 @@
+//! Sleeping mutex with owner tracking, `try_lock`, lockdep annotations and
+//! direct hand-off to the longest waiter (no starvation).
+
+use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
+use crate::platform::IrqGuard;
+use crate::task::deadlock::{BlockedOn, WaitTarget};
+use crate::task::{self, Task, TaskId};
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::panic::Location;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+const UNLOCKED: u32 = u32::MAX;
+
+/// The type-independent part: owner and waiters.
+struct MutexCore {
+    /// Task id of the owner, or UNLOCKED.
+    owner: AtomicU32,
+    waiters: spin::Mutex<VecDeque<Arc<Task>>>,
+}
+
+impl WaitTarget for MutexCore {
+    fn holders(&self, out: &mut Vec<TaskId>) {
+        let o = self.owner.load(Ordering::Relaxed);
+        if o != UNLOCKED {
+            out.push(o);
+        }
+    }
+}
+
+pub struct Mutex<T: ?Sized> {
+    core: MutexCore,
+    dep_map: LockdepMap,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the mutex serialises access to `data`.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    /// A mutex in lock class `class` (see [`lock_class!`](crate::lock_class)).
+    pub const fn new(value: T, class: &'static LockClassKey) -> Self {
+        Self {
+            core: MutexCore {
+                owner: AtomicU32::new(UNLOCKED),
+                waiters: spin::Mutex::new(VecDeque::new()),
+            },
+            dep_map: LockdepMap::new(class),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    fn addr(&self) -> usize {
+        self as *const Self as *const u8 as usize
+    }
+
+    /// The owning task's id, if locked.
+    pub fn owner(&self) -> Option<TaskId> {
+        let o = self.core.owner.load(Ordering::Relaxed);
+        (o != UNLOCKED).then_some(o)
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.owner().is_some()
+    }
+
+    pub fn class(&self) -> &'static LockClassKey {
+        self.dep_map.class()
+    }
+
+    #[track_caller]
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.lock_nested(0)
+    }
+
+    /// Locks with a nesting subclass (`mutex_lock_nested`).
+    #[track_caller]
+    pub fn lock_nested(&self, subclass: u8) -> MutexGuard<'_, T> {
+        self.lock_impl(subclass, Location::caller())
+    }
+
+    fn lock_impl(&self, subclass: u8, loc: &'static Location<'static>) -> MutexGuard<'_, T> {
+        task::might_sleep();
+        lockdep::lock_acquire(
+            &self.dep_map,
+            self.addr(),
+            Acquire::EXCLUSIVE.nested(subclass),
+            loc,
+        );
+        let me = task::current().id();
+        if self
+            .core
+            .owner
+            .compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return MutexGuard { lock: self, loc };
+        }
+        loop {
+            let _irq = IrqGuard::new();
+            {
+                let mut w = self.core.waiters.lock();
+                if self.core.owner.load(Ordering::Acquire) == me {
+                    break; // handed to us
+                }
+                if self
+                    .core
+                    .owner
+                    .compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+                task::prepare_to_block();
+                if let Some(arc) = task::current_arc() {
+                    w.push_back(arc);
+                }
+            }
+            let target: *const (dyn WaitTarget + 'static) = &self.core as *const MutexCore;
+            task::set_blocked_on(BlockedOn {
+                kind: "mutex",
+                name: self.dep_map.class().name(),
+                addr: self.addr(),
+                target: Some(target),
+            });
+            crate::task::deadlock::check_cycle(task::current());
+            task::block_current_locked();
+            task::clear_blocked_on();
+            if self.core.owner.load(Ordering::Acquire) == me {
+                break;
+            }
+        }
+        MutexGuard { lock: self, loc }
+    }
+
+    #[track_caller]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        let me = task::current().id();
+        if self
+            .core
+            .owner
+            .compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            let loc = Location::caller();
+            lockdep::lock_acquire(&self.dep_map, self.addr(), Acquire::EXCLUSIVE.try_(), loc);
+            Some(MutexGuard { lock: self, loc })
+        } else {
+            None
+        }
+    }
+
+    fn unlock(&self, loc: &'static Location<'static>) {
+        lockdep::lock_release(&self.dep_map, self.addr(), loc);
+        let _irq = IrqGuard::new();
+        let mut w = self.core.waiters.lock();
+        while let Some(next) = w.pop_front() {
+            if next.is_deadlocked() {
+                continue;
+            }
+            self.core.owner.store(next.id(), Ordering::Release);
+            task::wake_up(&next);
+            return;
+        }
+        self.core.owner.store(UNLOCKED, Ordering::Release);
+    }
+}
+
+pub struct MutexGuard<'a, T: ?Sized> {
+    lock: &'a Mutex<T>,
+    loc: &'static Location<'static>,
+}
+
+impl<T: ?Sized> MutexGuard<'_, T> {
+    /// Where the lock was taken.
+    pub fn locked_at(&self) -> &'static Location<'static> {
+        self.loc
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: we own the mutex.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: we own the mutex.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    #[track_caller]
+    fn drop(&mut self) {
+        self.lock.unlock(Location::caller());
+    }
+}

@@ -1,0 +1,360 @@
+//! Sleeping reader-writer semaphore (Linux's rw_semaphore): shared readers,
+//! exclusive writers, trylock forms, `downgrade_write`, lockdep annotations.
+//!
+//! Fair: once a writer waits, new readers queue behind it, and the lock is
+//! handed directly to the waiters at the head of the queue (a writer, or
+//! every reader up to the next writer), so neither side starves.
+
+use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
+use crate::platform::IrqGuard;
+use crate::task::deadlock::{BlockedOn, WaitTarget};
+use crate::task::{self, Task, TaskId};
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::panic::Location;
+
+struct State {
+    writer: Option<TaskId>,
+    /// Ids of the tasks holding it shared (for deadlock reports).
+    readers: Vec<TaskId>,
+    waiters: VecDeque<(Arc<Task>, bool)>,
+}
+
+struct RwCore {
+    state: spin::Mutex<State>,
+}
+
+impl WaitTarget for RwCore {
+    fn holders(&self, out: &mut Vec<TaskId>) {
+        let s = self.state.lock();
+        out.extend(s.writer);
+        out.extend(s.readers.iter().copied());
+    }
+}
+
+impl RwCore {
+    /// Hands the free lock to the head of the queue. Called with state locked.
+    fn grant(s: &mut State) {
+        if s.writer.is_some() {
+            return;
+        }
+        while let Some((t, write)) = s.waiters.front() {
+            if t.is_deadlocked() {
+                s.waiters.pop_front();
+                continue;
+            }
+            if *write {
+                if !s.readers.is_empty() {
+                    return;
+                }
+                let (t, _) = s.waiters.pop_front().unwrap();
+                s.writer = Some(t.id());
+                task::wake_up(&t);
+                return;
+            }
+            let (t, _) = s.waiters.pop_front().unwrap();
+            s.readers.push(t.id());
+            task::wake_up(&t);
+        }
+    }
+}
+
+pub struct RwSemaphore<T: ?Sized> {
+    core: RwCore,
+    dep_map: LockdepMap,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: readers share &T (T: Sync), writers get &mut T (T: Send).
+unsafe impl<T: ?Sized + Send + Sync> Sync for RwSemaphore<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send> Send for RwSemaphore<T> {}
+
+impl<T> RwSemaphore<T> {
+    pub const fn new(value: T, class: &'static LockClassKey) -> Self {
+        Self {
+            core: RwCore {
+                state: spin::Mutex::new(State {
+                    writer: None,
+                    readers: Vec::new(),
+                    waiters: VecDeque::new(),
+                }),
+            },
+            dep_map: LockdepMap::new(class),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> RwSemaphore<T> {
+    fn addr(&self) -> usize {
+        self as *const Self as *const u8 as usize
+    }
+
+    pub fn class(&self) -> &'static LockClassKey {
+        self.dep_map.class()
+    }
+
+    /// (writer, number of readers) right now.
+    pub fn holders(&self) -> (Option<TaskId>, usize) {
+        let _irq = IrqGuard::new();
+        let s = self.core.state.lock();
+        (s.writer, s.readers.len())
+    }
+
+    fn block(&self, write: bool) {
+        let me = task::current().id();
+        loop {
+            let _irq = IrqGuard::new();
+            {
+                let s = self.core.state.lock();
+                let granted = if write {
+                    s.writer == Some(me)
+                } else {
+                    s.readers.contains(&me)
+                };
+                if granted {
+                    return;
+                }
+            }
+            let target: *const (dyn WaitTarget + 'static) = &self.core as *const RwCore;
+            task::set_blocked_on(BlockedOn {
+                kind: if write {
+                    "rwsem (write)"
+                } else {
+                    "rwsem (read)"
+                },
+                name: self.dep_map.class().name(),
+                addr: self.addr(),
+                target: Some(target),
+            });
+            crate::task::deadlock::check_cycle(task::current());
+            task::block_current_locked();
+            task::clear_blocked_on();
+        }
+    }
+
+    /// Takes it shared; sleeps while a writer holds or waits for it.
+    #[track_caller]
+    pub fn down_read(&self) -> RwSemReadGuard<'_, T> {
+        self.down_read_nested(0)
+    }
+
+    #[track_caller]
+    pub fn down_read_nested(&self, subclass: u8) -> RwSemReadGuard<'_, T> {
+        task::might_sleep();
+        let loc = Location::caller();
+        lockdep::lock_acquire(
+            &self.dep_map,
+            self.addr(),
+            Acquire::SHARED.nested(subclass),
+            loc,
+        );
+        let me = task::current().id();
+        let must_wait = {
+            let _irq = IrqGuard::new();
+            let mut s = self.core.state.lock();
+            if s.writer.is_none() && s.waiters.is_empty() {
+                s.readers.push(me);
+                false
+            } else {
+                task::prepare_to_block();
+                if let Some(a) = task::current_arc() {
+                    s.waiters.push_back((a, false));
+                }
+                true
+            }
+        };
+        if must_wait {
+            // Interrupts were restored in between; the state stays Blocked and
+            // the waiter is queued, so a hand-off in the gap makes us Ready.
+            self.block(false);
+        }
+        RwSemReadGuard { sem: self }
+    }
+
+    /// Takes it exclusively; sleeps while anyone holds it.
+    #[track_caller]
+    pub fn down_write(&self) -> RwSemWriteGuard<'_, T> {
+        self.down_write_nested(0)
+    }
+
+    #[track_caller]
+    pub fn down_write_nested(&self, subclass: u8) -> RwSemWriteGuard<'_, T> {
+        task::might_sleep();
+        let loc = Location::caller();
+        lockdep::lock_acquire(
+            &self.dep_map,
+            self.addr(),
+            Acquire::EXCLUSIVE.nested(subclass),
+            loc,
+        );
+        let me = task::current().id();
+        let must_wait = {
+            let _irq = IrqGuard::new();
+            let mut s = self.core.state.lock();
+            if s.writer.is_none() && s.readers.is_empty() && s.waiters.is_empty() {
+                s.writer = Some(me);
+                false
+            } else {
+                task::prepare_to_block();
+                if let Some(a) = task::current_arc() {
+                    s.waiters.push_back((a, true));
+                }
+                true
+            }
+        };
+        if must_wait {
+            self.block(true);
+        }
+        RwSemWriteGuard { sem: self }
+    }
+
+    /// `down_read_trylock`: shared if available now, else `None`.
+    #[track_caller]
+    pub fn try_read(&self) -> Option<RwSemReadGuard<'_, T>> {
+        let me = task::current().id();
+        let ok = {
+            let _irq = IrqGuard::new();
+            let mut s = self.core.state.lock();
+            if s.writer.is_none() && s.waiters.is_empty() {
+                s.readers.push(me);
+                true
+            } else {
+                false
+            }
+        };
+        if !ok {
+            return None;
+        }
+        lockdep::lock_acquire(
+            &self.dep_map,
+            self.addr(),
+            Acquire::SHARED.try_(),
+            Location::caller(),
+        );
+        Some(RwSemReadGuard { sem: self })
+    }
+
+    /// `down_write_trylock`: exclusive if free now, else `None`.
+    #[track_caller]
+    pub fn try_write(&self) -> Option<RwSemWriteGuard<'_, T>> {
+        let me = task::current().id();
+        let ok = {
+            let _irq = IrqGuard::new();
+            let mut s = self.core.state.lock();
+            if s.writer.is_none() && s.readers.is_empty() {
+                s.writer = Some(me);
+                true
+            } else {
+                false
+            }
+        };
+        if !ok {
+            return None;
+        }
+        lockdep::lock_acquire(
+            &self.dep_map,
+            self.addr(),
+            Acquire::EXCLUSIVE.try_(),
+            Location::caller(),
+        );
+        Some(RwSemWriteGuard { sem: self })
+    }
+
+    fn up_read(&self, loc: &'static Location<'static>) {
+        lockdep::lock_release(&self.dep_map, self.addr(), loc);
+        let me = task::current().id();
+        let _irq = IrqGuard::new();
+        let mut s = self.core.state.lock();
+        if let Some(i) = s.readers.iter().position(|r| *r == me) {
+            s.readers.swap_remove(i);
+        } else {
+            s.readers.pop();
+        }
+        RwCore::grant(&mut s);
+    }
+
+    fn up_write(&self, loc: &'static Location<'static>) {
+        lockdep::lock_release(&self.dep_map, self.addr(), loc);
+        let _irq = IrqGuard::new();
+        let mut s = self.core.state.lock();
+        s.writer = None;
+        RwCore::grant(&mut s);
+    }
+}
+
+pub struct RwSemReadGuard<'a, T: ?Sized> {
+    sem: &'a RwSemaphore<T>,
+}
+
+pub struct RwSemWriteGuard<'a, T: ?Sized> {
+    sem: &'a RwSemaphore<T>,
+}
+
+impl<'a, T: ?Sized> RwSemWriteGuard<'a, T> {
+    /// `downgrade_write`: become a reader without letting a writer in between;
+    /// waiting readers at the head of the queue are let in too.
+    #[track_caller]
+    pub fn downgrade(self) -> RwSemReadGuard<'a, T> {
+        let sem = self.sem;
+        core::mem::forget(self);
+        lockdep::lock_downgrade(&sem.dep_map, sem.addr(), Location::caller());
+        let me = task::current().id();
+        let _irq = IrqGuard::new();
+        let mut s = sem.core.state.lock();
+        s.writer = None;
+        s.readers.push(me);
+        // Admit readers queued at the head (not writers: readers hold it).
+        while let Some((t, false)) = s.waiters.front().map(|(t, w)| (t.clone(), *w)) {
+            s.waiters.pop_front();
+            s.readers.push(t.id());
+            task::wake_up(&t);
+        }
+        RwSemReadGuard { sem }
+    }
+}
+
+impl<T: ?Sized> Deref for RwSemReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: shared hold.
+        unsafe { &*self.sem.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for RwSemReadGuard<'_, T> {
+    #[track_caller]
+    fn drop(&mut self) {
+        self.sem.up_read(Location::caller());
+    }
+}
+
+impl<T: ?Sized> Deref for RwSemWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: exclusive hold.
+        unsafe { &*self.sem.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for RwSemWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: exclusive hold.
+        unsafe { &mut *self.sem.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for RwSemWriteGuard<'_, T> {
+    #[track_caller]
+    fn drop(&mut self) {
+        self.sem.up_write(Location::caller());
+    }
+}

@@ -1,0 +1,17 @@
+//! Per-task flags with Linux's names and values (`include/linux/sched.h`).
+
+bitflags::bitflags! {
+    #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+    pub struct TaskFlags: u32 {
+        /// Reclaiming: may dip into reserves, never recurses into reclaim.
+        const PF_MEMALLOC = 0x800;
+        /// This task is kswapd.
+        const PF_KSWAPD = 0x20000;
+        /// All allocations behave as if __GFP_FS were clear.
+        const PF_MEMALLOC_NOFS = 0x40000;
+        /// All allocations behave as if __GFP_IO and __GFP_FS were clear.
+        const PF_MEMALLOC_NOIO = 0x80000;
+        /// Allocations may not be movable (pinning).
+        const PF_MEMALLOC_PIN = 0x1000_0000;
+    }
+}

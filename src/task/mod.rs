@@ -1,0 +1,745 @@
+//! Kernel threads and the scheduler.
+//!
+//! Round-robin over a per-CPU run queue, preemptive on the timer tick by
+//! default (10 ms slices, `preempt_disable` regions respected) or cooperative
+//! (`sched=coop`: a task runs until it blocks, sleeps or yields), so that
+//! experiments can be replayed deterministically. The idle task halts the CPU
+//! and notices when every task is blocked (see [`deadlock`]).
+//!
+//! Per-CPU state lives in [`PerCpu`]; there is one CPU today, and everything
+//! reaches its state through [`this_cpu`] so that a second one can be added.
+
+pub mod deadlock;
+mod flags;
+
+pub use flags::TaskFlags;
+
+use crate::platform::{self, KernelStack};
+use crate::sync::lockdep::TaskLockState;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
+use core::time::Duration;
+
+/// Default kernel stack size for spawned tasks.
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Ticks in a time slice under preemptive scheduling.
+pub const TIME_SLICE_TICKS: u32 = 10;
+
+/// A task's number; 0 is the boot task ("main").
+pub type TaskId = u32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TaskState {
+    /// On a CPU now.
+    Running = 0,
+    /// On the run queue.
+    Ready = 1,
+    /// Waiting for a lock, a wait queue or a completion.
+    Blocked = 2,
+    /// Waiting for a deadline (possibly also for an event).
+    Sleeping = 3,
+    /// Finished; waiting to be reaped.
+    Dead = 4,
+}
+
+impl TaskState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Running,
+            1 => Self::Ready,
+            2 => Self::Blocked,
+            3 => Self::Sleeping,
+            _ => Self::Dead,
+        }
+    }
+}
+
+/// Scheduling policy, chosen with `sched=` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedMode {
+    /// Round-robin, preempted on the timer tick.
+    Preemptive,
+    /// A task runs until it blocks, sleeps or yields.
+    Cooperative,
+}
+
+/// A kernel thread.
+pub struct Task {
+    id: TaskId,
+    name: String,
+    flags: AtomicU32,
+    memalloc_depth: AtomicU32,
+    state: AtomicU8,
+    /// Part of a reported deadlock: never runs again, joins fail.
+    deadlocked: AtomicBool,
+    /// Saved stack pointer while not running.
+    context: UnsafeCell<usize>,
+    stack: spin::Mutex<Option<KernelStack>>,
+    entry: spin::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    lockdep: UnsafeCell<TaskLockState>,
+    /// What the task is blocked on, for the deadlock detector.
+    pub(crate) blocked_on: spin::Mutex<Option<deadlock::BlockedOn>>,
+    /// Bumped at every timed wait, so stale timer entries are ignored.
+    wait_gen: AtomicU64,
+    /// Set when a timed wait ended by its deadline.
+    timed_out: AtomicBool,
+    exited: crate::sync::Completion,
+    switches: AtomicU64,
+}
+
+// SAFETY: `context` and `lockdep` are only touched by the task itself or by
+// the scheduler with interrupts masked while the task is switched out.
+unsafe impl Sync for Task {}
+// SAFETY: as above.
+unsafe impl Send for Task {}
+
+impl Task {
+    fn new(id: TaskId, name: String) -> Self {
+        Self {
+            id,
+            name,
+            flags: AtomicU32::new(0),
+            memalloc_depth: AtomicU32::new(0),
+            state: AtomicU8::new(TaskState::Ready as u8),
+            deadlocked: AtomicBool::new(false),
+            context: UnsafeCell::new(0),
+            stack: spin::Mutex::new(None),
+            entry: spin::Mutex::new(None),
+            lockdep: UnsafeCell::new(TaskLockState::new()),
+            blocked_on: spin::Mutex::new(None),
+            wait_gen: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+            exited: crate::sync::Completion::new_internal(),
+            switches: AtomicU64::new(0),
+        }
+    }
+
+    const fn early() -> Self {
+        Self {
+            id: 0,
+            name: String::new(),
+            flags: AtomicU32::new(0),
+            memalloc_depth: AtomicU32::new(0),
+            state: AtomicU8::new(TaskState::Running as u8),
+            deadlocked: AtomicBool::new(false),
+            context: UnsafeCell::new(0),
+            stack: spin::Mutex::new(None),
+            entry: spin::Mutex::new(None),
+            lockdep: UnsafeCell::new(TaskLockState::new()),
+            blocked_on: spin::Mutex::new(None),
+            wait_gen: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+            exited: crate::sync::Completion::new_internal(),
+            switches: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        if self.name.is_empty() {
+            "boot"
+        } else {
+            &self.name
+        }
+    }
+
+    pub fn state(&self) -> TaskState {
+        TaskState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn set_state(&self, s: TaskState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    /// The PF_* flags.
+    pub fn flags(&self) -> TaskFlags {
+        TaskFlags::from_bits_retain(self.flags.load(Ordering::Relaxed))
+    }
+
+    pub fn set_flags(&self, f: TaskFlags) {
+        self.flags.fetch_or(f.bits(), Ordering::Relaxed);
+    }
+
+    pub fn clear_flags(&self, f: TaskFlags) {
+        self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn memalloc_depth_push(&self) -> u32 {
+        self.memalloc_depth.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn memalloc_depth_pop(&self) -> u32 {
+        let d = self.memalloc_depth.load(Ordering::Relaxed);
+        self.memalloc_depth
+            .store(d.saturating_sub(1), Ordering::Relaxed);
+        d
+    }
+
+    /// The task's lockdep state.
+    ///
+    /// # Safety
+    /// Only the task itself (with interrupts masked), or a reader that knows
+    /// the task is not running, may use the returned reference.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn lockdep_state(&self) -> &mut TaskLockState {
+        // SAFETY: forwarded to the caller.
+        unsafe { &mut *self.lockdep.get() }
+    }
+
+    pub fn is_deadlocked(&self) -> bool {
+        self.deadlocked.load(Ordering::Acquire)
+    }
+
+    /// Context switches into this task so far.
+    pub fn switches(&self) -> u64 {
+        self.switches.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "task '{}' (id {}, {:?})",
+            self.name(),
+            self.id,
+            self.state()
+        )
+    }
+}
+
+/// Per-CPU scheduler state.
+pub struct PerCpu {
+    pub cpu_id: usize,
+    current: AtomicPtr<Task>,
+    idle: AtomicPtr<Task>,
+    preempt_count: AtomicUsize,
+    slice_left: AtomicU32,
+    run_queue: spin::Mutex<VecDeque<Arc<Task>>>,
+    /// A dead task whose stack is freed once we are off it.
+    to_reap: spin::Mutex<Option<Arc<Task>>>,
+}
+
+static EARLY_TASK: Task = Task::early();
+
+static CPUS: [PerCpu; 1] = [PerCpu {
+    cpu_id: 0,
+    current: AtomicPtr::new(&EARLY_TASK as *const Task as *mut Task),
+    idle: AtomicPtr::new(core::ptr::null_mut()),
+    preempt_count: AtomicUsize::new(0),
+    slice_left: AtomicU32::new(TIME_SLICE_TICKS),
+    run_queue: spin::Mutex::new(VecDeque::new()),
+    to_reap: spin::Mutex::new(None),
+}];
+
+/// This CPU's scheduler state.
+#[inline]
+pub fn this_cpu() -> &'static PerCpu {
+    &CPUS[0]
+}
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+static MODE: AtomicU8 = AtomicU8::new(0);
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Every live task, for the deadlock detector and reports.
+static TASKS: spin::Mutex<Vec<Arc<Task>>> = spin::Mutex::new(Vec::new());
+
+/// Timed waits: (deadline ns, wait generation, task).
+static TIMERS: spin::Mutex<Vec<(u64, u64, Arc<Task>)>> = spin::Mutex::new(Vec::new());
+
+/// The running task. Before [`init`] this is a placeholder boot task, so the
+/// scoped allocation API works from the first instruction.
+#[inline]
+pub fn current() -> &'static Task {
+    // SAFETY: `current` always points at a live task: the static early task
+    // or a task kept alive by TASKS while it runs.
+    unsafe { &*this_cpu().current.load(Ordering::Acquire) }
+}
+
+/// The running task as a shared reference.
+pub fn current_arc() -> Option<Arc<Task>> {
+    let p = this_cpu().current.load(Ordering::Acquire);
+    platform::without_interrupts(|| TASKS.lock().iter().find(|t| Arc::as_ptr(t) == p).cloned())
+}
+
+/// Whether [`init`] ran (tasks can block and switch).
+pub fn started() -> bool {
+    STARTED.load(Ordering::Acquire)
+}
+
+pub fn mode() -> SchedMode {
+    if MODE.load(Ordering::Relaxed) == 1 {
+        SchedMode::Cooperative
+    } else {
+        SchedMode::Preemptive
+    }
+}
+
+/// Changes the scheduling mode at run time.
+pub fn set_mode(m: SchedMode) {
+    MODE.store(
+        match m {
+            SchedMode::Preemptive => 0,
+            SchedMode::Cooperative => 1,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Turns the boot context into task 0 ("main") and creates the idle task.
+/// The platform must call [`on_tick`] from its timer interrupt.
+pub fn init(mode: SchedMode) {
+    set_mode(mode);
+    let main = Arc::new(Task::new(0, String::from("main")));
+    main.set_state(TaskState::Running);
+    main.flags
+        .store(EARLY_TASK.flags.load(Ordering::Relaxed), Ordering::Relaxed);
+    let idle = new_task("idle", Box::new(idle_loop)).expect("cannot create the idle task");
+    platform::without_interrupts(|| {
+        let mut tasks = TASKS.lock();
+        tasks.push(main.clone());
+        tasks.push(idle.clone());
+        this_cpu()
+            .idle
+            .store(Arc::as_ptr(&idle) as *mut Task, Ordering::Release);
+        this_cpu()
+            .current
+            .store(Arc::as_ptr(&main) as *mut Task, Ordering::Release);
+    });
+    STARTED.store(true, Ordering::Release);
+}
+
+/// Why [`spawn`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No memory for the task or its stack.
+    NoMemory,
+    /// The scheduler is not running.
+    NotStarted,
+}
+
+fn new_task(name: &str, f: Box<dyn FnOnce() + Send>) -> Result<Arc<Task>, SpawnError> {
+    let p = platform::get().ok_or(SpawnError::NotStarted)?;
+    let stack = p
+        .alloc_kernel_stack(STACK_SIZE)
+        .ok_or(SpawnError::NoMemory)?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let t = Arc::new(Task::new(id, String::from(name)));
+    // SAFETY: the context slot of a task that never ran.
+    unsafe { *t.context.get() = p.init_context(stack.top, task_start) };
+    *t.stack.lock() = Some(stack);
+    *t.entry.lock() = Some(f);
+    Ok(t)
+}
+
+/// A spawned task; [`JoinHandle::join`] waits for it to finish.
+pub struct JoinHandle {
+    task: Arc<Task>,
+}
+
+/// Why [`JoinHandle::join`] did not see the task finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// The task is part of a reported deadlock and will never finish.
+    Deadlocked,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+impl JoinHandle {
+    pub fn task(&self) -> &Arc<Task> {
+        &self.task
+    }
+
+    /// Waits for the task to finish.
+    pub fn join(self) -> Result<(), JoinError> {
+        self.task.exited.wait();
+        if self.task.state() == TaskState::Dead {
+            Ok(())
+        } else {
+            Err(JoinError::Deadlocked)
+        }
+    }
+
+    /// Waits at most `timeout` for the task to finish.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinError> {
+        if !self.task.exited.wait_timeout(timeout) {
+            return Err(JoinError::TimedOut);
+        }
+        // Let the next waiter see it too.
+        self.task.exited.complete_all();
+        if self.task.state() == TaskState::Dead {
+            Ok(())
+        } else {
+            Err(JoinError::Deadlocked)
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.state() == TaskState::Dead
+    }
+}
+
+/// Starts a kernel thread running `f`.
+pub fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle, SpawnError> {
+    if !started() {
+        return Err(SpawnError::NotStarted);
+    }
+    let t = new_task(name, Box::new(f))?;
+    platform::without_interrupts(|| {
+        let mut tasks = TASKS.lock();
+        tasks.push(t.clone());
+        let mut rq = this_cpu().run_queue.lock();
+        // Reserve so that requeueing in the scheduler never allocates.
+        let need = tasks.len();
+        let len = rq.len();
+        if rq.capacity() < need {
+            rq.reserve(need - len);
+        }
+        rq.push_back(t.clone());
+    });
+    Ok(JoinHandle { task: t })
+}
+
+extern "C" fn task_start() -> ! {
+    finish_task_switch();
+    let f = current().entry.lock().take();
+    // SAFETY: a fresh task starts with interrupts masked; let them in.
+    if let Some(p) = platform::get() {
+        p.irq_restore(true);
+    }
+    if let Some(f) = f {
+        f();
+    }
+    exit_current()
+}
+
+/// Ends the current task (also what returning from its function does).
+pub fn exit_current() -> ! {
+    let t = current();
+    crate::sync::lockdep::task_exit_check(t);
+    let _irq = platform::IrqGuard::new();
+    t.set_state(TaskState::Dead);
+    t.exited.complete_all();
+    schedule();
+    unreachable!("a dead task was scheduled again");
+}
+
+fn idle_loop() {
+    loop {
+        deadlock::idle_check();
+        let p = platform::get().unwrap();
+        let _ = p.irq_save();
+        let empty = this_cpu().run_queue.lock().is_empty();
+        if empty {
+            p.wait_for_interrupt(); // enables interrupts and halts
+        } else {
+            p.irq_restore(true);
+        }
+        yield_now();
+    }
+}
+
+/// Picks the next task and switches to it. Interrupts must be masked; the
+/// current task's state says whether it goes back on the run queue.
+fn schedule() {
+    let cpu = this_cpu();
+    let prev_ptr = cpu.current.load(Ordering::Acquire);
+    // SAFETY: the running task is alive.
+    let prev = unsafe { &*prev_ptr };
+    let idle_ptr = cpu.idle.load(Ordering::Acquire);
+    let next = {
+        let mut rq = cpu.run_queue.lock();
+        if prev.state() == TaskState::Running {
+            prev.set_state(TaskState::Ready);
+            if prev_ptr != idle_ptr
+                && let Some(me) = find_arc(prev_ptr)
+            {
+                rq.push_back(me);
+            }
+        }
+        rq.pop_front()
+    };
+    let next_ptr = match &next {
+        Some(t) => Arc::as_ptr(t) as *mut Task,
+        None => idle_ptr,
+    };
+    drop(next);
+    // SAFETY: tasks on the run queue and the idle task are alive (TASKS).
+    let next = unsafe { &*next_ptr };
+    next.set_state(TaskState::Running);
+    cpu.slice_left.store(TIME_SLICE_TICKS, Ordering::Relaxed);
+    if next_ptr == prev_ptr {
+        return;
+    }
+    if prev.state() == TaskState::Dead {
+        *cpu.to_reap.lock() = find_arc(prev_ptr);
+    }
+    next.switches.fetch_add(1, Ordering::Relaxed);
+    cpu.current.store(next_ptr, Ordering::Release);
+    let p = platform::get().unwrap();
+    // SAFETY: interrupts are masked; both contexts belong to live tasks.
+    unsafe { p.switch_context(prev.context.get(), *next.context.get()) };
+    finish_task_switch();
+}
+
+/// Runs on the new task after every switch: frees a dead predecessor's stack.
+fn finish_task_switch() {
+    let dead = this_cpu().to_reap.lock().take();
+    if let Some(t) = dead {
+        if let Some(stack) = t.stack.lock().take() {
+            platform::get().unwrap().free_kernel_stack(stack);
+        }
+        let mut tasks = TASKS.lock();
+        tasks.retain(|x| !Arc::ptr_eq(x, &t));
+    }
+}
+
+fn find_arc(p: *const Task) -> Option<Arc<Task>> {
+    TASKS.lock().iter().find(|t| Arc::as_ptr(t) == p).cloned()
+}
+
+/// Gives the CPU to the next ready task, if any.
+pub fn yield_now() {
+    if !started() {
+        return;
+    }
+    let _irq = platform::IrqGuard::new();
+    schedule();
+}
+
+/// Reports sleeping in atomic context (IRQs masked or preemption disabled).
+#[track_caller]
+pub fn might_sleep() {
+    if !started() {
+        return;
+    }
+    let irqs_on = platform::get()
+        .map(|p| {
+            let was = p.irq_save();
+            p.irq_restore(was);
+            was
+        })
+        .unwrap_or(true);
+    let pc = this_cpu().preempt_count.load(Ordering::Relaxed);
+    if !irqs_on || pc != 0 {
+        panic!(
+            "BUG: sleeping function called from invalid context at {}: irqs {}, preempt_count {}, task '{}'",
+            core::panic::Location::caller(),
+            if irqs_on { "on" } else { "off" },
+            pc,
+            current().name()
+        );
+    }
+}
+
+/// Blocks the current task until [`wake_up`]. The caller has already put the
+/// task on some wait list with state `Blocked`, with interrupts masked.
+pub(crate) fn block_current_locked() {
+    schedule();
+}
+
+/// Marks the current task as about to block; call with interrupts masked,
+/// then publish it on a wait list, then [`block_current_locked`].
+pub(crate) fn prepare_to_block() {
+    current().set_state(TaskState::Blocked);
+}
+
+/// As [`prepare_to_block`], with a deadline after which the task is woken
+/// anyway (check [`take_timed_out`] afterwards).
+pub(crate) fn prepare_to_block_until(deadline_ns: u64) {
+    let t = current();
+    t.set_state(TaskState::Sleeping);
+    t.timed_out.store(false, Ordering::Relaxed);
+    let gen_ = t.wait_gen.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(me) = find_arc(t) {
+        TIMERS.lock().push((deadline_ns, gen_, me));
+    }
+}
+
+/// Whether the last timed wait of the current task ended by its deadline.
+pub(crate) fn take_timed_out() -> bool {
+    current().timed_out.swap(false, Ordering::Relaxed)
+}
+
+/// Makes a blocked or sleeping task runnable. Returns whether it was waiting.
+pub fn wake_up(t: &Arc<Task>) -> bool {
+    platform::without_interrupts(|| {
+        let s = t.state();
+        if (s == TaskState::Blocked || s == TaskState::Sleeping) && !t.is_deadlocked() {
+            t.wait_gen.fetch_add(1, Ordering::Relaxed);
+            t.set_state(TaskState::Ready);
+            this_cpu().run_queue.lock().push_back(t.clone());
+            true
+        } else {
+            false
+        }
+    })
+}
+
+/// Sleeps for at least `d`.
+pub fn sleep(d: Duration) {
+    if !started() {
+        let until = crate::time::now_ns() + d.as_nanos() as u64;
+        while crate::time::now_ns() < until {
+            if let Some(p) = platform::get() {
+                p.wait_for_interrupt();
+            }
+        }
+        return;
+    }
+    might_sleep();
+    let deadline = crate::time::now_ns() + d.as_nanos() as u64;
+    loop {
+        {
+            let _irq = platform::IrqGuard::new();
+            prepare_to_block_until(deadline);
+            block_current_locked();
+        }
+        if crate::time::now_ns() >= deadline {
+            break;
+        }
+    }
+    take_timed_out();
+}
+
+/// Disables preemption until the matching [`preempt_enable`].
+#[inline]
+pub fn preempt_disable() {
+    this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn preempt_enable() {
+    this_cpu().preempt_count.fetch_sub(1, Ordering::Relaxed);
+}
+
+pub fn preempt_count() -> usize {
+    this_cpu().preempt_count.load(Ordering::Relaxed)
+}
+
+/// RAII preempt_disable region.
+pub struct PreemptGuard(());
+
+impl PreemptGuard {
+    pub fn new() -> Self {
+        preempt_disable();
+        Self(())
+    }
+}
+
+impl Default for PreemptGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PreemptGuard {
+    fn drop(&mut self) {
+        preempt_enable();
+    }
+}
+
+/// The timer interrupt's hook: wakes expired timed waits and, when
+/// preemptive, rotates the CPU at the end of a slice. Interrupts are masked.
+pub fn on_tick() {
+    if !started() {
+        return;
+    }
+    let now = crate::time::now_ns();
+    {
+        let mut timers = TIMERS.lock();
+        let mut i = 0;
+        while i < timers.len() {
+            if timers[i].0 <= now {
+                let (_, gen_, t) = timers.swap_remove(i);
+                let s = t.state();
+                if t.wait_gen.load(Ordering::Relaxed) == gen_
+                    && (s == TaskState::Sleeping)
+                    && !t.is_deadlocked()
+                {
+                    t.timed_out.store(true, Ordering::Relaxed);
+                    t.wait_gen.fetch_add(1, Ordering::Relaxed);
+                    t.set_state(TaskState::Ready);
+                    this_cpu().run_queue.lock().push_back(t);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    let cpu = this_cpu();
+    let is_idle = cpu.current.load(Ordering::Relaxed) == cpu.idle.load(Ordering::Relaxed);
+    if is_idle {
+        if !cpu.run_queue.lock().is_empty() {
+            schedule();
+        }
+        return;
+    }
+    if mode() == SchedMode::Preemptive && cpu.preempt_count.load(Ordering::Relaxed) == 0 {
+        let left = cpu.slice_left.load(Ordering::Relaxed).saturating_sub(1);
+        cpu.slice_left.store(left, Ordering::Relaxed);
+        if left == 0 {
+            schedule();
+        }
+    }
+}
+
+/// A snapshot of every task: (id, name, state, deadlocked).
+pub fn list() -> Vec<(TaskId, String, TaskState, bool)> {
+    platform::without_interrupts(|| {
+        TASKS
+            .lock()
+            .iter()
+            .map(|t| (t.id, String::from(t.name()), t.state(), t.is_deadlocked()))
+            .collect()
+    })
+}
+
+pub(crate) fn all_tasks() -> Vec<Arc<Task>> {
+    platform::without_interrupts(|| TASKS.lock().clone())
+}
+
+pub(crate) fn idle_task_ptr() -> *const Task {
+    this_cpu().idle.load(Ordering::Relaxed)
+}
+
+pub(crate) fn mark_deadlocked(t: &Task) {
+    t.deadlocked.store(true, Ordering::Release);
+    t.exited.complete_all();
+}
+
+pub(crate) fn pending_timers() -> usize {
+    platform::without_interrupts(|| TIMERS.lock().len())
+}
+
+/// Records what the current task is about to block on (interrupts masked).
+pub(crate) fn set_blocked_on(b: deadlock::BlockedOn) {
+    *current().blocked_on.lock() = Some(b);
+}
+
+pub(crate) fn set_blocked_on_waitqueue(wq: &crate::sync::WaitQueue) {
+    set_blocked_on(deadlock::BlockedOn {
+        kind: "wait queue",
+        name: wq.name(),
+        addr: wq as *const _ as usize,
+        target: None,
+    });
+}
+
+pub(crate) fn clear_blocked_on() {
+    *current().blocked_on.lock() = None;
+}
