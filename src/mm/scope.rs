@@ -6,8 +6,8 @@
 //!
 //! Save/restore follow Linux's current `memalloc_flags_save`: save returns the
 //! bits it newly set, restore clears exactly those, so LIFO nesting is safe.
-//! In addition (a kreclaim check Linux does not have) every scope records its
-//! nesting depth and a restore out of LIFO order is reported.
+//! In addition (a kreclaim check Linux does not have) every task keeps a stack
+//! of its open scopes and a restore out of LIFO order is reported.
 
 use crate::mm::gfp::Gfp;
 use crate::task::{self, TaskFlags};
@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemallocFlags {
     set: TaskFlags,
-    depth: u32,
+    serial: u32,
     opened_at: &'static Location<'static>,
 }
 
@@ -43,10 +43,10 @@ fn memalloc_flags_save(mask: TaskFlags) -> MemallocFlags {
     let old = t.flags();
     let set = mask - old;
     t.set_flags(set);
-    let depth = t.memalloc_depth_push();
+    let serial = t.memalloc_scope_open();
     MemallocFlags {
         set,
-        depth,
+        serial,
         opened_at: Location::caller(),
     }
 }
@@ -54,17 +54,16 @@ fn memalloc_flags_save(mask: TaskFlags) -> MemallocFlags {
 #[track_caller]
 fn memalloc_flags_restore(saved: MemallocFlags) {
     let t = task::current();
-    let depth = t.memalloc_depth_pop();
-    if depth != saved.depth {
+    if let Some(innermost) = t.memalloc_scope_close(saved.serial) {
         OUT_OF_ORDER.fetch_add(1, Ordering::Relaxed);
         crate::println!(
             "WARNING: memalloc scope restored out of order by task '{}' at {}: the scope opened \
-             at {} (depth {}) is closed while depth {} is innermost",
+             at {} (#{}) is closed while scope #{} is still open inside it",
             t.name(),
             Location::caller(),
             saved.opened_at,
-            saved.depth,
-            depth
+            saved.serial,
+            innermost
         );
     }
     t.clear_flags(saved.set);

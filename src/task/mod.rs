@@ -77,7 +77,9 @@ pub struct Task {
     id: TaskId,
     name: String,
     flags: AtomicU32,
-    memalloc_depth: AtomicU32,
+    /// Open memalloc scopes, innermost last (serial numbers), to catch
+    /// out-of-order restores.
+    memalloc_scopes: spin::Mutex<ScopeStack>,
     state: AtomicU8,
     /// Part of a reported deadlock: never runs again, joins fail.
     deadlocked: AtomicBool,
@@ -108,7 +110,7 @@ impl Task {
             id,
             name,
             flags: AtomicU32::new(0),
-            memalloc_depth: AtomicU32::new(0),
+            memalloc_scopes: spin::Mutex::new(ScopeStack::new()),
             state: AtomicU8::new(TaskState::Ready as u8),
             deadlocked: AtomicBool::new(false),
             context: UnsafeCell::new(0),
@@ -128,7 +130,7 @@ impl Task {
             id: 0,
             name: String::new(),
             flags: AtomicU32::new(0),
-            memalloc_depth: AtomicU32::new(0),
+            memalloc_scopes: spin::Mutex::new(ScopeStack::new()),
             state: AtomicU8::new(TaskState::Running as u8),
             deadlocked: AtomicBool::new(false),
             context: UnsafeCell::new(0),
@@ -176,15 +178,15 @@ impl Task {
         self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
     }
 
-    pub(crate) fn memalloc_depth_push(&self) -> u32 {
-        self.memalloc_depth.fetch_add(1, Ordering::Relaxed) + 1
+    /// Opens a memalloc scope; returns its serial number.
+    pub(crate) fn memalloc_scope_open(&self) -> u32 {
+        self.memalloc_scopes.lock().push()
     }
 
-    pub(crate) fn memalloc_depth_pop(&self) -> u32 {
-        let d = self.memalloc_depth.load(Ordering::Relaxed);
-        self.memalloc_depth
-            .store(d.saturating_sub(1), Ordering::Relaxed);
-        d
+    /// Closes scope `serial`; returns the innermost open serial if it was
+    /// not `serial` (an out-of-order restore).
+    pub(crate) fn memalloc_scope_close(&self, serial: u32) -> Option<u32> {
+        self.memalloc_scopes.lock().close(serial)
     }
 
     /// The task's lockdep state.
@@ -217,6 +219,42 @@ impl fmt::Debug for Task {
             self.id,
             self.state()
         )
+    }
+}
+
+/// Serial numbers of a task's open memalloc scopes, innermost last.
+pub(crate) struct ScopeStack {
+    open: [u32; 32],
+    len: usize,
+    next: u32,
+}
+
+impl ScopeStack {
+    const fn new() -> Self {
+        Self {
+            open: [0; 32],
+            len: 0,
+            next: 1,
+        }
+    }
+
+    fn push(&mut self) -> u32 {
+        let serial = self.next;
+        self.next = self.next.wrapping_add(1).max(1);
+        if self.len < self.open.len() {
+            self.open[self.len] = serial;
+            self.len += 1;
+        }
+        serial
+    }
+
+    fn close(&mut self, serial: u32) -> Option<u32> {
+        let top = self.len.checked_sub(1).map(|i| self.open[i]);
+        if let Some(i) = self.open[..self.len].iter().rposition(|s| *s == serial) {
+            self.open.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+        }
+        if top == Some(serial) { None } else { top }
     }
 }
 
