@@ -3,3 +3,4 @@
 pub mod early_heap;
 pub mod gfp;
 pub mod scope;
+pub mod shrinker;

@@ -1,0 +1,247 @@
+//! Shrinker registration and Linux's do_shrink_slab arithmetic.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+use kreclaim::harness::TestResult;
+use kreclaim::mm::gfp::*;
+use kreclaim::mm::scope::MemallocScope;
+use kreclaim::mm::shrinker::*;
+use kreclaim::task;
+use kreclaim::{kassert, kassert_eq};
+
+kreclaim::kernel_tests!(
+    worked_example_seeks0_batch2049,
+    default_seeks_scales_with_priority,
+    small_cache_is_emptied_below_one_batch,
+    nofs_stop_is_deferred_to_a_kernel_caller,
+    nofs_scope_reaches_the_shrinker,
+    empty_and_unknown_counts_scan_nothing,
+    lying_shrinker_is_reported,
+    shrink_slab_walks_every_registered_shrinker,
+    unregister_waits_for_scan_on_other_task,
+);
+
+/// A fake cache: `objects` freeable objects; records every scan request.
+struct Fake {
+    objects: Arc<AtomicU64>,
+    needs_fs: bool,
+    scans: Arc<spin::Mutex<Vec<u64>>>,
+    lie: bool,
+    slow: Option<Arc<AtomicBool>>,
+}
+
+impl Fake {
+    fn new(objects: u64) -> (Self, Arc<AtomicU64>, Arc<spin::Mutex<Vec<u64>>>) {
+        let o = Arc::new(AtomicU64::new(objects));
+        let s = Arc::new(spin::Mutex::new(Vec::new()));
+        (
+            Fake {
+                objects: o.clone(),
+                needs_fs: false,
+                scans: s.clone(),
+                lie: false,
+                slow: None,
+            },
+            o,
+            s,
+        )
+    }
+}
+
+impl Shrinker for Fake {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        match self.objects.load(Ordering::SeqCst) {
+            0 => CountObjects::EMPTY,
+            n => CountObjects::new(n),
+        }
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        if self.needs_fs && !sc.reclaim_fs_allowed() {
+            return ScanObjects::STOP;
+        }
+        self.scans.lock().push(sc.nr_to_scan());
+        if let Some(flag) = &self.slow {
+            task::sleep(Duration::from_millis(50));
+            flag.store(true, Ordering::SeqCst);
+        }
+        if self.lie {
+            return ScanObjects::freed(sc.nr_to_scan() * 2);
+        }
+        let have = self.objects.load(Ordering::SeqCst);
+        let n = sc.nr_to_scan().min(have);
+        self.objects.fetch_sub(n, Ordering::SeqCst);
+        ScanObjects::freed(n)
+    }
+}
+
+fn worked_example_seeks0_batch2049() -> TestResult {
+    // The XFS inodegc example from the reference: count 4096, seeks 0, batch 2049.
+    let (f, _objs, scans) = Fake::new(4096);
+    let f = Fake {
+        objects: Arc::new(AtomicU64::new(4096)),
+        ..f
+    };
+    let reg = ShrinkerBuilder::new("inodegc")
+        .seeks(0)
+        .batch(2049)
+        .register(f)
+        .unwrap();
+    kassert_eq!(reg.shrink(GFP_KERNEL, 12), 0);
+    kassert!(
+        scans.lock().is_empty(),
+        "priority 12 must scan nothing: {:?}",
+        scans.lock()
+    );
+    kassert_eq!(reg.nr_deferred(), 2048);
+    let freed = reg.shrink(GFP_KERNEL, 11);
+    kassert_eq!(
+        *scans.lock(),
+        alloc::vec![2049u64],
+        "priority 11: total_scan = (2048 >> 11) + 2048"
+    );
+    kassert_eq!(freed, 2049);
+    Ok(())
+}
+
+fn default_seeks_scales_with_priority() -> TestResult {
+    let (f, _o, scans) = Fake::new(100_000);
+    let reg = ShrinkerBuilder::new("seeks2").register(f).unwrap();
+    // delta = (100000 >> 10) * 4 / 2 = 194 -> one batch of 128, 66 deferred.
+    reg.shrink(GFP_KERNEL, 10);
+    kassert_eq!(*scans.lock(), alloc::vec![128u64]);
+    kassert_eq!(reg.nr_deferred(), 194 - 128);
+    kassert_eq!(reg.info().batch, SHRINK_BATCH);
+    Ok(())
+}
+
+fn small_cache_is_emptied_below_one_batch() -> TestResult {
+    let (f, objs, scans) = Fake::new(10);
+    let reg = ShrinkerBuilder::new("tiny").register(f).unwrap();
+    // priority 0: delta = 10*4/2 = 20, total = min(20, 20); 20 >= freeable.
+    let freed = reg.shrink(GFP_KERNEL, 0);
+    kassert_eq!(freed, 10);
+    kassert_eq!(objs.load(Ordering::SeqCst), 0);
+    kassert!(!scans.lock().is_empty());
+    Ok(())
+}
+
+fn nofs_stop_is_deferred_to_a_kernel_caller() -> TestResult {
+    let (f, objs, scans) = Fake::new(1000);
+    let f = Fake {
+        needs_fs: true,
+        ..f
+    };
+    let reg = ShrinkerBuilder::new("needs_fs").register(f).unwrap();
+    // GFP_NOFS at priority 2: delta = (1000 >> 2) * 4 / 2 = 500; STOP at once.
+    kassert_eq!(reg.shrink(GFP_NOFS, 2), 0);
+    kassert_eq!(reg.stats().stops.load(Ordering::Relaxed), 1);
+    kassert_eq!(reg.nr_deferred(), 500);
+    kassert!(scans.lock().is_empty());
+    // A GFP_KERNEL caller claims the deferred work: total_scan =
+    // (500 >> 2) + 500 = 625, done in whole batches of 128 (4 x 128 = 512);
+    // without the deferral it would have scanned only 3 batches (delta 500).
+    let freed = reg.shrink(GFP_KERNEL, 2);
+    kassert_eq!(
+        *scans.lock(),
+        alloc::vec![128u64; 4],
+        "the kernel caller must do the deferred work too"
+    );
+    kassert_eq!(freed, 512);
+    kassert_eq!(objs.load(Ordering::SeqCst), 488);
+    // next_deferred = nr + delta - scanned = 500 + 500 - 512.
+    kassert_eq!(reg.nr_deferred(), 488);
+    Ok(())
+}
+
+fn nofs_scope_reaches_the_shrinker() -> TestResult {
+    let (f, _o, scans) = Fake::new(1000);
+    let f = Fake {
+        needs_fs: true,
+        ..f
+    };
+    let reg = ShrinkerBuilder::new("scoped").register(f).unwrap();
+    {
+        let _nofs = MemallocScope::nofs();
+        reg.shrink(GFP_KERNEL, 0); // GFP_KERNEL, but the scope strips __GFP_FS
+    }
+    kassert!(scans.lock().is_empty(), "scanned inside a NOFS scope");
+    kassert_eq!(reg.stats().stops.load(Ordering::Relaxed), 1);
+    reg.shrink(GFP_KERNEL, 0);
+    kassert!(!scans.lock().is_empty());
+    Ok(())
+}
+
+fn empty_and_unknown_counts_scan_nothing() -> TestResult {
+    let (f, _o, scans) = Fake::new(0);
+    let reg = ShrinkerBuilder::new("empty").register(f).unwrap();
+    kassert_eq!(reg.shrink(GFP_KERNEL, 0), CountObjects::EMPTY.raw());
+    kassert!(scans.lock().is_empty());
+    kassert_eq!(reg.nr_deferred(), 0);
+    kassert!(CountObjects::EMPTY != CountObjects::UNKNOWN);
+    Ok(())
+}
+
+fn lying_shrinker_is_reported() -> TestResult {
+    let (f, _o, _s) = Fake::new(1000);
+    let f = Fake { lie: true, ..f };
+    let reg = ShrinkerBuilder::new("liar").register(f).unwrap();
+    reg.shrink(GFP_KERNEL, 0);
+    kassert!(reg.stats().violations.load(Ordering::Relaxed) > 0);
+    Ok(())
+}
+
+fn shrink_slab_walks_every_registered_shrinker() -> TestResult {
+    let (a, ao, _) = Fake::new(50);
+    let (b, bo, _) = Fake::new(60);
+    let ra = ShrinkerBuilder::new("walk-a").register(a).unwrap();
+    let rb = ShrinkerBuilder::new("walk-b").register(b).unwrap();
+    let freed = shrink_slab(GFP_KERNEL, 0);
+    kassert!(freed >= 110, "freed {freed}");
+    kassert_eq!(ao.load(Ordering::SeqCst) + bo.load(Ordering::SeqCst), 0);
+    let names: Vec<_> = shrinkers().into_iter().map(|s| s.name).collect();
+    kassert!(names.iter().any(|n| n == "walk-a") && names.iter().any(|n| n == "walk-b"));
+    drop(ra);
+    let names: Vec<_> = shrinkers().into_iter().map(|s| s.name).collect();
+    kassert!(
+        !names.iter().any(|n| n == "walk-a"),
+        "unregistered shrinker still listed"
+    );
+    kassert_eq!(rb.stats().calls.load(Ordering::Relaxed), 1);
+    Ok(())
+}
+
+fn unregister_waits_for_scan_on_other_task() -> TestResult {
+    let done = Arc::new(AtomicBool::new(false));
+    let (f, _o, scans) = Fake::new(1000);
+    let f = Fake {
+        slow: Some(done.clone()),
+        ..f
+    };
+    let reg = ShrinkerBuilder::new("slow").register(f).unwrap();
+    let reclaimer = task::spawn("reclaimer", || {
+        shrink_slab(GFP_KERNEL, 0);
+    })
+    .unwrap();
+    // Wait until the reclaimer is inside scan_objects.
+    while scans.lock().is_empty() {
+        task::sleep(Duration::from_millis(1));
+    }
+    kassert!(!done.load(Ordering::SeqCst));
+    drop(reg); // must wait for the scan in flight
+    kassert!(
+        done.load(Ordering::SeqCst),
+        "unregister returned while a scan was running"
+    );
+    let n = scans.lock().len();
+    reclaimer.join().unwrap();
+    kassert_eq!(scans.lock().len(), n, "scanned after unregistration");
+    Ok(())
+}

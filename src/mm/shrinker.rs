@@ -1,0 +1,506 @@
+//! Shrinkers: caches that can give memory back when reclaim asks
+//! (`include/linux/shrinker.h`, `mm/shrinker.c`).
+//!
+//! A cache implements [`Shrinker`] and registers it with a
+//! [`ShrinkerBuilder`]; the returned [`ShrinkerRegistration`] unregisters on
+//! drop and waits for scans running on other tasks. Reclaim calls
+//! [`shrink_slab`], which runs Linux's `do_shrink_slab` arithmetic on every
+//! shrinker, including the per-shrinker deferred work that moves a scan
+//! refused by a GFP_NOFS caller to the next caller allowed to do it.
+//!
+//! Reclaim never blocks on the registry: it holds the registry's spinlock
+//! only to take a reference to one entry at a time (Linux 6.7+ does the same
+//! with RCU and a refcount), and unregistration waits outside the lock.
+
+use crate::mm::gfp::Gfp;
+use crate::sync::SpinLock;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+/// `SHRINK_BATCH`: objects per scan call when a shrinker sets no batch.
+pub const SHRINK_BATCH: u64 = 128;
+/// `DEFAULT_SEEKS`: the relative cost of recreating an object.
+pub const DEFAULT_SEEKS: u32 = 2;
+
+/// What `count_objects` found: a number of freeable objects, "none at all"
+/// ([`CountObjects::EMPTY`]), or 0 meaning "cannot tell now" (e.g. a lock
+/// was contended) — Linux gives 0 and SHRINK_EMPTY different meanings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CountObjects(u64);
+
+impl CountObjects {
+    /// `SHRINK_EMPTY`: the cache has no objects at all.
+    pub const EMPTY: CountObjects = CountObjects(!0 - 1);
+    /// 0: nothing can be counted right now.
+    pub const UNKNOWN: CountObjects = CountObjects(0);
+
+    /// `n` freeable objects (`0` is [`CountObjects::UNKNOWN`]).
+    pub const fn new(n: u64) -> Self {
+        if n >= !0 - 1 { Self(!0 - 2) } else { Self(n) }
+    }
+
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for CountObjects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::EMPTY => f.write_str("SHRINK_EMPTY"),
+            Self(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What `scan_objects` did: the number of objects freed, or
+/// [`ScanObjects::STOP`] — no progress is possible in this context (for
+/// example no __GFP_FS); the pass ends and the work stays deferred.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ScanObjects(u64);
+
+impl ScanObjects {
+    /// `SHRINK_STOP`.
+    pub const STOP: ScanObjects = ScanObjects(!0);
+
+    pub const fn freed(n: u64) -> Self {
+        if n == !0 { Self(!0 - 1) } else { Self(n) }
+    }
+
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ScanObjects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::STOP => f.write_str("SHRINK_STOP"),
+            Self(n) => write!(f, "freed {n}"),
+        }
+    }
+}
+
+/// `struct shrink_control`: what reclaim asks of one shrinker call.
+#[derive(Debug, Clone)]
+pub struct ShrinkControl {
+    gfp: Gfp,
+    nr_to_scan: u64,
+    nr_scanned: u64,
+}
+
+impl ShrinkControl {
+    /// A control for a caller whose gfp went through `current_gfp_context`.
+    pub fn new(gfp: Gfp) -> Self {
+        Self {
+            gfp,
+            nr_to_scan: 0,
+            nr_scanned: 0,
+        }
+    }
+
+    pub fn gfp(&self) -> Gfp {
+        self.gfp
+    }
+
+    /// Objects to look at in this call.
+    pub fn nr_to_scan(&self) -> u64 {
+        self.nr_to_scan
+    }
+
+    /// Preset to `nr_to_scan`; lower it to the real progress.
+    pub fn nr_scanned(&self) -> u64 {
+        self.nr_scanned
+    }
+
+    pub fn set_nr_scanned(&mut self, n: u64) {
+        self.nr_scanned = n;
+    }
+
+    /// May this call enter the filesystem (__GFP_FS)?
+    pub fn reclaim_fs_allowed(&self) -> bool {
+        self.gfp.contains(Gfp::__GFP_FS)
+    }
+
+    /// May this call start IO (__GFP_IO)?
+    pub fn reclaim_io_allowed(&self) -> bool {
+        self.gfp.contains(Gfp::__GFP_IO)
+    }
+}
+
+/// A cache that reclaim can shrink.
+pub trait Shrinker: Send + Sync {
+    /// How many objects could be freed. Must not block or allocate.
+    fn count_objects(&self, sc: &ShrinkControl) -> CountObjects;
+    /// Free up to `sc.nr_to_scan()` objects; report the real number looked
+    /// at with `sc.set_nr_scanned` if it differs.
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects;
+}
+
+/// Per-shrinker statistics.
+#[derive(Debug, Default)]
+pub struct ShrinkerStats {
+    /// do_shrink_slab invocations.
+    pub calls: AtomicU64,
+    /// scan_objects invocations.
+    pub scan_calls: AtomicU64,
+    pub scanned: AtomicU64,
+    pub freed: AtomicU64,
+    /// Work added to nr_deferred over time.
+    pub deferred: AtomicU64,
+    pub stops: AtomicU64,
+    /// Contract violations found (see [`ShrinkerViolation`]).
+    pub violations: AtomicU64,
+}
+
+/// A snapshot of one shrinker for reports.
+#[derive(Debug, Clone)]
+pub struct ShrinkerInfo {
+    pub name: String,
+    pub seeks: u32,
+    pub batch: u64,
+    pub nr_deferred: i64,
+    pub calls: u64,
+    pub scan_calls: u64,
+    pub scanned: u64,
+    pub freed: u64,
+    pub deferred: u64,
+    pub stops: u64,
+    pub violations: u64,
+}
+
+/// A shrinker breaking its contract; reported with its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShrinkerViolation {
+    /// count_objects returned SHRINK_STOP (only scan may).
+    CountReturnedStop,
+    /// scan_objects claimed to free more than it was asked to scan.
+    FreedMoreThanScanned,
+    /// scan_objects raised nr_scanned above nr_to_scan.
+    ScannedMoreThanAsked,
+}
+
+struct Entry {
+    name: String,
+    seeks: u32,
+    batch: u64,
+    nr_deferred: AtomicI64,
+    shrinker: Box<dyn Shrinker>,
+    stats: ShrinkerStats,
+    dead: AtomicBool,
+}
+
+/// The registered shrinkers. Slots are reused; reclaim walks them by index.
+static REGISTRY: SpinLock<Vec<Option<Arc<Entry>>>> =
+    SpinLock::new(Vec::new(), crate::lock_class!("shrinker_registry"));
+
+/// Builds a shrinker registration (Linux's `shrinker_alloc` + settings).
+pub struct ShrinkerBuilder {
+    name: String,
+    seeks: u32,
+    batch: u64,
+}
+
+/// Why registration failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    NoMemory,
+}
+
+impl ShrinkerBuilder {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: String::from(name),
+            seeks: DEFAULT_SEEKS,
+            batch: 0,
+        }
+    }
+
+    /// Cost of recreating an object (0 = free to recreate: scan half the count).
+    pub fn seeks(mut self, seeks: u32) -> Self {
+        self.seeks = seeks;
+        self
+    }
+
+    /// Objects per scan call (0 = SHRINK_BATCH).
+    pub fn batch(mut self, batch: u64) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Registers `shrinker`; reclaim may call it as soon as this returns.
+    pub fn register(
+        self,
+        shrinker: impl Shrinker + 'static,
+    ) -> Result<ShrinkerRegistration, RegisterError> {
+        let entry = Arc::new(Entry {
+            name: self.name,
+            seeks: self.seeks,
+            batch: self.batch,
+            nr_deferred: AtomicI64::new(0),
+            shrinker: Box::new(shrinker),
+            stats: ShrinkerStats::default(),
+            dead: AtomicBool::new(false),
+        });
+        // Grow outside the lock so the registry lock never allocates.
+        let mut spare: Vec<Option<Arc<Entry>>> = Vec::new();
+        loop {
+            let mut reg = REGISTRY.lock();
+            if let Some(slot) = reg.iter_mut().find(|s| s.is_none()) {
+                *slot = Some(entry.clone());
+                return Ok(ShrinkerRegistration { entry });
+            }
+            if spare.capacity() > reg.len() {
+                spare.extend(reg.drain(..));
+                spare.push(Some(entry.clone()));
+                core::mem::swap(&mut *reg, &mut spare);
+                drop(reg);
+                return Ok(ShrinkerRegistration { entry });
+            }
+            let want = reg.len() * 2 + 4;
+            drop(reg);
+            spare = Vec::new();
+            spare
+                .try_reserve_exact(want)
+                .map_err(|_| RegisterError::NoMemory)?;
+        }
+    }
+}
+
+/// A registered shrinker. Dropping it unregisters the shrinker and waits
+/// until no other task is inside its callbacks.
+pub struct ShrinkerRegistration {
+    entry: Arc<Entry>,
+}
+
+impl ShrinkerRegistration {
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// Deferred work waiting for a capable caller.
+    pub fn nr_deferred(&self) -> i64 {
+        self.entry.nr_deferred.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> &ShrinkerStats {
+        &self.entry.stats
+    }
+
+    pub fn info(&self) -> ShrinkerInfo {
+        info_of(&self.entry)
+    }
+
+    /// Runs `do_shrink_slab` on this shrinker alone (for tests and tools);
+    /// `gfp` is filtered through `current_gfp_context` like reclaim does.
+    pub fn shrink(&self, gfp: Gfp, priority: u32) -> u64 {
+        let mut sc = ShrinkControl::new(crate::mm::scope::current_gfp_context(gfp));
+        do_shrink_slab(&mut sc, &self.entry, priority)
+    }
+}
+
+impl Drop for ShrinkerRegistration {
+    fn drop(&mut self) {
+        self.entry.dead.store(true, Ordering::Release);
+        {
+            let mut reg = REGISTRY.lock();
+            for slot in reg.iter_mut() {
+                if slot.as_ref().is_some_and(|e| Arc::ptr_eq(e, &self.entry)) {
+                    *slot = None;
+                }
+            }
+        }
+        // Wait for scans in flight elsewhere: each holds a reference.
+        while Arc::strong_count(&self.entry) > 1 {
+            if crate::task::started() {
+                crate::task::sleep(core::time::Duration::from_millis(1));
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
+fn info_of(e: &Entry) -> ShrinkerInfo {
+    ShrinkerInfo {
+        name: e.name.clone(),
+        seeks: e.seeks,
+        batch: if e.batch == 0 { SHRINK_BATCH } else { e.batch },
+        nr_deferred: e.nr_deferred.load(Ordering::Relaxed),
+        calls: e.stats.calls.load(Ordering::Relaxed),
+        scan_calls: e.stats.scan_calls.load(Ordering::Relaxed),
+        scanned: e.stats.scanned.load(Ordering::Relaxed),
+        freed: e.stats.freed.load(Ordering::Relaxed),
+        deferred: e.stats.deferred.load(Ordering::Relaxed),
+        stops: e.stats.stops.load(Ordering::Relaxed),
+        violations: e.stats.violations.load(Ordering::Relaxed),
+    }
+}
+
+/// Counts every violation; prints the first one of each shrinker.
+fn violation(e: &Entry, v: ShrinkerViolation, detail: fmt::Arguments) {
+    if e.stats.violations.fetch_add(1, Ordering::Relaxed) != 0 {
+        return;
+    }
+    crate::println!(
+        "WARNING: shrinker '{}' broke its contract ({v:?}): {detail}",
+        e.name
+    );
+}
+
+/// Linux's `do_shrink_slab`: one shrinker at one priority. Returns the
+/// objects freed, or the count (0 / SHRINK_EMPTY) when nothing was tried.
+fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
+    e.stats.calls.fetch_add(1, Ordering::Relaxed);
+    let count = e.shrinker.count_objects(sc);
+    if count.raw() == !0 {
+        violation(
+            e,
+            ShrinkerViolation::CountReturnedStop,
+            format_args!("count_objects returned SHRINK_STOP"),
+        );
+        return 0;
+    }
+    if count == CountObjects::UNKNOWN || count == CountObjects::EMPTY {
+        return count.raw();
+    }
+    let freeable = count.raw() as i64;
+    // Claim all deferred work.
+    let nr = e.nr_deferred.swap(0, Ordering::AcqRel);
+    let delta = if e.seeks != 0 {
+        (freeable >> priority) * 4 / e.seeks as i64
+    } else {
+        freeable / 2
+    };
+    let mut total_scan = ((nr >> priority) + delta).min(2 * freeable);
+    let batch = if e.batch == 0 { SHRINK_BATCH } else { e.batch } as i64;
+    let mut freed: u64 = 0;
+    let mut scanned: i64 = 0;
+    // `>= freeable` lets caches smaller than one batch be emptied.
+    while total_scan >= batch || total_scan >= freeable {
+        let nr_to_scan = batch.min(total_scan) as u64;
+        sc.nr_to_scan = nr_to_scan;
+        sc.nr_scanned = nr_to_scan;
+        e.stats.scan_calls.fetch_add(1, Ordering::Relaxed);
+        let ret = e.shrinker.scan_objects(sc);
+        if ret == ScanObjects::STOP {
+            e.stats.stops.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        if sc.nr_scanned > nr_to_scan {
+            violation(
+                e,
+                ShrinkerViolation::ScannedMoreThanAsked,
+                format_args!("nr_scanned {} > nr_to_scan {nr_to_scan}", sc.nr_scanned),
+            );
+            sc.nr_scanned = nr_to_scan;
+        }
+        if ret.raw() > nr_to_scan {
+            violation(
+                e,
+                ShrinkerViolation::FreedMoreThanScanned,
+                format_args!("freed {} of {nr_to_scan} scanned", ret.raw()),
+            );
+        }
+        freed += ret.raw();
+        total_scan -= sc.nr_scanned as i64;
+        scanned += sc.nr_scanned as i64;
+        e.stats.scanned.fetch_add(sc.nr_scanned, Ordering::Relaxed);
+        if sc.nr_scanned == 0 {
+            break; // no progress possible; do not spin
+        }
+    }
+    e.stats.freed.fetch_add(freed, Ordering::Relaxed);
+    // Whatever was not done is deferred to the next caller (capped at 2x).
+    let next_deferred = (nr + delta - scanned).max(0).min(2 * freeable);
+    if next_deferred > 0 {
+        e.nr_deferred.fetch_add(next_deferred, Ordering::AcqRel);
+        e.stats
+            .deferred
+            .fetch_add(next_deferred as u64, Ordering::Relaxed);
+    }
+    freed
+}
+
+/// Runs every registered shrinker at `priority` (12 = gentlest .. 0) for a
+/// caller whose gfp already went through `current_gfp_context`. Returns the
+/// number of objects freed.
+pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
+    let mut freed = 0;
+    let mut i = 0;
+    loop {
+        // Take a reference to one entry at a time; never block on the registry.
+        let entry = {
+            let reg = REGISTRY.lock();
+            if i >= reg.len() {
+                break;
+            }
+            reg[i].clone()
+        };
+        i += 1;
+        let Some(e) = entry else { continue };
+        if e.dead.load(Ordering::Acquire) {
+            continue;
+        }
+        let mut sc = ShrinkControl::new(gfp);
+        let r = do_shrink_slab(&mut sc, &e, priority);
+        if r != CountObjects::EMPTY.raw() {
+            freed += r;
+        }
+    }
+    freed
+}
+
+/// Snapshot of every registered shrinker.
+pub fn shrinkers() -> Vec<ShrinkerInfo> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        let entry = {
+            let reg = REGISTRY.lock();
+            if i >= reg.len() {
+                break;
+            }
+            reg[i].clone()
+        };
+        i += 1;
+        if let Some(e) = entry {
+            out.push(info_of(&e));
+        }
+    }
+    out
+}
+
+/// Prints the shrinker table (for OOM reports and `cargo run`).
+pub fn show_shrinkers() {
+    crate::println!(
+        "{:<24} {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "shrinker",
+        "seeks",
+        "batch",
+        "calls",
+        "scanned",
+        "freed",
+        "deferred",
+        "pending",
+        "stops"
+    );
+    for s in shrinkers() {
+        crate::println!(
+            "{:<24} {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+            s.name,
+            s.seeks,
+            s.batch,
+            s.calls,
+            s.scanned,
+            s.freed,
+            s.deferred,
+            s.nr_deferred,
+            s.stops
+        );
+    }
+}
