@@ -3,6 +3,7 @@
 //! Every key is described once in [`KEYS`]; an unknown key or a bad value is
 //! an error naming the token and listing the valid keys.
 
+use crate::bench::Format;
 use crate::sync::lockdep::LockdepMode;
 use crate::task::SchedMode;
 use alloc::string::{String, ToString};
@@ -18,6 +19,17 @@ pub struct Config {
     pub sched: SchedMode,
     /// `lockdep=on|off|fatal` (default `on`).
     pub lockdep: LockdepMode,
+    /// `bench=locks|mm`: run a benchmark instead of the workload.
+    pub bench: Option<Bench>,
+    /// `format=text|json` for reports and benchmarks.
+    pub format: Format,
+}
+
+/// Which benchmark `bench=` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    Locks,
+    Mm,
 }
 
 impl Default for Config {
@@ -26,6 +38,8 @@ impl Default for Config {
             loglevel: log::LevelFilter::Info,
             sched: SchedMode::Preemptive,
             lockdep: LockdepMode::On,
+            bench: None,
+            format: Format::Text,
         }
     }
 }
@@ -79,6 +93,32 @@ pub static KEYS: &[Key] = &[
                 "on" => LockdepMode::On,
                 "off" => LockdepMode::Off,
                 "fatal" => LockdepMode::Fatal,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "bench",
+        values: "locks|mm",
+        help: "run a benchmark and exit",
+        set: |c, v| {
+            c.bench = Some(match v {
+                "locks" => Bench::Locks,
+                "mm" => Bench::Mm,
+                _ => return Err(()),
+            });
+            Ok(())
+        },
+    },
+    Key {
+        name: "format",
+        values: "text|json",
+        help: "output format of reports and benchmarks",
+        set: |c, v| {
+            c.format = match v {
+                "text" => Format::Text,
+                "json" => Format::Json,
                 _ => return Err(()),
             };
             Ok(())

@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod bench;
 pub mod bootinfo;
 pub mod config;
 pub mod console;

@@ -6,7 +6,7 @@
 extern crate alloc;
 
 use kreclaim::bootinfo::{BootInfo, RegionKind};
-use kreclaim::config::Config;
+use kreclaim::config::{Bench, Config};
 use kreclaim::println;
 
 kreclaim::entry_point!(kmain);
@@ -16,6 +16,16 @@ const MIB: u64 = 1 << 20;
 fn kmain(boot: &'static BootInfo) -> ! {
     let config = Config::from_cmdline_or_exit(boot.cmdline());
     config.apply();
+    if let Some(bench) = config.bench {
+        match bench {
+            Bench::Locks => kreclaim::bench::locks(config.format),
+            Bench::Mm => {
+                println!("bench=mm: not available yet (needs the slab layer)");
+                kreclaim::platform::exit(false);
+            }
+        }
+        kreclaim::platform::exit(true);
+    }
     println!(
         "kreclaim {} — a kernel about memory reclaim",
         env!("CARGO_PKG_VERSION")
