@@ -1,5 +1,6 @@
 //! Memory management.
 
 pub mod early_heap;
+pub mod fs_reclaim;
 pub mod gfp;
 pub mod scope;
