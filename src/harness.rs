@@ -218,6 +218,50 @@ pub fn pass_current_and_finish() -> ! {
     finish()
 }
 
+/// Decides from a panic message whether the panic was the expected one.
+pub type PanicCheck = fn(&str) -> bool;
+
+/// The check a panic message must pass to end the running case as passed.
+static EXPECTED_PANIC: spin::Mutex<Option<PanicCheck>> = spin::Mutex::new(None);
+
+/// Makes a panic whose message passes `check` pass the running case (for a
+/// case that must end in a panic, run with [`run_expecting_end`]).
+pub fn expect_panic(check: PanicCheck) {
+    crate::platform::without_interrupts(|| *EXPECTED_PANIC.lock() = Some(check));
+}
+
+/// For the panic handler: whether a panic was expected and `message` passes
+/// its check. Formats into a fixed buffer: the panic path must not allocate.
+pub fn panic_was_expected(message: &core::panic::PanicMessage) -> bool {
+    // try_lock: the panic may have interrupted `expect_panic` itself.
+    let Some(check) = EXPECTED_PANIC.try_lock().and_then(|c| *c) else {
+        return false;
+    };
+    struct Buf {
+        bytes: [u8; 512],
+        len: usize,
+    }
+    impl fmt::Write for Buf {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let n = s.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut buf = Buf {
+        bytes: [0; 512],
+        len: 0,
+    };
+    let _ = fmt::Write::write_fmt(&mut buf, format_args!("{message}"));
+    // A cut inside a multi-byte character drops that character.
+    let text = match core::str::from_utf8(&buf.bytes[..buf.len]) {
+        Ok(t) => t,
+        Err(e) => core::str::from_utf8(&buf.bytes[..e.valid_up_to()]).unwrap_or(""),
+    };
+    check(text)
+}
+
 /// Runs one case that is expected to end the kernel (a fault or panic whose
 /// hook calls [`pass_current_and_finish`] or [`abort_current`]); returning
 /// from it is a failure.

@@ -1,13 +1,41 @@
-//! Lockdep: the lock validator. (Interface placeholder; the implementation
-//! lands with the lockdep work item.)
+//! Lockdep: the lock validator. It predicts deadlocks from the order in
+//! which locks are taken, even when the run at hand never deadlocks.
 //!
 //! Lock types call [`lock_acquire`] before they try to take a lock (so a
-//! would-be deadlock is reported before it hangs) and [`lock_release`] when
-//! they let go. Every lock belongs to a class named by a static
-//! [`LockClassKey`]; all locks initialised from one place share a class.
+//! would-be deadlock is reported before it hangs; trylocks call it after
+//! they succeed) and [`lock_release`] when they let go. Every lock belongs
+//! to a class named by a static [`LockClassKey`]; all locks initialised from
+//! one place share a class, and lockdep reasons about classes, not instances.
+//!
+//! As in Linux: each task keeps a stack of held locks; a blocking acquisition
+//! records "held -> new" edges between classes and reports a cycle in that
+//! graph ("possible circular locking dependency") or a class taken twice
+//! ("possible recursive locking"); trylocks are pushed but add no edges and
+//! are not checked. Releases of locks not held, and tasks exiting with locks
+//! held, are reported too.
+//!
+//! Deviations from Linux, for a kernel whose tests provoke many reports in
+//! one boot: each distinct problem is reported once and validation goes on
+//! (Linux turns itself off after the first report); [`reset_graph`] forgets
+//! the dependencies between test scenarios. There is no IRQ-safety (usage
+//! state) tracking and no separate IRQ context, and the held stack is not
+//! re-validated when a lock is released out of order.
+
+mod graph;
+mod held;
+mod report;
+
+pub use graph::{
+    MAX_CHAIN, MAX_LOCKDEP_CLASSES, MAX_LOCKDEP_EDGES, MAX_LOCKDEP_KEYS, MAX_LOCKDEP_SUBCLASSES,
+};
+pub use held::{HeldLockInfo, MAX_LOCK_DEPTH, TaskLockState};
+pub use report::{LockdepReport, ReportKind, report_count, reports, reports_since};
 
 use core::panic::Location;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use graph::{ChainLink, ClassId, Dependency, Graph, GraphError, Problem, TaskName};
+use held::{Busy, HeldLock, with_current};
+use report::{Circular, Pending};
 
 /// Whether lockdep runs, and what a report does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +48,10 @@ pub enum LockdepMode {
     Fatal,
 }
 
-static MODE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+static MODE: AtomicU8 = AtomicU8::new(LockdepMode::On as u8);
 
+/// Changes the mode. Switching while locks are held confuses the held
+/// stacks (a lock taken while off and released while on is a bad unlock).
 pub fn set_mode(m: LockdepMode) {
     MODE.store(m as u8, Ordering::Relaxed);
 }
@@ -33,6 +63,40 @@ pub fn mode() -> LockdepMode {
         _ => LockdepMode::Fatal,
     }
 }
+
+/// Cleared for good when a table overflows (Linux's `debug_locks`).
+static DEBUG_LOCKS: AtomicBool = AtomicBool::new(true);
+
+/// Whether lockdep is still validating (false once a table overflowed).
+pub fn debug_locks() -> bool {
+    DEBUG_LOCKS.load(Ordering::Relaxed)
+}
+
+/// Stops validation for good: past this point the tables no longer describe
+/// what tasks hold, so any further report could be false.
+fn debug_locks_off(e: GraphError) {
+    if DEBUG_LOCKS.swap(false, Ordering::Relaxed) {
+        match e {
+            GraphError::Full(what, max) => {
+                crate::println!("lockdep: table full, turning off ({what}: {max})")
+            }
+            GraphError::BadSubclass(key, sub) => crate::println!(
+                "lockdep: invalid subclass {sub} for class ({}), turning off (max {})",
+                key.name(),
+                MAX_LOCKDEP_SUBCLASSES
+            ),
+        }
+    }
+}
+
+/// Whether calls must be validated. The off path is one load.
+#[inline]
+fn active() -> bool {
+    MODE.load(Ordering::Relaxed) != LockdepMode::Off as u8 && debug_locks()
+}
+
+/// The dependency graph of every task.
+static GRAPH: spin::Mutex<Graph> = spin::Mutex::new(Graph::new());
 
 /// A lock class: one per place that initialises locks (Linux's
 /// `lock_class_key`). Create them with [`lock_class!`](crate::lock_class).
@@ -56,6 +120,12 @@ impl LockClassKey {
     /// Class number, assigned on first use (0 = not yet registered).
     pub fn id(&self) -> u32 {
         self.id.load(Ordering::Relaxed)
+    }
+}
+
+impl core::fmt::Debug for LockClassKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "LockClassKey({:?}, id {})", self.name, self.id())
     }
 }
 
@@ -118,23 +188,6 @@ impl Acquire {
     }
 }
 
-/// Per-task lockdep state (the held-lock stack), stored in each task.
-pub struct TaskLockState {
-    _private: (),
-}
-
-impl TaskLockState {
-    pub const fn new() -> Self {
-        Self { _private: () }
-    }
-}
-
-impl Default for TaskLockState {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Records that the current task is acquiring `map` (instance `instance`).
 pub fn lock_acquire(
     map: &LockdepMap,
@@ -142,20 +195,201 @@ pub fn lock_acquire(
     how: Acquire,
     loc: &'static Location<'static>,
 ) {
-    let _ = (map, instance, how, loc);
+    if !active() {
+        return;
+    }
+    crate::platform::without_interrupts(|| {
+        let Some(_busy) = Busy::enter() else {
+            return;
+        };
+        let new = match validate_acquire(map, instance, how, loc) {
+            Ok((new, pending)) => {
+                if let Some(p) = pending {
+                    report::emit(p);
+                }
+                new
+            }
+            Err(e) => return debug_locks_off(e),
+        };
+        if !with_current(|s| s.push(new)) {
+            debug_locks_off(GraphError::Full("held locks", MAX_LOCK_DEPTH));
+        }
+    });
+}
+
+/// Linux's `validate_chain` for one acquisition: the recursion check and the
+/// new edges (blocking acquisitions only). Returns the held-stack entry to
+/// push and, at most, one new problem to report.
+fn validate_acquire(
+    map: &LockdepMap,
+    instance: usize,
+    how: Acquire,
+    loc: &'static Location<'static>,
+) -> Result<(HeldLock, Option<Pending>), GraphError> {
+    let key = map.class();
+    let task = TaskName::new(crate::task::current().name());
+    let mut g = GRAPH.lock();
+    let class = g.class_of(key, how.subclass)?;
+    let new = HeldLock {
+        key,
+        class,
+        subclass: how.subclass,
+        instance,
+        loc,
+        read: how.read,
+        trylock: how.trylock,
+    };
+    if how.trylock {
+        return Ok((new, None));
+    }
+    with_current(|s| {
+        let mut pending = None;
+        if let Some(prev) = s.iter().find(|h| h.class == class)
+            && g.first_report(Problem::Recursive, class, class)?
+        {
+            pending = Some(Pending::Recursive {
+                prev: *prev,
+                next: new,
+            });
+        }
+        // Edges from the most recent held locks down to, and including, the
+        // first one taken blocking: it recorded its own edges from the locks
+        // below it, so the graph already reaches `new` from those.
+        for prev in s.iter().rev() {
+            if prev.class != class {
+                let dep = g.add_dependency(prev.class, class, prev.loc, loc, task)?;
+                if matches!(dep, Dependency::Cycle)
+                    && pending.is_none()
+                    && g.first_report(Problem::Circular, prev.class, class)?
+                {
+                    pending = Some(cycle_report(&g, prev, &new));
+                }
+            }
+            if !prev.trylock {
+                break;
+            }
+        }
+        Ok((new, pending))
+    })
+}
+
+fn cycle_report(g: &Graph, held: &HeldLock, next: &HeldLock) -> Pending {
+    let mut links: [Option<ChainLink>; MAX_CHAIN] = [None; MAX_CHAIN];
+    let len = g.cycle_chain(next.class, held.class, &mut links);
+    Pending::Circular(Circular {
+        held: *held,
+        next: *next,
+        links,
+        len,
+    })
 }
 
 /// Records that the current task released `map` (instance `instance`).
 pub fn lock_release(map: &LockdepMap, instance: usize, loc: &'static Location<'static>) {
-    let _ = (map, instance, loc);
+    if !active() {
+        return;
+    }
+    crate::platform::without_interrupts(|| {
+        let Some(_busy) = Busy::enter() else {
+            return;
+        };
+        if !with_current(|s| s.remove(instance)) {
+            unlock_imbalance(map, instance, loc);
+        }
+    });
 }
 
 /// Turns the current task's exclusive hold of `instance` into a shared one.
 pub fn lock_downgrade(map: &LockdepMap, instance: usize, loc: &'static Location<'static>) {
-    let _ = (map, instance, loc);
+    if !active() {
+        return;
+    }
+    crate::platform::without_interrupts(|| {
+        let Some(_busy) = Busy::enter() else {
+            return;
+        };
+        if !with_current(|s| s.downgrade(instance)) {
+            unlock_imbalance(map, instance, loc);
+        }
+    });
 }
 
-/// Called when a task exits: reports locks still held.
+/// Reports a release of a lock the task does not hold (once per class).
+fn unlock_imbalance(map: &LockdepMap, instance: usize, at: &'static Location<'static>) {
+    let key = map.class();
+    let fresh = {
+        let mut g = GRAPH.lock();
+        g.class_of(key, 0)
+            .and_then(|c| g.first_report(Problem::BadUnlock, c, c))
+    };
+    match fresh {
+        Ok(true) => report::emit(Pending::BadUnlock { key, instance, at }),
+        Ok(false) => {}
+        Err(e) => debug_locks_off(e),
+    }
+}
+
+/// Called when a task exits (the running task): reports locks still held.
 pub fn task_exit_check(task: &crate::task::Task) {
-    let _ = task;
+    if !active() || !core::ptr::eq(task, crate::task::current()) {
+        return;
+    }
+    crate::platform::without_interrupts(|| {
+        let Some(_busy) = Busy::enter() else {
+            return;
+        };
+        let ends: Option<(ClassId, ClassId)> = with_current(|s| {
+            let first = s.iter().next()?.class;
+            let last = s.iter().next_back()?.class;
+            Some((first, last))
+        });
+        let Some((first, last)) = ends else {
+            return;
+        };
+        let fresh = GRAPH.lock().first_report(Problem::HeldAtExit, first, last);
+        match fresh {
+            Ok(true) => report::emit(Pending::HeldAtExit),
+            Ok(false) => {}
+            Err(e) => debug_locks_off(e),
+        }
+        with_current(|s| s.clear());
+    });
+}
+
+/// The current task's held locks, oldest first.
+pub fn held_locks() -> alloc::vec::Vec<HeldLockInfo> {
+    let snap = crate::platform::without_interrupts(|| with_current(|s| s.snapshot()));
+    snap.iter()
+        .map(|h| HeldLockInfo {
+            class: h.key.name(),
+            subclass: h.subclass,
+            instance: h.instance,
+            read: h.read,
+            trylock: h.trylock,
+            acquired_at: h.loc,
+        })
+        .collect()
+}
+
+/// Forgets every recorded dependency and which problems were reported, so
+/// that test scenarios do not see each other's edges. Classes stay. Call it
+/// with no locks held: edges from locks held across it are lost.
+pub fn reset_graph() {
+    crate::platform::without_interrupts(|| GRAPH.lock().reset());
+}
+
+/// Whether lockdep recorded "a lock of class `from` held while one of class
+/// `to` was taken" (directly, any subclasses).
+pub fn has_dependency(from: &LockClassKey, to: &LockClassKey) -> bool {
+    crate::platform::without_interrupts(|| GRAPH.lock().depends(from, to))
+}
+
+/// Recorded dependency edges.
+pub fn dependency_count() -> usize {
+    crate::platform::without_interrupts(|| GRAPH.lock().nr_edges())
+}
+
+/// Registered classes (key and subclass pairs).
+pub fn class_count() -> usize {
+    crate::platform::without_interrupts(|| GRAPH.lock().nr_classes())
 }

@@ -1,0 +1,468 @@
+//! Lockdep: lock-order cycles, recursion, unlock balance, locks held at exit,
+//! and the fs_reclaim annotation replaying the seed (XFS ILOCK vs reclaim).
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::panic::Location;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
+use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::mm::fs_reclaim::{FS_RECLAIM_MAP, FsReclaimGuard, might_alloc};
+use kreclaim::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, GFP_NOFS, Gfp};
+use kreclaim::mm::scope::MemallocScope;
+use kreclaim::sync::lockdep::{
+    self, LockClassKey, LockdepMap, LockdepMode, LockdepReport, ReportKind,
+};
+use kreclaim::sync::{Mutex, RwSemaphore};
+use kreclaim::task;
+use kreclaim::{kassert, kassert_eq, lock_class};
+
+kreclaim::kernel_tests!(
+    inversion_across_two_tasks_is_reported,
+    inversion_with_trylock_inside_is_not_reported,
+    trylocked_lock_held_over_blocking_lock_records_an_edge,
+    cycle_through_three_classes_is_reported_with_its_chain,
+    each_cycle_is_reported_once_until_reset,
+    recursive_locking_of_one_class_is_reported,
+    nested_subclass_is_not_recursive,
+    rwsem_read_recursion_is_reported,
+    release_of_unheld_lock_is_reported,
+    out_of_order_release_keeps_the_stack_balanced,
+    downgrade_marks_the_held_lock_shared,
+    seed_ilock_held_over_gfp_kernel_alloc_vs_reclaim_is_reported,
+    seed_is_reported_whichever_path_runs_first,
+    seed_gfp_nofs_alloc_is_not_reported,
+    seed_alloc_in_nofs_scope_is_not_reported,
+    seed_nolockdep_alloc_is_not_reported,
+    seed_non_sleeping_alloc_records_no_edge,
+    seed_trylock_in_reclaim_is_not_reported,
+    seed_reclaimer_with_pf_memalloc_records_no_edge,
+    lockdep_off_records_nothing,
+    task_exiting_with_a_lock_held_is_reported,
+);
+
+static A: Mutex<()> = Mutex::new((), lock_class!("ld_a"));
+static B: Mutex<()> = Mutex::new((), lock_class!("ld_b"));
+static C: Mutex<()> = Mutex::new((), lock_class!("ld_c"));
+
+/// Runs `f` in a task of its own and waits for it.
+fn in_task(name: &'static str, f: impl FnOnce() + Send + 'static) -> TestResult {
+    let h = task::spawn(name, f).map_err(|e| TestFailure::new(format!("spawn '{name}': {e:?}")))?;
+    kassert!(
+        h.join_timeout(Duration::from_secs(5)).is_ok(),
+        "task '{name}' did not finish"
+    );
+    Ok(())
+}
+
+fn summary(r: &[LockdepReport]) -> Vec<(ReportKind, Vec<&'static str>)> {
+    r.iter().map(|r| (r.kind, r.classes.clone())).collect()
+}
+
+/// The single report since `before`, which must be of `kind`.
+fn one_report(before: usize, kind: ReportKind) -> Result<LockdepReport, TestFailure> {
+    let r = lockdep::reports_since(before);
+    kassert_eq!(r.len(), 1, "reports: {:?}", summary(&r));
+    kassert_eq!(r[0].kind, kind);
+    Ok(r[0].clone())
+}
+
+fn no_new_reports(before: usize) -> TestResult {
+    let r = lockdep::reports_since(before);
+    kassert!(r.is_empty(), "unexpected reports: {:?}", summary(&r));
+    Ok(())
+}
+
+fn ab() {
+    let _a = A.lock();
+    let _b = B.lock();
+}
+
+fn ba() {
+    let _b = B.lock();
+    let _a = A.lock();
+}
+
+fn inversion_across_two_tasks_is_reported() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    in_task("ab", ab)?;
+    no_new_reports(before)?;
+    kassert!(lockdep::has_dependency(A.class(), B.class()));
+    // Runs after "ab" finished: no deadlock can happen, lockdep predicts it.
+    in_task("ba", ba)?;
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_a", "ld_b"]);
+    kassert_eq!(r.task.as_str(), "ba");
+    for s in [
+        "WARNING: possible circular locking dependency detected",
+        "task 'ba' is trying to acquire lock:\n (ld_a)",
+        "but task is already holding lock:\n (ld_b)",
+        "first seen by task 'ab'",
+        "*** DEADLOCK ***",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}
+
+fn inversion_with_trylock_inside_is_not_reported() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    in_task("ab", ab)?;
+    let got = Arc::new(AtomicBool::new(false));
+    let g = got.clone();
+    in_task("b-try-a", move || {
+        let _b = B.lock();
+        let a = A.try_lock();
+        g.store(a.is_some(), Ordering::SeqCst);
+    })?;
+    kassert!(got.load(Ordering::SeqCst), "the trylock failed");
+    no_new_reports(before)?;
+    kassert!(!lockdep::has_dependency(B.class(), A.class()));
+    Ok(())
+}
+
+fn trylocked_lock_held_over_blocking_lock_records_an_edge() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let held = Arc::new(spin::Mutex::new(Vec::new()));
+    let h = held.clone();
+    in_task("try-a-b", move || {
+        let a = A.try_lock();
+        let _b = B.lock();
+        *h.lock() = lockdep::held_locks();
+        drop(a);
+    })?;
+    let held = held.lock().clone();
+    kassert_eq!(held.len(), 2, "{held:?}");
+    kassert!(held[0].class == "ld_a" && held[0].trylock, "{held:?}");
+    kassert!(lockdep::has_dependency(A.class(), B.class()));
+    in_task("ba", ba)?;
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_a", "ld_b"]);
+    Ok(())
+}
+
+fn cycle_through_three_classes_is_reported_with_its_chain() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    in_task("ab", ab)?;
+    in_task("bc", || {
+        let _b = B.lock();
+        let _c = C.lock();
+    })?;
+    no_new_reports(before)?;
+    in_task("ca", || {
+        let _c = C.lock();
+        let _a = A.lock();
+    })?;
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_a", "ld_b", "ld_c"]);
+    for s in [
+        "-> #2 (ld_c):",
+        "-> #1 (ld_b):",
+        "-> #0 (ld_a):",
+        "Chain exists of:\n   ld_a --> ld_b --> ld_c",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}
+
+fn each_cycle_is_reported_once_until_reset() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    in_task("ab", ab)?;
+    in_task("ba", ba)?;
+    in_task("ba-again", ba)?;
+    one_report(before, ReportKind::CircularDependency)?;
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    in_task("ab", ab)?;
+    in_task("ba", ba)?;
+    one_report(before, ReportKind::CircularDependency)?;
+    Ok(())
+}
+
+static REC_KEY: LockClassKey = LockClassKey::new("ld_rec");
+static REC1: Mutex<()> = Mutex::new((), &REC_KEY);
+static REC2: Mutex<()> = Mutex::new((), &REC_KEY);
+
+fn recursive_locking_of_one_class_is_reported() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    {
+        let _r1 = REC1.lock();
+        let _r2 = REC2.lock();
+    }
+    let r = one_report(before, ReportKind::RecursiveLocking)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_rec"]);
+    for s in [
+        "WARNING: possible recursive locking detected",
+        "  lock(ld_rec);\n  lock(ld_rec);",
+        "May be due to missing lock nesting notation",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}
+
+fn nested_subclass_is_not_recursive() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    {
+        let _r1 = REC1.lock();
+        let _r2 = REC2.lock_nested(1);
+    }
+    no_new_reports(before)?;
+    // Validated all the same: ld_rec/0 -> ld_rec/1 was recorded.
+    kassert!(lockdep::has_dependency(&REC_KEY, &REC_KEY));
+    Ok(())
+}
+
+fn rwsem_read_recursion_is_reported() -> TestResult {
+    static S: RwSemaphore<()> = RwSemaphore::new((), lock_class!("ld_rwsem_rec"));
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    {
+        let _r1 = S.down_read();
+        let _r2 = S.down_read();
+    }
+    let r = one_report(before, ReportKind::RecursiveLocking)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_rwsem_rec"]);
+    kassert!(r.text.contains("rlock(ld_rwsem_rec);"), "{}", r.text);
+    Ok(())
+}
+
+fn release_of_unheld_lock_is_reported() -> TestResult {
+    static MAP: LockdepMap = LockdepMap::new(lock_class!("ld_unheld"));
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    lockdep::lock_release(&MAP, &MAP as *const _ as usize, Location::caller());
+    let r = one_report(before, ReportKind::BadUnlock)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_unheld"]);
+    for s in [
+        "WARNING: bad unlock balance detected!",
+        "is trying to release lock (ld_unheld)",
+        "but there are no more locks to release!",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}
+
+fn out_of_order_release_keeps_the_stack_balanced() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let a = A.lock();
+    let b = B.lock();
+    let n = lockdep::held_locks().len();
+    drop(a);
+    let after_a: Vec<&str> = lockdep::held_locks().iter().map(|h| h.class).collect();
+    drop(b);
+    let after_b = lockdep::held_locks().len();
+    kassert_eq!(n, 2);
+    kassert_eq!(after_a, alloc::vec!["ld_b"]);
+    kassert_eq!(after_b, 0);
+    no_new_reports(before)
+}
+
+fn downgrade_marks_the_held_lock_shared() -> TestResult {
+    static S: RwSemaphore<()> = RwSemaphore::new((), lock_class!("ld_downgrade"));
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let w = S.down_write();
+    let was_read = lockdep::held_locks()[0].read;
+    let r = w.downgrade();
+    let held = lockdep::held_locks();
+    drop(r);
+    kassert!(!was_read);
+    kassert_eq!(held.len(), 1);
+    kassert!(held[0].read, "{held:?}");
+    kassert!(lockdep::held_locks().is_empty());
+    no_new_reports(before)
+}
+
+// The seed in miniature. ILOCK stands in for XFS's inode lock.
+static ILOCK: RwSemaphore<()> = RwSemaphore::new((), lock_class!("xfs_ilock"));
+
+fn fs_reclaim() -> &'static LockClassKey {
+    FS_RECLAIM_MAP.class()
+}
+
+/// Path 1 (readdir on a referenced inode): allocates holding the ILOCK.
+fn path1_alloc_under_ilock(alloc: fn()) -> TestResult {
+    in_task("readdir", move || {
+        let _i = ILOCK.down_read();
+        alloc();
+    })
+}
+
+/// Path 2 (direct reclaim, as in __perform_reclaim): a shrinker takes the
+/// ILOCK of an unreferenced inode inside the fs_reclaim section.
+fn path2_reclaim_takes_ilock() -> TestResult {
+    in_task("reclaim", || {
+        let _r = FsReclaimGuard::new(GFP_KERNEL);
+        let _m = MemallocScope::noreclaim();
+        let _i = ILOCK.down_write();
+    })
+}
+
+fn seed_ilock_held_over_gfp_kernel_alloc_vs_reclaim_is_reported() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    path1_alloc_under_ilock(|| might_alloc(GFP_KERNEL))?;
+    kassert!(lockdep::has_dependency(ILOCK.class(), fs_reclaim()));
+    no_new_reports(before)?;
+    path2_reclaim_takes_ilock()?;
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert_eq!(r.classes, alloc::vec!["xfs_ilock", "fs_reclaim"]);
+    kassert_eq!(r.task.as_str(), "reclaim");
+    for s in [
+        "is trying to acquire lock:\n (xfs_ilock)",
+        "but task is already holding lock:\n (fs_reclaim)",
+        "first seen by task 'readdir'",
+        "  lock(fs_reclaim);\n                               lock(xfs_ilock);\n",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}
+
+fn seed_is_reported_whichever_path_runs_first() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    path2_reclaim_takes_ilock()?;
+    no_new_reports(before)?;
+    path1_alloc_under_ilock(|| might_alloc(GFP_KERNEL))?;
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert_eq!(r.classes, alloc::vec!["fs_reclaim", "xfs_ilock"]);
+    kassert_eq!(r.task.as_str(), "readdir");
+    kassert!(r.text.contains("rlock(xfs_ilock);"), "{}", r.text);
+    Ok(())
+}
+
+/// Path 1 allocates as `alloc` does, then reclaim runs: no report, no
+/// "ILOCK -> fs_reclaim" edge, while reclaim's own edge is recorded.
+fn seed_not_reported(alloc: fn()) -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    path1_alloc_under_ilock(alloc)?;
+    path2_reclaim_takes_ilock()?;
+    no_new_reports(before)?;
+    kassert!(!lockdep::has_dependency(ILOCK.class(), fs_reclaim()));
+    kassert!(lockdep::has_dependency(fs_reclaim(), ILOCK.class()));
+    Ok(())
+}
+
+fn seed_gfp_nofs_alloc_is_not_reported() -> TestResult {
+    seed_not_reported(|| might_alloc(GFP_NOFS))
+}
+
+fn seed_alloc_in_nofs_scope_is_not_reported() -> TestResult {
+    seed_not_reported(|| {
+        let _nofs = MemallocScope::nofs();
+        might_alloc(GFP_KERNEL);
+    })
+}
+
+fn seed_nolockdep_alloc_is_not_reported() -> TestResult {
+    seed_not_reported(|| might_alloc(GFP_KERNEL | Gfp::__GFP_NOLOCKDEP))
+}
+
+fn seed_non_sleeping_alloc_records_no_edge() -> TestResult {
+    seed_not_reported(|| {
+        might_alloc(GFP_ATOMIC);
+        // Has __GFP_FS, but cannot enter direct reclaim.
+        might_alloc(GFP_KERNEL - Gfp::__GFP_DIRECT_RECLAIM);
+    })
+}
+
+fn seed_trylock_in_reclaim_is_not_reported() -> TestResult {
+    for write in [true, false] {
+        lockdep::reset_graph();
+        let before = lockdep::report_count();
+        path1_alloc_under_ilock(|| might_alloc(GFP_KERNEL))?;
+        let got = Arc::new(AtomicBool::new(false));
+        let g = got.clone();
+        in_task("reclaim", move || {
+            let _r = FsReclaimGuard::new(GFP_KERNEL);
+            let _m = MemallocScope::noreclaim();
+            // xfs_ilock_nowait: down_{write,read}_trylock.
+            let ok = if write {
+                ILOCK.try_write().is_some()
+            } else {
+                ILOCK.try_read().is_some()
+            };
+            g.store(ok, Ordering::SeqCst);
+        })?;
+        kassert!(got.load(Ordering::SeqCst), "trylock (write={write}) failed");
+        no_new_reports(before)?;
+        kassert!(lockdep::has_dependency(ILOCK.class(), fs_reclaim()));
+        kassert!(!lockdep::has_dependency(fs_reclaim(), ILOCK.class()));
+    }
+    Ok(())
+}
+
+fn seed_reclaimer_with_pf_memalloc_records_no_edge() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    // A shrinker allocating (GFP_KERNEL) with the ILOCK held, inside reclaim.
+    in_task("reclaim", || {
+        let _r = FsReclaimGuard::new(GFP_KERNEL);
+        let _m = MemallocScope::noreclaim();
+        let _i = ILOCK.down_write();
+        might_alloc(GFP_KERNEL);
+    })?;
+    no_new_reports(before)?;
+    kassert!(!lockdep::has_dependency(ILOCK.class(), fs_reclaim()));
+    kassert!(lockdep::has_dependency(fs_reclaim(), ILOCK.class()));
+    Ok(())
+}
+
+fn lockdep_off_records_nothing() -> TestResult {
+    static MAP: LockdepMap = LockdepMap::new(lock_class!("ld_off_unheld"));
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    lockdep::set_mode(LockdepMode::Off);
+    ab();
+    ba();
+    {
+        let _r1 = REC1.lock();
+        let _r2 = REC2.lock();
+    }
+    lockdep::lock_release(&MAP, &MAP as *const _ as usize, Location::caller());
+    let held = lockdep::held_locks().len();
+    let a = A.lock();
+    let held_a = lockdep::held_locks().len();
+    drop(a);
+    lockdep::set_mode(LockdepMode::On);
+    no_new_reports(before)?;
+    kassert_eq!((held, held_a), (0, 0));
+    kassert_eq!(lockdep::dependency_count(), 0);
+    Ok(())
+}
+
+fn task_exiting_with_a_lock_held_is_reported() -> TestResult {
+    static LEAKED: Mutex<()> = Mutex::new((), lock_class!("ld_held_at_exit"));
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    in_task("leaker", || core::mem::forget(LEAKED.lock()))?;
+    let r = one_report(before, ReportKind::HeldAtExit)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_held_at_exit"]);
+    kassert_eq!(r.task.as_str(), "leaker");
+    for s in [
+        "WARNING: task 'leaker' exited with locks held!",
+        "1 lock held by task 'leaker':\n #0:",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}

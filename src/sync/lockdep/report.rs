@@ -1,0 +1,291 @@
+//! Lockdep reports: printed in Linux's shape, kept for tests to query, and
+//! fatal in [`LockdepMode::Fatal`].
+//!
+//! The validator only copies what it found into a [`Pending`] while it holds
+//! the graph lock; the text is built here afterwards, because building it
+//! allocates.
+
+use super::graph::{ChainLink, ClassRef, MAX_CHAIN};
+use super::held::{Busy, HeldLock, HeldSnapshot, with_current};
+use super::{LockClassKey, LockdepMode};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::panic::Location;
+
+/// What lockdep found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Two or more classes are taken in orders that form a cycle.
+    CircularDependency,
+    /// A class is taken while one of the same class (and subclass) is held.
+    RecursiveLocking,
+    /// A release (or downgrade) of a lock the task does not hold.
+    BadUnlock,
+    /// A task exited holding locks.
+    HeldAtExit,
+}
+
+impl ReportKind {
+    /// The report's headline, as Linux words it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::CircularDependency => "possible circular locking dependency detected",
+            Self::RecursiveLocking => "possible recursive locking detected",
+            Self::BadUnlock => "bad unlock balance detected!",
+            Self::HeldAtExit => "task exited with locks held!",
+        }
+    }
+}
+
+/// One printed report.
+#[derive(Clone, Debug)]
+pub struct LockdepReport {
+    pub kind: ReportKind,
+    /// Every class involved, by [`LockClassKey::name`]: for a cycle, the
+    /// lock being taken first and then along the chain to the held one.
+    pub classes: Vec<&'static str>,
+    /// The task that triggered it.
+    pub task: String,
+    /// The report as printed.
+    pub text: String,
+}
+
+static REPORTS: spin::Mutex<Vec<LockdepReport>> = spin::Mutex::new(Vec::new());
+
+/// Every report since boot.
+pub fn reports() -> Vec<LockdepReport> {
+    reports_since(0)
+}
+
+/// Reports after the first `n` (pair with an earlier [`report_count`]).
+pub fn reports_since(n: usize) -> Vec<LockdepReport> {
+    crate::platform::without_interrupts(|| {
+        // Copying allocates under REPORTS: a lock taken by the allocator
+        // must not be validated, or a report would take REPORTS again.
+        let _busy = Busy::enter();
+        let r = REPORTS.lock();
+        r.get(n..).map(<[_]>::to_vec).unwrap_or_default()
+    })
+}
+
+pub fn report_count() -> usize {
+    crate::platform::without_interrupts(|| REPORTS.lock().len())
+}
+
+/// The longest cycle copied into a report.
+pub(super) struct Circular {
+    pub held: HeldLock,
+    pub next: HeldLock,
+    /// The existing path `next ->* held`, nearest `held` first.
+    pub links: [Option<ChainLink>; MAX_CHAIN],
+    /// Its full length (may exceed what `links` holds).
+    pub len: usize,
+}
+
+/// A problem found by the validator, not yet printed.
+// Not boxed: it is built under the graph lock, where lockdep must not allocate.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Pending {
+    Circular(Circular),
+    Recursive {
+        prev: HeldLock,
+        next: HeldLock,
+    },
+    BadUnlock {
+        key: &'static LockClassKey,
+        instance: usize,
+        at: &'static Location<'static>,
+    },
+    HeldAtExit,
+}
+
+/// `lock` or `rlock` for a shared hold, as in Linux's scenarios.
+fn verb(h: &HeldLock) -> &'static str {
+    if h.read { "rlock" } else { "lock" }
+}
+
+fn loc_or_unknown(l: Option<&'static Location<'static>>) -> alloc::string::String {
+    l.map(|l| alloc::format!("{l}"))
+        .unwrap_or_else(|| String::from("?"))
+}
+
+fn header(t: &mut String, title: &str) {
+    let bar = "=".repeat(title.len() + 9);
+    let dash = "-".repeat(title.len() + 9);
+    let _ = write!(t, "\n{bar}\nWARNING: {title}\n{dash}\n");
+}
+
+fn held_locks(t: &mut String, task: &str, held: &HeldSnapshot) {
+    match held.len() {
+        0 => {
+            let _ = writeln!(t, "no locks held by task '{task}'.");
+        }
+        n => {
+            let s = if n == 1 { "" } else { "s" };
+            let _ = writeln!(t, "{n} lock{s} held by task '{task}':");
+            for (i, h) in held.iter().enumerate() {
+                let _ = writeln!(
+                    t,
+                    " #{i}: {:#x} ({}){}{}, at: {}",
+                    h.instance,
+                    h.class_ref(),
+                    if h.read { " shared" } else { "" },
+                    if h.trylock { " trylock" } else { "" },
+                    h.loc
+                );
+            }
+        }
+    }
+}
+
+fn circular(t: &mut String, task: &str, c: &Circular, classes: &mut Vec<&'static str>) {
+    let (held, next) = (&c.held, &c.next);
+    header(t, ReportKind::CircularDependency.title());
+    let _ = write!(
+        t,
+        "task '{task}' is trying to acquire lock:\n ({}), at: {}\n\n\
+         but task is already holding lock:\n ({}), at: {}\n\n\
+         which lock already depends on the new lock.\n\n\n\
+         the existing dependency chain (in reverse order) is:\n",
+        next.class_ref(),
+        next.loc,
+        held.class_ref(),
+        held.loc
+    );
+    // #len is the held lock, #1 the first step after the new one, #0 the
+    // dependency being added now.
+    let links: Vec<&ChainLink> = c.links.iter().flatten().collect();
+    for (i, l) in links.iter().enumerate() {
+        let _ = write!(
+            t,
+            "\n-> #{} ({}):\n       acquired at {}\n       while holding ({}) taken at {}\n       \
+             first seen by task '{}'\n",
+            c.len - i,
+            l.to,
+            loc_or_unknown(l.to_loc),
+            l.from,
+            loc_or_unknown(l.from_loc),
+            l.task.as_str()
+        );
+    }
+    if c.len > links.len() {
+        let _ = writeln!(t, "\n   ... ({} more links)", c.len - links.len());
+    }
+    let _ = write!(
+        t,
+        "\n-> #0 ({}):\n       acquired at {}\n       while holding ({}) taken at {}\n       \
+         by task '{task}'\n\nother info that might help us debug this:\n\n",
+        next.class_ref(),
+        next.loc,
+        held.class_ref(),
+        held.loc
+    );
+    // The class just before `held` on the existing path (Linux's "parent").
+    let parent: ClassRef = links.first().map_or(next.class_ref(), |l| l.from);
+    if c.len > 1 {
+        let _ = write!(
+            t,
+            " Chain exists of:\n   {} --> {} --> {}\n\n",
+            next.class_ref(),
+            parent,
+            held.class_ref()
+        );
+    }
+    let _ = write!(
+        t,
+        " Possible unsafe locking scenario:\n\n\
+         \x20      CPU0                    CPU1\n\
+         \x20      ----                    ----\n\
+         \x20 {}({});\n\
+         \x20                              lock({});\n\
+         \x20                              lock({});\n\
+         \x20 {}({});\n\n *** DEADLOCK ***\n\n",
+        verb(held),
+        held.class_ref(),
+        parent,
+        held.class_ref(),
+        verb(next),
+        next.class_ref()
+    );
+    classes.push(next.key.name());
+    classes.extend(links.iter().rev().map(|l| l.to.key.name()));
+}
+
+fn recursive(t: &mut String, task: &str, prev: &HeldLock, next: &HeldLock) {
+    header(t, ReportKind::RecursiveLocking.title());
+    let _ = write!(
+        t,
+        "task '{task}' is trying to acquire lock:\n ({}), at: {}\n\n\
+         but task is already holding lock:\n ({}), at: {}\n\n\
+         other info that might help us debug this:\n \
+         Possible unsafe locking scenario:\n\n\
+         \x20      CPU0\n\
+         \x20      ----\n\
+         \x20 {}({});\n\
+         \x20 {}({});\n\n *** DEADLOCK ***\n\n \
+         May be due to missing lock nesting notation\n\n",
+        next.class_ref(),
+        next.loc,
+        prev.class_ref(),
+        prev.loc,
+        verb(prev),
+        prev.class_ref(),
+        verb(next),
+        next.class_ref()
+    );
+}
+
+/// Builds, prints and stores the report; panics in [`LockdepMode::Fatal`].
+/// Runs with interrupts masked, outside the graph lock, as lockdep ("busy").
+#[cold]
+#[inline(never)]
+pub(super) fn emit(p: Pending) {
+    let task = crate::task::current().name();
+    let held = with_current(|s| s.snapshot());
+    let mut text = String::new();
+    let mut classes = Vec::new();
+    let kind = match &p {
+        Pending::Circular(c) => {
+            circular(&mut text, task, c, &mut classes);
+            ReportKind::CircularDependency
+        }
+        Pending::Recursive { prev, next } => {
+            recursive(&mut text, task, prev, next);
+            classes.push(next.key.name());
+            ReportKind::RecursiveLocking
+        }
+        Pending::BadUnlock { key, instance, at } => {
+            header(&mut text, ReportKind::BadUnlock.title());
+            let _ = write!(
+                text,
+                "task '{task}' is trying to release lock ({}) @{instance:#x} at:\n{at}\n\
+                 but there are no more locks to release!\n\n\
+                 other info that might help us debug this:\n",
+                key.name()
+            );
+            classes.push(key.name());
+            ReportKind::BadUnlock
+        }
+        Pending::HeldAtExit => {
+            header(
+                &mut text,
+                &alloc::format!("task '{task}' exited with locks held!"),
+            );
+            classes.extend(held.iter().map(|h| h.key.name()));
+            ReportKind::HeldAtExit
+        }
+    };
+    held_locks(&mut text, task, &held);
+    crate::println!("{text}");
+    let report = LockdepReport {
+        kind,
+        classes,
+        task: String::from(task),
+        text,
+    };
+    REPORTS.lock().push(report);
+    if super::mode() == LockdepMode::Fatal {
+        panic!("lockdep: {} (lockdep=fatal)", kind.title());
+    }
+}
