@@ -15,3 +15,8 @@ pub use mutex::{Mutex, MutexGuard};
 pub use rwsem::{RwSemReadGuard, RwSemWriteGuard, RwSemaphore};
 pub use spinlock::{SpinLock, SpinLockGuard};
 pub use waitqueue::{Completion, WaitQueue};
+
+/// Marks lock guards `!Send`: a lock must be released by the task that took
+/// it (lockdep's held-lock stack and the owner field depend on it, and a
+/// spinlock guard restores that task's interrupt state).
+pub(crate) type NotSend = core::marker::PhantomData<*const ()>;

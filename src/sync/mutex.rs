@@ -1,6 +1,7 @@
 //! Sleeping mutex with owner tracking, `try_lock`, lockdep annotations and
 //! direct hand-off to the longest waiter (no starvation).
 
+use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
 use crate::task::deadlock::{BlockedOn, WaitTarget};
@@ -105,7 +106,11 @@ impl<T: ?Sized> Mutex<T> {
             .compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return MutexGuard { lock: self, loc };
+            return MutexGuard {
+                lock: self,
+                loc,
+                _not_send: NotSend::default(),
+            };
         }
         loop {
             let _irq = IrqGuard::new();
@@ -141,7 +146,11 @@ impl<T: ?Sized> Mutex<T> {
                 break;
             }
         }
-        MutexGuard { lock: self, loc }
+        MutexGuard {
+            lock: self,
+            loc,
+            _not_send: NotSend::default(),
+        }
     }
 
     #[track_caller]
@@ -155,7 +164,11 @@ impl<T: ?Sized> Mutex<T> {
         {
             let loc = Location::caller();
             lockdep::lock_acquire(&self.dep_map, self.addr(), Acquire::EXCLUSIVE.try_(), loc);
-            Some(MutexGuard { lock: self, loc })
+            Some(MutexGuard {
+                lock: self,
+                loc,
+                _not_send: NotSend::default(),
+            })
         } else {
             None
         }
@@ -178,6 +191,7 @@ impl<T: ?Sized> Mutex<T> {
 }
 
 pub struct MutexGuard<'a, T: ?Sized> {
+    _not_send: NotSend,
     lock: &'a Mutex<T>,
     loc: &'static Location<'static>,
 }

@@ -5,6 +5,7 @@
 //! handed directly to the waiters at the head of the queue (a writer, or
 //! every reader up to the next writer), so neither side starves.
 
+use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
 use crate::task::deadlock::{BlockedOn, WaitTarget};
@@ -177,7 +178,10 @@ impl<T: ?Sized> RwSemaphore<T> {
             // the waiter is queued, so a hand-off in the gap makes us Ready.
             self.block(false);
         }
-        RwSemReadGuard { sem: self }
+        RwSemReadGuard {
+            sem: self,
+            _not_send: NotSend::default(),
+        }
     }
 
     /// Takes it exclusively; sleeps while anyone holds it.
@@ -214,7 +218,10 @@ impl<T: ?Sized> RwSemaphore<T> {
         if must_wait {
             self.block(true);
         }
-        RwSemWriteGuard { sem: self }
+        RwSemWriteGuard {
+            sem: self,
+            _not_send: NotSend::default(),
+        }
     }
 
     /// `down_read_trylock`: shared if available now, else `None`.
@@ -240,7 +247,10 @@ impl<T: ?Sized> RwSemaphore<T> {
             Acquire::SHARED.try_(),
             Location::caller(),
         );
-        Some(RwSemReadGuard { sem: self })
+        Some(RwSemReadGuard {
+            sem: self,
+            _not_send: NotSend::default(),
+        })
     }
 
     /// `down_write_trylock`: exclusive if free now, else `None`.
@@ -266,7 +276,10 @@ impl<T: ?Sized> RwSemaphore<T> {
             Acquire::EXCLUSIVE.try_(),
             Location::caller(),
         );
-        Some(RwSemWriteGuard { sem: self })
+        Some(RwSemWriteGuard {
+            sem: self,
+            _not_send: NotSend::default(),
+        })
     }
 
     fn up_read(&self, loc: &'static Location<'static>) {
@@ -276,8 +289,20 @@ impl<T: ?Sized> RwSemaphore<T> {
         let mut s = self.core.state.lock();
         if let Some(i) = s.readers.iter().position(|r| *r == me) {
             s.readers.swap_remove(i);
+        } else if s.readers.pop().is_some() {
+            // Legal in Linux (a reader may be released by another task),
+            // but worth knowing: it defeats owner tracking.
+            crate::println!(
+                "WARNING: up_read of rwsem '{}' by task '{}', which does not hold it",
+                self.dep_map.class().name(),
+                task::current().name()
+            );
         } else {
-            s.readers.pop();
+            crate::println!(
+                "WARNING: up_read of rwsem '{}' with no readers (task '{}')",
+                self.dep_map.class().name(),
+                task::current().name()
+            );
         }
         RwCore::grant(&mut s);
     }
@@ -292,10 +317,12 @@ impl<T: ?Sized> RwSemaphore<T> {
 }
 
 pub struct RwSemReadGuard<'a, T: ?Sized> {
+    _not_send: NotSend,
     sem: &'a RwSemaphore<T>,
 }
 
 pub struct RwSemWriteGuard<'a, T: ?Sized> {
+    _not_send: NotSend,
     sem: &'a RwSemaphore<T>,
 }
 
@@ -318,7 +345,10 @@ impl<'a, T: ?Sized> RwSemWriteGuard<'a, T> {
             s.readers.push(t.id());
             task::wake_up(&t);
         }
-        RwSemReadGuard { sem }
+        RwSemReadGuard {
+            sem,
+            _not_send: NotSend::default(),
+        }
     }
 }
 

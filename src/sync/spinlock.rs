@@ -3,6 +3,7 @@
 //! Masking interrupts while held means an interrupt handler on this CPU can
 //! never spin on a lock its own CPU holds, and also disables preemption.
 
+use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
 use core::cell::UnsafeCell;
@@ -64,6 +65,7 @@ impl<T: ?Sized> SpinLock<T> {
             core::hint::spin_loop();
         }
         SpinLockGuard {
+            _not_send: NotSend::default(),
             lock: self,
             _irq: irq,
         }
@@ -84,6 +86,7 @@ impl<T: ?Sized> SpinLock<T> {
                 Location::caller(),
             );
             Some(SpinLockGuard {
+                _not_send: NotSend::default(),
                 lock: self,
                 _irq: irq,
             })
@@ -102,6 +105,7 @@ impl<T: ?Sized> SpinLock<T> {
 }
 
 pub struct SpinLockGuard<'a, T: ?Sized> {
+    _not_send: NotSend,
     lock: &'a SpinLock<T>,
     _irq: IrqGuard,
 }
