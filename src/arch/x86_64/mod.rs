@@ -58,6 +58,16 @@ impl Platform for Qemu {
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 
+    #[inline]
+    fn phys_to_virt(&self, pa: u64) -> *mut u8 {
+        paging::phys_to_virt(pa)
+    }
+
+    #[inline]
+    fn virt_to_phys(&self, va: *const u8) -> u64 {
+        paging::virt_to_phys(va as u64)
+    }
+
     fn alloc_kernel_stack(&self, bytes: usize) -> Option<crate::platform::KernelStack> {
         context::alloc_stack(bytes)
     }
