@@ -2,5 +2,10 @@
 
 pub mod early_heap;
 pub mod fault_inject;
+pub mod fs_reclaim;
 pub mod gfp;
+pub mod page;
+pub mod page_alloc;
 pub mod scope;
+pub mod vmscan;
+pub mod zone;
