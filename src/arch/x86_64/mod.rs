@@ -118,6 +118,29 @@ pub fn boot_info() -> &'static BootInfo {
 unsafe extern "Rust" {
     /// The kernel's main function, defined with [`entry_point!`](crate::entry_point).
     fn kreclaim_kernel_main(boot: &'static BootInfo) -> !;
+    /// The built-in command line, also defined by `entry_point!`.
+    fn kreclaim_builtin_cmdline() -> &'static str;
+}
+
+/// Puts the built-in command line in front of the boot loader's (Linux's
+/// CONFIG_CMDLINE without CONFIG_CMDLINE_OVERRIDE).
+fn prepend_builtin_cmdline(info: &mut BootInfo) {
+    // SAFETY: defined by the binary through entry_point!.
+    let builtin = unsafe { kreclaim_builtin_cmdline() }.trim();
+    if builtin.is_empty() {
+        return;
+    }
+    let mut buf = [0u8; crate::bootinfo::MAX_CMDLINE];
+    let mut n = 0;
+    let total = builtin.len() + 1 + info.cmdline().len();
+    for part in [builtin.as_bytes(), b" ", info.cmdline().as_bytes()] {
+        let take = part.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&part[..take]);
+        n += take;
+    }
+    let truncated = info.cmdline_truncated || total > buf.len();
+    info.set_cmdline(&buf[..n]);
+    info.cmdline_truncated = truncated;
 }
 
 /// Exits QEMU with failure after a fatal report (exception or panic).
@@ -157,6 +180,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         crate::println!("kreclaim: cannot read the PVH start info: {e:?}");
         exit_qemu(ExitCode::Failure);
     }
+    prepend_builtin_cmdline(&mut parsed);
     let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
     paging::init(&info.firmware_map, nx_enabled());
     // SAFETY: the arena is ours alone and handed over once.
