@@ -143,6 +143,20 @@ fn prepend_builtin_cmdline(info: &mut BootInfo) {
     info.cmdline_truncated = truncated;
 }
 
+/// Stack frames from the page allocator (owner Stack, not zeroed).
+fn page_alloc_stack_frames(pages: usize) -> Option<u64> {
+    use crate::mm::page_alloc::{self, PageOwner};
+    let order = pages.next_power_of_two().trailing_zeros();
+    let pa = page_alloc::alloc_pages(crate::mm::gfp::GFP_KERNEL, order).ok()?;
+    page_alloc::set_page_owner(pa, order, PageOwner::Stack);
+    Some(pa.as_u64())
+}
+
+fn page_alloc_stack_free(pa: u64, pages: usize) {
+    let order = pages.next_power_of_two().trailing_zeros();
+    crate::mm::page_alloc::free_pages(crate::mm::page_alloc::PhysAddr::new(pa), order);
+}
+
 /// Exits QEMU with failure after a fatal report (exception or panic).
 pub fn fatal_exit() -> ! {
     crate::harness::abort_current(format_args!("the kernel died (see the report above)"))
@@ -192,6 +206,13 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     timer::set_tick_hook(|_| crate::task::on_tick());
     timer::init();
     crate::console::init_logger(log::LevelFilter::Info);
+    // The keys that size memory act now; main parses the command line
+    // again and reports bad tokens.
+    let early = crate::config::Config::parse_early(info.cmdline());
+    match crate::mm::page_alloc::init(&info.usable, early.mem, early.min_free_kbytes) {
+        Ok(()) => context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
+        Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
+    }
     crate::task::init(crate::task::SchedMode::Preemptive);
     // SAFETY: defined by the binary through entry_point!.
     unsafe { kreclaim_kernel_main(info) }
