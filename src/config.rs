@@ -4,6 +4,7 @@
 //! an error naming the token and listing the valid keys.
 
 use crate::bench::Format;
+use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
 use crate::sync::lockdep::LockdepMode;
 use crate::task::SchedMode;
 use alloc::string::{String, ToString};
@@ -23,6 +24,16 @@ pub struct Config {
     pub bench: Option<Bench>,
     /// `format=text|json` for reports and benchmarks.
     pub format: Format,
+    /// `mem=<size>`: RAM handed to the page allocator, in bytes (default:
+    /// all). Read at boot, before the main function.
+    pub mem: Option<u64>,
+    /// `min_free_kbytes=<KiB>` (default: Linux's int_sqrt(lowmem_kB * 16)).
+    /// Read at boot.
+    pub min_free_kbytes: Option<u64>,
+    /// `fail_page_alloc=<interval>,<probability>,<space>,<times>`.
+    pub fail_page_alloc: Option<FaultSpec>,
+    /// `failslab=<interval>,<probability>,<space>,<times>`.
+    pub failslab: Option<FaultSpec>,
 }
 
 /// Which benchmark `bench=` selects.
@@ -30,6 +41,51 @@ pub struct Config {
 pub enum Bench {
     Locks,
     Mm,
+}
+
+/// The smallest `mem=` accepted: below it the kernel cannot run its threads.
+pub const MEM_MIN: u64 = 4 << 20;
+
+/// [`memparse`] could not read a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSize;
+
+impl fmt::Display for BadSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a size: expected a number with an optional K|M|G|T|P|E suffix")
+    }
+}
+
+/// Linux's `memparse`: a number (decimal, `0x` hex or leading-`0` octal, as
+/// `simple_strtoull` with base 0) with an optional K, M, G, T, P or E
+/// suffix (either case) multiplying by 1024 each. Stricter than Linux: the
+/// whole string must be consumed, and overflow is an error.
+pub fn memparse(s: &str) -> Result<u64, BadSize> {
+    let (digits, radix) = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (h, 16)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    let end = digits
+        .find(|c: char| !c.is_digit(radix))
+        .unwrap_or(digits.len());
+    if end == 0 {
+        return Err(BadSize);
+    }
+    let n = u64::from_str_radix(&digits[..end], radix).map_err(|_| BadSize)?;
+    let shift = match &digits[end..] {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        "P" | "p" => 50,
+        "E" | "e" => 60,
+        _ => return Err(BadSize),
+    };
+    n.checked_mul(1 << shift).ok_or(BadSize)
 }
 
 impl Default for Config {
@@ -40,6 +96,10 @@ impl Default for Config {
             lockdep: LockdepMode::On,
             bench: None,
             format: Format::Text,
+            mem: None,
+            min_free_kbytes: None,
+            fail_page_alloc: None,
+            failslab: None,
         }
     }
 }
@@ -112,6 +172,19 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "mem",
+        values: "a size of at least 4M: bytes with an optional K|M|G|T|P|E suffix",
+        help: "RAM given to the page allocator, taken from the lowest usable regions",
+        set: |c, v| {
+            let bytes = memparse(v).map_err(|_| ())?;
+            if bytes < MEM_MIN {
+                return Err(());
+            }
+            c.mem = Some(bytes);
+            Ok(())
+        },
+    },
+    Key {
         name: "format",
         values: "text|json",
         help: "output format of reports and benchmarks",
@@ -121,6 +194,37 @@ pub static KEYS: &[Key] = &[
                 "json" => Format::Json,
                 _ => return Err(()),
             };
+            Ok(())
+        },
+    },
+    Key {
+        name: "min_free_kbytes",
+        values: "a number of KiB (0..=2147483647)",
+        help: "the MIN watermark in KiB; LOW and HIGH follow from it",
+        set: |c, v| {
+            let kb: u64 = v.parse().map_err(|_| ())?;
+            if kb > i32::MAX as u64 {
+                return Err(());
+            }
+            c.min_free_kbytes = Some(kb);
+            Ok(())
+        },
+    },
+    Key {
+        name: "fail_page_alloc",
+        values: "<interval>,<probability %>,<space>,<times>",
+        help: "fault injection: make page allocations fail on purpose",
+        set: |c, v| {
+            c.fail_page_alloc = Some(FaultSpec::parse(v).ok_or(())?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "failslab",
+        values: "<interval>,<probability %>,<space>,<times>",
+        help: "fault injection: make slab allocations fail on purpose",
+        set: |c, v| {
+            c.failslab = Some(FaultSpec::parse(v).ok_or(())?);
             Ok(())
         },
     },
@@ -201,11 +305,29 @@ impl Config {
         })
     }
 
-    /// Puts the configuration into effect (log level, scheduler, lockdep).
+    /// Puts the configuration into effect (log level, scheduler, lockdep,
+    /// fault injection). `mem=` and `min_free_kbytes=` took effect at boot.
     pub fn apply(&self) {
         crate::console::set_log_level(self.loglevel);
         crate::task::set_mode(self.sched);
         crate::sync::lockdep::set_mode(self.lockdep);
+        if let Some(s) = self.fail_page_alloc {
+            FAIL_PAGE_ALLOC.apply_spec(s);
+        }
+        if let Some(s) = self.failslab {
+            FAILSLAB.apply_spec(s);
+        }
+    }
+
+    /// What boot code needs before the main function parses the command
+    /// line for real: every `key=value` token that parses, ignoring errors
+    /// (reported later) and bare words (test filters).
+    pub fn parse_early(cmdline: &str) -> Config {
+        let mut cfg = Config::default();
+        for token in cmdline.split_whitespace().filter(|t| t.contains('=')) {
+            let _ = cfg.apply_token(token);
+        }
+        cfg
     }
 
     /// Parses the boot command line; on error prints one line and exits the
@@ -236,6 +358,19 @@ impl fmt::Display for Config {
                 LockdepMode::Off => "off",
                 LockdepMode::Fatal => "fatal",
             }
-        )
+        )?;
+        if let Some(m) = self.mem {
+            write!(f, " mem={}K", m >> 10)?;
+        }
+        if let Some(k) = self.min_free_kbytes {
+            write!(f, " min_free_kbytes={k}")?;
+        }
+        if let Some(s) = self.fail_page_alloc {
+            write!(f, " fail_page_alloc={s}")?;
+        }
+        if let Some(s) = self.failslab {
+            write!(f, " failslab={s}")?;
+        }
+        Ok(())
     }
 }

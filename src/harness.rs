@@ -93,8 +93,20 @@ macro_rules! kassert_eq {
 
 /// Declares the test kernel's entry point and its list of cases, one path per
 /// case: `kernel_tests!(memmap_has_ram, cmdline_rejects_unknown_key);`
+///
+/// `kernel_tests!(cmdline = "mem=48M"; case_a, case_b)` builds a command line
+/// into the test kernel (see [`entry_point!`](crate::entry_point)), for keys
+/// that act at boot, since `cargo test` passes no kernel arguments.
 #[macro_export]
 macro_rules! kernel_tests {
+    (cmdline = $cmdline:expr; $($test:path),* $(,)?) => {
+        $crate::entry_point!(__kreclaim_test_main, cmdline = $cmdline);
+        fn __kreclaim_test_main(boot: &'static $crate::bootinfo::BootInfo) -> ! {
+            $crate::harness::run(boot, &[
+                $($crate::harness::Test { name: stringify!($test), run: $test }),*
+            ])
+        }
+    };
     ($($test:path),* $(,)?) => {
         $crate::entry_point!(__kreclaim_test_main);
         fn __kreclaim_test_main(boot: &'static $crate::bootinfo::BootInfo) -> ! {

@@ -26,14 +26,25 @@ pub mod harness;
 
 /// Names the kernel's main function: `entry_point!(kmain)` where
 /// `fn kmain(boot: &'static BootInfo) -> !`. The boot code calls it once the
-/// platform (console, paging, heap, timer) is up.
+/// platform (console, paging, heap, page allocator, timer) is up.
+///
+/// `entry_point!(kmain, cmdline = "mem=64M")` also builds in a command line
+/// (Linux's CONFIG_CMDLINE): its tokens come before the boot loader's, so
+/// the boot loader's win, and boot-time keys such as `mem=` see them.
 #[macro_export]
 macro_rules! entry_point {
     ($main:path) => {
+        $crate::entry_point!($main, cmdline = "");
+    };
+    ($main:path, cmdline = $cmdline:expr) => {
         #[unsafe(no_mangle)]
         fn kreclaim_kernel_main(boot: &'static $crate::bootinfo::BootInfo) -> ! {
             let main: fn(&'static $crate::bootinfo::BootInfo) -> ! = $main;
             main(boot)
+        }
+        #[unsafe(no_mangle)]
+        fn kreclaim_builtin_cmdline() -> &'static str {
+            $cmdline
         }
     };
 }

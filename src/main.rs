@@ -60,6 +60,8 @@ fn kmain(boot: &'static BootInfo) -> ! {
             r.len() / 1024
         );
     }
+    println!("page allocator:");
+    kreclaim::mm::page_alloc::show_mem();
     println!("command line: '{}'", boot.cmdline());
     println!("configuration: {config}");
     kreclaim::platform::exit(true)

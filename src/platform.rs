@@ -17,6 +17,17 @@ pub trait Platform: Sync {
     fn cycles(&self) -> u64;
     /// Writes console text.
     fn console_write(&self, s: &str);
+    /// The kernel virtual address through which physical address `pa` is
+    /// reached (a direct map). The default is the identity, for platforms
+    /// that run with physical addressing.
+    fn phys_to_virt(&self, pa: u64) -> *mut u8 {
+        pa as *mut u8
+    }
+    /// The physical address behind a pointer from [`Platform::phys_to_virt`]
+    /// (or into the kernel image).
+    fn virt_to_phys(&self, va: *const u8) -> u64 {
+        va as u64
+    }
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}
     /// Allocates a kernel stack of at least `bytes` with an unmapped guard

@@ -1,7 +1,12 @@
 //! Memory management.
 
 pub mod early_heap;
+pub mod fault_inject;
 pub mod fs_reclaim;
 pub mod gfp;
+pub mod page;
+pub mod page_alloc;
 pub mod scope;
 pub mod shrinker;
+pub mod vmscan;
+pub mod zone;

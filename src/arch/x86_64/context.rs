@@ -86,7 +86,9 @@ pub const SLOT: u64 = 256 * 1024;
 const MAX_SLOTS: usize = 4096;
 const PAGE: usize = 4096;
 
-/// Physical pages behind task stacks.
+/// Physical pages behind task stacks: `pages` contiguous frames. The
+/// allocator is called outside the area lock, with interrupts as the caller
+/// of [`alloc_stack`] had them, so it may sleep.
 pub type FrameAlloc = fn(pages: usize) -> Option<u64>;
 pub type FrameFree = fn(pa: u64, pages: usize);
 
@@ -135,7 +137,7 @@ pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
     if pages == 0 || (pages + 1) as u64 * PAGE as u64 > SLOT {
         return None;
     }
-    crate::platform::without_interrupts(|| {
+    let (slot, alloc) = crate::platform::without_interrupts(|| {
         let mut a = AREA.lock();
         let slot = match a.free_slots.pop() {
             Some(s) => s,
@@ -146,21 +148,26 @@ pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
             }
             None => return None,
         };
-        let early = core::ptr::eq(a.alloc as *const (), early_frames as *const ());
-        let Some(pa) = (a.alloc)(pages) else {
-            a.free_slots.push(slot);
-            return None;
-        };
-        let base = STACK_AREA + slot as u64 * SLOT;
-        let bottom = base + PAGE as u64;
+        Some((slot, a.alloc))
+    })?;
+    let early = core::ptr::eq(alloc as *const (), early_frames as *const ());
+    // Outside the lock and with interrupts as the caller had them: the page
+    // allocator may sleep in direct reclaim.
+    let Some(pa) = alloc(pages) else {
+        crate::platform::without_interrupts(|| AREA.lock().free_slots.push(slot));
+        return None;
+    };
+    let base = STACK_AREA + slot as u64 * SLOT;
+    let bottom = base + PAGE as u64;
+    crate::platform::without_interrupts(|| {
         for i in 0..pages as u64 {
             paging::map_page(bottom + i * PAGE as u64, pa + i * PAGE as u64);
         }
-        Some(KernelStack {
-            bottom: bottom as usize,
-            top: (bottom + (pages * PAGE) as u64) as usize,
-            cookie: slot as usize | pages << 16 | (early as usize) << 40,
-        })
+    });
+    Some(KernelStack {
+        bottom: bottom as usize,
+        top: (bottom + (pages * PAGE) as u64) as usize,
+        cookie: slot as usize | pages << 16 | (early as usize) << 40,
     })
 }
 

@@ -58,6 +58,16 @@ impl Platform for Qemu {
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 
+    #[inline]
+    fn phys_to_virt(&self, pa: u64) -> *mut u8 {
+        paging::phys_to_virt(pa)
+    }
+
+    #[inline]
+    fn virt_to_phys(&self, va: *const u8) -> u64 {
+        paging::virt_to_phys(va as u64)
+    }
+
     fn alloc_kernel_stack(&self, bytes: usize) -> Option<crate::platform::KernelStack> {
         context::alloc_stack(bytes)
     }
@@ -108,6 +118,43 @@ pub fn boot_info() -> &'static BootInfo {
 unsafe extern "Rust" {
     /// The kernel's main function, defined with [`entry_point!`](crate::entry_point).
     fn kreclaim_kernel_main(boot: &'static BootInfo) -> !;
+    /// The built-in command line, also defined by `entry_point!`.
+    fn kreclaim_builtin_cmdline() -> &'static str;
+}
+
+/// Puts the built-in command line in front of the boot loader's (Linux's
+/// CONFIG_CMDLINE without CONFIG_CMDLINE_OVERRIDE).
+fn prepend_builtin_cmdline(info: &mut BootInfo) {
+    // SAFETY: defined by the binary through entry_point!.
+    let builtin = unsafe { kreclaim_builtin_cmdline() }.trim();
+    if builtin.is_empty() {
+        return;
+    }
+    let mut buf = [0u8; crate::bootinfo::MAX_CMDLINE];
+    let mut n = 0;
+    let total = builtin.len() + 1 + info.cmdline().len();
+    for part in [builtin.as_bytes(), b" ", info.cmdline().as_bytes()] {
+        let take = part.len().min(buf.len() - n);
+        buf[n..n + take].copy_from_slice(&part[..take]);
+        n += take;
+    }
+    let truncated = info.cmdline_truncated || total > buf.len();
+    info.set_cmdline(&buf[..n]);
+    info.cmdline_truncated = truncated;
+}
+
+/// Stack frames from the page allocator (owner Stack, not zeroed).
+fn page_alloc_stack_frames(pages: usize) -> Option<u64> {
+    use crate::mm::page_alloc::{self, PageOwner};
+    let order = pages.next_power_of_two().trailing_zeros();
+    let pa = page_alloc::alloc_pages(crate::mm::gfp::GFP_KERNEL, order).ok()?;
+    page_alloc::set_page_owner(pa, order, PageOwner::Stack);
+    Some(pa.as_u64())
+}
+
+fn page_alloc_stack_free(pa: u64, pages: usize) {
+    let order = pages.next_power_of_two().trailing_zeros();
+    crate::mm::page_alloc::free_pages(crate::mm::page_alloc::PhysAddr::new(pa), order);
 }
 
 /// Exits QEMU with failure after a fatal report (exception or panic).
@@ -147,6 +194,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         crate::println!("kreclaim: cannot read the PVH start info: {e:?}");
         exit_qemu(ExitCode::Failure);
     }
+    prepend_builtin_cmdline(&mut parsed);
     let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
     paging::init(&info.firmware_map, nx_enabled());
     // SAFETY: the arena is ours alone and handed over once.
@@ -158,6 +206,13 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     timer::set_tick_hook(|_| crate::task::on_tick());
     timer::init();
     crate::console::init_logger(log::LevelFilter::Info);
+    // The keys that size memory act now; main parses the command line
+    // again and reports bad tokens.
+    let early = crate::config::Config::parse_early(info.cmdline());
+    match crate::mm::page_alloc::init(&info.usable, early.mem, early.min_free_kbytes) {
+        Ok(()) => context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
+        Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
+    }
     crate::task::init(crate::task::SchedMode::Preemptive);
     // SAFETY: defined by the binary through entry_point!.
     unsafe { kreclaim_kernel_main(info) }

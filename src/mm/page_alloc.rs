@@ -1,0 +1,1138 @@
+//! The page allocator: a buddy allocator over every usable page of RAM, one
+//! zone ("Normal"), Linux's watermarks and Linux's slow path
+//! (`mm/page_alloc.c`).
+//!
+//! `alloc_pages(gfp, order)`:
+//! 1. applies the task's scoped constraints (`current_gfp_context`), calls
+//!    `might_alloc` when it may block, consults fault injection
+//!    (`fail_page_alloc`, never for `__GFP_NOFAIL`);
+//! 2. fast path: the free lists at the LOW watermark;
+//! 3. [`__alloc_pages_slowpath`] in Linux's order: wake kswapd; retry at MIN
+//!    with the __GFP_HIGH / non-blocking reserves; PF_MEMALLOC or
+//!    __GFP_MEMALLOC (without __GFP_NOMEMALLOC) ignore the watermarks; no
+//!    __GFP_DIRECT_RECLAIM -> fail; PF_MEMALLOC -> fail (reclaim never
+//!    recurses into reclaim); direct reclaim; __GFP_NORETRY -> fail; costly
+//!    order (> 3) without __GFP_RETRY_MAYFAIL -> fail; retry while reclaim
+//!    makes progress, giving up after MAX_RECLAIM_RETRIES rounds without;
+//!    the OOM stage; __GFP_NOFAIL loops; else fail with a report.
+//!
+//! Deviations from Linux, and why:
+//! - No OOM killer (there are no processes to kill). Where Linux would kill,
+//!   or (for !__GFP_FS) pretend progress and loop, kreclaim fails the
+//!   allocation with a report, so GFP_KERNEL and GFP_NOFS allocations of
+//!   order <= 3 are not "too small to fail". __GFP_NOFAIL still gets the
+//!   reserves Linux grants it at that point, and loops.
+//! - `should_reclaim_retry` counts rounds without progress only. Linux also
+//!   stops early when free + reclaimable LRU pages could not meet MIN; here
+//!   reclaimable memory sits behind shrinkers whose counts the allocator
+//!   does not see, so that estimate would always say "give up".
+//! - No per-CPU page lists, migrate types, compaction or highatomic reserve;
+//!   one CPU and one zone.
+//! - Every allocated block is marked (HEAD + order) so `free_pages` detects
+//!   double frees, frees of a tail page and frees with the wrong order, and
+//!   refuses them (Linux's `free_pages` trusts its caller).
+
+use super::fault_inject::{self, FAIL_PAGE_ALLOC};
+use super::fs_reclaim;
+use super::gfp::Gfp;
+use super::page::{NIL, Page, PageFlags};
+use super::scope::{MemallocScope, current_gfp_context};
+use super::vmscan;
+use super::zone::{
+    AllocFlags, MAX_ORDER_NR_PAGES, NR_ORDERS, Zone, compute_watermarks, default_min_free_kbytes,
+};
+use crate::bootinfo::{MemoryMap, Region, RegionKind};
+use crate::sync::SpinLock;
+use crate::task::{self, TaskFlags};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+pub use super::page::{PAGE_SHIFT, PAGE_SIZE, PageOwner, PhysAddr, page_address, virt_to_phys};
+pub use super::zone::{
+    MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, WATERMARK_SCALE_FACTOR, Watermarks, watermark_ok,
+};
+
+/// Rounds of direct reclaim without progress before giving up.
+pub const MAX_RECLAIM_RETRIES: u32 = 16;
+
+static ZONE: Zone = Zone::new("Normal");
+static INIT_STARTED: AtomicBool = AtomicBool::new(false);
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// The (only) zone.
+pub fn zone() -> &'static Zone {
+    &ZONE
+}
+
+// ---------------------------------------------------------------------------
+// Initialisation
+
+/// Why [`init`] could not bring the allocator up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitError {
+    AlreadyInitialised,
+    /// The (capped) memory map holds no usable RAM.
+    NoMemory,
+    /// No usable region can hold the mem_map of `pages` pages.
+    NoRoomForMemMap {
+        pages: u64,
+    },
+    /// More page frames than the free-list links can index.
+    TooMuchMemory,
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AlreadyInitialised => f.write_str("the page allocator is already initialised"),
+            Self::NoMemory => f.write_str("no usable RAM for the page allocator"),
+            Self::NoRoomForMemMap { pages } => {
+                write!(f, "no usable region can hold the mem_map ({pages} pages)")
+            }
+            Self::TooMuchMemory => f.write_str("too many page frames for the page allocator"),
+        }
+    }
+}
+
+/// The RAM regions of `map`, trimmed to page boundaries.
+fn ram_regions(map: &MemoryMap) -> MemoryMap {
+    let mut out = MemoryMap::new();
+    for r in map.regions().iter().filter(|r| r.kind == RegionKind::Ram) {
+        let start = r.start.next_multiple_of(PAGE_SIZE as u64);
+        let end = r.end & !(PAGE_SIZE as u64 - 1);
+        if end > start {
+            out.push(Region {
+                start,
+                end,
+                kind: RegionKind::Ram,
+            });
+        }
+    }
+    out
+}
+
+/// `mem=`: keeps the lowest `cap` bytes (rounded down to pages) of the RAM
+/// regions in `map`, dropping the rest.
+///
+/// Deviation: Linux's x86 `mem=` removes RAM above the physical address
+/// `cap`, so holes and the kernel image count against it; kreclaim caps the
+/// amount of RAM handed to the page allocator, which makes experiments
+/// independent of where the firmware puts holes.
+pub fn cap_memory_map(map: &MemoryMap, cap: u64) -> MemoryMap {
+    let mut left = cap & !(PAGE_SIZE as u64 - 1);
+    let mut out = MemoryMap::new();
+    for r in ram_regions(map).regions() {
+        if left == 0 {
+            break;
+        }
+        let take = r.len().min(left);
+        out.push(Region {
+            end: r.start + take,
+            ..*r
+        });
+        left -= take;
+    }
+    out
+}
+
+/// Brings the allocator up over `usable` RAM, capped to `mem_cap` bytes
+/// (`mem=`), with `min_free_kbytes` (`min_free_kbytes=`, default Linux's
+/// formula). The mem_map is carved out of that RAM. Call once, early.
+pub fn init(
+    usable: &MemoryMap,
+    mem_cap: Option<u64>,
+    min_free_kbytes: Option<u64>,
+) -> Result<(), InitError> {
+    if INIT_STARTED.swap(true, Ordering::AcqRel) {
+        return Err(InitError::AlreadyInitialised);
+    }
+    let mut map = match mem_cap {
+        Some(cap) => cap_memory_map(usable, cap),
+        None => ram_regions(usable),
+    };
+    let regions = map.regions();
+    let (Some(first), Some(last)) = (regions.first(), regions.last()) else {
+        return Err(InitError::NoMemory);
+    };
+    let start_pfn = (first.start >> PAGE_SHIFT) & !(MAX_ORDER_NR_PAGES - 1);
+    let spanned = (last.end >> PAGE_SHIFT) - start_pfn;
+    if spanned >= NIL as u64 {
+        return Err(InitError::TooMuchMemory);
+    }
+    let memmap_bytes = spanned * core::mem::size_of::<Page>() as u64;
+    let memmap_pages = memmap_bytes.div_ceil(PAGE_SIZE as u64);
+    let Some(home) = regions
+        .iter()
+        .find(|r| r.len() >= memmap_pages * PAGE_SIZE as u64)
+        .map(|r| r.start)
+    else {
+        return Err(InitError::NoRoomForMemMap {
+            pages: memmap_pages,
+        });
+    };
+    map.carve(home, home + memmap_pages * PAGE_SIZE as u64);
+
+    let mem_map = page_address(PhysAddr::new(home)) as *mut Page;
+    for i in 0..spanned as usize {
+        // SAFETY: the mem_map pages are ours alone: usable RAM, direct
+        // mapped, and removed from what the buddy allocator will manage.
+        unsafe { mem_map.add(i).write(Page::reserved()) };
+    }
+
+    let mut managed = 0;
+    {
+        let mut z = ZONE.lock.lock();
+        z.mem_map = mem_map;
+        z.start_pfn = start_pfn;
+        z.spanned = spanned;
+        for i in 0..memmap_pages {
+            let idx = (home >> PAGE_SHIFT) - start_pfn + i;
+            z.page(idx).set_owner_locked(PageOwner::Other("mem_map"));
+        }
+        for r in map.regions() {
+            let (mut pfn, end) = (r.start >> PAGE_SHIFT, r.end >> PAGE_SHIFT);
+            while pfn < end {
+                // The largest aligned block that starts here and fits.
+                let mut order = (pfn.trailing_zeros()).min(MAX_ORDER);
+                while pfn + (1 << order) > end {
+                    order -= 1;
+                }
+                z.free_one(pfn - start_pfn, order);
+                managed += 1u64 << order;
+                pfn += 1 << order;
+            }
+        }
+        ZONE.free.store(z.nr_free, Ordering::Relaxed);
+    }
+    ZONE.start_pfn.store(start_pfn, Ordering::Relaxed);
+    ZONE.spanned.store(spanned, Ordering::Relaxed);
+    ZONE.managed.store(managed as usize, Ordering::Relaxed);
+    ZONE.memmap_pages
+        .store(memmap_pages as usize, Ordering::Relaxed);
+    ZONE.mem_map.store(mem_map, Ordering::Release);
+    let mfk = min_free_kbytes.unwrap_or_else(|| default_min_free_kbytes(managed));
+    set_min_free_kbytes(mfk);
+    READY.store(true, Ordering::Release);
+
+    let w = watermarks();
+    log::info!(
+        "page_alloc: zone {}: {} MiB managed ({} pages{}), mem_map {} KiB; watermarks min {} low {} \
+         high {} pages (min_free_kbytes={})",
+        ZONE.name,
+        (managed << PAGE_SHIFT) >> 20,
+        managed,
+        if mem_cap.is_some() {
+            ", capped by mem="
+        } else {
+            ""
+        },
+        (memmap_pages << PAGE_SHIFT) >> 10,
+        w.min,
+        w.low,
+        w.high,
+        mfk
+    );
+    Ok(())
+}
+
+/// Whether [`init`] has finished.
+pub fn is_ready() -> bool {
+    READY.load(Ordering::Acquire)
+}
+
+// ---------------------------------------------------------------------------
+// Zone information
+
+/// Free pages now (NR_FREE_PAGES).
+pub fn nr_free_pages() -> u64 {
+    ZONE.free.load(Ordering::Relaxed)
+}
+
+/// Pages handed to the buddy allocator.
+pub fn managed_pages() -> u64 {
+    ZONE.managed.load(Ordering::Relaxed) as u64
+}
+
+/// Pages the mem_map takes (out of the RAM given to [`init`]).
+pub fn memmap_pages() -> u64 {
+    ZONE.memmap_pages.load(Ordering::Relaxed) as u64
+}
+
+pub fn watermarks() -> Watermarks {
+    ZONE.watermarks()
+}
+
+pub fn min_free_kbytes() -> u64 {
+    ZONE.min_free_kbytes.load(Ordering::Relaxed)
+}
+
+/// Sets `vm.min_free_kbytes` and recomputes the watermarks (Linux's sysctl
+/// handler calling `setup_per_zone_wmarks`).
+pub fn set_min_free_kbytes(kbytes: u64) {
+    ZONE.min_free_kbytes.store(kbytes, Ordering::Relaxed);
+    ZONE.set_watermarks(compute_watermarks(managed_pages(), kbytes));
+}
+
+/// Number of free blocks of each order.
+pub fn free_per_order() -> [u64; NR_ORDERS] {
+    let z = ZONE.lock.lock();
+    core::array::from_fn(|o| z.area[o].nr_free)
+}
+
+/// The metadata of page frame `pfn`, if the allocator spans it.
+pub fn pfn_to_page(pfn: u64) -> Option<&'static Page> {
+    ZONE.pfn_to_page(pfn)
+}
+
+pub fn page_to_pfn(page: &Page) -> Option<u64> {
+    ZONE.page_to_pfn(page)
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+const FAIL_SLOTS: usize = 16;
+const SLOT_USED: u32 = 1 << 31;
+
+/// Page-allocator counters (all since boot).
+pub struct PageAllocStats {
+    allocations: AtomicU64,
+    frees: AtomicU64,
+    failures: AtomicU64,
+    injected_failures: AtomicU64,
+    alloc_stalls: AtomicU64,
+    stall_ns: AtomicU64,
+    reclaimed_pages: AtomicU64,
+    kswapd_wakeups: AtomicU64,
+    nofail_retries: AtomicU64,
+    bad_frees: AtomicU64,
+    reports_suppressed: AtomicU64,
+    /// (gfp bits | SLOT_USED, count) of failed allocations.
+    failures_by_gfp: [(AtomicU32, AtomicU64); FAIL_SLOTS],
+    failures_other_gfp: AtomicU64,
+}
+
+/// A copy of [`PageAllocStats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocStats {
+    /// Successful allocations.
+    pub allocations: u64,
+    pub frees: u64,
+    /// Failed allocations (injected ones included).
+    pub failures: u64,
+    /// Of which fault injection caused.
+    pub injected_failures: u64,
+    /// Entries into direct reclaim from the slow path (Linux's allocstall).
+    pub alloc_stalls: u64,
+    /// Time spent in those.
+    pub stall_ns: u64,
+    /// Pages direct reclaim reported freed.
+    pub reclaimed_pages: u64,
+    pub kswapd_wakeups: u64,
+    /// Rounds a __GFP_NOFAIL allocation slept and retried.
+    pub nofail_retries: u64,
+    /// Rejected `free_pages` calls.
+    pub bad_frees: u64,
+    /// Failure reports dropped by the rate limit.
+    pub reports_suppressed: u64,
+}
+
+static STATS: PageAllocStats = PageAllocStats {
+    allocations: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    failures: AtomicU64::new(0),
+    injected_failures: AtomicU64::new(0),
+    alloc_stalls: AtomicU64::new(0),
+    stall_ns: AtomicU64::new(0),
+    reclaimed_pages: AtomicU64::new(0),
+    kswapd_wakeups: AtomicU64::new(0),
+    nofail_retries: AtomicU64::new(0),
+    bad_frees: AtomicU64::new(0),
+    reports_suppressed: AtomicU64::new(0),
+    failures_by_gfp: [const { (AtomicU32::new(0), AtomicU64::new(0)) }; FAIL_SLOTS],
+    failures_other_gfp: AtomicU64::new(0),
+};
+
+/// The page allocator's counters.
+pub fn stats() -> &'static PageAllocStats {
+    &STATS
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl PageAllocStats {
+    pub fn snapshot(&self) -> AllocStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AllocStats {
+            allocations: r(&self.allocations),
+            frees: r(&self.frees),
+            failures: r(&self.failures),
+            injected_failures: r(&self.injected_failures),
+            alloc_stalls: r(&self.alloc_stalls),
+            stall_ns: r(&self.stall_ns),
+            reclaimed_pages: r(&self.reclaimed_pages),
+            kswapd_wakeups: r(&self.kswapd_wakeups),
+            nofail_retries: r(&self.nofail_retries),
+            bad_frees: r(&self.bad_frees),
+            reports_suppressed: r(&self.reports_suppressed),
+        }
+    }
+
+    /// Failed allocations whose (effective) mask was exactly `gfp`.
+    pub fn failures_for(&self, gfp: Gfp) -> u64 {
+        let key = gfp.bits() | SLOT_USED;
+        self.failures_by_gfp
+            .iter()
+            .find(|(k, _)| k.load(Ordering::Acquire) == key)
+            .map_or(0, |(_, n)| n.load(Ordering::Relaxed))
+    }
+
+    /// Calls `f(gfp, failures)` for every mask that failed.
+    pub fn for_each_failure(&self, mut f: impl FnMut(Gfp, u64)) {
+        for (k, n) in &self.failures_by_gfp {
+            let k = k.load(Ordering::Acquire);
+            if k & SLOT_USED != 0 {
+                f(
+                    Gfp::from_bits_retain(k & !SLOT_USED),
+                    n.load(Ordering::Relaxed),
+                );
+            }
+        }
+    }
+
+    fn count_failure(&self, gfp: Gfp) {
+        bump(&self.failures);
+        let key = gfp.bits() | SLOT_USED;
+        for (k, n) in &self.failures_by_gfp {
+            match k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    bump(n);
+                    return;
+                }
+                Err(cur) if cur == key => {
+                    bump(n);
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        bump(&self.failures_other_gfp);
+    }
+}
+
+impl fmt::Display for AllocStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "allocations {}, frees {}, failures {} (injected {}), allocation stalls {} ({}.{:03} ms), \
+             reclaimed {} pages, kswapd wakeups {}, __GFP_NOFAIL retries {}, bad frees {}",
+            self.allocations,
+            self.frees,
+            self.failures,
+            self.injected_failures,
+            self.alloc_stalls,
+            self.stall_ns / 1_000_000,
+            (self.stall_ns / 1000) % 1000,
+            self.reclaimed_pages,
+            self.kswapd_wakeups,
+            self.nofail_retries,
+            self.bad_frees
+        )
+    }
+}
+
+impl fmt::Display for PageAllocStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.snapshot())?;
+        let mut first = true;
+        let mut res = Ok(());
+        self.for_each_failure(|gfp, n| {
+            let sep = if core::mem::replace(&mut first, false) {
+                "\nfailures by mode: "
+            } else {
+                ", "
+            };
+            res = res.and_then(|_| write!(f, "{sep}{gfp}: {n}"));
+        });
+        res?;
+        let other = self.failures_other_gfp.load(Ordering::Relaxed);
+        if other != 0 {
+            write!(f, ", other modes: {other}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Allocation
+
+/// A failed page allocation: the effective mask and the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocError {
+    pub gfp: Gfp,
+    pub order: u32,
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "page allocation failure: order:{}, mode:{}",
+            self.order, self.gfp
+        )
+    }
+}
+
+/// `gfp_to_alloc_flags`: the slow path's watermark (MIN) and reserves.
+pub fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
+    let mut f = AllocFlags::WMARK_MIN;
+    if gfp.contains(Gfp::__GFP_HIGH) {
+        f = f | AllocFlags::MIN_RESERVE;
+    }
+    if gfp.contains(Gfp::__GFP_KSWAPD_RECLAIM) {
+        f = f | AllocFlags::KSWAPD;
+    }
+    if !gfp.contains(Gfp::__GFP_DIRECT_RECLAIM) && !gfp.contains(Gfp::__GFP_NOMEMALLOC) {
+        f = f | AllocFlags::NON_BLOCK;
+    }
+    f
+}
+
+/// `__gfp_pfmemalloc_flags`: may this allocation ignore the watermarks?
+/// (Linux also refuses PF_MEMALLOC's grant in interrupt context; kreclaim
+/// cannot tell interrupt context apart, see the README.)
+fn gfp_pfmemalloc_flags(gfp: Gfp) -> Option<AllocFlags> {
+    if gfp.contains(Gfp::__GFP_NOMEMALLOC) {
+        return None;
+    }
+    if gfp.contains(Gfp::__GFP_MEMALLOC) || task::current().flags().contains(TaskFlags::PF_MEMALLOC)
+    {
+        return Some(AllocFlags::NO_WATERMARKS);
+    }
+    None
+}
+
+/// `zone_watermark_ok` on the zone as it is now.
+pub fn zone_watermark_ok(order: u32, mark: u64, alloc_flags: AllocFlags) -> bool {
+    let z = ZONE.lock.lock();
+    watermark_ok(z.nr_free, order, mark, alloc_flags, |o| z.has_block(o))
+}
+
+/// Takes a block off the free lists if the watermark in `alloc_flags`
+/// allows; returns its pfn.
+fn get_page_from_freelist(order: u32, alloc_flags: AllocFlags) -> Option<u64> {
+    let mark = ZONE.wmark[alloc_flags.wmark()].load(Ordering::Relaxed);
+    let mut z = ZONE.lock.lock();
+    if !alloc_flags.contains(AllocFlags::NO_WATERMARKS)
+        && !watermark_ok(z.nr_free, order, mark, alloc_flags, |o| z.has_block(o))
+    {
+        return None;
+    }
+    let idx = z.rmqueue(order)?;
+    ZONE.free.store(z.nr_free, Ordering::Relaxed);
+    Some(z.start_pfn + idx)
+}
+
+/// `should_fail_alloc_page`.
+fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
+    if gfp.contains(Gfp::__GFP_NOFAIL) {
+        return false;
+    }
+    if FAIL_PAGE_ALLOC.ignore_gfp_reclaim() && gfp.contains(Gfp::__GFP_DIRECT_RECLAIM) {
+        return false;
+    }
+    fault_inject::should_fail(&FAIL_PAGE_ALLOC, PAGE_SIZE << order)
+}
+
+/// Allocates 2^`order` physically contiguous pages. The block is owned by
+/// [`PageOwner::Kernel`] until [`set_page_owner`] says otherwise.
+///
+/// Never panics on failure; `__GFP_NOFAIL` (with __GFP_DIRECT_RECLAIM)
+/// never returns `Err`.
+pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
+    let gfp = current_gfp_context(gfp);
+    let err = AllocError { gfp, order };
+    if order > MAX_ORDER {
+        STATS.count_failure(gfp);
+        if !gfp.contains(Gfp::__GFP_NOWARN) {
+            crate::println!("{}: {err}: order above MAX_ORDER {MAX_ORDER}", task_name());
+        }
+        return Err(err);
+    }
+    if !is_ready() {
+        STATS.count_failure(gfp);
+        if !gfp.contains(Gfp::__GFP_NOWARN) {
+            crate::println!(
+                "{}: {err}: the page allocator is not initialised",
+                task_name()
+            );
+        }
+        return Err(err);
+    }
+    if gfp.allows_blocking() {
+        fs_reclaim::might_alloc(gfp);
+    }
+    if should_fail_alloc_page(gfp, order) {
+        STATS.count_failure(gfp);
+        bump(&STATS.injected_failures);
+        if !gfp.contains(Gfp::__GFP_NOWARN) {
+            crate::println!(
+                "FAULT_INJECTION: forcing a failure: {}: {err} (injected)",
+                task_name()
+            );
+        }
+        return Err(err);
+    }
+    let pfn = match get_page_from_freelist(order, AllocFlags::WMARK_LOW) {
+        Some(pfn) => pfn,
+        None => __alloc_pages_slowpath(gfp, order)?,
+    };
+    let pa = PhysAddr::from_pfn(pfn);
+    if gfp.contains(Gfp::__GFP_ZERO) {
+        // SAFETY: the block is ours and direct mapped.
+        unsafe { core::ptr::write_bytes(page_address(pa), 0, PAGE_SIZE << order) };
+    }
+    bump(&STATS.allocations);
+    Ok(pa)
+}
+
+fn task_name() -> &'static str {
+    task::current().name()
+}
+
+fn wake_all_kswapds(order: u32) {
+    bump(&STATS.kswapd_wakeups);
+    vmscan::wakeup_kswapd(order);
+}
+
+/// The slow path, in the order of Linux's `__alloc_pages_slowpath`.
+fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
+    let can_direct_reclaim = gfp.allows_blocking();
+    let costly_order = order > PAGE_ALLOC_COSTLY_ORDER;
+    let nofail = gfp.contains(Gfp::__GFP_NOFAIL);
+    let err = AllocError { gfp, order };
+    let mut alloc_flags = gfp_to_alloc_flags(gfp);
+    let mut no_progress_loops = 0;
+    let mut reported = false;
+
+    if alloc_flags.contains(AllocFlags::KSWAPD) {
+        wake_all_kswapds(order);
+    }
+    // The MIN watermark, with the __GFP_HIGH / non-blocking reserves.
+    if let Some(pfn) = get_page_from_freelist(order, alloc_flags) {
+        return Ok(pfn);
+    }
+
+    'retry: loop {
+        // Keep kswapd awake while we loop.
+        if alloc_flags.contains(AllocFlags::KSWAPD) {
+            wake_all_kswapds(order);
+        }
+        if let Some(reserve) = gfp_pfmemalloc_flags(gfp) {
+            alloc_flags = reserve | (alloc_flags & AllocFlags::KSWAPD);
+        }
+        if let Some(pfn) = get_page_from_freelist(order, alloc_flags) {
+            return Ok(pfn);
+        }
+        'attempt: {
+            if !can_direct_reclaim {
+                break 'attempt;
+            }
+            // Reclaim itself allocating: never recurse into reclaim.
+            if task::current().flags().contains(TaskFlags::PF_MEMALLOC) {
+                break 'attempt;
+            }
+            let (page, progress) = __alloc_pages_direct_reclaim(gfp, order, alloc_flags);
+            if let Some(pfn) = page {
+                return Ok(pfn);
+            }
+            if gfp.contains(Gfp::__GFP_NORETRY) {
+                break 'attempt;
+            }
+            if costly_order && !gfp.contains(Gfp::__GFP_RETRY_MAYFAIL) {
+                break 'attempt;
+            }
+            if should_reclaim_retry(order, progress, &mut no_progress_loops) {
+                // cond_resched(): let whoever frees memory run.
+                task::yield_now();
+                continue 'retry;
+            }
+            let (page, oom_progress) = __alloc_pages_may_oom(gfp, order);
+            if let Some(pfn) = page {
+                return Ok(pfn);
+            }
+            if oom_progress {
+                no_progress_loops = 0;
+            }
+        }
+        // nopage:
+        if nofail {
+            if !can_direct_reclaim {
+                // Linux warns and fails too: it cannot sleep to wait.
+                crate::println!(
+                    "WARNING: {}: __GFP_NOFAIL without __GFP_DIRECT_RECLAIM cannot wait: {err}",
+                    task_name()
+                );
+                STATS.count_failure(gfp);
+                return Err(err);
+            }
+            if !reported {
+                reported = true;
+                warn_alloc(&err, " (__GFP_NOFAIL: retrying)");
+            }
+            // __alloc_pages_cpuset_fallback: a share of the min reserve.
+            if let Some(pfn) = get_page_from_freelist(order, AllocFlags::MIN_RESERVE) {
+                return Ok(pfn);
+            }
+            bump(&STATS.nofail_retries);
+            task::sleep(core::time::Duration::from_millis(1));
+            continue;
+        }
+        STATS.count_failure(gfp);
+        warn_alloc(&err, "");
+        return Err(err);
+    }
+}
+
+/// `__alloc_pages_direct_reclaim`: reclaim, then try the free lists if it
+/// made progress. Returns the page and the progress.
+fn __alloc_pages_direct_reclaim(
+    gfp: Gfp,
+    order: u32,
+    alloc_flags: AllocFlags,
+) -> (Option<u64>, usize) {
+    let progress = __perform_reclaim(gfp, order);
+    if progress == 0 {
+        return (None, 0);
+    }
+    (get_page_from_freelist(order, alloc_flags), progress)
+}
+
+/// `__perform_reclaim`: direct reclaim inside the fs_reclaim annotation and
+/// a PF_MEMALLOC scope, so allocations made by reclaim never recurse.
+fn __perform_reclaim(gfp: Gfp, order: u32) -> usize {
+    task::might_sleep();
+    bump(&STATS.alloc_stalls);
+    let t0 = crate::time::now_ns();
+    fs_reclaim::fs_reclaim_acquire(gfp);
+    let noreclaim = MemallocScope::noreclaim();
+    let progress = vmscan::try_to_free_pages(gfp, order);
+    drop(noreclaim);
+    fs_reclaim::fs_reclaim_release(gfp);
+    STATS
+        .stall_ns
+        .fetch_add(crate::time::now_ns().saturating_sub(t0), Ordering::Relaxed);
+    STATS
+        .reclaimed_pages
+        .fetch_add(progress as u64, Ordering::Relaxed);
+    progress
+}
+
+/// `should_reclaim_retry`, progress-counting only (see the module docs):
+/// progress on a non-costly order resets the count; give up after
+/// MAX_RECLAIM_RETRIES rounds without.
+fn should_reclaim_retry(order: u32, progress: usize, no_progress_loops: &mut u32) -> bool {
+    if progress > 0 && order <= PAGE_ALLOC_COSTLY_ORDER {
+        *no_progress_loops = 0;
+    } else {
+        *no_progress_loops += 1;
+    }
+    *no_progress_loops <= MAX_RECLAIM_RETRIES
+}
+
+/// `__alloc_pages_may_oom` without an OOM killer: a last try at HIGH (memory
+/// freed meanwhile); then, where Linux would invoke the OOM killer (order <=
+/// 3, no __GFP_RETRY_MAYFAIL), __GFP_NOFAIL gets the reserves as in Linux.
+/// Returns the page and whether Linux would count this as progress.
+fn __alloc_pages_may_oom(gfp: Gfp, order: u32) -> (Option<u64>, bool) {
+    if let Some(pfn) = get_page_from_freelist(order, AllocFlags::WMARK_HIGH) {
+        return (Some(pfn), false);
+    }
+    if order > PAGE_ALLOC_COSTLY_ORDER || gfp.contains(Gfp::__GFP_RETRY_MAYFAIL) {
+        return (None, false);
+    }
+    if gfp.contains(Gfp::__GFP_NOFAIL) {
+        return (
+            get_page_from_freelist(order, AllocFlags::NO_WATERMARKS),
+            true,
+        );
+    }
+    (None, false)
+}
+
+// ---------------------------------------------------------------------------
+// Failure reports
+
+const RATELIMIT_NS: u64 = 5_000_000_000;
+const RATELIMIT_BURST: u32 = 10;
+static RL_START: AtomicU64 = AtomicU64::new(0);
+static RL_COUNT: AtomicU32 = AtomicU32::new(0);
+static RL_MISSED: AtomicU64 = AtomicU64::new(0);
+
+/// Linux's `nopage_rs`: 10 reports per 5 s.
+fn report_ratelimit() -> bool {
+    let now = crate::time::now_ns();
+    let start = RL_START.load(Ordering::Relaxed);
+    if now.saturating_sub(start) >= RATELIMIT_NS
+        && RL_START
+            .compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    {
+        RL_COUNT.store(0, Ordering::Relaxed);
+        let missed = RL_MISSED.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            crate::println!("warn_alloc: {missed} callbacks suppressed");
+        }
+    }
+    if RL_COUNT.fetch_add(1, Ordering::Relaxed) < RATELIMIT_BURST {
+        true
+    } else {
+        bump(&RL_MISSED);
+        bump(&STATS.reports_suppressed);
+        false
+    }
+}
+
+/// `warn_alloc` + the OOM report: the failure, the zone, the statistics and
+/// every registered reporter. Once per failed allocation, unless
+/// __GFP_NOWARN.
+fn warn_alloc(err: &AllocError, note: &str) {
+    if err.gfp.contains(Gfp::__GFP_NOWARN) || !report_ratelimit() {
+        return;
+    }
+    crate::println!(
+        "{}: {err} ({:#x}){note}; no OOM killer in kreclaim",
+        task_name(),
+        err.gfp.bits()
+    );
+    show_mem();
+    run_oom_reporters();
+}
+
+const MAX_OOM_REPORTERS: usize = 16;
+static OOM_REPORTERS: [AtomicUsize; MAX_OOM_REPORTERS] =
+    [const { AtomicUsize::new(0) }; MAX_OOM_REPORTERS];
+
+/// [`register_oom_reporter`] found every slot taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OomReportersFull;
+
+/// Adds `f` to the OOM report (slab caches, shrinkers print their state).
+/// It runs in the failing allocation's context, possibly with interrupts
+/// masked: it must not allocate or sleep. Registering twice is a no-op.
+pub fn register_oom_reporter(f: fn()) -> Result<(), OomReportersFull> {
+    let v = f as usize;
+    if OOM_REPORTERS.iter().any(|s| s.load(Ordering::Acquire) == v) {
+        return Ok(());
+    }
+    for s in &OOM_REPORTERS {
+        if s.compare_exchange(0, v, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err(OomReportersFull)
+}
+
+/// Removes `f`; returns whether it was registered.
+pub fn unregister_oom_reporter(f: fn()) -> bool {
+    let v = f as usize;
+    OOM_REPORTERS.iter().any(|s| {
+        s.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })
+}
+
+fn run_oom_reporters() {
+    for s in &OOM_REPORTERS {
+        let v = s.load(Ordering::Acquire);
+        if v != 0 {
+            // SAFETY: only `fn()` values are stored.
+            let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(v) };
+            f();
+        }
+    }
+}
+
+/// Pages per owner, from a walk over the mem_map.
+#[derive(Default)]
+struct OwnerCounts {
+    kernel: u64,
+    stack: u64,
+    page_table: u64,
+    slab: u64,
+    slabs: [(&'static str, u64); 8],
+    other: u64,
+    free: u64,
+}
+
+fn owner_counts() -> OwnerCounts {
+    let mut c = OwnerCounts::default();
+    let spanned = ZONE.spanned.load(Ordering::Relaxed);
+    let mut idx = 0;
+    while idx < spanned {
+        // Take the lock per chunk, not for the whole walk.
+        let z = ZONE.lock.lock();
+        let end = (idx + 4096).min(spanned);
+        while idx < end {
+            let p = z.page(idx);
+            let f = p.flags();
+            if f.contains(PageFlags::BUDDY) {
+                c.free += 1 << p.order();
+                idx += 1 << p.order();
+            } else if f.contains(PageFlags::HEAD) {
+                let n = 1u64 << p.order();
+                match p.owner_locked() {
+                    PageOwner::Kernel => c.kernel += n,
+                    PageOwner::Stack => c.stack += n,
+                    PageOwner::PageTable => c.page_table += n,
+                    PageOwner::Slab(name) => {
+                        c.slab += n;
+                        if let Some(s) =
+                            c.slabs.iter_mut().find(|(s, _)| *s == name || s.is_empty())
+                        {
+                            *s = (name, s.1 + n);
+                        }
+                    }
+                    _ => c.other += n,
+                }
+                idx += n;
+            } else {
+                idx += 1;
+            }
+        }
+    }
+    c
+}
+
+/// Prints the zone (free blocks per order, watermarks), who holds the
+/// allocated pages, and the statistics. Does not allocate.
+pub fn show_mem() {
+    let w = watermarks();
+    let kb = |pages: u64| pages << (PAGE_SHIFT - 10);
+    let free = nr_free_pages();
+    crate::println!("Mem-Info:");
+    crate::println!(
+        "{} free:{}kB min:{}kB low:{}kB high:{}kB managed:{}kB memmap:{}kB",
+        ZONE.name,
+        kb(free),
+        kb(w.min),
+        kb(w.low),
+        kb(w.high),
+        kb(managed_pages()),
+        kb(memmap_pages())
+    );
+    crate::println!(
+        "{} pages: free {} min {} low {} high {} managed {} (min_free_kbytes={}, \
+         watermark_scale_factor={})",
+        ZONE.name,
+        free,
+        w.min,
+        w.low,
+        w.high,
+        managed_pages(),
+        min_free_kbytes(),
+        WATERMARK_SCALE_FACTOR
+    );
+    let per_order = free_per_order();
+    crate::print!("{}:", ZONE.name);
+    let mut total = 0;
+    for (o, n) in per_order.iter().enumerate() {
+        crate::print!(" {}*{}kB", n, kb(1 << o));
+        total += n * kb(1 << o);
+    }
+    crate::println!(" = {total}kB");
+    let c = owner_counts();
+    crate::print!(
+        "page owners: kernel {}, stack {}, page table {}, slab {}",
+        c.kernel,
+        c.stack,
+        c.page_table,
+        c.slab
+    );
+    for (name, n) in c.slabs.iter().filter(|(s, _)| !s.is_empty()) {
+        crate::print!(" ({name} {n})");
+    }
+    crate::println!(", other {}, free {} pages", c.other, c.free);
+    crate::println!("page_alloc: {STATS}");
+    if FAIL_PAGE_ALLOC.is_enabled() {
+        crate::println!("{FAIL_PAGE_ALLOC}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Freeing
+
+/// What was wrong with a `free_pages` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadFreeKind {
+    /// The address is not page aligned, or the order is above MAX_ORDER.
+    BadArgument,
+    /// The page is not managed by the allocator (a hole, reserved, absent).
+    NotManaged,
+    /// The page is already free, inside the free block at `block_pfn`.
+    DoubleFree { block_pfn: u64, block_order: u32 },
+    /// The page lies inside the block allocated at `block_pfn`, not at its
+    /// start.
+    NotHead { block_pfn: u64, block_order: u32 },
+    /// The block was allocated with another order.
+    WrongOrder { allocated_order: u32 },
+}
+
+/// A rejected `free_pages` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadFree {
+    pub pfn: u64,
+    pub order: u32,
+    pub kind: BadFreeKind,
+}
+
+impl fmt::Display for BadFree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (pfn, order) = (self.pfn, self.order);
+        write!(f, "BUG: free_pages(pfn {pfn:#x}, order {order}): ")?;
+        match self.kind {
+            BadFreeKind::BadArgument => f.write_str("bad address or order"),
+            BadFreeKind::NotManaged => f.write_str("not a page of the page allocator"),
+            BadFreeKind::DoubleFree {
+                block_pfn,
+                block_order,
+            } => write!(
+                f,
+                "double free: the page is already free (in the free order-{block_order} block at \
+                 pfn {block_pfn:#x})"
+            ),
+            BadFreeKind::NotHead {
+                block_pfn,
+                block_order,
+            } => write!(
+                f,
+                "not the start of an allocation: the page is inside the order-{block_order} \
+                 block allocated at pfn {block_pfn:#x}"
+            ),
+            BadFreeKind::WrongOrder { allocated_order } => write!(
+                f,
+                "wrong order: the block was allocated with order {allocated_order}"
+            ),
+        }
+    }
+}
+
+static LAST_BAD_FREE: SpinLock<Option<BadFree>> =
+    SpinLock::new(None, crate::lock_class!("page_alloc bad free"));
+
+/// The most recent rejected `free_pages` call.
+pub fn last_bad_free() -> Option<BadFree> {
+    *LAST_BAD_FREE.lock()
+}
+
+fn check_free(z: &super::zone::FreeLists, pfn: u64, order: u32) -> Result<u64, BadFreeKind> {
+    let idx = z.index(pfn).ok_or(BadFreeKind::NotManaged)?;
+    let p = z.page(idx);
+    let f = p.flags();
+    if f.contains(PageFlags::HEAD) {
+        return if p.order() == order {
+            Ok(idx)
+        } else {
+            Err(BadFreeKind::WrongOrder {
+                allocated_order: p.order(),
+            })
+        };
+    }
+    match z.block_containing(idx) {
+        Some((head, block_order, hf)) if hf.contains(PageFlags::BUDDY) => {
+            Err(BadFreeKind::DoubleFree {
+                block_pfn: z.start_pfn + head,
+                block_order,
+            })
+        }
+        Some((head, block_order, _)) => Err(BadFreeKind::NotHead {
+            block_pfn: z.start_pfn + head,
+            block_order,
+        }),
+        None => Err(BadFreeKind::NotManaged),
+    }
+}
+
+/// Frees a block from [`alloc_pages`] with the same order. A double free, a
+/// free of a page inside a block, a wrong order or a foreign address is
+/// reported and ignored, leaving the allocator intact.
+pub fn free_pages(pa: PhysAddr, order: u32) {
+    let pfn = pa.pfn();
+    let result = if order > MAX_ORDER || !pa.as_u64().is_multiple_of(PAGE_SIZE as u64) {
+        Err(BadFreeKind::BadArgument)
+    } else {
+        let mut z = ZONE.lock.lock();
+        check_free(&z, pfn, order).map(|idx| {
+            let p = z.page(idx);
+            p.set_owner_locked(PageOwner::Free);
+            p.set_private(0);
+            z.free_one(idx, order);
+            ZONE.free.store(z.nr_free, Ordering::Relaxed);
+        })
+    };
+    match result {
+        Ok(()) => bump(&STATS.frees),
+        Err(kind) => {
+            let bad = BadFree { pfn, order, kind };
+            bump(&STATS.bad_frees);
+            *LAST_BAD_FREE.lock() = Some(bad);
+            crate::println!("{bad} (task '{}'); ignored", task_name());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Owners
+
+/// Records who holds the block allocated at `pa` with `order` (shown in
+/// reports). [`PageOwner::Slab`] also sets the page's SLAB flag.
+pub fn set_page_owner(pa: PhysAddr, order: u32, owner: PageOwner) {
+    let z = ZONE.lock.lock();
+    let ok = z.index(pa.pfn()).is_some_and(|idx| {
+        let p = z.page(idx);
+        let mut f = p.flags();
+        if !f.contains(PageFlags::HEAD) || p.order() != order {
+            return false;
+        }
+        f.set(PageFlags::SLAB, matches!(owner, PageOwner::Slab(_)));
+        p.set_flags(f);
+        p.set_owner_locked(owner);
+        true
+    });
+    drop(z);
+    if !ok {
+        crate::println!(
+            "BUG: set_page_owner({pa}, order {order}, {owner}): not an allocated order-{order} block"
+        );
+    }
+}
+
+/// Who holds the page at `pa`: the owner of the allocated block containing
+/// it, `Free` inside a free block, `Reserved` for pages never managed;
+/// `None` outside the allocator's span.
+pub fn page_owner(pa: PhysAddr) -> Option<PageOwner> {
+    let z = ZONE.lock.lock();
+    let idx = z.index(pa.pfn())?;
+    Some(match z.block_containing(idx) {
+        Some((_, _, f)) if f.contains(PageFlags::BUDDY) => PageOwner::Free,
+        Some((head, _, _)) => z.page(head).owner_locked(),
+        None => z.page(idx).owner_locked(),
+    })
+}
+
+/// The allocated block containing `pa`: its first page and order (Linux's
+/// `compound_head` for any allocation). `None` if `pa` is not allocated.
+pub fn page_block(pa: PhysAddr) -> Option<(PhysAddr, u32)> {
+    let z = ZONE.lock.lock();
+    let idx = z.index(pa.pfn())?;
+    match z.block_containing(idx)? {
+        (head, order, f) if f.contains(PageFlags::HEAD) => {
+            Some((PhysAddr::from_pfn(z.start_pfn + head), order))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,362 @@
+//! The zone: the buddy free lists over the mem_map, its lock, and its
+//! watermarks (`mm/page_alloc.c`: `__free_one_page`, `__rmqueue_smallest`,
+//! `expand`, `__setup_per_zone_wmarks`, `__zone_watermark_ok`).
+//!
+//! kreclaim has one zone, "Normal", spanning every usable page. Free blocks
+//! of order `o` (2^o pages, aligned to 2^o pages) sit on `free_area[o]`, an
+//! intrusive doubly-linked list threaded through the [`Page`]s by mem_map
+//! index, so a buddy is taken off its list in O(1) when it merges.
+
+use super::page::{NIL, PAGE_SHIFT, Page, PageFlags, PageOwner};
+use crate::sync::SpinLock;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// Largest block order (Linux's MAX_PAGE_ORDER): blocks of up to 4 MiB.
+pub const MAX_ORDER: u32 = 10;
+pub const NR_ORDERS: usize = MAX_ORDER as usize + 1;
+pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_ORDER;
+/// Orders above this are "costly" (Linux's PAGE_ALLOC_COSTLY_ORDER).
+pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
+/// Linux's default `vm.watermark_scale_factor` (in 1/10000 of memory).
+pub const WATERMARK_SCALE_FACTOR: u64 = 10;
+
+/// Which watermark an allocation is checked against, plus how it may dip
+/// below it (mm/internal.h `ALLOC_*`, same values).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct AllocFlags(pub u32);
+
+impl AllocFlags {
+    pub const WMARK_MIN: AllocFlags = AllocFlags(0);
+    pub const WMARK_LOW: AllocFlags = AllocFlags(1);
+    pub const WMARK_HIGH: AllocFlags = AllocFlags(2);
+    /// Ignore the watermarks entirely (PF_MEMALLOC, __GFP_MEMALLOC).
+    pub const NO_WATERMARKS: AllocFlags = AllocFlags(0x04);
+    const WMARK_MASK: u32 = 0x03;
+    /// The caller cannot sleep (no __GFP_DIRECT_RECLAIM, no __GFP_NOMEMALLOC).
+    pub const NON_BLOCK: AllocFlags = AllocFlags(0x10);
+    /// __GFP_HIGH: may use half the min reserve.
+    pub const MIN_RESERVE: AllocFlags = AllocFlags(0x20);
+    /// Wake kswapd (__GFP_KSWAPD_RECLAIM).
+    pub const KSWAPD: AllocFlags = AllocFlags(0x800);
+
+    pub const fn contains(self, other: AllocFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The watermark index (0 min, 1 low, 2 high).
+    pub const fn wmark(self) -> usize {
+        (self.0 & Self::WMARK_MASK) as usize
+    }
+}
+
+impl core::ops::BitOr for AllocFlags {
+    type Output = AllocFlags;
+    fn bitor(self, rhs: AllocFlags) -> AllocFlags {
+        AllocFlags(self.0 | rhs.0)
+    }
+}
+
+impl core::ops::BitAnd for AllocFlags {
+    type Output = AllocFlags;
+    fn bitand(self, rhs: AllocFlags) -> AllocFlags {
+        AllocFlags(self.0 & rhs.0)
+    }
+}
+
+/// The zone's three watermarks, in pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Watermarks {
+    pub min: u64,
+    pub low: u64,
+    pub high: u64,
+}
+
+/// `int_sqrt`: the largest r with r * r <= x.
+pub const fn int_sqrt(x: u64) -> u64 {
+    if x < 2 {
+        return x;
+    }
+    // Newton's method from an over-estimate converges downwards.
+    let mut r = x;
+    let mut y = x.div_ceil(2);
+    while y < r {
+        r = y;
+        y = (r + x / r) / 2;
+    }
+    r
+}
+
+/// Linux's `calculate_min_free_kbytes` default for `managed_pages` of
+/// lowmem: int_sqrt(lowmem_kbytes * 16), clamped to [128, 262144].
+pub const fn default_min_free_kbytes(managed_pages: u64) -> u64 {
+    let lowmem_kbytes = managed_pages * (1 << (PAGE_SHIFT - 10));
+    let v = int_sqrt(lowmem_kbytes * 16);
+    if v < 128 {
+        128
+    } else if v > 262_144 {
+        262_144
+    } else {
+        v
+    }
+}
+
+/// Linux's `__setup_per_zone_wmarks` for a single zone: MIN from
+/// min_free_kbytes; tmp = max(min/4, managed * watermark_scale_factor /
+/// 10000); LOW = MIN + tmp; HIGH = LOW + tmp.
+pub const fn compute_watermarks(managed_pages: u64, min_free_kbytes: u64) -> Watermarks {
+    let min = min_free_kbytes >> (PAGE_SHIFT - 10);
+    let scaled = managed_pages * WATERMARK_SCALE_FACTOR / 10_000;
+    let tmp = if min / 4 > scaled { min / 4 } else { scaled };
+    Watermarks {
+        min,
+        low: min + tmp,
+        high: min + 2 * tmp,
+    }
+}
+
+/// `__zone_watermark_ok`: may an allocation of `order` with `alloc_flags`
+/// take pages when `free_pages` are free and the mark is `mark`?
+/// `has_block(o)` says whether a free block of order `o` exists.
+///
+/// (1 << order) - 1 free pages are unusable for the request (Linux's
+/// `__zone_watermark_unusable_free`); __GFP_HIGH takes min/2 off the mark,
+/// and a non-blocking __GFP_HIGH caller a further quarter of the rest, so
+/// GFP_ATOMIC needs 3/8 of it. ALLOC_NO_WATERMARKS is handled by the caller.
+pub fn watermark_ok(
+    free_pages: u64,
+    order: u32,
+    mark: u64,
+    alloc_flags: AllocFlags,
+    has_block: impl Fn(u32) -> bool,
+) -> bool {
+    let free = free_pages as i64 - ((1i64 << order) - 1);
+    let mut min = mark as i64;
+    if alloc_flags.contains(AllocFlags::MIN_RESERVE) {
+        min -= min / 2;
+        if alloc_flags.contains(AllocFlags::NON_BLOCK) {
+            min -= min / 4;
+        }
+    }
+    if free <= min {
+        return false;
+    }
+    order == 0 || (order..=MAX_ORDER).any(has_block)
+}
+
+/// One free list.
+#[derive(Clone, Copy)]
+pub(crate) struct FreeArea {
+    pub head: u32,
+    pub nr_free: u64,
+}
+
+/// Everything the zone lock protects.
+pub(crate) struct FreeLists {
+    pub area: [FreeArea; NR_ORDERS],
+    /// NR_FREE_PAGES.
+    pub nr_free: u64,
+    pub mem_map: *const Page,
+    pub start_pfn: u64,
+    pub spanned: u64,
+}
+
+// SAFETY: `mem_map` points at the zone's static metadata array, only used
+// under the lock (or through atomics).
+unsafe impl Send for FreeLists {}
+
+impl FreeLists {
+    const fn empty() -> Self {
+        Self {
+            area: [FreeArea {
+                head: NIL,
+                nr_free: 0,
+            }; NR_ORDERS],
+            nr_free: 0,
+            mem_map: core::ptr::null(),
+            start_pfn: 0,
+            spanned: 0,
+        }
+    }
+
+    #[inline]
+    pub fn page(&self, idx: u64) -> &Page {
+        debug_assert!(idx < self.spanned);
+        // SAFETY: idx < spanned, and the mem_map lives for ever.
+        unsafe { &*self.mem_map.add(idx as usize) }
+    }
+
+    /// The mem_map index of `pfn`, if the zone spans it.
+    #[inline]
+    pub fn index(&self, pfn: u64) -> Option<u64> {
+        let i = pfn.checked_sub(self.start_pfn)?;
+        (i < self.spanned).then_some(i)
+    }
+
+    pub fn has_block(&self, order: u32) -> bool {
+        self.area[order as usize].nr_free > 0
+    }
+
+    fn list_add(&mut self, idx: u64, order: u32) {
+        let area = &mut self.area[order as usize];
+        let head = area.head;
+        area.head = idx as u32;
+        area.nr_free += 1;
+        let p = self.page(idx);
+        p.set_next(head);
+        p.set_prev(NIL);
+        p.set_flags(PageFlags::BUDDY);
+        p.set_order(order);
+        p.set_owner_locked(PageOwner::Free);
+        if head != NIL {
+            self.page(head as u64).set_prev(idx as u32);
+        }
+    }
+
+    /// Unlinks the free block at `idx` (O(1): the links are in the page).
+    fn list_del(&mut self, idx: u64, order: u32) {
+        let p = self.page(idx);
+        let (next, prev) = (p.next(), p.prev());
+        p.set_next(NIL);
+        p.set_prev(NIL);
+        p.set_flags(PageFlags::empty());
+        if prev != NIL {
+            self.page(prev as u64).set_next(next);
+        } else {
+            self.area[order as usize].head = next;
+        }
+        if next != NIL {
+            self.page(next as u64).set_prev(prev);
+        }
+        self.area[order as usize].nr_free -= 1;
+    }
+
+    /// `__free_one_page`: merges the block with its free buddies as far as
+    /// they go, then puts the result on its free list.
+    pub fn free_one(&mut self, mut idx: u64, mut order: u32) {
+        self.nr_free += 1 << order;
+        self.page(idx).set_flags(PageFlags::empty());
+        // start_pfn is MAX_ORDER aligned, so buddies pair up by index too.
+        while order < MAX_ORDER {
+            let buddy = idx ^ (1 << order);
+            if buddy >= self.spanned {
+                break;
+            }
+            let b = self.page(buddy);
+            if !b.flags().contains(PageFlags::BUDDY) || b.order() != order {
+                break;
+            }
+            self.list_del(buddy, order);
+            idx &= buddy;
+            order += 1;
+        }
+        self.list_add(idx, order);
+    }
+
+    /// `__rmqueue_smallest` + `expand`: takes the first block of the
+    /// smallest order that fits and returns the unused halves to the lists.
+    /// The block comes back as an allocated HEAD owned by the kernel.
+    pub fn rmqueue(&mut self, order: u32) -> Option<u64> {
+        let found = (order..=MAX_ORDER).find(|&o| self.area[o as usize].head != NIL)?;
+        let idx = self.area[found as usize].head as u64;
+        self.list_del(idx, found);
+        let mut high = found;
+        while high > order {
+            high -= 1;
+            self.list_add(idx + (1 << high), high);
+        }
+        self.nr_free -= 1 << order;
+        let p = self.page(idx);
+        p.set_flags(PageFlags::HEAD);
+        p.set_order(order);
+        p.set_owner_locked(PageOwner::Kernel);
+        p.set_private(0);
+        Some(idx)
+    }
+
+    /// The first page of the free block (BUDDY) or allocated block (HEAD)
+    /// that contains `idx`, with its order, if any. Blocks are aligned, so
+    /// the candidates are `idx` rounded down to each order.
+    pub fn block_containing(&self, idx: u64) -> Option<(u64, u32, PageFlags)> {
+        for o in 0..=MAX_ORDER {
+            let head = idx & !((1u64 << o) - 1);
+            let p = self.page(head);
+            let f = p.flags();
+            if f.intersects(PageFlags::BUDDY | PageFlags::HEAD) && p.order() >= o {
+                return (head + (1u64 << p.order()) > idx).then_some((head, p.order(), f));
+            }
+        }
+        None
+    }
+}
+
+/// A memory zone.
+pub struct Zone {
+    pub name: &'static str,
+    pub(crate) lock: SpinLock<FreeLists>,
+    /// Pages handed to the buddy allocator at init.
+    pub(crate) managed: AtomicUsize,
+    /// Pages the mem_map occupies (carved out of the managed RAM).
+    pub(crate) memmap_pages: AtomicUsize,
+    /// NR_FREE_PAGES, mirrored from the locked count for lockless readers.
+    pub(crate) free: AtomicU64,
+    pub(crate) wmark: [AtomicU64; 3],
+    pub(crate) min_free_kbytes: AtomicU64,
+    pub(crate) mem_map: AtomicPtr<Page>,
+    pub(crate) start_pfn: AtomicU64,
+    pub(crate) spanned: AtomicU64,
+}
+
+impl Zone {
+    pub(crate) const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            lock: SpinLock::new(FreeLists::empty(), crate::lock_class!("zone->lock")),
+            managed: AtomicUsize::new(0),
+            memmap_pages: AtomicUsize::new(0),
+            free: AtomicU64::new(0),
+            wmark: [const { AtomicU64::new(0) }; 3],
+            min_free_kbytes: AtomicU64::new(0),
+            mem_map: AtomicPtr::new(core::ptr::null_mut()),
+            start_pfn: AtomicU64::new(0),
+            spanned: AtomicU64::new(0),
+        }
+    }
+
+    pub fn watermarks(&self) -> Watermarks {
+        Watermarks {
+            min: self.wmark[0].load(Ordering::Relaxed),
+            low: self.wmark[1].load(Ordering::Relaxed),
+            high: self.wmark[2].load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_watermarks(&self, w: Watermarks) {
+        self.wmark[0].store(w.min, Ordering::Relaxed);
+        self.wmark[1].store(w.low, Ordering::Relaxed);
+        self.wmark[2].store(w.high, Ordering::Relaxed);
+    }
+
+    /// The metadata of `pfn`, if the zone spans it.
+    pub fn pfn_to_page(&self, pfn: u64) -> Option<&'static Page> {
+        let map = self.mem_map.load(Ordering::Acquire);
+        let i = pfn.checked_sub(self.start_pfn.load(Ordering::Relaxed))?;
+        if map.is_null() || i >= self.spanned.load(Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: inside the mem_map, which lives for ever.
+        Some(unsafe { &*map.add(i as usize) })
+    }
+
+    /// The pfn whose metadata `page` is.
+    pub fn page_to_pfn(&self, page: &Page) -> Option<u64> {
+        let map = self.mem_map.load(Ordering::Acquire) as usize;
+        let a = page as *const Page as usize;
+        let sz = core::mem::size_of::<Page>();
+        if map == 0 || a < map || !(a - map).is_multiple_of(sz) {
+            return None;
+        }
+        let i = ((a - map) / sz) as u64;
+        (i < self.spanned.load(Ordering::Relaxed))
+            .then(|| self.start_pfn.load(Ordering::Relaxed) + i)
+    }
+}
