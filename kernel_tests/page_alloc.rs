@@ -168,9 +168,10 @@ fn watermark_check_reserves_arithmetic() -> TestResult {
 }
 
 fn every_page_allocates_and_buddies_merge_back() -> TestResult {
+    // The Vec comes from kmalloc (pages), so size it before measuring.
+    let mut pages = Vec::with_capacity(nr_free_pages() as usize + 16);
     let before = page_alloc::free_per_order();
     let n0 = nr_free_pages();
-    let mut pages = Vec::with_capacity(n0 as usize + 16);
     {
         let _noreclaim = MemallocScope::noreclaim();
         while let Ok(p) = alloc_pages(GFP_NOWAIT | NOWARN, 0) {
@@ -179,10 +180,6 @@ fn every_page_allocates_and_buddies_merge_back() -> TestResult {
     }
     let all_taken = nr_free_pages();
     let per_order_empty = page_alloc::free_per_order();
-    let mut sorted = pages.clone();
-    sorted.sort();
-    sorted.dedup();
-    let distinct = sorted.len();
     let owners_ok = pages
         .iter()
         .take(64)
@@ -195,6 +192,12 @@ fn every_page_allocates_and_buddies_merge_back() -> TestResult {
     for p in pages.iter().filter(|p| p.pfn() % 2 == 1) {
         free_pages(*p, 0);
     }
+    // Only now may the test allocate again (the heap is kmalloc).
+    let mut sorted = pages.clone();
+    sorted.sort();
+    sorted.dedup();
+    let distinct = sorted.len();
+    drop(sorted);
     kassert_eq!(pages.len() as u64, n0, "pages taken vs free at the start");
     kassert_eq!(all_taken, 0);
     kassert_eq!(per_order_empty, [0; MAX_ORDER as usize + 1]);
@@ -212,10 +215,11 @@ fn every_page_allocates_and_buddies_merge_back() -> TestResult {
 
 fn high_order_needs_a_free_block_of_that_order() -> TestResult {
     let w = watermarks();
+    // Rust's heap is kmalloc: size `kept` before memory runs out.
+    let mut kept = Held(Vec::with_capacity(nr_free_pages() as usize + 16));
     let mut h = fill_to(0);
     // Give back even pages only: their odd buddies stay held, so nothing
     // merges and plenty of memory is free, but all of it in order-0 blocks.
-    let mut kept = Held::new();
     let mut freed = 0;
     for (p, o) in h.0.drain(..) {
         if p.pfn() % 2 == 0 && freed < w.high * 2 {

@@ -54,8 +54,9 @@ fn mem_caps_the_managed_memory() -> TestResult {
 
 fn every_page_lies_in_the_lowest_48_mib_of_ram() -> TestResult {
     let capped = cap_memory_map(&boot().usable, CAP);
+    // The Vec comes from kmalloc (pages): size it before measuring.
+    let mut pages = Vec::with_capacity(page_alloc::nr_free_pages() as usize);
     let n0 = page_alloc::nr_free_pages();
-    let mut pages = Vec::with_capacity(n0 as usize);
     {
         let _noreclaim = MemallocScope::noreclaim();
         while let Ok(p) = alloc_pages(GFP_NOWAIT | Gfp::__GFP_NOWARN, 0) {

@@ -391,12 +391,12 @@ fn task_stacks_are_freed_after_exit() -> TestResult {
     // Warm up, then many short tasks must not grow the heap.
     task::spawn("warm", || {}).unwrap().join().unwrap();
     task::yield_now();
-    let (used0, _) = kreclaim::arch::x86_64::EARLY_HEAP.usage();
+    let (used0, _) = kreclaim::arch::x86_64::early_heap().usage();
     for _ in 0..50 {
         task::spawn("short", || {}).unwrap().join().unwrap();
     }
     task::yield_now();
-    let (used1, _) = kreclaim::arch::x86_64::EARLY_HEAP.usage();
+    let (used1, _) = kreclaim::arch::x86_64::early_heap().usage();
     kassert!(
         used1 < used0 + 64 * 1024,
         "heap grew from {used0} to {used1} over 50 tasks"

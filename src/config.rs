@@ -5,6 +5,7 @@
 
 use crate::bench::Format;
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
+use crate::mm::slab::{SlabFlags, slab_debug_parse};
 use crate::sync::lockdep::LockdepMode;
 use crate::task::SchedMode;
 use alloc::string::{String, ToString};
@@ -34,6 +35,8 @@ pub struct Config {
     pub fail_page_alloc: Option<FaultSpec>,
     /// `failslab=<interval>,<probability>,<space>,<times>`.
     pub failslab: Option<FaultSpec>,
+    /// `slab_debug=[FZP-][,cache]`: debug flags for caches (read at boot).
+    pub slab_debug: Option<(SlabFlags, Option<String>)>,
 }
 
 /// Which benchmark `bench=` selects.
@@ -100,6 +103,7 @@ impl Default for Config {
             min_free_kbytes: None,
             fail_page_alloc: None,
             failslab: None,
+            slab_debug: None,
         }
     }
 }
@@ -216,6 +220,16 @@ pub static KEYS: &[Key] = &[
         help: "fault injection: make page allocations fail on purpose",
         set: |c, v| {
             c.fail_page_alloc = Some(FaultSpec::parse(v).ok_or(())?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "slab_debug",
+        values: "Linux's letters F (consistency checks), Z (red zones), P (poisoning), - (none), optionally ,cache",
+        help: "slab debugging for every cache or one cache (read at boot)",
+        set: |c, v| {
+            let (flags, only) = slab_debug_parse(v).map_err(|_| ())?;
+            c.slab_debug = Some((flags, only.map(String::from)));
             Ok(())
         },
     },

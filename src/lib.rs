@@ -14,6 +14,7 @@ pub mod bootinfo;
 pub mod config;
 pub mod console;
 pub mod mm;
+pub mod module;
 pub mod platform;
 pub mod sync;
 pub mod task;

@@ -103,6 +103,26 @@ impl FsReclaimGuard {
         }
     }
 
+    /// The section of a reclaimer itself (kswapd): takes `fs_reclaim`
+    /// whatever the task flags say, like Linux's `__fs_reclaim_acquire` in
+    /// `balance_pgdat`, so locks its shrinkers take are ordered after it.
+    #[track_caller]
+    pub fn reclaimer() -> Self {
+        let on = lockdep::mode() != lockdep::LockdepMode::Off;
+        if on {
+            lockdep::lock_acquire(
+                &FS_RECLAIM_MAP,
+                instance(),
+                Acquire::EXCLUSIVE,
+                Location::caller(),
+            );
+        }
+        Self {
+            acquired: on,
+            _not_send: PhantomData,
+        }
+    }
+
     /// Whether the section took `fs_reclaim`.
     pub fn acquired(&self) -> bool {
         self.acquired

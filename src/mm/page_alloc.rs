@@ -1075,7 +1075,10 @@ pub fn free_pages(pa: PhysAddr, order: u32) {
         })
     };
     match result {
-        Ok(()) => bump(&STATS.frees),
+        Ok(()) => {
+            bump(&STATS.frees);
+            vmscan::note_pages_freed(1 << order);
+        }
         Err(kind) => {
             let bad = BadFree { pfn, order, kind };
             bump(&STATS.bad_frees);
@@ -1109,6 +1112,19 @@ pub fn set_page_owner(pa: PhysAddr, order: u32, owner: PageOwner) {
             "BUG: set_page_owner({pa}, order {order}, {owner}): not an allocated order-{order} block"
         );
     }
+}
+
+/// Sets the page's private word (slab: the slab's address; kmalloc-large:
+/// a tag with the order). Cleared when the block is freed.
+pub fn set_page_private(pa: PhysAddr, v: u64) {
+    if let Some(p) = pfn_to_page(pa.pfn()) {
+        p.set_private(v as usize);
+    }
+}
+
+/// The page's private word; `None` outside the managed span.
+pub fn page_private(pa: PhysAddr) -> Option<u64> {
+    pfn_to_page(pa.pfn()).map(|p| p.private() as u64)
 }
 
 /// Who holds the page at `pa`: the owner of the allocated block containing

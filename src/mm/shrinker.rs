@@ -475,7 +475,8 @@ pub fn shrinkers() -> Vec<ShrinkerInfo> {
     out
 }
 
-/// Prints the shrinker table (for OOM reports and `cargo run`).
+/// Prints the shrinker table (for OOM reports and `cargo run`). Allocates
+/// nothing, so the out-of-memory report can call it.
 pub fn show_shrinkers() {
     crate::println!(
         "{:<24} {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
@@ -489,18 +490,20 @@ pub fn show_shrinkers() {
         "pending",
         "stops"
     );
-    for s in shrinkers() {
+    let reg = REGISTRY.lock();
+    for e in reg.iter().flatten() {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         crate::println!(
             "{:<24} {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
-            s.name,
-            s.seeks,
-            s.batch,
-            s.calls,
-            s.scanned,
-            s.freed,
-            s.deferred,
-            s.nr_deferred,
-            s.stops
+            e.name,
+            e.seeks,
+            if e.batch == 0 { SHRINK_BATCH } else { e.batch },
+            ld(&e.stats.calls),
+            ld(&e.stats.scanned),
+            ld(&e.stats.freed),
+            ld(&e.stats.deferred),
+            e.nr_deferred.load(Ordering::Relaxed),
+            ld(&e.stats.stops)
         );
     }
 }

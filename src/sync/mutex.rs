@@ -5,10 +5,7 @@ use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
 use crate::task::deadlock::{BlockedOn, WaitTarget};
-use crate::task::{self, Task, TaskId};
-use alloc::collections::VecDeque;
-use alloc::sync::Arc;
-use alloc::vec::Vec;
+use crate::task::{self, TaskId, waitlist::WaitList};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
@@ -20,14 +17,17 @@ const UNLOCKED: u32 = u32::MAX;
 struct MutexCore {
     /// Task id of the owner, or UNLOCKED.
     owner: AtomicU32,
-    waiters: spin::Mutex<VecDeque<Arc<Task>>>,
+    waiters: spin::Mutex<WaitList>,
 }
 
 impl WaitTarget for MutexCore {
-    fn holders(&self, out: &mut Vec<TaskId>) {
+    fn holders(&self, out: &mut [TaskId]) -> usize {
         let o = self.owner.load(Ordering::Relaxed);
-        if o != UNLOCKED {
-            out.push(o);
+        if o != UNLOCKED && !out.is_empty() {
+            out[0] = o;
+            1
+        } else {
+            0
         }
     }
 }
@@ -49,7 +49,7 @@ impl<T> Mutex<T> {
         Self {
             core: MutexCore {
                 owner: AtomicU32::new(UNLOCKED),
-                waiters: spin::Mutex::new(VecDeque::new()),
+                waiters: spin::Mutex::new(WaitList::new()),
             },
             dep_map: LockdepMap::new(class),
             data: UnsafeCell::new(value),
@@ -128,8 +128,8 @@ impl<T: ?Sized> Mutex<T> {
                     break;
                 }
                 task::prepare_to_block();
-                if let Some(arc) = task::current_arc() {
-                    w.push_back(arc);
+                if !w.contains(task::current()) {
+                    w.push_back(task::current(), 0);
                 }
             }
             let target: *const (dyn WaitTarget + 'static) = &self.core as *const MutexCore;
@@ -178,7 +178,7 @@ impl<T: ?Sized> Mutex<T> {
         lockdep::lock_release(&self.dep_map, self.addr(), loc);
         let _irq = IrqGuard::new();
         let mut w = self.core.waiters.lock();
-        while let Some(next) = w.pop_front() {
+        while let Some((next, _)) = w.pop_front() {
             if next.is_deadlocked() {
                 continue;
             }

@@ -9,19 +9,68 @@ use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
 use crate::task::deadlock::{BlockedOn, WaitTarget};
-use crate::task::{self, Task, TaskId};
-use alloc::collections::VecDeque;
-use alloc::sync::Arc;
-use alloc::vec::Vec;
+use crate::task::{self, TaskId, waitlist::WaitList};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 
+const WRITE: u8 = 1;
+const READ: u8 = 0;
+
+/// The tasks holding it shared: a count, and the ids of the first few (for
+/// deadlock reports). Fixed size, so taking the lock never allocates.
+struct Readers {
+    count: usize,
+    ids: [TaskId; 16],
+    tracked: usize,
+}
+
+impl Readers {
+    const fn new() -> Self {
+        Self {
+            count: 0,
+            ids: [0; 16],
+            tracked: 0,
+        }
+    }
+
+    fn push(&mut self, id: TaskId) {
+        self.count += 1;
+        if self.tracked < self.ids.len() {
+            self.ids[self.tracked] = id;
+            self.tracked += 1;
+        }
+    }
+
+    /// Removes one hold by `id`: true if `id` (or an untracked reader) held it.
+    fn remove(&mut self, id: TaskId) -> bool {
+        if let Some(i) = self.ids[..self.tracked].iter().position(|r| *r == id) {
+            self.ids[i] = self.ids[self.tracked - 1];
+            self.tracked -= 1;
+            self.count -= 1;
+            true
+        } else if self.count > self.tracked {
+            self.count -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn ids(&self) -> &[TaskId] {
+        &self.ids[..self.tracked]
+    }
+}
+
 struct State {
     writer: Option<TaskId>,
-    /// Ids of the tasks holding it shared (for deadlock reports).
-    readers: Vec<TaskId>,
-    waiters: VecDeque<(Arc<Task>, bool)>,
+    readers: Readers,
+    /// Waiting tasks, tagged READ or WRITE.
+    waiters: WaitList,
 }
 
 struct RwCore {
@@ -29,10 +78,16 @@ struct RwCore {
 }
 
 impl WaitTarget for RwCore {
-    fn holders(&self, out: &mut Vec<TaskId>) {
+    fn holders(&self, out: &mut [TaskId]) -> usize {
         let s = self.state.lock();
-        out.extend(s.writer);
-        out.extend(s.readers.iter().copied());
+        let mut n = 0;
+        for id in s.writer.iter().chain(s.readers.ids()) {
+            if n < out.len() {
+                out[n] = *id;
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -42,12 +97,12 @@ impl RwCore {
         if s.writer.is_some() {
             return;
         }
-        while let Some((t, write)) = s.waiters.front() {
+        while let Some((t, tag)) = s.waiters.front() {
             if t.is_deadlocked() {
                 s.waiters.pop_front();
                 continue;
             }
-            if *write {
+            if tag == WRITE {
                 if !s.readers.is_empty() {
                     return;
                 }
@@ -80,8 +135,8 @@ impl<T> RwSemaphore<T> {
             core: RwCore {
                 state: spin::Mutex::new(State {
                     writer: None,
-                    readers: Vec::new(),
-                    waiters: VecDeque::new(),
+                    readers: Readers::new(),
+                    waiters: WaitList::new(),
                 }),
             },
             dep_map: LockdepMap::new(class),
@@ -107,23 +162,20 @@ impl<T: ?Sized> RwSemaphore<T> {
     pub fn holders(&self) -> (Option<TaskId>, usize) {
         let _irq = IrqGuard::new();
         let s = self.core.state.lock();
-        (s.writer, s.readers.len())
+        (s.writer, s.readers.count)
     }
 
     fn block(&self, write: bool) {
-        let me = task::current().id();
+        let me = task::current();
         loop {
             let _irq = IrqGuard::new();
             {
-                let s = self.core.state.lock();
-                let granted = if write {
-                    s.writer == Some(me)
-                } else {
-                    s.readers.contains(&me)
-                };
-                if granted {
+                // Granted = handed the lock and taken off the wait list.
+                let _s = self.core.state.lock();
+                if !me.wait_queued.load(core::sync::atomic::Ordering::Relaxed) {
                     return;
                 }
+                task::prepare_to_block();
             }
             let target: *const (dyn WaitTarget + 'static) = &self.core as *const RwCore;
             task::set_blocked_on(BlockedOn {
@@ -167,9 +219,7 @@ impl<T: ?Sized> RwSemaphore<T> {
                 false
             } else {
                 task::prepare_to_block();
-                if let Some(a) = task::current_arc() {
-                    s.waiters.push_back((a, false));
-                }
+                s.waiters.push_back(task::current(), READ);
                 true
             }
         };
@@ -209,9 +259,7 @@ impl<T: ?Sized> RwSemaphore<T> {
                 false
             } else {
                 task::prepare_to_block();
-                if let Some(a) = task::current_arc() {
-                    s.waiters.push_back((a, true));
-                }
+                s.waiters.push_back(task::current(), WRITE);
                 true
             }
         };
@@ -287,17 +335,7 @@ impl<T: ?Sized> RwSemaphore<T> {
         let me = task::current().id();
         let _irq = IrqGuard::new();
         let mut s = self.core.state.lock();
-        if let Some(i) = s.readers.iter().position(|r| *r == me) {
-            s.readers.swap_remove(i);
-        } else if s.readers.pop().is_some() {
-            // Legal in Linux (a reader may be released by another task),
-            // but worth knowing: it defeats owner tracking.
-            crate::println!(
-                "WARNING: up_read of rwsem '{}' by task '{}', which does not hold it",
-                self.dep_map.class().name(),
-                task::current().name()
-            );
-        } else {
+        if !s.readers.remove(me) {
             crate::println!(
                 "WARNING: up_read of rwsem '{}' with no readers (task '{}')",
                 self.dep_map.class().name(),
@@ -340,8 +378,8 @@ impl<'a, T: ?Sized> RwSemWriteGuard<'a, T> {
         s.writer = None;
         s.readers.push(me);
         // Admit readers queued at the head (not writers: readers hold it).
-        while let Some((t, false)) = s.waiters.front().map(|(t, w)| (t.clone(), *w)) {
-            s.waiters.pop_front();
+        while s.waiters.front().is_some_and(|(_, tag)| tag == READ) {
+            let (t, _) = s.waiters.pop_front().unwrap();
             s.readers.push(t.id());
             task::wake_up(&t);
         }

@@ -1,23 +1,21 @@
 //! Wait queues and completions: a task sleeps until a condition holds.
 
 use crate::platform::IrqGuard;
-use crate::task::{self, Task};
-use alloc::collections::VecDeque;
-use alloc::sync::Arc;
+use crate::task::{self, waitlist::WaitList};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
 
 /// Tasks waiting for an event. Waiters re-check their condition after every
-/// wake-up, so spurious wakes are harmless.
+/// wake-up, so spurious wakes are harmless. Waiting never allocates.
 pub struct WaitQueue {
-    waiters: spin::Mutex<VecDeque<Arc<Task>>>,
+    waiters: spin::Mutex<WaitList>,
     name: &'static str,
 }
 
 impl WaitQueue {
     pub const fn new(name: &'static str) -> Self {
         Self {
-            waiters: spin::Mutex::new(VecDeque::new()),
+            waiters: spin::Mutex::new(WaitList::new()),
             name,
         }
     }
@@ -27,17 +25,15 @@ impl WaitQueue {
     }
 
     fn enqueue_current(&self) {
-        if let Some(me) = task::current_arc() {
-            let mut w = self.waiters.lock();
-            if !w.iter().any(|t| Arc::ptr_eq(t, &me)) {
-                w.push_back(me);
-            }
+        let me = task::current();
+        let mut w = self.waiters.lock();
+        if !w.contains(me) {
+            w.push_back(me, 0);
         }
     }
 
     fn dequeue_current(&self) {
-        let me = task::current() as *const Task;
-        self.waiters.lock().retain(|t| Arc::as_ptr(t) != me);
+        self.waiters.lock().remove(task::current());
     }
 
     /// Sleeps until `cond()` is true. `cond` runs with interrupts masked.
@@ -101,7 +97,7 @@ impl WaitQueue {
         loop {
             let t = self.waiters.lock().pop_front();
             match t {
-                Some(t) => {
+                Some((t, _)) => {
                     if task::wake_up(&t) {
                         return true;
                     }
@@ -114,8 +110,14 @@ impl WaitQueue {
     /// Wakes every waiting task; returns how many.
     pub fn wake_all(&self) -> usize {
         let _irq = IrqGuard::new();
-        let all: VecDeque<Arc<Task>> = core::mem::take(&mut *self.waiters.lock());
-        all.iter().filter(|t| task::wake_up(t)).count()
+        let mut n = 0;
+        loop {
+            let t = self.waiters.lock().pop_front();
+            match t {
+                Some((t, _)) => n += task::wake_up(&t) as usize,
+                None => return n,
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

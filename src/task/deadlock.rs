@@ -8,18 +8,20 @@
 //! back to itself, reports the cycle; the tasks in it are marked deadlocked
 //! (they never run again and joining them fails) so the rest of the kernel
 //! carries on. The idle task reports when nothing can ever run again.
+//!
+//! The search runs on every contended lock acquisition, often under memory
+//! pressure, so it allocates nothing; only a found deadlock is stored.
 
 use super::{Task, TaskId, TaskState};
 use alloc::string::String;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Something a task can block on that knows who holds it.
 pub trait WaitTarget: Sync {
-    /// The tasks holding it now.
-    fn holders(&self, out: &mut Vec<TaskId>);
+    /// Writes the ids of the tasks holding it now into `out`; returns how many.
+    fn holders(&self, out: &mut [TaskId]) -> usize;
 }
 
 /// What a blocked task waits for.
@@ -50,6 +52,7 @@ pub struct DeadlockReport {
 
 static REPORTS: spin::Mutex<Vec<DeadlockReport>> = spin::Mutex::new(Vec::new());
 static ALL_BLOCKED_STREAK: AtomicU32 = AtomicU32::new(0);
+static STOP_ON_ALL_BLOCKED: AtomicBool = AtomicBool::new(true);
 
 /// Every deadlock reported since boot.
 pub fn reports() -> Vec<DeadlockReport> {
@@ -61,120 +64,173 @@ pub fn report_count() -> usize {
 }
 
 /// What to do when every task is blocked: by default print and stop the
-/// machine with failure; a test can instead have it recorded only.
-static STOP_ON_ALL_BLOCKED: core::sync::atomic::AtomicBool =
-    core::sync::atomic::AtomicBool::new(true);
-
+/// machine with failure; `false` records the report and parks the tasks.
 pub fn set_stop_on_all_blocked(stop: bool) {
     STOP_ON_ALL_BLOCKED.store(stop, Ordering::Relaxed);
 }
 
-fn holders_of(t: &Task) -> Option<(BlockedOn, Vec<TaskId>)> {
-    let b = (*t.blocked_on.lock())?;
-    let mut v = Vec::new();
-    if let Some(target) = b.target {
-        // SAFETY: a lock outlives the tasks blocked on it.
-        unsafe { (*target).holders(&mut v) };
-    }
-    Some((b, v))
+const MAX_HOLDERS: usize = 8;
+const MAX_DEPTH: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Hop {
+    task: *const Task,
+    on: BlockedOn,
+    holders: [TaskId; MAX_HOLDERS],
+    n: usize,
 }
 
-fn describe(out: &mut String, t: &Task, b: &BlockedOn, holders: &[TaskId], tasks: &[Arc<Task>]) {
-    let _ = write!(
+fn hop_of(t: *const Task) -> Option<Hop> {
+    // SAFETY: tasks cannot exit while the caller runs with interrupts masked.
+    let tr = unsafe { &*t };
+    let on = (*tr.blocked_on.lock())?;
+    let mut holders = [0; MAX_HOLDERS];
+    let n = match on.target {
+        // SAFETY: a lock outlives the tasks blocked on it.
+        Some(target) => unsafe { (*target).holders(&mut holders) },
+        None => 0,
+    };
+    Some(Hop {
+        task: t,
+        on,
+        holders,
+        n,
+    })
+}
+
+fn task_ptr(id: TaskId) -> Option<*const Task> {
+    super::with_task(id, alloc::sync::Arc::as_ptr)
+}
+
+fn name_of(id: TaskId) -> Option<(*const Task, TaskId)> {
+    task_ptr(id).map(|p| (p, id))
+}
+
+/// Writes one "task waits for lock held by ..." line.
+fn describe(out: &mut dyn Write, h: &Hop) -> fmt::Result {
+    // SAFETY: see hop_of.
+    let t = unsafe { &*h.task };
+    write!(
         out,
         "  task '{}' (id {}) waits for {} '{}' @{:#x}",
         t.name(),
         t.id(),
-        b.kind,
-        b.name,
-        b.addr
-    );
-    if b.target.is_some() {
-        if holders.is_empty() {
-            let _ = write!(out, ", held by nobody");
+        h.on.kind,
+        h.on.name,
+        h.on.addr
+    )?;
+    if h.on.target.is_some() {
+        if h.n == 0 {
+            write!(out, ", held by nobody")?;
         } else {
-            let _ = write!(out, ", held by");
-            for h in holders {
-                let name = tasks
-                    .iter()
-                    .find(|x| x.id() == *h)
-                    .map(|x| x.name())
-                    .unwrap_or("?");
-                let _ = write!(out, " task '{name}' (id {h})");
+            write!(out, ", held by")?;
+            for id in &h.holders[..h.n] {
+                match name_of(*id) {
+                    // SAFETY: as above.
+                    Some((p, id)) => write!(out, " task '{}' (id {id})", unsafe { &*p }.name())?,
+                    None => write!(out, " task {id}")?,
+                }
             }
         }
     }
-    out.push('\n');
+    out.write_str("\n")
+}
+
+/// Prints to the console and, if memory allows, keeps a copy.
+struct Tee {
+    text: String,
+    keep: bool,
+}
+
+impl Write for Tee {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::print!("{s}");
+        if self.keep {
+            if self.text.try_reserve(s.len()).is_ok() {
+                self.text.push_str(s);
+            } else {
+                self.keep = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn store(all_blocked: bool, hops: &[Hop], text: String) {
+    let mut tasks = Vec::new();
+    let mut locks = Vec::new();
+    if tasks.try_reserve(hops.len()).is_ok() && locks.try_reserve(hops.len()).is_ok() {
+        for h in hops {
+            // SAFETY: see hop_of.
+            let t = unsafe { &*h.task };
+            tasks.push((t.id(), String::from(t.name())));
+            locks.push(String::from(h.on.name));
+        }
+    }
+    REPORTS.lock().push(DeadlockReport {
+        all_blocked,
+        tasks,
+        locks,
+        text,
+    });
 }
 
 /// Called by a task that just recorded what it blocks on, before it sleeps:
 /// reports and marks a wait-for cycle through it. Interrupts are masked.
 pub(crate) fn check_cycle(me: &Task) {
-    let tasks = super::all_tasks();
-    // Depth-first search over "task -> holders of what it waits on".
-    let mut path: Vec<(Arc<Task>, BlockedOn, Vec<TaskId>)> = Vec::new();
-    let Some(start) = tasks
-        .iter()
-        .find(|t| core::ptr::eq(Arc::as_ptr(t), me))
-        .cloned()
-    else {
+    let mut path = [None::<Hop>; MAX_DEPTH];
+    if !dfs(me as *const Task, me.id(), &mut path, 0) {
         return;
+    }
+    let hops: Vec<Hop> = path.iter().flatten().copied().collect();
+    let mut out = Tee {
+        text: String::new(),
+        keep: true,
     };
-    if dfs(&start, me.id(), &tasks, &mut path, 0) {
-        let mut text = String::from(
-            "\n======================================================\n\
-             DEADLOCK DETECTED: tasks wait for each other in a cycle\n\
-             ------------------------------------------------------\n",
-        );
-        for (t, b, h) in &path {
-            describe(&mut text, t, b, h, &tasks);
-        }
-        text.push_str("======================================================\n");
-        crate::println!("{text}");
-        let report = DeadlockReport {
-            all_blocked: false,
-            tasks: path
-                .iter()
-                .map(|(t, _, _)| (t.id(), String::from(t.name())))
-                .collect(),
-            locks: path.iter().map(|(_, b, _)| String::from(b.name)).collect(),
-            text,
-        };
-        REPORTS.lock().push(report);
-        for (t, _, _) in &path {
-            super::mark_deadlocked(t);
-        }
+    let _ = out.write_str(
+        "\n======================================================\n\
+         DEADLOCK DETECTED: tasks wait for each other in a cycle\n\
+         ------------------------------------------------------\n",
+    );
+    for h in &hops {
+        let _ = describe(&mut out, h);
+    }
+    let _ = out.write_str("  these tasks will never run again.\n======================================================\n");
+    let text = if out.keep { out.text } else { String::new() };
+    store(false, &hops, text);
+    for h in &hops {
+        // SAFETY: see hop_of.
+        super::mark_deadlocked(unsafe { &*h.task });
     }
 }
 
-fn dfs(
-    t: &Arc<Task>,
-    goal: TaskId,
-    tasks: &[Arc<Task>],
-    path: &mut Vec<(Arc<Task>, BlockedOn, Vec<TaskId>)>,
-    depth: usize,
-) -> bool {
-    if depth > 32 || t.is_deadlocked() {
+fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth: usize) -> bool {
+    // SAFETY: see hop_of.
+    if depth >= MAX_DEPTH || unsafe { &*t }.is_deadlocked() {
         return false;
     }
-    let Some((b, holders)) = holders_of(t) else {
+    let Some(hop) = hop_of(t) else {
         return false;
     };
-    path.push((t.clone(), b, holders.clone()));
-    for h in holders {
+    path[depth] = Some(hop);
+    for &h in &hop.holders[..hop.n] {
         if h == goal {
             return true;
         }
-        if path.iter().any(|(x, _, _)| x.id() == h) {
+        if path[..depth]
+            .iter()
+            .flatten()
+            .any(|x| unsafe { &*x.task }.id() == h)
+        {
             continue;
         }
-        if let Some(next) = tasks.iter().find(|x| x.id() == h)
-            && dfs(next, goal, tasks, path, depth + 1)
+        if let Some(next) = task_ptr(h)
+            && dfs(next, goal, path, depth + 1)
         {
             return true;
         }
     }
-    path.pop();
+    path[depth] = None;
     false
 }
 
@@ -182,22 +238,24 @@ fn dfs(
 /// every live task is blocked, nothing can ever run again — report it.
 pub(crate) fn idle_check() {
     let idle = super::idle_task_ptr();
-    let tasks = super::all_tasks();
     let rq_empty =
         crate::platform::without_interrupts(|| super::this_cpu().run_queue.lock().is_empty());
-    let live: Vec<&Arc<Task>> = tasks
-        .iter()
-        .filter(|t| {
-            !core::ptr::eq(Arc::as_ptr(t), idle)
-                && !t.is_deadlocked()
-                && t.state() != TaskState::Dead
-        })
-        .collect();
-    let stuck = rq_empty
-        && super::pending_timers() == 0
-        && !live.is_empty()
-        && live.iter().all(|t| t.state() == TaskState::Blocked);
-    if !stuck {
+    if !rq_empty || super::pending_timers() != 0 {
+        ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
+        return;
+    }
+    let mut live = 0;
+    let mut blocked = 0;
+    super::for_each_task(|t| {
+        if !core::ptr::eq(alloc::sync::Arc::as_ptr(t), idle)
+            && !t.is_deadlocked()
+            && t.state() != TaskState::Dead
+        {
+            live += 1;
+            blocked += (t.state() == TaskState::Blocked) as usize;
+        }
+    });
+    if live == 0 || blocked != live {
         ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
         return;
     }
@@ -206,39 +264,46 @@ pub(crate) fn idle_check() {
         return;
     }
     ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
-    let mut text = String::from(
+    let mut hops = Vec::new();
+    super::for_each_task(|t| {
+        let p = alloc::sync::Arc::as_ptr(t);
+        if !core::ptr::eq(p, idle) && !t.is_deadlocked() && t.state() == TaskState::Blocked {
+            let _ = hops.try_reserve(1);
+            if hops.len() < hops.capacity() {
+                hops.push((p, hop_of(p)));
+            }
+        }
+    });
+    let mut out = Tee {
+        text: String::new(),
+        keep: true,
+    };
+    let _ = out.write_str(
         "\n======================================================\n\
          DEADLOCK DETECTED: every task is blocked and nothing can wake them\n\
          ------------------------------------------------------\n",
     );
-    let mut locks = Vec::new();
-    for t in &live {
-        match holders_of(t) {
-            Some((b, h)) => {
-                describe(&mut text, t, &b, &h, &tasks);
-                locks.push(String::from(b.name));
+    for (p, h) in &hops {
+        match h {
+            Some(h) => {
+                let _ = describe(&mut out, h);
             }
             None => {
-                let _ = writeln!(text, "  task '{}' (id {}) is blocked", t.name(), t.id());
+                // SAFETY: see hop_of.
+                let t = unsafe { &**p };
+                let _ = writeln!(out, "  task '{}' (id {}) is blocked", t.name(), t.id());
             }
         }
     }
-    text.push_str("======================================================\n");
-    crate::println!("{text}");
-    let report = DeadlockReport {
-        all_blocked: true,
-        tasks: live
-            .iter()
-            .map(|t| (t.id(), String::from(t.name())))
-            .collect(),
-        locks,
-        text,
-    };
-    crate::platform::without_interrupts(|| REPORTS.lock().push(report));
+    let _ = out.write_str("======================================================\n");
+    let with_hops: Vec<Hop> = hops.iter().filter_map(|(_, h)| *h).collect();
+    let text = if out.keep { out.text } else { String::new() };
+    crate::platform::without_interrupts(|| store(true, &with_hops, text));
     if STOP_ON_ALL_BLOCKED.load(Ordering::Relaxed) {
         panic!("every task is blocked: deadlock (see the report above)");
     }
-    for t in live {
-        super::mark_deadlocked(t);
+    for (p, _) in hops {
+        // SAFETY: see hop_of.
+        super::mark_deadlocked(unsafe { &*p });
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod deadlock;
 mod flags;
+pub mod waitlist;
 
 pub use flags::TaskFlags;
 
@@ -90,12 +91,22 @@ pub struct Task {
     lockdep: UnsafeCell<TaskLockState>,
     /// What the task is blocked on, for the deadlock detector.
     pub(crate) blocked_on: spin::Mutex<Option<deadlock::BlockedOn>>,
-    /// Bumped at every timed wait, so stale timer entries are ignored.
+    /// Bumped at every wake-up, so a stale deadline never wakes a later wait.
     wait_gen: AtomicU64,
+    /// Deadline (ns) of the current timed wait, 0 if none.
+    timer_deadline: AtomicU64,
+    /// Generation the deadline belongs to.
+    timer_gen: AtomicU64,
+    /// Intrusive wait-list link (see [`waitlist::WaitList`]).
+    pub(crate) wait_next: AtomicPtr<Task>,
+    pub(crate) wait_queued: AtomicBool,
+    pub(crate) wait_tag: AtomicU8,
     /// Set when a timed wait ended by its deadline.
     timed_out: AtomicBool,
     exited: crate::sync::Completion,
     switches: AtomicU64,
+    /// Pages this task freed while reclaiming (Linux's reclaim_state).
+    reclaimed: AtomicU64,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -119,9 +130,15 @@ impl Task {
             lockdep: UnsafeCell::new(TaskLockState::new()),
             blocked_on: spin::Mutex::new(None),
             wait_gen: AtomicU64::new(0),
+            timer_deadline: AtomicU64::new(0),
+            timer_gen: AtomicU64::new(0),
+            wait_next: AtomicPtr::new(core::ptr::null_mut()),
+            wait_queued: AtomicBool::new(false),
+            wait_tag: AtomicU8::new(0),
             timed_out: AtomicBool::new(false),
             exited: crate::sync::Completion::new_internal(),
             switches: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
         }
     }
 
@@ -139,9 +156,15 @@ impl Task {
             lockdep: UnsafeCell::new(TaskLockState::new()),
             blocked_on: spin::Mutex::new(None),
             wait_gen: AtomicU64::new(0),
+            timer_deadline: AtomicU64::new(0),
+            timer_gen: AtomicU64::new(0),
+            wait_next: AtomicPtr::new(core::ptr::null_mut()),
+            wait_queued: AtomicBool::new(false),
+            wait_tag: AtomicU8::new(0),
             timed_out: AtomicBool::new(false),
             exited: crate::sync::Completion::new_internal(),
             switches: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
         }
     }
 
@@ -202,6 +225,15 @@ impl Task {
 
     pub fn is_deadlocked(&self) -> bool {
         self.deadlocked.load(Ordering::Acquire)
+    }
+
+    /// Pages freed by this task under PF_MEMALLOC, ever.
+    pub fn reclaimed(&self) -> u64 {
+        self.reclaimed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_reclaimed(&self, pages: u64) {
+        self.reclaimed.fetch_add(pages, Ordering::Relaxed);
     }
 
     /// Context switches into this task so far.
@@ -294,9 +326,6 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Every live task, for the deadlock detector and reports.
 static TASKS: spin::Mutex<Vec<Arc<Task>>> = spin::Mutex::new(Vec::new());
-
-/// Timed waits: (deadline ns, wait generation, task).
-static TIMERS: spin::Mutex<Vec<(u64, u64, Arc<Task>)>> = spin::Mutex::new(Vec::new());
 
 /// The running task. Before [`init`] this is a placeholder boot task, so the
 /// scoped allocation API works from the first instruction.
@@ -603,9 +632,9 @@ pub(crate) fn prepare_to_block_until(deadline_ns: u64) {
     t.set_state(TaskState::Sleeping);
     t.timed_out.store(false, Ordering::Relaxed);
     let gen_ = t.wait_gen.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Some(me) = find_arc(t) {
-        TIMERS.lock().push((deadline_ns, gen_, me));
-    }
+    t.timer_gen.store(gen_, Ordering::Relaxed);
+    t.timer_deadline
+        .store(deadline_ns.max(1), Ordering::Release);
 }
 
 /// Whether the last timed wait of the current task ended by its deadline.
@@ -698,24 +727,23 @@ pub fn on_tick() {
         return;
     }
     let now = crate::time::now_ns();
+    // Timed waits: deadlines live in the tasks, so arming one never allocates.
     {
-        let mut timers = TIMERS.lock();
-        let mut i = 0;
-        while i < timers.len() {
-            if timers[i].0 <= now {
-                let (_, gen_, t) = timers.swap_remove(i);
-                let s = t.state();
-                if t.wait_gen.load(Ordering::Relaxed) == gen_
-                    && (s == TaskState::Sleeping)
-                    && !t.is_deadlocked()
-                {
-                    t.timed_out.store(true, Ordering::Relaxed);
-                    t.wait_gen.fetch_add(1, Ordering::Relaxed);
-                    t.set_state(TaskState::Ready);
-                    this_cpu().run_queue.lock().push_back(t);
-                }
-            } else {
-                i += 1;
+        let tasks = TASKS.lock();
+        for t in tasks.iter() {
+            let d = t.timer_deadline.load(Ordering::Acquire);
+            if d == 0 || d > now {
+                continue;
+            }
+            t.timer_deadline.store(0, Ordering::Relaxed);
+            if t.wait_gen.load(Ordering::Relaxed) == t.timer_gen.load(Ordering::Relaxed)
+                && t.state() == TaskState::Sleeping
+                && !t.is_deadlocked()
+            {
+                t.timed_out.store(true, Ordering::Relaxed);
+                t.wait_gen.fetch_add(1, Ordering::Relaxed);
+                t.set_state(TaskState::Ready);
+                this_cpu().run_queue.lock().push_back(t.clone());
             }
         }
     }
@@ -747,10 +775,6 @@ pub fn list() -> Vec<(TaskId, String, TaskState, bool)> {
     })
 }
 
-pub(crate) fn all_tasks() -> Vec<Arc<Task>> {
-    platform::without_interrupts(|| TASKS.lock().clone())
-}
-
 pub(crate) fn idle_task_ptr() -> *const Task {
     this_cpu().idle.load(Ordering::Relaxed)
 }
@@ -760,8 +784,27 @@ pub(crate) fn mark_deadlocked(t: &Task) {
     t.exited.complete_all();
 }
 
+/// Tasks in a timed wait whose deadline has not fired yet.
 pub(crate) fn pending_timers() -> usize {
-    platform::without_interrupts(|| TIMERS.lock().len())
+    platform::without_interrupts(|| {
+        TASKS
+            .lock()
+            .iter()
+            .filter(|t| {
+                t.timer_deadline.load(Ordering::Relaxed) != 0 && t.state() == TaskState::Sleeping
+            })
+            .count()
+    })
+}
+
+/// Runs `f` on every live task under the task-table lock (no allocation).
+pub(crate) fn for_each_task(mut f: impl FnMut(&Arc<Task>)) {
+    platform::without_interrupts(|| TASKS.lock().iter().for_each(&mut f))
+}
+
+/// The live task with id `id`, under the task-table lock.
+pub(crate) fn with_task<R>(id: TaskId, f: impl FnOnce(&Arc<Task>) -> R) -> Option<R> {
+    platform::without_interrupts(|| TASKS.lock().iter().find(|t| t.id == id).map(f))
 }
 
 /// Records what the current task is about to block on (interrupts masked).

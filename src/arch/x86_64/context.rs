@@ -94,7 +94,7 @@ pub type FrameFree = fn(pa: u64, pages: usize);
 
 fn early_frames(pages: usize) -> Option<u64> {
     let l = Layout::from_size_align(pages * PAGE, PAGE).ok()?;
-    let p = super::EARLY_HEAP.alloc(l)?;
+    let p = super::early_heap().alloc(l)?;
     Some(paging::virt_to_phys(p.as_ptr() as u64))
 }
 
@@ -103,7 +103,7 @@ fn early_free(pa: u64, pages: usize) {
     // Early-heap memory is in the identity-mapped image: pa == va.
     if let Some(p) = core::ptr::NonNull::new(pa as *mut u8) {
         // SAFETY: allocated by early_frames with this layout.
-        unsafe { super::EARLY_HEAP.dealloc(p, l) };
+        unsafe { super::early_heap().dealloc(p, l) };
     }
 }
 

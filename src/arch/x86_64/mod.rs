@@ -15,6 +15,7 @@ pub mod timer;
 
 use crate::bootinfo::BootInfo;
 use crate::mm::early_heap::EarlyHeap;
+use crate::mm::global_alloc::KernelAllocator;
 use crate::platform::Platform;
 use qemu_exit::{ExitCode, exit_qemu};
 
@@ -103,8 +104,14 @@ pub const EARLY_HEAP_BYTES: usize = 8 << 20;
 struct HeapArena([u8; EARLY_HEAP_BYTES]);
 static mut EARLY_HEAP_ARENA: HeapArena = HeapArena([0; EARLY_HEAP_BYTES]);
 
+/// Rust's allocator: the early heap until kmalloc is up, then kmalloc.
 #[global_allocator]
-pub static EARLY_HEAP: EarlyHeap = EarlyHeap::empty();
+pub static ALLOCATOR: KernelAllocator = KernelAllocator::new();
+
+/// The early heap (inside the kernel image).
+pub fn early_heap() -> &'static EarlyHeap {
+    ALLOCATOR.early()
+}
 
 static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
 
@@ -199,7 +206,9 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     paging::init(&info.firmware_map, nx_enabled());
     // SAFETY: the arena is ours alone and handed over once.
     unsafe {
-        EARLY_HEAP.init((&raw mut EARLY_HEAP_ARENA).cast(), EARLY_HEAP_BYTES);
+        ALLOCATOR
+            .early()
+            .init((&raw mut EARLY_HEAP_ARENA).cast(), EARLY_HEAP_BYTES);
     }
     pic::init();
     stacks::set_dynamic_guard_lookup(task_stack_guard);
@@ -213,7 +222,20 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         Ok(()) => context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
         Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
     }
+    if let Some((flags, only)) = &early.slab_debug {
+        crate::mm::slab::set_global_debug(*flags, only.clone());
+    }
+    if crate::mm::page_alloc::is_ready() {
+        crate::mm::slab::kmalloc::kmalloc_init();
+        let _ = crate::mm::page_alloc::register_oom_reporter(crate::mm::slab::show_slabinfo);
+        let _ = crate::mm::page_alloc::register_oom_reporter(crate::mm::shrinker::show_shrinkers);
+    }
     crate::task::init(crate::task::SchedMode::Preemptive);
+    if crate::mm::page_alloc::is_ready()
+        && let Err(e) = crate::mm::vmscan::kswapd_run()
+    {
+        crate::println!("kreclaim: cannot start kswapd: {e:?}");
+    }
     // SAFETY: defined by the binary through entry_point!.
     unsafe { kreclaim_kernel_main(info) }
 }
@@ -223,20 +245,27 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     x86_64::instructions::interrupts::disable();
     // SAFETY: we never return to the panicking code.
     unsafe { crate::console::force_unlock() };
-    let loc = info
-        .location()
-        .map(|l| alloc::format!("{}:{}:{}", l.file(), l.line(), l.column()));
-    crate::println!(
-        "KERNEL PANIC at {}: {}",
-        loc.as_deref().unwrap_or("<unknown>"),
-        info.message()
-    );
+    // Nothing here may allocate: the panic may be an allocation failure.
+    static PANICKING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if PANICKING.swap(true, core::sync::atomic::Ordering::SeqCst) {
+        crate::println!("KERNEL PANIC while panicking: {}", info.message());
+        exit_qemu(ExitCode::Failure);
+    }
+    let loc = PanicLocation(info.location());
+    crate::println!("KERNEL PANIC at {}: {}", loc, info.message());
     if crate::harness::panic_was_expected(&info.message()) {
         crate::harness::pass_current_and_finish()
     }
-    crate::harness::abort_current(format_args!(
-        "panicked at {}: {}",
-        loc.as_deref().unwrap_or("<unknown>"),
-        info.message()
-    ))
+    crate::harness::abort_current(format_args!("panicked at {}: {}", loc, info.message()))
+}
+
+struct PanicLocation<'a>(Option<&'a core::panic::Location<'a>>);
+
+impl core::fmt::Display for PanicLocation<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(l) => write!(f, "{}:{}:{}", l.file(), l.line(), l.column()),
+            None => f.write_str("<unknown>"),
+        }
+    }
 }

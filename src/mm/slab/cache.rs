@@ -1,0 +1,910 @@
+//! The `kmem_cache` itself: layout, slab lists, alloc and free.
+
+use super::debug::{self, SlabBug};
+use crate::mm::gfp::Gfp;
+use crate::mm::page_alloc::{self, AllocError, PageOwner, PhysAddr};
+use crate::sync::SpinLock;
+use alloc::string::String;
+use core::fmt;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+bitflags::bitflags! {
+    /// Cache flags with Linux's values (`include/linux/slab.h`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct SlabFlags: u32 {
+        /// `F`: check every free (pointer, cache, offset).
+        const CONSISTENCY_CHECKS = 0x100;
+        /// `Z`: red zone after each object.
+        const RED_ZONE = 0x400;
+        /// `P`: poison free objects, check on allocation.
+        const POISON = 0x800;
+        /// A kmalloc cache.
+        const KMALLOC = 0x1000;
+        /// Align objects on cache lines.
+        const HWCACHE_ALIGN = 0x2000;
+        /// Pages count as reclaimable (for caches with a shrinker).
+        const RECLAIM_ACCOUNT = 0x20000;
+        const NO_MERGE = 0x0100_0000;
+        const ACCOUNT = 0x0400_0000;
+    }
+}
+
+impl SlabFlags {
+    pub const DEBUG: SlabFlags = SlabFlags::CONSISTENCY_CHECKS
+        .union(SlabFlags::RED_ZONE)
+        .union(SlabFlags::POISON);
+}
+
+const PAGE: usize = 4096;
+const HEADER_SIZE: usize = 128;
+const MAX_OBJECTS: usize = 512;
+const SLAB_MAGIC: u32 = 0x51ab_cafe;
+const CACHE_LINE: usize = 64;
+/// Caches keep up to this many empty slabs before giving pages back.
+pub const MIN_PARTIAL: usize = 5;
+
+/// Where a slab sits.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+enum ListKind {
+    Partial = 0,
+    Full = 1,
+    Empty = 2,
+    None = 3,
+}
+
+/// Metadata at the start of every slab.
+#[repr(C, align(64))]
+pub(crate) struct SlabHeader {
+    magic: u32,
+    objects: u16,
+    inuse: u16,
+    pub(crate) cache: *const CacheInner,
+    /// Encoded pointer to the first free object (0 = none).
+    freelist: usize,
+    next: *mut SlabHeader,
+    prev: *mut SlabHeader,
+    list: ListKind,
+    order: u8,
+    /// Bit i set = object i allocated.
+    allocated: [u64; MAX_OBJECTS / 64],
+}
+
+const _: () = assert!(core::mem::size_of::<SlabHeader>() <= HEADER_SIZE);
+
+#[derive(Clone, Copy)]
+struct ListHead {
+    head: *mut SlabHeader,
+    len: usize,
+}
+
+impl ListHead {
+    const EMPTY: ListHead = ListHead {
+        head: ptr::null_mut(),
+        len: 0,
+    };
+}
+
+struct Lists {
+    partial: ListHead,
+    full: ListHead,
+    empty: ListHead,
+    active_objs: usize,
+}
+
+// SAFETY: the raw slab pointers are only followed under the list lock.
+unsafe impl Send for Lists {}
+
+/// A cache's immutable layout and its locked lists.
+pub(crate) struct CacheInner {
+    pub(crate) name: String,
+    pub(crate) object_size: usize,
+    /// Bytes per object including red zone and free pointer, aligned.
+    pub(crate) size: usize,
+    pub(crate) flags: SlabFlags,
+    ctor: Option<fn(*mut u8)>,
+    order: u32,
+    objects: usize,
+    first_offset: usize,
+    /// Offset of the free pointer inside an object slot.
+    freeptr_offset: usize,
+    /// Red zone [object_size, object_size + rz_len).
+    pub(crate) rz_len: usize,
+    cookie: usize,
+    lists: SpinLock<Lists>,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    slabs_created: AtomicU64,
+    slabs_freed: AtomicU64,
+}
+
+/// Why a cache could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    /// Size 0 or too large for a slab (use the page allocator).
+    BadSize {
+        name: String,
+        size: usize,
+    },
+    /// Alignment not a power of two or larger than a page.
+    BadAlign {
+        name: String,
+        align: usize,
+    },
+    NoMemory,
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadSize { name, size } => {
+                write!(f, "kmem_cache_create({name}): bad object size {size}")
+            }
+            Self::BadAlign { name, align } => {
+                write!(f, "kmem_cache_create({name}): bad alignment {align}")
+            }
+            Self::NoMemory => f.write_str("kmem_cache_create: out of memory"),
+        }
+    }
+}
+
+/// Why a cache could not be destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestroyError {
+    /// Objects are still allocated; the cache is kept (leaked) for them.
+    LiveObjects { cache: String, count: usize },
+}
+
+impl fmt::Display for DestroyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LiveObjects { cache, count } => write!(
+                f,
+                "kmem_cache_destroy {cache}: Slab cache still has objects: {count} objects remaining"
+            ),
+        }
+    }
+}
+
+/// A slab cache. Dropping it destroys it (reporting live objects).
+pub struct KmemCache {
+    inner: NonNull<CacheInner>,
+}
+
+// SAFETY: CacheInner is shared through its lock and atomics.
+unsafe impl Send for KmemCache {}
+// SAFETY: as above.
+unsafe impl Sync for KmemCache {}
+
+/// Every live cache, for slabinfo and OOM reports.
+const MAX_CACHES: usize = 256;
+struct Registry([*const CacheInner; MAX_CACHES]);
+// SAFETY: entries are only followed under the lock while the cache lives.
+unsafe impl Send for Registry {}
+static CACHES: SpinLock<Registry> = SpinLock::new(
+    Registry([ptr::null(); MAX_CACHES]),
+    crate::lock_class!("slab_caches"),
+);
+
+static COOKIE_SEED: AtomicUsize = AtomicUsize::new(0x9e37_79b9_7f4a_7c15);
+
+fn random_cookie() -> usize {
+    // splitmix64 over a counter mixed with the cycle counter.
+    let mut z = COOKIE_SEED.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        ^ crate::time::cycles() as usize;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) | 1
+}
+
+fn align_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}
+
+/// Global debug flags from `slab_debug=` (applied to caches created later),
+/// optionally restricted to one cache name.
+static GLOBAL_DEBUG: SpinLock<(SlabFlags, Option<String>)> =
+    SpinLock::new((SlabFlags::empty(), None), crate::lock_class!("slab_debug"));
+
+/// A `slab_debug=` value kreclaim cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSlabDebug;
+
+/// Parses Linux's `slab_debug=` value: letters F, Z, P (and U, T, A, O,
+/// accepted and ignored: kreclaim does not implement them), `-` for none,
+/// an empty value for all, optionally `,cachename`.
+pub fn slab_debug_parse(v: &str) -> Result<(SlabFlags, Option<&str>), BadSlabDebug> {
+    let (letters, cache) = match v.split_once(',') {
+        Some((l, c)) if !c.is_empty() => (l, Some(c)),
+        Some((l, _)) => (l, None),
+        None => (v, None),
+    };
+    let mut f = SlabFlags::empty();
+    if letters.is_empty() {
+        f = SlabFlags::DEBUG;
+    }
+    for c in letters.chars() {
+        match c.to_ascii_uppercase() {
+            'F' => f |= SlabFlags::CONSISTENCY_CHECKS,
+            'Z' => f |= SlabFlags::RED_ZONE,
+            'P' => f |= SlabFlags::POISON,
+            '-' | 'U' | 'T' | 'A' | 'O' => {}
+            _ => return Err(BadSlabDebug),
+        }
+    }
+    Ok((f, cache))
+}
+
+/// Sets the debug flags applied to caches created from now on.
+pub fn set_global_debug(flags: SlabFlags, only: Option<String>) {
+    *GLOBAL_DEBUG.lock() = (flags, only);
+}
+
+/// `kmem_cache_create(name, size, align, flags, ctor)`.
+pub fn kmem_cache_create(
+    name: &str,
+    size: usize,
+    align: usize,
+    flags: SlabFlags,
+    ctor: Option<fn(*mut u8)>,
+) -> Result<KmemCache, CreateError> {
+    KmemCache::create(name, size, align, flags, ctor)
+}
+
+impl KmemCache {
+    pub fn create(
+        name: &str,
+        size: usize,
+        align: usize,
+        mut flags: SlabFlags,
+        ctor: Option<fn(*mut u8)>,
+    ) -> Result<KmemCache, CreateError> {
+        if size == 0 || size > 8 * PAGE {
+            return Err(CreateError::BadSize {
+                name: String::from(name),
+                size,
+            });
+        }
+        let align_req = align.max(1);
+        if !align_req.is_power_of_two() || align_req > PAGE {
+            return Err(CreateError::BadAlign {
+                name: String::from(name),
+                align,
+            });
+        }
+        {
+            let g = GLOBAL_DEBUG.lock();
+            if g.1.as_deref().is_none_or(|only| only == name) {
+                flags |= g.0;
+            }
+        }
+        if ctor.is_some() {
+            // Like SLUB: a constructed object's state must survive free.
+            flags.remove(SlabFlags::POISON);
+        }
+        let mut align = align_req.max(8);
+        if flags.contains(SlabFlags::HWCACHE_ALIGN) {
+            let mut ralign = CACHE_LINE;
+            while size <= ralign / 2 {
+                ralign /= 2;
+            }
+            align = align.max(ralign);
+        }
+        let object_size = size;
+        let mut off = object_size;
+        let mut rz_len = 0;
+        if flags.contains(SlabFlags::RED_ZONE) {
+            rz_len = (align_up(object_size, 8) - object_size).max(8);
+            off += rz_len;
+        }
+        let freeptr_offset;
+        if flags.intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+            || ctor.is_some()
+            || object_size < 8
+        {
+            off = align_up(off, 8);
+            freeptr_offset = off;
+            off += 8;
+        } else {
+            freeptr_offset = 0;
+        }
+        let slot = align_up(off, align);
+        let first_offset = align_up(HEADER_SIZE, align);
+        // Smallest order that wastes at most 1/8 of the slab (max order 3).
+        let mut order = 0;
+        loop {
+            let bytes = PAGE << order;
+            let n = bytes.saturating_sub(first_offset) / slot;
+            let waste = bytes - first_offset - n * slot;
+            if n >= 1 && (waste * 8 <= bytes || order == 3) {
+                break;
+            }
+            order += 1;
+            if order > 3 {
+                return Err(CreateError::BadSize {
+                    name: String::from(name),
+                    size,
+                });
+            }
+        }
+        let objects = ((PAGE << order) - first_offset) / slot;
+        let objects = objects.min(MAX_OBJECTS);
+        let inner = alloc::boxed::Box::new(CacheInner {
+            name: String::from(name),
+            object_size,
+            size: slot,
+            flags,
+            ctor,
+            order,
+            objects,
+            first_offset,
+            freeptr_offset,
+            rz_len,
+            cookie: random_cookie(),
+            lists: SpinLock::new(
+                Lists {
+                    partial: ListHead::EMPTY,
+                    full: ListHead::EMPTY,
+                    empty: ListHead::EMPTY,
+                    active_objs: 0,
+                },
+                crate::lock_class!("kmem_cache_node->list_lock"),
+            ),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            slabs_created: AtomicU64::new(0),
+            slabs_freed: AtomicU64::new(0),
+        });
+        let raw = alloc::boxed::Box::into_raw(inner);
+        let mut reg = CACHES.lock();
+        match reg.0.iter_mut().find(|p| p.is_null()) {
+            Some(slot) => *slot = raw,
+            None => {
+                drop(reg);
+                // SAFETY: just leaked above and not published.
+                drop(unsafe { alloc::boxed::Box::from_raw(raw) });
+                return Err(CreateError::NoMemory);
+            }
+        }
+        Ok(KmemCache {
+            // SAFETY: Box::into_raw is never null.
+            inner: unsafe { NonNull::new_unchecked(raw) },
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &CacheInner {
+        // SAFETY: the inner lives until destroy succeeds.
+        unsafe { self.inner.as_ref() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner().name
+    }
+
+    pub fn object_size(&self) -> usize {
+        self.inner().object_size
+    }
+
+    pub fn flags(&self) -> SlabFlags {
+        self.inner().flags
+    }
+
+    /// `kmem_cache_alloc`: one object, or `Err` (never a panic).
+    #[track_caller]
+    pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        self.inner().alloc(gfp)
+    }
+
+    /// `kmem_cache_zalloc`.
+    #[track_caller]
+    pub fn zalloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        self.inner().alloc(gfp | Gfp::__GFP_ZERO)
+    }
+
+    /// `kmem_cache_free`. Misuse (double free, wrong cache, foreign pointer)
+    /// is reported and the free ignored, so the allocator stays intact.
+    #[track_caller]
+    pub fn free(&self, obj: NonNull<u8>) {
+        self.inner().free(obj.as_ptr())
+    }
+
+    /// `kmem_cache_shrink`: releases every empty slab; returns pages freed.
+    pub fn shrink(&self) -> usize {
+        self.inner().release_empty(0)
+    }
+
+    pub fn info(&self) -> SlabInfo {
+        self.inner().info()
+    }
+
+    /// `kmem_cache_destroy`. With objects still allocated, reports them
+    /// and keeps the cache's memory (it is leaked, never reused).
+    pub fn destroy(self) -> Result<(), DestroyError> {
+        let r = self.destroy_inner();
+        core::mem::forget(self);
+        r
+    }
+
+    fn destroy_inner(&self) -> Result<(), DestroyError> {
+        let inner = self.inner();
+        let live = inner.lists.lock().active_objs;
+        if live != 0 {
+            let e = DestroyError::LiveObjects {
+                cache: inner.name.clone(),
+                count: live,
+            };
+            crate::println!("BUG {}: {e}", inner.name);
+            debug::record(SlabBug::LiveObjectsAtDestroy, &inner.name);
+            return Err(e);
+        }
+        inner.release_empty(0);
+        let mut reg = CACHES.lock();
+        for p in reg.0.iter_mut() {
+            if ptr::eq(*p, inner) {
+                *p = ptr::null();
+            }
+        }
+        drop(reg);
+        // SAFETY: unpublished, no slabs and no objects remain.
+        drop(unsafe { alloc::boxed::Box::from_raw(self.inner.as_ptr()) });
+        Ok(())
+    }
+}
+
+impl Drop for KmemCache {
+    fn drop(&mut self) {
+        let _ = self.destroy_inner();
+    }
+}
+
+/// One line of slabinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlabInfo {
+    pub name: String,
+    pub active_objs: usize,
+    pub num_objs: usize,
+    pub objsize: usize,
+    pub objperslab: usize,
+    pub pagesperslab: usize,
+    pub active_slabs: usize,
+    pub num_slabs: usize,
+    pub partial_slabs: usize,
+    pub full_slabs: usize,
+    pub empty_slabs: usize,
+    pub reclaimable: bool,
+}
+
+impl SlabHeader {
+    fn base(&self) -> usize {
+        self as *const Self as usize
+    }
+}
+
+impl CacheInner {
+    fn encode(&self, ptr_val: usize, at: usize) -> usize {
+        if ptr_val == 0 {
+            0
+        } else {
+            ptr_val ^ self.cookie ^ at.swap_bytes()
+        }
+    }
+
+    fn decode(&self, stored: usize, at: usize) -> usize {
+        if stored == 0 {
+            0
+        } else {
+            stored ^ self.cookie ^ at.swap_bytes()
+        }
+    }
+
+    fn freeptr_slot(&self, obj: usize) -> *mut usize {
+        (obj + self.freeptr_offset) as *mut usize
+    }
+
+    fn obj_addr(&self, slab: &SlabHeader, i: usize) -> usize {
+        slab.base() + self.first_offset + i * self.size
+    }
+
+    fn unlink(l: &mut Lists, s: *mut SlabHeader) {
+        // SAFETY: `s` is on the list named by its `list` field (lock held).
+        unsafe {
+            let head = match (*s).list {
+                ListKind::Partial => &mut l.partial,
+                ListKind::Full => &mut l.full,
+                ListKind::Empty => &mut l.empty,
+                ListKind::None => return,
+            };
+            if !(*s).prev.is_null() {
+                (*(*s).prev).next = (*s).next;
+            } else {
+                head.head = (*s).next;
+            }
+            if !(*s).next.is_null() {
+                (*(*s).next).prev = (*s).prev;
+            }
+            head.len -= 1;
+            (*s).next = ptr::null_mut();
+            (*s).prev = ptr::null_mut();
+            (*s).list = ListKind::None;
+        }
+    }
+
+    fn push(l: &mut Lists, s: *mut SlabHeader, kind: ListKind) {
+        let head = match kind {
+            ListKind::Partial => &mut l.partial,
+            ListKind::Full => &mut l.full,
+            ListKind::Empty => &mut l.empty,
+            ListKind::None => return,
+        };
+        // SAFETY: `s` is a live slab not on any list (lock held).
+        unsafe {
+            (*s).prev = ptr::null_mut();
+            (*s).next = head.head;
+            if !head.head.is_null() {
+                (*head.head).prev = s;
+            }
+            (*s).list = kind;
+        }
+        head.head = s;
+        head.len += 1;
+    }
+
+    fn place(l: &mut Lists, s: *mut SlabHeader) {
+        // SAFETY: live slab under the lock.
+        let (inuse, objects) = unsafe { ((*s).inuse as usize, (*s).objects as usize) };
+        let kind = if inuse == 0 {
+            ListKind::Empty
+        } else if inuse == objects {
+            ListKind::Full
+        } else {
+            ListKind::Partial
+        };
+        // SAFETY: as above.
+        if unsafe { (*s).list } != kind {
+            Self::unlink(l, s);
+            Self::push(l, s, kind);
+        }
+    }
+
+    #[track_caller]
+    fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        let gfp = crate::mm::scope::current_gfp_context(gfp);
+        crate::mm::fs_reclaim::might_alloc(gfp);
+        if !gfp.contains(Gfp::__GFP_NOFAIL)
+            && crate::mm::fault_inject::should_fail(
+                &crate::mm::fault_inject::FAILSLAB,
+                self.object_size,
+            )
+        {
+            if !gfp.contains(Gfp::__GFP_NOWARN) {
+                crate::println!(
+                    "{}: slab allocation failure (injected): cache {}, size {}, mode:{gfp}",
+                    crate::task::current().name(),
+                    self.name,
+                    self.object_size
+                );
+            }
+            return Err(AllocError { gfp, order: 0 });
+        }
+        loop {
+            let got = {
+                let mut l = self.lists.lock();
+                let s = if !l.partial.head.is_null() {
+                    l.partial.head
+                } else {
+                    l.empty.head
+                };
+                if s.is_null() {
+                    None
+                } else {
+                    // SAFETY: a live slab of this cache with a free object.
+                    let slab = unsafe { &mut *s };
+                    let obj = self.decode(slab.freelist, slab.base());
+                    debug_assert!(obj != 0);
+                    // SAFETY: free objects hold an encoded next pointer.
+                    let next_raw = unsafe { *self.freeptr_slot(obj) };
+                    slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
+                    let idx = (obj - slab.base() - self.first_offset) / self.size;
+                    slab.allocated[idx / 64] |= 1 << (idx % 64);
+                    slab.inuse += 1;
+                    l.active_objs += 1;
+                    Self::place(&mut l, s);
+                    Some(obj)
+                }
+            };
+            if let Some(obj) = got {
+                self.allocs.fetch_add(1, Ordering::Relaxed);
+                if self
+                    .flags
+                    .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+                {
+                    debug::check_on_alloc(self, obj);
+                }
+                if gfp.contains(Gfp::__GFP_ZERO) {
+                    // SAFETY: the object is ours now.
+                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                }
+                // SAFETY: non-null by construction.
+                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            }
+            self.new_slab(gfp)?;
+        }
+    }
+
+    /// Allocates and formats one slab, then puts it on the empty list.
+    fn new_slab(&self, gfp: Gfp) -> Result<(), AllocError> {
+        let pa = page_alloc::alloc_pages(gfp - Gfp::__GFP_ZERO, self.order)?;
+        let base = page_alloc::page_address(pa) as usize;
+        page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
+        for i in 0..(1usize << self.order) {
+            page_alloc::set_page_private(
+                PhysAddr::new(pa.as_u64() + (i * PAGE) as u64),
+                base as u64,
+            );
+        }
+        if self.flags.contains(SlabFlags::POISON) {
+            // Like SLUB: a new slab is filled with POISON_INUSE, so padding
+            // between objects is recognisable in dumps.
+            // SAFETY: fresh pages of our own.
+            unsafe { ptr::write_bytes(base as *mut u8, debug::POISON_INUSE, PAGE << self.order) };
+        }
+        let s = base as *mut SlabHeader;
+        // SAFETY: fresh pages of our own.
+        unsafe {
+            s.write(SlabHeader {
+                magic: SLAB_MAGIC,
+                objects: self.objects as u16,
+                inuse: 0,
+                cache: self,
+                freelist: 0,
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                list: ListKind::None,
+                order: self.order as u8,
+                allocated: [0; MAX_OBJECTS / 64],
+            });
+        }
+        // SAFETY: as above.
+        let slab = unsafe { &mut *s };
+        // Chain objects in address order: the first allocation takes the lowest.
+        let mut next = 0usize;
+        for i in (0..self.objects).rev() {
+            let obj = self.obj_addr(slab, i);
+            if let Some(ctor) = self.ctor {
+                ctor(obj as *mut u8);
+            }
+            debug::init_free_object(self, obj);
+            // SAFETY: inside our slab.
+            unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
+            next = obj;
+        }
+        slab.freelist = self.encode(next, slab.base());
+        self.slabs_created.fetch_add(1, Ordering::Relaxed);
+        let mut l = self.lists.lock();
+        Self::push(&mut l, s, ListKind::Empty);
+        Ok(())
+    }
+
+    /// The cache name as `&'static str` for page-owner records; caches
+    /// outlive their pages, and destroyed caches leave no pages behind.
+    fn static_name(&self) -> &'static str {
+        // SAFETY: see above.
+        unsafe { core::mem::transmute::<&str, &'static str>(self.name.as_str()) }
+    }
+
+    #[track_caller]
+    pub(crate) fn free(&self, p: *mut u8) {
+        let addr = p as usize;
+        let Some(s) = slab_of(addr) else {
+            debug::report(
+                self,
+                SlabBug::NotASlabObject,
+                addr,
+                None,
+                format_args!("Invalid pointer: no slab owns it"),
+            );
+            return;
+        };
+        // SAFETY: slab_of checked the magic.
+        let slab = unsafe { &mut *s };
+        if !ptr::eq(slab.cache, self) {
+            // SAFETY: a live slab's cache pointer.
+            let other = unsafe { &(*slab.cache).name };
+            debug::report(
+                self,
+                SlabBug::WrongCache,
+                addr,
+                None,
+                format_args!(
+                    "Wrong slab cache. {} but object is from {}",
+                    self.name, other
+                ),
+            );
+            return;
+        }
+        self.free_in_slab(s, addr);
+    }
+
+    /// Frees `addr`, known to be in slab `s` of this cache.
+    #[track_caller]
+    pub(crate) fn free_in_slab(&self, s: *mut SlabHeader, addr: usize) {
+        // SAFETY: `s` is a live slab of this cache.
+        let slab = unsafe { &mut *s };
+        let rel = addr.wrapping_sub(slab.base() + self.first_offset);
+        if addr < slab.base() + self.first_offset
+            || !rel.is_multiple_of(self.size)
+            || rel / self.size >= self.objects
+        {
+            debug::report(
+                self,
+                SlabBug::BadOffset,
+                addr,
+                None,
+                format_args!("Invalid object pointer {addr:#x}: not at an object boundary"),
+            );
+            return;
+        }
+        let idx = rel / self.size;
+        let mut to_free: Option<*mut SlabHeader> = None;
+        {
+            let mut l = self.lists.lock();
+            if slab.allocated[idx / 64] & (1 << (idx % 64)) == 0 {
+                drop(l);
+                debug::report(
+                    self,
+                    SlabBug::DoubleFree,
+                    addr,
+                    None,
+                    format_args!("Object already free"),
+                );
+                return;
+            }
+            if self
+                .flags
+                .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+            {
+                debug::check_and_poison_on_free(self, addr);
+            }
+            let head = self.decode(slab.freelist, slab.base());
+            // SAFETY: the object is being freed into its own slab.
+            unsafe { *self.freeptr_slot(addr) = self.encode(head, addr) };
+            slab.freelist = self.encode(addr, slab.base());
+            slab.allocated[idx / 64] &= !(1 << (idx % 64));
+            slab.inuse -= 1;
+            l.active_objs -= 1;
+            Self::place(&mut l, s);
+            if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
+                Self::unlink(&mut l, s);
+                to_free = Some(s);
+            }
+        }
+        self.frees.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = to_free {
+            self.discard_slab(s);
+        }
+    }
+
+    fn discard_slab(&self, s: *mut SlabHeader) {
+        // SAFETY: an unlinked, empty slab of this cache.
+        unsafe { (*s).magic = 0 };
+        let pa = page_alloc::virt_to_phys(s as *const u8);
+        for i in 0..(1usize << self.order) {
+            page_alloc::set_page_private(PhysAddr::new(pa.as_u64() + (i * PAGE) as u64), 0);
+        }
+        page_alloc::free_pages(pa, self.order);
+        self.slabs_freed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Releases empty slabs down to `keep`; returns pages released.
+    pub(crate) fn release_empty(&self, keep: usize) -> usize {
+        let mut pages = 0;
+        loop {
+            let s = {
+                let mut l = self.lists.lock();
+                if l.empty.len <= keep || l.empty.head.is_null() {
+                    break;
+                }
+                let s = l.empty.head;
+                Self::unlink(&mut l, s);
+                s
+            };
+            self.discard_slab(s);
+            pages += 1 << self.order;
+        }
+        pages
+    }
+
+    pub(crate) fn info(&self) -> SlabInfo {
+        // Copy the numbers under the lock; allocate (the name) outside it:
+        // the allocation may come from this very cache.
+        let mut info = self.counts();
+        info.name = self.name.clone();
+        info
+    }
+
+    /// The slabinfo numbers without the name: never allocates, so OOM
+    /// reports can use it.
+    fn counts(&self) -> SlabInfo {
+        let l = self.lists.lock();
+        let num_slabs = l.partial.len + l.full.len + l.empty.len;
+        SlabInfo {
+            name: String::new(),
+            active_objs: l.active_objs,
+            num_objs: num_slabs * self.objects,
+            objsize: self.size,
+            objperslab: self.objects,
+            pagesperslab: 1 << self.order,
+            active_slabs: l.partial.len + l.full.len,
+            num_slabs,
+            partial_slabs: l.partial.len,
+            full_slabs: l.full.len,
+            empty_slabs: l.empty.len,
+            reclaimable: self.flags.contains(SlabFlags::RECLAIM_ACCOUNT),
+        }
+    }
+}
+
+/// The slab holding `addr`, through the page's private word.
+pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
+    let pa = page_alloc::virt_to_phys(addr as *const u8);
+    let base = page_alloc::page_private(pa)?;
+    // Slab addresses are direct-map addresses; small values are other tags.
+    if base < 0x1_0000 {
+        return None;
+    }
+    let s = base as *mut SlabHeader;
+    // SAFETY: page_private only holds slab base addresses.
+    if unsafe { (*s).magic } != SLAB_MAGIC {
+        return None;
+    }
+    Some(s)
+}
+
+/// slabinfo rows of every cache.
+pub fn slabinfo() -> alloc::vec::Vec<SlabInfo> {
+    let mut out = alloc::vec::Vec::new();
+    for i in 0..MAX_CACHES {
+        let counts = {
+            let reg = CACHES.lock();
+            let p = reg.0[i];
+            // SAFETY: registered caches are alive while registered.
+            (!p.is_null()).then(|| unsafe { ((*p).counts(), (*p).name.clone()) })
+        };
+        if let Some((mut info, name)) = counts {
+            info.name = name;
+            out.push(info);
+        }
+    }
+    out
+}
+
+/// Prints /proc/slabinfo, version 2.1 columns. Allocates nothing, so the
+/// out-of-memory report can call it.
+pub fn show_slabinfo() {
+    crate::println!("slabinfo - version: 2.1");
+    crate::println!(
+        "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
+    );
+    let reg = CACHES.lock();
+    for &p in reg.0.iter().filter(|p| !p.is_null()) {
+        // SAFETY: registered caches are alive while registered.
+        let c = unsafe { &*p };
+        let s = c.counts();
+        crate::println!(
+            "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+            c.name,
+            s.active_objs,
+            s.num_objs,
+            s.objsize,
+            s.objperslab,
+            s.pagesperslab,
+            0,
+            0,
+            0,
+            s.active_slabs,
+            s.num_slabs,
+            0
+        );
+    }
+}

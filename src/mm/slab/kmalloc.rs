@@ -1,0 +1,379 @@
+//! kmalloc: size-class caches 8..8192 (with 96 and 192, as Linux), larger
+//! requests straight from the page allocator; `kfree`, `ksize`; the fallible
+//! [`KBox`] and [`KVec`] that take GFP flags; and the `GlobalAlloc` adapter
+//! that routes Rust's `alloc` to kmalloc under `current_gfp_context`.
+
+use super::cache::{KmemCache, SlabFlags, slab_of};
+use crate::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, Gfp};
+use crate::mm::page_alloc::{self, AllocError, PageOwner};
+use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+/// kmalloc size classes.
+pub const KMALLOC_SIZES: [usize; 13] = [
+    8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192,
+];
+const NAMES: [&str; 13] = [
+    "kmalloc-8",
+    "kmalloc-16",
+    "kmalloc-32",
+    "kmalloc-64",
+    "kmalloc-96",
+    "kmalloc-128",
+    "kmalloc-192",
+    "kmalloc-256",
+    "kmalloc-512",
+    "kmalloc-1k",
+    "kmalloc-2k",
+    "kmalloc-4k",
+    "kmalloc-8k",
+];
+/// Largest kmalloc served from a slab.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = 8192;
+/// `ZERO_SIZE_PTR`: what kmalloc(0) returns; kfree accepts it.
+pub const ZERO_SIZE_PTR: *mut u8 = 16 as *mut u8;
+/// Page-private tag of a large kmalloc: `LARGE_TAG + order` (never a slab address).
+const LARGE_TAG: u64 = 0x100;
+
+static CACHES: spin::Once<[KmemCache; 13]> = spin::Once::new();
+
+/// Alignment of a size class: its largest power-of-two divisor, capped at
+/// 512 so that the slab header does not cost the large classes a whole
+/// object (kreclaim keeps slab metadata on the slab; see `slab`). Requests
+/// for stricter alignment go to the page allocator.
+fn class_align(size: usize) -> usize {
+    1 << size.trailing_zeros().min(9)
+}
+
+/// Creates the kmalloc caches. Idempotent.
+pub fn kmalloc_init() {
+    CACHES.call_once(|| {
+        core::array::from_fn(|i| {
+            KmemCache::create(
+                NAMES[i],
+                KMALLOC_SIZES[i],
+                class_align(KMALLOC_SIZES[i]),
+                SlabFlags::KMALLOC,
+                None,
+            )
+            .expect("cannot create the kmalloc caches")
+        })
+    });
+}
+
+/// Whether kmalloc is ready (the global allocator uses the early heap before).
+pub fn kmalloc_ready() -> bool {
+    CACHES.get().is_some()
+}
+
+/// The cache serving `size` bytes at `align`, if a slab serves it.
+pub fn kmalloc_slab(size: usize, align: usize) -> Option<&'static KmemCache> {
+    let caches = CACHES.get()?;
+    KMALLOC_SIZES
+        .iter()
+        .position(|&s| s >= size && class_align(s) >= align)
+        .map(|i| &caches[i])
+}
+
+fn order_for(size: usize) -> u32 {
+    let pages = size.div_ceil(4096);
+    pages.next_power_of_two().trailing_zeros()
+}
+
+/// `kmalloc(size, gfp)` with an alignment requirement.
+#[track_caller]
+pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    if size == 0 {
+        // SAFETY: a non-null sentinel, never dereferenced.
+        return Ok(unsafe { NonNull::new_unchecked(ZERO_SIZE_PTR) });
+    }
+    if let Some(c) = kmalloc_slab(size, align) {
+        return c.alloc(gfp);
+    }
+    kmalloc_large(size, align, gfp)
+}
+
+fn kmalloc_large(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    let order = order_for(size.max(align));
+    let pa = page_alloc::alloc_pages(gfp, order)?;
+    page_alloc::set_page_owner(pa, order, PageOwner::Other("kmalloc-large"));
+    page_alloc::set_page_private(pa, LARGE_TAG + order as u64);
+    // SAFETY: the direct map never yields null.
+    Ok(unsafe { NonNull::new_unchecked(page_alloc::page_address(pa)) })
+}
+
+/// `kmalloc(size, gfp)`: at least `size` bytes, 8-byte aligned (naturally
+/// aligned for power-of-two sizes).
+#[track_caller]
+pub fn kmalloc(size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    kmalloc_aligned(size, 1, gfp)
+}
+
+/// `kzalloc`.
+#[track_caller]
+pub fn kzalloc(size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    kmalloc(size, gfp | Gfp::__GFP_ZERO)
+}
+
+enum Owner {
+    Slab(*mut super::cache::SlabHeader),
+    Large(u32),
+}
+
+fn owner_of(p: *const u8) -> Option<Owner> {
+    if let Some(s) = slab_of(p as usize) {
+        return Some(Owner::Slab(s));
+    }
+    let pa = page_alloc::virt_to_phys(p);
+    match page_alloc::page_private(pa) {
+        Some(tag) if (LARGE_TAG..=LARGE_TAG + 10).contains(&tag) => {
+            Some(Owner::Large((tag - LARGE_TAG) as u32))
+        }
+        _ => None,
+    }
+}
+
+/// `kfree`: frees memory from kmalloc. NULL and ZERO_SIZE_PTR are ignored;
+/// a pointer kmalloc did not hand out is reported, not freed.
+#[track_caller]
+pub fn kfree(p: *mut u8) {
+    if p.is_null() || p == ZERO_SIZE_PTR {
+        return;
+    }
+    match owner_of(p) {
+        Some(Owner::Slab(s)) => {
+            // SAFETY: a live slab; its cache outlives its slabs.
+            let cache = unsafe { &*(*s).cache };
+            cache.free_in_slab(s, p as usize);
+        }
+        Some(Owner::Large(order)) => {
+            let pa = page_alloc::virt_to_phys(p);
+            if p as usize & 0xfff != 0 {
+                crate::println!("BUG kmalloc-large: kfree({p:p}): not the start of an allocation");
+                return;
+            }
+            page_alloc::set_page_private(pa, 0);
+            page_alloc::free_pages(pa, order);
+        }
+        None => {
+            crate::println!(
+                "BUG kfree: pointer {p:p} was not allocated by kmalloc (caller {})",
+                core::panic::Location::caller()
+            );
+            super::debug::record(super::debug::SlabBug::NotASlabObject, "kmalloc");
+        }
+    }
+}
+
+/// `ksize`: the usable size of a kmalloc allocation (0 for foreign pointers).
+pub fn ksize(p: *const u8) -> usize {
+    if p.is_null() || p == ZERO_SIZE_PTR {
+        return 0;
+    }
+    match owner_of(p) {
+        // SAFETY: a live slab's cache.
+        Some(Owner::Slab(s)) => unsafe { (*(*s).cache).object_size },
+        Some(Owner::Large(order)) => 4096 << order,
+        None => 0,
+    }
+}
+
+/// The gfp Rust's global allocator uses: GFP_KERNEL through the task's
+/// scope, or GFP_ATOMIC where sleeping is not allowed.
+pub fn global_gfp() -> Gfp {
+    let atomic = !crate::task::started()
+        || crate::task::preempt_count() != 0
+        || !crate::platform::get().is_some_and(|p| {
+            let was = p.irq_save();
+            p.irq_restore(was);
+            was
+        });
+    if atomic {
+        GFP_ATOMIC
+    } else {
+        crate::mm::scope::current_gfp_context(GFP_KERNEL)
+    }
+}
+
+/// A `Box` that allocates through kmalloc with explicit GFP flags and
+/// reports failure as a value.
+pub struct KBox<T> {
+    ptr: NonNull<T>,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: owns its T.
+unsafe impl<T: Send> Send for KBox<T> {}
+// SAFETY: owns its T.
+unsafe impl<T: Sync> Sync for KBox<T> {}
+
+impl<T> KBox<T> {
+    #[track_caller]
+    pub fn new(value: T, gfp: Gfp) -> Result<Self, AllocError> {
+        let l = Layout::new::<T>();
+        let p = if l.size() == 0 {
+            NonNull::dangling()
+        } else {
+            kmalloc_aligned(l.size(), l.align(), gfp)?.cast::<T>()
+        };
+        // SAFETY: fresh memory for one T.
+        unsafe { p.as_ptr().write(value) };
+        Ok(Self {
+            ptr: p,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T> Deref for KBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: initialised and owned.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> DerefMut for KBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: initialised and owned.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T> Drop for KBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: we own the value.
+        unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
+        if core::mem::size_of::<T>() != 0 {
+            kfree(self.ptr.as_ptr().cast());
+        }
+    }
+}
+
+/// A growable array whose every allocation takes GFP flags and can fail.
+pub struct KVec<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    cap: usize,
+}
+
+// SAFETY: owns its elements.
+unsafe impl<T: Send> Send for KVec<T> {}
+// SAFETY: owns its elements.
+unsafe impl<T: Sync> Sync for KVec<T> {}
+
+impl<T> Default for KVec<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> KVec<T> {
+    pub const fn new() -> Self {
+        Self {
+            ptr: NonNull::dangling(),
+            len: 0,
+            cap: 0,
+        }
+    }
+
+    #[track_caller]
+    pub fn with_capacity(n: usize, gfp: Gfp) -> Result<Self, AllocError> {
+        let mut v = Self::new();
+        v.reserve(n, gfp)?;
+        Ok(v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Makes room for `additional` more elements.
+    #[track_caller]
+    pub fn reserve(&mut self, additional: usize, gfp: Gfp) -> Result<(), AllocError> {
+        let need = self
+            .len
+            .checked_add(additional)
+            .ok_or(AllocError { gfp, order: 0 })?;
+        if need <= self.cap || core::mem::size_of::<T>() == 0 {
+            if core::mem::size_of::<T>() == 0 {
+                self.cap = usize::MAX;
+            }
+            return Ok(());
+        }
+        let new_cap = need.max(self.cap * 2).max(4);
+        let l = Layout::array::<T>(new_cap).map_err(|_| AllocError { gfp, order: 0 })?;
+        let p = kmalloc_aligned(l.size(), l.align(), gfp)?.cast::<T>();
+        // SAFETY: both regions are valid for `len` elements and distinct.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr.as_ptr(), p.as_ptr(), self.len) };
+        if self.cap != 0 {
+            kfree(self.ptr.as_ptr().cast());
+        }
+        self.ptr = p;
+        self.cap = new_cap;
+        Ok(())
+    }
+
+    /// Appends `value`, or gives it back with the error.
+    #[track_caller]
+    pub fn push(&mut self, value: T, gfp: Gfp) -> Result<(), (T, AllocError)> {
+        if self.len == self.cap
+            && let Err(e) = self.reserve(1, gfp)
+        {
+            return Err((value, e));
+        }
+        // SAFETY: capacity checked above.
+        unsafe { self.ptr.as_ptr().add(self.len).write(value) };
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        // SAFETY: the element at `len` was initialised.
+        Some(unsafe { self.ptr.as_ptr().add(self.len).read() })
+    }
+}
+
+impl<T> Deref for KVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` initialised elements.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for KVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: `len` initialised elements.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for KVec<T> {
+    fn drop(&mut self) {
+        // SAFETY: drop the initialised elements, then the buffer.
+        unsafe {
+            core::ptr::drop_in_place(core::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ))
+        };
+        if self.cap != 0 && core::mem::size_of::<T>() != 0 {
+            kfree(self.ptr.as_ptr().cast());
+        }
+    }
+}

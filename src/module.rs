@@ -1,0 +1,103 @@
+//! Modules: the `module_init` / `module_exit` lifecycle through which a
+//! subsystem creates its caches and registers its shrinkers, and later
+//! releases them.
+//!
+//! A module is a value that owns its resources (a [`KmemCache`], a
+//! [`ShrinkerRegistration`], ...). Loading runs `init`; unloading runs `exit`
+//! and then drops the value, which unregisters shrinkers (waiting for scans
+//! in flight on other tasks) and destroys caches (reporting live objects).
+//! That ordering is what makes unloading safe while reclaim runs elsewhere.
+//!
+//! [`KmemCache`]: crate::mm::slab::KmemCache
+//! [`ShrinkerRegistration`]: crate::mm::shrinker::ShrinkerRegistration
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A loadable subsystem.
+pub trait Module: Sized + Send + 'static {
+    const NAME: &'static str;
+    /// `module_init`: create caches, register shrinkers.
+    fn init() -> Result<Self, ModuleError>;
+    /// `module_exit`: release what `init` set up that drop does not. The
+    /// value is dropped afterwards either way.
+    fn exit(&mut self) -> Result<(), ModuleError> {
+        Ok(())
+    }
+}
+
+/// Why loading or unloading failed, naming the module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleError {
+    pub module: &'static str,
+    pub reason: String,
+}
+
+impl ModuleError {
+    pub fn new(module: &'static str, reason: impl fmt::Display) -> Self {
+        Self {
+            module,
+            reason: alloc::format!("{reason}"),
+        }
+    }
+}
+
+impl fmt::Display for ModuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "module {}: {}", self.module, self.reason)
+    }
+}
+
+static LOADED: spin::Mutex<Vec<&'static str>> = spin::Mutex::new(Vec::new());
+
+/// Names of the loaded modules.
+pub fn loaded_modules() -> Vec<&'static str> {
+    crate::platform::without_interrupts(|| LOADED.lock().clone())
+}
+
+/// A loaded module; unloads on drop.
+pub struct LoadedModule<M: Module> {
+    module: Option<M>,
+}
+
+/// Loads `M`: runs its `init`.
+pub fn module_load<M: Module>() -> Result<LoadedModule<M>, ModuleError> {
+    if loaded_modules().contains(&M::NAME) {
+        return Err(ModuleError::new(M::NAME, "already loaded"));
+    }
+    let m = M::init()?;
+    crate::platform::without_interrupts(|| LOADED.lock().push(M::NAME));
+    log::info!("module {} loaded", M::NAME);
+    Ok(LoadedModule { module: Some(m) })
+}
+
+impl<M: Module> LoadedModule<M> {
+    pub fn get(&self) -> &M {
+        self.module.as_ref().expect("module already unloaded")
+    }
+
+    /// Unloads: `exit`, then drop of the module's resources.
+    pub fn unload(mut self) -> Result<(), ModuleError> {
+        self.unload_inner()
+    }
+
+    fn unload_inner(&mut self) -> Result<(), ModuleError> {
+        let Some(mut m) = self.module.take() else {
+            return Ok(());
+        };
+        let r = m.exit();
+        drop(m);
+        crate::platform::without_interrupts(|| LOADED.lock().retain(|n| *n != M::NAME));
+        log::info!("module {} unloaded", M::NAME);
+        r
+    }
+}
+
+impl<M: Module> Drop for LoadedModule<M> {
+    fn drop(&mut self) {
+        if let Err(e) = self.unload_inner() {
+            crate::println!("{e}");
+        }
+    }
+}
