@@ -1,0 +1,133 @@
+//! module_init / module_exit: a subsystem creates a cache and registers a
+//! shrinker on load and releases both on unload, also while reclaim runs.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+use kreclaim::harness::TestResult;
+use kreclaim::mm::gfp::GFP_KERNEL;
+use kreclaim::mm::shrinker::*;
+use kreclaim::mm::slab::{self, KmemCache, SlabFlags};
+use kreclaim::module::{Module, ModuleError, loaded_modules, module_load};
+use kreclaim::task;
+use kreclaim::{kassert, kassert_eq};
+
+kreclaim::kernel_tests!(
+    load_creates_and_unload_releases,
+    double_load_is_refused,
+    unload_while_reclaim_runs_elsewhere_is_safe,
+    unload_with_live_objects_reports_the_cache,
+);
+
+static SCANNING: AtomicBool = AtomicBool::new(false);
+static SCANS: AtomicU64 = AtomicU64::new(0);
+
+struct SlowShrinker;
+
+impl Shrinker for SlowShrinker {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        CountObjects::new(100)
+    }
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        SCANNING.store(true, Ordering::SeqCst);
+        task::sleep(Duration::from_millis(30));
+        SCANS.fetch_add(1, Ordering::SeqCst);
+        SCANNING.store(false, Ordering::SeqCst);
+        ScanObjects::freed(sc.nr_to_scan().min(1))
+    }
+}
+
+struct TestFs {
+    cache: KmemCache,
+    _shrinker: ShrinkerRegistration,
+}
+
+impl Module for TestFs {
+    const NAME: &'static str = "testfs";
+    fn init() -> Result<Self, ModuleError> {
+        let cache = KmemCache::create("testfs_inode", 200, 8, SlabFlags::RECLAIM_ACCOUNT, None)
+            .map_err(|e| ModuleError::new(Self::NAME, e))?;
+        let shrinker = ShrinkerBuilder::new("testfs")
+            .register(SlowShrinker)
+            .map_err(|e| ModuleError::new(Self::NAME, alloc::format!("{e:?}")))?;
+        Ok(TestFs {
+            cache,
+            _shrinker: shrinker,
+        })
+    }
+}
+
+fn names() -> (bool, bool) {
+    (
+        slab::slabinfo().iter().any(|s| s.name == "testfs_inode"),
+        shrinkers().iter().any(|s| s.name == "testfs"),
+    )
+}
+
+fn load_creates_and_unload_releases() -> TestResult {
+    kassert_eq!(names(), (false, false));
+    let m = module_load::<TestFs>().unwrap();
+    kassert_eq!(names(), (true, true));
+    kassert!(loaded_modules().contains(&"testfs"));
+    let obj = m.get().cache.alloc(GFP_KERNEL).unwrap();
+    m.get().cache.free(obj);
+    kassert!(m.unload().is_ok());
+    kassert_eq!(names(), (false, false));
+    kassert!(!loaded_modules().contains(&"testfs"));
+    Ok(())
+}
+
+fn double_load_is_refused() -> TestResult {
+    let m = module_load::<TestFs>().unwrap();
+    let e = module_load::<TestFs>().err().unwrap();
+    kassert_eq!(e.module, "testfs");
+    drop(m);
+    kassert!(module_load::<TestFs>().is_ok());
+    Ok(())
+}
+
+fn unload_while_reclaim_runs_elsewhere_is_safe() -> TestResult {
+    let m = module_load::<TestFs>().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let reclaimer = task::spawn("reclaimer", move || {
+        shrink_slab(GFP_KERNEL, 0);
+        d.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    while !SCANNING.load(Ordering::SeqCst) {
+        task::sleep(Duration::from_millis(1));
+    }
+    let before = SCANS.load(Ordering::SeqCst);
+    kassert!(m.unload().is_ok());
+    // Unload returned only after the scan in flight finished...
+    kassert!(
+        SCANS.load(Ordering::SeqCst) > before,
+        "unload did not wait for the scan"
+    );
+    kassert!(!SCANNING.load(Ordering::SeqCst));
+    // ...and the shrinker is never called again.
+    let after = SCANS.load(Ordering::SeqCst);
+    reclaimer.join().unwrap();
+    shrink_slab(GFP_KERNEL, 0);
+    kassert_eq!(SCANS.load(Ordering::SeqCst), after);
+    kassert!(done.load(Ordering::SeqCst));
+    Ok(())
+}
+
+fn unload_with_live_objects_reports_the_cache() -> TestResult {
+    let before = slab::reports().len();
+    let m = module_load::<TestFs>().unwrap();
+    let _leak = m.get().cache.alloc(GFP_KERNEL).unwrap();
+    drop(m); // exit drops the cache: destroy reports live objects
+    let r = slab::reports();
+    kassert_eq!(r.len(), before + 1);
+    kassert_eq!(r[before].bug, slab::SlabBug::LiveObjectsAtDestroy);
+    kassert_eq!(r[before].cache.as_str(), "testfs_inode");
+    Ok(())
+}

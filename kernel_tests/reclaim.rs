@@ -1,0 +1,369 @@
+//! Reclaim on real page allocation: a cache with a shrinker under `mem=`
+//! small enough to force reclaim — direct reclaim, kswapd, NOFS scopes
+//! (also through the global allocator), no recursion, safe unregistration.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+use kreclaim::harness::TestResult;
+use kreclaim::mm::gfp::{GFP_KERNEL, GFP_NOWAIT, Gfp};
+use kreclaim::mm::page_alloc::{self, alloc_pages, free_pages, nr_free_pages, watermarks};
+use kreclaim::mm::scope::MemallocScope;
+use kreclaim::mm::shrinker::*;
+use kreclaim::mm::slab::kmalloc::KVec;
+use kreclaim::mm::slab::{KmemCache, SlabFlags};
+use kreclaim::mm::vmscan;
+use kreclaim::sync::{Mutex, SpinLock};
+use kreclaim::task;
+use kreclaim::{kassert, kassert_eq, lock_class};
+
+kreclaim::kernel_tests!(
+    cmdline = "mem=32M";
+    direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding,
+    kswapd_reclaims_to_the_high_watermark,
+    nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work,
+    a_shrinker_that_allocates_does_not_recurse_into_reclaim,
+    unregistering_while_another_task_reclaims_is_safe,
+);
+
+const OBJ: usize = 1024;
+const MAX_LIVE: usize = 40_000;
+
+/// A cache of 1 KiB objects whose live objects a shrinker may free.
+struct Pool {
+    cache: KmemCache,
+    live: SpinLock<KVec<usize>>,
+    needs_fs: bool,
+    allocate_in_scan: bool,
+    scans: AtomicU64,
+    freed: AtomicU64,
+    stops: AtomicU64,
+    /// STOPs returned to the task named "main" (its own direct reclaim).
+    stops_for_main: AtomicU64,
+    in_scan: AtomicU32,
+    recursions: AtomicU32,
+    /// Scans in which a GFP_KERNEL allocation, with memory truly exhausted,
+    /// failed at once instead of entering reclaim again.
+    failed_without_reclaim: AtomicU64,
+    grabbed: Mutex<KVec<page_alloc::PhysAddr>>,
+}
+
+impl Pool {
+    fn new(name: &str, needs_fs: bool, allocate_in_scan: bool) -> Arc<Pool> {
+        let cache = KmemCache::create(name, OBJ, 8, SlabFlags::RECLAIM_ACCOUNT, None).unwrap();
+        let live = KVec::with_capacity(MAX_LIVE, GFP_KERNEL).unwrap();
+        Arc::new(Pool {
+            cache,
+            live: SpinLock::new(live, lock_class!("pool_live")),
+            needs_fs,
+            allocate_in_scan,
+            scans: AtomicU64::new(0),
+            freed: AtomicU64::new(0),
+            stops: AtomicU64::new(0),
+            stops_for_main: AtomicU64::new(0),
+            in_scan: AtomicU32::new(0),
+            recursions: AtomicU32::new(0),
+            failed_without_reclaim: AtomicU64::new(0),
+            grabbed: Mutex::new(
+                KVec::with_capacity(if allocate_in_scan { 8192 } else { 0 }, GFP_KERNEL).unwrap(),
+                lock_class!("pool_grabbed"),
+            ),
+        })
+    }
+
+    /// Allocates one object with `gfp` and keeps it live.
+    fn grow(&self, gfp: Gfp) -> Result<(), &'static str> {
+        let p = self.cache.alloc(gfp).map_err(|_| "allocation failed")?;
+        let mut l = self.live.lock();
+        if l.len() == l.capacity() {
+            drop(l);
+            self.cache.free(p);
+            return Err("live table full: the shrinker is not freeing");
+        }
+        l.push(p.as_ptr() as usize, GFP_NOWAIT)
+            .map_err(|_| "push")?;
+        Ok(())
+    }
+
+    fn count(&self) -> usize {
+        self.live.lock().len()
+    }
+
+    fn free_all(&self) {
+        loop {
+            let p = self.live.lock().pop();
+            match p {
+                Some(p) => self
+                    .cache
+                    .free(core::ptr::NonNull::new(p as *mut u8).unwrap()),
+                None => break,
+            }
+        }
+        self.cache.shrink();
+    }
+}
+
+struct PoolShrinker(Arc<Pool>);
+
+impl Shrinker for PoolShrinker {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        match self.0.live.try_lock().map(|l| l.len()) {
+            Some(0) => CountObjects::EMPTY,
+            Some(n) => CountObjects::new(n as u64),
+            None => CountObjects::UNKNOWN,
+        }
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        let p = &self.0;
+        if p.in_scan.fetch_add(1, Ordering::SeqCst) != 0 {
+            p.recursions.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = self.scan(sc);
+        p.in_scan.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+impl PoolShrinker {
+    fn scan(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        let p = &self.0;
+        p.scans.fetch_add(1, Ordering::Relaxed);
+        if p.needs_fs && !sc.reclaim_fs_allowed() {
+            p.stops.fetch_add(1, Ordering::Relaxed);
+            if task::current().name() == "main" {
+                p.stops_for_main.fetch_add(1, Ordering::Relaxed);
+            }
+            return ScanObjects::STOP;
+        }
+        if p.allocate_in_scan {
+            // A shrinker that needs memory to free memory (like XFS writing
+            // back) runs under PF_MEMALLOC. Take every page, reserves too,
+            // then allocate GFP_KERNEL: it must fail at once, not re-enter
+            // reclaim (which would call this scan again).
+            let mut g = p.grabbed.lock();
+            while let Ok(pa) = alloc_pages(GFP_NOWAIT | Gfp::__GFP_MEMALLOC | Gfp::__GFP_NOWARN, 0)
+            {
+                if let Err((pa, _)) = g.push(pa, GFP_NOWAIT) {
+                    free_pages(pa, 0);
+                    break;
+                }
+            }
+            let stalls0 = page_alloc::stats().snapshot().alloc_stalls;
+            match alloc_pages(GFP_KERNEL | Gfp::__GFP_NOWARN, 0) {
+                Ok(pa) => free_pages(pa, 0),
+                Err(_) => {
+                    if page_alloc::stats().snapshot().alloc_stalls == stalls0 {
+                        p.failed_without_reclaim.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            while let Some(pa) = g.pop() {
+                free_pages(pa, 0);
+            }
+        }
+        let mut freed = 0;
+        for _ in 0..sc.nr_to_scan() {
+            let obj = p.live.lock().pop();
+            match obj {
+                Some(o) => {
+                    p.cache.free(core::ptr::NonNull::new(o as *mut u8).unwrap());
+                    freed += 1;
+                }
+                None => break,
+            }
+        }
+        sc.set_nr_scanned(freed);
+        p.freed.fetch_add(freed, Ordering::Relaxed);
+        ScanObjects::freed(freed)
+    }
+}
+
+fn register(pool: &Arc<Pool>, name: &str) -> ShrinkerRegistration {
+    ShrinkerBuilder::new(name)
+        .register(PoolShrinker(pool.clone()))
+        .unwrap()
+}
+
+/// Objects worth `times` x the managed memory.
+fn objects_for(times: u64) -> u64 {
+    times * page_alloc::managed_pages() * 4096 / OBJ as u64
+}
+
+fn direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding() -> TestResult {
+    let pool = Pool::new("direct_pool", false, false);
+    let reg = register(&pool, "direct_pool");
+    let v0 = vmscan::stats().snapshot();
+    let a0 = page_alloc::stats().snapshot();
+    let total = objects_for(2);
+    for i in 0..total {
+        if let Err(e) = pool.grow(GFP_KERNEL) {
+            kassert!(false, "allocation {i} of {total}: {e}");
+        }
+    }
+    let v1 = vmscan::stats().snapshot();
+    let a1 = page_alloc::stats().snapshot();
+    kassert!(
+        a1.alloc_stalls > a0.alloc_stalls,
+        "no direct reclaim happened"
+    );
+    kassert!(
+        v1.direct_pages > v0.direct_pages,
+        "direct reclaim reclaimed no pages: {v1}"
+    );
+    kassert!(pool.freed.load(Ordering::Relaxed) > 0);
+    kassert!(reg.stats().freed.load(Ordering::Relaxed) > 0);
+    kassert!((pool.count() as u64) < total, "nothing was reclaimed");
+    pool.free_all();
+    drop(reg);
+    Ok(())
+}
+
+fn kswapd_reclaims_to_the_high_watermark() -> TestResult {
+    kassert!(vmscan::kswapd_running());
+    let pool = Pool::new("kswapd_pool", false, false);
+    let reg = register(&pool, "kswapd_pool");
+    let w = watermarks();
+    let v0 = vmscan::stats().snapshot();
+    // Stay in the fast path but fall below LOW: the allocator wakes kswapd.
+    {
+        let _p = task::PreemptGuard::new(); // kswapd must not run yet
+        while nr_free_pages() > w.low - 8 {
+            if let Err(e) = pool.grow(GFP_NOWAIT | Gfp::__GFP_NOWARN) {
+                kassert!(false, "{e}");
+            }
+        }
+    }
+    let mut waited = 0;
+    while nr_free_pages() <= w.high && waited < 2000 {
+        task::sleep(Duration::from_millis(10));
+        waited += 10;
+    }
+    let v1 = vmscan::stats().snapshot();
+    kassert!(v1.kswapd_runs > v0.kswapd_runs, "kswapd never ran: {v1}");
+    kassert!(
+        v1.kswapd_pages > v0.kswapd_pages,
+        "kswapd reclaimed nothing: {v1}"
+    );
+    kassert!(
+        nr_free_pages() > w.high,
+        "free {} <= high {}",
+        nr_free_pages(),
+        w.high
+    );
+    pool.free_all();
+    drop(reg);
+    Ok(())
+}
+
+fn nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work() -> TestResult {
+    let pool = Pool::new("nofs_pool", true, false);
+    let reg = register(&pool, "nofs_pool");
+    let w = watermarks();
+    // Fill memory with FS-dependent objects, down to the MIN watermark.
+    {
+        let _p = task::PreemptGuard::new();
+        while nr_free_pages() > w.min + 4 {
+            if pool.grow(GFP_NOWAIT | Gfp::__GFP_NOWARN).is_err() {
+                break;
+            }
+        }
+    }
+    let stops0 = pool.stops_for_main.load(Ordering::Relaxed);
+    let freed0 = pool.freed.load(Ordering::Relaxed);
+    // Now allocate through Rust's global allocator inside a NOFS scope:
+    // a Vec of boxes, as library code deep in a transaction would.
+    let mut boxes: Vec<Box<[u8; 2000]>> = Vec::new();
+    {
+        let _nofs = MemallocScope::nofs();
+        boxes.reserve(2000);
+        for i in 0..2000u32 {
+            boxes.push(Box::new([i as u8; 2000]));
+        }
+    }
+    kassert_eq!(boxes.len(), 2000);
+    kassert!(boxes.iter().enumerate().all(|(i, b)| b[1999] == i as u8));
+    let stops = pool.stops_for_main.load(Ordering::Relaxed) - stops0;
+    kassert!(stops > 0, "the shrinker never saw a NOFS reclaim from main");
+    kassert!(reg.stats().stops.load(Ordering::Relaxed) > 0);
+    kassert!(
+        pool.freed.load(Ordering::Relaxed) > freed0,
+        "nobody with __GFP_FS (kswapd) did the deferred work"
+    );
+    drop(boxes);
+    pool.free_all();
+    drop(reg);
+    Ok(())
+}
+
+fn a_shrinker_that_allocates_does_not_recurse_into_reclaim() -> TestResult {
+    let pool = Pool::new("alloc_pool", false, true);
+    let reg = register(&pool, "alloc_pool");
+    for _ in 0..objects_for(2) {
+        if let Err(e) = pool.grow(GFP_KERNEL) {
+            kassert!(false, "{e}");
+        }
+    }
+    kassert!(
+        pool.scans.load(Ordering::Relaxed) > 0,
+        "reclaim never scanned"
+    );
+    kassert_eq!(
+        pool.recursions.load(Ordering::SeqCst),
+        0,
+        "scan re-entered itself through reclaim"
+    );
+    kassert!(
+        pool.failed_without_reclaim.load(Ordering::Relaxed) > 0,
+        "a GFP_KERNEL allocation inside the shrinker entered reclaim"
+    );
+    pool.free_all();
+    drop(reg);
+    Ok(())
+}
+
+fn unregistering_while_another_task_reclaims_is_safe() -> TestResult {
+    let pool = Pool::new("unreg_pool", false, false);
+    let reg = register(&pool, "unreg_pool");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Keep the memory full so the other task reclaims continually.
+    let other = Pool::new("unreg_other", false, false);
+    let other_reg = register(&other, "unreg_other");
+    let (p2, s2, o2) = (pool.clone(), stop.clone(), other.clone());
+    let worker = task::spawn("reclaimer", move || {
+        while !s2.load(Ordering::Relaxed) {
+            if o2.grow(GFP_KERNEL).is_err() {
+                break;
+            }
+            let _ = &p2;
+        }
+    })
+    .unwrap();
+    for _ in 0..objects_for(1) / 2 {
+        let _ = pool.grow(GFP_KERNEL);
+    }
+    task::sleep(Duration::from_millis(50));
+    let calls_before = reg.stats().calls.load(Ordering::Relaxed);
+    drop(reg); // waits for any scan of unreg_pool in flight
+    let scans_after_drop = pool.scans.load(Ordering::Relaxed);
+    task::sleep(Duration::from_millis(100));
+    kassert_eq!(
+        pool.scans.load(Ordering::Relaxed),
+        scans_after_drop,
+        "scanned after unregistration"
+    );
+    stop.store(true, Ordering::Relaxed);
+    kassert!(worker.join().is_ok());
+    kassert!(calls_before > 0 || other_reg.stats().calls.load(Ordering::Relaxed) > 0);
+    pool.free_all();
+    other.free_all();
+    drop(other_reg);
+    Ok(())
+}
