@@ -3,21 +3,33 @@
 //! Everything here is pure and synchronous and has no caches: callers pass
 //! one-block buffers in and the code encodes and decodes in place, so nothing
 //! on an IO path allocates (the inode cache, buffer cache and transactions
-//! built on top may run under reclaim or a NOFS scope).
+//! built on top may run under reclaim or a NOFS scope). The exceptions are
+//! [`fsck`] and [`mkfs`], which are tools, not IO paths.
 //!
 //! - [`blockdev`]: the [`BlockDevice`](blockdev::BlockDevice) trait and a
 //!   RAM disk with IO counters and injectable errors.
 //! - [`format`]: the on-disk layout (superblock, AG headers, inode cores,
 //!   block mapping) with a layout diagram; [`dir`]: directory blocks.
+//! - [`mkfs`] makes a filesystem; [`fsck`] checks one.
+//! - [`disk`]: a small cache-free API (allocate inodes and blocks, read and
+//!   write inodes, file blocks and directories) for tests and for the
+//!   in-memory layer to reuse.
 
 pub mod blockdev;
 pub mod dir;
+pub mod disk;
 pub mod format;
+pub mod fsck;
+pub mod mkfs;
 
+use alloc::boxed::Box;
 use core::fmt;
 
 pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
+pub use disk::Disk;
 pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
+pub use fsck::{FsckReport, Problem, check, fsck};
+pub use mkfs::{MkfsOptions, mkfs};
 
 /// Which piece of metadata an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +111,13 @@ pub enum FsError {
     NameExists,
     /// The name is not in the directory.
     NotFound,
+    /// A tool (fsck) could not allocate its working memory.
+    NoMemory,
+    /// fsck found `problems` inconsistencies; `first` is the first of them.
+    Inconsistent {
+        problems: usize,
+        first: Box<Problem>,
+    },
 }
 
 impl fmt::Display for FsError {
@@ -147,6 +166,13 @@ impl fmt::Display for FsError {
             FsError::InvalidName { reason } => write!(f, "invalid name: {reason}"),
             FsError::NameExists => write!(f, "name exists"),
             FsError::NotFound => write!(f, "name not found"),
+            FsError::NoMemory => write!(f, "out of memory"),
+            FsError::Inconsistent { problems, first } => {
+                write!(
+                    f,
+                    "filesystem inconsistent: {problems} problems, first: {first}"
+                )
+            }
         }
     }
 }
