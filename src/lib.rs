@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bootinfo;
 pub mod config;
 pub mod console;
+pub mod fs;
 pub mod mm;
 pub mod module;
 pub mod platform;

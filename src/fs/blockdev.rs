@@ -1,0 +1,315 @@
+//! Block devices: the trait the filesystem does IO through, and a RAM disk.
+//!
+//! The RAM disk lives in a caller-provided memory region (the kernel reserves
+//! it at boot outside the page allocator), so IO never allocates. It counts
+//! every call and every block moved, and can be told at run time to fail
+//! reads or writes, which is how tests prove that IO errors come back as
+//! values and leave the device untouched.
+
+use crate::sync::SpinLock;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a device read or write failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoError {
+    /// Block number at or beyond the end of the device.
+    OutOfRange { blk: u64, nr_blocks: u64 },
+    /// The buffer is not exactly one block.
+    BadBufferSize { expected: usize, got: usize },
+    /// Failed on purpose by [`ErrorInjection`].
+    Injected,
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IoError::OutOfRange { blk, nr_blocks } => {
+                write!(f, "block {blk} beyond end of device ({nr_blocks} blocks)")
+            }
+            IoError::BadBufferSize { expected, got } => {
+                write!(f, "buffer of {got} bytes, block size is {expected}")
+            }
+            IoError::Injected => write!(f, "injected error"),
+        }
+    }
+}
+
+/// A device of fixed-size blocks. Reads and writes of one block are atomic
+/// with respect to each other (no torn blocks).
+pub trait BlockDevice: Send + Sync {
+    fn block_size(&self) -> usize;
+    fn nr_blocks(&self) -> u64;
+    fn read_block(&self, blk: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    fn write_block(&self, blk: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// Makes completed writes durable. A RAM disk has nothing to do.
+    fn flush(&self) -> Result<(), IoError> {
+        Ok(())
+    }
+}
+
+/// How a RAM disk fails reads or writes on purpose. Set separately for reads
+/// and writes with [`RamDisk::inject_read_errors`] and
+/// [`RamDisk::inject_write_errors`]; a failed call changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorInjection {
+    /// No injected errors.
+    Off,
+    /// Fail the next `n` calls, then succeed again.
+    FailNext(u64),
+    /// Let `ok` calls succeed, then fail the following `fail` calls (to hit
+    /// one particular IO in the middle of an operation).
+    FailAfter { ok: u64, fail: u64 },
+    /// Fail every call on this block until cleared.
+    FailBlock(u64),
+    /// Fail each call with probability `percent`/100, from a seeded
+    /// generator so runs repeat.
+    Random { percent: u8, seed: u64 },
+}
+
+/// IO counters. `*_calls` counts every call, failed or not; `*_blocks`
+/// counts blocks actually transferred; `*_errors` counts failed calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    pub read_calls: u64,
+    pub read_blocks: u64,
+    pub read_errors: u64,
+    pub write_calls: u64,
+    pub write_blocks: u64,
+    pub write_errors: u64,
+    pub flushes: u64,
+}
+
+impl ErrorInjection {
+    /// Decides whether this call on `blk` fails, advancing the state.
+    fn should_fail(&mut self, blk: u64) -> bool {
+        match self {
+            ErrorInjection::Off => false,
+            ErrorInjection::FailNext(n) => {
+                let fail = *n > 0;
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    *self = ErrorInjection::Off;
+                }
+                fail
+            }
+            ErrorInjection::FailAfter { ok, fail } => {
+                if *ok > 0 {
+                    *ok -= 1;
+                    false
+                } else if *fail > 0 {
+                    *fail -= 1;
+                    if *fail == 0 {
+                        *self = ErrorInjection::Off;
+                    }
+                    true
+                } else {
+                    *self = ErrorInjection::Off;
+                    false
+                }
+            }
+            ErrorInjection::FailBlock(b) => *b == blk,
+            ErrorInjection::Random { percent, seed } => {
+                // xorshift64*: cheap, deterministic, good enough for tests.
+                let mut x = if *seed == 0 {
+                    0x9e37_79b9_7f4a_7c15
+                } else {
+                    *seed
+                };
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                *seed = x;
+                let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
+                (r % 100) < u64::from(*percent)
+            }
+        }
+    }
+}
+
+struct Injection {
+    read: ErrorInjection,
+    write: ErrorInjection,
+}
+
+/// A block device over a memory region.
+pub struct RamDisk {
+    base: *mut u8,
+    block_size: usize,
+    nr_blocks: u64,
+    /// Held across every block copy, so a read never sees half a write; also
+    /// guards the injection state.
+    state: SpinLock<Injection>,
+    read_calls: AtomicU64,
+    read_blocks: AtomicU64,
+    read_errors: AtomicU64,
+    write_calls: AtomicU64,
+    write_blocks: AtomicU64,
+    write_errors: AtomicU64,
+    flushes: AtomicU64,
+}
+
+// SAFETY: the region is owned by the RamDisk (contract of `new`) and every
+// access to it happens under `state`'s lock.
+unsafe impl Send for RamDisk {}
+// SAFETY: as above.
+unsafe impl Sync for RamDisk {}
+
+impl RamDisk {
+    /// A RAM disk of `len / block_size` blocks at `base` (a partial last
+    /// block is unused). The contents are whatever the memory holds.
+    ///
+    /// # Safety
+    /// `base..base+len` must be valid for reads and writes, used by nothing
+    /// else, and outlive the RAM disk.
+    ///
+    /// # Panics
+    /// If `block_size` is 0 (a programming error, not a disk condition).
+    pub unsafe fn new(base: *mut u8, len: usize, block_size: usize) -> Self {
+        assert!(block_size > 0, "RamDisk::new: block size 0");
+        Self {
+            base,
+            block_size,
+            nr_blocks: (len / block_size) as u64,
+            state: SpinLock::new(
+                Injection {
+                    read: ErrorInjection::Off,
+                    write: ErrorInjection::Off,
+                },
+                crate::lock_class!("ramdisk"),
+            ),
+            read_calls: AtomicU64::new(0),
+            read_blocks: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            write_calls: AtomicU64::new(0),
+            write_blocks: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+        }
+    }
+
+    /// A RAM disk over memory that lives forever (e.g. a leaked `Vec`).
+    pub fn from_static(mem: &'static mut [u8], block_size: usize) -> Self {
+        // SAFETY: a `'static mut` borrow is exclusive and never ends.
+        unsafe { Self::new(mem.as_mut_ptr(), mem.len(), block_size) }
+    }
+
+    /// Sets how reads fail from now on (replacing any earlier setting).
+    pub fn inject_read_errors(&self, how: ErrorInjection) {
+        self.state.lock().read = how;
+    }
+
+    /// Sets how writes fail from now on (replacing any earlier setting).
+    pub fn inject_write_errors(&self, how: ErrorInjection) {
+        self.state.lock().write = how;
+    }
+
+    /// Stops all injected errors.
+    pub fn clear_injection(&self) {
+        let mut s = self.state.lock();
+        s.read = ErrorInjection::Off;
+        s.write = ErrorInjection::Off;
+    }
+
+    /// The current injection settings (read, write), with remaining counts.
+    pub fn injection(&self) -> (ErrorInjection, ErrorInjection) {
+        let s = self.state.lock();
+        (s.read, s.write)
+    }
+
+    pub fn stats(&self) -> IoStats {
+        IoStats {
+            read_calls: self.read_calls.load(Ordering::Relaxed),
+            read_blocks: self.read_blocks.load(Ordering::Relaxed),
+            read_errors: self.read_errors.load(Ordering::Relaxed),
+            write_calls: self.write_calls.load(Ordering::Relaxed),
+            write_blocks: self.write_blocks.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset_stats(&self) {
+        for c in [
+            &self.read_calls,
+            &self.read_blocks,
+            &self.read_errors,
+            &self.write_calls,
+            &self.write_blocks,
+            &self.write_errors,
+            &self.flushes,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn check(&self, blk: u64, len: usize) -> Result<usize, IoError> {
+        if blk >= self.nr_blocks {
+            return Err(IoError::OutOfRange {
+                blk,
+                nr_blocks: self.nr_blocks,
+            });
+        }
+        if len != self.block_size {
+            return Err(IoError::BadBufferSize {
+                expected: self.block_size,
+                got: len,
+            });
+        }
+        Ok(blk as usize * self.block_size)
+    }
+}
+
+impl BlockDevice for RamDisk {
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn nr_blocks(&self) -> u64 {
+        self.nr_blocks
+    }
+
+    fn read_block(&self, blk: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.read_calls.fetch_add(1, Ordering::Relaxed);
+        let res = self.check(blk, buf.len()).and_then(|off| {
+            let mut s = self.state.lock();
+            if s.read.should_fail(blk) {
+                return Err(IoError::Injected);
+            }
+            // SAFETY: `check` keeps `off..off+block_size` inside the region
+            // (contract of `new`), and the lock excludes concurrent writers.
+            unsafe {
+                core::ptr::copy_nonoverlapping(self.base.add(off), buf.as_mut_ptr(), buf.len())
+            };
+            Ok(())
+        });
+        match res {
+            Ok(()) => self.read_blocks.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.read_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        res
+    }
+
+    fn write_block(&self, blk: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.write_calls.fetch_add(1, Ordering::Relaxed);
+        let res = self.check(blk, buf.len()).and_then(|off| {
+            let mut s = self.state.lock();
+            if s.write.should_fail(blk) {
+                return Err(IoError::Injected);
+            }
+            // SAFETY: as in `read_block`.
+            unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(off), buf.len()) };
+            Ok(())
+        });
+        match res {
+            Ok(()) => self.write_blocks.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.write_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        res
+    }
+
+    fn flush(&self) -> Result<(), IoError> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

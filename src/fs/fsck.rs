@@ -1,0 +1,656 @@
+//! fsck: reads a whole filesystem back and cross-checks it.
+//!
+//! Checked: every checksum and magic (superblocks, AG headers, inodes,
+//! directory blocks); secondary superblocks agree with the primary; the
+//! inode bitmap matches inode modes; every block pointer lies in a data
+//! area, no block is referenced twice, every referenced block is marked used
+//! and every used data block is referenced; each inode's block count; the AG
+//! free counters; directory entries name allocated inodes of the recorded
+//! type, once per name per directory; link counts (an inode's `nlink` is the
+//! number of entries naming it, plus one for the root, which the superblock
+//! names); every allocated inode is reachable from the root.
+//!
+//! fsck is a tool, not an IO path: it allocates its working memory (a map of
+//! block owners, one record per inode slot), with `try_reserve`, so running
+//! out is [`FsError::NoMemory`], not a panic.
+
+use super::blockdev::BlockDevice;
+use super::dir::{self, DIR_NAME_MAX};
+use super::format::{
+    AgHeader, BLOCK_SIZE, Geometry, INODES_PER_CLUSTER, InodeCore, Mode, PTRS_PER_INDIRECT,
+    RESERVED_INO, Superblock, bmap, indirect_entry, ino_to_ag, ino_to_agino, ino_to_cluster_block,
+    make_ino,
+};
+use super::{FsError, Meta};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// One inconsistency found by fsck.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The copy of the superblock at the start of AG `ag` is bad.
+    SecondarySuperblock { ag: u32, err: FsError },
+    /// AG `ag`'s header cannot be used; its bitmaps were not checked.
+    AgHeader { ag: u32, err: FsError },
+    /// A header counter disagrees with its bitmap.
+    FreeCounter {
+        ag: u32,
+        what: &'static str,
+        header: u32,
+        bitmap: u32,
+    },
+    /// Bits set past the end of the AG's blocks or inodes.
+    StrayBits { ag: u32 },
+    /// An inode core that does not decode.
+    Inode { ino: u32, err: FsError },
+    /// The inode bitmap says `bitmap_used` but the slot's mode is `mode`
+    /// (inode 0 must be marked used and stay free).
+    InodeBitmap {
+        ino: u32,
+        bitmap_used: bool,
+        mode: Mode,
+    },
+    /// A block pointer outside every data area.
+    BadPointer { ino: u32, blk: u64 },
+    /// Block `blk` is referenced by inode `first` and again by `second`.
+    DoubleReference { blk: u64, first: u32, second: u32 },
+    /// An inode's recorded block count differs from the blocks it maps.
+    BlockCount { ino: u32, recorded: u32, found: u32 },
+    /// A block in use (by inode `owner`, or metadata when `owner` is 0) is
+    /// marked free in its AG's bitmap.
+    BlockMarkedFree { blk: u64, owner: u32 },
+    /// A block marked used that nothing references.
+    BlockLeaked { blk: u64 },
+    /// A directory block or mapping that cannot be read.
+    Dir { dir: u32, err: FsError },
+    /// A directory entry that is wrong in context.
+    DirEntry {
+        dir: u32,
+        blk: u64,
+        slot: usize,
+        ino: u32,
+        reason: &'static str,
+    },
+    /// The same name twice in one directory.
+    DuplicateName { dir: u32 },
+    /// `nlink` differs from the number of names found.
+    LinkCount { ino: u32, nlink: u32, found: u32 },
+    /// A directory with more than one name.
+    DirHardLink { ino: u32, names: u32 },
+    /// An allocated inode not reachable from the root.
+    Unreachable { ino: u32 },
+    /// The root inode is not an allocated directory.
+    Root { mode: Mode },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::SecondarySuperblock { ag, err } => {
+                write!(f, "superblock copy in AG {ag}: {err}")
+            }
+            Problem::AgHeader { ag, err } => write!(f, "AG {ag} header unusable: {err}"),
+            Problem::FreeCounter {
+                ag,
+                what,
+                header,
+                bitmap,
+            } => write!(
+                f,
+                "AG {ag}: header counts {header} free {what}, bitmap {bitmap}"
+            ),
+            Problem::StrayBits { ag } => {
+                write!(f, "AG {ag}: bitmap bits set past the end of the AG")
+            }
+            Problem::Inode { ino, err } => write!(f, "inode {ino}: {err}"),
+            Problem::InodeBitmap {
+                ino,
+                bitmap_used,
+                mode,
+            } => write!(
+                f,
+                "inode {ino}: bitmap says used={bitmap_used}, mode is {mode:?}"
+            ),
+            Problem::BadPointer { ino, blk } => {
+                write!(
+                    f,
+                    "inode {ino} points at block {blk}, outside the data areas"
+                )
+            }
+            Problem::DoubleReference { blk, first, second } => {
+                write!(
+                    f,
+                    "block {blk} referenced by inode {first} and by inode {second}"
+                )
+            }
+            Problem::BlockCount {
+                ino,
+                recorded,
+                found,
+            } => {
+                write!(f, "inode {ino} records {recorded} blocks, maps {found}")
+            }
+            Problem::BlockMarkedFree { blk, owner: 0 } => {
+                write!(f, "metadata block {blk} marked free")
+            }
+            Problem::BlockMarkedFree { blk, owner } => {
+                write!(f, "block {blk} of inode {owner} marked free")
+            }
+            Problem::BlockLeaked { blk } => write!(f, "block {blk} marked used but unreferenced"),
+            Problem::Dir { dir, err } => write!(f, "directory {dir}: {err}"),
+            Problem::DirEntry {
+                dir,
+                blk,
+                slot,
+                ino,
+                reason,
+            } => write!(
+                f,
+                "directory {dir} block {blk} slot {slot} (inode {ino}): {reason}"
+            ),
+            Problem::DuplicateName { dir } => write!(f, "directory {dir} holds a name twice"),
+            Problem::LinkCount { ino, nlink, found } => {
+                write!(f, "inode {ino} has nlink {nlink}, {found} names found")
+            }
+            Problem::DirHardLink { ino, names } => write!(f, "directory {ino} has {names} names"),
+            Problem::Unreachable { ino } => write!(f, "inode {ino} is not reachable from the root"),
+            Problem::Root { mode } => write!(f, "root inode has mode {mode:?}"),
+        }
+    }
+}
+
+/// What fsck found: counts, and every problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsckReport {
+    pub geometry: Geometry,
+    pub clean_unmount: bool,
+    /// Allocated inodes (the reserved inode 0 not counted).
+    pub inodes_used: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub dir_entries: u64,
+    /// Blocks marked used in the AG bitmaps (metadata included).
+    pub blocks_used: u64,
+    pub blocks_free: u64,
+    /// Data and indirect blocks referenced by inodes.
+    pub blocks_referenced: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks `dev` and fails unless it is consistent: the `Err` names the
+/// first problem and how many there were (each is also logged).
+pub fn check(dev: &dyn BlockDevice) -> Result<FsckReport, FsError> {
+    let report = fsck(dev)?;
+    match report.problems.first() {
+        None => Ok(report),
+        Some(first) => {
+            for p in &report.problems {
+                log::warn!("fsck: {p}");
+            }
+            Err(FsError::Inconsistent {
+                problems: report.problems.len(),
+                first: Box::new(first.clone()),
+            })
+        }
+    }
+}
+
+/// Owner of a block in fsck's map.
+const NO_OWNER: u32 = 0;
+const METADATA: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Default)]
+struct InodeInfo {
+    allocated: bool,
+    mode: u8,
+    nlink: u32,
+    names: u32,
+    reachable: bool,
+}
+
+fn try_vec<T: Clone>(n: usize, v: T) -> Result<Vec<T>, FsError> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| FsError::NoMemory)?;
+    out.resize(n, v);
+    Ok(out)
+}
+
+struct Fsck<'a> {
+    dev: &'a dyn BlockDevice,
+    geo: Geometry,
+    problems: Vec<Problem>,
+    owners: Vec<u32>,
+    inodes: Vec<InodeInfo>,
+    /// Copies of the usable AG headers (`None`: unusable).
+    headers: Vec<Option<Vec<u8>>>,
+    /// Allocated directories, from the inode pass.
+    dirs: Vec<InodeCore>,
+    /// (parent, child) for every directory entry.
+    edges: Vec<(u32, u32)>,
+    buf: Vec<u8>,
+    ibuf: Vec<u8>,
+    dir_entries: u64,
+    blocks_referenced: u64,
+}
+
+/// Reads everything and collects every problem. `Err` only when the
+/// filesystem cannot be checked at all: no valid primary superblock, a
+/// device IO error, or no memory.
+pub fn fsck(dev: &dyn BlockDevice) -> Result<FsckReport, FsError> {
+    let mut buf = try_vec(BLOCK_SIZE, 0u8)?;
+    if dev.block_size() != BLOCK_SIZE {
+        return Err(FsError::BadGeometry {
+            reason: "device block size is not 4096",
+        });
+    }
+    dev.read_block(0, &mut buf)
+        .map_err(|err| FsError::Io { blk: 0, err })?;
+    let sb = Superblock::read_from(&buf)?;
+    let geo = sb.geometry;
+    if dev.nr_blocks() < geo.total_blocks {
+        return Err(FsError::BadGeometry {
+            reason: "device is smaller than the filesystem",
+        });
+    }
+    let nr_inodes = geo.ag_count as usize * geo.inodes_per_ag() as usize;
+    let mut f = Fsck {
+        dev,
+        geo,
+        problems: Vec::new(),
+        owners: try_vec(geo.total_blocks as usize, NO_OWNER)?,
+        inodes: try_vec(nr_inodes, InodeInfo::default())?,
+        headers: Vec::new(),
+        dirs: Vec::new(),
+        edges: Vec::new(),
+        buf,
+        ibuf: try_vec(BLOCK_SIZE, 0u8)?,
+        dir_entries: 0,
+        blocks_referenced: 0,
+    };
+    f.superblock_copies()?;
+    f.ag_headers()?;
+    f.inode_pass()?;
+    f.directory_pass(sb.root_ino)?;
+    f.link_pass(sb.root_ino);
+    let (used, free) = f.bitmap_pass();
+    let count = |m: Mode| {
+        f.inodes
+            .iter()
+            .filter(|i| i.allocated && i.mode == m as u8)
+            .count() as u64
+    };
+    Ok(FsckReport {
+        geometry: geo,
+        clean_unmount: sb.clean,
+        inodes_used: f.inodes.iter().filter(|i| i.allocated).count() as u64,
+        files: count(Mode::File),
+        dirs: count(Mode::Dir),
+        dir_entries: f.dir_entries,
+        blocks_used: used,
+        blocks_free: free,
+        blocks_referenced: f.blocks_referenced,
+        problems: f.problems,
+    })
+}
+
+impl Fsck<'_> {
+    fn read(&self, blk: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        self.dev
+            .read_block(blk, buf)
+            .map_err(|err| FsError::Io { blk, err })
+    }
+
+    fn inode_index(&self, ino: u32) -> usize {
+        ino_to_ag(ino) as usize * self.geo.inodes_per_ag() as usize + ino_to_agino(ino) as usize
+    }
+
+    fn superblock_copies(&mut self) -> Result<(), FsError> {
+        let mut buf = core::mem::take(&mut self.buf);
+        for ag in 1..self.geo.ag_count {
+            self.read(self.geo.ag_start(ag), &mut buf)?;
+            match Superblock::read_from(&buf) {
+                Err(err) => self.problems.push(Problem::SecondarySuperblock { ag, err }),
+                Ok(copy) if copy.geometry != self.geo => {
+                    self.problems.push(Problem::SecondarySuperblock {
+                        ag,
+                        err: FsError::Corrupt {
+                            what: Meta::Superblock,
+                            reason: "geometry differs from the primary",
+                        },
+                    })
+                }
+                Ok(_) => {}
+            }
+        }
+        self.buf = buf;
+        Ok(())
+    }
+
+    fn ag_headers(&mut self) -> Result<(), FsError> {
+        for ag in 0..self.geo.ag_count {
+            let start = self.geo.ag_start(ag);
+            for rel in 0..self.geo.data_start() {
+                self.owners[(start + u64::from(rel)) as usize] = METADATA;
+            }
+            let mut copy = try_vec(BLOCK_SIZE, 0u8)?;
+            self.read(self.geo.ag_header_block(ag), &mut copy)?;
+            match AgHeader::load(&copy[..], &self.geo, ag) {
+                Ok(h) => {
+                    let bitmap = h.count_free_blocks();
+                    if h.free_blocks() != bitmap {
+                        self.problems.push(Problem::FreeCounter {
+                            ag,
+                            what: "blocks",
+                            header: h.free_blocks(),
+                            bitmap,
+                        });
+                    }
+                    let bitmap = h.count_free_inodes();
+                    if h.free_inodes() != bitmap {
+                        self.problems.push(Problem::FreeCounter {
+                            ag,
+                            what: "inodes",
+                            header: h.free_inodes(),
+                            bitmap,
+                        });
+                    }
+                    if h.stray_bits() {
+                        self.problems.push(Problem::StrayBits { ag });
+                    }
+                    self.headers.push(Some(copy));
+                }
+                Err(err) => {
+                    self.problems.push(Problem::AgHeader { ag, err });
+                    self.headers.push(None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn header(&self, ag: u32) -> Option<AgHeader<&[u8]>> {
+        let bytes = self.headers.get(ag as usize)?.as_deref()?;
+        Some(AgHeader::view(bytes, &self.geo, ag))
+    }
+
+    /// Records that `ino` references `blk`; false if `blk` is not a data block.
+    fn claim(&mut self, ino: u32, blk: u64) -> bool {
+        if !self.geo.is_data_block(blk) {
+            self.problems.push(Problem::BadPointer { ino, blk });
+            return false;
+        }
+        self.blocks_referenced += 1;
+        let owner = &mut self.owners[blk as usize];
+        if *owner == NO_OWNER {
+            *owner = ino;
+        } else {
+            let first = *owner;
+            self.problems.push(Problem::DoubleReference {
+                blk,
+                first,
+                second: ino,
+            });
+        }
+        true
+    }
+
+    fn inode_pass(&mut self) -> Result<(), FsError> {
+        let mut buf = core::mem::take(&mut self.buf);
+        let mut dirs_cores = Vec::new();
+        for ag in 0..self.geo.ag_count {
+            for cluster in 0..self.geo.clusters_per_ag {
+                let first = make_ino(ag, cluster * INODES_PER_CLUSTER);
+                self.read(ino_to_cluster_block(&self.geo, first), &mut buf)?;
+                for slot in 0..INODES_PER_CLUSTER {
+                    let ino = first + slot;
+                    let core = match InodeCore::decode_in_cluster(&buf, ino) {
+                        Ok(c) => c,
+                        Err(err) => {
+                            self.problems.push(Problem::Inode { ino, err });
+                            continue;
+                        }
+                    };
+                    let bitmap_used = self.header(ag).map(|h| h.inode_used(ino_to_agino(ino)));
+                    let expect_used = core.is_allocated() || ino == RESERVED_INO;
+                    let reserved_bad = ino == RESERVED_INO && core.is_allocated();
+                    if bitmap_used.is_some_and(|u| u != expect_used) || reserved_bad {
+                        self.problems.push(Problem::InodeBitmap {
+                            ino,
+                            bitmap_used: bitmap_used.unwrap_or(false),
+                            mode: core.mode,
+                        });
+                    }
+                    if !core.is_allocated() || ino == RESERVED_INO {
+                        continue;
+                    }
+                    let idx = self.inode_index(ino);
+                    self.inodes[idx] = InodeInfo {
+                        allocated: true,
+                        mode: core.mode as u8,
+                        nlink: core.nlink,
+                        names: 0,
+                        reachable: false,
+                    };
+                    self.inode_blocks(&core)?;
+                    if core.mode == Mode::Dir {
+                        dirs_cores.try_reserve(1).map_err(|_| FsError::NoMemory)?;
+                        dirs_cores.push(core);
+                    }
+                }
+            }
+        }
+        self.buf = buf;
+        self.dirs = dirs_cores;
+        Ok(())
+    }
+
+    fn inode_blocks(&mut self, core: &InodeCore) -> Result<(), FsError> {
+        let ino = core.ino;
+        let mut found = 0u32;
+        for &d in &core.direct {
+            if d != 0 {
+                found += 1;
+                self.claim(ino, d.into());
+            }
+        }
+        if core.indirect != 0 {
+            found += 1;
+            if self.claim(ino, core.indirect.into()) {
+                let mut ibuf = core::mem::take(&mut self.ibuf);
+                self.read(core.indirect.into(), &mut ibuf)?;
+                for idx in 0..PTRS_PER_INDIRECT {
+                    let e = indirect_entry(&ibuf, idx)?;
+                    if e != 0 {
+                        found += 1;
+                        self.claim(ino, e.into());
+                    }
+                }
+                self.ibuf = ibuf;
+            }
+        }
+        if found != core.nblocks {
+            self.problems.push(Problem::BlockCount {
+                ino,
+                recorded: core.nblocks,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A name as a sortable key: length, then bytes.
+type NameKey = (u8, [u8; DIR_NAME_MAX]);
+
+impl Fsck<'_> {
+    fn directory_pass(&mut self, root: u32) -> Result<(), FsError> {
+        let dirs = core::mem::take(&mut self.dirs);
+        let mut buf = core::mem::take(&mut self.buf);
+        let mut ibuf = core::mem::take(&mut self.ibuf);
+        let mut names: Vec<NameKey> = Vec::new();
+        for d in &dirs {
+            names.clear();
+            for fb in 0..d.size_blocks() {
+                let mapped = bmap(&self.geo, d, fb, |ind, idx| {
+                    self.read(ind, &mut ibuf)?;
+                    indirect_entry(&ibuf, idx)
+                });
+                let blk = match mapped {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        self.problems.push(Problem::Dir {
+                            dir: d.ino,
+                            err: FsError::Corrupt {
+                                what: Meta::Inode(d.ino),
+                                reason: "hole in a directory",
+                            },
+                        });
+                        continue;
+                    }
+                    Err(err @ FsError::Io { .. }) => return Err(err),
+                    Err(err) => {
+                        self.problems.push(Problem::Dir { dir: d.ino, err });
+                        continue;
+                    }
+                };
+                self.read(blk, &mut buf)?;
+                if let Err(err) = dir::dir_verify(&buf, d.ino, blk) {
+                    self.problems.push(Problem::Dir { dir: d.ino, err });
+                    continue;
+                }
+                for e in dir::dir_entries(&buf).flatten() {
+                    self.dir_entries += 1;
+                    let bad = |reason| Problem::DirEntry {
+                        dir: d.ino,
+                        blk,
+                        slot: e.slot,
+                        ino: e.ino,
+                        reason,
+                    };
+                    if !self.geo.is_valid_ino(e.ino) {
+                        self.problems
+                            .push(bad("names an inode number that does not exist"));
+                        continue;
+                    }
+                    let idx = self.inode_index(e.ino);
+                    let info = self.inodes[idx];
+                    if !info.allocated {
+                        self.problems.push(bad("names a free or unreadable inode"));
+                        continue;
+                    }
+                    if info.mode != e.ftype as u8 {
+                        self.problems
+                            .push(bad("file type differs from the inode's mode"));
+                    }
+                    self.inodes[idx].names += 1;
+                    self.edges.try_reserve(1).map_err(|_| FsError::NoMemory)?;
+                    self.edges.push((d.ino, e.ino));
+                    let mut key = (e.name.len() as u8, [0u8; DIR_NAME_MAX]);
+                    key.1[..e.name.len()].copy_from_slice(e.name);
+                    names.try_reserve(1).map_err(|_| FsError::NoMemory)?;
+                    names.push(key);
+                }
+            }
+            names.sort_unstable();
+            if names.windows(2).any(|w| w[0] == w[1]) {
+                self.problems.push(Problem::DuplicateName { dir: d.ino });
+            }
+        }
+        self.buf = buf;
+        self.ibuf = ibuf;
+
+        // Reachability: walk the entries from the root.
+        self.edges.sort_unstable();
+        let root_idx = self.inode_index(root);
+        if self.geo.is_valid_ino(root) && self.inodes[root_idx].allocated {
+            self.inodes[root_idx].reachable = true;
+            let mut stack = Vec::new();
+            stack
+                .try_reserve(self.edges.len() + 1)
+                .map_err(|_| FsError::NoMemory)?;
+            stack.push(root);
+            while let Some(p) = stack.pop() {
+                let start = self.edges.partition_point(|&(q, _)| q < p);
+                for i in start..self.edges.len() {
+                    let (q, c) = self.edges[i];
+                    if q != p {
+                        break;
+                    }
+                    let ci = self.inode_index(c);
+                    if !self.inodes[ci].reachable {
+                        self.inodes[ci].reachable = true;
+                        stack.push(c);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn link_pass(&mut self, root: u32) {
+        let per_ag = self.geo.inodes_per_ag() as usize;
+        let root_info = self.inodes[self.inode_index(root)];
+        if !root_info.allocated || root_info.mode != Mode::Dir as u8 {
+            self.problems.push(Problem::Root {
+                mode: Mode::from_u8(root_info.mode).unwrap_or(Mode::Free),
+            });
+        }
+        for (idx, info) in self.inodes.iter().enumerate() {
+            if !info.allocated {
+                continue;
+            }
+            let ino = make_ino((idx / per_ag) as u32, (idx % per_ag) as u32);
+            let found = info.names + u32::from(ino == root);
+            if info.nlink != found {
+                self.problems.push(Problem::LinkCount {
+                    ino,
+                    nlink: info.nlink,
+                    found,
+                });
+            }
+            if info.mode == Mode::Dir as u8 && found > 1 {
+                self.problems
+                    .push(Problem::DirHardLink { ino, names: found });
+            }
+            if !info.reachable {
+                self.problems.push(Problem::Unreachable { ino });
+            }
+        }
+    }
+
+    /// Compares the block bitmaps with the owner map; returns (used, free).
+    fn bitmap_pass(&mut self) -> (u64, u64) {
+        let (mut used, mut free) = (0, 0);
+        let mut found = Vec::new();
+        for ag in 0..self.geo.ag_count {
+            let Some(h) = self.header(ag) else {
+                continue;
+            };
+            let start = self.geo.ag_start(ag);
+            for rel in 0..self.geo.ag_blocks {
+                let blk = start + u64::from(rel);
+                let in_use = h.block_used(rel);
+                if in_use {
+                    used += 1;
+                } else {
+                    free += 1;
+                }
+                match (self.owners[blk as usize], in_use) {
+                    (NO_OWNER, true) => found.push(Problem::BlockLeaked { blk }),
+                    (METADATA, false) => found.push(Problem::BlockMarkedFree { blk, owner: 0 }),
+                    (NO_OWNER, false) | (_, true) => {}
+                    (owner, false) => found.push(Problem::BlockMarkedFree { blk, owner }),
+                }
+            }
+        }
+        self.problems.append(&mut found);
+        (used, free)
+    }
+}

@@ -1,0 +1,190 @@
+//! The filesystem, phase 1: the block device and the on-disk format.
+//!
+//! Everything here is pure and synchronous and has no caches: callers pass
+//! one-block buffers in and the code encodes and decodes in place, so nothing
+//! on an IO path allocates (the inode cache, buffer cache and transactions
+//! built on top may run under reclaim or a NOFS scope). The exceptions are
+//! [`fsck`] and [`mkfs`], which are tools, not IO paths.
+//!
+//! - [`blockdev`]: the [`BlockDevice`](blockdev::BlockDevice) trait and a
+//!   RAM disk with IO counters and injectable errors.
+//! - [`format`]: the on-disk layout (superblock, AG headers, inode cores,
+//!   block mapping) with a layout diagram; [`dir`]: directory blocks.
+//! - [`mkfs`] makes a filesystem; [`fsck`] checks one.
+//! - [`disk`]: a small cache-free API (allocate inodes and blocks, read and
+//!   write inodes, file blocks and directories) for tests and for the
+//!   in-memory layer to reuse.
+
+pub mod blockdev;
+pub mod dir;
+pub mod disk;
+pub mod format;
+pub mod fsck;
+pub mod mkfs;
+
+use alloc::boxed::Box;
+use core::fmt;
+
+pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
+pub use disk::Disk;
+pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
+pub use fsck::{FsckReport, Problem, check, fsck};
+pub use mkfs::{MkfsOptions, mkfs};
+
+/// Which piece of metadata an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meta {
+    /// The superblock (block 0, or a secondary copy checked by fsck).
+    Superblock,
+    /// The header block of allocation group `.0`.
+    AgHeader(u32),
+    /// Inode `.0`'s 256-byte core.
+    Inode(u32),
+    /// Directory data block `blk` of directory inode `dir`.
+    DirBlock { dir: u32, blk: u64 },
+    /// Entry `slot` of a directory block (helpers that see only the buffer).
+    DirEntry { slot: usize },
+}
+
+impl fmt::Display for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Meta::Superblock => write!(f, "superblock"),
+            Meta::AgHeader(ag) => write!(f, "AG {ag} header"),
+            Meta::Inode(ino) => write!(f, "inode {ino}"),
+            Meta::DirBlock { dir, blk } => write!(f, "directory block {blk} of inode {dir}"),
+            Meta::DirEntry { slot } => write!(f, "directory entry slot {slot}"),
+        }
+    }
+}
+
+/// Everything that can go wrong in the filesystem, as a value. Variants name
+/// the block, inode or AG concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsError {
+    /// The device failed a read or write of block `blk`.
+    Io { blk: u64, err: IoError },
+    /// A caller-provided buffer is not one block long.
+    BufferSize { expected: usize, got: usize },
+    /// A block number that is outside the filesystem, or metadata where a
+    /// data block was expected.
+    BadBlockNumber { blk: u64, reason: &'static str },
+    /// An inode number that does not name an inode slot of this filesystem.
+    BadInodeNumber { ino: u32 },
+    /// An AG number at or beyond the AG count.
+    BadAg { ag: u32 },
+    /// Metadata with the wrong magic number.
+    BadMagic { what: Meta, found: u32 },
+    /// Metadata whose checksum does not match its contents.
+    BadChecksum {
+        what: Meta,
+        stored: u32,
+        computed: u32,
+    },
+    /// Metadata with a valid checksum but impossible contents.
+    Corrupt { what: Meta, reason: &'static str },
+    /// Device size or mkfs options that give no valid filesystem.
+    BadGeometry { reason: &'static str },
+    /// No free data block in AG `ag`.
+    NoSpace { ag: u32 },
+    /// No free inode in AG `ag`.
+    NoFreeInodes { ag: u32 },
+    /// No free data block in any AG.
+    FsFull,
+    /// Freeing a block that is not allocated (double free).
+    BlockNotAllocated { blk: u64 },
+    /// Freeing or using an inode that is not allocated.
+    InodeNotAllocated { ino: u32 },
+    /// Freeing an inode that still maps data blocks (truncate it first).
+    InodeHasBlocks { ino: u32, nblocks: u32 },
+    /// A file block beyond the largest file the format can map.
+    FileTooBig { ino: u32, file_block: u64 },
+    /// A directory operation on an inode that is not a directory.
+    NotADirectory { ino: u32 },
+    /// Mode `Free` where a file or directory is needed.
+    InvalidMode,
+    /// Removing a directory that still has entries.
+    DirNotEmpty { ino: u32 },
+    /// A name that cannot be stored in a directory entry.
+    InvalidName { reason: &'static str },
+    /// The name is already in the directory.
+    NameExists,
+    /// The name is not in the directory.
+    NotFound,
+    /// A tool (fsck) could not allocate its working memory.
+    NoMemory,
+    /// fsck found `problems` inconsistencies; `first` is the first of them.
+    Inconsistent {
+        problems: usize,
+        first: Box<Problem>,
+    },
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsError::Io { blk, err } => write!(f, "IO error at block {blk}: {err}"),
+            FsError::BufferSize { expected, got } => {
+                write!(
+                    f,
+                    "buffer of {got} bytes where one block ({expected}) is needed"
+                )
+            }
+            FsError::BadBlockNumber { blk, reason } => {
+                write!(f, "bad block number {blk}: {reason}")
+            }
+            FsError::BadInodeNumber { ino } => write!(f, "bad inode number {ino}"),
+            FsError::BadAg { ag } => write!(f, "no AG {ag}"),
+            FsError::BadMagic { what, found } => write!(f, "bad magic {found:#x} in {what}"),
+            FsError::BadChecksum {
+                what,
+                stored,
+                computed,
+            } => write!(
+                f,
+                "checksum mismatch in {what} (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+            FsError::Corrupt { what, reason } => write!(f, "corrupt {what}: {reason}"),
+            FsError::BadGeometry { reason } => write!(f, "bad geometry: {reason}"),
+            FsError::NoSpace { ag } => write!(f, "no space in AG {ag}"),
+            FsError::NoFreeInodes { ag } => write!(f, "no free inodes in AG {ag}"),
+            FsError::FsFull => write!(f, "no space left in any AG"),
+            FsError::BlockNotAllocated { blk } => write!(f, "block {blk} is not allocated"),
+            FsError::InodeNotAllocated { ino } => write!(f, "inode {ino} is not allocated"),
+            FsError::InodeHasBlocks { ino, nblocks } => {
+                write!(f, "inode {ino} still maps {nblocks} blocks")
+            }
+            FsError::FileTooBig { ino, file_block } => {
+                write!(
+                    f,
+                    "file block {file_block} of inode {ino} is beyond the maximum file size"
+                )
+            }
+            FsError::NotADirectory { ino } => write!(f, "inode {ino} is not a directory"),
+            FsError::InvalidMode => write!(f, "mode Free where a file or directory is needed"),
+            FsError::DirNotEmpty { ino } => write!(f, "directory inode {ino} is not empty"),
+            FsError::InvalidName { reason } => write!(f, "invalid name: {reason}"),
+            FsError::NameExists => write!(f, "name exists"),
+            FsError::NotFound => write!(f, "name not found"),
+            FsError::NoMemory => write!(f, "out of memory"),
+            FsError::Inconsistent { problems, first } => {
+                write!(
+                    f,
+                    "filesystem inconsistent: {problems} problems, first: {first}"
+                )
+            }
+        }
+    }
+}
+
+/// Checks that `buf` is exactly one block.
+pub(crate) fn check_buf(len: usize) -> Result<(), FsError> {
+    if len == format::BLOCK_SIZE {
+        Ok(())
+    } else {
+        Err(FsError::BufferSize {
+            expected: format::BLOCK_SIZE,
+            got: len,
+        })
+    }
+}
