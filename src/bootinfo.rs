@@ -160,6 +160,9 @@ pub struct BootInfo {
     cmdline_len: usize,
     /// Whether the command line was longer than [`MAX_CMDLINE`] and cut.
     pub cmdline_truncated: bool,
+    /// Memory reserved at boot for the RAM disk (`ramdisk=`), outside the
+    /// page allocator.
+    pub ramdisk: Option<Region>,
 }
 
 impl Default for BootInfo {
@@ -176,6 +179,7 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             cmdline_truncated: false,
+            ramdisk: None,
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Config {
     pub fail_page_alloc: Option<FaultSpec>,
     /// `failslab=<interval>,<probability>,<space>,<times>`.
     pub failslab: Option<FaultSpec>,
+    /// `ramdisk=<size>`: memory reserved at boot for the RAM disk (default
+    /// none; the demo kernel builds in 64M).
+    pub ramdisk: Option<u64>,
     /// `slab_debug=[FZP-][,cache]`: debug flags for caches (read at boot).
     pub slab_debug: Option<(SlabFlags, Option<String>)>,
 }
@@ -103,6 +106,7 @@ impl Default for Config {
             min_free_kbytes: None,
             fail_page_alloc: None,
             failslab: None,
+            ramdisk: None,
             slab_debug: None,
         }
     }
@@ -220,6 +224,19 @@ pub static KEYS: &[Key] = &[
         help: "fault injection: make page allocations fail on purpose",
         set: |c, v| {
             c.fail_page_alloc = Some(FaultSpec::parse(v).ok_or(())?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "ramdisk",
+        values: "a size (memparse, e.g. 64M), at least 1M",
+        help: "memory reserved at boot for the RAM disk the filesystem lives on",
+        set: |c, v| {
+            let bytes = memparse(v).map_err(|_| ())?;
+            if bytes < (1 << 20) {
+                return Err(());
+            }
+            c.ramdisk = Some(bytes);
             Ok(())
         },
     },

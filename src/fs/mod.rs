@@ -21,6 +21,7 @@ pub mod disk;
 pub mod format;
 pub mod fsck;
 pub mod mkfs;
+pub mod policy;
 
 use alloc::boxed::Box;
 use core::fmt;

@@ -150,6 +150,52 @@ fn prepend_builtin_cmdline(info: &mut BootInfo) {
     info.cmdline_truncated = truncated;
 }
 
+static RAMDISK: spin::Once<Option<crate::fs::RamDisk>> = spin::Once::new();
+
+/// The RAM disk reserved at boot with `ramdisk=`, if any.
+pub fn boot_ramdisk() -> Option<&'static crate::fs::RamDisk> {
+    RAMDISK
+        .call_once(|| {
+            let r = boot_info().ramdisk?;
+            // SAFETY: reserved at boot for this purpose, outside the page
+            // allocator, reachable through the direct map; created once.
+            Some(unsafe {
+                crate::fs::RamDisk::new(paging::phys_to_virt(r.start), r.len() as usize, 4096)
+            })
+        })
+        .as_ref()
+}
+
+/// Takes `bytes` for the RAM disk from the top of the largest usable region,
+/// before the page allocator sees the memory map.
+fn reserve_ramdisk(info: &mut BootInfo, bytes: u64) {
+    let bytes = bytes.div_ceil(4096) * 4096;
+    let Some(r) = info
+        .usable
+        .regions()
+        .iter()
+        .copied()
+        .max_by_key(|r| r.len())
+    else {
+        return;
+    };
+    if r.len() < bytes + (8 << 20) {
+        crate::println!(
+            "kreclaim: ramdisk={} MiB does not fit (largest usable region {} MiB, 8 MiB must remain); no RAM disk",
+            bytes >> 20,
+            r.len() >> 20
+        );
+        return;
+    }
+    let start = r.end - bytes;
+    info.usable.carve(start, r.end);
+    info.ramdisk = Some(crate::bootinfo::Region {
+        start,
+        end: r.end,
+        kind: crate::bootinfo::RegionKind::Reserved,
+    });
+}
+
 /// Stack frames from the page allocator (owner Stack, not zeroed).
 fn page_alloc_stack_frames(pages: usize) -> Option<u64> {
     use crate::mm::page_alloc::{self, PageOwner};
@@ -202,8 +248,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         exit_qemu(ExitCode::Failure);
     }
     prepend_builtin_cmdline(&mut parsed);
-    let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
-    paging::init(&info.firmware_map, nx_enabled());
+    paging::init(&parsed.firmware_map, nx_enabled());
     // SAFETY: the arena is ours alone and handed over once.
     unsafe {
         ALLOCATOR
@@ -217,7 +262,11 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     crate::console::init_logger(log::LevelFilter::Info);
     // The keys that size memory act now; main parses the command line
     // again and reports bad tokens.
-    let early = crate::config::Config::parse_early(info.cmdline());
+    let early = crate::config::Config::parse_early(parsed.cmdline());
+    if let Some(bytes) = early.ramdisk {
+        reserve_ramdisk(&mut parsed, bytes);
+    }
+    let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
     match crate::mm::page_alloc::init(&info.usable, early.mem, early.min_free_kbytes) {
         Ok(()) => context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
         Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
