@@ -21,6 +21,7 @@ kreclaim::kernel_tests!(
     cmdline_rejects_bad_value,
     cmdline_rejects_bare_word,
     cmdline_empty_gives_defaults,
+    cmdline_workload_keys,
     direct_map_reaches_all_usable_ram,
     kernel_image_has_w_xor_x,
     stack_guard_pages_are_unmapped,
@@ -135,6 +136,52 @@ fn cmdline_rejects_bare_word() -> TestResult {
 fn cmdline_empty_gives_defaults() -> TestResult {
     kassert_eq!(Config::parse("").unwrap(), Config::default());
     kassert_eq!(Config::default().loglevel, log::LevelFilter::Info);
+    Ok(())
+}
+
+fn cmdline_workload_keys() -> TestResult {
+    use kreclaim::config::PolicyChoice;
+    use kreclaim::fs::policy::Policy;
+    let c = Config::parse("policy=kernel files=100 file_size=4K-8K fanout=10 mix=read:50,write:30 tasks=2 ops=10 seed=7")
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    kassert_eq!(c.policy, PolicyChoice::One(Policy::KERNEL));
+    kassert_eq!(
+        (c.workload.files, c.workload.size_min, c.workload.size_max),
+        (100, 4096, 8192)
+    );
+    kassert_eq!(
+        (
+            c.workload.fanout,
+            c.workload.tasks,
+            c.workload.ops,
+            c.workload.seed
+        ),
+        (10, 2, 10, 7)
+    );
+    kassert_eq!(
+        (
+            c.workload.mix.read,
+            c.workload.mix.write,
+            c.workload.mix.unlink
+        ),
+        (50, 30, 0)
+    );
+    kassert_eq!(
+        Config::parse("policy=all").unwrap().policy,
+        PolicyChoice::All
+    );
+    for bad in [
+        "policy=fast",
+        "files=0",
+        "file_size=8K-4K",
+        "mix=read:90,write:20",
+        "tasks=0",
+        "mix=eat:5",
+        "ops=-1",
+    ] {
+        let e = Config::parse(bad).unwrap_err();
+        kassert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}: {e:?}");
+    }
     Ok(())
 }
 

@@ -4,10 +4,12 @@
 //! an error naming the token and listing the valid keys.
 
 use crate::bench::Format;
+use crate::fs::policy::Policy;
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
 use crate::mm::slab::{SlabFlags, slab_debug_parse};
 use crate::sync::lockdep::LockdepMode;
 use crate::task::SchedMode;
+use crate::workload::{Mix, Workload, parse_size_range};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -40,6 +42,18 @@ pub struct Config {
     pub ramdisk: Option<u64>,
     /// `slab_debug=[FZP-][,cache]`: debug flags for caches (read at boot).
     pub slab_debug: Option<(SlabFlags, Option<String>)>,
+    /// `policy=nofs|kernel|nolockdep|trylock|broken|all` (default trylock).
+    pub policy: PolicyChoice,
+    /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`.
+    pub workload: Workload,
+}
+
+/// Which reclaim policies the main job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyChoice {
+    One(Policy),
+    /// Every policy on the same workload and seed, then a comparison table.
+    All,
 }
 
 /// Which benchmark `bench=` selects.
@@ -108,6 +122,8 @@ impl Default for Config {
             failslab: None,
             ramdisk: None,
             slab_debug: None,
+            policy: PolicyChoice::One(Policy::DEFAULT),
+            workload: Workload::default(),
         }
     }
 }
@@ -237,6 +253,91 @@ pub static KEYS: &[Key] = &[
                 return Err(());
             }
             c.ramdisk = Some(bytes);
+            Ok(())
+        },
+    },
+    Key {
+        name: "policy",
+        values: "nofs|kernel|nolockdep|trylock|broken|all",
+        help: "reclaim policy of the filesystem (all: run each and compare)",
+        set: |c, v| {
+            c.policy = match v {
+                "all" => PolicyChoice::All,
+                v => PolicyChoice::One(Policy::by_name(v).ok_or(())?),
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "files",
+        values: "a number of files, 1..=200000",
+        help: "files the workload creates",
+        set: |c, v| {
+            c.workload.files = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=200_000).contains(n))
+                .ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "file_size",
+        values: "a size or a range MIN-MAX (memparse units, e.g. 4K-28K; at most 4158K)",
+        help: "file sizes, uniform in the range",
+        set: |c, v| {
+            let (a, b) = parse_size_range(v)?;
+            c.workload.size_min = a;
+            c.workload.size_max = b;
+            Ok(())
+        },
+    },
+    Key {
+        name: "fanout",
+        values: "files per directory, 1..=1000",
+        help: "directory fan-out of the workload",
+        set: |c, v| {
+            c.workload.fanout = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "mix",
+        values: "read:N,write:N,readdir:N,unlink:N (percent; the rest is create)",
+        help: "operation mix of the workload",
+        set: |c, v| {
+            c.workload.mix = Mix::parse(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "tasks",
+        values: "worker tasks, 1..=64",
+        help: "tasks running workload operations at once",
+        set: |c, v| {
+            c.workload.tasks = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "ops",
+        values: "a number of operations",
+        help: "operations the workload runs (over all tasks)",
+        set: |c, v| {
+            c.workload.ops = v.parse().map_err(|_| ())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "seed",
+        values: "a number",
+        help: "random seed of the workload (same seed, same operations)",
+        set: |c, v| {
+            c.workload.seed = v.parse().map_err(|_| ())?;
             Ok(())
         },
     },
@@ -378,7 +479,7 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "loglevel={} sched={} lockdep={}",
+            "loglevel={} sched={} lockdep={} policy={}",
             self.loglevel.as_str().to_ascii_lowercase(),
             match self.sched {
                 SchedMode::Preemptive => "preempt",
@@ -388,20 +489,17 @@ impl fmt::Display for Config {
                 LockdepMode::On => "on",
                 LockdepMode::Off => "off",
                 LockdepMode::Fatal => "fatal",
+            },
+            match self.policy {
+                PolicyChoice::One(p) => p.name,
+                PolicyChoice::All => "all",
             }
         )?;
-        if let Some(m) = self.mem {
-            write!(f, " mem={}K", m >> 10)?;
-        }
-        if let Some(k) = self.min_free_kbytes {
-            write!(f, " min_free_kbytes={k}")?;
-        }
-        if let Some(s) = self.fail_page_alloc {
-            write!(f, " fail_page_alloc={s}")?;
-        }
-        if let Some(s) = self.failslab {
-            write!(f, " failslab={s}")?;
-        }
-        Ok(())
+        let w = &self.workload;
+        write!(
+            f,
+            " files={} file_size={}-{} fanout={} mix={} tasks={} ops={} seed={}",
+            w.files, w.size_min, w.size_max, w.fanout, w.mix, w.tasks, w.ops, w.seed
+        )
     }
 }

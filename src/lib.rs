@@ -20,6 +20,7 @@ pub mod platform;
 pub mod sync;
 pub mod task;
 pub mod time;
+pub mod workload;
 
 #[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
 pub mod arch;

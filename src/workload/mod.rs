@@ -1,0 +1,149 @@
+//! The workload generator: many tasks creating, reading, writing, listing
+//! and unlinking files on the XFS-like filesystem while memory is tight, so
+//! that the inode and buffer caches are reclaimed constantly — then every
+//! surviving file is verified against what was written, after an unmount
+//! and a remount (so the contents come back from the disk).
+//!
+//! Everything the workers allocate on their operation paths is allocated up
+//! front (content buffers, the file table) so the run measures the
+//! filesystem and reclaim, not the workload's own allocations.
+
+use core::fmt;
+
+/// Operation mix in percent (read, write, readdir, unlink); the rest of
+/// 100 are creates. Unlinked files are recreated by later creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    pub read: u8,
+    pub write: u8,
+    pub readdir: u8,
+    pub unlink: u8,
+}
+
+impl Mix {
+    pub const DEFAULT: Mix = Mix {
+        read: 45,
+        write: 25,
+        readdir: 15,
+        unlink: 8,
+    };
+
+    /// Parses `read:45,write:25,readdir:15,unlink:8` (any subset; the
+    /// rest up to 100 is create).
+    pub fn parse(s: &str) -> Result<Mix, ()> {
+        let mut m = Mix {
+            read: 0,
+            write: 0,
+            readdir: 0,
+            unlink: 0,
+        };
+        for part in s.split(',') {
+            let (k, v) = part.split_once(':').ok_or(())?;
+            let v: u8 = v.parse().map_err(|_| ())?;
+            match k {
+                "read" => m.read = v,
+                "write" => m.write = v,
+                "readdir" => m.readdir = v,
+                "unlink" => m.unlink = v,
+                _ => return Err(()),
+            }
+        }
+        if m.read as u32 + m.write as u32 + m.readdir as u32 + m.unlink as u32 > 100 {
+            return Err(());
+        }
+        Ok(m)
+    }
+}
+
+impl fmt::Display for Mix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "read:{},write:{},readdir:{},unlink:{}",
+            self.read, self.write, self.readdir, self.unlink
+        )
+    }
+}
+
+/// A workload: `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`,
+/// `seed=` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub files: u32,
+    /// File sizes are uniform in `[min, max]` bytes.
+    pub size_min: u32,
+    pub size_max: u32,
+    /// Files per directory.
+    pub fanout: u32,
+    pub mix: Mix,
+    pub tasks: u32,
+    pub ops: u64,
+    pub seed: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            files: 2400,
+            size_min: 4 << 10,
+            size_max: 28 << 10,
+            fanout: 64,
+            mix: Mix::DEFAULT,
+            tasks: 4,
+            ops: 12_000,
+            seed: 42,
+        }
+    }
+}
+
+/// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units).
+pub fn parse_size_range(v: &str) -> Result<(u32, u32), ()> {
+    let (a, b) = v.split_once('-').unwrap_or((v, v));
+    let a = crate::config::memparse(a).map_err(|_| ())?;
+    let b = crate::config::memparse(b).map_err(|_| ())?;
+    let max_file = crate::fs::format::MAX_FILE_BLOCKS * crate::fs::format::BLOCK_SIZE as u64;
+    if a == 0 || a > b || b > max_file {
+        return Err(());
+    }
+    Ok((a as u32, b as u32))
+}
+
+/// xorshift64*: the workload's deterministic random numbers.
+#[derive(Clone, Copy)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+/// The contents of file `id` at generation `gen`: deterministic bytes.
+pub fn fill_content(seed: u64, id: u32, gen_: u32, buf: &mut [u8]) {
+    let mut r = Rng::new(seed ^ (id as u64) << 20 ^ (gen_ as u64) << 44);
+    for chunk in buf.chunks_mut(8) {
+        let v = r.next().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// FNV-1a, the checksum the verifier compares.
+pub fn checksum(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
