@@ -286,7 +286,7 @@ pub static KEYS: &[Key] = &[
         values: "a size or a range MIN-MAX (memparse units, e.g. 4K-28K; at most 4158K)",
         help: "file sizes, uniform in the range",
         set: |c, v| {
-            let (a, b) = parse_size_range(v)?;
+            let (a, b) = parse_size_range(v).map_err(|_| ())?;
             c.workload.size_min = a;
             c.workload.size_max = b;
             Ok(())
@@ -310,7 +310,7 @@ pub static KEYS: &[Key] = &[
         values: "read:N,write:N,readdir:N,unlink:N (percent; the rest is create)",
         help: "operation mix of the workload",
         set: |c, v| {
-            c.workload.mix = Mix::parse(v)?;
+            c.workload.mix = Mix::parse(v).map_err(|_| ())?;
             Ok(())
         },
     },

@@ -10,6 +10,10 @@
 
 use core::fmt;
 
+/// A workload value that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSpec;
+
 /// Operation mix in percent (read, write, readdir, unlink); the rest of
 /// 100 are creates. Unlinked files are recreated by later creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +34,7 @@ impl Mix {
 
     /// Parses `read:45,write:25,readdir:15,unlink:8` (any subset; the
     /// rest up to 100 is create).
-    pub fn parse(s: &str) -> Result<Mix, ()> {
+    pub fn parse(s: &str) -> Result<Mix, BadSpec> {
         let mut m = Mix {
             read: 0,
             write: 0,
@@ -38,18 +42,18 @@ impl Mix {
             unlink: 0,
         };
         for part in s.split(',') {
-            let (k, v) = part.split_once(':').ok_or(())?;
-            let v: u8 = v.parse().map_err(|_| ())?;
+            let (k, v) = part.split_once(':').ok_or(BadSpec)?;
+            let v: u8 = v.parse().map_err(|_| BadSpec)?;
             match k {
                 "read" => m.read = v,
                 "write" => m.write = v,
                 "readdir" => m.readdir = v,
                 "unlink" => m.unlink = v,
-                _ => return Err(()),
+                _ => return Err(BadSpec),
             }
         }
         if m.read as u32 + m.write as u32 + m.readdir as u32 + m.unlink as u32 > 100 {
-            return Err(());
+            return Err(BadSpec);
         }
         Ok(m)
     }
@@ -97,13 +101,13 @@ impl Default for Workload {
 }
 
 /// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units).
-pub fn parse_size_range(v: &str) -> Result<(u32, u32), ()> {
+pub fn parse_size_range(v: &str) -> Result<(u32, u32), BadSpec> {
     let (a, b) = v.split_once('-').unwrap_or((v, v));
-    let a = crate::config::memparse(a).map_err(|_| ())?;
-    let b = crate::config::memparse(b).map_err(|_| ())?;
+    let a = crate::config::memparse(a).map_err(|_| BadSpec)?;
+    let b = crate::config::memparse(b).map_err(|_| BadSpec)?;
     let max_file = crate::fs::format::MAX_FILE_BLOCKS * crate::fs::format::BLOCK_SIZE as u64;
     if a == 0 || a > b || b > max_file {
-        return Err(());
+        return Err(BadSpec);
     }
     Ok((a as u32, b as u32))
 }
@@ -117,7 +121,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -125,7 +129,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 
@@ -133,7 +137,7 @@ impl Rng {
 pub fn fill_content(seed: u64, id: u32, gen_: u32, buf: &mut [u8]) {
     let mut r = Rng::new(seed ^ (id as u64) << 20 ^ (gen_ as u64) << 44);
     for chunk in buf.chunks_mut(8) {
-        let v = r.next().to_le_bytes();
+        let v = r.next_u64().to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
 }
