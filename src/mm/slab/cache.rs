@@ -747,6 +747,7 @@ impl CacheInner {
         }
         let idx = rel / self.size;
         let mut to_free: Option<*mut SlabHeader> = None;
+        let mut redzone_bad = None;
         {
             let mut l = self.lists.lock();
             if slab.allocated[idx / 64] & (1 << (idx % 64)) == 0 {
@@ -764,7 +765,7 @@ impl CacheInner {
                 .flags
                 .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
             {
-                debug::check_and_poison_on_free(self, addr);
+                redzone_bad = debug::check_and_poison_on_free(self, addr);
             }
             let head = self.decode(slab.freelist, slab.base());
             // SAFETY: the object is being freed into its own slab.
@@ -778,6 +779,18 @@ impl CacheInner {
                 Self::unlink(&mut l, s);
                 to_free = Some(s);
             }
+        }
+        // Reported without the list lock: a report allocates (the cache
+        // name, the record), possibly from this very cache (kmalloc-16
+        // under slab_debug=Z), which would spin on the lock held above.
+        if let Some(off) = redzone_bad {
+            debug::report(
+                self,
+                SlabBug::RedzoneOverwritten,
+                addr,
+                Some(off),
+                format_args!("Right Redzone overwritten"),
+            );
         }
         self.frees.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = to_free {
