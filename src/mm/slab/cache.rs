@@ -571,12 +571,7 @@ impl CacheInner {
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let gfp = crate::mm::scope::current_gfp_context(gfp);
         crate::mm::fs_reclaim::might_alloc(gfp);
-        if !gfp.contains(Gfp::__GFP_NOFAIL)
-            && crate::mm::fault_inject::should_fail(
-                &crate::mm::fault_inject::FAILSLAB,
-                self.object_size,
-            )
-        {
+        if should_failslab(gfp, self.object_size) {
             if !gfp.contains(Gfp::__GFP_NOWARN) {
                 crate::println!(
                     "{}: slab allocation failure (injected): cache {}, size {}, mode:{gfp}",
@@ -856,6 +851,19 @@ impl CacheInner {
             reclaimable: self.flags.contains(SlabFlags::RECLAIM_ACCOUNT),
         }
     }
+}
+
+/// Linux's `should_failslab`: never __GFP_NOFAIL, and not allocations that
+/// may enter direct reclaim when `ignore-gfp-wait` is set.
+fn should_failslab(gfp: Gfp, size: usize) -> bool {
+    use crate::mm::fault_inject::{FAILSLAB, should_fail};
+    if gfp.contains(Gfp::__GFP_NOFAIL) {
+        return false;
+    }
+    if FAILSLAB.ignore_gfp_reclaim() && gfp.contains(Gfp::__GFP_DIRECT_RECLAIM) {
+        return false;
+    }
+    should_fail(&FAILSLAB, size)
 }
 
 /// The slab holding `addr`, through the page's private word.
