@@ -152,6 +152,7 @@ pub fn kfree(p: *mut u8) {
             let pa = page_alloc::virt_to_phys(p);
             if p as usize & 0xfff != 0 {
                 crate::println!("BUG kmalloc-large: kfree({p:p}): not the start of an allocation");
+                super::debug::record(super::debug::SlabBug::BadOffset, "kmalloc-large");
                 return;
             }
             page_alloc::set_page_private(pa, 0);
