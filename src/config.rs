@@ -385,6 +385,24 @@ impl fmt::Display for Config {
         if let Some(s) = self.failslab {
             write!(f, " failslab={s}")?;
         }
+        if let Some((flags, only)) = &self.slab_debug {
+            f.write_str(" slab_debug=")?;
+            for (flag, letter) in [
+                (SlabFlags::CONSISTENCY_CHECKS, "F"),
+                (SlabFlags::RED_ZONE, "Z"),
+                (SlabFlags::POISON, "P"),
+            ] {
+                if flags.contains(flag) {
+                    f.write_str(letter)?;
+                }
+            }
+            if flags.is_empty() {
+                f.write_str("-")?;
+            }
+            if let Some(name) = only {
+                write!(f, ",{name}")?;
+            }
+        }
         Ok(())
     }
 }
