@@ -162,3 +162,246 @@ pub fn locks(format: Format) {
         }
     }
 }
+
+/// xorshift64: a deterministic sequence, the same for kreclaim and its peer.
+struct XorShift(u64);
+
+impl XorShift {
+    const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+struct MmRow {
+    name: &'static str,
+    kreclaim: f64,
+    peer: f64,
+}
+
+/// The peer: `linked_list_allocator::Heap` on a block of our own pages,
+/// used directly (no lock, no interrupt masking).
+struct Peer {
+    base: *mut u8,
+}
+
+impl Peer {
+    const ORDER: u32 = 10;
+    const BYTES: usize = crate::mm::page_alloc::PAGE_SIZE << Self::ORDER;
+
+    /// An empty heap over the whole block (nothing from a previous
+    /// workload is live).
+    fn fresh(&self) -> linked_list_allocator::Heap {
+        // SAFETY: the block is ours for the whole benchmark and nothing in
+        // an older heap over it is used again.
+        unsafe { linked_list_allocator::Heap::new(self.base, Self::BYTES) }
+    }
+}
+
+fn peer_alloc(h: &mut linked_list_allocator::Heap, l: core::alloc::Layout) -> *mut u8 {
+    match h.allocate_first_fit(l) {
+        Ok(p) => p.as_ptr(),
+        Err(()) => panic!("bench=mm: the peer heap is exhausted ({l:?})"),
+    }
+}
+
+fn peer_free(h: &mut linked_list_allocator::Heap, p: *mut u8, l: core::alloc::Layout) {
+    // SAFETY: `p` came from `h` with layout `l`.
+    unsafe { h.deallocate(core::ptr::NonNull::new_unchecked(p), l) }
+}
+
+fn kmalloc_or_panic(size: usize) -> *mut u8 {
+    match crate::mm::slab::kmalloc::kmalloc(size, crate::mm::gfp::GFP_KERNEL) {
+        Ok(p) => p.as_ptr(),
+        Err(e) => panic!("bench=mm: kmalloc({size}): {e}"),
+    }
+}
+
+/// `bench=mm`: allocator fast paths and churn against
+/// `linked_list_allocator` (the crate's early heap) on a 4 MiB block carved
+/// from our page allocator in the same run. No timed loop allocates through
+/// the Rust heap: pointer arrays are sized before timing. kreclaim runs in
+/// the kernel's lockdep mode (`lockdep=off` measures the allocator alone:
+/// with lockdep on, the fs_reclaim annotation and the validated locks cost
+/// more than the allocator itself).
+pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
+    use crate::mm::gfp::GFP_KERNEL;
+    use crate::mm::page_alloc::{alloc_pages, free_pages, page_address};
+    use crate::mm::slab::kmalloc::kfree;
+    use crate::mm::slab::{KmemCache, SlabFlags};
+    use core::alloc::Layout;
+
+    const HOT_ITERS: u64 = 20_000;
+    const LIVE: usize = 10_000;
+    const CHURN_ITERS: u64 = 5_000;
+    const POOL: usize = 512;
+    const MIXED_ITERS: u64 = 5_000;
+    const PAGE_ITERS: u64 = 5_000;
+
+    let block = alloc_pages(GFP_KERNEL, Peer::ORDER)?;
+    let peer = Peer {
+        base: page_address(block),
+    };
+    let mut rows: Vec<MmRow> = Vec::with_capacity(5);
+
+    // One hot 64-byte object: the fast path.
+    let cache = match KmemCache::create("bench-64", 64, 0, SlabFlags::empty(), None) {
+        Ok(c) => c,
+        Err(e) => panic!("bench=mm: {e}"),
+    };
+    let kreclaim = cycles_per_op(HOT_ITERS, || {
+        if let Ok(p) = cache.alloc(GFP_KERNEL) {
+            cache.free(core::hint::black_box(p));
+        }
+    });
+    drop(cache);
+    let l64 = Layout::from_size_align(64, 8).unwrap();
+    let mut h = peer.fresh();
+    let peer_cycles = cycles_per_op(HOT_ITERS, || {
+        let p = peer_alloc(&mut h, l64);
+        peer_free(&mut h, core::hint::black_box(p), l64);
+    });
+    rows.push(MmRow {
+        name: "kmem_cache 64 B alloc+free (hot)",
+        kreclaim,
+        peer: peer_cycles,
+    });
+
+    // kmalloc-64 churn: free a random one of 10k live objects, allocate anew.
+    let mut live: Vec<*mut u8> = Vec::with_capacity(LIVE);
+    live.extend((0..LIVE).map(|_| kmalloc_or_panic(64)));
+    let mut rng = XorShift(XorShift::SEED);
+    let kreclaim = cycles_per_op(CHURN_ITERS, || {
+        let i = rng.below(LIVE);
+        kfree(live[i]);
+        live[i] = kmalloc_or_panic(64);
+    });
+    for p in live.iter() {
+        kfree(*p);
+    }
+    let mut h = peer.fresh();
+    for p in live.iter_mut() {
+        *p = peer_alloc(&mut h, l64);
+    }
+    let mut rng = XorShift(XorShift::SEED);
+    let peer_cycles = cycles_per_op(CHURN_ITERS, || {
+        let i = rng.below(LIVE);
+        peer_free(&mut h, live[i], l64);
+        live[i] = peer_alloc(&mut h, l64);
+    });
+    rows.push(MmRow {
+        name: "kmalloc-64 churn",
+        kreclaim,
+        peer: peer_cycles,
+    });
+    drop(live);
+
+    // Mixed sizes 8..=4096 over a pool of live objects.
+    let size_of = |rng: &mut XorShift| 8 + rng.below(4096 - 8 + 1);
+    let mut pool: Vec<(*mut u8, usize)> = Vec::with_capacity(POOL);
+    let mut rng = XorShift(XorShift::SEED);
+    for _ in 0..POOL {
+        let s = size_of(&mut rng);
+        pool.push((kmalloc_or_panic(s), s));
+    }
+    let kreclaim = cycles_per_op(MIXED_ITERS, || {
+        let i = rng.below(POOL);
+        kfree(pool[i].0);
+        let s = size_of(&mut rng);
+        pool[i] = (kmalloc_or_panic(s), s);
+    });
+    for (p, _) in pool.iter() {
+        kfree(*p);
+    }
+    let layout = |s: usize| Layout::from_size_align(s, 8).unwrap();
+    let mut h = peer.fresh();
+    let mut rng = XorShift(XorShift::SEED);
+    for e in pool.iter_mut() {
+        let s = size_of(&mut rng);
+        *e = (peer_alloc(&mut h, layout(s)), s);
+    }
+    let peer_cycles = cycles_per_op(MIXED_ITERS, || {
+        let i = rng.below(POOL);
+        peer_free(&mut h, pool[i].0, layout(pool[i].1));
+        let s = size_of(&mut rng);
+        pool[i] = (peer_alloc(&mut h, layout(s)), s);
+    });
+    rows.push(MmRow {
+        name: "kmalloc 8..4096 mixed",
+        kreclaim,
+        peer: peer_cycles,
+    });
+    drop(pool);
+
+    // Page blocks: alloc+free of order 0 and order 3 (aligned to their size).
+    for (order, name) in [(0u32, "alloc_pages order 0"), (3, "alloc_pages order 3")] {
+        let kreclaim = cycles_per_op(PAGE_ITERS, || {
+            if let Ok(pa) = alloc_pages(GFP_KERNEL, order) {
+                free_pages(core::hint::black_box(pa), order);
+            }
+        });
+        let bytes = crate::mm::page_alloc::PAGE_SIZE << order;
+        let l = Layout::from_size_align(bytes, bytes).unwrap();
+        let mut h = peer.fresh();
+        let peer_cycles = cycles_per_op(PAGE_ITERS, || {
+            let p = peer_alloc(&mut h, l);
+            peer_free(&mut h, core::hint::black_box(p), l);
+        });
+        rows.push(MmRow {
+            name,
+            kreclaim,
+            peer: peer_cycles,
+        });
+    }
+    free_pages(block, Peer::ORDER);
+
+    match format {
+        Format::Text => {
+            let lockdep = match lockdep::mode() {
+                LockdepMode::Off => "off",
+                _ => "on",
+            };
+            crate::println!(
+                "bench=mm: TSC cycles per operation (best of {ROUNDS} rounds), lockdep {lockdep}; peer: linked_list_allocator::Heap on a 4 MiB block from alloc_pages, no lock"
+            );
+            crate::println!(
+                "{:<34} {:>12} {:>12} {:>15}",
+                "workload",
+                "kreclaim",
+                "peer",
+                "peer/kreclaim"
+            );
+            for r in &rows {
+                crate::println!(
+                    "{:<34} {:>12.1} {:>12.1} {:>14.2}x",
+                    r.name,
+                    r.kreclaim,
+                    r.peer,
+                    r.peer / r.kreclaim.max(0.001)
+                );
+            }
+        }
+        Format::Json => {
+            for r in &rows {
+                crate::println!(
+                    "{{\"kind\":\"bench\",\"name\":{},\"kreclaim_cycles\":{:.1},\"peer\":\"linked_list_allocator\",\"peer_cycles\":{:.1},\"ratio\":{:.2}}}",
+                    json_str(r.name),
+                    r.kreclaim,
+                    r.peer,
+                    r.peer / r.kreclaim.max(0.001)
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -500,6 +500,37 @@ impl fmt::Display for Config {
             f,
             " files={} file_size={}-{} fanout={} mix={} tasks={} ops={} seed={}",
             w.files, w.size_min, w.size_max, w.fanout, w.mix, w.tasks, w.ops, w.seed
-        )
+        )?;
+        if let Some(m) = self.mem {
+            write!(f, " mem={}K", m >> 10)?;
+        }
+        if let Some(k) = self.min_free_kbytes {
+            write!(f, " min_free_kbytes={k}")?;
+        }
+        if let Some(s) = self.fail_page_alloc {
+            write!(f, " fail_page_alloc={s}")?;
+        }
+        if let Some(s) = self.failslab {
+            write!(f, " failslab={s}")?;
+        }
+        if let Some((flags, only)) = &self.slab_debug {
+            f.write_str(" slab_debug=")?;
+            for (flag, letter) in [
+                (SlabFlags::CONSISTENCY_CHECKS, "F"),
+                (SlabFlags::RED_ZONE, "Z"),
+                (SlabFlags::POISON, "P"),
+            ] {
+                if flags.contains(flag) {
+                    f.write_str(letter)?;
+                }
+            }
+            if flags.is_empty() {
+                f.write_str("-")?;
+            }
+            if let Some(name) = only {
+                write!(f, ",{name}")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -20,8 +20,10 @@ fn kmain(boot: &'static BootInfo) -> ! {
         match bench {
             Bench::Locks => kreclaim::bench::locks(config.format),
             Bench::Mm => {
-                println!("bench=mm: not available yet (needs the slab layer)");
-                kreclaim::platform::exit(false);
+                if let Err(e) = kreclaim::bench::mm(config.format) {
+                    println!("bench=mm: no 4 MiB block for the peer heap: {e}");
+                    kreclaim::platform::exit(false);
+                }
             }
         }
         kreclaim::platform::exit(true);

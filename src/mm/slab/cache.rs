@@ -571,12 +571,7 @@ impl CacheInner {
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         let gfp = crate::mm::scope::current_gfp_context(gfp);
         crate::mm::fs_reclaim::might_alloc(gfp);
-        if !gfp.contains(Gfp::__GFP_NOFAIL)
-            && crate::mm::fault_inject::should_fail(
-                &crate::mm::fault_inject::FAILSLAB,
-                self.object_size,
-            )
-        {
+        if should_failslab(gfp, self.object_size) {
             if !gfp.contains(Gfp::__GFP_NOWARN) {
                 crate::println!(
                     "{}: slab allocation failure (injected): cache {}, size {}, mode:{gfp}",
@@ -747,6 +742,7 @@ impl CacheInner {
         }
         let idx = rel / self.size;
         let mut to_free: Option<*mut SlabHeader> = None;
+        let mut redzone_bad = None;
         {
             let mut l = self.lists.lock();
             if slab.allocated[idx / 64] & (1 << (idx % 64)) == 0 {
@@ -764,7 +760,7 @@ impl CacheInner {
                 .flags
                 .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
             {
-                debug::check_and_poison_on_free(self, addr);
+                redzone_bad = debug::check_and_poison_on_free(self, addr);
             }
             let head = self.decode(slab.freelist, slab.base());
             // SAFETY: the object is being freed into its own slab.
@@ -778,6 +774,18 @@ impl CacheInner {
                 Self::unlink(&mut l, s);
                 to_free = Some(s);
             }
+        }
+        // Reported without the list lock: a report allocates (the cache
+        // name, the record), possibly from this very cache (kmalloc-16
+        // under slab_debug=Z), which would spin on the lock held above.
+        if let Some(off) = redzone_bad {
+            debug::report(
+                self,
+                SlabBug::RedzoneOverwritten,
+                addr,
+                Some(off),
+                format_args!("Right Redzone overwritten"),
+            );
         }
         self.frees.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = to_free {
@@ -845,6 +853,19 @@ impl CacheInner {
     }
 }
 
+/// Linux's `should_failslab`: never __GFP_NOFAIL, and not allocations that
+/// may enter direct reclaim when `ignore-gfp-wait` is set.
+fn should_failslab(gfp: Gfp, size: usize) -> bool {
+    use crate::mm::fault_inject::{FAILSLAB, should_fail};
+    if gfp.contains(Gfp::__GFP_NOFAIL) {
+        return false;
+    }
+    if FAILSLAB.ignore_gfp_reclaim() && gfp.contains(Gfp::__GFP_DIRECT_RECLAIM) {
+        return false;
+    }
+    should_fail(&FAILSLAB, size)
+}
+
 /// The slab holding `addr`, through the page's private word.
 pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
     let pa = page_alloc::virt_to_phys(addr as *const u8);
@@ -880,18 +901,49 @@ pub fn slabinfo() -> alloc::vec::Vec<SlabInfo> {
 }
 
 /// Prints /proc/slabinfo, version 2.1 columns. Allocates nothing, so the
-/// out-of-memory report can call it.
+/// out-of-memory report can call it. That report may come from an
+/// allocation made under the cache registry's lock (one CPU: a held lock is
+/// ours), so the registry is only tried, never waited for.
 pub fn show_slabinfo() {
-    crate::println!("slabinfo - version: 2.1");
-    crate::println!(
+    struct Console;
+    impl fmt::Write for Console {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            crate::print!("{s}");
+            Ok(())
+        }
+    }
+    let _ = slabinfo_header(&mut Console);
+    match CACHES.try_lock() {
+        Some(reg) => {
+            let _ = slabinfo_rows(&mut Console, &reg);
+        }
+        None => crate::println!("(slab cache registry busy: rows skipped)"),
+    }
+}
+
+/// Writes /proc/slabinfo (version 2.1 columns) to `w`: [`show_slabinfo`]
+/// with a destination, so the text can be checked. `w` is called with the
+/// cache registry locked (interrupts masked).
+pub fn write_slabinfo(w: &mut dyn fmt::Write) -> fmt::Result {
+    slabinfo_header(w)?;
+    slabinfo_rows(w, &CACHES.lock())
+}
+
+fn slabinfo_header(w: &mut dyn fmt::Write) -> fmt::Result {
+    writeln!(w, "slabinfo - version: 2.1")?;
+    writeln!(
+        w,
         "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
-    );
-    let reg = CACHES.lock();
+    )
+}
+
+fn slabinfo_rows(w: &mut dyn fmt::Write, reg: &Registry) -> fmt::Result {
     for &p in reg.0.iter().filter(|p| !p.is_null()) {
         // SAFETY: registered caches are alive while registered.
         let c = unsafe { &*p };
         let s = c.counts();
-        crate::println!(
+        writeln!(
+            w,
             "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
             c.name,
             s.active_objs,
@@ -905,6 +957,7 @@ pub fn show_slabinfo() {
             s.active_slabs,
             s.num_slabs,
             0
-        );
+        )?;
     }
+    Ok(())
 }

@@ -155,21 +155,20 @@ pub(crate) fn check_on_alloc(c: &CacheInner, obj: usize) {
     set_redzone(c, obj, RED_ACTIVE);
 }
 
-/// Checks an object being freed (red zone intact: no overflow), then poisons it.
-#[track_caller]
-pub(crate) fn check_and_poison_on_free(c: &CacheInner, obj: usize) {
+/// Checks an object being freed (red zone intact: no overflow), then poisons
+/// it. Runs under the cache's list lock, so it only returns the offset of the
+/// first bad red-zone byte: the caller reports after dropping the lock, as a
+/// report allocates and the allocation may come from this very cache.
+pub(crate) fn check_and_poison_on_free(c: &CacheInner, obj: usize) -> Option<usize> {
+    let mut bad = None;
     if c.flags.contains(SlabFlags::RED_ZONE) {
         let rz = bytes(obj + c.object_size, c.rz_len);
-        if let Some(off) = rz.iter().position(|v| *v != RED_ACTIVE) {
-            report(
-                c,
-                SlabBug::RedzoneOverwritten,
-                obj,
-                Some(c.object_size + off),
-                format_args!("Right Redzone overwritten"),
-            );
-        }
+        bad = rz
+            .iter()
+            .position(|v| *v != RED_ACTIVE)
+            .map(|off| c.object_size + off);
     }
     poison(c, obj);
     set_redzone(c, obj, RED_INACTIVE);
+    bad
 }

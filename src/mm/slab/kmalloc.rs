@@ -104,8 +104,9 @@ fn kmalloc_large(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, All
     Ok(unsafe { NonNull::new_unchecked(page_alloc::page_address(pa)) })
 }
 
-/// `kmalloc(size, gfp)`: at least `size` bytes, 8-byte aligned (naturally
-/// aligned for power-of-two sizes).
+/// `kmalloc(size, gfp)`: at least `size` bytes, 8-byte aligned; power-of-two
+/// sizes up to 512 are naturally aligned (Linux: all of them; kreclaim caps
+/// class alignment at 512). Use [`kmalloc_aligned`] for more.
 #[track_caller]
 pub fn kmalloc(size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     kmalloc_aligned(size, 1, gfp)
@@ -152,6 +153,7 @@ pub fn kfree(p: *mut u8) {
             let pa = page_alloc::virt_to_phys(p);
             if p as usize & 0xfff != 0 {
                 crate::println!("BUG kmalloc-large: kfree({p:p}): not the start of an allocation");
+                super::debug::record(super::debug::SlabBug::BadOffset, "kmalloc-large");
                 return;
             }
             page_alloc::set_page_private(pa, 0);

@@ -1,0 +1,1232 @@
+//! Slab caches and kmalloc: slab lists and min_partial, constructors, debug
+//! reports, hardened free pointers, kmalloc classes, KBox/KVec/TypedCache,
+//! failslab, the global allocator's GFP context, slabinfo.
+//!
+//! The built-in `slab_debug=Z,kmalloc-16` gives one kmalloc cache red zones
+//! from boot, as the command line would.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kreclaim::config::{CmdlineError, Config};
+use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
+use kreclaim::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, GFP_NOFS, GFP_NOIO, Gfp};
+use kreclaim::mm::page_alloc::{
+    self, PAGE_SIZE, PageOwner, alloc_pages, free_pages, nr_free_pages, page_address, virt_to_phys,
+};
+use kreclaim::mm::scope::MemallocScope;
+use kreclaim::mm::slab::kmalloc::{
+    KBox, KVec, ZERO_SIZE_PTR, global_gfp, kfree, kmalloc, kmalloc_aligned, kmalloc_slab, ksize,
+    kzalloc,
+};
+use kreclaim::mm::slab::{
+    self, CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabBug, SlabFlags, SlabReport,
+    TypedCache, kmem_cache_create, set_global_debug, slab_debug_parse,
+};
+use kreclaim::sync::lockdep;
+use kreclaim::task::{self, PreemptGuard};
+use kreclaim::{kassert, kassert_eq};
+
+kreclaim::kernel_tests!(
+    cmdline = "slab_debug=Z,kmalloc-16";
+    objects_move_between_full_partial_and_empty,
+    empty_slabs_beyond_min_partial_go_back_to_the_page_allocator,
+    constructor_runs_once_per_object_when_a_slab_is_populated,
+    objects_never_overlap_in_any_kmalloc_class,
+    concurrent_allocation_keeps_objects_and_counts_intact,
+    create_rejects_bad_sizes_and_alignments,
+    hwcache_align_rounds_to_cache_lines,
+    zalloc_zeroes_even_poisoned_objects,
+    double_free_is_reported_and_ignored,
+    free_to_the_wrong_cache_is_reported_and_ignored,
+    free_of_a_pointer_no_slab_owns_is_reported_and_ignored,
+    write_after_free_is_detected_on_the_next_allocation,
+    red_zone_overflow_is_detected_on_free,
+    red_zone_overflow_in_a_kmalloc_cache_is_reported_without_deadlock,
+    destroy_with_live_objects_names_the_cache_and_count,
+    destroy_of_an_empty_cache_returns_its_pages,
+    slab_debug_parses_linux_letters,
+    global_debug_flags_reach_the_named_cache_only,
+    free_pointers_are_not_raw_addresses,
+    kmalloc_sizes_map_to_linux_classes,
+    kmalloc_zero_and_kfree_null_are_no_ops,
+    large_kmalloc_comes_from_and_returns_to_the_page_allocator,
+    kmalloc_alignment_is_honoured,
+    kfree_of_a_foreign_pointer_is_reported_not_freed,
+    kbox_and_kvec_work_and_fail_as_values,
+    typed_cache_drops_values,
+    failslab_fails_the_next_allocation_then_stops,
+    global_allocator_takes_gfp_from_the_context,
+    slabinfo_rows_are_consistent,
+    slabinfo_text_has_the_v2_1_header_and_rows,
+    oom_report_under_the_registry_lock_does_not_deadlock,
+    a_64_byte_cache_uses_at_least_95_percent_of_its_slab,
+);
+
+const NOWARN: Gfp = Gfp::__GFP_NOWARN;
+
+#[track_caller]
+fn fail(msg: String) -> TestFailure {
+    TestFailure::new(msg)
+}
+
+fn cache(name: &str, size: usize, flags: SlabFlags) -> Result<KmemCache, TestFailure> {
+    kmem_cache_create(name, size, 0, flags, None)
+        .map_err(|e| fail(alloc::format!("kmem_cache_create: {e}")))
+}
+
+/// Objects of one cache held by a test, freed when it ends (also when a
+/// check fails). The vector is sized up front: no allocation while held.
+struct Objs<'a> {
+    cache: &'a KmemCache,
+    v: Vec<NonNull<u8>>,
+}
+
+impl<'a> Objs<'a> {
+    fn new(cache: &'a KmemCache, capacity: usize) -> Self {
+        Objs {
+            cache,
+            v: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn alloc(&mut self) -> Result<NonNull<u8>, TestFailure> {
+        if self.v.len() == self.v.capacity() {
+            return Err(fail(String::from("Objs: capacity exceeded")));
+        }
+        let p = self
+            .cache
+            .alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("alloc from {}: {e}", self.cache.name())))?;
+        self.v.push(p);
+        Ok(p)
+    }
+
+    fn free_last(&mut self) {
+        if let Some(p) = self.v.pop() {
+            self.cache.free(p);
+        }
+    }
+
+    fn free_all(&mut self) {
+        while !self.v.is_empty() {
+            self.free_last();
+        }
+    }
+}
+
+impl Drop for Objs<'_> {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
+
+fn reports_since(n: usize) -> Vec<SlabReport> {
+    slab::reports()
+        .get(n..)
+        .map(<[_]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// Exactly one new report, of `bug` against `cache`.
+#[track_caller]
+fn one_report(n: usize, bug: SlabBug, cache: &str) -> Result<SlabReport, TestFailure> {
+    let r = reports_since(n);
+    if r.len() != 1 || r[0].bug != bug || r[0].cache != cache {
+        return Err(fail(alloc::format!(
+            "expected one {bug:?} report for {cache}, got {r:?}"
+        )));
+    }
+    Ok(r[0].clone())
+}
+
+fn bytes(p: NonNull<u8>, len: usize) -> &'static mut [u8] {
+    // SAFETY: tests pass objects (or freed objects they poke on purpose) of
+    // at least `len` bytes.
+    unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), len) }
+}
+
+/// Counts of (num_slabs, full, partial, empty, active_objs).
+fn lists(c: &KmemCache) -> (usize, usize, usize, usize, usize) {
+    let i = c.info();
+    (
+        i.num_slabs,
+        i.full_slabs,
+        i.partial_slabs,
+        i.empty_slabs,
+        i.active_objs,
+    )
+}
+
+fn objects_move_between_full_partial_and_empty() -> TestResult {
+    let c = cache("t-lists", 64, SlabFlags::empty())?;
+    let per = c.info().objperslab;
+    kassert_eq!(per, (4096 - 128) / 64, "one 4 KiB slab, 128-byte header");
+    kassert_eq!(c.info().pagesperslab, 1);
+    kassert_eq!(lists(&c), (0, 0, 0, 0, 0));
+    let mut objs = Objs::new(&c, per + 1);
+    objs.alloc()?;
+    kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "first object: one partial slab");
+    for _ in 1..per {
+        objs.alloc()?;
+    }
+    kassert_eq!(lists(&c), (1, 1, 0, 0, per), "objperslab objects: full");
+    objs.free_last();
+    kassert_eq!(lists(&c), (1, 0, 1, 0, per - 1), "one freed: partial");
+    objs.alloc()?;
+    kassert_eq!(lists(&c), (1, 1, 0, 0, per), "full again");
+    objs.alloc()?;
+    kassert_eq!(lists(&c), (2, 1, 1, 0, per + 1), "a second slab");
+    objs.free_all();
+    kassert_eq!(lists(&c), (2, 0, 0, 2, 0), "all freed: both empty");
+    kassert_eq!(c.info().num_objs, 2 * per);
+    Ok(())
+}
+
+fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult {
+    // Order-0 slabs (64 B objects) and order-2 slabs (3000 B objects).
+    for (name, size) in [("t-release", 64), ("t-release-big", 3000)] {
+        let c = cache(name, size, SlabFlags::empty())?;
+        let per = c.info().objperslab;
+        let pages = c.info().pagesperslab as u64;
+        let slabs = MIN_PARTIAL + 3;
+        let mut objs = Objs::new(&c, slabs * per);
+        // No other allocation between the readings of nr_free_pages: info()
+        // allocates (the name), so it comes after them.
+        let before = nr_free_pages();
+        for _ in 0..slabs * per {
+            objs.alloc()?;
+        }
+        let after_alloc = nr_free_pages();
+        objs.free_all();
+        let after_free = nr_free_pages();
+        let shrunk = c.shrink();
+        let after_shrink = nr_free_pages();
+        kassert_eq!(
+            before - after_alloc,
+            slabs as u64 * pages,
+            "{name}: pages per slab"
+        );
+        kassert_eq!(
+            after_free - after_alloc,
+            (slabs - MIN_PARTIAL) as u64 * pages,
+            "{name}: empty slabs beyond MIN_PARTIAL are released on free"
+        );
+        kassert_eq!(
+            shrunk as u64,
+            MIN_PARTIAL as u64 * pages,
+            "{name}: shrink releases the kept ones"
+        );
+        kassert_eq!(after_shrink, before, "{name}");
+        kassert_eq!(lists(&c), (0, 0, 0, 0, 0), "{name}");
+        // The cache still works after shrinking to nothing.
+        objs.alloc()?;
+        kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "{name}");
+    }
+    Ok(())
+}
+
+static CTOR_CALLS: AtomicUsize = AtomicUsize::new(0);
+const CONSTRUCTED: u64 = 0xc0ff_ee00_c0ff_ee00;
+
+fn ctor(p: *mut u8) {
+    CTOR_CALLS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the slab hands the constructor a whole object.
+    unsafe { p.cast::<u64>().write(CONSTRUCTED) };
+}
+
+fn constructor_runs_once_per_object_when_a_slab_is_populated() -> TestResult {
+    CTOR_CALLS.store(0, Ordering::SeqCst);
+    // POISON would destroy the constructed state; SLUB drops it for ctor caches.
+    let c = kmem_cache_create("t-ctor", 64, 0, SlabFlags::POISON, Some(ctor))
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert!(!c.flags().contains(SlabFlags::POISON));
+    kassert_eq!(CTOR_CALLS.load(Ordering::SeqCst), 0, "no slab yet");
+    let per = c.info().objperslab;
+    let mut objs = Objs::new(&c, 2 * per);
+    let a = objs.alloc()?;
+    kassert_eq!(CTOR_CALLS.load(Ordering::SeqCst), per, "the whole slab");
+    // SAFETY: a 64-byte object of ours.
+    kassert_eq!(unsafe { a.cast::<u64>().read() }, CONSTRUCTED);
+    // The free pointer must not clobber the constructed state either.
+    objs.free_last();
+    let b = objs.alloc()?;
+    kassert_eq!(b, a);
+    // SAFETY: as above.
+    kassert_eq!(unsafe { b.cast::<u64>().read() }, CONSTRUCTED);
+    for _ in 0..100 {
+        objs.free_last();
+        objs.alloc()?;
+    }
+    kassert_eq!(CTOR_CALLS.load(Ordering::SeqCst), per, "not per allocation");
+    for _ in 1..per + 1 {
+        objs.alloc()?;
+    }
+    kassert_eq!(CTOR_CALLS.load(Ordering::SeqCst), 2 * per, "second slab");
+    Ok(())
+}
+
+fn objects_never_overlap_in_any_kmalloc_class() -> TestResult {
+    // Enough objects for several slabs of every class; each object filled
+    // with its own byte, checked after all are allocated.
+    for &size in &kreclaim::mm::slab::kmalloc::KMALLOC_SIZES {
+        let n = (64 * 1024 / size).clamp(16, 1200);
+        let mut v: Vec<NonNull<u8>> = Vec::with_capacity(n);
+        let c = kmalloc_slab(size, 1).ok_or_else(|| fail(alloc::format!("no class {size}")))?;
+        let active = c.info().active_objs;
+        for i in 0..n {
+            let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+            bytes(p, size).fill(i as u8);
+            v.push(p);
+        }
+        kassert_eq!(c.info().active_objs, active + n, "{}", c.name());
+        let mut bad = None;
+        for (i, p) in v.iter().enumerate() {
+            if bytes(*p, size).iter().any(|b| *b != i as u8) {
+                bad = Some(i);
+            }
+        }
+        // Free in an interleaved order: odd indices first.
+        for p in v.iter().skip(1).step_by(2).chain(v.iter().step_by(2)) {
+            kfree(p.as_ptr());
+        }
+        kassert!(bad.is_none(), "{}: object {bad:?} overwritten", c.name());
+        kassert_eq!(c.info().active_objs, active, "{}", c.name());
+    }
+    Ok(())
+}
+
+fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
+    // Two tasks share a cache under preemption (1 kHz tick); each keeps up
+    // to 300 live objects stamped with its own pattern and checks them
+    // before freeing. Slabs are created and released throughout.
+    const OPS: usize = 40_000;
+    const LIVE: usize = 300;
+    let c = Arc::new(cache("t-concurrent", 48, SlabFlags::empty())?);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(2);
+    for id in 0..2u8 {
+        let (c, errors) = (c.clone(), errors.clone());
+        let t = task::spawn("slab-stress", move || {
+            let mut live: Vec<NonNull<u8>> = Vec::with_capacity(LIVE);
+            let mut x = 0x2545_f491_4f6c_dd1du64 + id as u64;
+            let stamp = 0x40 + id;
+            for _ in 0..OPS {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if live.len() < LIVE && (live.is_empty() || !x.is_multiple_of(3)) {
+                    match c.alloc(GFP_KERNEL) {
+                        Ok(p) => {
+                            bytes(p, 48).fill(stamp);
+                            live.push(p);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                } else {
+                    let p = live.swap_remove(x as usize % live.len());
+                    if bytes(p, 48).iter().any(|b| *b != stamp) {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    c.free(p);
+                }
+                if x.is_multiple_of(64) {
+                    c.shrink();
+                }
+            }
+            for p in live {
+                c.free(p);
+            }
+        })
+        .map_err(|e| fail(alloc::format!("spawn: {e:?}")))?;
+        tasks.push(t);
+    }
+    let n = slab::reports().len();
+    let mut switches = 0;
+    for t in tasks {
+        let task = t.task().clone();
+        t.join().map_err(|e| fail(alloc::format!("join: {e:?}")))?;
+        switches += task.switches();
+    }
+    // Each task ran more than once: they were preempted mid-stream.
+    kassert!(switches > 4, "only {switches} context switches");
+    kassert_eq!(errors.load(Ordering::SeqCst), 0, "objects shared or lost");
+    kassert_eq!(c.info().active_objs, 0);
+    kassert!(reports_since(n).is_empty(), "{:?}", reports_since(n));
+    Ok(())
+}
+
+fn create_rejects_bad_sizes_and_alignments() -> TestResult {
+    let bad = |size, align| kmem_cache_create("t-bad", size, align, SlabFlags::empty(), None);
+    kassert!(matches!(
+        bad(0, 8),
+        Err(CreateError::BadSize { size: 0, .. })
+    ));
+    kassert!(matches!(
+        bad(1 << 20, 8),
+        Err(CreateError::BadSize {
+            size: 0x10_0000,
+            ..
+        })
+    ));
+    kassert!(matches!(
+        bad(64, 24),
+        Err(CreateError::BadAlign { align: 24, .. })
+    ));
+    kassert!(matches!(
+        bad(64, 8192),
+        Err(CreateError::BadAlign { align: 8192, .. })
+    ));
+    let c = bad(64, 4096).map_err(|e| fail(alloc::format!("{e}")))?;
+    let p = c
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let aligned = (p.as_ptr() as usize).is_multiple_of(4096);
+    c.free(p);
+    kassert!(aligned);
+    Ok(())
+}
+
+fn hwcache_align_rounds_to_cache_lines() -> TestResult {
+    for (size, align) in [(40, 64), (20, 32), (100, 64)] {
+        let c = cache("t-hwcache", size, SlabFlags::HWCACHE_ALIGN)?;
+        let mut objs = Objs::new(&c, 3);
+        for _ in 0..3 {
+            let p = objs.alloc()?;
+            kassert_eq!(p.as_ptr() as usize % align, 0, "size {size}");
+        }
+    }
+    Ok(())
+}
+
+fn zalloc_zeroes_even_poisoned_objects() -> TestResult {
+    let c = cache("t-zalloc", 100, SlabFlags::POISON | SlabFlags::RED_ZONE)?;
+    let n = slab::reports().len();
+    let p = c
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    bytes(p, 100).fill(0x77);
+    c.free(p);
+    let z = c
+        .zalloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let zero = bytes(z, 100).iter().all(|b| *b == 0);
+    c.free(z);
+    kassert_eq!(z, p);
+    kassert!(zero);
+    let k = kzalloc(200, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    let zero = bytes(k, 200).iter().all(|b| *b == 0);
+    kfree(k.as_ptr());
+    kassert!(zero);
+    kassert!(reports_since(n).is_empty(), "{:?}", reports_since(n));
+    Ok(())
+}
+
+fn double_free_is_reported_and_ignored() -> TestResult {
+    let c = cache("t-dfree", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    let a = objs.alloc()?;
+    objs.alloc()?;
+    c.free(a);
+    objs.v.retain(|p| *p != a);
+    let n = slab::reports().len();
+    c.free(a);
+    let r = one_report(n, SlabBug::DoubleFree, "t-dfree")?;
+    kassert_eq!(r.addr, a.as_ptr() as usize);
+    kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "counts unchanged");
+    // Had the second free been linked, `a` would now be handed out twice.
+    let x = objs.alloc()?;
+    let y = objs.alloc()?;
+    kassert_eq!(x, a);
+    kassert!(x != y, "the same object allocated twice");
+    kassert_eq!(c.info().active_objs, 3);
+    Ok(())
+}
+
+fn free_to_the_wrong_cache_is_reported_and_ignored() -> TestResult {
+    let a = cache("t-wrong-a", 64, SlabFlags::empty())?;
+    let b = cache("t-wrong-b", 64, SlabFlags::empty())?;
+    let mut objs_b = Objs::new(&b, 1);
+    objs_b.alloc()?;
+    let o = a
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let n = slab::reports().len();
+    b.free(o);
+    let r = one_report(n, SlabBug::WrongCache, "t-wrong-b");
+    let counts = (a.info().active_objs, b.info().active_objs);
+    a.free(o);
+    r?;
+    kassert_eq!(counts, (1, 1), "neither cache changed");
+    kassert_eq!(a.info().active_objs, 0, "the right cache takes it");
+    kassert_eq!(slab::reports().len(), n + 1);
+    Ok(())
+}
+
+fn free_of_a_pointer_no_slab_owns_is_reported_and_ignored() -> TestResult {
+    let c = cache("t-foreign", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    let o = objs.alloc()?;
+    // A page straight from the page allocator.
+    let pa = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    let page = NonNull::new(page_address(pa)).ok_or_else(|| fail(String::from("null")))?;
+    bytes(page, PAGE_SIZE).fill(0x3c);
+    let n = slab::reports().len();
+    c.free(page);
+    let untouched = bytes(page, PAGE_SIZE).iter().all(|b| *b == 0x3c);
+    let owner = page_alloc::page_owner(pa);
+    free_pages(pa, 0);
+    one_report(n, SlabBug::NotASlabObject, "t-foreign")?;
+    kassert!(untouched, "the page was written to");
+    kassert_eq!(owner, Some(PageOwner::Kernel));
+    // A stack address: outside the direct map the page allocator manages.
+    let local = [0u64; 2];
+    let n = slab::reports().len();
+    c.free(NonNull::from(&local).cast());
+    one_report(n, SlabBug::NotASlabObject, "t-foreign")?;
+    // Inside a slab but not at an object boundary: inside an object, and
+    // in the slab header.
+    let n = slab::reports().len();
+    // SAFETY: still inside the object.
+    c.free(unsafe { o.add(8) });
+    one_report(n, SlabBug::BadOffset, "t-foreign")?;
+    let n = slab::reports().len();
+    let header = (o.as_ptr() as usize & !(PAGE_SIZE - 1)) as *mut u8;
+    c.free(NonNull::new(header).ok_or_else(|| fail(String::from("null")))?);
+    one_report(n, SlabBug::BadOffset, "t-foreign")?;
+    kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "counts unchanged");
+    objs.alloc()?;
+    objs.free_all();
+    kassert_eq!(lists(&c), (1, 0, 0, 1, 0), "still usable");
+    Ok(())
+}
+
+fn write_after_free_is_detected_on_the_next_allocation() -> TestResult {
+    let c = cache("t-poison", 64, SlabFlags::POISON)?;
+    let mut objs = Objs::new(&c, 2);
+    let o = objs.alloc()?;
+    bytes(o, 64).fill(0x11);
+    objs.free_last();
+    let b = bytes(o, 64);
+    kassert!(
+        b[..63].iter().all(|v| *v == 0x6b) && b[63] == 0xa5,
+        "freed object not poisoned: {b:x?}"
+    );
+    b[10] = 0x42; // use after free
+    let n = slab::reports().len();
+    let p = objs.alloc()?;
+    kassert_eq!(p, o);
+    let r = one_report(n, SlabBug::PoisonOverwritten, "t-poison")?;
+    kassert_eq!(r.offset, Some(10));
+    kassert_eq!(r.addr, o.as_ptr() as usize);
+    // Freed and allocated again cleanly: the poison was laid anew.
+    objs.free_last();
+    objs.alloc()?;
+    objs.free_all();
+    kassert_eq!(slab::reports().len(), n + 1);
+    kassert_eq!(c.info().active_objs, 0);
+    Ok(())
+}
+
+fn red_zone_overflow_is_detected_on_free() -> TestResult {
+    let c = cache("t-redzone", 60, SlabFlags::RED_ZONE)?;
+    let mut objs = Objs::new(&c, 2);
+    let o = objs.alloc()?;
+    let other = objs.alloc()?;
+    // SAFETY: the red zone follows the 60-byte object inside its slot.
+    unsafe { o.as_ptr().add(60).write(0) };
+    let n = slab::reports().len();
+    let l = lockdep::report_count();
+    c.free(o);
+    objs.v.retain(|p| *p != o);
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redzone")?;
+    kassert_eq!(r.offset, Some(60));
+    kassert_eq!(r.addr, o.as_ptr() as usize);
+    kassert_eq!(
+        lockdep::report_count(),
+        l,
+        "{:?}",
+        lockdep::reports_since(l)
+    );
+    kassert_eq!(c.info().active_objs, 1, "the free went through");
+    // Repaired: the next use of the object reports nothing.
+    kassert_eq!(objs.alloc()?, o);
+    objs.free_all();
+    kassert_eq!(slab::reports().len(), n + 1);
+    // An object never overflowed is not reported.
+    kassert!(other != o);
+    Ok(())
+}
+
+fn red_zone_overflow_in_a_kmalloc_cache_is_reported_without_deadlock() -> TestResult {
+    // slab_debug=Z,kmalloc-16 (built in) reached this kmalloc cache only.
+    let k16 = kmalloc_slab(16, 1).ok_or_else(|| fail(String::from("no kmalloc-16")))?;
+    let k32 = kmalloc_slab(32, 1).ok_or_else(|| fail(String::from("no kmalloc-32")))?;
+    kassert_eq!(k16.name(), "kmalloc-16");
+    kassert!(k16.flags().contains(SlabFlags::RED_ZONE));
+    kassert!(!k32.flags().contains(SlabFlags::RED_ZONE));
+    let p = kmalloc(16, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    // SAFETY: byte 16 is the first red-zone byte of the slot.
+    unsafe { p.as_ptr().add(16).write(0) };
+    let n = slab::reports().len();
+    let l = lockdep::report_count();
+    // The report records the cache name, which allocates from kmalloc-16
+    // itself: it must not do so under the cache's list lock.
+    kfree(p.as_ptr());
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "kmalloc-16")?;
+    kassert_eq!(r.offset, Some(16));
+    kassert_eq!(
+        lockdep::report_count(),
+        l,
+        "{:?}",
+        lockdep::reports_since(l)
+    );
+    Ok(())
+}
+
+fn destroy_with_live_objects_names_the_cache_and_count() -> TestResult {
+    let c = cache("t-destroy", 64, SlabFlags::empty())?;
+    for _ in 0..3 {
+        // Leaked on purpose: the cache stays (leaked) for them.
+        c.alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("{e}")))?;
+    }
+    let n = slab::reports().len();
+    let r = c.destroy();
+    kassert_eq!(
+        r,
+        Err(DestroyError::LiveObjects {
+            cache: String::from("t-destroy"),
+            count: 3
+        })
+    );
+    one_report(n, SlabBug::LiveObjectsAtDestroy, "t-destroy")?;
+    // The leaked cache is still listed: its objects are still there.
+    let row = slab::slabinfo().into_iter().find(|r| r.name == "t-destroy");
+    kassert_eq!(row.map(|r| r.active_objs), Some(3));
+    // Everything else still works.
+    let p = kmalloc(64, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kfree(p.as_ptr());
+    Ok(())
+}
+
+fn destroy_of_an_empty_cache_returns_its_pages() -> TestResult {
+    let c = cache("t-destroy-ok", 64, SlabFlags::empty())?;
+    let per = c.info().objperslab;
+    let mut v: Vec<NonNull<u8>> = Vec::with_capacity(3 * per);
+    let before = nr_free_pages();
+    for _ in 0..3 * per {
+        v.push(
+            c.alloc(GFP_KERNEL)
+                .map_err(|e| fail(alloc::format!("{e}")))?,
+        );
+    }
+    for p in v.drain(..) {
+        c.free(p);
+    }
+    let kept = before - nr_free_pages();
+    let r = c.destroy();
+    let after = nr_free_pages();
+    kassert_eq!(kept, 3, "three empty slabs kept (MIN_PARTIAL)");
+    kassert_eq!(r, Ok(()));
+    kassert_eq!(after, before);
+    kassert!(slab::slabinfo().iter().all(|r| r.name != "t-destroy-ok"));
+    Ok(())
+}
+
+fn slab_debug_parses_linux_letters() -> TestResult {
+    let all = SlabFlags::CONSISTENCY_CHECKS | SlabFlags::RED_ZONE | SlabFlags::POISON;
+    kassert_eq!(slab_debug_parse("FZP,mycache"), Ok((all, Some("mycache"))));
+    kassert_eq!(slab_debug_parse("fz"), Ok((all - SlabFlags::POISON, None)));
+    kassert_eq!(slab_debug_parse("P"), Ok((SlabFlags::POISON, None)));
+    kassert_eq!(slab_debug_parse("-"), Ok((SlabFlags::empty(), None)));
+    kassert_eq!(slab_debug_parse(""), Ok((SlabFlags::DEBUG, None)));
+    kassert_eq!(
+        slab_debug_parse(",dentry"),
+        Ok((SlabFlags::DEBUG, Some("dentry")))
+    );
+    kassert_eq!(slab_debug_parse("U"), Ok((SlabFlags::empty(), None)));
+    kassert!(slab_debug_parse("FQ").is_err());
+    kassert!(slab_debug_parse("X,mycache").is_err());
+    let e = Config::parse("slab_debug=K").unwrap_err();
+    kassert!(
+        matches!(
+            e,
+            CmdlineError::BadValue {
+                key: "slab_debug",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let c = Config::parse("slab_debug=ZP,kmalloc-64").map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(
+        c.slab_debug,
+        Some((
+            SlabFlags::RED_ZONE | SlabFlags::POISON,
+            Some(String::from("kmalloc-64"))
+        ))
+    );
+    // The configuration line shows it back.
+    for (arg, shown) in [
+        ("slab_debug=pz,kmalloc-64", " slab_debug=ZP,kmalloc-64"),
+        ("slab_debug=", " slab_debug=FZP"),
+        ("slab_debug=-", " slab_debug=-"),
+    ] {
+        let c = Config::parse(arg).map_err(|e| fail(alloc::format!("{e}")))?;
+        let text = alloc::format!("{c}");
+        kassert!(text.ends_with(shown), "{arg}: '{text}'");
+    }
+    Ok(())
+}
+
+/// Puts the boot-time debug setting back, also when a check fails.
+struct RestoreGlobalDebug;
+
+impl Drop for RestoreGlobalDebug {
+    fn drop(&mut self) {
+        set_global_debug(SlabFlags::RED_ZONE, Some(String::from("kmalloc-16")));
+    }
+}
+
+fn global_debug_flags_reach_the_named_cache_only() -> TestResult {
+    let _restore = RestoreGlobalDebug;
+    set_global_debug(
+        SlabFlags::POISON | SlabFlags::RED_ZONE,
+        Some(String::from("t-global")),
+    );
+    let named = cache("t-global", 32, SlabFlags::empty())?;
+    let other = cache("t-global-other", 32, SlabFlags::empty())?;
+    kassert!(
+        named
+            .flags()
+            .contains(SlabFlags::POISON | SlabFlags::RED_ZONE)
+    );
+    kassert!(!other.flags().intersects(SlabFlags::DEBUG));
+    // ...and the flags act: a freed object is poisoned.
+    let p = named
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    named.free(p);
+    kassert_eq!(bytes(p, 32)[0], 0x6b);
+    drop(named);
+    set_global_debug(SlabFlags::POISON, None);
+    let every = cache("t-global-every", 32, SlabFlags::empty())?;
+    kassert!(every.flags().contains(SlabFlags::POISON));
+    set_global_debug(SlabFlags::empty(), None);
+    let none = cache("t-global", 32, SlabFlags::empty())?;
+    kassert!(!none.flags().intersects(SlabFlags::DEBUG));
+    Ok(())
+}
+
+fn free_pointers_are_not_raw_addresses() -> TestResult {
+    // Without debug flags or a constructor, a 64-byte cache keeps the free
+    // pointer in the first word of a free object (offset 0), as SLUB does.
+    let c = cache("t-hardened", 64, SlabFlags::empty())?;
+    let per = c.info().objperslab;
+    let mut objs = Objs::new(&c, per);
+    for _ in 0..per {
+        objs.alloc()?;
+    }
+    kassert_eq!(lists(&c), (1, 1, 0, 0, per), "one full slab");
+    let (a, b) = (objs.v[5], objs.v[3]);
+    let word = |p: NonNull<u8>| {
+        // SAFETY: an object of this (live) slab.
+        unsafe { p.cast::<usize>().read() }
+    };
+    const MARK: usize = 0x5555_5555_5555_5555;
+    // SAFETY: objects of ours.
+    unsafe {
+        a.cast::<usize>().write(MARK);
+        b.cast::<usize>().write(MARK);
+    }
+    // Free a, then b: b's free pointer leads to a.
+    c.free(a);
+    c.free(b);
+    let stored = word(b);
+    kassert!(stored != MARK, "no free pointer at offset 0");
+    let slab_lo = objs
+        .v
+        .iter()
+        .map(|p| p.as_ptr() as usize)
+        .min()
+        .unwrap_or(0)
+        & !4095;
+    kassert!(
+        !(slab_lo..slab_lo + 4096).contains(&stored),
+        "free pointer {stored:#x} is a raw address inside the slab (a is {:p})",
+        a
+    );
+    // The list decodes: b, then a come back (LIFO).
+    let x = c
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let y = c
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!((x, y), (b, a));
+    Ok(())
+}
+
+fn kmalloc_sizes_map_to_linux_classes() -> TestResult {
+    let cases: [(usize, usize); 16] = [
+        (1, 8),
+        (8, 8),
+        (9, 16),
+        (17, 32),
+        (33, 64),
+        (64, 64),
+        (65, 96),
+        (96, 96),
+        (97, 128),
+        (129, 192),
+        (193, 256),
+        (257, 512),
+        (1000, 1024),
+        (2048, 2048),
+        (4096, 4096),
+        (4097, 8192),
+    ];
+    for (size, class) in cases {
+        let c = kmalloc_slab(size, 1).ok_or_else(|| fail(alloc::format!("no class {size}")))?;
+        kassert_eq!(c.object_size(), class, "kmalloc_slab({size})");
+        let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        bytes(p, size).fill(0xee);
+        let got = ksize(p.as_ptr());
+        kfree(p.as_ptr());
+        kassert_eq!(got, class, "ksize(kmalloc({size}))");
+    }
+    kassert!(kmalloc_slab(8193, 1).is_none(), "above 8 KiB: pages");
+    Ok(())
+}
+
+fn kmalloc_zero_and_kfree_null_are_no_ops() -> TestResult {
+    let n = slab::reports().len();
+    let bad_frees = page_alloc::stats().snapshot().bad_frees;
+    let p = kmalloc(0, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(p.as_ptr(), ZERO_SIZE_PTR);
+    kassert_eq!(ZERO_SIZE_PTR as usize, 16);
+    kassert_eq!(ksize(ZERO_SIZE_PTR), 0);
+    kfree(ZERO_SIZE_PTR);
+    kfree(core::ptr::null_mut());
+    kassert_eq!(slab::reports().len(), n);
+    kassert_eq!(page_alloc::stats().snapshot().bad_frees, bad_frees);
+    Ok(())
+}
+
+fn large_kmalloc_comes_from_and_returns_to_the_page_allocator() -> TestResult {
+    for (size, order) in [(8193usize, 2u32), (100_000, 5), (4 << 20, 10)] {
+        let before = nr_free_pages();
+        let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        let during = nr_free_pages();
+        bytes(p, size).fill(0x99);
+        let owner = page_alloc::page_owner(virt_to_phys(p.as_ptr()));
+        let got = ksize(p.as_ptr());
+        kfree(p.as_ptr());
+        let after = nr_free_pages();
+        kassert_eq!(before - during, 1 << order, "kmalloc({size})");
+        kassert_eq!(got, PAGE_SIZE << order);
+        kassert_eq!(owner, Some(PageOwner::Other("kmalloc-large")));
+        kassert_eq!(p.as_ptr() as usize % (PAGE_SIZE << order), 0);
+        kassert_eq!(after, before, "kfree returned the pages");
+    }
+    let too_big = kmalloc(8 << 20, GFP_KERNEL | NOWARN);
+    kassert!(too_big.is_err(), "above MAX_ORDER fails as a value");
+    Ok(())
+}
+
+fn kmalloc_alignment_is_honoured() -> TestResult {
+    for align in [8usize, 64, 512, 4096] {
+        for size in [1usize, 24, 100, 600, 3000, 5000] {
+            let p = kmalloc_aligned(size, align, GFP_KERNEL)
+                .map_err(|e| fail(alloc::format!("{e}")))?;
+            let addr = p.as_ptr() as usize;
+            let got = ksize(p.as_ptr());
+            kfree(p.as_ptr());
+            kassert_eq!(addr % align, 0, "kmalloc_aligned({size}, {align})");
+            kassert!(got >= size, "ksize {got} < {size}");
+        }
+    }
+    // The smallest class that is aligned enough, not the smallest that fits.
+    for (align, class) in [(64usize, 64usize), (512, 512), (4096, 4096)] {
+        let p = kmalloc_aligned(1, align, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        let got = ksize(p.as_ptr());
+        kfree(p.as_ptr());
+        kassert_eq!(got, class, "kmalloc_aligned(1, {align})");
+    }
+    // Power-of-two sizes are naturally aligned up to the 512-byte cap
+    // (kreclaim keeps slab headers on the slab; see the README).
+    for size in [8usize, 16, 32, 64, 128, 256, 512] {
+        let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        let addr = p.as_ptr() as usize;
+        kfree(p.as_ptr());
+        kassert_eq!(addr % size, 0, "kmalloc({size})");
+    }
+    Ok(())
+}
+
+fn kfree_of_a_foreign_pointer_is_reported_not_freed() -> TestResult {
+    let pa = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    let page = page_address(pa);
+    let n = slab::reports().len();
+    let before = nr_free_pages();
+    kfree(page);
+    let after = nr_free_pages();
+    let owner = page_alloc::page_owner(pa);
+    free_pages(pa, 0);
+    one_report(n, SlabBug::NotASlabObject, "kmalloc")?;
+    kassert_eq!(after, before, "nothing was freed");
+    kassert_eq!(owner, Some(PageOwner::Kernel));
+    // A pointer into a kmalloc object, and into a large allocation.
+    let p = kmalloc(64, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    let n = slab::reports().len();
+    // SAFETY: inside the object.
+    kfree(unsafe { p.as_ptr().add(8) });
+    let r = one_report(n, SlabBug::BadOffset, "kmalloc-64");
+    let size = ksize(p.as_ptr());
+    kfree(p.as_ptr());
+    r?;
+    kassert_eq!(size, 64, "still allocated");
+    let big = kmalloc(3 * PAGE_SIZE, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    let before = nr_free_pages();
+    let n = slab::reports().len();
+    // SAFETY: inside the allocation.
+    kfree(unsafe { big.as_ptr().add(64) });
+    let r = one_report(n, SlabBug::BadOffset, "kmalloc-large");
+    let after = nr_free_pages();
+    kfree(big.as_ptr());
+    r?;
+    kassert_eq!(after, before, "nothing was freed");
+    Ok(())
+}
+
+static DROPS: AtomicUsize = AtomicUsize::new(0);
+
+struct Counted {
+    value: u64,
+    _pad: [u8; 40],
+}
+
+impl Counted {
+    fn new(value: u64) -> Self {
+        Counted {
+            value,
+            _pad: [0; 40],
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn kbox_and_kvec_work_and_fail_as_values() -> TestResult {
+    DROPS.store(0, Ordering::SeqCst);
+    let b = KBox::new(Counted::new(7), GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(b.value, 7);
+    let p: *const Counted = &*b;
+    kassert_eq!(ksize(p.cast()), 64, "a kmalloc-64 object");
+    drop(b);
+    kassert_eq!(DROPS.load(Ordering::SeqCst), 1, "KBox drops its value");
+
+    let mut v: KVec<u32> = KVec::new();
+    for i in 0..1000 {
+        v.push(i, GFP_KERNEL)
+            .map_err(|(_, e)| fail(alloc::format!("{e}")))?;
+    }
+    kassert_eq!(v.len(), 1000);
+    kassert!(v.iter().enumerate().all(|(i, x)| *x == i as u32));
+    kassert!(ksize(v.as_ptr().cast()) >= 4000);
+    kassert_eq!(v.pop(), Some(999));
+
+    // Failures are values: FAILSLAB for the slab path...
+    let injected = FAILSLAB.injected();
+    FAILSLAB.configure(100, 1, 1);
+    let r = KBox::new(Counted::new(8), GFP_KERNEL | NOWARN);
+    kassert!(r.is_err());
+    kassert_eq!(FAILSLAB.injected(), injected + 1);
+    kassert_eq!(DROPS.load(Ordering::SeqCst), 2, "the value was dropped");
+    let mut small: KVec<u64> = KVec::new();
+    FAILSLAB.configure(100, 1, 1);
+    let r = small.push(5, GFP_KERNEL | NOWARN);
+    kassert!(matches!(r, Err((5, _))), "the value comes back");
+    kassert!(small.is_empty());
+    small
+        .push(6, GFP_KERNEL)
+        .map_err(|(_, e)| fail(alloc::format!("{e}")))?;
+    kassert_eq!(&small[..], &[6]);
+    // ...and FAIL_PAGE_ALLOC for a reservation beyond the kmalloc caches.
+    let mut big: KVec<u8> = KVec::new();
+    FAIL_PAGE_ALLOC.configure(100, 1, 1);
+    let r = big.reserve(100_000, GFP_KERNEL | NOWARN);
+    FAIL_PAGE_ALLOC.disable();
+    kassert!(r.is_err());
+    kassert_eq!(big.capacity(), 0);
+    big.reserve(100_000, GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert!(big.capacity() >= 100_000);
+    Ok(())
+}
+
+fn typed_cache_drops_values() -> TestResult {
+    DROPS.store(0, Ordering::SeqCst);
+    let tc = TypedCache::<Counted>::new("t-typed", SlabFlags::empty())
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(tc.cache().object_size(), core::mem::size_of::<Counted>());
+    let a = tc
+        .alloc(GFP_KERNEL, Counted::new(1))
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let mut b = tc
+        .alloc(GFP_KERNEL, Counted::new(2))
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    b.value += 40;
+    kassert_eq!((a.value, b.value), (1, 42));
+    kassert_eq!(tc.cache().info().active_objs, 2);
+    drop(a);
+    kassert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    kassert_eq!(tc.cache().info().active_objs, 1);
+    drop(b);
+    kassert_eq!(DROPS.load(Ordering::SeqCst), 2);
+    kassert_eq!(tc.cache().info().active_objs, 0);
+    FAILSLAB.configure(100, 1, 1);
+    let r = tc.alloc(GFP_KERNEL | NOWARN, Counted::new(3));
+    kassert!(r.is_err());
+    kassert_eq!(
+        DROPS.load(Ordering::SeqCst),
+        3,
+        "a value that found no room is dropped"
+    );
+    Ok(())
+}
+
+fn failslab_fails_the_next_allocation_then_stops() -> TestResult {
+    let c = cache("t-failslab", 64, SlabFlags::empty())?;
+    let injected = FAILSLAB.injected();
+    FAILSLAB.configure(100, 1, 1);
+    let first = c.alloc(GFP_KERNEL | NOWARN);
+    let second = c.alloc(GFP_KERNEL | NOWARN);
+    let left = FAILSLAB.times_left();
+    if let Ok(p) = second {
+        c.free(p);
+    }
+    kassert!(first.is_err(), "the next allocation fails");
+    kassert!(second.is_ok(), "and only that one");
+    kassert_eq!(FAILSLAB.injected(), injected + 1);
+    kassert_eq!(left, 0);
+    // __GFP_NOFAIL is never failed on purpose.
+    FAILSLAB.configure(100, 1, 1);
+    let nofail = c.alloc(GFP_KERNEL | Gfp::__GFP_NOFAIL);
+    FAILSLAB.disable();
+    if let Ok(p) = nofail {
+        c.free(p);
+    }
+    kassert!(nofail.is_ok());
+    // Linux's ignore-gfp-wait: only allocations that cannot sleep fail.
+    FAILSLAB.set_ignore_gfp_reclaim(true);
+    FAILSLAB.configure(100, 1, 1);
+    let sleeping = c.alloc(GFP_KERNEL | NOWARN);
+    let atomic = c.alloc(GFP_ATOMIC | NOWARN);
+    FAILSLAB.disable();
+    FAILSLAB.set_ignore_gfp_reclaim(false);
+    for p in [sleeping, atomic].into_iter().flatten() {
+        c.free(p);
+    }
+    kassert!(sleeping.is_ok(), "a GFP_KERNEL allocation was failed");
+    kassert!(atomic.is_err(), "the GFP_ATOMIC allocation was not failed");
+    kassert_eq!(c.info().active_objs, 0);
+    Ok(())
+}
+
+fn global_allocator_takes_gfp_from_the_context() -> TestResult {
+    kassert_eq!(global_gfp(), GFP_KERNEL);
+    {
+        let _nofs = MemallocScope::nofs();
+        kassert_eq!(global_gfp(), GFP_NOFS);
+        // A Vec deep in library code allocates from kmalloc...
+        let v: Vec<u64> = alloc::vec![1];
+        kassert!(ksize(v.as_ptr().cast()) >= 8, "not a kmalloc object");
+        // ...and a large one from the page allocator, under GFP_NOFS.
+        let failed = page_alloc::stats().failures_for(GFP_NOFS);
+        let mut big: Vec<u8> = Vec::new();
+        FAIL_PAGE_ALLOC.configure(100, 1, 1);
+        let r = big.try_reserve_exact(64 * 1024);
+        FAIL_PAGE_ALLOC.disable();
+        kassert!(r.is_err());
+        kassert_eq!(page_alloc::stats().failures_for(GFP_NOFS), failed + 1);
+    }
+    {
+        let _noio = MemallocScope::noio();
+        kassert_eq!(global_gfp(), GFP_NOIO);
+    }
+    let masked = kreclaim::platform::without_interrupts(global_gfp);
+    kassert_eq!(masked, GFP_ATOMIC, "interrupts masked");
+    let no_preempt = {
+        let _p = PreemptGuard::new();
+        global_gfp()
+    };
+    kassert_eq!(no_preempt, GFP_ATOMIC, "preemption disabled");
+    kassert_eq!(global_gfp(), GFP_KERNEL);
+    // Layouts aligned beyond the 512-byte class cap still get their alignment.
+    #[repr(align(2048))]
+    struct Aligned([u8; 2048]);
+    let b = Box::new(Aligned([1; 2048]));
+    let addr = b.0.as_ptr() as usize;
+    let size = ksize(addr as *const u8);
+    drop(b);
+    kassert_eq!(addr % 2048, 0);
+    kassert!(size >= 2048, "ksize {size}");
+    Ok(())
+}
+
+fn slabinfo_rows_are_consistent() -> TestResult {
+    let c = cache("t-slabinfo", 100, SlabFlags::RECLAIM_ACCOUNT)?;
+    let mut objs = Objs::new(&c, 5);
+    for _ in 0..5 {
+        objs.alloc()?;
+    }
+    let rows = slab::slabinfo();
+    for name in [
+        "kmalloc-8",
+        "kmalloc-96",
+        "kmalloc-192",
+        "kmalloc-1k",
+        "kmalloc-8k",
+        "t-slabinfo",
+    ] {
+        kassert!(rows.iter().any(|r| r.name == name), "no row for {name}");
+    }
+    for r in &rows {
+        kassert_eq!(r.num_objs, r.num_slabs * r.objperslab, "{r:?}");
+        kassert!(r.active_objs <= r.num_objs, "{r:?}");
+        kassert!(r.active_slabs <= r.num_slabs, "{r:?}");
+        kassert_eq!(r.active_slabs, r.partial_slabs + r.full_slabs, "{r:?}");
+        kassert_eq!(
+            r.num_slabs,
+            r.partial_slabs + r.full_slabs + r.empty_slabs,
+            "{r:?}"
+        );
+        kassert!(r.pagesperslab.is_power_of_two(), "{r:?}");
+        kassert!(
+            r.objperslab * r.objsize <= r.pagesperslab * PAGE_SIZE,
+            "{r:?}"
+        );
+    }
+    let r = rows
+        .iter()
+        .find(|r| r.name == "t-slabinfo")
+        .ok_or_else(|| fail(String::from("row")))?;
+    kassert_eq!((r.active_objs, r.num_slabs, r.active_slabs), (5, 1, 1));
+    kassert!(r.objsize >= 100);
+    kassert!(r.reclaimable);
+    Ok(())
+}
+
+fn slabinfo_text_has_the_v2_1_header_and_rows() -> TestResult {
+    let c = cache("t-slabtext", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 3);
+    for _ in 0..3 {
+        objs.alloc()?;
+    }
+    let mut text = String::with_capacity(64 * 1024);
+    slab::write_slabinfo(&mut text).map_err(|_| fail(String::from("write")))?;
+    let mut lines = text.lines();
+    kassert_eq!(lines.next(), Some("slabinfo - version: 2.1"));
+    let header = lines.next().unwrap_or("");
+    kassert!(
+        header.starts_with("# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"),
+        "{header}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("t-slabtext"))
+        .ok_or_else(|| fail(alloc::format!("no row in\n{text}")))?;
+    let f: Vec<&str> = row.split_whitespace().collect();
+    let per = alloc::format!("{}", c.info().objperslab);
+    kassert_eq!(
+        f,
+        [
+            "t-slabtext",
+            "3",
+            per.as_str(),
+            "64",
+            per.as_str(),
+            "1",
+            ":",
+            "tunables",
+            "0",
+            "0",
+            "0",
+            ":",
+            "slabdata",
+            "1",
+            "1",
+            "0"
+        ]
+    );
+    kassert!(text.lines().any(|l| l.starts_with("kmalloc-64 ")));
+    Ok(())
+}
+
+/// A writer that, partway through the rows, runs the out-of-memory
+/// reporter `show_slabinfo`, as a failed allocation in the writer would.
+struct ReportingWriter {
+    reported: bool,
+    lines: usize,
+}
+
+impl core::fmt::Write for ReportingWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if self.lines >= 2 && !self.reported {
+            self.reported = true;
+            slab::show_slabinfo();
+        }
+        self.lines += s.matches('\n').count();
+        Ok(())
+    }
+}
+
+fn oom_report_under_the_registry_lock_does_not_deadlock() -> TestResult {
+    let mut w = ReportingWriter {
+        reported: false,
+        lines: 0,
+    };
+    slab::write_slabinfo(&mut w).map_err(|_| fail(String::from("write")))?;
+    kassert!(w.reported);
+    kassert!(w.lines > 2 + 13, "{} lines", w.lines);
+    // Outside the lock the reporter prints every row again.
+    slab::show_slabinfo();
+    Ok(())
+}
+
+fn a_64_byte_cache_uses_at_least_95_percent_of_its_slab() -> TestResult {
+    // A goal the project tracks: the on-slab header must stay small.
+    let c = cache("t-efficiency", 64, SlabFlags::empty())?;
+    let k64 = kmalloc_slab(64, 1).ok_or_else(|| fail(String::from("no kmalloc-64")))?;
+    for i in [c.info(), k64.info()] {
+        let used = i.objperslab * 64;
+        let slab = i.pagesperslab * PAGE_SIZE;
+        kassert!(
+            used * 100 >= slab * 95,
+            "{}: {} objects of 64 B in {} B = {}.{}%",
+            i.name,
+            i.objperslab,
+            slab,
+            used * 100 / slab,
+            used * 1000 / slab % 10
+        );
+    }
+    Ok(())
+}
