@@ -1,0 +1,308 @@
+//! kreclaim's `no_std` framework on the host (Linux, macOS): a
+//! [`Platform`](kreclaim::platform::Platform) implementation, an arena that
+//! plays the part of RAM, and the one-time bring-up of the page allocator and
+//! kmalloc — what the property tests, the fuzz target and the benchmarks
+//! share. It is also the worked example of embedding the framework (see
+//! `examples/minimal_platform.rs` and the README's "Embedding" section).
+//!
+//! # The execution model: one CPU, host threads as its tasks
+//!
+//! kreclaim is a uniprocessor kernel: code that masks interrupts owns the
+//! CPU until it unmasks them, and every framework lock (`SpinLock`) masks
+//! interrupts while held. [`HostPlatform`] implements `irq_save` /
+//! `irq_restore` as exactly that: a process-wide, per-thread re-entrant
+//! "CPU lock". A host thread that masks interrupts excludes every other
+//! thread until it unmasks, so any number of host threads may call the
+//! allocator, and the framework sees what it sees on one CPU.
+//!
+//! The *current task* stays the framework's placeholder boot task for every
+//! thread: without the scheduler (`task::init`), `task::current()` is one
+//! static task, and its per-task state (PF_* flags and scoped NOFS/NOIO, the
+//! lockdep held-lock stack) is shared by all host threads. That is sound for
+//! what the host suite does: lockdep's held-lock stack only changes while a
+//! spinlock is held, i.e. inside the CPU lock, and the tests and benchmarks do
+//! not open memalloc scopes from several threads at once. A thread-local
+//! current task would need a "current task" hook in `Platform` and a public
+//! way to create a `Task` for a foreign thread; sleeping locks (`Mutex`,
+//! `RwSemaphore`, wait queues) would still need the scheduler to block. Both
+//! are a change of the framework's task layer, left out of this crate: on
+//! the host, use the allocator, slab caches, kmalloc, shrinkers and
+//! spinlocks, not the sleeping primitives.
+//!
+//! # One initialisation per process
+//!
+//! The page allocator and the slab registry are process-global singletons
+//! (one zone). [`init`] brings them up once per process (later calls return
+//! the first result), and [`serial`] gives tests that compare global
+//! counters a process-wide mutex.
+
+pub mod bench;
+pub mod global;
+pub mod wordindex;
+
+use kreclaim::bootinfo::{MemoryMap, Region, RegionKind};
+use kreclaim::mm::page_alloc;
+use kreclaim::mm::slab::{self, SlabFlags, kmalloc};
+use kreclaim::platform::{self, Platform};
+use kreclaim::sync::lockdep::{self, LockdepMode};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+/// The page allocator's largest block (order 10, 4 MiB); the arena is
+/// aligned to it so that every buddy block is naturally aligned.
+pub const ARENA_ALIGN: usize = 4 << 20;
+
+// ---------------------------------------------------------------------------
+// The platform
+
+/// The host platform: interrupt masking is the "CPU lock" (see the crate
+/// docs), time is `Instant`, the cycle counter is the TSC on x86_64, the
+/// console is stderr (silenced by [`set_quiet`]), and physical addresses are
+/// host addresses (the default identity `phys_to_virt`).
+pub struct HostPlatform {
+    /// Thread id (address of a thread-local) holding the CPU, 0 if none.
+    owner: AtomicUsize,
+    quiet: AtomicBool,
+    console_lines: AtomicU64,
+    epoch: OnceLock<Instant>,
+}
+
+thread_local! {
+    static THREAD_TAG: u8 = const { 0 };
+}
+
+fn thread_tag() -> usize {
+    THREAD_TAG.with(|t| t as *const u8 as usize)
+}
+
+impl HostPlatform {
+    pub const fn new() -> Self {
+        Self {
+            owner: AtomicUsize::new(0),
+            quiet: AtomicBool::new(false),
+            console_lines: AtomicU64::new(0),
+            epoch: OnceLock::new(),
+        }
+    }
+}
+
+impl Default for HostPlatform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Platform for HostPlatform {
+    fn irq_save(&self) -> bool {
+        let me = thread_tag();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return false; // already masked on this thread: nested
+        }
+        while self
+            .owner
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    fn irq_restore(&self, was_enabled: bool) {
+        if was_enabled {
+            self.owner.store(0, Ordering::Release);
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+
+    fn cycles(&self) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: RDTSC has no preconditions in user mode on x86_64 hosts.
+            unsafe { core::arch::x86_64::_rdtsc() }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.now_ns()
+        }
+    }
+
+    fn console_write(&self, s: &str) {
+        self.console_lines
+            .fetch_add(s.matches('\n').count() as u64, Ordering::Relaxed);
+        if !self.quiet.load(Ordering::Relaxed) {
+            let _ = std::io::stderr().write_all(s.as_bytes());
+        }
+    }
+}
+
+/// The platform every host process installs.
+pub static HOST: HostPlatform = HostPlatform::new();
+
+/// Silences (or restores) the framework's console: tests that provoke
+/// reports on purpose (bad frees, allocation failures) keep the output short.
+/// Lines are still counted ([`console_lines`]).
+pub fn set_quiet(quiet: bool) {
+    HOST.quiet.store(quiet, Ordering::Relaxed);
+}
+
+/// Lines the framework has printed since the process started.
+pub fn console_lines() -> u64 {
+    HOST.console_lines.load(Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------
+// The arena and bring-up
+
+/// How to bring the framework up.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Bytes of "RAM" (a multiple of [`ARENA_ALIGN`]).
+    pub arena_bytes: usize,
+    /// `min_free_kbytes`; `None` for Linux's default formula.
+    pub min_free_kbytes: Option<u64>,
+    /// Lockdep on (validating) or off.
+    pub lockdep: bool,
+    /// Slab debug flags applied to every cache created after bring-up,
+    /// the kmalloc caches included (Linux's `slab_debug=`).
+    pub slab_debug: SlabFlags,
+    /// Start with the console silenced.
+    pub quiet: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            arena_bytes: 64 << 20,
+            min_free_kbytes: None,
+            lockdep: true,
+            slab_debug: SlabFlags::empty(),
+            quiet: false,
+        }
+    }
+}
+
+/// The "RAM" behind the page allocator: host memory from the system
+/// allocator, aligned to the largest buddy block. Never freed (the page
+/// allocator owns it for the rest of the process).
+#[derive(Clone, Copy, Debug)]
+pub struct Arena {
+    pub start: usize,
+    pub len: usize,
+}
+
+impl Arena {
+    /// Whether `p` points into the arena.
+    pub fn contains(&self, p: *const u8) -> bool {
+        (self.start..self.start + self.len).contains(&(p as usize))
+    }
+}
+
+/// Why [`init`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostInitError {
+    /// `arena_bytes` is 0 or not a multiple of [`ARENA_ALIGN`].
+    BadArenaSize(usize),
+    /// The system allocator could not provide the arena.
+    NoArena(usize),
+    PageAlloc(page_alloc::InitError),
+}
+
+impl std::fmt::Display for HostInitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadArenaSize(n) => write!(
+                f,
+                "arena of {n} bytes: must be a non-zero multiple of {ARENA_ALIGN}"
+            ),
+            Self::NoArena(n) => write!(f, "the system allocator refused an arena of {n} bytes"),
+            Self::PageAlloc(e) => write!(f, "page allocator: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HostInitError {}
+
+/// What the one bring-up of this process produced.
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    pub arena: Arena,
+    pub config: Config,
+}
+
+static HOST_STATE: OnceLock<Result<Host, HostInitError>> = OnceLock::new();
+
+/// Allocates an arena of `bytes` from the system allocator and brings the
+/// page allocator and kmalloc up over it, without going through the Rust
+/// global allocator for the arena itself (so a global allocator built on
+/// kreclaim can call it).
+fn bring_up(config: Config) -> Result<Host, HostInitError> {
+    let bytes = config.arena_bytes;
+    if bytes == 0 || !bytes.is_multiple_of(ARENA_ALIGN) {
+        return Err(HostInitError::BadArenaSize(bytes));
+    }
+    let layout = Layout::from_size_align(bytes, ARENA_ALIGN)
+        .map_err(|_| HostInitError::BadArenaSize(bytes))?;
+    // SAFETY: a non-zero layout.
+    let start = unsafe { System.alloc(layout) } as usize;
+    if start == 0 {
+        return Err(HostInitError::NoArena(bytes));
+    }
+    platform::set(&HOST);
+    set_quiet(config.quiet);
+    lockdep::set_mode(if config.lockdep {
+        LockdepMode::On
+    } else {
+        LockdepMode::Off
+    });
+    let mut map = MemoryMap::new();
+    map.push(Region {
+        start: start as u64,
+        end: (start + bytes) as u64,
+        kind: RegionKind::Ram,
+    });
+    page_alloc::init(&map, None, config.min_free_kbytes).map_err(HostInitError::PageAlloc)?;
+    slab::set_global_debug(config.slab_debug, None);
+    kmalloc::kmalloc_init();
+    Ok(Host {
+        arena: Arena { start, len: bytes },
+        config,
+    })
+}
+
+/// Brings the framework up once per process with `config`; later calls
+/// return the first call's result whatever their `config`.
+pub fn init(config: Config) -> Result<Host, HostInitError> {
+    HOST_STATE.get_or_init(|| bring_up(config)).clone()
+}
+
+/// The bring-up of this process, if [`init`] succeeded.
+pub fn host() -> Option<Host> {
+    HOST_STATE.get().and_then(|r| r.as_ref().ok().copied())
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A process-wide mutex for tests that compare the allocator's global
+/// counters (free pages, slab statistics): libtest runs tests on several
+/// threads, and the allocator is one per process.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Releases the empty slabs the kmalloc caches keep (up to `MIN_PARTIAL`
+/// each); returns pages released.
+pub fn shrink_kmalloc_caches() -> usize {
+    kmalloc::KMALLOC_SIZES
+        .iter()
+        .filter_map(|&s| kmalloc::kmalloc_slab(s, 1))
+        .map(|c| c.shrink())
+        .sum()
+}
