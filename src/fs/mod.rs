@@ -16,12 +16,17 @@
 //!   in-memory layer to reuse.
 
 pub mod blockdev;
+pub(crate) mod buf;
 pub mod dir;
 pub mod disk;
+pub mod flush;
 pub mod format;
 pub mod fsck;
+pub mod icache;
 pub mod mkfs;
 pub mod policy;
+pub(crate) mod trans;
+pub mod vfs;
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -30,7 +35,10 @@ pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
 pub use disk::Disk;
 pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, Problem, check, fsck};
+pub use icache::{IlockGuard, InodeRef};
 pub use mkfs::{MkfsOptions, mkfs};
+pub use policy::{IlockMode, Policy};
+pub use vfs::{Fs, FsStats, Stat};
 
 /// Which piece of metadata an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,8 +120,15 @@ pub enum FsError {
     NameExists,
     /// The name is not in the directory.
     NotFound,
-    /// A tool (fsck) could not allocate its working memory.
+    /// An allocation failed (fsck's working memory, or a cache object or
+    /// buffer page on an operation path).
     NoMemory,
+    /// A file operation on a directory.
+    IsADirectory { ino: u32 },
+    /// Unmount while inode `ino` is still referenced.
+    Busy { ino: u32 },
+    /// The filesystem is unmounted or shut down.
+    Shutdown,
     /// fsck found `problems` inconsistencies; `first` is the first of them.
     Inconsistent {
         problems: usize,
@@ -168,6 +183,9 @@ impl fmt::Display for FsError {
             FsError::NameExists => write!(f, "name exists"),
             FsError::NotFound => write!(f, "name not found"),
             FsError::NoMemory => write!(f, "out of memory"),
+            FsError::IsADirectory { ino } => write!(f, "inode {ino} is a directory"),
+            FsError::Busy { ino } => write!(f, "inode {ino} is still referenced"),
+            FsError::Shutdown => write!(f, "filesystem unmounted or shut down"),
             FsError::Inconsistent { problems, first } => {
                 write!(
                     f,
