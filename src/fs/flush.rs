@@ -2,7 +2,7 @@
 //! pushing, `xfsaild`, and `xfs_iflush_cluster`, simplified).
 //!
 //! Dirty inode cores are written a whole cluster (one block of 16 inodes)
-//! at a time. [`Fs::flush_cluster`]:
+//! at a time. `Fs::flush_cluster`:
 //!
 //! 1. under the AG lock, picks the cluster's inodes to write (dirty ones;
 //!    every present one for the `broken` reclaim path) that are neither

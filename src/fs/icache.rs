@@ -1,6 +1,6 @@
 //! The inode cache and its reclaim (XFS's `xfs_icache.c`, simplified).
 //!
-//! In-core inodes ([`XfsInode`]) come from the slab cache `xfs_inode`
+//! In-core inodes (`XfsInode`) come from the slab cache `xfs_inode`
 //! (`SlabFlags::RECLAIM_ACCOUNT`). Each AG indexes its cached inodes in a
 //! fixed array with one slot per AG inode (`inodes_per_ag` ≤ 4096), made at
 //! mount, so inserting never allocates; the per-AG spinlock `xfs_perag_ici`

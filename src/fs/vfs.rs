@@ -1,7 +1,7 @@
 //! The mounted filesystem: mount/unmount and the operations (the VFS-facing
 //! part of XFS, over the inode cache, buffer cache and transactions).
 //!
-//! Locking, top down: a modifying operation allocates its [`Transaction`]
+//! Locking, top down: a modifying operation allocates its `Transaction`
 //! (GFP_KERNEL, nothing held; then the NOFS scope if the policy has one),
 //! takes the ILOCK of the inode(s) it works on (exclusive; the second inode
 //! of create/unlink with subclass [`ILOCK_CHILD`]), then per-AG `xfs_agf`
