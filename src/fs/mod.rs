@@ -1,27 +1,43 @@
-//! The filesystem, phase 1: the block device and the on-disk format.
+//! The filesystem: an XFS-like filesystem on a block device, with an inode
+//! cache and a buffer cache that memory reclaim shrinks.
 //!
-//! Everything here is pure and synchronous and has no caches: callers pass
-//! one-block buffers in and the code encodes and decodes in place, so nothing
-//! on an IO path allocates (the inode cache, buffer cache and transactions
-//! built on top may run under reclaim or a NOFS scope). The exceptions are
-//! [`fsck`] and [`mkfs`], which are tools, not IO paths.
+//! On-disk layer (pure, synchronous, no caches: callers pass one-block
+//! buffers, so nothing on an IO path allocates):
 //!
 //! - [`blockdev`]: the [`BlockDevice`](blockdev::BlockDevice) trait and a
 //!   RAM disk with IO counters and injectable errors.
 //! - [`format`]: the on-disk layout (superblock, AG headers, inode cores,
 //!   block mapping) with a layout diagram; [`dir`]: directory blocks.
-//! - [`mkfs`] makes a filesystem; [`fsck`] checks one.
-//! - [`disk`]: a small cache-free API (allocate inodes and blocks, read and
-//!   write inodes, file blocks and directories) for tests and for the
-//!   in-memory layer to reuse.
+//! - [`mkfs`] makes a filesystem; [`fsck`] checks one (both are tools and
+//!   allocate).
+//! - [`disk`]: a small cache-free API for tests.
+//!
+//! In-memory layer (a mounted [`Fs`]):
+//!
+//! - `buf`: the buffer cache (slab `xfs_buf`, data pages from
+//!   `alloc_pages` with the caller's gfp, intrusive hash, LRU, the
+//!   `xfs_buf` shrinker); blocks are written through.
+//! - [`icache`]: in-core inodes (slab `xfs_inode`), per-AG indexes, the
+//!   XFS inode states, ILOCK (`xfs_ilock`), [`InodeRef`], and the inode
+//!   shrinker with `super_cache_count`/`super_cache_scan` semantics.
+//! - `trans`: transactions (scoped NOFS under policies that ask for it).
+//! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
+//! - [`vfs`]: mount/unmount and the operations.
+//! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
+//!   behave; five policies replay the seed mail's history.
 
 pub mod blockdev;
+pub(crate) mod buf;
 pub mod dir;
 pub mod disk;
+pub mod flush;
 pub mod format;
 pub mod fsck;
+pub mod icache;
 pub mod mkfs;
 pub mod policy;
+pub(crate) mod trans;
+pub mod vfs;
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -30,7 +46,10 @@ pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
 pub use disk::Disk;
 pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, Problem, check, fsck};
+pub use icache::{IlockGuard, InodeRef};
 pub use mkfs::{MkfsOptions, mkfs};
+pub use policy::{IlockMode, Policy};
+pub use vfs::{Fs, FsStats, Stat};
 
 /// Which piece of metadata an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,8 +131,15 @@ pub enum FsError {
     NameExists,
     /// The name is not in the directory.
     NotFound,
-    /// A tool (fsck) could not allocate its working memory.
+    /// An allocation failed (fsck's working memory, or a cache object or
+    /// buffer page on an operation path).
     NoMemory,
+    /// A file operation on a directory.
+    IsADirectory { ino: u32 },
+    /// Unmount while inode `ino` is still referenced.
+    Busy { ino: u32 },
+    /// The filesystem is unmounted or shut down.
+    Shutdown,
     /// fsck found `problems` inconsistencies; `first` is the first of them.
     Inconsistent {
         problems: usize,
@@ -168,6 +194,9 @@ impl fmt::Display for FsError {
             FsError::NameExists => write!(f, "name exists"),
             FsError::NotFound => write!(f, "name not found"),
             FsError::NoMemory => write!(f, "out of memory"),
+            FsError::IsADirectory { ino } => write!(f, "inode {ino} is a directory"),
+            FsError::Busy { ino } => write!(f, "inode {ino} is still referenced"),
+            FsError::Shutdown => write!(f, "filesystem unmounted or shut down"),
             FsError::Inconsistent { problems, first } => {
                 write!(
                     f,

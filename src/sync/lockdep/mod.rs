@@ -204,7 +204,7 @@ pub fn lock_acquire(
         };
         let new = match validate_acquire(map, instance, how, loc) {
             Ok((new, pending)) => {
-                if let Some(p) = pending {
+                for p in pending.into_iter().flatten() {
                     report::emit(p);
                 }
                 new
@@ -219,13 +219,14 @@ pub fn lock_acquire(
 
 /// Linux's `validate_chain` for one acquisition: the recursion check and the
 /// new edges (blocking acquisitions only). Returns the held-stack entry to
-/// push and, at most, one new problem to report.
+/// push and the new problems to report: at most one recursion and one
+/// cycle (a recursion does not hide a cycle closed by the same acquisition).
 fn validate_acquire(
     map: &LockdepMap,
     instance: usize,
     how: Acquire,
     loc: &'static Location<'static>,
-) -> Result<(HeldLock, Option<Pending>), GraphError> {
+) -> Result<(HeldLock, [Option<Pending>; 2]), GraphError> {
     let key = map.class();
     let task = TaskName::new(crate::task::current().name());
     let mut g = GRAPH.lock();
@@ -240,10 +241,11 @@ fn validate_acquire(
         trylock: how.trylock,
     };
     if how.trylock {
-        return Ok((new, None));
+        return Ok((new, [None, None]));
     }
     with_current(|s| {
         let mut pending = None;
+        let mut cycle = None;
         if let Some(prev) = s.iter().find(|h| h.class == class)
             && g.first_report(Problem::Recursive, class, class)?
         {
@@ -259,17 +261,17 @@ fn validate_acquire(
             if prev.class != class {
                 let dep = g.add_dependency(prev.class, class, prev.loc, loc, task)?;
                 if matches!(dep, Dependency::Cycle)
-                    && pending.is_none()
+                    && cycle.is_none()
                     && g.first_report(Problem::Circular, prev.class, class)?
                 {
-                    pending = Some(cycle_report(&g, prev, &new));
+                    cycle = Some(cycle_report(&g, prev, &new));
                 }
             }
             if !prev.trylock {
                 break;
             }
         }
-        Ok((new, pending))
+        Ok((new, [pending, cycle]))
     })
 }
 
@@ -369,6 +371,18 @@ pub fn held_locks() -> alloc::vec::Vec<HeldLockInfo> {
             acquired_at: h.loc,
         })
         .collect()
+}
+
+/// How many locks of class `key` (any subclass) the current task holds, as
+/// lockdep tracks them (0 when lockdep is off). Allocates nothing, so
+/// reclaim code may use it to pick a nesting subclass.
+pub fn held_count(key: &LockClassKey) -> usize {
+    if !active() {
+        return 0;
+    }
+    crate::platform::without_interrupts(|| {
+        with_current(|s| s.iter().filter(|h| core::ptr::eq(h.key, key)).count())
+    })
 }
 
 /// Forgets every recorded dependency and which problems were reported, so

@@ -1,0 +1,482 @@
+//! The buffer cache (XFS's `xfs_buf` layer, much simplified).
+//!
+//! A buffer caches one filesystem block. Buffer objects come from the slab
+//! cache `xfs_buf`; their data is one page from `alloc_pages` with the
+//! caller's gfp (`policy.gfp_under_ilock` on operation paths: this is the
+//! seed's "readdir holds ILOCK and allocates buffer memory"). Buffers are
+//! found through an intrusive hash table sized at mount, so inserting never
+//! allocates. A buffer is referenced by [`BufRef`]s; when the last one goes
+//! it moves to the LRU, from which the `xfs_buf` shrinker frees it.
+//!
+//! Write policy: buffers are always clean. Whoever modifies a block (data,
+//! directory, indirect and AG-header blocks under the owning inode's ILOCK
+//! or the AG lock; inode-cluster blocks in the flusher) writes it through to
+//! the device while holding the buffer lock. A failed write marks the buffer
+//! not up to date, so the next user reads the device again and the failed
+//! change is forgotten in memory as it is on disk.
+//!
+//! Locks: the cache lock `xfs_buf_cache` (a spinlock, never held across an
+//! allocation or IO; the shrinker only trylocks it) and one sleeping lock per
+//! buffer (`xfs_buf`, class shared by all buffers) held while its data is
+//! read or changed and across its device IO. Nobody holds two buffer locks
+//! at once, and no allocation happens under a buffer lock.
+
+use super::FsError;
+use super::blockdev::BlockDevice;
+use super::format::BLOCK_SIZE;
+use crate::mm::gfp::Gfp;
+use crate::mm::page_alloc::{self, PageOwner, PhysAddr};
+use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl};
+use crate::mm::slab::kmalloc::KVec;
+use crate::mm::slab::{KmemCache, SlabFlags};
+use crate::sync::{Mutex, MutexGuard, SpinLock};
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// State guarded by the buffer lock.
+pub(crate) struct BufState {
+    /// The data matches the device (read, or fully written by the owner).
+    uptodate: bool,
+    /// A structure verifier (directory block) accepted the data since it
+    /// was last read.
+    pub(crate) verified: bool,
+}
+
+/// Fields guarded by the cache lock.
+struct Links {
+    refs: u32,
+    hash_next: *mut Buf,
+    lru_prev: *mut Buf,
+    lru_next: *mut Buf,
+    on_lru: bool,
+}
+
+pub(crate) struct Buf {
+    blkno: u64,
+    page: PhysAddr,
+    data: *mut u8,
+    links: UnsafeCell<Links>,
+    lock: Mutex<BufState>,
+}
+
+impl Buf {
+    fn new(blkno: u64, page: PhysAddr) -> Self {
+        Self {
+            blkno,
+            page,
+            data: page_alloc::page_address(page),
+            links: UnsafeCell::new(Links {
+                refs: 1,
+                hash_next: ptr::null_mut(),
+                lru_prev: ptr::null_mut(),
+                lru_next: ptr::null_mut(),
+                on_lru: false,
+            }),
+            lock: Mutex::new(
+                BufState {
+                    uptodate: false,
+                    verified: false,
+                },
+                crate::lock_class!("xfs_buf"),
+            ),
+        }
+    }
+}
+
+struct CacheState {
+    buckets: KVec<*mut Buf>,
+    /// Most recently released first.
+    lru_head: *mut Buf,
+    lru_tail: *mut Buf,
+    lru_len: u64,
+    nr: u64,
+}
+
+// SAFETY: the raw pointers are only followed under the cache lock.
+unsafe impl Send for CacheState {}
+
+impl CacheState {
+    fn bucket(&self, blk: u64) -> usize {
+        (blk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & (self.buckets.len() - 1)
+    }
+
+    fn links(b: *mut Buf) -> &'static mut Links {
+        // SAFETY: callers hold the cache lock, which guards every `links`,
+        // and `b` is a live buffer of this cache.
+        unsafe { &mut *(*b).links.get() }
+    }
+
+    fn find(&self, blk: u64) -> *mut Buf {
+        let mut p = self.buckets[self.bucket(blk)];
+        while !p.is_null() {
+            // SAFETY: hashed buffers are live.
+            if unsafe { (*p).blkno } == blk {
+                return p;
+            }
+            p = Self::links(p).hash_next;
+        }
+        ptr::null_mut()
+    }
+
+    fn unhash(&mut self, b: *mut Buf) {
+        // SAFETY: `b` is live and hashed.
+        let i = self.bucket(unsafe { (*b).blkno });
+        let mut pp: *mut *mut Buf = &mut self.buckets[i];
+        // SAFETY: walking the chain under the cache lock.
+        unsafe {
+            while !(*pp).is_null() {
+                if *pp == b {
+                    *pp = Self::links(b).hash_next;
+                    return;
+                }
+                pp = &mut Self::links(*pp).hash_next;
+            }
+        }
+    }
+
+    fn lru_remove(&mut self, b: *mut Buf) {
+        let l = Self::links(b);
+        if !l.on_lru {
+            return;
+        }
+        if l.lru_prev.is_null() {
+            self.lru_head = l.lru_next;
+        } else {
+            Self::links(l.lru_prev).lru_next = l.lru_next;
+        }
+        if l.lru_next.is_null() {
+            self.lru_tail = l.lru_prev;
+        } else {
+            Self::links(l.lru_next).lru_prev = l.lru_prev;
+        }
+        l.lru_prev = ptr::null_mut();
+        l.lru_next = ptr::null_mut();
+        l.on_lru = false;
+        self.lru_len -= 1;
+    }
+
+    fn lru_push_head(&mut self, b: *mut Buf) {
+        let l = Self::links(b);
+        l.lru_prev = ptr::null_mut();
+        l.lru_next = self.lru_head;
+        l.on_lru = true;
+        if self.lru_head.is_null() {
+            self.lru_tail = b;
+        } else {
+            Self::links(self.lru_head).lru_prev = b;
+        }
+        self.lru_head = b;
+        self.lru_len += 1;
+    }
+}
+
+/// The buffer cache of one mounted filesystem.
+pub(crate) struct BufCache {
+    dev: &'static dyn BlockDevice,
+    slab: KmemCache,
+    state: SpinLock<CacheState>,
+    pub(crate) reclaimed: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) hits: AtomicU64,
+}
+
+impl BufCache {
+    /// A cache with `buckets` hash buckets (rounded up to a power of two).
+    /// Mount-time setup: allocates with GFP_KERNEL.
+    pub(crate) fn new(dev: &'static dyn BlockDevice, buckets: usize) -> Result<Self, FsError> {
+        let n = buckets.next_power_of_two().max(16);
+        let mut v =
+            KVec::with_capacity(n, crate::mm::gfp::GFP_KERNEL).map_err(|_| FsError::NoMemory)?;
+        for _ in 0..n {
+            v.push(ptr::null_mut(), crate::mm::gfp::GFP_KERNEL)
+                .map_err(|_| FsError::NoMemory)?;
+        }
+        let slab = KmemCache::create(
+            "xfs_buf",
+            core::mem::size_of::<Buf>(),
+            core::mem::align_of::<Buf>(),
+            SlabFlags::RECLAIM_ACCOUNT,
+            None,
+        )
+        .map_err(|_| FsError::NoMemory)?;
+        Ok(Self {
+            dev,
+            slab,
+            state: SpinLock::new(
+                CacheState {
+                    buckets: v,
+                    lru_head: ptr::null_mut(),
+                    lru_tail: ptr::null_mut(),
+                    lru_len: 0,
+                    nr: 0,
+                },
+                crate::lock_class!("xfs_buf_cache"),
+            ),
+            reclaimed: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        })
+    }
+
+    /// (buffers cached, buffers on the LRU).
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.nr, s.lru_len)
+    }
+
+    fn lookup_ref(&self, blk: u64) -> Option<NonNull<Buf>> {
+        let mut s = self.state.lock();
+        let p = s.find(blk);
+        if p.is_null() {
+            return None;
+        }
+        s.lru_remove(p);
+        CacheState::links(p).refs += 1;
+        NonNull::new(p)
+    }
+
+    /// A referenced buffer for block `blk`; its data is read from the
+    /// device on first [`BufRef::lock_read`]. Allocates (with `gfp`) on a
+    /// miss: the buffer object from the `xfs_buf` slab and one data page.
+    #[track_caller]
+    pub(crate) fn get(&self, blk: u64, gfp: Gfp) -> Result<BufRef<'_>, FsError> {
+        if blk >= self.dev.nr_blocks() {
+            return Err(FsError::BadBlockNumber {
+                blk,
+                reason: "beyond the end of the device",
+            });
+        }
+        if let Some(b) = self.lookup_ref(blk) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(BufRef { cache: self, b });
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let obj = self.slab.alloc(gfp).map_err(|_| FsError::NoMemory)?;
+        let page = match page_alloc::alloc_pages(gfp, 0) {
+            Ok(p) => p,
+            Err(_) => {
+                self.slab.free(obj);
+                return Err(FsError::NoMemory);
+            }
+        };
+        page_alloc::set_page_owner(page, 0, PageOwner::Other("xfs_buf data"));
+        let nb = obj.cast::<Buf>();
+        // SAFETY: a fresh object of the right size and alignment.
+        unsafe { nb.as_ptr().write(Buf::new(blk, page)) };
+        let mut s = self.state.lock();
+        let found = s.find(blk);
+        if !found.is_null() {
+            // Somebody inserted it meanwhile: use theirs.
+            s.lru_remove(found);
+            CacheState::links(found).refs += 1;
+            drop(s);
+            self.free_buf(nb.as_ptr());
+            // SAFETY: non-null.
+            return Ok(BufRef {
+                cache: self,
+                b: unsafe { NonNull::new_unchecked(found) },
+            });
+        }
+        let i = s.bucket(blk);
+        CacheState::links(nb.as_ptr()).hash_next = s.buckets[i];
+        s.buckets[i] = nb.as_ptr();
+        s.nr += 1;
+        Ok(BufRef { cache: self, b: nb })
+    }
+
+    fn free_buf(&self, b: *mut Buf) {
+        // SAFETY: unreferenced and unhashed, so nobody else can reach it.
+        unsafe {
+            let page = (*b).page;
+            ptr::drop_in_place(b);
+            page_alloc::free_pages(page, 0);
+            self.slab.free(NonNull::new_unchecked(b.cast()));
+        }
+    }
+
+    fn release(&self, b: *mut Buf) {
+        let mut s = self.state.lock();
+        let l = CacheState::links(b);
+        l.refs -= 1;
+        if l.refs == 0 {
+            s.lru_push_head(b);
+        }
+    }
+
+    /// Frees up to `nr` unreferenced buffers, oldest first. `None` when the
+    /// cache lock is busy (the shrinker never waits for it).
+    fn reclaim(&self, nr: u64, wait: bool) -> Option<u64> {
+        let mut s = if wait {
+            self.state.lock()
+        } else {
+            self.state.try_lock()?
+        };
+        let mut list: *mut Buf = ptr::null_mut();
+        let mut n = 0;
+        while n < nr && !s.lru_tail.is_null() {
+            let b = s.lru_tail;
+            s.lru_remove(b);
+            s.unhash(b);
+            s.nr -= 1;
+            CacheState::links(b).lru_next = list;
+            list = b;
+            n += 1;
+        }
+        drop(s);
+        while !list.is_null() {
+            let b = list;
+            list = CacheState::links_unlocked(b).lru_next;
+            self.free_buf(b);
+        }
+        self.reclaimed.fetch_add(n, Ordering::Relaxed);
+        Some(n)
+    }
+
+    /// Frees every unreferenced buffer (unmount); returns how many buffers
+    /// are still referenced.
+    pub(crate) fn purge(&self) -> u64 {
+        while self.reclaim(u64::MAX, true).unwrap_or(0) > 0 {}
+        self.counts().0
+    }
+
+    pub(crate) fn shrink_count(&self) -> CountObjects {
+        match self.state.try_lock() {
+            None => CountObjects::UNKNOWN,
+            Some(s) if s.lru_len == 0 => CountObjects::EMPTY,
+            Some(s) => CountObjects::new(s.lru_len),
+        }
+    }
+
+    pub(crate) fn shrink_scan(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        match self.reclaim(sc.nr_to_scan(), false) {
+            None => ScanObjects::STOP,
+            Some(n) => {
+                sc.set_nr_scanned(n);
+                ScanObjects::freed(n)
+            }
+        }
+    }
+}
+
+impl CacheState {
+    /// `links` of a buffer only this task can reach (taken off the cache).
+    fn links_unlocked(b: *mut Buf) -> &'static mut Links {
+        // SAFETY: unhashed and off the LRU: private to the caller.
+        unsafe { &mut *(*b).links.get() }
+    }
+}
+
+// SAFETY: every shared field is behind the cache lock or atomics.
+unsafe impl Send for BufCache {}
+// SAFETY: as above.
+unsafe impl Sync for BufCache {}
+
+/// A reference to a cached buffer; dropping it releases the reference.
+pub(crate) struct BufRef<'a> {
+    cache: &'a BufCache,
+    b: NonNull<Buf>,
+}
+
+impl<'a> BufRef<'a> {
+    fn buf(&self) -> &Buf {
+        // SAFETY: referenced, so not freed.
+        unsafe { self.b.as_ref() }
+    }
+
+    pub(crate) fn blkno(&self) -> u64 {
+        self.buf().blkno
+    }
+
+    /// Locks the buffer, reading the block first if the buffer is not up to
+    /// date.
+    #[track_caller]
+    pub(crate) fn lock_read(&self) -> Result<BufGuard<'_>, FsError> {
+        let b = self.buf();
+        let mut g = b.lock.lock();
+        if !g.uptodate {
+            // SAFETY: the data page belongs to the buffer; the buffer lock
+            // is held.
+            let data = unsafe { core::slice::from_raw_parts_mut(b.data, BLOCK_SIZE) };
+            self.cache
+                .dev
+                .read_block(b.blkno, data)
+                .map_err(|err| FsError::Io { blk: b.blkno, err })?;
+            g.uptodate = true;
+            g.verified = false;
+        }
+        Ok(BufGuard {
+            g,
+            data: b.data,
+            blkno: b.blkno,
+            dev: self.cache.dev,
+        })
+    }
+
+    /// Locks the buffer for a block the caller overwrites completely (a
+    /// newly allocated block): no read. The data starts zeroed.
+    #[track_caller]
+    pub(crate) fn lock_new(&self) -> BufGuard<'_> {
+        let b = self.buf();
+        let mut g = b.lock.lock();
+        // SAFETY: as in lock_read.
+        unsafe { ptr::write_bytes(b.data, 0, BLOCK_SIZE) };
+        g.uptodate = true;
+        g.verified = false;
+        BufGuard {
+            g,
+            data: b.data,
+            blkno: b.blkno,
+            dev: self.cache.dev,
+        }
+    }
+}
+
+impl Drop for BufRef<'_> {
+    fn drop(&mut self) {
+        self.cache.release(self.b.as_ptr());
+    }
+}
+
+/// A locked buffer: its data may be read, changed and written.
+pub(crate) struct BufGuard<'a> {
+    g: MutexGuard<'a, BufState>,
+    data: *mut u8,
+    blkno: u64,
+    dev: &'static dyn BlockDevice,
+}
+
+impl BufGuard<'_> {
+    pub(crate) fn data(&self) -> &[u8] {
+        // SAFETY: the buffer lock is held.
+        unsafe { core::slice::from_raw_parts(self.data, BLOCK_SIZE) }
+    }
+
+    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the buffer lock is held.
+        unsafe { core::slice::from_raw_parts_mut(self.data, BLOCK_SIZE) }
+    }
+
+    pub(crate) fn verified(&self) -> bool {
+        self.g.verified
+    }
+
+    pub(crate) fn set_verified(&mut self) {
+        self.g.verified = true;
+    }
+
+    /// Writes the block to the device. On failure the buffer is marked not
+    /// up to date, so the change is dropped from memory too.
+    pub(crate) fn write(&mut self) -> Result<(), FsError> {
+        let blk = self.blkno;
+        let r = self
+            .dev
+            .write_block(blk, self.data())
+            .map_err(|err| FsError::Io { blk, err });
+        if r.is_err() {
+            self.g.uptodate = false;
+            self.g.verified = false;
+        }
+        r
+    }
+}

@@ -1,0 +1,325 @@
+//! Inode writeback: cluster flushing and the flusher thread (XFS's AIL
+//! pushing, `xfsaild`, and `xfs_iflush_cluster`, simplified).
+//!
+//! Dirty inode cores are written a whole cluster (one block of 16 inodes)
+//! at a time. `Fs::flush_cluster`:
+//!
+//! 1. under the AG lock, picks the cluster's inodes to write (dirty ones;
+//!    every present one for the `broken` reclaim path) that are neither
+//!    being reclaimed nor flushed, and sets I_FLUSHING on them (reclaim
+//!    requeues I_FLUSHING inodes, so they stay alive);
+//! 2. gets the cluster buffer (this may allocate: done before any ILOCK);
+//! 3. takes their ILOCKs shared: the first with `first`'s mode (trylock for
+//!    the flusher thread, blocking for `sync`), the others with the
+//!    policy's `cluster_ilock` (trylock; blocking under `broken`); a failed
+//!    trylock skips the inode (counted) and clears its I_FLUSHING;
+//! 4. copies every locked dirty core into the buffer and writes the block;
+//! 5. on success clears I_DIRTY; on an IO error prints which inodes and
+//!    block failed, counts it, and leaves them dirty (so neither lost nor
+//!    reclaimable); clears I_FLUSHING.
+//!
+//! The flusher thread `xfsaild` walks the AGs for clusters with dirty
+//! inodes every 20 ms, and at once when kicked (the inode shrinker kicks it
+//! when it meets dirty reclaimable inodes; sync and unmount flush directly).
+
+use super::FsError;
+use super::format::{AG_FIRST_CLUSTER, INODES_PER_CLUSTER, InodeCore, ino_to_ag, ino_to_agino};
+use super::icache::{I_DIRTY, I_FLUSHING, I_RECLAIM, XfsInode};
+use super::policy::IlockMode;
+use super::vfs::Fs;
+use crate::mm::fs_reclaim::FsReclaimGuard;
+use crate::mm::gfp::{GFP_KERNEL, Gfp};
+use crate::mm::scope::MemallocScope;
+use crate::sync::RwSemReadGuard;
+use alloc::sync::Arc;
+use core::ptr;
+use core::sync::atomic::Ordering;
+use core::time::Duration;
+
+const N: usize = INODES_PER_CLUSTER as usize;
+
+/// How often the flusher thread looks for dirty inodes.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Fs {
+    /// Writes back the cluster `cluster` of AG `ag`; see the module docs.
+    /// `held` is an inode of the cluster the caller already holds
+    /// exclusively (reclaim's candidate). Returns how many cores were
+    /// written.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn flush_cluster(
+        &self,
+        ag: u32,
+        cluster: u32,
+        first: IlockMode,
+        rest: IlockMode,
+        all_present: bool,
+        held: Option<(&XfsInode, &InodeCore)>,
+        gfp: Gfp,
+    ) -> Result<u32, FsError> {
+        let pag = &self.perags[ag as usize];
+        let base = cluster * INODES_PER_CLUSTER;
+        let held_ptr = held.map_or(ptr::null(), |(ip, _)| ip as *const XfsInode);
+        // 1. Pick.
+        let mut picked: [*const XfsInode; N] = [ptr::null(); N];
+        let mut np = 0;
+        {
+            let ici = pag.ici.lock();
+            for s in 0..N {
+                let p = ici.slots[base as usize + s];
+                if p.is_null() || ptr::eq(p, held_ptr) {
+                    continue;
+                }
+                // SAFETY: indexed, AG lock held.
+                let ip = unsafe { &*p };
+                let f = ip.flags();
+                if f & (I_RECLAIM | I_FLUSHING) != 0 || (!all_present && f & I_DIRTY == 0) {
+                    continue;
+                }
+                ip.set(I_FLUSHING);
+                picked[np] = p;
+                np += 1;
+            }
+        }
+        if np == 0 && held.is_none() {
+            return Ok(0);
+        }
+        // SAFETY (for every deref of `picked` below): I_FLUSHING keeps the
+        // inode indexed and alive until we clear it.
+        let unpick = |from: usize| {
+            for &p in &picked[from..np] {
+                unsafe { &*p }.clear(I_FLUSHING);
+            }
+        };
+        // 2. The cluster buffer, before any ILOCK: this may allocate.
+        let blk = self.sb.geometry.ag_start(ag) + u64::from(AG_FIRST_CLUSTER + cluster);
+        let bp = match self.bufs.get(blk, gfp) {
+            Ok(b) => b,
+            Err(e) => {
+                unpick(0);
+                return Err(e);
+            }
+        };
+        // 3. ILOCKs.
+        let mut guards: [Option<RwSemReadGuard<'_, InodeCore>>; N] = [const { None }; N];
+        for (i, &p) in picked[..np].iter().enumerate() {
+            let ip = unsafe { &*p };
+            let mode = if i == 0 { first } else { rest };
+            guards[i] = match mode {
+                IlockMode::Trylock => ip.ilock.try_read(),
+                // Subclass 0 on purpose: these may be referenced inodes, so
+                // lockdep must see them as the ILOCKs operations take.
+                IlockMode::Blocking => Some(ip.ilock.down_read()),
+            };
+            if guards[i].is_none() {
+                ip.clear(I_FLUSHING);
+                self.stats
+                    .flush_trylock_skips
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // 4. Copy the dirty cores and write the block.
+        let mut was_dirty = [false; N];
+        let mut held_dirty = false;
+        let mut count = 0u32;
+        let res = (|| -> Result<(), FsError> {
+            let mut g = bp.lock_read()?;
+            for i in 0..np {
+                if let Some(core) = guards[i].as_deref() {
+                    let ip = unsafe { &*picked[i] };
+                    if ip.flags() & I_DIRTY != 0 {
+                        core.encode_in_cluster(g.data_mut())?;
+                        was_dirty[i] = true;
+                        count += 1;
+                    }
+                }
+            }
+            if let Some((ip, core)) = held
+                && ip.flags() & I_DIRTY != 0
+            {
+                core.encode_in_cluster(g.data_mut())?;
+                held_dirty = true;
+                count += 1;
+            }
+            if count > 0 {
+                g.write()?;
+            }
+            Ok(())
+        })();
+        // 5. Outcome.
+        match &res {
+            Ok(()) => {
+                if count > 0 {
+                    self.stats.cluster_flushes.fetch_add(1, Ordering::Relaxed);
+                }
+                let clean = |ip: &XfsInode| {
+                    if ip.clear(I_DIRTY) & I_DIRTY != 0 {
+                        self.stats.dirty.fetch_sub(1, Ordering::Relaxed);
+                    }
+                };
+                for i in 0..np {
+                    if was_dirty[i] {
+                        clean(unsafe { &*picked[i] });
+                    }
+                }
+                if held_dirty && let Some((ip, _)) = held {
+                    clean(ip);
+                }
+            }
+            Err(e) => {
+                self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                for i in 0..np {
+                    let ip = unsafe { &*picked[i] };
+                    if guards[i].is_some() && ip.flags() & I_DIRTY != 0 {
+                        crate::println!(
+                            "xfs: writeback of inode {} (cluster block {blk}) failed: {e}; the inode stays dirty",
+                            ip.ino
+                        );
+                    }
+                }
+                if let Some((ip, _)) = held {
+                    crate::println!(
+                        "xfs: writeback of inode {} (cluster block {blk}) failed: {e}; the inode stays dirty",
+                        ip.ino
+                    );
+                }
+            }
+        }
+        for g in guards.iter_mut() {
+            *g = None;
+        }
+        unpick(0);
+        res.map(|()| count)
+    }
+
+    /// Flushes the cluster holding `ino` as reclaim does under the
+    /// `broken` policy: neighbours locked with the policy's cluster mode
+    /// (blocking under `broken`), every present neighbour when
+    /// `reclaim_flushes_referenced`.
+    pub(crate) fn flush_cluster_of(
+        &self,
+        ino: u32,
+        held: Option<(&XfsInode, &InodeCore)>,
+        gfp: Gfp,
+    ) -> Result<u32, FsError> {
+        let mode = self.policy.cluster_ilock;
+        self.flush_cluster(
+            ino_to_ag(ino),
+            ino_to_agino(ino) / INODES_PER_CLUSTER,
+            mode,
+            mode,
+            self.policy.reclaim_flushes_referenced,
+            held,
+            gfp,
+        )
+    }
+
+    /// Reclaim's cluster flush entered directly, as direct reclaim would
+    /// enter it from an allocation (inside `fs_reclaim`, with PF_MEMALLOC),
+    /// on the cluster holding `ino`. This is the path that makes `broken`
+    /// deadlock: it takes the cluster's ILOCKs, referenced inodes' too, with
+    /// blocking locks. For tests that force the interleaving.
+    pub fn reclaim_flush_cluster(&self, ino: u32) -> Result<u32, FsError> {
+        self.sb.geometry.check_ino(ino)?;
+        let _fs = FsReclaimGuard::new(GFP_KERNEL);
+        let _memalloc = MemallocScope::noreclaim();
+        self.flush_cluster_of(ino, None, GFP_KERNEL)
+    }
+
+    /// Whether any inode of the cluster is dirty and free to flush.
+    fn cluster_wants_flush(&self, ag: u32, cluster: u32) -> bool {
+        let ici = self.perags[ag as usize].ici.lock();
+        let base = (cluster * INODES_PER_CLUSTER) as usize;
+        ici.slots[base..base + N].iter().any(|&p| {
+            // SAFETY: indexed, AG lock held.
+            !p.is_null() && {
+                let f = unsafe { &*p }.flags();
+                f & I_DIRTY != 0 && f & (I_FLUSHING | I_RECLAIM) == 0
+            }
+        })
+    }
+
+    /// One pass over every cluster with dirty inodes. Returns the number of
+    /// cores written and the first error.
+    pub(crate) fn flush_dirty(&self, first: IlockMode, repeat: bool) -> (u64, Option<FsError>) {
+        let geo = self.sb.geometry;
+        let mut written = 0;
+        let mut first_err = None;
+        for ag in 0..geo.ag_count {
+            for c in 0..geo.clusters_per_ag {
+                let mut rounds = 0;
+                while self.cluster_wants_flush(ag, c) && rounds < 2 * N {
+                    rounds += 1;
+                    match self.flush_cluster(
+                        ag,
+                        c,
+                        first,
+                        self.policy.cluster_ilock,
+                        false,
+                        None,
+                        self.policy.gfp_under_ilock,
+                    ) {
+                        Ok(n) => {
+                            written += u64::from(n);
+                            if n == 0 || !repeat {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (written, first_err)
+    }
+
+    /// Writes back every dirty inode now, waiting for busy ILOCKs; the
+    /// first error is returned (the inodes it concerns stay dirty).
+    pub(crate) fn sync_inner(&self) -> Result<(), FsError> {
+        for _ in 0..1000 {
+            let (_, err) = self.flush_dirty(IlockMode::Blocking, true);
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if self.stats.dirty.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            // Others are flushing some (I_FLUSHING): let them finish.
+            crate::task::sleep(Duration::from_millis(1));
+        }
+        self.device()
+            .flush()
+            .map_err(|err| FsError::Io { blk: 0, err })
+    }
+
+    pub(crate) fn kick_flusher(&self) {
+        if !self.flush_kick.swap(true, Ordering::AcqRel) {
+            self.flush_wait.wake_one();
+        }
+    }
+
+    /// The flusher thread's body.
+    pub(crate) fn flusher_main(self: Arc<Self>) {
+        loop {
+            self.flush_wait.wait_event_timeout(FLUSH_INTERVAL, || {
+                self.flush_kick.load(Ordering::Acquire) || self.flush_stop.load(Ordering::Acquire)
+            });
+            if self.flush_stop.load(Ordering::Acquire) {
+                break;
+            }
+            self.flush_kick.store(false, Ordering::Release);
+            if self.stats.dirty.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            self.stats.flusher_runs.fetch_add(1, Ordering::Relaxed);
+            let (_, err) = self.flush_dirty(IlockMode::Trylock, false);
+            if err.is_some() {
+                // Back off after an IO error instead of retrying at once.
+                crate::task::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

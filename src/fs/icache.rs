@@ -1,0 +1,561 @@
+//! The inode cache and its reclaim (XFS's `xfs_icache.c`, simplified).
+//!
+//! In-core inodes (`XfsInode`) come from the slab cache `xfs_inode`
+//! (`SlabFlags::RECLAIM_ACCOUNT`). Each AG indexes its cached inodes in a
+//! fixed array with one slot per AG inode (`inodes_per_ag` ≤ 4096), made at
+//! mount, so inserting never allocates; the per-AG spinlock `xfs_perag_ici`
+//! guards the array and the state transitions below. The XFS states are
+//! flag bits:
+//!
+//! - referenced: `refcount > 0` ([`InodeRef`]s exist);
+//! - `I_RECLAIMABLE`: the last reference went; counted per AG and per fs
+//!   (what the shrinker's count reports);
+//! - `I_RECLAIM`: reclaim owns it; lookups wait until it is requeued or gone;
+//! - `I_DIRTY`: the core changed and is not on disk yet (set by
+//!   transaction commit, cleared by a successful cluster write);
+//! - `I_FLUSHING`: a cluster flush is writing it; reclaim leaves it alone;
+//! - `I_UNLINKED`: `nlink` reached 0; the last reference frees it on disk
+//!   (inactivation), as XFS's `xfs_inactive`.
+//!
+//! Every inode's ILOCK is an `RwSemaphore<InodeCore>` of the single lockdep
+//! class `xfs_ilock` ([`ilock_class`]). Operations take it on referenced
+//! inodes (above reclaim). The inode shrinker takes it on unreferenced
+//! inodes (below reclaim): with `try_write` under the `trylock` policy
+//! (`xfs_ilock_nowait`), blocking otherwise, which is what records lockdep's
+//! `fs_reclaim -> xfs_ilock`.
+//!
+//! Lockdep subclasses of `xfs_ilock`, as XFS annotates inode lock nesting:
+//! 0 for the first ILOCK a task takes, [`ILOCK_CHILD`] for a second inode
+//! in one operation (create, unlink), [`ILOCK_RECLAIM`] for the blocking
+//! ILOCK the shrinker takes on an *unreferenced* candidate when the
+//! reclaiming task already holds an ILOCK above reclaim (direct reclaim from
+//! inside an operation). That nesting is safe for the reason the seed gives
+//! (referenced inodes are locked only above reclaim, unreferenced ones only
+//! below), and without the annotation every such direct reclaim would be
+//! reported as "recursive locking". The `fs_reclaim -> xfs_ilock` edge then
+//! comes from reclaim that holds no ILOCK (kswapd, or direct reclaim from
+//! an allocation made outside ILOCK), as in the seed's first path. Cluster
+//! flushing, which may lock *referenced* inodes, never uses the annotation:
+//! its blocking locks (the `broken` policy) are seen as plain `xfs_ilock`.
+
+use super::FsError;
+use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
+use super::policy::IlockMode;
+use super::vfs::Fs;
+use crate::mm::gfp::Gfp;
+use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
+use crate::mm::slab::kmalloc::KVec;
+use crate::sync::lockdep::{self, LockClassKey};
+use crate::sync::{Mutex, RwSemReadGuard, RwSemWriteGuard, RwSemaphore, SpinLock};
+use alloc::sync::{Arc, Weak};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+pub(crate) const I_RECLAIMABLE: u32 = 1 << 0;
+pub(crate) const I_RECLAIM: u32 = 1 << 1;
+pub(crate) const I_DIRTY: u32 = 1 << 2;
+pub(crate) const I_FLUSHING: u32 = 1 << 3;
+pub(crate) const I_UNLINKED: u32 = 1 << 4;
+
+/// Lockdep subclass for the second inode an operation locks.
+pub const ILOCK_CHILD: u8 = 1;
+/// Lockdep subclass for the shrinker's blocking ILOCK on an unreferenced
+/// inode while the reclaiming task holds an ILOCK above reclaim.
+pub const ILOCK_RECLAIM: u8 = 2;
+
+/// The one lockdep class of every inode's ILOCK.
+pub fn ilock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_ilock")
+}
+
+/// Subclass for the shrinker's blocking ILOCK on an unreferenced inode.
+pub(crate) fn reclaim_subclass() -> u8 {
+    if lockdep::held_count(ilock_class()) > 0 {
+        ILOCK_RECLAIM
+    } else {
+        0
+    }
+}
+
+/// An in-core inode.
+pub(crate) struct XfsInode {
+    pub(crate) ino: u32,
+    /// VFS references; changes between 0 and 1 happen under the AG lock.
+    pub(crate) refcount: AtomicU32,
+    pub(crate) flags: AtomicU32,
+    /// ILOCK, guarding the core.
+    pub(crate) ilock: RwSemaphore<InodeCore>,
+}
+
+impl XfsInode {
+    fn new(core: InodeCore) -> Self {
+        Self {
+            ino: core.ino,
+            refcount: AtomicU32::new(1),
+            flags: AtomicU32::new(0),
+            ilock: RwSemaphore::new(core, ilock_class()),
+        }
+    }
+
+    pub(crate) fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self, f: u32) -> u32 {
+        self.flags.fetch_or(f, Ordering::AcqRel)
+    }
+
+    pub(crate) fn clear(&self, f: u32) -> u32 {
+        self.flags.fetch_and(!f, Ordering::AcqRel)
+    }
+}
+
+/// The cached inodes of one AG: a slot per AG inode.
+pub(crate) struct Ici {
+    pub(crate) slots: KVec<*mut XfsInode>,
+    /// Where the next reclaim walk starts (XFS's per-AG reclaim cursor).
+    cursor: u32,
+}
+
+// SAFETY: the pointers are only followed under the AG lock, or with a
+// reference / ILOCK / I_FLUSHING that keeps the inode alive.
+unsafe impl Send for Ici {}
+
+/// Per-AG state (`struct xfs_perag`).
+pub(crate) struct Perag {
+    pub(crate) ici: SpinLock<Ici>,
+    /// Serialises the AG header (block and inode allocation), `xfs_agf`.
+    pub(crate) agf: Mutex<()>,
+    pub(crate) reclaimable: AtomicU64,
+}
+
+impl Perag {
+    /// Mount-time setup (GFP_KERNEL).
+    pub(crate) fn new(agno: u32, inodes: u32) -> Result<Self, FsError> {
+        let gfp = crate::mm::gfp::GFP_KERNEL;
+        let mut slots = KVec::with_capacity(inodes as usize, gfp).map_err(|_| FsError::NoMemory)?;
+        for _ in 0..inodes {
+            slots
+                .push(ptr::null_mut(), gfp)
+                .map_err(|_| FsError::NoMemory)?;
+        }
+        let _ = agno;
+        Ok(Self {
+            ici: SpinLock::new(
+                Ici { slots, cursor: 0 },
+                crate::lock_class!("xfs_perag_ici"),
+            ),
+            agf: Mutex::new((), crate::lock_class!("xfs_agf")),
+            reclaimable: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A VFS reference to an in-core inode. Cloning adds a reference; dropping
+/// the last one makes the inode reclaimable (after freeing it on disk if it
+/// was unlinked). Drop it with no ILOCK held: inactivation takes one.
+pub struct InodeRef {
+    pub(crate) fs: Arc<Fs>,
+    pub(crate) ip: NonNull<XfsInode>,
+}
+
+// SAFETY: the inode is shared through its lock and atomics.
+unsafe impl Send for InodeRef {}
+// SAFETY: as above.
+unsafe impl Sync for InodeRef {}
+
+impl InodeRef {
+    pub fn ino(&self) -> u32 {
+        self.inode().ino
+    }
+
+    pub(crate) fn inode(&self) -> &XfsInode {
+        // SAFETY: a referenced inode is never reclaimed.
+        unsafe { self.ip.as_ref() }
+    }
+}
+
+impl Clone for InodeRef {
+    fn clone(&self) -> Self {
+        self.inode().refcount.fetch_add(1, Ordering::AcqRel);
+        Self {
+            fs: self.fs.clone(),
+            ip: self.ip,
+        }
+    }
+}
+
+impl Drop for InodeRef {
+    fn drop(&mut self) {
+        self.fs.irele(self.ip);
+    }
+}
+
+impl core::fmt::Debug for InodeRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "InodeRef({})", self.ino())
+    }
+}
+
+/// An ILOCK held through [`Fs::ilock`].
+pub enum IlockGuard<'a> {
+    Shared(RwSemReadGuard<'a, InodeCore>),
+    Exclusive(RwSemWriteGuard<'a, InodeCore>),
+}
+
+/// The outcome of one reclaim pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReclaimResult {
+    pub(crate) scanned: u64,
+    pub(crate) freed: u64,
+}
+
+impl Fs {
+    fn perag(&self, ino: u32) -> &Perag {
+        &self.perags[ino_to_ag(ino) as usize]
+    }
+
+    /// Finds or reads inode `ino` and takes a reference. Allocates with
+    /// `gfp` on a miss (the inode object and maybe the cluster buffer),
+    /// holding no fs lock but possibly an ILOCK of the caller's (create and
+    /// unlink look the child up under the parent's ILOCK, with
+    /// `gfp_under_ilock`). `allow_free` returns free slots too (create).
+    pub(crate) fn iget_inner(
+        &self,
+        ino: u32,
+        gfp: Gfp,
+        allow_free: bool,
+    ) -> Result<NonNull<XfsInode>, FsError> {
+        self.check_live()?;
+        self.sb.geometry.check_ino(ino)?;
+        let pag = self.perag(ino);
+        let agino = ino_to_agino(ino) as usize;
+        loop {
+            {
+                let ici = pag.ici.lock();
+                let p = ici.slots[agino];
+                if !p.is_null() {
+                    // SAFETY: indexed inodes are live while the AG lock is held.
+                    let ip = unsafe { &*p };
+                    if ip.flags() & I_RECLAIM != 0 {
+                        drop(ici);
+                        // Reclaim owns it: wait for the requeue or the free.
+                        crate::task::yield_now();
+                        continue;
+                    }
+                    if ip.refcount.fetch_add(1, Ordering::AcqRel) == 0
+                        && ip.clear(I_RECLAIMABLE) & I_RECLAIMABLE != 0
+                    {
+                        pag.reclaimable.fetch_sub(1, Ordering::Relaxed);
+                        self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    self.stats.icache_hits.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: non-null.
+                    return Ok(unsafe { NonNull::new_unchecked(p) });
+                }
+            }
+            // Miss: read the core through the cluster buffer, then insert.
+            let core = self.read_core(ino, gfp)?;
+            if core.mode == Mode::Free && !allow_free {
+                return Err(FsError::InodeNotAllocated { ino });
+            }
+            let obj = self
+                .inode_slab
+                .alloc(gfp)
+                .map_err(|_| FsError::NoMemory)?
+                .cast::<XfsInode>();
+            // SAFETY: a fresh object sized and aligned for XfsInode.
+            unsafe { obj.as_ptr().write(XfsInode::new(core)) };
+            let mut ici = pag.ici.lock();
+            if !ici.slots[agino].is_null() {
+                drop(ici);
+                self.free_inode_object(obj.as_ptr());
+                continue;
+            }
+            ici.slots[agino] = obj.as_ptr();
+            drop(ici);
+            self.stats.cached.fetch_add(1, Ordering::Relaxed);
+            self.stats.inode_reads.fetch_add(1, Ordering::Relaxed);
+            return Ok(obj);
+        }
+    }
+
+    fn read_core(&self, ino: u32, gfp: Gfp) -> Result<InodeCore, FsError> {
+        let bp = self
+            .bufs
+            .get(ino_to_cluster_block(&self.sb.geometry, ino), gfp)?;
+        let g = bp.lock_read()?;
+        InodeCore::decode_in_cluster(g.data(), ino)
+    }
+
+    pub(crate) fn free_inode_object(&self, p: *mut XfsInode) {
+        // SAFETY: unindexed and unreferenced: private to the caller.
+        unsafe {
+            ptr::drop_in_place(p);
+            self.inode_slab.free(NonNull::new_unchecked(p.cast()));
+        }
+    }
+
+    /// Wraps a referenced inode.
+    pub(crate) fn make_ref(&self, ip: NonNull<XfsInode>) -> InodeRef {
+        InodeRef { fs: self.arc(), ip }
+    }
+
+    /// Drops a reference (InodeRef's drop): inactivation of an unlinked
+    /// inode on the last one, then the inode becomes reclaimable.
+    pub(crate) fn irele(&self, p: NonNull<XfsInode>) {
+        // SAFETY: the caller's reference keeps it alive.
+        let ip = unsafe { p.as_ref() };
+        if ip.refcount.load(Ordering::Acquire) == 1
+            && ip.flags() & I_UNLINKED != 0
+            && !self.is_shut_down()
+            && let Err(e) = self.inactivate(ip)
+        {
+            self.stats.inactivate_errors.fetch_add(1, Ordering::Relaxed);
+            crate::println!(
+                "xfs: freeing unlinked inode {} failed: {e}; it stays allocated",
+                ip.ino
+            );
+        }
+        let pag = self.perag(ip.ino);
+        let _ici = pag.ici.lock();
+        if ip.refcount.fetch_sub(1, Ordering::AcqRel) == 1
+            && ip.set(I_RECLAIMABLE) & I_RECLAIMABLE == 0
+        {
+            pag.reclaimable.fetch_add(1, Ordering::Relaxed);
+            self.stats.reclaimable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `xfs_ilock`: locks a referenced inode (for tests and tools that need
+    /// to hold an inode the way an operation does). Subclass 0.
+    #[track_caller]
+    pub fn ilock<'a>(&self, inode: &'a InodeRef, exclusive: bool) -> IlockGuard<'a> {
+        let ip = inode.inode();
+        if exclusive {
+            IlockGuard::Exclusive(ip.ilock.down_write())
+        } else {
+            IlockGuard::Shared(ip.ilock.down_read())
+        }
+    }
+
+    /// The inode shrinker's scan (`xfs_reclaim_inodes_nr`): looks at up to
+    /// `nr` reclaimable inodes, AG by AG from the per-AG cursors.
+    pub(crate) fn reclaim_inodes(&self, nr: u64, gfp: Gfp) -> ReclaimResult {
+        let mut res = ReclaimResult::default();
+        let nags = self.perags.len();
+        let start = self.reclaim_rotor.fetch_add(1, Ordering::Relaxed) as usize;
+        for i in 0..nags {
+            if res.scanned >= nr {
+                break;
+            }
+            let pag = &self.perags[(start + i) % nags];
+            if pag.reclaimable.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            self.reclaim_ag(pag, nr, gfp, &mut res);
+        }
+        res
+    }
+
+    fn reclaim_ag(&self, pag: &Perag, nr: u64, gfp: Gfp, res: &mut ReclaimResult) {
+        let n = self.sb.geometry.inodes_per_ag();
+        let mut looked = 0u32;
+        while res.scanned < nr && looked < n {
+            // Pick the next candidate under the AG lock.
+            let cand = {
+                let mut ici = pag.ici.lock();
+                let mut found = None;
+                while looked < n {
+                    let i = ici.cursor % n;
+                    ici.cursor = (i + 1) % n;
+                    looked += 1;
+                    let p = ici.slots[i as usize];
+                    if p.is_null() {
+                        continue;
+                    }
+                    // SAFETY: indexed, AG lock held.
+                    let ip = unsafe { &*p };
+                    let f = ip.flags();
+                    if f & I_RECLAIMABLE == 0 || f & I_RECLAIM != 0 {
+                        continue;
+                    }
+                    res.scanned += 1;
+                    self.stats.scanned.fetch_add(1, Ordering::Relaxed);
+                    if f & I_FLUSHING != 0 {
+                        self.stats.requeued_flushing.fetch_add(1, Ordering::Relaxed);
+                        if res.scanned >= nr {
+                            break;
+                        }
+                        continue;
+                    }
+                    ip.set(I_RECLAIM);
+                    found = Some(p);
+                    break;
+                }
+                found
+            };
+            let Some(p) = cand else { break };
+            if self.reclaim_one(pag, p, gfp) {
+                res.freed += 1;
+            }
+        }
+    }
+
+    /// `xfs_reclaim_inode`: the candidate is I_RECLAIM (so no lookup or
+    /// flush takes it); free it if it can be, else requeue it.
+    fn reclaim_one(&self, pag: &Perag, p: *mut XfsInode, gfp: Gfp) -> bool {
+        // SAFETY: I_RECLAIM keeps it indexed and unfreed until we decide.
+        let ip = unsafe { &*p };
+        let guard = match self.policy.reclaim_ilock {
+            IlockMode::Trylock => ip.ilock.try_write(),
+            IlockMode::Blocking => Some(ip.ilock.down_write_nested(reclaim_subclass())),
+        };
+        let Some(guard) = guard else {
+            ip.clear(I_RECLAIM);
+            self.stats.requeued_locked.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        if ip.flags() & I_FLUSHING != 0 {
+            drop(guard);
+            ip.clear(I_RECLAIM);
+            self.stats.requeued_flushing.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if ip.flags() & I_DIRTY != 0 {
+            if self.policy.reclaim_flushes_referenced {
+                // The deliberate bug: flush the whole cluster from reclaim,
+                // blocking on the neighbours' ILOCKs, referenced or not.
+                let _ = self.flush_cluster_of(ip.ino, Some((ip, &guard)), gfp);
+            }
+            if ip.flags() & I_DIRTY != 0 {
+                drop(guard);
+                ip.clear(I_RECLAIM);
+                self.stats.requeued_dirty.fetch_add(1, Ordering::Relaxed);
+                self.kick_flusher();
+                return false;
+            }
+        }
+        // Clean, unreferenced, ours: take it out of the index and free it.
+        {
+            let mut ici = pag.ici.lock();
+            ici.slots[ino_to_agino(ip.ino) as usize] = ptr::null_mut();
+            if ip.clear(I_RECLAIMABLE) & I_RECLAIMABLE != 0 {
+                pag.reclaimable.fetch_sub(1, Ordering::Relaxed);
+                self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        drop(guard);
+        self.free_inode_object(p);
+        self.stats.cached.fetch_sub(1, Ordering::Relaxed);
+        self.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Frees every cached inode (unmount, after a final sync). Returns the
+    /// number that could not be freed (referenced or dirty).
+    pub(crate) fn purge_inodes(&self) -> u64 {
+        let mut left = 0;
+        for pag in self.perags.iter() {
+            let n = self.sb.geometry.inodes_per_ag() as usize;
+            for i in 0..n {
+                let p = {
+                    let mut ici = pag.ici.lock();
+                    let p = ici.slots[i];
+                    if p.is_null() {
+                        continue;
+                    }
+                    // SAFETY: indexed, AG lock held.
+                    let ip = unsafe { &*p };
+                    if ip.refcount.load(Ordering::Acquire) != 0
+                        || ip.flags() & (I_DIRTY | I_FLUSHING | I_RECLAIM) != 0
+                    {
+                        left += 1;
+                        continue;
+                    }
+                    ici.slots[i] = ptr::null_mut();
+                    if ip.clear(I_RECLAIMABLE) & I_RECLAIMABLE != 0 {
+                        pag.reclaimable.fetch_sub(1, Ordering::Relaxed);
+                        self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    p
+                };
+                self.free_inode_object(p);
+                self.stats.cached.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        left
+    }
+
+    /// The first referenced inode, if any (unmount refuses then).
+    pub(crate) fn find_referenced(&self) -> Option<u32> {
+        for pag in self.perags.iter() {
+            let ici = pag.ici.lock();
+            for &p in ici.slots.iter() {
+                // SAFETY: indexed, AG lock held.
+                if !p.is_null() && unsafe { (*p).refcount.load(Ordering::Acquire) } != 0 {
+                    return Some(unsafe { (*p).ino });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The superblock shrinker for inodes (`super_cache_count` /
+/// `super_cache_scan` with XFS's `nr_cached_objects` /
+/// `free_cached_objects`).
+pub(crate) struct InodeShrinker(pub(crate) Weak<Fs>);
+
+impl Shrinker for InodeShrinker {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        let Some(fs) = self.0.upgrade() else {
+            return CountObjects::EMPTY;
+        };
+        let n = fs.stats.reclaimable.load(Ordering::Relaxed);
+        if n == 0 || fs.is_shut_down() {
+            CountObjects::EMPTY
+        } else {
+            CountObjects::new(n)
+        }
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        let Some(fs) = self.0.upgrade() else {
+            return ScanObjects::STOP;
+        };
+        // Deadlock avoidance: no filesystem work without __GFP_FS; the work
+        // stays deferred for a caller that may (kswapd).
+        if !sc.reclaim_fs_allowed() || fs.is_shut_down() {
+            fs.stats.shrinker_stops.fetch_add(1, Ordering::Relaxed);
+            return ScanObjects::STOP;
+        }
+        // super_trylock_shared: never wait for unmount.
+        let Some(_s) = fs.s_umount.try_read() else {
+            fs.stats.shrinker_stops.fetch_add(1, Ordering::Relaxed);
+            return ScanObjects::STOP;
+        };
+        let r = fs.reclaim_inodes(sc.nr_to_scan(), sc.gfp());
+        sc.set_nr_scanned(r.scanned.min(sc.nr_to_scan()));
+        ScanObjects::freed(r.freed)
+    }
+}
+
+/// The `xfs_buf` shrinker: frees clean unreferenced buffers.
+pub(crate) struct BufShrinker(pub(crate) Weak<Fs>);
+
+impl Shrinker for BufShrinker {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        match self.0.upgrade() {
+            Some(fs) => fs.bufs.shrink_count(),
+            None => CountObjects::EMPTY,
+        }
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        match self.0.upgrade() {
+            Some(fs) => fs.bufs.shrink_scan(sc),
+            None => ScanObjects::STOP,
+        }
+    }
+}
