@@ -17,6 +17,7 @@ pub mod fs;
 pub mod mm;
 pub mod module;
 pub mod platform;
+pub mod report;
 pub mod sync;
 pub mod task;
 pub mod time;

@@ -10,6 +10,9 @@
 
 use core::fmt;
 
+mod run;
+pub use run::{RunCounters, RunResult, Sample, run};
+
 /// A workload value that does not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadSpec;
@@ -25,11 +28,14 @@ pub struct Mix {
 }
 
 impl Mix {
+    /// Read-heavy, like most file workloads: reads and directory listings
+    /// are where allocations under ILOCK happen outside transactions, which
+    /// is where the policies differ most.
     pub const DEFAULT: Mix = Mix {
-        read: 45,
-        write: 25,
-        readdir: 15,
-        unlink: 8,
+        read: 60,
+        write: 12,
+        readdir: 20,
+        unlink: 4,
     };
 
     /// Parses `read:45,write:25,readdir:15,unlink:8` (any subset; the

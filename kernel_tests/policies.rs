@@ -1,0 +1,92 @@
+//! The policies on the workload generator, same workload and seed, under a
+//! `mem=` that forces constant reclaim: what `cargo run -- policy=all`
+//! compares, asserted.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use kreclaim::fs::policy::Policy;
+use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::workload::{self, RunResult, Workload};
+use kreclaim::{kassert, kassert_eq};
+
+kreclaim::kernel_tests!(
+    cmdline = "mem=16M ramdisk=48M";
+    nofs_defers_far_more_reclaim_than_trylock,
+    default_policy_run_reports_reclaim_and_integrity,
+);
+
+fn small() -> Workload {
+    Workload {
+        files: 1200,
+        size_min: 4 << 10,
+        size_max: 24 << 10,
+        ops: 5000,
+        ..Workload::default()
+    }
+}
+
+fn run(p: Policy) -> Result<RunResult, TestFailure> {
+    kreclaim::sync::lockdep::reset_graph();
+    let dev = kreclaim::arch::x86_64::boot_ramdisk()
+        .ok_or_else(|| TestFailure::new("no RAM disk".into()))?;
+    workload::run(dev, p, small(), false).map_err(|e| TestFailure::new(alloc::format!("{p}: {e}")))
+}
+
+fn nofs_defers_far_more_reclaim_than_trylock() -> TestResult {
+    let nofs = run(Policy::NOFS)?;
+    let trylock = run(Policy::TRYLOCK)?;
+    for r in [&nofs, &trylock] {
+        kassert!(r.integrity_ok, "{}: {}", r.policy, r.integrity_detail);
+        kassert_eq!(
+            r.lockdep_reports,
+            0,
+            "{}: {:?}",
+            r.policy,
+            r.first_lockdep_report
+        );
+        kassert_eq!(r.deadlocks, 0);
+        kassert!(
+            r.fs.inodes_reclaimed > 0,
+            "{}: no inode was reclaimed",
+            r.policy
+        );
+        kassert!(
+            r.alloc_stalls > 0,
+            "{}: the workload never entered direct reclaim",
+            r.policy
+        );
+    }
+    // GFP_NOFS everywhere: every direct reclaim from the filesystem finds the
+    // inode shrinker unable to run and leaves the work to kswapd.
+    kassert!(
+        nofs.fs.shrinker_stops >= 2 * trylock.fs.shrinker_stops.max(1),
+        "STOPs: nofs {} vs trylock {}",
+        nofs.fs.shrinker_stops,
+        trylock.fs.shrinker_stops
+    );
+    kassert!(
+        nofs.inode_shrinker_deferred > trylock.inode_shrinker_deferred,
+        "deferred: nofs {} vs trylock {}",
+        nofs.inode_shrinker_deferred,
+        trylock.inode_shrinker_deferred
+    );
+    Ok(())
+}
+
+fn default_policy_run_reports_reclaim_and_integrity() -> TestResult {
+    let r = run(Policy::DEFAULT)?;
+    kassert!(r.integrity_ok, "{}", r.integrity_detail);
+    kassert!(r.files_verified > 0);
+    kassert!(r.direct_pages + r.kswapd_pages > 0, "no reclaim activity");
+    kassert!(
+        r.shrinkers
+            .iter()
+            .any(|s| s.name == "xfs_inode" && s.freed > 0)
+    );
+    kassert!(r.slabs.iter().any(|s| s.name == "xfs_inode"));
+    kassert!(r.samples.len() > 1, "no samples for the free-memory chart");
+    Ok(())
+}
