@@ -15,19 +15,14 @@
 //! thread until it unmasks, so any number of host threads may call the
 //! allocator, and the framework sees what it sees on one CPU.
 //!
-//! The *current task* stays the framework's placeholder boot task for every
-//! thread: without the scheduler (`task::init`), `task::current()` is one
-//! static task, and its per-task state (PF_* flags and scoped NOFS/NOIO, the
-//! lockdep held-lock stack) is shared by all host threads. That is sound for
-//! what the host suite does: lockdep's held-lock stack only changes while a
-//! spinlock is held, i.e. inside the CPU lock, and the tests and benchmarks do
-//! not open memalloc scopes from several threads at once. A thread-local
-//! current task would need a "current task" hook in `Platform` and a public
-//! way to create a `Task` for a foreign thread; sleeping locks (`Mutex`,
-//! `RwSemaphore`, wait queues) would still need the scheduler to block. Both
-//! are a change of the framework's task layer, left out of this crate: on
-//! the host, use the allocator, slab caches, kmalloc, shrinkers and
-//! spinlocks, not the sleeping primitives.
+//! The *current task* is a thread-local: every host thread gets its own
+//! framework task record (`Task::new_foreign`, installed with
+//! `task::set_current_task_hook`), so PF_* flags, scoped NOFS/NOIO and the
+//! lockdep held-lock stack are per thread, as they are per task in the
+//! kernel. Sleeping locks (`Mutex`, `RwSemaphore`, wait queues) still need
+//! kreclaim's scheduler to block: on the host, use the allocator, slab
+//! caches, kmalloc, shrinkers, spinlocks and the scoped API, not the
+//! sleeping primitives.
 //!
 //! # One initialisation per process
 //!
@@ -72,6 +67,33 @@ pub struct HostPlatform {
 
 thread_local! {
     static THREAD_TAG: u8 = const { 0 };
+    /// This thread's framework task, made on first use (leaked: it lives as
+    /// long as the thread could still call into the framework).
+    static THREAD_TASK: std::cell::Cell<Option<&'static kreclaim::task::Task>> =
+        const { std::cell::Cell::new(None) };
+    /// Set while the task is being made: its allocations may come back here
+    /// (kreclaim as the global allocator asks for the current task).
+    static MAKING_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The running thread's framework task (the `task::CurrentTaskHook`).
+pub fn current_host_task() -> Option<&'static kreclaim::task::Task> {
+    if let Some(t) = THREAD_TASK.try_with(|t| t.get()).ok().flatten() {
+        return Some(t);
+    }
+    if MAKING_TASK.try_with(|m| m.replace(true)).unwrap_or(true) {
+        return None; // re-entered while making it, or the thread is exiting
+    }
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("host-thread")
+        .to_string();
+    let t = kreclaim::task::Task::new_foreign(&name);
+    // SAFETY: the Arc is leaked, so the task is never freed.
+    let t: &'static kreclaim::task::Task = unsafe { &*std::sync::Arc::into_raw(t) };
+    let _ = THREAD_TASK.try_with(|c| c.set(Some(t)));
+    let _ = MAKING_TASK.try_with(|m| m.set(false));
+    Some(t)
 }
 
 fn thread_tag() -> usize {
@@ -256,6 +278,7 @@ fn bring_up(config: Config) -> Result<Host, HostInitError> {
         return Err(HostInitError::NoArena(bytes));
     }
     platform::set(&HOST);
+    kreclaim::task::set_current_task_hook(current_host_task);
     set_quiet(config.quiet);
     lockdep::set_mode(if config.lockdep {
         LockdepMode::On

@@ -168,6 +168,15 @@ impl Task {
         }
     }
 
+    /// A task record for a thread that the platform, not kreclaim,
+    /// schedules (see [`set_current_task_hook`]): its own flags, memalloc
+    /// scopes and lockdep state. It never runs on kreclaim's scheduler.
+    pub fn new_foreign(name: &str) -> Arc<Task> {
+        let t = Task::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), String::from(name));
+        t.set_state(TaskState::Running);
+        Arc::new(t)
+    }
+
     pub fn id(&self) -> TaskId {
         self.id
     }
@@ -327,10 +336,35 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// Every live task, for the deadlock detector and reports.
 static TASKS: spin::Mutex<Vec<Arc<Task>>> = spin::Mutex::new(Vec::new());
 
-/// The running task. Before [`init`] this is a placeholder boot task, so the
-/// scoped allocation API works from the first instruction.
+/// Names the running task for platforms that schedule threads themselves
+/// (a hobby OS with its own scheduler, the host build): per-task state —
+/// PF_* flags and memalloc scopes, the lockdep held-lock stack — then
+/// follows their threads. kreclaim's own scheduler leaves it unset.
+/// `None` falls back to this CPU's current task (e.g. while the platform
+/// is still creating the thread's task).
+pub type CurrentTaskHook = fn() -> Option<&'static Task>;
+
+static CURRENT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the platform's [`CurrentTaskHook`] (make tasks for its threads
+/// with [`Task::new_foreign`]).
+pub fn set_current_task_hook(hook: CurrentTaskHook) {
+    CURRENT_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// The running task: the platform's hook if one is installed, else this
+/// CPU's current task. Before [`init`] this is a placeholder boot task, so
+/// the scoped allocation API works from the first instruction.
 #[inline]
 pub fn current() -> &'static Task {
+    let hook = CURRENT_HOOK.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: only CurrentTaskHook values are stored in CURRENT_HOOK.
+        let hook: CurrentTaskHook = unsafe { core::mem::transmute::<usize, CurrentTaskHook>(hook) };
+        if let Some(t) = hook() {
+            return t;
+        }
+    }
     // SAFETY: `current` always points at a live task: the static early task
     // or a task kept alive by TASKS while it runs.
     unsafe { &*this_cpu().current.load(Ordering::Acquire) }
