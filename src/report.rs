@@ -77,31 +77,16 @@ pub fn single(r: &RunResult) {
         r.errors
     );
     crate::println!("\n--- slab caches (end of run) ---");
-    crate::println!("slabinfo - version: 2.1");
-    crate::println!(
-        "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>"
-    );
+    let mut text = String::new();
+    let _ = crate::mm::slab::slabinfo_header(&mut text);
     for s in r
         .slabs
         .iter()
         .filter(|s| s.num_slabs > 0 || !s.name.starts_with("kmalloc"))
     {
-        crate::println!(
-            "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
-            s.name,
-            s.active_objs,
-            s.num_objs,
-            s.objsize,
-            s.objperslab,
-            s.pagesperslab,
-            0,
-            0,
-            0,
-            s.active_slabs,
-            s.num_slabs,
-            0
-        );
+        let _ = crate::mm::slab::slabinfo_row(&mut text, &s.name, s);
     }
+    crate::print!("{text}");
     crate::println!("\n--- shrinkers (end of run) ---");
     crate::println!(
         "{:<14} {:>5} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6}",
@@ -199,9 +184,9 @@ pub fn json(r: &RunResult) {
         ops_per_sec(r),
         r.lockdep_reports,
         r.deadlocks,
-        r.fs.inodes_scanned,
-        r.fs.inodes_reclaimed,
-        r.fs.shrinker_stops,
+        r.ops_phase.inodes_scanned,
+        r.ops_phase.inodes_reclaimed,
+        r.ops_phase.shrinker_stops,
         r.inode_shrinker_deferred,
         r.alloc_failures,
         r.alloc_stalls,
@@ -219,7 +204,9 @@ pub fn comparison(results: &[RunResult], format: Format) {
         }
         return;
     }
-    crate::println!("\n=== policy comparison (same workload and seed) ===");
+    crate::println!(
+        "\n=== policy comparison (same workload and seed; reclaim figures of the operations phase) ==="
+    );
     crate::println!(
         "{:<10} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7} {:>9} {:>6} {:>8}",
         "policy",
@@ -244,9 +231,9 @@ pub fn comparison(results: &[RunResult], format: Format) {
             ops_per_sec(r),
             r.lockdep_reports,
             r.deadlocks,
-            r.fs.inodes_scanned,
-            r.fs.inodes_reclaimed,
-            r.fs.shrinker_stops,
+            r.ops_phase.inodes_scanned,
+            r.ops_phase.inodes_reclaimed,
+            r.ops_phase.shrinker_stops,
             r.inode_shrinker_deferred,
             r.alloc_stalls,
             r.stall_ns / 1_000_000,

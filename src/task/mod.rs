@@ -120,25 +120,8 @@ impl Task {
         Self {
             id,
             name,
-            flags: AtomicU32::new(0),
-            memalloc_scopes: spin::Mutex::new(ScopeStack::new()),
             state: AtomicU8::new(TaskState::Ready as u8),
-            deadlocked: AtomicBool::new(false),
-            context: UnsafeCell::new(0),
-            stack: spin::Mutex::new(None),
-            entry: spin::Mutex::new(None),
-            lockdep: UnsafeCell::new(TaskLockState::new()),
-            blocked_on: spin::Mutex::new(None),
-            wait_gen: AtomicU64::new(0),
-            timer_deadline: AtomicU64::new(0),
-            timer_gen: AtomicU64::new(0),
-            wait_next: AtomicPtr::new(core::ptr::null_mut()),
-            wait_queued: AtomicBool::new(false),
-            wait_tag: AtomicU8::new(0),
-            timed_out: AtomicBool::new(false),
-            exited: crate::sync::Completion::new_internal(),
-            switches: AtomicU64::new(0),
-            reclaimed: AtomicU64::new(0),
+            ..Self::early()
         }
     }
 

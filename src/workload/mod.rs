@@ -11,7 +11,7 @@
 use core::fmt;
 
 mod run;
-pub use run::{RunCounters, RunResult, Sample, run};
+pub use run::{OpsPhase, RunCounters, RunResult, Sample, run};
 
 /// A workload value that does not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

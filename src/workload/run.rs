@@ -75,13 +75,32 @@ pub struct RunResult {
     pub slabs: Vec<crate::mm::slab::SlabInfo>,
     pub shrinkers: Vec<crate::mm::shrinker::ShrinkerInfo>,
     pub samples: Vec<Sample>,
-    /// Work the inode shrinker deferred (do_shrink_slab's nr_deferred adds).
+    /// Work the inode shrinker deferred during the operations
+    /// (do_shrink_slab's nr_deferred additions, summed).
     pub inode_shrinker_deferred: u64,
+    /// Inode-shrinker figures of the operations phase (populate excluded).
+    pub ops_phase: OpsPhase,
     pub alloc_failures: u64,
     pub alloc_stalls: u64,
     pub stall_ns: u64,
     pub direct_pages: u64,
     pub kswapd_pages: u64,
+}
+
+/// Inode-shrinker figures of the operations phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpsPhase {
+    pub inodes_scanned: u64,
+    pub inodes_reclaimed: u64,
+    pub shrinker_stops: u64,
+}
+
+fn inode_deferred() -> u64 {
+    crate::mm::shrinker::shrinkers()
+        .iter()
+        .filter(|s| s.name == "xfs_inode")
+        .map(|s| s.deferred)
+        .sum()
 }
 
 struct Shared {
@@ -154,15 +173,70 @@ fn release(sh: &Shared, id: u32, rec: FileRec) {
     t[id as usize] = FileRec { busy: false, ..rec };
 }
 
+/// Writes a new generation of file `id` (creating it if `create`) and
+/// records its checksum; on failure the file is no longer verified, since
+/// its contents are unknown.
+fn rewrite(
+    sh: &Shared,
+    rng: &mut Rng,
+    id: u32,
+    rec: FileRec,
+    buf: &mut [u8],
+    create: bool,
+) -> Result<(), FsError> {
+    let dir = &sh.dirs[dir_of(&sh.w, id) as usize];
+    let size = sh.w.size_min + rng.below((sh.w.size_max - sh.w.size_min + 1) as u64) as u32;
+    let gen_ = rec.gen_ + 1;
+    if create {
+        // A failed unlink earlier may have left the name behind.
+        let _ = sh.fs.unlink(dir, &file_name(id));
+    }
+    match write_file(sh, dir, id, gen_, size, buf, create) {
+        Ok(sum) => {
+            release(
+                sh,
+                id,
+                FileRec {
+                    alive: true,
+                    busy: false,
+                    gen_,
+                    size,
+                    sum,
+                },
+            );
+            Ok(())
+        }
+        Err(e) => {
+            release(
+                sh,
+                id,
+                FileRec {
+                    alive: false,
+                    ..rec
+                },
+            );
+            Err(e)
+        }
+    }
+}
+
+/// A zeroed content buffer big enough for the largest file (+1 to detect
+/// files that grew), allocated with explicit GFP flags before the run.
+fn content_buffer(w: &Workload) -> Result<KVec<u8>, FsError> {
+    let mut buf = KVec::<u8>::with_capacity(w.size_max as usize + 1, GFP_KERNEL)
+        .map_err(|_| FsError::NoMemory)?;
+    for _ in 0..=w.size_max {
+        buf.push(0, GFP_KERNEL).map_err(|_| FsError::NoMemory)?;
+    }
+    Ok(buf)
+}
+
 fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
     let mut rng = Rng::new(sh.w.seed ^ 0x5eed ^ (index as u64) << 32);
-    let Ok(mut buf) = KVec::<u8>::with_capacity(sh.w.size_max as usize + 1, GFP_KERNEL) else {
+    let Ok(mut buf) = content_buffer(&sh.w) else {
         sh.counters.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    for _ in 0..=sh.w.size_max {
-        let _ = buf.push(0, GFP_KERNEL);
-    }
     let m = sh.w.mix;
     for _ in 0..ops {
         if sh.stop.load(Ordering::Relaxed) {
@@ -192,40 +266,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
         } else if roll < m.read + m.write {
             c.writes.fetch_add(1, Ordering::Relaxed);
             match claim(&sh, &mut rng, true) {
-                Some((id, rec)) => {
-                    let dir = &sh.dirs[dir_of(&sh.w, id) as usize];
-                    let size = sh.w.size_min
-                        + rng.below((sh.w.size_max - sh.w.size_min + 1) as u64) as u32;
-                    let gen_ = rec.gen_ + 1;
-                    match write_file(&sh, dir, id, gen_, size, &mut buf, false) {
-                        Ok(sum) => {
-                            release(
-                                &sh,
-                                id,
-                                FileRec {
-                                    alive: true,
-                                    busy: false,
-                                    gen_,
-                                    size,
-                                    sum,
-                                },
-                            );
-                            Ok(())
-                        }
-                        Err(e) => {
-                            // Contents unknown now: stop verifying this file.
-                            release(
-                                &sh,
-                                id,
-                                FileRec {
-                                    alive: false,
-                                    ..rec
-                                },
-                            );
-                            Err(e)
-                        }
-                    }
-                }
+                Some((id, rec)) => rewrite(&sh, &mut rng, id, rec, &mut buf, false),
                 None => Ok(()),
             }
         } else if roll < m.read + m.write + m.readdir {
@@ -257,41 +298,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
         } else {
             c.creates.fetch_add(1, Ordering::Relaxed);
             match claim(&sh, &mut rng, false) {
-                Some((id, rec)) => {
-                    let dir = &sh.dirs[dir_of(&sh.w, id) as usize];
-                    let size = sh.w.size_min
-                        + rng.below((sh.w.size_max - sh.w.size_min + 1) as u64) as u32;
-                    let gen_ = rec.gen_ + 1;
-                    // A failed unlink earlier may have left the name behind.
-                    let _ = sh.fs.unlink(dir, &file_name(id));
-                    match write_file(&sh, dir, id, gen_, size, &mut buf, true) {
-                        Ok(sum) => {
-                            release(
-                                &sh,
-                                id,
-                                FileRec {
-                                    alive: true,
-                                    busy: false,
-                                    gen_,
-                                    size,
-                                    sum,
-                                },
-                            );
-                            Ok(())
-                        }
-                        Err(e) => {
-                            release(
-                                &sh,
-                                id,
-                                FileRec {
-                                    alive: false,
-                                    ..rec
-                                },
-                            );
-                            Err(e)
-                        }
-                    }
-                }
+                Some((id, rec)) => rewrite(&sh, &mut rng, id, rec, &mut buf, true),
                 None => Ok(()),
             }
         };
@@ -353,8 +360,6 @@ pub fn run(
 ) -> Result<RunResult, FsError> {
     let lockdep0 = crate::sync::lockdep::report_count();
     let deadlocks0 = task::deadlock::report_count();
-    let pa0 = crate::mm::page_alloc::stats().snapshot();
-    let v0 = crate::mm::vmscan::stats().snapshot();
     crate::fs::mkfs(dev, MkfsOptions::default())?;
     let fs = Fs::mount(dev, policy)?;
     let root = fs.root()?;
@@ -381,11 +386,7 @@ pub fn run(
     });
     // Populate: every file once.
     {
-        let mut buf = KVec::<u8>::with_capacity(w.size_max as usize + 1, GFP_KERNEL)
-            .map_err(|_| FsError::NoMemory)?;
-        for _ in 0..=w.size_max {
-            let _ = buf.push(0, GFP_KERNEL);
-        }
+        let mut buf = content_buffer(&w)?;
         let mut rng = Rng::new(w.seed);
         for id in 0..w.files {
             let size = w.size_min + rng.below((w.size_max - w.size_min + 1) as u64) as u32;
@@ -409,6 +410,11 @@ pub fn run(
             w.tasks
         );
     }
+    // Reclaim is measured over the operations, not the populate phase.
+    let pa0 = crate::mm::page_alloc::stats().snapshot();
+    let v0 = crate::mm::vmscan::stats().snapshot();
+    let fs0 = fs.stats();
+    let deferred0 = inode_deferred();
     let t0 = crate::time::now_ns();
     let mut samples = Vec::new();
     let _ = samples.try_reserve(4096);
@@ -442,11 +448,12 @@ pub fn run(
     let fs_stats = fs.stats();
     let slabs = crate::mm::slab::slabinfo();
     let shrinkers = crate::mm::shrinker::shrinkers();
-    let inode_shrinker_deferred = shrinkers
-        .iter()
-        .filter(|s| s.name == "xfs_inode")
-        .map(|s| s.deferred)
-        .sum();
+    let inode_shrinker_deferred = inode_deferred() - deferred0;
+    let ops_phase = OpsPhase {
+        inodes_scanned: fs_stats.inodes_scanned - fs0.inodes_scanned,
+        inodes_reclaimed: fs_stats.inodes_reclaimed - fs0.inodes_reclaimed,
+        shrinker_stops: fs_stats.shrinker_stops - fs0.shrinker_stops,
+    };
 
     // Verify after the caches were reclaimed: unmount, remount, read all.
     let mut integrity_ok = sh.counters.mismatches.load(Ordering::Relaxed) == 0;
@@ -468,11 +475,7 @@ pub fn run(
         }
         let fs2 = Fs::mount(dev, policy)?;
         let root = fs2.root()?;
-        let mut buf = KVec::<u8>::with_capacity(w.size_max as usize + 1, GFP_KERNEL)
-            .map_err(|_| FsError::NoMemory)?;
-        for _ in 0..=w.size_max {
-            let _ = buf.push(0, GFP_KERNEL);
-        }
+        let mut buf = content_buffer(&w)?;
         let mut bad = 0;
         for d in 0..fs_dirs {
             let dir = fs2.lookup(&root, &dir_name(d))?.ok_or(FsError::NotFound)?;
@@ -538,6 +541,7 @@ pub fn run(
         shrinkers,
         samples,
         inode_shrinker_deferred,
+        ops_phase,
         alloc_failures: pa1.failures - pa0.failures,
         alloc_stalls: pa1.alloc_stalls - pa0.alloc_stalls,
         stall_ns: pa1.stall_ns - pa0.stall_ns,

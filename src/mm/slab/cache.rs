@@ -929,7 +929,8 @@ pub fn write_slabinfo(w: &mut dyn fmt::Write) -> fmt::Result {
     slabinfo_rows(w, &CACHES.lock())
 }
 
-fn slabinfo_header(w: &mut dyn fmt::Write) -> fmt::Result {
+/// The slabinfo v2.1 header lines.
+pub fn slabinfo_header(w: &mut dyn fmt::Write) -> fmt::Result {
     writeln!(w, "slabinfo - version: 2.1")?;
     writeln!(
         w,
@@ -941,23 +942,28 @@ fn slabinfo_rows(w: &mut dyn fmt::Write, reg: &Registry) -> fmt::Result {
     for &p in reg.0.iter().filter(|p| !p.is_null()) {
         // SAFETY: registered caches are alive while registered.
         let c = unsafe { &*p };
-        let s = c.counts();
-        writeln!(
-            w,
-            "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
-            c.name,
-            s.active_objs,
-            s.num_objs,
-            s.objsize,
-            s.objperslab,
-            s.pagesperslab,
-            0,
-            0,
-            0,
-            s.active_slabs,
-            s.num_slabs,
-            0
-        )?;
+        slabinfo_row(w, &c.name, &c.counts())?;
     }
     Ok(())
+}
+
+/// One slabinfo v2.1 line for cache `name` (tunables and shared counts are
+/// SLAB's; SLUB, and kreclaim, print zeros).
+pub fn slabinfo_row(w: &mut dyn fmt::Write, name: &str, s: &SlabInfo) -> fmt::Result {
+    writeln!(
+        w,
+        "{:<17} {:>6} {:>6} {:>6} {:>4} {:>4} : tunables {:>4} {:>4} {:>4} : slabdata {:>6} {:>6} {:>6}",
+        name,
+        s.active_objs,
+        s.num_objs,
+        s.objsize,
+        s.objperslab,
+        s.pagesperslab,
+        0,
+        0,
+        0,
+        s.active_slabs,
+        s.num_slabs,
+        0
+    )
 }

@@ -23,7 +23,8 @@ mod typed;
 
 pub use cache::{
     CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInfo, kmem_cache_create,
-    set_global_debug, show_slabinfo, slab_debug_parse, slabinfo, write_slabinfo,
+    set_global_debug, show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row,
+    write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
