@@ -66,10 +66,16 @@ pub fn fs_reclaim_release(gfp: Gfp) {
 /// Called on every allocation: records "held locks -> fs_reclaim" for an
 /// allocation that could reclaim, even when no reclaim happens this time,
 /// and checks that a sleeping allocation is made where sleeping is allowed.
+///
+/// The `fs_reclaim` part is a lockdep annotation only: with lockdep off it
+/// would record nothing, so it is skipped after one load of the mode.
 #[track_caller]
+#[inline]
 pub fn might_alloc(gfp: Gfp) {
-    fs_reclaim_acquire(gfp);
-    fs_reclaim_release(gfp);
+    if lockdep::mode() != lockdep::LockdepMode::Off {
+        fs_reclaim_acquire(gfp);
+        fs_reclaim_release(gfp);
+    }
     if gfp.allows_blocking() {
         task::might_sleep();
     }

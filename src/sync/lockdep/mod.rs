@@ -56,6 +56,7 @@ pub fn set_mode(m: LockdepMode) {
     MODE.store(m as u8, Ordering::Relaxed);
 }
 
+#[inline]
 pub fn mode() -> LockdepMode {
     match MODE.load(Ordering::Relaxed) {
         0 => LockdepMode::On,
