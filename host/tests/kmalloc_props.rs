@@ -139,3 +139,20 @@ proptest! {
         run(ops);
     }
 }
+
+/// The class lookup (a table for small sizes) picks what a search of the
+/// classes would: the smallest class large and aligned enough.
+#[test]
+fn kmalloc_slab_picks_the_smallest_fitting_class() {
+    let _host = common::host();
+    for align in [1usize, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096] {
+        for size in 0..=kmalloc::KMALLOC_MAX_CACHE_SIZE + 1 {
+            let want = kmalloc::KMALLOC_SIZES
+                .iter()
+                .find(|&&s| s >= size && (1usize << s.trailing_zeros().min(9)) >= align)
+                .copied();
+            let got = kmalloc::kmalloc_slab(size, align).map(|c| c.object_size());
+            assert_eq!(got, want, "size {size} align {align}");
+        }
+    }
+}

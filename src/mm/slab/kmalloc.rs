@@ -68,13 +68,36 @@ pub fn kmalloc_ready() -> bool {
     CACHES.get().is_some()
 }
 
-/// The cache serving `size` bytes at `align`, if a slab serves it.
-pub fn kmalloc_slab(size: usize, align: usize) -> Option<&'static KmemCache> {
-    let caches = CACHES.get()?;
+/// Class index for sizes up to 192 by `(size + 7) / 8` (Linux's
+/// `kmalloc_size_index`): 8, 16, 32, 32, 64 x4, 96 x4, 128 x4, 192 x8.
+const SIZE_INDEX: [u8; 25] = [
+    0, 0, 1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6,
+];
+
+/// The class serving `size` bytes at `align`: a table lookup for the
+/// 8-byte alignment every class has, a search otherwise.
+#[inline]
+fn kmalloc_index(size: usize, align: usize) -> Option<usize> {
+    if align <= 8 {
+        if size <= 192 {
+            return Some(SIZE_INDEX[size.div_ceil(8)] as usize);
+        }
+        if size <= KMALLOC_MAX_CACHE_SIZE {
+            // 256 .. 8192: the power-of-two classes from index 7 on.
+            return Some(size.next_power_of_two().trailing_zeros() as usize - 1);
+        }
+        return None;
+    }
     KMALLOC_SIZES
         .iter()
         .position(|&s| s >= size && class_align(s) >= align)
-        .map(|i| &caches[i])
+}
+
+/// The cache serving `size` bytes at `align`, if a slab serves it.
+#[inline]
+pub fn kmalloc_slab(size: usize, align: usize) -> Option<&'static KmemCache> {
+    let caches = CACHES.get()?;
+    kmalloc_index(size, align).map(|i| &caches[i])
 }
 
 fn order_for(size: usize) -> u32 {
