@@ -3,8 +3,10 @@
 use super::debug::{self, SlabBug};
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, AllocError, PageOwner, PhysAddr};
+use crate::platform::IrqGuard;
 use crate::sync::SpinLock;
 use alloc::string::String;
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -67,6 +69,9 @@ pub(crate) struct SlabHeader {
     prev: *mut SlabHeader,
     list: ListKind,
     order: u8,
+    /// Objects handed out (the bits set in `allocated`); `inuse` also
+    /// counts the objects of this slab sitting in per-CPU arrays.
+    users: u16,
     /// Bit i set = object i allocated.
     allocated: [u64; MAX_OBJECTS / 64],
 }
@@ -113,10 +118,87 @@ pub(crate) struct CacheInner {
     pub(crate) rz_len: usize,
     cookie: usize,
     lists: SpinLock<Lists>,
+    /// `lists.empty.len`, readable without the lock (the free fast path
+    /// asks whether a slab going empty would be released).
+    empty_len: AtomicUsize,
+    /// Per-CPU object arrays (0 entries: the cache bypasses them).
+    cpu_limit: usize,
+    cpu: [UnsafeCell<CpuCache>; NR_CPUS],
     allocs: AtomicU64,
     frees: AtomicU64,
     slabs_created: AtomicU64,
     slabs_freed: AtomicU64,
+}
+
+/// CPUs with a per-CPU object array; kreclaim runs on one.
+const NR_CPUS: usize = 1;
+/// Capacity of a per-CPU object array.
+const CPU_ARRAY: usize = 32;
+
+/// This CPU's number (the per-CPU arrays' index). One CPU today.
+#[inline(always)]
+fn this_cpu_id() -> usize {
+    0
+}
+
+/// A per-CPU list of free objects in front of a cache (SLUB's per-CPU
+/// freelist, SLAB's `array_cache` in size): the alloc and free fast paths pop
+/// and push here with interrupts masked only, without the list lock; it is
+/// refilled and drained in batches under the list lock. The list is linked
+/// through the objects' free pointers, encoded like a slab's free list, so a
+/// free object never holds a raw address. Objects on it are free for the
+/// allocation bitmap (a double free of one is caught) and for
+/// `active_objs`, but still counted in their slab's `inuse`.
+struct CpuCache {
+    /// First free object (a raw address, as SLUB keeps `c->freelist`), 0 if none.
+    head: usize,
+    avail: usize,
+    /// Statistics of the fast path (per CPU, no atomics).
+    allocs: u64,
+    frees: u64,
+}
+
+impl CpuCache {
+    const EMPTY: CpuCache = CpuCache {
+        head: 0,
+        avail: 0,
+        allocs: 0,
+        frees: 0,
+    };
+}
+
+/// Per-CPU list length by object size (SLAB's `enable_cpucache` table,
+/// scaled down), at most one slab's worth; 0 (bypass) for caches with
+/// poison or red zones, whose checks run under the list lock.
+fn cpu_limit_for(size: usize, objects: usize, flags: SlabFlags) -> usize {
+    if flags.intersects(SlabFlags::POISON | SlabFlags::RED_ZONE) {
+        return 0;
+    }
+    let by_size = match size {
+        0..=256 => 32,
+        257..=1024 => 16,
+        1025..=4096 => 8,
+        _ => 4,
+    };
+    by_size.min(objects).min(CPU_ARRAY)
+}
+
+/// Slabs to give back after a drain, once the list lock is dropped: unlinked
+/// slabs chained through their `next` field.
+struct Discards {
+    head: *mut SlabHeader,
+}
+
+impl Discards {
+    const NONE: Discards = Discards {
+        head: ptr::null_mut(),
+    };
+
+    fn add(&mut self, s: *mut SlabHeader) {
+        // SAFETY: an unlinked slab of ours.
+        unsafe { (*s).next = self.head };
+        self.head = s;
+    }
 }
 
 /// Why a cache could not be created.
@@ -351,6 +433,9 @@ impl KmemCache {
                 },
                 crate::lock_class!("kmem_cache_node->list_lock"),
             ),
+            empty_len: AtomicUsize::new(0),
+            cpu_limit: cpu_limit_for(slot, objects, flags),
+            cpu: [const { UnsafeCell::new(CpuCache::EMPTY) }; NR_CPUS],
             allocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             slabs_created: AtomicU64::new(0),
@@ -409,13 +494,19 @@ impl KmemCache {
         self.inner().free(obj.as_ptr())
     }
 
-    /// `kmem_cache_shrink`: releases every empty slab; returns pages freed.
+    /// `kmem_cache_shrink`: drains the per-CPU arrays, then releases every
+    /// empty slab; returns pages freed.
     pub fn shrink(&self) -> usize {
-        self.inner().release_empty(0)
+        let inner = self.inner();
+        inner.drain_cpu() + inner.release_empty(0)
     }
 
+    /// The slabinfo row, after draining this CPU's array (so the partial /
+    /// full / empty split is exact).
     pub fn info(&self) -> SlabInfo {
-        self.inner().info()
+        let inner = self.inner();
+        inner.drain_cpu();
+        inner.info()
     }
 
     /// `kmem_cache_destroy`. With objects still allocated, reports them
@@ -428,6 +519,7 @@ impl KmemCache {
 
     fn destroy_inner(&self) -> Result<(), DestroyError> {
         let inner = self.inner();
+        inner.drain_cpu();
         let live = inner.lists.lock().active_objs;
         if live != 0 {
             let e = DestroyError::LiveObjects {
@@ -569,9 +661,14 @@ impl CacheInner {
 
     #[track_caller]
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-        let gfp = crate::mm::scope::current_gfp_context(gfp);
+        // The task's NOFS/NOIO scope (`current_gfp_context`) only removes
+        // __GFP_FS, __GFP_IO and __GFP_MOVABLE: `might_alloc` applies it
+        // itself where it matters (lockdep), and `should_failslab` looks at
+        // none of them, so the fast path leaves it to the page allocation
+        // and the error value.
         crate::mm::fs_reclaim::might_alloc(gfp);
         if should_failslab(gfp, self.object_size) {
+            let gfp = crate::mm::scope::current_gfp_context(gfp);
             if !gfp.contains(Gfp::__GFP_NOWARN) {
                 crate::println!(
                     "{}: slab allocation failure (injected): cache {}, size {}, mode:{gfp}",
@@ -582,6 +679,10 @@ impl CacheInner {
             }
             return Err(AllocError { gfp, order: 0 });
         }
+        if self.cpu_limit != 0 {
+            return self.alloc_cpu(gfp);
+        }
+        let gfp = crate::mm::scope::current_gfp_context(gfp);
         loop {
             let got = {
                 let mut l = self.lists.lock();
@@ -603,8 +704,10 @@ impl CacheInner {
                     let idx = (obj - slab.base() - self.first_offset) / self.size;
                     slab.allocated[idx / 64] |= 1 << (idx % 64);
                     slab.inuse += 1;
+                    slab.users += 1;
                     l.active_objs += 1;
                     Self::place(&mut l, s);
+                    self.sync_empty_len(&l);
                     Some(obj)
                 }
             };
@@ -624,6 +727,266 @@ impl CacheInner {
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
             self.new_slab(gfp)?;
+        }
+    }
+
+    /// This CPU's array.
+    ///
+    /// # Safety
+    /// Interrupts masked for as long as the reference is used: the array is
+    /// this CPU's alone, and nothing else on it runs meanwhile.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn this_cpu(&self) -> &mut CpuCache {
+        // SAFETY: see above.
+        unsafe { &mut *self.cpu[this_cpu_id()].get() }
+    }
+
+    fn sync_empty_len(&self, l: &Lists) {
+        self.empty_len.store(l.empty.len, Ordering::Relaxed);
+    }
+
+    /// The allocation fast path: pop from this CPU's list, refilling it in
+    /// a batch under the list lock; a new slab when no slab has room.
+    #[inline]
+    fn alloc_cpu(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        loop {
+            let irq = IrqGuard::new();
+            // SAFETY: interrupts are masked until `irq` drops.
+            let c = unsafe { self.this_cpu() };
+            if c.avail == 0 {
+                self.refill(c);
+            }
+            if c.avail != 0 {
+                let obj = c.head;
+                // SAFETY: a free object of this cache holds an encoded next pointer.
+                let next = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+                let Some(s) = slab_of(obj).filter(|&s| {
+                    // SAFETY: slab_of checked the magic.
+                    ptr::eq(unsafe { (*s).cache }, self)
+                }) else {
+                    // The list was overwritten (a write after free into a
+                    // free object): drop it rather than hand out its garbage.
+                    c.head = 0;
+                    c.avail = 0;
+                    drop(irq);
+                    crate::println!(
+                        "BUG {}: Freepointer corrupt: per-CPU free list abandoned at {obj:#x}",
+                        self.name
+                    );
+                    continue;
+                };
+                c.head = next;
+                c.avail -= 1;
+                c.allocs += 1;
+                // SAFETY: a live slab of this cache; its bitmap and `users`
+                // change only with interrupts masked (one CPU).
+                unsafe {
+                    let idx = (obj - (*s).base() - self.first_offset) / self.size;
+                    (*s).allocated[idx / 64] |= 1 << (idx % 64);
+                    (*s).users += 1;
+                }
+                drop(irq);
+                if gfp.contains(Gfp::__GFP_ZERO) {
+                    // SAFETY: the object is ours now.
+                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                }
+                // SAFETY: non-null by construction.
+                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            }
+            // No slab has a free object: a new one, with interrupts enabled
+            // again (the page allocator may reclaim and sleep).
+            drop(irq);
+            self.new_slab(crate::mm::scope::current_gfp_context(gfp))?;
+        }
+    }
+
+    /// Moves up to half a list of free objects from the slabs (partial ones
+    /// first, in their free-list order) onto the empty list `c`. Interrupts
+    /// are masked by the caller.
+    #[cold]
+    fn refill(&self, c: &mut CpuCache) {
+        debug_assert!(c.avail == 0);
+        let batch = self.cpu_limit.div_ceil(2);
+        let mut got = [0usize; CPU_ARRAY];
+        let mut n = 0;
+        let mut l = self.lists.lock();
+        while n < batch {
+            let s = if !l.partial.head.is_null() {
+                l.partial.head
+            } else {
+                l.empty.head
+            };
+            if s.is_null() {
+                break;
+            }
+            // SAFETY: a live slab of this cache with a free object.
+            let slab = unsafe { &mut *s };
+            while n < batch && slab.freelist != 0 {
+                let obj = self.decode(slab.freelist, slab.base());
+                // SAFETY: free objects hold an encoded next pointer.
+                let next_raw = unsafe { *self.freeptr_slot(obj) };
+                slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
+                slab.inuse += 1;
+                l.active_objs += 1;
+                got[n] = obj;
+                n += 1;
+            }
+            Self::place(&mut l, s);
+        }
+        self.sync_empty_len(&l);
+        drop(l);
+        // Link them in the order taken: the first allocation takes the first.
+        let mut next = 0;
+        for &obj in got[..n].iter().rev() {
+            // SAFETY: free objects of ours.
+            unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
+            next = obj;
+        }
+        c.head = next;
+        c.avail = n;
+    }
+
+    /// Returns all but the `keep` newest objects of `c` to their slabs under
+    /// the list lock; slabs that go empty beyond `MIN_PARTIAL` are unlinked
+    /// into `out`, for the caller to discard once interrupts are enabled
+    /// again. Interrupts are masked by the caller.
+    fn flush(&self, c: &mut CpuCache, keep: usize, out: &mut Discards) {
+        if c.avail <= keep {
+            return;
+        }
+        // Walk past the kept ones, cut the list there, collect the rest.
+        let mut last_kept = 0;
+        let mut obj = c.head;
+        for _ in 0..keep {
+            last_kept = obj;
+            // SAFETY: free objects on our list hold encoded next pointers.
+            obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+        }
+        if last_kept == 0 {
+            c.head = 0;
+        } else {
+            // SAFETY: as above.
+            unsafe { *self.freeptr_slot(last_kept) = 0 };
+        }
+        let mut gone = [0usize; CPU_ARRAY];
+        let mut n = 0;
+        while obj != 0 && n < CPU_ARRAY {
+            gone[n] = obj;
+            n += 1;
+            // SAFETY: as above.
+            obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+        }
+        c.avail = keep;
+        let mut l = self.lists.lock();
+        // Oldest first, so the newest ends up first on its slab's list.
+        for &obj in gone[..n].iter().rev() {
+            let Some(s) = slab_of(obj).filter(|&s| {
+                // SAFETY: slab_of checked the magic.
+                ptr::eq(unsafe { (*s).cache }, self)
+            }) else {
+                continue; // an overwritten list: leak rather than corrupt a slab
+            };
+            // SAFETY: a live slab of this cache; the object goes back onto
+            // its own slab's list.
+            let slab = unsafe { &mut *s };
+            let head = self.decode(slab.freelist, slab.base());
+            // SAFETY: as above.
+            unsafe { *self.freeptr_slot(obj) = self.encode(head, obj) };
+            slab.freelist = self.encode(obj, slab.base());
+            slab.inuse -= 1;
+            l.active_objs -= 1;
+            Self::place(&mut l, s);
+            if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
+                Self::unlink(&mut l, s);
+                out.add(s);
+            }
+        }
+        self.sync_empty_len(&l);
+    }
+
+    fn discard_all(&self, d: Discards) -> usize {
+        let mut pages = 0;
+        let mut s = d.head;
+        while !s.is_null() {
+            // SAFETY: an unlinked slab chained by `Discards::add`.
+            let next = unsafe { (*s).next };
+            self.discard_slab(s);
+            pages += 1 << self.order;
+            s = next;
+        }
+        pages
+    }
+
+    /// Empties this CPU's list into the slabs; returns pages released.
+    pub(crate) fn drain_cpu(&self) -> usize {
+        if self.cpu_limit == 0 {
+            return 0;
+        }
+        let mut d = Discards::NONE;
+        {
+            let _irq = IrqGuard::new();
+            // SAFETY: interrupts masked in this block.
+            let c = unsafe { self.this_cpu() };
+            self.flush(c, 0, &mut d);
+        }
+        self.discard_all(d)
+    }
+
+    /// Objects sitting on per-CPU lists. Interrupts are masked by the
+    /// caller (it holds the list lock).
+    fn cpu_avail(&self) -> usize {
+        (0..NR_CPUS)
+            // SAFETY: one CPU: with interrupts masked nobody else touches it.
+            .map(|i| unsafe { (*self.cpu[i].get()).avail })
+            .sum()
+    }
+
+    /// The free fast path: the object goes onto this CPU's list (all but
+    /// the newest half go back to the slabs when it is full). The
+    /// double-free check and the bitmap stay exact: the bit is cleared here,
+    /// under masked interrupts. When the slab has no object handed out any
+    /// more and the cache already keeps `MIN_PARTIAL` empty slabs, the list
+    /// is drained so that the slab goes back to the page allocator at once.
+    #[track_caller]
+    #[inline]
+    fn free_cpu(&self, s: *mut SlabHeader, addr: usize, idx: usize) {
+        let mut d = Discards::NONE;
+        {
+            let irq = IrqGuard::new();
+            // SAFETY: `s` is a live slab of this cache; its bitmap and `users`
+            // change only with interrupts masked (one CPU).
+            let slab = unsafe { &mut *s };
+            let bit = 1u64 << (idx % 64);
+            if slab.allocated[idx / 64] & bit == 0 {
+                drop(irq);
+                debug::report(
+                    self,
+                    SlabBug::DoubleFree,
+                    addr,
+                    None,
+                    format_args!("Object already free"),
+                );
+                return;
+            }
+            slab.allocated[idx / 64] &= !bit;
+            slab.users -= 1;
+            // SAFETY: interrupts are masked until `irq` drops.
+            let c = unsafe { self.this_cpu() };
+            if c.avail == self.cpu_limit {
+                self.flush(c, self.cpu_limit / 2, &mut d);
+            }
+            // SAFETY: the object is free now and ours to link.
+            unsafe { *self.freeptr_slot(addr) = self.encode(c.head, addr) };
+            c.head = addr;
+            c.avail += 1;
+            c.frees += 1;
+            if slab.users == 0 && self.empty_len.load(Ordering::Relaxed) >= MIN_PARTIAL {
+                self.flush(c, 0, &mut d);
+            }
+        }
+        if !d.head.is_null() {
+            self.discard_all(d);
         }
     }
 
@@ -657,6 +1020,7 @@ impl CacheInner {
                 prev: ptr::null_mut(),
                 list: ListKind::None,
                 order: self.order as u8,
+                users: 0,
                 allocated: [0; MAX_OBJECTS / 64],
             });
         }
@@ -678,6 +1042,7 @@ impl CacheInner {
         self.slabs_created.fetch_add(1, Ordering::Relaxed);
         let mut l = self.lists.lock();
         Self::push(&mut l, s, ListKind::Empty);
+        self.sync_empty_len(&l);
         Ok(())
     }
 
@@ -741,6 +1106,10 @@ impl CacheInner {
             return;
         }
         let idx = rel / self.size;
+        if self.cpu_limit != 0 {
+            self.free_cpu(s, addr, idx);
+            return;
+        }
         let mut to_free: Option<*mut SlabHeader> = None;
         let mut redzone_bad = None;
         {
@@ -768,12 +1137,14 @@ impl CacheInner {
             slab.freelist = self.encode(addr, slab.base());
             slab.allocated[idx / 64] &= !(1 << (idx % 64));
             slab.inuse -= 1;
+            slab.users -= 1;
             l.active_objs -= 1;
             Self::place(&mut l, s);
             if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
                 Self::unlink(&mut l, s);
                 to_free = Some(s);
             }
+            self.sync_empty_len(&l);
         }
         // Reported without the list lock: a report allocates (the cache
         // name, the record), possibly from this very cache (kmalloc-16
@@ -815,6 +1186,7 @@ impl CacheInner {
                 }
                 let s = l.empty.head;
                 Self::unlink(&mut l, s);
+                self.sync_empty_len(&l);
                 s
             };
             self.discard_slab(s);
@@ -838,7 +1210,9 @@ impl CacheInner {
         let num_slabs = l.partial.len + l.full.len + l.empty.len;
         SlabInfo {
             name: String::new(),
-            active_objs: l.active_objs,
+            // Objects in per-CPU arrays are free (the list split still
+            // shows their slabs where they sit until the arrays drain).
+            active_objs: l.active_objs - self.cpu_avail(),
             num_objs: num_slabs * self.objects,
             objsize: self.size,
             objperslab: self.objects,
