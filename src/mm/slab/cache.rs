@@ -9,7 +9,7 @@ use alloc::string::String;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 bitflags::bitflags! {
     /// Cache flags with Linux's values (`include/linux/slab.h`).
@@ -116,6 +116,9 @@ pub(crate) struct CacheInner {
     freeptr_offset: usize,
     /// Red zone [object_size, object_size + rz_len).
     pub(crate) rz_len: usize,
+    /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
+    /// `reciprocal_divide`), exact for offsets inside a slab.
+    size_recip: u64,
     cookie: usize,
     lists: SpinLock<Lists>,
     /// `lists.empty.len`, readable without the lock (the free fast path
@@ -268,6 +271,11 @@ static CACHES: SpinLock<Registry> = SpinLock::new(
     Registry([ptr::null(); MAX_CACHES]),
     crate::lock_class!("slab_caches"),
 );
+
+/// Whether every slab so far sits at a virtual address aligned to its size
+/// (then a free object's slab is its address masked); cleared for good by
+/// the first slab that does not.
+static SLABS_ALIGNED: AtomicBool = AtomicBool::new(true);
 
 static COOKIE_SEED: AtomicUsize = AtomicUsize::new(0x9e37_79b9_7f4a_7c15);
 
@@ -423,6 +431,7 @@ impl KmemCache {
             first_offset,
             freeptr_offset,
             rz_len,
+            size_recip: (1u64 << 32).div_ceil(slot as u64),
             cookie: random_cookie(),
             lists: SpinLock::new(
                 Lists {
@@ -590,6 +599,36 @@ impl CacheInner {
         }
     }
 
+    /// The slab of `obj`, a free object from a per-CPU list: by masking
+    /// while slabs sit at addresses aligned to their size (buddy blocks in a
+    /// direct map always do), through the page otherwise; `None` if that is
+    /// not a slab of this cache (an overwritten list).
+    #[inline(always)]
+    fn own_slab_of(&self, obj: usize) -> Option<*mut SlabHeader> {
+        let s = if SLABS_ALIGNED.load(Ordering::Relaxed) {
+            (obj & !((PAGE << self.order) - 1)) as *mut SlabHeader
+        } else {
+            slab_of(obj)?
+        };
+        // SAFETY: an aligned slab base of a page the list pointed into; the
+        // header is readable while the slab lives.
+        let ok = unsafe { (*s).magic == SLAB_MAGIC && ptr::eq((*s).cache, self) };
+        ok.then_some(s)
+    }
+
+    /// `rel / size` for an offset `rel` from the first object of a slab
+    /// (below 2^15: a slab is at most 32 KiB). Exact: with
+    /// `m = ceil(2^32 / size) = (2^32 + e) / size`, `e < size <= 2^15`, the
+    /// error `rel * e / 2^32 / size` stays below `1 / size`.
+    #[inline(always)]
+    fn index_of(&self, rel: usize) -> usize {
+        if rel >= 1 << 15 {
+            return rel / self.size;
+        }
+        ((rel as u64 * self.size_recip) >> 32) as usize
+    }
+
+    #[inline(always)]
     fn freeptr_slot(&self, obj: usize) -> *mut usize {
         (obj + self.freeptr_offset) as *mut usize
     }
@@ -701,7 +740,7 @@ impl CacheInner {
                     // SAFETY: free objects hold an encoded next pointer.
                     let next_raw = unsafe { *self.freeptr_slot(obj) };
                     slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
-                    let idx = (obj - slab.base() - self.first_offset) / self.size;
+                    let idx = self.index_of(obj - slab.base() - self.first_offset);
                     slab.allocated[idx / 64] |= 1 << (idx % 64);
                     slab.inuse += 1;
                     slab.users += 1;
@@ -761,10 +800,7 @@ impl CacheInner {
                 let obj = c.head;
                 // SAFETY: a free object of this cache holds an encoded next pointer.
                 let next = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
-                let Some(s) = slab_of(obj).filter(|&s| {
-                    // SAFETY: slab_of checked the magic.
-                    ptr::eq(unsafe { (*s).cache }, self)
-                }) else {
+                let Some(s) = self.own_slab_of(obj) else {
                     // The list was overwritten (a write after free into a
                     // free object): drop it rather than hand out its garbage.
                     c.head = 0;
@@ -782,7 +818,7 @@ impl CacheInner {
                 // SAFETY: a live slab of this cache; its bitmap and `users`
                 // change only with interrupts masked (one CPU).
                 unsafe {
-                    let idx = (obj - (*s).base() - self.first_offset) / self.size;
+                    let idx = self.index_of(obj - (*s).base() - self.first_offset);
                     (*s).allocated[idx / 64] |= 1 << (idx % 64);
                     (*s).users += 1;
                 }
@@ -881,10 +917,7 @@ impl CacheInner {
         let mut l = self.lists.lock();
         // Oldest first, so the newest ends up first on its slab's list.
         for &obj in gone[..n].iter().rev() {
-            let Some(s) = slab_of(obj).filter(|&s| {
-                // SAFETY: slab_of checked the magic.
-                ptr::eq(unsafe { (*s).cache }, self)
-            }) else {
+            let Some(s) = self.own_slab_of(obj) else {
                 continue; // an overwritten list: leak rather than corrupt a slab
             };
             // SAFETY: a live slab of this cache; the object goes back onto
@@ -994,6 +1027,9 @@ impl CacheInner {
     fn new_slab(&self, gfp: Gfp) -> Result<(), AllocError> {
         let pa = page_alloc::alloc_pages(gfp - Gfp::__GFP_ZERO, self.order)?;
         let base = page_alloc::page_address(pa) as usize;
+        if !base.is_multiple_of(PAGE << self.order) {
+            SLABS_ALIGNED.store(false, Ordering::Relaxed);
+        }
         page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
         for i in 0..(1usize << self.order) {
             page_alloc::set_page_private(
@@ -1092,10 +1128,8 @@ impl CacheInner {
         // SAFETY: `s` is a live slab of this cache.
         let slab = unsafe { &mut *s };
         let rel = addr.wrapping_sub(slab.base() + self.first_offset);
-        if addr < slab.base() + self.first_offset
-            || !rel.is_multiple_of(self.size)
-            || rel / self.size >= self.objects
-        {
+        let idx = self.index_of(rel);
+        if addr < slab.base() + self.first_offset || idx * self.size != rel || idx >= self.objects {
             debug::report(
                 self,
                 SlabBug::BadOffset,
@@ -1105,7 +1139,6 @@ impl CacheInner {
             );
             return;
         }
-        let idx = rel / self.size;
         if self.cpu_limit != 0 {
             self.free_cpu(s, addr, idx);
             return;
