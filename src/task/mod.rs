@@ -360,6 +360,7 @@ pub fn current_arc() -> Option<Arc<Task>> {
 }
 
 /// Whether [`init`] ran (tasks can block and switch).
+#[inline]
 pub fn started() -> bool {
     STARTED.load(Ordering::Acquire)
 }
@@ -607,10 +608,15 @@ pub fn yield_now() {
 
 /// Reports sleeping in atomic context (IRQs masked or preemption disabled).
 #[track_caller]
+#[inline]
 pub fn might_sleep() {
-    if !started() {
-        return;
+    if started() {
+        might_sleep_check();
     }
+}
+
+#[track_caller]
+fn might_sleep_check() {
     let irqs_on = platform::get()
         .map(|p| {
             let was = p.irq_save();
