@@ -8,6 +8,11 @@
 //! `min_partial` go back to the page allocator at once; [`KmemCache::shrink`]
 //! releases all of them.
 //!
+//! In front of each cache without poison or red zones sits a per-CPU list
+//! of free objects (SLUB's fast path): alloc and free pop and push it with
+//! interrupts masked only; it is refilled and drained in batches under the
+//! cache's list lock, and drained by `info`, `shrink` and `destroy`.
+//!
 //! Debugging (per cache, or `slab_debug=` on the command line with Linux's
 //! letters F, Z, P): poisoning (0x6b, last byte 0xa5; checked on allocation),
 //! red zones (0xcc active / 0xbb inactive; checked on free and allocation),
