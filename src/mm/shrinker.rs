@@ -426,38 +426,10 @@ fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
     freed
 }
 
-/// Runs every registered shrinker at `priority` (12 = gentlest .. 0) for a
-/// caller whose gfp already went through `current_gfp_context`. Returns the
-/// number of objects freed.
-pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
-    let mut freed = 0;
-    let mut i = 0;
-    loop {
-        // Take a reference to one entry at a time; never block on the registry.
-        let entry = {
-            let reg = REGISTRY.lock();
-            if i >= reg.len() {
-                break;
-            }
-            reg[i].clone()
-        };
-        i += 1;
-        let Some(e) = entry else { continue };
-        if e.dead.load(Ordering::Acquire) {
-            continue;
-        }
-        let mut sc = ShrinkControl::new(gfp);
-        let r = do_shrink_slab(&mut sc, &e, priority);
-        if r != CountObjects::EMPTY.raw() {
-            freed += r;
-        }
-    }
-    freed
-}
-
-/// Snapshot of every registered shrinker.
-pub fn shrinkers() -> Vec<ShrinkerInfo> {
-    let mut out = Vec::new();
+/// Calls `f` on every registered shrinker, taking a reference to one entry
+/// at a time under the registry lock: `f` runs without the lock, so reclaim
+/// never blocks on the registry and unregistration can wait for `f`.
+fn for_each_entry(mut f: impl FnMut(&Arc<Entry>)) {
     let mut i = 0;
     loop {
         let entry = {
@@ -469,9 +441,33 @@ pub fn shrinkers() -> Vec<ShrinkerInfo> {
         };
         i += 1;
         if let Some(e) = entry {
-            out.push(info_of(&e));
+            f(&e);
         }
     }
+}
+
+/// Runs every registered shrinker at `priority` (12 = gentlest .. 0) for a
+/// caller whose gfp already went through `current_gfp_context`. Returns the
+/// number of objects freed.
+pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
+    let mut freed = 0;
+    for_each_entry(|e| {
+        if e.dead.load(Ordering::Acquire) {
+            return;
+        }
+        let mut sc = ShrinkControl::new(gfp);
+        let r = do_shrink_slab(&mut sc, e, priority);
+        if r != CountObjects::EMPTY.raw() {
+            freed += r;
+        }
+    });
+    freed
+}
+
+/// Snapshot of every registered shrinker.
+pub fn shrinkers() -> Vec<ShrinkerInfo> {
+    let mut out = Vec::new();
+    for_each_entry(|e| out.push(info_of(e)));
     out
 }
 
