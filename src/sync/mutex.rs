@@ -1,10 +1,13 @@
 //! Sleeping mutex with owner tracking, `try_lock`, lockdep annotations and
 //! direct hand-off to the longest waiter (no starvation).
+//!
+//! Not recursive: the owner locking it again is reported as a deadlock and
+//! parked for good (see `task::deadlock`), lockdep on or off.
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
-use crate::task::deadlock::{BlockedOn, WaitTarget};
+use crate::task::deadlock::{self, BlockedOn, WaitTarget};
 use crate::task::{self, TaskId, waitlist::WaitList};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -112,6 +115,12 @@ impl<T: ?Sized> Mutex<T> {
                 _not_send: NotSend::default(),
             };
         }
+        if self.core.owner.load(Ordering::Relaxed) == me {
+            // Only we can have stored our id, and we are not queued, so this
+            // is no hand-off: we hold it already. A second guard would alias
+            // the first; report the self-deadlock and park instead.
+            deadlock::self_deadlock(self.blocked_on());
+        }
         loop {
             let _irq = IrqGuard::new();
             {
@@ -132,14 +141,8 @@ impl<T: ?Sized> Mutex<T> {
                     w.push_back(task::current(), 0);
                 }
             }
-            let target: *const (dyn WaitTarget + 'static) = &self.core as *const MutexCore;
-            task::set_blocked_on(BlockedOn {
-                kind: "mutex",
-                name: self.dep_map.class().name(),
-                addr: self.addr(),
-                target: Some(target),
-            });
-            crate::task::deadlock::check_cycle(task::current());
+            task::set_blocked_on(self.blocked_on());
+            deadlock::check_cycle(task::current());
             task::block_current_locked();
             task::clear_blocked_on();
             if self.core.owner.load(Ordering::Acquire) == me {
@@ -150,6 +153,17 @@ impl<T: ?Sized> Mutex<T> {
             lock: self,
             loc,
             _not_send: NotSend::default(),
+        }
+    }
+
+    /// What a task waiting for this mutex waits for (deadlock reports).
+    fn blocked_on(&self) -> BlockedOn {
+        let target: *const (dyn WaitTarget + 'static) = &self.core as *const MutexCore;
+        BlockedOn {
+            kind: "mutex",
+            name: self.dep_map.class().name(),
+            addr: self.addr(),
+            target: Some(target),
         }
     }
 

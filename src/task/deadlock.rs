@@ -11,6 +11,11 @@
 //!
 //! The search runs on every contended lock acquisition, often under memory
 //! pressure, so it allocates nothing; only a found deadlock is stored.
+//!
+//! A task taking a non-recursive lock it already holds (mutex, rwsem for
+//! writing, spinlock) waits for itself: the lock reports it through
+//! [`self_deadlock`], a cycle of one task, and the task is parked for good,
+//! as Linux leaves such a task hung. It never gets a second guard.
 
 use super::{Task, TaskId, TaskState};
 use alloc::string::String;
@@ -201,6 +206,70 @@ pub(crate) fn check_cycle(me: &Task) {
     for h in &hops {
         // SAFETY: see hop_of.
         super::mark_deadlocked(unsafe { &*h.task });
+    }
+}
+
+/// Set while a self-deadlock is being reported: a recursion hit while the
+/// report allocates (the lock was an allocator lock) only prints.
+static SELF_REPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The current task is taking the lock described by `on`, which it already
+/// holds (`on.target` names the holders). Reports "task waits for a lock
+/// held by itself", marks the task deadlocked and parks it: it stays
+/// blocked forever and the rest of the kernel carries on. Never returns, so
+/// no second guard can exist.
+///
+/// A task that cannot block (before the scheduler starts, the idle task, a
+/// thread of a platform that schedules its own threads) panics after the
+/// report instead: the only other choice is hanging the CPU.
+pub(crate) fn self_deadlock(on: BlockedOn) -> ! {
+    // Never restored when parked: the next task runs with its own state.
+    let _irq = crate::platform::IrqGuard::new();
+    let me = super::current();
+    let mut holders = [0; MAX_HOLDERS];
+    holders[0] = me.id();
+    let hop = Hop {
+        task: me as *const Task,
+        on,
+        holders,
+        n: 1,
+    };
+    let nested = SELF_REPORTING.swap(true, Ordering::Acquire);
+    let mut out = Tee {
+        text: String::new(),
+        keep: !nested,
+    };
+    let _ = out.write_str(
+        "\n======================================================\n\
+         DEADLOCK DETECTED: a task waits for a lock it already holds\n\
+         ------------------------------------------------------\n",
+    );
+    let _ = describe(&mut out, &hop);
+    let parkable = super::can_block_current();
+    let _ = out.write_str(if parkable {
+        "  this task will never run again.\n======================================================\n"
+    } else {
+        "  this task cannot block here: stopping.\n======================================================\n"
+    });
+    if !nested {
+        let text = if out.keep { out.text } else { String::new() };
+        store(false, &[hop], text);
+        SELF_REPORTING.store(false, Ordering::Release);
+    }
+    if !parkable {
+        panic!(
+            "recursive locking: task '{}' takes {} '{}' it already holds (see the report above)",
+            me.name(),
+            on.kind,
+            on.name
+        );
+    }
+    super::set_blocked_on(on);
+    super::mark_deadlocked(me);
+    loop {
+        // A deadlocked task is never woken; loop in case of a stray wake-up.
+        super::prepare_to_block();
+        super::block_current_locked();
     }
 }
 

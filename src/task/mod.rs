@@ -802,6 +802,15 @@ pub(crate) fn idle_task_ptr() -> *const Task {
     this_cpu().idle.load(Ordering::Relaxed)
 }
 
+/// Whether the current task can block on kreclaim's scheduler: it runs, the
+/// task is one of its own (no platform hook), and it is not the idle task
+/// (which must always be runnable).
+pub(crate) fn can_block_current() -> bool {
+    started()
+        && CURRENT_HOOK.load(Ordering::Acquire) == 0
+        && !core::ptr::eq(current(), idle_task_ptr())
+}
+
 pub(crate) fn mark_deadlocked(t: &Task) {
     t.deadlocked.store(true, Ordering::Release);
     t.exited.complete_all();
