@@ -4,11 +4,18 @@
 //! Fair: once a writer waits, new readers queue behind it, and the lock is
 //! handed directly to the waiters at the head of the queue (a writer, or
 //! every reader up to the next writer), so neither side starves.
+//!
+//! A task that holds it and asks again for it exclusively (or, as the
+//! writer, for it shared) would wait for itself: that is reported as a
+//! deadlock and the task parked for good (see `task::deadlock`). Read
+//! recursion is allowed, as in Linux (it blocks only behind a waiting
+//! writer). Only the first 16 readers are tracked by id, so write-after-read
+//! by an untracked reader blocks unreported until every task is blocked.
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
-use crate::task::deadlock::{BlockedOn, WaitTarget};
+use crate::task::deadlock::{self, BlockedOn, WaitTarget};
 use crate::task::{self, TaskId, waitlist::WaitList};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -165,6 +172,21 @@ impl<T: ?Sized> RwSemaphore<T> {
         (s.writer, s.readers.count)
     }
 
+    /// What a task waiting for this rwsem waits for (deadlock reports).
+    fn blocked_on(&self, write: bool) -> BlockedOn {
+        let target: *const (dyn WaitTarget + 'static) = &self.core as *const RwCore;
+        BlockedOn {
+            kind: if write {
+                "rwsem (write)"
+            } else {
+                "rwsem (read)"
+            },
+            name: self.dep_map.class().name(),
+            addr: self.addr(),
+            target: Some(target),
+        }
+    }
+
     fn block(&self, write: bool) {
         let me = task::current();
         loop {
@@ -177,18 +199,8 @@ impl<T: ?Sized> RwSemaphore<T> {
                 }
                 task::prepare_to_block();
             }
-            let target: *const (dyn WaitTarget + 'static) = &self.core as *const RwCore;
-            task::set_blocked_on(BlockedOn {
-                kind: if write {
-                    "rwsem (write)"
-                } else {
-                    "rwsem (read)"
-                },
-                name: self.dep_map.class().name(),
-                addr: self.addr(),
-                target: Some(target),
-            });
-            crate::task::deadlock::check_cycle(task::current());
+            task::set_blocked_on(self.blocked_on(write));
+            deadlock::check_cycle(task::current());
             task::block_current_locked();
             task::clear_blocked_on();
         }
@@ -214,14 +226,20 @@ impl<T: ?Sized> RwSemaphore<T> {
         let must_wait = {
             let _irq = IrqGuard::new();
             let mut s = self.core.state.lock();
-            if s.writer.is_none() && s.waiters.is_empty() {
+            if s.writer == Some(me) {
+                None
+            } else if s.writer.is_none() && s.waiters.is_empty() {
                 s.readers.push(me);
-                false
+                Some(false)
             } else {
                 task::prepare_to_block();
                 s.waiters.push_back(task::current(), READ);
-                true
+                Some(true)
             }
+        };
+        let Some(must_wait) = must_wait else {
+            // The writer itself: it would wait for itself forever.
+            deadlock::self_deadlock(self.blocked_on(false));
         };
         if must_wait {
             // Interrupts were restored in between; the state stays Blocked and
@@ -254,14 +272,22 @@ impl<T: ?Sized> RwSemaphore<T> {
         let must_wait = {
             let _irq = IrqGuard::new();
             let mut s = self.core.state.lock();
-            if s.writer.is_none() && s.readers.is_empty() && s.waiters.is_empty() {
+            if s.writer == Some(me) || s.readers.ids().contains(&me) {
+                None
+            } else if s.writer.is_none() && s.readers.is_empty() && s.waiters.is_empty() {
                 s.writer = Some(me);
-                false
+                Some(false)
             } else {
                 task::prepare_to_block();
                 s.waiters.push_back(task::current(), WRITE);
-                true
+                Some(true)
             }
+        };
+        let Some(must_wait) = must_wait else {
+            // We hold it (as writer, or as one of the readers a writer must
+            // wait out): report the self-deadlock and park, outside the
+            // state lock.
+            deadlock::self_deadlock(self.blocked_on(true));
         };
         if must_wait {
             self.block(true);
