@@ -2,17 +2,45 @@
 //!
 //! Masking interrupts while held means an interrupt handler on this CPU can
 //! never spin on a lock its own CPU holds, and also disables preemption.
+//!
+//! The lock word is the owner's task id, so that the owner taking it again
+//! is caught: spinning for itself with interrupts masked would hang the
+//! machine. Like Linux's spinlock debugging it prints "BUG: spinlock
+//! recursion"; then, unlike Linux (which spins on), the task is reported as
+//! deadlocked and parked for good (see `task::deadlock`): it keeps the lock
+//! and never runs again, and the scheduler switches to the other tasks,
+//! which run with their own interrupt state. Where no other task can run
+//! (before the scheduler starts, in the idle task) it panics with the report.
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
 use crate::platform::IrqGuard;
+use crate::task::deadlock::{self, BlockedOn, WaitTarget};
+use crate::task::{self, TaskId};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+const UNLOCKED: u32 = u32::MAX;
+
+/// The lock word: the holder's task id, or UNLOCKED.
+struct SpinOwner(AtomicU32);
+
+impl WaitTarget for SpinOwner {
+    fn holders(&self, out: &mut [TaskId]) -> usize {
+        let o = self.0.load(Ordering::Relaxed);
+        if o != UNLOCKED && !out.is_empty() {
+            out[0] = o;
+            1
+        } else {
+            0
+        }
+    }
+}
 
 pub struct SpinLock<T: ?Sized> {
-    locked: AtomicBool,
+    owner: SpinOwner,
     dep_map: LockdepMap,
     data: UnsafeCell<T>,
 }
@@ -26,7 +54,7 @@ impl<T> SpinLock<T> {
     /// A spinlock in lock class `class` (see [`lock_class!`](crate::lock_class)).
     pub const fn new(value: T, class: &'static LockClassKey) -> Self {
         Self {
-            locked: AtomicBool::new(false),
+            owner: SpinOwner(AtomicU32::new(UNLOCKED)),
             dep_map: LockdepMap::new(class),
             data: UnsafeCell::new(value),
         }
@@ -57,12 +85,14 @@ impl<T: ?Sized> SpinLock<T> {
             Acquire::EXCLUSIVE.nested(subclass),
             Location::caller(),
         );
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        let me = task::current().id();
+        if self
+            .owner
+            .0
+            .compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            core::hint::spin_loop();
+            self.lock_contended(me);
         }
         SpinLockGuard {
             _not_send: NotSend::default(),
@@ -71,12 +101,59 @@ impl<T: ?Sized> SpinLock<T> {
         }
     }
 
+    /// Spins until the lock is free; the owner itself never gets it twice.
+    #[cold]
+    fn lock_contended(&self, me: TaskId) {
+        loop {
+            match self.owner.0.load(Ordering::Relaxed) {
+                o if o == me => self.recursion(me),
+                UNLOCKED => {
+                    if self
+                        .owner
+                        .0
+                        .compare_exchange_weak(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                _ => core::hint::spin_loop(),
+            }
+        }
+    }
+
+    /// The owner is taking it again (Linux's "spinlock recursion").
+    #[cold]
+    #[inline(never)]
+    fn recursion(&self, me: TaskId) -> ! {
+        crate::println!(
+            "BUG: spinlock recursion on CPU#{}, task '{}' (id {me}), lock '{}' @{:#x}",
+            task::this_cpu().cpu_id,
+            task::current().name(),
+            self.dep_map.class().name(),
+            self.addr()
+        );
+        let target: *const (dyn WaitTarget + 'static) = &self.owner as *const SpinOwner;
+        deadlock::self_deadlock(BlockedOn {
+            kind: "spinlock",
+            name: self.dep_map.class().name(),
+            addr: self.addr(),
+            target: Some(target),
+        })
+    }
+
     #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         let irq = IrqGuard::new();
         if self
-            .locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .owner
+            .0
+            .compare_exchange(
+                UNLOCKED,
+                task::current().id(),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
             .is_ok()
         {
             lockdep::lock_acquire(
@@ -96,7 +173,13 @@ impl<T: ?Sized> SpinLock<T> {
     }
 
     pub fn is_locked(&self) -> bool {
-        self.locked.load(Ordering::Relaxed)
+        self.owner.0.load(Ordering::Relaxed) != UNLOCKED
+    }
+
+    /// The holding task's id, if locked.
+    pub fn owner(&self) -> Option<TaskId> {
+        let o = self.owner.0.load(Ordering::Relaxed);
+        (o != UNLOCKED).then_some(o)
     }
 
     pub fn class(&self) -> &'static LockClassKey {
@@ -129,7 +212,7 @@ impl<T: ?Sized> Drop for SpinLockGuard<'_, T> {
     #[track_caller]
     fn drop(&mut self) {
         lockdep::lock_release(&self.lock.dep_map, self.lock.addr(), Location::caller());
-        self.lock.locked.store(false, Ordering::Release);
+        self.lock.owner.0.store(UNLOCKED, Ordering::Release);
         // `_irq` restores the interrupt state after this.
     }
 }
