@@ -7,6 +7,7 @@
 extern crate alloc;
 
 use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::panic::Location;
@@ -19,8 +20,8 @@ use kreclaim::mm::scope::MemallocScope;
 use kreclaim::sync::lockdep::{
     self, LockClassKey, LockdepMap, LockdepMode, LockdepReport, ReportKind,
 };
-use kreclaim::sync::{Mutex, RwSemaphore};
-use kreclaim::task;
+use kreclaim::sync::{Mutex, RwSemaphore, SpinLock};
+use kreclaim::task::{self, JoinError, TaskState};
 use kreclaim::{kassert, kassert_eq, lock_class};
 
 kreclaim::kernel_tests!(
@@ -45,6 +46,10 @@ kreclaim::kernel_tests!(
     seed_reclaimer_with_pf_memalloc_records_no_edge,
     lockdep_off_records_nothing,
     task_exiting_with_a_lock_held_is_reported,
+    mutex_relock_by_owner_is_reported_and_parks_the_task,
+    rwsem_write_relock_by_owner_is_reported_and_parks_the_task,
+    rwsem_write_after_read_by_one_task_is_reported_and_parks_it,
+    spinlock_relock_by_owner_is_reported_and_parks_the_task,
 );
 
 static A: Mutex<()> = Mutex::new((), lock_class!("ld_a"));
@@ -464,5 +469,131 @@ fn task_exiting_with_a_lock_held_is_reported() -> TestResult {
     ] {
         kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
     }
+    Ok(())
+}
+
+/// Runs `relock` in task `name`: it takes a lock of class `class` it already
+/// holds and sets its flag only if that second acquisition returns. Checks
+/// the task never got a second guard and stays blocked, that lockdep
+/// reported recursive locking in Linux's shape (`scenario`), that the
+/// deadlock detector named the task and the lock (`kind`), and that other
+/// tasks still run. Returns the parked task's id.
+fn relock_parks_the_task(
+    name: &'static str,
+    class: &'static str,
+    kind: &str,
+    scenario: &str,
+    relock: fn(&AtomicBool),
+) -> Result<task::TaskId, TestFailure> {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let dl_before = task::deadlock::report_count();
+    let second = Arc::new(AtomicBool::new(false));
+    let s = second.clone();
+    let h = task::spawn(name, move || relock(&s))
+        .map_err(|e| TestFailure::new(format!("spawn '{name}': {e:?}")))?;
+    kassert_eq!(
+        h.join_timeout(Duration::from_secs(5)),
+        Err(JoinError::Deadlocked)
+    );
+    kassert!(
+        !second.load(Ordering::SeqCst),
+        "the second acquisition returned a guard"
+    );
+    kassert_eq!(h.task().state(), TaskState::Blocked);
+    let r = one_report(before, ReportKind::RecursiveLocking)?;
+    kassert_eq!(r.classes, alloc::vec![class]);
+    kassert_eq!(r.task.as_str(), name);
+    kassert!(r.text.contains(scenario), "no '{scenario}' in:{}", r.text);
+    let d = task::deadlock::reports();
+    kassert_eq!(d.len(), dl_before + 1);
+    let d = &d[dl_before];
+    let tasks: Vec<&str> = d.tasks.iter().map(|(_, n)| n.as_str()).collect();
+    kassert_eq!(tasks, alloc::vec![name]);
+    kassert_eq!(d.locks, alloc::vec![String::from(class)]);
+    let line = format!(
+        "task '{name}' (id {id}) waits for {kind} '{class}'",
+        id = h.task().id()
+    );
+    let held = format!("held by task '{name}' (id {})", h.task().id());
+    let title = String::from("DEADLOCK DETECTED: a task waits for a lock it already holds");
+    for s in [&title, &line, &held] {
+        kassert!(d.text.contains(s.as_str()), "no '{s}' in:{}", d.text);
+    }
+    // The rest of the kernel carries on.
+    in_task("bystander", ab)?;
+    Ok(h.task().id())
+}
+
+fn mutex_relock_by_owner_is_reported_and_parks_the_task() -> TestResult {
+    static M: Mutex<u32> = Mutex::new(0, lock_class!("ld_self_mutex"));
+    let id = relock_parks_the_task(
+        "mutex-relocker",
+        "ld_self_mutex",
+        "mutex",
+        "  lock(ld_self_mutex);\n  lock(ld_self_mutex);",
+        |second| {
+            let mut g = M.lock();
+            *g += 1;
+            let _g2 = M.lock();
+            second.store(true, Ordering::SeqCst);
+        },
+    )?;
+    // The parked task keeps it: nobody else gets it.
+    kassert_eq!(M.owner(), Some(id));
+    kassert!(M.try_lock().is_none());
+    Ok(())
+}
+
+fn rwsem_write_relock_by_owner_is_reported_and_parks_the_task() -> TestResult {
+    static S: RwSemaphore<u32> = RwSemaphore::new(0, lock_class!("ld_self_rwsem"));
+    let id = relock_parks_the_task(
+        "rwsem-relocker",
+        "ld_self_rwsem",
+        "rwsem (write)",
+        "  lock(ld_self_rwsem);\n  lock(ld_self_rwsem);",
+        |second| {
+            let _w = S.down_write();
+            let _w2 = S.down_write();
+            second.store(true, Ordering::SeqCst);
+        },
+    )?;
+    kassert_eq!(S.holders(), (Some(id), 0));
+    Ok(())
+}
+
+fn rwsem_write_after_read_by_one_task_is_reported_and_parks_it() -> TestResult {
+    static S: RwSemaphore<u32> = RwSemaphore::new(0, lock_class!("ld_self_rwsem_rw"));
+    relock_parks_the_task(
+        "rwsem-upgrader",
+        "ld_self_rwsem_rw",
+        "rwsem (write)",
+        "  rlock(ld_self_rwsem_rw);\n  lock(ld_self_rwsem_rw);",
+        |second| {
+            let _r = S.down_read();
+            let _w = S.down_write();
+            second.store(true, Ordering::SeqCst);
+        },
+    )?;
+    kassert_eq!(S.holders(), (None, 1));
+    Ok(())
+}
+
+fn spinlock_relock_by_owner_is_reported_and_parks_the_task() -> TestResult {
+    static L: SpinLock<u32> = SpinLock::new(0, lock_class!("ld_self_spin"));
+    relock_parks_the_task(
+        "spin-relocker",
+        "ld_self_spin",
+        "spinlock",
+        "  lock(ld_self_spin);\n  lock(ld_self_spin);",
+        |second| {
+            let _l = L.lock();
+            let _l2 = L.lock();
+            second.store(true, Ordering::SeqCst);
+        },
+    )?;
+    kassert!(L.is_locked());
+    // Interrupts work again (the parked task masked them): timers fire.
+    task::sleep(Duration::from_millis(1));
     Ok(())
 }
