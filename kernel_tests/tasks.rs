@@ -9,9 +9,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
-use kreclaim::harness::TestResult;
-use kreclaim::sync::{Completion, Mutex, RwSemaphore, WaitQueue};
-use kreclaim::task::{self, JoinError, SchedMode, TaskState};
+use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::sync::lockdep::{self, LockdepMode};
+use kreclaim::sync::{Completion, Mutex, RwSemaphore, SpinLock, WaitQueue};
+use kreclaim::task::{self, JoinError, SchedMode, TaskId, TaskState};
 use kreclaim::{kassert, kassert_eq, lock_class};
 
 kreclaim::kernel_tests!(
@@ -32,6 +33,9 @@ kreclaim::kernel_tests!(
     waitqueue_timeout_expires,
     two_task_deadlock_is_detected,
     task_stacks_are_freed_after_exit,
+    mutex_relock_by_owner_parks_it_with_lockdep_off,
+    rwsem_relock_by_writer_parks_it_with_lockdep_off,
+    spinlock_relock_by_owner_parks_it_with_lockdep_off,
 );
 
 fn spawn_runs_and_join_waits() -> TestResult {
@@ -401,5 +405,123 @@ fn task_stacks_are_freed_after_exit() -> TestResult {
         used1 < used0 + 64 * 1024,
         "heap grew from {used0} to {used1} over 50 tasks"
     );
+    Ok(())
+}
+
+/// Lockdep off until dropped (as with `lockdep=off`).
+struct LockdepOff;
+
+impl LockdepOff {
+    fn new() -> Self {
+        lockdep::set_mode(LockdepMode::Off);
+        Self
+    }
+}
+
+impl Drop for LockdepOff {
+    fn drop(&mut self) {
+        lockdep::set_mode(LockdepMode::On);
+    }
+}
+
+/// With lockdep off, runs `relock` in task `name`: it takes a lock it
+/// already holds and sets its flag only if that second acquisition returns.
+/// Checks the task never got a second guard and stays blocked, that the
+/// deadlock detector (not lockdep) named the task and the lock, and that
+/// other tasks still run. Returns the parked task's id.
+fn relock_parks_with_lockdep_off(
+    name: &'static str,
+    class: &'static str,
+    kind: &str,
+    relock: fn(&AtomicBool),
+) -> Result<TaskId, TestFailure> {
+    let _off = LockdepOff::new();
+    let lockdep_before = lockdep::report_count();
+    let before = task::deadlock::report_count();
+    let second = Arc::new(AtomicBool::new(false));
+    let s = second.clone();
+    let h = task::spawn(name, move || relock(&s)).unwrap();
+    kassert_eq!(
+        h.join_timeout(Duration::from_secs(5)),
+        Err(JoinError::Deadlocked)
+    );
+    kassert!(
+        !second.load(Ordering::SeqCst),
+        "the second acquisition returned a guard"
+    );
+    kassert_eq!(h.task().state(), TaskState::Blocked);
+    kassert_eq!(lockdep::report_count(), lockdep_before);
+    let reports = task::deadlock::reports();
+    kassert_eq!(reports.len(), before + 1);
+    let r = &reports[before];
+    let names: Vec<&str> = r.tasks.iter().map(|(_, n)| n.as_str()).collect();
+    kassert_eq!(names, alloc::vec![name]);
+    kassert_eq!(r.locks, alloc::vec![alloc::string::String::from(class)]);
+    let id = h.task().id();
+    let line = alloc::format!("task '{name}' (id {id}) waits for {kind} '{class}' @0x",);
+    let held = alloc::format!("held by task '{name}' (id {id})");
+    let title =
+        alloc::string::String::from("DEADLOCK DETECTED: a task waits for a lock it already holds");
+    for s in [&title, &line, &held] {
+        kassert!(r.text.contains(s.as_str()), "no '{s}' in:{}", r.text);
+    }
+    // The rest of the kernel carries on.
+    task::spawn("bystander", || task::sleep(Duration::from_millis(1)))
+        .unwrap()
+        .join()
+        .unwrap();
+    Ok(id)
+}
+
+fn mutex_relock_by_owner_parks_it_with_lockdep_off() -> TestResult {
+    static M: Mutex<u32> = Mutex::new(0, lock_class!("test_self_mutex"));
+    let id =
+        relock_parks_with_lockdep_off("mutex-relocker", "test_self_mutex", "mutex", |second| {
+            let mut g = M.lock();
+            *g += 1;
+            drop(M.lock()); // would unlock it under `g`
+            second.store(true, Ordering::SeqCst);
+            *g += 1;
+        })?;
+    // The parked task keeps it; another task does not get it.
+    kassert_eq!(M.owner(), Some(id));
+    let got = Arc::new(AtomicBool::new(true));
+    let g = got.clone();
+    task::spawn("try", move || {
+        g.store(M.try_lock().is_some(), Ordering::SeqCst)
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    kassert!(!got.load(Ordering::SeqCst), "another task got the mutex");
+    Ok(())
+}
+
+fn rwsem_relock_by_writer_parks_it_with_lockdep_off() -> TestResult {
+    static S: RwSemaphore<u32> = RwSemaphore::new(0, lock_class!("test_self_rwsem"));
+    let id = relock_parks_with_lockdep_off(
+        "rwsem-reader-writer",
+        "test_self_rwsem",
+        "rwsem (read)",
+        |second| {
+            let _w = S.down_write();
+            let _r = S.down_read();
+            second.store(true, Ordering::SeqCst);
+        },
+    )?;
+    kassert_eq!(S.holders(), (Some(id), 0));
+    kassert!(S.try_read().is_none());
+    Ok(())
+}
+
+fn spinlock_relock_by_owner_parks_it_with_lockdep_off() -> TestResult {
+    static L: SpinLock<u32> = SpinLock::new(0, lock_class!("test_self_spin"));
+    relock_parks_with_lockdep_off("spin-relocker", "test_self_spin", "spinlock", |second| {
+        let _l = L.lock();
+        let _l2 = L.lock();
+        second.store(true, Ordering::SeqCst);
+    })?;
+    kassert!(L.is_locked());
+    kassert!(L.try_lock().is_none());
     Ok(())
 }
