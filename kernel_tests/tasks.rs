@@ -523,5 +523,36 @@ fn spinlock_relock_by_owner_parks_it_with_lockdep_off() -> TestResult {
     })?;
     kassert!(L.is_locked());
     kassert!(L.try_lock().is_none());
+    // Another task wanting it would spin for ever with interrupts masked:
+    // it is parked too, and reported.
+    let before = task::deadlock::report_count();
+    let got = Arc::new(AtomicBool::new(false));
+    let g = got.clone();
+    let h = task::spawn("spin-contender", move || {
+        let _l = L.lock();
+        g.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    kassert_eq!(
+        h.join_timeout(Duration::from_secs(5)),
+        Err(JoinError::Deadlocked)
+    );
+    kassert!(!got.load(Ordering::SeqCst));
+    kassert_eq!(h.task().state(), TaskState::Blocked);
+    let reports = task::deadlock::reports();
+    kassert_eq!(reports.len(), before + 1);
+    let r = &reports[before];
+    for s in [
+        "DEADLOCK DETECTED: a task waits for a spinlock held by a deadlocked task",
+        "task 'spin-contender'",
+        "waits for spinlock 'test_self_spin'",
+        "held by task 'spin-relocker'",
+    ] {
+        kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    task::spawn("bystander", || task::sleep(Duration::from_millis(1)))
+        .unwrap()
+        .join()
+        .unwrap();
     Ok(())
 }

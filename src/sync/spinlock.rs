@@ -9,8 +9,10 @@
 //! recursion"; then, unlike Linux (which spins on), the task is reported as
 //! deadlocked and parked for good (see `task::deadlock`): it keeps the lock
 //! and never runs again, and the scheduler switches to the other tasks,
-//! which run with their own interrupt state. Where no other task can run
-//! (before the scheduler starts, in the idle task) it panics with the report.
+//! which run with their own interrupt state. A task that then contends for
+//! the lock is parked too instead of spinning for ever. Where no other task
+//! can run (before the scheduler starts, in the idle task, a host thread)
+//! it panics with the report.
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
@@ -101,9 +103,11 @@ impl<T: ?Sized> SpinLock<T> {
         }
     }
 
-    /// Spins until the lock is free; the owner itself never gets it twice.
+    /// Spins until the lock is free; the owner itself never gets it twice,
+    /// and nobody spins for a parked owner.
     #[cold]
     fn lock_contended(&self, me: TaskId) {
+        let mut checked = UNLOCKED;
         loop {
             match self.owner.0.load(Ordering::Relaxed) {
                 o if o == me => self.recursion(me),
@@ -117,8 +121,28 @@ impl<T: ?Sized> SpinLock<T> {
                         return;
                     }
                 }
-                _ => core::hint::spin_loop(),
+                o => {
+                    // A deadlocked owner never runs again to release it.
+                    if o != checked {
+                        checked = o;
+                        if let Some(holder) = task::deadlocked_task(o) {
+                            deadlock::spin_on_deadlocked(self.blocked_on(), holder);
+                        }
+                    }
+                    core::hint::spin_loop()
+                }
             }
+        }
+    }
+
+    /// What a task spinning on this lock waits for (deadlock reports).
+    fn blocked_on(&self) -> BlockedOn {
+        let target: *const (dyn WaitTarget + 'static) = &self.owner as *const SpinOwner;
+        BlockedOn {
+            kind: "spinlock",
+            name: self.dep_map.class().name(),
+            addr: self.addr(),
+            target: Some(target),
         }
     }
 
@@ -133,13 +157,7 @@ impl<T: ?Sized> SpinLock<T> {
             self.dep_map.class().name(),
             self.addr()
         );
-        let target: *const (dyn WaitTarget + 'static) = &self.owner as *const SpinOwner;
-        deadlock::self_deadlock(BlockedOn {
-            kind: "spinlock",
-            name: self.dep_map.class().name(),
-            addr: self.addr(),
-            target: Some(target),
-        })
+        deadlock::self_deadlock(self.blocked_on())
     }
 
     #[track_caller]

@@ -15,7 +15,9 @@
 //! A task taking a non-recursive lock it already holds (mutex, rwsem for
 //! writing, spinlock) waits for itself: the lock reports it through
 //! [`self_deadlock`], a cycle of one task, and the task is parked for good,
-//! as Linux leaves such a task hung. It never gets a second guard.
+//! as Linux leaves such a task hung. It never gets a second guard. A task
+//! that would then spin on a spinlock the parked task holds is parked too
+//! ([`spin_on_deadlocked`]) rather than hang the CPU.
 
 use super::{Task, TaskId, TaskState};
 use alloc::string::String;
@@ -209,59 +211,100 @@ pub(crate) fn check_cycle(me: &Task) {
     }
 }
 
-/// Set while a self-deadlock is being reported: a recursion hit while the
-/// report allocates (the lock was an allocator lock) only prints.
-static SELF_REPORTING: AtomicBool = AtomicBool::new(false);
+/// Set while [`park_forever`] reports: a lock hit again while the report
+/// allocates (the lock was an allocator lock) only prints.
+static PARK_REPORTING: AtomicBool = AtomicBool::new(false);
 
 /// The current task is taking the lock described by `on`, which it already
-/// holds (`on.target` names the holders). Reports "task waits for a lock
-/// held by itself", marks the task deadlocked and parks it: it stays
-/// blocked forever and the rest of the kernel carries on. Never returns, so
-/// no second guard can exist.
+/// holds. Reports "task waits for a lock held by itself", marks the task
+/// deadlocked and parks it: it stays blocked forever (keeping the lock)
+/// and the rest of the kernel carries on. Never returns, so no second guard
+/// can exist.
 ///
 /// A task that cannot block (before the scheduler starts, the idle task, a
 /// thread of a platform that schedules its own threads) panics after the
 /// report instead: the only other choice is hanging the CPU.
 pub(crate) fn self_deadlock(on: BlockedOn) -> ! {
+    let me = super::current();
+    park_forever(
+        on,
+        me,
+        "a task waits for a lock it already holds",
+        "recursive locking",
+    )
+}
+
+/// The current task would spin, interrupts masked, on a spinlock held by
+/// `holder`, a deadlocked (parked) task that will never release it: on one
+/// CPU that hangs the machine. Reports it and parks this task as well.
+pub(crate) fn spin_on_deadlocked(on: BlockedOn, holder: &Task) -> ! {
+    park_forever(
+        on,
+        holder,
+        "a task waits for a spinlock held by a deadlocked task",
+        "spinlock held by a deadlocked task",
+    )
+}
+
+fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     // Never restored when parked: the next task runs with its own state.
     let _irq = crate::platform::IrqGuard::new();
     let me = super::current();
     let mut holders = [0; MAX_HOLDERS];
-    holders[0] = me.id();
+    holders[0] = holder.id();
     let hop = Hop {
         task: me as *const Task,
         on,
         holders,
         n: 1,
     };
-    let nested = SELF_REPORTING.swap(true, Ordering::Acquire);
+    let nested = PARK_REPORTING.swap(true, Ordering::Acquire);
     let mut out = Tee {
         text: String::new(),
         keep: !nested,
     };
-    let _ = out.write_str(
-        "\n======================================================\n\
-         DEADLOCK DETECTED: a task waits for a lock it already holds\n\
-         ------------------------------------------------------\n",
+    let bar = "======================================================";
+    let _ = write!(
+        out,
+        "\n{bar}\nDEADLOCK DETECTED: {title}\n------------------------------------------------------\n"
     );
-    let _ = describe(&mut out, &hop);
+    // Not `describe`: it looks the holder up in the task table, which the
+    // caller may hold.
+    let _ = writeln!(
+        out,
+        "  task '{}' (id {}) waits for {} '{}' @{:#x}, held by task '{}' (id {})",
+        me.name(),
+        me.id(),
+        on.kind,
+        on.name,
+        on.addr,
+        holder.name(),
+        holder.id()
+    );
     let parkable = super::can_block_current();
-    let _ = out.write_str(if parkable {
-        "  this task will never run again.\n======================================================\n"
-    } else {
-        "  this task cannot block here: stopping.\n======================================================\n"
-    });
+    let _ = writeln!(
+        out,
+        "  {}\n{bar}",
+        if parkable {
+            "this task will never run again."
+        } else {
+            "this task cannot block here: stopping."
+        }
+    );
     if !nested {
         let text = if out.keep { out.text } else { String::new() };
         store(false, &[hop], text);
-        SELF_REPORTING.store(false, Ordering::Release);
     }
+    // Also when nested: the outer report belongs to this task, which never
+    // comes back to finish it.
+    PARK_REPORTING.store(false, Ordering::Release);
     if !parkable {
         panic!(
-            "recursive locking: task '{}' takes {} '{}' it already holds (see the report above)",
+            "{why}: task '{}' takes {} '{}' held by task '{}' (see the report above)",
             me.name(),
             on.kind,
-            on.name
+            on.name,
+            holder.name()
         );
     }
     super::set_blocked_on(on);

@@ -839,6 +839,18 @@ pub(crate) fn with_task<R>(id: TaskId, f: impl FnOnce(&Arc<Task>) -> R) -> Optio
     platform::without_interrupts(|| TASKS.lock().iter().find(|t| t.id == id).map(f))
 }
 
+/// The live task with id `id`, if it is deadlocked (parked for good). Does
+/// not wait for the task table: `None` if it is busy (the caller may hold
+/// it). A deadlocked task is never reaped, so the reference stays valid.
+pub(crate) fn deadlocked_task(id: TaskId) -> Option<&'static Task> {
+    platform::without_interrupts(|| {
+        let tasks = TASKS.try_lock()?;
+        let t = tasks.iter().find(|t| t.id == id && t.is_deadlocked())?;
+        // SAFETY: kept in TASKS for good (a deadlocked task never exits).
+        Some(unsafe { &*Arc::as_ptr(t) })
+    })
+}
+
 /// Records what the current task is about to block on (interrupts masked).
 pub(crate) fn set_blocked_on(b: deadlock::BlockedOn) {
     *current().blocked_on.lock() = Some(b);
