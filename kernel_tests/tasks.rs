@@ -517,10 +517,13 @@ fn rwsem_relock_by_writer_parks_it_with_lockdep_off() -> TestResult {
 fn spinlock_relock_by_owner_parks_it_with_lockdep_off() -> TestResult {
     static L: SpinLock<u32> = SpinLock::new(0, lock_class!("test_self_spin"));
     relock_parks_with_lockdep_off("spin-relocker", "test_self_spin", "spinlock", |second| {
+        let _p = task::PreemptGuard::new();
         let _l = L.lock();
         let _l2 = L.lock();
         second.store(true, Ordering::SeqCst);
     })?;
+    // Its preempt_disable section ended with it: preemption still works.
+    kassert_eq!(task::preempt_count(), 0);
     kassert!(L.is_locked());
     kassert!(L.try_lock().is_none());
     // Another task wanting it would spin for ever with interrupts masked:

@@ -309,6 +309,9 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     }
     super::set_blocked_on(on);
     super::mark_deadlocked(me);
+    // The count is per CPU: preempt_disable sections of the parked task
+    // would otherwise stay open for every task after it.
+    super::this_cpu().preempt_count.store(0, Ordering::Relaxed);
     loop {
         // A deadlocked task is never woken; loop in case of a stray wake-up.
         super::prepare_to_block();
