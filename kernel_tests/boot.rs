@@ -25,6 +25,7 @@ kreclaim::kernel_tests!(
     cmdline_too_long_or_not_utf8_is_a_problem,
     cmdline_file_size_limit_is_the_one_stated,
     cmdline_min_free_kbytes_has_a_floor,
+    cmdline_dash_tokens_are_refused_not_dropped,
     direct_map_reaches_all_usable_ram,
     kernel_image_has_w_xor_x,
     stack_guard_pages_are_unmapped,
@@ -274,6 +275,19 @@ fn cmdline_min_free_kbytes_has_a_floor() -> TestResult {
             .unwrap()
             .min_free_kbytes,
         Some(128)
+    );
+    Ok(())
+}
+
+fn cmdline_dash_tokens_are_refused_not_dropped() -> TestResult {
+    // A test kernel's bare words are filters; '-x' is neither a filter nor
+    // a key and used to vanish. It now reaches the parser, which refuses it.
+    let (filters, rest) = kreclaim::harness::split_cmdline("boot --nocapture seed=1");
+    kassert_eq!(filters, alloc::vec!["boot"]);
+    let e = Config::parse(&rest).map(|c| c.workload.seed);
+    kassert!(
+        matches!(&e, Err(CmdlineError::NotKeyValue { token }) if token == "--nocapture"),
+        "{e:?}"
     );
     Ok(())
 }
