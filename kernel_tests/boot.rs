@@ -6,7 +6,7 @@
 extern crate alloc;
 
 use kreclaim::arch::x86_64::{paging, stacks, timer};
-use kreclaim::bootinfo::{BootInfo, RegionKind};
+use kreclaim::bootinfo::{BootInfo, CmdlineProblem, MAX_CMDLINE, RegionKind};
 use kreclaim::config::{CmdlineError, Config};
 use kreclaim::harness::TestResult;
 use kreclaim::{kassert, kassert_eq};
@@ -22,6 +22,10 @@ kreclaim::kernel_tests!(
     cmdline_rejects_bare_word,
     cmdline_empty_gives_defaults,
     cmdline_workload_keys,
+    cmdline_too_long_or_not_utf8_is_a_problem,
+    cmdline_file_size_limit_is_the_one_stated,
+    cmdline_min_free_kbytes_has_a_floor,
+    cmdline_dash_tokens_are_refused_not_dropped,
     direct_map_reaches_all_usable_ram,
     kernel_image_has_w_xor_x,
     stack_guard_pages_are_unmapped,
@@ -29,6 +33,7 @@ kreclaim::kernel_tests!(
     timer_ticks_while_cpu_halts,
     clock_is_monotonic_and_tracks_ticks,
     heap_allocates_and_frees,
+    early_heap_is_outside_the_image_and_the_usable_map,
 );
 
 fn boot() -> &'static BootInfo {
@@ -185,6 +190,108 @@ fn cmdline_workload_keys() -> TestResult {
     Ok(())
 }
 
+fn cmdline_too_long_or_not_utf8_is_a_problem() -> TestResult {
+    // Boot refuses these (one line, non-zero exit) instead of keeping part.
+    let mut b = alloc::boxed::Box::new(BootInfo::new());
+    b.set_cmdline(&[b'x'; MAX_CMDLINE]);
+    kassert_eq!(b.cmdline_problem(), None);
+    b.set_cmdline(&[b'x'; MAX_CMDLINE + 1]);
+    kassert_eq!(
+        b.cmdline_problem(),
+        Some(CmdlineProblem::TooLong {
+            len: MAX_CMDLINE + 1
+        })
+    );
+    // A built-in part that pushes a fitting command line over the limit.
+    b.set_cmdline(&[b'x'; MAX_CMDLINE - 4]);
+    b.prepend_cmdline("mem=16M");
+    kassert_eq!(
+        b.cmdline_problem(),
+        Some(CmdlineProblem::TooLong {
+            len: MAX_CMDLINE + 4
+        })
+    );
+    b.set_cmdline(b"seed=1");
+    b.prepend_cmdline("mem=16M");
+    kassert_eq!(b.cmdline(), "mem=16M seed=1");
+    kassert_eq!(b.cmdline_problem(), None);
+    b.set_cmdline(b"seed=\xff1 files=2");
+    kassert_eq!(
+        b.cmdline_problem(),
+        Some(CmdlineProblem::NotUtf8 {
+            offset: 5,
+            byte: 0xff
+        })
+    );
+    let line = alloc::format!("{}", b.cmdline_problem().unwrap());
+    kassert!(
+        line.contains("not UTF-8") && line.contains("0xff"),
+        "{line}"
+    );
+    Ok(())
+}
+
+fn cmdline_file_size_limit_is_the_one_stated() -> TestResult {
+    use kreclaim::workload::FILE_SIZE_MAX;
+    let max_k = FILE_SIZE_MAX >> 10;
+    let help = kreclaim::config::KEYS
+        .iter()
+        .find(|k| k.name == "file_size")
+        .unwrap()
+        .values;
+    kassert!(
+        help.contains(&alloc::format!("at most {max_k}K")),
+        "help '{help}' does not state {max_k}K"
+    );
+    // The workload reads a file into one kmalloc buffer of size + 1 bytes.
+    kassert!(FILE_SIZE_MAX < 4 << 20);
+    let c = Config::parse(&alloc::format!("file_size=4K-{max_k}K")).unwrap();
+    kassert_eq!(c.workload.size_max as u64, FILE_SIZE_MAX);
+    for bad in [
+        alloc::format!("file_size={}K", max_k + 1),
+        alloc::format!("file_size=4K-{}", FILE_SIZE_MAX + 1),
+        alloc::string::String::from("file_size=4256K"),
+    ] {
+        let e = Config::parse(&bad).map(|c| c.workload.size_max);
+        kassert!(
+            matches!(e, Err(CmdlineError::BadValue { .. })),
+            "{bad}: {e:?}"
+        );
+    }
+    Ok(())
+}
+
+fn cmdline_min_free_kbytes_has_a_floor() -> TestResult {
+    for bad in ["min_free_kbytes=0", "min_free_kbytes=127"] {
+        match Config::parse(bad) {
+            Err(e @ CmdlineError::BadValue { .. }) => {
+                kassert!(alloc::format!("{e}").contains("128.."), "{e}")
+            }
+            other => kassert!(false, "{bad}: {:?}", other.map(|c| c.min_free_kbytes)),
+        }
+    }
+    kassert_eq!(
+        Config::parse("min_free_kbytes=128")
+            .unwrap()
+            .min_free_kbytes,
+        Some(128)
+    );
+    Ok(())
+}
+
+fn cmdline_dash_tokens_are_refused_not_dropped() -> TestResult {
+    // A test kernel's bare words are filters; '-x' is neither a filter nor
+    // a key and used to vanish. It now reaches the parser, which refuses it.
+    let (filters, rest) = kreclaim::harness::split_cmdline("boot --nocapture seed=1");
+    kassert_eq!(filters, alloc::vec!["boot"]);
+    let e = Config::parse(&rest).map(|c| c.workload.seed);
+    kassert!(
+        matches!(&e, Err(CmdlineError::NotKeyValue { token }) if token == "--nocapture"),
+        "{e:?}"
+    );
+    Ok(())
+}
+
 fn direct_map_reaches_all_usable_ram() -> TestResult {
     for r in boot().usable.regions() {
         for pa in [r.start, r.end - 8, r.start + ((r.len() / 2) & !7)] {
@@ -300,5 +407,33 @@ fn heap_allocates_and_frees() -> TestResult {
     );
     kassert_eq!(kreclaim::arch::x86_64::early_heap().usage().0, used0);
     drop(v);
+    Ok(())
+}
+
+fn early_heap_is_outside_the_image_and_the_usable_map() -> TestResult {
+    // The image must stay small for small guests: the early heap once made
+    // it 10 MiB, and -m 10M hung. The heap comes from RAM taken at boot.
+    let (ks, ke) = paging::kernel_image();
+    kassert!(
+        ke - ks < 4 * MIB,
+        "the kernel image is {} KiB",
+        (ke - ks) >> 10
+    );
+    let heap = kreclaim::arch::x86_64::early_heap();
+    let layout = core::alloc::Layout::from_size_align(64, 8).unwrap();
+    let p = heap.alloc(layout).expect("the early heap is empty");
+    let pa = paging::virt_to_phys(p.as_ptr() as u64);
+    // SAFETY: allocated just above with this layout.
+    unsafe { heap.dealloc(p, layout) };
+    kassert!(
+        !(ks..ke).contains(&pa),
+        "early heap at {pa:#x} is in the image"
+    );
+    for r in boot().usable.regions() {
+        kassert!(
+            !r.overlaps(pa, pa + 64),
+            "early heap at {pa:#x} is in usable {r:?}"
+        );
+    }
     Ok(())
 }

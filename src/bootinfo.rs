@@ -149,6 +149,31 @@ impl MemoryMap {
     }
 }
 
+/// Why boot cannot use the command line it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdlineProblem {
+    /// `len` bytes, more than [`MAX_CMDLINE`].
+    TooLong { len: usize },
+    /// `byte` at `offset` does not start (or continue) a UTF-8 character.
+    NotUtf8 { offset: usize, byte: u8 },
+}
+
+impl fmt::Display for CmdlineProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLong { len } => write!(
+                f,
+                "the kernel command line is {len} bytes (built-in part included); \
+                 kreclaim takes at most {MAX_CMDLINE}"
+            ),
+            Self::NotUtf8 { offset, byte } => write!(
+                f,
+                "the kernel command line is not UTF-8: byte {byte:#04x} at offset {offset}"
+            ),
+        }
+    }
+}
+
 /// Everything the platform hands to the kernel's main function.
 pub struct BootInfo {
     /// The map as the firmware (QEMU) reported it.
@@ -158,8 +183,9 @@ pub struct BootInfo {
     pub usable: MemoryMap,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
-    /// Whether the command line was longer than [`MAX_CMDLINE`] and cut.
-    pub cmdline_truncated: bool,
+    /// Length of the command line as given, before cutting to
+    /// [`MAX_CMDLINE`]: boot refuses a command line it cannot keep whole.
+    cmdline_given: usize,
     /// Memory reserved at boot for the RAM disk (`ramdisk=`), outside the
     /// page allocator.
     pub ramdisk: Option<Region>,
@@ -178,19 +204,62 @@ impl BootInfo {
             usable: MemoryMap::new(),
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
-            cmdline_truncated: false,
+            cmdline_given: 0,
             ramdisk: None,
         }
     }
 
+    /// Keeps the first [`MAX_CMDLINE`] bytes of `bytes` and remembers how
+    /// long it was, for [`BootInfo::cmdline_problem`].
     pub fn set_cmdline(&mut self, bytes: &[u8]) {
         let n = bytes.len().min(MAX_CMDLINE);
         self.cmdline[..n].copy_from_slice(&bytes[..n]);
         self.cmdline_len = n;
-        self.cmdline_truncated = bytes.len() > MAX_CMDLINE;
+        self.cmdline_given = bytes.len();
     }
 
-    /// The kernel command line (QEMU's `-append`), lossily as UTF-8.
+    /// Puts `builtin` and a space in front of the command line (Linux's
+    /// CONFIG_CMDLINE); the result counts as given at its full length, so a
+    /// built-in part that pushes it past [`MAX_CMDLINE`] is a problem too.
+    pub fn prepend_cmdline(&mut self, builtin: &str) {
+        let mut buf = [0u8; MAX_CMDLINE];
+        let mut n = 0;
+        for part in [builtin.as_bytes(), b" ", self.cmdline_bytes()] {
+            let take = part.len().min(MAX_CMDLINE - n);
+            buf[n..n + take].copy_from_slice(&part[..take]);
+            n += take;
+        }
+        let given = builtin.len() + 1 + self.cmdline_given;
+        self.set_cmdline(&buf[..n]);
+        self.cmdline_given = given;
+    }
+
+    /// The command line's bytes as kept (at most [`MAX_CMDLINE`]).
+    pub fn cmdline_bytes(&self) -> &[u8] {
+        &self.cmdline[..self.cmdline_len]
+    }
+
+    /// Why the command line cannot be used as given: too long to keep whole,
+    /// or not UTF-8. Boot refuses such a command line instead of running
+    /// with part of it.
+    pub fn cmdline_problem(&self) -> Option<CmdlineProblem> {
+        if self.cmdline_given > MAX_CMDLINE {
+            return Some(CmdlineProblem::TooLong {
+                len: self.cmdline_given,
+            });
+        }
+        match core::str::from_utf8(self.cmdline_bytes()) {
+            Ok(_) => None,
+            Err(e) => Some(CmdlineProblem::NotUtf8 {
+                offset: e.valid_up_to(),
+                byte: self.cmdline[e.valid_up_to()],
+            }),
+        }
+    }
+
+    /// The kernel command line (QEMU's `-append`). Boot refuses a command
+    /// line with a [`cmdline_problem`](BootInfo::cmdline_problem); should
+    /// one get here anyway, only its UTF-8 prefix is returned.
     pub fn cmdline(&self) -> &str {
         let b = &self.cmdline[..self.cmdline_len];
         match core::str::from_utf8(b) {

@@ -66,6 +66,11 @@ pub enum Bench {
 /// The smallest `mem=` accepted: below it the kernel cannot run its threads.
 pub const MEM_MIN: u64 = 4 << 20;
 
+/// The smallest `min_free_kbytes=` accepted: Linux's floor for its default.
+/// With less, GFP_ATOMIC and reclaim's own allocations have no reserve and
+/// the workload's larger allocations fail (a run does part of its work).
+pub const MIN_FREE_KBYTES_MIN: u64 = 128;
+
 /// [`memparse`] could not read a size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadSize;
@@ -223,11 +228,12 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "min_free_kbytes",
-        values: "a number of KiB (0..=2147483647)",
+        values: "a number of KiB, 128..=2147483647 (below 128 atomic allocations and reclaim \
+                 have no reserve; at boot the high watermark must also stay below managed memory)",
         help: "the MIN watermark in KiB; LOW and HIGH follow from it",
         set: |c, v| {
             let kb: u64 = v.parse().map_err(|_| ())?;
-            if kb > i32::MAX as u64 {
+            if !(MIN_FREE_KBYTES_MIN..=i32::MAX as u64).contains(&kb) {
                 return Err(());
             }
             c.min_free_kbytes = Some(kb);
@@ -283,7 +289,8 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "file_size",
-        values: "a size or a range MIN-MAX (memparse units, e.g. 4K-28K; at most 4158K)",
+        // The limit is FILE_SIZE_MAX (kernel_tests/boot.rs checks they agree).
+        values: "a size or a range MIN-MAX (memparse units, e.g. 4K-28K; at most 4095K)",
         help: "file sizes, uniform in the range",
         set: |c, v| {
             let (a, b) = parse_size_range(v).map_err(|_| ())?;

@@ -146,15 +146,16 @@ fn set_current(name: Option<&'static str>) {
 }
 
 /// Splits the command line into test-name filters (bare words) and
-/// `key=value` configuration tokens.
+/// configuration tokens: `key=value`, and anything starting with `-`, which
+/// the configuration parser then refuses rather than have it dropped.
 pub fn split_cmdline(cmdline: &str) -> (alloc::vec::Vec<&str>, String) {
     let mut filters = alloc::vec::Vec::new();
     let mut rest = String::new();
     for tok in cmdline.split_whitespace() {
-        if tok.contains('=') {
+        if tok.contains('=') || tok.starts_with('-') {
             rest.push_str(tok);
             rest.push(' ');
-        } else if !tok.starts_with('-') {
+        } else {
             filters.push(tok);
         }
     }

@@ -46,6 +46,10 @@ fn kmain(boot: &'static BootInfo) -> ! {
         println!("kreclaim: no RAM disk: boot with ramdisk=<size> (e.g. ramdisk=64M)");
         kreclaim::platform::exit(false);
     };
+    if let Err(why) = workload_fits(&config) {
+        println!("kreclaim: {why}");
+        kreclaim::platform::exit(false);
+    }
     let policies: Vec<Policy> = match config.policy {
         PolicyChoice::One(p) => alloc::vec![p],
         PolicyChoice::All => Policy::ALL.to_vec(),
@@ -89,11 +93,58 @@ fn kmain(boot: &'static BootInfo) -> ! {
     } else {
         kreclaim::report::json(&results[0]);
     }
-    // `broken` is expected to deadlock; every other policy must keep data intact.
-    let ok = results
-        .iter()
-        .all(|r| r.integrity_ok || (r.policy == Policy::BROKEN && r.deadlocks > 0));
+    // `broken` is expected to deadlock; every other policy must keep data
+    // intact and run every operation asked for.
+    let mut ok = true;
+    for r in &results {
+        if r.policy == Policy::BROKEN && r.deadlocks > 0 {
+            continue;
+        }
+        if r.is_partial() {
+            partial_run(r, config.workload.tasks);
+        }
+        ok &= r.integrity_ok && !r.is_partial();
+    }
     kreclaim::platform::exit(ok)
+}
+
+/// Refuses up front a workload whose worker tasks cannot all run at once:
+/// each needs a stack and a file buffer (both contiguous blocks), and
+/// together they must fit in the memory the page allocator manages. Runs
+/// that pass may still be cut short by fragmentation (see [`partial_run`]).
+fn workload_fits(config: &Config) -> Result<(), alloc::string::String> {
+    let w = &config.workload;
+    let block = |bytes: u64| bytes.div_ceil(4096).next_power_of_two() * 4096;
+    let per_task = block(kreclaim::task::STACK_SIZE as u64) + block(w.size_max as u64 + 1);
+    let need = per_task * w.tasks as u64;
+    let managed = kreclaim::mm::page_alloc::managed_pages() * 4096;
+    if need <= managed {
+        return Ok(());
+    }
+    Err(alloc::format!(
+        "tasks={} with file_size up to {} KiB need {} KiB for worker stacks and file buffers, \
+         more than the {} KiB the page allocator manages: lower tasks= or file_size=, or raise mem=",
+        w.tasks,
+        w.size_max >> 10,
+        need >> 10,
+        managed >> 10
+    ))
+}
+
+/// Says what a partial run did not do (the run then exits with failure).
+fn partial_run(r: &RunResult, tasks: u32) {
+    if r.workers_failed > 0 {
+        println!(
+            "kreclaim: partial run under policy {}: {} of {} operations ran; {} of {tasks} worker \
+             tasks could not start (no memory for a stack or a file buffer)",
+            r.policy, r.ops, r.ops_requested, r.workers_failed
+        );
+    } else {
+        println!(
+            "kreclaim: partial run under policy {}: {} of {} operations ran",
+            r.policy, r.ops, r.ops_requested
+        );
+    }
 }
 
 fn describe(p: Policy) -> &'static str {

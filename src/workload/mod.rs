@@ -106,13 +106,28 @@ impl Default for Workload {
     }
 }
 
-/// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units).
+/// The largest `file_size=`, in whole KiB as the help states it (4095K):
+/// the workload reads a file into one kmalloc buffer of size + 1 bytes (the
+/// extra byte catches a file that grew), and kmalloc's largest object is one
+/// MAX_ORDER block of 4 MiB. The filesystem's own limit is higher.
+pub const FILE_SIZE_MAX: u64 = {
+    let kmalloc_max = crate::mm::zone::MAX_ORDER_NR_PAGES * crate::fs::format::BLOCK_SIZE as u64;
+    let fs_max = crate::fs::format::MAX_FILE_SIZE;
+    let m = if kmalloc_max - 1 < fs_max {
+        kmalloc_max - 1
+    } else {
+        fs_max
+    };
+    m & !1023
+};
+
+/// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units),
+/// each at most [`FILE_SIZE_MAX`].
 pub fn parse_size_range(v: &str) -> Result<(u32, u32), BadSpec> {
     let (a, b) = v.split_once('-').unwrap_or((v, v));
     let a = crate::config::memparse(a).map_err(|_| BadSpec)?;
     let b = crate::config::memparse(b).map_err(|_| BadSpec)?;
-    let max_file = crate::fs::format::MAX_FILE_BLOCKS * crate::fs::format::BLOCK_SIZE as u64;
-    if a == 0 || a > b || b > max_file {
+    if a == 0 || a > b || b > FILE_SIZE_MAX {
         return Err(BadSpec);
     }
     Ok((a as u32, b as u32))

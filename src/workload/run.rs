@@ -45,6 +45,8 @@ pub struct RunCounters {
     pub creates: AtomicU64,
     pub errors: AtomicU64,
     pub mismatches: AtomicU64,
+    /// Workers that never ran their share: no task, or no content buffer.
+    pub workers_failed: AtomicU64,
 }
 
 /// One sample of the free-memory chart.
@@ -60,6 +62,10 @@ pub struct Sample {
 pub struct RunResult {
     pub policy: Policy,
     pub ops: u64,
+    /// Operations asked for (`ops=`): fewer ran if workers failed to start.
+    pub ops_requested: u64,
+    /// Worker tasks (of `tasks=`) that could not start or get their buffer.
+    pub workers_failed: u64,
     pub elapsed_ns: u64,
     pub errors: u64,
     pub deadlocks: usize,
@@ -85,6 +91,14 @@ pub struct RunResult {
     pub stall_ns: u64,
     pub direct_pages: u64,
     pub kswapd_pages: u64,
+}
+
+impl RunResult {
+    /// Whether fewer operations ran than `ops=` asked for: such a run did
+    /// not do what was asked, whatever its data integrity.
+    pub fn is_partial(&self) -> bool {
+        self.ops < self.ops_requested
+    }
 }
 
 /// Inode-shrinker figures of the operations phase.
@@ -235,6 +249,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
     let mut rng = Rng::new(sh.w.seed ^ 0x5eed ^ (index as u64) << 32);
     let Ok(mut buf) = content_buffer(&sh.w) else {
         sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+        sh.counters.workers_failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let m = sh.w.mix;
@@ -431,6 +446,7 @@ pub fn run(
             Ok(h) => workers.push(h),
             Err(_) => {
                 sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+                sh.counters.workers_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -445,6 +461,7 @@ pub fn run(
     let _ = mon.join();
     let ops = sh.counters.ops.load(Ordering::Relaxed);
     let errors = sh.counters.errors.load(Ordering::Relaxed);
+    let workers_failed = sh.counters.workers_failed.load(Ordering::Relaxed);
     let fs_stats = fs.stats();
     let slabs = crate::mm::slab::slabinfo();
     let shrinkers = crate::mm::shrinker::shrinkers();
@@ -527,6 +544,8 @@ pub fn run(
     Ok(RunResult {
         policy,
         ops,
+        ops_requested: w.ops,
+        workers_failed,
         elapsed_ns,
         errors,
         deadlocks: task::deadlock::report_count() - deadlocks0,

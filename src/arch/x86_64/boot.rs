@@ -43,6 +43,89 @@ pvh_start32:
     cld
     mov esi, ebx
 
+    /* QEMU loads the image whatever -m says. Unless a RAM entry of the PVH
+       memmap holds all of it (.bss and the boot stack included), say so on
+       COM1 and exit through the debug-exit device: running on would hang. */
+    cmp dword ptr [esi + 4], 0          /* version 0: no memmap */
+    je .Limage_fits
+    mov ecx, dword ptr [esi + 48]       /* memmap_entries */
+    test ecx, ecx
+    je .Limage_fits
+    mov edi, dword ptr [esi + 40]       /* memmap_paddr */
+.Lmemmap_entry:
+    cmp dword ptr [edi + 16], 1         /* type RAM */
+    jne .Lmemmap_next
+    cmp dword ptr [edi + 4], 0          /* starts above 4 GiB */
+    jne .Lmemmap_next
+    cmp dword ptr [edi], offset __kernel_start
+    ja .Lmemmap_next
+    cmp dword ptr [edi + 12], 0         /* 4 GiB or more */
+    jne .Limage_fits
+    mov eax, dword ptr [edi]
+    add eax, dword ptr [edi + 8]
+    jc .Limage_fits
+    cmp eax, offset __kernel_end
+    jae .Limage_fits
+.Lmemmap_next:
+    add edi, 24
+    dec ecx
+    jnz .Lmemmap_entry
+    mov esp, 0x9f000                    /* conventional memory, always RAM */
+    mov edi, offset boot_too_small_1
+    call boot_puts
+    mov eax, offset __kernel_end
+    add eax, {need_beyond_image} + 0xfffff - 0x9fc00  /* less the RAM below 640 KiB */
+    shr eax, 20
+    call boot_putu
+    mov edi, offset boot_too_small_2
+    call boot_puts
+    mov dx, 0xf4
+    mov eax, 0x11                       /* ExitCode::Failure */
+    out dx, eax
+.Lstop:
+    hlt
+    jmp .Lstop
+
+/* edi: a NUL-terminated string, written to COM1 */
+boot_puts:
+    mov dx, 0x3f8
+.Lputs_next:
+    mov al, byte ptr [edi]
+    test al, al
+    jz .Lputs_done
+    out dx, al
+    inc edi
+    jmp .Lputs_next
+.Lputs_done:
+    ret
+
+/* eax: a number, written to COM1 in decimal */
+boot_putu:
+    mov ecx, 10
+    xor ebx, ebx
+.Lputu_divide:
+    xor edx, edx
+    div ecx
+    add dl, 0x30
+    push edx
+    inc ebx
+    test eax, eax
+    jnz .Lputu_divide
+    mov dx, 0x3f8
+.Lputu_write:
+    pop eax
+    out dx, al
+    dec ebx
+    jnz .Lputu_write
+    ret
+
+boot_too_small_1:
+    .asciz "kreclaim needs at least "
+boot_too_small_2:
+    .asciz " MiB of RAM: QEMU gave less than the kernel image takes (KRECLAIM_MEM, QEMU -m)\n"
+
+.Limage_fits:
+
     /* zero .bss (QEMU does, but do not depend on the loader) */
     mov edi, offset __bss_start
     mov ecx, offset __bss_end
@@ -122,6 +205,7 @@ pvh_start64:
     stack = sym BOOT_STACK,
     stack_size = const BOOT_STACK_SIZE,
     entry = sym super::kernel_entry,
+    need_beyond_image = const super::EARLY_HEAP_BYTES + crate::config::MEM_MIN as usize,
 );
 
 /// Physical address of `hvm_start_info`, saved by the stub from EBX.

@@ -100,8 +100,8 @@ fn early_frames(pages: usize) -> Option<u64> {
 
 fn early_free(pa: u64, pages: usize) {
     let l = Layout::from_size_align(pages * PAGE, PAGE).unwrap();
-    // Early-heap memory is in the identity-mapped image: pa == va.
-    if let Some(p) = core::ptr::NonNull::new(pa as *mut u8) {
+    // The early heap is reached through the direct map.
+    if let Some(p) = core::ptr::NonNull::new(paging::phys_to_virt(pa)) {
         // SAFETY: allocated by early_frames with this layout.
         unsafe { super::early_heap().dealloc(p, l) };
     }

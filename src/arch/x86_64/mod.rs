@@ -97,18 +97,17 @@ impl Platform for Qemu {
 
 static QEMU: Qemu = Qemu;
 
-/// Size of the early heap inside the kernel image.
-pub const EARLY_HEAP_BYTES: usize = 8 << 20;
-
-#[repr(C, align(4096))]
-struct HeapArena([u8; EARLY_HEAP_BYTES]);
-static mut EARLY_HEAP_ARENA: HeapArena = HeapArena([0; EARLY_HEAP_BYTES]);
+/// Size of the early heap. Boot takes it from usable RAM (not from the
+/// image, so that the image stays small enough for small guests): once
+/// kmalloc is up it only serves what was allocated before (a few KiB), and
+/// task stacks if the page allocator could not start.
+pub const EARLY_HEAP_BYTES: usize = 1 << 20;
 
 /// Rust's allocator: the early heap until kmalloc is up, then kmalloc.
 #[global_allocator]
 pub static ALLOCATOR: KernelAllocator = KernelAllocator::new();
 
-/// The early heap (inside the kernel image).
+/// The early heap (in RAM taken at boot, reached through the direct map).
 pub fn early_heap() -> &'static EarlyHeap {
     ALLOCATOR.early()
 }
@@ -137,17 +136,7 @@ fn prepend_builtin_cmdline(info: &mut BootInfo) {
     if builtin.is_empty() {
         return;
     }
-    let mut buf = [0u8; crate::bootinfo::MAX_CMDLINE];
-    let mut n = 0;
-    let total = builtin.len() + 1 + info.cmdline().len();
-    for part in [builtin.as_bytes(), b" ", info.cmdline().as_bytes()] {
-        let take = part.len().min(buf.len() - n);
-        buf[n..n + take].copy_from_slice(&part[..take]);
-        n += take;
-    }
-    let truncated = info.cmdline_truncated || total > buf.len();
-    info.set_cmdline(&buf[..n]);
-    info.cmdline_truncated = truncated;
+    info.prepend_cmdline(builtin);
 }
 
 static RAMDISK: spin::Once<Option<crate::fs::RamDisk>> = spin::Once::new();
@@ -166,27 +155,20 @@ pub fn boot_ramdisk() -> Option<&'static crate::fs::RamDisk> {
         .as_ref()
 }
 
+const MIB: u64 = 1 << 20;
+
 /// Takes `bytes` for the RAM disk from the top of the largest usable region,
-/// before the page allocator sees the memory map.
-fn reserve_ramdisk(info: &mut BootInfo, bytes: u64) {
+/// before the page allocator sees the memory map. `None` if no region can
+/// hold it.
+fn reserve_ramdisk(info: &mut BootInfo, bytes: u64) -> Option<()> {
     let bytes = bytes.div_ceil(4096) * 4096;
-    let Some(r) = info
+    let r = info
         .usable
         .regions()
         .iter()
         .copied()
         .max_by_key(|r| r.len())
-    else {
-        return;
-    };
-    if r.len() < bytes + (8 << 20) {
-        crate::println!(
-            "kreclaim: ramdisk={} MiB does not fit (largest usable region {} MiB, 8 MiB must remain); no RAM disk",
-            bytes >> 20,
-            r.len() >> 20
-        );
-        return;
-    }
+        .filter(|r| r.len() >= bytes)?;
     let start = r.end - bytes;
     info.usable.carve(start, r.end);
     info.ramdisk = Some(crate::bootinfo::Region {
@@ -194,6 +176,123 @@ fn reserve_ramdisk(info: &mut BootInfo, bytes: u64) {
         end: r.end,
         kind: crate::bootinfo::RegionKind::Reserved,
     });
+    Some(())
+}
+
+/// Takes the early heap from the lowest usable region that holds it.
+fn reserve_early_heap(info: &mut BootInfo) -> Option<u64> {
+    let bytes = EARLY_HEAP_BYTES as u64;
+    let start = info
+        .usable
+        .regions()
+        .iter()
+        .find(|r| r.len() >= bytes)?
+        .start;
+    info.usable.carve(start, start + bytes);
+    Some(start)
+}
+
+/// RAM that QEMU gave short of what boot needs (see [`check_memory`]).
+struct MemoryShortfall {
+    /// `-m` that would do, and what QEMU gave, in MiB.
+    need_mib: u64,
+    gave_mib: u64,
+    ramdisk: Option<u64>,
+    mem: Option<u64>,
+}
+
+impl core::fmt::Display for MemoryShortfall {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "kreclaim needs at least {} MiB of RAM for ",
+            self.need_mib
+        )?;
+        if let Some(r) = self.ramdisk {
+            write!(f, "ramdisk={} MiB and ", r.div_ceil(MIB))?;
+        }
+        match self.mem {
+            Some(m) => write!(f, "mem={} MiB", m.div_ceil(MIB))?,
+            None => write!(
+                f,
+                "the page allocator's {} MiB minimum",
+                crate::config::MEM_MIN / MIB
+            )?,
+        }
+        write!(
+            f,
+            " plus the kernel, its early heap and boot data; QEMU gave {} MiB (KRECLAIM_MEM, QEMU -m)",
+            self.gave_mib
+        )
+    }
+}
+
+/// Checks the RAM QEMU gave against what boot needs: the early heap (unless
+/// already taken from `info.usable`), the RAM disk (`ramdisk=`) and the
+/// page allocator (`mem=`, at least [`MEM_MIN`](crate::config::MEM_MIN)),
+/// on top of what the kernel image, page 0 and the boot structures take.
+/// Allocates nothing: it may run before the early heap exists.
+fn check_memory(
+    info: &BootInfo,
+    heap_taken: bool,
+    ramdisk: Option<u64>,
+    mem: Option<u64>,
+) -> Result<(), MemoryShortfall> {
+    let ram_top = info
+        .firmware_map
+        .regions()
+        .iter()
+        .filter(|r| r.kind == crate::bootinfo::RegionKind::Ram)
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(0);
+    let heap = if heap_taken {
+        0
+    } else {
+        EARLY_HEAP_BYTES as u64
+    };
+    let page_alloc = mem.unwrap_or(0).max(crate::config::MEM_MIN);
+    let need = heap + ramdisk.map_or(0, |b| b.div_ceil(4096) * 4096) + page_alloc;
+    let usable = info.usable_bytes();
+    if usable >= need {
+        return Ok(());
+    }
+    // QEMU's -m is the top of RAM (less a few firmware pages) while all RAM
+    // sits below the PCI hole; above, the RAM count is the better guess.
+    let given = if ram_top <= 3 << 30 {
+        ram_top
+    } else {
+        info.ram_bytes()
+    };
+    Err(MemoryShortfall {
+        need_mib: (given + need - usable).div_ceil(MIB),
+        gave_mib: given.div_ceil(MIB),
+        ramdisk,
+        mem,
+    })
+}
+
+/// Refuses a `min_free_kbytes=` whose high watermark would reach the
+/// managed memory: kswapd could never balance the zone, and below the min
+/// watermark nothing (not even the idle task's stack) could be allocated.
+fn check_min_free_kbytes(kbytes: u64) -> Result<(), alloc::string::String> {
+    use crate::mm::{page_alloc, zone::compute_watermarks};
+    let managed = page_alloc::managed_pages();
+    let fits = |kb: u64| compute_watermarks(managed, kb).high < managed;
+    if fits(kbytes) {
+        return Ok(());
+    }
+    // The largest value that fits: `fits` is monotonic in kbytes.
+    let (mut lo, mut hi) = (0, kbytes);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) { lo = mid } else { hi = mid }
+    }
+    Err(alloc::format!(
+        "kreclaim: min_free_kbytes={kbytes} is too large for the {} KiB the page allocator \
+         manages (its high watermark must stay below that): use at most {lo}",
+        managed * 4
+    ))
 }
 
 /// Stack frames from the page allocator (owner Stack, not zeroed).
@@ -248,12 +347,28 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         exit_qemu(ExitCode::Failure);
     }
     prepend_builtin_cmdline(&mut parsed);
+    // Refuse a command line that cannot be kept whole rather than run with
+    // part of it.
+    if let Some(p) = parsed.cmdline_problem() {
+        crate::println!("kreclaim: {p}");
+        exit_qemu(ExitCode::Failure);
+    }
     paging::init(&parsed.firmware_map, nx_enabled());
-    // SAFETY: the arena is ours alone and handed over once.
+    if let Err(short) = check_memory(&parsed, false, None, None) {
+        crate::println!("{short}");
+        exit_qemu(ExitCode::Failure);
+    }
+    let Some(heap) = reserve_early_heap(&mut parsed) else {
+        crate::println!(
+            "kreclaim: no usable RAM region holds the {EARLY_HEAP_BYTES}-byte early heap"
+        );
+        exit_qemu(ExitCode::Failure);
+    };
+    // SAFETY: RAM just removed from the usable map, direct mapped, ours alone.
     unsafe {
         ALLOCATOR
             .early()
-            .init((&raw mut EARLY_HEAP_ARENA).cast(), EARLY_HEAP_BYTES);
+            .init(paging::phys_to_virt(heap), EARLY_HEAP_BYTES);
     }
     pic::init();
     stacks::set_dynamic_guard_lookup(task_stack_guard);
@@ -263,13 +378,38 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     // The keys that size memory act now; main parses the command line
     // again and reports bad tokens.
     let early = crate::config::Config::parse_early(parsed.cmdline());
-    if let Some(bytes) = early.ramdisk {
-        reserve_ramdisk(&mut parsed, bytes);
+    if let Err(short) = check_memory(&parsed, true, early.ramdisk, early.mem) {
+        crate::println!("{short}");
+        exit_qemu(ExitCode::Failure);
+    }
+    if let Some(bytes) = early.ramdisk
+        && reserve_ramdisk(&mut parsed, bytes).is_none()
+    {
+        crate::println!(
+            "kreclaim: ramdisk={} MiB does not fit in one RAM region (largest usable {} MiB)",
+            bytes.div_ceil(MIB),
+            parsed
+                .usable
+                .regions()
+                .iter()
+                .map(|r| r.len())
+                .max()
+                .unwrap_or(0)
+                / MIB
+        );
+        exit_qemu(ExitCode::Failure);
     }
     let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
     match crate::mm::page_alloc::init(&info.usable, early.mem, early.min_free_kbytes) {
         Ok(()) => context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
         Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
+    }
+    if let Some(kb) = early.min_free_kbytes
+        && crate::mm::page_alloc::is_ready()
+        && let Err(line) = check_min_free_kbytes(kb)
+    {
+        crate::println!("{line}");
+        exit_qemu(ExitCode::Failure);
     }
     if let Some((flags, only)) = &early.slab_debug {
         crate::mm::slab::set_global_debug(*flags, only.clone());
