@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use kreclaim::fs::format::{INODES_PER_CLUSTER, ino_to_agino, ino_to_cluster_block};
 use kreclaim::fs::{
-    ErrorInjection, FileType, Fs, FsError, InodeRef, IrelePoint, MkfsOptions, Policy, RamDisk,
+    ErrorInjection, FileType, Fs, FsError, InodeRef, MkfsOptions, Policy, RacePoint, RamDisk,
     check, mkfs,
 };
 use kreclaim::harness::TestResult;
@@ -37,6 +37,7 @@ kreclaim::kernel_tests!(
     broken_policy_deadlocks_for_real,
     last_two_references_dropped_together_inactivate_once,
     iget_waits_for_inactivation,
+    lookup_racing_with_unlink_finds_nothing,
     open_unlink_close_races_leave_fsck_clean,
 );
 
@@ -599,11 +600,11 @@ fn broken_policy_deadlocks_for_real() -> TestResult {
 
 // -- Reference drops racing with unlink and lookup ---------------------------
 //
-// `Fs::set_irele_hook` runs a hook at two points of a reference drop: just
-// before the reference is dropped (`Put`) and, for the last reference of an
-// unlinked inode, just before it is freed on disk (`Inactivate`). The hooks
-// below wait or yield there, which forces the interleavings that a
-// preemption at those points would give.
+// `Fs::set_race_hook` runs a hook just before a reference is dropped
+// (`Put`), just before the last reference's task frees an unlinked inode on
+// disk (`Inactivate`), and in lookup between the directory read and taking
+// the inode (`LookupFound`). The hooks below wait or yield there, which
+// forces the interleavings that a preemption at those points would give.
 
 /// The inode the hooks act on.
 static HOOK_INO: AtomicU32 = AtomicU32::new(0);
@@ -616,8 +617,8 @@ static IGET_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Every dropper of `HOOK_INO` waits until two have arrived, so both have
 /// made whatever check precedes the drop before either drops.
-fn put_barrier(ino: u32, point: IrelePoint) {
-    if point != IrelePoint::Put || ino != HOOK_INO.load(Ordering::Acquire) {
+fn put_barrier(ino: u32, point: RacePoint) {
+    if point != RacePoint::Put || ino != HOOK_INO.load(Ordering::Acquire) {
         return;
     }
     AT_PUT.fetch_add(1, Ordering::AcqRel);
@@ -642,11 +643,11 @@ fn last_two_references_dropped_together_inactivate_once() -> TestResult {
     let before = fs.stats().inactivations;
     HOOK_INO.store(ino, Ordering::Release);
     AT_PUT.store(0, Ordering::Release);
-    fs.set_irele_hook(Some(put_barrier));
+    fs.set_race_hook(Some(put_barrier));
     let ta = task::spawn("drop-a", move || drop(a)).unwrap();
     let tb = task::spawn("drop-b", move || drop(b)).unwrap();
     let (ja, jb) = (ta.join(), tb.join());
-    fs.set_irele_hook(None);
+    fs.set_race_hook(None);
     kassert!(ja.is_ok() && jb.is_ok());
     kassert_eq!(AT_PUT.load(Ordering::Acquire), 2);
     kassert_eq!(
@@ -663,8 +664,8 @@ fn last_two_references_dropped_together_inactivate_once() -> TestResult {
 /// The dropper of the last reference pauses before freeing the inode on
 /// disk until the racing iget returned (bounded: a correct iget waits for
 /// the dropper instead).
-fn inactivate_pause(ino: u32, point: IrelePoint) {
-    if point != IrelePoint::Inactivate || ino != HOOK_INO.load(Ordering::Acquire) {
+fn inactivate_pause(ino: u32, point: RacePoint) {
+    if point != RacePoint::Inactivate || ino != HOOK_INO.load(Ordering::Acquire) {
         return;
     }
     IN_INACTIVATE.store(true, Ordering::Release);
@@ -696,7 +697,7 @@ fn iget_waits_for_inactivation() -> TestResult {
     IGET_DONE.store(false, Ordering::Release);
     let dropped = Arc::new(AtomicBool::new(false));
     let outcome = Arc::new(AtomicU32::new(0));
-    fs.set_irele_hook(Some(inactivate_pause));
+    fs.set_race_hook(Some(inactivate_pause));
     let (fs2, dropped2, outcome2) = (fs.0.clone(), dropped.clone(), outcome.clone());
     let looker = task::spawn("iget-victim", move || {
         while !IN_INACTIVATE.load(Ordering::Acquire) {
@@ -725,7 +726,7 @@ fn iget_waits_for_inactivation() -> TestResult {
     drop(f); // the last reference: inactivation, with the hook's pause
     dropped.store(true, Ordering::Release);
     let j = looker.join();
-    fs.set_irele_hook(None);
+    fs.set_race_hook(None);
     kassert!(j.is_ok());
     kassert!(IN_INACTIVATE.load(Ordering::Acquire), "no inactivation ran");
     let o = outcome.load(Ordering::Acquire);
@@ -740,9 +741,72 @@ fn iget_waits_for_inactivation() -> TestResult {
     fsck_clean()
 }
 
+/// Set once the racing unlink returned.
+static UNLINK_DONE: AtomicBool = AtomicBool::new(false);
+/// The lookup reached `LookupFound` for `HOOK_INO`.
+static AT_LOOKUP: AtomicBool = AtomicBool::new(false);
+
+/// The lookup of `HOOK_INO` pauses after the directory named it until the
+/// unlink of that name returned (bounded).
+fn lookup_pause(ino: u32, point: RacePoint) {
+    if point != RacePoint::LookupFound || ino != HOOK_INO.load(Ordering::Acquire) {
+        return;
+    }
+    AT_LOOKUP.store(true, Ordering::Release);
+    for _ in 0..10_000 {
+        if UNLINK_DONE.load(Ordering::Acquire) {
+            break;
+        }
+        task::yield_now();
+    }
+}
+
+/// A lookup that read the name just before an unlink removed it and freed
+/// the inode finds nothing; it neither fails nor returns the freed inode.
+fn lookup_racing_with_unlink_finds_nothing() -> TestResult {
+    const NONE: u32 = 1;
+    const SOME: u32 = 2;
+    const NOT_ALLOCATED: u32 = 3;
+    const OTHER_ERROR: u32 = 4;
+    let fs = ok!(fresh(Policy::TRYLOCK));
+    let root = ok!(fs.root());
+    let ino = ok!(fs.create(&root, "victim", FileType::File)).ino();
+    let before = fs.stats().inactivations;
+    HOOK_INO.store(ino, Ordering::Release);
+    AT_LOOKUP.store(false, Ordering::Release);
+    UNLINK_DONE.store(false, Ordering::Release);
+    let outcome = Arc::new(AtomicU32::new(0));
+    fs.set_race_hook(Some(lookup_pause));
+    let (fs2, root2, outcome2) = (fs.0.clone(), root.clone(), outcome.clone());
+    let looker = task::spawn("lookup-victim", move || {
+        let o = match fs2.lookup(&root2, "victim") {
+            Ok(None) => NONE,
+            Ok(Some(_)) => SOME,
+            Err(FsError::InodeNotAllocated { .. }) => NOT_ALLOCATED,
+            Err(_) => OTHER_ERROR,
+        };
+        outcome2.store(o, Ordering::Release);
+    })
+    .unwrap();
+    while !AT_LOOKUP.load(Ordering::Acquire) {
+        task::yield_now();
+    }
+    let r = fs.unlink(&root, "victim");
+    UNLINK_DONE.store(true, Ordering::Release);
+    let j = looker.join();
+    fs.set_race_hook(None);
+    kassert!(j.is_ok());
+    ok!(r);
+    kassert_eq!(fs.stats().inactivations - before, 1);
+    kassert_eq!(outcome.load(Ordering::Acquire), NONE);
+    drop(root);
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
 /// A preemption point at every reference drop and before every
 /// inactivation, to widen the race windows of the stress test.
-fn yield_hook(_ino: u32, _point: IrelePoint) {
+fn yield_hook(_ino: u32, _point: RacePoint) {
     task::yield_now();
 }
 
@@ -844,7 +908,7 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
     let failures = Arc::new(AtomicU32::new(0));
     let creates = Arc::new(core::sync::atomic::AtomicU64::new(0));
     let unlinks = Arc::new(core::sync::atomic::AtomicU64::new(0));
-    fs.set_irele_hook(Some(yield_hook));
+    fs.set_race_hook(Some(yield_hook));
     let mut tasks = Vec::new();
     for t in 0..TASKS {
         let (f, d) = (fs.0.clone(), dir.clone());
@@ -869,7 +933,7 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
     for t in tasks {
         joined &= t.join().is_ok();
     }
-    fs.set_irele_hook(None);
+    fs.set_race_hook(None);
     kassert!(joined, "a racer deadlocked");
     kassert_eq!(failures.load(Ordering::Relaxed), 0);
     // Unlink what is left; then every created inode must have been freed.

@@ -216,18 +216,22 @@ impl core::fmt::Debug for InodeRef {
     }
 }
 
-/// Where [`Fs::irele`] runs a hook set with [`Fs::set_irele_hook`].
+/// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
+/// inode reference handling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IrelePoint {
-    /// Before the reference is dropped.
+pub enum RacePoint {
+    /// [`Fs::irele`], before the reference is dropped.
     Put,
-    /// The last reference of an unlinked inode went and it is
-    /// `I_INACTIVATING`; before it is freed on disk.
+    /// [`Fs::irele`]: the last reference of an unlinked inode went and it
+    /// is `I_INACTIVATING`; before it is freed on disk.
     Inactivate,
+    /// [`Fs::lookup`]: the directory named the inode (its ILOCK is
+    /// dropped); before a reference is taken.
+    LookupFound,
 }
 
-/// A test hook for [`Fs::set_irele_hook`]: called with the inode number.
-pub type IreleHook = fn(u32, IrelePoint);
+/// A test hook for [`Fs::set_race_hook`]: called with the inode number.
+pub type RaceHook = fn(u32, RacePoint);
 
 /// An ILOCK held through [`Fs::ilock`].
 pub enum IlockGuard<'a> {
@@ -345,7 +349,7 @@ impl Fs {
     pub(crate) fn irele(&self, p: NonNull<XfsInode>) {
         // SAFETY: the caller's reference keeps it alive.
         let ip = unsafe { p.as_ref() };
-        self.run_irele_hook(ip.ino, IrelePoint::Put);
+        self.run_race_hook(ip.ino, RacePoint::Put);
         // Not the last reference: drop it without the AG lock.
         if ip
             .refcount
@@ -376,7 +380,7 @@ impl Fs {
         }
         // I_INACTIVATING (unreferenced): ours until cleared; lookups wait,
         // reclaim and unmount skip it.
-        self.run_irele_hook(ip.ino, IrelePoint::Inactivate);
+        self.run_race_hook(ip.ino, RacePoint::Inactivate);
         if let Err(e) = self.inactivate(ip) {
             self.stats.inactivate_errors.fetch_add(1, Ordering::Relaxed);
             crate::println!(
@@ -397,20 +401,20 @@ impl Fs {
         }
     }
 
-    /// For tests that force interleavings: runs `hook` at the points of
-    /// [`IrelePoint`] on every reference drop of this filesystem (`None`
-    /// removes it). The hook runs with no fs lock held and may yield or
-    /// sleep, standing in for a preemption at that point.
-    pub fn set_irele_hook(&self, hook: Option<IreleHook>) {
-        self.irele_hook
+    /// For tests that force interleavings: runs `hook` at every
+    /// [`RacePoint`] this filesystem passes (`None` removes it). The hook
+    /// runs with no fs lock held and may yield or sleep, standing in for a
+    /// preemption at that point.
+    pub fn set_race_hook(&self, hook: Option<RaceHook>) {
+        self.race_hook
             .store(hook.map_or(0, |h| h as usize), Ordering::Release);
     }
 
-    fn run_irele_hook(&self, ino: u32, point: IrelePoint) {
-        let h = self.irele_hook.load(Ordering::Acquire);
+    pub(crate) fn run_race_hook(&self, ino: u32, point: RacePoint) {
+        let h = self.race_hook.load(Ordering::Acquire);
         if h != 0 {
-            // SAFETY: only IreleHook values are stored (set_irele_hook).
-            let h = unsafe { core::mem::transmute::<usize, IreleHook>(h) };
+            // SAFETY: only RaceHook values are stored (set_race_hook).
+            let h = unsafe { core::mem::transmute::<usize, RaceHook>(h) };
             h(ino, point);
         }
     }

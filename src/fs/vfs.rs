@@ -34,7 +34,7 @@ use super::format::{
     set_indirect_entry,
 };
 use super::icache::{
-    BufShrinker, I_UNLINKED, ILOCK_CHILD, InodeRef, InodeShrinker, Perag, XfsInode,
+    BufShrinker, I_UNLINKED, ILOCK_CHILD, InodeRef, InodeShrinker, Perag, RacePoint, XfsInode,
 };
 use super::policy::Policy;
 use super::trans::Transaction;
@@ -157,8 +157,8 @@ pub struct Fs {
     /// AG for the next new directory (XFS spreads directories over AGs).
     dir_rotor: AtomicU32,
     pub(crate) reclaim_rotor: AtomicU32,
-    /// An `IreleHook` as usize, 0 for none (`set_irele_hook`).
-    pub(crate) irele_hook: AtomicUsize,
+    /// A `RaceHook` as usize, 0 for none (`set_race_hook`).
+    pub(crate) race_hook: AtomicUsize,
 }
 
 // SAFETY: shared state is behind locks and atomics; raw pointers in the
@@ -237,7 +237,7 @@ impl Fs {
             shut_down: AtomicBool::new(false),
             dir_rotor: AtomicU32::new(1),
             reclaim_rotor: AtomicU32::new(0),
-            irele_hook: AtomicUsize::new(0),
+            race_hook: AtomicUsize::new(0),
         });
         let f2 = fs.clone();
         let h = task::spawn("xfsaild", move || f2.flusher_main()).map_err(|_| FsError::NoMemory)?;
@@ -797,6 +797,7 @@ impl Fs {
             let Some((ino, _)) = found else {
                 return Ok(None);
             };
+            self.run_race_hook(ino, RacePoint::LookupFound);
             match self.iget(ino) {
                 Err(FsError::InodeNotAllocated { .. }) if freed != Some(ino) => freed = Some(ino),
                 r => return r.map(Some),
