@@ -1,7 +1,8 @@
 //! The in-memory filesystem under a small `mem=`: operations, remount and
 //! fsck; heavy reclaim of the inode and buffer caches; the reclaim policies
-//! and what lockdep says about each; IO errors during writeback; and the
-//! `broken` policy's real deadlock.
+//! and what lockdep says about each; IO errors during writeback; the
+//! `broken` policy's real deadlock; and reference drops racing with unlink,
+//! iget and lookup.
 
 #![no_std]
 #![no_main]

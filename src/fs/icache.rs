@@ -23,7 +23,7 @@
 //! What protects the reference count and the states: `refcount` only goes
 //! from 0 to 1 (a lookup) and from 1 to 0 (the last [`InodeRef`] dropped)
 //! under the AG lock; other changes are plain atomic increments by a holder
-//! (clone) and decrements that cannot reach 0 ([`Fs::irele`]'s fast path,
+//! (clone) and decrements that cannot reach 0 (`Fs::irele`'s fast path,
 //! Linux's `atomic_dec_and_lock`). So a task that decrements to 0 under the
 //! AG lock knows, atomically with the decrement, that it dropped the last
 //! reference and that no lookup took a new one. If the inode is unlinked it
@@ -220,9 +220,9 @@ impl core::fmt::Debug for InodeRef {
 /// inode reference handling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RacePoint {
-    /// [`Fs::irele`], before the reference is dropped.
+    /// `Fs::irele` (an `InodeRef` dropped), before the reference is dropped.
     Put,
-    /// [`Fs::irele`]: the last reference of an unlinked inode went and it
+    /// `Fs::irele`: the last reference of an unlinked inode went and it
     /// is `I_INACTIVATING`; before it is freed on disk.
     Inactivate,
     /// [`Fs::lookup`]: the directory named the inode (its ILOCK is
