@@ -1,7 +1,8 @@
 //! The in-memory filesystem under a small `mem=`: operations, remount and
 //! fsck; heavy reclaim of the inode and buffer caches; the reclaim policies
-//! and what lockdep says about each; IO errors during writeback; and the
-//! `broken` policy's real deadlock.
+//! and what lockdep says about each; IO errors during writeback; the
+//! `broken` policy's real deadlock; and reference drops racing with unlink,
+//! iget and lookup.
 
 #![no_std]
 #![no_main]
@@ -17,7 +18,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use kreclaim::fs::format::{INODES_PER_CLUSTER, ino_to_agino, ino_to_cluster_block};
 use kreclaim::fs::{
-    ErrorInjection, FileType, Fs, FsError, InodeRef, MkfsOptions, Policy, RamDisk, check, mkfs,
+    ErrorInjection, FileType, Fs, FsError, InodeRef, MkfsOptions, Policy, RacePoint, RamDisk,
+    check, mkfs,
 };
 use kreclaim::harness::TestResult;
 use kreclaim::mm::gfp::GFP_KERNEL;
@@ -34,6 +36,10 @@ kreclaim::kernel_tests!(
     lockdep_sees_the_seed_report_only_under_kernel,
     writeback_io_error_keeps_the_inode_dirty,
     broken_policy_deadlocks_for_real,
+    last_two_references_dropped_together_inactivate_once,
+    iget_waits_for_inactivation,
+    lookup_racing_with_unlink_finds_nothing,
+    open_unlink_close_races_leave_fsck_clean,
 );
 
 fn dev() -> &'static RamDisk {
@@ -591,4 +597,369 @@ fn broken_policy_deadlocks_for_real() -> TestResult {
     fs.force_shutdown();
     kassert_eq!(fs.lookup(&root, "f0").err(), Some(FsError::Shutdown));
     Ok(())
+}
+
+// -- Reference drops racing with unlink and lookup ---------------------------
+//
+// `Fs::set_race_hook` runs a hook just before a reference is dropped
+// (`Put`), just before the last reference's task frees an unlinked inode on
+// disk (`Inactivate`), and in lookup between the directory read and taking
+// the inode (`LookupFound`). The hooks below wait or yield there, which
+// forces the interleavings that a preemption at those points would give.
+
+/// The inode the hooks act on.
+static HOOK_INO: AtomicU32 = AtomicU32::new(0);
+/// Tasks that reached the `Put` hook for `HOOK_INO`.
+static AT_PUT: AtomicU32 = AtomicU32::new(0);
+/// The `Inactivate` hook ran for `HOOK_INO`.
+static IN_INACTIVATE: AtomicBool = AtomicBool::new(false);
+/// The racing iget returned.
+static IGET_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Every dropper of `HOOK_INO` waits until two have arrived, so both have
+/// made whatever check precedes the drop before either drops.
+fn put_barrier(ino: u32, point: RacePoint) {
+    if point != RacePoint::Put || ino != HOOK_INO.load(Ordering::Acquire) {
+        return;
+    }
+    AT_PUT.fetch_add(1, Ordering::AcqRel);
+    for _ in 0..10_000 {
+        if AT_PUT.load(Ordering::Acquire) >= 2 {
+            break;
+        }
+        task::yield_now();
+    }
+}
+
+/// Two tasks drop the last two references of an unlinked file at once:
+/// exactly one of them must free it on disk.
+fn last_two_references_dropped_together_inactivate_once() -> TestResult {
+    let fs = ok!(fresh(Policy::TRYLOCK));
+    let root = ok!(fs.root());
+    let a = ok!(fs.create(&root, "victim", FileType::File));
+    ok!(fs.write(&a, 0, &content(11, 0, 0, 9000)));
+    let b = a.clone();
+    let ino = a.ino();
+    ok!(fs.unlink(&root, "victim"));
+    let before = fs.stats().inactivations;
+    HOOK_INO.store(ino, Ordering::Release);
+    AT_PUT.store(0, Ordering::Release);
+    fs.set_race_hook(Some(put_barrier));
+    let ta = task::spawn("drop-a", move || drop(a)).unwrap();
+    let tb = task::spawn("drop-b", move || drop(b)).unwrap();
+    let (ja, jb) = (ta.join(), tb.join());
+    fs.set_race_hook(None);
+    kassert!(ja.is_ok() && jb.is_ok());
+    kassert_eq!(AT_PUT.load(Ordering::Acquire), 2);
+    kassert_eq!(
+        fs.stats().inactivations - before,
+        1,
+        "the unlinked inode was not freed exactly once"
+    );
+    kassert_eq!(fs.iget(ino).err(), Some(FsError::InodeNotAllocated { ino }));
+    drop(root);
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
+/// The dropper of the last reference pauses before freeing the inode on
+/// disk until the racing iget returned (bounded: a correct iget waits for
+/// the dropper instead).
+fn inactivate_pause(ino: u32, point: RacePoint) {
+    if point != RacePoint::Inactivate || ino != HOOK_INO.load(Ordering::Acquire) {
+        return;
+    }
+    IN_INACTIVATE.store(true, Ordering::Release);
+    for _ in 0..200 {
+        if IGET_DONE.load(Ordering::Acquire) {
+            break;
+        }
+        task::yield_now();
+    }
+}
+
+/// An iget (open by inode number) of an unlinked file whose last reference
+/// is being dropped must not hand out a reference to the inode being freed:
+/// it waits for the inactivation and then finds the inode free.
+fn iget_waits_for_inactivation() -> TestResult {
+    const NOT_ALLOCATED: u32 = 1;
+    const OTHER_ERROR: u32 = 2;
+    const FREED_UNDER_REFERENCE: u32 = 3;
+    const STILL_ALLOCATED: u32 = 4;
+    let fs = ok!(fresh(Policy::TRYLOCK));
+    let root = ok!(fs.root());
+    let f = ok!(fs.create(&root, "victim", FileType::File));
+    ok!(fs.write(&f, 0, &content(12, 0, 0, 9000)));
+    let ino = f.ino();
+    ok!(fs.unlink(&root, "victim"));
+    let before = fs.stats().inactivations;
+    HOOK_INO.store(ino, Ordering::Release);
+    IN_INACTIVATE.store(false, Ordering::Release);
+    IGET_DONE.store(false, Ordering::Release);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let outcome = Arc::new(AtomicU32::new(0));
+    fs.set_race_hook(Some(inactivate_pause));
+    let (fs2, dropped2, outcome2) = (fs.0.clone(), dropped.clone(), outcome.clone());
+    let looker = task::spawn("iget-victim", move || {
+        while !IN_INACTIVATE.load(Ordering::Acquire) {
+            task::yield_now();
+        }
+        let r = fs2.iget(ino);
+        IGET_DONE.store(true, Ordering::Release);
+        let o = match r {
+            Err(FsError::InodeNotAllocated { .. }) => NOT_ALLOCATED,
+            Err(_) => OTHER_ERROR,
+            Ok(r) => {
+                // Hold it until the dropper is done, then look at it.
+                while !dropped2.load(Ordering::Acquire) {
+                    task::yield_now();
+                }
+                match fs2.stat(&r) {
+                    Err(FsError::InodeNotAllocated { .. }) => FREED_UNDER_REFERENCE,
+                    Err(_) => OTHER_ERROR,
+                    Ok(_) => STILL_ALLOCATED,
+                }
+            }
+        };
+        outcome2.store(o, Ordering::Release);
+    })
+    .unwrap();
+    drop(f); // the last reference: inactivation, with the hook's pause
+    dropped.store(true, Ordering::Release);
+    let j = looker.join();
+    fs.set_race_hook(None);
+    kassert!(j.is_ok());
+    kassert!(IN_INACTIVATE.load(Ordering::Acquire), "no inactivation ran");
+    let o = outcome.load(Ordering::Acquire);
+    kassert!(
+        o != FREED_UNDER_REFERENCE,
+        "iget returned a reference to an inode that was then freed on disk"
+    );
+    kassert_eq!(o, NOT_ALLOCATED);
+    kassert_eq!(fs.stats().inactivations - before, 1);
+    drop(root);
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
+/// Set once the racing unlink returned.
+static UNLINK_DONE: AtomicBool = AtomicBool::new(false);
+/// The lookup reached `LookupFound` for `HOOK_INO`.
+static AT_LOOKUP: AtomicBool = AtomicBool::new(false);
+
+/// The lookup of `HOOK_INO` pauses after the directory named it until the
+/// unlink of that name returned (bounded).
+fn lookup_pause(ino: u32, point: RacePoint) {
+    if point != RacePoint::LookupFound || ino != HOOK_INO.load(Ordering::Acquire) {
+        return;
+    }
+    AT_LOOKUP.store(true, Ordering::Release);
+    for _ in 0..10_000 {
+        if UNLINK_DONE.load(Ordering::Acquire) {
+            break;
+        }
+        task::yield_now();
+    }
+}
+
+/// A lookup that read the name just before an unlink removed it and freed
+/// the inode finds nothing; it neither fails nor returns the freed inode.
+fn lookup_racing_with_unlink_finds_nothing() -> TestResult {
+    const NONE: u32 = 1;
+    const SOME: u32 = 2;
+    const NOT_ALLOCATED: u32 = 3;
+    const OTHER_ERROR: u32 = 4;
+    let fs = ok!(fresh(Policy::TRYLOCK));
+    let root = ok!(fs.root());
+    let ino = ok!(fs.create(&root, "victim", FileType::File)).ino();
+    let before = fs.stats().inactivations;
+    HOOK_INO.store(ino, Ordering::Release);
+    AT_LOOKUP.store(false, Ordering::Release);
+    UNLINK_DONE.store(false, Ordering::Release);
+    let outcome = Arc::new(AtomicU32::new(0));
+    fs.set_race_hook(Some(lookup_pause));
+    let (fs2, root2, outcome2) = (fs.0.clone(), root.clone(), outcome.clone());
+    let looker = task::spawn("lookup-victim", move || {
+        let o = match fs2.lookup(&root2, "victim") {
+            Ok(None) => NONE,
+            Ok(Some(_)) => SOME,
+            Err(FsError::InodeNotAllocated { .. }) => NOT_ALLOCATED,
+            Err(_) => OTHER_ERROR,
+        };
+        outcome2.store(o, Ordering::Release);
+    })
+    .unwrap();
+    while !AT_LOOKUP.load(Ordering::Acquire) {
+        task::yield_now();
+    }
+    let r = fs.unlink(&root, "victim");
+    UNLINK_DONE.store(true, Ordering::Release);
+    let j = looker.join();
+    fs.set_race_hook(None);
+    kassert!(j.is_ok());
+    ok!(r);
+    kassert_eq!(fs.stats().inactivations - before, 1);
+    kassert_eq!(outcome.load(Ordering::Acquire), NONE);
+    drop(root);
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
+/// A preemption point at every reference drop and before every
+/// inactivation, to widen the race windows of the stress test.
+fn yield_hook(_ino: u32, _point: RacePoint) {
+    task::yield_now();
+}
+
+/// Names the stress tasks fight over.
+const RACE_NAMES: u32 = 4;
+
+/// One stress task: random creates, lookups (opens), iget by remembered
+/// inode numbers (opens by handle), writes, unlinks and drops (closes) of
+/// a few names in `dir`. Every reference it holds must stay usable.
+/// Returns (creates, unlinks) that succeeded.
+fn race_worker(fs: &Fs, dir: &InodeRef, seed: u64, iters: u32) -> Result<(u64, u64), String> {
+    let mut x = seed | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut held: Vec<InodeRef> = Vec::new();
+    let mut seen: Vec<u32> = Vec::new();
+    let (mut creates, mut unlinks) = (0u64, 0u64);
+    let data = content(seed, 0, 0, 5000);
+    for i in 0..iters {
+        let r = rnd();
+        let name = format!("r{}", (r >> 8) % u64::from(RACE_NAMES));
+        match r % 7 {
+            0 => match fs.create(dir, &name, FileType::File) {
+                Ok(f) => {
+                    creates += 1;
+                    seen.push(f.ino());
+                    held.push(f);
+                }
+                Err(FsError::NameExists) => {}
+                Err(e) => return Err(format!("{i}: create {name}: {e}")),
+            },
+            1 | 2 => match fs.lookup(dir, &name) {
+                Ok(Some(f)) => {
+                    seen.push(f.ino());
+                    held.push(f);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("{i}: lookup {name}: {e}")),
+            },
+            3 => match fs.unlink(dir, &name) {
+                Ok(()) => unlinks += 1,
+                Err(FsError::NotFound) => {}
+                Err(e) => return Err(format!("{i}: unlink {name}: {e}")),
+            },
+            4 if !seen.is_empty() => {
+                let ino = seen[(r >> 16) as usize % seen.len()];
+                match fs.iget(ino) {
+                    Ok(f) => held.push(f),
+                    Err(FsError::InodeNotAllocated { .. }) => {}
+                    Err(e) => return Err(format!("{i}: iget {ino}: {e}")),
+                }
+            }
+            5 if !held.is_empty() => {
+                let f = &held[(r >> 16) as usize % held.len()];
+                let len = 1 + (r >> 24) as usize % data.len();
+                match fs.write(f, 0, &data[..len]) {
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("{i}: write to held inode {}: {e}", f.ino())),
+                }
+            }
+            _ => {
+                if !held.is_empty() {
+                    let f = held.swap_remove((r >> 16) as usize % held.len());
+                    drop(f);
+                }
+            }
+        }
+        // Whatever we hold is a live inode, linked or not.
+        for f in held.iter() {
+            if let Err(e) = fs.stat(f) {
+                return Err(format!("{i}: stat of held inode {}: {e}", f.ino()));
+            }
+        }
+        if held.len() > 3 {
+            drop(held.remove(0));
+        }
+        if seen.len() > 16 {
+            seen.remove(0);
+        }
+    }
+    Ok((creates, unlinks))
+}
+
+/// Many tasks (preemptive scheduler, plus a yield at every reference drop)
+/// open, unlink, create and close the same few names. Afterwards every
+/// created inode was freed on disk exactly once, nothing stays referenced,
+/// and fsck finds no leaked unlinked inode and no block leak.
+fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
+    const TASKS: u64 = 6;
+    const ITERS: u32 = 300;
+    let fs = ok!(fresh(Policy::TRYLOCK));
+    let root = ok!(fs.root());
+    let dir = ok!(fs.create(&root, "race", FileType::Dir));
+    let before = fs.stats().inactivations;
+    let failures = Arc::new(AtomicU32::new(0));
+    let creates = Arc::new(core::sync::atomic::AtomicU64::new(0));
+    let unlinks = Arc::new(core::sync::atomic::AtomicU64::new(0));
+    fs.set_race_hook(Some(yield_hook));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (f, d) = (fs.0.clone(), dir.clone());
+        let (fl, c, u) = (failures.clone(), creates.clone(), unlinks.clone());
+        tasks.push(
+            task::spawn("fs-racer", move || {
+                match race_worker(&f, &d, 0x5eed_0300 + t * 0x1_0001, ITERS) {
+                    Ok((nc, nu)) => {
+                        c.fetch_add(nc, Ordering::Relaxed);
+                        u.fetch_add(nu, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        kreclaim::println!("racer {t}: {e}");
+                        fl.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .unwrap(),
+        );
+    }
+    let mut joined = true;
+    for t in tasks {
+        joined &= t.join().is_ok();
+    }
+    fs.set_race_hook(None);
+    kassert!(joined, "a racer deadlocked");
+    kassert_eq!(failures.load(Ordering::Relaxed), 0);
+    // Unlink what is left; then every created inode must have been freed.
+    let mut left = 0u64;
+    for n in 0..RACE_NAMES {
+        match fs.unlink(&dir, &format!("r{n}")) {
+            Ok(()) => left += 1,
+            Err(FsError::NotFound) => {}
+            Err(e) => kassert!(false, "unlink r{n}: {e}"),
+        }
+    }
+    let (c, u) = (
+        creates.load(Ordering::Relaxed),
+        unlinks.load(Ordering::Relaxed) + left,
+    );
+    kassert!(c > 20, "too few creates to race: {c}");
+    kassert_eq!(c, u);
+    kassert_eq!(
+        fs.stats().inactivations - before,
+        c,
+        "unlinked inodes not freed exactly once"
+    );
+    drop((dir, root));
+    let s = fs.stats();
+    kassert_eq!(s.inodes_cached, s.inodes_reclaimable, "{s:?}");
+    ok!(fs.unmount());
+    fsck_clean()
 }

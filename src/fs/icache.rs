@@ -15,7 +15,24 @@
 //!   transaction commit, cleared by a successful cluster write);
 //! - `I_FLUSHING`: a cluster flush is writing it; reclaim leaves it alone;
 //! - `I_UNLINKED`: `nlink` reached 0; the last reference frees it on disk
-//!   (inactivation), as XFS's `xfs_inactive`.
+//!   (inactivation), as XFS's `xfs_inactive`;
+//! - `I_INACTIVATING`: the last reference of an unlinked inode went and
+//!   that task is freeing it on disk (XFS's `XFS_INACTIVATING`); lookups
+//!   wait until it is done, reclaim and unmount leave it alone.
+//!
+//! What protects the reference count and the states: `refcount` only goes
+//! from 0 to 1 (a lookup) and from 1 to 0 (the last [`InodeRef`] dropped)
+//! under the AG lock; other changes are plain atomic increments by a holder
+//! (clone) and decrements that cannot reach 0 (`Fs::irele`'s fast path,
+//! Linux's `atomic_dec_and_lock`). So a task that decrements to 0 under the
+//! AG lock knows, atomically with the decrement, that it dropped the last
+//! reference and that no lookup took a new one. If the inode is unlinked it
+//! sets `I_INACTIVATING` in the same critical section, inactivates with the
+//! AG lock dropped (an unreferenced `I_INACTIVATING` inode is owned by that
+//! task), and then, under the AG lock again, clears it and sets
+//! `I_RECLAIMABLE`. `I_RECLAIMABLE` and `I_INACTIVATING` are set and cleared
+//! only under the AG lock; `I_RECLAIM` is set under it and cleared by its
+//! owner.
 //!
 //! Every inode's ILOCK is an `RwSemaphore<InodeCore>` of the single lockdep
 //! class `xfs_ilock` ([`ilock_class`]). Operations take it on referenced
@@ -56,6 +73,7 @@ pub(crate) const I_RECLAIM: u32 = 1 << 1;
 pub(crate) const I_DIRTY: u32 = 1 << 2;
 pub(crate) const I_FLUSHING: u32 = 1 << 3;
 pub(crate) const I_UNLINKED: u32 = 1 << 4;
+pub(crate) const I_INACTIVATING: u32 = 1 << 5;
 
 /// Lockdep subclass for the second inode an operation locks.
 pub const ILOCK_CHILD: u8 = 1;
@@ -80,7 +98,8 @@ pub(crate) fn reclaim_subclass() -> u8 {
 /// An in-core inode.
 pub(crate) struct XfsInode {
     pub(crate) ino: u32,
-    /// VFS references; changes between 0 and 1 happen under the AG lock.
+    /// VFS references; changes between 0 and 1 happen under the AG lock
+    /// (see the module docs).
     pub(crate) refcount: AtomicU32,
     pub(crate) flags: AtomicU32,
     /// ILOCK, guarding the core.
@@ -197,6 +216,23 @@ impl core::fmt::Debug for InodeRef {
     }
 }
 
+/// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
+/// inode reference handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RacePoint {
+    /// `Fs::irele` (an `InodeRef` dropped), before the reference is dropped.
+    Put,
+    /// `Fs::irele`: the last reference of an unlinked inode went and it
+    /// is `I_INACTIVATING`; before it is freed on disk.
+    Inactivate,
+    /// [`Fs::lookup`]: the directory named the inode (its ILOCK is
+    /// dropped); before a reference is taken.
+    LookupFound,
+}
+
+/// A test hook for [`Fs::set_race_hook`]: called with the inode number.
+pub type RaceHook = fn(u32, RacePoint);
+
 /// An ILOCK held through [`Fs::ilock`].
 pub enum IlockGuard<'a> {
     Shared(RwSemReadGuard<'a, InodeCore>),
@@ -237,9 +273,13 @@ impl Fs {
                 if !p.is_null() {
                     // SAFETY: indexed inodes are live while the AG lock is held.
                     let ip = unsafe { &*p };
-                    if ip.flags() & I_RECLAIM != 0 {
+                    if ip.flags() & (I_RECLAIM | I_INACTIVATING) != 0 {
                         drop(ici);
-                        // Reclaim owns it: wait for the requeue or the free.
+                        // Reclaim owns it (wait for the requeue or the
+                        // free), or its last reference went and it is being
+                        // freed on disk (wait, then see it free): as XFS's
+                        // xfs_iget_cache_hit, never hand out a reference to
+                        // an inode in either state.
                         crate::task::yield_now();
                         continue;
                     }
@@ -301,29 +341,81 @@ impl Fs {
         InodeRef { fs: self.arc(), ip }
     }
 
-    /// Drops a reference (InodeRef's drop): inactivation of an unlinked
-    /// inode on the last one, then the inode becomes reclaimable.
+    /// Drops a reference (InodeRef's drop). The decrement that reaches 0
+    /// happens under the AG lock, so exactly one task sees the last
+    /// reference go and no lookup slips in between; that task frees an
+    /// unlinked inode on disk (inactivation, under `I_INACTIVATING`), then
+    /// the inode becomes reclaimable.
     pub(crate) fn irele(&self, p: NonNull<XfsInode>) {
         // SAFETY: the caller's reference keeps it alive.
         let ip = unsafe { p.as_ref() };
-        if ip.refcount.load(Ordering::Acquire) == 1
-            && ip.flags() & I_UNLINKED != 0
-            && !self.is_shut_down()
-            && let Err(e) = self.inactivate(ip)
+        self.run_race_hook(ip.ino, RacePoint::Put);
+        // Not the last reference: drop it without the AG lock.
+        if ip
+            .refcount
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 1).then(|| n - 1)
+            })
+            .is_ok()
         {
+            return;
+        }
+        let pag = self.perag(ip.ino);
+        let inactivate = {
+            let _ici = pag.ici.lock();
+            if ip.refcount.fetch_sub(1, Ordering::AcqRel) != 1 {
+                // A lookup took a reference since the check above.
+                return;
+            }
+            if ip.flags() & I_UNLINKED != 0 && !self.is_shut_down() {
+                ip.set(I_INACTIVATING);
+                true
+            } else {
+                self.mark_reclaimable(pag, ip);
+                false
+            }
+        };
+        if !inactivate {
+            return;
+        }
+        // I_INACTIVATING (unreferenced): ours until cleared; lookups wait,
+        // reclaim and unmount skip it.
+        self.run_race_hook(ip.ino, RacePoint::Inactivate);
+        if let Err(e) = self.inactivate(ip) {
             self.stats.inactivate_errors.fetch_add(1, Ordering::Relaxed);
             crate::println!(
                 "xfs: freeing unlinked inode {} failed: {e}; it stays allocated",
                 ip.ino
             );
         }
-        let pag = self.perag(ip.ino);
         let _ici = pag.ici.lock();
-        if ip.refcount.fetch_sub(1, Ordering::AcqRel) == 1
-            && ip.set(I_RECLAIMABLE) & I_RECLAIMABLE == 0
-        {
+        ip.clear(I_INACTIVATING);
+        self.mark_reclaimable(pag, ip);
+    }
+
+    /// The last reference went (AG lock held): count the inode reclaimable.
+    fn mark_reclaimable(&self, pag: &Perag, ip: &XfsInode) {
+        if ip.set(I_RECLAIMABLE) & I_RECLAIMABLE == 0 {
             pag.reclaimable.fetch_add(1, Ordering::Relaxed);
             self.stats.reclaimable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// For tests that force interleavings: runs `hook` at every
+    /// [`RacePoint`] this filesystem passes (`None` removes it). The hook
+    /// runs with no fs lock held and may yield or sleep, standing in for a
+    /// preemption at that point.
+    pub fn set_race_hook(&self, hook: Option<RaceHook>) {
+        self.race_hook
+            .store(hook.map_or(0, |h| h as usize), Ordering::Release);
+    }
+
+    pub(crate) fn run_race_hook(&self, ino: u32, point: RacePoint) {
+        let h = self.race_hook.load(Ordering::Acquire);
+        if h != 0 {
+            // SAFETY: only RaceHook values are stored (set_race_hook).
+            let h = unsafe { core::mem::transmute::<usize, RaceHook>(h) };
+            h(ino, point);
         }
     }
 
@@ -468,7 +560,7 @@ impl Fs {
                     // SAFETY: indexed, AG lock held.
                     let ip = unsafe { &*p };
                     if ip.refcount.load(Ordering::Acquire) != 0
-                        || ip.flags() & (I_DIRTY | I_FLUSHING | I_RECLAIM) != 0
+                        || ip.flags() & (I_DIRTY | I_FLUSHING | I_RECLAIM | I_INACTIVATING) != 0
                     {
                         left += 1;
                         continue;
@@ -487,14 +579,19 @@ impl Fs {
         left
     }
 
-    /// The first referenced inode, if any (unmount refuses then).
+    /// The first referenced or inactivating inode, if any (unmount refuses
+    /// then).
     pub(crate) fn find_referenced(&self) -> Option<u32> {
         for pag in self.perags.iter() {
             let ici = pag.ici.lock();
             for &p in ici.slots.iter() {
+                if p.is_null() {
+                    continue;
+                }
                 // SAFETY: indexed, AG lock held.
-                if !p.is_null() && unsafe { (*p).refcount.load(Ordering::Acquire) } != 0 {
-                    return Some(unsafe { (*p).ino });
+                let ip = unsafe { &*p };
+                if ip.refcount.load(Ordering::Acquire) != 0 || ip.flags() & I_INACTIVATING != 0 {
+                    return Some(ip.ino);
                 }
             }
         }

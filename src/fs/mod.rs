@@ -46,7 +46,7 @@ pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
 pub use disk::Disk;
 pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, Problem, check, fsck};
-pub use icache::{IlockGuard, InodeRef};
+pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
 pub use mkfs::{MkfsOptions, mkfs};
 pub use policy::{IlockMode, Policy};
 pub use vfs::{Fs, FsStats, Stat};

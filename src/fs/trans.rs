@@ -86,7 +86,8 @@ impl<'a> Transaction<'a> {
         let fs = self.fs;
         let r = self.rec();
         for &ip in &r.logged[..r.n] {
-            // SAFETY: the caller holds a reference and the ILOCK.
+            // SAFETY: the caller holds a reference (or, inactivating,
+            // I_INACTIVATING) and the ILOCK.
             let ip = unsafe { &*ip };
             if ip.flags.fetch_or(I_DIRTY, Ordering::AcqRel) & I_DIRTY == 0 {
                 fs.stats.dirty.fetch_add(1, Ordering::Relaxed);

@@ -34,7 +34,7 @@ use super::format::{
     set_indirect_entry,
 };
 use super::icache::{
-    BufShrinker, I_UNLINKED, ILOCK_CHILD, InodeRef, InodeShrinker, Perag, XfsInode,
+    BufShrinker, I_UNLINKED, ILOCK_CHILD, InodeRef, InodeShrinker, Perag, RacePoint, XfsInode,
 };
 use super::policy::Policy;
 use super::trans::Transaction;
@@ -46,7 +46,7 @@ use crate::mm::slab::{KmemCache, SlabFlags, SlabInfo};
 use crate::sync::{RwSemaphore, WaitQueue};
 use crate::task::{self, JoinHandle};
 use alloc::sync::{Arc, Weak};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Objects per inode-shrinker scan call. Smaller than XFS's 1024 (a
 /// superblock shrinker batch) because this kernel has a few MiB of RAM.
@@ -157,6 +157,8 @@ pub struct Fs {
     /// AG for the next new directory (XFS spreads directories over AGs).
     dir_rotor: AtomicU32,
     pub(crate) reclaim_rotor: AtomicU32,
+    /// A `RaceHook` as usize, 0 for none (`set_race_hook`).
+    pub(crate) race_hook: AtomicUsize,
 }
 
 // SAFETY: shared state is behind locks and atomics; raw pointers in the
@@ -235,6 +237,7 @@ impl Fs {
             shut_down: AtomicBool::new(false),
             dir_rotor: AtomicU32::new(1),
             reclaim_rotor: AtomicU32::new(0),
+            race_hook: AtomicUsize::new(0),
         });
         let f2 = fs.clone();
         let h = task::spawn("xfsaild", move || f2.flusher_main()).map_err(|_| FsError::NoMemory)?;
@@ -777,17 +780,28 @@ impl Fs {
 
     /// Looks `name` up in `dir` (ILOCK shared; a directory block that is
     /// not cached is read into a buffer allocated with `gfp_under_ilock`).
+    /// The inode is taken after the directory's ILOCK is dropped, so an
+    /// unlink can remove the name and free the inode in between; then the
+    /// name is looked up again (`None` if it is gone). An entry that names
+    /// a free inode twice in a row is corruption, reported as the error.
     pub fn lookup(&self, dir: &InodeRef, name: &str) -> Result<Option<InodeRef>, FsError> {
         self.check_live()?;
         dir::check_name(name.as_bytes())?;
-        let found = {
-            let g = dir.inode().ilock.down_read();
-            Self::want_dir(&g)?;
-            self.dir_lookup(&g, name.as_bytes())?
-        };
-        match found {
-            None => Ok(None),
-            Some((ino, _)) => self.iget(ino).map(Some),
+        let mut freed = None;
+        loop {
+            let found = {
+                let g = dir.inode().ilock.down_read();
+                Self::want_dir(&g)?;
+                self.dir_lookup(&g, name.as_bytes())?
+            };
+            let Some((ino, _)) = found else {
+                return Ok(None);
+            };
+            self.run_race_hook(ino, RacePoint::LookupFound);
+            match self.iget(ino) {
+                Err(FsError::InodeNotAllocated { .. }) if freed != Some(ino) => freed = Some(ino),
+                r => return r.map(Some),
+            }
         }
     }
 
@@ -1042,7 +1056,8 @@ impl Fs {
     }
 
     /// `xfs_inactive`: frees an unlinked inode's blocks and the inode on
-    /// disk. Called with the last reference held and no ILOCK.
+    /// disk. Called by the task that dropped the last reference, with
+    /// `I_INACTIVATING` set (so no new reference exists) and no ILOCK.
     pub(crate) fn inactivate(&self, ip: &XfsInode) -> Result<(), FsError> {
         let mut tp = Transaction::alloc(self)?;
         let mut g = ip.ilock.down_write();
