@@ -29,9 +29,9 @@ kreclaim::kernel_tests!(
     direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding,
     kswapd_reclaims_to_the_high_watermark,
     nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work,
+    reclaim_decisions_are_logged_at_debug_and_trace,
     a_shrinker_that_allocates_does_not_recurse_into_reclaim,
     unregistering_while_another_task_reclaims_is_safe,
-    reclaim_decisions_are_logged_at_debug_and_trace,
 );
 
 const OBJ: usize = 1024;
