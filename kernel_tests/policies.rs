@@ -1,8 +1,8 @@
 //! The policies on the workload generator, same workload and seed, under a
 //! `mem=` that forces constant reclaim: what `cargo run -- policy=all`
-//! compares, asserted. `sched=coop` makes the runs replay the same way each
-//! time (no timer preemption deciding when kswapd runs), so the comparison
-//! is about the policies, not about scheduling noise.
+//! compares, asserted. `sched=coop` makes the runs repeat closely (no timer
+//! preemption deciding when kswapd runs; its and the flusher's timed wakeups
+//! remain), so the comparison is about the policies, not scheduling noise.
 
 #![no_std]
 #![no_main]

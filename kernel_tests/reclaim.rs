@@ -29,6 +29,7 @@ kreclaim::kernel_tests!(
     direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding,
     kswapd_reclaims_to_the_high_watermark,
     nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work,
+    reclaim_decisions_are_logged_at_debug_and_trace,
     a_shrinker_that_allocates_does_not_recurse_into_reclaim,
     unregistering_while_another_task_reclaims_is_safe,
 );
@@ -365,5 +366,155 @@ fn unregistering_while_another_task_reclaims_is_safe() -> TestResult {
     pool.free_all();
     other.free_all();
     drop(other_reg);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Logging of reclaim decisions (`loglevel=debug` / `trace`)
+
+/// Records the log observer saw, by kind.
+static LOG_SHRINK_TRACE: AtomicU32 = AtomicU32::new(0);
+static LOG_SHRINK_STOP: AtomicU32 = AtomicU32::new(0);
+static LOG_DIRECT: AtomicU32 = AtomicU32::new(0);
+static LOG_WMARK: AtomicU32 = AtomicU32::new(0);
+static LOG_KSWAPD_WAKE: AtomicU32 = AtomicU32::new(0);
+static LOG_KSWAPD_SLEEP: AtomicU32 = AtomicU32::new(0);
+static LOG_ANY: AtomicU32 = AtomicU32::new(0);
+
+/// A record's text, formatted without allocating (it is logged from
+/// reclaim); long lines are cut.
+struct LineBuf {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl core::fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+fn observe(r: &log::Record) {
+    use core::fmt::Write;
+    let mut line = LineBuf {
+        buf: [0; 256],
+        len: 0,
+    };
+    let _ = write!(line, "{}", r.args());
+    let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("");
+    let (target, level) = (r.target(), r.level());
+    let bump = |c: &AtomicU32| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
+    bump(&LOG_ANY);
+    if target.ends_with("mm::shrinker") && text.starts_with("shrink_slab: 'log_pool'") {
+        if level == log::Level::Debug && text.contains("SHRINK_STOP") {
+            bump(&LOG_SHRINK_STOP);
+        } else if level == log::Level::Trace && text.contains("freed") {
+            bump(&LOG_SHRINK_TRACE);
+        }
+    }
+    if target.ends_with("mm::vmscan") && level == log::Level::Debug {
+        if text.starts_with("direct reclaim: 'main'") {
+            bump(&LOG_DIRECT);
+        } else if text.starts_with("kswapd0: wake") {
+            bump(&LOG_KSWAPD_WAKE);
+        } else if text.starts_with("kswapd0: sleep") {
+            bump(&LOG_KSWAPD_SLEEP);
+        }
+    }
+    if target.ends_with("mm::page_alloc")
+        && level == log::Level::Debug
+        && text.contains("below the low watermark")
+    {
+        bump(&LOG_WMARK);
+    }
+}
+
+/// Restores the log level and removes the observer, even when a check fails.
+struct LogGuard(log::LevelFilter);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        kreclaim::console::set_log_observer(None);
+        kreclaim::console::set_log_level(self.0);
+    }
+}
+
+fn reclaim_decisions_are_logged_at_debug_and_trace() -> TestResult {
+    use kreclaim::console::{set_log_level, set_log_observer};
+    use log::LevelFilter;
+    let _restore = LogGuard(log::max_level());
+    let pool = Pool::new("log_pool", true, false);
+    let reg = register(&pool, "log_pool");
+    for _ in 0..64 {
+        if let Err(e) = pool.grow(GFP_KERNEL) {
+            kassert!(false, "{e}");
+        }
+    }
+    set_log_observer(Some(observe));
+
+    // At info, no reclaim decision reaches the logger.
+    set_log_level(LevelFilter::Info);
+    LOG_ANY.store(0, Ordering::Relaxed);
+    reg.shrink(kreclaim::mm::gfp::GFP_NOFS, 0);
+    kassert_eq!(
+        LOG_ANY.load(Ordering::Relaxed),
+        0,
+        "a record at loglevel=info"
+    );
+
+    // trace: every do_shrink_slab call; debug: a refusal (SHRINK_STOP).
+    set_log_level(LevelFilter::Trace);
+    reg.shrink(kreclaim::mm::gfp::GFP_NOFS, 0);
+    kassert!(
+        LOG_SHRINK_STOP.load(Ordering::Relaxed) > 0,
+        "no debug record of the shrinker's SHRINK_STOP"
+    );
+    reg.shrink(GFP_KERNEL, 0);
+    kassert!(
+        LOG_SHRINK_TRACE.load(Ordering::Relaxed) > 0,
+        "no trace record of a do_shrink_slab call"
+    );
+
+    // debug: the zone falls below LOW, direct reclaim runs, kswapd wakes
+    // and goes back to sleep. Allocate until direct reclaim was logged.
+    set_log_level(LevelFilter::Debug);
+    let total = objects_for(2);
+    let mut i = 0;
+    while LOG_DIRECT.load(Ordering::Relaxed) == 0 && i < total {
+        if let Err(e) = pool.grow(GFP_KERNEL) {
+            kassert!(false, "allocation {i} of {total}: {e}");
+        }
+        i += 1;
+    }
+    kassert!(
+        LOG_DIRECT.load(Ordering::Relaxed) > 0,
+        "no debug record of direct reclaim after {total} allocations"
+    );
+    kassert!(
+        LOG_WMARK.load(Ordering::Relaxed) > 0,
+        "no debug record of the fall below the low watermark"
+    );
+    pool.free_all();
+    // kswapd was woken by the slow path; wait until it logged going back
+    // to sleep (a generous bound: a loaded machine only takes longer).
+    let mut waited_ms = 0u32;
+    while LOG_KSWAPD_SLEEP.load(Ordering::Relaxed) == 0 && waited_ms < 60_000 {
+        task::sleep(Duration::from_millis(10));
+        waited_ms += 10;
+    }
+    kassert!(
+        LOG_KSWAPD_WAKE.load(Ordering::Relaxed) > 0,
+        "no kswapd wake record"
+    );
+    kassert!(
+        LOG_KSWAPD_SLEEP.load(Ordering::Relaxed) > 0,
+        "no kswapd sleep record"
+    );
+    drop(reg);
     Ok(())
 }

@@ -83,7 +83,7 @@ impl Shrinker for Fake {
 }
 
 fn worked_example_seeks0_batch2049() -> TestResult {
-    // The XFS inodegc example from the reference: count 4096, seeks 0, batch 2049.
+    // XFS's inodegc shrinker (docs/linux-semantics.md): count 4096, seeks 0, batch 2049.
     let (f, _objs, scans) = Fake::new(4096);
     let f = Fake {
         objects: Arc::new(AtomicU64::new(4096)),

@@ -1,6 +1,6 @@
 //! The shrinker arithmetic against a plain reference model of Linux's
-//! `do_shrink_slab` (mm/shrinker.c; shared/reference/linux-mm-semantics.md
-//! section 3): random shrinker settings, object counts, scan behaviours and
+//! `do_shrink_slab` (mm/shrinker.c; the steps are listed in
+//! docs/linux-semantics.md, "Shrinkers"): random shrinker settings, object counts, scan behaviours and
 //! a random series of calls at random priorities, with and without __GFP_FS.
 //! After every call the objects freed, the sequence of `nr_to_scan` values
 //! the shrinker saw and the deferred work must match the model.
@@ -234,7 +234,7 @@ proptest! {
     }
 }
 
-/// The reference document's worked example (XFS inodegc): count 4096,
+/// The worked example of docs/linux-semantics.md (XFS inodegc): count 4096,
 /// seeks 0, batch 2049. Priority 12 defers 2048 and scans nothing; priority
 /// 11 then fires one batch of 2049.
 #[test]

@@ -24,7 +24,7 @@
 //! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
 //! - [`vfs`]: mount/unmount and the operations.
 //! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
-//!   behave; five policies replay the seed mail's history.
+//!   behave; five policies replay the seed mail's history (docs/seed.md).
 
 pub mod blockdev;
 pub(crate) mod buf;

@@ -2,7 +2,7 @@
 //! how its reclaim paths lock inodes. A policy is a value (`policy=` on the
 //! command line), not a build option, so experiments compare them in one run.
 //!
-//! The five policies replay the history of the seed mail (shared/seed):
+//! The five policies replay the history of the seed mail (docs/seed.md):
 //!
 //! | policy | allocations under ILOCK | transactions | reclaim / cluster flush takes ILOCK |
 //! |---|---|---|---|

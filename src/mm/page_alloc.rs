@@ -45,7 +45,7 @@ use crate::bootinfo::{MemoryMap, Region, RegionKind};
 use crate::sync::SpinLock;
 use crate::task::{self, TaskFlags};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub use super::page::{PAGE_SHIFT, PAGE_SIZE, PageOwner, PhysAddr, page_address, virt_to_phys};
 pub use super::zone::{
@@ -602,6 +602,36 @@ fn task_name() -> &'static str {
     task::current().name()
 }
 
+/// The lowest watermark the zone was last logged below (0: none, 1: LOW,
+/// 2: MIN), so that debug logging shows crossings, not every slow path.
+static WMARK_LOGGED: AtomicU8 = AtomicU8::new(0);
+
+/// Logs at debug the first fall below LOW (`level` 1) or MIN (2) since
+/// kswapd last balanced the zone; one compare when debug is off.
+fn log_wmark_crossing(level: u8, order: u32) {
+    if log::log_enabled!(log::Level::Debug)
+        && WMARK_LOGGED.fetch_max(level, Ordering::Relaxed) < level
+    {
+        let w = watermarks();
+        log::debug!(
+            "zone {}: below the {} watermark: free {} pages (min {}, low {}, high {}), \
+             order-{order} allocation by '{}'",
+            ZONE.name,
+            if level >= 2 { "min" } else { "low" },
+            nr_free_pages(),
+            w.min,
+            w.low,
+            w.high,
+            task_name()
+        );
+    }
+}
+
+/// kswapd balanced the zone: the next fall below a watermark is logged.
+pub(crate) fn note_zone_balanced() {
+    WMARK_LOGGED.store(0, Ordering::Relaxed);
+}
+
 fn wake_all_kswapds(order: u32) {
     bump(&STATS.kswapd_wakeups);
     vmscan::wakeup_kswapd(order);
@@ -617,6 +647,7 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
     let mut no_progress_loops = 0;
     let mut reported = false;
 
+    log_wmark_crossing(1, order);
     if alloc_flags.contains(AllocFlags::KSWAPD) {
         wake_all_kswapds(order);
     }
@@ -624,6 +655,7 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
     if let Some(pfn) = get_page_from_freelist(order, alloc_flags) {
         return Ok(pfn);
     }
+    log_wmark_crossing(2, order);
 
     'retry: loop {
         // Keep kswapd awake while we loop.
@@ -659,6 +691,11 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
                 task::yield_now();
                 continue 'retry;
             }
+            // Where Linux would consider the OOM killer.
+            log::debug!(
+                "OOM stage: '{}' order-{order} {gfp}: direct reclaim gave up; no OOM killer",
+                task_name()
+            );
             let (page, oom_progress) = __alloc_pages_may_oom(gfp, order);
             if let Some(pfn) = page {
                 return Ok(pfn);

@@ -366,6 +366,10 @@ fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
         return 0;
     }
     if count == CountObjects::UNKNOWN || count == CountObjects::EMPTY {
+        log::trace!(
+            "shrink_slab: '{}' priority {priority}: count {count:?}, nothing to scan",
+            e.name
+        );
         return count.raw();
     }
     let freeable = count.raw() as i64;
@@ -377,6 +381,8 @@ fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
         freeable / 2
     };
     let mut total_scan = ((nr >> priority) + delta).min(2 * freeable);
+    let to_scan = total_scan;
+    let mut stopped = false;
     let batch = if e.batch == 0 { SHRINK_BATCH } else { e.batch } as i64;
     let mut freed: u64 = 0;
     let mut scanned: i64 = 0;
@@ -389,6 +395,7 @@ fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
         let ret = e.shrinker.scan_objects(sc);
         if ret == ScanObjects::STOP {
             e.stats.stops.fetch_add(1, Ordering::Relaxed);
+            stopped = true;
             break;
         }
         if sc.nr_scanned > nr_to_scan {
@@ -423,6 +430,19 @@ fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
             .deferred
             .fetch_add(next_deferred as u64, Ordering::Relaxed);
     }
+    // One line per call at trace; a refusal (SHRINK_STOP) also at debug.
+    log::log!(
+        if stopped {
+            log::Level::Debug
+        } else {
+            log::Level::Trace
+        },
+        "shrink_slab: '{}' priority {priority} {}: freeable {freeable}, deferred in {nr}, \
+         to scan {to_scan}, scanned {scanned}, freed {freed}, deferred out {next_deferred}{}",
+        e.name,
+        sc.gfp,
+        if stopped { ", SHRINK_STOP" } else { "" }
+    );
     freed
 }
 

@@ -134,8 +134,19 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
     let _ = order;
     let gfp = current_gfp_context(gfp);
     STATS.direct_runs.fetch_add(1, Ordering::Relaxed);
+    log::debug!(
+        "direct reclaim: '{}' order-{order} {gfp}: free {} pages (min {})",
+        task::current().name(),
+        page_alloc::nr_free_pages(),
+        page_alloc::watermarks().min
+    );
     let got = do_try_to_free_pages(gfp, SWAP_CLUSTER_MAX, false);
     STATS.direct_pages.fetch_add(got, Ordering::Relaxed);
+    log::trace!(
+        "direct reclaim: '{}' reclaimed {got} pages, free {}",
+        task::current().name(),
+        page_alloc::nr_free_pages()
+    );
     got as usize
 }
 
@@ -202,6 +213,14 @@ fn kswapd() {
 /// makes no progress.
 fn balance_pgdat() {
     STATS.kswapd_runs.fetch_add(1, Ordering::Relaxed);
+    log::debug!(
+        "kswapd0: wake: free {} pages (low {}, high {}), order {}",
+        page_alloc::nr_free_pages(),
+        page_alloc::watermarks().low,
+        page_alloc::watermarks().high,
+        KSWAPD_ORDER.load(Ordering::Relaxed)
+    );
+    let pages0 = STATS.kswapd_pages.load(Ordering::Relaxed);
     KSWAPD_ORDER.store(0, Ordering::Relaxed);
     while !above_wmark(page_alloc::watermarks().high) {
         // kswapd holds fs_reclaim across its shrinkers, like direct reclaim.
@@ -214,6 +233,17 @@ fn balance_pgdat() {
             break;
         }
     }
+    let balanced = above_wmark(page_alloc::watermarks().high);
+    if balanced {
+        page_alloc::note_zone_balanced();
+    }
+    log::debug!(
+        "kswapd0: sleep: free {} pages (high {}), {}; {} pages reclaimed",
+        page_alloc::nr_free_pages(),
+        page_alloc::watermarks().high,
+        if balanced { "balanced" } else { "no progress" },
+        STATS.kswapd_pages.load(Ordering::Relaxed) - pages0
+    );
 }
 
 /// Prints the reclaim counters.
