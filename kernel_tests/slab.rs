@@ -70,6 +70,7 @@ kreclaim::kernel_tests!(
     slabinfo_text_has_the_v2_1_header_and_rows,
     oom_report_under_the_registry_lock_does_not_deadlock,
     a_64_byte_cache_uses_at_least_95_percent_of_its_slab,
+    percpu_refill_reentered_by_a_lockdep_report_loses_nothing,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1227,6 +1228,69 @@ fn a_64_byte_cache_uses_at_least_95_percent_of_its_slab() -> TestResult {
             used * 100 / slab,
             used * 1000 / slab % 10
         );
+    }
+    Ok(())
+}
+
+/// The kmalloc caches kmalloc serves sizes up to 8 KiB from.
+fn kmalloc_caches() -> Vec<&'static KmemCache> {
+    let mut v: Vec<&'static KmemCache> = Vec::new();
+    for &size in &kreclaim::mm::slab::kmalloc::KMALLOC_SIZES {
+        if let Some(c) = kmalloc_slab(size, 1)
+            && !v.iter().any(|x| core::ptr::eq(*x, c))
+        {
+            v.push(c);
+        }
+    }
+    v
+}
+
+/// A refill of a per-CPU list takes the list lock; lockdep can report on
+/// that acquisition, and the report allocates through kmalloc, re-entering
+/// the cache being refilled (and refilling its list meanwhile). Objects must
+/// not be lost and the list must stay consistent.
+fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
+    use core::panic::Location;
+    use kreclaim::sync::SpinLock;
+    use kreclaim::sync::lockdep::{Acquire, LockdepMap};
+    static OUTER: SpinLock<()> = SpinLock::new((), kreclaim::lock_class!("slab_reentry_outer"));
+    let caches = kmalloc_caches();
+    let list_lock = LockdepMap::new(slab::list_lock_class());
+    let mut reports = 0;
+    let mut held: Vec<(usize, *mut u8)> = Vec::with_capacity(16);
+    for &size in &[8, 16, 32, 64, 96, 128, 192, 256] {
+        lockdep::reset_graph();
+        // "outer taken while a list lock is held": list_lock -> outer.
+        lockdep::lock_acquire(&list_lock, 1, Acquire::EXCLUSIVE, Location::caller());
+        drop(OUTER.lock());
+        lockdep::lock_release(&list_lock, 1, Location::caller());
+        // Every per-CPU list empty: the next allocation of any class refills.
+        for c in &caches {
+            c.validate()
+                .map_err(|e| fail(alloc::format!("before: {e}")))?;
+        }
+        let l = lockdep::report_count();
+        let p = {
+            let _g = OUTER.lock();
+            // The refill takes the list lock under `outer`: outer -> list_lock
+            // closes the cycle, and the report is built right there.
+            kmalloc(size, GFP_ATOMIC).map_err(|e| fail(alloc::format!("{e}")))?
+        };
+        held.push((size, p.as_ptr()));
+        reports += lockdep::report_count() - l;
+        for c in &caches {
+            c.validate()
+                .map_err(|e| fail(alloc::format!("after kmalloc({size}): {e}")))?;
+        }
+    }
+    lockdep::reset_graph();
+    kassert!(reports >= 1, "no lockdep report was provoked");
+    for (_, p) in held {
+        kfree(p);
+    }
+    for c in &caches {
+        c.validate()
+            .map_err(|e| fail(alloc::format!("at the end: {e}")))?;
     }
     Ok(())
 }
