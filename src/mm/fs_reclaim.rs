@@ -69,16 +69,22 @@ pub fn fs_reclaim_release(gfp: Gfp) {
 ///
 /// The `fs_reclaim` part is a lockdep annotation only: with lockdep off it
 /// would record nothing, so it is skipped after one load of the mode.
+///
+/// Returns the gfp to allocate with: `gfp` itself, or, for a sleeping
+/// allocation made where sleeping is not allowed (reported and counted by
+/// `might_sleep` with the caller's location), `gfp` without
+/// __GFP_DIRECT_RECLAIM, so that it goes on as an atomic one and never sleeps.
 #[track_caller]
 #[inline]
-pub fn might_alloc(gfp: Gfp) {
+pub fn might_alloc(gfp: Gfp) -> Gfp {
     if lockdep::mode() != lockdep::LockdepMode::Off {
         fs_reclaim_acquire(gfp);
         fs_reclaim_release(gfp);
     }
-    if gfp.allows_blocking() {
-        task::might_sleep();
+    if gfp.allows_blocking() && !task::might_sleep() {
+        return gfp - Gfp::__GFP_DIRECT_RECLAIM;
     }
+    gfp
 }
 
 /// RAII form of [`fs_reclaim_acquire`] / [`fs_reclaim_release`] for reclaim

@@ -606,17 +606,37 @@ pub fn yield_now() {
     schedule();
 }
 
-/// Reports sleeping in atomic context (IRQs masked or preemption disabled).
+/// Calls of a sleeping function from a context that may not sleep, since boot.
+static INVALID_CONTEXT_SLEEPS: AtomicU64 = AtomicU64::new(0);
+/// Where the last one was called from.
+static LAST_INVALID_CONTEXT_SLEEP: AtomicPtr<core::panic::Location<'static>> =
+    AtomicPtr::new(core::ptr::null_mut());
+
+/// How many times [`might_sleep`] found a sleeping call in atomic context.
+pub fn invalid_context_sleeps() -> u64 {
+    INVALID_CONTEXT_SLEEPS.load(Ordering::Relaxed)
+}
+
+/// The caller named by the last such report.
+pub fn last_invalid_context_sleep() -> Option<&'static core::panic::Location<'static>> {
+    let p = LAST_INVALID_CONTEXT_SLEEP.load(Ordering::Relaxed);
+    // SAFETY: only ever set from a `&'static Location`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Checks that the caller may sleep (interrupts on, preemption enabled).
+/// If not, prints Linux's "BUG: sleeping function called from invalid
+/// context" with the caller's location, counts it and returns `false`, and
+/// the kernel goes on, as Linux's does; callers that can avoid sleeping (an
+/// allocation: no direct reclaim) then do.
 #[track_caller]
 #[inline]
-pub fn might_sleep() {
-    if started() {
-        might_sleep_check();
-    }
+pub fn might_sleep() -> bool {
+    !started() || might_sleep_check()
 }
 
 #[track_caller]
-fn might_sleep_check() {
+fn might_sleep_check() -> bool {
     let irqs_on = platform::get()
         .map(|p| {
             let was = p.irq_save();
@@ -625,15 +645,22 @@ fn might_sleep_check() {
         })
         .unwrap_or(true);
     let pc = this_cpu().preempt_count.load(Ordering::Relaxed);
-    if !irqs_on || pc != 0 {
-        panic!(
-            "BUG: sleeping function called from invalid context at {}: irqs {}, preempt_count {}, task '{}'",
-            core::panic::Location::caller(),
-            if irqs_on { "on" } else { "off" },
-            pc,
-            current().name()
-        );
+    if irqs_on && pc == 0 {
+        return true;
     }
+    let at = core::panic::Location::caller();
+    INVALID_CONTEXT_SLEEPS.fetch_add(1, Ordering::Relaxed);
+    LAST_INVALID_CONTEXT_SLEEP.store(
+        at as *const core::panic::Location<'static> as *mut _,
+        Ordering::Relaxed,
+    );
+    crate::println!(
+        "BUG: sleeping function called from invalid context at {at}\n\
+         irqs_disabled(): {}, preempt_count: {pc}, name: {}",
+        u8::from(!irqs_on),
+        current().name()
+    );
+    false
 }
 
 /// Blocks the current task until [`wake_up`]. The caller has already put the

@@ -776,7 +776,9 @@ impl CacheInner {
         // itself where it matters (lockdep), and `should_failslab` looks at
         // none of them, so the fast path leaves it to the page allocation
         // and the error value.
-        crate::mm::fs_reclaim::might_alloc(gfp);
+        // A sleeping allocation where sleeping is not allowed is reported
+        // (at the caller) and goes on without direct reclaim.
+        let gfp = crate::mm::fs_reclaim::might_alloc(gfp);
         if should_failslab(gfp, self.object_size) {
             let gfp = crate::mm::scope::current_gfp_context(gfp);
             if !gfp.contains(Gfp::__GFP_NOWARN) {

@@ -118,6 +118,7 @@ pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8
     kmalloc_large(size, align, gfp)
 }
 
+#[track_caller]
 fn kmalloc_large(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     let order = order_for(size.max(align));
     let pa = page_alloc::alloc_pages(gfp, order)?;
