@@ -71,6 +71,8 @@ kreclaim::kernel_tests!(
     oom_report_under_the_registry_lock_does_not_deadlock,
     a_64_byte_cache_uses_at_least_95_percent_of_its_slab,
     percpu_refill_reentered_by_a_lockdep_report_loses_nothing,
+    kmalloc_aligned_refuses_an_alignment_that_is_not_a_power_of_two,
+    double_kfree_of_a_large_allocation_is_a_double_free,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1292,5 +1294,35 @@ fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
         c.validate()
             .map_err(|e| fail(alloc::format!("at the end: {e}")))?;
     }
+    Ok(())
+}
+
+fn kmalloc_aligned_refuses_an_alignment_that_is_not_a_power_of_two() -> TestResult {
+    for (size, align) in [(64, 24), (100, 48), (8, 3), (5000, 6000), (16, 0)] {
+        let n = slab::reports().len();
+        let r = kmalloc_aligned(size, align, GFP_KERNEL);
+        if let Ok(p) = r {
+            kfree(p.as_ptr());
+            return Err(fail(alloc::format!(
+                "kmalloc_aligned({size}, {align}) = {p:p}, not refused"
+            )));
+        }
+        one_report(n, SlabBug::BadAlign, "kmalloc")?;
+    }
+    // Powers of two are still served, aligned.
+    let p = kmalloc_aligned(100, 64, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(p.as_ptr() as usize % 64, 0);
+    kfree(p.as_ptr());
+    Ok(())
+}
+
+fn double_kfree_of_a_large_allocation_is_a_double_free() -> TestResult {
+    let p = kmalloc(1 << 20, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kfree(p.as_ptr());
+    let before = nr_free_pages();
+    let n = slab::reports().len();
+    kfree(p.as_ptr());
+    one_report(n, SlabBug::DoubleFree, "kmalloc")?;
+    kassert_eq!(nr_free_pages(), before, "the second kfree freed something");
     Ok(())
 }

@@ -23,6 +23,8 @@ pub enum SlabBug {
     NotASlabObject,
     BadOffset,
     LiveObjectsAtDestroy,
+    /// `kmalloc_aligned` with an alignment that is not a power of two.
+    BadAlign,
 }
 
 /// One recorded report.

@@ -108,6 +108,16 @@ fn order_for(size: usize) -> u32 {
 /// `kmalloc(size, gfp)` with an alignment requirement.
 #[track_caller]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    if !align.is_power_of_two() {
+        // No size class or page block honours it: refuse rather than hand
+        // out memory that is not aligned as asked.
+        crate::println!(
+            "WARNING: kmalloc_aligned(size {size}, align {align}): alignment is not a power of two; refused (caller {})",
+            core::panic::Location::caller()
+        );
+        super::debug::record(super::debug::SlabBug::BadAlign, "kmalloc");
+        return Err(AllocError { gfp, order: 0 });
+    }
     if size == 0 {
         // SAFETY: a non-null sentinel, never dereferenced.
         return Ok(unsafe { NonNull::new_unchecked(ZERO_SIZE_PTR) });
@@ -182,6 +192,16 @@ pub fn kfree(p: *mut u8) {
             }
             page_alloc::set_page_private(pa, 0);
             page_alloc::free_pages(pa, order);
+        }
+        // Memory the page allocator holds free: a block kfree (or a slab's
+        // release) already gave back, so this is a second free of it. Linux
+        // reports a large kmalloc freed twice as a bad page state.
+        None if page_alloc::page_owner(page_alloc::virt_to_phys(p)) == Some(PageOwner::Free) => {
+            crate::println!(
+                "BUG kfree: double free of {p:p}: the memory is already free (caller {})",
+                core::panic::Location::caller()
+            );
+            super::debug::record(super::debug::SlabBug::DoubleFree, "kmalloc");
         }
         None => {
             crate::println!(
