@@ -107,6 +107,9 @@ pub struct Task {
     switches: AtomicU64,
     /// Pages this task freed while reclaiming (Linux's reclaim_state).
     reclaimed: AtomicU64,
+    /// The innermost shrinker callback running on this task (an address
+    /// owned by `mm::shrinker`), 0 if none.
+    shrinker_call: AtomicUsize,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -148,6 +151,7 @@ impl Task {
             exited: crate::sync::Completion::new_internal(),
             switches: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
+            shrinker_call: AtomicUsize::new(0),
         }
     }
 
@@ -226,6 +230,16 @@ impl Task {
 
     pub(crate) fn add_reclaimed(&self, pages: u64) {
         self.reclaimed.fetch_add(pages, Ordering::Relaxed);
+    }
+
+    /// The innermost shrinker call in progress on this task (see
+    /// `mm::shrinker`), 0 if none.
+    pub(crate) fn shrinker_call(&self) -> usize {
+        self.shrinker_call.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_shrinker_call(&self, v: usize) {
+        self.shrinker_call.store(v, Ordering::Relaxed);
     }
 
     /// Context switches into this task so far.
