@@ -73,6 +73,7 @@ kreclaim::kernel_tests!(
     percpu_refill_reentered_by_a_lockdep_report_loses_nothing,
     kmalloc_aligned_refuses_an_alignment_that_is_not_a_power_of_two,
     double_kfree_of_a_large_allocation_is_a_double_free,
+    kmalloc_slack_after_the_requested_size_is_red_zoned,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1324,5 +1325,44 @@ fn double_kfree_of_a_large_allocation_is_a_double_free() -> TestResult {
     kfree(p.as_ptr());
     one_report(n, SlabBug::DoubleFree, "kmalloc")?;
     kassert_eq!(nr_free_pages(), before, "the second kfree freed something");
+    Ok(())
+}
+
+/// With red zones (slab_debug=Z, here kmalloc-16 only), kmalloc red-zones the
+/// slack between the size asked for and the class size, as SLUB does with
+/// `orig_size`: kmalloc(12) then a write at byte 12 is an overflow.
+fn kmalloc_slack_after_the_requested_size_is_red_zoned() -> TestResult {
+    let k16 = kmalloc_slab(16, 1).ok_or_else(|| fail(String::from("no kmalloc-16")))?;
+    kassert!(k16.flags().contains(SlabFlags::RED_ZONE));
+    for (size, at) in [(12, 12), (9, 15), (15, 15)] {
+        let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: inside the 16-byte slot, past the size asked for.
+        unsafe { p.as_ptr().add(at).write(0) };
+        let n = slab::reports().len();
+        kfree(p.as_ptr());
+        let r = one_report(n, SlabBug::RedzoneOverwritten, "kmalloc-16")?;
+        kassert_eq!(r.offset, Some(at), "kmalloc({size}), write at {at}");
+    }
+    let n = slab::reports().len();
+    // Writes inside the size asked for are fine.
+    let p = kzalloc(12, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert!(bytes(p, 12).iter().all(|b| *b == 0));
+    bytes(p, 12).fill(0x11);
+    kfree(p.as_ptr());
+    // ksize hands the whole object over: then all of it may be written.
+    let p = kmalloc(12, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(ksize(p.as_ptr()), 16);
+    bytes(p, 16).fill(0x22);
+    kfree(p.as_ptr());
+    // So may a full-size request, and an object from kmem_cache_alloc.
+    let p = kmalloc(16, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    bytes(p, 16).fill(0x33);
+    kfree(p.as_ptr());
+    let p = k16
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    bytes(p, 16).fill(0x44);
+    k16.free(p);
+    kassert_eq!(reports_since(n).len(), 0, "{:?}", reports_since(n));
     Ok(())
 }

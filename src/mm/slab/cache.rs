@@ -116,6 +116,10 @@ pub(crate) struct CacheInner {
     freeptr_offset: usize,
     /// Red zone [object_size, object_size + rz_len).
     pub(crate) rz_len: usize,
+    /// Where a kmalloc cache with red zones keeps the size each object was
+    /// asked for (SLUB's `orig_size`), so that the slack between it and
+    /// `object_size` is red-zoned too; 0 if the cache does not.
+    orig_size_offset: usize,
     /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
     /// `reciprocal_divide`), exact for offsets inside a slab.
     size_recip: u64,
@@ -431,6 +435,11 @@ impl KmemCache {
         } else {
             freeptr_offset = 0;
         }
+        let mut orig_size_offset = 0;
+        if flags.contains(SlabFlags::KMALLOC | SlabFlags::RED_ZONE) {
+            orig_size_offset = off;
+            off += 8;
+        }
         let slot = align_up(off, align);
         let first_offset = align_up(HEADER_SIZE, align);
         // Smallest order that wastes at most 1/8 of the slab (max order 3).
@@ -463,6 +472,7 @@ impl KmemCache {
             first_offset,
             freeptr_offset,
             rz_len,
+            orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
             cookie: random_cookie(),
             lists: SpinLock::new(
@@ -520,6 +530,13 @@ impl KmemCache {
     #[track_caller]
     pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.inner().alloc(gfp)
+    }
+
+    /// kmalloc's allocation of `size` bytes from this class: the slack after
+    /// `size` is red-zoned when the cache has red zones (SLUB's `orig_size`).
+    #[track_caller]
+    pub(crate) fn alloc_kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        self.inner().alloc_orig(gfp, size)
     }
 
     /// `kmem_cache_zalloc`.
@@ -771,6 +788,48 @@ impl CacheInner {
 
     #[track_caller]
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_orig(gfp, self.object_size)
+    }
+
+    /// The size `obj` was allocated with (`object_size` unless tracked).
+    pub(crate) fn orig_size(&self, obj: usize) -> usize {
+        if self.orig_size_offset == 0 {
+            return self.object_size;
+        }
+        // SAFETY: the metadata word of an object slot of ours.
+        let v = unsafe { *((obj + self.orig_size_offset) as *const usize) };
+        v.min(self.object_size)
+    }
+
+    /// Records that `obj` was allocated for `size` bytes and red-zones the
+    /// slack after them.
+    fn set_orig_size(&self, obj: usize, size: usize) {
+        if self.orig_size_offset == 0 {
+            return;
+        }
+        let size = size.min(self.object_size);
+        // SAFETY: the metadata word and the object of a slot of ours.
+        unsafe {
+            *((obj + self.orig_size_offset) as *mut usize) = size;
+            ptr::write_bytes(
+                (obj + size) as *mut u8,
+                debug::RED_ACTIVE,
+                self.object_size - size,
+            );
+        }
+    }
+
+    /// `ksize` hands the whole object to the caller: stop red-zoning its
+    /// slack (SLUB's `skip_orig_size_check`).
+    pub(crate) fn skip_orig_size_check(&self, obj: usize) {
+        if self.orig_size_offset != 0 {
+            // SAFETY: the metadata word of an allocated object of ours.
+            unsafe { *((obj + self.orig_size_offset) as *mut usize) = self.object_size };
+        }
+    }
+
+    #[track_caller]
+    fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         // The task's NOFS/NOIO scope (`current_gfp_context`) only removes
         // __GFP_FS, __GFP_IO and __GFP_MOVABLE: `might_alloc` applies it
         // itself where it matters (lockdep), and `should_failslab` looks at
@@ -835,6 +894,7 @@ impl CacheInner {
                     // SAFETY: the object is ours now.
                     unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
                 }
+                self.set_orig_size(obj, orig_size);
                 // SAFETY: non-null by construction.
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
@@ -1383,7 +1443,11 @@ impl CacheInner {
                 SlabBug::RedzoneOverwritten,
                 addr,
                 Some(off),
-                format_args!("Right Redzone overwritten"),
+                if off < self.object_size {
+                    format_args!("kmalloc Redzone overwritten")
+                } else {
+                    format_args!("Right Redzone overwritten")
+                },
             );
         }
         self.frees.fetch_add(1, Ordering::Relaxed);

@@ -123,7 +123,7 @@ pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8
         return Ok(unsafe { NonNull::new_unchecked(ZERO_SIZE_PTR) });
     }
     if let Some(c) = kmalloc_slab(size, align) {
-        return c.alloc(gfp);
+        return c.alloc_kmalloc(size, gfp);
     }
     kmalloc_large(size, align, gfp)
 }
@@ -213,14 +213,21 @@ pub fn kfree(p: *mut u8) {
     }
 }
 
-/// `ksize`: the usable size of a kmalloc allocation (0 for foreign pointers).
+/// `ksize`: the usable size of a kmalloc allocation (0 for foreign pointers),
+/// all of which the caller may then use (with `slab_debug=Z`, the slack after
+/// the size asked for is no longer red-zoned, as in SLUB).
 pub fn ksize(p: *const u8) -> usize {
     if p.is_null() || p == ZERO_SIZE_PTR {
         return 0;
     }
     match owner_of(p) {
-        // SAFETY: a live slab's cache.
-        Some(Owner::Slab(s)) => unsafe { (*(*s).cache).object_size },
+        Some(Owner::Slab(s)) => {
+            // SAFETY: a live slab's cache.
+            let c = unsafe { &*(*s).cache };
+            // The caller may use all of it now: no red zone in the slack.
+            c.skip_orig_size_check(p as usize);
+            c.object_size
+        }
         Some(Owner::Large(order)) => 4096 << order,
         None => 0,
     }
