@@ -212,7 +212,7 @@ fn nest(depth: usize) -> TestResult {
         kassert!(flags().contains(TaskFlags::PF_MEMALLOC_NOFS | TaskFlags::PF_MEMALLOC_NOIO));
         return Ok(());
     }
-    let s = if depth % 2 == 0 {
+    let s = if depth.is_multiple_of(2) {
         memalloc_nofs_save()
     } else {
         memalloc_noio_save()

@@ -555,7 +555,7 @@ fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
 pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
     let mut gfp = current_gfp_context(gfp);
     if gfp.allows_blocking() && is_ready() {
-        gfp = fs_reclaim::might_alloc(gfp);
+        gfp = fs_reclaim::might_alloc_gfp(gfp);
     }
     let err = AllocError { gfp, order };
     if order > MAX_ORDER {

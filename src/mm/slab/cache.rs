@@ -837,7 +837,7 @@ impl CacheInner {
         // and the error value.
         // A sleeping allocation where sleeping is not allowed is reported
         // (at the caller) and goes on without direct reclaim.
-        let gfp = crate::mm::fs_reclaim::might_alloc(gfp);
+        let gfp = crate::mm::fs_reclaim::might_alloc_gfp(gfp);
         if should_failslab(gfp, self.object_size) {
             let gfp = crate::mm::scope::current_gfp_context(gfp);
             if !gfp.contains(Gfp::__GFP_NOWARN) {
