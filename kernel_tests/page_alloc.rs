@@ -50,6 +50,7 @@ kreclaim::kernel_tests!(
     kernel_stacks_come_from_the_page_allocator,
     alloc_error_names_order_and_mode,
     cmdline_keys_parse_and_reject_with_key_names,
+    sleeping_allocation_in_atomic_context_is_reported_at_the_caller_and_does_not_sleep,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -831,5 +832,65 @@ fn cmdline_keys_parse_and_reject_with_key_names() -> TestResult {
         let msg = alloc::format!("{e}");
         kassert!(msg.contains(token) && msg.contains(key), "{msg}");
     }
+    Ok(())
+}
+
+/// Where the last "sleeping function called from invalid context" report
+/// pointed, as (file, line).
+fn last_invalid_sleep() -> Result<(&'static str, u32), kreclaim::harness::TestFailure> {
+    let at = task::last_invalid_context_sleep()
+        .ok_or_else(|| fail(alloc::string::String::from("no report recorded")))?;
+    Ok((at.file(), at.line()))
+}
+
+fn sleeping_allocation_in_atomic_context_is_reported_at_the_caller_and_does_not_sleep() -> TestResult
+{
+    use kreclaim::mm::slab::kmalloc::{kfree, kmalloc};
+    use kreclaim::platform::IrqGuard;
+    let n = task::invalid_context_sleeps();
+    // Preemption disabled: reported at the caller's line, and served.
+    let (r, line) = {
+        let _p = task::PreemptGuard::new();
+        (alloc_pages(GFP_KERNEL, 0), line!())
+    };
+    let pa = r.map_err(|e| fail(alloc::format!("{e}")))?;
+    free_pages(pa, 0);
+    kassert_eq!(task::invalid_context_sleeps(), n + 1);
+    kassert_eq!(last_invalid_sleep()?, (file!(), line));
+    // Interrupts masked, through kmalloc: a slab class and a large one.
+    for size in [64, 1 << 20] {
+        let before = task::invalid_context_sleeps();
+        let (r, line) = {
+            let _irq = IrqGuard::new();
+            (kmalloc(size, GFP_KERNEL), line!())
+        };
+        let p = r.map_err(|e| fail(alloc::format!("kmalloc({size}): {e}")))?;
+        kfree(p.as_ptr());
+        kassert_eq!(
+            task::invalid_context_sleeps(),
+            before + 1,
+            "kmalloc({size})"
+        );
+        kassert_eq!(last_invalid_sleep()?, (file!(), line), "kmalloc({size})");
+    }
+    // Under pressure it fails like an atomic allocation instead of entering
+    // direct reclaim, which would sleep.
+    let h = fill_to(0);
+    let stalls = snap().alloc_stalls;
+    let before = task::invalid_context_sleeps();
+    let r = {
+        let _p = task::PreemptGuard::new();
+        alloc_pages(GFP_KERNEL | NOWARN, 0)
+    };
+    let after = snap();
+    drop(h);
+    kassert!(r.is_err(), "{r:?}");
+    kassert_eq!(after.alloc_stalls, stalls, "entered direct reclaim");
+    kassert_eq!(task::invalid_context_sleeps(), before + 1);
+    // Allowed contexts are not reported.
+    let before = task::invalid_context_sleeps();
+    let pa = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    free_pages(pa, 0);
+    kassert_eq!(task::invalid_context_sleeps(), before);
     Ok(())
 }

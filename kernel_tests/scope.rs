@@ -22,6 +22,10 @@ kreclaim::kernel_tests!(
     out_of_order_restore_is_reported,
     current_gfp_context_matches_linux_for_every_combination,
     scope_is_per_task,
+    deep_nesting_is_never_misreported,
+    out_of_order_restore_deep_in_the_nesting_is_reported_once,
+    scope_restored_twice_is_reported_and_changes_nothing,
+    scope_restored_on_another_task_is_reported_and_changes_nothing,
 );
 
 fn gfp_values_match_linux() -> TestResult {
@@ -198,5 +202,139 @@ fn scope_is_per_task() -> TestResult {
         "another task inherited our NOFS scope"
     );
     kassert_eq!(current_gfp_context(GFP_KERNEL), GFP_NOFS);
+    Ok(())
+}
+
+/// Opens `depth` scopes (alternating NOFS and NOIO), checks the flags at
+/// the bottom, and closes them in LIFO order.
+fn nest(depth: usize) -> TestResult {
+    if depth == 0 {
+        kassert!(flags().contains(TaskFlags::PF_MEMALLOC_NOFS | TaskFlags::PF_MEMALLOC_NOIO));
+        return Ok(());
+    }
+    let s = if depth.is_multiple_of(2) {
+        memalloc_nofs_save()
+    } else {
+        memalloc_noio_save()
+    };
+    let r = nest(depth - 1);
+    memalloc_nofs_restore(s);
+    r
+}
+
+fn deep_nesting_is_never_misreported() -> TestResult {
+    let before = out_of_order_restores();
+    let doubles = double_restores();
+    for depth in [31, 32, 33, 40, 100, 300] {
+        nest(depth)?;
+        kassert_eq!(out_of_order_restores(), before, "depth {depth}");
+        kassert_eq!(double_restores(), doubles, "depth {depth}");
+        kassert!(
+            flags().is_empty(),
+            "depth {depth}: flags left behind: {:?}",
+            flags()
+        );
+    }
+    // RAII guards, 40 deep.
+    {
+        let mut guards = alloc::vec::Vec::with_capacity(40);
+        for _ in 0..40 {
+            guards.push(MemallocScope::nofs());
+        }
+        while guards.pop().is_some() {}
+    }
+    kassert_eq!(out_of_order_restores(), before);
+    kassert!(flags().is_empty(), "flags left behind: {:?}", flags());
+    Ok(())
+}
+
+fn out_of_order_restore_deep_in_the_nesting_is_reported_once() -> TestResult {
+    for (depth, victim) in [(40, 35), (40, 10), (80, 70)] {
+        let before = out_of_order_restores();
+        let mut saved = alloc::vec::Vec::with_capacity(depth);
+        for _ in 0..depth {
+            saved.push(memalloc_nofs_save());
+        }
+        let bad = saved.remove(victim);
+        memalloc_nofs_restore(bad);
+        kassert_eq!(out_of_order_restores(), before + 1, "{depth}/{victim}");
+        // The others close in LIFO order: no further report.
+        while let Some(s) = saved.pop() {
+            memalloc_nofs_restore(s);
+        }
+        kassert_eq!(
+            out_of_order_restores(),
+            before + 1,
+            "{depth}/{victim}: false report"
+        );
+        kassert!(flags().is_empty(), "flags left behind: {:?}", flags());
+        // And the task's nesting is sane again.
+        let before = out_of_order_restores();
+        nest(50)?;
+        kassert_eq!(out_of_order_restores(), before, "{depth}/{victim}: after");
+    }
+    Ok(())
+}
+
+fn scope_restored_twice_is_reported_and_changes_nothing() -> TestResult {
+    let before = double_restores();
+    let ooo = out_of_order_restores();
+    let a = memalloc_nofs_save();
+    memalloc_nofs_restore(a);
+    memalloc_nofs_restore(a);
+    kassert_eq!(double_restores(), before + 1);
+    // Restoring it again must not end a scope opened since.
+    let b = memalloc_nofs_save();
+    memalloc_nofs_restore(a);
+    kassert_eq!(double_restores(), before + 2);
+    kassert!(
+        flags().contains(TaskFlags::PF_MEMALLOC_NOFS),
+        "the newer scope was ended"
+    );
+    memalloc_nofs_restore(b);
+    kassert!(flags().is_empty(), "flags left behind: {:?}", flags());
+    // Deep in the nesting too.
+    let mut saved = alloc::vec::Vec::with_capacity(60);
+    for _ in 0..60 {
+        saved.push(memalloc_noio_save());
+    }
+    let inner = saved.pop().unwrap();
+    memalloc_noio_restore(inner);
+    memalloc_noio_restore(inner);
+    kassert_eq!(double_restores(), before + 3);
+    while let Some(s) = saved.pop() {
+        memalloc_noio_restore(s);
+    }
+    kassert_eq!(out_of_order_restores(), ooo, "misreported as out of order");
+    kassert!(flags().is_empty(), "flags left behind: {:?}", flags());
+    Ok(())
+}
+
+fn scope_restored_on_another_task_is_reported_and_changes_nothing() -> TestResult {
+    let before = foreign_task_restores();
+    let a = memalloc_nofs_save();
+    let other_flags = alloc::sync::Arc::new(spin::Mutex::new(TaskFlags::empty()));
+    let f = other_flags.clone();
+    task::spawn("restorer", move || {
+        let _inner = MemallocScope::noio();
+        memalloc_nofs_restore(a);
+        *f.lock() = task::current().flags();
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    kassert_eq!(foreign_task_restores(), before + 1);
+    kassert!(
+        other_flags.lock().contains(TaskFlags::PF_MEMALLOC_NOIO),
+        "the other task's scope was changed: {:?}",
+        *other_flags.lock()
+    );
+    kassert!(
+        flags().contains(TaskFlags::PF_MEMALLOC_NOFS),
+        "our scope was ended"
+    );
+    memalloc_nofs_restore(a);
+    kassert!(flags().is_empty(), "flags left behind: {:?}", flags());
+    kassert_eq!(foreign_task_restores(), before + 1);
     Ok(())
 }

@@ -26,6 +26,7 @@ kreclaim::kernel_tests!(
     lying_shrinker_is_reported,
     shrink_slab_walks_every_registered_shrinker,
     unregister_waits_for_scan_on_other_task,
+    unregister_from_its_own_scan_is_reported_not_waited_for,
 );
 
 /// A fake cache: `objects` freeable objects; records every scan request.
@@ -243,5 +244,80 @@ fn unregister_waits_for_scan_on_other_task() -> TestResult {
     let n = scans.lock().len();
     reclaimer.join().unwrap();
     kassert_eq!(scans.lock().len(), n, "scanned after unregistration");
+    Ok(())
+}
+
+/// A shrinker that unregisters itself from inside its own scan: by dropping
+/// its registration, or through `unregister()` (whose result it keeps).
+struct SelfUnregistering {
+    reg: Arc<spin::Mutex<Option<ShrinkerRegistration>>>,
+    explicit: bool,
+    result: Arc<spin::Mutex<Option<Result<(), UnregisterError>>>>,
+    scans: Arc<AtomicU64>,
+}
+
+impl Shrinker for SelfUnregistering {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        CountObjects::new(1000)
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        let reg = self.reg.lock().take();
+        if let Some(reg) = reg {
+            if self.explicit {
+                *self.result.lock() = Some(reg.unregister());
+            } else {
+                drop(reg);
+            }
+        }
+        ScanObjects::freed(sc.nr_to_scan())
+    }
+}
+
+fn unregister_from_its_own_scan_is_reported_not_waited_for() -> TestResult {
+    for explicit in [false, true] {
+        let name = if explicit {
+            "self-unreg-explicit"
+        } else {
+            "self-unreg-drop"
+        };
+        let slot = Arc::new(spin::Mutex::new(None));
+        let result = Arc::new(spin::Mutex::new(None));
+        let scans = Arc::new(AtomicU64::new(0));
+        let reg = ShrinkerBuilder::new(name)
+            .batch(10)
+            .register(SelfUnregistering {
+                reg: slot.clone(),
+                explicit,
+                result: result.clone(),
+                scans: scans.clone(),
+            })
+            .unwrap();
+        *slot.lock() = Some(reg);
+        let before = unregistrations_in_own_callback();
+        // Hung forever before: the drop waited for the scan it was in.
+        shrink_slab(GFP_KERNEL, 0);
+        kassert_eq!(unregistrations_in_own_callback(), before + 1, "{name}");
+        kassert!(slot.lock().is_none(), "{name}: the scan did not run");
+        kassert_eq!(
+            scans.load(Ordering::SeqCst),
+            1,
+            "{name}: scanned after unregistering"
+        );
+        let names: Vec<_> = shrinkers().into_iter().map(|s| s.name).collect();
+        kassert!(!names.iter().any(|n| n == name), "{name} still registered");
+        if explicit {
+            let r = result.lock().take();
+            kassert_eq!(
+                r,
+                Some(Err(UnregisterError::InOwnCallback {
+                    name: alloc::string::String::from(name)
+                }))
+            );
+        }
+        // Freed once the scan returned: only the test's handles remain.
+        kassert_eq!(Arc::strong_count(&scans), 1, "{name}: shrinker not freed");
+    }
     Ok(())
 }

@@ -70,6 +70,10 @@ kreclaim::kernel_tests!(
     slabinfo_text_has_the_v2_1_header_and_rows,
     oom_report_under_the_registry_lock_does_not_deadlock,
     a_64_byte_cache_uses_at_least_95_percent_of_its_slab,
+    percpu_refill_reentered_by_a_lockdep_report_loses_nothing,
+    kmalloc_aligned_refuses_an_alignment_that_is_not_a_power_of_two,
+    double_kfree_of_a_large_allocation_is_a_double_free,
+    kmalloc_slack_after_the_requested_size_is_red_zoned,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1228,5 +1232,137 @@ fn a_64_byte_cache_uses_at_least_95_percent_of_its_slab() -> TestResult {
             used * 1000 / slab % 10
         );
     }
+    Ok(())
+}
+
+/// The kmalloc caches kmalloc serves sizes up to 8 KiB from.
+fn kmalloc_caches() -> Vec<&'static KmemCache> {
+    let mut v: Vec<&'static KmemCache> = Vec::new();
+    for &size in &kreclaim::mm::slab::kmalloc::KMALLOC_SIZES {
+        if let Some(c) = kmalloc_slab(size, 1)
+            && !v.iter().any(|x| core::ptr::eq(*x, c))
+        {
+            v.push(c);
+        }
+    }
+    v
+}
+
+/// A refill of a per-CPU list takes the list lock; lockdep can report on
+/// that acquisition, and the report allocates through kmalloc, re-entering
+/// the cache being refilled (and refilling its list meanwhile). Objects must
+/// not be lost and the list must stay consistent.
+fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
+    use core::panic::Location;
+    use kreclaim::sync::SpinLock;
+    use kreclaim::sync::lockdep::{Acquire, LockdepMap};
+    static OUTER: SpinLock<()> = SpinLock::new((), kreclaim::lock_class!("slab_reentry_outer"));
+    let caches = kmalloc_caches();
+    let list_lock = LockdepMap::new(slab::list_lock_class());
+    let mut reports = 0;
+    let mut held: Vec<(usize, *mut u8)> = Vec::with_capacity(16);
+    for &size in &[8, 16, 32, 64, 96, 128, 192, 256] {
+        lockdep::reset_graph();
+        // "outer taken while a list lock is held": list_lock -> outer.
+        lockdep::lock_acquire(&list_lock, 1, Acquire::EXCLUSIVE, Location::caller());
+        drop(OUTER.lock());
+        lockdep::lock_release(&list_lock, 1, Location::caller());
+        // Every per-CPU list empty: the next allocation of any class refills.
+        for c in &caches {
+            c.validate()
+                .map_err(|e| fail(alloc::format!("before: {e}")))?;
+        }
+        let l = lockdep::report_count();
+        let p = {
+            let _g = OUTER.lock();
+            // The refill takes the list lock under `outer`: outer -> list_lock
+            // closes the cycle, and the report is built right there.
+            kmalloc(size, GFP_ATOMIC).map_err(|e| fail(alloc::format!("{e}")))?
+        };
+        held.push((size, p.as_ptr()));
+        reports += lockdep::report_count() - l;
+        for c in &caches {
+            c.validate()
+                .map_err(|e| fail(alloc::format!("after kmalloc({size}): {e}")))?;
+        }
+    }
+    lockdep::reset_graph();
+    kassert!(reports >= 1, "no lockdep report was provoked");
+    for (_, p) in held {
+        kfree(p);
+    }
+    for c in &caches {
+        c.validate()
+            .map_err(|e| fail(alloc::format!("at the end: {e}")))?;
+    }
+    Ok(())
+}
+
+fn kmalloc_aligned_refuses_an_alignment_that_is_not_a_power_of_two() -> TestResult {
+    for (size, align) in [(64, 24), (100, 48), (8, 3), (5000, 6000), (16, 0)] {
+        let n = slab::reports().len();
+        let r = kmalloc_aligned(size, align, GFP_KERNEL);
+        if let Ok(p) = r {
+            kfree(p.as_ptr());
+            return Err(fail(alloc::format!(
+                "kmalloc_aligned({size}, {align}) = {p:p}, not refused"
+            )));
+        }
+        one_report(n, SlabBug::BadAlign, "kmalloc")?;
+    }
+    // Powers of two are still served, aligned.
+    let p = kmalloc_aligned(100, 64, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(p.as_ptr() as usize % 64, 0);
+    kfree(p.as_ptr());
+    Ok(())
+}
+
+fn double_kfree_of_a_large_allocation_is_a_double_free() -> TestResult {
+    let p = kmalloc(1 << 20, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kfree(p.as_ptr());
+    let before = nr_free_pages();
+    let n = slab::reports().len();
+    kfree(p.as_ptr());
+    one_report(n, SlabBug::DoubleFree, "kmalloc")?;
+    kassert_eq!(nr_free_pages(), before, "the second kfree freed something");
+    Ok(())
+}
+
+/// With red zones (slab_debug=Z, here kmalloc-16 only), kmalloc red-zones the
+/// slack between the size asked for and the class size, as SLUB does with
+/// `orig_size`: kmalloc(12) then a write at byte 12 is an overflow.
+fn kmalloc_slack_after_the_requested_size_is_red_zoned() -> TestResult {
+    let k16 = kmalloc_slab(16, 1).ok_or_else(|| fail(String::from("no kmalloc-16")))?;
+    kassert!(k16.flags().contains(SlabFlags::RED_ZONE));
+    for (size, at) in [(12, 12), (9, 15), (15, 15)] {
+        let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: inside the 16-byte slot, past the size asked for.
+        unsafe { p.as_ptr().add(at).write(0) };
+        let n = slab::reports().len();
+        kfree(p.as_ptr());
+        let r = one_report(n, SlabBug::RedzoneOverwritten, "kmalloc-16")?;
+        kassert_eq!(r.offset, Some(at), "kmalloc({size}), write at {at}");
+    }
+    let n = slab::reports().len();
+    // Writes inside the size asked for are fine.
+    let p = kzalloc(12, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert!(bytes(p, 12).iter().all(|b| *b == 0));
+    bytes(p, 12).fill(0x11);
+    kfree(p.as_ptr());
+    // ksize hands the whole object over: then all of it may be written.
+    let p = kmalloc(12, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(ksize(p.as_ptr()), 16);
+    bytes(p, 16).fill(0x22);
+    kfree(p.as_ptr());
+    // So may a full-size request, and an object from kmem_cache_alloc.
+    let p = kmalloc(16, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    bytes(p, 16).fill(0x33);
+    kfree(p.as_ptr());
+    let p = k16
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    bytes(p, 16).fill(0x44);
+    k16.free(p);
+    kassert_eq!(reports_since(n).len(), 0, "{:?}", reports_since(n));
     Ok(())
 }

@@ -65,20 +65,32 @@ pub fn fs_reclaim_release(gfp: Gfp) {
 
 /// Called on every allocation: records "held locks -> fs_reclaim" for an
 /// allocation that could reclaim, even when no reclaim happens this time,
-/// and checks that a sleeping allocation is made where sleeping is allowed.
+/// and checks that a sleeping allocation is made where sleeping is allowed
+/// (if not, `might_sleep` reports it at the caller and counts it).
 ///
 /// The `fs_reclaim` part is a lockdep annotation only: with lockdep off it
 /// would record nothing, so it is skipped after one load of the mode.
 #[track_caller]
 #[inline]
 pub fn might_alloc(gfp: Gfp) {
+    let _ = might_alloc_gfp(gfp);
+}
+
+/// [`might_alloc`], returning the gfp to allocate with: `gfp` itself, or,
+/// for a sleeping allocation made where sleeping is not allowed, `gfp`
+/// without __GFP_DIRECT_RECLAIM, so that it goes on as an atomic one and
+/// never sleeps.
+#[track_caller]
+#[inline]
+pub fn might_alloc_gfp(gfp: Gfp) -> Gfp {
     if lockdep::mode() != lockdep::LockdepMode::Off {
         fs_reclaim_acquire(gfp);
         fs_reclaim_release(gfp);
     }
-    if gfp.allows_blocking() {
-        task::might_sleep();
+    if gfp.allows_blocking() && !task::might_sleep() {
+        return gfp - Gfp::__GFP_DIRECT_RECLAIM;
     }
+    gfp
 }
 
 /// RAII form of [`fs_reclaim_acquire`] / [`fs_reclaim_release`] for reclaim

@@ -551,8 +551,12 @@ fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
 ///
 /// Never panics on failure; `__GFP_NOFAIL` (with __GFP_DIRECT_RECLAIM)
 /// never returns `Err`.
+#[track_caller]
 pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
-    let gfp = current_gfp_context(gfp);
+    let mut gfp = current_gfp_context(gfp);
+    if gfp.allows_blocking() && is_ready() {
+        gfp = fs_reclaim::might_alloc_gfp(gfp);
+    }
     let err = AllocError { gfp, order };
     if order > MAX_ORDER {
         STATS.count_failure(gfp);
@@ -570,9 +574,6 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
             );
         }
         return Err(err);
-    }
-    if gfp.allows_blocking() {
-        fs_reclaim::might_alloc(gfp);
     }
     if should_fail_alloc_page(gfp, order) {
         STATS.count_failure(gfp);

@@ -6,11 +6,13 @@
 //!
 //! Save/restore follow Linux's current `memalloc_flags_save`: save returns the
 //! bits it newly set, restore clears exactly those, so LIFO nesting is safe.
-//! In addition (a kreclaim check Linux does not have) every task keeps a stack
-//! of its open scopes and a restore out of LIFO order is reported.
+//! In addition (checks Linux does not have) every task keeps track of its
+//! open scopes, at any depth and without allocating, and a restore out of
+//! LIFO order, a second restore of one scope, or a restore on another task
+//! is reported; the last two change nothing.
 
 use crate::mm::gfp::Gfp;
-use crate::task::{self, TaskFlags};
+use crate::task::{self, ScopeClose, ScopeToken, TaskFlags, TaskId};
 use core::panic::Location;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,7 +21,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemallocFlags {
     set: TaskFlags,
-    serial: u32,
+    scope: ScopeToken,
+    task: TaskId,
     opened_at: &'static Location<'static>,
 }
 
@@ -31,10 +34,23 @@ impl MemallocFlags {
 }
 
 static OUT_OF_ORDER: AtomicUsize = AtomicUsize::new(0);
+static DOUBLE_RESTORE: AtomicUsize = AtomicUsize::new(0);
+static FOREIGN_RESTORE: AtomicUsize = AtomicUsize::new(0);
 
 /// How many out-of-order restores have been reported since boot.
 pub fn out_of_order_restores() -> usize {
     OUT_OF_ORDER.load(Ordering::Relaxed)
+}
+
+/// How many restores of a scope already restored have been reported.
+pub fn double_restores() -> usize {
+    DOUBLE_RESTORE.load(Ordering::Relaxed)
+}
+
+/// How many restores on a task other than the one that saved have been
+/// reported.
+pub fn foreign_task_restores() -> usize {
+    FOREIGN_RESTORE.load(Ordering::Relaxed)
 }
 
 #[track_caller]
@@ -43,10 +59,11 @@ fn memalloc_flags_save(mask: TaskFlags) -> MemallocFlags {
     let old = t.flags();
     let set = mask - old;
     t.set_flags(set);
-    let serial = t.memalloc_scope_open();
+    let scope = t.memalloc_scope_open();
     MemallocFlags {
         set,
-        serial,
+        scope,
+        task: t.id(),
         opened_at: Location::caller(),
     }
 }
@@ -54,17 +71,48 @@ fn memalloc_flags_save(mask: TaskFlags) -> MemallocFlags {
 #[track_caller]
 fn memalloc_flags_restore(saved: MemallocFlags) {
     let t = task::current();
-    if let Some(innermost) = t.memalloc_scope_close(saved.serial) {
-        OUT_OF_ORDER.fetch_add(1, Ordering::Relaxed);
+    if saved.task != t.id() {
+        // The flags belong to the saving task: clearing them here would
+        // change this task's context. Reported, nothing changed.
+        FOREIGN_RESTORE.fetch_add(1, Ordering::Relaxed);
         crate::println!(
-            "WARNING: memalloc scope restored out of order by task '{}' at {}: the scope opened \
-             at {} (#{}) is closed while scope #{} is still open inside it",
+            "WARNING: memalloc scope restored on the wrong task: task '{}' at {} restores the \
+             scope #{} opened at {} by task id {}; ignored",
             t.name(),
             Location::caller(),
+            saved.scope.serial,
             saved.opened_at,
-            saved.serial,
-            innermost
+            saved.task
         );
+        return;
+    }
+    match t.memalloc_scope_close(saved.scope) {
+        ScopeClose::InOrder => {}
+        ScopeClose::OutOfOrder { innermost } => {
+            OUT_OF_ORDER.fetch_add(1, Ordering::Relaxed);
+            crate::println!(
+                "WARNING: memalloc scope restored out of order by task '{}' at {}: the scope opened \
+                 at {} (#{}) is closed while scope #{} is still open inside it",
+                t.name(),
+                Location::caller(),
+                saved.opened_at,
+                saved.scope.serial,
+                innermost
+            );
+        }
+        ScopeClose::NotOpen => {
+            // Clearing the bits again could end a scope opened since.
+            DOUBLE_RESTORE.fetch_add(1, Ordering::Relaxed);
+            crate::println!(
+                "WARNING: memalloc scope restored twice by task '{}' at {}: the scope opened at {} \
+                 (#{}) was already restored; ignored",
+                t.name(),
+                Location::caller(),
+                saved.opened_at,
+                saved.scope.serial
+            );
+            return;
+        }
     }
     t.clear_flags(saved.set);
 }

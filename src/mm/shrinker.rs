@@ -3,7 +3,8 @@
 //!
 //! A cache implements [`Shrinker`] and registers it with a
 //! [`ShrinkerBuilder`]; the returned [`ShrinkerRegistration`] unregisters on
-//! drop and waits for scans running on other tasks. Reclaim calls
+//! drop and waits for scans running on other tasks (from inside its own
+//! callback it cannot wait for itself: that is reported, not waited for). Reclaim calls
 //! [`shrink_slab`], which runs Linux's `do_shrink_slab` arithmetic on every
 //! shrinker, including the per-shrinker deferred work that moves a scan
 //! refused by a GFP_NOFS caller to the next caller allowed to do it.
@@ -184,6 +185,57 @@ pub enum ShrinkerViolation {
     ScannedMoreThanAsked,
 }
 
+/// Why [`ShrinkerRegistration::unregister`] could not finish as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnregisterError {
+    /// Called from inside the shrinker's own `count_objects` or
+    /// `scan_objects` on this task. Waiting for that call to end would wait
+    /// forever, so the shrinker is only removed: reclaim calls it no more,
+    /// and it is freed when the call in progress returns.
+    InOwnCallback { name: String },
+}
+
+impl fmt::Display for UnregisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InOwnCallback { name } => write!(
+                f,
+                "shrinker '{name}' unregistered from its own callback: not waiting for itself"
+            ),
+        }
+    }
+}
+
+static IN_OWN_CALLBACK: AtomicU64 = AtomicU64::new(0);
+
+/// How many unregistrations were made from inside the shrinker's own
+/// callback (reported, and not waited for) since boot.
+pub fn unregistrations_in_own_callback() -> u64 {
+    IN_OWN_CALLBACK.load(Ordering::Relaxed)
+}
+
+/// A shrinker call in progress, on the calling task's stack and linked from
+/// the task (innermost first), so that unregistration can tell when it runs
+/// inside the very shrinker it unregisters.
+struct ShrinkerCall {
+    entry: *const Entry,
+    outer: usize,
+}
+
+/// Whether the current task is inside a callback of `e`.
+fn in_own_callback(e: &Entry) -> bool {
+    let mut at = crate::task::current().shrinker_call();
+    while at != 0 {
+        // SAFETY: linked frames live on this task's stack until unlinked.
+        let call = unsafe { &*(at as *const ShrinkerCall) };
+        if core::ptr::eq(call.entry, e) {
+            return true;
+        }
+        at = call.outer;
+    }
+    false
+}
+
 struct Entry {
     name: String,
     seeks: u32,
@@ -252,14 +304,20 @@ impl ShrinkerBuilder {
             let mut reg = REGISTRY.lock();
             if let Some(slot) = reg.iter_mut().find(|s| s.is_none()) {
                 *slot = Some(entry.clone());
-                return Ok(ShrinkerRegistration { entry });
+                return Ok(ShrinkerRegistration {
+                    entry,
+                    unregistered: false,
+                });
             }
             if spare.capacity() > reg.len() {
                 spare.extend(reg.drain(..));
                 spare.push(Some(entry.clone()));
                 core::mem::swap(&mut *reg, &mut spare);
                 drop(reg);
-                return Ok(ShrinkerRegistration { entry });
+                return Ok(ShrinkerRegistration {
+                    entry,
+                    unregistered: false,
+                });
             }
             let want = reg.len() * 2 + 4;
             drop(reg);
@@ -275,6 +333,7 @@ impl ShrinkerBuilder {
 /// until no other task is inside its callbacks.
 pub struct ShrinkerRegistration {
     entry: Arc<Entry>,
+    unregistered: bool,
 }
 
 impl ShrinkerRegistration {
@@ -299,12 +358,21 @@ impl ShrinkerRegistration {
     /// `gfp` is filtered through `current_gfp_context` like reclaim does.
     pub fn shrink(&self, gfp: Gfp, priority: u32) -> u64 {
         let mut sc = ShrinkControl::new(crate::mm::scope::current_gfp_context(gfp));
-        do_shrink_slab(&mut sc, &self.entry, priority)
+        do_shrink_slab(&mut sc, &self.entry.clone(), priority)
     }
-}
 
-impl Drop for ShrinkerRegistration {
-    fn drop(&mut self) {
+    /// Unregisters the shrinker and waits until no other task is inside its
+    /// callbacks (what dropping the registration does, with the outcome).
+    /// From inside the shrinker's own callback it cannot wait for itself:
+    /// that is reported and returned as [`UnregisterError::InOwnCallback`],
+    /// and the shrinker, already out of the registry, is freed when the
+    /// callback returns.
+    pub fn unregister(mut self) -> Result<(), UnregisterError> {
+        self.unregistered = true;
+        self.unregister_inner()
+    }
+
+    fn unregister_inner(&self) -> Result<(), UnregisterError> {
         self.entry.dead.store(true, Ordering::Release);
         {
             let mut reg = REGISTRY.lock();
@@ -314,6 +382,19 @@ impl Drop for ShrinkerRegistration {
                 }
             }
         }
+        if in_own_callback(&self.entry) {
+            // Waiting below would wait for this very task: forever.
+            IN_OWN_CALLBACK.fetch_add(1, Ordering::Relaxed);
+            self.entry.stats.violations.fetch_add(1, Ordering::Relaxed);
+            let e = UnregisterError::InOwnCallback {
+                name: self.entry.name.clone(),
+            };
+            crate::println!(
+                "BUG: {e} (task '{}'); it is removed and freed when the callback returns",
+                crate::task::current().name()
+            );
+            return Err(e);
+        }
         // Wait for scans in flight elsewhere: each holds a reference.
         while Arc::strong_count(&self.entry) > 1 {
             if crate::task::started() {
@@ -321,6 +402,15 @@ impl Drop for ShrinkerRegistration {
             } else {
                 core::hint::spin_loop();
             }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ShrinkerRegistration {
+    fn drop(&mut self) {
+        if !self.unregistered {
+            let _ = self.unregister_inner();
         }
     }
 }
@@ -354,7 +444,20 @@ fn violation(e: &Entry, v: ShrinkerViolation, detail: fmt::Arguments) {
 
 /// Linux's `do_shrink_slab`: one shrinker at one priority. Returns the
 /// objects freed, or the count (0 / SHRINK_EMPTY) when nothing was tried.
+/// The call is linked from the task while it runs (see [`in_own_callback`]).
 fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
+    let task = crate::task::current();
+    let call = ShrinkerCall {
+        entry: e,
+        outer: task.shrinker_call(),
+    };
+    task.set_shrinker_call(&call as *const ShrinkerCall as usize);
+    let freed = shrink_one(sc, e, priority);
+    task.set_shrinker_call(call.outer);
+    freed
+}
+
+fn shrink_one(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
     e.stats.calls.fetch_add(1, Ordering::Relaxed);
     let count = e.shrinker.count_objects(sc);
     if count.raw() == !0 {
@@ -419,6 +522,9 @@ fn do_shrink_slab(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
         e.stats.scanned.fetch_add(sc.nr_scanned, Ordering::Relaxed);
         if sc.nr_scanned == 0 {
             break; // no progress possible; do not spin
+        }
+        if e.dead.load(Ordering::Acquire) {
+            break; // unregistered meanwhile (from its own callback)
         }
     }
     e.stats.freed.fetch_add(freed, Ordering::Relaxed);

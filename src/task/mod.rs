@@ -107,6 +107,9 @@ pub struct Task {
     switches: AtomicU64,
     /// Pages this task freed while reclaiming (Linux's reclaim_state).
     reclaimed: AtomicU64,
+    /// The innermost shrinker callback running on this task (an address
+    /// owned by `mm::shrinker`), 0 if none.
+    shrinker_call: AtomicUsize,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -148,6 +151,7 @@ impl Task {
             exited: crate::sync::Completion::new_internal(),
             switches: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
+            shrinker_call: AtomicUsize::new(0),
         }
     }
 
@@ -193,15 +197,14 @@ impl Task {
         self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
     }
 
-    /// Opens a memalloc scope; returns its serial number.
-    pub(crate) fn memalloc_scope_open(&self) -> u32 {
+    /// Opens a memalloc scope; returns its place in the nesting.
+    pub(crate) fn memalloc_scope_open(&self) -> ScopeToken {
         self.memalloc_scopes.lock().push()
     }
 
-    /// Closes scope `serial`; returns the innermost open serial if it was
-    /// not `serial` (an out-of-order restore).
-    pub(crate) fn memalloc_scope_close(&self, serial: u32) -> Option<u32> {
-        self.memalloc_scopes.lock().close(serial)
+    /// Closes the scope of `t`, saying whether it was the innermost one.
+    pub(crate) fn memalloc_scope_close(&self, t: ScopeToken) -> ScopeClose {
+        self.memalloc_scopes.lock().close(t)
     }
 
     /// The task's lockdep state.
@@ -228,6 +231,16 @@ impl Task {
         self.reclaimed.fetch_add(pages, Ordering::Relaxed);
     }
 
+    /// The innermost shrinker call in progress on this task (see
+    /// `mm::shrinker`), 0 if none.
+    pub(crate) fn shrinker_call(&self) -> usize {
+        self.shrinker_call.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_shrinker_call(&self, v: usize) {
+        self.shrinker_call.store(v, Ordering::Relaxed);
+    }
+
     /// Context switches into this task so far.
     pub fn switches(&self) -> u64 {
         self.switches.load(Ordering::Relaxed)
@@ -246,39 +259,137 @@ impl fmt::Debug for Task {
     }
 }
 
-/// Serial numbers of a task's open memalloc scopes, innermost last.
+/// Slots for the outermost open memalloc scopes of a task; deeper ones are
+/// tracked through the parent serial each scope's token carries.
+const SCOPE_SLOTS: usize = 32;
+/// Scopes deeper than the slots that were closed out of order.
+const SCOPE_DEEP_HOLES: usize = 8;
+
+/// Where a memalloc scope sits in its task's nesting; kept in the scope's
+/// token (`MemallocFlags`) and handed back on restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScopeToken {
+    pub(crate) serial: u32,
+    /// The innermost scope open when this one was opened (0: none).
+    parent: u32,
+    /// Nesting position: 0 for the outermost.
+    depth: u32,
+}
+
+/// How a restore matched the task's open scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScopeClose {
+    /// The innermost open scope: LIFO order.
+    InOrder,
+    /// An open scope with scope `innermost` still open inside it.
+    OutOfOrder { innermost: u32 },
+    /// Not open: restored before.
+    NotOpen,
+}
+
+/// A task's open memalloc scopes, without allocating and at any depth: the
+/// outermost [`SCOPE_SLOTS`] by position, deeper ones as a chain through the
+/// tokens' parent serials, so correct nesting is never misreported. A scope
+/// closed out of order leaves a hole that is skipped when the scopes inside
+/// it close.
 pub(crate) struct ScopeStack {
-    open: [u32; 32],
-    len: usize,
+    /// Serials by position; 0 marks a hole.
+    slots: [u32; SCOPE_SLOTS],
+    /// Positions in use, holes included.
+    depth: usize,
+    /// The innermost open scope (0: none).
+    top: u32,
     next: u32,
+    /// Deep scopes closed out of order: (serial, parent), 0 = free.
+    deep_holes: [(u32, u32); SCOPE_DEEP_HOLES],
 }
 
 impl ScopeStack {
     const fn new() -> Self {
         Self {
-            open: [0; 32],
-            len: 0,
+            slots: [0; SCOPE_SLOTS],
+            depth: 0,
+            top: 0,
             next: 1,
+            deep_holes: [(0, 0); SCOPE_DEEP_HOLES],
         }
     }
 
-    fn push(&mut self) -> u32 {
+    fn push(&mut self) -> ScopeToken {
         let serial = self.next;
         self.next = self.next.wrapping_add(1).max(1);
-        if self.len < self.open.len() {
-            self.open[self.len] = serial;
-            self.len += 1;
+        let t = ScopeToken {
+            serial,
+            parent: self.top,
+            depth: self.depth as u32,
+        };
+        if self.depth < SCOPE_SLOTS {
+            self.slots[self.depth] = serial;
         }
-        serial
+        self.depth += 1;
+        self.top = serial;
+        t
     }
 
-    fn close(&mut self, serial: u32) -> Option<u32> {
-        let top = self.len.checked_sub(1).map(|i| self.open[i]);
-        if let Some(i) = self.open[..self.len].iter().rposition(|s| *s == serial) {
-            self.open.copy_within(i + 1..self.len, i);
-            self.len -= 1;
+    fn close(&mut self, t: ScopeToken) -> ScopeClose {
+        let d = t.depth as usize;
+        if t.serial == self.top && d + 1 == self.depth {
+            self.depth -= 1;
+            self.top = t.parent;
+            self.settle();
+            return ScopeClose::InOrder;
         }
-        if top == Some(serial) { None } else { top }
+        let open = if d >= self.depth {
+            false
+        } else if d < SCOPE_SLOTS {
+            self.slots[d] == t.serial
+        } else {
+            // Deep and not innermost: open scopes are never newer than the
+            // innermost one; past that, only a recorded hole says "closed".
+            t.serial < self.top && !self.deep_holes.iter().any(|h| h.0 == t.serial)
+        };
+        if !open {
+            return ScopeClose::NotOpen;
+        }
+        if d < SCOPE_SLOTS {
+            self.slots[d] = 0;
+        } else {
+            // Forget the oldest hole if all are taken (misuse on misuse).
+            let i = self
+                .deep_holes
+                .iter()
+                .position(|h| h.0 == 0)
+                .unwrap_or_else(|| {
+                    self.deep_holes.copy_within(1.., 0);
+                    SCOPE_DEEP_HOLES - 1
+                });
+            self.deep_holes[i] = (t.serial, t.parent);
+        }
+        ScopeClose::OutOfOrder {
+            innermost: self.top,
+        }
+    }
+
+    /// After the innermost scope closed: drop the positions below it whose
+    /// scopes were closed out of order, and find the new innermost.
+    fn settle(&mut self) {
+        while self.depth > 0 {
+            let d = self.depth - 1;
+            if d < SCOPE_SLOTS {
+                if self.slots[d] != 0 {
+                    self.top = self.slots[d];
+                    return;
+                }
+            } else {
+                let Some(h) = self.deep_holes.iter_mut().find(|h| h.0 == self.top) else {
+                    return;
+                };
+                self.top = h.1;
+                *h = (0, 0);
+            }
+            self.depth -= 1;
+        }
+        self.top = 0;
     }
 }
 
@@ -606,17 +717,37 @@ pub fn yield_now() {
     schedule();
 }
 
-/// Reports sleeping in atomic context (IRQs masked or preemption disabled).
+/// Calls of a sleeping function from a context that may not sleep, since boot.
+static INVALID_CONTEXT_SLEEPS: AtomicU64 = AtomicU64::new(0);
+/// Where the last one was called from.
+static LAST_INVALID_CONTEXT_SLEEP: AtomicPtr<core::panic::Location<'static>> =
+    AtomicPtr::new(core::ptr::null_mut());
+
+/// How many times [`might_sleep`] found a sleeping call in atomic context.
+pub fn invalid_context_sleeps() -> u64 {
+    INVALID_CONTEXT_SLEEPS.load(Ordering::Relaxed)
+}
+
+/// The caller named by the last such report.
+pub fn last_invalid_context_sleep() -> Option<&'static core::panic::Location<'static>> {
+    let p = LAST_INVALID_CONTEXT_SLEEP.load(Ordering::Relaxed);
+    // SAFETY: only ever set from a `&'static Location`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Checks that the caller may sleep (interrupts on, preemption enabled).
+/// If not, prints Linux's "BUG: sleeping function called from invalid
+/// context" with the caller's location, counts it and returns `false`, and
+/// the kernel goes on, as Linux's does; callers that can avoid sleeping (an
+/// allocation: no direct reclaim) then do.
 #[track_caller]
 #[inline]
-pub fn might_sleep() {
-    if started() {
-        might_sleep_check();
-    }
+pub fn might_sleep() -> bool {
+    !started() || might_sleep_check()
 }
 
 #[track_caller]
-fn might_sleep_check() {
+fn might_sleep_check() -> bool {
     let irqs_on = platform::get()
         .map(|p| {
             let was = p.irq_save();
@@ -625,15 +756,22 @@ fn might_sleep_check() {
         })
         .unwrap_or(true);
     let pc = this_cpu().preempt_count.load(Ordering::Relaxed);
-    if !irqs_on || pc != 0 {
-        panic!(
-            "BUG: sleeping function called from invalid context at {}: irqs {}, preempt_count {}, task '{}'",
-            core::panic::Location::caller(),
-            if irqs_on { "on" } else { "off" },
-            pc,
-            current().name()
-        );
+    if irqs_on && pc == 0 {
+        return true;
     }
+    let at = core::panic::Location::caller();
+    INVALID_CONTEXT_SLEEPS.fetch_add(1, Ordering::Relaxed);
+    LAST_INVALID_CONTEXT_SLEEP.store(
+        at as *const core::panic::Location<'static> as *mut _,
+        Ordering::Relaxed,
+    );
+    crate::println!(
+        "BUG: sleeping function called from invalid context at {at}\n\
+         irqs_disabled(): {}, preempt_count: {pc}, name: {}",
+        u8::from(!irqs_on),
+        current().name()
+    );
+    false
 }
 
 /// Blocks the current task until [`wake_up`]. The caller has already put the

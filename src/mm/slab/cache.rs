@@ -116,6 +116,10 @@ pub(crate) struct CacheInner {
     freeptr_offset: usize,
     /// Red zone [object_size, object_size + rz_len).
     pub(crate) rz_len: usize,
+    /// Where a kmalloc cache with red zones keeps the size each object was
+    /// asked for (SLUB's `orig_size`), so that the slack between it and
+    /// `object_size` is red-zoned too; 0 if the cache does not.
+    orig_size_offset: usize,
     /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
     /// `reciprocal_divide`), exact for offsets inside a slab.
     size_recip: u64,
@@ -204,6 +208,28 @@ impl Discards {
     }
 }
 
+/// Objects on their way between a per-CPU list and the slabs, held on the
+/// stack while the list lock is taken (see `alloc_cpu`).
+struct Batch {
+    objs: [usize; CPU_ARRAY],
+    n: usize,
+}
+
+impl Batch {
+    const EMPTY: Batch = Batch {
+        objs: [0; CPU_ARRAY],
+        n: 0,
+    };
+}
+
+/// What popping this CPU's list gave.
+enum CpuPop {
+    Object(usize),
+    Empty,
+    /// The list was overwritten at this object and has been dropped.
+    Corrupt(usize),
+}
+
 /// Why a cache could not be created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateError {
@@ -271,6 +297,16 @@ static CACHES: SpinLock<Registry> = SpinLock::new(
     Registry([ptr::null(); MAX_CACHES]),
     crate::lock_class!("slab_caches"),
 );
+
+/// The lockdep class of every cache's list lock (one initialisation site).
+static LIST_LOCK_CLASS: crate::sync::lockdep::LockClassKey =
+    crate::sync::lockdep::LockClassKey::new("kmem_cache_node->list_lock");
+
+/// The lockdep class shared by the caches' list locks, for tests that
+/// provoke a lockdep report while a cache takes its list lock.
+pub fn list_lock_class() -> &'static crate::sync::lockdep::LockClassKey {
+    &LIST_LOCK_CLASS
+}
 
 /// Whether every slab so far sits at a virtual address aligned to its size
 /// (then a free object's slab is its address masked); cleared for good by
@@ -399,6 +435,11 @@ impl KmemCache {
         } else {
             freeptr_offset = 0;
         }
+        let mut orig_size_offset = 0;
+        if flags.contains(SlabFlags::KMALLOC | SlabFlags::RED_ZONE) {
+            orig_size_offset = off;
+            off += 8;
+        }
         let slot = align_up(off, align);
         let first_offset = align_up(HEADER_SIZE, align);
         // Smallest order that wastes at most 1/8 of the slab (max order 3).
@@ -431,6 +472,7 @@ impl KmemCache {
             first_offset,
             freeptr_offset,
             rz_len,
+            orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
             cookie: random_cookie(),
             lists: SpinLock::new(
@@ -440,7 +482,7 @@ impl KmemCache {
                     empty: ListHead::EMPTY,
                     active_objs: 0,
                 },
-                crate::lock_class!("kmem_cache_node->list_lock"),
+                &LIST_LOCK_CLASS,
             ),
             empty_len: AtomicUsize::new(0),
             cpu_limit: cpu_limit_for(slot, objects, flags),
@@ -490,6 +532,13 @@ impl KmemCache {
         self.inner().alloc(gfp)
     }
 
+    /// kmalloc's allocation of `size` bytes from this class: the slack after
+    /// `size` is red-zoned when the cache has red zones (SLUB's `orig_size`).
+    #[track_caller]
+    pub(crate) fn alloc_kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        self.inner().alloc_orig(gfp, size)
+    }
+
     /// `kmem_cache_zalloc`.
     #[track_caller]
     pub fn zalloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
@@ -516,6 +565,21 @@ impl KmemCache {
         let inner = self.inner();
         inner.drain_cpu();
         inner.info()
+    }
+
+    /// Linux's `validate_slab_cache`: drains this CPU's list, then checks
+    /// every slab under the list lock: objects counted in use = objects
+    /// allocated (the bitmap) = objects handed out, and the free list holds
+    /// the rest. A mismatch (an object lost between the lists, a corrupt
+    /// free list) is printed and returned; `Ok` gives the slabs checked.
+    pub fn validate(&self) -> Result<usize, SlabInconsistency> {
+        let inner = self.inner();
+        inner.drain_cpu();
+        let r = inner.validate();
+        if let Err(e) = &r {
+            crate::println!("BUG {}: {e}", inner.name);
+        }
+        r
     }
 
     /// `kmem_cache_destroy`. With objects still allocated, reports them
@@ -556,6 +620,30 @@ impl KmemCache {
 impl Drop for KmemCache {
     fn drop(&mut self) {
         let _ = self.destroy_inner();
+    }
+}
+
+/// A slab whose counts disagree (see [`KmemCache::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlabInconsistency {
+    pub cache: String,
+    pub slab: usize,
+    /// Objects the slab counts as taken (handed out or on a per-CPU list).
+    pub inuse: usize,
+    /// Objects marked in the allocation bitmap.
+    pub allocated: usize,
+    /// Objects on the slab's free list.
+    pub free: usize,
+    pub objects: usize,
+}
+
+impl fmt::Display for SlabInconsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "slab {:#x} of {} inconsistent: inuse {}, allocated {}, on the free list {}, objects {}",
+            self.slab, self.cache, self.inuse, self.allocated, self.free, self.objects
+        )
     }
 }
 
@@ -700,12 +788,56 @@ impl CacheInner {
 
     #[track_caller]
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+        self.alloc_orig(gfp, self.object_size)
+    }
+
+    /// The size `obj` was allocated with (`object_size` unless tracked).
+    pub(crate) fn orig_size(&self, obj: usize) -> usize {
+        if self.orig_size_offset == 0 {
+            return self.object_size;
+        }
+        // SAFETY: the metadata word of an object slot of ours.
+        let v = unsafe { *((obj + self.orig_size_offset) as *const usize) };
+        v.min(self.object_size)
+    }
+
+    /// Records that `obj` was allocated for `size` bytes and red-zones the
+    /// slack after them.
+    fn set_orig_size(&self, obj: usize, size: usize) {
+        if self.orig_size_offset == 0 {
+            return;
+        }
+        let size = size.min(self.object_size);
+        // SAFETY: the metadata word and the object of a slot of ours.
+        unsafe {
+            *((obj + self.orig_size_offset) as *mut usize) = size;
+            ptr::write_bytes(
+                (obj + size) as *mut u8,
+                debug::RED_ACTIVE,
+                self.object_size - size,
+            );
+        }
+    }
+
+    /// `ksize` hands the whole object to the caller: stop red-zoning its
+    /// slack (SLUB's `skip_orig_size_check`).
+    pub(crate) fn skip_orig_size_check(&self, obj: usize) {
+        if self.orig_size_offset != 0 {
+            // SAFETY: the metadata word of an allocated object of ours.
+            unsafe { *((obj + self.orig_size_offset) as *mut usize) = self.object_size };
+        }
+    }
+
+    #[track_caller]
+    fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         // The task's NOFS/NOIO scope (`current_gfp_context`) only removes
         // __GFP_FS, __GFP_IO and __GFP_MOVABLE: `might_alloc` applies it
         // itself where it matters (lockdep), and `should_failslab` looks at
         // none of them, so the fast path leaves it to the page allocation
         // and the error value.
-        crate::mm::fs_reclaim::might_alloc(gfp);
+        // A sleeping allocation where sleeping is not allowed is reported
+        // (at the caller) and goes on without direct reclaim.
+        let gfp = crate::mm::fs_reclaim::might_alloc_gfp(gfp);
         if should_failslab(gfp, self.object_size) {
             let gfp = crate::mm::scope::current_gfp_context(gfp);
             if !gfp.contains(Gfp::__GFP_NOWARN) {
@@ -762,6 +894,7 @@ impl CacheInner {
                     // SAFETY: the object is ours now.
                     unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
                 }
+                self.set_orig_size(obj, orig_size);
                 // SAFETY: non-null by construction.
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
@@ -787,48 +920,47 @@ impl CacheInner {
 
     /// The allocation fast path: pop from this CPU's list, refilling it in
     /// a batch under the list lock; a new slab when no slab has room.
+    ///
+    /// No reference to the per-CPU list lives across a call that can take a
+    /// lock or allocate: taking the list lock can make lockdep print a report,
+    /// which allocates through kmalloc and can re-enter this very cache and
+    /// use the list meanwhile. A refill therefore collects its batch on the
+    /// stack and splices it onto the list afterwards, whatever the list holds
+    /// by then.
     #[inline]
     fn alloc_cpu(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         loop {
             let irq = IrqGuard::new();
-            // SAFETY: interrupts are masked until `irq` drops.
-            let c = unsafe { self.this_cpu() };
-            if c.avail == 0 {
-                self.refill(c);
-            }
-            if c.avail != 0 {
-                let obj = c.head;
-                // SAFETY: a free object of this cache holds an encoded next pointer.
-                let next = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
-                let Some(s) = self.own_slab_of(obj) else {
-                    // The list was overwritten (a write after free into a
-                    // free object): drop it rather than hand out its garbage.
-                    c.head = 0;
-                    c.avail = 0;
+            match self.cpu_pop() {
+                CpuPop::Object(obj) => {
+                    drop(irq);
+                    if gfp.contains(Gfp::__GFP_ZERO) {
+                        // SAFETY: the object is ours now.
+                        unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                    }
+                    // SAFETY: non-null by construction.
+                    return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+                }
+                CpuPop::Corrupt(obj) => {
                     drop(irq);
                     crate::println!(
                         "BUG {}: Freepointer corrupt: per-CPU free list abandoned at {obj:#x}",
                         self.name
                     );
                     continue;
-                };
-                c.head = next;
-                c.avail -= 1;
-                c.allocs += 1;
-                // SAFETY: a live slab of this cache; its bitmap and `users`
-                // change only with interrupts masked (one CPU).
-                unsafe {
-                    let idx = self.index_of(obj - (*s).base() - self.first_offset);
-                    (*s).allocated[idx / 64] |= 1 << (idx % 64);
-                    (*s).users += 1;
                 }
+                CpuPop::Empty => {}
+            }
+            let mut batch = Batch::EMPTY;
+            self.refill(&mut batch);
+            if batch.n != 0 {
+                let mut d = Discards::NONE;
+                self.cpu_splice(&batch, &mut d);
                 drop(irq);
-                if gfp.contains(Gfp::__GFP_ZERO) {
-                    // SAFETY: the object is ours now.
-                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                if !d.head.is_null() {
+                    self.discard_all(d);
                 }
-                // SAFETY: non-null by construction.
-                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+                continue;
             }
             // No slab has a free object: a new one, with interrupts enabled
             // again (the page allocator may reclaim and sleep).
@@ -837,17 +969,46 @@ impl CacheInner {
         }
     }
 
-    /// Moves up to half a list of free objects from the slabs (partial ones
-    /// first, in their free-list order) onto the empty list `c`. Interrupts
-    /// are masked by the caller.
+    /// Pops this CPU's newest free object and marks it allocated.
+    /// Interrupts are masked by the caller; the per-CPU reference ends here.
+    #[inline(always)]
+    fn cpu_pop(&self) -> CpuPop {
+        // SAFETY: interrupts are masked and nothing below takes a lock.
+        let c = unsafe { self.this_cpu() };
+        if c.avail == 0 {
+            return CpuPop::Empty;
+        }
+        let obj = c.head;
+        // SAFETY: a free object of this cache holds an encoded next pointer.
+        let next = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+        let Some(s) = self.own_slab_of(obj) else {
+            // The list was overwritten (a write after free into a free
+            // object): drop it rather than hand out its garbage.
+            c.head = 0;
+            c.avail = 0;
+            return CpuPop::Corrupt(obj);
+        };
+        c.head = next;
+        c.avail -= 1;
+        c.allocs += 1;
+        // SAFETY: a live slab of this cache; its bitmap and `users` change
+        // only with interrupts masked (one CPU).
+        unsafe {
+            let idx = self.index_of(obj - (*s).base() - self.first_offset);
+            (*s).allocated[idx / 64] |= 1 << (idx % 64);
+            (*s).users += 1;
+        }
+        CpuPop::Object(obj)
+    }
+
+    /// Takes up to half a list of free objects from the slabs (partial ones
+    /// first, in their free-list order) into `b`, under the list lock.
+    /// Interrupts are masked by the caller.
     #[cold]
-    fn refill(&self, c: &mut CpuCache) {
-        debug_assert!(c.avail == 0);
+    fn refill(&self, b: &mut Batch) {
         let batch = self.cpu_limit.div_ceil(2);
-        let mut got = [0usize; CPU_ARRAY];
-        let mut n = 0;
         let mut l = self.lists.lock();
-        while n < batch {
+        while b.n < batch {
             let s = if !l.partial.head.is_null() {
                 l.partial.head
             } else {
@@ -858,65 +1019,98 @@ impl CacheInner {
             }
             // SAFETY: a live slab of this cache with a free object.
             let slab = unsafe { &mut *s };
-            while n < batch && slab.freelist != 0 {
+            while b.n < batch && slab.freelist != 0 {
                 let obj = self.decode(slab.freelist, slab.base());
                 // SAFETY: free objects hold an encoded next pointer.
                 let next_raw = unsafe { *self.freeptr_slot(obj) };
                 slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
                 slab.inuse += 1;
                 l.active_objs += 1;
-                got[n] = obj;
-                n += 1;
+                b.objs[b.n] = obj;
+                b.n += 1;
             }
             Self::place(&mut l, s);
         }
         self.sync_empty_len(&l);
-        drop(l);
-        // Link them in the order taken: the first allocation takes the first.
-        let mut next = 0;
-        for &obj in got[..n].iter().rev() {
-            // SAFETY: free objects of ours.
-            unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
-            next = obj;
-        }
-        c.head = next;
-        c.avail = n;
     }
 
-    /// Returns all but the `keep` newest objects of `c` to their slabs under
-    /// the list lock; slabs that go empty beyond `MIN_PARTIAL` are unlinked
-    /// into `out`, for the caller to discard once interrupts are enabled
-    /// again. Interrupts are masked by the caller.
-    fn flush(&self, c: &mut CpuCache, keep: usize, out: &mut Discards) {
-        if c.avail <= keep {
-            return;
+    /// Puts the objects of `b` in front of this CPU's list, in the order
+    /// taken (the next allocation takes the first); if the list is then
+    /// longer than its limit (a re-entered refill filled it meanwhile), the
+    /// oldest objects go back to the slabs. Interrupts are masked by the
+    /// caller.
+    #[cold]
+    fn cpu_splice(&self, b: &Batch, out: &mut Discards) {
+        let over = {
+            // SAFETY: interrupts are masked; the reference ends in this block.
+            let c = unsafe { self.this_cpu() };
+            let mut next = c.head;
+            for &obj in b.objs[..b.n].iter().rev() {
+                // SAFETY: free objects of ours.
+                unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
+                next = obj;
+            }
+            c.head = next;
+            c.avail += b.n;
+            c.avail > self.cpu_limit
+        };
+        if over {
+            self.flush(self.cpu_limit, out);
         }
-        // Walk past the kept ones, cut the list there, collect the rest.
-        let mut last_kept = 0;
-        let mut obj = c.head;
-        for _ in 0..keep {
-            last_kept = obj;
-            // SAFETY: free objects on our list hold encoded next pointers.
-            obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+    }
+
+    /// Returns all but the `keep` newest objects of this CPU's list to their
+    /// slabs under the list lock; slabs that go empty beyond `MIN_PARTIAL`
+    /// are unlinked into `out`, for the caller to discard once interrupts
+    /// are enabled again. Interrupts are masked by the caller. The objects
+    /// are cut off the list before the lock is taken, so a re-entry through
+    /// the lock finds a consistent (shorter) list.
+    fn flush(&self, keep: usize, out: &mut Discards) {
+        loop {
+            let mut b = Batch::EMPTY;
+            {
+                // SAFETY: interrupts are masked; the reference ends in this block.
+                let c = unsafe { self.this_cpu() };
+                if c.avail <= keep {
+                    return;
+                }
+                // Walk past the kept ones, cut out up to a batch after them.
+                let mut last_kept = 0;
+                let mut obj = c.head;
+                for _ in 0..keep {
+                    last_kept = obj;
+                    // SAFETY: free objects on our list hold encoded next pointers.
+                    obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+                }
+                while obj != 0 && b.n < CPU_ARRAY && b.n < c.avail - keep {
+                    b.objs[b.n] = obj;
+                    b.n += 1;
+                    // SAFETY: as above.
+                    obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+                }
+                if last_kept == 0 {
+                    c.head = obj;
+                } else {
+                    // SAFETY: as above.
+                    unsafe { *self.freeptr_slot(last_kept) = self.encode(obj, last_kept) };
+                }
+                if obj == 0 {
+                    // The list ends here, whatever `avail` said (it cannot
+                    // say more unless the list was overwritten).
+                    c.avail = keep.min(c.avail);
+                } else {
+                    c.avail -= b.n;
+                }
+            }
+            self.return_objects(&b, out);
         }
-        if last_kept == 0 {
-            c.head = 0;
-        } else {
-            // SAFETY: as above.
-            unsafe { *self.freeptr_slot(last_kept) = 0 };
-        }
-        let mut gone = [0usize; CPU_ARRAY];
-        let mut n = 0;
-        while obj != 0 && n < CPU_ARRAY {
-            gone[n] = obj;
-            n += 1;
-            // SAFETY: as above.
-            obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
-        }
-        c.avail = keep;
+    }
+
+    /// Puts the objects of `b` back onto their slabs' free lists under the
+    /// list lock (oldest first, so the newest ends up first on its slab).
+    fn return_objects(&self, b: &Batch, out: &mut Discards) {
         let mut l = self.lists.lock();
-        // Oldest first, so the newest ends up first on its slab's list.
-        for &obj in gone[..n].iter().rev() {
+        for &obj in b.objs[..b.n].iter().rev() {
             let Some(s) = self.own_slab_of(obj) else {
                 continue; // an overwritten list: leak rather than corrupt a slab
             };
@@ -959,11 +1153,61 @@ impl CacheInner {
         let mut d = Discards::NONE;
         {
             let _irq = IrqGuard::new();
-            // SAFETY: interrupts masked in this block.
-            let c = unsafe { self.this_cpu() };
-            self.flush(c, 0, &mut d);
+            self.flush(0, &mut d);
         }
         self.discard_all(d)
+    }
+
+    /// See [`KmemCache::validate`]; this CPU's list is drained by the caller
+    /// (objects on it count as taken but not allocated).
+    fn validate(&self) -> Result<usize, SlabInconsistency> {
+        let mut bad = None;
+        let mut checked = 0;
+        {
+            let l = self.lists.lock();
+            let cpu = self.cpu_avail();
+            'lists: for head in [l.partial.head, l.full.head, l.empty.head] {
+                let mut s = head;
+                while !s.is_null() {
+                    // SAFETY: a slab on our lists, under the list lock.
+                    let slab = unsafe { &*s };
+                    let allocated: usize =
+                        slab.allocated.iter().map(|w| w.count_ones() as usize).sum();
+                    let mut free = 0;
+                    let mut obj = self.decode(slab.freelist, slab.base());
+                    while obj != 0 && free <= self.objects {
+                        free += 1;
+                        // SAFETY: free objects hold encoded next pointers.
+                        obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+                    }
+                    let inuse = slab.inuse as usize;
+                    let ok = cpu != 0
+                        || (inuse == allocated
+                            && allocated == slab.users as usize
+                            && free + inuse == self.objects);
+                    if !ok {
+                        bad = Some(SlabInconsistency {
+                            cache: String::new(),
+                            slab: slab.base(),
+                            inuse,
+                            allocated,
+                            free,
+                            objects: self.objects,
+                        });
+                        break 'lists;
+                    }
+                    checked += 1;
+                    s = slab.next;
+                }
+            }
+        }
+        match bad {
+            None => Ok(checked),
+            Some(mut e) => {
+                e.cache = self.name.clone();
+                Err(e)
+            }
+        }
     }
 
     /// Objects sitting on per-CPU lists. Interrupts are masked by the
@@ -987,11 +1231,20 @@ impl CacheInner {
         let mut d = Discards::NONE;
         {
             let irq = IrqGuard::new();
-            // SAFETY: `s` is a live slab of this cache; its bitmap and `users`
-            // change only with interrupts masked (one CPU).
-            let slab = unsafe { &mut *s };
             let bit = 1u64 << (idx % 64);
-            if slab.allocated[idx / 64] & bit == 0 {
+            // SAFETY: `s` is a live slab of this cache; its bitmap and `users`
+            // change only with interrupts masked (one CPU). No reference to
+            // the header outlives this block: `flush` below updates it too.
+            let unused = unsafe {
+                if (*s).allocated[idx / 64] & bit == 0 {
+                    None
+                } else {
+                    (*s).allocated[idx / 64] &= !bit;
+                    (*s).users -= 1;
+                    Some((*s).users == 0)
+                }
+            };
+            let Some(unused) = unused else {
                 drop(irq);
                 debug::report(
                     self,
@@ -1001,21 +1254,23 @@ impl CacheInner {
                     format_args!("Object already free"),
                 );
                 return;
+            };
+            // SAFETY: interrupts are masked; the reference ends at once.
+            if unsafe { self.this_cpu() }.avail >= self.cpu_limit {
+                // Takes the list lock: no per-CPU reference across it.
+                self.flush(self.cpu_limit / 2, &mut d);
             }
-            slab.allocated[idx / 64] &= !bit;
-            slab.users -= 1;
-            // SAFETY: interrupts are masked until `irq` drops.
-            let c = unsafe { self.this_cpu() };
-            if c.avail == self.cpu_limit {
-                self.flush(c, self.cpu_limit / 2, &mut d);
+            {
+                // SAFETY: interrupts are masked; the reference ends in this block.
+                let c = unsafe { self.this_cpu() };
+                // SAFETY: the object is free now and ours to link.
+                unsafe { *self.freeptr_slot(addr) = self.encode(c.head, addr) };
+                c.head = addr;
+                c.avail += 1;
+                c.frees += 1;
             }
-            // SAFETY: the object is free now and ours to link.
-            unsafe { *self.freeptr_slot(addr) = self.encode(c.head, addr) };
-            c.head = addr;
-            c.avail += 1;
-            c.frees += 1;
-            if slab.users == 0 && self.empty_len.load(Ordering::Relaxed) >= MIN_PARTIAL {
-                self.flush(c, 0, &mut d);
+            if unused && self.empty_len.load(Ordering::Relaxed) >= MIN_PARTIAL {
+                self.flush(0, &mut d);
             }
         }
         if !d.head.is_null() {
@@ -1188,7 +1443,11 @@ impl CacheInner {
                 SlabBug::RedzoneOverwritten,
                 addr,
                 Some(off),
-                format_args!("Right Redzone overwritten"),
+                if off < self.object_size {
+                    format_args!("kmalloc Redzone overwritten")
+                } else {
+                    format_args!("Right Redzone overwritten")
+                },
             );
         }
         self.frees.fetch_add(1, Ordering::Relaxed);

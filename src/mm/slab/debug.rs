@@ -23,6 +23,8 @@ pub enum SlabBug {
     NotASlabObject,
     BadOffset,
     LiveObjectsAtDestroy,
+    /// `kmalloc_aligned` with an alignment that is not a power of two.
+    BadAlign,
 }
 
 /// One recorded report.
@@ -162,11 +164,20 @@ pub(crate) fn check_on_alloc(c: &CacheInner, obj: usize) {
 pub(crate) fn check_and_poison_on_free(c: &CacheInner, obj: usize) -> Option<usize> {
     let mut bad = None;
     if c.flags.contains(SlabFlags::RED_ZONE) {
-        let rz = bytes(obj + c.object_size, c.rz_len);
-        bad = rz
+        // kmalloc's slack after the size asked for (SLUB's "kmalloc
+        // Redzone"), then the red zone after the object.
+        let orig = c.orig_size(obj);
+        bad = bytes(obj + orig, c.object_size - orig)
             .iter()
             .position(|v| *v != RED_ACTIVE)
-            .map(|off| c.object_size + off);
+            .map(|off| orig + off);
+        if bad.is_none() {
+            let rz = bytes(obj + c.object_size, c.rz_len);
+            bad = rz
+                .iter()
+                .position(|v| *v != RED_ACTIVE)
+                .map(|off| c.object_size + off);
+        }
     }
     poison(c, obj);
     set_redzone(c, obj, RED_INACTIVE);

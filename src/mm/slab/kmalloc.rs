@@ -108,16 +108,27 @@ fn order_for(size: usize) -> u32 {
 /// `kmalloc(size, gfp)` with an alignment requirement.
 #[track_caller]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    if !align.is_power_of_two() {
+        // No size class or page block honours it: refuse rather than hand
+        // out memory that is not aligned as asked.
+        crate::println!(
+            "WARNING: kmalloc_aligned(size {size}, align {align}): alignment is not a power of two; refused (caller {})",
+            core::panic::Location::caller()
+        );
+        super::debug::record(super::debug::SlabBug::BadAlign, "kmalloc");
+        return Err(AllocError { gfp, order: 0 });
+    }
     if size == 0 {
         // SAFETY: a non-null sentinel, never dereferenced.
         return Ok(unsafe { NonNull::new_unchecked(ZERO_SIZE_PTR) });
     }
     if let Some(c) = kmalloc_slab(size, align) {
-        return c.alloc(gfp);
+        return c.alloc_kmalloc(size, gfp);
     }
     kmalloc_large(size, align, gfp)
 }
 
+#[track_caller]
 fn kmalloc_large(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     let order = order_for(size.max(align));
     let pa = page_alloc::alloc_pages(gfp, order)?;
@@ -182,6 +193,16 @@ pub fn kfree(p: *mut u8) {
             page_alloc::set_page_private(pa, 0);
             page_alloc::free_pages(pa, order);
         }
+        // Memory the page allocator holds free: a block kfree (or a slab's
+        // release) already gave back, so this is a second free of it. Linux
+        // reports a large kmalloc freed twice as a bad page state.
+        None if page_alloc::page_owner(page_alloc::virt_to_phys(p)) == Some(PageOwner::Free) => {
+            crate::println!(
+                "BUG kfree: double free of {p:p}: the memory is already free (caller {})",
+                core::panic::Location::caller()
+            );
+            super::debug::record(super::debug::SlabBug::DoubleFree, "kmalloc");
+        }
         None => {
             crate::println!(
                 "BUG kfree: pointer {p:p} was not allocated by kmalloc (caller {})",
@@ -192,14 +213,21 @@ pub fn kfree(p: *mut u8) {
     }
 }
 
-/// `ksize`: the usable size of a kmalloc allocation (0 for foreign pointers).
+/// `ksize`: the usable size of a kmalloc allocation (0 for foreign pointers),
+/// all of which the caller may then use (with `slab_debug=Z`, the slack after
+/// the size asked for is no longer red-zoned, as in SLUB).
 pub fn ksize(p: *const u8) -> usize {
     if p.is_null() || p == ZERO_SIZE_PTR {
         return 0;
     }
     match owner_of(p) {
-        // SAFETY: a live slab's cache.
-        Some(Owner::Slab(s)) => unsafe { (*(*s).cache).object_size },
+        Some(Owner::Slab(s)) => {
+            // SAFETY: a live slab's cache.
+            let c = unsafe { &*(*s).cache };
+            // The caller may use all of it now: no red zone in the slack.
+            c.skip_orig_size_check(p as usize);
+            c.object_size
+        }
         Some(Owner::Large(order)) => 4096 << order,
         None => 0,
     }

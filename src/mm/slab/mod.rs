@@ -27,9 +27,9 @@ pub mod kmalloc;
 mod typed;
 
 pub use cache::{
-    CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInfo, kmem_cache_create,
-    set_global_debug, show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row,
-    write_slabinfo,
+    CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo,
+    kmem_cache_create, list_lock_class, set_global_debug, show_slabinfo, slab_debug_parse,
+    slabinfo, slabinfo_header, slabinfo_row, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
