@@ -37,6 +37,35 @@ impl fmt::Display for TestFailure {
 
 pub type TestResult = Result<(), TestFailure>;
 
+/// Turns a set-up step's `Err` or `None` into a failed case, located at the
+/// caller, instead of an `unwrap` panic, which would end the whole test
+/// kernel and skip the cases after it:
+/// `let cache = KmemCache::create(..).or_fail("create the cache")?;`
+pub trait OrFail<T> {
+    #[track_caller]
+    fn or_fail(self, what: &str) -> Result<T, TestFailure>;
+}
+
+impl<T, E: fmt::Debug> OrFail<T> for Result<T, E> {
+    #[track_caller]
+    fn or_fail(self, what: &str) -> Result<T, TestFailure> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(TestFailure::new(alloc::format!("{what}: {e:?}"))),
+        }
+    }
+}
+
+impl<T> OrFail<T> for Option<T> {
+    #[track_caller]
+    fn or_fail(self, what: &str) -> Result<T, TestFailure> {
+        match self {
+            Some(v) => Ok(v),
+            None => Err(TestFailure::new(alloc::format!("{what}: None"))),
+        }
+    }
+}
+
 /// One registered test case.
 pub struct Test {
     pub name: &'static str,
