@@ -14,14 +14,14 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use core::time::Duration;
 use kreclaim::fs::format::{INODES_PER_CLUSTER, ino_to_agino, ino_to_cluster_block};
 use kreclaim::fs::{
     ErrorInjection, FileType, Fs, FsError, InodeRef, MkfsOptions, Policy, RacePoint, RamDisk,
     check, mkfs,
 };
-use kreclaim::harness::TestResult;
+use kreclaim::harness::{TestResult, wait_for};
 use kreclaim::mm::gfp::GFP_KERNEL;
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::sync::lockdep;
@@ -316,31 +316,23 @@ fn heavy_reclaim_keeps_every_byte() -> TestResult {
 fn trylock_reclaims_during_operations_and_stops_in_transactions() -> TestResult {
     const SEED: u64 = 0x5eed_0002;
     let fs = ok!(fresh(Policy::TRYLOCK));
-    let done = Arc::new(AtomicBool::new(false));
-    let samples = Arc::new(AtomicU32::new(0));
-    let (f2, d2, s2) = (fs.clone(), done.clone(), samples.clone());
-    // Sample inodes_reclaimed while the writer runs.
-    let sampler = task::spawn("sampler", move || {
-        let mut last = f2.stats().inodes_reclaimed;
-        while !d2.load(Ordering::Acquire) {
-            task::sleep(Duration::from_millis(5));
-            let now = f2.stats().inodes_reclaimed;
-            if now > last {
-                s2.fetch_add(1, Ordering::Relaxed);
-            }
-            last = now;
+    // Sample inodes_reclaimed after each directory the writer fills: by
+    // work done, not by time (a sampler task sleeping 5 ms may get too few
+    // looks on a loaded host).
+    let mut samples = 0;
+    let mut last = fs.stats().inodes_reclaimed;
+    for d in 0..32 {
+        ok!(populate(&fs, SEED, d..d + 1, 100));
+        let now = fs.stats().inodes_reclaimed;
+        if now > last {
+            samples += 1;
         }
-    })
-    .unwrap();
-    let r = populate(&fs, SEED, 0..32, 100);
-    done.store(true, Ordering::Release);
-    kassert!(sampler.join().is_ok());
-    ok!(r);
+        last = now;
+    }
     let s = fs.stats();
     kassert!(
-        samples.load(Ordering::Relaxed) >= 2,
-        "inodes_reclaimed grew in only {} samples: {s:?}",
-        samples.load(Ordering::Relaxed)
+        samples >= 2,
+        "inodes_reclaimed grew during only {samples} of 32 directories: {s:?}"
     );
     // Under `trylock` only transactions run without __GFP_FS, so every STOP
     // here came from reclaim entered inside a transaction.
@@ -373,17 +365,19 @@ fn contended_workload(fs: &Arc<Fs>, seed: u64) -> Result<(), String> {
     }
     drop(root);
     let stop = Arc::new(AtomicBool::new(false));
+    // A writer's error comes back as a value: a panic in a task would end
+    // the whole test kernel.
+    let writer_error = Arc::new(spin::Mutex::new(None::<String>));
     let mut writers = Vec::new();
     for w in 0..2u32 {
-        let f = fs.clone();
+        let (f, err) = (fs.clone(), writer_error.clone());
         writers.push(
             task::spawn("fs-writer", move || {
                 if let Err(e) = populate(&f, seed, w * DIRS / 2..(w + 1) * DIRS / 2, FILES) {
-                    kreclaim::println!("writer {w}: {e}");
-                    panic!("writer failed");
+                    err.lock().get_or_insert(format!("writer {w}: {e}"));
                 }
             })
-            .unwrap(),
+            .map_err(|e| format!("spawn a writer: {e:?}"))?,
         );
     }
     let mut readers = Vec::new();
@@ -391,7 +385,9 @@ fn contended_workload(fs: &Arc<Fs>, seed: u64) -> Result<(), String> {
         let (f, s) = (fs.clone(), stop.clone());
         readers.push(
             task::spawn("fs-reader", move || {
-                let root = f.root().unwrap();
+                let Ok(root) = f.root() else {
+                    return;
+                };
                 let mut i = r;
                 while !s.load(Ordering::Acquire) {
                     let d = i % DIRS;
@@ -407,7 +403,7 @@ fn contended_workload(fs: &Arc<Fs>, seed: u64) -> Result<(), String> {
                     task::sleep(Duration::from_millis(2));
                 }
             })
-            .unwrap(),
+            .map_err(|e| format!("spawn a reader: {e:?}"))?,
         );
     }
     let mut res = Ok(());
@@ -423,6 +419,9 @@ fn contended_workload(fs: &Arc<Fs>, seed: u64) -> Result<(), String> {
         }
     }
     res?;
+    if let Some(e) = writer_error.lock().take() {
+        return Err(e);
+    }
     verify(fs, seed, 0..DIRS, FILES)
 }
 
@@ -487,12 +486,7 @@ fn writeback_io_error_keeps_the_inode_dirty() -> TestResult {
     dev().inject_write_errors(ErrorInjection::FailBlock(blk));
     let errs0 = fs.stats().flush_errors;
     drop(f);
-    let mut waited = 0;
-    while fs.stats().flush_errors == errs0 && waited < 2000 {
-        task::sleep(Duration::from_millis(10));
-        waited += 10;
-    }
-    kassert!(fs.stats().flush_errors > errs0, "the flusher never failed");
+    wait_for("the flusher to fail", || fs.stats().flush_errors > errs0)?;
     kassert!(fs.sync().is_err(), "sync succeeded with the block failing");
     kassert!(fs.stats().inodes_dirty >= 1);
     // Reclaim must not drop it: the slot on disk still says free.
@@ -553,25 +547,33 @@ fn broken_policy_deadlocks_for_real() -> TestResult {
     let (xa, ya) = (x.clone(), y.clone());
     let (xb, yb) = (x, y);
     // Each task holds one referenced inode's ILOCK (as an operation does),
-    // then enters reclaim's cluster flush on the other's cluster.
-    let a = task::spawn("holder-x", move || {
+    // then, once both hold theirs, enters reclaim's cluster flush on the
+    // other's cluster. (A fixed sleep instead of waiting for the other lets
+    // one task finish first on a loaded host.)
+    let holding = Arc::new(AtomicUsize::new(0));
+    let both_hold = |h: &AtomicUsize| {
+        h.fetch_add(1, Ordering::SeqCst);
+        while h.load(Ordering::SeqCst) < 2 {
+            task::sleep(Duration::from_millis(1));
+        }
+    };
+    let (ha, hb) = (holding.clone(), holding.clone());
+    let a = ok!(task::spawn("holder-x", move || {
         let _g = fa.ilock(&xa, true);
-        task::sleep(Duration::from_millis(30));
+        both_hold(&ha);
         let _ = fa.reclaim_flush_cluster(ya.ino());
-    })
-    .unwrap();
-    let b = task::spawn("holder-y", move || {
+    }));
+    let b = ok!(task::spawn("holder-y", move || {
         let _g = fb.ilock(&yb, true);
-        task::sleep(Duration::from_millis(30));
+        both_hold(&hb);
         let _ = fb.reclaim_flush_cluster(xb.ino());
-    })
-    .unwrap();
+    }));
     kassert_eq!(
-        a.join_timeout(Duration::from_secs(10)),
+        a.join_timeout(Duration::from_secs(60)),
         Err(JoinError::Deadlocked)
     );
     kassert_eq!(
-        b.join_timeout(Duration::from_secs(10)),
+        b.join_timeout(Duration::from_secs(60)),
         Err(JoinError::Deadlocked)
     );
     let dl = task::deadlock::reports();

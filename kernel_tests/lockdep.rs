@@ -60,7 +60,7 @@ static C: Mutex<()> = Mutex::new((), lock_class!("ld_c"));
 fn in_task(name: &'static str, f: impl FnOnce() + Send + 'static) -> TestResult {
     let h = task::spawn(name, f).map_err(|e| TestFailure::new(format!("spawn '{name}': {e:?}")))?;
     kassert!(
-        h.join_timeout(Duration::from_secs(5)).is_ok(),
+        h.join_timeout(Duration::from_secs(60)).is_ok(),
         "task '{name}' did not finish"
     );
     Ok(())

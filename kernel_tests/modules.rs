@@ -9,12 +9,12 @@ extern crate alloc;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
-use kreclaim::harness::TestResult;
+use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::mm::gfp::GFP_KERNEL;
 use kreclaim::mm::shrinker::*;
 use kreclaim::mm::slab::{self, KmemCache, SlabFlags};
 use kreclaim::module::{Module, ModuleError, loaded_modules, module_load};
-use kreclaim::task;
+use kreclaim::task::{self, Task, TaskState};
 use kreclaim::{kassert, kassert_eq};
 
 kreclaim::kernel_tests!(
@@ -26,6 +26,11 @@ kreclaim::kernel_tests!(
 
 static SCANNING: AtomicBool = AtomicBool::new(false);
 static SCANS: AtomicU64 = AtomicU64::new(0);
+/// The task that is about to unload the module while a scan runs: the scan
+/// stays in flight until that task waits inside the unload. (A fixed sleep
+/// in the scan could end before the unloader even looked, on a loaded host.)
+static UNLOADER: spin::Mutex<Option<Arc<Task>>> = spin::Mutex::new(None);
+static UNLOADING: AtomicBool = AtomicBool::new(false);
 
 struct SlowShrinker;
 
@@ -35,7 +40,15 @@ impl Shrinker for SlowShrinker {
     }
     fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
         SCANNING.store(true, Ordering::SeqCst);
-        task::sleep(Duration::from_millis(30));
+        let unloader = UNLOADER.lock().clone();
+        if let Some(u) = unloader {
+            // An unload that does not wait never waits here: it returns and
+            // finds the scan unfinished.
+            let _ = wait_for("the unloader to wait for this scan", || {
+                UNLOADING.load(Ordering::SeqCst)
+                    && matches!(u.state(), TaskState::Sleeping | TaskState::Blocked)
+            });
+        }
         SCANS.fetch_add(1, Ordering::SeqCst);
         SCANNING.store(false, Ordering::SeqCst);
         ScanObjects::freed(sc.nr_to_scan().min(1))
@@ -93,6 +106,7 @@ fn double_load_is_refused() -> TestResult {
 
 fn unload_while_reclaim_runs_elsewhere_is_safe() -> TestResult {
     let m = module_load::<TestFs>().unwrap();
+    *UNLOADER.lock() = Some(task::current_arc().or_fail("the current task")?);
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
     let reclaimer = task::spawn("reclaimer", move || {
@@ -104,6 +118,7 @@ fn unload_while_reclaim_runs_elsewhere_is_safe() -> TestResult {
         task::sleep(Duration::from_millis(1));
     }
     let before = SCANS.load(Ordering::SeqCst);
+    UNLOADING.store(true, Ordering::SeqCst);
     kassert!(m.unload().is_ok());
     // Unload returned only after the scan in flight finished...
     kassert!(

@@ -389,8 +389,9 @@ fn noretry_fails_under_pressure_where_nofail_waits_and_succeeds() -> TestResult 
         1,
         "one reclaim round"
     );
-    go.store(true, Ordering::Release);
+    // The clock starts before the freer may start its 30 ms.
     let t0 = kreclaim::time::now_ns();
+    go.store(true, Ordering::Release);
     let s1 = snap();
     let p = alloc_pages(GFP_KERNEL | Gfp::__GFP_NOFAIL | NOWARN, 0);
     let waited = kreclaim::time::now_ns() - t0;

@@ -12,7 +12,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
-use kreclaim::harness::TestResult;
+use kreclaim::harness::{OrFail, TestFailure, TestResult};
 use kreclaim::mm::gfp::{GFP_KERNEL, GFP_NOWAIT, Gfp};
 use kreclaim::mm::page_alloc::{self, alloc_pages, free_pages, nr_free_pages, watermarks};
 use kreclaim::mm::scope::MemallocScope;
@@ -32,10 +32,13 @@ kreclaim::kernel_tests!(
     reclaim_decisions_are_logged_at_debug_and_trace,
     a_shrinker_that_allocates_does_not_recurse_into_reclaim,
     unregistering_while_another_task_reclaims_is_safe,
+    a_failed_case_gives_its_memory_back,
 );
 
 const OBJ: usize = 1024;
 const MAX_LIVE: usize = 40_000;
+/// More tasks than ever scan one pool at once (main, kswapd, a worker).
+const MAX_SCANNERS: usize = 8;
 
 /// A cache of 1 KiB objects whose live objects a shrinker may free.
 struct Pool {
@@ -48,7 +51,10 @@ struct Pool {
     stops: AtomicU64,
     /// STOPs returned to the task named "main" (its own direct reclaim).
     stops_for_main: AtomicU64,
-    in_scan: AtomicU32,
+    /// Tasks inside `scan_objects` now (task id + 1, 0 = free slot). Per
+    /// task: kswapd scanning while main scans is concurrency, not recursion.
+    in_scan: [AtomicU32; MAX_SCANNERS],
+    /// Times a task entered `scan_objects` while already inside it.
     recursions: AtomicU32,
     /// Scans in which a GFP_KERNEL allocation, with memory truly exhausted,
     /// failed at once instead of entering reclaim again.
@@ -57,10 +63,14 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(name: &str, needs_fs: bool, allocate_in_scan: bool) -> Arc<Pool> {
-        let cache = KmemCache::create(name, OBJ, 8, SlabFlags::RECLAIM_ACCOUNT, None).unwrap();
-        let live = KVec::with_capacity(MAX_LIVE, GFP_KERNEL).unwrap();
-        Arc::new(Pool {
+    /// A set-up failure fails the case (it does not panic the kernel).
+    fn new(name: &str, needs_fs: bool, allocate_in_scan: bool) -> Result<Arc<Pool>, TestFailure> {
+        let cache = KmemCache::create(name, OBJ, 8, SlabFlags::RECLAIM_ACCOUNT, None)
+            .or_fail("create the pool's cache")?;
+        let live = KVec::with_capacity(MAX_LIVE, GFP_KERNEL).or_fail("allocate the live table")?;
+        let grabbed = KVec::with_capacity(if allocate_in_scan { 8192 } else { 0 }, GFP_KERNEL)
+            .or_fail("allocate the grab table")?;
+        Ok(Arc::new(Pool {
             cache,
             live: SpinLock::new(live, lock_class!("pool_live")),
             needs_fs,
@@ -69,14 +79,11 @@ impl Pool {
             freed: AtomicU64::new(0),
             stops: AtomicU64::new(0),
             stops_for_main: AtomicU64::new(0),
-            in_scan: AtomicU32::new(0),
+            in_scan: [const { AtomicU32::new(0) }; MAX_SCANNERS],
             recursions: AtomicU32::new(0),
             failed_without_reclaim: AtomicU64::new(0),
-            grabbed: Mutex::new(
-                KVec::with_capacity(if allocate_in_scan { 8192 } else { 0 }, GFP_KERNEL).unwrap(),
-                lock_class!("pool_grabbed"),
-            ),
-        })
+            grabbed: Mutex::new(grabbed, lock_class!("pool_grabbed")),
+        }))
     }
 
     /// Allocates one object with `gfp` and keeps it live.
@@ -109,6 +116,41 @@ impl Pool {
         }
         self.cache.shrink();
     }
+
+    /// Notes that the current task entered `scan_objects`: `None` if it was
+    /// already inside (a recursion, counted), else the slot it holds until
+    /// the returned entry drops.
+    fn enter_scan(&self) -> Option<ScanEntry<'_>> {
+        let me = task::current().id() + 1;
+        if self.in_scan.iter().any(|s| s.load(Ordering::SeqCst) == me) {
+            self.recursions.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        let slot = self.in_scan.iter().find(|s| {
+            s.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        Some(ScanEntry(slot))
+    }
+}
+
+/// A task's stay inside `scan_objects`; frees its slot when dropped.
+struct ScanEntry<'a>(Option<&'a AtomicU32>);
+
+impl Drop for ScanEntry<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            slot.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A case that fails (returns early) still gives its objects back, so the
+/// next case starts with the memory free.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.free_all();
+    }
 }
 
 struct PoolShrinker(Arc<Pool>);
@@ -123,13 +165,12 @@ impl Shrinker for PoolShrinker {
     }
 
     fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
-        let p = &self.0;
-        if p.in_scan.fetch_add(1, Ordering::SeqCst) != 0 {
-            p.recursions.fetch_add(1, Ordering::SeqCst);
-        }
-        let r = self.scan(sc);
-        p.in_scan.fetch_sub(1, Ordering::SeqCst);
-        r
+        // A recursion is counted and goes no further: scanning again would
+        // self-deadlock on `grabbed` instead of failing the case.
+        let Some(_entry) = self.0.enter_scan() else {
+            return ScanObjects::STOP;
+        };
+        self.scan(sc)
     }
 }
 
@@ -187,10 +228,12 @@ impl PoolShrinker {
     }
 }
 
-fn register(pool: &Arc<Pool>, name: &str) -> ShrinkerRegistration {
+/// Dropping the registration (also on a failed case's early return)
+/// unregisters the shrinker; declare it after its pool so it drops first.
+fn register(pool: &Arc<Pool>, name: &str) -> Result<ShrinkerRegistration, TestFailure> {
     ShrinkerBuilder::new(name)
         .register(PoolShrinker(pool.clone()))
-        .unwrap()
+        .or_fail("register the shrinker")
 }
 
 /// Objects worth `times` x the managed memory.
@@ -199,8 +242,8 @@ fn objects_for(times: u64) -> u64 {
 }
 
 fn direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding() -> TestResult {
-    let pool = Pool::new("direct_pool", false, false);
-    let reg = register(&pool, "direct_pool");
+    let pool = Pool::new("direct_pool", false, false)?;
+    let reg = register(&pool, "direct_pool")?;
     let v0 = vmscan::stats().snapshot();
     let a0 = page_alloc::stats().snapshot();
     let total = objects_for(2);
@@ -229,8 +272,8 @@ fn direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding() -> TestRes
 
 fn kswapd_reclaims_to_the_high_watermark() -> TestResult {
     kassert!(vmscan::kswapd_running());
-    let pool = Pool::new("kswapd_pool", false, false);
-    let reg = register(&pool, "kswapd_pool");
+    let pool = Pool::new("kswapd_pool", false, false)?;
+    let reg = register(&pool, "kswapd_pool")?;
     let w = watermarks();
     let v0 = vmscan::stats().snapshot();
     // Stay in the fast path but fall below LOW: the allocator wakes kswapd.
@@ -242,8 +285,10 @@ fn kswapd_reclaims_to_the_high_watermark() -> TestResult {
             }
         }
     }
+    // Wait for kswapd, not for a time: the bound only ends a broken run
+    // (a loaded host can leave the guest little CPU for seconds).
     let mut waited = 0;
-    while nr_free_pages() <= w.high && waited < 2000 {
+    while nr_free_pages() <= w.high && waited < 120_000 {
         task::sleep(Duration::from_millis(10));
         waited += 10;
     }
@@ -265,8 +310,8 @@ fn kswapd_reclaims_to_the_high_watermark() -> TestResult {
 }
 
 fn nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work() -> TestResult {
-    let pool = Pool::new("nofs_pool", true, false);
-    let reg = register(&pool, "nofs_pool");
+    let pool = Pool::new("nofs_pool", true, false)?;
+    let reg = register(&pool, "nofs_pool")?;
     let w = watermarks();
     // Fill memory with FS-dependent objects, down to the MIN watermark.
     {
@@ -305,8 +350,8 @@ fn nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work() -> TestResult {
 }
 
 fn a_shrinker_that_allocates_does_not_recurse_into_reclaim() -> TestResult {
-    let pool = Pool::new("alloc_pool", false, true);
-    let reg = register(&pool, "alloc_pool");
+    let pool = Pool::new("alloc_pool", false, true)?;
+    let reg = register(&pool, "alloc_pool")?;
     for _ in 0..objects_for(2) {
         if let Err(e) = pool.grow(GFP_KERNEL) {
             kassert!(false, "{e}");
@@ -331,22 +376,21 @@ fn a_shrinker_that_allocates_does_not_recurse_into_reclaim() -> TestResult {
 }
 
 fn unregistering_while_another_task_reclaims_is_safe() -> TestResult {
-    let pool = Pool::new("unreg_pool", false, false);
-    let reg = register(&pool, "unreg_pool");
+    let pool = Pool::new("unreg_pool", false, false)?;
+    let reg = register(&pool, "unreg_pool")?;
     let stop = Arc::new(AtomicBool::new(false));
     // Keep the memory full so the other task reclaims continually.
-    let other = Pool::new("unreg_other", false, false);
-    let other_reg = register(&other, "unreg_other");
+    let other = Pool::new("unreg_other", false, false)?;
+    let other_reg = register(&other, "unreg_other")?;
     let (p2, s2, o2) = (pool.clone(), stop.clone(), other.clone());
-    let worker = task::spawn("reclaimer", move || {
+    let worker = Worker::spawn("reclaimer", stop.clone(), move || {
         while !s2.load(Ordering::Relaxed) {
             if o2.grow(GFP_KERNEL).is_err() {
                 break;
             }
             let _ = &p2;
         }
-    })
-    .unwrap();
+    })?;
     for _ in 0..objects_for(1) / 2 {
         let _ = pool.grow(GFP_KERNEL);
     }
@@ -360,8 +404,7 @@ fn unregistering_while_another_task_reclaims_is_safe() -> TestResult {
         scans_after_drop,
         "scanned after unregistration"
     );
-    stop.store(true, Ordering::Relaxed);
-    kassert!(worker.join().is_ok());
+    kassert!(worker.stop_and_join().is_ok());
     kassert!(calls_before > 0 || other_reg.stats().calls.load(Ordering::Relaxed) > 0);
     pool.free_all();
     other.free_all();
@@ -448,8 +491,8 @@ fn reclaim_decisions_are_logged_at_debug_and_trace() -> TestResult {
     use kreclaim::console::{set_log_level, set_log_observer};
     use log::LevelFilter;
     let _restore = LogGuard(log::max_level());
-    let pool = Pool::new("log_pool", true, false);
-    let reg = register(&pool, "log_pool");
+    let pool = Pool::new("log_pool", true, false)?;
+    let reg = register(&pool, "log_pool")?;
     for _ in 0..64 {
         if let Err(e) = pool.grow(GFP_KERNEL) {
             kassert!(false, "{e}");
@@ -516,5 +559,68 @@ fn reclaim_decisions_are_logged_at_debug_and_trace() -> TestResult {
         "no kswapd sleep record"
     );
     drop(reg);
+    Ok(())
+}
+
+/// A helper task that is told to stop and joined when dropped, so a case
+/// that fails early leaves no task allocating into the next case.
+struct Worker {
+    stop: Arc<AtomicBool>,
+    task: Option<task::JoinHandle>,
+}
+
+impl Worker {
+    fn spawn(
+        name: &str,
+        stop: Arc<AtomicBool>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<Worker, TestFailure> {
+        let task = Some(task::spawn(name, f).or_fail("spawn the worker")?);
+        Ok(Worker { stop, task })
+    }
+
+    fn stop_and_join(mut self) -> Result<(), task::JoinError> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.take().map_or(Ok(()), |t| t.join())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A case that fails with its pool full (as the recursion case once did,
+/// with 26,816 objects live) must leave the memory free for the next case:
+/// the pool gives its objects back when it drops, not only at the end of a
+/// passing case.
+fn a_failed_case_gives_its_memory_back() -> TestResult {
+    fn fill_then_fail() -> TestResult {
+        let pool = Pool::new("failing_pool", false, false)?;
+        let _reg = register(&pool, "failing_pool")?;
+        // Three quarters of memory: above the watermarks, no reclaim needed.
+        for i in 0..objects_for(3) / 4 {
+            pool.grow(GFP_KERNEL)
+                .map_err(|e| TestFailure::new(alloc::format!("allocation {i}: {e}")))?;
+        }
+        kassert!(false, "fails on purpose with {} objects live", pool.count());
+        Ok(())
+    }
+    let free0 = nr_free_pages();
+    let r = fill_then_fail();
+    kassert!(
+        r.as_ref().is_err_and(|e| e.message.contains("on purpose")),
+        "{r:?}"
+    );
+    let managed = page_alloc::managed_pages();
+    kassert!(
+        nr_free_pages() + managed / 8 >= free0,
+        "the failed case kept memory: {} pages free, {free0} before",
+        nr_free_pages()
+    );
     Ok(())
 }

@@ -9,11 +9,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
-use kreclaim::harness::TestResult;
+use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::mm::gfp::*;
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::shrinker::*;
-use kreclaim::task;
+use kreclaim::task::{self, Task, TaskState};
 use kreclaim::{kassert, kassert_eq};
 
 kreclaim::kernel_tests!(
@@ -35,7 +35,17 @@ struct Fake {
     needs_fs: bool,
     scans: Arc<spin::Mutex<Vec<u64>>>,
     lie: bool,
-    slow: Option<Arc<AtomicBool>>,
+    slow: Option<Arc<SlowScan>>,
+}
+
+/// Keeps a scan in flight until `unregisterer` is waiting inside the
+/// unregistration (it set `unregistering`, then slept or blocked), then sets
+/// `done`. A fixed sleep in the scan instead could end before the other task
+/// even got to look on a loaded host.
+struct SlowScan {
+    unregisterer: Arc<Task>,
+    unregistering: AtomicBool,
+    done: AtomicBool,
 }
 
 impl Fake {
@@ -69,9 +79,17 @@ impl Shrinker for Fake {
             return ScanObjects::STOP;
         }
         self.scans.lock().push(sc.nr_to_scan());
-        if let Some(flag) = &self.slow {
-            task::sleep(Duration::from_millis(50));
-            flag.store(true, Ordering::SeqCst);
+        if let Some(slow) = &self.slow {
+            // If unregistration does not wait, the unregisterer never waits
+            // here: it returns and finds `done` still false.
+            let _ = wait_for("the unregisterer to wait for this scan", || {
+                slow.unregistering.load(Ordering::SeqCst)
+                    && matches!(
+                        slow.unregisterer.state(),
+                        TaskState::Sleeping | TaskState::Blocked
+                    )
+            });
+            slow.done.store(true, Ordering::SeqCst);
         }
         if self.lie {
             return ScanObjects::freed(sc.nr_to_scan() * 2);
@@ -220,10 +238,14 @@ fn shrink_slab_walks_every_registered_shrinker() -> TestResult {
 }
 
 fn unregister_waits_for_scan_on_other_task() -> TestResult {
-    let done = Arc::new(AtomicBool::new(false));
+    let slow = Arc::new(SlowScan {
+        unregisterer: task::current_arc().or_fail("the current task")?,
+        unregistering: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+    });
     let (f, _o, scans) = Fake::new(1000);
     let f = Fake {
-        slow: Some(done.clone()),
+        slow: Some(slow.clone()),
         ..f
     };
     let reg = ShrinkerBuilder::new("slow").register(f).unwrap();
@@ -235,10 +257,11 @@ fn unregister_waits_for_scan_on_other_task() -> TestResult {
     while scans.lock().is_empty() {
         task::sleep(Duration::from_millis(1));
     }
-    kassert!(!done.load(Ordering::SeqCst));
+    kassert!(!slow.done.load(Ordering::SeqCst));
+    slow.unregistering.store(true, Ordering::SeqCst);
     drop(reg); // must wait for the scan in flight
     kassert!(
-        done.load(Ordering::SeqCst),
+        slow.done.load(Ordering::SeqCst),
         "unregister returned while a scan was running"
     );
     let n = scans.lock().len();

@@ -9,7 +9,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
-use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::harness::{TestFailure, TestResult, wait_for};
 use kreclaim::sync::lockdep::{self, LockdepMode};
 use kreclaim::sync::{Completion, Mutex, RwSemaphore, SpinLock, WaitQueue};
 use kreclaim::task::{self, JoinError, SchedMode, TaskId, TaskState};
@@ -65,7 +65,10 @@ fn current_names_the_running_task() -> TestResult {
     Ok(())
 }
 
-fn busy_pair(stop_after: Duration) -> (u64, u64) {
+/// Two tasks that spin without ever yielding, until both have run (or the
+/// wait gives up): on a loaded host a fixed time may pass before the second
+/// one gets its first slice.
+fn busy_pair() -> (u64, u64) {
     let a = Arc::new(AtomicU64::new(0));
     let b = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -79,7 +82,9 @@ fn busy_pair(stop_after: Duration) -> (u64, u64) {
     };
     let ha = task::spawn("busy-a", mk(a.clone(), stop.clone())).unwrap();
     let hb = task::spawn("busy-b", mk(b.clone(), stop.clone())).unwrap();
-    task::sleep(stop_after);
+    let _ = wait_for("both busy tasks to run", || {
+        a.load(Ordering::Relaxed) > 0 && b.load(Ordering::Relaxed) > 0
+    });
     let r = (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     ha.join().unwrap();
@@ -89,7 +94,7 @@ fn busy_pair(stop_after: Duration) -> (u64, u64) {
 
 fn preempted_busy_tasks_both_progress() -> TestResult {
     // Neither task ever yields: only timer preemption lets both run.
-    let (a, b) = busy_pair(Duration::from_millis(200));
+    let (a, b) = busy_pair();
     kassert!(a > 0 && b > 0, "a={a} b={b}");
     Ok(())
 }
@@ -176,7 +181,11 @@ fn mutex_blocks_and_wakes() -> TestResult {
         *g += 1;
     })
     .unwrap();
-    task::sleep(Duration::from_millis(30));
+    // Until the waiter has blocked (or, wrongly, got in): it may not have
+    // run at all yet after a fixed sleep.
+    wait_for("the waiter to block", || {
+        h.task().state() == TaskState::Blocked || entered.load(Ordering::SeqCst)
+    })?;
     kassert!(
         !entered.load(Ordering::SeqCst),
         "waiter got in while main held the mutex"
@@ -212,8 +221,12 @@ fn mutex_hands_off_in_fifo_order() -> TestResult {
     let g = M.lock();
     let mut hs = Vec::new();
     for i in 0..4 {
-        hs.push(task::spawn("fifo", move || M.lock().push(i)).unwrap());
-        task::sleep(Duration::from_millis(5)); // queue in order
+        let h = task::spawn("fifo", move || M.lock().push(i)).unwrap();
+        // Queue in order: each waiter blocks before the next one starts.
+        wait_for("the waiter to queue", || {
+            h.task().state() == TaskState::Blocked || h.is_finished()
+        })?;
+        hs.push(h);
     }
     drop(g);
     for h in hs {
@@ -234,7 +247,7 @@ fn rwsem_readers_share() -> TestResult {
     })
     .unwrap();
     kassert!(
-        h.join_timeout(Duration::from_secs(2)).is_ok(),
+        h.join_timeout(Duration::from_secs(60)).is_ok(),
         "second reader blocked"
     );
     kassert!(ok.load(Ordering::SeqCst));
@@ -251,7 +264,10 @@ fn rwsem_writer_excludes_readers() -> TestResult {
         w.store(true, Ordering::SeqCst);
     })
     .unwrap();
-    task::sleep(Duration::from_millis(20));
+    // The late reader below must find the writer queued, not merely spawned.
+    wait_for("the writer to queue", || {
+        hw.task().state() == TaskState::Blocked || wrote.load(Ordering::SeqCst)
+    })?;
     kassert!(
         !wrote.load(Ordering::SeqCst),
         "writer entered while a reader held it"
@@ -263,7 +279,9 @@ fn rwsem_writer_excludes_readers() -> TestResult {
         l.store(*S.down_read() as usize, Ordering::SeqCst)
     })
     .unwrap();
-    task::sleep(Duration::from_millis(20));
+    wait_for("the late reader to queue", || {
+        hr.task().state() == TaskState::Blocked || late.load(Ordering::SeqCst) != 99
+    })?;
     kassert_eq!(
         late.load(Ordering::SeqCst),
         99,
@@ -291,10 +309,12 @@ fn rwsem_downgrade_admits_readers_not_writers() -> TestResult {
         s2.store(*S.down_read() as usize, Ordering::SeqCst)
     })
     .unwrap();
-    task::sleep(Duration::from_millis(10));
+    wait_for("the reader to queue", || {
+        hr.task().state() == TaskState::Blocked || seen.load(Ordering::SeqCst) != 0
+    })?;
     kassert_eq!(seen.load(Ordering::SeqCst), 0);
     let r = w.downgrade();
-    kassert!(hr.join_timeout(Duration::from_secs(2)).is_ok());
+    kassert!(hr.join_timeout(Duration::from_secs(60)).is_ok());
     kassert_eq!(seen.load(Ordering::SeqCst), 5);
     kassert!(
         S.try_write().is_none(),
@@ -349,24 +369,35 @@ fn two_task_deadlock_is_detected() -> TestResult {
     static A: Mutex<()> = Mutex::new((), lock_class!("deadlock_lock_a"));
     static B: Mutex<()> = Mutex::new((), lock_class!("deadlock_lock_b"));
     let before = task::deadlock::report_count();
-    let h1 = task::spawn("taker-ab", || {
+    // Each task takes its second lock only once both hold their first: a
+    // fixed sleep instead lets one task finish first on a loaded host.
+    let holding = Arc::new(AtomicUsize::new(0));
+    let both_hold = |h: &AtomicUsize| {
+        h.fetch_add(1, Ordering::SeqCst);
+        while h.load(Ordering::SeqCst) < 2 {
+            task::sleep(Duration::from_millis(1));
+        }
+    };
+    let h_ab = holding.clone();
+    let h1 = task::spawn("taker-ab", move || {
         let _a = A.lock();
-        task::sleep(Duration::from_millis(20));
+        both_hold(&h_ab);
         let _b = B.lock();
     })
     .unwrap();
-    let h2 = task::spawn("taker-ba", || {
+    let h_ba = holding.clone();
+    let h2 = task::spawn("taker-ba", move || {
         let _b = B.lock();
-        task::sleep(Duration::from_millis(20));
+        both_hold(&h_ba);
         let _a = A.lock();
     })
     .unwrap();
     kassert_eq!(
-        h1.join_timeout(Duration::from_secs(5)),
+        h1.join_timeout(Duration::from_secs(60)),
         Err(JoinError::Deadlocked)
     );
     kassert_eq!(
-        h2.join_timeout(Duration::from_secs(5)),
+        h2.join_timeout(Duration::from_secs(60)),
         Err(JoinError::Deadlocked)
     );
     let reports = task::deadlock::reports();

@@ -37,6 +37,57 @@ impl fmt::Display for TestFailure {
 
 pub type TestResult = Result<(), TestFailure>;
 
+/// Turns a set-up step's `Err` or `None` into a failed case, located at the
+/// caller, instead of an `unwrap` panic, which would end the whole test
+/// kernel and skip the cases after it:
+/// `let cache = KmemCache::create(..).or_fail("create the cache")?;`
+pub trait OrFail<T> {
+    #[track_caller]
+    fn or_fail(self, what: &str) -> Result<T, TestFailure>;
+}
+
+impl<T, E: fmt::Debug> OrFail<T> for Result<T, E> {
+    #[track_caller]
+    fn or_fail(self, what: &str) -> Result<T, TestFailure> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(e) => Err(TestFailure::new(alloc::format!("{what}: {e:?}"))),
+        }
+    }
+}
+
+impl<T> OrFail<T> for Option<T> {
+    #[track_caller]
+    fn or_fail(self, what: &str) -> Result<T, TestFailure> {
+        match self {
+            Some(v) => Ok(v),
+            None => Err(TestFailure::new(alloc::format!("{what}: None"))),
+        }
+    }
+}
+
+/// Waits until `cond` holds, sleeping 1 ms between checks; fails the case
+/// with `what` if it never does. For what another task must do first:
+/// waiting for the event, not for a fixed time, keeps a case right on a
+/// loaded host, where the guest may get no CPU for a long while. The bound
+/// (a minute of guest time) only ends a broken run.
+#[track_caller]
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> TestResult {
+    const LIMIT_NS: u64 = 60_000_000_000;
+    let location = Location::caller();
+    let t0 = crate::time::now_ns();
+    while !cond() {
+        if crate::time::now_ns() - t0 > LIMIT_NS {
+            return Err(TestFailure {
+                message: alloc::format!("still waiting after 60 s for {what}"),
+                location,
+            });
+        }
+        crate::task::sleep(core::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 /// One registered test case.
 pub struct Test {
     pub name: &'static str,
