@@ -4,17 +4,33 @@
 //! a transaction allocates GFP_NOFS), and GFP_ATOMIC where sleeping is not
 //! allowed (interrupts masked, preemption disabled).
 //!
-//! Rust's `alloc` cannot carry GFP flags and treats failure as fatal, so
-//! code on reclaim paths and in NOFS sections uses [`KBox`]/[`KVec`] or
-//! kmalloc directly; the global allocator is for everything else.
+//! Rust's `alloc` cannot carry GFP flags and treats failure as fatal (a
+//! `Box::new`, `Arc::new`, `format!` or `Vec::push` that finds no memory
+//! aborts the kernel), so code that runs after boot uses [`KBox`]/[`KVec`],
+//! kmalloc, `try_reserve`, or the fallible constructors below: [`try_box`],
+//! [`try_arc`], [`try_arc_cyclic`], [`try_format`], [`TryString`] and
+//! [`try_to_vec`]. Only boot-time set-up may use the infallible forms.
+//!
+//! Stable Rust has no fallible `Arc` constructor, so [`try_arc`] does what
+//! Linux's `radix_tree_preload` does: it allocates the block first (where
+//! failure is a value), then, with interrupts masked on this one CPU, hands
+//! it to the very next allocation the global allocator sees, which is
+//! `Arc::new`'s.
 //!
 //! [`KBox`]: crate::mm::slab::kmalloc::KBox
 //! [`KVec`]: crate::mm::slab::kmalloc::KVec
 
 use super::early_heap::EarlyHeap;
+use super::page_alloc::AllocError;
 use super::slab::kmalloc;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
+use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct KernelAllocator {
     early: EarlyHeap,
@@ -42,6 +58,9 @@ impl KernelAllocator {
 // SAFETY: both backends return suitably aligned, exclusive memory or null.
 unsafe impl GlobalAlloc for KernelAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(p) = take_preload(layout) {
+            return p;
+        }
         if kmalloc::kmalloc_ready() {
             let gfp = kmalloc::global_gfp();
             match kmalloc::kmalloc_aligned(layout.size().max(1), layout.align(), gfp) {
@@ -64,4 +83,148 @@ unsafe impl GlobalAlloc for KernelAllocator {
             kmalloc::kfree(ptr);
         }
     }
+}
+
+/// The preloaded block (address, size, alignment), or address 0.
+static PRELOAD: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Hands out the preloaded block if it fits `layout`.
+fn take_preload(layout: Layout) -> Option<*mut u8> {
+    if PRELOAD[0].load(Ordering::Relaxed) == 0
+        || layout.size() > PRELOAD[1].load(Ordering::Relaxed)
+        || layout.align() > PRELOAD[2].load(Ordering::Relaxed)
+    {
+        return None;
+    }
+    match PRELOAD[0].swap(0, Ordering::AcqRel) {
+        0 => None,
+        p => Some(p as *mut u8),
+    }
+}
+
+/// Runs `f` (which makes exactly one allocation through the global
+/// allocator, of at most `layout`) with a block for it already allocated
+/// with `gfp`. Interrupts stay masked around `f`, so on this one CPU nothing
+/// else can take the block; if `f` did not take it, it is freed.
+fn with_preload<R>(layout: Layout, gfp: crate::mm::gfp::Gfp, f: impl FnOnce() -> R) -> Result<R, AllocError> {
+    let block = kmalloc::kmalloc_aligned(layout.size().max(1), layout.align(), gfp)?;
+    let (r, left) = crate::platform::without_interrupts(|| {
+        PRELOAD[1].store(layout.size().max(1), Ordering::Relaxed);
+        PRELOAD[2].store(layout.align(), Ordering::Relaxed);
+        PRELOAD[0].store(block.as_ptr() as usize, Ordering::Release);
+        let r = f();
+        (r, PRELOAD[0].swap(0, Ordering::AcqRel))
+    });
+    if left != 0 {
+        kmalloc::kfree(left as *mut u8);
+    }
+    Ok(r)
+}
+
+/// The layout of an `Arc<T>`'s allocation: two counters, then the value
+/// (`alloc::sync::ArcInner`, `repr(C)`).
+fn arc_layout<T>() -> Layout {
+    Layout::new::<[AtomicUsize; 2]>()
+        .extend(Layout::new::<T>())
+        .map(|(l, _)| l.pad_to_align())
+        .unwrap_or(Layout::new::<[AtomicUsize; 2]>())
+}
+
+/// `Arc::new` that reports failure as a value (GFP from
+/// [`kmalloc::global_gfp`], as every global allocation).
+pub fn try_arc<T>(value: T) -> Result<Arc<T>, AllocError> {
+    with_preload(arc_layout::<T>(), kmalloc::global_gfp(), || Arc::new(value))
+}
+
+/// `Arc::new_cyclic` that reports failure as a value. `f` runs with
+/// interrupts masked: it must not sleep (a struct literal is fine).
+pub fn try_arc_cyclic<T>(f: impl FnOnce(&Weak<T>) -> T) -> Result<Arc<T>, AllocError> {
+    with_preload(arc_layout::<T>(), kmalloc::global_gfp(), || Arc::new_cyclic(f))
+}
+
+/// `Box::new` that reports failure as a value: the block comes from the
+/// global allocator's fallible entry point.
+pub fn try_box<T>(value: T) -> Result<Box<T>, AllocError> {
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(Box::new(value));
+    }
+    // SAFETY: a non-zero-sized layout.
+    let p = unsafe { alloc::alloc::alloc(layout) }.cast::<T>();
+    if p.is_null() {
+        return Err(AllocError {
+            gfp: kmalloc::global_gfp(),
+            order: 0,
+        });
+    }
+    // SAFETY: fresh memory for one T from the global allocator, which is
+    // what Box::from_raw expects.
+    unsafe {
+        p.write(value);
+        Ok(Box::from_raw(p))
+    }
+}
+
+/// A `fmt::Write` into a `String` that grows with `try_reserve`: a failed
+/// reservation makes the write return `fmt::Error` and is remembered.
+pub struct TryString<'a> {
+    out: &'a mut String,
+    failed: bool,
+}
+
+impl<'a> TryString<'a> {
+    pub fn new(out: &'a mut String) -> Self {
+        Self { out, failed: false }
+    }
+
+    /// Whether some text was dropped for lack of memory.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+}
+
+impl fmt::Write for TryString<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.out.try_reserve(s.len()).is_err() {
+            self.failed = true;
+            return Err(fmt::Error);
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+}
+
+/// `format!` that reports failure as a value.
+pub fn try_format(args: fmt::Arguments<'_>) -> Result<String, AllocError> {
+    let mut s = String::new();
+    let mut w = TryString::new(&mut s);
+    if fmt::write(&mut w, args).is_err() || w.failed() {
+        return Err(AllocError {
+            gfp: kmalloc::global_gfp(),
+            order: 0,
+        });
+    }
+    Ok(s)
+}
+
+/// `slice.to_vec()` that reports failure as a value.
+pub fn try_to_vec<T: Clone>(slice: &[T]) -> Result<Vec<T>, AllocError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(slice.len()).map_err(|_| AllocError {
+        gfp: kmalloc::global_gfp(),
+        order: 0,
+    })?;
+    v.extend_from_slice(slice);
+    Ok(v)
+}
+
+/// `String::from(s)` that reports failure as a value.
+pub fn try_string(s: &str) -> Result<String, AllocError> {
+    let mut out = String::new();
+    out.try_reserve_exact(s.len()).map_err(|_| AllocError {
+        gfp: kmalloc::global_gfp(),
+        order: 0,
+    })?;
+    out.push_str(s);
+    Ok(out)
 }

@@ -29,7 +29,7 @@ mod typed;
 pub use cache::{
     CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInfo, kmem_cache_create,
     set_global_debug, show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row,
-    write_slabinfo,
+    try_slabinfo, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
