@@ -102,23 +102,37 @@ fn take_preload(layout: Layout) -> Option<*mut u8> {
     }
 }
 
-/// Runs `f` (which makes exactly one allocation through the global
-/// allocator, of at most `layout`) with a block for it already allocated
-/// with `gfp`. Interrupts stay masked around `f`, so on this one CPU nothing
-/// else can take the block; if `f` did not take it, it is freed.
-fn with_preload<R>(layout: Layout, gfp: crate::mm::gfp::Gfp, f: impl FnOnce() -> R) -> Result<R, AllocError> {
-    let block = kmalloc::kmalloc_aligned(layout.size().max(1), layout.align(), gfp)?;
-    let (r, left) = crate::platform::without_interrupts(|| {
-        PRELOAD[1].store(layout.size().max(1), Ordering::Relaxed);
-        PRELOAD[2].store(layout.align(), Ordering::Relaxed);
-        PRELOAD[0].store(block.as_ptr() as usize, Ordering::Release);
-        let r = f();
-        (r, PRELOAD[0].swap(0, Ordering::AcqRel))
-    });
-    if left != 0 {
-        kmalloc::kfree(left as *mut u8);
+/// A block allocated for the next allocation the global allocator sees
+/// (see [`Preload::run`]).
+struct Preload {
+    block: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Preload {
+    fn new(layout: Layout, gfp: crate::mm::gfp::Gfp) -> Result<Self, AllocError> {
+        let block = kmalloc::kmalloc_aligned(layout.size().max(1), layout.align(), gfp)?;
+        Ok(Self { block, layout })
     }
-    Ok(r)
+
+    /// Runs `f` (which makes exactly one allocation through the global
+    /// allocator, of at most the preloaded layout) with the block handed to
+    /// that allocation. Interrupts stay masked around `f`, so on this one
+    /// CPU nothing else can take the block; if `f` did not take it, it is
+    /// freed.
+    fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        let (r, left) = crate::platform::without_interrupts(|| {
+            PRELOAD[1].store(self.layout.size().max(1), Ordering::Relaxed);
+            PRELOAD[2].store(self.layout.align(), Ordering::Relaxed);
+            PRELOAD[0].store(self.block.as_ptr() as usize, Ordering::Release);
+            let r = f();
+            (r, PRELOAD[0].swap(0, Ordering::AcqRel))
+        });
+        if left != 0 {
+            kmalloc::kfree(left as *mut u8);
+        }
+        r
+    }
 }
 
 /// The layout of an `Arc<T>`'s allocation: two counters, then the value
@@ -133,13 +147,22 @@ fn arc_layout<T>() -> Layout {
 /// `Arc::new` that reports failure as a value (GFP from
 /// [`kmalloc::global_gfp`], as every global allocation).
 pub fn try_arc<T>(value: T) -> Result<Arc<T>, AllocError> {
-    with_preload(arc_layout::<T>(), kmalloc::global_gfp(), || Arc::new(value))
+    try_arc_or_return(value).map_err(|(_, e)| e)
+}
+
+/// [`try_arc`] that gives the value back on failure, so the caller can
+/// try again.
+pub fn try_arc_or_return<T>(value: T) -> Result<Arc<T>, (T, AllocError)> {
+    match Preload::new(arc_layout::<T>(), kmalloc::global_gfp()) {
+        Ok(p) => Ok(p.run(|| Arc::new(value))),
+        Err(e) => Err((value, e)),
+    }
 }
 
 /// `Arc::new_cyclic` that reports failure as a value. `f` runs with
 /// interrupts masked: it must not sleep (a struct literal is fine).
 pub fn try_arc_cyclic<T>(f: impl FnOnce(&Weak<T>) -> T) -> Result<Arc<T>, AllocError> {
-    with_preload(arc_layout::<T>(), kmalloc::global_gfp(), || Arc::new_cyclic(f))
+    Ok(Preload::new(arc_layout::<T>(), kmalloc::global_gfp())?.run(|| Arc::new_cyclic(f)))
 }
 
 /// `Box::new` that reports failure as a value: the block comes from the

@@ -6,7 +6,7 @@ use crate::fs::policy::Policy;
 use crate::fs::{BlockDevice, Fs, FsError, InodeRef, MkfsOptions};
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
 use crate::mm::gfp::GFP_KERNEL;
-use crate::mm::global_alloc::{try_arc, try_format, try_to_vec};
+use crate::mm::global_alloc::{try_arc_or_return, try_format, try_to_vec};
 use crate::mm::slab::kmalloc::KVec;
 use crate::sync::Mutex;
 use crate::task::{self, JoinError};
@@ -69,6 +69,18 @@ fn file_name(id: u32) -> Name {
 /// Failures injected so far by `fail_page_alloc=` and `failslab=`.
 fn injected_total() -> u64 {
     FAIL_PAGE_ALLOC.injected() + FAILSLAB.injected()
+}
+
+/// `Arc::new` for the run's set-up, tried again as [`retry_nomem`] does.
+fn retry_arc<T>(mut value: T) -> Result<Arc<T>, FsError> {
+    for _ in 0..200 {
+        match try_arc_or_return(value) {
+            Ok(a) => return Ok(a),
+            Err((v, _)) => value = v,
+        }
+        task::sleep(Duration::from_millis(1));
+    }
+    try_arc_or_return(value).map_err(|_| FsError::NoMemory)
 }
 
 /// Runs `f` again while it fails for lack of memory (at most 200 times,
@@ -522,7 +534,6 @@ pub fn run(
     w: Workload,
     live: bool,
 ) -> Result<RunResult, FsError> {
-    let nomem = |_| FsError::NoMemory;
     let lockdep0 = crate::sync::lockdep::report_count();
     let deadlocks0 = task::deadlock::report_count();
     let (pa_injected0, slab_injected0) = (FAIL_PAGE_ALLOC.injected(), FAILSLAB.injected());
@@ -531,8 +542,10 @@ pub fn run(
     let root = retry_nomem(|| fs.root())?;
     let ndirs = w.files.div_ceil(w.fanout);
     let mut dirs = Vec::new();
-    dirs.try_reserve(ndirs as usize)
-        .map_err(|_| FsError::NoMemory)?;
+    retry_nomem(|| {
+        dirs.try_reserve(ndirs as usize)
+            .map_err(|_| FsError::NoMemory)
+    })?;
     for d in 0..ndirs {
         let name = dir_name(d);
         // A create that failed part way may have added the name after all.
@@ -543,20 +556,20 @@ pub fn run(
         dirs.push(dir);
     }
     drop(root);
-    let mut table =
-        KVec::with_capacity(w.files as usize, GFP_KERNEL).map_err(|_| FsError::NoMemory)?;
+    let mut table = retry_nomem(|| {
+        KVec::with_capacity(w.files as usize, GFP_KERNEL).map_err(|_| FsError::NoMemory)
+    })?;
     for _ in 0..w.files {
         let _ = table.push(FileRec::default(), GFP_KERNEL);
     }
-    let sh = try_arc(Shared {
+    let sh = retry_arc(Shared {
         fs: fs.clone(),
         w,
         dirs,
         table: Mutex::new(table, crate::lock_class!("workload_table")),
         counters: RunCounters::default(),
         stop: AtomicBool::new(false),
-    })
-    .map_err(nomem)?;
+    })?;
     // Populate: every file once; a failed file is counted and left to the
     // operations (a later create recreates it).
     let mut populate_errors = 0;
@@ -588,17 +601,19 @@ pub fn run(
     let deferred0 = inode_deferred();
     let t0 = crate::time::now_ns();
     let mut samples = Vec::new();
-    let _ = samples.try_reserve(4096);
-    let samples =
-        try_arc(Mutex::new(samples, crate::lock_class!("workload_samples"))).map_err(nomem)?;
+    // Without room the chart is empty; the run goes on.
+    let _ = retry_nomem(|| samples.try_reserve(4096).map_err(|_| FsError::NoMemory));
+    let samples = retry_arc(Mutex::new(samples, crate::lock_class!("workload_samples")))?;
     let mon = retry_nomem(|| {
         let (sh, s) = (sh.clone(), samples.clone());
         task::spawn("monitor", move || monitor(sh, s, t0, live)).map_err(|_| FsError::NoMemory)
     })?;
     let mut workers = Vec::new();
-    workers
-        .try_reserve_exact(w.tasks as usize)
-        .map_err(|_| FsError::NoMemory)?;
+    retry_nomem(|| {
+        workers
+            .try_reserve_exact(w.tasks as usize)
+            .map_err(|_| FsError::NoMemory)
+    })?;
     for i in 0..w.tasks {
         let share = w.ops / w.tasks as u64 + (i < (w.ops % w.tasks as u64) as u32) as u64;
         let spawned = retry_nomem(|| {
@@ -645,7 +660,7 @@ pub fn run(
         ))
         .unwrap_or_default();
     } else {
-        let recs = try_to_vec(&sh.table.lock()).map_err(nomem)?;
+        let recs = retry_nomem(|| try_to_vec(&sh.table.lock()).map_err(|_| FsError::NoMemory))?;
         let fs_dirs = ndirs;
         drop(sh);
         retry_nomem(|| fs.unmount())?;
