@@ -119,13 +119,13 @@ pub fn free_memory_chart(samples: &[Sample], width: usize, height: usize) {
 pub fn single(r: &RunResult) {
     crate::println!("\n=== kreclaim report: policy {} ===", r.policy);
     crate::println!(
-        "workload: {} ops in {} ms ({} ops/s), {} errors ({} short writes); populate: {} files failed",
+        "workload: {} ops in {} ms ({} ops/s), {} errors; populate: {} files failed; {} short writes in all",
         r.ops,
         ms(r.elapsed_ns),
         ops_per_sec(r),
         r.errors,
-        r.short_writes,
-        r.populate_errors
+        r.populate_errors,
+        r.short_writes
     );
     if crate::mm::fault_inject::FAIL_PAGE_ALLOC.is_enabled()
         || crate::mm::fault_inject::FAILSLAB.is_enabled()
