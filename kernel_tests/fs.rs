@@ -611,7 +611,10 @@ fn fallible_constructors_fail_under_failslab() -> TestResult {
     drop(arc);
     kassert!(weak.upgrade().is_none());
     kassert_eq!(*ok!(try_box(5u32)), 5);
-    kassert_eq!(ok!(try_format(format_args!("{}-{}", "x", 42))).as_str(), "x-42");
+    kassert_eq!(
+        ok!(try_format(format_args!("{}-{}", "x", 42))).as_str(),
+        "x-42"
+    );
     Ok(())
 }
 

@@ -332,16 +332,22 @@ impl Fsck<'_> {
         for ag in 1..self.geo.ag_count {
             self.read(self.geo.ag_start(ag), &mut buf)?;
             match Superblock::read_from(&buf) {
-                Err(err) => note(&mut self.problems, &mut self.oom, Problem::SecondarySuperblock { ag, err }),
-                Ok(copy) if copy.geometry != self.geo => {
-                    note(&mut self.problems, &mut self.oom, Problem::SecondarySuperblock {
+                Err(err) => note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::SecondarySuperblock { ag, err },
+                ),
+                Ok(copy) if copy.geometry != self.geo => note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::SecondarySuperblock {
                         ag,
                         err: FsError::Corrupt {
                             what: Meta::Superblock,
                             reason: "geometry differs from the primary",
                         },
-                    })
-                }
+                    },
+                ),
                 Ok(_) => {}
             }
         }
@@ -361,21 +367,29 @@ impl Fsck<'_> {
                 Ok(h) => {
                     let bitmap = h.count_free_blocks();
                     if h.free_blocks() != bitmap {
-                        note(&mut self.problems, &mut self.oom, Problem::FreeCounter {
-                            ag,
-                            what: "blocks",
-                            header: h.free_blocks(),
-                            bitmap,
-                        });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::FreeCounter {
+                                ag,
+                                what: "blocks",
+                                header: h.free_blocks(),
+                                bitmap,
+                            },
+                        );
                     }
                     let bitmap = h.count_free_inodes();
                     if h.free_inodes() != bitmap {
-                        note(&mut self.problems, &mut self.oom, Problem::FreeCounter {
-                            ag,
-                            what: "inodes",
-                            header: h.free_inodes(),
-                            bitmap,
-                        });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::FreeCounter {
+                                ag,
+                                what: "inodes",
+                                header: h.free_inodes(),
+                                bitmap,
+                            },
+                        );
                     }
                     if h.stray_bits() {
                         note(&mut self.problems, &mut self.oom, Problem::StrayBits { ag });
@@ -384,7 +398,11 @@ impl Fsck<'_> {
                     self.headers.push(Some(copy));
                 }
                 Err(err) => {
-                    note(&mut self.problems, &mut self.oom, Problem::AgHeader { ag, err });
+                    note(
+                        &mut self.problems,
+                        &mut self.oom,
+                        Problem::AgHeader { ag, err },
+                    );
                     self.headers.try_reserve(1).map_err(|_| FsError::NoMemory)?;
                     self.headers.push(None);
                 }
@@ -401,7 +419,11 @@ impl Fsck<'_> {
     /// Records that `ino` references `blk`; false if `blk` is not a data block.
     fn claim(&mut self, ino: u32, blk: u64) -> bool {
         if !self.geo.is_data_block(blk) {
-            note(&mut self.problems, &mut self.oom, Problem::BadPointer { ino, blk });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::BadPointer { ino, blk },
+            );
             return false;
         }
         self.blocks_referenced += 1;
@@ -410,11 +432,15 @@ impl Fsck<'_> {
             *owner = ino;
         } else {
             let first = *owner;
-            note(&mut self.problems, &mut self.oom, Problem::DoubleReference {
-                blk,
-                first,
-                second: ino,
-            });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::DoubleReference {
+                    blk,
+                    first,
+                    second: ino,
+                },
+            );
         }
         true
     }
@@ -431,7 +457,11 @@ impl Fsck<'_> {
                     let core = match InodeCore::decode_in_cluster(&buf, ino) {
                         Ok(c) => c,
                         Err(err) => {
-                            note(&mut self.problems, &mut self.oom, Problem::Inode { ino, err });
+                            note(
+                                &mut self.problems,
+                                &mut self.oom,
+                                Problem::Inode { ino, err },
+                            );
                             continue;
                         }
                     };
@@ -439,11 +469,15 @@ impl Fsck<'_> {
                     let expect_used = core.is_allocated() || ino == RESERVED_INO;
                     let reserved_bad = ino == RESERVED_INO && core.is_allocated();
                     if bitmap_used.is_some_and(|u| u != expect_used) || reserved_bad {
-                        note(&mut self.problems, &mut self.oom, Problem::InodeBitmap {
-                            ino,
-                            bitmap_used: bitmap_used.unwrap_or(false),
-                            mode: core.mode,
-                        });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::InodeBitmap {
+                                ino,
+                                bitmap_used: bitmap_used.unwrap_or(false),
+                                mode: core.mode,
+                            },
+                        );
                     }
                     if !core.is_allocated() || ino == RESERVED_INO {
                         continue;
@@ -494,11 +528,15 @@ impl Fsck<'_> {
             }
         }
         if found != core.nblocks {
-            note(&mut self.problems, &mut self.oom, Problem::BlockCount {
-                ino,
-                recorded: core.nblocks,
-                found,
-            });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::BlockCount {
+                    ino,
+                    recorded: core.nblocks,
+                    found,
+                },
+            );
         }
         Ok(())
     }
@@ -523,24 +561,36 @@ impl Fsck<'_> {
                 let blk = match mapped {
                     Ok(Some(b)) => b,
                     Ok(None) => {
-                        note(&mut self.problems, &mut self.oom, Problem::Dir {
-                            dir: d.ino,
-                            err: FsError::Corrupt {
-                                what: Meta::Inode(d.ino),
-                                reason: "hole in a directory",
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::Dir {
+                                dir: d.ino,
+                                err: FsError::Corrupt {
+                                    what: Meta::Inode(d.ino),
+                                    reason: "hole in a directory",
+                                },
                             },
-                        });
+                        );
                         continue;
                     }
                     Err(err @ FsError::Io { .. }) => return Err(err),
                     Err(err) => {
-                        note(&mut self.problems, &mut self.oom, Problem::Dir { dir: d.ino, err });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::Dir { dir: d.ino, err },
+                        );
                         continue;
                     }
                 };
                 self.read(blk, &mut buf)?;
                 if let Err(err) = dir::dir_verify(&buf, d.ino, blk) {
-                    note(&mut self.problems, &mut self.oom, Problem::Dir { dir: d.ino, err });
+                    note(
+                        &mut self.problems,
+                        &mut self.oom,
+                        Problem::Dir { dir: d.ino, err },
+                    );
                     continue;
                 }
                 for e in dir::dir_entries(&buf).flatten() {
@@ -553,17 +603,29 @@ impl Fsck<'_> {
                         reason,
                     };
                     if !self.geo.is_valid_ino(e.ino) {
-                        note(&mut self.problems, &mut self.oom, bad("names an inode number that does not exist"));
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            bad("names an inode number that does not exist"),
+                        );
                         continue;
                     }
                     let idx = self.inode_index(e.ino);
                     let info = self.inodes[idx];
                     if !info.allocated {
-                        note(&mut self.problems, &mut self.oom, bad("names a free or unreadable inode"));
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            bad("names a free or unreadable inode"),
+                        );
                         continue;
                     }
                     if info.mode != e.ftype as u8 {
-                        note(&mut self.problems, &mut self.oom, bad("file type differs from the inode's mode"));
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            bad("file type differs from the inode's mode"),
+                        );
                     }
                     self.inodes[idx].names += 1;
                     self.edges.try_reserve(1).map_err(|_| FsError::NoMemory)?;
@@ -576,7 +638,11 @@ impl Fsck<'_> {
             }
             names.sort_unstable();
             if names.windows(2).any(|w| w[0] == w[1]) {
-                note(&mut self.problems, &mut self.oom, Problem::DuplicateName { dir: d.ino });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::DuplicateName { dir: d.ino },
+                );
             }
         }
         self.buf = buf;
@@ -614,9 +680,13 @@ impl Fsck<'_> {
         let per_ag = self.geo.inodes_per_ag() as usize;
         let root_info = self.inodes[self.inode_index(root)];
         if !root_info.allocated || root_info.mode != Mode::Dir as u8 {
-            note(&mut self.problems, &mut self.oom, Problem::Root {
-                mode: Mode::from_u8(root_info.mode).unwrap_or(Mode::Free),
-            });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::Root {
+                    mode: Mode::from_u8(root_info.mode).unwrap_or(Mode::Free),
+                },
+            );
         }
         for (idx, info) in self.inodes.iter().enumerate() {
             if !info.allocated {
@@ -625,17 +695,29 @@ impl Fsck<'_> {
             let ino = make_ino((idx / per_ag) as u32, (idx % per_ag) as u32);
             let found = info.names + u32::from(ino == root);
             if info.nlink != found {
-                note(&mut self.problems, &mut self.oom, Problem::LinkCount {
-                    ino,
-                    nlink: info.nlink,
-                    found,
-                });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::LinkCount {
+                        ino,
+                        nlink: info.nlink,
+                        found,
+                    },
+                );
             }
             if info.mode == Mode::Dir as u8 && found > 1 {
-                note(&mut self.problems, &mut self.oom, Problem::DirHardLink { ino, names: found });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::DirHardLink { ino, names: found },
+                );
             }
             if !info.reachable {
-                note(&mut self.problems, &mut self.oom, Problem::Unreachable { ino });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::Unreachable { ino },
+                );
             }
         }
     }
@@ -660,9 +742,17 @@ impl Fsck<'_> {
                 }
                 match (self.owners[blk as usize], in_use) {
                     (NO_OWNER, true) => note(&mut found, &mut oom, Problem::BlockLeaked { blk }),
-                    (METADATA, false) => note(&mut found, &mut oom, Problem::BlockMarkedFree { blk, owner: 0 }),
+                    (METADATA, false) => note(
+                        &mut found,
+                        &mut oom,
+                        Problem::BlockMarkedFree { blk, owner: 0 },
+                    ),
                     (NO_OWNER, false) | (_, true) => {}
-                    (owner, false) => note(&mut found, &mut oom, Problem::BlockMarkedFree { blk, owner }),
+                    (owner, false) => note(
+                        &mut found,
+                        &mut oom,
+                        Problem::BlockMarkedFree { blk, owner },
+                    ),
                 }
             }
         }

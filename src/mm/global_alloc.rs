@@ -86,7 +86,11 @@ unsafe impl GlobalAlloc for KernelAllocator {
 }
 
 /// The preloaded block (address, size, alignment), or address 0.
-static PRELOAD: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+static PRELOAD: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
 
 /// Hands out the preloaded block if it fits `layout`.
 fn take_preload(layout: Layout) -> Option<*mut u8> {

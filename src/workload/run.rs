@@ -198,7 +198,10 @@ fn dir_of(w: &Workload, id: u32) -> u32 {
 enum OpError {
     Fs(FsError),
     /// The write stopped after `written` of `wanted` bytes.
-    ShortWrite { written: u32, wanted: u32 },
+    ShortWrite {
+        written: u32,
+        wanted: u32,
+    },
 }
 
 impl From<FsError> for OpError {
@@ -708,7 +711,8 @@ pub fn run(
         retry_nomem(|| fs2.unmount())?;
         if bad > 0 {
             integrity_ok = false;
-            detail = try_format(format_args!("{bad} files wrong after remount")).unwrap_or_default();
+            detail =
+                try_format(format_args!("{bad} files wrong after remount")).unwrap_or_default();
         } else if detail.is_empty() {
             detail = try_format(format_args!(
                 "{verified} files verified after unmount, fsck and remount"

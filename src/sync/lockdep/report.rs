@@ -87,7 +87,9 @@ pub fn try_reports_since(n: usize) -> Result<Vec<LockdepReport>, AllocError> {
         out.try_reserve_exact(src.len()).map_err(|_| nomem())?;
         for rep in src {
             let mut classes = Vec::new();
-            classes.try_reserve_exact(rep.classes.len()).map_err(|_| nomem())?;
+            classes
+                .try_reserve_exact(rep.classes.len())
+                .map_err(|_| nomem())?;
             classes.extend_from_slice(&rep.classes);
             out.push(LockdepReport {
                 kind: rep.kind,
@@ -210,7 +212,10 @@ fn held_locks(t: &mut dyn Write, task: &str, held: &HeldSnapshot) {
 
 fn circular(t: &mut dyn Write, task: &str, c: &Circular, classes: &mut Vec<&'static str>) {
     let (held, next) = (&c.held, &c.next);
-    header(t, format_args!("{}", ReportKind::CircularDependency.title()));
+    header(
+        t,
+        format_args!("{}", ReportKind::CircularDependency.title()),
+    );
     let _ = write!(
         t,
         "task '{task}' is trying to acquire lock:\n ({}), at: {}\n\n\
@@ -341,7 +346,10 @@ pub(super) fn emit(p: Pending) {
             ReportKind::BadUnlock
         }
         Pending::HeldAtExit => {
-            header(&mut t, format_args!("task '{task}' exited with locks held!"));
+            header(
+                &mut t,
+                format_args!("task '{task}' exited with locks held!"),
+            );
             for h in held.iter() {
                 add_class(&mut classes, h.key.name());
             }
