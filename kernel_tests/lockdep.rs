@@ -13,6 +13,7 @@ use core::panic::Location;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::mm::fault_inject::FAILSLAB;
 use kreclaim::mm::fs_reclaim::{FS_RECLAIM_MAP, FsReclaimGuard, might_alloc};
 use kreclaim::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, GFP_NOFS, Gfp};
 use kreclaim::mm::scope::MemallocScope;
@@ -45,6 +46,7 @@ kreclaim::kernel_tests!(
     seed_reclaimer_with_pf_memalloc_records_no_edge,
     lockdep_off_records_nothing,
     task_exiting_with_a_lock_held_is_reported,
+    report_under_failslab_is_printed_without_panicking,
 );
 
 static A: Mutex<()> = Mutex::new((), lock_class!("ld_a"));
@@ -463,6 +465,32 @@ fn task_exiting_with_a_lock_held_is_reported() -> TestResult {
         "1 lock held by task 'leaker':\n #0:",
     ] {
         kassert!(r.text.contains(s), "no '{s}' in:{}", r.text);
+    }
+    Ok(())
+}
+
+/// Issue 9: the report text was built with `String`/`format!`, so a report
+/// made while slab allocations fail aborted the kernel. Now it is printed
+/// as far as memory allows and the kernel carries on.
+fn report_under_failslab_is_printed_without_panicking() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let injected = FAILSLAB.injected();
+    in_task("ab", ab)?;
+    in_task("ba-failslab", || {
+        FAILSLAB.configure(100, 1, -1);
+        ba();
+        FAILSLAB.disable();
+    })?;
+    kassert!(
+        FAILSLAB.injected() > injected,
+        "no allocation of the report failed"
+    );
+    // Kept if there was room in the list; its text is then what could be built.
+    let r = lockdep::reports_since(before);
+    kassert!(r.len() <= 1, "reports: {:?}", summary(&r));
+    if let Some(r) = r.first() {
+        kassert_eq!(r.kind, ReportKind::CircularDependency);
     }
     Ok(())
 }

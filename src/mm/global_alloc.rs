@@ -85,24 +85,28 @@ unsafe impl GlobalAlloc for KernelAllocator {
     }
 }
 
-/// The preloaded block (address, size, alignment), or address 0.
-static PRELOAD: [AtomicUsize; 3] = [
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-];
+/// Whether a block is preloaded (the allocator's fast check).
+static PRELOADED: AtomicUsize = AtomicUsize::new(0);
+/// The preloaded block (address, size, alignment). Checked and taken under
+/// one lock, so an allocation never gets a block smaller than it asked for
+/// even where several threads share the allocator (host builds).
+static PRELOAD: spin::Mutex<Option<(usize, usize, usize)>> = spin::Mutex::new(None);
+/// Held across [`Preload::run`]: one preload at a time.
+static PRELOADER: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Hands out the preloaded block if it fits `layout`.
 fn take_preload(layout: Layout) -> Option<*mut u8> {
-    if PRELOAD[0].load(Ordering::Relaxed) == 0
-        || layout.size() > PRELOAD[1].load(Ordering::Relaxed)
-        || layout.align() > PRELOAD[2].load(Ordering::Relaxed)
-    {
+    if PRELOADED.load(Ordering::Acquire) == 0 {
         return None;
     }
-    match PRELOAD[0].swap(0, Ordering::AcqRel) {
-        0 => None,
-        p => Some(p as *mut u8),
+    let mut slot = PRELOAD.try_lock()?;
+    match *slot {
+        Some((p, size, align)) if layout.size() <= size && layout.align() <= align => {
+            *slot = None;
+            PRELOADED.store(0, Ordering::Release);
+            Some(p as *mut u8)
+        }
+        _ => None,
     }
 }
 
@@ -125,15 +129,21 @@ impl Preload {
     /// CPU nothing else can take the block; if `f` did not take it, it is
     /// freed.
     fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        let block = (
+            self.block.as_ptr() as usize,
+            self.layout.size().max(1),
+            self.layout.align(),
+        );
         let (r, left) = crate::platform::without_interrupts(|| {
-            PRELOAD[1].store(self.layout.size().max(1), Ordering::Relaxed);
-            PRELOAD[2].store(self.layout.align(), Ordering::Relaxed);
-            PRELOAD[0].store(self.block.as_ptr() as usize, Ordering::Release);
+            let _one = PRELOADER.lock();
+            *PRELOAD.lock() = Some(block);
+            PRELOADED.store(1, Ordering::Release);
             let r = f();
-            (r, PRELOAD[0].swap(0, Ordering::AcqRel))
+            PRELOADED.store(0, Ordering::Release);
+            (r, PRELOAD.lock().take())
         });
-        if left != 0 {
-            kmalloc::kfree(left as *mut u8);
+        if let Some((p, _, _)) = left {
+            kmalloc::kfree(p as *mut u8);
         }
         r
     }
@@ -234,8 +244,9 @@ pub fn try_format(args: fmt::Arguments<'_>) -> Result<String, AllocError> {
     Ok(s)
 }
 
-/// `slice.to_vec()` that reports failure as a value.
-pub fn try_to_vec<T: Clone>(slice: &[T]) -> Result<Vec<T>, AllocError> {
+/// `slice.to_vec()` that reports failure as a value (for `Copy` elements,
+/// whose copies allocate nothing more).
+pub fn try_to_vec<T: Copy>(slice: &[T]) -> Result<Vec<T>, AllocError> {
     let mut v = Vec::new();
     v.try_reserve_exact(slice.len()).map_err(|_| AllocError {
         gfp: kmalloc::global_gfp(),
