@@ -21,7 +21,8 @@
 //!   ILOCK also serialises data IO.
 //! - Unlinked inodes are freed on disk when their last reference goes
 //!   (inactivation in `InodeRef`'s drop); an error there is printed and
-//!   counted and the inode stays allocated (fsck would report it).
+//!   counted and the inode stays allocated (fsck would report it). Lack of
+//!   memory is never that error: freeing allocates with `__GFP_NOFAIL`.
 //! - The flusher walks the per-AG indexes for dirty clusters instead of
 //!   keeping an AIL.
 

@@ -410,7 +410,7 @@ fn content_buffer(w: &Workload) -> Result<KVec<u8>, FsError> {
 
 fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
     let mut rng = Rng::new(sh.w.seed ^ 0x5eed ^ (index as u64) << 32);
-    let Ok(mut buf) = content_buffer(&sh.w) else {
+    let Ok(mut buf) = retry_nomem(|| content_buffer(&sh.w)) else {
         sh.counters.errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
