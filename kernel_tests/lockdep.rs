@@ -14,6 +14,7 @@ use core::panic::Location;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{TestFailure, TestResult};
+use kreclaim::mm::fault_inject::FAILSLAB;
 use kreclaim::mm::fs_reclaim::{FS_RECLAIM_MAP, FsReclaimGuard, might_alloc};
 use kreclaim::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, GFP_NOFS, Gfp};
 use kreclaim::mm::scope::MemallocScope;
@@ -50,6 +51,7 @@ kreclaim::kernel_tests!(
     rwsem_write_relock_by_owner_is_reported_and_parks_the_task,
     rwsem_write_after_read_by_one_task_is_reported_and_parks_it,
     spinlock_relock_by_owner_is_reported_and_parks_the_task,
+    report_under_failslab_is_printed_without_panicking,
 );
 
 static A: Mutex<()> = Mutex::new((), lock_class!("ld_a"));
@@ -595,5 +597,31 @@ fn spinlock_relock_by_owner_is_reported_and_parks_the_task() -> TestResult {
     kassert!(L.is_locked());
     // Interrupts work again (the parked task masked them): timers fire.
     task::sleep(Duration::from_millis(1));
+    Ok(())
+}
+
+/// Issue 9: the report text was built with `String`/`format!`, so a report
+/// made while slab allocations fail aborted the kernel. Now it is printed
+/// as far as memory allows and the kernel carries on.
+fn report_under_failslab_is_printed_without_panicking() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let injected = FAILSLAB.injected();
+    in_task("ab", ab)?;
+    in_task("ba-failslab", || {
+        FAILSLAB.configure(100, 1, -1);
+        ba();
+        FAILSLAB.disable();
+    })?;
+    kassert!(
+        FAILSLAB.injected() > injected,
+        "no allocation of the report failed"
+    );
+    // Kept if there was room in the list; its text is then what could be built.
+    let r = lockdep::reports_since(before);
+    kassert!(r.len() <= 1, "reports: {:?}", summary(&r));
+    if let Some(r) = r.first() {
+        kassert_eq!(r.kind, ReportKind::CircularDependency);
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::task::SchedMode;
 use crate::workload::{Mix, Workload, parse_size_range};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt;
+use core::fmt::{self, Write as _};
 
 /// The parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,10 +484,14 @@ impl Config {
 
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lower case without allocating: fault injection may be armed.
+        f.write_str("loglevel=")?;
+        for c in self.loglevel.as_str().chars() {
+            f.write_char(c.to_ascii_lowercase())?;
+        }
         write!(
             f,
-            "loglevel={} sched={} lockdep={} policy={}",
-            self.loglevel.as_str().to_ascii_lowercase(),
+            " sched={} lockdep={} policy={}",
             match self.sched {
                 SchedMode::Preemptive => "preempt",
                 SchedMode::Cooperative => "coop",

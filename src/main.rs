@@ -50,13 +50,19 @@ fn kmain(boot: &'static BootInfo) -> ! {
         println!("kreclaim: {why}");
         kreclaim::platform::exit(false);
     }
-    let policies: Vec<Policy> = match config.policy {
-        PolicyChoice::One(p) => alloc::vec![p],
-        PolicyChoice::All => Policy::ALL.to_vec(),
+    let policies: &[Policy] = match &config.policy {
+        PolicyChoice::One(p) => core::slice::from_ref(p),
+        PolicyChoice::All => &Policy::ALL,
     };
     let all = policies.len() > 1;
+    // Fault injection may already be armed (`failslab=`): every allocation
+    // from here on is fallible.
     let mut results: Vec<RunResult> = Vec::new();
-    for p in policies {
+    if results.try_reserve_exact(policies.len()).is_err() {
+        println!("kreclaim: out of memory for the results");
+        kreclaim::platform::exit(false);
+    }
+    for &p in policies {
         // Each policy starts from a fresh lockdep graph so that its reports
         // are its own.
         kreclaim::sync::lockdep::reset_graph();

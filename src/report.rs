@@ -1,14 +1,54 @@
 //! What `cargo run` prints after a workload: slab caches, shrinkers,
 //! reclaim, lockdep, the integrity verdict and a chart of free memory over
 //! time; and, for `policy=all`, one comparison table. `format=json` prints
-//! one JSON object per line instead.
+//! one JSON object per line instead. Printing allocates nothing: the
+//! report may follow a run with fault injection still armed.
 
-use crate::bench::{Format, json_str};
+use crate::bench::Format;
 use crate::workload::{RunResult, Sample};
-use alloc::string::String;
+use core::fmt;
 
-fn ms(ns: u64) -> String {
-    alloc::format!("{}.{:03}", ns / 1_000_000, ns / 1000 % 1000)
+/// Milliseconds with three decimals, formatted without allocating.
+struct Ms(u64);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1_000_000, self.0 / 1000 % 1000)
+    }
+}
+
+fn ms(ns: u64) -> Ms {
+    Ms(ns)
+}
+
+/// A JSON string literal, escaped as `bench::json_str` does, formatted
+/// without allocating.
+struct JsonStr<'a>(&'a str);
+
+impl fmt::Display for JsonStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                c => fmt::Write::write_char(f, c)?,
+            }
+        }
+        f.write_str("\"")
+    }
+}
+
+/// Writes straight to the console.
+struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        crate::print!("{s}");
+        Ok(())
+    }
 }
 
 fn ops_per_sec(r: &RunResult) -> u64 {
@@ -57,36 +97,57 @@ pub fn free_memory_chart(samples: &[Sample], width: usize, height: usize) {
         } else {
             ' '
         };
-        let mut line = String::with_capacity(cols + 16);
-        for c in 0..cols {
-            line.push(if col(c) >= level { '#' } else { ' ' });
+        crate::print!("{:>7} {mark}|", level * 4);
+        let mut line = [b' '; 64];
+        for start in (0..cols).step_by(line.len()) {
+            let n = (cols - start).min(line.len());
+            for (i, b) in line[..n].iter_mut().enumerate() {
+                *b = if col(start + i) >= level { b'#' } else { b' ' };
+            }
+            crate::print!("{}", core::str::from_utf8(&line[..n]).unwrap_or(""));
         }
-        crate::println!("{:>7} {mark}|{line}", level * 4);
+        crate::println!();
     }
-    crate::println!("{:>7}  +{}", 0, "-".repeat(cols));
+    crate::print!("{:>7}  +", 0);
+    for _ in 0..cols {
+        crate::print!("-");
+    }
+    crate::println!();
 }
 
 /// The full report of one run.
 pub fn single(r: &RunResult) {
     crate::println!("\n=== kreclaim report: policy {} ===", r.policy);
     crate::println!(
-        "workload: {} ops in {} ms ({} ops/s), {} errors",
+        "workload: {} ops in {} ms ({} ops/s), {} errors; populate: {} files failed; {} short writes in all",
         r.ops,
         ms(r.elapsed_ns),
         ops_per_sec(r),
-        r.errors
+        r.errors,
+        r.populate_errors,
+        r.short_writes
     );
+    if crate::mm::fault_inject::FAIL_PAGE_ALLOC.is_enabled()
+        || crate::mm::fault_inject::FAILSLAB.is_enabled()
+        || r.injected_page_alloc + r.injected_slab > 0
+    {
+        crate::println!(
+            "fault injection: {} failures injected (fail_page_alloc {}, failslab {}); {} operations failed because of them",
+            r.injected_page_alloc + r.injected_slab,
+            r.injected_page_alloc,
+            r.injected_slab,
+            r.injected_errors
+        );
+    }
     crate::println!("\n--- slab caches (end of run) ---");
-    let mut text = String::new();
-    let _ = crate::mm::slab::slabinfo_header(&mut text);
+    let _ = crate::mm::slab::slabinfo_header(&mut Console);
     for s in r
         .slabs
         .iter()
         .filter(|s| s.num_slabs > 0 || !s.name.starts_with("kmalloc"))
     {
-        let _ = crate::mm::slab::slabinfo_row(&mut text, &s.name, s);
+        let _ = crate::mm::slab::slabinfo_row(&mut Console, &s.name, s);
     }
-    crate::print!("{text}");
     crate::println!("\n--- shrinkers (end of run) ---");
     crate::println!(
         "{:<14} {:>5} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6}",
@@ -178,8 +239,8 @@ pub fn single(r: &RunResult) {
 /// One JSON object for a run.
 pub fn json(r: &RunResult) {
     crate::println!(
-        "{{\"kind\":\"policy_result\",\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"integrity\":\"{}\"}}",
-        json_str(r.policy.name),
+        "{{\"kind\":\"policy_result\",\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
+        JsonStr(r.policy.name),
         r.ops,
         ops_per_sec(r),
         r.lockdep_reports,
@@ -192,6 +253,13 @@ pub fn json(r: &RunResult) {
         r.alloc_stalls,
         r.stall_ns / 1_000_000,
         r.kswapd_pages,
+        r.errors,
+        r.short_writes,
+        r.populate_errors,
+        r.injected_page_alloc + r.injected_slab,
+        r.injected_page_alloc,
+        r.injected_slab,
+        r.injected_errors,
         if r.integrity_ok { "ok" } else { "FAILED" }
     );
 }

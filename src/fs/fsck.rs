@@ -22,7 +22,6 @@ use super::format::{
     make_ino,
 };
 use super::{FsError, Meta};
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -196,7 +195,8 @@ pub fn check(dev: &dyn BlockDevice) -> Result<FsckReport, FsError> {
             }
             Err(FsError::Inconsistent {
                 problems: report.problems.len(),
-                first: Box::new(first.clone()),
+                first: crate::mm::global_alloc::try_box(first.clone())
+                    .map_err(|_| FsError::NoMemory)?,
             })
         }
     }
@@ -238,6 +238,18 @@ struct Fsck<'a> {
     ibuf: Vec<u8>,
     dir_entries: u64,
     blocks_referenced: u64,
+    /// A problem could not be recorded for lack of memory: the check
+    /// fails with `NoMemory` rather than report fewer problems.
+    oom: bool,
+}
+
+/// Records a problem (`try_reserve`; sets `oom` if there is no room).
+fn note(problems: &mut Vec<Problem>, oom: &mut bool, p: Problem) {
+    if problems.try_reserve(1).is_ok() {
+        problems.push(p);
+    } else {
+        *oom = true;
+    }
 }
 
 /// Reads everything and collects every problem. `Err` only when the
@@ -273,6 +285,7 @@ pub fn fsck(dev: &dyn BlockDevice) -> Result<FsckReport, FsError> {
         ibuf: try_vec(BLOCK_SIZE, 0u8)?,
         dir_entries: 0,
         blocks_referenced: 0,
+        oom: false,
     };
     f.superblock_copies()?;
     f.ag_headers()?;
@@ -280,6 +293,9 @@ pub fn fsck(dev: &dyn BlockDevice) -> Result<FsckReport, FsError> {
     f.directory_pass(sb.root_ino)?;
     f.link_pass(sb.root_ino);
     let (used, free) = f.bitmap_pass();
+    if f.oom {
+        return Err(FsError::NoMemory);
+    }
     let count = |m: Mode| {
         f.inodes
             .iter()
@@ -316,16 +332,22 @@ impl Fsck<'_> {
         for ag in 1..self.geo.ag_count {
             self.read(self.geo.ag_start(ag), &mut buf)?;
             match Superblock::read_from(&buf) {
-                Err(err) => self.problems.push(Problem::SecondarySuperblock { ag, err }),
-                Ok(copy) if copy.geometry != self.geo => {
-                    self.problems.push(Problem::SecondarySuperblock {
+                Err(err) => note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::SecondarySuperblock { ag, err },
+                ),
+                Ok(copy) if copy.geometry != self.geo => note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::SecondarySuperblock {
                         ag,
                         err: FsError::Corrupt {
                             what: Meta::Superblock,
                             reason: "geometry differs from the primary",
                         },
-                    })
-                }
+                    },
+                ),
                 Ok(_) => {}
             }
         }
@@ -345,29 +367,43 @@ impl Fsck<'_> {
                 Ok(h) => {
                     let bitmap = h.count_free_blocks();
                     if h.free_blocks() != bitmap {
-                        self.problems.push(Problem::FreeCounter {
-                            ag,
-                            what: "blocks",
-                            header: h.free_blocks(),
-                            bitmap,
-                        });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::FreeCounter {
+                                ag,
+                                what: "blocks",
+                                header: h.free_blocks(),
+                                bitmap,
+                            },
+                        );
                     }
                     let bitmap = h.count_free_inodes();
                     if h.free_inodes() != bitmap {
-                        self.problems.push(Problem::FreeCounter {
-                            ag,
-                            what: "inodes",
-                            header: h.free_inodes(),
-                            bitmap,
-                        });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::FreeCounter {
+                                ag,
+                                what: "inodes",
+                                header: h.free_inodes(),
+                                bitmap,
+                            },
+                        );
                     }
                     if h.stray_bits() {
-                        self.problems.push(Problem::StrayBits { ag });
+                        note(&mut self.problems, &mut self.oom, Problem::StrayBits { ag });
                     }
+                    self.headers.try_reserve(1).map_err(|_| FsError::NoMemory)?;
                     self.headers.push(Some(copy));
                 }
                 Err(err) => {
-                    self.problems.push(Problem::AgHeader { ag, err });
+                    note(
+                        &mut self.problems,
+                        &mut self.oom,
+                        Problem::AgHeader { ag, err },
+                    );
+                    self.headers.try_reserve(1).map_err(|_| FsError::NoMemory)?;
                     self.headers.push(None);
                 }
             }
@@ -383,7 +419,11 @@ impl Fsck<'_> {
     /// Records that `ino` references `blk`; false if `blk` is not a data block.
     fn claim(&mut self, ino: u32, blk: u64) -> bool {
         if !self.geo.is_data_block(blk) {
-            self.problems.push(Problem::BadPointer { ino, blk });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::BadPointer { ino, blk },
+            );
             return false;
         }
         self.blocks_referenced += 1;
@@ -392,11 +432,15 @@ impl Fsck<'_> {
             *owner = ino;
         } else {
             let first = *owner;
-            self.problems.push(Problem::DoubleReference {
-                blk,
-                first,
-                second: ino,
-            });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::DoubleReference {
+                    blk,
+                    first,
+                    second: ino,
+                },
+            );
         }
         true
     }
@@ -413,7 +457,11 @@ impl Fsck<'_> {
                     let core = match InodeCore::decode_in_cluster(&buf, ino) {
                         Ok(c) => c,
                         Err(err) => {
-                            self.problems.push(Problem::Inode { ino, err });
+                            note(
+                                &mut self.problems,
+                                &mut self.oom,
+                                Problem::Inode { ino, err },
+                            );
                             continue;
                         }
                     };
@@ -421,11 +469,15 @@ impl Fsck<'_> {
                     let expect_used = core.is_allocated() || ino == RESERVED_INO;
                     let reserved_bad = ino == RESERVED_INO && core.is_allocated();
                     if bitmap_used.is_some_and(|u| u != expect_used) || reserved_bad {
-                        self.problems.push(Problem::InodeBitmap {
-                            ino,
-                            bitmap_used: bitmap_used.unwrap_or(false),
-                            mode: core.mode,
-                        });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::InodeBitmap {
+                                ino,
+                                bitmap_used: bitmap_used.unwrap_or(false),
+                                mode: core.mode,
+                            },
+                        );
                     }
                     if !core.is_allocated() || ino == RESERVED_INO {
                         continue;
@@ -476,11 +528,15 @@ impl Fsck<'_> {
             }
         }
         if found != core.nblocks {
-            self.problems.push(Problem::BlockCount {
-                ino,
-                recorded: core.nblocks,
-                found,
-            });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::BlockCount {
+                    ino,
+                    recorded: core.nblocks,
+                    found,
+                },
+            );
         }
         Ok(())
     }
@@ -505,24 +561,36 @@ impl Fsck<'_> {
                 let blk = match mapped {
                     Ok(Some(b)) => b,
                     Ok(None) => {
-                        self.problems.push(Problem::Dir {
-                            dir: d.ino,
-                            err: FsError::Corrupt {
-                                what: Meta::Inode(d.ino),
-                                reason: "hole in a directory",
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::Dir {
+                                dir: d.ino,
+                                err: FsError::Corrupt {
+                                    what: Meta::Inode(d.ino),
+                                    reason: "hole in a directory",
+                                },
                             },
-                        });
+                        );
                         continue;
                     }
                     Err(err @ FsError::Io { .. }) => return Err(err),
                     Err(err) => {
-                        self.problems.push(Problem::Dir { dir: d.ino, err });
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            Problem::Dir { dir: d.ino, err },
+                        );
                         continue;
                     }
                 };
                 self.read(blk, &mut buf)?;
                 if let Err(err) = dir::dir_verify(&buf, d.ino, blk) {
-                    self.problems.push(Problem::Dir { dir: d.ino, err });
+                    note(
+                        &mut self.problems,
+                        &mut self.oom,
+                        Problem::Dir { dir: d.ino, err },
+                    );
                     continue;
                 }
                 for e in dir::dir_entries(&buf).flatten() {
@@ -535,19 +603,29 @@ impl Fsck<'_> {
                         reason,
                     };
                     if !self.geo.is_valid_ino(e.ino) {
-                        self.problems
-                            .push(bad("names an inode number that does not exist"));
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            bad("names an inode number that does not exist"),
+                        );
                         continue;
                     }
                     let idx = self.inode_index(e.ino);
                     let info = self.inodes[idx];
                     if !info.allocated {
-                        self.problems.push(bad("names a free or unreadable inode"));
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            bad("names a free or unreadable inode"),
+                        );
                         continue;
                     }
                     if info.mode != e.ftype as u8 {
-                        self.problems
-                            .push(bad("file type differs from the inode's mode"));
+                        note(
+                            &mut self.problems,
+                            &mut self.oom,
+                            bad("file type differs from the inode's mode"),
+                        );
                     }
                     self.inodes[idx].names += 1;
                     self.edges.try_reserve(1).map_err(|_| FsError::NoMemory)?;
@@ -560,7 +638,11 @@ impl Fsck<'_> {
             }
             names.sort_unstable();
             if names.windows(2).any(|w| w[0] == w[1]) {
-                self.problems.push(Problem::DuplicateName { dir: d.ino });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::DuplicateName { dir: d.ino },
+                );
             }
         }
         self.buf = buf;
@@ -598,9 +680,13 @@ impl Fsck<'_> {
         let per_ag = self.geo.inodes_per_ag() as usize;
         let root_info = self.inodes[self.inode_index(root)];
         if !root_info.allocated || root_info.mode != Mode::Dir as u8 {
-            self.problems.push(Problem::Root {
-                mode: Mode::from_u8(root_info.mode).unwrap_or(Mode::Free),
-            });
+            note(
+                &mut self.problems,
+                &mut self.oom,
+                Problem::Root {
+                    mode: Mode::from_u8(root_info.mode).unwrap_or(Mode::Free),
+                },
+            );
         }
         for (idx, info) in self.inodes.iter().enumerate() {
             if !info.allocated {
@@ -609,18 +695,29 @@ impl Fsck<'_> {
             let ino = make_ino((idx / per_ag) as u32, (idx % per_ag) as u32);
             let found = info.names + u32::from(ino == root);
             if info.nlink != found {
-                self.problems.push(Problem::LinkCount {
-                    ino,
-                    nlink: info.nlink,
-                    found,
-                });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::LinkCount {
+                        ino,
+                        nlink: info.nlink,
+                        found,
+                    },
+                );
             }
             if info.mode == Mode::Dir as u8 && found > 1 {
-                self.problems
-                    .push(Problem::DirHardLink { ino, names: found });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::DirHardLink { ino, names: found },
+                );
             }
             if !info.reachable {
-                self.problems.push(Problem::Unreachable { ino });
+                note(
+                    &mut self.problems,
+                    &mut self.oom,
+                    Problem::Unreachable { ino },
+                );
             }
         }
     }
@@ -629,6 +726,7 @@ impl Fsck<'_> {
     fn bitmap_pass(&mut self) -> (u64, u64) {
         let (mut used, mut free) = (0, 0);
         let mut found = Vec::new();
+        let mut oom = false;
         for ag in 0..self.geo.ag_count {
             let Some(h) = self.header(ag) else {
                 continue;
@@ -643,14 +741,27 @@ impl Fsck<'_> {
                     free += 1;
                 }
                 match (self.owners[blk as usize], in_use) {
-                    (NO_OWNER, true) => found.push(Problem::BlockLeaked { blk }),
-                    (METADATA, false) => found.push(Problem::BlockMarkedFree { blk, owner: 0 }),
+                    (NO_OWNER, true) => note(&mut found, &mut oom, Problem::BlockLeaked { blk }),
+                    (METADATA, false) => note(
+                        &mut found,
+                        &mut oom,
+                        Problem::BlockMarkedFree { blk, owner: 0 },
+                    ),
                     (NO_OWNER, false) | (_, true) => {}
-                    (owner, false) => found.push(Problem::BlockMarkedFree { blk, owner }),
+                    (owner, false) => note(
+                        &mut found,
+                        &mut oom,
+                        Problem::BlockMarkedFree { blk, owner },
+                    ),
                 }
             }
         }
-        self.problems.append(&mut found);
+        self.oom |= oom;
+        if self.problems.try_reserve(found.len()).is_ok() {
+            self.problems.append(&mut found);
+        } else {
+            self.oom = true;
+        }
         (used, free)
     }
 }

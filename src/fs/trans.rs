@@ -18,7 +18,7 @@
 use super::FsError;
 use super::icache::{I_DIRTY, XfsInode};
 use super::vfs::Fs;
-use crate::mm::gfp::GFP_KERNEL;
+use crate::mm::gfp::{GFP_KERNEL, Gfp};
 use crate::mm::scope::MemallocScope;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -43,9 +43,22 @@ impl<'a> Transaction<'a> {
     /// the NOFS scope if the policy asks for it.
     #[track_caller]
     pub(crate) fn alloc(fs: &'a Fs) -> Result<Self, FsError> {
+        Self::alloc_gfp(fs, GFP_KERNEL)
+    }
+
+    /// [`Transaction::alloc`] that cannot fail for lack of memory
+    /// (`__GFP_NOFAIL`, as XFS allocates every transaction): for freeing an
+    /// unlinked inode, which has no caller to report a failure to.
+    #[track_caller]
+    pub(crate) fn alloc_nofail(fs: &'a Fs) -> Result<Self, FsError> {
+        Self::alloc_gfp(fs, GFP_KERNEL | Gfp::__GFP_NOFAIL)
+    }
+
+    #[track_caller]
+    fn alloc_gfp(fs: &'a Fs, gfp: Gfp) -> Result<Self, FsError> {
         let p = fs
             .trans_slab
-            .alloc(GFP_KERNEL)
+            .alloc(gfp)
             .map_err(|_| FsError::NoMemory)?
             .cast::<TransRecord>();
         // SAFETY: a fresh object sized for a TransRecord.

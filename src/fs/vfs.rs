@@ -21,7 +21,8 @@
 //!   ILOCK also serialises data IO.
 //! - Unlinked inodes are freed on disk when their last reference goes
 //!   (inactivation in `InodeRef`'s drop); an error there is printed and
-//!   counted and the inode stays allocated (fsck would report it).
+//!   counted and the inode stays allocated (fsck would report it). Lack of
+//!   memory is never that error: freeing allocates with `__GFP_NOFAIL`.
 //! - The flusher walks the per-AG indexes for dirty clusters instead of
 //!   keeping an AIL.
 
@@ -217,7 +218,7 @@ impl Fs {
         .map_err(|_| FsError::NoMemory)?;
         let trans_slab = KmemCache::create("xfs_trans", 64, 8, SlabFlags::empty(), None)
             .map_err(|_| FsError::NoMemory)?;
-        let fs = Arc::new_cyclic(|me| Fs {
+        let fs = crate::mm::global_alloc::try_arc_cyclic(|me| Fs {
             me: me.clone(),
             dev,
             policy,
@@ -238,7 +239,8 @@ impl Fs {
             dir_rotor: AtomicU32::new(1),
             reclaim_rotor: AtomicU32::new(0),
             race_hook: AtomicUsize::new(0),
-        });
+        })
+        .map_err(|_| FsError::NoMemory)?;
         let f2 = fs.clone();
         let h = task::spawn("xfsaild", move || f2.flusher_main()).map_err(|_| FsError::NoMemory)?;
         *fs.flusher.lock() = Some(h);
@@ -410,6 +412,14 @@ impl Fs {
         self.policy.gfp_under_ilock
     }
 
+    /// `gfp` for giving space back (freeing blocks and inodes, truncating):
+    /// `__GFP_NOFAIL`, as XFS allocates its buffers, so that an error path
+    /// that returns what it took, or an unlinked inode's inactivation,
+    /// cannot leak space for lack of memory. Fault injection skips these.
+    fn gfp_nofail(&self) -> Gfp {
+        self.gfp() | Gfp::__GFP_NOFAIL
+    }
+
     // -- Inodes --------------------------------------------------------------
 
     pub fn root(&self) -> Result<InodeRef, FsError> {
@@ -453,9 +463,18 @@ impl Fs {
         ag: u32,
         f: impl FnOnce(&mut AgHeader<&mut [u8]>) -> Result<R, FsError>,
     ) -> Result<R, FsError> {
+        self.agh_update_gfp(ag, self.gfp(), f)
+    }
+
+    fn agh_update_gfp<R>(
+        &self,
+        ag: u32,
+        gfp: Gfp,
+        f: impl FnOnce(&mut AgHeader<&mut [u8]>) -> Result<R, FsError>,
+    ) -> Result<R, FsError> {
         let geo = self.sb.geometry;
         let _agf = self.perags[ag as usize].agf.lock();
-        let bp = self.bufs.get(geo.ag_header_block(ag), self.gfp())?;
+        let bp = self.bufs.get(geo.ag_header_block(ag), gfp)?;
         let mut g = bp.lock_read()?;
         let r = {
             let mut h = AgHeader::load(g.data_mut(), &geo, ag)?;
@@ -491,7 +510,9 @@ impl Fs {
     fn free_block(&self, blk: u64) -> Result<(), FsError> {
         let geo = self.sb.geometry;
         geo.check_data_block(blk)?;
-        self.agh_update(geo.block_ag(blk), |h| h.free_block(geo.block_rel(blk), blk))
+        self.agh_update_gfp(geo.block_ag(blk), self.gfp_nofail(), |h| {
+            h.free_block(geo.block_rel(blk), blk)
+        })
     }
 
     fn alloc_inode(&self, start: u32) -> Result<u32, FsError> {
@@ -508,7 +529,7 @@ impl Fs {
     }
 
     fn free_inode_bit(&self, ino: u32) -> Result<(), FsError> {
-        self.agh_update(ino_to_ag(ino), |h| {
+        self.agh_update_gfp(ino_to_ag(ino), self.gfp_nofail(), |h| {
             h.free_inode(super::format::ino_to_agino(ino))
         })
     }
@@ -615,7 +636,7 @@ impl Fs {
             && let Some(blk) = self.bmap(core, keep - 1)?
         {
             // Zero the tail so that growing the file again reads zeros.
-            let bp = self.bufs.get(blk, self.gfp())?;
+            let bp = self.bufs.get(blk, self.gfp_nofail())?;
             let mut g = bp.lock_read()?;
             g.data_mut()[(new_size % bs) as usize..].fill(0);
             g.write()?;
@@ -637,7 +658,7 @@ impl Fs {
                 .min(PTRS_PER_INDIRECT as u64) as usize;
             let mut ents = [0u32; PTRS_PER_INDIRECT];
             {
-                let bp = self.bufs.get(ind, self.gfp())?;
+                let bp = self.bufs.get(ind, self.gfp_nofail())?;
                 let mut g = bp.lock_read()?;
                 for (idx, e) in ents.iter_mut().enumerate().skip(first) {
                     *e = indirect_entry(g.data(), idx)?;
@@ -1059,7 +1080,7 @@ impl Fs {
     /// disk. Called by the task that dropped the last reference, with
     /// `I_INACTIVATING` set (so no new reference exists) and no ILOCK.
     pub(crate) fn inactivate(&self, ip: &XfsInode) -> Result<(), FsError> {
-        let mut tp = Transaction::alloc(self)?;
+        let mut tp = Transaction::alloc_nofail(self)?;
         let mut g = ip.ilock.down_write();
         if g.mode == Mode::Free || g.nlink != 0 || ip.flags() & I_UNLINKED == 0 {
             return Ok(());

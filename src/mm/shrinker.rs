@@ -252,7 +252,8 @@ static REGISTRY: SpinLock<Vec<Option<Arc<Entry>>>> =
 
 /// Builds a shrinker registration (Linux's `shrinker_alloc` + settings).
 pub struct ShrinkerBuilder {
-    name: String,
+    /// `Err` if copying the name failed; registration then fails.
+    name: Result<String, crate::mm::page_alloc::AllocError>,
     seeks: u32,
     batch: u64,
 }
@@ -266,7 +267,7 @@ pub enum RegisterError {
 impl ShrinkerBuilder {
     pub fn new(name: &str) -> Self {
         Self {
-            name: String::from(name),
+            name: crate::mm::global_alloc::try_string(name),
             seeks: DEFAULT_SEEKS,
             batch: 0,
         }
@@ -289,15 +290,19 @@ impl ShrinkerBuilder {
         self,
         shrinker: impl Shrinker + 'static,
     ) -> Result<ShrinkerRegistration, RegisterError> {
-        let entry = Arc::new(Entry {
-            name: self.name,
+        use crate::mm::global_alloc::{try_arc, try_box};
+        let nomem = |_| RegisterError::NoMemory;
+        let shrinker: Box<dyn Shrinker> = try_box(shrinker).map_err(nomem)?;
+        let entry = try_arc(Entry {
+            name: self.name.map_err(nomem)?,
             seeks: self.seeks,
             batch: self.batch,
             nr_deferred: AtomicI64::new(0),
-            shrinker: Box::new(shrinker),
+            shrinker,
             stats: ShrinkerStats::default(),
             dead: AtomicBool::new(false),
-        });
+        })
+        .map_err(nomem)?;
         // Grow outside the lock so the registry lock never allocates.
         let mut spare: Vec<Option<Arc<Entry>>> = Vec::new();
         loop {
@@ -418,6 +423,14 @@ impl Drop for ShrinkerRegistration {
 fn info_of(e: &Entry) -> ShrinkerInfo {
     ShrinkerInfo {
         name: e.name.clone(),
+        ..info_of_counts(e)
+    }
+}
+
+/// The numbers of [`info_of`], with an empty (unallocated) name.
+fn info_of_counts(e: &Entry) -> ShrinkerInfo {
+    ShrinkerInfo {
+        name: String::new(),
         seeks: e.seeks,
         batch: if e.batch == 0 { SHRINK_BATCH } else { e.batch },
         nr_deferred: e.nr_deferred.load(Ordering::Relaxed),
@@ -595,6 +608,44 @@ pub fn shrinkers() -> Vec<ShrinkerInfo> {
     let mut out = Vec::new();
     for_each_entry(|e| out.push(info_of(e)));
     out
+}
+
+/// [`shrinkers`] that reports failure as a value (`try_reserve`).
+pub fn try_shrinkers() -> Result<Vec<ShrinkerInfo>, crate::mm::page_alloc::AllocError> {
+    let mut out = Vec::new();
+    let mut failed = None;
+    for_each_entry(|e| {
+        if failed.is_some() {
+            return;
+        }
+        let info = crate::mm::global_alloc::try_string(&e.name).map(|name| ShrinkerInfo {
+            name,
+            ..info_of_counts(e)
+        });
+        match info {
+            Ok(i) if out.try_reserve(1).is_ok() => out.push(i),
+            Ok(_) => {
+                failed = Some(crate::mm::page_alloc::AllocError {
+                    gfp: crate::mm::slab::kmalloc::global_gfp(),
+                    order: 0,
+                })
+            }
+            Err(e) => failed = Some(e),
+        }
+    });
+    failed.map_or(Ok(out), Err)
+}
+
+/// Work deferred over time (`deferred`) summed over the shrinkers named
+/// `name`. Allocates nothing.
+pub fn deferred_of(name: &str) -> u64 {
+    let mut sum = 0;
+    for_each_entry(|e| {
+        if e.name == name {
+            sum += e.stats.deferred.load(Ordering::Relaxed);
+        }
+    });
+    sum
 }
 
 /// Prints the shrinker table (for OOM reports and `cargo run`). Allocates

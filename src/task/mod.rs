@@ -15,6 +15,7 @@ pub mod waitlist;
 
 pub use flags::TaskFlags;
 
+use crate::mm::global_alloc::{try_arc, try_box, try_string};
 use crate::platform::{self, KernelStack};
 use crate::sync::lockdep::TaskLockState;
 use alloc::boxed::Box;
@@ -533,7 +534,8 @@ fn new_task(name: &str, f: Box<dyn FnOnce() + Send>) -> Result<Arc<Task>, SpawnE
         .alloc_kernel_stack(STACK_SIZE)
         .ok_or(SpawnError::NoMemory)?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let t = Arc::new(Task::new(id, String::from(name)));
+    let name = try_string(name).map_err(|_| SpawnError::NoMemory)?;
+    let t = try_arc(Task::new(id, name)).map_err(|_| SpawnError::NoMemory)?;
     // SAFETY: the context slot of a task that never ran.
     unsafe { *t.context.get() = p.init_context(stack.top, task_start) };
     *t.stack.lock() = Some(stack);
@@ -594,19 +596,23 @@ pub fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandl
     if !started() {
         return Err(SpawnError::NotStarted);
     }
-    let t = new_task(name, Box::new(f))?;
+    let t = new_task(name, try_box(f).map_err(|_| SpawnError::NoMemory)?)?;
     platform::without_interrupts(|| {
         let mut tasks = TASKS.lock();
-        tasks.push(t.clone());
         let mut rq = this_cpu().run_queue.lock();
-        // Reserve so that requeueing in the scheduler never allocates.
-        let need = tasks.len();
+        // Reserve so that requeueing in the scheduler never allocates; a
+        // failed reservation fails the spawn before anything changed.
+        let need = tasks.len() + 1;
         let len = rq.len();
+        tasks.try_reserve(1).map_err(|_| SpawnError::NoMemory)?;
         if rq.capacity() < need {
-            rq.reserve(need - len);
+            rq.try_reserve(need - len)
+                .map_err(|_| SpawnError::NoMemory)?;
         }
+        tasks.push(t.clone());
         rq.push_back(t.clone());
-    });
+        Ok(())
+    })?;
     Ok(JoinHandle { task: t })
 }
 

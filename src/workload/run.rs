@@ -4,14 +4,16 @@ use super::{Rng, Workload, checksum, fill_content};
 use crate::fs::format::FileType;
 use crate::fs::policy::Policy;
 use crate::fs::{BlockDevice, Fs, FsError, InodeRef, MkfsOptions};
+use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
 use crate::mm::gfp::GFP_KERNEL;
+use crate::mm::global_alloc::{try_arc_or_return, try_format, try_to_vec};
 use crate::mm::slab::kmalloc::KVec;
 use crate::sync::Mutex;
 use crate::task::{self, JoinError};
-use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 
@@ -26,12 +28,75 @@ struct FileRec {
     sum: u64,
 }
 
-fn dir_name(d: u32) -> String {
-    format!("d{d:04}")
+/// A file or directory name (`f000123`, `d0001`), built on the stack so
+/// that naming a file never allocates.
+struct Name {
+    buf: [u8; 12],
+    len: usize,
 }
 
-fn file_name(id: u32) -> String {
-    format!("f{id:06}")
+impl Name {
+    fn new(prefix: u8, n: u32, width: usize) -> Name {
+        let mut digits = [b'0'; 10];
+        let mut v = n;
+        let mut nd = 0;
+        while v > 0 || nd == 0 {
+            digits[9 - nd] = b'0' + (v % 10) as u8;
+            v /= 10;
+            nd += 1;
+        }
+        let nd = nd.max(width).min(10);
+        let mut buf = [0u8; 12];
+        buf[0] = prefix;
+        buf[1..=nd].copy_from_slice(&digits[10 - nd..]);
+        Name { buf, len: nd + 1 }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII letters and digits are ever written.
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+fn dir_name(d: u32) -> Name {
+    Name::new(b'd', d, 4)
+}
+
+fn file_name(id: u32) -> Name {
+    Name::new(b'f', id, 6)
+}
+
+/// Failures injected so far by `fail_page_alloc=` and `failslab=`.
+fn injected_total() -> u64 {
+    FAIL_PAGE_ALLOC.injected() + FAILSLAB.injected()
+}
+
+/// `Arc::new` for the run's set-up, tried again as [`retry_nomem`] does.
+fn retry_arc<T>(mut value: T) -> Result<Arc<T>, FsError> {
+    for _ in 0..200 {
+        match try_arc_or_return(value) {
+            Ok(a) => return Ok(a),
+            Err((v, _)) => value = v,
+        }
+        task::sleep(Duration::from_millis(1));
+    }
+    try_arc_or_return(value).map_err(|_| FsError::NoMemory)
+}
+
+/// Runs `f` again while it fails for lack of memory (at most 200 times,
+/// 1 ms apart): for the run's set-up and its verifier, which must not take a
+/// transient allocation failure for lost data.
+fn retry_nomem<T>(mut f: impl FnMut() -> Result<T, FsError>) -> Result<T, FsError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(FsError::NoMemory) if tries < 200 => {
+                tries += 1;
+                task::sleep(Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Counters of one run.
@@ -43,7 +108,12 @@ pub struct RunCounters {
     pub readdirs: AtomicU64,
     pub unlinks: AtomicU64,
     pub creates: AtomicU64,
+    /// Operations that failed, short writes included.
     pub errors: AtomicU64,
+    /// Writes that wrote fewer bytes than asked (also in `errors`).
+    pub short_writes: AtomicU64,
+    /// Failed operations during which a failure was injected.
+    pub injected_errors: AtomicU64,
     pub mismatches: AtomicU64,
     /// Workers that never ran their share: no task, or no content buffer.
     pub workers_failed: AtomicU64,
@@ -67,7 +137,19 @@ pub struct RunResult {
     /// Worker tasks (of `tasks=`) that could not start or get their buffer.
     pub workers_failed: u64,
     pub elapsed_ns: u64,
+    /// Operations that failed (short writes included).
     pub errors: u64,
+    /// Of those, writes that stopped short.
+    pub short_writes: u64,
+    /// Files whose populate write failed or stopped short.
+    pub populate_errors: u64,
+    /// Failed operations (populate and operations phase) during which a
+    /// failure was injected: what fault injection cost the workload.
+    pub injected_errors: u64,
+    /// Failures injected during the run by `fail_page_alloc=` and
+    /// `failslab=`.
+    pub injected_page_alloc: u64,
+    pub injected_slab: u64,
     pub deadlocks: usize,
     pub lockdep_reports: usize,
     pub first_lockdep_report: Option<String>,
@@ -110,11 +192,7 @@ pub struct OpsPhase {
 }
 
 fn inode_deferred() -> u64 {
-    crate::mm::shrinker::shrinkers()
-        .iter()
-        .filter(|s| s.name == "xfs_inode")
-        .map(|s| s.deferred)
-        .sum()
+    crate::mm::shrinker::deferred_of("xfs_inode")
 }
 
 struct Shared {
@@ -130,6 +208,53 @@ fn dir_of(w: &Workload, id: u32) -> u32 {
     id / w.fanout
 }
 
+/// Why an operation failed.
+enum OpError {
+    Fs(FsError),
+    /// The write stopped after `written` of `wanted` bytes.
+    ShortWrite {
+        written: u32,
+        wanted: u32,
+    },
+}
+
+impl From<FsError> for OpError {
+    fn from(e: FsError) -> Self {
+        OpError::Fs(e)
+    }
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Fs(e) => write!(f, "{e}"),
+            OpError::ShortWrite { written, wanted } => {
+                write!(f, "short write: {written} of {wanted} bytes")
+            }
+        }
+    }
+}
+
+/// What a (re)write of a file left behind, as far as the filesystem
+/// acknowledged it.
+enum Outcome {
+    /// It failed before changing anything: the old record stands.
+    Unchanged(FsError),
+    /// It failed part way through a step that does not say how far it got
+    /// (create, truncate): the file is no longer verified.
+    Unknown(FsError),
+    /// The file was truncated and then holds exactly `size` bytes with
+    /// checksum `sum`: all that was asked, or a short or failed write.
+    Written {
+        size: u32,
+        sum: u64,
+        error: Option<OpError>,
+    },
+}
+
+/// Writes generation `gen_` of file `id` (`size` bytes; creating it if
+/// `create`): truncate to 0, then one write whose returned count is what
+/// the file holds.
 fn write_file(
     sh: &Shared,
     dir: &InodeRef,
@@ -138,18 +263,48 @@ fn write_file(
     size: u32,
     buf: &mut [u8],
     create: bool,
-) -> Result<u64, FsError> {
+) -> Outcome {
     let data = &mut buf[..size as usize];
     fill_content(sh.w.seed, id, gen_, data);
     let name = file_name(id);
     let f = if create {
-        sh.fs.create(dir, &name, FileType::File)?
+        match sh.fs.create(dir, name.as_str(), FileType::File) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Unknown(e),
+        }
     } else {
-        sh.fs.lookup(dir, &name)?.ok_or(FsError::NotFound)?
+        match sh.fs.lookup(dir, name.as_str()) {
+            Ok(Some(f)) => f,
+            // A file the record says exists and the directory lacks stays
+            // recorded: the verifier reports it missing.
+            Ok(None) => return Outcome::Unchanged(FsError::NotFound),
+            Err(e) => return Outcome::Unchanged(e),
+        }
     };
-    sh.fs.truncate(&f, 0)?;
-    sh.fs.write(&f, 0, data)?;
-    Ok(checksum(data))
+    if let Err(e) = sh.fs.truncate(&f, 0) {
+        return Outcome::Unknown(e);
+    }
+    match sh.fs.write(&f, 0, data) {
+        Ok(n) if n == data.len() => Outcome::Written {
+            size,
+            sum: checksum(data),
+            error: None,
+        },
+        Ok(n) => Outcome::Written {
+            size: n as u32,
+            sum: checksum(&data[..n]),
+            error: Some(OpError::ShortWrite {
+                written: n as u32,
+                wanted: size,
+            }),
+        },
+        // Nothing written: the truncation stands.
+        Err(e) => Outcome::Written {
+            size: 0,
+            sum: checksum(&[]),
+            error: Some(OpError::Fs(e)),
+        },
+    }
 }
 
 fn read_verify(
@@ -161,7 +316,7 @@ fn read_verify(
 ) -> Result<bool, FsError> {
     let f = sh
         .fs
-        .lookup(dir, &file_name(id))?
+        .lookup(dir, file_name(id).as_str())?
         .ok_or(FsError::NotFound)?;
     let n = sh.fs.read(&f, 0, &mut buf[..rec.size as usize + 1])?;
     Ok(n == rec.size as usize && checksum(&buf[..n]) == rec.sum)
@@ -188,8 +343,10 @@ fn release(sh: &Shared, id: u32, rec: FileRec) {
 }
 
 /// Writes a new generation of file `id` (creating it if `create`) and
-/// records its checksum; on failure the file is no longer verified, since
-/// its contents are unknown.
+/// records what the filesystem acknowledged: the bytes a short write did
+/// write, an empty file after a failed write, the old contents after a
+/// failure that changed nothing; only a file in an unknown state is no
+/// longer verified. Short and failed writes are errors.
 fn rewrite(
     sh: &Shared,
     rng: &mut Rng,
@@ -197,16 +354,16 @@ fn rewrite(
     rec: FileRec,
     buf: &mut [u8],
     create: bool,
-) -> Result<(), FsError> {
+) -> Result<(), OpError> {
     let dir = &sh.dirs[dir_of(&sh.w, id) as usize];
     let size = sh.w.size_min + rng.below((sh.w.size_max - sh.w.size_min + 1) as u64) as u32;
     let gen_ = rec.gen_ + 1;
-    if create {
+    if create && rec.gen_ != 0 {
         // A failed unlink earlier may have left the name behind.
-        let _ = sh.fs.unlink(dir, &file_name(id));
+        let _ = sh.fs.unlink(dir, file_name(id).as_str());
     }
     match write_file(sh, dir, id, gen_, size, buf, create) {
-        Ok(sum) => {
+        Outcome::Written { size, sum, error } => {
             release(
                 sh,
                 id,
@@ -218,19 +375,39 @@ fn rewrite(
                     sum,
                 },
             );
-            Ok(())
+            error.map_or(Ok(()), Err)
         }
-        Err(e) => {
+        Outcome::Unchanged(e) => {
+            release(sh, id, rec);
+            Err(e.into())
+        }
+        Outcome::Unknown(e) => {
             release(
                 sh,
                 id,
                 FileRec {
                     alive: false,
+                    gen_,
                     ..rec
                 },
             );
-            Err(e)
+            Err(e.into())
         }
+    }
+}
+
+/// Counts a failed operation (and whether a failure was injected while it
+/// ran); prints the first few.
+fn count_failure(c: &RunCounters, e: &OpError, injected_before: u64, who: &str) {
+    if matches!(e, OpError::ShortWrite { .. }) {
+        c.short_writes.fetch_add(1, Ordering::Relaxed);
+    }
+    if injected_total() != injected_before {
+        c.injected_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let n = c.errors.fetch_add(1, Ordering::Relaxed);
+    if n < 5 {
+        crate::println!("workload: {who}: operation failed: {e}");
     }
 }
 
@@ -247,7 +424,7 @@ fn content_buffer(w: &Workload) -> Result<KVec<u8>, FsError> {
 
 fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
     let mut rng = Rng::new(sh.w.seed ^ 0x5eed ^ (index as u64) << 32);
-    let Ok(mut buf) = content_buffer(&sh.w) else {
+    let Ok(mut buf) = retry_nomem(|| content_buffer(&sh.w)) else {
         sh.counters.errors.fetch_add(1, Ordering::Relaxed);
         sh.counters.workers_failed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -259,7 +436,8 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
         }
         let roll = rng.below(100) as u8;
         let c = &sh.counters;
-        let result: Result<(), FsError> = if roll < m.read {
+        let injected_before = injected_total();
+        let result: Result<(), OpError> = if roll < m.read {
             c.reads.fetch_add(1, Ordering::Relaxed);
             match claim(&sh, &mut rng, true) {
                 Some((id, rec)) => {
@@ -273,7 +451,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
                             crate::println!("workload: file {id} read back wrong contents");
                             Ok(())
                         }
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.into()),
                     }
                 }
                 None => Ok(()),
@@ -291,12 +469,13 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
             sh.fs
                 .readdir(&sh.dirs[d], &mut |_, _, _| n += 1)
                 .map(|_| ())
+                .map_err(OpError::from)
         } else if roll < m.read + m.write + m.readdir + m.unlink {
             c.unlinks.fetch_add(1, Ordering::Relaxed);
             match claim(&sh, &mut rng, true) {
                 Some((id, rec)) => {
                     let dir = &sh.dirs[dir_of(&sh.w, id) as usize];
-                    let r = sh.fs.unlink(dir, &file_name(id));
+                    let r = sh.fs.unlink(dir, file_name(id).as_str());
                     // On failure the name may or may not be gone: stop verifying it.
                     release(
                         &sh,
@@ -306,7 +485,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
                             ..rec
                         },
                     );
-                    r
+                    r.map_err(OpError::from)
                 }
                 None => Ok(()),
             }
@@ -319,10 +498,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
         };
         c.ops.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
-            let n = c.errors.fetch_add(1, Ordering::Relaxed);
-            if n < 5 {
-                crate::println!("workload: task {index}: operation failed: {e}");
-            }
+            count_failure(c, &e, injected_before, task::current().name());
         }
     }
 }
@@ -366,7 +542,10 @@ fn monitor(sh: Arc<Shared>, samples: Arc<Mutex<Vec<Sample>>>, t0: u64, live: boo
 }
 
 /// mkfs, mount, populate, run the operations on `w.tasks` tasks, then
-/// unmount, remount and verify every surviving file.
+/// unmount, remount and verify every surviving file against what the
+/// filesystem acknowledged. Every allocation is fallible: set-up steps and
+/// the verifier retry what failed for lack of memory; an operation that
+/// fails is counted and the run goes on.
 pub fn run(
     dev: &'static dyn BlockDevice,
     policy: Policy,
@@ -375,47 +554,55 @@ pub fn run(
 ) -> Result<RunResult, FsError> {
     let lockdep0 = crate::sync::lockdep::report_count();
     let deadlocks0 = task::deadlock::report_count();
-    crate::fs::mkfs(dev, MkfsOptions::default())?;
-    let fs = Fs::mount(dev, policy)?;
-    let root = fs.root()?;
+    let (pa_injected0, slab_injected0) = (FAIL_PAGE_ALLOC.injected(), FAILSLAB.injected());
+    retry_nomem(|| crate::fs::mkfs(dev, MkfsOptions::default()))?;
+    let fs = retry_nomem(|| Fs::mount(dev, policy))?;
+    let root = retry_nomem(|| fs.root())?;
     let ndirs = w.files.div_ceil(w.fanout);
     let mut dirs = Vec::new();
-    dirs.try_reserve(ndirs as usize)
-        .map_err(|_| FsError::NoMemory)?;
+    retry_nomem(|| {
+        dirs.try_reserve(ndirs as usize)
+            .map_err(|_| FsError::NoMemory)
+    })?;
     for d in 0..ndirs {
-        dirs.push(fs.create(&root, &dir_name(d), FileType::Dir)?);
+        let name = dir_name(d);
+        // A create that failed part way may have added the name after all.
+        let dir = retry_nomem(|| match fs.create(&root, name.as_str(), FileType::Dir) {
+            Err(FsError::NameExists) => fs.lookup(&root, name.as_str())?.ok_or(FsError::NotFound),
+            r => r,
+        })?;
+        dirs.push(dir);
     }
     drop(root);
-    let mut table =
-        KVec::with_capacity(w.files as usize, GFP_KERNEL).map_err(|_| FsError::NoMemory)?;
+    let mut table = retry_nomem(|| {
+        KVec::with_capacity(w.files as usize, GFP_KERNEL).map_err(|_| FsError::NoMemory)
+    })?;
     for _ in 0..w.files {
         let _ = table.push(FileRec::default(), GFP_KERNEL);
     }
-    let sh = Arc::new(Shared {
+    let sh = retry_arc(Shared {
         fs: fs.clone(),
         w,
         dirs,
         table: Mutex::new(table, crate::lock_class!("workload_table")),
         counters: RunCounters::default(),
         stop: AtomicBool::new(false),
-    });
-    // Populate: every file once.
+    })?;
+    // Populate: every file once; a failed file is counted and left to the
+    // operations (a later create recreates it).
+    let mut populate_errors = 0;
     {
-        let mut buf = content_buffer(&w)?;
+        let mut buf = retry_nomem(|| content_buffer(&w))?;
         let mut rng = Rng::new(w.seed);
         for id in 0..w.files {
-            let size = w.size_min + rng.below((w.size_max - w.size_min + 1) as u64) as u32;
-            let dir = &sh.dirs[dir_of(&w, id) as usize];
-            let sum = write_file(&sh, dir, id, 1, size, &mut buf, true)?;
-            sh.table.lock()[id as usize] = FileRec {
-                alive: true,
-                busy: false,
-                gen_: 1,
-                size,
-                sum,
-            };
+            let injected_before = injected_total();
+            if let Err(e) = rewrite(&sh, &mut rng, id, FileRec::default(), &mut buf, true) {
+                populate_errors += 1;
+                count_failure(&sh.counters, &e, injected_before, "populate");
+            }
         }
     }
+    let populate_failed = sh.counters.errors.load(Ordering::Relaxed);
     if live {
         crate::println!(
             "workload: {} files in {} directories populated; running {} ops on {} tasks",
@@ -432,17 +619,26 @@ pub fn run(
     let deferred0 = inode_deferred();
     let t0 = crate::time::now_ns();
     let mut samples = Vec::new();
-    let _ = samples.try_reserve(4096);
-    let samples = Arc::new(Mutex::new(samples, crate::lock_class!("workload_samples")));
-    let mon = {
+    // Without room the chart is empty; the run goes on.
+    let _ = retry_nomem(|| samples.try_reserve(4096).map_err(|_| FsError::NoMemory));
+    let samples = retry_arc(Mutex::new(samples, crate::lock_class!("workload_samples")))?;
+    let mon = retry_nomem(|| {
         let (sh, s) = (sh.clone(), samples.clone());
-        task::spawn("monitor", move || monitor(sh, s, t0, live)).map_err(|_| FsError::NoMemory)?
-    };
+        task::spawn("monitor", move || monitor(sh, s, t0, live)).map_err(|_| FsError::NoMemory)
+    })?;
     let mut workers = Vec::new();
+    retry_nomem(|| {
+        workers
+            .try_reserve_exact(w.tasks as usize)
+            .map_err(|_| FsError::NoMemory)
+    })?;
     for i in 0..w.tasks {
         let share = w.ops / w.tasks as u64 + (i < (w.ops % w.tasks as u64) as u32) as u64;
-        let sh2 = sh.clone();
-        match task::spawn("fsworker", move || worker(sh2, i, share)) {
+        let spawned = retry_nomem(|| {
+            let sh2 = sh.clone();
+            task::spawn("fsworker", move || worker(sh2, i, share)).map_err(|_| FsError::NoMemory)
+        });
+        match spawned {
             Ok(h) => workers.push(h),
             Err(_) => {
                 sh.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -460,11 +656,13 @@ pub fn run(
     sh.stop.store(true, Ordering::Relaxed);
     let _ = mon.join();
     let ops = sh.counters.ops.load(Ordering::Relaxed);
-    let errors = sh.counters.errors.load(Ordering::Relaxed);
+    let errors = sh.counters.errors.load(Ordering::Relaxed) - populate_failed;
+    let short_writes = sh.counters.short_writes.load(Ordering::Relaxed);
+    let injected_errors = sh.counters.injected_errors.load(Ordering::Relaxed);
     let workers_failed = sh.counters.workers_failed.load(Ordering::Relaxed);
     let fs_stats = fs.stats();
-    let slabs = crate::mm::slab::slabinfo();
-    let shrinkers = crate::mm::shrinker::shrinkers();
+    let slabs = crate::mm::slab::try_slabinfo().unwrap_or_default();
+    let shrinkers = crate::mm::shrinker::try_shrinkers().unwrap_or_default();
     let inode_shrinker_deferred = inode_deferred() - deferred0;
     let ops_phase = OpsPhase {
         inodes_scanned: fs_stats.inodes_scanned - fs0.inodes_scanned,
@@ -477,31 +675,34 @@ pub fn run(
     let mut detail = String::new();
     let mut verified = 0;
     if deadlocked_workers > 0 {
-        detail = format!("{deadlocked_workers} worker(s) deadlocked; filesystem left mounted");
+        detail = try_format(format_args!(
+            "{deadlocked_workers} worker(s) deadlocked; filesystem left mounted"
+        ))
+        .unwrap_or_default();
     } else {
-        let recs: Vec<FileRec> = sh.table.lock().iter().copied().collect();
+        let recs = retry_nomem(|| try_to_vec(&sh.table.lock()).map_err(|_| FsError::NoMemory))?;
         let fs_dirs = ndirs;
         drop(sh);
-        fs.unmount()?;
-        match crate::fs::check(dev) {
-            Ok(_) => {}
-            Err(e) => {
-                integrity_ok = false;
-                detail = format!("fsck after unmount: {e}");
-            }
+        retry_nomem(|| fs.unmount())?;
+        if let Err(e) = retry_nomem(|| crate::fs::check(dev)) {
+            integrity_ok = false;
+            detail = try_format(format_args!("fsck after unmount: {e}")).unwrap_or_default();
         }
-        let fs2 = Fs::mount(dev, policy)?;
-        let root = fs2.root()?;
-        let mut buf = content_buffer(&w)?;
+        let fs2 = retry_nomem(|| Fs::mount(dev, policy))?;
+        let root = retry_nomem(|| fs2.root())?;
+        let mut buf = retry_nomem(|| content_buffer(&w))?;
         let mut bad = 0;
         for d in 0..fs_dirs {
-            let dir = fs2.lookup(&root, &dir_name(d))?.ok_or(FsError::NotFound)?;
+            let dir = retry_nomem(|| fs2.lookup(&root, dir_name(d).as_str()))?
+                .ok_or(FsError::NotFound)?;
             for id in (d * w.fanout)..((d + 1) * w.fanout).min(w.files) {
                 let rec = recs[id as usize];
-                let found = fs2.lookup(&dir, &file_name(id))?;
-                match (rec.alive, found) {
-                    (true, Some(f)) => {
-                        let n = fs2.read(&f, 0, &mut buf[..rec.size as usize + 1])?;
+                if !rec.alive {
+                    continue;
+                }
+                match retry_nomem(|| fs2.lookup(&dir, file_name(id).as_str()))? {
+                    Some(f) => {
+                        let n = retry_nomem(|| fs2.read(&f, 0, &mut buf[..rec.size as usize + 1]))?;
                         if n == rec.size as usize && checksum(&buf[..n]) == rec.sum {
                             verified += 1;
                         } else {
@@ -514,33 +715,38 @@ pub fn run(
                             }
                         }
                     }
-                    (true, None) => {
+                    None => {
                         bad += 1;
                         if bad <= 3 {
                             crate::println!("verify: file {id} is missing");
                         }
                     }
-                    (false, _) => {}
                 }
             }
         }
         drop(root);
-        fs2.unmount()?;
+        retry_nomem(|| fs2.unmount())?;
         if bad > 0 {
             integrity_ok = false;
-            detail = format!("{bad} files wrong after remount");
+            detail =
+                try_format(format_args!("{bad} files wrong after remount")).unwrap_or_default();
         } else if detail.is_empty() {
-            detail = format!("{verified} files verified after unmount, fsck and remount");
+            detail = try_format(format_args!(
+                "{verified} files verified after unmount, fsck and remount"
+            ))
+            .unwrap_or_default();
         }
     }
-    let reports = crate::sync::lockdep::reports_since(lockdep0);
-    let first = reports.first().map(|r| r.text.clone());
+    let reports = crate::sync::lockdep::try_reports_since(lockdep0).unwrap_or_default();
+    let first = reports
+        .first()
+        .and_then(|r| crate::mm::global_alloc::try_string(&r.text).ok());
     let ilock_fs = reports
         .iter()
         .any(|r| r.classes.contains(&"xfs_ilock") && r.classes.contains(&"fs_reclaim"));
     let pa1 = crate::mm::page_alloc::stats().snapshot();
     let v1 = crate::mm::vmscan::stats().snapshot();
-    let samples = samples.lock().clone();
+    let samples = try_to_vec(&samples.lock()).unwrap_or_default();
     Ok(RunResult {
         policy,
         ops,
@@ -548,6 +754,11 @@ pub fn run(
         workers_failed,
         elapsed_ns,
         errors,
+        short_writes,
+        populate_errors,
+        injected_errors,
+        injected_page_alloc: FAIL_PAGE_ALLOC.injected() - pa_injected0,
+        injected_slab: FAILSLAB.injected() - slab_injected0,
         deadlocks: task::deadlock::report_count() - deadlocks0,
         lockdep_reports: reports.len(),
         first_lockdep_report: first,

@@ -142,7 +142,9 @@ pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
         let slot = match a.free_slots.pop() {
             Some(s) => s,
             None if (a.next_slot as usize) < MAX_SLOTS => {
-                a.free_slots.reserve(1);
+                // Room to give the slot back in free_stack; fallible, as
+                // spawning may meet fault injection (GFP_ATOMIC here).
+                a.free_slots.try_reserve(1).ok()?;
                 a.next_slot += 1;
                 a.next_slot - 1
             }

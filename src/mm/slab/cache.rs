@@ -461,8 +461,9 @@ impl KmemCache {
         }
         let objects = ((PAGE << order) - first_offset) / slot;
         let objects = objects.min(MAX_OBJECTS);
-        let inner = alloc::boxed::Box::new(CacheInner {
-            name: String::from(name),
+        let name = crate::mm::global_alloc::try_string(name).map_err(|_| CreateError::NoMemory)?;
+        let inner = crate::mm::global_alloc::try_box(CacheInner {
+            name,
             object_size,
             size: slot,
             flags,
@@ -491,7 +492,8 @@ impl KmemCache {
             frees: AtomicU64::new(0),
             slabs_created: AtomicU64::new(0),
             slabs_freed: AtomicU64::new(0),
-        });
+        })
+        .map_err(|_| CreateError::NoMemory)?;
         let raw = alloc::boxed::Box::into_raw(inner);
         let mut reg = CACHES.lock();
         match reg.0.iter_mut().find(|p| p.is_null()) {
@@ -1564,6 +1566,30 @@ pub fn slabinfo() -> alloc::vec::Vec<SlabInfo> {
         }
     }
     out
+}
+
+/// [`slabinfo`] that reports failure as a value (`try_reserve`).
+pub fn try_slabinfo() -> Result<alloc::vec::Vec<SlabInfo>, crate::mm::page_alloc::AllocError> {
+    use crate::mm::global_alloc::try_string;
+    let nomem = || crate::mm::page_alloc::AllocError {
+        gfp: super::kmalloc::global_gfp(),
+        order: 0,
+    };
+    let mut out = alloc::vec::Vec::new();
+    for i in 0..MAX_CACHES {
+        let counts = {
+            let reg = CACHES.lock();
+            let p = reg.0[i];
+            // SAFETY: registered caches are alive while registered.
+            (!p.is_null()).then(|| unsafe { ((*p).counts(), try_string(&(*p).name)) })
+        };
+        if let Some((mut info, name)) = counts {
+            info.name = name?;
+            out.try_reserve(1).map_err(|_| nomem())?;
+            out.push(info);
+        }
+    }
+    Ok(out)
 }
 
 /// Prints /proc/slabinfo, version 2.1 columns. Allocates nothing, so the

@@ -29,7 +29,7 @@ mod typed;
 pub use cache::{
     CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo,
     kmem_cache_create, list_lock_class, set_global_debug, show_slabinfo, slab_debug_parse,
-    slabinfo, slabinfo_header, slabinfo_row, write_slabinfo,
+    slabinfo, slabinfo_header, slabinfo_row, try_slabinfo, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};

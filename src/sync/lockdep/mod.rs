@@ -29,7 +29,9 @@ pub use graph::{
     MAX_CHAIN, MAX_LOCKDEP_CLASSES, MAX_LOCKDEP_EDGES, MAX_LOCKDEP_KEYS, MAX_LOCKDEP_SUBCLASSES,
 };
 pub use held::{HeldLockInfo, MAX_LOCK_DEPTH, TaskLockState};
-pub use report::{LockdepReport, ReportKind, report_count, reports, reports_since};
+pub use report::{
+    LockdepReport, ReportKind, report_count, reports, reports_since, try_reports_since,
+};
 
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};

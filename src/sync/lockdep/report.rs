@@ -3,14 +3,18 @@
 //!
 //! The validator only copies what it found into a [`Pending`] while it holds
 //! the graph lock; the text is built here afterwards, because building it
-//! allocates.
+//! allocates. Every allocation here is fallible: without memory the report
+//! is printed as far as it was built and marked truncated, and kept only if
+//! there is room to keep it.
 
 use super::graph::{ChainLink, ClassRef, MAX_CHAIN};
 use super::held::{Busy, HeldLock, HeldSnapshot, with_current};
 use super::{LockClassKey, LockdepMode};
+use crate::mm::global_alloc::{TryString, try_string};
+use crate::mm::page_alloc::AllocError;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
+use core::fmt::{self, Write};
 use core::panic::Location;
 
 /// What lockdep found.
@@ -69,6 +73,35 @@ pub fn reports_since(n: usize) -> Vec<LockdepReport> {
     })
 }
 
+/// [`reports_since`] that reports failure as a value instead of aborting.
+pub fn try_reports_since(n: usize) -> Result<Vec<LockdepReport>, AllocError> {
+    let nomem = || AllocError {
+        gfp: crate::mm::slab::kmalloc::global_gfp(),
+        order: 0,
+    };
+    crate::platform::without_interrupts(|| {
+        let _busy = Busy::enter();
+        let r = REPORTS.lock();
+        let src = r.get(n..).unwrap_or_default();
+        let mut out = Vec::new();
+        out.try_reserve_exact(src.len()).map_err(|_| nomem())?;
+        for rep in src {
+            let mut classes = Vec::new();
+            classes
+                .try_reserve_exact(rep.classes.len())
+                .map_err(|_| nomem())?;
+            classes.extend_from_slice(&rep.classes);
+            out.push(LockdepReport {
+                kind: rep.kind,
+                classes,
+                task: try_string(&rep.task)?,
+                text: try_string(&rep.text)?,
+            });
+        }
+        Ok(out)
+    })
+}
+
 pub fn report_count() -> usize {
     crate::platform::without_interrupts(|| REPORTS.lock().len())
 }
@@ -105,18 +138,56 @@ fn verb(h: &HeldLock) -> &'static str {
     if h.read { "rlock" } else { "lock" }
 }
 
-fn loc_or_unknown(l: Option<&'static Location<'static>>) -> alloc::string::String {
-    l.map(|l| alloc::format!("{l}"))
-        .unwrap_or_else(|| String::from("?"))
+/// A location, or `?`; formats without allocating.
+struct LocOrUnknown(Option<&'static Location<'static>>);
+
+impl fmt::Display for LocOrUnknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(l) => write!(f, "{l}"),
+            None => f.write_str("?"),
+        }
+    }
 }
 
-fn header(t: &mut String, title: &str) {
-    let bar = "=".repeat(title.len() + 9);
-    let dash = "-".repeat(title.len() + 9);
-    let _ = write!(t, "\n{bar}\nWARNING: {title}\n{dash}\n");
+fn loc_or_unknown(l: Option<&'static Location<'static>>) -> LocOrUnknown {
+    LocOrUnknown(l)
 }
 
-fn held_locks(t: &mut String, task: &str, held: &HeldSnapshot) {
+/// Counts the bytes formatted through it.
+struct Count(usize);
+
+impl Write for Count {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+fn header(t: &mut dyn Write, title: fmt::Arguments<'_>) {
+    let mut len = Count(0);
+    let _ = len.write_fmt(title);
+    let bar = |t: &mut dyn Write, c: char| {
+        for _ in 0..len.0 + 9 {
+            let _ = t.write_char(c);
+        }
+    };
+    let _ = t.write_char('\n');
+    bar(t, '=');
+    let _ = write!(t, "\nWARNING: {title}\n");
+    bar(t, '-');
+    let _ = t.write_char('\n');
+}
+
+/// Appends a class name if there is memory for it (the list is then
+/// incomplete, like a truncated text).
+fn add_class(classes: &mut Vec<&'static str>, name: &'static str) {
+    if classes.try_reserve(1).is_ok() {
+        classes.push(name);
+    }
+}
+
+fn held_locks(t: &mut dyn Write, task: &str, held: &HeldSnapshot) {
     match held.len() {
         0 => {
             let _ = writeln!(t, "no locks held by task '{task}'.");
@@ -139,9 +210,12 @@ fn held_locks(t: &mut String, task: &str, held: &HeldSnapshot) {
     }
 }
 
-fn circular(t: &mut String, task: &str, c: &Circular, classes: &mut Vec<&'static str>) {
+fn circular(t: &mut dyn Write, task: &str, c: &Circular, classes: &mut Vec<&'static str>) {
     let (held, next) = (&c.held, &c.next);
-    header(t, ReportKind::CircularDependency.title());
+    header(
+        t,
+        format_args!("{}", ReportKind::CircularDependency.title()),
+    );
     let _ = write!(
         t,
         "task '{task}' is trying to acquire lock:\n ({}), at: {}\n\n\
@@ -155,8 +229,9 @@ fn circular(t: &mut String, task: &str, c: &Circular, classes: &mut Vec<&'static
     );
     // #len is the held lock, #1 the first step after the new one, #0 the
     // dependency being added now.
-    let links: Vec<&ChainLink> = c.links.iter().flatten().collect();
-    for (i, l) in links.iter().enumerate() {
+    let links = || c.links.iter().flatten();
+    let nlinks = links().count();
+    for (i, l) in links().enumerate() {
         let _ = write!(
             t,
             "\n-> #{} ({}):\n       acquired at {}\n       while holding ({}) taken at {}\n       \
@@ -169,8 +244,8 @@ fn circular(t: &mut String, task: &str, c: &Circular, classes: &mut Vec<&'static
             l.task.as_str()
         );
     }
-    if c.len > links.len() {
-        let _ = writeln!(t, "\n   ... ({} more links)", c.len - links.len());
+    if c.len > nlinks {
+        let _ = writeln!(t, "\n   ... ({} more links)", c.len - nlinks);
     }
     let _ = write!(
         t,
@@ -182,7 +257,7 @@ fn circular(t: &mut String, task: &str, c: &Circular, classes: &mut Vec<&'static
         held.loc
     );
     // The class just before `held` on the existing path (Linux's "parent").
-    let parent: ClassRef = links.first().map_or(next.class_ref(), |l| l.from);
+    let parent: ClassRef = links().next().map_or(next.class_ref(), |l| l.from);
     if c.len > 1 {
         let _ = write!(
             t,
@@ -208,12 +283,14 @@ fn circular(t: &mut String, task: &str, c: &Circular, classes: &mut Vec<&'static
         verb(next),
         next.class_ref()
     );
-    classes.push(next.key.name());
-    classes.extend(links.iter().rev().map(|l| l.to.key.name()));
+    add_class(classes, next.key.name());
+    for l in links().rev() {
+        add_class(classes, l.to.key.name());
+    }
 }
 
-fn recursive(t: &mut String, task: &str, prev: &HeldLock, next: &HeldLock) {
-    header(t, ReportKind::RecursiveLocking.title());
+fn recursive(t: &mut dyn Write, task: &str, prev: &HeldLock, next: &HeldLock) {
+    header(t, format_args!("{}", ReportKind::RecursiveLocking.title()));
     let _ = write!(
         t,
         "task '{task}' is trying to acquire lock:\n ({}), at: {}\n\n\
@@ -244,47 +321,61 @@ pub(super) fn emit(p: Pending) {
     let task = crate::task::current().name();
     let held = with_current(|s| s.snapshot());
     let mut text = String::new();
+    let mut t = TryString::new(&mut text);
     let mut classes = Vec::new();
     let kind = match &p {
         Pending::Circular(c) => {
-            circular(&mut text, task, c, &mut classes);
+            circular(&mut t, task, c, &mut classes);
             ReportKind::CircularDependency
         }
         Pending::Recursive { prev, next } => {
-            recursive(&mut text, task, prev, next);
-            classes.push(next.key.name());
+            recursive(&mut t, task, prev, next);
+            add_class(&mut classes, next.key.name());
             ReportKind::RecursiveLocking
         }
         Pending::BadUnlock { key, instance, at } => {
-            header(&mut text, ReportKind::BadUnlock.title());
+            header(&mut t, format_args!("{}", ReportKind::BadUnlock.title()));
             let _ = write!(
-                text,
+                t,
                 "task '{task}' is trying to release lock ({}) @{instance:#x} at:\n{at}\n\
                  but there are no more locks to release!\n\n\
                  other info that might help us debug this:\n",
                 key.name()
             );
-            classes.push(key.name());
+            add_class(&mut classes, key.name());
             ReportKind::BadUnlock
         }
         Pending::HeldAtExit => {
             header(
-                &mut text,
-                &alloc::format!("task '{task}' exited with locks held!"),
+                &mut t,
+                format_args!("task '{task}' exited with locks held!"),
             );
-            classes.extend(held.iter().map(|h| h.key.name()));
+            for h in held.iter() {
+                add_class(&mut classes, h.key.name());
+            }
             ReportKind::HeldAtExit
         }
     };
-    held_locks(&mut text, task, &held);
-    crate::println!("{text}");
+    held_locks(&mut t, task, &held);
+    let truncated = t.failed();
+    if truncated {
+        crate::println!("{text}\n(lockdep report truncated: out of memory)");
+    } else {
+        crate::println!("{text}");
+    }
     let report = LockdepReport {
         kind,
         classes,
-        task: String::from(task),
+        task: try_string(task).unwrap_or_default(),
         text,
     };
-    REPORTS.lock().push(report);
+    let mut reports = REPORTS.lock();
+    if reports.try_reserve(1).is_ok() {
+        reports.push(report);
+    } else {
+        drop(reports);
+        crate::println!("lockdep: out of memory: this report is printed but not kept");
+    }
     if super::mode() == LockdepMode::Fatal {
         panic!("lockdep: {} (lockdep=fatal)", kind.title());
     }
