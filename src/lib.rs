@@ -1,26 +1,36 @@
 //! kreclaim: a Linux-style memory-reclaim framework and the bare-metal
 //! x86_64 kernel that runs it under QEMU.
 //!
-//! The framework (platform traits, console, time, mm, ...) is `no_std` and
-//! platform independent; the `qemu` feature adds the x86_64 platform booted
-//! by QEMU (`arch::x86_64`), the kernel command line and the test harness.
+//! The framework's core (platform traits, console, time, sync, task, mm,
+//! generic `init`) is `no_std` and platform independent and builds alone
+//! (`--no-default-features`). Features on by default add the rest: `fs` the
+//! XFS-like filesystem, `demo` the command line, workload, report and
+//! benchmarks, `qemu` the x86_64 platform booted by QEMU (`arch::x86_64`)
+//! and the test harness.
 
 #![no_std]
 
 extern crate alloc;
 
+#[cfg(feature = "demo")]
 pub mod bench;
 pub mod bootinfo;
+#[cfg(feature = "demo")]
 pub mod config;
 pub mod console;
+#[cfg(feature = "fs")]
 pub mod fs;
+#[cfg(target_os = "none")]
+pub mod init;
 pub mod mm;
 pub mod module;
 pub mod platform;
+#[cfg(feature = "demo")]
 pub mod report;
 pub mod sync;
 pub mod task;
 pub mod time;
+#[cfg(feature = "demo")]
 pub mod workload;
 
 #[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]

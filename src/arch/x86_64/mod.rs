@@ -122,9 +122,7 @@ pub fn boot_info() -> &'static BootInfo {
 }
 
 unsafe extern "Rust" {
-    /// The kernel's main function, defined with [`entry_point!`](crate::entry_point).
-    fn kreclaim_kernel_main(boot: &'static BootInfo) -> !;
-    /// The built-in command line, also defined by `entry_point!`.
+    /// The built-in command line, defined by [`entry_point!`](crate::entry_point).
     fn kreclaim_builtin_cmdline() -> &'static str;
 }
 
@@ -272,29 +270,6 @@ fn check_memory(
     })
 }
 
-/// Refuses a `min_free_kbytes=` whose high watermark would reach the
-/// managed memory: kswapd could never balance the zone, and below the min
-/// watermark nothing (not even the idle task's stack) could be allocated.
-fn check_min_free_kbytes(kbytes: u64) -> Result<(), alloc::string::String> {
-    use crate::mm::{page_alloc, zone::compute_watermarks};
-    let managed = page_alloc::managed_pages();
-    let fits = |kb: u64| compute_watermarks(managed, kb).high < managed;
-    if fits(kbytes) {
-        return Ok(());
-    }
-    // The largest value that fits: `fits` is monotonic in kbytes.
-    let (mut lo, mut hi) = (0, kbytes);
-    while lo + 1 < hi {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid) { lo = mid } else { hi = mid }
-    }
-    Err(alloc::format!(
-        "kreclaim: min_free_kbytes={kbytes} is too large for the {} KiB the page allocator \
-         manages (its high watermark must stay below that): use at most {lo}",
-        managed * 4
-    ))
-}
-
 /// Stack frames from the page allocator (owner Stack, not zeroed).
 fn page_alloc_stack_frames(pages: usize) -> Option<u64> {
     use crate::mm::page_alloc::{self, PageOwner};
@@ -377,7 +352,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     crate::console::init_logger(log::LevelFilter::Info);
     // The keys that size memory act now; main parses the command line
     // again and reports bad tokens.
-    let early = crate::config::Config::parse_early(parsed.cmdline());
+    let early = crate::init::EarlyParams::parse(parsed.cmdline());
     if let Err(short) = check_memory(&parsed, true, early.ramdisk, early.mem) {
         crate::println!("{short}");
         exit_qemu(ExitCode::Failure);
@@ -400,34 +375,13 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         exit_qemu(ExitCode::Failure);
     }
     let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
-    match crate::mm::page_alloc::init(&info.usable, early.mem, early.min_free_kbytes) {
-        Ok(()) => context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
-        Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
-    }
-    if let Some(kb) = early.min_free_kbytes
-        && crate::mm::page_alloc::is_ready()
-        && let Err(line) = check_min_free_kbytes(kb)
-    {
-        crate::println!("{line}");
-        exit_qemu(ExitCode::Failure);
-    }
-    if let Some((flags, only)) = &early.slab_debug {
-        crate::mm::slab::set_global_debug(*flags, only.clone());
-    }
-    if crate::mm::page_alloc::is_ready() {
-        crate::mm::slab::kmalloc::kmalloc_init();
-        let _ = crate::mm::page_alloc::register_oom_reporter(crate::mm::slab::show_slabinfo);
-        let _ = crate::mm::page_alloc::register_oom_reporter(crate::mm::shrinker::show_shrinkers);
-    }
-    crate::task::init(crate::task::SchedMode::Preemptive);
-    if crate::mm::page_alloc::is_ready()
-        && let Err(e) = crate::mm::vmscan::kswapd_run()
-    {
-        crate::println!("kreclaim: cannot start kswapd: {e:?}");
-    }
-    // SAFETY: defined by the binary through entry_point!.
-    unsafe { kreclaim_kernel_main(info) }
+    crate::init::start_kernel(info, &early, &ARCH_HOOKS)
 }
+
+/// Task stacks come from the page allocator once it is up.
+static ARCH_HOOKS: crate::init::ArchHooks = crate::init::ArchHooks {
+    page_alloc_ready: || context::set_frame_source(page_alloc_stack_frames, page_alloc_stack_free),
+};
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
