@@ -9,7 +9,7 @@ use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
 use crate::mm::slab::{SlabFlags, slab_debug_parse};
 use crate::sync::lockdep::LockdepMode;
 use crate::task::SchedMode;
-use crate::workload::{Mix, Workload, parse_size_range};
+use crate::workload::{FILE_SIZE_MAX, Mix, Workload};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
@@ -111,6 +111,18 @@ pub fn memparse(s: &str) -> Result<u64, BadSize> {
         _ => return Err(BadSize),
     };
     n.checked_mul(1 << shift).ok_or(BadSize)
+}
+
+/// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units),
+/// each at most [`FILE_SIZE_MAX`] (the workload's limit: the command line
+/// builds the workload's parameters, the workload knows nothing of it).
+fn parse_size_range(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('-').unwrap_or((v, v));
+    let (a, b) = (memparse(a).ok()?, memparse(b).ok()?);
+    if a == 0 || a > b || b > FILE_SIZE_MAX {
+        return None;
+    }
+    Some((a as u32, b as u32))
 }
 
 impl Default for Config {
@@ -293,7 +305,7 @@ pub static KEYS: &[Key] = &[
         values: "a size or a range MIN-MAX (memparse units, e.g. 4K-28K; at most 4095K)",
         help: "file sizes, uniform in the range",
         set: |c, v| {
-            let (a, b) = parse_size_range(v).map_err(|_| ())?;
+            let (a, b) = parse_size_range(v).ok_or(())?;
             c.workload.size_min = a;
             c.workload.size_max = b;
             Ok(())

@@ -121,18 +121,6 @@ pub const FILE_SIZE_MAX: u64 = {
     m & !1023
 };
 
-/// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units),
-/// each at most [`FILE_SIZE_MAX`].
-pub fn parse_size_range(v: &str) -> Result<(u32, u32), BadSpec> {
-    let (a, b) = v.split_once('-').unwrap_or((v, v));
-    let a = crate::config::memparse(a).map_err(|_| BadSpec)?;
-    let b = crate::config::memparse(b).map_err(|_| BadSpec)?;
-    if a == 0 || a > b || b > FILE_SIZE_MAX {
-        return Err(BadSpec);
-    }
-    Ok((a as u32, b as u32))
-}
-
 /// xorshift64*: the workload's deterministic random numbers.
 #[derive(Clone, Copy)]
 pub struct Rng(u64);
