@@ -63,8 +63,7 @@ pub enum Bench {
     Mm,
 }
 
-/// The smallest `mem=` accepted: below it the kernel cannot run its threads.
-pub const MEM_MIN: u64 = 4 << 20;
+pub use crate::mm::page_alloc::MEM_MIN;
 
 /// The smallest `min_free_kbytes=` accepted: Linux's floor for its default.
 /// With less, GFP_ATOMIC and reclaim's own allocations have no reserve and

@@ -135,6 +135,9 @@ pub fn cap_memory_map(map: &MemoryMap, cap: u64) -> MemoryMap {
     out
 }
 
+/// The smallest `mem=` accepted: below it the kernel cannot run its threads.
+pub const MEM_MIN: u64 = 4 << 20;
+
 /// Brings the allocator up over `usable` RAM, capped to `mem_cap` bytes
 /// (`mem=`), with `min_free_kbytes` (`min_free_kbytes=`, default Linux's
 /// formula). The mem_map is carved out of that RAM. Call once, early.

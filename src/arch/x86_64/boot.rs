@@ -205,7 +205,7 @@ pvh_start64:
     stack = sym BOOT_STACK,
     stack_size = const BOOT_STACK_SIZE,
     entry = sym super::kernel_entry,
-    need_beyond_image = const super::EARLY_HEAP_BYTES + crate::config::MEM_MIN as usize,
+    need_beyond_image = const super::EARLY_HEAP_BYTES + crate::mm::page_alloc::MEM_MIN as usize,
 );
 
 /// Physical address of `hvm_start_info`, saved by the stub from EBX.

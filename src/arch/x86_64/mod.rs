@@ -137,9 +137,11 @@ fn prepend_builtin_cmdline(info: &mut BootInfo) {
     info.prepend_cmdline(builtin);
 }
 
+#[cfg(feature = "fs")]
 static RAMDISK: spin::Once<Option<crate::fs::RamDisk>> = spin::Once::new();
 
 /// The RAM disk reserved at boot with `ramdisk=`, if any.
+#[cfg(feature = "fs")]
 pub fn boot_ramdisk() -> Option<&'static crate::fs::RamDisk> {
     RAMDISK
         .call_once(|| {
@@ -214,7 +216,7 @@ impl core::fmt::Display for MemoryShortfall {
             None => write!(
                 f,
                 "the page allocator's {} MiB minimum",
-                crate::config::MEM_MIN / MIB
+                crate::mm::page_alloc::MEM_MIN / MIB
             )?,
         }
         write!(
@@ -227,7 +229,7 @@ impl core::fmt::Display for MemoryShortfall {
 
 /// Checks the RAM QEMU gave against what boot needs: the early heap (unless
 /// already taken from `info.usable`), the RAM disk (`ramdisk=`) and the
-/// page allocator (`mem=`, at least [`MEM_MIN`](crate::config::MEM_MIN)),
+/// page allocator (`mem=`, at least [`MEM_MIN`](crate::mm::page_alloc::MEM_MIN)),
 /// on top of what the kernel image, page 0 and the boot structures take.
 /// Allocates nothing: it may run before the early heap exists.
 fn check_memory(
@@ -249,7 +251,7 @@ fn check_memory(
     } else {
         EARLY_HEAP_BYTES as u64
     };
-    let page_alloc = mem.unwrap_or(0).max(crate::config::MEM_MIN);
+    let page_alloc = mem.unwrap_or(0).max(crate::mm::page_alloc::MEM_MIN);
     let need = heap + ramdisk.map_or(0, |b| b.div_ceil(4096) * 4096) + page_alloc;
     let usable = info.usable_bytes();
     if usable >= need {
