@@ -39,8 +39,9 @@ pub mod arch;
 pub mod harness;
 
 /// Names the kernel's main function: `entry_point!(kmain)` where
-/// `fn kmain(boot: &'static BootInfo) -> !`. The boot code calls it once the
-/// platform (console, paging, heap, page allocator, timer) is up.
+/// `fn kmain(boot: &'static BootInfo) -> !`. `init::start_kernel` calls it
+/// once the platform (console, paging, heap, timer) and the subsystems (page
+/// allocator, kmalloc, tasks, kswapd) are up.
 ///
 /// `entry_point!(kmain, cmdline = "mem=64M")` also builds in a command line
 /// (Linux's CONFIG_CMDLINE): its tokens come before the boot loader's, so
