@@ -310,7 +310,10 @@ fn nx_enabled() -> bool {
     efer & (1 << 11) != 0
 }
 
-/// First Rust code, called by the boot stub on the boot stack in long mode.
+/// First Rust code, called by the boot stub on the boot stack in long mode:
+/// brings the CPU up, reserves boot memory, and hands over to
+/// [`init::start_kernel`](crate::init::start_kernel) (Linux's `setup_arch`
+/// and then `start_kernel`).
 pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     SERIAL.lock().init();
     crate::platform::set(&QEMU);
