@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::mm::gfp::*;
+use kreclaim::mm::inline_name::InlineName;
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::shrinker::*;
 use kreclaim::task::{self, Task, TaskState};
@@ -335,7 +336,7 @@ fn unregister_from_its_own_scan_is_reported_not_waited_for() -> TestResult {
             kassert_eq!(
                 r,
                 Some(Err(UnregisterError::InOwnCallback {
-                    name: alloc::string::String::from(name)
+                    name: InlineName::new(name)
                 }))
             );
         }
