@@ -11,7 +11,9 @@
 //!
 //! Reclaim never blocks on the registry: it holds the registry's spinlock
 //! only to take a reference to one entry at a time (Linux 6.7+ does the same
-//! with RCU and a refcount), and unregistration waits outside the lock.
+//! with RCU and a refcount), and unregistration waits outside the lock:
+//! like `shrinker_free` it drops the registration's reference and blocks on
+//! the entry's `done` completion, which the last call in flight signals.
 
 use crate::mm::gfp::Gfp;
 use crate::mm::inline_name::InlineName;
@@ -402,8 +404,9 @@ impl ShrinkerBuilder {
     }
 }
 
-/// A registered shrinker. Dropping it unregisters the shrinker and waits
-/// until no other task is inside its callbacks.
+/// A registered shrinker. Dropping it unregisters the shrinker and blocks
+/// until no other task is inside its callbacks (the last one to leave
+/// completes the wait; nothing polls).
 pub struct ShrinkerRegistration {
     entry: Arc<Entry>,
     unregistered: bool,
