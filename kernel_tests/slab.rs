@@ -1398,7 +1398,13 @@ fn a_full_cache_registry_is_registry_full_not_no_memory() -> TestResult {
     );
     // A long name is cut in the error, never allocated.
     let long = "t-fill-with-a-name-much-longer-than-forty-bytes-of-inline-room";
+    let before = active_objs();
     let e = kmem_cache_create(long, 32, 0, SlabFlags::empty(), None).err();
+    kassert_eq!(
+        active_objs(),
+        before,
+        "a refused cache leaked its name or descriptor"
+    );
     kassert!(
         matches!(&e, Some(CreateError::RegistryFull { name, .. }) if name.is_truncated()
             && long.starts_with(name.as_str())),
