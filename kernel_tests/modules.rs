@@ -22,6 +22,7 @@ kreclaim::kernel_tests!(
     double_load_is_refused,
     unload_while_reclaim_runs_elsewhere_is_safe,
     unload_with_live_objects_reports_the_cache,
+    init_failing_for_lack_of_memory_is_an_error_not_an_abort,
 );
 
 static SCANNING: AtomicBool = AtomicBool::new(false);
@@ -144,5 +145,44 @@ fn unload_with_live_objects_reports_the_cache() -> TestResult {
     kassert_eq!(r.len(), before + 1);
     kassert_eq!(r[before].bug, slab::SlabBug::LiveObjectsAtDestroy);
     kassert_eq!(r[before].cache.as_str(), "testfs_inode");
+    Ok(())
+}
+
+/// Every slab allocation fails while the module loads: creating its cache
+/// fails, and so does formatting the reason. Both must come back as values
+/// (an infallible `format!` there aborted the kernel).
+fn init_failing_for_lack_of_memory_is_an_error_not_an_abort() -> TestResult {
+    use kreclaim::mm::fault_inject::FAILSLAB;
+    // A cache of that name may be left (leaked on purpose) by an earlier test.
+    let caches = || {
+        slab::slabinfo()
+            .iter()
+            .filter(|s| s.name == "testfs_inode")
+            .count()
+    };
+    let caches_before = caches();
+    let injected = FAILSLAB.injected();
+    FAILSLAB.configure(100, 1, -1);
+    let r = module_load::<TestFs>();
+    FAILSLAB.disable();
+    kassert!(FAILSLAB.injected() > injected, "no allocation was failed");
+    let Err(err) = r else {
+        return Err(kreclaim::harness::TestFailure::new(
+            alloc::string::String::from("loading with no memory succeeded"),
+        ));
+    };
+    kassert_eq!(err.module, "testfs");
+    let text = alloc::format!("{err}");
+    kassert!(
+        text.contains("testfs") && text.contains("out of memory"),
+        "{text}"
+    );
+    kassert!(!loaded_modules().contains(&"testfs"));
+    kassert_eq!(caches(), caches_before, "the module's cache is not left");
+    kassert!(!names().1, "the module's shrinker is not left");
+    // With memory back, the module loads.
+    let m = module_load::<TestFs>().or_fail("load with memory back")?;
+    kassert_eq!(caches(), caches_before + 1);
+    m.unload().or_fail("unload")?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::mm::gfp::*;
+use kreclaim::mm::inline_name::InlineName;
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::shrinker::*;
 use kreclaim::task::{self, Task, TaskState};
@@ -27,6 +28,8 @@ kreclaim::kernel_tests!(
     shrink_slab_walks_every_registered_shrinker,
     unregister_waits_for_scan_on_other_task,
     unregister_from_its_own_scan_is_reported_not_waited_for,
+    unregister_blocks_on_the_last_scans_completion,
+    register_error_names_the_shrinker,
 );
 
 /// A fake cache: `objects` freeable objects; records every scan request.
@@ -46,6 +49,11 @@ struct SlowScan {
     unregisterer: Arc<Task>,
     unregistering: AtomicBool,
     done: AtomicBool,
+    /// Wait for the unregisterer to be `Blocked` (on a completion), not
+    /// merely asleep: a polling loop sleeps and never blocks.
+    blocked_only: bool,
+    /// The unregisterer was seen waiting in the state asked for.
+    seen_waiting: AtomicBool,
 }
 
 impl Fake {
@@ -82,13 +90,15 @@ impl Shrinker for Fake {
         if let Some(slow) = &self.slow {
             // If unregistration does not wait, the unregisterer never waits
             // here: it returns and finds `done` still false.
-            let _ = wait_for("the unregisterer to wait for this scan", || {
+            let seen = wait_for("the unregisterer to wait for this scan", || {
                 slow.unregistering.load(Ordering::SeqCst)
-                    && matches!(
-                        slow.unregisterer.state(),
-                        TaskState::Sleeping | TaskState::Blocked
-                    )
+                    && match slow.unregisterer.state() {
+                        TaskState::Blocked => true,
+                        TaskState::Sleeping => !slow.blocked_only,
+                        _ => false,
+                    }
             });
+            slow.seen_waiting.store(seen.is_ok(), Ordering::SeqCst);
             slow.done.store(true, Ordering::SeqCst);
         }
         if self.lie {
@@ -238,10 +248,23 @@ fn shrink_slab_walks_every_registered_shrinker() -> TestResult {
 }
 
 fn unregister_waits_for_scan_on_other_task() -> TestResult {
+    unregister_waits_for_scan(false)
+}
+
+/// Linux's `shrinker_free`: unregistration blocks on `shrinker->done`,
+/// which the scan's `shrinker_put` completes; it does not poll (a task
+/// polling with sleeps is `Sleeping`, never `Blocked`).
+fn unregister_blocks_on_the_last_scans_completion() -> TestResult {
+    unregister_waits_for_scan(true)
+}
+
+fn unregister_waits_for_scan(blocked_only: bool) -> TestResult {
     let slow = Arc::new(SlowScan {
         unregisterer: task::current_arc().or_fail("the current task")?,
         unregistering: AtomicBool::new(false),
         done: AtomicBool::new(false),
+        blocked_only,
+        seen_waiting: AtomicBool::new(false),
     });
     let (f, _o, scans) = Fake::new(1000);
     let f = Fake {
@@ -263,6 +286,15 @@ fn unregister_waits_for_scan_on_other_task() -> TestResult {
     kassert!(
         slow.done.load(Ordering::SeqCst),
         "unregister returned while a scan was running"
+    );
+    kassert!(
+        slow.seen_waiting.load(Ordering::SeqCst),
+        "the unregistering task was never seen {} while the scan ran",
+        if blocked_only {
+            "Blocked (on the completion)"
+        } else {
+            "waiting"
+        }
     );
     let n = scans.lock().len();
     reclaimer.join().unwrap();
@@ -335,12 +367,42 @@ fn unregister_from_its_own_scan_is_reported_not_waited_for() -> TestResult {
             kassert_eq!(
                 r,
                 Some(Err(UnregisterError::InOwnCallback {
-                    name: alloc::string::String::from(name)
+                    name: InlineName::new(name)
                 }))
             );
         }
         // Freed once the scan returned: only the test's handles remain.
         kassert_eq!(Arc::strong_count(&scans), 1, "{name}: shrinker not freed");
+    }
+    Ok(())
+}
+
+fn register_error_names_the_shrinker() -> TestResult {
+    use kreclaim::mm::fault_inject::FAILSLAB;
+    // Registration allocates the name, the shrinker and its entry: fail
+    // each in turn (the registry slot is allocated at most once).
+    for nth in 1..=3 {
+        let injected = FAILSLAB.injected();
+        let (f, _o, _s) = Fake::new(10);
+        FAILSLAB.configure(100, nth, 1);
+        let r = ShrinkerBuilder::new("t-nomem-shrinker").register(f);
+        FAILSLAB.disable();
+        kassert_eq!(FAILSLAB.injected(), injected + 1, "allocation {nth} failed");
+        let err = r.err();
+        kassert!(
+            matches!(err, Some(RegisterError::NoMemory { name }) if name == "t-nomem-shrinker"),
+            "allocation {nth}: {:?}",
+            err
+        );
+        let text = alloc::format!("{}", err.unwrap());
+        kassert!(
+            text.contains("t-nomem-shrinker") && text.contains("out of memory"),
+            "{text}"
+        );
+        kassert!(
+            !shrinkers().iter().any(|s| s.name == "t-nomem-shrinker"),
+            "a failed registration is not listed"
+        );
     }
     Ok(())
 }

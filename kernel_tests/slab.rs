@@ -74,6 +74,8 @@ kreclaim::kernel_tests!(
     kmalloc_aligned_refuses_an_alignment_that_is_not_a_power_of_two,
     double_kfree_of_a_large_allocation_is_a_double_free,
     kmalloc_slack_after_the_requested_size_is_red_zoned,
+    a_full_cache_registry_is_registry_full_not_no_memory,
+    create_under_failslab_is_no_memory_and_leaks_nothing,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1364,5 +1366,95 @@ fn kmalloc_slack_after_the_requested_size_is_red_zoned() -> TestResult {
     bytes(p, 16).fill(0x44);
     k16.free(p);
     kassert_eq!(reports_since(n).len(), 0, "{:?}", reports_since(n));
+    Ok(())
+}
+
+fn a_full_cache_registry_is_registry_full_not_no_memory() -> TestResult {
+    let mut made = Vec::new();
+    made.try_reserve(1024)
+        .map_err(|_| fail(String::from("reserve")))?;
+    let err = loop {
+        if made.len() == made.capacity() {
+            return Err(fail(String::from(
+                "1024 caches and the registry still takes more",
+            )));
+        }
+        match kmem_cache_create("t-fill", 32, 0, SlabFlags::empty(), None) {
+            Ok(c) => made.push(c),
+            Err(e) => break e,
+        }
+    };
+    let n = made.len();
+    kassert!(n > 0, "the registry was already full: {err}");
+    kassert!(
+        matches!(err, CreateError::RegistryFull { max, .. } if max >= n),
+        "a full registry is not a lack of memory: {err:?}"
+    );
+    kassert!(*err.name() == "t-fill", "{err:?}");
+    let text = alloc::format!("{err}");
+    kassert!(
+        text.contains("t-fill") && text.contains("registry full"),
+        "{text}"
+    );
+    // A long name is cut in the error, never allocated.
+    let long = "t-fill-with-a-name-much-longer-than-forty-bytes-of-inline-room";
+    let before = active_objs();
+    let e = kmem_cache_create(long, 32, 0, SlabFlags::empty(), None).err();
+    kassert_eq!(
+        active_objs(),
+        before,
+        "a refused cache leaked its name or descriptor"
+    );
+    kassert!(
+        matches!(&e, Some(CreateError::RegistryFull { name, .. }) if name.is_truncated()
+            && long.starts_with(name.as_str())),
+        "{e:?}"
+    );
+    // One slot freed is one cache more.
+    drop(made.pop());
+    let again = kmem_cache_create("t-fill", 32, 0, SlabFlags::empty(), None);
+    kassert!(again.is_ok(), "{:?}", again.err());
+    drop(again);
+    drop(made);
+    kassert!(
+        !slab::slabinfo().iter().any(|i| i.name == "t-fill"),
+        "every t-fill cache was destroyed"
+    );
+    Ok(())
+}
+
+/// Slab objects in use over every cache (the slabinfo vector's own are
+/// counted both times).
+fn active_objs() -> usize {
+    slab::slabinfo().iter().map(|i| i.active_objs).sum()
+}
+
+fn create_under_failslab_is_no_memory_and_leaks_nothing() -> TestResult {
+    // Creation allocates the name, then the descriptor: fail each in turn.
+    for nth in 1..=2 {
+        let before = active_objs();
+        let injected = FAILSLAB.injected();
+        FAILSLAB.configure(100, nth, 1);
+        let r = kmem_cache_create("t-failslab-create", 48, 0, SlabFlags::empty(), None);
+        FAILSLAB.disable();
+        kassert_eq!(FAILSLAB.injected(), injected + 1, "allocation {nth} failed");
+        let err = r.err();
+        kassert!(
+            matches!(&err, Some(CreateError::NoMemory { name }) if *name == "t-failslab-create"),
+            "allocation {nth}: {err:?}"
+        );
+        let text = alloc::format!("{}", err.unwrap());
+        kassert!(text.contains("t-failslab-create") && text.contains("out of memory"));
+        drop(text);
+        kassert!(
+            !slab::slabinfo()
+                .iter()
+                .any(|i| i.name == "t-failslab-create"),
+            "a failed cache is not registered"
+        );
+        kassert_eq!(active_objs(), before, "allocation {nth}: leaked an object");
+    }
+    let c = kmem_cache_create("t-failslab-create", 48, 0, SlabFlags::empty(), None);
+    kassert!(c.is_ok(), "{:?}", c.err());
     Ok(())
 }

@@ -35,17 +35,25 @@ pub struct ModuleError {
 }
 
 impl ModuleError {
+    /// Formats `reason` fallibly: a module failing for lack of memory must
+    /// not abort the kernel while describing why. If even that fails, the
+    /// reason is left empty and shown as "out of memory".
     pub fn new(module: &'static str, reason: impl fmt::Display) -> Self {
         Self {
             module,
-            reason: alloc::format!("{reason}"),
+            reason: crate::mm::global_alloc::try_format(format_args!("{reason}"))
+                .unwrap_or_default(),
         }
     }
 }
 
 impl fmt::Display for ModuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "module {}: {}", self.module, self.reason)
+        let reason = match self.reason.as_str() {
+            "" => "out of memory (describing the failure failed too)",
+            r => r,
+        };
+        write!(f, "module {}: {reason}", self.module)
     }
 }
 
@@ -63,11 +71,22 @@ pub struct LoadedModule<M: Module> {
 
 /// Loads `M`: runs its `init`.
 pub fn module_load<M: Module>() -> Result<LoadedModule<M>, ModuleError> {
-    if loaded_modules().contains(&M::NAME) {
+    // Looked up in place: a copy of the list could fail to allocate.
+    if crate::platform::without_interrupts(|| LOADED.lock().contains(&M::NAME)) {
         return Err(ModuleError::new(M::NAME, "already loaded"));
     }
     let m = M::init()?;
-    crate::platform::without_interrupts(|| LOADED.lock().push(M::NAME));
+    let listed = crate::platform::without_interrupts(|| {
+        let mut loaded = LOADED.lock();
+        loaded.try_reserve(1).map(|_| loaded.push(M::NAME))
+    });
+    if listed.is_err() {
+        drop(m); // releases what init set up, like an unload
+        return Err(ModuleError::new(
+            M::NAME,
+            "out of memory for the module list",
+        ));
+    }
     log::info!("module {} loaded", M::NAME);
     Ok(LoadedModule { module: Some(m) })
 }

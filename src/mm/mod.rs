@@ -5,6 +5,7 @@ pub mod fault_inject;
 pub mod fs_reclaim;
 pub mod gfp;
 pub mod global_alloc;
+pub mod inline_name;
 pub mod page;
 pub mod page_alloc;
 pub mod scope;

@@ -11,16 +11,20 @@
 //!
 //! Reclaim never blocks on the registry: it holds the registry's spinlock
 //! only to take a reference to one entry at a time (Linux 6.7+ does the same
-//! with RCU and a refcount), and unregistration waits outside the lock.
+//! with RCU and a refcount), and unregistration waits outside the lock:
+//! like `shrinker_free` it drops the registration's reference and blocks on
+//! the entry's `done` completion, which the last call in flight signals.
 
 use crate::mm::gfp::Gfp;
+use crate::mm::inline_name::InlineName;
 use crate::sync::SpinLock;
+use crate::sync::waitqueue::Completion;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 /// `SHRINK_BATCH`: objects per scan call when a shrinker sets no batch.
 pub const SHRINK_BATCH: u64 = 128;
@@ -192,7 +196,7 @@ pub enum UnregisterError {
     /// `scan_objects` on this task. Waiting for that call to end would wait
     /// forever, so the shrinker is only removed: reclaim calls it no more,
     /// and it is freed when the call in progress returns.
-    InOwnCallback { name: String },
+    InOwnCallback { name: InlineName },
 }
 
 impl fmt::Display for UnregisterError {
@@ -244,6 +248,54 @@ struct Entry {
     shrinker: Box<dyn Shrinker>,
     stats: ShrinkerStats,
     dead: AtomicBool,
+    /// Linux's `shrinker->refcount`: one for the registration and one per
+    /// call in progress. Once it reaches 0 it stays 0: no new call starts.
+    refcount: AtomicUsize,
+    /// Linux's `shrinker->done`: completed by the call that drops the last
+    /// reference after unregistration dropped the registration's own.
+    done: Completion,
+}
+
+impl Entry {
+    /// `shrinker_try_get`: a reference for one call, unless unregistration
+    /// has already dropped the last one.
+    fn try_get(&self) -> bool {
+        let mut n = self.refcount.load(Ordering::Acquire);
+        while n != 0 {
+            match self
+                .refcount
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+
+    /// Drops one reference; returns whether it was the last.
+    fn put_ref(&self) -> bool {
+        self.refcount.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+/// A reference to a registered shrinker for one call (`shrinker_try_get`
+/// .. `shrinker_put`). Dropping the last one after unregistration signals
+/// `done`, which unregistration waits on.
+struct EntryRef(Arc<Entry>);
+
+impl EntryRef {
+    fn try_get(e: &Arc<Entry>) -> Option<Self> {
+        e.try_get().then(|| Self(e.clone()))
+    }
+}
+
+impl Drop for EntryRef {
+    fn drop(&mut self) {
+        if self.0.put_ref() {
+            self.0.done.complete();
+        }
+    }
 }
 
 /// The registered shrinkers. Slots are reused; reclaim walks them by index.
@@ -254,20 +306,35 @@ static REGISTRY: SpinLock<Vec<Option<Arc<Entry>>>> =
 pub struct ShrinkerBuilder {
     /// `Err` if copying the name failed; registration then fails.
     name: Result<String, crate::mm::page_alloc::AllocError>,
+    /// The name for errors, copied without allocating.
+    err_name: InlineName,
     seeks: u32,
     batch: u64,
 }
 
-/// Why registration failed.
+/// Why registration failed, naming the shrinker. The registry has no fixed
+/// size (it grows like Linux's shrinker list), so the only failure is a lack
+/// of memory for the shrinker, its name or a larger registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterError {
-    NoMemory,
+    NoMemory { name: InlineName },
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoMemory { name } => {
+                write!(f, "register shrinker '{name}': out of memory")
+            }
+        }
+    }
 }
 
 impl ShrinkerBuilder {
     pub fn new(name: &str) -> Self {
         Self {
             name: crate::mm::global_alloc::try_string(name),
+            err_name: InlineName::new(name),
             seeks: DEFAULT_SEEKS,
             batch: 0,
         }
@@ -291,7 +358,8 @@ impl ShrinkerBuilder {
         shrinker: impl Shrinker + 'static,
     ) -> Result<ShrinkerRegistration, RegisterError> {
         use crate::mm::global_alloc::{try_arc, try_box};
-        let nomem = |_| RegisterError::NoMemory;
+        let name = self.err_name;
+        let nomem = |_| RegisterError::NoMemory { name };
         let shrinker: Box<dyn Shrinker> = try_box(shrinker).map_err(nomem)?;
         let entry = try_arc(Entry {
             name: self.name.map_err(nomem)?,
@@ -301,6 +369,8 @@ impl ShrinkerBuilder {
             shrinker,
             stats: ShrinkerStats::default(),
             dead: AtomicBool::new(false),
+            refcount: AtomicUsize::new(1),
+            done: Completion::new(),
         })
         .map_err(nomem)?;
         // Grow outside the lock so the registry lock never allocates.
@@ -329,13 +399,14 @@ impl ShrinkerBuilder {
             spare = Vec::new();
             spare
                 .try_reserve_exact(want)
-                .map_err(|_| RegisterError::NoMemory)?;
+                .map_err(|_| RegisterError::NoMemory { name })?;
         }
     }
 }
 
-/// A registered shrinker. Dropping it unregisters the shrinker and waits
-/// until no other task is inside its callbacks.
+/// A registered shrinker. Dropping it unregisters the shrinker and blocks
+/// until no other task is inside its callbacks (the last one to leave
+/// completes the wait; nothing polls).
 pub struct ShrinkerRegistration {
     entry: Arc<Entry>,
     unregistered: bool,
@@ -362,8 +433,11 @@ impl ShrinkerRegistration {
     /// Runs `do_shrink_slab` on this shrinker alone (for tests and tools);
     /// `gfp` is filtered through `current_gfp_context` like reclaim does.
     pub fn shrink(&self, gfp: Gfp, priority: u32) -> u64 {
+        let Some(r) = EntryRef::try_get(&self.entry) else {
+            return 0; // unregistered from its own callback
+        };
         let mut sc = ShrinkControl::new(crate::mm::scope::current_gfp_context(gfp));
-        do_shrink_slab(&mut sc, &self.entry.clone(), priority)
+        do_shrink_slab(&mut sc, &r.0, priority)
     }
 
     /// Unregisters the shrinker and waits until no other task is inside its
@@ -388,11 +462,14 @@ impl ShrinkerRegistration {
             }
         }
         if in_own_callback(&self.entry) {
-            // Waiting below would wait for this very task: forever.
+            // Waiting below would wait for this very task: forever. The
+            // call in progress holds a reference, so this put is not the
+            // last; that call's put completes `done` with no one waiting.
+            self.entry.put_ref();
             IN_OWN_CALLBACK.fetch_add(1, Ordering::Relaxed);
             self.entry.stats.violations.fetch_add(1, Ordering::Relaxed);
             let e = UnregisterError::InOwnCallback {
-                name: self.entry.name.clone(),
+                name: InlineName::new(&self.entry.name),
             };
             crate::println!(
                 "BUG: {e} (task '{}'); it is removed and freed when the callback returns",
@@ -400,13 +477,10 @@ impl ShrinkerRegistration {
             );
             return Err(e);
         }
-        // Wait for scans in flight elsewhere: each holds a reference.
-        while Arc::strong_count(&self.entry) > 1 {
-            if crate::task::started() {
-                crate::task::sleep(core::time::Duration::from_millis(1));
-            } else {
-                core::hint::spin_loop();
-            }
+        // `shrinker_free`: drop the registration's reference; if calls are
+        // in flight on other tasks, the last of them completes `done`.
+        if !self.entry.put_ref() {
+            self.entry.done.wait();
         }
         Ok(())
     }
@@ -567,7 +641,8 @@ fn shrink_one(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
 
 /// Calls `f` on every registered shrinker, taking a reference to one entry
 /// at a time under the registry lock: `f` runs without the lock, so reclaim
-/// never blocks on the registry and unregistration can wait for `f`.
+/// never blocks on the registry, and unregistration waits (blocked on the
+/// entry's `done` completion) until the last `f` drops its reference.
 fn for_each_entry(mut f: impl FnMut(&Arc<Entry>)) {
     let mut i = 0;
     loop {
@@ -576,11 +651,11 @@ fn for_each_entry(mut f: impl FnMut(&Arc<Entry>)) {
             if i >= reg.len() {
                 break;
             }
-            reg[i].clone()
+            reg[i].as_ref().and_then(EntryRef::try_get)
         };
         i += 1;
-        if let Some(e) = entry {
-            f(&e);
+        if let Some(r) = entry {
+            f(&r.0);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::debug::{self, SlabBug};
 use crate::mm::gfp::Gfp;
+use crate::mm::inline_name::InlineName;
 use crate::mm::page_alloc::{self, AllocError, PageOwner, PhysAddr};
 use crate::platform::IrqGuard;
 use crate::sync::SpinLock;
@@ -230,20 +231,32 @@ enum CpuPop {
     Corrupt(usize),
 }
 
-/// Why a cache could not be created.
+/// Why a cache could not be created. Every variant names the cache; the
+/// name is kept inline ([`InlineName`]) so reporting a failure allocates
+/// nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateError {
     /// Size 0 or too large for a slab (use the page allocator).
-    BadSize {
-        name: String,
-        size: usize,
-    },
+    BadSize { name: InlineName, size: usize },
     /// Alignment not a power of two or larger than a page.
-    BadAlign {
-        name: String,
-        align: usize,
-    },
-    NoMemory,
+    BadAlign { name: InlineName, align: usize },
+    /// Every one of the registry's `max` slots holds a live cache: destroy
+    /// one first. Not a lack of memory; retrying after reclaim won't help.
+    RegistryFull { name: InlineName, max: usize },
+    /// The cache's descriptor or name could not be allocated.
+    NoMemory { name: InlineName },
+}
+
+impl CreateError {
+    /// The cache that could not be created.
+    pub fn name(&self) -> &InlineName {
+        match self {
+            Self::BadSize { name, .. }
+            | Self::BadAlign { name, .. }
+            | Self::RegistryFull { name, .. }
+            | Self::NoMemory { name } => name,
+        }
+    }
 }
 
 impl fmt::Display for CreateError {
@@ -255,7 +268,11 @@ impl fmt::Display for CreateError {
             Self::BadAlign { name, align } => {
                 write!(f, "kmem_cache_create({name}): bad alignment {align}")
             }
-            Self::NoMemory => f.write_str("kmem_cache_create: out of memory"),
+            Self::RegistryFull { name, max } => write!(
+                f,
+                "kmem_cache_create({name}): cache registry full ({max} caches live)"
+            ),
+            Self::NoMemory { name } => write!(f, "kmem_cache_create({name}): out of memory"),
         }
     }
 }
@@ -388,14 +405,14 @@ impl KmemCache {
     ) -> Result<KmemCache, CreateError> {
         if size == 0 || size > 8 * PAGE {
             return Err(CreateError::BadSize {
-                name: String::from(name),
+                name: InlineName::new(name),
                 size,
             });
         }
         let align_req = align.max(1);
         if !align_req.is_power_of_two() || align_req > PAGE {
             return Err(CreateError::BadAlign {
-                name: String::from(name),
+                name: InlineName::new(name),
                 align,
             });
         }
@@ -454,16 +471,19 @@ impl KmemCache {
             order += 1;
             if order > 3 {
                 return Err(CreateError::BadSize {
-                    name: String::from(name),
+                    name: InlineName::new(name),
                     size,
                 });
             }
         }
         let objects = ((PAGE << order) - first_offset) / slot;
         let objects = objects.min(MAX_OBJECTS);
-        let name = crate::mm::global_alloc::try_string(name).map_err(|_| CreateError::NoMemory)?;
+        let nomem = |_| CreateError::NoMemory {
+            name: InlineName::new(name),
+        };
+        let name_copy = crate::mm::global_alloc::try_string(name).map_err(nomem)?;
         let inner = crate::mm::global_alloc::try_box(CacheInner {
-            name,
+            name: name_copy,
             object_size,
             size: slot,
             flags,
@@ -493,7 +513,7 @@ impl KmemCache {
             slabs_created: AtomicU64::new(0),
             slabs_freed: AtomicU64::new(0),
         })
-        .map_err(|_| CreateError::NoMemory)?;
+        .map_err(nomem)?;
         let raw = alloc::boxed::Box::into_raw(inner);
         let mut reg = CACHES.lock();
         match reg.0.iter_mut().find(|p| p.is_null()) {
@@ -502,7 +522,10 @@ impl KmemCache {
                 drop(reg);
                 // SAFETY: just leaked above and not published.
                 drop(unsafe { alloc::boxed::Box::from_raw(raw) });
-                return Err(CreateError::NoMemory);
+                return Err(CreateError::RegistryFull {
+                    name: InlineName::new(name),
+                    max: MAX_CACHES,
+                });
             }
         }
         Ok(KmemCache {
