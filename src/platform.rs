@@ -105,6 +105,7 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// RAII form of irq_save / irq_restore.
+#[must_use = "interrupts are restored as soon as the guard is dropped"]
 pub struct IrqGuard {
     was_enabled: bool,
 }

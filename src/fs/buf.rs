@@ -439,6 +439,7 @@ impl Drop for BufRef<'_> {
 }
 
 /// A locked buffer: its data may be read, changed and written.
+#[must_use = "the buffer is unlocked as soon as the guard is dropped"]
 pub(crate) struct BufGuard<'a> {
     g: MutexGuard<'a, BufState>,
     data: *mut u8,

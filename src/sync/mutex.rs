@@ -204,6 +204,7 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
+#[must_use = "the mutex is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     lock: &'a Mutex<T>,

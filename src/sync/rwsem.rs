@@ -380,11 +380,13 @@ impl<T: ?Sized> RwSemaphore<T> {
     }
 }
 
+#[must_use = "the read lock is released as soon as the guard is dropped"]
 pub struct RwSemReadGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     sem: &'a RwSemaphore<T>,
 }
 
+#[must_use = "the write lock is released as soon as the guard is dropped"]
 pub struct RwSemWriteGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     sem: &'a RwSemaphore<T>,

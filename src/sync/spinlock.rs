@@ -205,6 +205,7 @@ impl<T: ?Sized> SpinLock<T> {
     }
 }
 
+#[must_use = "the spinlock is released as soon as the guard is dropped"]
 pub struct SpinLockGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     lock: &'a SpinLock<T>,

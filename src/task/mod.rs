@@ -866,6 +866,7 @@ pub fn preempt_count() -> usize {
 }
 
 /// RAII preempt_disable region.
+#[must_use = "preemption is re-enabled as soon as the guard is dropped"]
 pub struct PreemptGuard(());
 
 impl PreemptGuard {
