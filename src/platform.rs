@@ -43,7 +43,12 @@ pub trait Platform: Sync {
     }
     /// Prepares a fresh stack so that the first [`Platform::switch_context`]
     /// to it calls `entry` with interrupts masked; returns the saved context.
-    fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+    ///
+    /// # Safety
+    /// `stack_top` must be the top of a stack from
+    /// [`Platform::alloc_kernel_stack`] that nothing runs on or refers to:
+    /// the words just below it are overwritten.
+    unsafe fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
         let _ = (stack_top, entry);
         unimplemented!("this platform has no kernel threads")
     }

@@ -536,7 +536,8 @@ fn new_task(name: &str, f: Box<dyn FnOnce() + Send>) -> Result<Arc<Task>, SpawnE
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let name = try_string(name).map_err(|_| SpawnError::NoMemory)?;
     let t = try_arc(Task::new(id, name)).map_err(|_| SpawnError::NoMemory)?;
-    // SAFETY: the context slot of a task that never ran.
+    // SAFETY: `stack` was just allocated by the platform and nothing runs on
+    // it yet; `t` is not shared yet, so nobody else reads its context slot.
     unsafe { *t.context.get() = p.init_context(stack.top, task_start) };
     *t.stack.lock() = Some(stack);
     *t.entry.lock() = Some(f);

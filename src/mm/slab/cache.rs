@@ -890,7 +890,9 @@ impl CacheInner {
                     .flags
                     .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
                 {
-                    debug::check_on_alloc(self, obj);
+                    // SAFETY: `obj` was just taken off a free list of this
+                    // cache's live slab, so only this caller holds it.
+                    unsafe { debug::check_on_alloc(self, obj) };
                 }
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
@@ -1326,7 +1328,9 @@ impl CacheInner {
             if let Some(ctor) = self.ctor {
                 ctor(obj as *mut u8);
             }
-            debug::init_free_object(self, obj);
+            // SAFETY: slot `i` of the slab being set up: nobody else can
+            // reach it until the slab is put on the lists.
+            unsafe { debug::init_free_object(self, obj) };
             // SAFETY: inside our slab.
             unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
             next = obj;
@@ -1419,7 +1423,10 @@ impl CacheInner {
                 .flags
                 .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
             {
-                redzone_bad = debug::check_and_poison_on_free(self, addr);
+                // SAFETY: `addr` is an allocated object of this slab (checked
+                // above: boundary and bitmap), freed by its owner, and the
+                // list lock is held.
+                redzone_bad = unsafe { debug::check_and_poison_on_free(self, addr) };
             }
             let head = self.decode(slab.freelist, slab.base());
             // SAFETY: the object is being freed into its own slab.
