@@ -109,6 +109,14 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`without_interrupts`] that lends `f` the guard, for functions that take
+/// it as proof that interrupts are masked (e.g. `task::this_cpu`).
+#[inline]
+pub fn with_irq_guard<R>(f: impl FnOnce(&IrqGuard) -> R) -> R {
+    let guard = IrqGuard::new();
+    f(&guard)
+}
+
 /// RAII form of irq_save / irq_restore.
 #[must_use = "interrupts are restored as soon as the guard is dropped"]
 pub struct IrqGuard {

@@ -152,7 +152,7 @@ impl<T: ?Sized> SpinLock<T> {
     fn recursion(&self, me: TaskId) -> ! {
         crate::println!(
             "BUG: spinlock recursion on CPU#{}, task '{}' (id {me}), lock '{}' @{:#x}",
-            task::this_cpu().cpu_id,
+            crate::platform::with_irq_guard(|irq| task::this_cpu(irq).cpu_id),
             task::current().name(),
             self.dep_map.class().name(),
             self.addr()

@@ -311,7 +311,11 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     super::mark_deadlocked(me);
     // The count is per CPU: preempt_disable sections of the parked task
     // would otherwise stay open for every task after it.
-    super::this_cpu().preempt_count.store(0, Ordering::Relaxed);
+    crate::platform::with_irq_guard(|irq| {
+        super::this_cpu(irq)
+            .preempt_count
+            .store(0, Ordering::Relaxed)
+    });
     loop {
         // A deadlocked task is never woken; loop in case of a stray wake-up.
         super::prepare_to_block();
@@ -354,7 +358,7 @@ fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth:
 pub(crate) fn idle_check() {
     let idle = super::idle_task_ptr();
     let rq_empty =
-        crate::platform::without_interrupts(|| super::this_cpu().run_queue.lock().is_empty());
+        crate::platform::with_irq_guard(|irq| super::this_cpu(irq).run_queue.lock().is_empty());
     if !rq_empty || super::pending_timers() != 0 {
         ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
         return;
