@@ -66,8 +66,9 @@ impl BenchAlloc for KreclaimCache {
             .map_or(std::ptr::null_mut(), NonNull::as_ptr)
     }
     unsafe fn free(&self, p: *mut u8, _l: Layout) {
-        // SAFETY: allocated by this cache, non-null.
-        self.0.free(unsafe { NonNull::new_unchecked(p) })
+        // SAFETY: the caller passes a non-null object from `alloc` above
+        // (this cache) that it no longer uses.
+        unsafe { self.0.free(NonNull::new_unchecked(p)) }
     }
 }
 

@@ -279,7 +279,8 @@ impl BufCache {
         let page = match page_alloc::alloc_pages(gfp, 0) {
             Ok(p) => p,
             Err(_) => {
-                self.slab.free(obj);
+                // SAFETY: `obj` was just allocated above and never shared.
+                unsafe { self.slab.free(obj) };
                 return Err(FsError::NoMemory);
             }
         };

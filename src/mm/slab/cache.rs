@@ -549,8 +549,15 @@ impl KmemCache {
 
     /// `kmem_cache_free`. Misuse (double free, wrong cache, foreign pointer)
     /// is reported and the free ignored, so the allocator stays intact.
+    ///
+    /// # Safety
+    /// Once `obj` is freed the cache hands its memory out again, so nothing
+    /// may use the object after this call: if `obj` is a live object of this
+    /// cache, the caller must own it, with no reference to it (a `SlabBox`
+    /// included) used afterwards. Pointers the checks reject (already free,
+    /// another cache's object, not a slab object) are only reported.
     #[track_caller]
-    pub fn free(&self, obj: NonNull<u8>) {
+    pub unsafe fn free(&self, obj: NonNull<u8>) {
         self.inner().free(obj.as_ptr())
     }
 

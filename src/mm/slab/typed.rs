@@ -82,6 +82,8 @@ impl<T> Drop for SlabBox<'_, T> {
     fn drop(&mut self) {
         // SAFETY: we own the value.
         unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
-        self.cache.cache.free(self.ptr.cast());
+        // SAFETY: the box owns the object, allocated from this cache, and
+        // it is being dropped: nothing can use the object afterwards.
+        unsafe { self.cache.cache.free(self.ptr.cast()) };
     }
 }
