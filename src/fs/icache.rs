@@ -406,15 +406,11 @@ impl Fs {
     /// runs with no fs lock held and may yield or sleep, standing in for a
     /// preemption at that point.
     pub fn set_race_hook(&self, hook: Option<RaceHook>) {
-        self.race_hook
-            .store(hook.map_or(0, |h| h as usize), Ordering::Release);
+        self.race_hook.set(hook);
     }
 
     pub(crate) fn run_race_hook(&self, ino: u32, point: RacePoint) {
-        let h = self.race_hook.load(Ordering::Acquire);
-        if h != 0 {
-            // SAFETY: only RaceHook values are stored (set_race_hook).
-            let h = unsafe { core::mem::transmute::<usize, RaceHook>(h) };
+        if let Some(h) = self.race_hook.get() {
             h(ino, point);
         }
     }

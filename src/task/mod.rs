@@ -450,12 +450,12 @@ static TASKS: spin::Mutex<Vec<Arc<Task>>> = spin::Mutex::new(Vec::new());
 /// is still creating the thread's task).
 pub type CurrentTaskHook = fn() -> Option<&'static Task>;
 
-static CURRENT_HOOK: AtomicUsize = AtomicUsize::new(0);
+static CURRENT_HOOK: crate::sync::Hook<CurrentTaskHook> = crate::sync::Hook::new();
 
 /// Installs the platform's [`CurrentTaskHook`] (make tasks for its threads
 /// with [`Task::new_foreign`]).
 pub fn set_current_task_hook(hook: CurrentTaskHook) {
-    CURRENT_HOOK.store(hook as usize, Ordering::Release);
+    CURRENT_HOOK.set(Some(hook));
 }
 
 /// The running task: the platform's hook if one is installed, else this
@@ -463,13 +463,10 @@ pub fn set_current_task_hook(hook: CurrentTaskHook) {
 /// the scoped allocation API works from the first instruction.
 #[inline]
 pub fn current() -> &'static Task {
-    let hook = CURRENT_HOOK.load(Ordering::Acquire);
-    if hook != 0 {
-        // SAFETY: only CurrentTaskHook values are stored in CURRENT_HOOK.
-        let hook: CurrentTaskHook = unsafe { core::mem::transmute::<usize, CurrentTaskHook>(hook) };
-        if let Some(t) = hook() {
-            return t;
-        }
+    if let Some(hook) = CURRENT_HOOK.get()
+        && let Some(t) = hook()
+    {
+        return t;
     }
     // SAFETY: `current` always points at a live task: the static early task
     // or a task kept alive by TASKS while it runs.
@@ -972,9 +969,7 @@ pub(crate) fn idle_task_ptr() -> *const Task {
 /// task is one of its own (no platform hook), and it is not the idle task
 /// (which must always be runnable).
 pub(crate) fn can_block_current() -> bool {
-    started()
-        && CURRENT_HOOK.load(Ordering::Acquire) == 0
-        && !core::ptr::eq(current(), idle_task_ptr())
+    started() && CURRENT_HOOK.get().is_none() && !core::ptr::eq(current(), idle_task_ptr())
 }
 
 pub(crate) fn mark_deadlocked(t: &Task) {
