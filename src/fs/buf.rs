@@ -298,9 +298,9 @@ impl BufCache {
             unsafe { CacheState::links(found) }.refs += 1;
             drop(s);
             self.free_buf(nb.as_ptr());
-            // SAFETY: non-null.
             return Ok(BufRef {
                 cache: self,
+                // SAFETY: `found` was checked non-null above.
                 b: unsafe { NonNull::new_unchecked(found) },
             });
         }

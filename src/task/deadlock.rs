@@ -339,6 +339,8 @@ fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth:
         if path[..depth]
             .iter()
             .flatten()
+            // SAFETY: the path's tasks came through `hop_of`, whose callers
+            // run with interrupts masked, so none of them can exit meanwhile.
             .any(|x| unsafe { &*x.task }.id() == h)
         {
             continue;
