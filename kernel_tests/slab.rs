@@ -266,7 +266,7 @@ fn constructor_runs_once_per_object_when_a_slab_is_populated() -> TestResult {
     objs.free_last();
     let b = objs.alloc()?;
     kassert_eq!(b, a);
-    // SAFETY: as above.
+    // SAFETY: `b` is the same 64-byte object of ours, allocated again (b == a).
     kassert_eq!(unsafe { b.cast::<u64>().read() }, CONSTRUCTED);
     for _ in 0..100 {
         objs.free_last();

@@ -84,7 +84,8 @@ impl BenchAlloc for Sys {
         unsafe { System.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (System) with
+        // the same layout, as `free`'s contract says.
         unsafe { System.dealloc(p, l) }
     }
 }
@@ -144,7 +145,8 @@ impl BenchAlloc for Talc {
         unsafe { self.0.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (this
+        // allocator) with the same layout, as `free`'s contract says.
         unsafe { self.0.dealloc(p, l) }
     }
 }
@@ -174,7 +176,8 @@ impl BenchAlloc for LinkedList {
         unsafe { self.0.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (this
+        // allocator) with the same layout, as `free`'s contract says.
         unsafe { self.0.dealloc(p, l) }
     }
 }
@@ -206,7 +209,8 @@ impl BenchAlloc for Buddy {
         unsafe { self.0.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (this
+        // allocator) with the same layout, as `free`'s contract says.
         unsafe { self.0.dealloc(p, l) }
     }
 }

@@ -152,7 +152,8 @@ pub struct RamDisk {
 // SAFETY: the region is owned by the RamDisk (contract of `new`) and every
 // access to it happens under `state`'s lock.
 unsafe impl Send for RamDisk {}
-// SAFETY: as above.
+// SAFETY: the RamDisk owns its region (contract of `new`) and every access to it happens under
+// `state`'s lock, so `&RamDisk` may be shared between tasks.
 unsafe impl Sync for RamDisk {}
 
 impl RamDisk {

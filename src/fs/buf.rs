@@ -407,7 +407,8 @@ impl CacheState {
 
 // SAFETY: every shared field is behind the cache lock or atomics.
 unsafe impl Send for BufCache {}
-// SAFETY: as above.
+// SAFETY: every shared field is behind the cache lock or atomics, and buffers are only reached
+// through the locked CacheState, so `&BufCache` may be shared between tasks.
 unsafe impl Sync for BufCache {}
 
 /// A reference to a cached buffer; dropping it releases the reference.

@@ -180,7 +180,8 @@ pub struct InodeRef {
 
 // SAFETY: the inode is shared through its lock and atomics.
 unsafe impl Send for InodeRef {}
-// SAFETY: as above.
+// SAFETY: an InodeRef holds a reference count on the inode, whose shared state is behind its locks
+// and atomics, so `&InodeRef` may be shared between tasks.
 unsafe impl Sync for InodeRef {}
 
 impl InodeRef {

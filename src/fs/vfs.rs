@@ -165,7 +165,8 @@ pub struct Fs {
 // SAFETY: shared state is behind locks and atomics; raw pointers in the
 // per-AG indexes are guarded by the AG locks.
 unsafe impl Send for Fs {}
-// SAFETY: as above.
+// SAFETY: shared state is behind locks and atomics, and raw pointers in the per-AG indexes are only
+// followed under the AG locks, so `&Fs` may be shared between tasks.
 unsafe impl Sync for Fs {}
 
 fn now() -> u64 {

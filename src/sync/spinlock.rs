@@ -49,7 +49,7 @@ pub struct SpinLock<T: ?Sized> {
 
 // SAFETY: the lock serialises access to `data`.
 unsafe impl<T: ?Sized + Send> Sync for SpinLock<T> {}
-// SAFETY: as above.
+// SAFETY: the lock owns its `T`; sending it moves the `T` to another task, which `T: Send` allows.
 unsafe impl<T: ?Sized + Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {

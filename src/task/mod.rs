@@ -116,7 +116,9 @@ pub struct Task {
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
 // the scheduler with interrupts masked while the task is switched out.
 unsafe impl Sync for Task {}
-// SAFETY: as above.
+// SAFETY: moving a Task to another task's stack is fine for the same reason sharing it is:
+// `context` and `lockdep` are only touched by the task itself or by the scheduler with interrupts
+// masked.
 unsafe impl Send for Task {}
 
 impl Task {
@@ -215,7 +217,8 @@ impl Task {
     /// the task is not running, may use the returned reference.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn lockdep_state(&self) -> &mut TaskLockState {
-        // SAFETY: forwarded to the caller.
+        // SAFETY: the caller is the task itself with interrupts masked, or knows the task is not
+        // running (this fn's contract), so no other reference to the state is in use.
         unsafe { &mut *self.lockdep.get() }
     }
 

@@ -51,7 +51,8 @@ unsafe extern "C" {
 /// # Safety
 /// See [`crate::platform::Platform::switch_context`].
 pub unsafe fn switch_context(prev: *mut usize, next: usize) {
-    // SAFETY: forwarded.
+    // SAFETY: the caller guarantees `next` is a context from init_context or an earlier save and
+    // that interrupts are masked (this fn's contract), which is all the assembly switch needs.
     unsafe { kreclaim_switch_context(prev, next) }
 }
 

@@ -84,7 +84,8 @@ impl Platform for Qemu {
     }
 
     unsafe fn switch_context(&self, prev: *mut usize, next: usize) {
-        // SAFETY: forwarded from the caller.
+        // SAFETY: the caller guarantees `next` is a context from init_context or an earlier save
+        // and that interrupts are masked, as `context::switch_context` requires.
         unsafe { context::switch_context(prev, next) }
     }
 

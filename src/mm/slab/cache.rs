@@ -285,7 +285,8 @@ pub struct KmemCache {
 
 // SAFETY: CacheInner is shared through its lock and atomics.
 unsafe impl Send for KmemCache {}
-// SAFETY: as above.
+// SAFETY: all shared state of CacheInner is behind its list lock, per-CPU arrays (used with
+// interrupts masked) and atomics, so `&KmemCache` may be used from any task.
 unsafe impl Sync for KmemCache {}
 
 /// Every live cache, for slabinfo and OOM reports.
@@ -788,7 +789,7 @@ impl CacheInner {
         } else {
             ListKind::Partial
         };
-        // SAFETY: as above.
+        // SAFETY: `s` is the same live slab of this cache, read under the list lock held via `l`.
         if unsafe { (*s).list } != kind {
             Self::unlink(l, s);
             Self::push(l, s, kind);
@@ -921,7 +922,8 @@ impl CacheInner {
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     unsafe fn this_cpu(&self) -> &mut CpuCache {
-        // SAFETY: see above.
+        // SAFETY: the caller keeps interrupts masked while it uses the reference (this fn's
+        // contract), so nothing else on this CPU touches this CPU's array.
         unsafe { &mut *self.cpu[this_cpu_id()].get() }
     }
 
@@ -1096,13 +1098,15 @@ impl CacheInner {
                 while obj != 0 && b.n < CPU_ARRAY && b.n < c.avail - keep {
                     b.objs[b.n] = obj;
                     b.n += 1;
-                    // SAFETY: as above.
+                    // SAFETY: `obj` is the next object on this CPU's private free list, which holds
+                    // an encoded free pointer in its free-pointer slot.
                     obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
                 }
                 if last_kept == 0 {
                     c.head = obj;
                 } else {
-                    // SAFETY: as above.
+                    // SAFETY: `obj` is the next object on this CPU's private free list, which holds
+                    // an encoded free pointer in its free-pointer slot.
                     unsafe { *self.freeptr_slot(last_kept) = self.encode(obj, last_kept) };
                 }
                 if obj == 0 {
@@ -1129,7 +1133,8 @@ impl CacheInner {
             // its own slab's list.
             let slab = unsafe { &mut *s };
             let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: as above.
+            // SAFETY: `obj` is a free object of the live slab `s` (checked by own_slab_of), written
+            // under the list lock.
             unsafe { *self.freeptr_slot(obj) = self.encode(head, obj) };
             slab.freelist = self.encode(obj, slab.base());
             slab.inuse -= 1;
@@ -1326,7 +1331,8 @@ impl CacheInner {
                 allocated: [0; MAX_OBJECTS / 64],
             });
         }
-        // SAFETY: as above.
+        // SAFETY: `s` points at the header just written at the start of our fresh slab pages;
+        // nothing else can reach it yet.
         let slab = unsafe { &mut *s };
         // Chain objects in address order: the first allocation takes the lowest.
         let mut next = 0usize;
@@ -1353,7 +1359,8 @@ impl CacheInner {
     /// The cache name as `&'static str` for page-owner records; caches
     /// outlive their pages, and destroyed caches leave no pages behind.
     fn static_name(&self) -> &'static str {
-        // SAFETY: see above.
+        // SAFETY: the name lives as long as the cache, and a cache is destroyed only when it holds
+        // no slabs, so no page-owner record outlives the string.
         unsafe { core::mem::transmute::<&str, &'static str>(self.name.as_str()) }
     }
 
