@@ -298,7 +298,9 @@ impl BlockDevice for RamDisk {
             if s.write.should_fail(blk) {
                 return Err(IoError::Injected);
             }
-            // SAFETY: as in `read_block`.
+            // SAFETY: `check` keeps `off..off+len` inside the region (contract
+            // of `new`), `buf` cannot overlap it (the region is the disk's
+            // alone), and the lock excludes concurrent access.
             unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(off), buf.len()) };
             Ok(())
         });

@@ -458,7 +458,8 @@ impl<'a> BufRef<'a> {
     pub(crate) fn lock_new(&self) -> BufGuard<'_> {
         let b = self.buf();
         let mut g = b.lock.lock();
-        // SAFETY: as in lock_read.
+        // SAFETY: the data page (BLOCK_SIZE bytes) belongs to the buffer,
+        // and the buffer lock `g` is held.
         unsafe { ptr::write_bytes(b.data, 0, BLOCK_SIZE) };
         g.uptodate = true;
         g.verified = false;

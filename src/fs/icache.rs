@@ -291,7 +291,7 @@ impl Fs {
                         self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
                     }
                     self.stats.icache_hits.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: non-null.
+                    // SAFETY: `p` was checked non-null above.
                     return Ok(unsafe { NonNull::new_unchecked(p) });
                 }
             }
