@@ -89,7 +89,8 @@ fn load_creates_and_unload_releases() -> TestResult {
     kassert_eq!(names(), (true, true));
     kassert!(loaded_modules().contains(&"testfs"));
     let obj = m.get().cache.alloc(GFP_KERNEL).unwrap();
-    m.get().cache.free(obj);
+    // SAFETY: `obj` was just allocated from this cache and is not used again.
+    unsafe { m.get().cache.free(obj) };
     kassert!(m.unload().is_ok());
     kassert_eq!(names(), (false, false));
     kassert!(!loaded_modules().contains(&"testfs"));

@@ -92,7 +92,9 @@ impl Pool {
         let mut l = self.live.lock();
         if l.len() == l.capacity() {
             drop(l);
-            self.cache.free(p);
+            // SAFETY: `p` was just allocated from this cache and never
+            // published: nothing else uses it.
+            unsafe { self.cache.free(p) };
             return Err("live table full: the shrinker is not freeing");
         }
         l.push(p.as_ptr() as usize, GFP_NOWAIT)
@@ -108,9 +110,12 @@ impl Pool {
         loop {
             let p = self.live.lock().pop();
             match p {
-                Some(p) => self
-                    .cache
-                    .free(core::ptr::NonNull::new(p as *mut u8).unwrap()),
+                // SAFETY: `p` came from this cache and was popped off the
+                // live list: nobody else holds it.
+                Some(p) => unsafe {
+                    self.cache
+                        .free(core::ptr::NonNull::new(p as *mut u8).unwrap())
+                },
                 None => break,
             }
         }
@@ -216,7 +221,9 @@ impl PoolShrinker {
             let obj = p.live.lock().pop();
             match obj {
                 Some(o) => {
-                    p.cache.free(core::ptr::NonNull::new(o as *mut u8).unwrap());
+                    // SAFETY: `o` came from this cache and was popped off
+                    // the live list: nobody else holds it.
+                    unsafe { p.cache.free(core::ptr::NonNull::new(o as *mut u8).unwrap()) };
                     freed += 1;
                 }
                 None => break,

@@ -119,7 +119,8 @@ impl<'a> Objs<'a> {
 
     fn free_last(&mut self) {
         if let Some(p) = self.v.pop() {
-            self.cache.free(p);
+            // SAFETY: `p` came from this cache and leaves the tracking vector here: nothing uses it again.
+            unsafe { self.cache.free(p) };
         }
     }
 
@@ -267,7 +268,7 @@ fn constructor_runs_once_per_object_when_a_slab_is_populated() -> TestResult {
     objs.free_last();
     let b = objs.alloc()?;
     kassert_eq!(b, a);
-    // SAFETY: as above.
+    // SAFETY: `b` is the same 64-byte object of ours, allocated again (b == a).
     kassert_eq!(unsafe { b.cast::<u64>().read() }, CONSTRUCTED);
     for _ in 0..100 {
         objs.free_last();
@@ -345,14 +346,16 @@ fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
                     if bytes(p, 48).iter().any(|b| *b != stamp) {
                         errors.fetch_add(1, Ordering::SeqCst);
                     }
-                    c.free(p);
+                    // SAFETY: `p` came from this cache and was removed from `live`: nothing uses it again.
+                    unsafe { c.free(p) };
                 }
                 if x.is_multiple_of(64) {
                     c.shrink();
                 }
             }
             for p in live {
-                c.free(p);
+                // SAFETY: the remaining objects of `live` came from this cache; `live` is consumed.
+                unsafe { c.free(p) };
             }
         })
         .map_err(|e| fail(alloc::format!("spawn: {e:?}")))?;
@@ -399,7 +402,8 @@ fn create_rejects_bad_sizes_and_alignments() -> TestResult {
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     let aligned = (p.as_ptr() as usize).is_multiple_of(4096);
-    c.free(p);
+    // SAFETY: `p` came from this cache and is not used after this free.
+    unsafe { c.free(p) };
     kassert!(aligned);
     Ok(())
 }
@@ -423,12 +427,14 @@ fn zalloc_zeroes_even_poisoned_objects() -> TestResult {
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     bytes(p, 100).fill(0x77);
-    c.free(p);
+    // SAFETY: `p` came from this cache and is not used after this free.
+    unsafe { c.free(p) };
     let z = c
         .zalloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     let zero = bytes(z, 100).iter().all(|b| *b == 0);
-    c.free(z);
+    // SAFETY: `z` came from this cache and is not used after this free.
+    unsafe { c.free(z) };
     kassert_eq!(z, p);
     kassert!(zero);
     let k = kzalloc(200, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
@@ -444,10 +450,12 @@ fn double_free_is_reported_and_ignored() -> TestResult {
     let mut objs = Objs::new(&c, 4);
     let a = objs.alloc()?;
     objs.alloc()?;
-    c.free(a);
+    // SAFETY: `a` came from this cache; the test only frees it again below to check the double-free report, which touches no object.
+    unsafe { c.free(a) };
     objs.v.retain(|p| *p != a);
     let n = slab::reports().len();
-    c.free(a);
+    // SAFETY: `a` is already free: the free is rejected as a double free and reported, nothing is written.
+    unsafe { c.free(a) };
     let r = one_report(n, SlabBug::DoubleFree, "t-dfree")?;
     kassert_eq!(r.addr, a.as_ptr() as usize);
     kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "counts unchanged");
@@ -469,10 +477,12 @@ fn free_to_the_wrong_cache_is_reported_and_ignored() -> TestResult {
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     let n = slab::reports().len();
-    b.free(o);
+    // SAFETY: `o` belongs to cache `a`: `b` rejects it as a wrong-cache free and only reports it.
+    unsafe { b.free(o) };
     let r = one_report(n, SlabBug::WrongCache, "t-wrong-b");
     let counts = (a.info().active_objs, b.info().active_objs);
-    a.free(o);
+    // SAFETY: `o` came from `a` (the free into `b` was rejected) and is not used again.
+    unsafe { a.free(o) };
     r?;
     kassert_eq!(counts, (1, 1), "neither cache changed");
     kassert_eq!(a.info().active_objs, 0, "the right cache takes it");
@@ -489,7 +499,8 @@ fn free_of_a_pointer_no_slab_owns_is_reported_and_ignored() -> TestResult {
     let page = NonNull::new(page_address(pa)).ok_or_else(|| fail(String::from("null")))?;
     bytes(page, PAGE_SIZE).fill(0x3c);
     let n = slab::reports().len();
-    c.free(page);
+    // SAFETY: a page from the page allocator is no slab object: the free is rejected and only reported.
+    unsafe { c.free(page) };
     let untouched = bytes(page, PAGE_SIZE).iter().all(|b| *b == 0x3c);
     let owner = page_alloc::page_owner(pa);
     free_pages(pa, 0);
@@ -499,17 +510,21 @@ fn free_of_a_pointer_no_slab_owns_is_reported_and_ignored() -> TestResult {
     // A stack address: outside the direct map the page allocator manages.
     let local = [0u64; 2];
     let n = slab::reports().len();
-    c.free(NonNull::from(&local).cast());
+    // SAFETY: a stack address is no slab object: the free is rejected and only reported.
+    unsafe { c.free(NonNull::from(&local).cast()) };
     one_report(n, SlabBug::NotASlabObject, "t-foreign")?;
     // Inside a slab but not at an object boundary: inside an object, and
     // in the slab header.
     let n = slab::reports().len();
-    // SAFETY: still inside the object.
-    c.free(unsafe { o.add(8) });
+    // SAFETY: `o + 8` is still inside the object (so `add` stays in
+    // bounds), and a pointer that is not at an object boundary is rejected
+    // by the free and only reported.
+    unsafe { c.free(o.add(8)) };
     one_report(n, SlabBug::BadOffset, "t-foreign")?;
     let n = slab::reports().len();
     let header = (o.as_ptr() as usize & !(PAGE_SIZE - 1)) as *mut u8;
-    c.free(NonNull::new(header).ok_or_else(|| fail(String::from("null")))?);
+    // SAFETY: the slab header is not an object: the free is rejected and only reported.
+    unsafe { c.free(NonNull::new(header).ok_or_else(|| fail(String::from("null")))?) };
     one_report(n, SlabBug::BadOffset, "t-foreign")?;
     kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "counts unchanged");
     objs.alloc()?;
@@ -554,7 +569,8 @@ fn red_zone_overflow_is_detected_on_free() -> TestResult {
     unsafe { o.as_ptr().add(60).write(0) };
     let n = slab::reports().len();
     let l = lockdep::report_count();
-    c.free(o);
+    // SAFETY: `o` came from this cache and is dropped from `objs` right after; only its red zone is inspected via the report.
+    unsafe { c.free(o) };
     objs.v.retain(|p| *p != o);
     let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redzone")?;
     kassert_eq!(r.offset, Some(60));
@@ -639,7 +655,8 @@ fn destroy_of_an_empty_cache_returns_its_pages() -> TestResult {
         );
     }
     for p in v.drain(..) {
-        c.free(p);
+        // SAFETY: the drained objects came from this cache and are not used again.
+        unsafe { c.free(p) };
     }
     let kept = before - nr_free_pages();
     let r = c.destroy();
@@ -724,7 +741,8 @@ fn global_debug_flags_reach_the_named_cache_only() -> TestResult {
     let p = named
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
-    named.free(p);
+    // SAFETY: `p` came from `named`, a private cache nobody else allocates from, so the read of its poison below sees the freed slot untouched by another owner.
+    unsafe { named.free(p) };
     kassert_eq!(bytes(p, 32)[0], 0x6b);
     drop(named);
     set_global_debug(SlabFlags::POISON, None);
@@ -758,8 +776,10 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
         b.cast::<usize>().write(MARK);
     }
     // Free a, then b: b's free pointer leads to a.
-    c.free(a);
-    c.free(b);
+    // SAFETY: `a` came from this private cache; the test reads back its slot's free pointer below, and nothing else allocates from the cache in between.
+    unsafe { c.free(a) };
+    // SAFETY: as for `a` on the line above, the same holds for `b`: it came from this private cache and is only read back to find its free pointer.
+    unsafe { c.free(b) };
     let stored = word(b);
     kassert!(stored != MARK, "no free pointer at offset 0");
     let slab_lo = objs
@@ -1026,7 +1046,8 @@ fn failslab_fails_the_next_allocation_then_stops() -> TestResult {
     let second = c.alloc(GFP_KERNEL | NOWARN);
     let left = FAILSLAB.times_left();
     if let Ok(p) = second {
-        c.free(p);
+        // SAFETY: `p` came from this cache and is not used after this free.
+        unsafe { c.free(p) };
     }
     kassert!(first.is_err(), "the next allocation fails");
     kassert!(second.is_ok(), "and only that one");
@@ -1037,7 +1058,8 @@ fn failslab_fails_the_next_allocation_then_stops() -> TestResult {
     let nofail = c.alloc(GFP_KERNEL | Gfp::__GFP_NOFAIL);
     FAILSLAB.disable();
     if let Ok(p) = nofail {
-        c.free(p);
+        // SAFETY: `p` came from this cache and is not used after this free.
+        unsafe { c.free(p) };
     }
     kassert!(nofail.is_ok());
     // Linux's ignore-gfp-wait: only allocations that cannot sleep fail.
@@ -1048,7 +1070,8 @@ fn failslab_fails_the_next_allocation_then_stops() -> TestResult {
     FAILSLAB.disable();
     FAILSLAB.set_ignore_gfp_reclaim(false);
     for p in [sleeping, atomic].into_iter().flatten() {
-        c.free(p);
+        // SAFETY: each `p` came from this cache and is not used after this free.
+        unsafe { c.free(p) };
     }
     kassert!(sleeping.is_ok(), "a GFP_KERNEL allocation was failed");
     kassert!(atomic.is_err(), "the GFP_ATOMIC allocation was not failed");
@@ -1364,7 +1387,8 @@ fn kmalloc_slack_after_the_requested_size_is_red_zoned() -> TestResult {
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     bytes(p, 16).fill(0x44);
-    k16.free(p);
+    // SAFETY: `p` came from `k16` and is not used after this free.
+    unsafe { k16.free(p) };
     kassert_eq!(reports_since(n).len(), 0, "{:?}", reports_since(n));
     Ok(())
 }

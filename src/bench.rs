@@ -261,7 +261,8 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     };
     let kreclaim = cycles_per_op(HOT_ITERS, || {
         if let Ok(p) = cache.alloc(GFP_KERNEL) {
-            cache.free(core::hint::black_box(p));
+            // SAFETY: `p` was just allocated from `cache` and is not used again.
+            unsafe { cache.free(core::hint::black_box(p)) };
         }
     });
     drop(cache);

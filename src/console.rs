@@ -5,7 +5,7 @@
 //! [`force_unlock`] so that a crash while printing still gets reported.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Serialises whole `print!` calls so lines from different tasks do not mix.
 static CONSOLE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
@@ -71,10 +71,7 @@ impl log::Log for Logger {
                 record.level(),
                 record.args()
             );
-            let f = OBSERVER.load(Ordering::Acquire);
-            if f != 0 {
-                // SAFETY: only `fn(&log::Record)` values are stored.
-                let f = unsafe { core::mem::transmute::<usize, fn(&log::Record)>(f) };
+            if let Some(f) = OBSERVER.get() {
                 f(record);
             }
         }
@@ -85,15 +82,15 @@ impl log::Log for Logger {
 
 static LOGGER: Logger = Logger;
 
-/// A function that sees every record the console prints, or 0.
-static OBSERVER: AtomicUsize = AtomicUsize::new(0);
+/// A function that sees every record the console prints.
+static OBSERVER: crate::sync::Hook<fn(&log::Record)> = crate::sync::Hook::new();
 
 /// Calls `f` with every record printed from now on (`None`: stop), so that
 /// test kernels can check which decisions were logged. `f` runs wherever
 /// the record was logged (reclaim, allocator slow path): it must not log,
 /// sleep or allocate.
 pub fn set_log_observer(f: Option<fn(&log::Record)>) {
-    OBSERVER.store(f.map_or(0, |f| f as usize), Ordering::Release);
+    OBSERVER.set(f);
 }
 
 /// Makes the console the `log` backend at `level`.

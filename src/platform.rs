@@ -43,7 +43,12 @@ pub trait Platform: Sync {
     }
     /// Prepares a fresh stack so that the first [`Platform::switch_context`]
     /// to it calls `entry` with interrupts masked; returns the saved context.
-    fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+    ///
+    /// # Safety
+    /// `stack_top` must be the top of a stack from
+    /// [`Platform::alloc_kernel_stack`] that nothing runs on or refers to:
+    /// the words just below it are overwritten.
+    unsafe fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
         let _ = (stack_top, entry);
         unimplemented!("this platform has no kernel threads")
     }
@@ -104,7 +109,16 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`without_interrupts`] that lends `f` the guard, for functions that take
+/// it as proof that interrupts are masked (e.g. `task::this_cpu`).
+#[inline]
+pub fn with_irq_guard<R>(f: impl FnOnce(&IrqGuard) -> R) -> R {
+    let guard = IrqGuard::new();
+    f(&guard)
+}
+
 /// RAII form of irq_save / irq_restore.
+#[must_use = "interrupts are restored as soon as the guard is dropped"]
 pub struct IrqGuard {
     was_enabled: bool,
 }

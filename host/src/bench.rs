@@ -66,8 +66,9 @@ impl BenchAlloc for KreclaimCache {
             .map_or(std::ptr::null_mut(), NonNull::as_ptr)
     }
     unsafe fn free(&self, p: *mut u8, _l: Layout) {
-        // SAFETY: allocated by this cache, non-null.
-        self.0.free(unsafe { NonNull::new_unchecked(p) })
+        // SAFETY: the caller passes a non-null object from `alloc` above
+        // (this cache) that it no longer uses.
+        unsafe { self.0.free(NonNull::new_unchecked(p)) }
     }
 }
 
@@ -83,7 +84,8 @@ impl BenchAlloc for Sys {
         unsafe { System.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (System) with
+        // the same layout, as `free`'s contract says.
         unsafe { System.dealloc(p, l) }
     }
 }
@@ -143,7 +145,8 @@ impl BenchAlloc for Talc {
         unsafe { self.0.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (this
+        // allocator) with the same layout, as `free`'s contract says.
         unsafe { self.0.dealloc(p, l) }
     }
 }
@@ -173,7 +176,8 @@ impl BenchAlloc for LinkedList {
         unsafe { self.0.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (this
+        // allocator) with the same layout, as `free`'s contract says.
         unsafe { self.0.dealloc(p, l) }
     }
 }
@@ -205,7 +209,8 @@ impl BenchAlloc for Buddy {
         unsafe { self.0.alloc(l) }
     }
     unsafe fn free(&self, p: *mut u8, l: Layout) {
-        // SAFETY: forwarded.
+        // SAFETY: the caller passes a block from `alloc` above (this
+        // allocator) with the same layout, as `free`'s contract says.
         unsafe { self.0.dealloc(p, l) }
     }
 }

@@ -122,10 +122,12 @@ impl KreclaimGlobal {
 unsafe impl GlobalAlloc for KreclaimGlobal {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if self.use_kreclaim(layout) {
-            // SAFETY: forwarded contract.
+            // SAFETY: GlobalAlloc::alloc's contract (a non-zero size) is the
+            // caller's, passed on unchanged.
             unsafe { self.kernel.alloc(layout) }
         } else {
-            // SAFETY: forwarded contract.
+            // SAFETY: GlobalAlloc::alloc's contract (a non-zero size) is the
+            // caller's, passed on unchanged.
             unsafe { System.alloc(layout) }
         }
     }
@@ -152,7 +154,8 @@ unsafe impl GlobalAlloc for KreclaimGlobal {
         }
         // SAFETY: the caller guarantees a valid non-zero new size for `layout.align()`.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        // SAFETY: forwarded contract.
+        // SAFETY: `new_layout` has the caller's non-zero `new_size`, so it
+        // meets alloc's contract.
         let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
             // SAFETY: both blocks are valid for the smaller size and distinct.

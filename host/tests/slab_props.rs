@@ -93,8 +93,9 @@ fn run(p: Params, ops: Vec<Op>) {
                 let (obj, tag) = live.swap_remove(i % live.len());
                 check_fill(obj, p.size, tag);
                 ext.remove(obj);
-                // SAFETY: a live object, non-null.
-                cache.free(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+                // SAFETY: a live, non-null object of this cache, just removed
+                // from `live`: the test does not use it again.
+                unsafe { cache.free(NonNull::new_unchecked(obj as *mut u8)) };
                 freed.push(obj);
             }
             Op::Shrink => {
@@ -107,8 +108,9 @@ fn run(p: Params, ops: Vec<Op>) {
                     continue; // reallocated since: not a double free
                 }
                 let before = (slab::reports().len(), cache.info());
-                // SAFETY: non-null; the free is refused.
-                cache.free(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+                // SAFETY: non-null, and already free (not reallocated, checked
+                // above): the free is refused as a double free, only reported.
+                unsafe { cache.free(NonNull::new_unchecked(obj as *mut u8)) };
                 expected_reports += 1;
                 let r = slab::reports();
                 assert_eq!(r.len(), before.0 + 1, "bad free not reported");
@@ -143,8 +145,8 @@ fn run(p: Params, ops: Vec<Op>) {
     }
     for (obj, tag) in live {
         check_fill(obj, p.size, tag);
-        // SAFETY: a live object, non-null.
-        cache.free(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+        // SAFETY: a live, non-null object of this cache; `live` is consumed.
+        unsafe { cache.free(NonNull::new_unchecked(obj as *mut u8)) };
     }
     assert_eq!(cache.info().active_objs, 0);
     cache.destroy().expect("destroy with no live objects");
@@ -175,7 +177,10 @@ fn debug_cache_reports_use_after_free_and_overflow() {
     let c = KmemCache::create("prop-debug", 40, 8, SlabFlags::DEBUG, None).unwrap();
     let n0 = slab::reports().len();
     let a = c.alloc(GFP_KERNEL).unwrap();
-    c.free(a);
+    // SAFETY: `a` came from `c`, a private cache; the test writes into the
+    // freed slot on purpose (its memory stays in the slab) to trigger the
+    // poison check.
+    unsafe { c.free(a) };
     // SAFETY: deliberately writing into a freed object (still our arena).
     unsafe { a.as_ptr().add(3).write(0) };
     // The freed object is first on the freelist: allocation checks its poison.
@@ -186,7 +191,8 @@ fn debug_cache_reports_use_after_free_and_overflow() {
     assert_eq!(r[n0].bug, SlabBug::PoisonOverwritten);
     // SAFETY: deliberately writing one byte past the object, into its red zone.
     unsafe { b.as_ptr().add(40).write(0) };
-    c.free(b);
+    // SAFETY: `b` came from `c` and is not used after this free.
+    unsafe { c.free(b) };
     let r = slab::reports();
     assert_eq!(r.len(), n0 + 2);
     assert_eq!(r[n0 + 1].bug, SlabBug::RedzoneOverwritten);

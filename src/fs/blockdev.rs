@@ -152,7 +152,8 @@ pub struct RamDisk {
 // SAFETY: the region is owned by the RamDisk (contract of `new`) and every
 // access to it happens under `state`'s lock.
 unsafe impl Send for RamDisk {}
-// SAFETY: as above.
+// SAFETY: the RamDisk owns its region (contract of `new`) and every access to it happens under
+// `state`'s lock, so `&RamDisk` may be shared between tasks.
 unsafe impl Sync for RamDisk {}
 
 impl RamDisk {
@@ -297,7 +298,9 @@ impl BlockDevice for RamDisk {
             if s.write.should_fail(blk) {
                 return Err(IoError::Injected);
             }
-            // SAFETY: as in `read_block`.
+            // SAFETY: `check` keeps `off..off+len` inside the region (contract
+            // of `new`), `buf` cannot overlap it (the region is the disk's
+            // alone), and the lock excludes concurrent access.
             unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(off), buf.len()) };
             Ok(())
         });

@@ -101,9 +101,15 @@ impl CacheState {
         (blk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & (self.buckets.len() - 1)
     }
 
-    fn links(b: *mut Buf) -> &'static mut Links {
-        // SAFETY: callers hold the cache lock, which guards every `links`,
-        // and `b` is a live buffer of this cache.
+    /// The links of buffer `b`.
+    ///
+    /// # Safety
+    /// `b` must be a live buffer of this cache, the caller must hold the
+    /// cache lock (which guards every `links`) for as long as it uses the
+    /// result, and no other reference to `b`'s links may be in use.
+    unsafe fn links<'a>(b: *mut Buf) -> &'a mut Links {
+        // SAFETY: `b` is live (so `links` is valid memory) and the caller's
+        // cache lock makes this the only reference in use, per the contract.
         unsafe { &mut *(*b).links.get() }
     }
 
@@ -114,7 +120,9 @@ impl CacheState {
             if unsafe { (*p).blkno } == blk {
                 return p;
             }
-            p = Self::links(p).hash_next;
+            // SAFETY: `p` is hashed, hence live; `&self` is the locked
+            // state, and no other links reference is held here.
+            p = unsafe { Self::links(p) }.hash_next;
         }
         ptr::null_mut()
     }
@@ -123,7 +131,9 @@ impl CacheState {
         // SAFETY: `b` is live and hashed.
         let i = self.bucket(unsafe { (*b).blkno });
         let mut pp: *mut *mut Buf = &mut self.buckets[i];
-        // SAFETY: walking the chain under the cache lock.
+        // SAFETY: `&mut self` is the locked state; `pp` points into a bucket
+        // or into the `hash_next` of a hashed (live) buffer, and each
+        // `links` reference is used once and dropped before the next.
         unsafe {
             while !(*pp).is_null() {
                 if *pp == b {
@@ -136,19 +146,26 @@ impl CacheState {
     }
 
     fn lru_remove(&mut self, b: *mut Buf) {
-        let l = Self::links(b);
+        // SAFETY: callers pass a live buffer of this cache; `&mut self` is
+        // the locked state. Neighbours are distinct buffers, so the links
+        // below never alias `l`.
+        let l = unsafe { Self::links(b) };
         if !l.on_lru {
             return;
         }
         if l.lru_prev.is_null() {
             self.lru_head = l.lru_next;
         } else {
-            Self::links(l.lru_prev).lru_next = l.lru_next;
+            // SAFETY: a buffer on the LRU is live, locked as above, and
+            // `l.lru_prev != b`.
+            unsafe { Self::links(l.lru_prev) }.lru_next = l.lru_next;
         }
         if l.lru_next.is_null() {
             self.lru_tail = l.lru_prev;
         } else {
-            Self::links(l.lru_next).lru_prev = l.lru_prev;
+            // SAFETY: a buffer on the LRU is live, locked as above, and
+            // `l.lru_next != b`.
+            unsafe { Self::links(l.lru_next) }.lru_prev = l.lru_prev;
         }
         l.lru_prev = ptr::null_mut();
         l.lru_next = ptr::null_mut();
@@ -157,14 +174,18 @@ impl CacheState {
     }
 
     fn lru_push_head(&mut self, b: *mut Buf) {
-        let l = Self::links(b);
+        // SAFETY: callers pass a live buffer of this cache that is not on
+        // the LRU; `&mut self` is the locked state.
+        let l = unsafe { Self::links(b) };
         l.lru_prev = ptr::null_mut();
         l.lru_next = self.lru_head;
         l.on_lru = true;
         if self.lru_head.is_null() {
             self.lru_tail = b;
         } else {
-            Self::links(self.lru_head).lru_prev = b;
+            // SAFETY: the LRU head is live, locked as above, and is not `b`
+            // (which was off the LRU); `l` is not used after this.
+            unsafe { Self::links(self.lru_head) }.lru_prev = b;
         }
         self.lru_head = b;
         self.lru_len += 1;
@@ -232,7 +253,9 @@ impl BufCache {
             return None;
         }
         s.lru_remove(p);
-        CacheState::links(p).refs += 1;
+        // SAFETY: `find` returned a hashed, hence live, buffer and `s` holds
+        // the cache lock.
+        unsafe { CacheState::links(p) }.refs += 1;
         NonNull::new(p)
     }
 
@@ -256,7 +279,8 @@ impl BufCache {
         let page = match page_alloc::alloc_pages(gfp, 0) {
             Ok(p) => p,
             Err(_) => {
-                self.slab.free(obj);
+                // SAFETY: `obj` was just allocated above and never shared.
+                unsafe { self.slab.free(obj) };
                 return Err(FsError::NoMemory);
             }
         };
@@ -269,17 +293,21 @@ impl BufCache {
         if !found.is_null() {
             // Somebody inserted it meanwhile: use theirs.
             s.lru_remove(found);
-            CacheState::links(found).refs += 1;
+            // SAFETY: `find` returned a hashed, hence live, buffer and `s`
+            // holds the cache lock.
+            unsafe { CacheState::links(found) }.refs += 1;
             drop(s);
             self.free_buf(nb.as_ptr());
-            // SAFETY: non-null.
             return Ok(BufRef {
                 cache: self,
+                // SAFETY: `found` was checked non-null above.
                 b: unsafe { NonNull::new_unchecked(found) },
             });
         }
         let i = s.bucket(blk);
-        CacheState::links(nb.as_ptr()).hash_next = s.buckets[i];
+        // SAFETY: `nb` was initialised above and is not yet reachable by
+        // anyone else; `s` holds the cache lock.
+        unsafe { CacheState::links(nb.as_ptr()) }.hash_next = s.buckets[i];
         s.buckets[i] = nb.as_ptr();
         s.nr += 1;
         Ok(BufRef { cache: self, b: nb })
@@ -297,7 +325,9 @@ impl BufCache {
 
     fn release(&self, b: *mut Buf) {
         let mut s = self.state.lock();
-        let l = CacheState::links(b);
+        // SAFETY: `b` belongs to a live `BufRef` (it holds a reference, so
+        // the buffer is not freed) and `s` holds the cache lock.
+        let l = unsafe { CacheState::links(b) };
         l.refs -= 1;
         if l.refs == 0 {
             s.lru_push_head(b);
@@ -319,14 +349,18 @@ impl BufCache {
             s.lru_remove(b);
             s.unhash(b);
             s.nr -= 1;
-            CacheState::links(b).lru_next = list;
+            // SAFETY: `b` was on the LRU, so it is live; `s` holds the
+            // cache lock.
+            unsafe { CacheState::links(b) }.lru_next = list;
             list = b;
             n += 1;
         }
         drop(s);
         while !list.is_null() {
             let b = list;
-            list = CacheState::links_unlocked(b).lru_next;
+            // SAFETY: `b` was unhashed and taken off the LRU above, so only
+            // this task can reach it, and it is freed only after this read.
+            list = unsafe { CacheState::links_unlocked(b) }.lru_next;
             self.free_buf(b);
         }
         self.reclaimed.fetch_add(n, Ordering::Relaxed);
@@ -361,15 +395,20 @@ impl BufCache {
 
 impl CacheState {
     /// `links` of a buffer only this task can reach (taken off the cache).
-    fn links_unlocked(b: *mut Buf) -> &'static mut Links {
-        // SAFETY: unhashed and off the LRU: private to the caller.
+    ///
+    /// # Safety
+    /// `b` must be live, unhashed and off the LRU, reachable only by the
+    /// caller, and not freed while the result is used.
+    unsafe fn links_unlocked<'a>(b: *mut Buf) -> &'a mut Links {
+        // SAFETY: `b` is live and private to the caller, per the contract.
         unsafe { &mut *(*b).links.get() }
     }
 }
 
 // SAFETY: every shared field is behind the cache lock or atomics.
 unsafe impl Send for BufCache {}
-// SAFETY: as above.
+// SAFETY: every shared field is behind the cache lock or atomics, and buffers are only reached
+// through the locked CacheState, so `&BufCache` may be shared between tasks.
 unsafe impl Sync for BufCache {}
 
 /// A reference to a cached buffer; dropping it releases the reference.
@@ -419,7 +458,8 @@ impl<'a> BufRef<'a> {
     pub(crate) fn lock_new(&self) -> BufGuard<'_> {
         let b = self.buf();
         let mut g = b.lock.lock();
-        // SAFETY: as in lock_read.
+        // SAFETY: the data page (BLOCK_SIZE bytes) belongs to the buffer,
+        // and the buffer lock `g` is held.
         unsafe { ptr::write_bytes(b.data, 0, BLOCK_SIZE) };
         g.uptodate = true;
         g.verified = false;
@@ -439,6 +479,7 @@ impl Drop for BufRef<'_> {
 }
 
 /// A locked buffer: its data may be read, changed and written.
+#[must_use = "the buffer is unlocked as soon as the guard is dropped"]
 pub(crate) struct BufGuard<'a> {
     g: MutexGuard<'a, BufState>,
     data: *mut u8,

@@ -84,10 +84,14 @@ impl Fs {
         if np == 0 && held.is_none() {
             return Ok(0);
         }
-        // SAFETY (for every deref of `picked` below): I_FLUSHING keeps the
-        // inode indexed and alive until we clear it.
-        let unpick = |from: usize| {
-            for &p in &picked[from..np] {
+        // Every deref of `picked[..np]` below relies on this: I_FLUSHING,
+        // set by us under the AG lock, keeps the inode indexed and alive
+        // until we clear it. An inode whose ILOCK trylock fails in step 3
+        // is unpicked there and never dereferenced again.
+        let unpick_all = || {
+            for &p in &picked[..np] {
+                // SAFETY: called before step 3, so every picked inode still
+                // has our I_FLUSHING (this clears it) and is alive.
                 unsafe { &*p }.clear(I_FLUSHING);
             }
         };
@@ -96,13 +100,15 @@ impl Fs {
         let bp = match self.bufs.get(blk, gfp) {
             Ok(b) => b,
             Err(e) => {
-                unpick(0);
+                unpick_all();
                 return Err(e);
             }
         };
         // 3. ILOCKs.
         let mut guards: [Option<RwSemReadGuard<'_, InodeCore>>; N] = [const { None }; N];
         for (i, &p) in picked[..np].iter().enumerate() {
+            // SAFETY: picked and I_FLUSHING (cleared only below, after the
+            // last use of `ip` in this iteration): the inode is alive.
             let ip = unsafe { &*p };
             let mode = if i == 0 { first } else { rest };
             guards[i] = match mode {
@@ -126,6 +132,8 @@ impl Fs {
             let mut g = bp.lock_read()?;
             for i in 0..np {
                 if let Some(core) = guards[i].as_deref() {
+                    // SAFETY: a guard is held, so this inode kept I_FLUSHING
+                    // in step 3 and is alive.
                     let ip = unsafe { &*picked[i] };
                     if ip.flags() & I_DIRTY != 0 {
                         core.encode_in_cluster(g.data_mut())?;
@@ -159,6 +167,8 @@ impl Fs {
                 };
                 for i in 0..np {
                     if was_dirty[i] {
+                        // SAFETY: written in step 4, so its ILOCK guard is
+                        // still held and I_FLUSHING still set: it is alive.
                         clean(unsafe { &*picked[i] });
                     }
                 }
@@ -169,8 +179,13 @@ impl Fs {
             Err(e) => {
                 self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
                 for i in 0..np {
+                    if guards[i].is_none() {
+                        continue; // unpicked in step 3: may be gone
+                    }
+                    // SAFETY: its ILOCK guard is held, so the inode kept
+                    // I_FLUSHING in step 3 and is alive.
                     let ip = unsafe { &*picked[i] };
-                    if guards[i].is_some() && ip.flags() & I_DIRTY != 0 {
+                    if ip.flags() & I_DIRTY != 0 {
                         crate::println!(
                             "xfs: writeback of inode {} (cluster block {blk}) failed: {e}; the inode stays dirty",
                             ip.ino
@@ -185,10 +200,19 @@ impl Fs {
                 }
             }
         }
+        // Unlock, then unpick the inodes still flagged: those whose trylock
+        // failed were unpicked in step 3 and may be reclaimed by now.
+        let locked: [bool; N] = core::array::from_fn(|i| guards[i].is_some());
         for g in guards.iter_mut() {
             *g = None;
         }
-        unpick(0);
+        for i in 0..np {
+            if locked[i] {
+                // SAFETY: locked in step 3, so it still has our I_FLUSHING
+                // (this clears it) and is alive.
+                unsafe { &*picked[i] }.clear(I_FLUSHING);
+            }
+        }
         res.map(|()| count)
     }
 
@@ -231,8 +255,10 @@ impl Fs {
         let ici = self.perags[ag as usize].ici.lock();
         let base = (cluster * INODES_PER_CLUSTER) as usize;
         ici.slots[base..base + N].iter().any(|&p| {
-            // SAFETY: indexed, AG lock held.
             !p.is_null() && {
+                // SAFETY: a non-null slot of the AG index, read under the AG
+                // lock: reclaim unindexes an inode under that lock before
+                // freeing it, so it is alive.
                 let f = unsafe { &*p }.flags();
                 f & I_DIRTY != 0 && f & (I_FLUSHING | I_RECLAIM) == 0
             }

@@ -180,7 +180,8 @@ pub struct InodeRef {
 
 // SAFETY: the inode is shared through its lock and atomics.
 unsafe impl Send for InodeRef {}
-// SAFETY: as above.
+// SAFETY: an InodeRef holds a reference count on the inode, whose shared state is behind its locks
+// and atomics, so `&InodeRef` may be shared between tasks.
 unsafe impl Sync for InodeRef {}
 
 impl InodeRef {
@@ -290,7 +291,7 @@ impl Fs {
                         self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
                     }
                     self.stats.icache_hits.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: non-null.
+                    // SAFETY: `p` was checked non-null above.
                     return Ok(unsafe { NonNull::new_unchecked(p) });
                 }
             }
@@ -406,15 +407,11 @@ impl Fs {
     /// runs with no fs lock held and may yield or sleep, standing in for a
     /// preemption at that point.
     pub fn set_race_hook(&self, hook: Option<RaceHook>) {
-        self.race_hook
-            .store(hook.map_or(0, |h| h as usize), Ordering::Release);
+        self.race_hook.set(hook);
     }
 
     pub(crate) fn run_race_hook(&self, ino: u32, point: RacePoint) {
-        let h = self.race_hook.load(Ordering::Acquire);
-        if h != 0 {
-            // SAFETY: only RaceHook values are stored (set_race_hook).
-            let h = unsafe { core::mem::transmute::<usize, RaceHook>(h) };
+        if let Some(h) = self.race_hook.get() {
             h(ino, point);
         }
     }

@@ -111,6 +111,8 @@ impl<'a> Transaction<'a> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        self.fs.trans_slab.free(self.rec.cast());
+        // SAFETY: `rec` was allocated from `trans_slab` for this transaction
+        // alone and is not used once the transaction is dropped.
+        unsafe { self.fs.trans_slab.free(self.rec.cast()) };
     }
 }

@@ -47,7 +47,7 @@ use crate::mm::slab::{KmemCache, SlabFlags, SlabInfo};
 use crate::sync::{RwSemaphore, WaitQueue};
 use crate::task::{self, JoinHandle};
 use alloc::sync::{Arc, Weak};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Objects per inode-shrinker scan call. Smaller than XFS's 1024 (a
 /// superblock shrinker batch) because this kernel has a few MiB of RAM.
@@ -158,14 +158,15 @@ pub struct Fs {
     /// AG for the next new directory (XFS spreads directories over AGs).
     dir_rotor: AtomicU32,
     pub(crate) reclaim_rotor: AtomicU32,
-    /// A `RaceHook` as usize, 0 for none (`set_race_hook`).
-    pub(crate) race_hook: AtomicUsize,
+    /// The test hook of `set_race_hook`.
+    pub(crate) race_hook: crate::sync::Hook<super::icache::RaceHook>,
 }
 
 // SAFETY: shared state is behind locks and atomics; raw pointers in the
 // per-AG indexes are guarded by the AG locks.
 unsafe impl Send for Fs {}
-// SAFETY: as above.
+// SAFETY: shared state is behind locks and atomics, and raw pointers in the per-AG indexes are only
+// followed under the AG locks, so `&Fs` may be shared between tasks.
 unsafe impl Sync for Fs {}
 
 fn now() -> u64 {
@@ -238,7 +239,7 @@ impl Fs {
             shut_down: AtomicBool::new(false),
             dir_rotor: AtomicU32::new(1),
             reclaim_rotor: AtomicU32::new(0),
-            race_hook: AtomicUsize::new(0),
+            race_hook: crate::sync::Hook::new(),
         })
         .map_err(|_| FsError::NoMemory)?;
         let f2 = fs.clone();

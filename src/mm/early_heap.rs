@@ -29,7 +29,8 @@ impl EarlyHeap {
     /// The range must be valid, writable, unused memory; call once.
     pub unsafe fn init(&self, start: *mut u8, size: usize) {
         crate::platform::without_interrupts(|| {
-            // SAFETY: forwarded from the caller.
+            // SAFETY: the caller guarantees `[start, start + size)` is valid, writable, unused
+            // memory and calls this once (this fn's contract).
             unsafe { self.heap.lock().init(start, size) }
         });
     }
@@ -49,7 +50,8 @@ impl EarlyHeap {
     /// # Safety
     /// `ptr` must come from [`EarlyHeap::alloc`] with the same `layout`.
     pub unsafe fn dealloc(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: forwarded from the caller.
+        // SAFETY: the caller guarantees `ptr` came from `alloc` on this heap with the same `layout`
+        // (this fn's contract).
         crate::platform::without_interrupts(|| unsafe { self.heap.lock().deallocate(ptr, layout) });
     }
 

@@ -45,7 +45,7 @@ use crate::bootinfo::{MemoryMap, Region, RegionKind};
 use crate::sync::SpinLock;
 use crate::task::{self, TaskFlags};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 pub use super::page::{PAGE_SHIFT, PAGE_SIZE, PageOwner, PhysAddr, page_address, virt_to_phys};
 pub use super::zone::{
@@ -853,8 +853,10 @@ fn warn_alloc(err: &AllocError, note: &str) {
 }
 
 const MAX_OOM_REPORTERS: usize = 16;
-static OOM_REPORTERS: [AtomicUsize; MAX_OOM_REPORTERS] =
-    [const { AtomicUsize::new(0) }; MAX_OOM_REPORTERS];
+type OomReporterSlots = [Option<fn()>; MAX_OOM_REPORTERS];
+/// Registered reporters. Interrupts are masked while the lock is held: an
+/// OOM in an interrupt handler runs them too.
+static OOM_REPORTERS: spin::Mutex<OomReporterSlots> = spin::Mutex::new([None; MAX_OOM_REPORTERS]);
 
 /// [`register_oom_reporter`] found every slot taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -864,37 +866,44 @@ pub struct OomReportersFull;
 /// It runs in the failing allocation's context, possibly with interrupts
 /// masked: it must not allocate or sleep. Registering twice is a no-op.
 pub fn register_oom_reporter(f: fn()) -> Result<(), OomReportersFull> {
-    let v = f as usize;
-    if OOM_REPORTERS.iter().any(|s| s.load(Ordering::Acquire) == v) {
+    let _irq = crate::platform::IrqGuard::new();
+    let mut slots = OOM_REPORTERS.lock();
+    if slots.iter().flatten().any(|g| core::ptr::fn_addr_eq(*g, f)) {
         return Ok(());
     }
-    for s in &OOM_REPORTERS {
-        if s.compare_exchange(0, v, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            return Ok(());
-        }
-    }
-    Err(OomReportersFull)
+    let free = slots
+        .iter_mut()
+        .find(|s| s.is_none())
+        .ok_or(OomReportersFull)?;
+    *free = Some(f);
+    Ok(())
 }
 
 /// Removes `f`; returns whether it was registered.
 pub fn unregister_oom_reporter(f: fn()) -> bool {
-    let v = f as usize;
-    OOM_REPORTERS.iter().any(|s| {
-        s.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    })
+    let _irq = crate::platform::IrqGuard::new();
+    let mut slots = OOM_REPORTERS.lock();
+    match slots
+        .iter_mut()
+        .find(|s| s.is_some_and(|g| core::ptr::fn_addr_eq(g, f)))
+    {
+        Some(s) => {
+            *s = None;
+            true
+        }
+        None => false,
+    }
 }
 
 fn run_oom_reporters() {
-    for s in &OOM_REPORTERS {
-        let v = s.load(Ordering::Acquire);
-        if v != 0 {
-            // SAFETY: only `fn()` values are stored.
-            let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(v) };
-            f();
-        }
+    // Copied out so that a reporter runs without the lock (it may register
+    // or unregister one).
+    let slots = {
+        let _irq = crate::platform::IrqGuard::new();
+        *OOM_REPORTERS.lock()
+    };
+    for f in slots.into_iter().flatten() {
+        f();
     }
 }
 

@@ -5,12 +5,14 @@
 //! per initialisation site with [`lock_class!`](crate::lock_class):
 //! `Mutex::new(0, lock_class!("my_counter"))`.
 
+pub mod hook;
 pub mod lockdep;
 pub mod mutex;
 pub mod rwsem;
 pub mod spinlock;
 pub mod waitqueue;
 
+pub use hook::Hook;
 pub use mutex::{Mutex, MutexGuard};
 pub use rwsem::{RwSemReadGuard, RwSemWriteGuard, RwSemaphore};
 pub use spinlock::{SpinLock, SpinLockGuard};

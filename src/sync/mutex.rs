@@ -43,7 +43,7 @@ pub struct Mutex<T: ?Sized> {
 
 // SAFETY: the mutex serialises access to `data`.
 unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
-// SAFETY: as above.
+// SAFETY: the mutex owns its `T`; sending it moves the `T` to another task, which `T: Send` allows.
 unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
 
 impl<T> Mutex<T> {
@@ -204,6 +204,7 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
+#[must_use = "the mutex is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     lock: &'a Mutex<T>,

@@ -133,7 +133,8 @@ pub struct RwSemaphore<T: ?Sized> {
 
 // SAFETY: readers share &T (T: Sync), writers get &mut T (T: Send).
 unsafe impl<T: ?Sized + Send + Sync> Sync for RwSemaphore<T> {}
-// SAFETY: as above.
+// SAFETY: the semaphore owns its `T`; sending it moves the `T` to another task, which `T: Send`
+// allows.
 unsafe impl<T: ?Sized + Send> Send for RwSemaphore<T> {}
 
 impl<T> RwSemaphore<T> {
@@ -380,11 +381,13 @@ impl<T: ?Sized> RwSemaphore<T> {
     }
 }
 
+#[must_use = "the read lock is released as soon as the guard is dropped"]
 pub struct RwSemReadGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     sem: &'a RwSemaphore<T>,
 }
 
+#[must_use = "the write lock is released as soon as the guard is dropped"]
 pub struct RwSemWriteGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     sem: &'a RwSemaphore<T>,

@@ -49,7 +49,7 @@ pub struct SpinLock<T: ?Sized> {
 
 // SAFETY: the lock serialises access to `data`.
 unsafe impl<T: ?Sized + Send> Sync for SpinLock<T> {}
-// SAFETY: as above.
+// SAFETY: the lock owns its `T`; sending it moves the `T` to another task, which `T: Send` allows.
 unsafe impl<T: ?Sized + Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
@@ -152,7 +152,7 @@ impl<T: ?Sized> SpinLock<T> {
     fn recursion(&self, me: TaskId) -> ! {
         crate::println!(
             "BUG: spinlock recursion on CPU#{}, task '{}' (id {me}), lock '{}' @{:#x}",
-            task::this_cpu().cpu_id,
+            crate::platform::with_irq_guard(|irq| task::this_cpu(irq).cpu_id),
             task::current().name(),
             self.dep_map.class().name(),
             self.addr()
@@ -205,6 +205,7 @@ impl<T: ?Sized> SpinLock<T> {
     }
 }
 
+#[must_use = "the spinlock is released as soon as the guard is dropped"]
 pub struct SpinLockGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     lock: &'a SpinLock<T>,

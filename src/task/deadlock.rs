@@ -115,7 +115,8 @@ fn name_of(id: TaskId) -> Option<(*const Task, TaskId)> {
 
 /// Writes one "task waits for lock held by ..." line.
 fn describe(out: &mut dyn Write, h: &Hop) -> fmt::Result {
-    // SAFETY: see hop_of.
+    // SAFETY: `h.task` came from hop_of in this detection, whose caller runs with interrupts
+    // masked, so the task cannot exit and be freed meanwhile.
     let t = unsafe { &*h.task };
     write!(
         out,
@@ -133,7 +134,8 @@ fn describe(out: &mut dyn Write, h: &Hop) -> fmt::Result {
             write!(out, ", held by")?;
             for id in &h.holders[..h.n] {
                 match name_of(*id) {
-                    // SAFETY: as above.
+                    // SAFETY: `p` was just looked up in TASKS by `name_of`, and with interrupts
+                    // masked (the detection's caller) no task can exit meanwhile.
                     Some((p, id)) => write!(out, " task '{}' (id {id})", unsafe { &*p }.name())?,
                     None => write!(out, " task {id}")?,
                 }
@@ -168,7 +170,8 @@ fn store(all_blocked: bool, hops: &[Hop], text: String) {
     let mut locks = Vec::new();
     if tasks.try_reserve(hops.len()).is_ok() && locks.try_reserve(hops.len()).is_ok() {
         for h in hops {
-            // SAFETY: see hop_of.
+            // SAFETY: `h.task` came from hop_of in this detection, whose caller runs with
+            // interrupts masked, so the task cannot exit and be freed meanwhile.
             let t = unsafe { &*h.task };
             tasks.push((t.id(), String::from(t.name())));
             locks.push(String::from(h.on.name));
@@ -206,7 +209,8 @@ pub(crate) fn check_cycle(me: &Task) {
     let text = if out.keep { out.text } else { String::new() };
     store(false, &hops, text);
     for h in &hops {
-        // SAFETY: see hop_of.
+        // SAFETY: `h.task` came from hop_of in this check_cycle, whose caller (a sleeping lock's
+        // slow path) runs with interrupts masked, so the task cannot exit meanwhile.
         super::mark_deadlocked(unsafe { &*h.task });
     }
 }
@@ -311,7 +315,11 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     super::mark_deadlocked(me);
     // The count is per CPU: preempt_disable sections of the parked task
     // would otherwise stay open for every task after it.
-    super::this_cpu().preempt_count.store(0, Ordering::Relaxed);
+    crate::platform::with_irq_guard(|irq| {
+        super::this_cpu(irq)
+            .preempt_count
+            .store(0, Ordering::Relaxed)
+    });
     loop {
         // A deadlocked task is never woken; loop in case of a stray wake-up.
         super::prepare_to_block();
@@ -320,7 +328,8 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
 }
 
 fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth: usize) -> bool {
-    // SAFETY: see hop_of.
+    // SAFETY: `t` is the blocking task or a lock holder found by hop_of; the caller of check_cycle
+    // runs with interrupts masked, so none can exit meanwhile.
     if depth >= MAX_DEPTH || unsafe { &*t }.is_deadlocked() {
         return false;
     }
@@ -335,6 +344,8 @@ fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth:
         if path[..depth]
             .iter()
             .flatten()
+            // SAFETY: the path's tasks came through `hop_of`, whose callers
+            // run with interrupts masked, so none of them can exit meanwhile.
             .any(|x| unsafe { &*x.task }.id() == h)
         {
             continue;
@@ -354,7 +365,7 @@ fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth:
 pub(crate) fn idle_check() {
     let idle = super::idle_task_ptr();
     let rq_empty =
-        crate::platform::without_interrupts(|| super::this_cpu().run_queue.lock().is_empty());
+        crate::platform::with_irq_guard(|irq| super::this_cpu(irq).run_queue.lock().is_empty());
     if !rq_empty || super::pending_timers() != 0 {
         ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
         return;
@@ -404,7 +415,9 @@ pub(crate) fn idle_check() {
                 let _ = describe(&mut out, h);
             }
             None => {
-                // SAFETY: see hop_of.
+                // SAFETY: `p` is a task that was Blocked when collected from TASKS; a blocked task
+                // must be woken and run before it can exit, and nothing else runs while the idle
+                // task reports.
                 let t = unsafe { &**p };
                 let _ = writeln!(out, "  task '{}' (id {}) is blocked", t.name(), t.id());
             }
@@ -418,7 +431,8 @@ pub(crate) fn idle_check() {
         panic!("every task is blocked: deadlock (see the report above)");
     }
     for (p, _) in hops {
-        // SAFETY: see hop_of.
+        // SAFETY: `p` is a task that was Blocked when collected from TASKS; a blocked task must be
+        // woken and run before it can exit, and nothing else runs while the idle task reports.
         super::mark_deadlocked(unsafe { &*p });
     }
 }

@@ -16,7 +16,7 @@ pub mod waitlist;
 pub use flags::TaskFlags;
 
 use crate::mm::global_alloc::{try_arc, try_box, try_string};
-use crate::platform::{self, KernelStack};
+use crate::platform::{self, IrqGuard, KernelStack};
 use crate::sync::lockdep::TaskLockState;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -116,7 +116,9 @@ pub struct Task {
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
 // the scheduler with interrupts masked while the task is switched out.
 unsafe impl Sync for Task {}
-// SAFETY: as above.
+// SAFETY: moving a Task to another task's stack is fine for the same reason sharing it is:
+// `context` and `lockdep` are only touched by the task itself or by the scheduler with interrupts
+// masked.
 unsafe impl Send for Task {}
 
 impl Task {
@@ -215,7 +217,8 @@ impl Task {
     /// the task is not running, may use the returned reference.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn lockdep_state(&self) -> &mut TaskLockState {
-        // SAFETY: forwarded to the caller.
+        // SAFETY: the caller is the task itself with interrupts masked, or knows the task is not
+        // running (this fn's contract), so no other reference to the state is in use.
         unsafe { &mut *self.lockdep.get() }
     }
 
@@ -418,10 +421,21 @@ static CPUS: [PerCpu; 1] = [PerCpu {
     to_reap: spin::Mutex::new(None),
 }];
 
-/// This CPU's scheduler state.
+/// This CPU's scheduler state. The [`IrqGuard`] is the proof that the caller
+/// runs with interrupts masked, so neither the tick nor a switch to another
+/// task (or, with several CPUs, a move to another CPU) happens while it uses
+/// the result, which lives no longer than the guard.
 #[inline]
-pub fn this_cpu() -> &'static PerCpu {
+pub fn this_cpu(_irq: &IrqGuard) -> &PerCpu {
     &CPUS[0]
+}
+
+/// The running task's pointer. Needs no guard: whenever and wherever a task
+/// reads it, the value is that task itself (a switch away and back restores
+/// it before the task runs again).
+#[inline]
+fn current_ptr() -> *mut Task {
+    CPUS[0].current.load(Ordering::Acquire)
 }
 
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -439,12 +453,12 @@ static TASKS: spin::Mutex<Vec<Arc<Task>>> = spin::Mutex::new(Vec::new());
 /// is still creating the thread's task).
 pub type CurrentTaskHook = fn() -> Option<&'static Task>;
 
-static CURRENT_HOOK: AtomicUsize = AtomicUsize::new(0);
+static CURRENT_HOOK: crate::sync::Hook<CurrentTaskHook> = crate::sync::Hook::new();
 
 /// Installs the platform's [`CurrentTaskHook`] (make tasks for its threads
 /// with [`Task::new_foreign`]).
 pub fn set_current_task_hook(hook: CurrentTaskHook) {
-    CURRENT_HOOK.store(hook as usize, Ordering::Release);
+    CURRENT_HOOK.set(Some(hook));
 }
 
 /// The running task: the platform's hook if one is installed, else this
@@ -452,22 +466,19 @@ pub fn set_current_task_hook(hook: CurrentTaskHook) {
 /// the scoped allocation API works from the first instruction.
 #[inline]
 pub fn current() -> &'static Task {
-    let hook = CURRENT_HOOK.load(Ordering::Acquire);
-    if hook != 0 {
-        // SAFETY: only CurrentTaskHook values are stored in CURRENT_HOOK.
-        let hook: CurrentTaskHook = unsafe { core::mem::transmute::<usize, CurrentTaskHook>(hook) };
-        if let Some(t) = hook() {
-            return t;
-        }
+    if let Some(hook) = CURRENT_HOOK.get()
+        && let Some(t) = hook()
+    {
+        return t;
     }
     // SAFETY: `current` always points at a live task: the static early task
     // or a task kept alive by TASKS while it runs.
-    unsafe { &*this_cpu().current.load(Ordering::Acquire) }
+    unsafe { &*current_ptr() }
 }
 
 /// The running task as a shared reference.
 pub fn current_arc() -> Option<Arc<Task>> {
-    let p = this_cpu().current.load(Ordering::Acquire);
+    let p = current_ptr();
     platform::without_interrupts(|| TASKS.lock().iter().find(|t| Arc::as_ptr(t) == p).cloned())
 }
 
@@ -505,14 +516,14 @@ pub fn init(mode: SchedMode) {
     main.flags
         .store(EARLY_TASK.flags.load(Ordering::Relaxed), Ordering::Relaxed);
     let idle = new_task("idle", Box::new(idle_loop)).expect("cannot create the idle task");
-    platform::without_interrupts(|| {
+    platform::with_irq_guard(|irq| {
         let mut tasks = TASKS.lock();
         tasks.push(main.clone());
         tasks.push(idle.clone());
-        this_cpu()
+        this_cpu(irq)
             .idle
             .store(Arc::as_ptr(&idle) as *mut Task, Ordering::Release);
-        this_cpu()
+        this_cpu(irq)
             .current
             .store(Arc::as_ptr(&main) as *mut Task, Ordering::Release);
     });
@@ -536,7 +547,8 @@ fn new_task(name: &str, f: Box<dyn FnOnce() + Send>) -> Result<Arc<Task>, SpawnE
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let name = try_string(name).map_err(|_| SpawnError::NoMemory)?;
     let t = try_arc(Task::new(id, name)).map_err(|_| SpawnError::NoMemory)?;
-    // SAFETY: the context slot of a task that never ran.
+    // SAFETY: `stack` was just allocated by the platform and nothing runs on
+    // it yet; `t` is not shared yet, so nobody else reads its context slot.
     unsafe { *t.context.get() = p.init_context(stack.top, task_start) };
     *t.stack.lock() = Some(stack);
     *t.entry.lock() = Some(f);
@@ -597,9 +609,9 @@ pub fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandl
         return Err(SpawnError::NotStarted);
     }
     let t = new_task(name, try_box(f).map_err(|_| SpawnError::NoMemory)?)?;
-    platform::without_interrupts(|| {
+    platform::with_irq_guard(|irq| {
         let mut tasks = TASKS.lock();
-        let mut rq = this_cpu().run_queue.lock();
+        let mut rq = this_cpu(irq).run_queue.lock();
         // Reserve so that requeueing in the scheduler never allocates; a
         // failed reservation fails the spawn before anything changed.
         let need = tasks.len() + 1;
@@ -617,7 +629,8 @@ pub fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandl
 }
 
 extern "C" fn task_start() -> ! {
-    finish_task_switch();
+    // A fresh task starts with interrupts masked (see `init_context`).
+    platform::with_irq_guard(finish_task_switch);
     let f = current().entry.lock().take();
     // SAFETY: a fresh task starts with interrupts masked; let them in.
     if let Some(p) = platform::get() {
@@ -645,7 +658,9 @@ fn idle_loop() {
         deadlock::idle_check();
         let p = platform::get().unwrap();
         let _ = p.irq_save();
-        let empty = this_cpu().run_queue.lock().is_empty();
+        // Interrupts are masked from here on; the guard's restore of that
+        // state changes nothing.
+        let empty = platform::with_irq_guard(|irq| this_cpu(irq).run_queue.lock().is_empty());
         if empty {
             p.wait_for_interrupt(); // enables interrupts and halts
         } else {
@@ -658,7 +673,10 @@ fn idle_loop() {
 /// Picks the next task and switches to it. Interrupts must be masked; the
 /// current task's state says whether it goes back on the run queue.
 fn schedule() {
-    let cpu = this_cpu();
+    // Callers have interrupts masked already; the guard proves it to
+    // `this_cpu`, and dropping it (after the switch back) restores "masked".
+    let irq = IrqGuard::new();
+    let cpu = this_cpu(&irq);
     let prev_ptr = cpu.current.load(Ordering::Acquire);
     // SAFETY: the running task is alive.
     let prev = unsafe { &*prev_ptr };
@@ -695,12 +713,12 @@ fn schedule() {
     let p = platform::get().unwrap();
     // SAFETY: interrupts are masked; both contexts belong to live tasks.
     unsafe { p.switch_context(prev.context.get(), *next.context.get()) };
-    finish_task_switch();
+    finish_task_switch(&irq);
 }
 
 /// Runs on the new task after every switch: frees a dead predecessor's stack.
-fn finish_task_switch() {
-    let dead = this_cpu().to_reap.lock().take();
+fn finish_task_switch(irq: &IrqGuard) {
+    let dead = this_cpu(irq).to_reap.lock().take();
     if let Some(t) = dead {
         if let Some(stack) = t.stack.lock().take() {
             platform::get().unwrap().free_kernel_stack(stack);
@@ -761,7 +779,7 @@ fn might_sleep_check() -> bool {
             was
         })
         .unwrap_or(true);
-    let pc = this_cpu().preempt_count.load(Ordering::Relaxed);
+    let pc = platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.load(Ordering::Relaxed));
     if irqs_on && pc == 0 {
         return true;
     }
@@ -811,12 +829,12 @@ pub(crate) fn take_timed_out() -> bool {
 
 /// Makes a blocked or sleeping task runnable. Returns whether it was waiting.
 pub fn wake_up(t: &Arc<Task>) -> bool {
-    platform::without_interrupts(|| {
+    platform::with_irq_guard(|irq| {
         let s = t.state();
         if (s == TaskState::Blocked || s == TaskState::Sleeping) && !t.is_deadlocked() {
             t.wait_gen.fetch_add(1, Ordering::Relaxed);
             t.set_state(TaskState::Ready);
-            this_cpu().run_queue.lock().push_back(t.clone());
+            this_cpu(irq).run_queue.lock().push_back(t.clone());
             true
         } else {
             false
@@ -853,19 +871,20 @@ pub fn sleep(d: Duration) {
 /// Disables preemption until the matching [`preempt_enable`].
 #[inline]
 pub fn preempt_disable() {
-    this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed);
+    platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.fetch_add(1, Ordering::Relaxed));
 }
 
 #[inline]
 pub fn preempt_enable() {
-    this_cpu().preempt_count.fetch_sub(1, Ordering::Relaxed);
+    platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.fetch_sub(1, Ordering::Relaxed));
 }
 
 pub fn preempt_count() -> usize {
-    this_cpu().preempt_count.load(Ordering::Relaxed)
+    platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.load(Ordering::Relaxed))
 }
 
 /// RAII preempt_disable region.
+#[must_use = "preemption is re-enabled as soon as the guard is dropped"]
 pub struct PreemptGuard(());
 
 impl PreemptGuard {
@@ -893,6 +912,9 @@ pub fn on_tick() {
     if !started() {
         return;
     }
+    // The timer interrupt runs with interrupts masked: the guard only
+    // proves it to `this_cpu`.
+    let irq = IrqGuard::new();
     let now = crate::time::now_ns();
     // Timed waits: deadlines live in the tasks, so arming one never allocates.
     {
@@ -910,11 +932,11 @@ pub fn on_tick() {
                 t.timed_out.store(true, Ordering::Relaxed);
                 t.wait_gen.fetch_add(1, Ordering::Relaxed);
                 t.set_state(TaskState::Ready);
-                this_cpu().run_queue.lock().push_back(t.clone());
+                this_cpu(&irq).run_queue.lock().push_back(t.clone());
             }
         }
     }
-    let cpu = this_cpu();
+    let cpu = this_cpu(&irq);
     let is_idle = cpu.current.load(Ordering::Relaxed) == cpu.idle.load(Ordering::Relaxed);
     if is_idle {
         if !cpu.run_queue.lock().is_empty() {
@@ -943,16 +965,14 @@ pub fn list() -> Vec<(TaskId, String, TaskState, bool)> {
 }
 
 pub(crate) fn idle_task_ptr() -> *const Task {
-    this_cpu().idle.load(Ordering::Relaxed)
+    platform::with_irq_guard(|irq| this_cpu(irq).idle.load(Ordering::Relaxed))
 }
 
 /// Whether the current task can block on kreclaim's scheduler: it runs, the
 /// task is one of its own (no platform hook), and it is not the idle task
 /// (which must always be runnable).
 pub(crate) fn can_block_current() -> bool {
-    started()
-        && CURRENT_HOOK.load(Ordering::Acquire) == 0
-        && !core::ptr::eq(current(), idle_task_ptr())
+    started() && CURRENT_HOOK.get().is_none() && !core::ptr::eq(current(), idle_task_ptr())
 }
 
 pub(crate) fn mark_deadlocked(t: &Task) {

@@ -109,7 +109,8 @@ impl WaitList {
                 if prev.is_null() {
                     self.head = next;
                 } else {
-                    // SAFETY: as above.
+                    // SAFETY: `prev` was the previous node of this walk: a queued task, alive while
+                    // queued.
                     unsafe { (*prev).wait_next.store(next, Ordering::Relaxed) };
                 }
                 if ptr::eq(self.tail, cur) {

@@ -157,7 +157,8 @@ fn main() {
     let page_meta = (info.num_slabs * info.pagesperslab * 40) as f64;
     let overhead_with_memmap = (slab_bytes + page_meta - obj_bytes) / obj_bytes * 100.0;
     for o in objs {
-        c.free(o);
+        // SAFETY: each `o` came from `c` and `objs` is consumed here.
+        unsafe { c.free(o) };
     }
     c.destroy().unwrap();
 

@@ -51,13 +51,18 @@ unsafe extern "C" {
 /// # Safety
 /// See [`crate::platform::Platform::switch_context`].
 pub unsafe fn switch_context(prev: *mut usize, next: usize) {
-    // SAFETY: forwarded.
+    // SAFETY: the caller guarantees `next` is a context from init_context or an earlier save and
+    // that interrupts are masked (this fn's contract), which is all the assembly switch needs.
     unsafe { kreclaim_switch_context(prev, next) }
 }
 
 /// Lays out a fresh stack: RFLAGS (IF clear), six callee-saved registers with
 /// r12 = `entry`, and the trampoline as return address.
-pub fn init_context(stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+///
+/// # Safety
+/// `stack_top` must be the top of a mapped, writable stack of at least 80
+/// bytes (e.g. from [`alloc_stack`]) that nothing runs on or refers to.
+pub unsafe fn init_context(stack_top: usize, entry: extern "C" fn() -> !) -> usize {
     let top = stack_top & !15;
     let words: [usize; 10] = [
         0x2,                                            // RFLAGS: interrupts masked
@@ -73,7 +78,8 @@ pub fn init_context(stack_top: usize, entry: extern "C" fn() -> !) -> usize {
     ];
     let base = top - words.len() * 8;
     for (i, w) in words.iter().enumerate() {
-        // SAFETY: the caller owns the fresh stack below `top`.
+        // SAFETY: `base + i * 8` lies in the 80 bytes below the 16-aligned
+        // `top`, inside the unused, writable stack the caller guarantees.
         unsafe { ((base + i * 8) as *mut usize).write(*w) };
     }
     base

@@ -7,7 +7,6 @@
 
 use super::gdt;
 use core::fmt;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Saved registers, in the order the common stub pushes them.
 #[repr(C)]
@@ -187,11 +186,11 @@ pub fn init() {
 /// Handler for a legacy IRQ line (0..16), called with interrupts masked.
 pub type IrqHandler = fn(&mut TrapFrame);
 
-static IRQ_HANDLERS: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+static IRQ_HANDLERS: [crate::sync::Hook<IrqHandler>; 16] = [const { crate::sync::Hook::new() }; 16];
 
 /// Installs `handler` for IRQ `line` and unmasks it at the PIC.
 pub fn set_irq_handler(line: u8, handler: IrqHandler) {
-    IRQ_HANDLERS[line as usize].store(handler as usize, Ordering::Release);
+    IRQ_HANDLERS[line as usize].set(Some(handler));
     super::pic::unmask(line);
 }
 
@@ -201,11 +200,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         fatal_exception(frame);
     }
     let line = vec - IRQ_BASE;
-    let h = IRQ_HANDLERS[line as usize].load(Ordering::Acquire);
+    let h = IRQ_HANDLERS[line as usize].get();
     super::pic::eoi(line);
-    if h != 0 {
-        // SAFETY: only IrqHandler values are stored in IRQ_HANDLERS.
-        let h: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(h) };
+    if let Some(h) = h {
         h(frame);
     }
 }
@@ -323,10 +320,10 @@ impl fmt::Display for FaultReport {
 /// "print and exit QEMU with failure" (expected-fault test kernels use it).
 pub type FaultHook = fn(&FaultReport) -> !;
 
-static FAULT_HOOK: AtomicUsize = AtomicUsize::new(0);
+static FAULT_HOOK: crate::sync::Hook<FaultHook> = crate::sync::Hook::new();
 
 pub fn set_fault_hook(hook: FaultHook) {
-    FAULT_HOOK.store(hook as usize, Ordering::Release);
+    FAULT_HOOK.set(Some(hook));
 }
 
 fn fatal_exception(frame: &TrapFrame) -> ! {
@@ -349,10 +346,7 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     };
     // SAFETY: we never return to the interrupted code.
     unsafe { crate::console::force_unlock() };
-    let hook = FAULT_HOOK.load(Ordering::Acquire);
-    if hook != 0 {
-        // SAFETY: only FaultHook values are stored in FAULT_HOOK.
-        let hook: FaultHook = unsafe { core::mem::transmute::<usize, FaultHook>(hook) };
+    if let Some(hook) = FAULT_HOOK.get() {
         hook(&report);
     }
     crate::println!("{report}");

@@ -77,12 +77,15 @@ impl Platform for Qemu {
         context::free_stack(stack)
     }
 
-    fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
-        context::init_context(stack_top, entry)
+    unsafe fn init_context(&self, stack_top: usize, entry: extern "C" fn() -> !) -> usize {
+        // SAFETY: the caller passes the top of an unused stack from
+        // `alloc_kernel_stack`, which is what `context::init_context` needs.
+        unsafe { context::init_context(stack_top, entry) }
     }
 
     unsafe fn switch_context(&self, prev: *mut usize, next: usize) {
-        // SAFETY: forwarded from the caller.
+        // SAFETY: the caller guarantees `next` is a context from init_context or an earlier save
+        // and that interrupts are masked, as `context::switch_context` requires.
         unsafe { context::switch_context(prev, next) }
     }
 

@@ -87,11 +87,12 @@ fn walk_create(root: u64, va: u64, level: u32) -> *mut u64 {
         let idx = ((va >> (12 + 9 * (l - 1))) & 511) as usize;
         // SAFETY: `t` is a live page table from the pool.
         let e = unsafe { table(t).add(idx) };
-        // SAFETY: as above.
+        // SAFETY: `e` points at entry `idx` (< 512) of the live page table `t`.
         let v = unsafe { *e };
         if v & PRESENT == 0 {
             let n = alloc_table();
-            // SAFETY: as above.
+            // SAFETY: `e` points at entry `idx` of the live page table `t`, and `n` is a fresh
+            // zeroed table from the pool.
             unsafe { *e = n | PRESENT | WRITABLE };
             t = n;
         } else {

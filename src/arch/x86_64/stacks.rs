@@ -1,8 +1,6 @@
 //! Statically allocated kernel stacks, each with an unmapped guard page below
 //! it, and the lookup the fault handlers use to name an overflowed stack.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 pub const PAGE: usize = 4096;
 
 /// A stack preceded by one guard page. The paging code leaves the guard
@@ -60,11 +58,11 @@ pub fn static_stacks() -> [(&'static str, usize, usize); 4] {
 /// name when `addr` lies in one of their guard pages.
 pub type GuardLookup = fn(addr: u64) -> Option<&'static str>;
 
-static DYNAMIC_LOOKUP: AtomicUsize = AtomicUsize::new(0);
+static DYNAMIC_LOOKUP: crate::sync::Hook<GuardLookup> = crate::sync::Hook::new();
 
 /// Registers the lookup for dynamically allocated stacks (one at a time).
 pub fn set_dynamic_guard_lookup(f: GuardLookup) {
-    DYNAMIC_LOOKUP.store(f as usize, Ordering::Release);
+    DYNAMIC_LOOKUP.set(Some(f));
 }
 
 /// Names the stack whose guard page contains `addr`, if any.
@@ -75,11 +73,5 @@ pub fn guard_page_owner(addr: u64) -> Option<&'static str> {
             return Some(name);
         }
     }
-    let f = DYNAMIC_LOOKUP.load(Ordering::Acquire);
-    if f != 0 {
-        // SAFETY: only ever stored from a `GuardLookup` in set_dynamic_guard_lookup.
-        let f: GuardLookup = unsafe { core::mem::transmute::<usize, GuardLookup>(f) };
-        return f(addr);
-    }
-    None
+    DYNAMIC_LOOKUP.get().and_then(|f| f(addr))
 }

@@ -4,7 +4,7 @@
 //! against it at boot, gives the clock nanosecond resolution between ticks.
 
 use super::interrupts::{self, TrapFrame};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 
 pub const TICK_HZ: u64 = 1000;
@@ -17,10 +17,10 @@ static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Called on every tick after the clock advanced (the scheduler's hook).
 pub type TickHook = fn(&mut TrapFrame);
-static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
+static TICK_HOOK: crate::sync::Hook<TickHook> = crate::sync::Hook::new();
 
 pub fn set_tick_hook(hook: TickHook) {
-    TICK_HOOK.store(hook as usize, Ordering::Release);
+    TICK_HOOK.set(Some(hook));
 }
 
 #[inline]
@@ -31,10 +31,7 @@ pub fn rdtsc() -> u64 {
 
 fn on_tick(frame: &mut TrapFrame) {
     TICKS.fetch_add(1, Ordering::Relaxed);
-    let h = TICK_HOOK.load(Ordering::Acquire);
-    if h != 0 {
-        // SAFETY: only TickHook values are stored.
-        let h: TickHook = unsafe { core::mem::transmute::<usize, TickHook>(h) };
+    if let Some(h) = TICK_HOOK.get() {
         h(frame);
     }
 }

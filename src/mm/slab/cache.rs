@@ -302,7 +302,8 @@ pub struct KmemCache {
 
 // SAFETY: CacheInner is shared through its lock and atomics.
 unsafe impl Send for KmemCache {}
-// SAFETY: as above.
+// SAFETY: all shared state of CacheInner is behind its list lock, per-CPU arrays (used with
+// interrupts masked) and atomics, so `&KmemCache` may be used from any task.
 unsafe impl Sync for KmemCache {}
 
 /// Every live cache, for slabinfo and OOM reports.
@@ -572,8 +573,15 @@ impl KmemCache {
 
     /// `kmem_cache_free`. Misuse (double free, wrong cache, foreign pointer)
     /// is reported and the free ignored, so the allocator stays intact.
+    ///
+    /// # Safety
+    /// Once `obj` is freed the cache hands its memory out again, so nothing
+    /// may use the object after this call: if `obj` is a live object of this
+    /// cache, the caller must own it, with no reference to it (a `SlabBox`
+    /// included) used afterwards. Pointers the checks reject (already free,
+    /// another cache's object, not a slab object) are only reported.
     #[track_caller]
-    pub fn free(&self, obj: NonNull<u8>) {
+    pub unsafe fn free(&self, obj: NonNull<u8>) {
         self.inner().free(obj.as_ptr())
     }
 
@@ -804,7 +812,7 @@ impl CacheInner {
         } else {
             ListKind::Partial
         };
-        // SAFETY: as above.
+        // SAFETY: `s` is the same live slab of this cache, read under the list lock held via `l`.
         if unsafe { (*s).list } != kind {
             Self::unlink(l, s);
             Self::push(l, s, kind);
@@ -913,7 +921,9 @@ impl CacheInner {
                     .flags
                     .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
                 {
-                    debug::check_on_alloc(self, obj);
+                    // SAFETY: `obj` was just taken off a free list of this
+                    // cache's live slab, so only this caller holds it.
+                    unsafe { debug::check_on_alloc(self, obj) };
                 }
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
@@ -935,7 +945,8 @@ impl CacheInner {
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     unsafe fn this_cpu(&self) -> &mut CpuCache {
-        // SAFETY: see above.
+        // SAFETY: the caller keeps interrupts masked while it uses the reference (this fn's
+        // contract), so nothing else on this CPU touches this CPU's array.
         unsafe { &mut *self.cpu[this_cpu_id()].get() }
     }
 
@@ -1110,13 +1121,15 @@ impl CacheInner {
                 while obj != 0 && b.n < CPU_ARRAY && b.n < c.avail - keep {
                     b.objs[b.n] = obj;
                     b.n += 1;
-                    // SAFETY: as above.
+                    // SAFETY: `obj` is the next object on this CPU's private free list, which holds
+                    // an encoded free pointer in its free-pointer slot.
                     obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
                 }
                 if last_kept == 0 {
                     c.head = obj;
                 } else {
-                    // SAFETY: as above.
+                    // SAFETY: `obj` is the next object on this CPU's private free list, which holds
+                    // an encoded free pointer in its free-pointer slot.
                     unsafe { *self.freeptr_slot(last_kept) = self.encode(obj, last_kept) };
                 }
                 if obj == 0 {
@@ -1143,7 +1156,8 @@ impl CacheInner {
             // its own slab's list.
             let slab = unsafe { &mut *s };
             let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: as above.
+            // SAFETY: `obj` is a free object of the live slab `s` (checked by own_slab_of), written
+            // under the list lock.
             unsafe { *self.freeptr_slot(obj) = self.encode(head, obj) };
             slab.freelist = self.encode(obj, slab.base());
             slab.inuse -= 1;
@@ -1340,7 +1354,8 @@ impl CacheInner {
                 allocated: [0; MAX_OBJECTS / 64],
             });
         }
-        // SAFETY: as above.
+        // SAFETY: `s` points at the header just written at the start of our fresh slab pages;
+        // nothing else can reach it yet.
         let slab = unsafe { &mut *s };
         // Chain objects in address order: the first allocation takes the lowest.
         let mut next = 0usize;
@@ -1349,7 +1364,9 @@ impl CacheInner {
             if let Some(ctor) = self.ctor {
                 ctor(obj as *mut u8);
             }
-            debug::init_free_object(self, obj);
+            // SAFETY: slot `i` of the slab being set up: nobody else can
+            // reach it until the slab is put on the lists.
+            unsafe { debug::init_free_object(self, obj) };
             // SAFETY: inside our slab.
             unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
             next = obj;
@@ -1365,7 +1382,8 @@ impl CacheInner {
     /// The cache name as `&'static str` for page-owner records; caches
     /// outlive their pages, and destroyed caches leave no pages behind.
     fn static_name(&self) -> &'static str {
-        // SAFETY: see above.
+        // SAFETY: the name lives as long as the cache, and a cache is destroyed only when it holds
+        // no slabs, so no page-owner record outlives the string.
         unsafe { core::mem::transmute::<&str, &'static str>(self.name.as_str()) }
     }
 
@@ -1442,7 +1460,10 @@ impl CacheInner {
                 .flags
                 .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
             {
-                redzone_bad = debug::check_and_poison_on_free(self, addr);
+                // SAFETY: `addr` is an allocated object of this slab (checked
+                // above: boundary and bitmap), freed by its owner, and the
+                // list lock is held.
+                redzone_bad = unsafe { debug::check_and_poison_on_free(self, addr) };
             }
             let head = self.decode(slab.freelist, slab.base());
             // SAFETY: the object is being freed into its own slab.

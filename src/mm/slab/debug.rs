@@ -96,37 +96,62 @@ pub(crate) fn report(
     });
 }
 
-fn bytes(obj: usize, len: usize) -> &'static mut [u8] {
-    // SAFETY: callers pass ranges inside an object slot of a live slab.
+/// The bytes `[obj, obj + len)` of a slab object slot.
+///
+/// # Safety
+/// The range must lie inside one object slot (object and red zone) of a live
+/// slab, and nothing else may access those bytes while the result is used.
+unsafe fn bytes<'a>(obj: usize, len: usize) -> &'a mut [u8] {
+    // SAFETY: the range is valid, writable slab memory used by nobody else,
+    // per the contract.
     unsafe { core::slice::from_raw_parts_mut(obj as *mut u8, len) }
 }
 
-fn poison(c: &CacheInner, obj: usize) {
+/// # Safety
+/// `obj` must be an object slot of a live slab of `c` that nobody else uses
+/// (free, or being allocated or freed by the caller).
+unsafe fn poison(c: &CacheInner, obj: usize) {
     if c.flags.contains(SlabFlags::POISON) && c.object_size > 0 {
-        let b = bytes(obj, c.object_size);
+        // SAFETY: the object proper of a slot the caller owns.
+        let b = unsafe { bytes(obj, c.object_size) };
         b.fill(POISON_FREE);
         b[c.object_size - 1] = POISON_END;
     }
 }
 
-fn set_redzone(c: &CacheInner, obj: usize, v: u8) {
+/// # Safety
+/// As for [`poison`].
+unsafe fn set_redzone(c: &CacheInner, obj: usize, v: u8) {
     if c.flags.contains(SlabFlags::RED_ZONE) {
-        bytes(obj + c.object_size, c.rz_len).fill(v);
+        // SAFETY: with RED_ZONE the slot holds `rz_len` red-zone bytes right
+        // after the object, and the caller owns the slot.
+        unsafe { bytes(obj + c.object_size, c.rz_len) }.fill(v);
     }
 }
 
 /// A fresh free object: poisoned, inactive red zone.
-pub(crate) fn init_free_object(c: &CacheInner, obj: usize) {
-    poison(c, obj);
-    set_redzone(c, obj, RED_INACTIVE);
+///
+/// # Safety
+/// `obj` must be an object slot of a new slab of `c` that nothing uses yet.
+pub(crate) unsafe fn init_free_object(c: &CacheInner, obj: usize) {
+    // SAFETY: the caller owns this slot of a live slab of `c`.
+    unsafe {
+        poison(c, obj);
+        set_redzone(c, obj, RED_INACTIVE);
+    }
 }
 
 /// Checks a free object about to be handed out (poison intact: no write
 /// after free; red zone inactive), then arms its red zone.
+///
+/// # Safety
+/// `obj` must be an object slot of a live slab of `c` that the caller has
+/// just taken off the free list (so nobody else uses it).
 #[track_caller]
-pub(crate) fn check_on_alloc(c: &CacheInner, obj: usize) {
+pub(crate) unsafe fn check_on_alloc(c: &CacheInner, obj: usize) {
     if c.flags.contains(SlabFlags::POISON) && c.object_size > 0 {
-        let b = bytes(obj, c.object_size);
+        // SAFETY: the object proper of a slot the caller owns.
+        let b = unsafe { bytes(obj, c.object_size) };
         let last = c.object_size - 1;
         if let Some(off) = b
             .iter()
@@ -143,7 +168,9 @@ pub(crate) fn check_on_alloc(c: &CacheInner, obj: usize) {
         }
     }
     if c.flags.contains(SlabFlags::RED_ZONE) {
-        let rz = bytes(obj + c.object_size, c.rz_len);
+        // SAFETY: with RED_ZONE the slot holds `rz_len` red-zone bytes after
+        // the object, and the caller owns the slot.
+        let rz = unsafe { bytes(obj + c.object_size, c.rz_len) };
         if let Some(off) = rz.iter().position(|v| *v != RED_INACTIVE) {
             report(
                 c,
@@ -154,32 +181,43 @@ pub(crate) fn check_on_alloc(c: &CacheInner, obj: usize) {
             );
         }
     }
-    set_redzone(c, obj, RED_ACTIVE);
+    // SAFETY: the caller owns the slot.
+    unsafe { set_redzone(c, obj, RED_ACTIVE) };
 }
 
 /// Checks an object being freed (red zone intact: no overflow), then poisons
 /// it. Runs under the cache's list lock, so it only returns the offset of the
 /// first bad red-zone byte: the caller reports after dropping the lock, as a
 /// report allocates and the allocation may come from this very cache.
-pub(crate) fn check_and_poison_on_free(c: &CacheInner, obj: usize) -> Option<usize> {
+///
+/// # Safety
+/// `obj` must be an allocated object slot of a live slab of `c` that is
+/// being freed under the list lock: its owner has given it up.
+pub(crate) unsafe fn check_and_poison_on_free(c: &CacheInner, obj: usize) -> Option<usize> {
     let mut bad = None;
     if c.flags.contains(SlabFlags::RED_ZONE) {
         // kmalloc's slack after the size asked for (SLUB's "kmalloc
         // Redzone"), then the red zone after the object.
         let orig = c.orig_size(obj);
-        bad = bytes(obj + orig, c.object_size - orig)
+        // SAFETY: `orig <= object_size`, so this is the tail of the object
+        // proper, in a slot the caller owns.
+        bad = unsafe { bytes(obj + orig, c.object_size - orig) }
             .iter()
             .position(|v| *v != RED_ACTIVE)
             .map(|off| orig + off);
         if bad.is_none() {
-            let rz = bytes(obj + c.object_size, c.rz_len);
+            // SAFETY: the red zone after the object, in a slot the caller owns.
+            let rz = unsafe { bytes(obj + c.object_size, c.rz_len) };
             bad = rz
                 .iter()
                 .position(|v| *v != RED_ACTIVE)
                 .map(|off| c.object_size + off);
         }
     }
-    poison(c, obj);
-    set_redzone(c, obj, RED_INACTIVE);
+    // SAFETY: the caller owns the slot being freed.
+    unsafe {
+        poison(c, obj);
+        set_redzone(c, obj, RED_INACTIVE);
+    }
     bad
 }

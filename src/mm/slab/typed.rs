@@ -54,7 +54,8 @@ pub struct SlabBox<'a, T> {
 
 // SAFETY: owns its T like a Box.
 unsafe impl<T: Send> Send for SlabBox<'_, T> {}
-// SAFETY: as above.
+// SAFETY: shared references to a SlabBox only give `&T`, so sharing it across tasks is sharing
+// `&T`, which `T: Sync` allows.
 unsafe impl<T: Sync> Sync for SlabBox<'_, T> {}
 
 impl<T> SlabBox<'_, T> {
@@ -73,7 +74,8 @@ impl<T> Deref for SlabBox<'_, T> {
 
 impl<T> DerefMut for SlabBox<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as above.
+        // SAFETY: initialised in alloc and owned by this box; `&mut self` makes this the only
+        // reference.
         unsafe { self.ptr.as_mut() }
     }
 }
@@ -82,6 +84,8 @@ impl<T> Drop for SlabBox<'_, T> {
     fn drop(&mut self) {
         // SAFETY: we own the value.
         unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
-        self.cache.cache.free(self.ptr.cast());
+        // SAFETY: the box owns the object, allocated from this cache, and
+        // it is being dropped: nothing can use the object afterwards.
+        unsafe { self.cache.cache.free(self.ptr.cast()) };
     }
 }

@@ -162,6 +162,7 @@ pub(super) fn with_current<R>(f: impl FnOnce(&mut TaskLockState) -> R) -> R {
 
 /// Marks the current task as inside lockdep until dropped, so that whatever
 /// lockdep does itself (allocating or printing a report) is not validated.
+#[must_use = "lockdep recursion protection ends as soon as the guard is dropped"]
 pub(super) struct Busy(());
 
 impl Busy {
