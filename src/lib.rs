@@ -25,6 +25,7 @@ pub mod init;
 pub mod mm;
 pub mod module;
 pub mod platform;
+pub mod prelude;
 #[cfg(feature = "demo")]
 pub mod report;
 pub mod sync;

@@ -209,6 +209,22 @@ fn kswapd() {
     KSWAPD_RUNNING.store(false, Ordering::Release);
 }
 
+/// kswapd's balance step, for a kernel that runs background reclaim on its
+/// own scheduler (or none) instead of [`kswapd_run`]'s thread: call it from
+/// a thread or idle loop that may sleep, periodically or after
+/// [`wakeup_kswapd`]. Below the low watermark it reclaims like kswapd (as
+/// PF_MEMALLOC, so it never recurses into reclaim) up to the high
+/// watermark; otherwise it does nothing. Returns the pages reclaimed.
+pub fn kswapd_balance() -> u64 {
+    if above_wmark(page_alloc::watermarks().low) {
+        return 0;
+    }
+    let _memalloc = MemallocScope::noreclaim();
+    let before = STATS.kswapd_pages.load(Ordering::Relaxed);
+    balance_pgdat();
+    STATS.kswapd_pages.load(Ordering::Relaxed) - before
+}
+
 /// Reclaims until free memory is above the high watermark or a whole pass
 /// makes no progress.
 fn balance_pgdat() {
