@@ -110,10 +110,11 @@ impl Platform for Hobby {
     }
 }
 
-/// Rust's allocator: a small early heap until kmalloc is up, then kmalloc.
+/// Rust's allocator: an early heap until kmalloc is up (bring-up takes about
+/// 4 KiB of it), then kmalloc with the scope's GFP flags.
 #[global_allocator]
 static ALLOCATOR: KernelAllocator = KernelAllocator::new();
-static mut EARLY_HEAP: [u8; 64 << 10] = [0; 64 << 10];
+static mut EARLY_HEAP: [u8; 16 << 10] = [0; 16 << 10];
 /// The RAM given to the page allocator (a real kernel uses its memory map).
 static mut RAM: [u8; 16 << 20] = [0; 16 << 20];
 
@@ -159,7 +160,7 @@ extern "C" fn hobby_main() -> ! {
     unsafe {
         ALLOCATOR
             .early()
-            .init(&raw mut EARLY_HEAP as *mut u8, 64 << 10)
+            .init(&raw mut EARLY_HEAP as *mut u8, 16 << 10)
     };
     let start = &raw mut RAM as u64;
     let mut ram = MemoryMap::new();
