@@ -265,3 +265,63 @@ fn worked_example_from_the_reference() {
     assert_eq!(reg.shrink(GFP_KERNEL, 11), 2049);
     assert_eq!(state.lock().unwrap().scans, vec![2049]);
 }
+
+/// Pages a test shrinker holds and gives back to the page allocator.
+struct PageHoard(Arc<Mutex<Vec<kreclaim::mm::page::PhysAddr>>>);
+
+impl Shrinker for PageHoard {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        CountObjects::new(self.0.lock().unwrap().len() as u64)
+    }
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        let mut hoard = self.0.lock().unwrap();
+        let n = sc.nr_to_scan().min(hoard.len() as u64);
+        for _ in 0..n {
+            kreclaim::mm::page_alloc::free_pages(hoard.pop().unwrap(), 0);
+        }
+        ScanObjects::freed(n)
+    }
+}
+
+/// `kswapd_balance`, kswapd's step for kernels without its thread (the
+/// host has none): below the low watermark it reclaims through the
+/// shrinkers up to the high watermark; above the low one it does nothing.
+#[test]
+fn kswapd_balance_reclaims_to_the_high_watermark() {
+    use kreclaim::mm::{page_alloc, vmscan};
+    common::host();
+    let _g = kreclaim_host::serial();
+    let hoard = Arc::new(Mutex::new(Vec::new()));
+    // GFP_NOWAIT never reclaims: it stops at the min watermark.
+    while let Ok(pa) = page_alloc::alloc_pages(GFP_NOWAIT_QUIET, 0) {
+        hoard.lock().unwrap().push(pa);
+    }
+    let wm = page_alloc::watermarks();
+    assert!(page_alloc::nr_free_pages() <= wm.low);
+    let reg = ShrinkerBuilder::new("page_hoard")
+        .register(PageHoard(hoard.clone()))
+        .unwrap();
+    let got = vmscan::kswapd_balance();
+    assert!(got > 0, "kswapd_balance reclaimed nothing");
+    assert!(page_alloc::nr_free_pages() > wm.high);
+    // Between the low and the high watermark: nothing to do yet.
+    while page_alloc::nr_free_pages() > wm.low + 1 {
+        hoard
+            .lock()
+            .unwrap()
+            .push(page_alloc::alloc_pages(GFP_NOWAIT_QUIET, 0).unwrap());
+    }
+    let held = hoard.lock().unwrap().len();
+    assert_eq!(
+        vmscan::kswapd_balance(),
+        0,
+        "above the low watermark it must do nothing"
+    );
+    assert_eq!(hoard.lock().unwrap().len(), held);
+    reg.unregister().unwrap();
+    for pa in hoard.lock().unwrap().drain(..) {
+        page_alloc::free_pages(pa, 0);
+    }
+}
+
+const GFP_NOWAIT_QUIET: Gfp = kreclaim::mm::gfp::GFP_NOWAIT.union(Gfp::__GFP_NOWARN);
