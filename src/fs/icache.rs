@@ -57,8 +57,8 @@
 
 use super::FsError;
 use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
+use super::mount::Fs;
 use super::policy::IlockMode;
-use super::vfs::Fs;
 use crate::mm::gfp::Gfp;
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::mm::slab::kmalloc::KVec;

@@ -22,7 +22,7 @@
 //!   shrinker with `super_cache_count`/`super_cache_scan` semantics.
 //! - `trans`: transactions (scoped NOFS under policies that ask for it).
 //! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
-//! - [`vfs`]: mount/unmount and the operations.
+//! - [`mount`]: mount/unmount and the operations.
 //! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
 //!   behave; five policies replay the seed mail's history (docs/seed.md).
 
@@ -35,9 +35,9 @@ pub mod format;
 pub mod fsck;
 pub mod icache;
 pub mod mkfs;
+pub mod mount;
 pub mod policy;
 pub(crate) mod trans;
-pub mod vfs;
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -48,8 +48,8 @@ pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, Problem, check, fsck};
 pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
 pub use mkfs::{MkfsOptions, mkfs};
+pub use mount::{Fs, FsStats, Stat};
 pub use policy::{IlockMode, Policy};
-pub use vfs::{Fs, FsStats, Stat};
 
 /// Which piece of metadata an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
