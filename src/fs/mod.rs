@@ -29,13 +29,15 @@
 //! - `trans`: transactions (scoped NOFS under policies that ask for it).
 //! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
 //! - [`mount`]: mount/unmount/shutdown; [`ops`]: the file operations.
-//!
-//! Dependencies point down only: `ops` and `mount` use everything below;
-//! `icache`, `trans`, `flush` and the layers above `buf` use `state::Fs`,
-//! and `buf` uses nothing of the mounted layer (its shrinker reaches the
-//! cache through the `BufCacheOwner` trait). `.ci/run` checks this.
 //! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
 //!   behave; five policies replay the seed mail's history (docs/seed.md).
+//!
+//! Dependencies point one way: `mount` and `ops` sit on top and nothing
+//! else imports them; `icache`, `inactive`, `bmap`, `ag_alloc`, `dir_ops`,
+//! `trans` and `flush` take `&state::Fs`; `buf` names nothing of the
+//! mounted filesystem (its shrinker reaches the cache through the
+//! `BufCacheOwner` trait). `.ci/run` checks this. `state::Fs` holds the
+//! caches as fields, so `state` still names `buf`'s and `icache`'s types.
 
 mod ag_alloc;
 pub mod blockdev;
