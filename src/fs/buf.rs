@@ -26,10 +26,11 @@ use super::blockdev::BlockDevice;
 use super::format::BLOCK_SIZE;
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, PageOwner, PhysAddr};
-use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl};
+use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::mm::slab::kmalloc::KVec;
 use crate::mm::slab::{KmemCache, SlabFlags};
 use crate::sync::{Mutex, MutexGuard, SpinLock};
+use alloc::sync::Weak;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -519,5 +520,31 @@ impl BufGuard<'_> {
             self.g.verified = false;
         }
         r
+    }
+}
+
+/// The `xfs_buf` shrinker: frees clean unreferenced buffers.
+pub(crate) struct BufShrinker<O>(pub(crate) Weak<O>);
+
+/// Whatever holds a buffer cache (the mounted `Fs`): the shrinker reaches
+/// the cache through a weak reference to its owner, so a dead mount is
+/// simply skipped, and this layer needs nothing from the layers above.
+pub(crate) trait BufCacheOwner: Send + Sync {
+    fn buf_cache(&self) -> &BufCache;
+}
+
+impl<O: BufCacheOwner> Shrinker for BufShrinker<O> {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        match self.0.upgrade() {
+            Some(fs) => fs.buf_cache().shrink_count(),
+            None => CountObjects::EMPTY,
+        }
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        match self.0.upgrade() {
+            Some(fs) => fs.buf_cache().shrink_scan(sc),
+            None => ScanObjects::STOP,
+        }
     }
 }

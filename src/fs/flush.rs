@@ -26,7 +26,7 @@ use super::FsError;
 use super::format::{AG_FIRST_CLUSTER, INODES_PER_CLUSTER, InodeCore, ino_to_ag, ino_to_agino};
 use super::icache::{I_DIRTY, I_FLUSHING, I_RECLAIM, XfsInode};
 use super::policy::IlockMode;
-use super::vfs::Fs;
+use super::state::Fs;
 use crate::mm::fs_reclaim::FsReclaimGuard;
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
 use crate::mm::scope::MemallocScope;

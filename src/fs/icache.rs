@@ -58,7 +58,7 @@
 use super::FsError;
 use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
 use super::policy::IlockMode;
-use super::vfs::Fs;
+use super::state::Fs;
 use crate::mm::gfp::Gfp;
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::mm::slab::kmalloc::KVec;
@@ -632,24 +632,5 @@ impl Shrinker for InodeShrinker {
         let r = fs.reclaim_inodes(sc.nr_to_scan(), sc.gfp());
         sc.set_nr_scanned(r.scanned.min(sc.nr_to_scan()));
         ScanObjects::freed(r.freed)
-    }
-}
-
-/// The `xfs_buf` shrinker: frees clean unreferenced buffers.
-pub(crate) struct BufShrinker(pub(crate) Weak<Fs>);
-
-impl Shrinker for BufShrinker {
-    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
-        match self.0.upgrade() {
-            Some(fs) => fs.bufs.shrink_count(),
-            None => CountObjects::EMPTY,
-        }
-    }
-
-    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
-        match self.0.upgrade() {
-            Some(fs) => fs.bufs.shrink_scan(sc),
-            None => ScanObjects::STOP,
-        }
     }
 }

@@ -14,30 +14,49 @@
 //!
 //! In-memory layer (a mounted [`Fs`]):
 //!
+//! - [`state`]: the per-mount state [`Fs`] (XFS's `struct xfs_mount`) and
+//!   [`FsStats`]; every layer below takes `&Fs`.
 //! - `buf`: the buffer cache (slab `xfs_buf`, data pages from
 //!   `alloc_pages` with the caller's gfp, intrusive hash, LRU, the
 //!   `xfs_buf` shrinker); blocks are written through.
 //! - [`icache`]: in-core inodes (slab `xfs_inode`), per-AG indexes, the
 //!   XFS inode states, ILOCK (`xfs_ilock`), [`InodeRef`], and the inode
 //!   shrinker with `super_cache_count`/`super_cache_scan` semantics.
+//! - `inactive`: freeing an unlinked inode on disk at its last reference.
+//! - `bmap`: file block to disk block, mapping and truncating.
+//! - `ag_alloc`: block and inode allocation in the AG bitmaps.
+//! - `dir_ops`: directory entries through the buffer cache.
 //! - `trans`: transactions (scoped NOFS under policies that ask for it).
 //! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
-//! - [`vfs`]: mount/unmount and the operations.
+//! - [`mount`]: mount/unmount/shutdown; [`ops`]: the file operations.
 //! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
 //!   behave; five policies replay the seed mail's history (docs/seed.md).
+//!
+//! Dependencies point one way: `mount` and `ops` sit on top and nothing
+//! else imports them; `icache`, `inactive`, `bmap`, `ag_alloc`, `dir_ops`,
+//! `trans` and `flush` take `&state::Fs`; `buf` names nothing of the
+//! mounted filesystem (its shrinker reaches the cache through the
+//! `BufCacheOwner` trait). `.ci/run` checks this. `state::Fs` holds the
+//! caches as fields, so `state` still names `buf`'s and `icache`'s types.
 
+mod ag_alloc;
 pub mod blockdev;
+mod bmap;
 pub(crate) mod buf;
 pub mod dir;
+mod dir_ops;
 pub mod disk;
 pub mod flush;
 pub mod format;
 pub mod fsck;
 pub mod icache;
+mod inactive;
 pub mod mkfs;
+pub mod mount;
+pub mod ops;
 pub mod policy;
+pub mod state;
 pub(crate) mod trans;
-pub mod vfs;
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -48,8 +67,9 @@ pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, Problem, check, fsck};
 pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
 pub use mkfs::{MkfsOptions, mkfs};
+pub use ops::Stat;
 pub use policy::{IlockMode, Policy};
-pub use vfs::{Fs, FsStats, Stat};
+pub use state::{Fs, FsStats};
 
 /// Which piece of metadata an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

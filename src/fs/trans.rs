@@ -13,11 +13,11 @@
 //! while still holding their ILOCKs exclusively. Dirty inode cores are
 //! written back later by the flusher, a cluster at a time. There is no log:
 //! commit does not make anything durable by itself (see the module docs of
-//! [`super::vfs`]).
+//! [`super::ops`]).
 
 use super::FsError;
 use super::icache::{I_DIRTY, XfsInode};
-use super::vfs::Fs;
+use super::state::Fs;
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
 use crate::mm::scope::MemallocScope;
 use core::ptr::NonNull;
