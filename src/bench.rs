@@ -17,7 +17,7 @@ pub enum Format {
 
 const ROUNDS: usize = 7;
 
-/// Cycles per call of `f`, the best of [`ROUNDS`] rounds of `iters` calls.
+/// Cycles per call of `f`, the best of `ROUNDS` rounds of `iters` calls.
 pub fn cycles_per_op(iters: u64, mut f: impl FnMut()) -> f64 {
     // Warm up caches and lazily registered lock classes.
     for _ in 0..iters.min(1000) {

@@ -7,7 +7,7 @@
 //!    `might_alloc` when it may block, consults fault injection
 //!    (`fail_page_alloc`, never for `__GFP_NOFAIL`);
 //! 2. fast path: the free lists at the LOW watermark;
-//! 3. [`__alloc_pages_slowpath`] in Linux's order: wake kswapd; retry at MIN
+//! 3. `__alloc_pages_slowpath` in Linux's order: wake kswapd; retry at MIN
 //!    with the __GFP_HIGH / non-blocking reserves; PF_MEMALLOC or
 //!    __GFP_MEMALLOC (without __GFP_NOMEMALLOC) ignore the watermarks; no
 //!    __GFP_DIRECT_RECLAIM -> fail; PF_MEMALLOC -> fail (reclaim never

@@ -14,10 +14,10 @@
 //!
 //! A task taking a non-recursive lock it already holds (mutex, rwsem for
 //! writing, spinlock) waits for itself: the lock reports it through
-//! [`self_deadlock`], a cycle of one task, and the task is parked for good,
+//! `self_deadlock`, a cycle of one task, and the task is parked for good,
 //! as Linux leaves such a task hung. It never gets a second guard. A task
 //! that would then spin on a spinlock the parked task holds is parked too
-//! ([`spin_on_deadlocked`]) rather than hang the CPU.
+//! (`spin_on_deadlocked`) rather than hang the CPU.
 
 use super::{Task, TaskId, TaskState};
 use alloc::string::String;

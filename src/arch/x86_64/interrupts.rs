@@ -2,7 +2,7 @@
 //!
 //! Every vector 0..48 has a small stub (written in assembly, since
 //! `extern "x86-interrupt"` is nightly-only) that pushes a uniform
-//! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal and
+//! [`TrapFrame`] and calls `trap_dispatch`. CPU exceptions are fatal and
 //! reported in plain words; vectors 32..48 are the remapped legacy PIC IRQs.
 
 use super::gdt;
