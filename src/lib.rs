@@ -25,10 +25,13 @@ pub mod init;
 #[deny(missing_docs)]
 pub mod mm;
 pub mod module;
+#[deny(missing_docs)]
 pub mod platform;
 #[cfg(feature = "demo")]
 pub mod report;
+#[deny(missing_docs)]
 pub mod sync;
+#[deny(missing_docs)]
 pub mod task;
 pub mod time;
 #[cfg(feature = "demo")]

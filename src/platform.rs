@@ -73,7 +73,9 @@ pub trait Platform: Sync {
 /// A kernel stack: `[bottom, top)` usable, the page below `bottom` unmapped.
 #[derive(Debug)]
 pub struct KernelStack {
+    /// Lowest usable address.
     pub bottom: usize,
+    /// One past the highest usable address (the initial stack pointer).
     pub top: usize,
     /// Platform-private bookkeeping (e.g. the physical block behind it).
     pub cookie: usize,
@@ -124,6 +126,7 @@ pub struct IrqGuard {
 }
 
 impl IrqGuard {
+    /// Saves the interrupt state and masks interrupts until the guard drops.
     #[inline]
     pub fn new() -> Self {
         let was_enabled = get().map(|p| p.irq_save()).unwrap_or(false);

@@ -51,9 +51,13 @@ unsafe impl Send for BlockedOn {}
 /// the locks they wait on.
 #[derive(Clone, Debug)]
 pub struct DeadlockReport {
+    /// `true` when every task is blocked (the idle task reported), `false` for a cycle.
     pub all_blocked: bool,
+    /// The tasks involved: id and name.
     pub tasks: Vec<(TaskId, String)>,
+    /// Names of the wait targets the tasks block on.
     pub locks: Vec<String>,
+    /// The report as printed.
     pub text: String,
 }
 
@@ -66,6 +70,7 @@ pub fn reports() -> Vec<DeadlockReport> {
     crate::platform::without_interrupts(|| REPORTS.lock().clone())
 }
 
+/// Number of deadlocks reported.
 pub fn report_count() -> usize {
     crate::platform::without_interrupts(|| REPORTS.lock().len())
 }
