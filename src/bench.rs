@@ -2,6 +2,8 @@
 //! TSC cycles per operation, best of several rounds, printed as a table or,
 //! with `format=json`, one JSON object per line. Timing never decides a test.
 
+#![deny(missing_docs)]
+
 use crate::sync::lockdep::{self, LockdepMode};
 use crate::sync::{Mutex, RwSemaphore, SpinLock};
 use alloc::string::String;
@@ -11,7 +13,9 @@ use core::fmt::Write;
 /// Output format of benchmarks and reports (`format=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// Human-readable text.
     Text,
+    /// One JSON object per line.
     Json,
 }
 

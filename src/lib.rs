@@ -22,16 +22,12 @@ pub mod console;
 pub mod fs;
 #[cfg(target_os = "none")]
 pub mod init;
-#[deny(missing_docs)]
 pub mod mm;
 pub mod module;
-#[deny(missing_docs)]
 pub mod platform;
 #[cfg(feature = "demo")]
 pub mod report;
-#[deny(missing_docs)]
 pub mod sync;
-#[deny(missing_docs)]
 pub mod task;
 pub mod time;
 #[cfg(feature = "demo")]

@@ -5,6 +5,8 @@
 //! Until one is installed, interrupts are treated as always masked and time
 //! stands still, which is right for single-threaded host use.
 
+#![deny(missing_docs)]
+
 /// Interrupt masking, time and console for the framework.
 pub trait Platform: Sync {
     /// Masks interrupts; returns whether they were enabled.

@@ -9,6 +9,8 @@
 //! Per-CPU state lives in [`PerCpu`]; there is one CPU today, and everything
 //! reaches its state through [`this_cpu`] so that a second one can be added.
 
+#![deny(missing_docs)]
+
 pub mod deadlock;
 mod flags;
 pub mod waitlist;
