@@ -97,7 +97,7 @@ pub fn module_load<M: Module>() -> Result<LoadedModule<M>, ModuleError> {
 }
 
 impl<M: Module> LoadedModule<M> {
-    /// The loaded module (panics after `unload`, which consumes the handle).
+    /// The loaded module.
     pub fn get(&self) -> &M {
         self.module.as_ref().expect("module already unloaded")
     }

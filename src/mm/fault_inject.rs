@@ -144,7 +144,8 @@ impl FaultAttr {
         self.ignore_gfp_reclaim.store(ignore, Ordering::SeqCst);
     }
 
-    /// Whether allocations that may direct-reclaim are spared.
+    /// Whether allocations that may sleep in direct reclaim are spared
+    /// (Linux's `ignore-gfp-wait`).
     pub fn ignore_gfp_reclaim(&self) -> bool {
         self.ignore_gfp_reclaim.load(Ordering::Relaxed)
     }

@@ -58,13 +58,14 @@ bitflags::bitflags! {
 
         /// Both reclaim bits: may sleep in direct reclaim and wakes kswapd.
         const __GFP_RECLAIM = Self::__GFP_DIRECT_RECLAIM.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
-        /// Cannot sleep (interrupts, spinlocks); may dip into the reserves.
+        /// Cannot sleep (interrupts, spinlocks); __GFP_HIGH lets it dip deeper
+        /// into the reserves.
         const GFP_ATOMIC = Self::__GFP_HIGH.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
         /// Normal kernel allocation: may sleep, do IO and call the filesystem.
         const GFP_KERNEL = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits() | Self::__GFP_FS.bits();
         /// GFP_KERNEL charged to memcg (accounting is ignored here).
         const GFP_KERNEL_ACCOUNT = Self::GFP_KERNEL.bits() | Self::__GFP_ACCOUNT.bits();
-        /// Cannot sleep and gets no reserves; fails fast.
+        /// Cannot sleep: wakes kswapd but never reclaims directly.
         const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits();
         /// May reclaim but start no IO (block-layer paths).
         const GFP_NOIO = Self::__GFP_RECLAIM.bits();

@@ -178,7 +178,7 @@ impl Page {
         self.order.load(Ordering::Relaxed) as u32
     }
 
-    /// The owner's word (Linux's `page->private`), e.g. a buffer's back pointer.
+    /// The owner's word (Linux's `page->private`).
     pub fn private(&self) -> usize {
         self.private.load(Ordering::Relaxed)
     }

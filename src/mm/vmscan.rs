@@ -192,7 +192,7 @@ pub fn kswapd_run() -> Result<(), task::SpawnError> {
     }
 }
 
-/// Whether the kswapd task was started.
+/// Whether [`kswapd_run`] started kswapd.
 pub fn kswapd_running() -> bool {
     KSWAPD_RUNNING.load(Ordering::Acquire)
 }

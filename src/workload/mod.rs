@@ -25,7 +25,7 @@ pub struct BadSpec;
 pub struct Mix {
     /// Percent of operations that read a file back and check it.
     pub read: u8,
-    /// Percent that rewrite a file.
+    /// Percent that write a file.
     pub write: u8,
     /// Percent that list a directory.
     pub readdir: u8,

@@ -170,11 +170,12 @@ pub struct RunResult {
     pub lockdep_reports: usize,
     /// The first of those reports, as printed.
     pub first_lockdep_report: Option<String>,
-    /// Whether a report involved both `xfs_ilock` and `fs_reclaim` (the NOFS bug).
+    /// Whether a report involved both `xfs_ilock` and `fs_reclaim`.
     pub lockdep_ilock_fs_reclaim: bool,
     /// Files read back intact after unmount, fsck and remount.
     pub files_verified: u64,
-    /// Whether no file was wrong, during the run or after remount.
+    /// Whether every check passed: reads during the run, fsck after unmount
+    /// and the read-back after remount.
     pub integrity_ok: bool,
     /// What the integrity check found, in words.
     pub integrity_detail: String,

@@ -13,7 +13,7 @@ pub struct GuardedStack<const N: usize> {
 }
 
 impl<const N: usize> GuardedStack<N> {
-    /// A zeroed stack (statics only: it is large).
+    /// A zeroed stack.
     pub const fn new() -> Self {
         Self {
             guard: [0; PAGE],

@@ -43,7 +43,7 @@ pub struct SlabReport {
     pub cache: String,
     /// The object's (or bad pointer's) address.
     pub addr: usize,
-    /// Offset of the first corrupted byte in the object, if known.
+    /// Offset in the object of the first bad byte, when the check finds one.
     pub offset: Option<usize>,
 }
 
