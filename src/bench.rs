@@ -2,6 +2,8 @@
 //! TSC cycles per operation, best of several rounds, printed as a table or,
 //! with `format=json`, one JSON object per line. Timing never decides a test.
 
+#![deny(missing_docs)]
+
 use crate::sync::lockdep::{self, LockdepMode};
 use crate::sync::{Mutex, RwSemaphore, SpinLock};
 use alloc::string::String;
@@ -11,13 +13,15 @@ use core::fmt::Write;
 /// Output format of benchmarks and reports (`format=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// Human-readable text.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
 const ROUNDS: usize = 7;
 
-/// Cycles per call of `f`, the best of [`ROUNDS`] rounds of `iters` calls.
+/// Cycles per call of `f`, the best of `ROUNDS` rounds of `iters` calls.
 pub fn cycles_per_op(iters: u64, mut f: impl FnMut()) -> f64 {
     // Warm up caches and lazily registered lock classes.
     for _ in 0..iters.min(1000) {

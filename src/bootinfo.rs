@@ -2,20 +2,33 @@
 //! the page allocator, and the command line. Fixed-capacity, so it can be
 //! filled before any allocator exists.
 
+#![deny(missing_docs)]
+
 use core::fmt;
 
+/// Most regions a [`MemoryMap`] holds.
 pub const MAX_REGIONS: usize = 64;
+/// Longest command line kept, in bytes.
 pub const MAX_CMDLINE: usize = 4096;
 
+/// What a memory-map region holds (E820 types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionKind {
+    /// Usable RAM (type 1).
     Ram,
+    /// Reserved by firmware or devices (type 2).
     Reserved,
+    /// ACPI tables, reusable once read (type 3).
     AcpiReclaimable,
+    /// ACPI non-volatile storage (type 4).
     AcpiNvs,
+    /// Memory with errors (type 5).
     Unusable,
+    /// Disabled memory (type 6).
     Disabled,
+    /// Persistent memory (type 7).
     Persistent,
+    /// Any other E820 type.
     Other(u32),
 }
 
@@ -53,26 +66,33 @@ impl fmt::Display for RegionKind {
 /// A physical range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
+    /// First byte.
     pub start: u64,
+    /// One past the last byte.
     pub end: u64,
+    /// What the range holds.
     pub kind: RegionKind,
 }
 
 impl Region {
+    /// An empty reserved region (fills unused slots).
     pub const EMPTY: Region = Region {
         start: 0,
         end: 0,
         kind: RegionKind::Reserved,
     };
 
+    /// Size in bytes.
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
 
+    /// Whether the range holds no byte.
     pub fn is_empty(&self) -> bool {
         self.end <= self.start
     }
 
+    /// Whether it shares a byte with `[start, end)`.
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         self.start < end && start < self.end
     }
@@ -92,6 +112,7 @@ impl Default for MemoryMap {
 }
 
 impl MemoryMap {
+    /// An empty map.
     pub const fn new() -> Self {
         Self {
             regions: [Region::EMPTY; MAX_REGIONS],
@@ -99,6 +120,7 @@ impl MemoryMap {
         }
     }
 
+    /// The regions, sorted by start.
     pub fn regions(&self) -> &[Region] {
         &self.regions[..self.len]
     }
@@ -140,6 +162,7 @@ impl MemoryMap {
         }
     }
 
+    /// Total bytes of regions of `kind`.
     pub fn total(&self, kind: RegionKind) -> u64 {
         self.regions()
             .iter()
@@ -153,9 +176,17 @@ impl MemoryMap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdlineProblem {
     /// `len` bytes, more than [`MAX_CMDLINE`].
-    TooLong { len: usize },
+    TooLong {
+        /// The command line's length, in bytes.
+        len: usize,
+    },
     /// `byte` at `offset` does not start (or continue) a UTF-8 character.
-    NotUtf8 { offset: usize, byte: u8 },
+    NotUtf8 {
+        /// Where the byte is, from the start of the command line.
+        offset: usize,
+        /// The offending byte.
+        byte: u8,
+    },
 }
 
 impl fmt::Display for CmdlineProblem {
@@ -198,6 +229,7 @@ impl Default for BootInfo {
 }
 
 impl BootInfo {
+    /// Empty boot information, filled in by the platform's boot code.
     pub const fn new() -> Self {
         Self {
             firmware_map: MemoryMap::new(),
@@ -268,10 +300,12 @@ impl BootInfo {
         }
     }
 
+    /// Bytes of RAM given to the page allocator.
     pub fn usable_bytes(&self) -> u64 {
         self.usable.total(RegionKind::Ram)
     }
 
+    /// Bytes of RAM the firmware reported.
     pub fn ram_bytes(&self) -> u64 {
         self.firmware_map.total(RegionKind::Ram)
     }

@@ -3,6 +3,8 @@
 //! Every key is described once in [`KEYS`]; an unknown key or a bad value is
 //! an error naming the token and listing the valid keys.
 
+#![deny(missing_docs)]
+
 use crate::bench::Format;
 use crate::fs::policy::Policy;
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
@@ -51,6 +53,7 @@ pub struct Config {
 /// Which reclaim policies the main job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyChoice {
+    /// One policy (`policy=<name>`).
     One(Policy),
     /// Every policy on the same workload and seed, then a comparison table.
     All,
@@ -59,7 +62,9 @@ pub enum PolicyChoice {
 /// Which benchmark `bench=` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bench {
+    /// Lock acquire/release costs (`bench=locks`).
     Locks,
+    /// Allocator costs (`bench=mm`).
     Mm,
 }
 
@@ -146,8 +151,11 @@ impl Default for Config {
 
 /// One command-line key: its name, the values it takes, and its parser.
 pub struct Key {
+    /// The key, as written before `=`.
     pub name: &'static str,
+    /// The values it takes, for help and errors.
     pub values: &'static str,
+    /// One line of help.
     pub help: &'static str,
     set: fn(&mut Config, &str) -> Result<(), ()>,
 }
@@ -384,13 +392,24 @@ pub static KEYS: &[Key] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CmdlineError {
     /// `token` is not of the form `key=value`.
-    NotKeyValue { token: String },
+    NotKeyValue {
+        /// The token as given.
+        token: String,
+    },
     /// `key` is not one of [`KEYS`].
-    UnknownKey { token: String, key: String },
+    UnknownKey {
+        /// The token as given.
+        token: String,
+        /// The key part of it.
+        key: String,
+    },
     /// `key` exists but `value` is not one it takes.
     BadValue {
+        /// The token as given.
         token: String,
+        /// The key.
         key: &'static str,
+        /// The values the key takes.
         expected: &'static str,
     },
 }

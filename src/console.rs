@@ -4,6 +4,8 @@
 //! taken with interrupts masked, and fault/panic paths may steal it with
 //! [`force_unlock`] so that a crash while printing still gets reported.
 
+#![deny(missing_docs)]
+
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -41,11 +43,13 @@ pub unsafe fn force_unlock() {
     }
 }
 
+/// Prints to the console, like `std::print!`.
 #[macro_export]
 macro_rules! print {
     ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*)) };
 }
 
+/// Prints a line to the console, like `std::println!`.
 #[macro_export]
 macro_rules! println {
     () => { $crate::print!("\n") };

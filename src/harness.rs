@@ -7,6 +7,8 @@
 //! by substring; `key=value` tokens configure the kernel as usual. Any failed
 //! case, panic or CPU exception makes the test kernel exit with failure.
 
+#![deny(missing_docs)]
+
 use alloc::string::String;
 use core::fmt;
 use core::panic::Location;
@@ -15,11 +17,14 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// A failed check: what and where.
 #[derive(Debug)]
 pub struct TestFailure {
+    /// What failed.
     pub message: String,
+    /// Where the check is.
     pub location: &'static Location<'static>,
 }
 
 impl TestFailure {
+    /// A failure with `message` at the caller's location.
     #[track_caller]
     pub fn new(message: String) -> Self {
         Self {
@@ -35,6 +40,7 @@ impl fmt::Display for TestFailure {
     }
 }
 
+/// A test case's outcome.
 pub type TestResult = Result<(), TestFailure>;
 
 /// Turns a set-up step's `Err` or `None` into a failed case, located at the
@@ -42,6 +48,7 @@ pub type TestResult = Result<(), TestFailure>;
 /// kernel and skip the cases after it:
 /// `let cache = KmemCache::create(..).or_fail("create the cache")?;`
 pub trait OrFail<T> {
+    /// `Ok` passes the value on; `Err` or `None` becomes a failure saying what was being done.
     #[track_caller]
     fn or_fail(self, what: &str) -> Result<T, TestFailure>;
 }
@@ -90,7 +97,9 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> TestResult {
 
 /// One registered test case.
 pub struct Test {
+    /// The case's name, as printed in `test NAME ... ok`.
     pub name: &'static str,
+    /// The case's body.
     pub run: fn() -> TestResult,
 }
 

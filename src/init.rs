@@ -7,6 +7,8 @@
 //! own `arch`) fills in [`EarlyParams`] and [`ArchHooks`] and calls the
 //! same function.
 
+#![deny(missing_docs)]
+
 use crate::bootinfo::BootInfo;
 use crate::mm::slab::SlabFlags;
 use alloc::string::String;

@@ -11,12 +11,15 @@
 //! [`KmemCache`]: crate::mm::slab::KmemCache
 //! [`ShrinkerRegistration`]: crate::mm::shrinker::ShrinkerRegistration
 
+#![deny(missing_docs)]
+
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
 /// A loadable subsystem.
 pub trait Module: Sized + Send + 'static {
+    /// The name used in log lines and errors.
     const NAME: &'static str;
     /// `module_init`: create caches, register shrinkers.
     fn init() -> Result<Self, ModuleError>;
@@ -30,7 +33,9 @@ pub trait Module: Sized + Send + 'static {
 /// Why loading or unloading failed, naming the module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleError {
+    /// The module's name.
     pub module: &'static str,
+    /// What went wrong.
     pub reason: String,
 }
 
@@ -92,6 +97,7 @@ pub fn module_load<M: Module>() -> Result<LoadedModule<M>, ModuleError> {
 }
 
 impl<M: Module> LoadedModule<M> {
+    /// The loaded module.
     pub fn get(&self) -> &M {
         self.module.as_ref().expect("module already unloaded")
     }

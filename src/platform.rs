@@ -5,6 +5,8 @@
 //! Until one is installed, interrupts are treated as always masked and time
 //! stands still, which is right for single-threaded host use.
 
+#![deny(missing_docs)]
+
 /// Interrupt masking, time and console for the framework.
 pub trait Platform: Sync {
     /// Masks interrupts; returns whether they were enabled.
@@ -73,7 +75,9 @@ pub trait Platform: Sync {
 /// A kernel stack: `[bottom, top)` usable, the page below `bottom` unmapped.
 #[derive(Debug)]
 pub struct KernelStack {
+    /// Lowest usable address.
     pub bottom: usize,
+    /// One past the highest usable address (the initial stack pointer).
     pub top: usize,
     /// Platform-private bookkeeping (e.g. the physical block behind it).
     pub cookie: usize,
@@ -124,6 +128,7 @@ pub struct IrqGuard {
 }
 
 impl IrqGuard {
+    /// Saves the interrupt state and masks interrupts until the guard drops.
     #[inline]
     pub fn new() -> Self {
         let was_enabled = get().map(|p| p.irq_save()).unwrap_or(false);

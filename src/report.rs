@@ -4,6 +4,8 @@
 //! one JSON object per line instead. Printing allocates nothing: the
 //! report may follow a run with fault injection still armed.
 
+#![deny(missing_docs)]
+
 use crate::bench::Format;
 use crate::workload::{RunResult, Sample};
 use core::fmt;

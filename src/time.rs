@@ -1,5 +1,7 @@
 //! Monotonic time as the platform reports it.
 
+#![deny(missing_docs)]
+
 use core::time::Duration;
 
 /// Nanoseconds since boot (0 before a platform is installed).

@@ -6,6 +6,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
+/// The early heap (see the module documentation).
 pub struct EarlyHeap {
     heap: spin::Mutex<linked_list_allocator::Heap>,
 }
@@ -17,6 +18,7 @@ impl Default for EarlyHeap {
 }
 
 impl EarlyHeap {
+    /// A heap with no memory yet; `init` gives it its arena.
     pub const fn empty() -> Self {
         Self {
             heap: spin::Mutex::new(linked_list_allocator::Heap::empty()),
@@ -43,6 +45,7 @@ impl EarlyHeap {
         })
     }
 
+    /// First-fit allocation; `None` when the arena has no room.
     pub fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
         crate::platform::without_interrupts(|| self.heap.lock().allocate_first_fit(layout).ok())
     }

@@ -39,9 +39,13 @@ pub struct FaultAttr {
 /// `<interval>,<probability>,<space>,<times>` as on Linux's command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultSpec {
+    /// Only every `interval`-th eligible call may fail (0 and 1: any call).
     pub interval: u64,
+    /// Chance of failing an eligible call, in percent.
     pub probability: u32,
+    /// Bytes allocated before injection starts.
     pub space: u64,
+    /// Most failures to inject; -1 for no limit.
     pub times: i64,
 }
 
@@ -93,6 +97,7 @@ impl FaultAttr {
         }
     }
 
+    /// The attribute's name (`fail_page_alloc`, `failslab`), for reports.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -128,6 +133,7 @@ impl FaultAttr {
         self.probability.store(0, Ordering::SeqCst);
     }
 
+    /// Whether failures are being injected (probability above zero).
     pub fn is_enabled(&self) -> bool {
         self.probability.load(Ordering::Relaxed) != 0
     }
@@ -138,6 +144,8 @@ impl FaultAttr {
         self.ignore_gfp_reclaim.store(ignore, Ordering::SeqCst);
     }
 
+    /// Whether allocations that may sleep in direct reclaim are spared
+    /// (Linux's `ignore-gfp-wait`).
     pub fn ignore_gfp_reclaim(&self) -> bool {
         self.ignore_gfp_reclaim.load(Ordering::Relaxed)
     }

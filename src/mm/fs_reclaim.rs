@@ -104,6 +104,8 @@ pub struct FsReclaimGuard {
 }
 
 impl FsReclaimGuard {
+    /// Enters a reclaim section for an allocation with `gfp`; fs_reclaim is
+    /// acquired only when `gfp` allows fs reclaim.
     #[track_caller]
     pub fn new(gfp: Gfp) -> Self {
         let acquired = takes_fs_reclaim(gfp);

@@ -7,10 +7,15 @@ bitflags::bitflags! {
     /// Allocation flags: what the allocator may do to satisfy a request.
     #[derive(Clone, Copy, PartialEq, Eq, Hash)]
     pub struct Gfp: u32 {
+        /// DMA zone (kreclaim has one zone; accepted and ignored).
         const __GFP_DMA = 0x01;
+        /// Highmem zone (none on x86_64; ignored).
         const __GFP_HIGHMEM = 0x02;
+        /// DMA32 zone (kreclaim has one zone; ignored).
         const __GFP_DMA32 = 0x04;
+        /// Movable page; a PIN scope clears it (`current_gfp_context`).
         const __GFP_MOVABLE = 0x08;
+        /// Reclaimable page (Linux's mobility grouping; ignored).
         const __GFP_RECLAIMABLE = 0x10;
         /// May use part of the min reserve.
         const __GFP_HIGH = 0x20;
@@ -18,44 +23,72 @@ bitflags::bitflags! {
         const __GFP_IO = 0x40;
         /// Reclaim may call into the filesystem.
         const __GFP_FS = 0x80;
+        /// Return zeroed memory.
         const __GFP_ZERO = 0x100;
         /// The caller may sleep in direct reclaim.
         const __GFP_DIRECT_RECLAIM = 0x400;
         /// Wake kswapd at the low watermark.
         const __GFP_KSWAPD_RECLAIM = 0x800;
+        /// Page cache write (Linux's dirty throttling; ignored).
         const __GFP_WRITE = 0x1000;
+        /// Do not print the allocation-failure report.
         const __GFP_NOWARN = 0x2000;
+        /// Retry while reclaim makes progress, even for costly orders, then fail.
         const __GFP_RETRY_MAYFAIL = 0x4000;
+        /// Never fail: retry (sleeping between rounds) until memory is found.
         const __GFP_NOFAIL = 0x8000;
+        /// Fail after one round of direct reclaim.
         const __GFP_NORETRY = 0x10000;
+        /// May ignore the watermarks (use the reserves), like PF_MEMALLOC.
         const __GFP_MEMALLOC = 0x20000;
+        /// Compound page (kreclaim marks every allocated block as one).
         const __GFP_COMP = 0x40000;
+        /// Never use the reserves, overriding PF_MEMALLOC and __GFP_MEMALLOC.
         const __GFP_NOMEMALLOC = 0x80000;
+        /// Cpuset hardwall (no cpusets here; ignored).
         const __GFP_HARDWALL = 0x100000;
+        /// NUMA node binding (one node here; ignored).
         const __GFP_THISNODE = 0x200000;
+        /// Memcg accounting (no memcg here; ignored).
         const __GFP_ACCOUNT = 0x400000;
+        /// Memory tagging (ignored).
         const __GFP_ZEROTAGS = 0x800000;
         /// No fs_reclaim lockdep tracking for this allocation.
         const __GFP_NOLOCKDEP = 0x4000000;
 
+        /// Both reclaim bits: may sleep in direct reclaim and wakes kswapd.
         const __GFP_RECLAIM = Self::__GFP_DIRECT_RECLAIM.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// Cannot sleep (interrupts, spinlocks); __GFP_HIGH lets it dip deeper
+        /// into the reserves.
         const GFP_ATOMIC = Self::__GFP_HIGH.bits() | Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// Normal kernel allocation: may sleep, do IO and call the filesystem.
         const GFP_KERNEL = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits() | Self::__GFP_FS.bits();
+        /// GFP_KERNEL charged to memcg (accounting is ignored here).
         const GFP_KERNEL_ACCOUNT = Self::GFP_KERNEL.bits() | Self::__GFP_ACCOUNT.bits();
+        /// Cannot sleep: wakes kswapd but never reclaims directly.
         const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// May reclaim but start no IO (block-layer paths).
         const GFP_NOIO = Self::__GFP_RECLAIM.bits();
+        /// May reclaim and do IO but not re-enter the filesystem.
         const GFP_NOFS = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits();
+        /// User-space allocation (GFP_KERNEL plus the ignored hardwall bit).
         const GFP_USER = Self::GFP_KERNEL.bits() | Self::__GFP_HARDWALL.bits();
     }
 }
 
 /// Re-exports so code reads like Linux: `GFP_KERNEL | __GFP_ZERO`.
 pub const GFP_KERNEL: Gfp = Gfp::GFP_KERNEL;
+/// See [`Gfp::GFP_KERNEL_ACCOUNT`].
 pub const GFP_KERNEL_ACCOUNT: Gfp = Gfp::GFP_KERNEL_ACCOUNT;
+/// See [`Gfp::GFP_ATOMIC`].
 pub const GFP_ATOMIC: Gfp = Gfp::GFP_ATOMIC;
+/// See [`Gfp::GFP_NOWAIT`].
 pub const GFP_NOWAIT: Gfp = Gfp::GFP_NOWAIT;
+/// See [`Gfp::GFP_NOIO`].
 pub const GFP_NOIO: Gfp = Gfp::GFP_NOIO;
+/// See [`Gfp::GFP_NOFS`].
 pub const GFP_NOFS: Gfp = Gfp::GFP_NOFS;
+/// See [`Gfp::GFP_USER`].
 pub const GFP_USER: Gfp = Gfp::GFP_USER;
 
 impl Gfp {

@@ -32,6 +32,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+/// The `#[global_allocator]`: the early heap, then kmalloc (see the module documentation).
 pub struct KernelAllocator {
     early: EarlyHeap,
 }
@@ -43,6 +44,7 @@ impl Default for KernelAllocator {
 }
 
 impl KernelAllocator {
+    /// An allocator serving from the (still empty) early heap.
     pub const fn new() -> Self {
         Self {
             early: EarlyHeap::empty(),
@@ -210,6 +212,7 @@ pub struct TryString<'a> {
 }
 
 impl<'a> TryString<'a> {
+    /// A writer appending to `out`.
     pub fn new(out: &'a mut String) -> Self {
         Self { out, failed: false }
     }

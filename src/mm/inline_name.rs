@@ -17,6 +17,7 @@ pub struct InlineName {
 }
 
 impl InlineName {
+    /// Copies `name`, cut to [`INLINE_NAME_LEN`] bytes.
     pub fn new(name: &str) -> Self {
         let mut len = name.len().min(INLINE_NAME_LEN);
         while !name.is_char_boundary(len) {

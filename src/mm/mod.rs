@@ -1,5 +1,7 @@
 //! Memory management.
 
+#![deny(missing_docs)]
+
 pub mod early_heap;
 pub mod fault_inject;
 pub mod fs_reclaim;

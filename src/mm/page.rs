@@ -13,7 +13,9 @@
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
+/// log2 of the page size.
 pub const PAGE_SHIFT: u32 = 12;
+/// Page size in bytes (4 KiB).
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 /// A physical address. Not a pointer: reach the memory with [`page_address`].
@@ -21,10 +23,12 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 pub struct PhysAddr(u64);
 
 impl PhysAddr {
+    /// The physical address `pa`.
     pub const fn new(pa: u64) -> Self {
         Self(pa)
     }
 
+    /// The address as a number.
     pub const fn as_u64(self) -> u64 {
         self.0
     }
@@ -34,6 +38,7 @@ impl PhysAddr {
         self.0 >> PAGE_SHIFT
     }
 
+    /// The address of page frame `pfn`.
     pub const fn from_pfn(pfn: u64) -> Self {
         Self(pfn << PAGE_SHIFT)
     }
@@ -98,9 +103,11 @@ pub enum PageOwner {
     Kernel,
     /// A slab of the named cache.
     Slab(&'static str),
+    /// A page-table page.
     PageTable,
     /// A kernel-thread stack.
     Stack,
+    /// Anything else, named by its allocator.
     Other(&'static str),
 }
 
@@ -171,10 +178,12 @@ impl Page {
         self.order.load(Ordering::Relaxed) as u32
     }
 
+    /// The owner's word (Linux's `page->private`).
     pub fn private(&self) -> usize {
         self.private.load(Ordering::Relaxed)
     }
 
+    /// Sets the owner's word.
     pub fn set_private(&self, v: usize) {
         self.private.store(v, Ordering::Relaxed);
     }

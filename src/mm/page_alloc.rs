@@ -7,7 +7,7 @@
 //!    `might_alloc` when it may block, consults fault injection
 //!    (`fail_page_alloc`, never for `__GFP_NOFAIL`);
 //! 2. fast path: the free lists at the LOW watermark;
-//! 3. [`__alloc_pages_slowpath`] in Linux's order: wake kswapd; retry at MIN
+//! 3. `__alloc_pages_slowpath` in Linux's order: wake kswapd; retry at MIN
 //!    with the __GFP_HIGH / non-blocking reserves; PF_MEMALLOC or
 //!    __GFP_MEMALLOC (without __GFP_NOMEMALLOC) ignore the watermarks; no
 //!    __GFP_DIRECT_RECLAIM -> fail; PF_MEMALLOC -> fail (reclaim never
@@ -70,11 +70,13 @@ pub fn zone() -> &'static Zone {
 /// Why [`init`] could not bring the allocator up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitError {
+    /// `init` already ran.
     AlreadyInitialised,
     /// The (capped) memory map holds no usable RAM.
     NoMemory,
     /// No usable region can hold the mem_map of `pages` pages.
     NoRoomForMemMap {
+        /// Page frames the mem_map must describe.
         pages: u64,
     },
     /// More page frames than the free-list links can index.
@@ -261,10 +263,12 @@ pub fn memmap_pages() -> u64 {
     ZONE.memmap_pages.load(Ordering::Relaxed) as u64
 }
 
+/// The zone's min/low/high watermarks, in pages.
 pub fn watermarks() -> Watermarks {
     ZONE.watermarks()
 }
 
+/// The `min_free_kbytes` the watermarks were computed from.
 pub fn min_free_kbytes() -> u64 {
     ZONE.min_free_kbytes.load(Ordering::Relaxed)
 }
@@ -287,6 +291,7 @@ pub fn pfn_to_page(pfn: u64) -> Option<&'static Page> {
     ZONE.pfn_to_page(pfn)
 }
 
+/// The frame number of `page`, or `None` if it is not in the mem_map.
 pub fn page_to_pfn(page: &Page) -> Option<u64> {
     ZONE.page_to_pfn(page)
 }
@@ -320,6 +325,7 @@ pub struct PageAllocStats {
 pub struct AllocStats {
     /// Successful allocations.
     pub allocations: u64,
+    /// Pages blocks returned with `free_pages`.
     pub frees: u64,
     /// Failed allocations (injected ones included).
     pub failures: u64,
@@ -331,6 +337,7 @@ pub struct AllocStats {
     pub stall_ns: u64,
     /// Pages direct reclaim reported freed.
     pub reclaimed_pages: u64,
+    /// Times an allocation woke kswapd.
     pub kswapd_wakeups: u64,
     /// Rounds a __GFP_NOFAIL allocation slept and retried.
     pub nofail_retries: u64,
@@ -366,6 +373,7 @@ fn bump(c: &AtomicU64) {
 }
 
 impl PageAllocStats {
+    /// Copies the counters.
     pub fn snapshot(&self) -> AllocStats {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         AllocStats {
@@ -474,7 +482,9 @@ impl fmt::Display for PageAllocStats {
 /// A failed page allocation: the effective mask and the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllocError {
+    /// The effective mask, after the task's scope was applied.
     pub gfp: Gfp,
+    /// Block order (2^order pages).
     pub order: u32,
 }
 
@@ -1024,19 +1034,35 @@ pub enum BadFreeKind {
     /// The page is not managed by the allocator (a hole, reserved, absent).
     NotManaged,
     /// The page is already free, inside the free block at `block_pfn`.
-    DoubleFree { block_pfn: u64, block_order: u32 },
+    DoubleFree {
+        /// First frame of the free block.
+        block_pfn: u64,
+        /// Order of the free block.
+        block_order: u32,
+    },
     /// The page lies inside the block allocated at `block_pfn`, not at its
     /// start.
-    NotHead { block_pfn: u64, block_order: u32 },
+    NotHead {
+        /// First frame of the allocated block.
+        block_pfn: u64,
+        /// Order of the allocated block.
+        block_order: u32,
+    },
     /// The block was allocated with another order.
-    WrongOrder { allocated_order: u32 },
+    WrongOrder {
+        /// The order the block was allocated with.
+        allocated_order: u32,
+    },
 }
 
 /// A rejected `free_pages` call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadFree {
+    /// The frame passed to `free_pages`.
     pub pfn: u64,
+    /// The order passed to `free_pages`.
     pub order: u32,
+    /// Why the call was rejected.
     pub kind: BadFreeKind,
 }
 

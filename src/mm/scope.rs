@@ -123,6 +123,7 @@ pub fn memalloc_nofs_save() -> MemallocFlags {
     memalloc_flags_save(TaskFlags::PF_MEMALLOC_NOFS)
 }
 
+/// Ends the scope [`memalloc_nofs_save`] began.
 #[track_caller]
 pub fn memalloc_nofs_restore(saved: MemallocFlags) {
     memalloc_flags_restore(saved)
@@ -134,6 +135,7 @@ pub fn memalloc_noio_save() -> MemallocFlags {
     memalloc_flags_save(TaskFlags::PF_MEMALLOC_NOIO)
 }
 
+/// Ends the scope [`memalloc_noio_save`] began.
 #[track_caller]
 pub fn memalloc_noio_restore(saved: MemallocFlags) {
     memalloc_flags_restore(saved)
@@ -145,6 +147,7 @@ pub fn memalloc_noreclaim_save() -> MemallocFlags {
     memalloc_flags_save(TaskFlags::PF_MEMALLOC)
 }
 
+/// Ends the scope [`memalloc_noreclaim_save`] began.
 #[track_caller]
 pub fn memalloc_noreclaim_restore(saved: MemallocFlags) {
     memalloc_flags_restore(saved)

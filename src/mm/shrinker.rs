@@ -48,6 +48,7 @@ impl CountObjects {
         if n >= !0 - 1 { Self(!0 - 2) } else { Self(n) }
     }
 
+    /// The value Linux's `count_objects` would return.
     pub const fn raw(self) -> u64 {
         self.0
     }
@@ -72,10 +73,12 @@ impl ScanObjects {
     /// `SHRINK_STOP`.
     pub const STOP: ScanObjects = ScanObjects(!0);
 
+    /// `n` objects freed (saturating below [`ScanObjects::STOP`]).
     pub const fn freed(n: u64) -> Self {
         if n == !0 { Self(!0 - 1) } else { Self(n) }
     }
 
+    /// The value Linux's `scan_objects` would return.
     pub const fn raw(self) -> u64 {
         self.0
     }
@@ -108,6 +111,7 @@ impl ShrinkControl {
         }
     }
 
+    /// The allocation's mask: what the shrinker may do (e.g. no fs work without __GFP_FS).
     pub fn gfp(&self) -> Gfp {
         self.gfp
     }
@@ -122,6 +126,7 @@ impl ShrinkControl {
         self.nr_scanned
     }
 
+    /// Reports how many objects were scanned, when not `nr_to_scan`.
     pub fn set_nr_scanned(&mut self, n: u64) {
         self.nr_scanned = n;
     }
@@ -153,10 +158,13 @@ pub struct ShrinkerStats {
     pub calls: AtomicU64,
     /// scan_objects invocations.
     pub scan_calls: AtomicU64,
+    /// Objects scanned.
     pub scanned: AtomicU64,
+    /// Objects freed.
     pub freed: AtomicU64,
     /// Work added to nr_deferred over time.
     pub deferred: AtomicU64,
+    /// `scan_objects` calls that returned [`ScanObjects::STOP`].
     pub stops: AtomicU64,
     /// Contract violations found (see [`ShrinkerViolation`]).
     pub violations: AtomicU64,
@@ -165,16 +173,27 @@ pub struct ShrinkerStats {
 /// A snapshot of one shrinker for reports.
 #[derive(Debug, Clone)]
 pub struct ShrinkerInfo {
+    /// The shrinker's name.
     pub name: String,
+    /// Cost of recreating an object (Linux's `seeks`; higher: scanned less).
     pub seeks: u32,
+    /// Objects per `scan_objects` call.
     pub batch: u64,
+    /// Scan work deferred to the next pass (e.g. after a STOP).
     pub nr_deferred: i64,
+    /// See [`ShrinkerStats::calls`].
     pub calls: u64,
+    /// See [`ShrinkerStats::scan_calls`].
     pub scan_calls: u64,
+    /// See [`ShrinkerStats::scanned`].
     pub scanned: u64,
+    /// See [`ShrinkerStats::freed`].
     pub freed: u64,
+    /// See [`ShrinkerStats::deferred`].
     pub deferred: u64,
+    /// See [`ShrinkerStats::stops`].
     pub stops: u64,
+    /// See [`ShrinkerStats::violations`].
     pub violations: u64,
 }
 
@@ -196,7 +215,10 @@ pub enum UnregisterError {
     /// `scan_objects` on this task. Waiting for that call to end would wait
     /// forever, so the shrinker is only removed: reclaim calls it no more,
     /// and it is freed when the call in progress returns.
-    InOwnCallback { name: InlineName },
+    InOwnCallback {
+        /// The shrinker's name.
+        name: InlineName,
+    },
 }
 
 impl fmt::Display for UnregisterError {
@@ -317,7 +339,11 @@ pub struct ShrinkerBuilder {
 /// of memory for the shrinker, its name or a larger registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterError {
-    NoMemory { name: InlineName },
+    /// No memory for the shrinker, its name or the registry.
+    NoMemory {
+        /// The shrinker's name.
+        name: InlineName,
+    },
 }
 
 impl fmt::Display for RegisterError {
@@ -331,6 +357,7 @@ impl fmt::Display for RegisterError {
 }
 
 impl ShrinkerBuilder {
+    /// A shrinker named `name` with Linux's defaults.
     pub fn new(name: &str) -> Self {
         Self {
             name: crate::mm::global_alloc::try_string(name),
@@ -413,6 +440,7 @@ pub struct ShrinkerRegistration {
 }
 
 impl ShrinkerRegistration {
+    /// The shrinker's name.
     pub fn name(&self) -> &str {
         &self.entry.name
     }
@@ -422,10 +450,12 @@ impl ShrinkerRegistration {
         self.entry.nr_deferred.load(Ordering::Relaxed)
     }
 
+    /// Live counters.
     pub fn stats(&self) -> &ShrinkerStats {
         &self.entry.stats
     }
 
+    /// A snapshot for reports.
     pub fn info(&self) -> ShrinkerInfo {
         info_of(&self.entry)
     }

@@ -50,6 +50,7 @@ static STATS: ReclaimStats = ReclaimStats {
     slab_objects_freed: AtomicU64::new(0),
 };
 
+/// The global reclaim counters.
 pub fn stats() -> &'static ReclaimStats {
     &STATS
 }
@@ -57,15 +58,22 @@ pub fn stats() -> &'static ReclaimStats {
 /// A copy of the counters, for reports and comparisons.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReclaimSnapshot {
+    /// Direct reclaim passes.
     pub direct_runs: u64,
+    /// Pages freed by direct reclaim.
     pub direct_pages: u64,
+    /// Times kswapd was woken.
     pub kswapd_wakeups: u64,
+    /// kswapd balancing passes.
     pub kswapd_runs: u64,
+    /// Pages freed by kswapd.
     pub kswapd_pages: u64,
+    /// Slab objects shrinkers freed.
     pub slab_objects_freed: u64,
 }
 
 impl ReclaimStats {
+    /// Copies the counters.
     pub fn snapshot(&self) -> ReclaimSnapshot {
         ReclaimSnapshot {
             direct_runs: self.direct_runs.load(Ordering::Relaxed),
@@ -184,6 +192,7 @@ pub fn kswapd_run() -> Result<(), task::SpawnError> {
     }
 }
 
+/// Whether [`kswapd_run`] started kswapd.
 pub fn kswapd_running() -> bool {
     KSWAPD_RUNNING.load(Ordering::Acquire)
 }

@@ -13,7 +13,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Largest block order (Linux's MAX_PAGE_ORDER): blocks of up to 4 MiB.
 pub const MAX_ORDER: u32 = 10;
+/// Number of block orders (0..=MAX_ORDER).
 pub const NR_ORDERS: usize = MAX_ORDER as usize + 1;
+/// Pages in a largest block.
 pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_ORDER;
 /// Orders above this are "costly" (Linux's PAGE_ALLOC_COSTLY_ORDER).
 pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
@@ -26,8 +28,11 @@ pub const WATERMARK_SCALE_FACTOR: u64 = 10;
 pub struct AllocFlags(pub u32);
 
 impl AllocFlags {
+    /// Check against the min watermark.
     pub const WMARK_MIN: AllocFlags = AllocFlags(0);
+    /// Check against the low watermark.
     pub const WMARK_LOW: AllocFlags = AllocFlags(1);
+    /// Check against the high watermark.
     pub const WMARK_HIGH: AllocFlags = AllocFlags(2);
     /// Ignore the watermarks entirely (PF_MEMALLOC, __GFP_MEMALLOC).
     pub const NO_WATERMARKS: AllocFlags = AllocFlags(0x04);
@@ -39,6 +44,7 @@ impl AllocFlags {
     /// Wake kswapd (__GFP_KSWAPD_RECLAIM).
     pub const KSWAPD: AllocFlags = AllocFlags(0x800);
 
+    /// Whether every bit of `other` is set.
     pub const fn contains(self, other: AllocFlags) -> bool {
         self.0 & other.0 == other.0
     }
@@ -66,8 +72,11 @@ impl core::ops::BitAnd for AllocFlags {
 /// The zone's three watermarks, in pages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Watermarks {
+    /// Below it only reserve users allocate; in pages.
     pub min: u64,
+    /// Below it allocations wake kswapd; in pages.
     pub low: u64,
+    /// kswapd reclaims until free pages reach it; in pages.
     pub high: u64,
 }
 
@@ -291,6 +300,7 @@ impl FreeLists {
 
 /// A memory zone.
 pub struct Zone {
+    /// The zone's name ("Normal").
     pub name: &'static str,
     pub(crate) lock: SpinLock<FreeLists>,
     /// Pages handed to the buddy allocator at init.
@@ -322,6 +332,7 @@ impl Zone {
         }
     }
 
+    /// The current watermarks.
     pub fn watermarks(&self) -> Watermarks {
         Watermarks {
             min: self.wmark[0].load(Ordering::Relaxed),

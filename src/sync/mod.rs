@@ -5,6 +5,8 @@
 //! per initialisation site with [`lock_class!`](crate::lock_class):
 //! `Mutex::new(0, lock_class!("my_counter"))`.
 
+#![deny(missing_docs)]
+
 pub mod hook;
 pub mod lockdep;
 pub mod mutex;

@@ -35,6 +35,7 @@ impl WaitTarget for MutexCore {
     }
 }
 
+/// A sleeping mutex protecting a `T` (see the module documentation).
 pub struct Mutex<T: ?Sized> {
     core: MutexCore,
     dep_map: LockdepMap,
@@ -59,6 +60,7 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Consumes the mutex and returns the data.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -75,14 +77,17 @@ impl<T: ?Sized> Mutex<T> {
         (o != UNLOCKED).then_some(o)
     }
 
+    /// Whether some task holds it.
     pub fn is_locked(&self) -> bool {
         self.owner().is_some()
     }
 
+    /// The lock's lockdep class.
     pub fn class(&self) -> &'static LockClassKey {
         self.dep_map.class()
     }
 
+    /// Takes the lock, sleeping while another task holds it.
     #[track_caller]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.lock_nested(0)
@@ -167,6 +172,7 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
+    /// Takes the lock if it is free; never sleeps.
     #[track_caller]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         let me = task::current().id();
@@ -204,6 +210,7 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
+/// Proof of holding a [`Mutex`]; unlocks on drop.
 #[must_use = "the mutex is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T: ?Sized> {
     _not_send: NotSend,

@@ -125,6 +125,7 @@ impl RwCore {
     }
 }
 
+/// A sleeping reader-writer semaphore protecting a `T` (see the module documentation).
 pub struct RwSemaphore<T: ?Sized> {
     core: RwCore,
     dep_map: LockdepMap,
@@ -138,6 +139,7 @@ unsafe impl<T: ?Sized + Send + Sync> Sync for RwSemaphore<T> {}
 unsafe impl<T: ?Sized + Send> Send for RwSemaphore<T> {}
 
 impl<T> RwSemaphore<T> {
+    /// An unlocked semaphore of lockdep class `class`.
     pub const fn new(value: T, class: &'static LockClassKey) -> Self {
         Self {
             core: RwCore {
@@ -152,6 +154,7 @@ impl<T> RwSemaphore<T> {
         }
     }
 
+    /// Consumes the semaphore and returns the data.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -162,6 +165,7 @@ impl<T: ?Sized> RwSemaphore<T> {
         self as *const Self as *const u8 as usize
     }
 
+    /// The lock's lockdep class.
     pub fn class(&self) -> &'static LockClassKey {
         self.dep_map.class()
     }
@@ -213,6 +217,7 @@ impl<T: ?Sized> RwSemaphore<T> {
         self.down_read_nested(0)
     }
 
+    /// [`RwSemaphore::down_read`] with lockdep nesting subclass `subclass`.
     #[track_caller]
     pub fn down_read_nested(&self, subclass: u8) -> RwSemReadGuard<'_, T> {
         task::might_sleep();
@@ -259,6 +264,7 @@ impl<T: ?Sized> RwSemaphore<T> {
         self.down_write_nested(0)
     }
 
+    /// [`RwSemaphore::down_write`] with lockdep nesting subclass `subclass`.
     #[track_caller]
     pub fn down_write_nested(&self, subclass: u8) -> RwSemWriteGuard<'_, T> {
         task::might_sleep();
@@ -381,12 +387,14 @@ impl<T: ?Sized> RwSemaphore<T> {
     }
 }
 
+/// Shared hold of a [`RwSemaphore`]; released on drop.
 #[must_use = "the read lock is released as soon as the guard is dropped"]
 pub struct RwSemReadGuard<'a, T: ?Sized> {
     _not_send: NotSend,
     sem: &'a RwSemaphore<T>,
 }
 
+/// Exclusive hold of a [`RwSemaphore`]; released on drop.
 #[must_use = "the write lock is released as soon as the guard is dropped"]
 pub struct RwSemWriteGuard<'a, T: ?Sized> {
     _not_send: NotSend,

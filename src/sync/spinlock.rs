@@ -41,6 +41,7 @@ impl WaitTarget for SpinOwner {
     }
 }
 
+/// An IRQ-saving spinlock protecting a `T` (see the module documentation).
 pub struct SpinLock<T: ?Sized> {
     owner: SpinOwner,
     dep_map: LockdepMap,
@@ -62,6 +63,7 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Consumes the lock and returns the data.
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
@@ -72,6 +74,7 @@ impl<T: ?Sized> SpinLock<T> {
         self as *const Self as *const u8 as usize
     }
 
+    /// Masks interrupts and spins until the lock is free.
     #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         self.lock_nested(0)
@@ -160,6 +163,7 @@ impl<T: ?Sized> SpinLock<T> {
         deadlock::self_deadlock(self.blocked_on())
     }
 
+    /// Takes the lock if it is free; never spins.
     #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         let irq = IrqGuard::new();
@@ -190,6 +194,7 @@ impl<T: ?Sized> SpinLock<T> {
         }
     }
 
+    /// Whether the lock is held.
     pub fn is_locked(&self) -> bool {
         self.owner.0.load(Ordering::Relaxed) != UNLOCKED
     }
@@ -200,11 +205,13 @@ impl<T: ?Sized> SpinLock<T> {
         (o != UNLOCKED).then_some(o)
     }
 
+    /// The lock's lockdep class.
     pub fn class(&self) -> &'static LockClassKey {
         self.dep_map.class()
     }
 }
 
+/// Proof of holding a [`SpinLock`]; unlocks and restores interrupts on drop.
 #[must_use = "the spinlock is released as soon as the guard is dropped"]
 pub struct SpinLockGuard<'a, T: ?Sized> {
     _not_send: NotSend,

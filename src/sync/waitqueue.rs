@@ -13,6 +13,7 @@ pub struct WaitQueue {
 }
 
 impl WaitQueue {
+    /// An empty queue named `name` (shown in deadlock reports).
     pub const fn new(name: &'static str) -> Self {
         Self {
             waiters: spin::Mutex::new(WaitList::new()),
@@ -20,6 +21,7 @@ impl WaitQueue {
         }
     }
 
+    /// The queue's name.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -120,10 +122,12 @@ impl WaitQueue {
         }
     }
 
+    /// Number of waiting tasks.
     pub fn len(&self) -> usize {
         crate::platform::without_interrupts(|| self.waiters.lock().len())
     }
 
+    /// Whether no task waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -145,6 +149,7 @@ impl Default for Completion {
 }
 
 impl Completion {
+    /// A completion not yet completed.
     pub const fn new() -> Self {
         Self::new_internal()
     }
@@ -156,6 +161,7 @@ impl Completion {
         }
     }
 
+    /// Completes once: lets one waiter (present or future) through.
     pub fn complete(&self) {
         crate::platform::without_interrupts(|| {
             let d = self.done.load(Ordering::Relaxed);
@@ -166,6 +172,7 @@ impl Completion {
         });
     }
 
+    /// Completes for good: every waiter, present and future, passes.
     pub fn complete_all(&self) {
         crate::platform::without_interrupts(|| {
             self.done.store(DONE_ALL, Ordering::Relaxed);
@@ -195,6 +202,7 @@ impl Completion {
         self.wq.wait_event_timeout(timeout, || self.try_take())
     }
 
+    /// Whether it was completed (and not yet consumed by a waiter).
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Relaxed) != 0
     }

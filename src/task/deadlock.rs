@@ -14,10 +14,10 @@
 //!
 //! A task taking a non-recursive lock it already holds (mutex, rwsem for
 //! writing, spinlock) waits for itself: the lock reports it through
-//! [`self_deadlock`], a cycle of one task, and the task is parked for good,
+//! `self_deadlock`, a cycle of one task, and the task is parked for good,
 //! as Linux leaves such a task hung. It never gets a second guard. A task
 //! that would then spin on a spinlock the parked task holds is parked too
-//! ([`spin_on_deadlocked`]) rather than hang the CPU.
+//! (`spin_on_deadlocked`) rather than hang the CPU.
 
 use super::{Task, TaskId, TaskState};
 use alloc::string::String;
@@ -51,9 +51,13 @@ unsafe impl Send for BlockedOn {}
 /// the locks they wait on.
 #[derive(Clone, Debug)]
 pub struct DeadlockReport {
+    /// `true` when every task is blocked (the idle task reported), `false` for a cycle.
     pub all_blocked: bool,
+    /// The tasks involved: id and name.
     pub tasks: Vec<(TaskId, String)>,
+    /// Names of the wait targets the tasks block on.
     pub locks: Vec<String>,
+    /// The report as printed.
     pub text: String,
 }
 
@@ -66,6 +70,7 @@ pub fn reports() -> Vec<DeadlockReport> {
     crate::platform::without_interrupts(|| REPORTS.lock().clone())
 }
 
+/// Number of deadlocks reported.
 pub fn report_count() -> usize {
     crate::platform::without_interrupts(|| REPORTS.lock().len())
 }

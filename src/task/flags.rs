@@ -1,6 +1,7 @@
 //! Per-task flags with Linux's names and values (`include/linux/sched.h`).
 
 bitflags::bitflags! {
+    /// Task flags (`current->flags`): scoped allocation constraints and reclaim roles.
     #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
     pub struct TaskFlags: u32 {
         /// Reclaiming: may dip into reserves, never recurses into reclaim.

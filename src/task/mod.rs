@@ -9,6 +9,8 @@
 //! Per-CPU state lives in [`PerCpu`]; there is one CPU today, and everything
 //! reaches its state through [`this_cpu`] so that a second one can be added.
 
+#![deny(missing_docs)]
+
 pub mod deadlock;
 mod flags;
 pub mod waitlist;
@@ -38,6 +40,7 @@ pub const TIME_SLICE_TICKS: u32 = 10;
 /// A task's number; 0 is the boot task ("main").
 pub type TaskId = u32;
 
+/// A task's scheduling state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum TaskState {
@@ -167,10 +170,12 @@ impl Task {
         Arc::new(t)
     }
 
+    /// The task's number.
     pub fn id(&self) -> TaskId {
         self.id
     }
 
+    /// The task's name ("boot" for the boot task).
     pub fn name(&self) -> &str {
         if self.name.is_empty() {
             "boot"
@@ -179,6 +184,7 @@ impl Task {
         }
     }
 
+    /// The current scheduling state.
     pub fn state(&self) -> TaskState {
         TaskState::from_u8(self.state.load(Ordering::Acquire))
     }
@@ -192,10 +198,12 @@ impl Task {
         TaskFlags::from_bits_retain(self.flags.load(Ordering::Relaxed))
     }
 
+    /// Sets the flags in `f` (others unchanged).
     pub fn set_flags(&self, f: TaskFlags) {
         self.flags.fetch_or(f.bits(), Ordering::Relaxed);
     }
 
+    /// Clears the flags in `f` (others unchanged).
     pub fn clear_flags(&self, f: TaskFlags) {
         self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
     }
@@ -222,6 +230,7 @@ impl Task {
         unsafe { &mut *self.lockdep.get() }
     }
 
+    /// Whether the task is in a reported deadlock (it never runs again).
     pub fn is_deadlocked(&self) -> bool {
         self.deadlocked.load(Ordering::Acquire)
     }
@@ -399,6 +408,7 @@ impl ScopeStack {
 
 /// Per-CPU scheduler state.
 pub struct PerCpu {
+    /// This CPU's number.
     pub cpu_id: usize,
     current: AtomicPtr<Task>,
     idle: AtomicPtr<Task>,
@@ -488,6 +498,7 @@ pub fn started() -> bool {
     STARTED.load(Ordering::Acquire)
 }
 
+/// The current scheduling mode.
 pub fn mode() -> SchedMode {
     if MODE.load(Ordering::Relaxed) == 1 {
         SchedMode::Cooperative
@@ -570,6 +581,7 @@ pub enum JoinError {
 }
 
 impl JoinHandle {
+    /// The task being joined.
     pub fn task(&self) -> &Arc<Task> {
         &self.task
     }
@@ -598,6 +610,7 @@ impl JoinHandle {
         }
     }
 
+    /// Whether the task has exited.
     pub fn is_finished(&self) -> bool {
         self.task.state() == TaskState::Dead
     }
@@ -874,11 +887,13 @@ pub fn preempt_disable() {
     platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.fetch_add(1, Ordering::Relaxed));
 }
 
+/// Ends a [`preempt_disable`] section (sections nest).
 #[inline]
 pub fn preempt_enable() {
     platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.fetch_sub(1, Ordering::Relaxed));
 }
 
+/// Depth of preempt-disabled sections on this CPU (0: preemptible).
 pub fn preempt_count() -> usize {
     platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.load(Ordering::Relaxed))
 }
@@ -888,6 +903,7 @@ pub fn preempt_count() -> usize {
 pub struct PreemptGuard(());
 
 impl PreemptGuard {
+    /// Disables preemption until the guard drops.
     pub fn new() -> Self {
         preempt_disable();
         Self(())

@@ -10,6 +10,7 @@ use alloc::sync::Arc;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+/// A FIFO of waiting tasks (see the module documentation).
 pub struct WaitList {
     head: *const Task,
     tail: *const Task,
@@ -27,6 +28,7 @@ impl Default for WaitList {
 }
 
 impl WaitList {
+    /// An empty list.
     pub const fn new() -> Self {
         Self {
             head: ptr::null(),
@@ -35,10 +37,12 @@ impl WaitList {
         }
     }
 
+    /// Number of queued tasks.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether no task is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -8,6 +8,8 @@
 //! front (content buffers, the file table) so the run measures the
 //! filesystem and reclaim, not the workload's own allocations.
 
+#![deny(missing_docs)]
+
 use core::fmt;
 
 mod run;
@@ -21,9 +23,13 @@ pub struct BadSpec;
 /// 100 are creates. Unlinked files are recreated by later creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mix {
+    /// Percent of operations that read a file back and check it.
     pub read: u8,
+    /// Percent that write a file.
     pub write: u8,
+    /// Percent that list a directory.
     pub readdir: u8,
+    /// Percent that unlink a file.
     pub unlink: u8,
 }
 
@@ -79,15 +85,21 @@ impl fmt::Display for Mix {
 /// `seed=` on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workload {
+    /// Number of files (`files=`).
     pub files: u32,
     /// File sizes are uniform in `[min, max]` bytes.
     pub size_min: u32,
+    /// See `size_min`.
     pub size_max: u32,
     /// Files per directory.
     pub fanout: u32,
+    /// Operation mix (`mix=`).
     pub mix: Mix,
+    /// Worker tasks (`tasks=`).
     pub tasks: u32,
+    /// Operations in all (`ops=`), shared among the workers.
     pub ops: u64,
+    /// Random seed (`seed=`): the same seed gives the same operations.
     pub seed: u64,
 }
 
@@ -126,10 +138,12 @@ pub const FILE_SIZE_MAX: u64 = {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed` (any value, 0 included).
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
+    /// The next random number.
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -137,6 +151,7 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
+    /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }

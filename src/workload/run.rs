@@ -102,11 +102,17 @@ fn retry_nomem<T>(mut f: impl FnMut() -> Result<T, FsError>) -> Result<T, FsErro
 /// Counters of one run.
 #[derive(Default)]
 pub struct RunCounters {
+    /// Operations done.
     pub ops: AtomicU64,
+    /// Reads done.
     pub reads: AtomicU64,
+    /// Writes done.
     pub writes: AtomicU64,
+    /// Directory listings done.
     pub readdirs: AtomicU64,
+    /// Unlinks done.
     pub unlinks: AtomicU64,
+    /// Creates done.
     pub creates: AtomicU64,
     /// Operations that failed, short writes included.
     pub errors: AtomicU64,
@@ -114,6 +120,7 @@ pub struct RunCounters {
     pub short_writes: AtomicU64,
     /// Failed operations during which a failure was injected.
     pub injected_errors: AtomicU64,
+    /// Reads that returned wrong contents.
     pub mismatches: AtomicU64,
     /// Workers that never ran their share: no task, or no content buffer.
     pub workers_failed: AtomicU64,
@@ -122,20 +129,26 @@ pub struct RunCounters {
 /// One sample of the free-memory chart.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
+    /// Milliseconds since the run started.
     pub ms: u64,
+    /// Free pages at that moment.
     pub free_pages: u64,
+    /// Operations done by then.
     pub ops: u64,
 }
 
 /// The outcome of one workload run under one policy.
 #[derive(Debug, Clone)]
 pub struct RunResult {
+    /// The policy the run used.
     pub policy: Policy,
+    /// Operations that ran.
     pub ops: u64,
     /// Operations asked for (`ops=`): fewer ran if workers failed to start.
     pub ops_requested: u64,
     /// Worker tasks (of `tasks=`) that could not start or get their buffer.
     pub workers_failed: u64,
+    /// Wall time of the run, in nanoseconds.
     pub elapsed_ns: u64,
     /// Operations that failed (short writes included).
     pub errors: u64,
@@ -149,29 +162,46 @@ pub struct RunResult {
     /// Failures injected during the run by `fail_page_alloc=` and
     /// `failslab=`.
     pub injected_page_alloc: u64,
+    /// Failures injected by `failslab=`.
     pub injected_slab: u64,
+    /// Deadlocks reported during the run.
     pub deadlocks: usize,
+    /// Lockdep reports printed during the run.
     pub lockdep_reports: usize,
+    /// The first of those reports, as printed.
     pub first_lockdep_report: Option<String>,
+    /// Whether a report involved both `xfs_ilock` and `fs_reclaim`.
     pub lockdep_ilock_fs_reclaim: bool,
+    /// Files read back intact after unmount, fsck and remount.
     pub files_verified: u64,
+    /// Whether every check passed: reads during the run, fsck after unmount
+    /// and the read-back after remount.
     pub integrity_ok: bool,
+    /// What the integrity check found, in words.
     pub integrity_detail: String,
+    /// Filesystem counters at the end of the run.
     pub fs: crate::fs::FsStats,
     /// slabinfo and shrinkers as they were at the end of the run (before
     /// unmount destroyed the filesystem's caches).
     pub slabs: Vec<crate::mm::slab::SlabInfo>,
+    /// Shrinkers as they were at the end of the run.
     pub shrinkers: Vec<crate::mm::shrinker::ShrinkerInfo>,
+    /// The free-memory samples, for the chart.
     pub samples: Vec<Sample>,
     /// Work the inode shrinker deferred during the operations
     /// (do_shrink_slab's nr_deferred additions, summed).
     pub inode_shrinker_deferred: u64,
     /// Inode-shrinker figures of the operations phase (populate excluded).
     pub ops_phase: OpsPhase,
+    /// Page allocations that failed during the run.
     pub alloc_failures: u64,
+    /// Allocations that stalled in direct reclaim.
     pub alloc_stalls: u64,
+    /// Time spent in those stalls, in nanoseconds.
     pub stall_ns: u64,
+    /// Pages direct reclaim freed during the run.
     pub direct_pages: u64,
+    /// Pages kswapd freed during the run.
     pub kswapd_pages: u64,
 }
 
@@ -186,8 +216,11 @@ impl RunResult {
 /// Inode-shrinker figures of the operations phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpsPhase {
+    /// Objects the inode shrinker scanned.
     pub inodes_scanned: u64,
+    /// Inodes it reclaimed.
     pub inodes_reclaimed: u64,
+    /// Times it returned STOP.
     pub shrinker_stops: u64,
 }
 

@@ -96,6 +96,7 @@ const PAGE: usize = 4096;
 /// allocator is called outside the area lock, with interrupts as the caller
 /// of [`alloc_stack`] had them, so it may sleep.
 pub type FrameAlloc = fn(pages: usize) -> Option<u64>;
+/// Returns `pages` frames starting at physical `pa` that a [`FrameAlloc`] gave.
 pub type FrameFree = fn(pa: u64, pages: usize);
 
 fn early_frames(pages: usize) -> Option<u64> {
@@ -179,6 +180,7 @@ pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
     })
 }
 
+/// Unmaps a stack from [`alloc_stack`] and frees its frames.
 pub fn free_stack(stack: KernelStack) {
     let slot = (stack.cookie & 0xffff) as u32;
     let pages = (stack.cookie >> 16) & 0xff_ffff;

@@ -8,8 +8,11 @@ use x86_64::instructions::tables::load_tss;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 
+/// IST slot (0-based) of the double-fault stack.
 pub const DOUBLE_FAULT_IST: u16 = 0;
+/// IST slot of the NMI stack.
 pub const NMI_IST: u16 = 1;
+/// IST slot of the machine-check stack.
 pub const MCE_IST: u16 = 2;
 
 static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
@@ -24,6 +27,7 @@ fn top<const N: usize>(s: *mut super::stacks::GuardedStack<N>) -> VirtAddr {
     VirtAddr::new((s as usize + PAGE + IST_STACK_BYTES) as u64)
 }
 
+/// Loads the GDT and TSS and reloads the segment registers (once, at boot).
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();

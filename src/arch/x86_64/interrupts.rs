@@ -2,7 +2,7 @@
 //!
 //! Every vector 0..48 has a small stub (written in assembly, since
 //! `extern "x86-interrupt"` is nightly-only) that pushes a uniform
-//! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal and
+//! [`TrapFrame`] and calls `trap_dispatch`. CPU exceptions are fatal and
 //! reported in plain words; vectors 32..48 are the remapped legacy PIC IRQs.
 
 use super::gdt;
@@ -12,27 +12,49 @@ use core::fmt;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct TrapFrame {
+    /// `r15` at the trap (the stub saves every general-purpose register).
     pub r15: u64,
+    /// `r14` at the trap.
     pub r14: u64,
+    /// `r13` at the trap.
     pub r13: u64,
+    /// `r12` at the trap.
     pub r12: u64,
+    /// `r11` at the trap.
     pub r11: u64,
+    /// `r10` at the trap.
     pub r10: u64,
+    /// `r9` at the trap.
     pub r9: u64,
+    /// `r8` at the trap.
     pub r8: u64,
+    /// `rbp` at the trap.
     pub rbp: u64,
+    /// `rdi` at the trap.
     pub rdi: u64,
+    /// `rsi` at the trap.
     pub rsi: u64,
+    /// `rdx` at the trap.
     pub rdx: u64,
+    /// `rcx` at the trap.
     pub rcx: u64,
+    /// `rbx` at the trap.
     pub rbx: u64,
+    /// `rax` at the trap.
     pub rax: u64,
+    /// The vector (0..48).
     pub vector: u64,
+    /// The CPU's error code; 0 for vectors that have none.
     pub error_code: u64,
+    /// Interrupted instruction (this and the fields below: pushed by the CPU).
     pub rip: u64,
+    /// Code segment selector.
     pub cs: u64,
+    /// Flags register.
     pub rflags: u64,
+    /// Interrupted stack pointer.
     pub rsp: u64,
+    /// Stack segment selector.
     pub ss: u64,
 }
 
@@ -110,6 +132,7 @@ stubs!(
 );
 
 const NUM_STUBS: usize = 48;
+/// First vector of the remapped PIC lines (IRQ 0 is vector 32).
 pub const IRQ_BASE: u8 = 32;
 
 unsafe extern "C" {
@@ -157,6 +180,7 @@ struct Idt([Gate; 256]);
 
 static IDT: spin::Once<Idt> = spin::Once::new();
 
+/// Builds and loads the IDT (once, at boot).
 pub fn init() {
     use x86_64::instructions::segmentation::Segment;
     let cs = x86_64::instructions::segmentation::CS::get_reg();
@@ -207,6 +231,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// Names of the CPU exceptions, by vector.
 pub const EXCEPTION_NAMES: [&str; 32] = [
     "Divide error (#DE)",
     "Debug (#DB)",
@@ -245,9 +270,13 @@ pub const EXCEPTION_NAMES: [&str; 32] = [
 /// What a fatal CPU exception looked like; handed to the fault hook.
 #[derive(Debug, Clone, Copy)]
 pub struct FaultReport {
+    /// Exception vector (0..32).
     pub vector: u8,
+    /// The CPU's error code (0 when none).
     pub error_code: u64,
+    /// Faulting instruction.
     pub rip: u64,
+    /// Stack pointer at the fault.
     pub rsp: u64,
     /// Faulting address (page faults, and double faults caused by one).
     pub cr2: Option<u64>,
@@ -256,6 +285,7 @@ pub struct FaultReport {
 }
 
 impl FaultReport {
+    /// The exception's name, e.g. "Page fault (#PF)".
     pub fn name(&self) -> &'static str {
         EXCEPTION_NAMES[self.vector as usize & 31]
     }
@@ -322,6 +352,7 @@ pub type FaultHook = fn(&FaultReport) -> !;
 
 static FAULT_HOOK: crate::sync::Hook<FaultHook> = crate::sync::Hook::new();
 
+/// Installs the fault hook (see [`FaultHook`]).
 pub fn set_fault_hook(hook: FaultHook) {
     FAULT_HOOK.set(Some(hook));
 }

@@ -16,10 +16,15 @@ use crate::bootinfo::{MemoryMap, RegionKind};
 /// Virtual address of physical address 0 in the direct map.
 pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
 
+/// Page-table entry bit: the mapping is valid.
 pub const PRESENT: u64 = 1;
+/// Page-table entry bit: writable.
 pub const WRITABLE: u64 = 1 << 1;
+/// Page-table entry bit: a large page (2 MiB / 1 GiB).
 pub const HUGE: u64 = 1 << 7;
+/// Page-table entry bit: kept in the TLB across CR3 switches.
 pub const GLOBAL: u64 = 1 << 8;
+/// Page-table entry bit: not executable.
 pub const NO_EXECUTE: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 

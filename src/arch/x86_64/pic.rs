@@ -14,6 +14,7 @@ fn outb(port: u16, v: u8) {
     unsafe { Port::<u8>::new(port).write(v) };
 }
 
+/// Remaps both PICs to vectors 32..48 and restores the line mask.
 pub fn init() {
     outb(PIC1, 0x11);
     outb(PIC2, 0x11);
@@ -31,6 +32,7 @@ fn write_mask(mask: u16) {
     outb(PIC2 + 1, (mask >> 8) as u8);
 }
 
+/// Lets IRQ `line` (0..16) through (and the cascade for the second PIC).
 pub fn unmask(line: u8) {
     crate::platform::without_interrupts(|| {
         let mut m = MASK.lock();
@@ -42,6 +44,7 @@ pub fn unmask(line: u8) {
     });
 }
 
+/// Acknowledges IRQ `line` (end of interrupt).
 pub fn eoi(line: u8) {
     if line >= 8 {
         outb(PIC2, 0x20);

@@ -29,9 +29,12 @@ struct MemmapEntry {
     reserved: u32,
 }
 
+/// Why the PVH start info could not be read.
 #[derive(Debug)]
 pub enum PvhError {
+    /// The block's magic number is not PVH's.
     BadMagic(u32),
+    /// The block has no memory map.
     NoMemoryMap,
 }
 

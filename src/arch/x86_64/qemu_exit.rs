@@ -3,10 +3,13 @@
 
 use x86_64::instructions::port::Port;
 
+/// The value written to isa-debug-exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ExitCode {
+    /// QEMU exits with status 33, which the runner reports as success.
     Success = 0x10,
+    /// QEMU exits with status 35: failure.
     Failure = 0x11,
 }
 

@@ -5,11 +5,13 @@ use x86_64::instructions::port::Port;
 
 const COM1: u16 = 0x3F8;
 
+/// A 16550 UART at an IO port base.
 pub struct Serial {
     base: u16,
 }
 
 impl Serial {
+    /// The COM1 UART (not yet initialised).
     pub const fn com1() -> Self {
         Self { base: COM1 }
     }

@@ -1,6 +1,7 @@
 //! Statically allocated kernel stacks, each with an unmapped guard page below
 //! it, and the lookup the fault handlers use to name an overflowed stack.
 
+/// Page size in bytes (also the guard page's size).
 pub const PAGE: usize = 4096;
 
 /// A stack preceded by one guard page. The paging code leaves the guard
@@ -12,6 +13,7 @@ pub struct GuardedStack<const N: usize> {
 }
 
 impl<const N: usize> GuardedStack<N> {
+    /// A zeroed stack.
     pub const fn new() -> Self {
         Self {
             guard: [0; PAGE],
@@ -26,14 +28,20 @@ impl<const N: usize> Default for GuardedStack<N> {
     }
 }
 
+/// Usable bytes of the boot stack.
 pub const BOOT_STACK_BYTES: usize = 256 * 1024;
 /// Offset of the boot stack's top from the start of [`BOOT_STACK`].
 pub const BOOT_STACK_SIZE: usize = PAGE + BOOT_STACK_BYTES;
+/// Usable bytes of each IST stack.
 pub const IST_STACK_BYTES: usize = 32 * 1024;
 
+/// The boot task's stack.
 pub static mut BOOT_STACK: GuardedStack<BOOT_STACK_BYTES> = GuardedStack::new();
+/// The double-fault IST stack.
 pub static mut DOUBLE_FAULT_STACK: GuardedStack<IST_STACK_BYTES> = GuardedStack::new();
+/// The NMI IST stack.
 pub static mut NMI_STACK: GuardedStack<IST_STACK_BYTES> = GuardedStack::new();
+/// The machine-check IST stack.
 pub static mut MCE_STACK: GuardedStack<IST_STACK_BYTES> = GuardedStack::new();
 
 /// (name, guard page address, stack top) of every static stack.

@@ -7,6 +7,7 @@ use super::interrupts::{self, TrapFrame};
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 
+/// Timer ticks per second.
 pub const TICK_HZ: u64 = 1000;
 const PIT_HZ: u64 = 1_193_182;
 
@@ -19,10 +20,12 @@ static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
 pub type TickHook = fn(&mut TrapFrame);
 static TICK_HOOK: crate::sync::Hook<TickHook> = crate::sync::Hook::new();
 
+/// Installs the tick hook (see [`TickHook`]).
 pub fn set_tick_hook(hook: TickHook) {
     TICK_HOOK.set(Some(hook));
 }
 
+/// Reads the CPU's time-stamp counter.
 #[inline]
 pub fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no side effects.

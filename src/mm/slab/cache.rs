@@ -28,12 +28,15 @@ bitflags::bitflags! {
         const HWCACHE_ALIGN = 0x2000;
         /// Pages count as reclaimable (for caches with a shrinker).
         const RECLAIM_ACCOUNT = 0x20000;
+        /// No cache merging (kreclaim never merges caches; accepted).
         const NO_MERGE = 0x0100_0000;
+        /// Memcg accounting (no memcg here; ignored).
         const ACCOUNT = 0x0400_0000;
     }
 }
 
 impl SlabFlags {
+    /// All debug checks: `F`, `Z` and `P` (Linux's `slab_debug=FZP`).
     pub const DEBUG: SlabFlags = SlabFlags::CONSISTENCY_CHECKS
         .union(SlabFlags::RED_ZONE)
         .union(SlabFlags::POISON);
@@ -237,14 +240,32 @@ enum CpuPop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateError {
     /// Size 0 or too large for a slab (use the page allocator).
-    BadSize { name: InlineName, size: usize },
+    BadSize {
+        /// The cache's name.
+        name: InlineName,
+        /// The requested object size, in bytes.
+        size: usize,
+    },
     /// Alignment not a power of two or larger than a page.
-    BadAlign { name: InlineName, align: usize },
+    BadAlign {
+        /// The cache's name.
+        name: InlineName,
+        /// The requested alignment, in bytes.
+        align: usize,
+    },
     /// Every one of the registry's `max` slots holds a live cache: destroy
     /// one first. Not a lack of memory; retrying after reclaim won't help.
-    RegistryFull { name: InlineName, max: usize },
+    RegistryFull {
+        /// The cache's name.
+        name: InlineName,
+        /// Slots in the registry.
+        max: usize,
+    },
     /// The cache's descriptor or name could not be allocated.
-    NoMemory { name: InlineName },
+    NoMemory {
+        /// The cache's name.
+        name: InlineName,
+    },
 }
 
 impl CreateError {
@@ -281,7 +302,12 @@ impl fmt::Display for CreateError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DestroyError {
     /// Objects are still allocated; the cache is kept (leaked) for them.
-    LiveObjects { cache: String, count: usize },
+    LiveObjects {
+        /// The cache's name.
+        cache: String,
+        /// Objects still allocated.
+        count: usize,
+    },
 }
 
 impl fmt::Display for DestroyError {
@@ -397,6 +423,8 @@ pub fn kmem_cache_create(
 }
 
 impl KmemCache {
+    /// Creates a cache of `size`-byte objects aligned to `align`, with an
+    /// optional constructor; errors name the cache.
     pub fn create(
         name: &str,
         size: usize,
@@ -540,14 +568,17 @@ impl KmemCache {
         unsafe { self.inner.as_ref() }
     }
 
+    /// The cache's name.
     pub fn name(&self) -> &str {
         &self.inner().name
     }
 
+    /// Object size as requested at creation, in bytes.
     pub fn object_size(&self) -> usize {
         self.inner().object_size
     }
 
+    /// The cache's flags.
     pub fn flags(&self) -> SlabFlags {
         self.inner().flags
     }
@@ -659,7 +690,9 @@ impl Drop for KmemCache {
 /// A slab whose counts disagree (see [`KmemCache::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlabInconsistency {
+    /// The cache's name.
     pub cache: String,
+    /// The slab's address.
     pub slab: usize,
     /// Objects the slab counts as taken (handed out or on a per-CPU list).
     pub inuse: usize,
@@ -667,6 +700,7 @@ pub struct SlabInconsistency {
     pub allocated: usize,
     /// Objects on the slab's free list.
     pub free: usize,
+    /// Object slots per slab.
     pub objects: usize,
 }
 
@@ -683,17 +717,29 @@ impl fmt::Display for SlabInconsistency {
 /// One line of slabinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlabInfo {
+    /// The cache's name.
     pub name: String,
+    /// Objects handed out (per-CPU free objects not counted).
     pub active_objs: usize,
+    /// Object slots in all slabs.
     pub num_objs: usize,
+    /// Bytes per object slot (with debug padding).
     pub objsize: usize,
+    /// Object slots per slab.
     pub objperslab: usize,
+    /// Pages per slab.
     pub pagesperslab: usize,
+    /// Slabs holding at least one object (partial and full).
     pub active_slabs: usize,
+    /// All slabs.
     pub num_slabs: usize,
+    /// Slabs on the partial list.
     pub partial_slabs: usize,
+    /// Slabs on the full list.
     pub full_slabs: usize,
+    /// Empty slabs kept (up to `min_partial`).
     pub empty_slabs: usize,
+    /// Created with `RECLAIM_ACCOUNT`.
     pub reclaimable: bool,
 }
 

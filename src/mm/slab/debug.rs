@@ -16,12 +16,19 @@ pub const RED_INACTIVE: u8 = 0xbb;
 /// Kinds of slab misuse detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlabBug {
+    /// A free object's poison was written to (use after free).
     PoisonOverwritten,
+    /// A red zone was written to (overflow).
     RedzoneOverwritten,
+    /// An object freed twice.
     DoubleFree,
+    /// An object freed to a cache it does not belong to.
     WrongCache,
+    /// A pointer freed that lies in no slab.
     NotASlabObject,
+    /// A pointer into a slab that is not an object's start.
     BadOffset,
+    /// A cache destroyed with objects still allocated.
     LiveObjectsAtDestroy,
     /// `kmalloc_aligned` with an alignment that is not a power of two.
     BadAlign,
@@ -30,9 +37,13 @@ pub enum SlabBug {
 /// One recorded report.
 #[derive(Debug, Clone)]
 pub struct SlabReport {
+    /// What went wrong.
     pub bug: SlabBug,
+    /// The cache it happened in.
     pub cache: String,
+    /// The object's (or bad pointer's) address.
     pub addr: usize,
+    /// Offset in the object of the first bad byte, when the check finds one.
     pub offset: Option<usize>,
 }
 

@@ -263,6 +263,7 @@ unsafe impl<T: Send> Send for KBox<T> {}
 unsafe impl<T: Sync> Sync for KBox<T> {}
 
 impl<T> KBox<T> {
+    /// Moves `value` into kmalloc memory; fails instead of aborting.
     #[track_caller]
     pub fn new(value: T, gfp: Gfp) -> Result<Self, AllocError> {
         let l = Layout::new::<T>();
@@ -324,6 +325,7 @@ impl<T> Default for KVec<T> {
 }
 
 impl<T> KVec<T> {
+    /// An empty vector; allocates nothing.
     pub const fn new() -> Self {
         Self {
             ptr: NonNull::dangling(),
@@ -332,6 +334,7 @@ impl<T> KVec<T> {
         }
     }
 
+    /// An empty vector with room for `n` elements.
     #[track_caller]
     pub fn with_capacity(n: usize, gfp: Gfp) -> Result<Self, AllocError> {
         let mut v = Self::new();
@@ -339,14 +342,17 @@ impl<T> KVec<T> {
         Ok(v)
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Elements it can hold without growing.
     pub fn capacity(&self) -> usize {
         self.cap
     }
@@ -391,6 +397,7 @@ impl<T> KVec<T> {
         Ok(())
     }
 
+    /// Removes and returns the last element.
     pub fn pop(&mut self) -> Option<T> {
         if self.len == 0 {
             return None;

@@ -1,7 +1,7 @@
 //! Slab caches (`kmem_cache`), SLUB-like in behaviour on one CPU.
 //!
 //! A slab is a block of 2^order pages from the page allocator holding objects
-//! of one size. Each slab starts with a [`SlabHeader`] (kreclaim keeps slab
+//! of one size. Each slab starts with a `SlabHeader` (kreclaim keeps slab
 //! metadata on the slab itself rather than in `struct page` as SLUB does;
 //! the header costs 128 bytes per slab, about 3% of a 4 KiB slab) and is
 //! on one of three lists: partial, full or empty. Empty slabs beyond

@@ -15,6 +15,7 @@ pub struct TypedCache<T> {
 }
 
 impl<T> TypedCache<T> {
+    /// Creates the cache, sized and aligned for `T`.
     pub fn new(name: &str, flags: SlabFlags) -> Result<Self, super::cache::CreateError> {
         let cache = KmemCache::create(
             name,
@@ -41,6 +42,7 @@ impl<T> TypedCache<T> {
         })
     }
 
+    /// The underlying cache (for slabinfo, shrink, validate).
     pub fn cache(&self) -> &KmemCache {
         &self.cache
     }
@@ -59,6 +61,7 @@ unsafe impl<T: Send> Send for SlabBox<'_, T> {}
 unsafe impl<T: Sync> Sync for SlabBox<'_, T> {}
 
 impl<T> SlabBox<'_, T> {
+    /// The object's address.
     pub fn as_ptr(&self) -> *mut T {
         self.ptr.as_ptr()
     }

@@ -35,13 +35,17 @@ impl HeldLock {
 /// A held lock as tests and debugging code see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeldLockInfo {
+    /// The lock's class name.
     pub class: &'static str,
+    /// Nesting subclass it was taken with.
     pub subclass: u8,
+    /// The lock instance's address.
     pub instance: usize,
     /// Held shared (a reader, or a downgraded writer).
     pub read: bool,
     /// Taken with a trylock.
     pub trylock: bool,
+    /// Where it was taken.
     pub acquired_at: &'static Location<'static>,
 }
 
@@ -55,6 +59,7 @@ pub struct TaskLockState {
 }
 
 impl TaskLockState {
+    /// An empty held-lock stack.
     pub const fn new() -> Self {
         Self {
             held: [None; MAX_LOCK_DEPTH],

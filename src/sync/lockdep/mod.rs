@@ -58,6 +58,7 @@ pub fn set_mode(m: LockdepMode) {
     MODE.store(m as u8, Ordering::Relaxed);
 }
 
+/// The current mode.
 #[inline]
 pub fn mode() -> LockdepMode {
     match MODE.load(Ordering::Relaxed) {
@@ -109,6 +110,7 @@ pub struct LockClassKey {
 }
 
 impl LockClassKey {
+    /// A class named `name` (used in reports).
     pub const fn new(name: &'static str) -> Self {
         Self {
             name,
@@ -116,6 +118,7 @@ impl LockClassKey {
         }
     }
 
+    /// The class's name.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -148,10 +151,12 @@ pub struct LockdepMap {
 }
 
 impl LockdepMap {
+    /// A map tying a lock instance to class `key`.
     pub const fn new(key: &'static LockClassKey) -> Self {
         Self { key }
     }
 
+    /// The lock's class.
     pub fn class(&self) -> &'static LockClassKey {
         self.key
     }
@@ -170,22 +175,26 @@ pub struct Acquire {
 }
 
 impl Acquire {
+    /// An exclusive, blocking acquisition (mutex, spinlock, writer).
     pub const EXCLUSIVE: Acquire = Acquire {
         read: false,
         trylock: false,
         subclass: 0,
     };
+    /// A shared, blocking acquisition (reader).
     pub const SHARED: Acquire = Acquire {
         read: true,
         trylock: false,
         subclass: 0,
     };
+    /// The same acquisition as a trylock.
     pub const fn try_(self) -> Self {
         Self {
             trylock: true,
             ..self
         }
     }
+    /// The same acquisition with nesting subclass `subclass`.
     pub const fn nested(self, subclass: u8) -> Self {
         Self { subclass, ..self }
     }

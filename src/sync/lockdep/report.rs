@@ -45,6 +45,7 @@ impl ReportKind {
 /// One printed report.
 #[derive(Clone, Debug)]
 pub struct LockdepReport {
+    /// What kind of problem was found.
     pub kind: ReportKind,
     /// Every class involved, by [`LockClassKey::name`]: for a cycle, the
     /// lock being taken first and then along the chain to the held one.
@@ -102,6 +103,7 @@ pub fn try_reports_since(n: usize) -> Result<Vec<LockdepReport>, AllocError> {
     })
 }
 
+/// Number of reports recorded.
 pub fn report_count() -> usize {
     crate::platform::without_interrupts(|| REPORTS.lock().len())
 }
