@@ -4,11 +4,11 @@
 //! On-disk layer (pure, synchronous, no caches: callers pass one-block
 //! buffers, so nothing on an IO path allocates):
 //!
-//! - [`blockdev`]: the [`BlockDevice`](blockdev::BlockDevice) trait and a
+//! - [`blockdev`]: the [`BlockDevice`] trait and a
 //!   RAM disk with IO counters and injectable errors.
 //! - [`format`]: the on-disk layout (superblock, AG headers, inode cores,
 //!   block mapping) with a layout diagram; [`dir`]: directory blocks.
-//! - [`mkfs`] makes a filesystem; [`fsck`] checks one (both are tools and
+//! - [`mkfs`](mod@mkfs) makes a filesystem; [`fsck`](mod@fsck) checks one (both are tools and
 //!   allocate).
 //! - [`disk`]: a small cache-free API for tests.
 //!
