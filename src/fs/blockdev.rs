@@ -14,9 +14,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoError {
     /// Block number at or beyond the end of the device.
-    OutOfRange { blk: u64, nr_blocks: u64 },
+    OutOfRange {
+        /// The block number asked for.
+        blk: u64,
+        /// The device's size in blocks.
+        nr_blocks: u64,
+    },
     /// The buffer is not exactly one block.
-    BadBufferSize { expected: usize, got: usize },
+    BadBufferSize {
+        /// The device's block size in bytes.
+        expected: usize,
+        /// The buffer's length in bytes.
+        got: usize,
+    },
     /// Failed on purpose by [`ErrorInjection`].
     Injected,
 }
@@ -38,9 +48,15 @@ impl fmt::Display for IoError {
 /// A device of fixed-size blocks. Reads and writes of one block are atomic
 /// with respect to each other (no torn blocks).
 pub trait BlockDevice: Send + Sync {
+    /// Size of one block in bytes; every IO buffer must be exactly this long.
     fn block_size(&self) -> usize;
+    /// Device size in blocks; valid block numbers are `0..nr_blocks()`.
     fn nr_blocks(&self) -> u64;
+    /// Reads block `blk` into `buf` (one block long). On error `buf`'s
+    /// contents are unspecified and the device is unchanged.
     fn read_block(&self, blk: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    /// Writes `buf` (one block long) to block `blk`. On error the block is
+    /// unchanged.
     fn write_block(&self, blk: u64, buf: &[u8]) -> Result<(), IoError>;
     /// Makes completed writes durable. A RAM disk has nothing to do.
     fn flush(&self) -> Result<(), IoError> {
@@ -59,24 +75,41 @@ pub enum ErrorInjection {
     FailNext(u64),
     /// Let `ok` calls succeed, then fail the following `fail` calls (to hit
     /// one particular IO in the middle of an operation).
-    FailAfter { ok: u64, fail: u64 },
+    FailAfter {
+        /// Calls still to let through before failing.
+        ok: u64,
+        /// Calls to fail after those.
+        fail: u64,
+    },
     /// Fail every call on this block until cleared.
     FailBlock(u64),
     /// Fail each call with probability `percent`/100, from a seeded
     /// generator so runs repeat.
-    Random { percent: u8, seed: u64 },
+    Random {
+        /// Failure probability in percent (0..=100).
+        percent: u8,
+        /// Generator state; advances with each call.
+        seed: u64,
+    },
 }
 
 /// IO counters. `*_calls` counts every call, failed or not; `*_blocks`
 /// counts blocks actually transferred; `*_errors` counts failed calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {
+    /// `read_block` calls.
     pub read_calls: u64,
+    /// Blocks read successfully.
     pub read_blocks: u64,
+    /// `read_block` calls that failed.
     pub read_errors: u64,
+    /// `write_block` calls.
     pub write_calls: u64,
+    /// Blocks written successfully.
     pub write_blocks: u64,
+    /// `write_block` calls that failed.
     pub write_errors: u64,
+    /// `flush` calls.
     pub flushes: u64,
 }
 
@@ -218,6 +251,8 @@ impl RamDisk {
         (s.read, s.write)
     }
 
+    /// A snapshot of the IO counters since creation or the last
+    /// [`reset_stats`](Self::reset_stats).
     pub fn stats(&self) -> IoStats {
         IoStats {
             read_calls: self.read_calls.load(Ordering::Relaxed),
@@ -230,6 +265,7 @@ impl RamDisk {
         }
     }
 
+    /// Zeroes the IO counters (to measure the IO of one operation).
     pub fn reset_stats(&self) {
         for c in [
             &self.read_calls,

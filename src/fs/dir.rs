@@ -17,8 +17,11 @@
 use super::format::{Crc32c, FileType, get_u32, put_u32};
 use super::{FsError, Meta, check_buf};
 
+/// Magic number at offset 0 of a directory block's header ("KRDR").
 pub const DIR_MAGIC: u32 = u32::from_le_bytes(*b"KRDR");
+/// Size of one slot (header or entry) in bytes.
 pub const DIRENT_SIZE: usize = 64;
+/// Longest name in bytes: a slot minus the 6-byte entry header.
 pub const DIR_NAME_MAX: usize = DIRENT_SIZE - 6;
 /// Slots per block, the header included.
 pub const DIR_SLOTS: usize = super::format::BLOCK_SIZE / DIRENT_SIZE;
@@ -30,9 +33,13 @@ const CRC_OFF: usize = 8;
 /// One used directory entry, borrowed from its block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DirEntry<'a> {
+    /// Slot index within the block (1..64; slot 0 is the header).
     pub slot: usize,
+    /// Inode number the name refers to (never 0: 0 marks an empty slot).
     pub ino: u32,
+    /// File type recorded in the entry (saves reading the inode).
     pub ftype: FileType,
+    /// The name's bytes, without padding.
     pub name: &'a [u8],
 }
 

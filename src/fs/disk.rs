@@ -53,14 +53,17 @@ impl<'d> Disk<'d> {
         Ok(Self { dev, sb })
     }
 
+    /// The filesystem's geometry, from the superblock.
     pub fn geometry(&self) -> &Geometry {
         &self.sb.geometry
     }
 
+    /// The superblock as read (and verified) by [`open`](Self::open).
     pub fn superblock(&self) -> &Superblock {
         &self.sb
     }
 
+    /// The underlying device.
     pub fn device(&self) -> &'d dyn BlockDevice {
         self.dev
     }

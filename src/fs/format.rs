@@ -63,42 +63,60 @@
 
 use super::{FsError, Meta, check_buf};
 
+/// Filesystem block size in bytes (the only one supported).
 pub const BLOCK_SIZE: usize = 4096;
+/// Superblock format version this code reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// Superblock magic number ("KRSB").
 pub const SB_MAGIC: u32 = u32::from_le_bytes(*b"KRSB");
+/// AG header magic number ("KRAG").
 pub const AGH_MAGIC: u32 = u32::from_le_bytes(*b"KRAG");
+/// Inode core magic number ("IN").
 pub const INODE_MAGIC: u16 = u16::from_le_bytes(*b"IN");
+/// Inode core format version.
 pub const INODE_VERSION: u8 = 1;
 
+/// Size of an on-disk inode core in bytes.
 pub const INODE_SIZE: usize = 256;
+/// Inodes per cluster: one block of inode cores.
 pub const INODES_PER_CLUSTER: u32 = 16;
 /// AG-relative inode numbers take the low 24 bits of an inode number.
 pub const AG_INO_BITS: u32 = 24;
 /// Inode numbers are u32, so the AG number has 8 bits.
 pub const MAX_AGS: u32 = 256;
 
+/// Direct block pointers in an inode core (file blocks `0..NDIRECT`).
 pub const NDIRECT: usize = 40;
+/// Block pointers (u32) in the single indirect block.
 pub const PTRS_PER_INDIRECT: usize = BLOCK_SIZE / 4;
+/// Largest file in blocks: direct plus indirect pointers.
 pub const MAX_FILE_BLOCKS: u64 = (NDIRECT + PTRS_PER_INDIRECT) as u64;
+/// Largest file in bytes.
 pub const MAX_FILE_SIZE: u64 = MAX_FILE_BLOCKS * BLOCK_SIZE as u64;
 
 /// AG-relative positions of the fixed blocks.
 pub const AG_SB_BLOCK: u32 = 0;
+/// AG-relative block of the AG header.
 pub const AG_HEADER_BLOCK: u32 = 1;
+/// AG-relative block of the first inode cluster.
 pub const AG_FIRST_CLUSTER: u32 = 2;
 
 const AGH_CRC_OFF: usize = 124;
 const AGH_IBITMAP_OFF: usize = 128;
 const AGH_IBITMAP_BYTES: usize = 512;
 const AGH_BBITMAP_OFF: usize = AGH_IBITMAP_OFF + AGH_IBITMAP_BYTES;
+/// Most inodes per AG: one bit each in the AG header's inode bitmap.
 pub const MAX_INODES_PER_AG: u32 = (AGH_IBITMAP_BYTES * 8) as u32;
+/// Most inode clusters per AG.
 pub const MAX_CLUSTERS_PER_AG: u32 = MAX_INODES_PER_AG / INODES_PER_CLUSTER;
+/// Most blocks per AG: one bit each in the rest of the AG header block.
 pub const MAX_AG_BLOCKS: u32 = ((BLOCK_SIZE - AGH_BBITMAP_OFF) * 8) as u32;
 /// Smallest AG mkfs makes: room for the fixed blocks and some data.
 pub const MIN_AG_BLOCKS: u32 = 64;
 
 /// Inode 0 is never allocated: 0 marks an empty directory slot.
 pub const RESERVED_INO: u32 = 0;
+/// Inode number of the root directory.
 pub const ROOT_INO: u32 = 1;
 
 const SB_SIZE: usize = 512;
@@ -161,15 +179,18 @@ impl Default for Crc32c {
 }
 
 impl Crc32c {
+    /// A checksum over no bytes yet.
     pub const fn new() -> Self {
         Self(!0)
     }
+    /// Feeds `data` into the checksum.
     pub fn update(mut self, data: &[u8]) -> Self {
         for &b in data {
             self.0 = CRC32C_TABLE[((self.0 ^ u32::from(b)) & 0xff) as usize] ^ (self.0 >> 8);
         }
         self
     }
+    /// The CRC32C of all bytes fed in.
     pub fn finish(self) -> u32 {
         !self.0
     }
@@ -188,8 +209,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
 pub struct Geometry {
     /// Blocks the filesystem uses: `ag_count * ag_blocks`.
     pub total_blocks: u64,
+    /// Number of allocation groups (1..=[`MAX_AGS`]).
     pub ag_count: u32,
+    /// Blocks per AG ([`MIN_AG_BLOCKS`]..=[`MAX_AG_BLOCKS`]).
     pub ag_blocks: u32,
+    /// Inode clusters per AG (1..=[`MAX_CLUSTERS_PER_AG`]), fixed at mkfs.
     pub clusters_per_ag: u32,
 }
 
@@ -227,6 +251,7 @@ impl Geometry {
         Ok(())
     }
 
+    /// Inode slots per AG.
     pub fn inodes_per_ag(&self) -> u32 {
         self.clusters_per_ag * INODES_PER_CLUSTER
     }
@@ -236,14 +261,17 @@ impl Geometry {
         AG_FIRST_CLUSTER + self.clusters_per_ag
     }
 
+    /// Blocks per AG available for data (after SB, AGH and clusters).
     pub fn data_blocks_per_ag(&self) -> u32 {
         self.ag_blocks - self.data_start()
     }
 
+    /// Filesystem block number of AG `ag`'s first block (its superblock).
     pub fn ag_start(&self, ag: u32) -> u64 {
         u64::from(ag) * u64::from(self.ag_blocks)
     }
 
+    /// Filesystem block number of AG `ag`'s header.
     pub fn ag_header_block(&self, ag: u32) -> u64 {
         self.ag_start(ag) + u64::from(AG_HEADER_BLOCK)
     }
@@ -263,6 +291,8 @@ impl Geometry {
         blk < self.total_blocks && self.block_rel(blk) >= self.data_start()
     }
 
+    /// [`is_data_block`](Self::is_data_block) as a `Result`, with the reason
+    /// in [`FsError::BadBlockNumber`].
     pub fn check_data_block(&self, blk: u64) -> Result<(), FsError> {
         if blk >= self.total_blocks {
             Err(FsError::BadBlockNumber {
@@ -286,6 +316,7 @@ impl Geometry {
             && ino_to_agino(ino) < self.inodes_per_ag()
     }
 
+    /// [`is_valid_ino`](Self::is_valid_ino) as a `Result`.
     pub fn check_ino(&self, ino: u32) -> Result<(), FsError> {
         if self.is_valid_ino(ino) {
             Ok(())
@@ -300,10 +331,12 @@ pub fn make_ino(ag: u32, agino: u32) -> u32 {
     (ag << AG_INO_BITS) | agino
 }
 
+/// The AG number of `ino` (its top 8 bits).
 pub fn ino_to_ag(ino: u32) -> u32 {
     ino >> AG_INO_BITS
 }
 
+/// The AG-relative inode number of `ino` (its low 24 bits).
 pub fn ino_to_agino(ino: u32) -> u32 {
     ino & ((1 << AG_INO_BITS) - 1)
 }
@@ -325,8 +358,12 @@ pub fn ino_offset_in_cluster(ino: u32) -> usize {
 /// The superblock: geometry, root inode and whether the last unmount was clean.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Superblock {
+    /// The filesystem's shape.
     pub geometry: Geometry,
+    /// Inode number of the root directory.
     pub root_ino: u32,
+    /// Set by a clean unmount, cleared while mounted: if clear at mount, the
+    /// last mount did not unmount cleanly.
     pub clean: bool,
 }
 
@@ -416,12 +453,16 @@ impl Superblock {
 /// What an inode slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Unallocated slot.
     Free = 0,
+    /// Regular file.
     File = 1,
+    /// Directory.
     Dir = 2,
 }
 
 impl Mode {
+    /// Decodes the on-disk mode byte; `None` for an unknown value.
     pub fn from_u8(v: u8) -> Option<Mode> {
         match v {
             0 => Some(Mode::Free),
@@ -431,6 +472,7 @@ impl Mode {
         }
     }
 
+    /// The directory-entry type for this mode; `None` for [`Mode::Free`].
     pub fn file_type(self) -> Option<FileType> {
         match self {
             Mode::Free => None,
@@ -443,11 +485,14 @@ impl Mode {
 /// The type a directory entry records for its inode (same codes as [`Mode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileType {
+    /// Regular file.
     File = 1,
+    /// Directory.
     Dir = 2,
 }
 
 impl FileType {
+    /// Decodes a directory entry's type byte; `None` for an unknown value.
     pub fn from_u8(v: u8) -> Option<FileType> {
         match v {
             1 => Some(FileType::File),
@@ -456,6 +501,7 @@ impl FileType {
         }
     }
 
+    /// The inode mode an entry of this type must point at.
     pub fn mode(self) -> Mode {
         match self {
             FileType::File => Mode::File,
@@ -468,19 +514,29 @@ impl FileType {
 /// slot's own number, checked against the copy stored on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InodeCore {
+    /// This slot's inode number.
     pub ino: u32,
+    /// Free, file or directory.
     pub mode: Mode,
+    /// Link count: directory entries naming this inode.
     pub nlink: u32,
+    /// Size in bytes.
     pub size: u64,
+    /// Last access time, in nanoseconds.
     pub atime: u64,
+    /// Last data modification time, in nanoseconds.
     pub mtime: u64,
+    /// Last inode change time, in nanoseconds.
     pub ctime: u64,
     /// Bumped each time the slot is freed, so a stale handle can be told
     /// from a new inode in the same slot.
     pub generation: u32,
     /// Data and indirect blocks this inode holds.
     pub nblocks: u32,
+    /// Disk blocks of file blocks `0..NDIRECT`; 0 is a hole.
     pub direct: [u32; NDIRECT],
+    /// Disk block of the indirect block mapping the file blocks after the
+    /// direct ones; 0 if there is none.
     pub indirect: u32,
 }
 
@@ -513,6 +569,7 @@ impl InodeCore {
         }
     }
 
+    /// Whether the slot holds a file or directory (mode not `Free`).
     pub fn is_allocated(&self) -> bool {
         self.mode != Mode::Free
     }
@@ -654,7 +711,9 @@ impl InodeCore {
 /// Where the pointer for a file block lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapSlot {
+    /// Index into [`InodeCore::direct`].
     Direct(usize),
+    /// Index of the u32 pointer in the indirect block.
     Indirect(usize),
 }
 
@@ -834,6 +893,7 @@ impl<B: AsRef<[u8]>> AgHeader<B> {
         Ok(Self::view(buf, geo, ag))
     }
 
+    /// The AG number this header belongs to.
     pub fn ag(&self) -> u32 {
         self.ag
     }
@@ -887,6 +947,7 @@ impl<B: AsRef<[u8]>> AgHeader<B> {
         self.buf.as_ref()
     }
 
+    /// Gives back the buffer the header was viewed in.
     pub fn into_inner(self) -> B {
         self.buf
     }

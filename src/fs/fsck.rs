@@ -29,58 +29,141 @@ use core::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
     /// The copy of the superblock at the start of AG `ag` is bad.
-    SecondarySuperblock { ag: u32, err: FsError },
+    SecondarySuperblock {
+        /// The AG number.
+        ag: u32,
+        /// Why the copy is bad (decode error, or disagreement with the primary).
+        err: FsError,
+    },
     /// AG `ag`'s header cannot be used; its bitmaps were not checked.
-    AgHeader { ag: u32, err: FsError },
+    AgHeader {
+        /// The AG number.
+        ag: u32,
+        /// The read or decode error.
+        err: FsError,
+    },
     /// A header counter disagrees with its bitmap.
     FreeCounter {
+        /// The AG number.
         ag: u32,
+        /// Which counter: `"blocks"` or `"inodes"`.
         what: &'static str,
+        /// The free count stored in the header.
         header: u32,
+        /// The free count the bitmap gives.
         bitmap: u32,
     },
     /// Bits set past the end of the AG's blocks or inodes.
-    StrayBits { ag: u32 },
+    StrayBits {
+        /// The AG number.
+        ag: u32,
+    },
     /// An inode core that does not decode.
-    Inode { ino: u32, err: FsError },
+    Inode {
+        /// The inode number.
+        ino: u32,
+        /// The decode error.
+        err: FsError,
+    },
     /// The inode bitmap says `bitmap_used` but the slot's mode is `mode`
     /// (inode 0 must be marked used and stay free).
     InodeBitmap {
+        /// The inode number.
         ino: u32,
+        /// Whether the inode bitmap marks the slot used.
         bitmap_used: bool,
+        /// The mode stored in the slot.
         mode: Mode,
     },
     /// A block pointer outside every data area.
-    BadPointer { ino: u32, blk: u64 },
+    BadPointer {
+        /// The inode holding the pointer.
+        ino: u32,
+        /// The disk block it points at.
+        blk: u64,
+    },
     /// Block `blk` is referenced by inode `first` and again by `second`.
-    DoubleReference { blk: u64, first: u32, second: u32 },
+    DoubleReference {
+        /// Disk block number.
+        blk: u64,
+        /// The inode found referencing it first.
+        first: u32,
+        /// The inode found referencing it again.
+        second: u32,
+    },
     /// An inode's recorded block count differs from the blocks it maps.
-    BlockCount { ino: u32, recorded: u32, found: u32 },
+    BlockCount {
+        /// The inode number.
+        ino: u32,
+        /// `nblocks` stored in the inode.
+        recorded: u32,
+        /// Data and indirect blocks the inode maps.
+        found: u32,
+    },
     /// A block in use (by inode `owner`, or metadata when `owner` is 0) is
     /// marked free in its AG's bitmap.
-    BlockMarkedFree { blk: u64, owner: u32 },
+    BlockMarkedFree {
+        /// Disk block number.
+        blk: u64,
+        /// The inode using it, or 0 for metadata.
+        owner: u32,
+    },
     /// A block marked used that nothing references.
-    BlockLeaked { blk: u64 },
+    BlockLeaked {
+        /// Disk block number.
+        blk: u64,
+    },
     /// A directory block or mapping that cannot be read.
-    Dir { dir: u32, err: FsError },
+    Dir {
+        /// The directory's inode number.
+        dir: u32,
+        /// The read, mapping or verify error.
+        err: FsError,
+    },
     /// A directory entry that is wrong in context.
     DirEntry {
+        /// The directory's inode number.
         dir: u32,
+        /// Disk block holding the entry.
         blk: u64,
+        /// The entry's slot in the block.
         slot: usize,
+        /// The inode number the entry names.
         ino: u32,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// The same name twice in one directory.
-    DuplicateName { dir: u32 },
+    DuplicateName {
+        /// The directory's inode number.
+        dir: u32,
+    },
     /// `nlink` differs from the number of names found.
-    LinkCount { ino: u32, nlink: u32, found: u32 },
+    LinkCount {
+        /// The inode number.
+        ino: u32,
+        /// The link count stored in the inode.
+        nlink: u32,
+        /// Directory entries found naming it.
+        found: u32,
+    },
     /// A directory with more than one name.
-    DirHardLink { ino: u32, names: u32 },
+    DirHardLink {
+        /// The directory's inode number.
+        ino: u32,
+        /// Directory entries found naming it.
+        names: u32,
+    },
     /// An allocated inode not reachable from the root.
-    Unreachable { ino: u32 },
+    Unreachable {
+        /// The inode number.
+        ino: u32,
+    },
     /// The root inode is not an allocated directory.
-    Root { mode: Mode },
+    Root {
+        /// The mode stored in the root inode's slot.
+        mode: Mode,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -162,22 +245,30 @@ impl fmt::Display for Problem {
 /// What fsck found: counts, and every problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsckReport {
+    /// The geometry from the primary superblock.
     pub geometry: Geometry,
+    /// Whether the superblock's clean flag was set (last unmount was clean).
     pub clean_unmount: bool,
     /// Allocated inodes (the reserved inode 0 not counted).
     pub inodes_used: u64,
+    /// Allocated regular files.
     pub files: u64,
+    /// Allocated directories (the root included).
     pub dirs: u64,
+    /// Used directory entries, over all directories.
     pub dir_entries: u64,
     /// Blocks marked used in the AG bitmaps (metadata included).
     pub blocks_used: u64,
+    /// Blocks marked free in the AG bitmaps.
     pub blocks_free: u64,
     /// Data and indirect blocks referenced by inodes.
     pub blocks_referenced: u64,
+    /// Every inconsistency found, in the order found.
     pub problems: Vec<Problem>,
 }
 
 impl FsckReport {
+    /// Whether fsck found no problems (says nothing about `clean_unmount`).
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
     }

@@ -185,6 +185,7 @@ unsafe impl Send for InodeRef {}
 unsafe impl Sync for InodeRef {}
 
 impl InodeRef {
+    /// The referenced inode's number.
     pub fn ino(&self) -> u32 {
         self.inode().ino
     }
@@ -236,7 +237,9 @@ pub type RaceHook = fn(u32, RacePoint);
 
 /// An ILOCK held through [`Fs::ilock`].
 pub enum IlockGuard<'a> {
+    /// Held for read: the core can be read, not changed.
     Shared(RwSemReadGuard<'a, InodeCore>),
+    /// Held for write: the core can be changed.
     Exclusive(RwSemWriteGuard<'a, InodeCore>),
 }
 

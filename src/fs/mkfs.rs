@@ -20,7 +20,9 @@ use super::{FsError, check_buf};
 pub struct MkfsOptions {
     /// Use only this many blocks of the device.
     pub blocks: Option<u64>,
+    /// Number of AGs; by default up to 4, more if the device needs them.
     pub ag_count: Option<u32>,
+    /// Inode clusters per AG; by default one per 32 AG blocks.
     pub clusters_per_ag: Option<u32>,
 }
 

@@ -39,6 +39,8 @@
 //! `BufCacheOwner` trait). `.ci/run` checks this. `state::Fs` holds the
 //! caches as fields, so `state` still names `buf`'s and `icache`'s types.
 
+#![deny(missing_docs)]
+
 mod ag_alloc;
 pub mod blockdev;
 mod bmap;
@@ -81,9 +83,17 @@ pub enum Meta {
     /// Inode `.0`'s 256-byte core.
     Inode(u32),
     /// Directory data block `blk` of directory inode `dir`.
-    DirBlock { dir: u32, blk: u64 },
+    DirBlock {
+        /// Inode number of the directory.
+        dir: u32,
+        /// Disk block number.
+        blk: u64,
+    },
     /// Entry `slot` of a directory block (helpers that see only the buffer).
-    DirEntry { slot: usize },
+    DirEntry {
+        /// Entry index within the block.
+        slot: usize,
+    },
 }
 
 impl fmt::Display for Meta {
@@ -103,50 +113,118 @@ impl fmt::Display for Meta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FsError {
     /// The device failed a read or write of block `blk`.
-    Io { blk: u64, err: IoError },
+    Io {
+        /// Disk block number.
+        blk: u64,
+        /// What the device reported.
+        err: IoError,
+    },
     /// A caller-provided buffer is not one block long.
-    BufferSize { expected: usize, got: usize },
+    BufferSize {
+        /// The block size in bytes.
+        expected: usize,
+        /// The buffer's length in bytes.
+        got: usize,
+    },
     /// A block number that is outside the filesystem, or metadata where a
     /// data block was expected.
-    BadBlockNumber { blk: u64, reason: &'static str },
+    BadBlockNumber {
+        /// The offending disk block number.
+        blk: u64,
+        /// Why it is not acceptable here.
+        reason: &'static str,
+    },
     /// An inode number that does not name an inode slot of this filesystem.
-    BadInodeNumber { ino: u32 },
+    BadInodeNumber {
+        /// The offending inode number.
+        ino: u32,
+    },
     /// An AG number at or beyond the AG count.
-    BadAg { ag: u32 },
+    BadAg {
+        /// The offending AG number.
+        ag: u32,
+    },
     /// Metadata with the wrong magic number.
-    BadMagic { what: Meta, found: u32 },
+    BadMagic {
+        /// The metadata read.
+        what: Meta,
+        /// The magic number found on disk.
+        found: u32,
+    },
     /// Metadata whose checksum does not match its contents.
     BadChecksum {
+        /// The metadata read.
         what: Meta,
+        /// The checksum stored on disk.
         stored: u32,
+        /// The checksum computed over the contents read.
         computed: u32,
     },
     /// Metadata with a valid checksum but impossible contents.
-    Corrupt { what: Meta, reason: &'static str },
+    Corrupt {
+        /// The metadata read.
+        what: Meta,
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// Device size or mkfs options that give no valid filesystem.
-    BadGeometry { reason: &'static str },
+    BadGeometry {
+        /// Which constraint is violated.
+        reason: &'static str,
+    },
     /// No free data block in AG `ag`.
-    NoSpace { ag: u32 },
+    NoSpace {
+        /// The full AG.
+        ag: u32,
+    },
     /// No free inode in AG `ag`.
-    NoFreeInodes { ag: u32 },
+    NoFreeInodes {
+        /// The AG whose inode bitmap is full.
+        ag: u32,
+    },
     /// No free data block in any AG.
     FsFull,
     /// Freeing a block that is not allocated (double free).
-    BlockNotAllocated { blk: u64 },
+    BlockNotAllocated {
+        /// Disk block number.
+        blk: u64,
+    },
     /// Freeing or using an inode that is not allocated.
-    InodeNotAllocated { ino: u32 },
+    InodeNotAllocated {
+        /// The inode number.
+        ino: u32,
+    },
     /// Freeing an inode that still maps data blocks (truncate it first).
-    InodeHasBlocks { ino: u32, nblocks: u32 },
+    InodeHasBlocks {
+        /// The inode number.
+        ino: u32,
+        /// How many blocks it still maps.
+        nblocks: u32,
+    },
     /// A file block beyond the largest file the format can map.
-    FileTooBig { ino: u32, file_block: u64 },
+    FileTooBig {
+        /// The file's inode number.
+        ino: u32,
+        /// The block index within the file that cannot be mapped.
+        file_block: u64,
+    },
     /// A directory operation on an inode that is not a directory.
-    NotADirectory { ino: u32 },
+    NotADirectory {
+        /// The inode number.
+        ino: u32,
+    },
     /// Mode `Free` where a file or directory is needed.
     InvalidMode,
     /// Removing a directory that still has entries.
-    DirNotEmpty { ino: u32 },
+    DirNotEmpty {
+        /// The directory's inode number.
+        ino: u32,
+    },
     /// A name that cannot be stored in a directory entry.
-    InvalidName { reason: &'static str },
+    InvalidName {
+        /// What is wrong with the name (empty, too long, ...).
+        reason: &'static str,
+    },
     /// The name is already in the directory.
     NameExists,
     /// The name is not in the directory.
@@ -155,14 +233,22 @@ pub enum FsError {
     /// buffer page on an operation path).
     NoMemory,
     /// A file operation on a directory.
-    IsADirectory { ino: u32 },
+    IsADirectory {
+        /// The directory's inode number.
+        ino: u32,
+    },
     /// Unmount while inode `ino` is still referenced.
-    Busy { ino: u32 },
+    Busy {
+        /// The first still-referenced inode found.
+        ino: u32,
+    },
     /// The filesystem is unmounted or shut down.
     Shutdown,
     /// fsck found `problems` inconsistencies; `first` is the first of them.
     Inconsistent {
+        /// How many problems fsck reported.
         problems: usize,
+        /// The first problem reported.
         first: Box<Problem>,
     },
 }

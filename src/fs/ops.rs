@@ -39,14 +39,23 @@ use core::sync::atomic::Ordering;
 /// What [`Fs::stat`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stat {
+    /// Inode number.
     pub ino: u32,
+    /// File or directory.
     pub ftype: FileType,
+    /// Size in bytes.
     pub size: u64,
+    /// Link count.
     pub nlink: u32,
+    /// Data and indirect blocks held.
     pub nblocks: u32,
+    /// The slot's generation (see [`InodeCore::generation`](super::InodeCore::generation)).
     pub generation: u32,
+    /// Last access time, in nanoseconds.
     pub atime: u64,
+    /// Last data modification time, in nanoseconds.
     pub mtime: u64,
+    /// Last inode change time, in nanoseconds.
     pub ctime: u64,
 }
 
@@ -57,6 +66,7 @@ fn now() -> u64 {
 impl Fs {
     // -- Inodes --------------------------------------------------------------
 
+    /// A reference to the root directory.
     pub fn root(&self) -> Result<InodeRef, FsError> {
         self.iget(self.sb.root_ino)
     }
@@ -71,6 +81,7 @@ impl Fs {
         Ok(r)
     }
 
+    /// The inode's attributes, read under a shared ILOCK.
     pub fn stat(&self, inode: &InodeRef) -> Result<Stat, FsError> {
         self.check_live()?;
         let c = inode.inode().ilock.down_read();

@@ -33,6 +33,7 @@ pub enum IlockMode {
 /// A reclaim policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
+    /// Short name, as looked up by [`Policy::by_name`].
     pub name: &'static str,
     /// GFP used by filesystem operations for allocations made while they
     /// hold an ILOCK (buffers, inodes, directory work).
@@ -109,6 +110,7 @@ impl Policy {
     /// The default policy.
     pub const DEFAULT: Policy = Policy::TRYLOCK;
 
+    /// The policy in [`Policy::ALL`] called `name`, if any.
     pub fn by_name(name: &str) -> Option<Policy> {
         Policy::ALL.into_iter().find(|p| p.name == name)
     }

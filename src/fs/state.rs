@@ -65,6 +65,7 @@ pub struct FsStats {
     pub inodes_requeued_flushing: u64,
     /// Inode cache misses (cores read from their cluster buffer).
     pub inode_reads: u64,
+    /// Inode lookups that found the inode in the cache.
     pub inode_cache_hits: u64,
     /// Cluster blocks written by inode writeback.
     pub cluster_flushes: u64,
@@ -74,15 +75,19 @@ pub struct FsStats {
     pub flush_trylock_skips: u64,
     /// Passes of the flusher thread that found dirty inodes.
     pub flusher_runs: u64,
-    /// Buffers cached now, and of those on the LRU (unreferenced).
+    /// Buffers cached now.
     pub buffers_cached: u64,
+    /// Cached buffers on the LRU now (unreferenced, reclaimable).
     pub buffers_lru: u64,
     /// Buffers the `xfs_buf` shrinker freed.
     pub buffers_reclaimed: u64,
+    /// Buffer lookups that found the block cached.
     pub buffer_hits: u64,
+    /// Buffer lookups that had to allocate a new buffer.
     pub buffer_misses: u64,
     /// STOPs the inode shrinker returned (no __GFP_FS, s_umount busy).
     pub shrinker_stops: u64,
+    /// Transactions started.
     pub transactions: u64,
     /// Unlinked inodes freed on disk at their last reference.
     pub inactivations: u64,
@@ -142,18 +147,22 @@ impl Fs {
             .expect("Fs used after its last Arc was dropped")
     }
 
+    /// The reclaim policy this filesystem was mounted with.
     pub fn policy(&self) -> Policy {
         self.policy
     }
 
+    /// The device the filesystem is on.
     pub fn device(&self) -> &'static dyn BlockDevice {
         self.dev
     }
 
+    /// The superblock as read at mount.
     pub fn superblock(&self) -> Superblock {
         self.sb
     }
 
+    /// A snapshot of the counters and current cache sizes.
     pub fn stats(&self) -> FsStats {
         let s = &self.stats;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
