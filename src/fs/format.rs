@@ -518,7 +518,8 @@ pub struct InodeCore {
     pub ino: u32,
     /// Free, file or directory.
     pub mode: Mode,
-    /// Link count: directory entries naming this inode.
+    /// Link count: directory entries naming this inode, plus one for the
+    /// root (which the superblock names).
     pub nlink: u32,
     /// Size in bytes.
     pub size: u64,

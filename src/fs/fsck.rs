@@ -144,7 +144,7 @@ pub enum Problem {
         ino: u32,
         /// The link count stored in the inode.
         nlink: u32,
-        /// Directory entries found naming it.
+        /// Names found, counted as `nlink` counts them.
         found: u32,
     },
     /// A directory with more than one name.
