@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{TestFailure, TestResult, wait_for};
+use kreclaim::mm::fault_inject::FAILSLAB;
+use kreclaim::prelude::{GFP_ATOMIC, Gfp, KBox};
 use kreclaim::sync::lockdep::{self, LockdepMode};
 use kreclaim::sync::{Completion, Mutex, RwSemaphore, SpinLock, WaitQueue};
 use kreclaim::task::{self, JoinError, SchedMode, TaskId, TaskState};
@@ -33,6 +35,7 @@ kreclaim::kernel_tests!(
     waitqueue_timeout_expires,
     two_task_deadlock_is_detected,
     task_stacks_are_freed_after_exit,
+    exiting_tasks_free_their_stacks_without_allocating,
     mutex_relock_by_owner_parks_it_with_lockdep_off,
     rwsem_relock_by_writer_parks_it_with_lockdep_off,
     spinlock_relock_by_owner_parks_it_with_lockdep_off,
@@ -436,6 +439,68 @@ fn task_stacks_are_freed_after_exit() -> TestResult {
         used1 < used0 + 64 * 1024,
         "heap grew from {used0} to {used1} over 50 tasks"
     );
+    Ok(())
+}
+
+/// Slab fault injection at 100% until dropped.
+struct FailslabAll;
+
+impl FailslabAll {
+    fn new() -> Self {
+        FAILSLAB.configure(100, 1, -1);
+        Self
+    }
+}
+
+impl Drop for FailslabAll {
+    fn drop(&mut self) {
+        FAILSLAB.configure(0, 1, 0);
+    }
+}
+
+fn exiting_tasks_free_their_stacks_without_allocating() -> TestResult {
+    // A dead task's stack is freed in `finish_task_switch`, with interrupts
+    // masked: any allocation there is GFP_ATOMIC and may fail. Many tasks
+    // exiting while every slab allocation fails must not panic the kernel
+    // (the stack-slot list used to grow there, infallibly).
+    const N: usize = 40;
+    let go = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..N {
+        let go = go.clone();
+        handles.push(
+            task::spawn("exiter", move || {
+                while !go.load(Ordering::SeqCst) {
+                    task::sleep(Duration::from_millis(1));
+                }
+            })
+            .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?,
+        );
+    }
+    let injected = FAILSLAB.injected();
+    let failslab = FailslabAll::new();
+    let probe = KBox::new(0u64, GFP_ATOMIC | Gfp::__GFP_NOWARN);
+    go.store(true, Ordering::SeqCst);
+    let mut joined = 0;
+    for h in handles {
+        if h.join().is_ok() {
+            joined += 1;
+        }
+    }
+    drop(failslab);
+    kassert_eq!(joined, N);
+    kassert!(
+        probe.is_err(),
+        "failslab was not on: the test proves nothing"
+    );
+    kassert!(FAILSLAB.injected() > injected);
+    // The slots came back: as many tasks again can start.
+    for _ in 0..N {
+        task::spawn("again", || {})
+            .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?
+            .join()
+            .map_err(|e| TestFailure::new(alloc::format!("join: {e:?}")))?;
+    }
     Ok(())
 }
 

@@ -8,7 +8,6 @@
 
 use super::paging;
 use crate::platform::KernelStack;
-use alloc::vec::Vec;
 use core::alloc::Layout;
 
 core::arch::global_asm!(
@@ -114,16 +113,48 @@ fn early_free(pa: u64, pages: usize) {
     }
 }
 
+/// Which stack slots are taken: one bit per slot, fixed size, so that
+/// freeing a stack never allocates. `free_stack` runs in
+/// `finish_task_switch` with interrupts masked, where an allocation is
+/// GFP_ATOMIC and may fail (fault injection, a low reserve).
+struct SlotMap {
+    used: [u64; MAX_SLOTS / 64],
+}
+
+impl SlotMap {
+    /// Takes the lowest free slot.
+    fn take(&mut self) -> Option<u32> {
+        let (i, w) = self
+            .used
+            .iter_mut()
+            .enumerate()
+            .find(|(_, w)| **w != u64::MAX)?;
+        let bit = w.trailing_ones();
+        *w |= 1 << bit;
+        Some(i as u32 * 64 + bit)
+    }
+
+    /// Gives a slot back.
+    fn put(&mut self, slot: u32) {
+        let (i, bit) = (slot as usize / 64, slot % 64);
+        debug_assert!(
+            self.used[i] & (1 << bit) != 0,
+            "stack slot {slot} freed twice"
+        );
+        self.used[i] &= !(1 << bit);
+    }
+}
+
 struct StackArea {
-    free_slots: Vec<u32>,
-    next_slot: u32,
+    slots: SlotMap,
     alloc: FrameAlloc,
     free: FrameFree,
 }
 
 static AREA: spin::Mutex<StackArea> = spin::Mutex::new(StackArea {
-    free_slots: Vec::new(),
-    next_slot: 0,
+    slots: SlotMap {
+        used: [0; MAX_SLOTS / 64],
+    },
     alloc: early_frames,
     free: early_free,
 });
@@ -146,24 +177,14 @@ pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
     }
     let (slot, alloc) = crate::platform::without_interrupts(|| {
         let mut a = AREA.lock();
-        let slot = match a.free_slots.pop() {
-            Some(s) => s,
-            None if (a.next_slot as usize) < MAX_SLOTS => {
-                // Room to give the slot back in free_stack; fallible, as
-                // spawning may meet fault injection (GFP_ATOMIC here).
-                a.free_slots.try_reserve(1).ok()?;
-                a.next_slot += 1;
-                a.next_slot - 1
-            }
-            None => return None,
-        };
+        let slot = a.slots.take()?;
         Some((slot, a.alloc))
     })?;
     let early = core::ptr::eq(alloc as *const (), early_frames as *const ());
     // Outside the lock and with interrupts as the caller had them: the page
     // allocator may sleep in direct reclaim.
     let Some(pa) = alloc(pages) else {
-        crate::platform::without_interrupts(|| AREA.lock().free_slots.push(slot));
+        crate::platform::without_interrupts(|| AREA.lock().slots.put(slot));
         return None;
     };
     let base = STACK_AREA + slot as u64 * SLOT;
@@ -196,7 +217,7 @@ pub fn free_stack(stack: KernelStack) {
         } else {
             (a.free)(pa, pages);
         }
-        a.free_slots.push(slot);
+        a.slots.put(slot);
     });
 }
 
