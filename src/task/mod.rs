@@ -13,6 +13,7 @@
 
 pub mod deadlock;
 mod flags;
+pub mod wait;
 pub mod waitlist;
 
 pub use flags::TaskFlags;
