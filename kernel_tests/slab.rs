@@ -20,13 +20,13 @@ use kreclaim::config::{CmdlineError, Config};
 use kreclaim::harness::{TestFailure, TestResult};
 use kreclaim::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
 use kreclaim::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, GFP_NOFS, GFP_NOIO, Gfp};
+use kreclaim::mm::global_alloc::global_gfp;
 use kreclaim::mm::page_alloc::{
     self, PAGE_SIZE, PageOwner, alloc_pages, free_pages, nr_free_pages, page_address, virt_to_phys,
 };
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::slab::kmalloc::{
-    KBox, KVec, ZERO_SIZE_PTR, global_gfp, kfree, kmalloc, kmalloc_aligned, kmalloc_slab, ksize,
-    kzalloc,
+    KBox, KVec, ZERO_SIZE_PTR, kfree, kmalloc, kmalloc_aligned, kmalloc_slab, ksize, kzalloc,
 };
 use kreclaim::mm::slab::{
     self, CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabBug, SlabFlags, SlabReport,

@@ -1660,11 +1660,8 @@ pub fn slabinfo() -> alloc::vec::Vec<SlabInfo> {
 
 /// [`slabinfo`] that reports failure as a value (`try_reserve`).
 pub fn try_slabinfo() -> Result<alloc::vec::Vec<SlabInfo>, crate::mm::page_alloc::AllocError> {
-    use crate::mm::global_alloc::try_string;
-    let nomem = || crate::mm::page_alloc::AllocError {
-        gfp: super::kmalloc::global_gfp(),
-        order: 0,
-    };
+    use crate::mm::fallible::try_string;
+    let nomem = crate::mm::fallible::global_alloc_error;
     let mut out = alloc::vec::Vec::new();
     for i in 0..MAX_CACHES {
         let counts = {
