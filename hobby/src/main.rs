@@ -6,7 +6,7 @@
 
 extern crate alloc;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kreclaim::bootinfo::{MemoryMap, Region, RegionKind};
+use kreclaim::bootinfo::MemoryMap;
 use kreclaim::mm::{global_alloc::KernelAllocator, page_alloc, slab::kmalloc, vmscan};
 use kreclaim::platform::{self, Platform};
 use kreclaim::prelude::*;
@@ -102,6 +102,11 @@ impl Platform for Hobby {
     fn console_write(&self, s: &str) {
         s.bytes().for_each(|b| outb(0x3f8, b));
     }
+    /// The page-frame source: the RAM array (a real kernel reads its memory map).
+    fn usable_memory(&self) -> MemoryMap {
+        let start = &raw mut RAM as u64;
+        MemoryMap::from_ram(start, start + (16 << 20))
+    }
     fn exit(&self, success: bool) -> ! {
         outb(0xf4, if success { 0x10 } else { 0x11 }); // QEMU exits 33 or 35
         loop {
@@ -115,7 +120,7 @@ impl Platform for Hobby {
 #[global_allocator]
 static ALLOCATOR: KernelAllocator = KernelAllocator::new();
 static mut EARLY_HEAP: [u8; 16 << 10] = [0; 16 << 10];
-/// The RAM given to the page allocator (a real kernel uses its memory map).
+/// The RAM the platform gives the page allocator.
 static mut RAM: [u8; 16 << 20] = [0; 16 << 20];
 
 /// A cache of 1 KiB objects kept for reuse; reclaim may free them, but only
@@ -162,14 +167,7 @@ extern "C" fn hobby_main() -> ! {
             .early()
             .init(&raw mut EARLY_HEAP as *mut u8, 16 << 10)
     };
-    let start = &raw mut RAM as u64;
-    let mut ram = MemoryMap::new();
-    ram.push(Region {
-        start,
-        end: start + (16 << 20),
-        kind: RegionKind::Ram,
-    });
-    page_alloc::init(&ram, None, None).expect("page allocator");
+    page_alloc::init_from_platform(None, None).expect("page allocator");
     kmalloc::kmalloc_init();
 
     let cache = alloc::boxed::Box::leak(alloc::boxed::Box::new(

@@ -242,6 +242,20 @@ pub fn init(
     Ok(())
 }
 
+/// [`init`] over the platform's page-frame source,
+/// [`Platform::usable_memory`](crate::platform::Platform::usable_memory)
+/// ([`InitError::NoMemory`] without a platform): how a kernel brings the
+/// allocator up without building a memory map itself.
+pub fn init_from_platform(
+    mem_cap: Option<u64>,
+    min_free_kbytes: Option<u64>,
+) -> Result<(), InitError> {
+    let usable = crate::platform::get()
+        .map(|p| p.usable_memory())
+        .unwrap_or_default();
+    init(&usable, mem_cap, min_free_kbytes)
+}
+
 /// Whether [`init`] has finished.
 pub fn is_ready() -> bool {
     READY.load(Ordering::Acquire)

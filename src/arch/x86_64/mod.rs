@@ -59,6 +59,15 @@ impl Platform for Qemu {
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 
+    /// The PVH memory map's RAM less the kernel image, the early heap and
+    /// the RAM disk (the boot information's `usable` map).
+    fn usable_memory(&self) -> crate::bootinfo::MemoryMap {
+        BOOT_INFO
+            .get()
+            .map(|b| b.usable.clone())
+            .unwrap_or_default()
+    }
+
     #[inline]
     fn phys_to_virt(&self, pa: u64) -> *mut u8 {
         paging::phys_to_virt(pa)
