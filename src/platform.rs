@@ -45,6 +45,15 @@ pub trait Platform: Sync {
     fn usable_memory(&self) -> MemoryMap {
         MemoryMap::new()
     }
+    /// Whether the running context may sleep (GFP_KERNEL rather than
+    /// GFP_ATOMIC for Rust's global allocator, i.e. `Box`, `Vec`, `Arc`).
+    /// Asked only while the framework's own scheduler is not running: a
+    /// kernel with a scheduler of its own answers for its contexts (false
+    /// with interrupts masked, in an interrupt handler or under a spinlock).
+    /// The default, false, is always safe.
+    fn may_sleep(&self) -> bool {
+        false
+    }
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}
     /// Allocates a kernel stack of at least `bytes` with an unmapped guard

@@ -82,18 +82,24 @@ unsafe impl GlobalAlloc for KernelAllocator {
 }
 
 /// The gfp Rust's global allocator uses: GFP_KERNEL through the task's
-/// scope, or GFP_ATOMIC where sleeping is not allowed.
+/// scope, or GFP_ATOMIC where sleeping is not allowed. Under the
+/// framework's scheduler that is decided here (interrupts masked or
+/// preemption disabled); without it (before it starts, or in a kernel with
+/// a scheduler of its own) the platform says:
+/// [`Platform::may_sleep`](crate::platform::Platform::may_sleep).
 pub fn global_gfp() -> Gfp {
-    let atomic = !crate::task::started()
-        || crate::task::preempt_count() != 0
-        || !crate::platform::get().is_some_and(|p| {
+    let may_sleep = crate::platform::get().is_some_and(|p| {
+        if crate::task::started() {
             let was = p.irq_save();
             p.irq_restore(was);
-            was
-        });
-    if atomic {
-        GFP_ATOMIC
-    } else {
+            was && crate::task::preempt_count() == 0
+        } else {
+            p.may_sleep()
+        }
+    });
+    if may_sleep {
         crate::mm::scope::current_gfp_context(GFP_KERNEL)
+    } else {
+        GFP_ATOMIC
     }
 }
