@@ -102,6 +102,11 @@ impl Platform for Hobby {
     fn console_write(&self, s: &str) {
         s.bytes().for_each(|b| outb(0x3f8, b));
     }
+    /// One thread, interrupts never enabled: it may always sleep (so `Box`
+    /// and `Vec` allocate GFP_KERNEL, not GFP_ATOMIC).
+    fn may_sleep(&self) -> bool {
+        true
+    }
     /// The page-frame source: the RAM array (a real kernel reads its memory map).
     fn usable_memory(&self) -> MemoryMap {
         let start = &raw mut RAM as u64;
@@ -126,6 +131,7 @@ static mut RAM: [u8; 16 << 20] = [0; 16 << 20];
 /// A cache of 1 KiB objects kept for reuse; reclaim may free them, but only
 /// where filesystem reclaim is allowed (as for an inode cache).
 type Obj = [u8; 1024];
+static CACHE: TypedCache<Obj> = TypedCache::new_static("hobby_obj", SlabFlags::empty());
 static POOL: SpinLock<KVec<SlabBox<'static, Obj>>> =
     SpinLock::new(KVec::new(), lock_class!("pool"));
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -170,12 +176,10 @@ extern "C" fn hobby_main() -> ! {
     page_alloc::init_from_platform(None, None).expect("page allocator");
     kmalloc::kmalloc_init();
 
-    let cache = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-        TypedCache::<Obj>::new("hobby_obj", SlabFlags::empty()).expect("cache"),
-    ));
+    CACHE.create().expect("cache");
     let mut pool = KVec::with_capacity(2048, GFP_KERNEL).expect("pool");
     while pool.len() < 2048 {
-        let obj = cache.alloc(GFP_KERNEL, [0; 1024]).expect("object");
+        let obj = CACHE.alloc(GFP_KERNEL, [0; 1024]).expect("object");
         pool.push(obj, GFP_KERNEL)
             .map_err(|(_, e)| e)
             .expect("pool");
