@@ -11,6 +11,8 @@
 //! - [`mkfs`](mod@mkfs) makes a filesystem; [`fsck`](mod@fsck) checks one (both are tools and
 //!   allocate).
 //! - [`disk`]: a small cache-free API for tests.
+//! - [`error`]: [`FsError`], [`Meta`] and fsck's [`Problem`]; [`mode`]: inode
+//!   modes and entry types. Both sit below everything that returns errors.
 //!
 //! In-memory layer (a mounted [`Fs`]):
 //!
@@ -19,9 +21,12 @@
 //! - `buf`: the buffer cache (slab `xfs_buf`, data pages from
 //!   `alloc_pages` with the caller's gfp, intrusive hash, LRU, the
 //!   `xfs_buf` shrinker); blocks are written through.
-//! - [`icache`]: in-core inodes (slab `xfs_inode`), per-AG indexes, the
-//!   XFS inode states, ILOCK (`xfs_ilock`), [`InodeRef`], and the inode
-//!   shrinker with `super_cache_count`/`super_cache_scan` semantics.
+//! - `inode`: the in-core inode (XFS's `struct xfs_inode`: state flags,
+//!   ILOCK) and per-AG state (`struct xfs_perag`: the inode index), which
+//!   [`Fs`] holds.
+//! - [`icache`]: the inode cache (slab `xfs_inode`): lookup, the XFS inode
+//!   state changes, ILOCK guards, [`InodeRef`], and the inode shrinker with
+//!   `super_cache_count`/`super_cache_scan` semantics.
 //! - `inactive`: freeing an unlinked inode on disk at its last reference.
 //! - `bmap`: file block to disk block, mapping and truncating.
 //! - `ag_alloc`: block and inode allocation in the AG bitmaps.
@@ -37,7 +42,8 @@
 //! `trans` and `flush` take `&state::Fs`; `buf` names nothing of the
 //! mounted filesystem (its shrinker reaches the cache through the
 //! `BufCacheOwner` trait). `.ci/run` checks this. `state::Fs` holds the
-//! caches as fields, so `state` still names `buf`'s and `icache`'s types.
+//! caches as fields, so `state` names `buf`'s and `inode`'s types (never
+//! `icache`'s: `tools/modcycles` checks that no module cycle remains).
 
 #![deny(missing_docs)]
 
