@@ -64,7 +64,11 @@ struct Pool {
 
 impl Pool {
     /// A set-up failure fails the case (it does not panic the kernel).
-    fn new(name: &str, needs_fs: bool, allocate_in_scan: bool) -> Result<Arc<Pool>, TestFailure> {
+    fn new(
+        name: &'static str,
+        needs_fs: bool,
+        allocate_in_scan: bool,
+    ) -> Result<Arc<Pool>, TestFailure> {
         let cache = KmemCache::create(name, OBJ, 8, SlabFlags::RECLAIM_ACCOUNT, None)
             .or_fail("create the pool's cache")?;
         let live = KVec::with_capacity(MAX_LIVE, GFP_KERNEL).or_fail("allocate the live table")?;

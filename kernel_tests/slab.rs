@@ -20,13 +20,13 @@ use kreclaim::config::{CmdlineError, Config};
 use kreclaim::harness::{TestFailure, TestResult};
 use kreclaim::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
 use kreclaim::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, GFP_NOFS, GFP_NOIO, Gfp};
+use kreclaim::mm::global_alloc::global_gfp;
 use kreclaim::mm::page_alloc::{
     self, PAGE_SIZE, PageOwner, alloc_pages, free_pages, nr_free_pages, page_address, virt_to_phys,
 };
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::slab::kmalloc::{
-    KBox, KVec, ZERO_SIZE_PTR, global_gfp, kfree, kmalloc, kmalloc_aligned, kmalloc_slab, ksize,
-    kzalloc,
+    KBox, KVec, ZERO_SIZE_PTR, kfree, kmalloc, kmalloc_aligned, kmalloc_slab, ksize, kzalloc,
 };
 use kreclaim::mm::slab::{
     self, CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabBug, SlabFlags, SlabReport,
@@ -64,6 +64,7 @@ kreclaim::kernel_tests!(
     kfree_of_a_foreign_pointer_is_reported_not_freed,
     kbox_and_kvec_work_and_fail_as_values,
     typed_cache_drops_values,
+    a_static_typed_cache_is_created_at_init_and_refuses_use_before,
     failslab_fails_the_next_allocation_then_stops,
     global_allocator_takes_gfp_from_the_context,
     slabinfo_rows_are_consistent,
@@ -85,7 +86,7 @@ fn fail(msg: String) -> TestFailure {
     TestFailure::new(msg)
 }
 
-fn cache(name: &str, size: usize, flags: SlabFlags) -> Result<KmemCache, TestFailure> {
+fn cache(name: &'static str, size: usize, flags: SlabFlags) -> Result<KmemCache, TestFailure> {
     kmem_cache_create(name, size, 0, flags, None)
         .map_err(|e| fail(alloc::format!("kmem_cache_create: {e}")))
 }
@@ -156,9 +157,14 @@ fn one_report(n: usize, bug: SlabBug, cache: &str) -> Result<SlabReport, TestFai
     Ok(r[0].clone())
 }
 
-fn bytes(p: NonNull<u8>, len: usize) -> &'static mut [u8] {
-    // SAFETY: tests pass objects (or freed objects they poke on purpose) of
-    // at least `len` bytes.
+/// The `len` bytes at `p`, to fill or check.
+///
+/// # Safety
+/// `p` must point at `len` mapped bytes that nothing else uses while the
+/// slice lives: an object of at least `len` bytes that the caller owns, or a
+/// freed one in a private cache (to read its poison).
+unsafe fn bytes<'a>(p: NonNull<u8>, len: usize) -> &'a mut [u8] {
+    // SAFETY: the caller's promise above.
     unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), len) }
 }
 
@@ -292,13 +298,15 @@ fn objects_never_overlap_in_any_kmalloc_class() -> TestResult {
         let active = c.info().active_objs;
         for i in 0..n {
             let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
-            bytes(p, size).fill(i as u8);
+            // SAFETY: `p` is a fresh kmalloc object of `size` bytes, ours alone.
+            unsafe { bytes(p, size) }.fill(i as u8);
             v.push(p);
         }
         kassert_eq!(c.info().active_objs, active + n, "{}", c.name());
         let mut bad = None;
         for (i, p) in v.iter().enumerate() {
-            if bytes(*p, size).iter().any(|b| *b != i as u8) {
+            // SAFETY: `*p` is a live kmalloc object of `size` bytes that this test allocated and still owns.
+            if unsafe { bytes(*p, size) }.iter().any(|b| *b != i as u8) {
                 bad = Some(i);
             }
         }
@@ -334,7 +342,8 @@ fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
                 if live.len() < LIVE && (live.is_empty() || !x.is_multiple_of(3)) {
                     match c.alloc(GFP_KERNEL) {
                         Ok(p) => {
-                            bytes(p, 48).fill(stamp);
+                            // SAFETY: `p` is a fresh 48-byte object of `c`, ours alone.
+                            unsafe { bytes(p, 48) }.fill(stamp);
                             live.push(p);
                         }
                         Err(_) => {
@@ -343,7 +352,8 @@ fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
                     }
                 } else {
                     let p = live.swap_remove(x as usize % live.len());
-                    if bytes(p, 48).iter().any(|b| *b != stamp) {
+                    // SAFETY: `p` is a live 48-byte object of `c` that this test still owns (it is freed after the check).
+                    if unsafe { bytes(p, 48) }.iter().any(|b| *b != stamp) {
                         errors.fetch_add(1, Ordering::SeqCst);
                     }
                     // SAFETY: `p` came from this cache and was removed from `live`: nothing uses it again.
@@ -426,19 +436,22 @@ fn zalloc_zeroes_even_poisoned_objects() -> TestResult {
     let p = c
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
-    bytes(p, 100).fill(0x77);
+    // SAFETY: `p` is a fresh 100-byte object of `c`, ours alone.
+    unsafe { bytes(p, 100) }.fill(0x77);
     // SAFETY: `p` came from this cache and is not used after this free.
     unsafe { c.free(p) };
     let z = c
         .zalloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
-    let zero = bytes(z, 100).iter().all(|b| *b == 0);
+    // SAFETY: `z` is a fresh 100-byte object of `c`, ours alone.
+    let zero = unsafe { bytes(z, 100) }.iter().all(|b| *b == 0);
     // SAFETY: `z` came from this cache and is not used after this free.
     unsafe { c.free(z) };
     kassert_eq!(z, p);
     kassert!(zero);
     let k = kzalloc(200, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
-    let zero = bytes(k, 200).iter().all(|b| *b == 0);
+    // SAFETY: `k` is a fresh 200-byte kzalloc object, ours alone.
+    let zero = unsafe { bytes(k, 200) }.iter().all(|b| *b == 0);
     kfree(k.as_ptr());
     kassert!(zero);
     kassert!(reports_since(n).is_empty(), "{:?}", reports_since(n));
@@ -497,11 +510,13 @@ fn free_of_a_pointer_no_slab_owns_is_reported_and_ignored() -> TestResult {
     // A page straight from the page allocator.
     let pa = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
     let page = NonNull::new(page_address(pa)).ok_or_else(|| fail(String::from("null")))?;
-    bytes(page, PAGE_SIZE).fill(0x3c);
+    // SAFETY: `page` is a page from alloc_pages, direct mapped and ours alone.
+    unsafe { bytes(page, PAGE_SIZE) }.fill(0x3c);
     let n = slab::reports().len();
     // SAFETY: a page from the page allocator is no slab object: the free is rejected and only reported.
     unsafe { c.free(page) };
-    let untouched = bytes(page, PAGE_SIZE).iter().all(|b| *b == 0x3c);
+    // SAFETY: the rejected free left `page` allocated, mapped and ours.
+    let untouched = unsafe { bytes(page, PAGE_SIZE) }.iter().all(|b| *b == 0x3c);
     let owner = page_alloc::page_owner(pa);
     free_pages(pa, 0);
     one_report(n, SlabBug::NotASlabObject, "t-foreign")?;
@@ -537,9 +552,11 @@ fn write_after_free_is_detected_on_the_next_allocation() -> TestResult {
     let c = cache("t-poison", 64, SlabFlags::POISON)?;
     let mut objs = Objs::new(&c, 2);
     let o = objs.alloc()?;
-    bytes(o, 64).fill(0x11);
+    // SAFETY: `o` is a fresh 64-byte object of `c`, ours alone.
+    unsafe { bytes(o, 64) }.fill(0x11);
     objs.free_last();
-    let b = bytes(o, 64);
+    // SAFETY: `o` was freed into `c`, a private cache nothing else allocates from, and not handed out again; its slab stays mapped and the test only reads the poison.
+    let b = unsafe { bytes(o, 64) };
     kassert!(
         b[..63].iter().all(|v| *v == 0x6b) && b[63] == 0xa5,
         "freed object not poisoned: {b:x?}"
@@ -743,7 +760,8 @@ fn global_debug_flags_reach_the_named_cache_only() -> TestResult {
         .map_err(|e| fail(alloc::format!("{e}")))?;
     // SAFETY: `p` came from `named`, a private cache nobody else allocates from, so the read of its poison below sees the freed slot untouched by another owner.
     unsafe { named.free(p) };
-    kassert_eq!(bytes(p, 32)[0], 0x6b);
+    // SAFETY: `p` was freed into `named`, a private cache nothing else allocates from; its slab stays mapped and the test only reads the poison.
+    kassert_eq!(unsafe { bytes(p, 32) }[0], 0x6b);
     drop(named);
     set_global_debug(SlabFlags::POISON, None);
     let every = cache("t-global-every", 32, SlabFlags::empty())?;
@@ -828,7 +846,8 @@ fn kmalloc_sizes_map_to_linux_classes() -> TestResult {
         let c = kmalloc_slab(size, 1).ok_or_else(|| fail(alloc::format!("no class {size}")))?;
         kassert_eq!(c.object_size(), class, "kmalloc_slab({size})");
         let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
-        bytes(p, size).fill(0xee);
+        // SAFETY: `p` is a fresh kmalloc object of `size` bytes, ours alone.
+        unsafe { bytes(p, size) }.fill(0xee);
         let got = ksize(p.as_ptr());
         kfree(p.as_ptr());
         kassert_eq!(got, class, "ksize(kmalloc({size}))");
@@ -856,7 +875,8 @@ fn large_kmalloc_comes_from_and_returns_to_the_page_allocator() -> TestResult {
         let before = nr_free_pages();
         let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
         let during = nr_free_pages();
-        bytes(p, size).fill(0x99);
+        // SAFETY: `p` is a fresh kmalloc object of `size` bytes, ours alone.
+        unsafe { bytes(p, size) }.fill(0x99);
         let owner = page_alloc::page_owner(virt_to_phys(p.as_ptr()));
         let got = ksize(p.as_ptr());
         kfree(p.as_ptr());
@@ -1007,11 +1027,37 @@ fn kbox_and_kvec_work_and_fail_as_values() -> TestResult {
     Ok(())
 }
 
+/// A typed cache in a `static` (const constructor), created at init.
+static STATIC_TYPED: TypedCache<u64> = TypedCache::new_static("t-static", SlabFlags::empty());
+
+fn a_static_typed_cache_is_created_at_init_and_refuses_use_before() -> TestResult {
+    kassert!(STATIC_TYPED.cache().is_none());
+    // Used before create(): a reported bug and an error value, no crash.
+    kassert!(STATIC_TYPED.alloc(GFP_KERNEL, 1).is_err());
+    STATIC_TYPED
+        .create()
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    STATIC_TYPED
+        .create()
+        .map_err(|e| fail(alloc::format!("second create: {e}")))?;
+    let b = STATIC_TYPED
+        .alloc(GFP_KERNEL, 7)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(*b, 7);
+    kassert_eq!(STATIC_TYPED.cache().map(|c| c.info().active_objs), Some(1));
+    drop(b);
+    kassert_eq!(STATIC_TYPED.cache().map(|c| c.info().active_objs), Some(0));
+    Ok(())
+}
+
 fn typed_cache_drops_values() -> TestResult {
     DROPS.store(0, Ordering::SeqCst);
     let tc = TypedCache::<Counted>::new("t-typed", SlabFlags::empty())
         .map_err(|e| fail(alloc::format!("{e}")))?;
-    kassert_eq!(tc.cache().object_size(), core::mem::size_of::<Counted>());
+    kassert_eq!(
+        tc.cache().map(|c| c.object_size()),
+        Some(core::mem::size_of::<Counted>())
+    );
     let a = tc
         .alloc(GFP_KERNEL, Counted::new(1))
         .map_err(|e| fail(alloc::format!("{e}")))?;
@@ -1020,13 +1066,13 @@ fn typed_cache_drops_values() -> TestResult {
         .map_err(|e| fail(alloc::format!("{e}")))?;
     b.value += 40;
     kassert_eq!((a.value, b.value), (1, 42));
-    kassert_eq!(tc.cache().info().active_objs, 2);
+    kassert_eq!(tc.cache().map(|c| c.info().active_objs), Some(2));
     drop(a);
     kassert_eq!(DROPS.load(Ordering::SeqCst), 1);
-    kassert_eq!(tc.cache().info().active_objs, 1);
+    kassert_eq!(tc.cache().map(|c| c.info().active_objs), Some(1));
     drop(b);
     kassert_eq!(DROPS.load(Ordering::SeqCst), 2);
-    kassert_eq!(tc.cache().info().active_objs, 0);
+    kassert_eq!(tc.cache().map(|c| c.info().active_objs), Some(0));
     FAILSLAB.configure(100, 1, 1);
     let r = tc.alloc(GFP_KERNEL | NOWARN, Counted::new(3));
     kassert!(r.is_err());
@@ -1371,22 +1417,27 @@ fn kmalloc_slack_after_the_requested_size_is_red_zoned() -> TestResult {
     let n = slab::reports().len();
     // Writes inside the size asked for are fine.
     let p = kzalloc(12, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
-    kassert!(bytes(p, 12).iter().all(|b| *b == 0));
-    bytes(p, 12).fill(0x11);
+    // SAFETY: `p` is a fresh 12-byte kzalloc object, ours alone.
+    kassert!(unsafe { bytes(p, 12) }.iter().all(|b| *b == 0));
+    // SAFETY: `p` is the same 12-byte object, still ours.
+    unsafe { bytes(p, 12) }.fill(0x11);
     kfree(p.as_ptr());
     // ksize hands the whole object over: then all of it may be written.
     let p = kmalloc(12, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
     kassert_eq!(ksize(p.as_ptr()), 16);
-    bytes(p, 16).fill(0x22);
+    // SAFETY: ksize says the object has 16 usable bytes, and `p` is ours.
+    unsafe { bytes(p, 16) }.fill(0x22);
     kfree(p.as_ptr());
     // So may a full-size request, and an object from kmem_cache_alloc.
     let p = kmalloc(16, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
-    bytes(p, 16).fill(0x33);
+    // SAFETY: `p` is a fresh 16-byte kmalloc object, ours alone.
+    unsafe { bytes(p, 16) }.fill(0x33);
     kfree(p.as_ptr());
     let p = k16
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
-    bytes(p, 16).fill(0x44);
+    // SAFETY: `p` is a fresh 16-byte object of `k16`, ours alone.
+    unsafe { bytes(p, 16) }.fill(0x44);
     // SAFETY: `p` came from `k16` and is not used after this free.
     unsafe { k16.free(p) };
     kassert_eq!(reports_since(n).len(), 0, "{:?}", reports_since(n));

@@ -120,6 +120,18 @@ impl MemoryMap {
         }
     }
 
+    /// A map of one RAM range `[start, end)` (a platform whose RAM is one
+    /// block, e.g. a static array in a hobby kernel).
+    pub fn from_ram(start: u64, end: u64) -> Self {
+        let mut map = Self::new();
+        map.push(Region {
+            start,
+            end,
+            kind: RegionKind::Ram,
+        });
+        map
+    }
+
     /// The regions, sorted by start.
     pub fn regions(&self) -> &[Region] {
         &self.regions[..self.len]

@@ -66,12 +66,14 @@ unsafe extern "Rust" {
 
 /// Brings the subsystems up in order — page allocator, slab and kmalloc,
 /// OOM reporters, tasks, kswapd — then runs the kernel's main function.
-/// Called once by the architecture with the console, the early heap and the
-/// timer working. A `min_free_kbytes=` that cannot work stops the machine
+/// Called once by the architecture with the platform installed (the page
+/// allocator takes its memory from
+/// [`Platform::usable_memory`](crate::platform::Platform::usable_memory)) and
+/// the console, the early heap and the timer working. A `min_free_kbytes=` that cannot work stops the machine
 /// with one line saying so.
 pub fn start_kernel(boot: &'static BootInfo, params: &EarlyParams, arch: &ArchHooks) -> ! {
     use crate::mm::{page_alloc, shrinker, slab, vmscan};
-    match page_alloc::init(&boot.usable, params.mem, params.min_free_kbytes) {
+    match page_alloc::init_from_platform(params.mem, params.min_free_kbytes) {
         Ok(()) => (arch.page_alloc_ready)(),
         Err(e) => crate::println!("kreclaim: {e}; task stacks stay on the early heap"),
     }

@@ -7,7 +7,10 @@
 
 #![deny(missing_docs)]
 
-/// Interrupt masking, time and console for the framework.
+use crate::bootinfo::MemoryMap;
+
+/// Interrupt masking, time, console, the page-frame source and kernel
+/// threads for the framework.
 pub trait Platform: Sync {
     /// Masks interrupts; returns whether they were enabled.
     fn irq_save(&self) -> bool;
@@ -29,6 +32,27 @@ pub trait Platform: Sync {
     /// (or into the kernel image).
     fn virt_to_phys(&self, va: *const u8) -> u64 {
         va as u64
+    }
+    /// The page-frame source: the physical RAM the page allocator may
+    /// manage, as [`RegionKind::Ram`](crate::bootinfo::RegionKind::Ram)
+    /// regions, with whatever the platform keeps for itself (kernel image,
+    /// boot data, early heap, a RAM disk) already left out. Addresses are
+    /// physical and reached through [`Platform::phys_to_virt`].
+    /// [`init_from_platform`](crate::mm::page_alloc::init_from_platform)
+    /// reads it once at bring-up (the page allocator carves its `mem_map`
+    /// out of it). The default, no memory, suits a platform that calls
+    /// `page_alloc::init` with a map of its own.
+    fn usable_memory(&self) -> MemoryMap {
+        MemoryMap::new()
+    }
+    /// Whether the running context may sleep (GFP_KERNEL rather than
+    /// GFP_ATOMIC for Rust's global allocator, i.e. `Box`, `Vec`, `Arc`).
+    /// Asked only while the framework's own scheduler is not running: a
+    /// kernel with a scheduler of its own answers for its contexts (false
+    /// with interrupts masked, in an interrupt handler or under a spinlock).
+    /// The default, false, is always safe.
+    fn may_sleep(&self) -> bool {
+        false
     }
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}

@@ -6,7 +6,7 @@
 
 extern crate alloc;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kreclaim::bootinfo::{MemoryMap, Region, RegionKind};
+use kreclaim::bootinfo::MemoryMap;
 use kreclaim::mm::{global_alloc::KernelAllocator, page_alloc, slab::kmalloc, vmscan};
 use kreclaim::platform::{self, Platform};
 use kreclaim::prelude::*;
@@ -102,6 +102,16 @@ impl Platform for Hobby {
     fn console_write(&self, s: &str) {
         s.bytes().for_each(|b| outb(0x3f8, b));
     }
+    /// One thread, interrupts never enabled: it may always sleep (so `Box`
+    /// and `Vec` allocate GFP_KERNEL, not GFP_ATOMIC).
+    fn may_sleep(&self) -> bool {
+        true
+    }
+    /// The page-frame source: the RAM array (a real kernel reads its memory map).
+    fn usable_memory(&self) -> MemoryMap {
+        let start = &raw mut RAM as u64;
+        MemoryMap::from_ram(start, start + (16 << 20))
+    }
     fn exit(&self, success: bool) -> ! {
         outb(0xf4, if success { 0x10 } else { 0x11 }); // QEMU exits 33 or 35
         loop {
@@ -115,12 +125,13 @@ impl Platform for Hobby {
 #[global_allocator]
 static ALLOCATOR: KernelAllocator = KernelAllocator::new();
 static mut EARLY_HEAP: [u8; 16 << 10] = [0; 16 << 10];
-/// The RAM given to the page allocator (a real kernel uses its memory map).
+/// The RAM the platform gives the page allocator.
 static mut RAM: [u8; 16 << 20] = [0; 16 << 20];
 
 /// A cache of 1 KiB objects kept for reuse; reclaim may free them, but only
 /// where filesystem reclaim is allowed (as for an inode cache).
 type Obj = [u8; 1024];
+static CACHE: TypedCache<Obj> = TypedCache::new_static("hobby_obj", SlabFlags::empty());
 static POOL: SpinLock<KVec<SlabBox<'static, Obj>>> =
     SpinLock::new(KVec::new(), lock_class!("pool"));
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -162,22 +173,13 @@ extern "C" fn hobby_main() -> ! {
             .early()
             .init(&raw mut EARLY_HEAP as *mut u8, 16 << 10)
     };
-    let start = &raw mut RAM as u64;
-    let mut ram = MemoryMap::new();
-    ram.push(Region {
-        start,
-        end: start + (16 << 20),
-        kind: RegionKind::Ram,
-    });
-    page_alloc::init(&ram, None, None).expect("page allocator");
+    page_alloc::init_from_platform(None, None).expect("page allocator");
     kmalloc::kmalloc_init();
 
-    let cache = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-        TypedCache::<Obj>::new("hobby_obj", SlabFlags::empty()).expect("cache"),
-    ));
+    CACHE.create().expect("cache");
     let mut pool = KVec::with_capacity(2048, GFP_KERNEL).expect("pool");
     while pool.len() < 2048 {
-        let obj = cache.alloc(GFP_KERNEL, [0; 1024]).expect("object");
+        let obj = CACHE.alloc(GFP_KERNEL, [0; 1024]).expect("object");
         pool.push(obj, GFP_KERNEL)
             .map_err(|(_, e)| e)
             .expect("pool");

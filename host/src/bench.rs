@@ -51,7 +51,7 @@ impl BenchAlloc for Kreclaim {
 pub struct KreclaimCache(pub KmemCache);
 
 impl KreclaimCache {
-    pub fn new(name: &str, size: usize) -> Self {
+    pub fn new(name: &'static str, size: usize) -> Self {
         Self(KmemCache::create(name, size, 8, SlabFlags::empty(), None).expect("kmem_cache_create"))
     }
 }

@@ -61,7 +61,8 @@
 //! means a hole. Largest file: (40 + 1024) * 4096 = 4 358 144 bytes.
 //! Directory blocks are described in [`super::dir`].
 
-use super::{FsError, Meta, check_buf};
+pub use super::mode::{FileType, Mode};
+use super::{FsError, Meta};
 
 /// Filesystem block size in bytes (the only one supported).
 pub const BLOCK_SIZE: usize = 4096;
@@ -449,66 +450,6 @@ impl Superblock {
 
 // ---------------------------------------------------------------------------
 // Inode cores
-
-/// What an inode slot holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Unallocated slot.
-    Free = 0,
-    /// Regular file.
-    File = 1,
-    /// Directory.
-    Dir = 2,
-}
-
-impl Mode {
-    /// Decodes the on-disk mode byte; `None` for an unknown value.
-    pub fn from_u8(v: u8) -> Option<Mode> {
-        match v {
-            0 => Some(Mode::Free),
-            1 => Some(Mode::File),
-            2 => Some(Mode::Dir),
-            _ => None,
-        }
-    }
-
-    /// The directory-entry type for this mode; `None` for [`Mode::Free`].
-    pub fn file_type(self) -> Option<FileType> {
-        match self {
-            Mode::Free => None,
-            Mode::File => Some(FileType::File),
-            Mode::Dir => Some(FileType::Dir),
-        }
-    }
-}
-
-/// The type a directory entry records for its inode (same codes as [`Mode`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileType {
-    /// Regular file.
-    File = 1,
-    /// Directory.
-    Dir = 2,
-}
-
-impl FileType {
-    /// Decodes a directory entry's type byte; `None` for an unknown value.
-    pub fn from_u8(v: u8) -> Option<FileType> {
-        match v {
-            1 => Some(FileType::File),
-            2 => Some(FileType::Dir),
-            _ => None,
-        }
-    }
-
-    /// The inode mode an entry of this type must point at.
-    pub fn mode(self) -> Mode {
-        match self {
-            FileType::File => Mode::File,
-            FileType::Dir => Mode::Dir,
-        }
-    }
-}
 
 /// One inode's on-disk core, decoded. `ino` is not a free field: it is the
 /// slot's own number, checked against the copy stored on disk.
@@ -1061,5 +1002,17 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> AgHeader<B> {
             self.add_counter(20, -1);
             self.seal();
         }
+    }
+}
+
+/// Checks that `buf` is exactly one block.
+pub(crate) fn check_buf(len: usize) -> Result<(), FsError> {
+    if len == BLOCK_SIZE {
+        Ok(())
+    } else {
+        Err(FsError::BufferSize {
+            expected: BLOCK_SIZE,
+            got: len,
+        })
     }
 }

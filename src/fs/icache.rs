@@ -57,118 +57,20 @@
 
 use super::FsError;
 use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
+pub(crate) use super::inode::{
+    I_DIRTY, I_FLUSHING, I_INACTIVATING, I_RECLAIM, I_RECLAIMABLE, I_UNLINKED, Perag, XfsInode,
+    reclaim_subclass,
+};
+pub use super::inode::{ILOCK_CHILD, ILOCK_RECLAIM, ilock_class};
 use super::policy::IlockMode;
 use super::state::Fs;
+pub use super::state::{RaceHook, RacePoint};
 use crate::mm::gfp::Gfp;
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
-use crate::mm::slab::kmalloc::KVec;
-use crate::sync::lockdep::{self, LockClassKey};
-use crate::sync::{Mutex, RwSemReadGuard, RwSemWriteGuard, RwSemaphore, SpinLock};
+use crate::sync::{RwSemReadGuard, RwSemWriteGuard};
 use alloc::sync::{Arc, Weak};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-pub(crate) const I_RECLAIMABLE: u32 = 1 << 0;
-pub(crate) const I_RECLAIM: u32 = 1 << 1;
-pub(crate) const I_DIRTY: u32 = 1 << 2;
-pub(crate) const I_FLUSHING: u32 = 1 << 3;
-pub(crate) const I_UNLINKED: u32 = 1 << 4;
-pub(crate) const I_INACTIVATING: u32 = 1 << 5;
-
-/// Lockdep subclass for the second inode an operation locks.
-pub const ILOCK_CHILD: u8 = 1;
-/// Lockdep subclass for the shrinker's blocking ILOCK on an unreferenced
-/// inode while the reclaiming task holds an ILOCK above reclaim.
-pub const ILOCK_RECLAIM: u8 = 2;
-
-/// The one lockdep class of every inode's ILOCK.
-pub fn ilock_class() -> &'static LockClassKey {
-    crate::lock_class!("xfs_ilock")
-}
-
-/// Subclass for the shrinker's blocking ILOCK on an unreferenced inode.
-pub(crate) fn reclaim_subclass() -> u8 {
-    if lockdep::held_count(ilock_class()) > 0 {
-        ILOCK_RECLAIM
-    } else {
-        0
-    }
-}
-
-/// An in-core inode.
-pub(crate) struct XfsInode {
-    pub(crate) ino: u32,
-    /// VFS references; changes between 0 and 1 happen under the AG lock
-    /// (see the module docs).
-    pub(crate) refcount: AtomicU32,
-    pub(crate) flags: AtomicU32,
-    /// ILOCK, guarding the core.
-    pub(crate) ilock: RwSemaphore<InodeCore>,
-}
-
-impl XfsInode {
-    fn new(core: InodeCore) -> Self {
-        Self {
-            ino: core.ino,
-            refcount: AtomicU32::new(1),
-            flags: AtomicU32::new(0),
-            ilock: RwSemaphore::new(core, ilock_class()),
-        }
-    }
-
-    pub(crate) fn flags(&self) -> u32 {
-        self.flags.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn set(&self, f: u32) -> u32 {
-        self.flags.fetch_or(f, Ordering::AcqRel)
-    }
-
-    pub(crate) fn clear(&self, f: u32) -> u32 {
-        self.flags.fetch_and(!f, Ordering::AcqRel)
-    }
-}
-
-/// The cached inodes of one AG: a slot per AG inode.
-pub(crate) struct Ici {
-    pub(crate) slots: KVec<*mut XfsInode>,
-    /// Where the next reclaim walk starts (XFS's per-AG reclaim cursor).
-    cursor: u32,
-}
-
-// SAFETY: the pointers are only followed under the AG lock, or with a
-// reference / ILOCK / I_FLUSHING that keeps the inode alive.
-unsafe impl Send for Ici {}
-
-/// Per-AG state (`struct xfs_perag`).
-pub(crate) struct Perag {
-    pub(crate) ici: SpinLock<Ici>,
-    /// Serialises the AG header (block and inode allocation), `xfs_agf`.
-    pub(crate) agf: Mutex<()>,
-    pub(crate) reclaimable: AtomicU64,
-}
-
-impl Perag {
-    /// Mount-time setup (GFP_KERNEL).
-    pub(crate) fn new(agno: u32, inodes: u32) -> Result<Self, FsError> {
-        let gfp = crate::mm::gfp::GFP_KERNEL;
-        let mut slots = KVec::with_capacity(inodes as usize, gfp).map_err(|_| FsError::NoMemory)?;
-        for _ in 0..inodes {
-            slots
-                .push(ptr::null_mut(), gfp)
-                .map_err(|_| FsError::NoMemory)?;
-        }
-        let _ = agno;
-        Ok(Self {
-            ici: SpinLock::new(
-                Ici { slots, cursor: 0 },
-                crate::lock_class!("xfs_perag_ici"),
-            ),
-            agf: Mutex::new((), crate::lock_class!("xfs_agf")),
-            reclaimable: AtomicU64::new(0),
-        })
-    }
-}
+use core::sync::atomic::Ordering;
 
 /// A VFS reference to an in-core inode. Cloning adds a reference; dropping
 /// the last one makes the inode reclaimable (after freeing it on disk if it
@@ -217,23 +119,6 @@ impl core::fmt::Debug for InodeRef {
         write!(f, "InodeRef({})", self.ino())
     }
 }
-
-/// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
-/// inode reference handling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RacePoint {
-    /// `Fs::irele` (an `InodeRef` dropped), before the reference is dropped.
-    Put,
-    /// `Fs::irele`: the last reference of an unlinked inode went and it
-    /// is `I_INACTIVATING`; before it is freed on disk.
-    Inactivate,
-    /// [`Fs::lookup`]: the directory named the inode (its ILOCK is
-    /// dropped); before a reference is taken.
-    LookupFound,
-}
-
-/// A test hook for [`Fs::set_race_hook`]: called with the inode number.
-pub type RaceHook = fn(u32, RacePoint);
 
 /// An ILOCK held through [`Fs::ilock`].
 pub enum IlockGuard<'a> {

@@ -10,7 +10,7 @@ use super::FsError;
 use super::blockdev::BlockDevice;
 use super::buf::{BufCache, BufCacheOwner};
 use super::format::Superblock;
-use super::icache::Perag;
+use super::inode::Perag;
 use super::policy::Policy;
 use crate::mm::gfp::Gfp;
 use crate::mm::shrinker::{ShrinkerInfo, ShrinkerRegistration};
@@ -93,6 +93,23 @@ pub struct FsStats {
     pub inactivations: u64,
 }
 
+/// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
+/// inode reference handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RacePoint {
+    /// `Fs::irele` (an `InodeRef` dropped), before the reference is dropped.
+    Put,
+    /// `Fs::irele`: the last reference of an unlinked inode went and it
+    /// is `I_INACTIVATING`; before it is freed on disk.
+    Inactivate,
+    /// [`Fs::lookup`]: the directory named the inode (its ILOCK is
+    /// dropped); before a reference is taken.
+    LookupFound,
+}
+
+/// A test hook for [`Fs::set_race_hook`]: called with the inode number.
+pub type RaceHook = fn(u32, RacePoint);
+
 /// A mounted filesystem.
 pub struct Fs {
     pub(crate) me: Weak<Fs>,
@@ -118,7 +135,7 @@ pub struct Fs {
     pub(super) dir_rotor: AtomicU32,
     pub(crate) reclaim_rotor: AtomicU32,
     /// The test hook of `set_race_hook`.
-    pub(crate) race_hook: crate::sync::Hook<super::icache::RaceHook>,
+    pub(crate) race_hook: crate::sync::Hook<RaceHook>,
 }
 
 // SAFETY: shared state is behind locks and atomics; raw pointers in the

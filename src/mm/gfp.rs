@@ -179,3 +179,26 @@ impl fmt::Debug for Gfp {
         write!(f, "{self} ({:#x})", self.bits())
     }
 }
+
+/// A failed allocation: the effective mask and the order (pages come in
+/// 2^order blocks; a failed kmalloc or global allocation reports order 0
+/// or the order of the block it asked for). Defined beside the flags so that
+/// everything that allocates can name it without depending on the page
+/// allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocError {
+    /// The effective mask, after the task's scope was applied.
+    pub gfp: Gfp,
+    /// Block order (2^order pages).
+    pub order: u32,
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "page allocation failure: order:{}, mode:{}",
+            self.order, self.gfp
+        )
+    }
+}

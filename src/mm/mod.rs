@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod early_heap;
+pub mod fallible;
 pub mod fault_inject;
 pub mod fs_reclaim;
 pub mod gfp;

@@ -39,23 +39,25 @@ use super::page::{NIL, Page, PageFlags};
 use super::scope::{MemallocScope, current_gfp_context};
 use super::vmscan;
 use super::zone::{
-    AllocFlags, MAX_ORDER_NR_PAGES, NR_ORDERS, Zone, compute_watermarks, default_min_free_kbytes,
+    AllocFlags, MAX_ORDER_NR_PAGES, NR_ORDERS, WMARK_LOGGED, ZONE, Zone, compute_watermarks,
+    default_min_free_kbytes,
 };
 use crate::bootinfo::{MemoryMap, Region, RegionKind};
 use crate::sync::SpinLock;
 use crate::task::{self, TaskFlags};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+pub use super::gfp::AllocError;
 pub use super::page::{PAGE_SHIFT, PAGE_SIZE, PageOwner, PhysAddr, page_address, virt_to_phys};
 pub use super::zone::{
-    MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, WATERMARK_SCALE_FACTOR, Watermarks, watermark_ok,
+    MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, WATERMARK_SCALE_FACTOR, Watermarks, nr_free_pages,
+    watermark_ok, watermarks,
 };
 
 /// Rounds of direct reclaim without progress before giving up.
 pub const MAX_RECLAIM_RETRIES: u32 = 16;
 
-static ZONE: Zone = Zone::new("Normal");
 static INIT_STARTED: AtomicBool = AtomicBool::new(false);
 static READY: AtomicBool = AtomicBool::new(false);
 
@@ -240,6 +242,20 @@ pub fn init(
     Ok(())
 }
 
+/// [`init`] over the platform's page-frame source,
+/// [`Platform::usable_memory`](crate::platform::Platform::usable_memory)
+/// ([`InitError::NoMemory`] without a platform): how a kernel brings the
+/// allocator up without building a memory map itself.
+pub fn init_from_platform(
+    mem_cap: Option<u64>,
+    min_free_kbytes: Option<u64>,
+) -> Result<(), InitError> {
+    let usable = crate::platform::get()
+        .map(|p| p.usable_memory())
+        .unwrap_or_default();
+    init(&usable, mem_cap, min_free_kbytes)
+}
+
 /// Whether [`init`] has finished.
 pub fn is_ready() -> bool {
     READY.load(Ordering::Acquire)
@@ -247,11 +263,6 @@ pub fn is_ready() -> bool {
 
 // ---------------------------------------------------------------------------
 // Zone information
-
-/// Free pages now (NR_FREE_PAGES).
-pub fn nr_free_pages() -> u64 {
-    ZONE.free.load(Ordering::Relaxed)
-}
 
 /// Pages handed to the buddy allocator.
 pub fn managed_pages() -> u64 {
@@ -261,11 +272,6 @@ pub fn managed_pages() -> u64 {
 /// Pages the mem_map takes (out of the RAM given to [`init`]).
 pub fn memmap_pages() -> u64 {
     ZONE.memmap_pages.load(Ordering::Relaxed) as u64
-}
-
-/// The zone's min/low/high watermarks, in pages.
-pub fn watermarks() -> Watermarks {
-    ZONE.watermarks()
 }
 
 /// The `min_free_kbytes` the watermarks were computed from.
@@ -479,25 +485,6 @@ impl fmt::Display for PageAllocStats {
 // ---------------------------------------------------------------------------
 // Allocation
 
-/// A failed page allocation: the effective mask and the order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AllocError {
-    /// The effective mask, after the task's scope was applied.
-    pub gfp: Gfp,
-    /// Block order (2^order pages).
-    pub order: u32,
-}
-
-impl fmt::Display for AllocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "page allocation failure: order:{}, mode:{}",
-            self.order, self.gfp
-        )
-    }
-}
-
 /// `gfp_to_alloc_flags`: the slow path's watermark (MIN) and reserves.
 pub fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
     let mut f = AllocFlags::WMARK_MIN;
@@ -616,10 +603,6 @@ fn task_name() -> &'static str {
     task::current().name()
 }
 
-/// The lowest watermark the zone was last logged below (0: none, 1: LOW,
-/// 2: MIN), so that debug logging shows crossings, not every slow path.
-static WMARK_LOGGED: AtomicU8 = AtomicU8::new(0);
-
 /// Logs at debug the first fall below LOW (`level` 1) or MIN (2) since
 /// kswapd last balanced the zone; one compare when debug is off.
 fn log_wmark_crossing(level: u8, order: u32) {
@@ -639,11 +622,6 @@ fn log_wmark_crossing(level: u8, order: u32) {
             task_name()
         );
     }
-}
-
-/// kswapd balanced the zone: the next fall below a watermark is logged.
-pub(crate) fn note_zone_balanced() {
-    WMARK_LOGGED.store(0, Ordering::Relaxed);
 }
 
 fn wake_all_kswapds(order: u32) {

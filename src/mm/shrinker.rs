@@ -729,12 +729,7 @@ pub fn try_shrinkers() -> Result<Vec<ShrinkerInfo>, crate::mm::page_alloc::Alloc
         });
         match info {
             Ok(i) if out.try_reserve(1).is_ok() => out.push(i),
-            Ok(_) => {
-                failed = Some(crate::mm::page_alloc::AllocError {
-                    gfp: crate::mm::slab::kmalloc::global_gfp(),
-                    order: 0,
-                })
-            }
+            Ok(_) => failed = Some(crate::mm::fallible::global_alloc_error()),
             Err(e) => failed = Some(e),
         }
     });

@@ -9,9 +9,9 @@
 //! made under PF_MEMALLOC to the freeing task.
 
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
-use crate::mm::page_alloc;
 use crate::mm::scope::{MemallocScope, current_gfp_context};
 use crate::mm::shrinker::shrink_slab;
+use crate::mm::zone;
 use crate::sync::WaitQueue;
 use crate::task::{self, TaskFlags};
 use core::fmt;
@@ -103,7 +103,7 @@ impl fmt::Display for ReclaimSnapshot {
 }
 
 fn above_wmark(mark: u64) -> bool {
-    page_alloc::nr_free_pages() > mark
+    zone::nr_free_pages() > mark
 }
 
 /// Credits `pages` freed by the current task to its reclaim (called by the
@@ -125,7 +125,7 @@ fn do_try_to_free_pages(gfp: Gfp, target: u64, stop_when_balanced: bool) -> u64 
         let freed = shrink_slab(gfp, priority);
         STATS.slab_objects_freed.fetch_add(freed, Ordering::Relaxed);
         let got = t.reclaimed() - start;
-        if got >= target || (stop_when_balanced && above_wmark(page_alloc::watermarks().high)) {
+        if got >= target || (stop_when_balanced && above_wmark(zone::watermarks().high)) {
             return got;
         }
         if priority == 0 {
@@ -145,15 +145,15 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
     log::debug!(
         "direct reclaim: '{}' order-{order} {gfp}: free {} pages (min {})",
         task::current().name(),
-        page_alloc::nr_free_pages(),
-        page_alloc::watermarks().min
+        zone::nr_free_pages(),
+        zone::watermarks().min
     );
     let got = do_try_to_free_pages(gfp, SWAP_CLUSTER_MAX, false);
     STATS.direct_pages.fetch_add(got, Ordering::Relaxed);
     log::trace!(
         "direct reclaim: '{}' reclaimed {got} pages, free {}",
         task::current().name(),
-        page_alloc::nr_free_pages()
+        zone::nr_free_pages()
     );
     got as usize
 }
@@ -209,8 +209,7 @@ fn kswapd() {
         if KSWAPD_STOP.load(Ordering::Acquire) {
             break;
         }
-        if !KSWAPD_WANTED.swap(false, Ordering::AcqRel) && above_wmark(page_alloc::watermarks().low)
-        {
+        if !KSWAPD_WANTED.swap(false, Ordering::AcqRel) && above_wmark(zone::watermarks().low) {
             continue;
         }
         balance_pgdat();
@@ -225,7 +224,7 @@ fn kswapd() {
 /// PF_MEMALLOC, so it never recurses into reclaim) up to the high
 /// watermark; otherwise it does nothing. Returns the pages reclaimed.
 pub fn kswapd_balance() -> u64 {
-    if above_wmark(page_alloc::watermarks().low) {
+    if above_wmark(zone::watermarks().low) {
         return 0;
     }
     let _memalloc = MemallocScope::noreclaim();
@@ -240,14 +239,14 @@ fn balance_pgdat() {
     STATS.kswapd_runs.fetch_add(1, Ordering::Relaxed);
     log::debug!(
         "kswapd0: wake: free {} pages (low {}, high {}), order {}",
-        page_alloc::nr_free_pages(),
-        page_alloc::watermarks().low,
-        page_alloc::watermarks().high,
+        zone::nr_free_pages(),
+        zone::watermarks().low,
+        zone::watermarks().high,
         KSWAPD_ORDER.load(Ordering::Relaxed)
     );
     let pages0 = STATS.kswapd_pages.load(Ordering::Relaxed);
     KSWAPD_ORDER.store(0, Ordering::Relaxed);
-    while !above_wmark(page_alloc::watermarks().high) {
+    while !above_wmark(zone::watermarks().high) {
         // kswapd holds fs_reclaim across its shrinkers, like direct reclaim.
         let got = {
             let _fs = crate::mm::fs_reclaim::FsReclaimGuard::reclaimer();
@@ -258,14 +257,14 @@ fn balance_pgdat() {
             break;
         }
     }
-    let balanced = above_wmark(page_alloc::watermarks().high);
+    let balanced = above_wmark(zone::watermarks().high);
     if balanced {
-        page_alloc::note_zone_balanced();
+        zone::note_zone_balanced();
     }
     log::debug!(
         "kswapd0: sleep: free {} pages (high {}), {}; {} pages reclaimed",
-        page_alloc::nr_free_pages(),
-        page_alloc::watermarks().high,
+        zone::nr_free_pages(),
+        zone::watermarks().high,
         if balanced { "balanced" } else { "no progress" },
         STATS.kswapd_pages.load(Ordering::Relaxed) - pages0
     );

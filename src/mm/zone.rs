@@ -9,7 +9,7 @@
 
 use super::page::{NIL, PAGE_SHIFT, Page, PageFlags, PageOwner};
 use crate::sync::SpinLock;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// Largest block order (Linux's MAX_PAGE_ORDER): blocks of up to 4 MiB.
 pub const MAX_ORDER: u32 = 10;
@@ -370,4 +370,27 @@ impl Zone {
         (i < self.spanned.load(Ordering::Relaxed))
             .then(|| self.start_pfn.load(Ordering::Relaxed) + i)
     }
+}
+
+/// The (only) zone. It lives here, below both the page allocator and
+/// reclaim, so that vmscan reads the zone without depending on page_alloc.
+pub(crate) static ZONE: Zone = Zone::new("Normal");
+
+/// Free pages now (NR_FREE_PAGES).
+pub fn nr_free_pages() -> u64 {
+    ZONE.free.load(Ordering::Relaxed)
+}
+
+/// The zone's min/low/high watermarks, in pages.
+pub fn watermarks() -> Watermarks {
+    ZONE.watermarks()
+}
+
+/// The lowest watermark the zone was last logged below (0: none, 1: LOW,
+/// 2: MIN), so that debug logging shows crossings, not every slow path.
+pub(crate) static WMARK_LOGGED: AtomicU8 = AtomicU8::new(0);
+
+/// kswapd balanced the zone: the next fall below a watermark is logged.
+pub(crate) fn note_zone_balanced() {
+    WMARK_LOGGED.store(0, Ordering::Relaxed);
 }

@@ -12,13 +12,16 @@ pub mod lockdep;
 pub mod mutex;
 pub mod rwsem;
 pub mod spinlock;
-pub mod waitqueue;
 
+/// Wait queues and completions are the scheduler's sleep and wake-up
+/// primitives (Linux's `kernel/sched/wait.c`): they live in
+/// [`crate::task::wait`] and are named here too.
+pub use crate::task::wait as waitqueue;
+pub use crate::task::wait::{Completion, WaitQueue};
 pub use hook::Hook;
 pub use mutex::{Mutex, MutexGuard};
 pub use rwsem::{RwSemReadGuard, RwSemWriteGuard, RwSemaphore};
 pub use spinlock::{SpinLock, SpinLockGuard};
-pub use waitqueue::{Completion, WaitQueue};
 
 /// Marks lock guards `!Send`: a lock must be released by the task that took
 /// it (lockdep's held-lock stack and the owner field depend on it, and a

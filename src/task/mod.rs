@@ -13,11 +13,12 @@
 
 pub mod deadlock;
 mod flags;
+pub mod wait;
 pub mod waitlist;
 
 pub use flags::TaskFlags;
 
-use crate::mm::global_alloc::{try_arc, try_box, try_string};
+use crate::mm::fallible::{try_arc, try_box, try_string};
 use crate::platform::{self, IrqGuard, KernelStack};
 use crate::sync::lockdep::TaskLockState;
 use alloc::boxed::Box;

@@ -281,7 +281,7 @@ pub struct FaultReport {
     /// Faulting address (page faults, and double faults caused by one).
     pub cr2: Option<u64>,
     /// Name of the stack whose guard page was hit, if this was an overflow.
-    pub stack_overflow: Option<&'static str>,
+    pub stack_overflow: Option<crate::mm::inline_name::InlineName>,
 }
 
 impl FaultReport {

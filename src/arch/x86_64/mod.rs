@@ -59,6 +59,15 @@ impl Platform for Qemu {
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 
+    /// The PVH memory map's RAM less the kernel image, the early heap and
+    /// the RAM disk (the boot information's `usable` map).
+    fn usable_memory(&self) -> crate::bootinfo::MemoryMap {
+        BOOT_INFO
+            .get()
+            .map(|b| b.usable.clone())
+            .unwrap_or_default()
+    }
+
     #[inline]
     fn phys_to_virt(&self, pa: u64) -> *mut u8 {
         paging::phys_to_virt(pa)
@@ -296,14 +305,13 @@ pub fn fatal_exit() -> ! {
 
 /// Names the task whose stack guard page holds `addr`: a stack overflow
 /// happens on the running task's own stack.
-fn task_stack_guard(addr: u64) -> Option<&'static str> {
+fn task_stack_guard(addr: u64) -> Option<crate::mm::inline_name::InlineName> {
     if !context::in_stack_guard(addr) {
         return None;
     }
-    let name = crate::task::current().name();
-    // SAFETY: only used to report a fatal fault; the running task (and its
-    // name) stays alive because it never runs again.
-    Some(unsafe { core::mem::transmute::<&str, &'static str>(name) })
+    Some(crate::mm::inline_name::InlineName::new(
+        crate::task::current().name(),
+    ))
 }
 
 /// Whether EFER.NXE was enabled by the boot stub.

@@ -1,6 +1,8 @@
 //! Statically allocated kernel stacks, each with an unmapped guard page below
 //! it, and the lookup the fault handlers use to name an overflowed stack.
 
+use crate::mm::inline_name::InlineName;
+
 /// Page size in bytes (also the guard page's size).
 pub const PAGE: usize = 4096;
 
@@ -62,9 +64,10 @@ pub fn static_stacks() -> [(&'static str, usize, usize); 4] {
     ]
 }
 
-/// Lookup for stacks created later (task stacks): returns the owning stack's
-/// name when `addr` lies in one of their guard pages.
-pub type GuardLookup = fn(addr: u64) -> Option<&'static str>;
+/// Lookup for stacks created later (task stacks): returns a copy of the
+/// owning stack's name when `addr` lies in one of their guard pages (a copy:
+/// the owner's name need not outlive the report).
+pub type GuardLookup = fn(addr: u64) -> Option<InlineName>;
 
 static DYNAMIC_LOOKUP: crate::sync::Hook<GuardLookup> = crate::sync::Hook::new();
 
@@ -74,11 +77,11 @@ pub fn set_dynamic_guard_lookup(f: GuardLookup) {
 }
 
 /// Names the stack whose guard page contains `addr`, if any.
-pub fn guard_page_owner(addr: u64) -> Option<&'static str> {
+pub fn guard_page_owner(addr: u64) -> Option<InlineName> {
     let a = addr as usize;
     for (name, guard, _) in static_stacks() {
         if a >= guard && a < guard + PAGE {
-            return Some(name);
+            return Some(InlineName::new(name));
         }
     }
     DYNAMIC_LOOKUP.get().and_then(|f| f(addr))

@@ -108,6 +108,8 @@ unsafe impl Send for Lists {}
 /// A cache's immutable layout and its locked lists.
 pub(crate) struct CacheInner {
     pub(crate) name: String,
+    /// The name as given (a `&'static str`): page-owner records keep it.
+    static_name: &'static str,
     pub(crate) object_size: usize,
     /// Bytes per object including red zone and free pointer, aligned.
     pub(crate) size: usize,
@@ -413,7 +415,7 @@ pub fn set_global_debug(flags: SlabFlags, only: Option<String>) {
 
 /// `kmem_cache_create(name, size, align, flags, ctor)`.
 pub fn kmem_cache_create(
-    name: &str,
+    name: &'static str,
     size: usize,
     align: usize,
     flags: SlabFlags,
@@ -424,9 +426,11 @@ pub fn kmem_cache_create(
 
 impl KmemCache {
     /// Creates a cache of `size`-byte objects aligned to `align`, with an
-    /// optional constructor; errors name the cache.
+    /// optional constructor; errors name the cache. The name is `'static`
+    /// (as Linux keeps the caller's string): every slab page's owner
+    /// record points at it, however long the page outlives the caller.
     pub fn create(
-        name: &str,
+        name: &'static str,
         size: usize,
         align: usize,
         mut flags: SlabFlags,
@@ -513,6 +517,7 @@ impl KmemCache {
         let name_copy = crate::mm::global_alloc::try_string(name).map_err(nomem)?;
         let inner = crate::mm::global_alloc::try_box(CacheInner {
             name: name_copy,
+            static_name: name,
             object_size,
             size: slot,
             flags,
@@ -1425,12 +1430,9 @@ impl CacheInner {
         Ok(())
     }
 
-    /// The cache name as `&'static str` for page-owner records; caches
-    /// outlive their pages, and destroyed caches leave no pages behind.
+    /// The cache name for page-owner records (given as `&'static str`).
     fn static_name(&self) -> &'static str {
-        // SAFETY: the name lives as long as the cache, and a cache is destroyed only when it holds
-        // no slabs, so no page-owner record outlives the string.
-        unsafe { core::mem::transmute::<&str, &'static str>(self.name.as_str()) }
+        self.static_name
     }
 
     #[track_caller]
@@ -1660,11 +1662,8 @@ pub fn slabinfo() -> alloc::vec::Vec<SlabInfo> {
 
 /// [`slabinfo`] that reports failure as a value (`try_reserve`).
 pub fn try_slabinfo() -> Result<alloc::vec::Vec<SlabInfo>, crate::mm::page_alloc::AllocError> {
-    use crate::mm::global_alloc::try_string;
-    let nomem = || crate::mm::page_alloc::AllocError {
-        gfp: super::kmalloc::global_gfp(),
-        order: 0,
-    };
+    use crate::mm::fallible::try_string;
+    let nomem = crate::mm::fallible::global_alloc_error;
     let mut out = alloc::vec::Vec::new();
     for i in 0..MAX_CACHES {
         let counts = {

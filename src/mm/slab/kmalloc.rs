@@ -4,7 +4,7 @@
 //! that routes Rust's `alloc` to kmalloc under `current_gfp_context`.
 
 use super::cache::{KmemCache, SlabFlags, slab_of};
-use crate::mm::gfp::{GFP_ATOMIC, GFP_KERNEL, Gfp};
+use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, AllocError, PageOwner};
 use core::alloc::Layout;
 use core::marker::PhantomData;
@@ -230,23 +230,6 @@ pub fn ksize(p: *const u8) -> usize {
         }
         Some(Owner::Large(order)) => 4096 << order,
         None => 0,
-    }
-}
-
-/// The gfp Rust's global allocator uses: GFP_KERNEL through the task's
-/// scope, or GFP_ATOMIC where sleeping is not allowed.
-pub fn global_gfp() -> Gfp {
-    let atomic = !crate::task::started()
-        || crate::task::preempt_count() != 0
-        || !crate::platform::get().is_some_and(|p| {
-            let was = p.irq_save();
-            p.irq_restore(was);
-            was
-        });
-    if atomic {
-        GFP_ATOMIC
-    } else {
-        crate::mm::scope::current_gfp_context(GFP_KERNEL)
     }
 }
 

@@ -1,39 +1,77 @@
 //! `KmemCache<T>` in typed form: objects are RAII handles that drop their
 //! value and return the memory to the cache.
 
-use super::cache::{KmemCache, SlabFlags};
+use super::cache::{CreateError, KmemCache, SlabFlags};
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::AllocError;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-/// A slab cache of `T`.
+/// A slab cache of `T`: created at once with [`TypedCache::new`], or
+/// declared in a `static` with the `const` [`TypedCache::new_static`] and
+/// created at init with [`TypedCache::create`].
 pub struct TypedCache<T> {
-    cache: KmemCache,
+    cache: spin::Once<KmemCache>,
+    /// Name and flags for [`TypedCache::create`].
+    name: &'static str,
+    flags: SlabFlags,
     _t: PhantomData<T>,
 }
 
 impl<T> TypedCache<T> {
     /// Creates the cache, sized and aligned for `T`.
-    pub fn new(name: &str, flags: SlabFlags) -> Result<Self, super::cache::CreateError> {
-        let cache = KmemCache::create(
+    pub fn new(name: &'static str, flags: SlabFlags) -> Result<Self, CreateError> {
+        Ok(Self {
+            cache: spin::Once::initialized(Self::create_cache(name, flags)?),
+            name,
+            flags,
+            _t: PhantomData,
+        })
+    }
+
+    /// A cache for a `static`, created later by [`TypedCache::create`]
+    /// (cache creation allocates, so it cannot happen at compile time).
+    pub const fn new_static(name: &'static str, flags: SlabFlags) -> Self {
+        Self {
+            cache: spin::Once::new(),
+            name,
+            flags,
+            _t: PhantomData,
+        }
+    }
+
+    /// Creates a [`TypedCache::new_static`] cache; once created, later calls
+    /// succeed without doing anything.
+    pub fn create(&self) -> Result<(), CreateError> {
+        self.cache
+            .try_call_once(|| Self::create_cache(self.name, self.flags))
+            .map(|_| ())
+    }
+
+    fn create_cache(name: &'static str, flags: SlabFlags) -> Result<KmemCache, CreateError> {
+        KmemCache::create(
             name,
             core::mem::size_of::<T>().max(1),
             core::mem::align_of::<T>(),
             flags,
             None,
-        )?;
-        Ok(Self {
-            cache,
-            _t: PhantomData,
-        })
+        )
     }
 
-    /// Moves `value` into a new object.
+    /// Moves `value` into a new object. On a `new_static` cache not yet
+    /// created this is a bug, reported with the cache's name, and an error.
     #[track_caller]
     pub fn alloc(&self, gfp: Gfp, value: T) -> Result<SlabBox<'_, T>, AllocError> {
-        let p = self.cache.alloc(gfp)?.cast::<T>();
+        let Some(cache) = self.cache.get() else {
+            crate::println!(
+                "BUG TypedCache: '{}' used before TypedCache::create (caller {})",
+                self.name,
+                core::panic::Location::caller()
+            );
+            return Err(AllocError { gfp, order: 0 });
+        };
+        let p = cache.alloc(gfp)?.cast::<T>();
         // SAFETY: a fresh, suitably aligned object of size_of::<T>().
         unsafe { p.as_ptr().write(value) };
         Ok(SlabBox {
@@ -42,9 +80,10 @@ impl<T> TypedCache<T> {
         })
     }
 
-    /// The underlying cache (for slabinfo, shrink, validate).
-    pub fn cache(&self) -> &KmemCache {
-        &self.cache
+    /// The underlying cache (for slabinfo, shrink, validate); `None` for a
+    /// `new_static` cache not yet created.
+    pub fn cache(&self) -> Option<&KmemCache> {
+        self.cache.get()
     }
 }
 
@@ -87,8 +126,11 @@ impl<T> Drop for SlabBox<'_, T> {
     fn drop(&mut self) {
         // SAFETY: we own the value.
         unsafe { core::ptr::drop_in_place(self.ptr.as_ptr()) };
-        // SAFETY: the box owns the object, allocated from this cache, and
-        // it is being dropped: nothing can use the object afterwards.
-        unsafe { self.cache.cache.free(self.ptr.cast()) };
+        if let Some(cache) = self.cache.cache() {
+            // SAFETY: the box owns the object, allocated from this cache
+            // (which exists: the box came from it), and it is being
+            // dropped: nothing can use the object afterwards.
+            unsafe { cache.free(self.ptr.cast()) };
+        }
     }
 }

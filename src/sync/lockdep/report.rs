@@ -10,8 +10,8 @@
 use super::graph::{ChainLink, ClassRef, MAX_CHAIN};
 use super::held::{Busy, HeldLock, HeldSnapshot, with_current};
 use super::{LockClassKey, LockdepMode};
-use crate::mm::global_alloc::{TryString, try_string};
-use crate::mm::page_alloc::AllocError;
+use crate::mm::fallible::{TryString, try_string};
+use crate::mm::gfp::AllocError;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
@@ -76,10 +76,7 @@ pub fn reports_since(n: usize) -> Vec<LockdepReport> {
 
 /// [`reports_since`] that reports failure as a value instead of aborting.
 pub fn try_reports_since(n: usize) -> Result<Vec<LockdepReport>, AllocError> {
-    let nomem = || AllocError {
-        gfp: crate::mm::slab::kmalloc::global_gfp(),
-        order: 0,
-    };
+    let nomem = crate::mm::fallible::global_alloc_error;
     crate::platform::without_interrupts(|| {
         let _busy = Busy::enter();
         let r = REPORTS.lock();

@@ -1,0 +1,115 @@
+//! The in-core inode (XFS's `struct xfs_inode`: number, references,
+//! flags, the ILOCK over the core) and the per-AG state that indexes the
+//! cached inodes (`struct xfs_perag`). They sit below the mount state
+//! ([`super::state::Fs`] holds the per-AG array) and the inode cache
+//! ([`super::icache`] looks inodes up, references and reclaims them).
+
+use super::FsError;
+use super::format::InodeCore;
+use crate::mm::slab::kmalloc::KVec;
+use crate::sync::lockdep::{self, LockClassKey};
+use crate::sync::{Mutex, RwSemaphore, SpinLock};
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+pub(crate) const I_RECLAIMABLE: u32 = 1 << 0;
+pub(crate) const I_RECLAIM: u32 = 1 << 1;
+pub(crate) const I_DIRTY: u32 = 1 << 2;
+pub(crate) const I_FLUSHING: u32 = 1 << 3;
+pub(crate) const I_UNLINKED: u32 = 1 << 4;
+pub(crate) const I_INACTIVATING: u32 = 1 << 5;
+
+/// Lockdep subclass for the second inode an operation locks.
+pub const ILOCK_CHILD: u8 = 1;
+/// Lockdep subclass for the shrinker's blocking ILOCK on an unreferenced
+/// inode while the reclaiming task holds an ILOCK above reclaim.
+pub const ILOCK_RECLAIM: u8 = 2;
+
+/// The one lockdep class of every inode's ILOCK.
+pub fn ilock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_ilock")
+}
+
+/// Subclass for the shrinker's blocking ILOCK on an unreferenced inode.
+pub(crate) fn reclaim_subclass() -> u8 {
+    if lockdep::held_count(ilock_class()) > 0 {
+        ILOCK_RECLAIM
+    } else {
+        0
+    }
+}
+
+/// An in-core inode.
+pub(crate) struct XfsInode {
+    pub(crate) ino: u32,
+    /// VFS references; changes between 0 and 1 happen under the AG lock
+    /// (see the module docs).
+    pub(crate) refcount: AtomicU32,
+    pub(crate) flags: AtomicU32,
+    /// ILOCK, guarding the core.
+    pub(crate) ilock: RwSemaphore<InodeCore>,
+}
+
+impl XfsInode {
+    pub(crate) fn new(core: InodeCore) -> Self {
+        Self {
+            ino: core.ino,
+            refcount: AtomicU32::new(1),
+            flags: AtomicU32::new(0),
+            ilock: RwSemaphore::new(core, ilock_class()),
+        }
+    }
+
+    pub(crate) fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self, f: u32) -> u32 {
+        self.flags.fetch_or(f, Ordering::AcqRel)
+    }
+
+    pub(crate) fn clear(&self, f: u32) -> u32 {
+        self.flags.fetch_and(!f, Ordering::AcqRel)
+    }
+}
+
+/// The cached inodes of one AG: a slot per AG inode.
+pub(crate) struct Ici {
+    pub(crate) slots: KVec<*mut XfsInode>,
+    /// Where the next reclaim walk starts (XFS's per-AG reclaim cursor).
+    pub(crate) cursor: u32,
+}
+
+// SAFETY: the pointers are only followed under the AG lock, or with a
+// reference / ILOCK / I_FLUSHING that keeps the inode alive.
+unsafe impl Send for Ici {}
+
+/// Per-AG state (`struct xfs_perag`).
+pub(crate) struct Perag {
+    pub(crate) ici: SpinLock<Ici>,
+    /// Serialises the AG header (block and inode allocation), `xfs_agf`.
+    pub(crate) agf: Mutex<()>,
+    pub(crate) reclaimable: AtomicU64,
+}
+
+impl Perag {
+    /// Mount-time setup (GFP_KERNEL).
+    pub(crate) fn new(agno: u32, inodes: u32) -> Result<Self, FsError> {
+        let gfp = crate::mm::gfp::GFP_KERNEL;
+        let mut slots = KVec::with_capacity(inodes as usize, gfp).map_err(|_| FsError::NoMemory)?;
+        for _ in 0..inodes {
+            slots
+                .push(ptr::null_mut(), gfp)
+                .map_err(|_| FsError::NoMemory)?;
+        }
+        let _ = agno;
+        Ok(Self {
+            ici: SpinLock::new(
+                Ici { slots, cursor: 0 },
+                crate::lock_class!("xfs_perag_ici"),
+            ),
+            agf: Mutex::new((), crate::lock_class!("xfs_agf")),
+            reclaimable: AtomicU64::new(0),
+        })
+    }
+}
