@@ -160,7 +160,7 @@ pub fn single(r: &RunResult) {
         "scans",
         "scanned",
         "freed",
-        "deferred",
+        "max defer",
         "pending",
         "STOPs"
     );
@@ -174,7 +174,7 @@ pub fn single(r: &RunResult) {
             s.scan_calls,
             s.scanned,
             s.freed,
-            s.deferred,
+            s.deferred_peak,
             s.nr_deferred,
             s.stops
         );
