@@ -40,6 +40,7 @@ kreclaim::kernel_tests!(
     retry_mayfail_gives_up_after_16_rounds_without_progress,
     stalls_failures_and_wakeups_are_counted,
     oom_report_runs_registered_reporters_unless_nowarn,
+    failure_reports_are_rate_limited_to_one_per_10_s,
     scoped_gfp_context_is_applied_at_entry,
     double_free_and_wrong_order_free_are_detected,
     fault_injection_fails_next_allocation_then_stops,
@@ -482,6 +483,7 @@ fn count_report() {
 }
 
 fn oom_report_runs_registered_reporters_unless_nowarn() -> TestResult {
+    page_alloc::reset_warn_ratelimit();
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
     let r0 = REPORTS.load(Ordering::SeqCst);
@@ -497,6 +499,25 @@ fn oom_report_runs_registered_reporters_unless_nowarn() -> TestResult {
     kassert_eq!(loud, r0 + 1, "one report per failure, reporter once");
     kassert!(removed);
     kassert!(!page_alloc::unregister_oom_reporter(count_report));
+    Ok(())
+}
+
+fn failure_reports_are_rate_limited_to_one_per_10_s() -> TestResult {
+    // Linux's warn_alloc: DEFINE_RATELIMIT_STATE(nopage_rs, 10*HZ, 1).
+    kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
+    page_alloc::reset_warn_ratelimit();
+    let r0 = REPORTS.load(Ordering::SeqCst);
+    let s0 = snap();
+    {
+        let _h = fill_to(0);
+        for _ in 0..3 {
+            kassert!(alloc_pages(GFP_KERNEL | Gfp::__GFP_NORETRY, 0).is_err());
+        }
+    }
+    let s1 = snap();
+    page_alloc::unregister_oom_reporter(count_report);
+    kassert_eq!(REPORTS.load(Ordering::SeqCst), r0 + 1, "one report in 10 s");
+    kassert_eq!(s1.reports_suppressed - s0.reports_suppressed, 2);
     Ok(())
 }
 
