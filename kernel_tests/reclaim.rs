@@ -12,7 +12,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
-use kreclaim::harness::{OrFail, TestFailure, TestResult};
+use kreclaim::harness::{OrFail, TestFailure, TestResult, wait_for};
 use kreclaim::mm::gfp::{GFP_KERNEL, GFP_NOWAIT, Gfp};
 use kreclaim::mm::page_alloc::{self, alloc_pages, free_pages, nr_free_pages, watermarks};
 use kreclaim::mm::scope::MemallocScope;
@@ -33,6 +33,8 @@ kreclaim::kernel_tests!(
     a_shrinker_that_allocates_does_not_recurse_into_reclaim,
     unregistering_while_another_task_reclaims_is_safe,
     a_failed_case_gives_its_memory_back,
+    kswapd_blocks_until_woken,
+    kswapd_gives_up_after_16_runs_without_progress,
 );
 
 const OBJ: usize = 1024;
@@ -229,7 +231,7 @@ impl PoolShrinker {
                 None => break,
             }
         }
-        sc.set_nr_scanned(freed);
+        // nr_scanned stays nr_to_scan, as Linux's shrinkers leave it.
         p.freed.fetch_add(freed, Ordering::Relaxed);
         ScanObjects::freed(freed)
     }
@@ -629,5 +631,87 @@ fn a_failed_case_gives_its_memory_back() -> TestResult {
         "the failed case kept memory: {} pages free, {free0} before",
         nr_free_pages()
     );
+    Ok(())
+}
+
+fn kswapd_state() -> Option<task::TaskState> {
+    task::list()
+        .into_iter()
+        .find(|(_, name, _, _)| name == "kswapd0")
+        .map(|(_, _, state, _)| state)
+}
+
+/// Linux's kswapd sleeps until woken (kswapd_try_to_sleep); it does not
+/// poll. A polling kswapd sleeps with a timeout and is never `Blocked`.
+fn kswapd_blocks_until_woken() -> TestResult {
+    kassert!(vmscan::kswapd_running());
+    wait_for("kswapd0 to block on its wait queue", || {
+        kswapd_state() == Some(task::TaskState::Blocked)
+    })
+}
+
+/// Pages held until dropped.
+struct HeldPages(Vec<page_alloc::PhysAddr>);
+
+impl Drop for HeldPages {
+    fn drop(&mut self) {
+        for p in self.0.drain(..) {
+            free_pages(p, 0);
+        }
+    }
+}
+
+/// `kswapd_failures`: balance_pgdat runs that reclaim nothing are counted;
+/// after MAX_RECLAIM_RETRIES (16) kswapd is hopeless and wakeups are
+/// ignored, until reclaim makes progress again.
+fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
+    let w = watermarks();
+    let mut held = HeldPages(Vec::new());
+    held.0
+        .try_reserve(page_alloc::managed_pages() as usize)
+        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    // Below LOW with nothing a shrinker could free.
+    while nr_free_pages() > w.low - 8 {
+        match alloc_pages(GFP_NOWAIT, 0) {
+            Ok(p) => held.0.push(p),
+            Err(_) => break,
+        }
+    }
+    let v0 = vmscan::stats().snapshot();
+    let mut last = v0;
+    for _ in 0..(page_alloc::MAX_RECLAIM_RETRIES + 4) {
+        vmscan::wakeup_kswapd(0);
+        wait_for("kswapd to run or to ignore the wakeup", || {
+            let v = vmscan::stats().snapshot();
+            (v.kswapd_failures > last.kswapd_failures
+                || v.kswapd_hopeless > last.kswapd_hopeless
+                || v.kswapd_pages > last.kswapd_pages)
+                && kswapd_state() == Some(task::TaskState::Blocked)
+        })?;
+        last = vmscan::stats().snapshot();
+    }
+    let v1 = vmscan::stats().snapshot();
+    kassert!(vmscan::kswapd_hopeless(), "{v1}");
+    kassert!(
+        v1.kswapd_failures - v0.kswapd_failures >= u64::from(page_alloc::MAX_RECLAIM_RETRIES),
+        "{v1}"
+    );
+    kassert!(v1.kswapd_hopeless > v0.kswapd_hopeless, "{v1}");
+    // Direct reclaim that makes progress makes kswapd useful again.
+    drop(held);
+    let pool = Pool::new("hopeless_pool", false, false)?;
+    let reg = register(&pool, "hopeless_pool")?;
+    for _ in 0..256 {
+        pool.grow(GFP_KERNEL)
+            .map_err(|e| TestFailure::new(e.into()))?;
+    }
+    let got = {
+        let _noreclaim = MemallocScope::noreclaim();
+        vmscan::try_to_free_pages(GFP_KERNEL, 0)
+    };
+    pool.free_all();
+    drop(reg);
+    kassert!(got > 0, "direct reclaim freed nothing");
+    kassert!(!vmscan::kswapd_hopeless());
     Ok(())
 }

@@ -99,6 +99,9 @@ pub struct ShrinkControl {
     gfp: Gfp,
     nr_to_scan: u64,
     nr_scanned: u64,
+    /// Objects scanned over every call of this pass (Linux's
+    /// `SLABS_SCANNED` event count), for the caller's priority decisions.
+    scanned_total: u64,
 }
 
 impl ShrinkControl {
@@ -108,6 +111,7 @@ impl ShrinkControl {
             gfp,
             nr_to_scan: 0,
             nr_scanned: 0,
+            scanned_total: 0,
         }
     }
 
@@ -643,6 +647,7 @@ fn shrink_one(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
         total_scan -= sc.nr_scanned as i64;
         scanned += sc.nr_scanned as i64;
         e.stats.scanned.fetch_add(sc.nr_scanned, Ordering::Relaxed);
+        sc.scanned_total += sc.nr_scanned;
         if sc.nr_scanned == 0 {
             // Linux loops here for as long as the shrinker says it scanned
             // nothing; shrinkers that cannot progress return SHRINK_STOP.
@@ -713,7 +718,22 @@ fn for_each_entry(mut f: impl FnMut(&Arc<Entry>)) {
 /// caller whose gfp already went through `current_gfp_context`. Returns the
 /// number of objects freed.
 pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
-    let mut freed = 0;
+    shrink_slab_counted(gfp, priority).freed
+}
+
+/// What one [`shrink_slab_counted`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShrinkSlabResult {
+    /// Objects freed.
+    pub freed: u64,
+    /// Objects scanned (the sum of every call's `nr_scanned`).
+    pub scanned: u64,
+}
+
+/// [`shrink_slab`] that also says how much was scanned: reclaim lowers
+/// its priority when a pass scanned less than it set out to reclaim.
+pub fn shrink_slab_counted(gfp: Gfp, priority: u32) -> ShrinkSlabResult {
+    let mut res = ShrinkSlabResult::default();
     for_each_entry(|e| {
         if e.dead.load(Ordering::Acquire) {
             return;
@@ -721,10 +741,11 @@ pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
         let mut sc = ShrinkControl::new(gfp);
         let r = do_shrink_slab(&mut sc, e, priority);
         if r != CountObjects::EMPTY.raw() {
-            freed += r;
+            res.freed += r;
         }
+        res.scanned += sc.scanned_total;
     });
-    freed
+    res
 }
 
 /// Snapshot of every registered shrinker.

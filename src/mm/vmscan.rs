@@ -11,12 +11,11 @@
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
 use crate::mm::page_alloc;
 use crate::mm::scope::{MemallocScope, current_gfp_context};
-use crate::mm::shrinker::shrink_slab;
+use crate::mm::shrinker::{shrink_slab, shrink_slab_counted};
 use crate::sync::WaitQueue;
 use crate::task::{self, TaskFlags};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use core::time::Duration;
 
 /// `DEF_PRIORITY`: reclaim starts by scanning 1/4096 of each cache.
 pub const DEF_PRIORITY: u32 = 12;
@@ -39,6 +38,12 @@ pub struct ReclaimStats {
     pub kswapd_pages: AtomicU64,
     /// Objects freed by shrinkers on behalf of reclaim.
     pub slab_objects_freed: AtomicU64,
+    /// balance_pgdat runs that reclaimed nothing (Linux's
+    /// `kswapd_failures`; reset when any reclaim makes progress).
+    pub kswapd_failures: AtomicU64,
+    /// Wakeups ignored because kswapd was hopeless (failures reached
+    /// MAX_RECLAIM_RETRIES): direct reclaim is left to do the work.
+    pub kswapd_hopeless: AtomicU64,
 }
 
 static STATS: ReclaimStats = ReclaimStats {
@@ -48,6 +53,8 @@ static STATS: ReclaimStats = ReclaimStats {
     kswapd_runs: AtomicU64::new(0),
     kswapd_pages: AtomicU64::new(0),
     slab_objects_freed: AtomicU64::new(0),
+    kswapd_failures: AtomicU64::new(0),
+    kswapd_hopeless: AtomicU64::new(0),
 };
 
 /// The global reclaim counters.
@@ -70,6 +77,10 @@ pub struct ReclaimSnapshot {
     pub kswapd_pages: u64,
     /// Slab objects shrinkers freed.
     pub slab_objects_freed: u64,
+    /// See [`ReclaimStats::kswapd_failures`].
+    pub kswapd_failures: u64,
+    /// See [`ReclaimStats::kswapd_hopeless`].
+    pub kswapd_hopeless: u64,
 }
 
 impl ReclaimStats {
@@ -82,6 +93,8 @@ impl ReclaimStats {
             kswapd_runs: self.kswapd_runs.load(Ordering::Relaxed),
             kswapd_pages: self.kswapd_pages.load(Ordering::Relaxed),
             slab_objects_freed: self.slab_objects_freed.load(Ordering::Relaxed),
+            kswapd_failures: self.kswapd_failures.load(Ordering::Relaxed),
+            kswapd_hopeless: self.kswapd_hopeless.load(Ordering::Relaxed),
         }
     }
 }
@@ -90,13 +103,15 @@ impl fmt::Display for ReclaimSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "direct reclaim: {} runs, {} pages; kswapd: {} wakeups, {} runs, {} pages; \
-             shrinkers freed {} objects",
+            "direct reclaim: {} runs, {} pages; kswapd: {} wakeups, {} runs, {} pages, \
+             {} failed runs, {} wakeups while hopeless; shrinkers freed {} objects",
             self.direct_runs,
             self.direct_pages,
             self.kswapd_wakeups,
             self.kswapd_runs,
             self.kswapd_pages,
+            self.kswapd_failures,
+            self.kswapd_hopeless,
             self.slab_objects_freed
         )
     }
@@ -150,6 +165,10 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
     );
     let got = do_try_to_free_pages(gfp, SWAP_CLUSTER_MAX, false);
     STATS.direct_pages.fetch_add(got, Ordering::Relaxed);
+    if got > 0 {
+        // shrink_node: a node where reclaim makes progress is not hopeless.
+        KSWAPD_FAILURES.store(0, Ordering::Relaxed);
+    }
     log::trace!(
         "direct reclaim: '{}' reclaimed {got} pages, free {}",
         task::current().name(),
@@ -162,13 +181,25 @@ static KSWAPD_WAIT: WaitQueue = WaitQueue::new("kswapd_wait");
 static KSWAPD_WANTED: AtomicBool = AtomicBool::new(false);
 static KSWAPD_RUNNING: AtomicBool = AtomicBool::new(false);
 static KSWAPD_STOP: AtomicBool = AtomicBool::new(false);
+/// The highest order asked for since kswapd last started balancing
+/// (Linux's `pgdat->kswapd_order`): balance_pgdat reclaims until a free
+/// block of that order is above the high watermark.
 static KSWAPD_ORDER: AtomicU32 = AtomicU32::new(0);
+/// Linux's `pgdat->kswapd_failures`: consecutive balance_pgdat runs that
+/// reclaimed nothing.
+static KSWAPD_FAILURES: AtomicU32 = AtomicU32::new(0);
 
 /// Asks kswapd to reclaim up to the high watermark (no-op if not running).
 /// Safe from any context: it only sets a flag and wakes a wait queue.
+/// A hopeless kswapd (MAX_RECLAIM_RETRIES runs without progress) is not
+/// woken: direct reclaim has to make progress first, as in Linux.
 pub fn wakeup_kswapd(order: u32) {
     STATS.kswapd_wakeups.fetch_add(1, Ordering::Relaxed);
     if !KSWAPD_RUNNING.load(Ordering::Acquire) {
+        return;
+    }
+    if KSWAPD_FAILURES.load(Ordering::Relaxed) >= page_alloc::MAX_RECLAIM_RETRIES {
+        STATS.kswapd_hopeless.fetch_add(1, Ordering::Relaxed);
         return;
     }
     KSWAPD_ORDER.fetch_max(order, Ordering::Relaxed);
@@ -203,17 +234,16 @@ fn kswapd() {
     t.set_flags(TaskFlags::PF_KSWAPD);
     let _memalloc = MemallocScope::noreclaim();
     loop {
-        KSWAPD_WAIT.wait_event_timeout(Duration::from_millis(100), || {
+        // kswapd_try_to_sleep: sleep until woken (no polling); a wakeup
+        // that came while balancing runs balance_pgdat again.
+        KSWAPD_WAIT.wait_event(|| {
             KSWAPD_WANTED.load(Ordering::Acquire) || KSWAPD_STOP.load(Ordering::Acquire)
         });
         if KSWAPD_STOP.load(Ordering::Acquire) {
             break;
         }
-        if !KSWAPD_WANTED.swap(false, Ordering::AcqRel) && above_wmark(page_alloc::watermarks().low)
-        {
-            continue;
-        }
-        balance_pgdat();
+        KSWAPD_WANTED.store(false, Ordering::Release);
+        balance_pgdat(KSWAPD_ORDER.swap(0, Ordering::AcqRel));
     }
     KSWAPD_RUNNING.store(false, Ordering::Release);
 }
@@ -225,50 +255,103 @@ fn kswapd() {
 /// PF_MEMALLOC, so it never recurses into reclaim) up to the high
 /// watermark; otherwise it does nothing. Returns the pages reclaimed.
 pub fn kswapd_balance() -> u64 {
-    if above_wmark(page_alloc::watermarks().low) {
+    // kswapd is woken below the low watermark, or for a high order that
+    // has no free block (wakeup_kswapd(order)).
+    let order = KSWAPD_ORDER.load(Ordering::Relaxed);
+    if above_wmark(page_alloc::watermarks().low) && (order == 0 || pgdat_balanced(order)) {
         return 0;
     }
     let _memalloc = MemallocScope::noreclaim();
-    let before = STATS.kswapd_pages.load(Ordering::Relaxed);
-    balance_pgdat();
-    STATS.kswapd_pages.load(Ordering::Relaxed) - before
+    balance_pgdat(KSWAPD_ORDER.swap(0, Ordering::AcqRel))
 }
 
-/// Reclaims until free memory is above the high watermark or a whole pass
-/// makes no progress.
-fn balance_pgdat() {
-    STATS.kswapd_runs.fetch_add(1, Ordering::Relaxed);
-    log::debug!(
-        "kswapd0: wake: free {} pages (low {}, high {}), order {}",
-        page_alloc::nr_free_pages(),
-        page_alloc::watermarks().low,
+/// `pgdat_balanced`: free memory above the high watermark, with a free
+/// block of `order` (the zone watermark check at that order).
+fn pgdat_balanced(order: u32) -> bool {
+    page_alloc::zone_watermark_ok(
+        order,
         page_alloc::watermarks().high,
-        KSWAPD_ORDER.load(Ordering::Relaxed)
+        crate::mm::zone::AllocFlags::WMARK_HIGH,
+    )
+}
+
+/// Linux's `balance_pgdat`: reclaims until the zone is balanced for
+/// `order` at the high watermark. Each round is one `shrink_slab` pass at
+/// the current priority (`kswapd_shrink_node`); the priority is lowered
+/// only when the pass reclaimed nothing or scanned less than it set out to
+/// reclaim (`raise_priority`), and never below 1. A run that reclaimed
+/// nothing counts as a kswapd failure. Returns the pages reclaimed.
+///
+/// **Deviation:** Linux's "scanned" counts LRU pages; kreclaim has only
+/// slab caches, so it counts the objects the shrinkers scanned.
+fn balance_pgdat(mut order: u32) -> u64 {
+    STATS.kswapd_runs.fetch_add(1, Ordering::Relaxed);
+    let w = page_alloc::watermarks();
+    log::debug!(
+        "kswapd0: wake: free {} pages (low {}, high {}), order {order}",
+        page_alloc::nr_free_pages(),
+        w.low,
+        w.high,
     );
-    let pages0 = STATS.kswapd_pages.load(Ordering::Relaxed);
-    KSWAPD_ORDER.store(0, Ordering::Relaxed);
-    while !above_wmark(page_alloc::watermarks().high) {
-        // kswapd holds fs_reclaim across its shrinkers, like direct reclaim.
-        let got = {
-            let _fs = crate::mm::fs_reclaim::FsReclaimGuard::reclaimer();
-            do_try_to_free_pages(GFP_KERNEL, u64::MAX, true)
-        };
-        STATS.kswapd_pages.fetch_add(got, Ordering::Relaxed);
-        if got == 0 {
+    let t = task::current();
+    let start = t.reclaimed();
+    let mut priority = DEF_PRIORITY;
+    let mut balanced;
+    loop {
+        balanced = pgdat_balanced(order);
+        if balanced || KSWAPD_STOP.load(Ordering::Acquire) {
             break;
         }
+        let nr_to_reclaim = page_alloc::watermarks().high.max(SWAP_CLUSTER_MAX);
+        let before = t.reclaimed();
+        // kswapd holds fs_reclaim across its shrinkers, like direct reclaim.
+        let pass = {
+            let _fs = crate::mm::fs_reclaim::FsReclaimGuard::reclaimer();
+            shrink_slab_counted(GFP_KERNEL, priority)
+        };
+        STATS
+            .slab_objects_freed
+            .fetch_add(pass.freed, Ordering::Relaxed);
+        let reclaimed = t.reclaimed() - before;
+        STATS.kswapd_pages.fetch_add(reclaimed, Ordering::Relaxed);
+        // kswapd_shrink_node: fragmentation may keep a high order from
+        // ever balancing; once twice its size (compact_gap) came back,
+        // balance for order 0 only.
+        if order > 0 && t.reclaimed() - start >= 2u64 << order {
+            order = 0;
+        }
+        let raise_priority = pass.scanned < nr_to_reclaim;
+        if raise_priority || reclaimed == 0 {
+            if priority == 1 {
+                break;
+            }
+            priority -= 1;
+        }
+        task::yield_now();
     }
-    let balanced = above_wmark(page_alloc::watermarks().high);
+    let total = t.reclaimed() - start;
+    if total == 0 && !balanced {
+        KSWAPD_FAILURES.fetch_add(1, Ordering::Relaxed);
+        STATS.kswapd_failures.fetch_add(1, Ordering::Relaxed);
+    } else if total > 0 {
+        KSWAPD_FAILURES.store(0, Ordering::Relaxed);
+    }
     if balanced {
         page_alloc::note_zone_balanced();
     }
     log::debug!(
-        "kswapd0: sleep: free {} pages (high {}), {}; {} pages reclaimed",
+        "kswapd0: sleep: free {} pages (high {}), {} at priority {priority}; {total} pages reclaimed",
         page_alloc::nr_free_pages(),
         page_alloc::watermarks().high,
         if balanced { "balanced" } else { "no progress" },
-        STATS.kswapd_pages.load(Ordering::Relaxed) - pages0
     );
+    total
+}
+
+/// Whether kswapd has given up (MAX_RECLAIM_RETRIES runs without
+/// progress) until some reclaim makes progress again.
+pub fn kswapd_hopeless() -> bool {
+    KSWAPD_FAILURES.load(Ordering::Relaxed) >= page_alloc::MAX_RECLAIM_RETRIES
 }
 
 /// Prints the reclaim counters.
