@@ -35,6 +35,7 @@ kreclaim::kernel_tests!(
     a_failed_case_gives_its_memory_back,
     kswapd_blocks_until_woken,
     kswapd_gives_up_after_16_runs_without_progress,
+    direct_reclaim_below_half_the_min_reserve_waits_for_kswapd,
 );
 
 const OBJ: usize = 1024;
@@ -713,5 +714,66 @@ fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
     drop(reg);
     kassert!(got > 0, "direct reclaim freed nothing");
     kassert!(!vmscan::kswapd_hopeless());
+    Ok(())
+}
+
+/// throttle_direct_reclaim: a user task entering direct reclaim with free
+/// memory below half the min watermark waits on pfmemalloc_wait until
+/// kswapd has brought it back, then goes on and gets its page.
+fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
+    let pool = Pool::new("throttle_pool", false, false)?;
+    let reg = register(&pool, "throttle_pool")?;
+    let w = watermarks();
+    // Reclaimable objects, then the reserves drained by PF_MEMALLOC
+    // allocations (no watermarks) down to a quarter of MIN.
+    let mut held = HeldPages(Vec::new());
+    held.0
+        .try_reserve(page_alloc::managed_pages() as usize)
+        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    {
+        let _p = task::PreemptGuard::new(); // kswapd must not run yet
+        while nr_free_pages() > w.low + 64 {
+            pool.grow(GFP_NOWAIT | Gfp::__GFP_NOWARN)
+                .map_err(|e| TestFailure::new(e.into()))?;
+        }
+        let _memalloc = MemallocScope::noreclaim();
+        while nr_free_pages() > w.min / 4 {
+            match alloc_pages(GFP_NOWAIT, 0) {
+                Ok(p) => held.0.push(p),
+                Err(_) => break,
+            }
+        }
+    }
+    kassert!(
+        nr_free_pages() <= w.min / 2,
+        "free {} min {}",
+        nr_free_pages(),
+        w.min
+    );
+    let v0 = vmscan::stats().snapshot();
+    let got = Arc::new(AtomicBool::new(false));
+    let g = got.clone();
+    let user = task::spawn("user", move || {
+        if let Ok(p) = alloc_pages(GFP_KERNEL, 0) {
+            free_pages(p, 0);
+            g.store(true, Ordering::SeqCst);
+        }
+    })
+    .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?;
+    let joined = user.join();
+    let v1 = vmscan::stats().snapshot();
+    drop(held);
+    pool.free_all();
+    drop(reg);
+    kassert!(joined.is_ok());
+    kassert!(got.load(Ordering::SeqCst), "the throttled task got no page");
+    kassert!(
+        v1.direct_throttled > v0.direct_throttled,
+        "not throttled: {v1}"
+    );
+    kassert!(
+        v1.kswapd_pages > v0.kswapd_pages,
+        "kswapd did not reclaim: {v1}"
+    );
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::sync::WaitQueue;
 use crate::task::{self, TaskFlags};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
 
 /// `DEF_PRIORITY`: reclaim starts by scanning 1/4096 of each cache.
 pub const DEF_PRIORITY: u32 = 12;
@@ -44,6 +45,9 @@ pub struct ReclaimStats {
     /// Wakeups ignored because kswapd was hopeless (failures reached
     /// MAX_RECLAIM_RETRIES): direct reclaim is left to do the work.
     pub kswapd_hopeless: AtomicU64,
+    /// Direct reclaimers throttled on pfmemalloc_wait
+    /// (`pgscan_direct_throttle`).
+    pub direct_throttled: AtomicU64,
 }
 
 static STATS: ReclaimStats = ReclaimStats {
@@ -55,6 +59,7 @@ static STATS: ReclaimStats = ReclaimStats {
     slab_objects_freed: AtomicU64::new(0),
     kswapd_failures: AtomicU64::new(0),
     kswapd_hopeless: AtomicU64::new(0),
+    direct_throttled: AtomicU64::new(0),
 };
 
 /// The global reclaim counters.
@@ -81,6 +86,8 @@ pub struct ReclaimSnapshot {
     pub kswapd_failures: u64,
     /// See [`ReclaimStats::kswapd_hopeless`].
     pub kswapd_hopeless: u64,
+    /// See [`ReclaimStats::direct_throttled`].
+    pub direct_throttled: u64,
 }
 
 impl ReclaimStats {
@@ -95,6 +102,7 @@ impl ReclaimStats {
             slab_objects_freed: self.slab_objects_freed.load(Ordering::Relaxed),
             kswapd_failures: self.kswapd_failures.load(Ordering::Relaxed),
             kswapd_hopeless: self.kswapd_hopeless.load(Ordering::Relaxed),
+            direct_throttled: self.direct_throttled.load(Ordering::Relaxed),
         }
     }
 }
@@ -103,10 +111,11 @@ impl fmt::Display for ReclaimSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "direct reclaim: {} runs, {} pages; kswapd: {} wakeups, {} runs, {} pages, \
+            "direct reclaim: {} runs, {} pages, {} throttled; kswapd: {} wakeups, {} runs, {} pages, \
              {} failed runs, {} wakeups while hopeless; shrinkers freed {} objects",
             self.direct_runs,
             self.direct_pages,
+            self.direct_throttled,
             self.kswapd_wakeups,
             self.kswapd_runs,
             self.kswapd_pages,
@@ -163,6 +172,7 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
         page_alloc::nr_free_pages(),
         page_alloc::watermarks().min
     );
+    throttle_direct_reclaim(gfp);
     let got = do_try_to_free_pages(gfp, SWAP_CLUSTER_MAX, false);
     STATS.direct_pages.fetch_add(got, Ordering::Relaxed);
     if got > 0 {
@@ -175,6 +185,57 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
         page_alloc::nr_free_pages()
     );
     got as usize
+}
+
+/// Linux's `pgdat->pfmemalloc_wait`: direct reclaimers throttled until
+/// kswapd brings free memory back above half the min reserve.
+static PFMEMALLOC_WAIT: WaitQueue = WaitQueue::new("pfmemalloc_wait");
+
+/// Linux's `allow_direct_reclaim`: free memory above half the min
+/// watermark (the PF_MEMALLOC reserve), or kswapd hopeless or absent (then
+/// nobody would end the throttling). Wakes kswapd when it is not.
+fn allow_direct_reclaim() -> bool {
+    if !KSWAPD_RUNNING.load(Ordering::Acquire) || kswapd_hopeless() {
+        return true;
+    }
+    let reserve = page_alloc::watermarks().min;
+    if reserve == 0 || page_alloc::nr_free_pages() > reserve / 2 {
+        return true;
+    }
+    if !KSWAPD_WANTED.swap(true, Ordering::AcqRel) {
+        KSWAPD_WAIT.wake_one();
+    }
+    false
+}
+
+/// Linux's `throttle_direct_reclaim`: a user task (not PF_KTHREAD) that
+/// enters direct reclaim with free memory below half the min reserve waits
+/// for kswapd instead of draining the reserve further. Without __GFP_FS it
+/// may hold a filesystem lock kswapd needs, so it waits at most 1 s.
+fn throttle_direct_reclaim(gfp: Gfp) {
+    if task::current().flags().contains(TaskFlags::PF_KTHREAD) || allow_direct_reclaim() {
+        return;
+    }
+    STATS.direct_throttled.fetch_add(1, Ordering::Relaxed);
+    log::debug!(
+        "direct reclaim: '{}' throttled: free {} pages, min {}",
+        task::current().name(),
+        page_alloc::nr_free_pages(),
+        page_alloc::watermarks().min
+    );
+    if gfp.contains(Gfp::__GFP_FS) {
+        PFMEMALLOC_WAIT.wait_event(allow_direct_reclaim);
+    } else {
+        PFMEMALLOC_WAIT.wait_event_timeout(Duration::from_secs(1), allow_direct_reclaim);
+    }
+}
+
+/// Wakes throttled direct reclaimers if they may go on (kswapd, after each
+/// round and before sleeping).
+fn wake_throttled() {
+    if allow_direct_reclaim() {
+        PFMEMALLOC_WAIT.wake_all();
+    }
 }
 
 static KSWAPD_WAIT: WaitQueue = WaitQueue::new("kswapd_wait");
@@ -231,7 +292,7 @@ pub fn kswapd_running() -> bool {
 fn kswapd() {
     let t = task::current();
     // kswapd reclaims: it never recurses into reclaim and may use reserves.
-    t.set_flags(TaskFlags::PF_KSWAPD);
+    t.set_flags(TaskFlags::PF_KSWAPD | TaskFlags::PF_KTHREAD);
     let _memalloc = MemallocScope::noreclaim();
     loop {
         // kswapd_try_to_sleep: sleep until woken (no polling); a wakeup
@@ -327,8 +388,10 @@ fn balance_pgdat(mut order: u32) -> u64 {
             }
             priority -= 1;
         }
+        wake_throttled();
         task::yield_now();
     }
+    wake_throttled();
     let total = t.reclaimed() - start;
     if total == 0 && !balanced {
         KSWAPD_FAILURES.fetch_add(1, Ordering::Relaxed);
