@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{OrFail, TestFailure, TestResult, wait_for};
 use kreclaim::mm::gfp::{GFP_KERNEL, GFP_NOWAIT, Gfp};
+use kreclaim::mm::oom_kill::{self, OomCharge, OomPolicy};
 use kreclaim::mm::page_alloc::{self, alloc_pages, free_pages, nr_free_pages, watermarks};
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::shrinker::*;
@@ -36,6 +37,9 @@ kreclaim::kernel_tests!(
     kswapd_blocks_until_woken,
     kswapd_gives_up_after_16_runs_without_progress,
     direct_reclaim_below_half_the_min_reserve_waits_for_kswapd,
+    oom_killer_kills_the_largest_footprint_and_the_allocation_succeeds,
+    oom_fail_keeps_small_allocations_failing,
+    nofs_allocation_retries_without_invoking_the_killer,
 );
 
 const OBJ: usize = 1024;
@@ -774,6 +778,144 @@ fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
     kassert!(
         v1.kswapd_pages > v0.kswapd_pages,
         "kswapd did not reclaim: {v1}"
+    );
+    Ok(())
+}
+
+/// A task standing for a user process: holds `pages` pages and charges
+/// them, until the OOM killer chooses it; then frees them and exits.
+fn hog(name: &str, pages: usize, ready: Arc<AtomicU32>) -> Result<task::JoinHandle, TestFailure> {
+    task::spawn(name, move || {
+        let mut held = HeldPages(Vec::new());
+        if held.0.try_reserve(pages).is_err() {
+            return;
+        }
+        for _ in 0..pages {
+            match alloc_pages(GFP_KERNEL, 0) {
+                Ok(p) => held.0.push(p),
+                Err(_) => return,
+            }
+        }
+        let _charge = OomCharge::new((pages * 4096) as u64);
+        ready.fetch_add(1, Ordering::SeqCst);
+        while !task::fatal_signal_pending() {
+            task::sleep(Duration::from_millis(1));
+        }
+        // Exit cleanly: `held` and the charge go.
+    })
+    .map_err(|e| TestFailure::new(alloc::format!("spawn {name}: {e:?}")))
+}
+
+/// Memory exhausted with nothing a shrinker could free, and two charged
+/// tasks: 256 pages and 16 pages. Returns the pages main holds.
+fn exhaust_with_hogs() -> Result<(HeldPages, task::JoinHandle, task::JoinHandle), TestFailure> {
+    let ready = Arc::new(AtomicU32::new(0));
+    let big = hog("big-hog", 256, ready.clone())?;
+    let small = hog("small-hog", 16, ready.clone())?;
+    wait_for("both hogs to hold their pages", || {
+        ready.load(Ordering::SeqCst) == 2
+    })?;
+    let mut held = HeldPages(Vec::new());
+    held.0
+        .try_reserve(page_alloc::managed_pages() as usize)
+        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    while let Ok(p) = alloc_pages(GFP_NOWAIT, 0) {
+        held.0.push(p);
+    }
+    Ok((held, big, small))
+}
+
+/// Too small to fail: a GFP_KERNEL order-0 allocation that reclaim cannot
+/// satisfy runs the OOM killer, which kills the task with the largest
+/// footprint; the victim exits, and the allocation succeeds.
+fn oom_killer_kills_the_largest_footprint_and_the_allocation_succeeds() -> TestResult {
+    kassert_eq!(
+        oom_kill::policy(),
+        OomPolicy::Kill,
+        "the default is Linux's"
+    );
+    let kills0 = oom_kill::kills();
+    let (held, big, small) = exhaust_with_hogs()?;
+    let r = alloc_pages(GFP_KERNEL, 0);
+    let big_killed = big.task().is_oom_victim();
+    let small_killed = small.task().is_oom_victim();
+    if let Ok(p) = r {
+        free_pages(p, 0);
+    }
+    drop(held);
+    // Let the small hog go too.
+    if !small_killed {
+        small.task().send_fatal_signal();
+    }
+    kassert!(big.join().is_ok() && small.join().is_ok());
+    kassert!(r.is_ok(), "the allocation failed: {r:?}");
+    kassert!(big_killed, "the largest footprint was not chosen");
+    kassert!(!small_killed, "the smaller task was killed too");
+    kassert_eq!(oom_kill::kills(), kills0 + 1);
+    Ok(())
+}
+
+/// `oom=fail`: the same allocation fails and nobody is killed.
+fn oom_fail_keeps_small_allocations_failing() -> TestResult {
+    let kills0 = oom_kill::kills();
+    oom_kill::set_policy(OomPolicy::Fail);
+    let (held, big, small) = exhaust_with_hogs()?;
+    let r = alloc_pages(GFP_KERNEL | Gfp::__GFP_NOWARN, 0);
+    oom_kill::set_policy(OomPolicy::Kill);
+    if let Ok(p) = r {
+        free_pages(p, 0);
+    }
+    drop(held);
+    big.task().send_fatal_signal();
+    small.task().send_fatal_signal();
+    kassert!(big.join().is_ok() && small.join().is_ok());
+    kassert!(r.is_err(), "oom=fail still allocated");
+    kassert_eq!(oom_kill::kills(), kills0);
+    Ok(())
+}
+
+/// Without __GFP_FS the killer is not invoked (Linux counts it as
+/// progress): the allocation keeps retrying reclaim until memory comes
+/// back, and nobody is killed.
+fn nofs_allocation_retries_without_invoking_the_killer() -> TestResult {
+    use kreclaim::mm::gfp::GFP_NOFS;
+    let kills0 = oom_kill::kills();
+    let got = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(AtomicBool::new(false));
+    let (g, go2) = (got.clone(), go.clone());
+    // Started before memory runs out (a task needs a stack).
+    let nofs = task::spawn("nofs-user", move || {
+        while !go2.load(Ordering::SeqCst) {
+            task::sleep(Duration::from_millis(1));
+        }
+        if let Ok(p) = alloc_pages(GFP_NOFS, 0) {
+            free_pages(p, 0);
+            g.store(true, Ordering::SeqCst);
+        }
+    })
+    .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?;
+    let (held, big, small) = exhaust_with_hogs()?;
+    let stalls0 = page_alloc::stats().snapshot().alloc_stalls;
+    go.store(true, Ordering::SeqCst);
+    // Far more reclaim rounds than MAX_RECLAIM_RETRIES, still no page.
+    let waited = wait_for("the NOFS allocation to keep retrying", || {
+        page_alloc::stats().snapshot().alloc_stalls
+            > stalls0 + 4 * u64::from(page_alloc::MAX_RECLAIM_RETRIES)
+    });
+    let still_waiting = !nofs.is_finished();
+    drop(held);
+    let joined = nofs.join();
+    big.task().send_fatal_signal();
+    small.task().send_fatal_signal();
+    kassert!(big.join().is_ok() && small.join().is_ok());
+    waited?;
+    kassert!(still_waiting, "the NOFS allocation gave up");
+    kassert!(joined.is_ok());
+    kassert!(got.load(Ordering::SeqCst), "no page once memory came back");
+    kassert_eq!(
+        oom_kill::kills(),
+        kills0,
+        "a NOFS allocation invoked the killer"
     );
     Ok(())
 }

@@ -39,6 +39,9 @@ pub struct Config {
     pub fail_page_alloc: Option<FaultSpec>,
     /// `failslab=<interval>,<probability>,<space>,<times>`.
     pub failslab: Option<FaultSpec>,
+    /// `oom=kill|fail`: run the OOM killer where Linux would (default), or
+    /// fail the allocation instead.
+    pub oom: crate::mm::oom_kill::OomPolicy,
     /// `ramdisk=<size>`: memory reserved at boot for the RAM disk (default
     /// none; the demo kernel builds in 64M).
     pub ramdisk: Option<u64>,
@@ -141,6 +144,7 @@ impl Default for Config {
             min_free_kbytes: None,
             fail_page_alloc: None,
             failslab: None,
+            oom: crate::mm::oom_kill::OomPolicy::Kill,
             ramdisk: None,
             slab_debug: None,
             policy: PolicyChoice::One(Policy::DEFAULT),
@@ -378,6 +382,16 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "oom",
+        values: "kill|fail",
+        help: "when reclaim gives up on an allocation Linux does not let fail (order <= 3, \
+               __GFP_FS): kill the task with the largest footprint and retry, or fail it",
+        set: |c, v| {
+            c.oom = crate::mm::oom_kill::OomPolicy::by_name(v).ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
         name: "failslab",
         values: "<interval>,<probability %>,<space>,<times>",
         help: "fault injection: make slab allocations fail on purpose",
@@ -486,6 +500,7 @@ impl Config {
         if let Some(s) = self.failslab {
             FAILSLAB.apply_spec(s);
         }
+        crate::mm::oom_kill::set_policy(self.oom);
     }
 
     /// What boot code needs before the main function parses the command
@@ -554,6 +569,7 @@ impl fmt::Display for Config {
         if let Some(s) = self.failslab {
             write!(f, " failslab={s}")?;
         }
+        write!(f, " oom={}", self.oom.name())?;
         if let Some((flags, only)) = &self.slab_debug {
             f.write_str(" slab_debug=")?;
             for (flag, letter) in [

@@ -35,6 +35,7 @@
 use super::fault_inject::{self, FAIL_PAGE_ALLOC};
 use super::fs_reclaim;
 use super::gfp::Gfp;
+use super::oom_kill;
 use super::page::{NIL, Page, PageFlags};
 use super::scope::{MemallocScope, current_gfp_context};
 use super::vmscan;
@@ -524,6 +525,10 @@ fn gfp_pfmemalloc_flags(gfp: Gfp) -> Option<AllocFlags> {
     {
         return Some(AllocFlags::NO_WATERMARKS);
     }
+    // oom_reserves_allowed: the victim may dip into the reserves to exit.
+    if task::started() && task::current().is_oom_victim() {
+        return Some(AllocFlags::WMARK_MIN | AllocFlags::OOM);
+    }
     None
 }
 
@@ -705,17 +710,29 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
                 task::yield_now();
                 continue 'retry;
             }
-            // Where Linux would consider the OOM killer.
+            // Reclaim has failed us: the OOM killer (oom=kill) or not.
             log::debug!(
-                "OOM stage: '{}' order-{order} {gfp}: direct reclaim gave up; no OOM killer",
-                task_name()
+                "OOM stage: '{}' order-{order} {gfp}: direct reclaim gave up; oom={}",
+                task_name(),
+                oom_kill::policy().name()
             );
             let (page, oom_progress) = __alloc_pages_may_oom(gfp, order);
             if let Some(pfn) = page {
                 return Ok(pfn);
             }
+            // Allocations with reserves must not loop endlessly: a victim
+            // that still cannot allocate fails.
+            if task::current().is_oom_victim()
+                && (alloc_flags.contains(AllocFlags::OOM) || gfp.contains(Gfp::__GFP_NOMEMALLOC))
+            {
+                break 'attempt;
+            }
+            // Retry as long as the OOM killer is making progress.
             if oom_progress {
                 no_progress_loops = 0;
+                if !nofail {
+                    continue 'retry;
+                }
             }
         }
         // nopage:
@@ -793,10 +810,10 @@ fn should_reclaim_retry(order: u32, progress: usize, no_progress_loops: &mut u32
     *no_progress_loops <= MAX_RECLAIM_RETRIES
 }
 
-/// `__alloc_pages_may_oom` without an OOM killer: a last try at HIGH (memory
-/// freed meanwhile); then, where Linux would invoke the OOM killer (order <=
-/// 3, no __GFP_RETRY_MAYFAIL), __GFP_NOFAIL gets the reserves as in Linux.
-/// Returns the page and whether Linux would count this as progress.
+/// `__alloc_pages_may_oom`: a last try at HIGH (memory freed meanwhile);
+/// then, for order <= 3 without __GFP_RETRY_MAYFAIL, the OOM killer
+/// (`oom_kill::out_of_memory`), and __GFP_NOFAIL gets the reserves as in
+/// Linux. Returns the page and whether this counts as progress (retry).
 fn __alloc_pages_may_oom(gfp: Gfp, order: u32) -> (Option<u64>, bool) {
     if let Some(pfn) = get_page_from_freelist(order, AllocFlags::WMARK_HIGH) {
         return (Some(pfn), false);
@@ -804,13 +821,14 @@ fn __alloc_pages_may_oom(gfp: Gfp, order: u32) -> (Option<u64>, bool) {
     if order > PAGE_ALLOC_COSTLY_ORDER || gfp.contains(Gfp::__GFP_RETRY_MAYFAIL) {
         return (None, false);
     }
+    let progress = oom_kill::out_of_memory(gfp, order);
     if gfp.contains(Gfp::__GFP_NOFAIL) {
         return (
             get_page_from_freelist(order, AllocFlags::NO_WATERMARKS),
             true,
         );
     }
-    (None, false)
+    (None, progress)
 }
 
 // ---------------------------------------------------------------------------
@@ -864,11 +882,7 @@ fn warn_alloc(err: &AllocError, note: &str) {
     if err.gfp.contains(Gfp::__GFP_NOWARN) || !report_ratelimit() {
         return;
     }
-    crate::println!(
-        "{}: {err} ({:#x}){note}; no OOM killer in kreclaim",
-        task_name(),
-        err.gfp.bits()
-    );
+    crate::println!("{}: {err} ({:#x}){note}", task_name(), err.gfp.bits());
     show_mem();
     run_oom_reporters();
 }

@@ -223,11 +223,19 @@ fn throttle_direct_reclaim(gfp: Gfp) {
         page_alloc::nr_free_pages(),
         page_alloc::watermarks().min
     );
+    // wait_event_killable: an OOM victim stops waiting.
+    let go_on = || allow_direct_reclaim() || task::fatal_signal_pending();
     if gfp.contains(Gfp::__GFP_FS) {
-        PFMEMALLOC_WAIT.wait_event(allow_direct_reclaim);
+        PFMEMALLOC_WAIT.wait_event(go_on);
     } else {
-        PFMEMALLOC_WAIT.wait_event_timeout(Duration::from_secs(1), allow_direct_reclaim);
+        PFMEMALLOC_WAIT.wait_event_timeout(Duration::from_secs(1), go_on);
     }
+}
+
+/// Wakes every task throttled in direct reclaim so that it re-checks
+/// (the OOM killer, after choosing a victim).
+pub(crate) fn wake_throttled_tasks() {
+    PFMEMALLOC_WAIT.wake_all();
 }
 
 /// Wakes throttled direct reclaimers if they may go on (kswapd, after each
