@@ -553,15 +553,19 @@ fn get_page_from_freelist(order: u32, alloc_flags: AllocFlags) -> Option<u64> {
     Some(z.start_pfn + idx)
 }
 
-/// `should_fail_alloc_page`.
+/// `should_fail_alloc_page`: below `min-order`, `__GFP_NOFAIL` and (if
+/// asked) sleeping allocations never fail; the size is counted in pages.
 fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
+    if order < FAIL_PAGE_ALLOC.min_order() {
+        return false;
+    }
     if gfp.contains(Gfp::__GFP_NOFAIL) {
         return false;
     }
     if FAIL_PAGE_ALLOC.ignore_gfp_reclaim() && gfp.contains(Gfp::__GFP_DIRECT_RECLAIM) {
         return false;
     }
-    fault_inject::should_fail(&FAIL_PAGE_ALLOC, PAGE_SIZE << order)
+    fault_inject::should_fail(&FAIL_PAGE_ALLOC, 1 << order)
 }
 
 /// Allocates 2^`order` physically contiguous pages. The block is owned by
