@@ -35,6 +35,7 @@ kreclaim::kernel_tests!(
     operations_round_trip_and_survive_remount,
     heavy_reclaim_keeps_every_byte,
     trylock_reclaims_during_operations_and_stops_in_transactions,
+    inode_shrinker_leaves_nr_scanned_at_nr_to_scan,
     lockdep_sees_the_seed_report_only_under_kernel,
     writeback_io_error_keeps_the_inode_dirty,
     workload_records_short_writes_as_acknowledged,
@@ -354,6 +355,41 @@ fn trylock_reclaims_during_operations_and_stops_in_transactions() -> TestResult 
     // Outside it, the same call frees inodes.
     kassert!(fs.shrink_inode_cache(GFP_KERNEL, 0) > 0 || fs.stats().inodes_reclaimable == 0);
     ok!(verify(&fs, SEED, 0..32, 100));
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
+fn inode_shrinker_leaves_nr_scanned_at_nr_to_scan() -> TestResult {
+    // Linux's super_cache_scan / xfs_reclaim_inodes_nr leave sc->nr_scanned
+    // as do_shrink_slab set it. With a handful of reclaimable inodes (below
+    // half a batch of 32), one pass at priority 0 is exactly one scan call:
+    // total_scan = min(2n, 2n) is used up by that call. A shrinker that
+    // lowered nr_scanned to the n inodes it looked at would leave n >=
+    // freeable to scan and be called again for nothing.
+    const SEED: u64 = 0x5eed_0003;
+    let fs = ok!(fresh(Policy::TRYLOCK));
+    ok!(populate(&fs, SEED, 0..1, 6));
+    ok!(fs.sync());
+    let n = fs.stats().inodes_reclaimable;
+    kassert!(
+        (1..16).contains(&n),
+        "{n} reclaimable inodes: the test needs 1..16"
+    );
+    let before = ok!(fs.shrinker_info().ok_or("no shrinker")).0;
+    let freed = fs.shrink_inode_cache(GFP_KERNEL, 0);
+    let after = ok!(fs.shrinker_info().ok_or("no shrinker")).0;
+    kassert_eq!(
+        after.scan_calls - before.scan_calls,
+        1,
+        "freed {freed} of {n}"
+    );
+    kassert!(
+        after.scanned - before.scanned >= n,
+        "scanned {} of nr_to_scan >= {n}",
+        after.scanned - before.scanned
+    );
+    kassert_eq!(after.violations, before.violations);
+    ok!(verify(&fs, SEED, 0..1, 6));
     ok!(fs.unmount());
     fsck_clean()
 }

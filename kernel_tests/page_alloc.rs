@@ -40,11 +40,13 @@ kreclaim::kernel_tests!(
     retry_mayfail_gives_up_after_16_rounds_without_progress,
     stalls_failures_and_wakeups_are_counted,
     oom_report_runs_registered_reporters_unless_nowarn,
+    failure_reports_are_rate_limited_to_one_per_10_s,
     scoped_gfp_context_is_applied_at_entry,
     double_free_and_wrong_order_free_are_detected,
     fault_injection_fails_next_allocation_then_stops,
     fault_injection_interval_probability_space_times,
     fault_injection_spares_nofail_and_can_ignore_reclaim,
+    fail_page_alloc_counts_space_in_pages_and_has_a_min_order,
     order_above_max_order_fails,
     page_owner_follows_blocks,
     kernel_stacks_come_from_the_page_allocator,
@@ -482,6 +484,7 @@ fn count_report() {
 }
 
 fn oom_report_runs_registered_reporters_unless_nowarn() -> TestResult {
+    page_alloc::reset_warn_ratelimit();
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
     let r0 = REPORTS.load(Ordering::SeqCst);
@@ -497,6 +500,25 @@ fn oom_report_runs_registered_reporters_unless_nowarn() -> TestResult {
     kassert_eq!(loud, r0 + 1, "one report per failure, reporter once");
     kassert!(removed);
     kassert!(!page_alloc::unregister_oom_reporter(count_report));
+    Ok(())
+}
+
+fn failure_reports_are_rate_limited_to_one_per_10_s() -> TestResult {
+    // Linux's warn_alloc: DEFINE_RATELIMIT_STATE(nopage_rs, 10*HZ, 1).
+    kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
+    page_alloc::reset_warn_ratelimit();
+    let r0 = REPORTS.load(Ordering::SeqCst);
+    let s0 = snap();
+    {
+        let _h = fill_to(0);
+        for _ in 0..3 {
+            kassert!(alloc_pages(GFP_KERNEL | Gfp::__GFP_NORETRY, 0).is_err());
+        }
+    }
+    let s1 = snap();
+    page_alloc::unregister_oom_reporter(count_report);
+    kassert_eq!(REPORTS.load(Ordering::SeqCst), r0 + 1, "one report in 10 s");
+    kassert_eq!(s1.reports_suppressed - s0.reports_suppressed, 2);
     Ok(())
 }
 
@@ -690,6 +712,40 @@ fn fault_injection_spares_nofail_and_can_ignore_reclaim() -> TestResult {
     Ok(())
 }
 
+/// Linux's `should_fail_alloc_page`: `space` is counted in pages (an
+/// order-n request is 2^n), and requests below `min-order` never fail.
+fn fail_page_alloc_counts_space_in_pages_and_has_a_min_order() -> TestResult {
+    let mut h = Held::new();
+    FAIL_PAGE_ALLOC.configure(100, 1, -1);
+    FAIL_PAGE_ALLOC.set_space(3);
+    // An order-1 request is 2 pages: 3 > 2, it passes and 1 page of space
+    // is left; an order-0 request (1 page) then fails (1 > 1 is false).
+    let first = alloc_pages(GFP_KERNEL | NOWARN, 1);
+    let second = alloc_pages(GFP_KERNEL | NOWARN, 0);
+    FAIL_PAGE_ALLOC.set_min_order(1);
+    let small = alloc_pages(GFP_KERNEL | NOWARN, 0);
+    let big = alloc_pages(GFP_KERNEL | NOWARN, 1);
+    FAIL_PAGE_ALLOC.set_min_order(0);
+    FAIL_PAGE_ALLOC.disable();
+    if let Ok(p) = first {
+        h.push(p, 1);
+    }
+    for r in [second, small].iter().flatten() {
+        h.push(*r, 0);
+    }
+    if let Ok(p) = big {
+        h.push(p, 1);
+    }
+    kassert!(first.is_ok(), "2 of 3 pages of space: passes");
+    kassert!(
+        second.is_err(),
+        "1 page of space left is not more than 1 page"
+    );
+    kassert!(small.is_ok(), "order 0 is below min-order 1");
+    kassert!(big.is_err(), "order 1 is not below min-order 1");
+    Ok(())
+}
+
 fn order_above_max_order_fails() -> TestResult {
     let s0 = snap();
     let e = alloc_pages(GFP_KERNEL | NOWARN, MAX_ORDER + 1);
@@ -783,7 +839,8 @@ fn alloc_error_names_order_and_mode() -> TestResult {
 
 fn cmdline_keys_parse_and_reject_with_key_names() -> TestResult {
     let c = Config::parse(
-        "mem=64M min_free_kbytes=2048 fail_page_alloc=1,100,0,1 failslab=10,50,4096,-1",
+        "mem=64M min_free_kbytes=2048 fail_page_alloc=1,100,0,1 failslab=10,50,4096,-1 \
+         fail_page_alloc_min_order=1 oom=fail",
     )
     .map_err(|e| fail(alloc::format!("{e}")))?;
     kassert_eq!(c.mem, Some(64 << 20));
@@ -813,6 +870,16 @@ fn cmdline_keys_parse_and_reject_with_key_names() -> TestResult {
     );
     kassert_eq!(Config::default().mem, None);
     kassert_eq!(Config::default().fail_page_alloc, None);
+    kassert_eq!(c.fail_page_alloc_min_order, Some(1));
+    kassert_eq!(c.oom, kreclaim::mm::oom_kill::OomPolicy::Fail);
+    kassert_eq!(
+        Config::default().oom,
+        kreclaim::mm::oom_kill::OomPolicy::Kill
+    );
+    kassert!(
+        shown.contains("fail_page_alloc_min_order=1") && shown.contains("oom=fail"),
+        "{shown}"
+    );
     for (token, key) in [
         ("mem=bad", "mem"),
         ("mem=64Q", "mem"),
@@ -824,6 +891,9 @@ fn cmdline_keys_parse_and_reject_with_key_names() -> TestResult {
         ("fail_page_alloc=1,2,3", "fail_page_alloc"),
         ("fail_page_alloc=1,200,0,1", "fail_page_alloc"),
         ("failslab=a,b,c,d", "failslab"),
+        ("fail_page_alloc_min_order=11", "fail_page_alloc_min_order"),
+        ("fail_page_alloc_min_order=-1", "fail_page_alloc_min_order"),
+        ("oom=panic", "oom"),
     ] {
         let e = Config::parse(token).unwrap_err();
         kassert!(

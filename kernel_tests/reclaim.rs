@@ -12,8 +12,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
-use kreclaim::harness::{OrFail, TestFailure, TestResult};
+use kreclaim::harness::{OrFail, TestFailure, TestResult, wait_for};
 use kreclaim::mm::gfp::{GFP_KERNEL, GFP_NOWAIT, Gfp};
+use kreclaim::mm::oom_kill::{self, OomCharge, OomPolicy};
 use kreclaim::mm::page_alloc::{self, alloc_pages, free_pages, nr_free_pages, watermarks};
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::shrinker::*;
@@ -33,6 +34,12 @@ kreclaim::kernel_tests!(
     a_shrinker_that_allocates_does_not_recurse_into_reclaim,
     unregistering_while_another_task_reclaims_is_safe,
     a_failed_case_gives_its_memory_back,
+    kswapd_blocks_until_woken,
+    kswapd_gives_up_after_16_runs_without_progress,
+    direct_reclaim_below_half_the_min_reserve_waits_for_kswapd,
+    oom_killer_kills_the_largest_footprint_and_the_allocation_succeeds,
+    oom_fail_keeps_small_allocations_failing,
+    nofs_allocation_retries_without_invoking_the_killer,
 );
 
 const OBJ: usize = 1024;
@@ -233,7 +240,7 @@ impl PoolShrinker {
                 None => break,
             }
         }
-        sc.set_nr_scanned(freed);
+        // nr_scanned stays nr_to_scan, as Linux's shrinkers leave it.
         p.freed.fetch_add(freed, Ordering::Relaxed);
         ScanObjects::freed(freed)
     }
@@ -632,6 +639,287 @@ fn a_failed_case_gives_its_memory_back() -> TestResult {
         nr_free_pages() + managed / 8 >= free0,
         "the failed case kept memory: {} pages free, {free0} before",
         nr_free_pages()
+    );
+    Ok(())
+}
+
+fn kswapd_state() -> Option<task::TaskState> {
+    task::list()
+        .into_iter()
+        .find(|(_, name, _, _)| name == "kswapd0")
+        .map(|(_, _, state, _)| state)
+}
+
+/// Linux's kswapd sleeps until woken (kswapd_try_to_sleep); it does not
+/// poll. A polling kswapd sleeps with a timeout and is never `Blocked`.
+fn kswapd_blocks_until_woken() -> TestResult {
+    kassert!(vmscan::kswapd_running());
+    wait_for("kswapd0 to block on its wait queue", || {
+        kswapd_state() == Some(task::TaskState::Blocked)
+    })
+}
+
+/// Pages held until dropped.
+struct HeldPages(Vec<page_alloc::PhysAddr>);
+
+impl Drop for HeldPages {
+    fn drop(&mut self) {
+        for p in self.0.drain(..) {
+            free_pages(p, 0);
+        }
+    }
+}
+
+/// `kswapd_failures`: balance_pgdat runs that reclaim nothing are counted;
+/// after MAX_RECLAIM_RETRIES (16) kswapd is hopeless and wakeups are
+/// ignored, until reclaim makes progress again.
+fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
+    let w = watermarks();
+    let mut held = HeldPages(Vec::new());
+    held.0
+        .try_reserve(page_alloc::managed_pages() as usize)
+        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    // Below LOW with nothing a shrinker could free.
+    while nr_free_pages() > w.low - 8 {
+        match alloc_pages(GFP_NOWAIT, 0) {
+            Ok(p) => held.0.push(p),
+            Err(_) => break,
+        }
+    }
+    let v0 = vmscan::stats().snapshot();
+    let mut last = v0;
+    for _ in 0..(page_alloc::MAX_RECLAIM_RETRIES + 4) {
+        vmscan::wakeup_kswapd(0);
+        wait_for("kswapd to run or to ignore the wakeup", || {
+            let v = vmscan::stats().snapshot();
+            (v.kswapd_failures > last.kswapd_failures
+                || v.kswapd_hopeless > last.kswapd_hopeless
+                || v.kswapd_pages > last.kswapd_pages)
+                && kswapd_state() == Some(task::TaskState::Blocked)
+        })?;
+        last = vmscan::stats().snapshot();
+    }
+    let v1 = vmscan::stats().snapshot();
+    kassert!(vmscan::kswapd_hopeless(), "{v1}");
+    kassert!(
+        v1.kswapd_failures - v0.kswapd_failures >= u64::from(page_alloc::MAX_RECLAIM_RETRIES),
+        "{v1}"
+    );
+    kassert!(v1.kswapd_hopeless > v0.kswapd_hopeless, "{v1}");
+    // Direct reclaim that makes progress makes kswapd useful again.
+    drop(held);
+    let pool = Pool::new("hopeless_pool", false, false)?;
+    let reg = register(&pool, "hopeless_pool")?;
+    for _ in 0..256 {
+        pool.grow(GFP_KERNEL)
+            .map_err(|e| TestFailure::new(e.into()))?;
+    }
+    let got = {
+        let _noreclaim = MemallocScope::noreclaim();
+        vmscan::try_to_free_pages(GFP_KERNEL, 0)
+    };
+    pool.free_all();
+    drop(reg);
+    kassert!(got > 0, "direct reclaim freed nothing");
+    kassert!(!vmscan::kswapd_hopeless());
+    Ok(())
+}
+
+/// throttle_direct_reclaim: a user task entering direct reclaim with free
+/// memory below half the min watermark waits on pfmemalloc_wait until
+/// kswapd has brought it back, then goes on and gets its page.
+fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
+    let pool = Pool::new("throttle_pool", false, false)?;
+    let reg = register(&pool, "throttle_pool")?;
+    let w = watermarks();
+    // Reclaimable objects, then the reserves drained by PF_MEMALLOC
+    // allocations (no watermarks) down to a quarter of MIN.
+    let mut held = HeldPages(Vec::new());
+    held.0
+        .try_reserve(page_alloc::managed_pages() as usize)
+        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    {
+        let _p = task::PreemptGuard::new(); // kswapd must not run yet
+        while nr_free_pages() > w.low + 64 {
+            pool.grow(GFP_NOWAIT | Gfp::__GFP_NOWARN)
+                .map_err(|e| TestFailure::new(e.into()))?;
+        }
+        let _memalloc = MemallocScope::noreclaim();
+        while nr_free_pages() > w.min / 4 {
+            match alloc_pages(GFP_NOWAIT, 0) {
+                Ok(p) => held.0.push(p),
+                Err(_) => break,
+            }
+        }
+    }
+    kassert!(
+        nr_free_pages() <= w.min / 2,
+        "free {} min {}",
+        nr_free_pages(),
+        w.min
+    );
+    let v0 = vmscan::stats().snapshot();
+    let got = Arc::new(AtomicBool::new(false));
+    let g = got.clone();
+    let user = task::spawn("user", move || {
+        if let Ok(p) = alloc_pages(GFP_KERNEL, 0) {
+            free_pages(p, 0);
+            g.store(true, Ordering::SeqCst);
+        }
+    })
+    .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?;
+    let joined = user.join();
+    let v1 = vmscan::stats().snapshot();
+    drop(held);
+    pool.free_all();
+    drop(reg);
+    kassert!(joined.is_ok());
+    kassert!(got.load(Ordering::SeqCst), "the throttled task got no page");
+    kassert!(
+        v1.direct_throttled > v0.direct_throttled,
+        "not throttled: {v1}"
+    );
+    kassert!(
+        v1.kswapd_pages > v0.kswapd_pages,
+        "kswapd did not reclaim: {v1}"
+    );
+    Ok(())
+}
+
+/// A task standing for a user process: holds `pages` pages and charges
+/// them, until the OOM killer chooses it; then frees them and exits.
+fn hog(name: &str, pages: usize, ready: Arc<AtomicU32>) -> Result<task::JoinHandle, TestFailure> {
+    task::spawn(name, move || {
+        let mut held = HeldPages(Vec::new());
+        if held.0.try_reserve(pages).is_err() {
+            return;
+        }
+        for _ in 0..pages {
+            match alloc_pages(GFP_KERNEL, 0) {
+                Ok(p) => held.0.push(p),
+                Err(_) => return,
+            }
+        }
+        let _charge = OomCharge::new((pages * 4096) as u64);
+        ready.fetch_add(1, Ordering::SeqCst);
+        while !task::fatal_signal_pending() {
+            task::sleep(Duration::from_millis(1));
+        }
+        // Exit cleanly: `held` and the charge go.
+    })
+    .map_err(|e| TestFailure::new(alloc::format!("spawn {name}: {e:?}")))
+}
+
+/// Memory exhausted with nothing a shrinker could free, and two charged
+/// tasks: 256 pages and 16 pages. Returns the pages main holds.
+fn exhaust_with_hogs() -> Result<(HeldPages, task::JoinHandle, task::JoinHandle), TestFailure> {
+    let ready = Arc::new(AtomicU32::new(0));
+    let big = hog("big-hog", 256, ready.clone())?;
+    let small = hog("small-hog", 16, ready.clone())?;
+    wait_for("both hogs to hold their pages", || {
+        ready.load(Ordering::SeqCst) == 2
+    })?;
+    let mut held = HeldPages(Vec::new());
+    held.0
+        .try_reserve(page_alloc::managed_pages() as usize)
+        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    while let Ok(p) = alloc_pages(GFP_NOWAIT, 0) {
+        held.0.push(p);
+    }
+    Ok((held, big, small))
+}
+
+/// Too small to fail: a GFP_KERNEL order-0 allocation that reclaim cannot
+/// satisfy runs the OOM killer, which kills the task with the largest
+/// footprint; the victim exits, and the allocation succeeds.
+fn oom_killer_kills_the_largest_footprint_and_the_allocation_succeeds() -> TestResult {
+    kassert_eq!(
+        oom_kill::policy(),
+        OomPolicy::Kill,
+        "the default is Linux's"
+    );
+    let kills0 = oom_kill::kills();
+    let (held, big, small) = exhaust_with_hogs()?;
+    let r = alloc_pages(GFP_KERNEL, 0);
+    let big_killed = big.task().is_oom_victim();
+    let small_killed = small.task().is_oom_victim();
+    if let Ok(p) = r {
+        free_pages(p, 0);
+    }
+    drop(held);
+    // Let the small hog go too.
+    if !small_killed {
+        small.task().send_fatal_signal();
+    }
+    kassert!(big.join().is_ok() && small.join().is_ok());
+    kassert!(r.is_ok(), "the allocation failed: {r:?}");
+    kassert!(big_killed, "the largest footprint was not chosen");
+    kassert!(!small_killed, "the smaller task was killed too");
+    kassert_eq!(oom_kill::kills(), kills0 + 1);
+    Ok(())
+}
+
+/// `oom=fail`: the same allocation fails and nobody is killed.
+fn oom_fail_keeps_small_allocations_failing() -> TestResult {
+    let kills0 = oom_kill::kills();
+    oom_kill::set_policy(OomPolicy::Fail);
+    let (held, big, small) = exhaust_with_hogs()?;
+    let r = alloc_pages(GFP_KERNEL | Gfp::__GFP_NOWARN, 0);
+    oom_kill::set_policy(OomPolicy::Kill);
+    if let Ok(p) = r {
+        free_pages(p, 0);
+    }
+    drop(held);
+    big.task().send_fatal_signal();
+    small.task().send_fatal_signal();
+    kassert!(big.join().is_ok() && small.join().is_ok());
+    kassert!(r.is_err(), "oom=fail still allocated");
+    kassert_eq!(oom_kill::kills(), kills0);
+    Ok(())
+}
+
+/// Without __GFP_FS the killer is not invoked (Linux counts it as
+/// progress): the allocation keeps retrying reclaim until memory comes
+/// back, and nobody is killed.
+fn nofs_allocation_retries_without_invoking_the_killer() -> TestResult {
+    use kreclaim::mm::gfp::GFP_NOFS;
+    let kills0 = oom_kill::kills();
+    let got = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(AtomicBool::new(false));
+    let (g, go2) = (got.clone(), go.clone());
+    // Started before memory runs out (a task needs a stack).
+    let nofs = task::spawn("nofs-user", move || {
+        while !go2.load(Ordering::SeqCst) {
+            task::sleep(Duration::from_millis(1));
+        }
+        if let Ok(p) = alloc_pages(GFP_NOFS, 0) {
+            free_pages(p, 0);
+            g.store(true, Ordering::SeqCst);
+        }
+    })
+    .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?;
+    let (held, big, small) = exhaust_with_hogs()?;
+    let stalls0 = page_alloc::stats().snapshot().alloc_stalls;
+    go.store(true, Ordering::SeqCst);
+    // Far more reclaim rounds than MAX_RECLAIM_RETRIES, still no page.
+    let waited = wait_for("the NOFS allocation to keep retrying", || {
+        page_alloc::stats().snapshot().alloc_stalls
+            > stalls0 + 4 * u64::from(page_alloc::MAX_RECLAIM_RETRIES)
+    });
+    let still_waiting = !nofs.is_finished();
+    drop(held);
+    let joined = nofs.join();
+    big.task().send_fatal_signal();
+    small.task().send_fatal_signal();
+    kassert!(big.join().is_ok() && small.join().is_ok());
+    waited?;
+    kassert!(still_waiting, "the NOFS allocation gave up");
+    kassert!(joined.is_ok());
+    kassert!(got.load(Ordering::SeqCst), "no page once memory came back");
+    kassert_eq!(
+        oom_kill::kills(),
+        kills0,
+        "a NOFS allocation invoked the killer"
     );
     Ok(())
 }

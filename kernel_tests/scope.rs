@@ -33,7 +33,7 @@ fn gfp_values_match_linux() -> TestResult {
     kassert_eq!(GFP_NOFS.bits(), 0xc40);
     kassert_eq!(GFP_NOIO.bits(), 0xc00);
     kassert_eq!(GFP_ATOMIC.bits(), 0x820);
-    kassert_eq!(GFP_NOWAIT.bits(), 0x800);
+    kassert_eq!(GFP_NOWAIT.bits(), 0x2800, "KSWAPD_RECLAIM | NOWARN");
     kassert_eq!(GFP_USER.bits(), 0x100cc0);
     kassert_eq!(Gfp::__GFP_NOFAIL.bits(), 0x8000);
     kassert_eq!(Gfp::__GFP_NORETRY.bits(), 0x10000);

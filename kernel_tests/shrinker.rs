@@ -30,6 +30,8 @@ kreclaim::kernel_tests!(
     unregister_from_its_own_scan_is_reported_not_waited_for,
     unregister_blocks_on_the_last_scans_completion,
     register_error_names_the_shrinker,
+    do_shrink_slab_table_worked_by_hand,
+    scanning_nothing_without_stop_is_reported_not_spun_on,
 );
 
 /// A fake cache: `objects` freeable objects; records every scan request.
@@ -404,5 +406,205 @@ fn register_error_names_the_shrinker() -> TestResult {
             "a failed registration is not listed"
         );
     }
+    Ok(())
+}
+
+/// A cache whose count never changes (`freeable`), that frees at most
+/// `frees` objects per scan call and leaves `nr_scanned` as it was given
+/// (as Linux's shrinkers do), or sets it to `scanned_override`; STOPs
+/// without __GFP_FS.
+struct Table {
+    freeable: u64,
+    frees: u64,
+    scanned_override: Option<u64>,
+    scans: Arc<spin::Mutex<Vec<u64>>>,
+}
+
+impl Shrinker for Table {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        CountObjects::new(self.freeable)
+    }
+
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        if !sc.reclaim_fs_allowed() {
+            return ScanObjects::STOP;
+        }
+        self.scans.lock().push(sc.nr_to_scan());
+        if let Some(n) = self.scanned_override {
+            sc.set_nr_scanned(n);
+        }
+        ScanObjects::freed(self.frees.min(sc.nr_to_scan()))
+    }
+}
+
+/// One row: the shrinker, the GFP_NOFS passes (each STOPs and defers its
+/// work) that set up nr_deferred, then one GFP_KERNEL pass and what Linux's
+/// do_shrink_slab does in it.
+struct Row {
+    name: &'static str,
+    freeable: u64,
+    frees: u64,
+    seeks: u32,
+    batch: u64,
+    nofs_priorities: &'static [u32],
+    priority: u32,
+    // Expected:
+    deferred_in: i64,
+    scan_calls: &'static [u64],
+    freed: u64,
+    deferred_out: i64,
+}
+
+fn do_shrink_slab_table_worked_by_hand() -> TestResult {
+    const ROWS: &[Row] = &[
+        // delta = (1000 >> 2) * 4 / 2 = 500; total_scan = min(500, 2000):
+        // 3 batches of 128 (384), 116 < 128 and < 1000 left; 500 - 384 deferred.
+        Row {
+            name: "t-plain",
+            freeable: 1000,
+            frees: 1000,
+            seeks: 2,
+            batch: 128,
+            nofs_priorities: &[],
+            priority: 2,
+            deferred_in: 0,
+            scan_calls: &[128, 128, 128],
+            freed: 384,
+            deferred_out: 116,
+        },
+        // NOFS at priority 2 defers delta 500. Then priority 4: nr = 500,
+        // delta = (1000 >> 4) * 4 / 2 = 124, total = (500 >> 4) + 124 = 155:
+        // one batch; next = 500 + 124 - 128 = 496.
+        Row {
+            name: "t-deferred",
+            freeable: 1000,
+            frees: 1000,
+            seeks: 2,
+            batch: 128,
+            nofs_priorities: &[2],
+            priority: 4,
+            deferred_in: 500,
+            scan_calls: &[128],
+            freed: 128,
+            deferred_out: 496,
+        },
+        // seeks 0: delta = freeable / 2 = 150 whatever the priority; one
+        // batch of 100, 50 deferred.
+        Row {
+            name: "t-seeks0",
+            freeable: 300,
+            frees: 300,
+            seeks: 0,
+            batch: 100,
+            nofs_priorities: &[],
+            priority: 12,
+            deferred_in: 0,
+            scan_calls: &[100],
+            freed: 100,
+            deferred_out: 50,
+        },
+        // Two NOFS passes at priority 0: 2000, then min(2000 + 2000, 2000):
+        // nr_deferred is capped at 2 x freeable. The kernel pass at
+        // priority 12: delta = 0, total = (2000 >> 12) + 0 = 0: nothing;
+        // next = min(2000 + 0 - 0, 2000).
+        Row {
+            name: "t-cap",
+            freeable: 1000,
+            frees: 1000,
+            seeks: 2,
+            batch: 128,
+            nofs_priorities: &[0, 0],
+            priority: 12,
+            deferred_in: 2000,
+            scan_calls: &[],
+            freed: 0,
+            deferred_out: 2000,
+        },
+        // Objects that cannot be freed still count as scanned: 15 batches
+        // of 128 (1920 of total_scan 2000), 10 freed each; 80 deferred.
+        Row {
+            name: "t-pinned",
+            freeable: 1000,
+            frees: 10,
+            seeks: 2,
+            batch: 128,
+            nofs_priorities: &[],
+            priority: 0,
+            deferred_in: 0,
+            scan_calls: &[128; 15],
+            freed: 150,
+            deferred_out: 80,
+        },
+    ];
+    for row in ROWS {
+        let scans = Arc::new(spin::Mutex::new(Vec::new()));
+        let reg = ShrinkerBuilder::new(row.name)
+            .seeks(row.seeks)
+            .batch(row.batch)
+            .register(Table {
+                freeable: row.freeable,
+                frees: row.frees,
+                scanned_override: None,
+                scans: scans.clone(),
+            })
+            .or_fail("register")?;
+        for &p in row.nofs_priorities {
+            kassert_eq!(reg.shrink(GFP_NOFS, p), 0, "{}: NOFS pass", row.name);
+        }
+        kassert_eq!(
+            reg.nr_deferred(),
+            row.deferred_in,
+            "{}: deferred in",
+            row.name
+        );
+        kassert!(scans.lock().is_empty(), "{}: a NOFS pass scanned", row.name);
+        let freed = reg.shrink(GFP_KERNEL, row.priority);
+        kassert_eq!(
+            &scans.lock()[..],
+            row.scan_calls,
+            "{}: scan calls",
+            row.name
+        );
+        kassert_eq!(freed, row.freed, "{}: freed", row.name);
+        kassert_eq!(
+            reg.nr_deferred(),
+            row.deferred_out,
+            "{}: deferred out",
+            row.name
+        );
+        let info = reg.info();
+        kassert_eq!(
+            info.scanned,
+            row.scan_calls.iter().sum::<u64>(),
+            "{}: scanned",
+            row.name
+        );
+        // The tracepoint-style figure: the highest nr_deferred after a
+        // call, not a sum of what each call deferred.
+        kassert_eq!(
+            info.deferred_peak as i64,
+            row.deferred_in.max(row.deferred_out),
+            "{}: deferred peak",
+            row.name
+        );
+    }
+    Ok(())
+}
+
+fn scanning_nothing_without_stop_is_reported_not_spun_on() -> TestResult {
+    let scans = Arc::new(spin::Mutex::new(Vec::new()));
+    let reg = ShrinkerBuilder::new("scans-nothing")
+        .register(Table {
+            freeable: 10,
+            frees: 0,
+            scanned_override: Some(0),
+            scans: scans.clone(),
+        })
+        .or_fail("register")?;
+    // priority 0: total_scan = min(20, 20) >= freeable, so Linux's loop
+    // would never end; the pass ends after one call and names the shrinker.
+    reg.shrink(GFP_KERNEL, 0);
+    kassert_eq!(scans.lock().len(), 1);
+    kassert_eq!(reg.stats().violations.load(Ordering::Relaxed), 1);
     Ok(())
 }

@@ -39,6 +39,11 @@ pub struct Config {
     pub fail_page_alloc: Option<FaultSpec>,
     /// `failslab=<interval>,<probability>,<space>,<times>`.
     pub failslab: Option<FaultSpec>,
+    /// `fail_page_alloc_min_order=<order>` (default 0).
+    pub fail_page_alloc_min_order: Option<u32>,
+    /// `oom=kill|fail`: run the OOM killer where Linux would (default), or
+    /// fail the allocation instead.
+    pub oom: crate::mm::oom_kill::OomPolicy,
     /// `ramdisk=<size>`: memory reserved at boot for the RAM disk (default
     /// none; the demo kernel builds in 64M).
     pub ramdisk: Option<u64>,
@@ -141,6 +146,8 @@ impl Default for Config {
             min_free_kbytes: None,
             fail_page_alloc: None,
             failslab: None,
+            fail_page_alloc_min_order: None,
+            oom: crate::mm::oom_kill::OomPolicy::Kill,
             ramdisk: None,
             slab_debug: None,
             policy: PolicyChoice::One(Policy::DEFAULT),
@@ -261,7 +268,7 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "fail_page_alloc",
-        values: "<interval>,<probability %>,<space>,<times>",
+        values: "<interval>,<probability %>,<space in pages>,<times>",
         help: "fault injection: make page allocations fail on purpose",
         set: |c, v| {
             c.fail_page_alloc = Some(FaultSpec::parse(v).ok_or(())?);
@@ -378,8 +385,31 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "fail_page_alloc_min_order",
+        values: "an order, 0..=10",
+        help: "fail_page_alloc fails no request of a smaller order (Linux's min-order; default 0)",
+        set: |c, v| {
+            let o: u32 = v.parse().map_err(|_| ())?;
+            if o > crate::mm::zone::MAX_ORDER {
+                return Err(());
+            }
+            c.fail_page_alloc_min_order = Some(o);
+            Ok(())
+        },
+    },
+    Key {
+        name: "oom",
+        values: "kill|fail",
+        help: "when reclaim gives up on an allocation Linux does not let fail (order <= 3, \
+               __GFP_FS): kill the task with the largest footprint and retry, or fail it",
+        set: |c, v| {
+            c.oom = crate::mm::oom_kill::OomPolicy::by_name(v).ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
         name: "failslab",
-        values: "<interval>,<probability %>,<space>,<times>",
+        values: "<interval>,<probability %>,<space in bytes>,<times>",
         help: "fault injection: make slab allocations fail on purpose",
         set: |c, v| {
             c.failslab = Some(FaultSpec::parse(v).ok_or(())?);
@@ -483,9 +513,13 @@ impl Config {
         if let Some(s) = self.fail_page_alloc {
             FAIL_PAGE_ALLOC.apply_spec(s);
         }
+        if let Some(o) = self.fail_page_alloc_min_order {
+            FAIL_PAGE_ALLOC.set_min_order(o);
+        }
         if let Some(s) = self.failslab {
             FAILSLAB.apply_spec(s);
         }
+        crate::mm::oom_kill::set_policy(self.oom);
     }
 
     /// What boot code needs before the main function parses the command
@@ -551,9 +585,13 @@ impl fmt::Display for Config {
         if let Some(s) = self.fail_page_alloc {
             write!(f, " fail_page_alloc={s}")?;
         }
+        if let Some(o) = self.fail_page_alloc_min_order {
+            write!(f, " fail_page_alloc_min_order={o}")?;
+        }
         if let Some(s) = self.failslab {
             write!(f, " failslab={s}")?;
         }
+        write!(f, " oom={}", self.oom.name())?;
         if let Some((flags, only)) = &self.slab_debug {
             f.write_str(" slab_debug=")?;
             for (flag, letter) in [

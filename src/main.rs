@@ -139,7 +139,13 @@ fn workload_fits(config: &Config) -> Result<(), alloc::string::String> {
 
 /// Says what a partial run did not do (the run then exits with failure).
 fn partial_run(r: &RunResult, tasks: u32) {
-    if r.workers_failed > 0 {
+    if r.workers_oom_killed > 0 {
+        println!(
+            "kreclaim: partial run under policy {}: {} of {} operations ran; the OOM killer \
+             killed {} of {tasks} worker tasks (oom=fail makes such allocations fail instead)",
+            r.policy, r.ops, r.ops_requested, r.workers_oom_killed
+        );
+    } else if r.workers_failed > 0 {
         println!(
             "kreclaim: partial run under policy {}: {} of {} operations ran; {} of {tasks} worker \
              tasks could not start (no memory for a stack or a file buffer)",

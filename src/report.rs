@@ -160,7 +160,7 @@ pub fn single(r: &RunResult) {
         "scans",
         "scanned",
         "freed",
-        "deferred",
+        "max defer",
         "pending",
         "STOPs"
     );
@@ -174,7 +174,7 @@ pub fn single(r: &RunResult) {
             s.scan_calls,
             s.scanned,
             s.freed,
-            s.deferred,
+            s.deferred_peak,
             s.nr_deferred,
             s.stops
         );
@@ -203,12 +203,15 @@ pub fn single(r: &RunResult) {
     );
     crate::println!("\n--- reclaim ---");
     crate::println!(
-        "direct reclaim: {} stalls, {} ms stalled, {} pages; kswapd: {} pages; allocation failures: {}",
+        "direct reclaim: {} stalls, {} ms stalled, {} pages; kswapd: {} pages; allocation failures: {}; \
+         OOM-killed workers: {} (oom={})",
         r.alloc_stalls,
         ms(r.stall_ns),
         r.direct_pages,
         r.kswapd_pages,
-        r.alloc_failures
+        r.alloc_failures,
+        r.workers_oom_killed,
+        crate::mm::oom_kill::policy().name()
     );
     crate::mm::page_alloc::show_mem();
     crate::println!("\n--- lockdep ---");
@@ -241,7 +244,7 @@ pub fn single(r: &RunResult) {
 /// One JSON object for a run.
 pub fn json(r: &RunResult) {
     crate::println!(
-        "{{\"kind\":\"policy_result\",\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
+        "{{\"kind\":\"policy_result\",\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"oom_kills\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
         JsonStr(r.policy.name),
         r.ops,
         ops_per_sec(r),
@@ -255,6 +258,7 @@ pub fn json(r: &RunResult) {
         r.alloc_stalls,
         r.stall_ns / 1_000_000,
         r.kswapd_pages,
+        r.workers_oom_killed,
         r.errors,
         r.short_writes,
         r.populate_errors,

@@ -386,10 +386,10 @@ impl BufCache {
     pub(crate) fn shrink_scan(&self, sc: &mut ShrinkControl) -> ScanObjects {
         match self.reclaim(sc.nr_to_scan(), false) {
             None => ScanObjects::STOP,
-            Some(n) => {
-                sc.set_nr_scanned(n);
-                ScanObjects::freed(n)
-            }
+            // nr_scanned stays nr_to_scan, as in Linux's buffer shrinker
+            // (`xfs_buftarg_shrink_scan` walks the LRU and reports only
+            // what it freed).
+            Some(n) => ScanObjects::freed(n),
         }
     }
 }

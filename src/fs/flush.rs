@@ -329,6 +329,9 @@ impl Fs {
 
     /// The flusher thread's body.
     pub(crate) fn flusher_main(self: Arc<Self>) {
+        // A kernel daemon: reclaim may wait for its writeback, so direct
+        // reclaim never throttles it.
+        crate::task::current().set_flags(crate::task::TaskFlags::PF_KTHREAD);
         loop {
             self.flush_wait.wait_event_timeout(FLUSH_INTERVAL, || {
                 self.flush_kick.load(Ordering::Acquire) || self.flush_stop.load(Ordering::Acquire)

@@ -517,8 +517,10 @@ impl Shrinker for InodeShrinker {
             fs.stats.shrinker_stops.fetch_add(1, Ordering::Relaxed);
             return ScanObjects::STOP;
         };
+        // nr_scanned stays nr_to_scan, as in Linux (`super_cache_scan`
+        // and `xfs_reclaim_inodes_nr` leave it alone): an inode that was
+        // looked at and skipped still counts as scanned work.
         let r = fs.reclaim_inodes(sc.nr_to_scan(), sc.gfp());
-        sc.set_nr_scanned(r.scanned.min(sc.nr_to_scan()));
         ScanObjects::freed(r.freed)
     }
 }

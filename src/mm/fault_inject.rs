@@ -9,10 +9,17 @@
 //! xorshift generator with a fixed seed, reset by every (re)configuration, so
 //! a run is reproducible.
 //!
-//! Deviation: Linux defaults `ignore-gfp-wait` to Y (only allocations that
-//! cannot sleep fail). kreclaim defaults it to N because its point is the
-//! error paths of sleeping allocations on reclaim paths;
-//! [`FaultAttr::set_ignore_gfp_reclaim`] restores Linux's filter.
+//! `space` is in the attribute's units, as in Linux: bytes for `failslab`,
+//! pages for `fail_page_alloc` (an order-n allocation counts 2^n).
+//! `fail_page_alloc` also has Linux's `min-order`: smaller orders never fail.
+//!
+//! Deviations: Linux defaults `ignore-gfp-wait` to Y (only allocations that
+//! cannot sleep fail) and `fail_page_alloc`'s `min-order` to 1. kreclaim
+//! defaults them to N and 0, because its point is the error paths of
+//! sleeping allocations on reclaim paths, and nearly all of its own page
+//! allocations (slab pages, page tables) are order 0;
+//! [`FaultAttr::set_ignore_gfp_reclaim`] and [`FaultAttr::set_min_order`]
+//! (`fail_page_alloc_min_order=`) restore Linux's filters.
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -33,6 +40,8 @@ pub struct FaultAttr {
     count: AtomicU64,
     rng: AtomicU64,
     ignore_gfp_reclaim: AtomicBool,
+    /// Requests of a smaller order never fail (`fail_page_alloc` only).
+    min_order: AtomicU32,
     injected: AtomicU64,
 }
 
@@ -43,7 +52,8 @@ pub struct FaultSpec {
     pub interval: u64,
     /// Chance of failing an eligible call, in percent.
     pub probability: u32,
-    /// Bytes allocated before injection starts.
+    /// Units allocated before injection starts: bytes for `failslab`,
+    /// pages for `fail_page_alloc`.
     pub space: u64,
     /// Most failures to inject; -1 for no limit.
     pub times: i64,
@@ -93,8 +103,20 @@ impl FaultAttr {
             count: AtomicU64::new(0),
             rng: AtomicU64::new(SEED),
             ignore_gfp_reclaim: AtomicBool::new(false),
+            min_order: AtomicU32::new(0),
             injected: AtomicU64::new(0),
         }
+    }
+
+    /// Requests below `order` never fail (Linux's `min-order`; page
+    /// allocations only).
+    pub fn set_min_order(&self, order: u32) {
+        self.min_order.store(order, Ordering::SeqCst);
+    }
+
+    /// See [`FaultAttr::set_min_order`].
+    pub fn min_order(&self) -> u32 {
+        self.min_order.load(Ordering::Relaxed)
     }
 
     /// The attribute's name (`fail_page_alloc`, `failslab`), for reports.
@@ -122,10 +144,11 @@ impl FaultAttr {
         self.set_space(s.space);
     }
 
-    /// Lets the first `bytes` bytes of requests pass.
-    pub fn set_space(&self, bytes: u64) {
+    /// Lets the first `units` of requests pass (bytes for `failslab`,
+    /// pages for `fail_page_alloc`).
+    pub fn set_space(&self, units: u64) {
         self.space
-            .store(bytes.min(i64::MAX as u64) as i64, Ordering::SeqCst);
+            .store(units.min(i64::MAX as u64) as i64, Ordering::SeqCst);
     }
 
     /// Nothing fails any more.

@@ -65,8 +65,10 @@ bitflags::bitflags! {
         const GFP_KERNEL = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits() | Self::__GFP_FS.bits();
         /// GFP_KERNEL charged to memcg (accounting is ignored here).
         const GFP_KERNEL_ACCOUNT = Self::GFP_KERNEL.bits() | Self::__GFP_ACCOUNT.bits();
-        /// Cannot sleep: wakes kswapd but never reclaims directly.
-        const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits();
+        /// Cannot sleep: wakes kswapd but never reclaims directly. Includes
+        /// __GFP_NOWARN, as newer Linux trees define it (2025): a caller of a non-blocking
+        /// allocation expects it to fail and has a fallback.
+        const GFP_NOWAIT = Self::__GFP_KSWAPD_RECLAIM.bits() | Self::__GFP_NOWARN.bits();
         /// May reclaim but start no IO (block-layer paths).
         const GFP_NOIO = Self::__GFP_RECLAIM.bits();
         /// May reclaim and do IO but not re-enter the filesystem.

@@ -35,6 +35,7 @@
 use super::fault_inject::{self, FAIL_PAGE_ALLOC};
 use super::fs_reclaim;
 use super::gfp::Gfp;
+use super::oom_kill;
 use super::page::{NIL, Page, PageFlags};
 use super::scope::{MemallocScope, current_gfp_context};
 use super::vmscan;
@@ -50,13 +51,11 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 pub use super::gfp::AllocError;
 pub use super::page::{PAGE_SHIFT, PAGE_SIZE, PageOwner, PhysAddr, page_address, virt_to_phys};
+pub use super::vmscan::MAX_RECLAIM_RETRIES;
 pub use super::zone::{
     MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, WATERMARK_SCALE_FACTOR, Watermarks, nr_free_pages,
-    watermark_ok, watermarks,
+    watermark_ok, watermarks, zone_watermark_ok,
 };
-
-/// Rounds of direct reclaim without progress before giving up.
-pub const MAX_RECLAIM_RETRIES: u32 = 16;
 
 static INIT_STARTED: AtomicBool = AtomicBool::new(false);
 static READY: AtomicBool = AtomicBool::new(false);
@@ -511,13 +510,11 @@ fn gfp_pfmemalloc_flags(gfp: Gfp) -> Option<AllocFlags> {
     {
         return Some(AllocFlags::NO_WATERMARKS);
     }
+    // oom_reserves_allowed: the victim may dip into the reserves to exit.
+    if task::started() && task::current().is_oom_victim() {
+        return Some(AllocFlags::WMARK_MIN | AllocFlags::OOM);
+    }
     None
-}
-
-/// `zone_watermark_ok` on the zone as it is now.
-pub fn zone_watermark_ok(order: u32, mark: u64, alloc_flags: AllocFlags) -> bool {
-    let z = ZONE.lock.lock();
-    watermark_ok(z.nr_free, order, mark, alloc_flags, |o| z.has_block(o))
 }
 
 /// Takes a block off the free lists if the watermark in `alloc_flags`
@@ -535,15 +532,19 @@ fn get_page_from_freelist(order: u32, alloc_flags: AllocFlags) -> Option<u64> {
     Some(z.start_pfn + idx)
 }
 
-/// `should_fail_alloc_page`.
+/// `should_fail_alloc_page`: below `min-order`, `__GFP_NOFAIL` and (if
+/// asked) sleeping allocations never fail; the size is counted in pages.
 fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
+    if order < FAIL_PAGE_ALLOC.min_order() {
+        return false;
+    }
     if gfp.contains(Gfp::__GFP_NOFAIL) {
         return false;
     }
     if FAIL_PAGE_ALLOC.ignore_gfp_reclaim() && gfp.contains(Gfp::__GFP_DIRECT_RECLAIM) {
         return false;
     }
-    fault_inject::should_fail(&FAIL_PAGE_ALLOC, PAGE_SIZE << order)
+    fault_inject::should_fail(&FAIL_PAGE_ALLOC, 1 << order)
 }
 
 /// Allocates 2^`order` physically contiguous pages. The block is owned by
@@ -683,17 +684,29 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
                 task::yield_now();
                 continue 'retry;
             }
-            // Where Linux would consider the OOM killer.
+            // Reclaim has failed us: the OOM killer (oom=kill) or not.
             log::debug!(
-                "OOM stage: '{}' order-{order} {gfp}: direct reclaim gave up; no OOM killer",
-                task_name()
+                "OOM stage: '{}' order-{order} {gfp}: direct reclaim gave up; oom={}",
+                task_name(),
+                oom_kill::policy().name()
             );
             let (page, oom_progress) = __alloc_pages_may_oom(gfp, order);
             if let Some(pfn) = page {
                 return Ok(pfn);
             }
+            // Allocations with reserves must not loop endlessly: a victim
+            // that still cannot allocate fails.
+            if task::current().is_oom_victim()
+                && (alloc_flags.contains(AllocFlags::OOM) || gfp.contains(Gfp::__GFP_NOMEMALLOC))
+            {
+                break 'attempt;
+            }
+            // Retry as long as the OOM killer is making progress.
             if oom_progress {
                 no_progress_loops = 0;
+                if !nofail {
+                    continue 'retry;
+                }
             }
         }
         // nopage:
@@ -771,10 +784,10 @@ fn should_reclaim_retry(order: u32, progress: usize, no_progress_loops: &mut u32
     *no_progress_loops <= MAX_RECLAIM_RETRIES
 }
 
-/// `__alloc_pages_may_oom` without an OOM killer: a last try at HIGH (memory
-/// freed meanwhile); then, where Linux would invoke the OOM killer (order <=
-/// 3, no __GFP_RETRY_MAYFAIL), __GFP_NOFAIL gets the reserves as in Linux.
-/// Returns the page and whether Linux would count this as progress.
+/// `__alloc_pages_may_oom`: a last try at HIGH (memory freed meanwhile);
+/// then, for order <= 3 without __GFP_RETRY_MAYFAIL, the OOM killer
+/// (`oom_kill::out_of_memory`), and __GFP_NOFAIL gets the reserves as in
+/// Linux. Returns the page and whether this counts as progress (retry).
 fn __alloc_pages_may_oom(gfp: Gfp, order: u32) -> (Option<u64>, bool) {
     if let Some(pfn) = get_page_from_freelist(order, AllocFlags::WMARK_HIGH) {
         return (Some(pfn), false);
@@ -782,25 +795,29 @@ fn __alloc_pages_may_oom(gfp: Gfp, order: u32) -> (Option<u64>, bool) {
     if order > PAGE_ALLOC_COSTLY_ORDER || gfp.contains(Gfp::__GFP_RETRY_MAYFAIL) {
         return (None, false);
     }
+    let progress = oom_kill::out_of_memory(gfp, order, show_mem);
     if gfp.contains(Gfp::__GFP_NOFAIL) {
         return (
             get_page_from_freelist(order, AllocFlags::NO_WATERMARKS),
             true,
         );
     }
-    (None, false)
+    (None, progress)
 }
 
 // ---------------------------------------------------------------------------
 // Failure reports
 
-const RATELIMIT_NS: u64 = 5_000_000_000;
-const RATELIMIT_BURST: u32 = 10;
+const RATELIMIT_NS: u64 = 10_000_000_000;
+const RATELIMIT_BURST: u32 = 1;
 static RL_START: AtomicU64 = AtomicU64::new(0);
 static RL_COUNT: AtomicU32 = AtomicU32::new(0);
 static RL_MISSED: AtomicU64 = AtomicU64::new(0);
 
-/// Linux's `nopage_rs`: 10 reports per 5 s.
+/// Linux's `nopage_rs` in `warn_alloc`: one report per 10 s
+/// (`DEFINE_RATELIMIT_STATE(nopage_rs, 10*HZ, 1)`); the rest are counted
+/// in `reports_suppressed` and summed up in the next report's
+/// "callbacks suppressed" line.
 fn report_ratelimit() -> bool {
     let now = crate::time::now_ns();
     let start = RL_START.load(Ordering::Relaxed);
@@ -824,6 +841,14 @@ fn report_ratelimit() -> bool {
     }
 }
 
+/// Starts a new rate-limit interval for failure reports now, so that the
+/// next failure is reported (tests and experiments that look at one
+/// particular report).
+pub fn reset_warn_ratelimit() {
+    RL_START.store(crate::time::now_ns(), Ordering::Relaxed);
+    RL_COUNT.store(0, Ordering::Relaxed);
+}
+
 /// `warn_alloc` + the OOM report: the failure, the zone, the statistics and
 /// every registered reporter. Once per failed allocation, unless
 /// __GFP_NOWARN.
@@ -831,11 +856,7 @@ fn warn_alloc(err: &AllocError, note: &str) {
     if err.gfp.contains(Gfp::__GFP_NOWARN) || !report_ratelimit() {
         return;
     }
-    crate::println!(
-        "{}: {err} ({:#x}){note}; no OOM killer in kreclaim",
-        task_name(),
-        err.gfp.bits()
-    );
+    crate::println!("{}: {err} ({:#x}){note}", task_name(), err.gfp.bits());
     show_mem();
     run_oom_reporters();
 }

@@ -99,6 +99,9 @@ pub struct ShrinkControl {
     gfp: Gfp,
     nr_to_scan: u64,
     nr_scanned: u64,
+    /// Objects scanned over every call of this pass (Linux's
+    /// `SLABS_SCANNED` event count), for the caller's priority decisions.
+    scanned_total: u64,
 }
 
 impl ShrinkControl {
@@ -108,6 +111,7 @@ impl ShrinkControl {
             gfp,
             nr_to_scan: 0,
             nr_scanned: 0,
+            scanned_total: 0,
         }
     }
 
@@ -162,8 +166,11 @@ pub struct ShrinkerStats {
     pub scanned: AtomicU64,
     /// Objects freed.
     pub freed: AtomicU64,
-    /// Work added to nr_deferred over time.
-    pub deferred: AtomicU64,
+    /// The highest value nr_deferred reached after a call (Linux's
+    /// `mm_shrink_slab_end` tracepoint reports the value after each call,
+    /// "new scan count"; a sum over calls would count the same work again
+    /// every time a caller claims it and defers it back).
+    pub deferred_peak: AtomicU64,
     /// `scan_objects` calls that returned [`ScanObjects::STOP`].
     pub stops: AtomicU64,
     /// Contract violations found (see [`ShrinkerViolation`]).
@@ -189,8 +196,8 @@ pub struct ShrinkerInfo {
     pub scanned: u64,
     /// See [`ShrinkerStats::freed`].
     pub freed: u64,
-    /// See [`ShrinkerStats::deferred`].
-    pub deferred: u64,
+    /// See [`ShrinkerStats::deferred_peak`].
+    pub deferred_peak: u64,
     /// See [`ShrinkerStats::stops`].
     pub stops: u64,
     /// See [`ShrinkerStats::violations`].
@@ -206,6 +213,9 @@ pub enum ShrinkerViolation {
     FreedMoreThanScanned,
     /// scan_objects raised nr_scanned above nr_to_scan.
     ScannedMoreThanAsked,
+    /// scan_objects set nr_scanned to 0 without returning SHRINK_STOP
+    /// (Linux would loop on it forever).
+    ScannedNothing,
 }
 
 /// Why [`ShrinkerRegistration::unregister`] could not finish as asked.
@@ -542,7 +552,7 @@ fn info_of_counts(e: &Entry) -> ShrinkerInfo {
         scan_calls: e.stats.scan_calls.load(Ordering::Relaxed),
         scanned: e.stats.scanned.load(Ordering::Relaxed),
         freed: e.stats.freed.load(Ordering::Relaxed),
-        deferred: e.stats.deferred.load(Ordering::Relaxed),
+        deferred_peak: e.stats.deferred_peak.load(Ordering::Relaxed),
         stops: e.stats.stops.load(Ordering::Relaxed),
         violations: e.stats.violations.load(Ordering::Relaxed),
     }
@@ -637,8 +647,18 @@ fn shrink_one(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
         total_scan -= sc.nr_scanned as i64;
         scanned += sc.nr_scanned as i64;
         e.stats.scanned.fetch_add(sc.nr_scanned, Ordering::Relaxed);
+        sc.scanned_total += sc.nr_scanned;
         if sc.nr_scanned == 0 {
-            break; // no progress possible; do not spin
+            // Linux loops here for as long as the shrinker says it scanned
+            // nothing; shrinkers that cannot progress return SHRINK_STOP.
+            // We report the broken contract and end the pass instead of
+            // spinning forever.
+            violation(
+                e,
+                ShrinkerViolation::ScannedNothing,
+                format_args!("nr_scanned 0 of nr_to_scan {nr_to_scan} without SHRINK_STOP"),
+            );
+            break;
         }
         if e.dead.load(Ordering::Acquire) {
             break; // unregistered meanwhile (from its own callback)
@@ -647,12 +667,16 @@ fn shrink_one(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
     e.stats.freed.fetch_add(freed, Ordering::Relaxed);
     // Whatever was not done is deferred to the next caller (capped at 2x).
     let next_deferred = (nr + delta - scanned).max(0).min(2 * freeable);
-    if next_deferred > 0 {
-        e.nr_deferred.fetch_add(next_deferred, Ordering::AcqRel);
-        e.stats
-            .deferred
-            .fetch_add(next_deferred as u64, Ordering::Relaxed);
-    }
+    // Linux's add_nr_deferred: the value after adding is what the
+    // `mm_shrink_slab_end` tracepoint reports as the new scan count.
+    let new_nr = if next_deferred > 0 {
+        e.nr_deferred.fetch_add(next_deferred, Ordering::AcqRel) + next_deferred
+    } else {
+        e.nr_deferred.load(Ordering::Acquire)
+    };
+    e.stats
+        .deferred_peak
+        .fetch_max(new_nr.max(0) as u64, Ordering::Relaxed);
     // One line per call at trace; a refusal (SHRINK_STOP) also at debug.
     log::log!(
         if stopped {
@@ -661,7 +685,7 @@ fn shrink_one(sc: &mut ShrinkControl, e: &Entry, priority: u32) -> u64 {
             log::Level::Trace
         },
         "shrink_slab: '{}' priority {priority} {}: freeable {freeable}, deferred in {nr}, \
-         to scan {to_scan}, scanned {scanned}, freed {freed}, deferred out {next_deferred}{}",
+         to scan {to_scan}, scanned {scanned}, freed {freed}, nr_deferred after {new_nr}{}",
         e.name,
         sc.gfp,
         if stopped { ", SHRINK_STOP" } else { "" }
@@ -694,7 +718,22 @@ fn for_each_entry(mut f: impl FnMut(&Arc<Entry>)) {
 /// caller whose gfp already went through `current_gfp_context`. Returns the
 /// number of objects freed.
 pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
-    let mut freed = 0;
+    shrink_slab_counted(gfp, priority).freed
+}
+
+/// What one [`shrink_slab_counted`] pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShrinkSlabResult {
+    /// Objects freed.
+    pub freed: u64,
+    /// Objects scanned (the sum of every call's `nr_scanned`).
+    pub scanned: u64,
+}
+
+/// [`shrink_slab`] that also says how much was scanned: reclaim lowers
+/// its priority when a pass scanned less than it set out to reclaim.
+pub fn shrink_slab_counted(gfp: Gfp, priority: u32) -> ShrinkSlabResult {
+    let mut res = ShrinkSlabResult::default();
     for_each_entry(|e| {
         if e.dead.load(Ordering::Acquire) {
             return;
@@ -702,10 +741,11 @@ pub fn shrink_slab(gfp: Gfp, priority: u32) -> u64 {
         let mut sc = ShrinkControl::new(gfp);
         let r = do_shrink_slab(&mut sc, e, priority);
         if r != CountObjects::EMPTY.raw() {
-            freed += r;
+            res.freed += r;
         }
+        res.scanned += sc.scanned_total;
     });
-    freed
+    res
 }
 
 /// Snapshot of every registered shrinker.
@@ -736,16 +776,27 @@ pub fn try_shrinkers() -> Result<Vec<ShrinkerInfo>, crate::mm::page_alloc::Alloc
     failed.map_or(Ok(out), Err)
 }
 
-/// Work deferred over time (`deferred`) summed over the shrinkers named
-/// `name`. Allocates nothing.
-pub fn deferred_of(name: &str) -> u64 {
-    let mut sum = 0;
+/// The highest nr_deferred (see [`ShrinkerStats::deferred_peak`]) of the
+/// shrinkers named `name` since [`reset_deferred_peak`]. Allocates nothing.
+pub fn deferred_peak_of(name: &str) -> u64 {
+    let mut peak = 0;
     for_each_entry(|e| {
         if e.name == name {
-            sum += e.stats.deferred.load(Ordering::Relaxed);
+            peak = peak.max(e.stats.deferred_peak.load(Ordering::Relaxed));
         }
     });
-    sum
+    peak
+}
+
+/// Starts a new peak for the shrinkers named `name`: from their nr_deferred
+/// now (the start of a measured phase).
+pub fn reset_deferred_peak(name: &str) {
+    for_each_entry(|e| {
+        if e.name == name {
+            let now = e.nr_deferred.load(Ordering::Acquire).max(0) as u64;
+            e.stats.deferred_peak.store(now, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Prints the shrinker table (for OOM reports and `cargo run`). Allocates
@@ -759,7 +810,7 @@ pub fn show_shrinkers() {
         "calls",
         "scanned",
         "freed",
-        "deferred",
+        "max defer",
         "pending",
         "stops"
     );
@@ -774,7 +825,7 @@ pub fn show_shrinkers() {
             ld(&e.stats.calls),
             ld(&e.stats.scanned),
             ld(&e.stats.freed),
-            ld(&e.stats.deferred),
+            ld(&e.stats.deferred_peak),
             e.nr_deferred.load(Ordering::Relaxed),
             ld(&e.stats.stops)
         );

@@ -10,7 +10,7 @@
 
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
 use crate::mm::scope::{MemallocScope, current_gfp_context};
-use crate::mm::shrinker::shrink_slab;
+use crate::mm::shrinker::{shrink_slab, shrink_slab_counted};
 use crate::mm::zone;
 use crate::sync::WaitQueue;
 use crate::task::{self, TaskFlags};
@@ -22,6 +22,10 @@ use core::time::Duration;
 pub const DEF_PRIORITY: u32 = 12;
 /// `SWAP_CLUSTER_MAX`: direct reclaim stops once this many pages are back.
 pub const SWAP_CLUSTER_MAX: u64 = 32;
+/// `MAX_RECLAIM_RETRIES` (mm/internal.h): rounds without progress before
+/// the allocator's slow path gives up, and failed kswapd runs before
+/// kswapd is hopeless.
+pub const MAX_RECLAIM_RETRIES: u32 = 16;
 
 /// Reclaim statistics (like /proc/vmstat's allocstall, pgsteal_*).
 #[derive(Default)]
@@ -39,6 +43,15 @@ pub struct ReclaimStats {
     pub kswapd_pages: AtomicU64,
     /// Objects freed by shrinkers on behalf of reclaim.
     pub slab_objects_freed: AtomicU64,
+    /// balance_pgdat runs that reclaimed nothing (Linux's
+    /// `kswapd_failures`; reset when any reclaim makes progress).
+    pub kswapd_failures: AtomicU64,
+    /// Wakeups ignored because kswapd was hopeless (failures reached
+    /// MAX_RECLAIM_RETRIES): direct reclaim is left to do the work.
+    pub kswapd_hopeless: AtomicU64,
+    /// Direct reclaimers throttled on pfmemalloc_wait
+    /// (`pgscan_direct_throttle`).
+    pub direct_throttled: AtomicU64,
 }
 
 static STATS: ReclaimStats = ReclaimStats {
@@ -48,6 +61,9 @@ static STATS: ReclaimStats = ReclaimStats {
     kswapd_runs: AtomicU64::new(0),
     kswapd_pages: AtomicU64::new(0),
     slab_objects_freed: AtomicU64::new(0),
+    kswapd_failures: AtomicU64::new(0),
+    kswapd_hopeless: AtomicU64::new(0),
+    direct_throttled: AtomicU64::new(0),
 };
 
 /// The global reclaim counters.
@@ -70,6 +86,12 @@ pub struct ReclaimSnapshot {
     pub kswapd_pages: u64,
     /// Slab objects shrinkers freed.
     pub slab_objects_freed: u64,
+    /// See [`ReclaimStats::kswapd_failures`].
+    pub kswapd_failures: u64,
+    /// See [`ReclaimStats::kswapd_hopeless`].
+    pub kswapd_hopeless: u64,
+    /// See [`ReclaimStats::direct_throttled`].
+    pub direct_throttled: u64,
 }
 
 impl ReclaimStats {
@@ -82,6 +104,9 @@ impl ReclaimStats {
             kswapd_runs: self.kswapd_runs.load(Ordering::Relaxed),
             kswapd_pages: self.kswapd_pages.load(Ordering::Relaxed),
             slab_objects_freed: self.slab_objects_freed.load(Ordering::Relaxed),
+            kswapd_failures: self.kswapd_failures.load(Ordering::Relaxed),
+            kswapd_hopeless: self.kswapd_hopeless.load(Ordering::Relaxed),
+            direct_throttled: self.direct_throttled.load(Ordering::Relaxed),
         }
     }
 }
@@ -90,13 +115,16 @@ impl fmt::Display for ReclaimSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "direct reclaim: {} runs, {} pages; kswapd: {} wakeups, {} runs, {} pages; \
-             shrinkers freed {} objects",
+            "direct reclaim: {} runs, {} pages, {} throttled; kswapd: {} wakeups, {} runs, {} pages, \
+             {} failed runs, {} wakeups while hopeless; shrinkers freed {} objects",
             self.direct_runs,
             self.direct_pages,
+            self.direct_throttled,
             self.kswapd_wakeups,
             self.kswapd_runs,
             self.kswapd_pages,
+            self.kswapd_failures,
+            self.kswapd_hopeless,
             self.slab_objects_freed
         )
     }
@@ -148,8 +176,13 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
         zone::nr_free_pages(),
         zone::watermarks().min
     );
+    throttle_direct_reclaim(gfp);
     let got = do_try_to_free_pages(gfp, SWAP_CLUSTER_MAX, false);
     STATS.direct_pages.fetch_add(got, Ordering::Relaxed);
+    if got > 0 {
+        // shrink_node: a node where reclaim makes progress is not hopeless.
+        KSWAPD_FAILURES.store(0, Ordering::Relaxed);
+    }
     log::trace!(
         "direct reclaim: '{}' reclaimed {got} pages, free {}",
         task::current().name(),
@@ -158,17 +191,88 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
     got as usize
 }
 
+/// Linux's `pgdat->pfmemalloc_wait`: direct reclaimers throttled until
+/// kswapd brings free memory back above half the min reserve.
+static PFMEMALLOC_WAIT: WaitQueue = WaitQueue::new("pfmemalloc_wait");
+
+/// Linux's `allow_direct_reclaim`: free memory above half the min
+/// watermark (the PF_MEMALLOC reserve), or kswapd hopeless or absent (then
+/// nobody would end the throttling). Wakes kswapd when it is not.
+fn allow_direct_reclaim() -> bool {
+    if !KSWAPD_RUNNING.load(Ordering::Acquire) || kswapd_hopeless() {
+        return true;
+    }
+    let reserve = zone::watermarks().min;
+    if reserve == 0 || zone::nr_free_pages() > reserve / 2 {
+        return true;
+    }
+    if !KSWAPD_WANTED.swap(true, Ordering::AcqRel) {
+        KSWAPD_WAIT.wake_one();
+    }
+    false
+}
+
+/// Linux's `throttle_direct_reclaim`: a user task (not PF_KTHREAD) that
+/// enters direct reclaim with free memory below half the min reserve waits
+/// for kswapd instead of draining the reserve further. Without __GFP_FS it
+/// may hold a filesystem lock kswapd needs, so it waits at most 1 s.
+fn throttle_direct_reclaim(gfp: Gfp) {
+    if task::current().flags().contains(TaskFlags::PF_KTHREAD) || allow_direct_reclaim() {
+        return;
+    }
+    STATS.direct_throttled.fetch_add(1, Ordering::Relaxed);
+    log::debug!(
+        "direct reclaim: '{}' throttled: free {} pages, min {}",
+        task::current().name(),
+        zone::nr_free_pages(),
+        zone::watermarks().min
+    );
+    // wait_event_killable: an OOM victim stops waiting.
+    let go_on = || allow_direct_reclaim() || task::fatal_signal_pending();
+    if gfp.contains(Gfp::__GFP_FS) {
+        PFMEMALLOC_WAIT.wait_event(go_on);
+    } else {
+        PFMEMALLOC_WAIT.wait_event_timeout(Duration::from_secs(1), go_on);
+    }
+}
+
+/// Wakes every task throttled in direct reclaim so that it re-checks
+/// (the OOM killer, after choosing a victim).
+pub(crate) fn wake_throttled_tasks() {
+    PFMEMALLOC_WAIT.wake_all();
+}
+
+/// Wakes throttled direct reclaimers if they may go on (kswapd, after each
+/// round and before sleeping).
+fn wake_throttled() {
+    if allow_direct_reclaim() {
+        PFMEMALLOC_WAIT.wake_all();
+    }
+}
+
 static KSWAPD_WAIT: WaitQueue = WaitQueue::new("kswapd_wait");
 static KSWAPD_WANTED: AtomicBool = AtomicBool::new(false);
 static KSWAPD_RUNNING: AtomicBool = AtomicBool::new(false);
 static KSWAPD_STOP: AtomicBool = AtomicBool::new(false);
+/// The highest order asked for since kswapd last started balancing
+/// (Linux's `pgdat->kswapd_order`): balance_pgdat reclaims until a free
+/// block of that order is above the high watermark.
 static KSWAPD_ORDER: AtomicU32 = AtomicU32::new(0);
+/// Linux's `pgdat->kswapd_failures`: consecutive balance_pgdat runs that
+/// reclaimed nothing.
+static KSWAPD_FAILURES: AtomicU32 = AtomicU32::new(0);
 
 /// Asks kswapd to reclaim up to the high watermark (no-op if not running).
 /// Safe from any context: it only sets a flag and wakes a wait queue.
+/// A hopeless kswapd (MAX_RECLAIM_RETRIES runs without progress) is not
+/// woken: direct reclaim has to make progress first, as in Linux.
 pub fn wakeup_kswapd(order: u32) {
     STATS.kswapd_wakeups.fetch_add(1, Ordering::Relaxed);
     if !KSWAPD_RUNNING.load(Ordering::Acquire) {
+        return;
+    }
+    if KSWAPD_FAILURES.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES {
+        STATS.kswapd_hopeless.fetch_add(1, Ordering::Relaxed);
         return;
     }
     KSWAPD_ORDER.fetch_max(order, Ordering::Relaxed);
@@ -200,19 +304,19 @@ pub fn kswapd_running() -> bool {
 fn kswapd() {
     let t = task::current();
     // kswapd reclaims: it never recurses into reclaim and may use reserves.
-    t.set_flags(TaskFlags::PF_KSWAPD);
+    t.set_flags(TaskFlags::PF_KSWAPD | TaskFlags::PF_KTHREAD);
     let _memalloc = MemallocScope::noreclaim();
     loop {
-        KSWAPD_WAIT.wait_event_timeout(Duration::from_millis(100), || {
+        // kswapd_try_to_sleep: sleep until woken (no polling); a wakeup
+        // that came while balancing runs balance_pgdat again.
+        KSWAPD_WAIT.wait_event(|| {
             KSWAPD_WANTED.load(Ordering::Acquire) || KSWAPD_STOP.load(Ordering::Acquire)
         });
         if KSWAPD_STOP.load(Ordering::Acquire) {
             break;
         }
-        if !KSWAPD_WANTED.swap(false, Ordering::AcqRel) && above_wmark(zone::watermarks().low) {
-            continue;
-        }
-        balance_pgdat();
+        KSWAPD_WANTED.store(false, Ordering::Release);
+        balance_pgdat(KSWAPD_ORDER.swap(0, Ordering::AcqRel));
     }
     KSWAPD_RUNNING.store(false, Ordering::Release);
 }
@@ -224,50 +328,105 @@ fn kswapd() {
 /// PF_MEMALLOC, so it never recurses into reclaim) up to the high
 /// watermark; otherwise it does nothing. Returns the pages reclaimed.
 pub fn kswapd_balance() -> u64 {
-    if above_wmark(zone::watermarks().low) {
+    // kswapd is woken below the low watermark, or for a high order that
+    // has no free block (wakeup_kswapd(order)).
+    let order = KSWAPD_ORDER.load(Ordering::Relaxed);
+    if above_wmark(zone::watermarks().low) && (order == 0 || pgdat_balanced(order)) {
         return 0;
     }
     let _memalloc = MemallocScope::noreclaim();
-    let before = STATS.kswapd_pages.load(Ordering::Relaxed);
-    balance_pgdat();
-    STATS.kswapd_pages.load(Ordering::Relaxed) - before
+    balance_pgdat(KSWAPD_ORDER.swap(0, Ordering::AcqRel))
 }
 
-/// Reclaims until free memory is above the high watermark or a whole pass
-/// makes no progress.
-fn balance_pgdat() {
-    STATS.kswapd_runs.fetch_add(1, Ordering::Relaxed);
-    log::debug!(
-        "kswapd0: wake: free {} pages (low {}, high {}), order {}",
-        zone::nr_free_pages(),
-        zone::watermarks().low,
+/// `pgdat_balanced`: free memory above the high watermark, with a free
+/// block of `order` (the zone watermark check at that order).
+fn pgdat_balanced(order: u32) -> bool {
+    zone::zone_watermark_ok(
+        order,
         zone::watermarks().high,
-        KSWAPD_ORDER.load(Ordering::Relaxed)
+        crate::mm::zone::AllocFlags::WMARK_HIGH,
+    )
+}
+
+/// Linux's `balance_pgdat`: reclaims until the zone is balanced for
+/// `order` at the high watermark. Each round is one `shrink_slab` pass at
+/// the current priority (`kswapd_shrink_node`); the priority is lowered
+/// only when the pass reclaimed nothing or scanned less than it set out to
+/// reclaim (`raise_priority`), and never below 1. A run that reclaimed
+/// nothing counts as a kswapd failure. Returns the pages reclaimed.
+///
+/// **Deviation:** Linux's "scanned" counts LRU pages; kreclaim has only
+/// slab caches, so it counts the objects the shrinkers scanned.
+fn balance_pgdat(mut order: u32) -> u64 {
+    STATS.kswapd_runs.fetch_add(1, Ordering::Relaxed);
+    let w = zone::watermarks();
+    log::debug!(
+        "kswapd0: wake: free {} pages (low {}, high {}), order {order}",
+        zone::nr_free_pages(),
+        w.low,
+        w.high,
     );
-    let pages0 = STATS.kswapd_pages.load(Ordering::Relaxed);
-    KSWAPD_ORDER.store(0, Ordering::Relaxed);
-    while !above_wmark(zone::watermarks().high) {
-        // kswapd holds fs_reclaim across its shrinkers, like direct reclaim.
-        let got = {
-            let _fs = crate::mm::fs_reclaim::FsReclaimGuard::reclaimer();
-            do_try_to_free_pages(GFP_KERNEL, u64::MAX, true)
-        };
-        STATS.kswapd_pages.fetch_add(got, Ordering::Relaxed);
-        if got == 0 {
+    let t = task::current();
+    let start = t.reclaimed();
+    let mut priority = DEF_PRIORITY;
+    let mut balanced;
+    loop {
+        balanced = pgdat_balanced(order);
+        if balanced || KSWAPD_STOP.load(Ordering::Acquire) {
             break;
         }
+        let nr_to_reclaim = zone::watermarks().high.max(SWAP_CLUSTER_MAX);
+        let before = t.reclaimed();
+        // kswapd holds fs_reclaim across its shrinkers, like direct reclaim.
+        let pass = {
+            let _fs = crate::mm::fs_reclaim::FsReclaimGuard::reclaimer();
+            shrink_slab_counted(GFP_KERNEL, priority)
+        };
+        STATS
+            .slab_objects_freed
+            .fetch_add(pass.freed, Ordering::Relaxed);
+        let reclaimed = t.reclaimed() - before;
+        STATS.kswapd_pages.fetch_add(reclaimed, Ordering::Relaxed);
+        // kswapd_shrink_node: fragmentation may keep a high order from
+        // ever balancing; once twice its size (compact_gap) came back,
+        // balance for order 0 only.
+        if order > 0 && t.reclaimed() - start >= 2u64 << order {
+            order = 0;
+        }
+        let raise_priority = pass.scanned < nr_to_reclaim;
+        if raise_priority || reclaimed == 0 {
+            if priority == 1 {
+                break;
+            }
+            priority -= 1;
+        }
+        wake_throttled();
+        task::yield_now();
     }
-    let balanced = above_wmark(zone::watermarks().high);
+    wake_throttled();
+    let total = t.reclaimed() - start;
+    if total == 0 && !balanced {
+        KSWAPD_FAILURES.fetch_add(1, Ordering::Relaxed);
+        STATS.kswapd_failures.fetch_add(1, Ordering::Relaxed);
+    } else if total > 0 {
+        KSWAPD_FAILURES.store(0, Ordering::Relaxed);
+    }
     if balanced {
         zone::note_zone_balanced();
     }
     log::debug!(
-        "kswapd0: sleep: free {} pages (high {}), {}; {} pages reclaimed",
+        "kswapd0: sleep: free {} pages (high {}), {} at priority {priority}; {total} pages reclaimed",
         zone::nr_free_pages(),
         zone::watermarks().high,
         if balanced { "balanced" } else { "no progress" },
-        STATS.kswapd_pages.load(Ordering::Relaxed) - pages0
     );
+    total
+}
+
+/// Whether kswapd has given up (MAX_RECLAIM_RETRIES runs without
+/// progress) until some reclaim makes progress again.
+pub fn kswapd_hopeless() -> bool {
+    KSWAPD_FAILURES.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES
 }
 
 /// Prints the reclaim counters.

@@ -36,6 +36,8 @@ impl AllocFlags {
     pub const WMARK_HIGH: AllocFlags = AllocFlags(2);
     /// Ignore the watermarks entirely (PF_MEMALLOC, __GFP_MEMALLOC).
     pub const NO_WATERMARKS: AllocFlags = AllocFlags(0x04);
+    /// An OOM victim: may use half of what is left of the min reserve.
+    pub const OOM: AllocFlags = AllocFlags(0x08);
     const WMARK_MASK: u32 = 0x03;
     /// The caller cannot sleep (no __GFP_DIRECT_RECLAIM, no __GFP_NOMEMALLOC).
     pub const NON_BLOCK: AllocFlags = AllocFlags(0x10);
@@ -130,7 +132,8 @@ pub const fn compute_watermarks(managed_pages: u64, min_free_kbytes: u64) -> Wat
 /// (1 << order) - 1 free pages are unusable for the request (Linux's
 /// `__zone_watermark_unusable_free`); __GFP_HIGH takes min/2 off the mark,
 /// and a non-blocking __GFP_HIGH caller a further quarter of the rest, so
-/// GFP_ATOMIC needs 3/8 of it. ALLOC_NO_WATERMARKS is handled by the caller.
+/// GFP_ATOMIC needs 3/8 of it; an OOM victim (ALLOC_OOM) takes half of
+/// what is left. ALLOC_NO_WATERMARKS is handled by the caller.
 pub fn watermark_ok(
     free_pages: u64,
     order: u32,
@@ -145,6 +148,9 @@ pub fn watermark_ok(
         if alloc_flags.contains(AllocFlags::NON_BLOCK) {
             min -= min / 4;
         }
+    }
+    if alloc_flags.contains(AllocFlags::OOM) {
+        min -= min / 2;
     }
     if free <= min {
         return false;
@@ -375,6 +381,12 @@ impl Zone {
 /// The (only) zone. It lives here, below both the page allocator and
 /// reclaim, so that vmscan reads the zone without depending on page_alloc.
 pub(crate) static ZONE: Zone = Zone::new("Normal");
+
+/// `zone_watermark_ok` on the zone as it is now.
+pub fn zone_watermark_ok(order: u32, mark: u64, alloc_flags: AllocFlags) -> bool {
+    let z = ZONE.lock.lock();
+    watermark_ok(z.nr_free, order, mark, alloc_flags, |o| z.has_block(o))
+}
 
 /// Free pages now (NR_FREE_PAGES).
 pub fn nr_free_pages() -> u64 {

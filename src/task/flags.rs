@@ -8,6 +8,10 @@ bitflags::bitflags! {
         const PF_MEMALLOC = 0x800;
         /// This task is kswapd.
         const PF_KSWAPD = 0x20000;
+        /// A kernel daemon (kswapd, the filesystem's flusher). Direct
+        /// reclaim never throttles it: reclaim may be waiting for its work.
+        /// Tasks without it stand for user processes.
+        const PF_KTHREAD = 0x0020_0000;
         /// All allocations behave as if __GFP_FS were clear.
         const PF_MEMALLOC_NOFS = 0x40000;
         /// All allocations behave as if __GFP_IO and __GFP_FS were clear.

@@ -115,6 +115,13 @@ pub struct Task {
     /// The innermost shrinker callback running on this task (an address
     /// owned by `mm::shrinker`), 0 if none.
     shrinker_call: AtomicUsize,
+    /// Bytes charged to this task for the OOM killer's choice (see
+    /// `mm::oom_kill::OomCharge`).
+    oom_footprint: AtomicU64,
+    /// Chosen by the OOM killer (`tsk_is_oom_victim`).
+    oom_victim: AtomicBool,
+    /// A fatal signal is pending: the task should stop and exit.
+    fatal_signal: AtomicBool,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -159,6 +166,9 @@ impl Task {
             switches: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
             shrinker_call: AtomicUsize::new(0),
+            oom_footprint: AtomicU64::new(0),
+            oom_victim: AtomicBool::new(false),
+            fatal_signal: AtomicBool::new(false),
         }
     }
 
@@ -253,6 +263,46 @@ impl Task {
 
     pub(crate) fn set_shrinker_call(&self, v: usize) {
         self.shrinker_call.store(v, Ordering::Relaxed);
+    }
+
+    /// Bytes charged to this task (its OOM badness).
+    pub fn oom_footprint(&self) -> u64 {
+        self.oom_footprint.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn oom_charge(&self, bytes: u64) {
+        self.oom_footprint.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn oom_uncharge(&self, bytes: u64) {
+        let _ = self
+            .oom_footprint
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+    }
+
+    /// Whether the OOM killer chose this task.
+    pub fn is_oom_victim(&self) -> bool {
+        self.oom_victim.load(Ordering::Acquire)
+    }
+
+    /// Marks the task as the OOM killer's victim and sends it a fatal
+    /// signal; false if it already was a victim.
+    pub(crate) fn mark_oom_victim(&self) -> bool {
+        self.send_fatal_signal();
+        !self.oom_victim.swap(true, Ordering::AcqRel)
+    }
+
+    /// Asks the task to stop and exit (Linux's SIGKILL): long-running
+    /// work checks [`fatal_signal_pending`] and returns.
+    pub fn send_fatal_signal(&self) {
+        self.fatal_signal.store(true, Ordering::Release);
+    }
+
+    /// Whether a fatal signal is pending for this task.
+    pub fn has_fatal_signal(&self) -> bool {
+        self.fatal_signal.load(Ordering::Acquire)
     }
 
     /// Context switches into this task so far.
@@ -968,6 +1018,13 @@ pub fn on_tick() {
             schedule();
         }
     }
+}
+
+/// Whether the current task has a fatal signal pending (the OOM killer
+/// chose it, or [`Task::send_fatal_signal`]): long-running work checks
+/// this and returns.
+pub fn fatal_signal_pending() -> bool {
+    started() && current().has_fatal_signal()
 }
 
 /// A snapshot of every task: (id, name, state, deadlocked).

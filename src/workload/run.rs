@@ -7,6 +7,7 @@ use crate::fs::{BlockDevice, Fs, FsError, InodeRef, MkfsOptions};
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
 use crate::mm::gfp::GFP_KERNEL;
 use crate::mm::global_alloc::{try_arc_or_return, try_format, try_to_vec};
+use crate::mm::oom_kill::OomCharge;
 use crate::mm::slab::kmalloc::KVec;
 use crate::sync::Mutex;
 use crate::task::{self, JoinError};
@@ -124,6 +125,8 @@ pub struct RunCounters {
     pub mismatches: AtomicU64,
     /// Workers that never ran their share: no task, or no content buffer.
     pub workers_failed: AtomicU64,
+    /// Workers the OOM killer chose: each stopped and exited.
+    pub workers_oom_killed: AtomicU64,
 }
 
 /// One sample of the free-memory chart.
@@ -148,6 +151,9 @@ pub struct RunResult {
     pub ops_requested: u64,
     /// Worker tasks (of `tasks=`) that could not start or get their buffer.
     pub workers_failed: u64,
+    /// Worker tasks the OOM killer killed (they exited, leaving their
+    /// remaining operations undone).
+    pub workers_oom_killed: u64,
     /// Wall time of the run, in nanoseconds.
     pub elapsed_ns: u64,
     /// Operations that failed (short writes included).
@@ -188,8 +194,10 @@ pub struct RunResult {
     pub shrinkers: Vec<crate::mm::shrinker::ShrinkerInfo>,
     /// The free-memory samples, for the chart.
     pub samples: Vec<Sample>,
-    /// Work the inode shrinker deferred during the operations
-    /// (do_shrink_slab's nr_deferred additions, summed).
+    /// The inode shrinker's highest nr_deferred during the operations (the
+    /// value after each do_shrink_slab call, as Linux's tracepoint reports
+    /// it; not a sum over calls, which would count claimed and re-deferred
+    /// work again each time).
     pub inode_shrinker_deferred: u64,
     /// Inode-shrinker figures of the operations phase (populate excluded).
     pub ops_phase: OpsPhase,
@@ -225,7 +233,7 @@ pub struct OpsPhase {
 }
 
 fn inode_deferred() -> u64 {
-    crate::mm::shrinker::deferred_of("xfs_inode")
+    crate::mm::shrinker::deferred_peak_of("xfs_inode")
 }
 
 struct Shared {
@@ -462,10 +470,21 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
         sh.counters.workers_failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    // The content buffer is what this worker holds: the OOM killer weighs
+    // it (a process's RSS in Linux).
+    let _charge = OomCharge::new(buf.capacity() as u64);
     let m = sh.w.mix;
     for _ in 0..ops {
         if sh.stop.load(Ordering::Relaxed) {
             break;
+        }
+        if task::fatal_signal_pending() {
+            // Killed: exit cleanly, releasing the buffer and the charge.
+            sh.counters
+                .workers_oom_killed
+                .fetch_add(1, Ordering::Relaxed);
+            crate::println!("workload: {}: OOM-killed, exiting", task::current().name());
+            return;
         }
         let roll = rng.below(100) as u8;
         let c = &sh.counters;
@@ -649,7 +668,7 @@ pub fn run(
     let pa0 = crate::mm::page_alloc::stats().snapshot();
     let v0 = crate::mm::vmscan::stats().snapshot();
     let fs0 = fs.stats();
-    let deferred0 = inode_deferred();
+    crate::mm::shrinker::reset_deferred_peak("xfs_inode");
     let t0 = crate::time::now_ns();
     let mut samples = Vec::new();
     // Without room the chart is empty; the run goes on.
@@ -693,10 +712,11 @@ pub fn run(
     let short_writes = sh.counters.short_writes.load(Ordering::Relaxed);
     let injected_errors = sh.counters.injected_errors.load(Ordering::Relaxed);
     let workers_failed = sh.counters.workers_failed.load(Ordering::Relaxed);
+    let workers_oom_killed = sh.counters.workers_oom_killed.load(Ordering::Relaxed);
     let fs_stats = fs.stats();
     let slabs = crate::mm::slab::try_slabinfo().unwrap_or_default();
     let shrinkers = crate::mm::shrinker::try_shrinkers().unwrap_or_default();
-    let inode_shrinker_deferred = inode_deferred() - deferred0;
+    let inode_shrinker_deferred = inode_deferred();
     let ops_phase = OpsPhase {
         inodes_scanned: fs_stats.inodes_scanned - fs0.inodes_scanned,
         inodes_reclaimed: fs_stats.inodes_reclaimed - fs0.inodes_reclaimed,
@@ -785,6 +805,7 @@ pub fn run(
         ops,
         ops_requested: w.ops,
         workers_failed,
+        workers_oom_killed,
         elapsed_ns,
         errors,
         short_writes,
