@@ -81,5 +81,5 @@ pub fn guard_page_owner(addr: u64) -> Option<&'static str> {
             return Some(name);
         }
     }
-    DYNAMIC_LOOKUP.get().and_then(|f| f(addr))
+    super::smp::ap_guard_owner(addr).or_else(|| DYNAMIC_LOOKUP.get().and_then(|f| f(addr)))
 }
