@@ -27,6 +27,20 @@ use super::{apic, gdt, paging};
 use crate::bootinfo::BootInfo;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+/// Asks the runner (`tools/qemu-run`) to boot this kernel with `$n` CPUs
+/// (QEMU `-smp $n`) instead of its default of 2; a `-smp` in
+/// `KRECLAIM_QEMU_ARGS` still wins. Use once, at the top level of a test
+/// kernel: `kreclaim::qemu_cpus!(4);`. It leaves a marker string in the
+/// image, which the runner finds with `grep`.
+#[macro_export]
+macro_rules! qemu_cpus {
+    ($n:literal) => {
+        #[used]
+        #[unsafe(link_section = ".kreclaim_qemu_cpus")]
+        static KRECLAIM_QEMU_CPUS: &str = concat!("kreclaim-qemu", "-cpus=", $n, ";");
+    };
+}
+
 /// Most CPUs brought up (the boot CPU included); further MADT entries stay off.
 pub const MAX_CPUS: usize = 16;
 
@@ -397,13 +411,15 @@ fn ap_stack_layout(cpu: usize) -> [(u64, u64, u64); 4] {
     out
 }
 
-/// AP `cpu`'s kernel stack: (guard page, bottom, top); `None` for the boot
-/// CPU (on the static boot stack) or a CPU that is not online.
-pub fn ap_kernel_stack(cpu: usize) -> Option<(u64, u64, u64)> {
+/// AP `cpu`'s stacks, each as (guard page, bottom, top): the kernel stack,
+/// then the double-fault, NMI and machine-check IST stacks. `None` for the
+/// boot CPU (its stacks are static, see [`super::stacks`]) or a CPU that is
+/// not online.
+pub fn ap_stacks(cpu: usize) -> Option<[(u64, u64, u64); 4]> {
     if cpu == 0 || !cpu_online(cpu) {
         return None;
     }
-    Some(ap_stack_layout(cpu)[0])
+    Some(ap_stack_layout(cpu))
 }
 
 fn cpu_online(cpu: usize) -> bool {

@@ -1,0 +1,169 @@
+//! SMP bring-up, booted with 4 CPUs: every CPU comes online, reads its own
+//! number through its GS base, takes LAPIC timer ticks and has guarded
+//! stacks; a CPU that never answers is reported, not waited for; the MADT
+//! parser refuses bad tables.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use kreclaim::arch::x86_64::acpi::{self, AcpiError};
+use kreclaim::arch::x86_64::smp::{self, ApStartError};
+use kreclaim::arch::x86_64::{paging, stacks};
+use kreclaim::harness::{TestResult, wait_for};
+use kreclaim::{kassert, kassert_eq};
+
+// The runner reads this and boots the kernel with `-smp 4`.
+kreclaim::qemu_cpus!(4);
+const CPUS: usize = 4;
+
+kreclaim::kernel_tests!(
+    every_cpu_comes_online,
+    boot_cpu_is_cpu_0_through_gs,
+    each_cpu_reads_its_own_number_through_gs,
+    every_ap_timer_ticks,
+    ap_stacks_have_guard_pages,
+    cpu_that_never_answers_is_reported_not_waited_for,
+    madt_parser_reads_cpus_and_refuses_bad_tables,
+);
+
+fn every_cpu_comes_online() -> TestResult {
+    kassert_eq!(
+        kreclaim::platform::nr_cpus(),
+        CPUS,
+        "qemu_cpus!(4) asks for 4 CPUs (a -smp in KRECLAIM_QEMU_ARGS overrides it)"
+    );
+    let mut apic_ids = Vec::new();
+    for n in 0..CPUS {
+        let c = smp::cpu(n).unwrap();
+        kassert!(c.online(), "CPU {n} is not online");
+        kassert!(!apic_ids.contains(&c.apic_id()), "CPU {n}: APIC id {} twice", c.apic_id());
+        apic_ids.push(c.apic_id());
+    }
+    kassert!(!smp::cpu(CPUS).unwrap().online(), "a 5th CPU is online");
+    Ok(())
+}
+
+fn boot_cpu_is_cpu_0_through_gs() -> TestResult {
+    kassert_eq!(smp::cpu_id(), 0);
+    kassert_eq!(kreclaim::platform::cpu_id(), 0);
+    kassert_eq!(smp::this_cpu().cpu_id(), 0);
+    // SAFETY: reading IA32_GS_BASE has no side effects.
+    let gs = unsafe { x86_64::registers::model_specific::Msr::new(0xC000_0101).read() };
+    kassert_eq!(gs, smp::cpu(0).unwrap() as *const _ as u64, "GS base is not CPU 0's data");
+    Ok(())
+}
+
+fn each_cpu_reads_its_own_number_through_gs() -> TestResult {
+    for n in 0..CPUS {
+        let c = smp::cpu(n).unwrap();
+        kassert_eq!(c.gs_cpu_id(), n, "CPU {n} read another number through GS");
+    }
+    Ok(())
+}
+
+fn every_ap_timer_ticks() -> TestResult {
+    let start: Vec<u64> = (0..CPUS).map(|n| smp::cpu(n).unwrap().ticks()).collect();
+    for (n, &t0) in start.iter().enumerate().skip(1) {
+        let c = smp::cpu(n).unwrap();
+        wait_for("an AP's LAPIC timer to tick 3 more times", || {
+            c.ticks() >= t0 + 3
+        })?;
+    }
+    Ok(())
+}
+
+fn ap_stacks_have_guard_pages() -> TestResult {
+    kassert!(smp::ap_stacks(0).is_none(), "the boot CPU has static stacks");
+    for n in 1..CPUS {
+        let all = smp::ap_stacks(n).unwrap();
+        for (i, &(guard, bottom, top)) in all.iter().enumerate() {
+            kassert_eq!(guard + 4096, bottom);
+            kassert!(paging::translate(guard).is_none(), "CPU {n} stack {i}: guard page mapped");
+            kassert!(paging::translate(bottom).is_some(), "CPU {n} stack {i}: bottom unmapped");
+            kassert!(paging::translate(top - 1).is_some(), "CPU {n} stack {i}: top unmapped");
+            let owner = stacks::guard_page_owner(guard + 8).unwrap_or("none");
+            let want = if i == 0 { "kernel" } else { "IST" };
+            kassert_eq!(owner, alloc::format!("CPU {n} {want}"));
+        }
+        let (_, bottom, top) = all[0];
+        let rsp = smp::cpu(n).unwrap().entry_rsp() as u64;
+        kassert!(
+            rsp > bottom && rsp <= top,
+            "CPU {n} entered Rust with RSP {rsp:#x}, outside its stack [{bottom:#x}, {top:#x})"
+        );
+    }
+    Ok(())
+}
+
+fn cpu_that_never_answers_is_reported_not_waited_for() -> TestResult {
+    const ABSENT: u32 = 0xEE;
+    let ticks = smp::cpu(1).unwrap().ticks();
+    match smp::probe_cpu(ABSENT, 200_000_000) {
+        Err(e @ ApStartError::NotResponding { apic_id, .. }) => {
+            kassert_eq!(apic_id, ABSENT);
+            let text = alloc::format!("{e}");
+            kassert!(text.contains("APIC id 238"), "the report does not name the CPU: {text}");
+        }
+        other => kassert!(false, "probe of an absent CPU gave {other:?}"),
+    }
+    // The others are undisturbed.
+    kassert_eq!(kreclaim::platform::nr_cpus(), CPUS);
+    let c = smp::cpu(1).unwrap();
+    wait_for("CPU 1 to keep ticking", || c.ticks() > ticks)?;
+    Ok(())
+}
+
+/// A MADT with a LAPIC address and the given entries, checksum fixed.
+fn madt(entries: &[&[u8]]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(b"APIC");
+    t.extend_from_slice(&[0; 4]); // length, below
+    t.extend_from_slice(&[3, 0]); // revision, checksum
+    t.extend_from_slice(&[0; 26]); // OEM ids, revisions
+    t.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
+    t.extend_from_slice(&1u32.to_le_bytes()); // PC-AT compatible
+    for e in entries {
+        t.extend_from_slice(e);
+    }
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
+    let sum = t.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    t[9] = 0u8.wrapping_sub(sum);
+    t
+}
+
+fn madt_parser_reads_cpus_and_refuses_bad_tables() -> TestResult {
+    let lapic = |id: u8, flags: u32| {
+        let f = flags.to_le_bytes();
+        [0u8, 8, id, id, f[0], f[1], f[2], f[3]]
+    };
+    let (a, b, c) = (lapic(0, 1), lapic(1, 1), lapic(2, 0));
+    let x2 = [9u8, 16, 0, 0, 0x34, 0x12, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0];
+    let ioapic = [1u8, 12, 0, 0, 0, 0, 0xC0, 0xFE, 0, 0, 0, 0];
+    let t = madt(&[&a, &ioapic, &b, &c, &x2]);
+    let m = acpi::parse_madt(&t).map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    kassert_eq!(m.lapic_base, 0xFEE0_0000);
+    let got: Vec<(u32, bool)> = m.cpus().iter().map(|c| (c.apic_id, c.enabled)).collect();
+    kassert_eq!(got, alloc::vec![(0, true), (1, true), (2, false), (0x1234, true)]);
+
+    let mut bad = t.clone();
+    bad[40] ^= 1;
+    kassert_eq!(acpi::parse_madt(&bad).err(), Some(AcpiError::BadChecksum("APIC")));
+    // An entry of length 0 would loop forever; one running past the end reads past the table.
+    let zero = madt(&[&a, &[0u8, 0, 1, 1, 1, 0, 0, 0]]);
+    kassert_eq!(acpi::parse_madt(&zero).err(), Some(AcpiError::Truncated("APIC")));
+    let long = madt(&[&a, &[0u8, 40, 1, 1, 1, 0, 0, 0]]);
+    kassert_eq!(acpi::parse_madt(&long).err(), Some(AcpiError::Truncated("APIC")));
+    let short = madt(&[&[9u8, 8, 0, 0, 1, 0, 0, 0]]);
+    kassert_eq!(acpi::parse_madt(&short).err(), Some(AcpiError::Truncated("APIC")));
+    let mut cut = t.clone();
+    cut.truncate(40);
+    kassert!(acpi::parse_madt(&cut).is_err(), "a table shorter than its length field parsed");
+    let mut sig = t;
+    sig[0] = b'X';
+    kassert_eq!(acpi::parse_madt(&sig).err(), Some(AcpiError::BadSignature("APIC")));
+    Ok(())
+}
