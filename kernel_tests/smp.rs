@@ -153,7 +153,7 @@ fn madt_parser_reads_cpus_and_refuses_bad_tables() -> TestResult {
     bad[40] ^= 1;
     kassert_eq!(acpi::parse_madt(&bad).err(), Some(AcpiError::BadChecksum("APIC")));
     // An entry of length 0 would loop forever; one running past the end reads past the table.
-    let zero = madt(&[&a, &[0u8, 0, 1, 1, 1, 0, 0, 0]]);
+    let zero = madt(&[&a, &[0x7Fu8, 0, 1, 1, 1, 0, 0, 0]]);
     kassert_eq!(acpi::parse_madt(&zero).err(), Some(AcpiError::Truncated("APIC")));
     let long = madt(&[&a, &[0u8, 40, 1, 1, 1, 0, 0, 0]]);
     kassert_eq!(acpi::parse_madt(&long).err(), Some(AcpiError::Truncated("APIC")));
