@@ -39,7 +39,11 @@ fn every_cpu_comes_online() -> TestResult {
     for n in 0..CPUS {
         let c = smp::cpu(n).unwrap();
         kassert!(c.online(), "CPU {n} is not online");
-        kassert!(!apic_ids.contains(&c.apic_id()), "CPU {n}: APIC id {} twice", c.apic_id());
+        kassert!(
+            !apic_ids.contains(&c.apic_id()),
+            "CPU {n}: APIC id {} twice",
+            c.apic_id()
+        );
         apic_ids.push(c.apic_id());
     }
     kassert!(!smp::cpu(CPUS).unwrap().online(), "a 5th CPU is online");
@@ -52,7 +56,11 @@ fn boot_cpu_is_cpu_0_through_gs() -> TestResult {
     kassert_eq!(smp::this_cpu().cpu_id(), 0);
     // SAFETY: reading IA32_GS_BASE has no side effects.
     let gs = unsafe { x86_64::registers::model_specific::Msr::new(0xC000_0101).read() };
-    kassert_eq!(gs, smp::cpu(0).unwrap() as *const _ as u64, "GS base is not CPU 0's data");
+    kassert_eq!(
+        gs,
+        smp::cpu(0).unwrap() as *const _ as u64,
+        "GS base is not CPU 0's data"
+    );
     Ok(())
 }
 
@@ -76,14 +84,26 @@ fn every_ap_timer_ticks() -> TestResult {
 }
 
 fn ap_stacks_have_guard_pages() -> TestResult {
-    kassert!(smp::ap_stacks(0).is_none(), "the boot CPU has static stacks");
+    kassert!(
+        smp::ap_stacks(0).is_none(),
+        "the boot CPU has static stacks"
+    );
     for n in 1..CPUS {
         let all = smp::ap_stacks(n).unwrap();
         for (i, &(guard, bottom, top)) in all.iter().enumerate() {
             kassert_eq!(guard + 4096, bottom);
-            kassert!(paging::translate(guard).is_none(), "CPU {n} stack {i}: guard page mapped");
-            kassert!(paging::translate(bottom).is_some(), "CPU {n} stack {i}: bottom unmapped");
-            kassert!(paging::translate(top - 1).is_some(), "CPU {n} stack {i}: top unmapped");
+            kassert!(
+                paging::translate(guard).is_none(),
+                "CPU {n} stack {i}: guard page mapped"
+            );
+            kassert!(
+                paging::translate(bottom).is_some(),
+                "CPU {n} stack {i}: bottom unmapped"
+            );
+            kassert!(
+                paging::translate(top - 1).is_some(),
+                "CPU {n} stack {i}: top unmapped"
+            );
             let owner = stacks::guard_page_owner(guard + 8).unwrap_or("none");
             let want = if i == 0 { "kernel" } else { "IST" };
             kassert_eq!(owner, alloc::format!("CPU {n} {want}"));
@@ -105,7 +125,10 @@ fn cpu_that_never_answers_is_reported_not_waited_for() -> TestResult {
         Err(e @ ApStartError::NotResponding { apic_id, .. }) => {
             kassert_eq!(apic_id, ABSENT);
             let text = alloc::format!("{e}");
-            kassert!(text.contains("APIC id 238"), "the report does not name the CPU: {text}");
+            kassert!(
+                text.contains("APIC id 238"),
+                "the report does not name the CPU: {text}"
+            );
         }
         other => kassert!(false, "probe of an absent CPU gave {other:?}"),
     }
@@ -144,26 +167,48 @@ fn madt_parser_reads_cpus_and_refuses_bad_tables() -> TestResult {
     let x2 = [9u8, 16, 0, 0, 0x34, 0x12, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0];
     let ioapic = [1u8, 12, 0, 0, 0, 0, 0xC0, 0xFE, 0, 0, 0, 0];
     let t = madt(&[&a, &ioapic, &b, &c, &x2]);
-    let m = acpi::parse_madt(&t).map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    let m = acpi::parse_madt(&t)
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
     kassert_eq!(m.lapic_base, 0xFEE0_0000);
     let got: Vec<(u32, bool)> = m.cpus().iter().map(|c| (c.apic_id, c.enabled)).collect();
-    kassert_eq!(got, alloc::vec![(0, true), (1, true), (2, false), (0x1234, true)]);
+    kassert_eq!(
+        got,
+        alloc::vec![(0, true), (1, true), (2, false), (0x1234, true)]
+    );
 
     let mut bad = t.clone();
     bad[40] ^= 1;
-    kassert_eq!(acpi::parse_madt(&bad).err(), Some(AcpiError::BadChecksum("APIC")));
+    kassert_eq!(
+        acpi::parse_madt(&bad).err(),
+        Some(AcpiError::BadChecksum("APIC"))
+    );
     // An entry of length 0 would loop forever; one running past the end reads past the table.
     let zero = madt(&[&a, &[0x7Fu8, 0, 1, 1, 1, 0, 0, 0]]);
-    kassert_eq!(acpi::parse_madt(&zero).err(), Some(AcpiError::Truncated("APIC")));
+    kassert_eq!(
+        acpi::parse_madt(&zero).err(),
+        Some(AcpiError::Truncated("APIC"))
+    );
     let long = madt(&[&a, &[0u8, 40, 1, 1, 1, 0, 0, 0]]);
-    kassert_eq!(acpi::parse_madt(&long).err(), Some(AcpiError::Truncated("APIC")));
+    kassert_eq!(
+        acpi::parse_madt(&long).err(),
+        Some(AcpiError::Truncated("APIC"))
+    );
     let short = madt(&[&[9u8, 8, 0, 0, 1, 0, 0, 0]]);
-    kassert_eq!(acpi::parse_madt(&short).err(), Some(AcpiError::Truncated("APIC")));
+    kassert_eq!(
+        acpi::parse_madt(&short).err(),
+        Some(AcpiError::Truncated("APIC"))
+    );
     let mut cut = t.clone();
     cut.truncate(40);
-    kassert!(acpi::parse_madt(&cut).is_err(), "a table shorter than its length field parsed");
+    kassert!(
+        acpi::parse_madt(&cut).is_err(),
+        "a table shorter than its length field parsed"
+    );
     let mut sig = t;
     sig[0] = b'X';
-    kassert_eq!(acpi::parse_madt(&sig).err(), Some(AcpiError::BadSignature("APIC")));
+    kassert_eq!(
+        acpi::parse_madt(&sig).err(),
+        Some(AcpiError::BadSignature("APIC"))
+    );
     Ok(())
 }

@@ -32,7 +32,9 @@ pub enum AcpiError {
 impl fmt::Display for AcpiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoRsdp => f.write_str("no ACPI RSDP (neither in the PVH start info nor the BIOS area)"),
+            Self::NoRsdp => {
+                f.write_str("no ACPI RSDP (neither in the PVH start info nor the BIOS area)")
+            }
             Self::Unreachable(t) => write!(f, "the {t} table is not in mapped RAM"),
             Self::BadChecksum(t) => write!(f, "the {t} table's checksum is wrong"),
             Self::BadSignature(t) => write!(f, "the {t} table has the wrong signature"),
@@ -183,7 +185,10 @@ fn check_rsdp(read: PhysReader, pa: u64) -> Result<(u64, bool), AcpiError> {
             return Ok((xsdt, true));
         }
     }
-    Ok((u32_at(b, 16).ok_or(AcpiError::Truncated(NAME))? as u64, false))
+    Ok((
+        u32_at(b, 16).ok_or(AcpiError::Truncated(NAME))? as u64,
+        false,
+    ))
 }
 
 /// Reads a whole SDT at `pa` (header first, to learn its length).

@@ -73,7 +73,10 @@ pub fn init() {
 pub fn init_ap(cpu: usize, ist_tops: [u64; 3]) {
     let tss = AP_TSS[cpu].call_once(|| {
         let mut tss = TaskStateSegment::new();
-        for (slot, top) in [DOUBLE_FAULT_IST, NMI_IST, MCE_IST].into_iter().zip(ist_tops) {
+        for (slot, top) in [DOUBLE_FAULT_IST, NMI_IST, MCE_IST]
+            .into_iter()
+            .zip(ist_tops)
+        {
             tss.interrupt_stack_table[slot as usize] = VirtAddr::new(top);
         }
         tss

@@ -199,7 +199,9 @@ pub fn init() {
     let cs = x86_64::instructions::segmentation::CS::get_reg();
     let idt = IDT.call_once(|| {
         let mut idt = Idt([Gate::MISSING; 256]);
-        for i in 0..NUM_STUBS {
+        // SAFETY: isr_stub_table is a read-only table defined in the asm above.
+        let stubs = unsafe { &isr_stub_table };
+        for (i, &addr) in stubs.iter().enumerate() {
             let vec = stub_vector(i);
             let ist = match vec {
                 2 => Some(gdt::NMI_IST),
@@ -207,8 +209,6 @@ pub fn init() {
                 18 => Some(gdt::MCE_IST),
                 _ => None,
             };
-            // SAFETY: isr_stub_table is a read-only table defined in the asm above.
-            let addr = unsafe { isr_stub_table[i] };
             idt.0[vec] = Gate::interrupt(addr, cs.0, ist);
         }
         idt

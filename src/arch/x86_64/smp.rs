@@ -6,7 +6,7 @@
 //! and the APs' stacks from boot memory (neither ever reaches the page
 //! allocator), calibrates the LAPIC timer against the PIT, and starts the
 //! APs one at a time with INIT-SIPI-SIPI. The trampoline (16-bit -> 32-bit
-//! -> 64-bit, on the kernel's own page tables) calls [`ap_entry`] on the
+//! -> 64-bit, on the kernel's own page tables) calls `ap_entry` on the
 //! AP's kernel stack; the AP loads its own GDT and TSS (with its IST
 //! stacks), the shared IDT, points its GS base at its [`CpuData`], starts
 //! its LAPIC timer and reports itself online. The BSP waits for each AP at
@@ -566,7 +566,9 @@ pub fn boot_aps(info: &mut BootInfo) {
         .find(|r| r.start >= PAGE && r.start + PAGE <= 0x10_0000 && r.len() >= PAGE)
         .map(|r| r.start)
     else {
-        crate::println!("smp: no usable page below 1 MiB for the AP trampoline; running on the boot CPU only");
+        crate::println!(
+            "smp: no usable page below 1 MiB for the AP trampoline; running on the boot CPU only"
+        );
         return;
     };
     let bytes = (plan.aps * AP_STACK_BYTES) as u64;
@@ -577,7 +579,9 @@ pub fn boot_aps(info: &mut BootInfo) {
         .find(|r| r.start >= 0x10_0000 && r.len() >= bytes)
         .map(|r| r.start)
     else {
-        crate::println!("smp: no {bytes} bytes of RAM for the AP stacks; running on the boot CPU only");
+        crate::println!(
+            "smp: no {bytes} bytes of RAM for the AP stacks; running on the boot CPU only"
+        );
         return;
     };
     info.usable.carve(page, page + PAGE);
@@ -612,18 +616,16 @@ pub fn boot_aps(info: &mut BootInfo) {
     let _guard = START_LOCK.lock();
     paging::map_identity_exec(page);
     let base = base_data(page);
-    for cpu in 1..=plan.aps {
+    for (cpu, c) in CPUS.iter().enumerate().take(plan.aps + 1).skip(1) {
         let apic_id = plan.apic_ids[cpu];
-        CPUS[cpu].apic_id.store(apic_id, Ordering::Relaxed);
+        c.apic_id.store(apic_id, Ordering::Relaxed);
         let data = TrampolineData {
             stack_top: ap_stack_layout(cpu)[0].2,
             cpu: cpu as u64,
             entry: ap_entry as *const () as u64,
             ..base
         };
-        match kick(page, apic_id, data, AP_START_TIMEOUT_NS, || {
-            CPUS[cpu].online()
-        }) {
+        match kick(page, apic_id, data, AP_START_TIMEOUT_NS, || c.online()) {
             Ok(()) => {
                 NR_ONLINE.fetch_add(1, Ordering::AcqRel);
             }
