@@ -9,10 +9,11 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kreclaim::arch::x86_64::acpi::{self, AcpiError};
 use kreclaim::arch::x86_64::smp::{self, ApStartError};
-use kreclaim::arch::x86_64::{paging, stacks};
-use kreclaim::harness::{TestResult, wait_for};
+use kreclaim::arch::x86_64::{gdt, paging, stacks};
+use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::{kassert, kassert_eq};
 
 // The runner reads this and boots the kernel with `-smp 4`.
@@ -25,8 +26,10 @@ kreclaim::kernel_tests!(
     each_cpu_reads_its_own_number_through_gs,
     every_ap_timer_ticks,
     ap_stacks_have_guard_pages,
+    each_cpu_has_its_own_gdt_and_tss_and_shares_the_idt,
     cpu_that_never_answers_is_reported_not_waited_for,
     madt_parser_reads_cpus_and_refuses_bad_tables,
+    acpi_walk_finds_the_madt_and_refuses_bad_roots,
 );
 
 fn every_cpu_comes_online() -> TestResult {
@@ -118,6 +121,34 @@ fn ap_stacks_have_guard_pages() -> TestResult {
     Ok(())
 }
 
+fn each_cpu_has_its_own_gdt_and_tss_and_shares_the_idt() -> TestResult {
+    let (gdt0, idt0) = smp::cpu(0).unwrap().descriptor_tables();
+    kassert!(gdt0 != 0 && idt0 != 0);
+    let mut gdts = alloc::vec![gdt0];
+    for n in 1..CPUS {
+        let (gdt, idt) = smp::cpu(n).unwrap().descriptor_tables();
+        kassert!(
+            !gdts.contains(&gdt),
+            "CPU {n} loaded another CPU's GDT at {gdt:#x}"
+        );
+        gdts.push(gdt);
+        kassert_eq!(idt, idt0, "CPU {n} loaded another IDT");
+        let tss = gdt::tss(n).or_fail("the AP's TSS")?;
+        let ist = smp::ap_stacks(n).or_fail("the AP's stacks")?;
+        for (slot, stack) in [gdt::DOUBLE_FAULT_IST, gdt::NMI_IST, gdt::MCE_IST]
+            .into_iter()
+            .zip(1..)
+        {
+            kassert_eq!(
+                tss.interrupt_stack_table[slot as usize].as_u64(),
+                ist[stack].2,
+                "CPU {n}: IST slot {slot} is not its own stack"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn cpu_that_never_answers_is_reported_not_waited_for() -> TestResult {
     const ABSENT: u32 = 0xEE;
     let ticks = smp::cpu(1).unwrap().ticks();
@@ -132,6 +163,12 @@ fn cpu_that_never_answers_is_reported_not_waited_for() -> TestResult {
         }
         other => kassert!(false, "probe of an absent CPU gave {other:?}"),
     }
+    // An online CPU is refused by name, not reset.
+    let online = smp::cpu(2).unwrap().apic_id();
+    kassert_eq!(
+        smp::probe_cpu(online, 200_000_000),
+        Err(ApStartError::Online { apic_id: online })
+    );
     // The others are undisturbed.
     kassert_eq!(kreclaim::platform::nr_cpus(), CPUS);
     let c = smp::cpu(1).unwrap();
@@ -209,6 +246,97 @@ fn madt_parser_reads_cpus_and_refuses_bad_tables() -> TestResult {
     kassert_eq!(
         acpi::parse_madt(&sig).err(),
         Some(AcpiError::BadSignature("APIC"))
+    );
+    Ok(())
+}
+
+/// Fake physical memory for the ACPI walk: `FAKE_BASE..` maps to a leaked buffer.
+const FAKE_BASE: u64 = 0x1000_0000;
+static FAKE: AtomicUsize = AtomicUsize::new(0);
+static FAKE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn fake_read(pa: u64, len: usize) -> Option<&'static [u8]> {
+    let (p, n) = (FAKE.load(Ordering::SeqCst), FAKE_LEN.load(Ordering::SeqCst));
+    let off = usize::try_from(pa.checked_sub(FAKE_BASE)?).ok()?;
+    if p == 0 || off.checked_add(len)? > n {
+        return None;
+    }
+    // SAFETY: `p..p + n` is a leaked buffer that is never freed or written again.
+    Some(unsafe { &core::slice::from_raw_parts(p as *const u8, n)[off..off + len] })
+}
+
+fn set_fake(mem: Vec<u8>) {
+    let mem = mem.leak();
+    FAKE_LEN.store(mem.len(), Ordering::SeqCst);
+    FAKE.store(mem.as_ptr() as usize, Ordering::SeqCst);
+}
+
+fn fix_checksum(b: &mut [u8], at: usize) {
+    b[at] = 0;
+    let sum = b.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    b[at] = 0u8.wrapping_sub(sum);
+}
+
+/// RSDP (revision 2) at FAKE_BASE, XSDT at +0x100 listing `xsdt_entries`,
+/// a MADT with two enabled CPUs at +0x200.
+fn fake_acpi(xsdt_entries: &[u64], xsdt_len: Option<u32>) -> Vec<u8> {
+    let mut mem = alloc::vec![0u8; 0x400];
+    let rsdp = &mut mem[..36];
+    rsdp[..8].copy_from_slice(b"RSD PTR ");
+    rsdp[15] = 2;
+    rsdp[20..24].copy_from_slice(&36u32.to_le_bytes());
+    rsdp[24..32].copy_from_slice(&(FAKE_BASE + 0x100).to_le_bytes());
+    fix_checksum(&mut rsdp[..20], 8);
+    fix_checksum(rsdp, 32);
+    let len = 36 + 8 * xsdt_entries.len();
+    let xsdt = &mut mem[0x100..0x100 + len];
+    xsdt[..4].copy_from_slice(b"XSDT");
+    xsdt[4..8].copy_from_slice(&xsdt_len.unwrap_or(len as u32).to_le_bytes());
+    for (i, e) in xsdt_entries.iter().enumerate() {
+        xsdt[36 + 8 * i..44 + 8 * i].copy_from_slice(&e.to_le_bytes());
+    }
+    fix_checksum(xsdt, 9);
+    let t = madt(&[&[0u8, 8, 0, 0, 1, 0, 0, 0], &[0u8, 8, 1, 5, 1, 0, 0, 0]]);
+    mem[0x200..0x200 + t.len()].copy_from_slice(&t);
+    mem
+}
+
+fn acpi_walk_finds_the_madt_and_refuses_bad_roots() -> TestResult {
+    let madt_pa = FAKE_BASE + 0x200;
+    // An unreachable entry first: skipped, the MADT after it is found.
+    set_fake(fake_acpi(&[0xdead_0000, madt_pa], None));
+    let m = acpi::read_madt(fake_read, FAKE_BASE)
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    let ids: Vec<u32> = m.cpus().iter().map(|c| c.apic_id).collect();
+    kassert_eq!(ids, alloc::vec![0, 5]);
+
+    set_fake(fake_acpi(&[], None));
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::NoMadt)
+    );
+    set_fake(fake_acpi(&[madt_pa], Some(0x7fff_ffff)));
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::TooLarge("XSDT"))
+    );
+    let mut bad = fake_acpi(&[madt_pa], None);
+    bad[3] ^= 0x20;
+    set_fake(bad);
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::BadSignature("RSDP"))
+    );
+    let mut bad = fake_acpi(&[madt_pa], None);
+    bad[9] ^= 1; // an OEM id byte: the RSDP checksum no longer adds up
+    set_fake(bad);
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::BadChecksum("RSDP"))
+    );
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE + 0x300).err(),
+        Some(AcpiError::BadSignature("RSDP"))
     );
     Ok(())
 }

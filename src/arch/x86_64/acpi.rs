@@ -27,6 +27,8 @@ pub enum AcpiError {
     Truncated(&'static str),
     /// Neither the XSDT nor the RSDT lists a MADT ("APIC").
     NoMadt,
+    /// A table claims more than [`MAX_TABLE_BYTES`].
+    TooLarge(&'static str),
 }
 
 impl fmt::Display for AcpiError {
@@ -40,6 +42,9 @@ impl fmt::Display for AcpiError {
             Self::BadSignature(t) => write!(f, "the {t} table has the wrong signature"),
             Self::Truncated(t) => write!(f, "the {t} table is truncated"),
             Self::NoMadt => f.write_str("no MADT (APIC) table in the XSDT/RSDT"),
+            Self::TooLarge(t) => {
+                write!(f, "the {t} table claims more than {MAX_TABLE_BYTES} bytes")
+            }
         }
     }
 }
@@ -191,12 +196,18 @@ fn check_rsdp(read: PhysReader, pa: u64) -> Result<(u64, bool), AcpiError> {
     ))
 }
 
+/// Longest table read: a corrupt length must not make boot map gigabytes.
+pub const MAX_TABLE_BYTES: usize = 1 << 20;
+
 /// Reads a whole SDT at `pa` (header first, to learn its length).
 fn read_sdt(read: PhysReader, pa: u64, sig: &'static str) -> Result<&'static [u8], AcpiError> {
     let h = read(pa, SDT_HEADER).ok_or(AcpiError::Unreachable(sig))?;
     let len = u32_at(h, 4).ok_or(AcpiError::Truncated(sig))? as usize;
     if len < SDT_HEADER {
         return Err(AcpiError::Truncated(sig));
+    }
+    if len > MAX_TABLE_BYTES {
+        return Err(AcpiError::TooLarge(sig));
     }
     let b = read(pa, len).ok_or(AcpiError::Unreachable(sig))?;
     check_sdt(b, sig)

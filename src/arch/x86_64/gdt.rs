@@ -68,6 +68,14 @@ pub fn init() {
     load(GDT.call_once(|| build(tss)));
 }
 
+/// CPU `cpu`'s TSS, once that CPU has loaded it.
+pub fn tss(cpu: usize) -> Option<&'static TaskStateSegment> {
+    match cpu {
+        0 => TSS.get(),
+        n => AP_TSS.get(n)?.get(),
+    }
+}
+
 /// Loads AP `cpu`'s own GDT and TSS, whose IST slots hold `ist_tops`
 /// (double fault, NMI, machine check): called once by that AP.
 pub fn init_ap(cpu: usize, ist_tops: [u64; 3]) {

@@ -338,6 +338,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     crate::platform::set(&QEMU);
     gdt::init();
     interrupts::init();
+    smp::this_cpu().record_descriptor_tables();
 
     let mut parsed = BootInfo::new();
     // SAFETY: EBX from QEMU, inside the stub's identity-mapped first GiB.

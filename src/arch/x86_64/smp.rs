@@ -75,6 +75,8 @@ pub struct CpuData {
     ticks: AtomicU64,
     gs_cpu_id: AtomicUsize,
     entry_rsp: AtomicUsize,
+    gdt_base: AtomicU64,
+    idt_base: AtomicU64,
 }
 
 impl CpuData {
@@ -87,6 +89,8 @@ impl CpuData {
             ticks: AtomicU64::new(0),
             gs_cpu_id: AtomicUsize::new(usize::MAX),
             entry_rsp: AtomicUsize::new(0),
+            gdt_base: AtomicU64::new(0),
+            idt_base: AtomicU64::new(0),
         }
     }
 
@@ -119,6 +123,21 @@ impl CpuData {
     /// Its stack pointer on entering Rust code (APs; 0 for the boot CPU).
     pub fn entry_rsp(&self) -> usize {
         self.entry_rsp.load(Ordering::Relaxed)
+    }
+
+    /// The GDT and IDT base addresses the CPU loaded (`sgdt`, `sidt`),
+    /// recorded when it came up: each CPU has its own GDT, all share the IDT.
+    pub fn descriptor_tables(&self) -> (u64, u64) {
+        (
+            self.gdt_base.load(Ordering::Relaxed),
+            self.idt_base.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(super) fn record_descriptor_tables(&self) {
+        use x86_64::instructions::tables::{sgdt, sidt};
+        self.gdt_base.store(sgdt().base.as_u64(), Ordering::Relaxed);
+        self.idt_base.store(sidt().base.as_u64(), Ordering::Relaxed);
     }
 }
 
@@ -461,6 +480,11 @@ pub enum ApStartError {
     NoTrampoline,
     /// Another CPU start is in progress.
     Busy,
+    /// The CPU with this APIC id is online: INIT would reset it.
+    Online {
+        /// Its local APIC id.
+        apic_id: u32,
+    },
 }
 
 impl core::fmt::Display for ApStartError {
@@ -472,6 +496,10 @@ impl core::fmt::Display for ApStartError {
             ),
             Self::NoTrampoline => f.write_str("no trampoline page below 1 MiB"),
             Self::Busy => f.write_str("another CPU start is in progress"),
+            Self::Online { apic_id } => write!(
+                f,
+                "the CPU with APIC id {apic_id} is online: INIT-SIPI-SIPI would reset it"
+            ),
         }
     }
 }
@@ -645,9 +673,12 @@ pub fn boot_aps(info: &mut BootInfo) {
 /// parking loop (no stack, interrupts off) and waits up to `timeout_ns`
 /// for the CPU to get there. `Err(NotResponding)` names a CPU that never
 /// answered, which is what boot reports for an AP that does not come up;
-/// tests use it with an APIC id no CPU has. Never use it on an online CPU:
-/// INIT resets it.
+/// tests use it with an APIC id no CPU has. An online CPU's id is refused
+/// (`Err(Online)`): INIT would reset it.
 pub fn probe_cpu(apic_id: u32, timeout_ns: u64) -> Result<(), ApStartError> {
+    if CPUS.iter().any(|c| c.online() && c.apic_id() == apic_id) {
+        return Err(ApStartError::Online { apic_id });
+    }
     let page = TRAMPOLINE.load(Ordering::Relaxed);
     if page == 0 {
         return Err(ApStartError::NoTrampoline);
@@ -677,6 +708,7 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
     let [_, df, nmi, mce] = ap_stack_layout(cpu);
     gdt::init_ap(cpu, [df.2, nmi.2, mce.2]);
     super::interrupts::init();
+    c.record_descriptor_tables();
     let rsp: usize;
     // SAFETY: reads the stack pointer.
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
