@@ -58,8 +58,10 @@ pub const AP_KERNEL_STACK_BYTES: usize = 32 * 1024;
 pub const AP_IST_STACK_BYTES: usize = 16 * 1024;
 /// RAM each AP's stacks take (guard pages are only virtual).
 pub const AP_STACK_BYTES: usize = AP_KERNEL_STACK_BYTES + 3 * AP_IST_STACK_BYTES;
-/// How long the BSP waits for one AP to come online (guest time).
-pub const AP_START_TIMEOUT_NS: u64 = 5_000_000_000;
+/// How long the BSP waits for one AP to come online (guest time; Linux
+/// waits 10 s too): generous, since a loaded host may not run the AP's
+/// thread for a while.
+pub const AP_START_TIMEOUT_NS: u64 = 10_000_000_000;
 
 const PAGE: u64 = 4096;
 const IA32_GS_BASE: u32 = 0xC000_0101;
