@@ -11,6 +11,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kreclaim::arch::x86_64::acpi::{self, AcpiError};
+use kreclaim::arch::x86_64::interrupts::{FaultReport, set_fault_hook};
 use kreclaim::arch::x86_64::smp::{self, ApStartError};
 use kreclaim::arch::x86_64::{gdt, paging, stacks};
 use kreclaim::harness::{OrFail, TestResult, wait_for};
@@ -30,6 +31,9 @@ kreclaim::kernel_tests!(
     cpu_that_never_answers_is_reported_not_waited_for,
     madt_parser_reads_cpus_and_refuses_bad_tables,
     acpi_walk_finds_the_madt_and_refuses_bad_roots,
+    code_run_on_an_ap_sees_that_ap_through_gs,
+    // Last: it leaves CPU 3 halted for good.
+    ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist,
 );
 
 fn every_cpu_comes_online() -> TestResult {
@@ -337,6 +341,86 @@ fn acpi_walk_finds_the_madt_and_refuses_bad_roots() -> TestResult {
     kassert_eq!(
         acpi::read_madt(fake_read, FAKE_BASE + 0x300).err(),
         Some(AcpiError::BadSignature("RSDP"))
+    );
+    Ok(())
+}
+
+static SEEN_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn record_cpu_id() {
+    SEEN_CPU.store(smp::cpu_id(), Ordering::SeqCst);
+}
+
+fn code_run_on_an_ap_sees_that_ap_through_gs() -> TestResult {
+    kassert!(
+        !smp::call_on_ap(0, record_cpu_id),
+        "call_on_ap took the boot CPU"
+    );
+    kassert!(
+        !smp::call_on_ap(CPUS, record_cpu_id),
+        "call_on_ap took an absent CPU"
+    );
+    for n in 1..CPUS {
+        SEEN_CPU.store(usize::MAX, Ordering::SeqCst);
+        kassert!(
+            smp::call_on_ap(n, record_cpu_id),
+            "CPU {n} refused the call"
+        );
+        wait_for("the AP to run the call", || {
+            SEEN_CPU.load(Ordering::SeqCst) != usize::MAX
+        })?;
+        kassert_eq!(
+            SEEN_CPU.load(Ordering::SeqCst),
+            n,
+            "code on CPU {n} read another id"
+        );
+    }
+    Ok(())
+}
+
+/// The double fault seen on the AP: (vector, CPU, stack named), set once.
+static AP_FAULT: spin::Once<(u8, usize, Option<&'static str>, u64)> = spin::Once::new();
+
+/// Fault hook for the overflow case: on an AP, records the report and halts
+/// that AP for good; anywhere else the fault is a real failure.
+fn ap_fault_hook(r: &FaultReport) -> ! {
+    let cpu = smp::cpu_id();
+    if cpu == 0 {
+        kreclaim::harness::abort_current(format_args!("unexpected fault on the boot CPU: {r}"))
+    }
+    AP_FAULT.call_once(|| (r.vector, cpu, r.stack_overflow, r.rsp));
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [depth; 64];
+    core::hint::black_box(&mut frame);
+    recurse(depth + 1) + frame[3]
+}
+
+fn overflow_this_stack() {
+    recurse(0);
+}
+
+fn ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist() -> TestResult {
+    const VICTIM: usize = CPUS - 1;
+    set_fault_hook(ap_fault_hook);
+    kassert!(smp::call_on_ap(VICTIM, overflow_this_stack));
+    wait_for("the AP's double fault", || AP_FAULT.get().is_some())?;
+    let &(vector, cpu, stack, rsp) = AP_FAULT.get().unwrap();
+    kassert_eq!(vector, 8, "not a double fault");
+    kassert_eq!(cpu, VICTIM);
+    kassert_eq!(stack, Some("CPU 3 kernel"));
+    // The faulting RSP lies just above the guard page of the AP's own stack.
+    let (guard, bottom, top) = smp::ap_stacks(VICTIM).or_fail("CPU 3's stacks")?[0];
+    kassert!(
+        rsp >= guard && rsp < top,
+        "RSP {rsp:#x} at the fault is outside CPU 3's stack [{bottom:#x}, {top:#x})"
     );
     Ok(())
 }

@@ -18,7 +18,8 @@
 //! uniprocessor: its mutual exclusion is interrupt masking on one CPU. So
 //! an AP, once online, runs nothing but its idle loop (`hlt`) and its LAPIC
 //! timer interrupt, which only counts the AP's ticks ([`CpuData::ticks`]):
-//! it takes no kernel lock, allocates nothing and runs no task. Tasks and
+//! it takes no kernel lock, allocates nothing and runs no task (tests hand
+//! it functions that obey the same rule with [`call_on_ap`]). Tasks and
 //! every framework structure stay on the BSP (`task::this_cpu` is CPU 0's).
 //! What comes next, once the locks are SMP-safe: per-CPU run queues that
 //! the APs schedule from, and the per-CPU allocator caches.
@@ -79,6 +80,8 @@ pub struct CpuData {
     entry_rsp: AtomicUsize,
     gdt_base: AtomicU64,
     idt_base: AtomicU64,
+    /// A `fn()` handed over by [`call_on_ap`], 0 when none.
+    call: AtomicUsize,
 }
 
 impl CpuData {
@@ -93,6 +96,7 @@ impl CpuData {
             entry_rsp: AtomicUsize::new(0),
             gdt_base: AtomicU64::new(0),
             idt_base: AtomicU64::new(0),
+            call: AtomicUsize::new(0),
         }
     }
 
@@ -719,8 +723,32 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
     c.apic_id.store(apic::id(), Ordering::Relaxed);
     apic::start_periodic_timer();
     c.online.store(true, Ordering::Release);
-    // The staging rule: nothing but the timer's tick count runs here.
+    // The staging rule: nothing but the timer's tick count (and a
+    // call_on_ap function) runs here.
     loop {
+        let f = c.call.swap(0, Ordering::AcqRel);
+        if f != 0 {
+            // SAFETY: `call` only ever holds 0 or a `fn()` stored by call_on_ap.
+            let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
+            f();
+        }
+        // Interrupts go on with the `hlt` (no wake-up is lost in between); a
+        // call stored meanwhile runs after the next tick at the latest.
         x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// Hands `f` to AP `cpu`'s idle loop, which runs it once on that AP (within
+/// a tick, 1 / [`apic::AP_TICK_HZ`] s). `false` if `cpu` is the boot CPU,
+/// not online, or has a call pending. In this stage `f` must take no kernel
+/// lock, allocate nothing and touch no framework structure (see the module
+/// documentation); tests use it to run code on an AP.
+pub fn call_on_ap(cpu: usize, f: fn()) -> bool {
+    match CPUS.get(cpu) {
+        Some(c) if cpu != 0 && c.online() => c
+            .call
+            .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok(),
+        _ => false,
     }
 }
