@@ -144,6 +144,7 @@ fn stub_vector(i: usize) -> usize {
         i
     }
 }
+
 /// First vector of the remapped PIC lines (IRQ 0 is vector 32).
 pub const IRQ_BASE: u8 = 32;
 
