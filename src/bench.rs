@@ -154,14 +154,16 @@ pub fn locks(format: Format) {
         Format::Json => {
             for r in &rows {
                 crate::println!(
-                    "{{\"kind\":\"bench\",\"name\":{},\"lockdep\":\"{}\",\"cycles\":{:.1}}}",
+                    "{{\"kind\":\"bench\",\"cpus\":{},\"name\":{},\"lockdep\":\"{}\",\"cycles\":{:.1}}}",
+                    crate::platform::nr_cpus(),
                     json_str(r.name),
                     r.lockdep,
                     r.cycles
                 );
             }
             crate::println!(
-                "{{\"kind\":\"bench\",\"name\":\"spin::Mutex lock+unlock (peer)\",\"lockdep\":\"off\",\"cycles\":{peer_cycles:.1}}}"
+                "{{\"kind\":\"bench\",\"cpus\":{},\"name\":\"spin::Mutex lock+unlock (peer)\",\"lockdep\":\"off\",\"cycles\":{peer_cycles:.1}}}",
+                crate::platform::nr_cpus()
             );
         }
     }
@@ -399,7 +401,8 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
         Format::Json => {
             for r in &rows {
                 crate::println!(
-                    "{{\"kind\":\"bench\",\"name\":{},\"kreclaim_cycles\":{:.1},\"peer\":\"linked_list_allocator\",\"peer_cycles\":{:.1},\"ratio\":{:.2}}}",
+                    "{{\"kind\":\"bench\",\"cpus\":{},\"name\":{},\"kreclaim_cycles\":{:.1},\"peer\":\"linked_list_allocator\",\"peer_cycles\":{:.1},\"ratio\":{:.2}}}",
+                    crate::platform::nr_cpus(),
                     json_str(r.name),
                     r.kreclaim,
                     r.peer,

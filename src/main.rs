@@ -195,6 +195,10 @@ fn banner(boot: &BootInfo, config: &Config) {
             r.kind
         );
     }
+    println!(
+        "cpus: {} online (tasks run on CPU 0; the others idle until the scheduler is SMP)",
+        kreclaim::platform::nr_cpus()
+    );
     println!("command line: '{}'", boot.cmdline());
     println!("configuration: {config}");
 }

@@ -86,6 +86,15 @@ pub trait Platform: Sync {
         let _ = (prev, next);
         unimplemented!("this platform has no kernel threads")
     }
+    /// The running CPU's number, 0 for the boot CPU. The default suits a
+    /// uniprocessor platform.
+    fn cpu_id(&self) -> usize {
+        0
+    }
+    /// How many CPUs are online. The default suits a uniprocessor platform.
+    fn nr_cpus(&self) -> usize {
+        1
+    }
     /// Stops the machine, reporting success or failure to whoever started
     /// it (QEMU's exit status on our platform).
     fn exit(&self, success: bool) -> ! {
@@ -128,6 +137,17 @@ pub fn exit(success: bool) -> ! {
             core::hint::spin_loop();
         },
     }
+}
+
+/// The running CPU's number through the platform (0 if none is installed).
+#[inline]
+pub fn cpu_id() -> usize {
+    get().map_or(0, |p| p.cpu_id())
+}
+
+/// CPUs online through the platform (1 if none is installed).
+pub fn nr_cpus() -> usize {
+    get().map_or(1, |p| p.nr_cpus())
 }
 
 /// Runs `f` with interrupts masked, restoring the previous state after.

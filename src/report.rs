@@ -120,6 +120,7 @@ pub fn free_memory_chart(samples: &[Sample], width: usize, height: usize) {
 /// The full report of one run.
 pub fn single(r: &RunResult) {
     crate::println!("\n=== kreclaim report: policy {} ===", r.policy);
+    crate::println!("cpus: {} online", crate::platform::nr_cpus());
     crate::println!(
         "workload: {} ops in {} ms ({} ops/s), {} errors; populate: {} files failed; {} short writes in all",
         r.ops,
@@ -244,7 +245,8 @@ pub fn single(r: &RunResult) {
 /// One JSON object for a run.
 pub fn json(r: &RunResult) {
     crate::println!(
-        "{{\"kind\":\"policy_result\",\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"oom_kills\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
+        "{{\"kind\":\"policy_result\",\"cpus\":{},\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"oom_kills\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
+        crate::platform::nr_cpus(),
         JsonStr(r.policy.name),
         r.ops,
         ops_per_sec(r),
@@ -281,6 +283,7 @@ pub fn comparison(results: &[RunResult], format: Format) {
     crate::println!(
         "\n=== policy comparison (same workload and seed; reclaim figures of the operations phase) ==="
     );
+    crate::println!("cpus: {} online", crate::platform::nr_cpus());
     crate::println!(
         "{:<10} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>7} {:>9} {:>7} {:>9} {:>6} {:>8}",
         "policy",

@@ -15,16 +15,45 @@ pub const NMI_IST: u16 = 1;
 /// IST slot of the machine-check stack.
 pub const MCE_IST: u16 = 2;
 
-static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
-static GDT: spin::Once<(
+type Gdt = (
     GlobalDescriptorTable,
     SegmentSelector,
     SegmentSelector,
     SegmentSelector,
-)> = spin::Once::new();
+);
+
+static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+static GDT: spin::Once<Gdt> = spin::Once::new();
+
+/// The APs' own TSSs and GDTs, by CPU number (slot 0, the boot CPU's, unused):
+/// a TSS descriptor turns busy when loaded, so each CPU needs its own.
+static AP_TSS: [spin::Once<TaskStateSegment>; super::smp::MAX_CPUS] =
+    [const { spin::Once::new() }; super::smp::MAX_CPUS];
+static AP_GDT: [spin::Once<Gdt>; super::smp::MAX_CPUS] =
+    [const { spin::Once::new() }; super::smp::MAX_CPUS];
 
 fn top<const N: usize>(s: *mut super::stacks::GuardedStack<N>) -> VirtAddr {
     VirtAddr::new((s as usize + PAGE + IST_STACK_BYTES) as u64)
+}
+
+fn build(tss: &'static TaskStateSegment) -> Gdt {
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    (gdt, code, data, tss_sel)
+}
+
+fn load((gdt, code, data, tss_sel): &'static Gdt) {
+    gdt.load();
+    // SAFETY: the selectors index the GDT just loaded.
+    unsafe {
+        CS::set_reg(*code);
+        DS::set_reg(*data);
+        ES::set_reg(*data);
+        SS::set_reg(*data);
+        load_tss(*tss_sel);
+    }
 }
 
 /// Loads the GDT and TSS and reloads the segment registers (once, at boot).
@@ -36,20 +65,29 @@ pub fn init() {
         tss.interrupt_stack_table[MCE_IST as usize] = top(&raw mut MCE_STACK);
         tss
     });
-    let (gdt, code, data, tss_sel) = GDT.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::new();
-        let code = gdt.append(Descriptor::kernel_code_segment());
-        let data = gdt.append(Descriptor::kernel_data_segment());
-        let tss_sel = gdt.append(Descriptor::tss_segment(tss));
-        (gdt, code, data, tss_sel)
-    });
-    gdt.load();
-    // SAFETY: the selectors index the GDT just loaded.
-    unsafe {
-        CS::set_reg(*code);
-        DS::set_reg(*data);
-        ES::set_reg(*data);
-        SS::set_reg(*data);
-        load_tss(*tss_sel);
+    load(GDT.call_once(|| build(tss)));
+}
+
+/// CPU `cpu`'s TSS, once that CPU has loaded it.
+pub fn tss(cpu: usize) -> Option<&'static TaskStateSegment> {
+    match cpu {
+        0 => TSS.get(),
+        n => AP_TSS.get(n)?.get(),
     }
+}
+
+/// Loads AP `cpu`'s own GDT and TSS, whose IST slots hold `ist_tops`
+/// (double fault, NMI, machine check): called once by that AP.
+pub fn init_ap(cpu: usize, ist_tops: [u64; 3]) {
+    let tss = AP_TSS[cpu].call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        for (slot, top) in [DOUBLE_FAULT_IST, NMI_IST, MCE_IST]
+            .into_iter()
+            .zip(ist_tops)
+        {
+            tss.interrupt_stack_table[slot as usize] = VirtAddr::new(top);
+        }
+        tss
+    });
+    load(AP_GDT[cpu].call_once(|| build(tss)));
 }

@@ -1,9 +1,10 @@
 //! IDT, entry stubs and the trap dispatcher.
 //!
-//! Every vector 0..48 has a small stub (written in assembly, since
+//! Every vector 0..49 (and 255) has a small stub (written in assembly, since
 //! `extern "x86-interrupt"` is nightly-only) that pushes a uniform
 //! [`TrapFrame`] and calls `trap_dispatch`. CPU exceptions are fatal and
-//! reported in plain words; vectors 32..48 are the remapped legacy PIC IRQs.
+//! reported in plain words; vectors 32..48 are the remapped legacy PIC IRQs,
+//! 48 the local APIC timer and 255 the LAPIC's spurious vector.
 
 use super::gdt;
 use core::fmt;
@@ -42,7 +43,7 @@ pub struct TrapFrame {
     pub rbx: u64,
     /// `rax` at the trap.
     pub rax: u64,
-    /// The vector (0..48).
+    /// The vector (0..49, or 255 for a spurious LAPIC interrupt).
     pub vector: u64,
     /// The CPU's error code; 0 for vectors that have none.
     pub error_code: u64,
@@ -129,9 +130,21 @@ stubs!(
     30 ISR_ERR, 31 ISR_NOERR, 32 ISR_NOERR, 33 ISR_NOERR, 34 ISR_NOERR, 35 ISR_NOERR,
     36 ISR_NOERR, 37 ISR_NOERR, 38 ISR_NOERR, 39 ISR_NOERR, 40 ISR_NOERR, 41 ISR_NOERR,
     42 ISR_NOERR, 43 ISR_NOERR, 44 ISR_NOERR, 45 ISR_NOERR, 46 ISR_NOERR, 47 ISR_NOERR,
+    48 ISR_NOERR, 255 ISR_NOERR,
 );
 
-const NUM_STUBS: usize = 48;
+/// Stubs in `isr_stub_table`: vectors 0..49, then the spurious vector.
+const NUM_STUBS: usize = 50;
+
+/// The vector of stub `i` (see [`NUM_STUBS`]).
+fn stub_vector(i: usize) -> usize {
+    if i == NUM_STUBS - 1 {
+        super::apic::SPURIOUS_VECTOR as usize
+    } else {
+        i
+    }
+}
+
 /// First vector of the remapped PIC lines (IRQ 0 is vector 32).
 pub const IRQ_BASE: u8 = 32;
 
@@ -180,22 +193,24 @@ struct Idt([Gate; 256]);
 
 static IDT: spin::Once<Idt> = spin::Once::new();
 
-/// Builds and loads the IDT (once, at boot).
+/// Builds the IDT (the first time) and loads it on this CPU: every CPU
+/// shares the one table.
 pub fn init() {
     use x86_64::instructions::segmentation::Segment;
     let cs = x86_64::instructions::segmentation::CS::get_reg();
     let idt = IDT.call_once(|| {
         let mut idt = Idt([Gate::MISSING; 256]);
-        for (vec, gate) in idt.0.iter_mut().enumerate().take(NUM_STUBS) {
+        // SAFETY: isr_stub_table is a read-only table defined in the asm above.
+        let stubs = unsafe { &isr_stub_table };
+        for (i, &addr) in stubs.iter().enumerate() {
+            let vec = stub_vector(i);
             let ist = match vec {
                 2 => Some(gdt::NMI_IST),
                 8 => Some(gdt::DOUBLE_FAULT_IST),
                 18 => Some(gdt::MCE_IST),
                 _ => None,
             };
-            // SAFETY: isr_stub_table is a read-only table defined in the asm above.
-            let addr = unsafe { isr_stub_table[vec] };
-            *gate = Gate::interrupt(addr, cs.0, ist);
+            idt.0[vec] = Gate::interrupt(addr, cs.0, ist);
         }
         idt
     });
@@ -222,6 +237,14 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vec = frame.vector as u8;
     if vec < IRQ_BASE {
         fatal_exception(frame);
+    }
+    if vec == super::apic::TIMER_VECTOR {
+        super::smp::on_lapic_timer();
+        super::apic::eoi();
+        return;
+    }
+    if vec == super::apic::SPURIOUS_VECTOR {
+        return; // no EOI for a spurious LAPIC interrupt
     }
     let line = vec - IRQ_BASE;
     let h = IRQ_HANDLERS[line as usize].get();

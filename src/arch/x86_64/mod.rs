@@ -1,6 +1,9 @@
 //! The x86_64 platform booted by QEMU: PVH entry, descriptor tables, paging,
-//! serial console, PIC + PIT timer, and the debug-exit device.
+//! serial console, PIC + PIT timer, the debug-exit device, and the other
+//! CPUs (ACPI MADT, local APIC, SMP bring-up).
 
+pub mod acpi;
+pub mod apic;
 mod boot;
 pub mod context;
 pub mod gdt;
@@ -10,6 +13,7 @@ pub mod pic;
 pub mod pvh;
 pub mod qemu_exit;
 pub mod serial;
+pub mod smp;
 pub mod stacks;
 pub mod timer;
 
@@ -96,6 +100,15 @@ impl Platform for Qemu {
         // SAFETY: the caller guarantees `next` is a context from init_context or an earlier save
         // and that interrupts are masked, as `context::switch_context` requires.
         unsafe { context::switch_context(prev, next) }
+    }
+
+    #[inline]
+    fn cpu_id(&self) -> usize {
+        smp::cpu_id()
+    }
+
+    fn nr_cpus(&self) -> usize {
+        smp::nr_cpus()
     }
 
     fn exit(&self, success: bool) -> ! {
@@ -240,13 +253,15 @@ impl core::fmt::Display for MemoryShortfall {
 }
 
 /// Checks the RAM QEMU gave against what boot needs: the early heap (unless
-/// already taken from `info.usable`), the RAM disk (`ramdisk=`) and the
-/// page allocator (`mem=`, at least [`MEM_MIN`](crate::mm::page_alloc::MEM_MIN)),
-/// on top of what the kernel image, page 0 and the boot structures take.
-/// Allocates nothing: it may run before the early heap exists.
+/// already taken from `info.usable`), the APs' stacks (`smp_bytes`), the RAM
+/// disk (`ramdisk=`) and the page allocator (`mem=`, at least
+/// [`MEM_MIN`](crate::mm::page_alloc::MEM_MIN)), on top of what the kernel
+/// image, page 0 and the boot structures take. Allocates nothing: it may
+/// run before the early heap exists.
 fn check_memory(
     info: &BootInfo,
     heap_taken: bool,
+    smp_bytes: u64,
     ramdisk: Option<u64>,
     mem: Option<u64>,
 ) -> Result<(), MemoryShortfall> {
@@ -264,7 +279,7 @@ fn check_memory(
         EARLY_HEAP_BYTES as u64
     };
     let page_alloc = mem.unwrap_or(0).max(crate::mm::page_alloc::MEM_MIN);
-    let need = heap + ramdisk.map_or(0, |b| b.div_ceil(4096) * 4096) + page_alloc;
+    let need = heap + smp_bytes + ramdisk.map_or(0, |b| b.div_ceil(4096) * 4096) + page_alloc;
     let usable = info.usable_bytes();
     if usable >= need {
         return Ok(());
@@ -326,10 +341,12 @@ fn nx_enabled() -> bool {
 /// [`init::start_kernel`](crate::init::start_kernel) (Linux's `setup_arch`
 /// and then `start_kernel`).
 pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
+    smp::init_bsp();
     SERIAL.lock().init();
     crate::platform::set(&QEMU);
     gdt::init();
     interrupts::init();
+    smp::this_cpu().record_descriptor_tables();
 
     let mut parsed = BootInfo::new();
     // SAFETY: EBX from QEMU, inside the stub's identity-mapped first GiB.
@@ -345,7 +362,8 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         exit_qemu(ExitCode::Failure);
     }
     paging::init(&parsed.firmware_map, nx_enabled());
-    if let Err(short) = check_memory(&parsed, false, None, None) {
+    let smp_bytes = smp::discover();
+    if let Err(short) = check_memory(&parsed, false, smp_bytes, None, None) {
         crate::println!("{short}");
         exit_qemu(ExitCode::Failure);
     }
@@ -369,7 +387,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     // The keys that size memory act now; main parses the command line
     // again and reports bad tokens.
     let early = crate::init::EarlyParams::parse(parsed.cmdline());
-    if let Err(short) = check_memory(&parsed, true, early.ramdisk, early.mem) {
+    if let Err(short) = check_memory(&parsed, true, smp_bytes, early.ramdisk, early.mem) {
         crate::println!("{short}");
         exit_qemu(ExitCode::Failure);
     }
@@ -390,6 +408,7 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         );
         exit_qemu(ExitCode::Failure);
     }
+    smp::boot_aps(&mut parsed);
     let info: &'static BootInfo = BOOT_INFO.call_once(|| parsed);
     crate::init::start_kernel(info, &early, &ARCH_HOOKS)
 }

@@ -175,11 +175,57 @@ pub fn translate(va: u64) -> Option<(u64, u64)> {
 /// Maps the 4 KiB page at `va` to `pa` (writable, NX). `va` must lie outside
 /// the direct map's huge pages.
 pub fn map_page(va: u64, pa: u64) {
-    let root = *ROOT.lock();
     let nx = NX.load(core::sync::atomic::Ordering::Relaxed);
+    map_page_flags(va, pa, PRESENT | WRITABLE | GLOBAL | nx);
+}
+
+fn map_page_flags(va: u64, pa: u64, flags: u64) {
+    let root = *ROOT.lock();
     // SAFETY: entry pointer into a live table.
-    unsafe { *walk_create(root, va, 1) = pa | PRESENT | WRITABLE | GLOBAL | nx };
+    unsafe { *walk_create(root, va, 1) = pa | flags };
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+}
+
+/// Page-table entry bit: write-through.
+const WRITE_THROUGH: u64 = 1 << 3;
+/// Page-table entry bit: caching disabled.
+const NO_CACHE: u64 = 1 << 4;
+
+/// Maps the device registers at physical `pa` at `va`: writable, uncached,
+/// NX (the local APIC).
+pub fn map_mmio(va: u64, pa: u64) {
+    let nx = NX.load(core::sync::atomic::Ordering::Relaxed);
+    map_page_flags(va, pa, PRESENT | WRITABLE | NO_CACHE | WRITE_THROUGH | nx);
+}
+
+/// Identity maps the page at physical `pa` writable and executable: the
+/// AP start-up trampoline turns paging on while running there (and keeps
+/// its few bytes of stack at the page's top). Undo with [`unmap_page`] once
+/// no CPU runs there.
+pub fn map_identity_exec(pa: u64) {
+    map_page_flags(pa, pa, PRESENT | WRITABLE);
+}
+
+/// The physical address of the kernel's top-level page table (what CR3
+/// holds on every CPU); inside the image, so below 4 GiB.
+pub fn root() -> u64 {
+    *ROOT.lock()
+}
+
+/// Makes `[pa, pa + len)` reachable through the direct map, mapping 4 KiB
+/// pages (read-only, NX) where the RAM map left holes, e.g. for firmware
+/// tables in reserved memory. Returns the direct-map pointer.
+pub fn direct_map_range(pa: u64, len: usize) -> *const u8 {
+    let nx = NX.load(core::sync::atomic::Ordering::Relaxed);
+    let mut page = pa & !4095;
+    while page < pa + len as u64 {
+        let va = PHYS_OFFSET + page;
+        if translate(va).is_none() {
+            map_page_flags(va, page, PRESENT | GLOBAL | nx);
+        }
+        page += 4096;
+    }
+    phys_to_virt(pa)
 }
 
 /// Unmaps the 4 KiB page at `va` (mapped by [`map_page`]).

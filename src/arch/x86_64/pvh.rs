@@ -29,6 +29,13 @@ struct MemmapEntry {
     reserved: u32,
 }
 
+static RSDP_PADDR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Physical address of the ACPI RSDP the start info named (0: none given).
+pub fn rsdp_paddr() -> u64 {
+    RSDP_PADDR.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Why the PVH start info could not be read.
 #[derive(Debug)]
 pub enum PvhError {
@@ -66,6 +73,7 @@ pub unsafe fn parse(paddr: u32, info: &mut BootInfo) -> Result<(), PvhError> {
             kind: RegionKind::from_e820(e.kind),
         });
     }
+    RSDP_PADDR.store(si.rsdp_paddr, core::sync::atomic::Ordering::Relaxed);
     let mut cmd_end = 0;
     if si.cmdline_paddr != 0 {
         let p = si.cmdline_paddr as usize as *const u8;

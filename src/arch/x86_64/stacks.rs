@@ -84,5 +84,7 @@ pub fn guard_page_owner(addr: u64) -> Option<InlineName> {
             return Some(InlineName::new(name));
         }
     }
-    DYNAMIC_LOOKUP.get().and_then(|f| f(addr))
+    super::smp::ap_guard_owner(addr)
+        .map(InlineName::new)
+        .or_else(|| DYNAMIC_LOOKUP.get().and_then(|f| f(addr)))
 }

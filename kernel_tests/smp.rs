@@ -1,0 +1,435 @@
+//! SMP bring-up, booted with 4 CPUs: every CPU comes online, reads its own
+//! number through its GS base, takes LAPIC timer ticks and has guarded
+//! stacks; a CPU that never answers is reported, not waited for; the MADT
+//! parser refuses bad tables.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use kreclaim::mm::inline_name::InlineName;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kreclaim::arch::x86_64::acpi::{self, AcpiError};
+use kreclaim::arch::x86_64::interrupts::{FaultReport, set_fault_hook};
+use kreclaim::arch::x86_64::smp::{self, ApStartError};
+use kreclaim::arch::x86_64::{gdt, paging, stacks};
+use kreclaim::harness::{OrFail, TestResult, wait_for};
+use kreclaim::{kassert, kassert_eq};
+
+// The runner reads this and boots the kernel with `-smp 4`.
+kreclaim::qemu_cpus!(4);
+const CPUS: usize = 4;
+
+kreclaim::kernel_tests!(
+    every_cpu_comes_online,
+    boot_cpu_is_cpu_0_through_gs,
+    each_cpu_reads_its_own_number_through_gs,
+    every_ap_timer_ticks,
+    ap_stacks_have_guard_pages,
+    each_cpu_has_its_own_gdt_and_tss_and_shares_the_idt,
+    cpu_that_never_answers_is_reported_not_waited_for,
+    madt_parser_reads_cpus_and_refuses_bad_tables,
+    acpi_walk_finds_the_madt_and_refuses_bad_roots,
+    code_run_on_an_ap_sees_that_ap_through_gs,
+    // Last: it leaves CPU 3 halted for good.
+    ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist,
+);
+
+fn every_cpu_comes_online() -> TestResult {
+    kassert_eq!(
+        kreclaim::platform::nr_cpus(),
+        CPUS,
+        "qemu_cpus!(4) asks for 4 CPUs (a -smp in KRECLAIM_QEMU_ARGS overrides it)"
+    );
+    let mut apic_ids = Vec::new();
+    for n in 0..CPUS {
+        let c = smp::cpu(n).unwrap();
+        kassert!(c.online(), "CPU {n} is not online");
+        kassert!(
+            !apic_ids.contains(&c.apic_id()),
+            "CPU {n}: APIC id {} twice",
+            c.apic_id()
+        );
+        apic_ids.push(c.apic_id());
+    }
+    kassert!(!smp::cpu(CPUS).unwrap().online(), "a 5th CPU is online");
+    Ok(())
+}
+
+fn boot_cpu_is_cpu_0_through_gs() -> TestResult {
+    kassert_eq!(smp::cpu_id(), 0);
+    kassert_eq!(kreclaim::platform::cpu_id(), 0);
+    kassert_eq!(smp::this_cpu().cpu_id(), 0);
+    // SAFETY: reading IA32_GS_BASE has no side effects.
+    let gs = unsafe { x86_64::registers::model_specific::Msr::new(0xC000_0101).read() };
+    kassert_eq!(
+        gs,
+        smp::cpu(0).unwrap() as *const _ as u64,
+        "GS base is not CPU 0's data"
+    );
+    Ok(())
+}
+
+fn each_cpu_reads_its_own_number_through_gs() -> TestResult {
+    for n in 0..CPUS {
+        let c = smp::cpu(n).unwrap();
+        kassert_eq!(c.gs_cpu_id(), n, "CPU {n} read another number through GS");
+    }
+    Ok(())
+}
+
+fn every_ap_timer_ticks() -> TestResult {
+    let start: Vec<u64> = (0..CPUS).map(|n| smp::cpu(n).unwrap().ticks()).collect();
+    for (n, &t0) in start.iter().enumerate().skip(1) {
+        let c = smp::cpu(n).unwrap();
+        wait_for("an AP's LAPIC timer to tick 3 more times", || {
+            c.ticks() >= t0 + 3
+        })?;
+    }
+    Ok(())
+}
+
+fn ap_stacks_have_guard_pages() -> TestResult {
+    kassert!(
+        smp::ap_stacks(0).is_none(),
+        "the boot CPU has static stacks"
+    );
+    for n in 1..CPUS {
+        let all = smp::ap_stacks(n).unwrap();
+        for (i, &(guard, bottom, top)) in all.iter().enumerate() {
+            kassert_eq!(guard + 4096, bottom);
+            kassert!(
+                paging::translate(guard).is_none(),
+                "CPU {n} stack {i}: guard page mapped"
+            );
+            kassert!(
+                paging::translate(bottom).is_some(),
+                "CPU {n} stack {i}: bottom unmapped"
+            );
+            kassert!(
+                paging::translate(top - 1).is_some(),
+                "CPU {n} stack {i}: top unmapped"
+            );
+            let owner = stacks::guard_page_owner(guard + 8);
+            let want = if i == 0 { "kernel" } else { "IST" };
+            let want = alloc::format!("CPU {n} {want}");
+            kassert!(
+                owner.as_ref().is_some_and(|o| *o == want.as_str()),
+                "guard owner {owner:?}, want {want}"
+            );
+        }
+        let (_, bottom, top) = all[0];
+        let rsp = smp::cpu(n).unwrap().entry_rsp() as u64;
+        kassert!(
+            rsp > bottom && rsp <= top,
+            "CPU {n} entered Rust with RSP {rsp:#x}, outside its stack [{bottom:#x}, {top:#x})"
+        );
+    }
+    Ok(())
+}
+
+fn each_cpu_has_its_own_gdt_and_tss_and_shares_the_idt() -> TestResult {
+    let (gdt0, idt0) = smp::cpu(0).unwrap().descriptor_tables();
+    kassert!(gdt0 != 0 && idt0 != 0);
+    let mut gdts = alloc::vec![gdt0];
+    for n in 1..CPUS {
+        let (gdt, idt) = smp::cpu(n).unwrap().descriptor_tables();
+        kassert!(
+            !gdts.contains(&gdt),
+            "CPU {n} loaded another CPU's GDT at {gdt:#x}"
+        );
+        gdts.push(gdt);
+        kassert_eq!(idt, idt0, "CPU {n} loaded another IDT");
+        let tss = gdt::tss(n).or_fail("the AP's TSS")?;
+        let ist = smp::ap_stacks(n).or_fail("the AP's stacks")?;
+        for (slot, stack) in [gdt::DOUBLE_FAULT_IST, gdt::NMI_IST, gdt::MCE_IST]
+            .into_iter()
+            .zip(1..)
+        {
+            kassert_eq!(
+                tss.interrupt_stack_table[slot as usize].as_u64(),
+                ist[stack].2,
+                "CPU {n}: IST slot {slot} is not its own stack"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn cpu_that_never_answers_is_reported_not_waited_for() -> TestResult {
+    const ABSENT: u32 = 0xEE;
+    let ticks = smp::cpu(1).unwrap().ticks();
+    match smp::probe_cpu(ABSENT, 200_000_000) {
+        Err(e @ ApStartError::NotResponding { apic_id, .. }) => {
+            kassert_eq!(apic_id, ABSENT);
+            let text = alloc::format!("{e}");
+            kassert!(
+                text.contains("APIC id 238"),
+                "the report does not name the CPU: {text}"
+            );
+        }
+        other => kassert!(false, "probe of an absent CPU gave {other:?}"),
+    }
+    // An online CPU is refused by name, not reset.
+    let online = smp::cpu(2).unwrap().apic_id();
+    kassert_eq!(
+        smp::probe_cpu(online, 200_000_000),
+        Err(ApStartError::Online { apic_id: online })
+    );
+    // The others are undisturbed.
+    kassert_eq!(kreclaim::platform::nr_cpus(), CPUS);
+    let c = smp::cpu(1).unwrap();
+    wait_for("CPU 1 to keep ticking", || c.ticks() > ticks)?;
+    Ok(())
+}
+
+/// A MADT with a LAPIC address and the given entries, checksum fixed.
+fn madt(entries: &[&[u8]]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(b"APIC");
+    t.extend_from_slice(&[0; 4]); // length, below
+    t.extend_from_slice(&[3, 0]); // revision, checksum
+    t.extend_from_slice(&[0; 26]); // OEM ids, revisions
+    t.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
+    t.extend_from_slice(&1u32.to_le_bytes()); // PC-AT compatible
+    for e in entries {
+        t.extend_from_slice(e);
+    }
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
+    let sum = t.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    t[9] = 0u8.wrapping_sub(sum);
+    t
+}
+
+fn madt_parser_reads_cpus_and_refuses_bad_tables() -> TestResult {
+    let lapic = |id: u8, flags: u32| {
+        let f = flags.to_le_bytes();
+        [0u8, 8, id, id, f[0], f[1], f[2], f[3]]
+    };
+    let (a, b, c) = (lapic(0, 1), lapic(1, 1), lapic(2, 0));
+    let x2 = [9u8, 16, 0, 0, 0x34, 0x12, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0];
+    let ioapic = [1u8, 12, 0, 0, 0, 0, 0xC0, 0xFE, 0, 0, 0, 0];
+    let t = madt(&[&a, &ioapic, &b, &c, &x2]);
+    let m = acpi::parse_madt(&t)
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    kassert_eq!(m.lapic_base, 0xFEE0_0000);
+    let got: Vec<(u32, bool)> = m.cpus().iter().map(|c| (c.apic_id, c.enabled)).collect();
+    kassert_eq!(
+        got,
+        alloc::vec![(0, true), (1, true), (2, false), (0x1234, true)]
+    );
+
+    let mut bad = t.clone();
+    bad[40] ^= 1;
+    kassert_eq!(
+        acpi::parse_madt(&bad).err(),
+        Some(AcpiError::BadChecksum("APIC"))
+    );
+    // An entry of length 0 would loop forever; one running past the end reads past the table.
+    let zero = madt(&[&a, &[0x7Fu8, 0, 1, 1, 1, 0, 0, 0]]);
+    kassert_eq!(
+        acpi::parse_madt(&zero).err(),
+        Some(AcpiError::Truncated("APIC"))
+    );
+    let long = madt(&[&a, &[0u8, 40, 1, 1, 1, 0, 0, 0]]);
+    kassert_eq!(
+        acpi::parse_madt(&long).err(),
+        Some(AcpiError::Truncated("APIC"))
+    );
+    let short = madt(&[&[9u8, 8, 0, 0, 1, 0, 0, 0]]);
+    kassert_eq!(
+        acpi::parse_madt(&short).err(),
+        Some(AcpiError::Truncated("APIC"))
+    );
+    let mut cut = t.clone();
+    cut.truncate(40);
+    kassert!(
+        acpi::parse_madt(&cut).is_err(),
+        "a table shorter than its length field parsed"
+    );
+    let mut sig = t;
+    sig[0] = b'X';
+    kassert_eq!(
+        acpi::parse_madt(&sig).err(),
+        Some(AcpiError::BadSignature("APIC"))
+    );
+    Ok(())
+}
+
+/// Fake physical memory for the ACPI walk: `FAKE_BASE..` maps to a leaked buffer.
+const FAKE_BASE: u64 = 0x1000_0000;
+static FAKE: AtomicUsize = AtomicUsize::new(0);
+static FAKE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+fn fake_read(pa: u64, len: usize) -> Option<&'static [u8]> {
+    let (p, n) = (FAKE.load(Ordering::SeqCst), FAKE_LEN.load(Ordering::SeqCst));
+    let off = usize::try_from(pa.checked_sub(FAKE_BASE)?).ok()?;
+    if p == 0 || off.checked_add(len)? > n {
+        return None;
+    }
+    // SAFETY: `p..p + n` is a leaked buffer that is never freed or written again.
+    Some(unsafe { &core::slice::from_raw_parts(p as *const u8, n)[off..off + len] })
+}
+
+fn set_fake(mem: Vec<u8>) {
+    let mem = mem.leak();
+    FAKE_LEN.store(mem.len(), Ordering::SeqCst);
+    FAKE.store(mem.as_ptr() as usize, Ordering::SeqCst);
+}
+
+fn fix_checksum(b: &mut [u8], at: usize) {
+    b[at] = 0;
+    let sum = b.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    b[at] = 0u8.wrapping_sub(sum);
+}
+
+/// RSDP (revision 2) at FAKE_BASE, XSDT at +0x100 listing `xsdt_entries`,
+/// a MADT with two enabled CPUs at +0x200.
+fn fake_acpi(xsdt_entries: &[u64], xsdt_len: Option<u32>) -> Vec<u8> {
+    let mut mem = alloc::vec![0u8; 0x400];
+    let rsdp = &mut mem[..36];
+    rsdp[..8].copy_from_slice(b"RSD PTR ");
+    rsdp[15] = 2;
+    rsdp[20..24].copy_from_slice(&36u32.to_le_bytes());
+    rsdp[24..32].copy_from_slice(&(FAKE_BASE + 0x100).to_le_bytes());
+    fix_checksum(&mut rsdp[..20], 8);
+    fix_checksum(rsdp, 32);
+    let len = 36 + 8 * xsdt_entries.len();
+    let xsdt = &mut mem[0x100..0x100 + len];
+    xsdt[..4].copy_from_slice(b"XSDT");
+    xsdt[4..8].copy_from_slice(&xsdt_len.unwrap_or(len as u32).to_le_bytes());
+    for (i, e) in xsdt_entries.iter().enumerate() {
+        xsdt[36 + 8 * i..44 + 8 * i].copy_from_slice(&e.to_le_bytes());
+    }
+    fix_checksum(xsdt, 9);
+    let t = madt(&[&[0u8, 8, 0, 0, 1, 0, 0, 0], &[0u8, 8, 1, 5, 1, 0, 0, 0]]);
+    mem[0x200..0x200 + t.len()].copy_from_slice(&t);
+    mem
+}
+
+fn acpi_walk_finds_the_madt_and_refuses_bad_roots() -> TestResult {
+    let madt_pa = FAKE_BASE + 0x200;
+    // An unreachable entry first: skipped, the MADT after it is found.
+    set_fake(fake_acpi(&[0xdead_0000, madt_pa], None));
+    let m = acpi::read_madt(fake_read, FAKE_BASE)
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    let ids: Vec<u32> = m.cpus().iter().map(|c| c.apic_id).collect();
+    kassert_eq!(ids, alloc::vec![0, 5]);
+
+    set_fake(fake_acpi(&[], None));
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::NoMadt)
+    );
+    set_fake(fake_acpi(&[madt_pa], Some(0x7fff_ffff)));
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::TooLarge("XSDT"))
+    );
+    let mut bad = fake_acpi(&[madt_pa], None);
+    bad[3] ^= 0x20;
+    set_fake(bad);
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::BadSignature("RSDP"))
+    );
+    let mut bad = fake_acpi(&[madt_pa], None);
+    bad[9] ^= 1; // an OEM id byte: the RSDP checksum no longer adds up
+    set_fake(bad);
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE).err(),
+        Some(AcpiError::BadChecksum("RSDP"))
+    );
+    kassert_eq!(
+        acpi::read_madt(fake_read, FAKE_BASE + 0x300).err(),
+        Some(AcpiError::BadSignature("RSDP"))
+    );
+    Ok(())
+}
+
+static SEEN_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn record_cpu_id() {
+    SEEN_CPU.store(smp::cpu_id(), Ordering::SeqCst);
+}
+
+fn code_run_on_an_ap_sees_that_ap_through_gs() -> TestResult {
+    kassert!(
+        !smp::call_on_ap(0, record_cpu_id),
+        "call_on_ap took the boot CPU"
+    );
+    kassert!(
+        !smp::call_on_ap(CPUS, record_cpu_id),
+        "call_on_ap took an absent CPU"
+    );
+    for n in 1..CPUS {
+        SEEN_CPU.store(usize::MAX, Ordering::SeqCst);
+        kassert!(
+            smp::call_on_ap(n, record_cpu_id),
+            "CPU {n} refused the call"
+        );
+        wait_for("the AP to run the call", || {
+            SEEN_CPU.load(Ordering::SeqCst) != usize::MAX
+        })?;
+        kassert_eq!(
+            SEEN_CPU.load(Ordering::SeqCst),
+            n,
+            "code on CPU {n} read another id"
+        );
+    }
+    Ok(())
+}
+
+/// The double fault seen on the AP: (vector, CPU, stack named), set once.
+static AP_FAULT: spin::Once<(u8, usize, Option<InlineName>, u64)> = spin::Once::new();
+
+/// Fault hook for the overflow case: on an AP, records the report and halts
+/// that AP for good; anywhere else the fault is a real failure.
+fn ap_fault_hook(r: &FaultReport) -> ! {
+    let cpu = smp::cpu_id();
+    if cpu == 0 {
+        kreclaim::harness::abort_current(format_args!("unexpected fault on the boot CPU: {r}"))
+    }
+    AP_FAULT.call_once(|| (r.vector, cpu, r.stack_overflow, r.rsp));
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [depth; 64];
+    core::hint::black_box(&mut frame);
+    recurse(depth + 1) + frame[3]
+}
+
+fn overflow_this_stack() {
+    recurse(0);
+}
+
+fn ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist() -> TestResult {
+    const VICTIM: usize = CPUS - 1;
+    set_fault_hook(ap_fault_hook);
+    kassert!(smp::call_on_ap(VICTIM, overflow_this_stack));
+    wait_for("the AP's double fault", || AP_FAULT.get().is_some())?;
+    let (vector, cpu, stack, rsp) = *AP_FAULT.get().unwrap();
+    kassert_eq!(vector, 8, "not a double fault");
+    kassert_eq!(cpu, VICTIM);
+    kassert!(
+        stack.as_ref().is_some_and(|s| *s == "CPU 3 kernel"),
+        "guard owner {stack:?}"
+    );
+    // The faulting RSP lies just above the guard page of the AP's own stack.
+    let (guard, bottom, top) = smp::ap_stacks(VICTIM).or_fail("CPU 3's stacks")?[0];
+    kassert!(
+        rsp >= guard && rsp < top,
+        "RSP {rsp:#x} at the fault is outside CPU 3's stack [{bottom:#x}, {top:#x})"
+    );
+    Ok(())
+}
