@@ -208,13 +208,18 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         let slabs = MIN_PARTIAL + 3;
         let mut objs = Objs::new(&c, slabs * per);
         // No other allocation between the readings of nr_free_pages: info()
-        // allocates (the name), so it comes after them.
+        // allocates (the name), so it comes after them. Pages that sheaves
+        // take (the slab_sheaf cache) are not this cache's.
+        let nr_free_pages = || nr_free_pages() + slab::sheaf_pages() as u64;
         let before = nr_free_pages();
         for _ in 0..slabs * per {
             objs.alloc()?;
         }
         let after_alloc = nr_free_pages();
         objs.free_all();
+        // Freed objects wait in this CPU's sheaves and the barn (as in
+        // Linux) until those are flushed: the slabs go empty then.
+        c.flush_sheaves();
         let after_free = nr_free_pages();
         let shrunk = c.shrink();
         let after_shrink = nr_free_pages();
@@ -647,6 +652,8 @@ fn destroy_of_an_empty_cache_returns_its_pages() -> TestResult {
     let c = cache("t-destroy-ok", 64, SlabFlags::empty())?;
     let per = c.info().objperslab;
     let mut v: Vec<NonNull<u8>> = Vec::with_capacity(3 * per);
+    // Pages that sheaves take (the slab_sheaf cache) are not this cache's.
+    let nr_free_pages = || nr_free_pages() + slab::sheaf_pages() as u64;
     let before = nr_free_pages();
     for _ in 0..3 * per {
         v.push(
@@ -780,6 +787,9 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
     unsafe { c.free(a) };
     // SAFETY: as for `a` on the line above, the same holds for `b`: it came from this private cache and is only read back to find its free pointer.
     unsafe { c.free(b) };
+    // Both wait in this CPU's sheaf (an array: no free pointer written)
+    // until the sheaf is flushed onto their slab's free list.
+    kassert_eq!(c.flush_sheaves(), 2);
     let stored = word(b);
     kassert!(stored != MARK, "no free pointer at offset 0");
     let slab_lo = objs

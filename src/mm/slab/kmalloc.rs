@@ -61,6 +61,7 @@ pub fn kmalloc_init() {
             .expect("cannot create the kmalloc caches")
         })
     });
+    super::cache::sheaf_cache_init();
 }
 
 /// Whether kmalloc is ready (the global allocator uses the early heap before).

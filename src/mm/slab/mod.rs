@@ -27,9 +27,11 @@ pub mod kmalloc;
 mod typed;
 
 pub use cache::{
-    CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo,
-    kmem_cache_create, list_lock_class, set_global_debug, show_slabinfo, slab_debug_parse,
-    slabinfo, slabinfo_header, slabinfo_row, try_slabinfo, write_slabinfo,
+    CreateError, DestroyError, KmemCache, MAX_CPUS, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
+    MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves, kmem_cache_alloc_bulk,
+    kmem_cache_create, kmem_cache_free_bulk, list_lock_class, set_global_debug, sheaf_pages,
+    show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row, try_slabinfo,
+    write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
