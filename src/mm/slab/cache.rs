@@ -914,6 +914,12 @@ pub struct SlabInfo {
     /// from their slabs, not handed out. 0 after [`KmemCache::info`] and
     /// [`KmemCache::shrink`] on one CPU.
     pub sheaf_objs: usize,
+    /// Objects per sheaf (0: a debug cache, without sheaves).
+    pub sheaf_capacity: usize,
+    /// Full sheaves in the barn (at most [`MAX_FULL_SHEAVES`]).
+    pub barn_full: usize,
+    /// Empty sheaves in the barn (at most [`MAX_EMPTY_SHEAVES`]).
+    pub barn_empty: usize,
     /// Object slots in all slabs.
     pub num_objs: usize,
     /// Bytes per object slot (with debug padding).
@@ -2152,6 +2158,9 @@ impl CacheInner {
             name: String::new(),
             active_objs: l.active_objs.saturating_sub(sheaf_objs),
             sheaf_objs,
+            sheaf_capacity: self.sheaf_capacity,
+            barn_full: l.nr_full,
+            barn_empty: l.nr_empty,
             num_objs: num_slabs * self.objects,
             objsize: self.size,
             objperslab: self.objects,
