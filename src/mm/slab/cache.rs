@@ -733,6 +733,7 @@ impl KmemCache {
 
     /// `kmem_cache_alloc`: one object, or `Err` (never a panic).
     #[track_caller]
+    #[inline]
     pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.inner().alloc(gfp)
     }
@@ -740,6 +741,7 @@ impl KmemCache {
     /// kmalloc's allocation of `size` bytes from this class: the slack after
     /// `size` is red-zoned when the cache has red zones (SLUB's `orig_size`).
     #[track_caller]
+    #[inline]
     pub(crate) fn alloc_kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.inner().alloc_orig(gfp, size)
     }
@@ -760,6 +762,7 @@ impl KmemCache {
     /// included) used afterwards. Pointers the checks reject (already free,
     /// another cache's object, not a slab object) are only reported.
     #[track_caller]
+    #[inline]
     pub unsafe fn free(&self, obj: NonNull<u8>) {
         self.inner().free(obj.as_ptr())
     }
@@ -1065,6 +1068,7 @@ impl CacheInner {
     }
 
     #[track_caller]
+    #[inline]
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.alloc_orig(gfp, self.object_size)
     }
