@@ -1658,9 +1658,8 @@ fn bulk_alloc_and_free_take_and_return_every_object() -> TestResult {
     sorted.dedup();
     kassert_eq!(sorted.len(), 100, "an object handed out twice");
     kassert!(!v.contains(&core::ptr::null_mut()));
-    // SAFETY: 64-byte objects just allocated, only read.
     let zero = v.iter().all(|p| {
-        unsafe { core::slice::from_raw_parts(*p, 64) }
+        bytes(NonNull::new(*p).unwrap_or(NonNull::dangling()), 64)
             .iter()
             .all(|b| *b == 0)
     });

@@ -245,10 +245,12 @@ struct CpuSheaves {
 }
 
 impl CpuSheaves {
-    const NONE: CpuSheaves = CpuSheaves {
-        main: AtomicPtr::new(ptr::null_mut()),
-        spare: AtomicPtr::new(ptr::null_mut()),
-    };
+    const fn new() -> CpuSheaves {
+        CpuSheaves {
+            main: AtomicPtr::new(ptr::null_mut()),
+            spare: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
 }
 
 /// Objects per sheaf by object size (SLAB's `enable_cpucache` table, scaled
@@ -686,7 +688,7 @@ impl KmemCache {
             } else {
                 0
             },
-            cpu: [const { CpuSheaves::NONE }; MAX_CPUS],
+            cpu: [const { CpuSheaves::new() }; MAX_CPUS],
             slabs_created: AtomicU64::new(0),
             slabs_freed: AtomicU64::new(0),
         })
@@ -883,7 +885,7 @@ pub struct SlabInconsistency {
     pub cache: String,
     /// The slab's address.
     pub slab: usize,
-    /// Objects the slab counts as taken (handed out or on a per-CPU list).
+    /// Objects the slab counts as taken (handed out or in a sheaf).
     pub inuse: usize,
     /// Objects marked in the allocation bitmap.
     pub allocated: usize,
@@ -968,7 +970,7 @@ impl CacheInner {
         }
     }
 
-    /// The slab of `obj`, a free object from a per-CPU list: by masking
+    /// The slab of `obj`, a free object from a sheaf: by masking
     /// while slabs sit at addresses aligned to their size (buddy blocks in a
     /// direct map always do), through the page otherwise; `None` if that is
     /// not a slab of this cache (an overwritten list).
