@@ -145,6 +145,8 @@ pub(crate) struct CacheInner {
     sheaf_capacity: usize,
     /// Each CPU's sheaves, indexed by CPU id.
     cpu: [CpuSheaves; MAX_CPUS],
+    /// `Lists::nr_full`, readable without the list lock (set under it).
+    barn_full_hint: AtomicUsize,
     slabs_created: AtomicU64,
     slabs_freed: AtomicU64,
 }
@@ -689,6 +691,7 @@ impl KmemCache {
                 0
             },
             cpu: [const { CpuSheaves::new() }; MAX_CPUS],
+            barn_full_hint: AtomicUsize::new(0),
             slabs_created: AtomicU64::new(0),
             slabs_freed: AtomicU64::new(0),
         })
@@ -857,8 +860,8 @@ impl KmemCache {
             debug::record(SlabBug::LiveObjectsAtDestroy, &inner.name);
             return Err(e);
         }
-        inner.free_all_sheaves();
-        inner.release_empty(0);
+        // Unregistered first: `flush_all_sheaves` looks at registered
+        // caches' sheaves without their list locks.
         let mut reg = CACHES.lock();
         for p in reg.0.iter_mut() {
             if ptr::eq(*p, inner) {
@@ -866,6 +869,8 @@ impl KmemCache {
             }
         }
         drop(reg);
+        inner.free_all_sheaves();
+        inner.release_empty(0);
         // SAFETY: unpublished, no slabs and no objects remain.
         drop(unsafe { alloc::boxed::Box::from_raw(self.inner.as_ptr()) });
         Ok(())
@@ -1346,6 +1351,7 @@ impl CacheInner {
                             (*full).next = ptr::null_mut();
                         }
                         l.nr_full -= 1;
+                        self.barn_full_hint.store(l.nr_full, Ordering::Relaxed);
                         l.barn_objs -= Sheaf::len(full);
                         pcs.main.store(full, Ordering::Relaxed);
                         let surplus = Self::barn_put_empty(&mut l, main);
@@ -1590,6 +1596,7 @@ impl CacheInner {
                 }
             }
             l.barn_objs = 0;
+            self.barn_full_hint.store(0, Ordering::Relaxed);
             drop(l);
             drop(irq);
         }
@@ -1633,6 +1640,7 @@ impl CacheInner {
             l.nr_full = 0;
             l.nr_empty = 0;
             l.barn_objs = 0;
+            self.barn_full_hint.store(0, Ordering::Relaxed);
         }
         while !chain.is_null() {
             // SAFETY: chained above; nobody else holds it.
@@ -1655,8 +1663,9 @@ impl CacheInner {
         pages
     }
 
-    /// Objects in the CPUs' sheaves (a snapshot of other CPUs' own). List
-    /// lock held by the caller, so no sheaf read here can be freed meanwhile.
+    /// Objects in the CPUs' sheaves (a snapshot of other CPUs' own). The
+    /// caller holds the list lock or the registry lock (the cache is
+    /// registered), so no sheaf read here can be freed meanwhile.
     fn cpu_sheaf_objs(&self) -> usize {
         self.cpu
             .iter()
@@ -1797,6 +1806,7 @@ impl CacheInner {
                     unsafe { (*main).next = l.barn_full };
                     l.barn_full = main;
                     l.nr_full += 1;
+                    self.barn_full_hint.store(l.nr_full, Ordering::Relaxed);
                     l.barn_objs += Sheaf::len(main);
                     // SAFETY: an empty sheaf nobody else holds.
                     unsafe { (*empty).size.store(0, Ordering::Relaxed) };
@@ -2206,16 +2216,18 @@ pub unsafe fn kmem_cache_free_bulk(cache: &KmemCache, objs: &[*mut u8]) {
 /// gives up (Linux drains per-CPU caches before an OOM), so that memory
 /// cached in sheaves is never what makes an allocation fail.
 pub fn flush_all_sheaves() -> usize {
+    // The registry lock is held throughout: a cache cannot be unregistered
+    // meanwhile, and a registered cache's CPU sheaves are freed only after
+    // it is (see destroy), so they may be looked at without its list lock:
+    // caches with nothing cached are skipped without taking it (reclaim
+    // calls this on every pass that reaches priority 0).
+    let reg = CACHES.lock();
     let mut pages = 0;
-    for i in 0..MAX_CACHES {
-        // The registry lock is held across the flush: a cache cannot be
-        // destroyed meanwhile. The flush takes list locks inside it, as
-        // slabinfo's readers do.
-        let reg = CACHES.lock();
-        let p = reg.0[i];
-        if !p.is_null() {
-            // SAFETY: registered caches are alive while registered.
-            pages += unsafe { (*p).flush_sheaves().1 };
+    for &p in reg.0.iter().filter(|p| !p.is_null()) {
+        // SAFETY: registered caches are alive while registered.
+        let c = unsafe { &*p };
+        if c.cpu_sheaf_objs() != 0 || c.barn_full_hint.load(Ordering::Relaxed) != 0 {
+            pages += c.flush_sheaves().1;
         }
     }
     pages
