@@ -84,6 +84,7 @@ kreclaim::kernel_tests!(
     failslab_fails_an_allocation_the_sheaf_could_serve,
     slabinfo_counts_sheaf_objects_apart_and_is_exact_after_a_flush,
     reclaim_flushes_every_cache_sheaves_before_it_gives_up,
+    kmalloc_and_kfree_go_through_the_sheaves_too,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1861,5 +1862,28 @@ fn reclaim_flushes_every_cache_sheaves_before_it_gives_up() -> TestResult {
     let i = c.info_unflushed();
     kassert_eq!((i.sheaf_objs, i.barn_full), (0, 0), "{i:?}");
     kassert!(i.num_slabs <= MIN_PARTIAL, "{i:?}");
+    Ok(())
+}
+
+fn kmalloc_and_kfree_go_through_the_sheaves_too() -> TestResult {
+    let c = kmalloc_slab(64, 1).ok_or_else(|| fail(String::from("no kmalloc-64")))?;
+    kassert_eq!(c.info().sheaf_capacity, 30);
+    let (p, before, after, q) = lockdep_off(|| {
+        let p = kmalloc(64, GFP_KERNEL);
+        let before = c.info_unflushed().sheaf_objs;
+        if let Ok(p) = p {
+            kfree(p.as_ptr());
+        }
+        let after = c.info_unflushed().sheaf_objs;
+        let q = kmalloc(64, GFP_KERNEL);
+        (p, before, after, q)
+    });
+    let (p, q) = (
+        p.map_err(|e| fail(alloc::format!("{e}")))?,
+        q.map_err(|e| fail(alloc::format!("{e}")))?,
+    );
+    kfree(q.as_ptr());
+    kassert_eq!(after, before + 1, "kfree pushed onto this CPU's sheaf");
+    kassert_eq!(q, p, "kmalloc popped it back");
     Ok(())
 }
