@@ -1292,10 +1292,10 @@ fn kmalloc_caches() -> Vec<&'static KmemCache> {
     v
 }
 
-/// A refill of a per-CPU list takes the list lock; lockdep can report on
+/// A refill of a CPU's sheaf takes the list lock; lockdep can report on
 /// that acquisition, and the report allocates through kmalloc, re-entering
-/// the cache being refilled (and refilling its list meanwhile). Objects must
-/// not be lost and the list must stay consistent.
+/// the cache being refilled (and refilling the sheaf meanwhile). Objects
+/// must not be lost and the slabs must stay consistent.
 fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
     use core::panic::Location;
     use kreclaim::sync::SpinLock;
@@ -1311,7 +1311,7 @@ fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
         lockdep::lock_acquire(&list_lock, 1, Acquire::EXCLUSIVE, Location::caller());
         drop(OUTER.lock());
         lockdep::lock_release(&list_lock, 1, Location::caller());
-        // Every per-CPU list empty: the next allocation of any class refills.
+        // Every sheaf empty (validate flushes): the next allocation refills.
         for c in &caches {
             c.validate()
                 .map_err(|e| fail(alloc::format!("before: {e}")))?;
