@@ -847,9 +847,10 @@ impl KmemCache {
 
     fn destroy_inner(&self) -> Result<(), DestroyError> {
         let inner = self.inner();
-        // Objects cached in sheaves are free: flushed first, they are not
-        // "live objects".
-        inner.flush_sheaves();
+        // Objects cached in sheaves are free: flushed first (every CPU's:
+        // nobody may use a cache being destroyed), they are not "live
+        // objects".
+        inner.flush_sheaves_of(true);
         let live = inner.counts().active_objs;
         if live != 0 {
             let e = DestroyError::LiveObjects {
@@ -1563,6 +1564,14 @@ impl CacheInner {
     /// Once kreclaim runs on several, this must run on each of them (Linux
     /// queues `flush_cpu_sheaves` work on every CPU and waits).
     pub(crate) fn flush_sheaves(&self) -> (usize, usize) {
+        self.flush_sheaves_of(false)
+    }
+
+    /// [`CacheInner::flush_sheaves`]; with `all_cpus`, every CPU's sheaves,
+    /// for destroy only: its caller promises that no CPU uses the cache any
+    /// more (as Linux's `kmem_cache_destroy` does), so the other CPUs'
+    /// sheaves are idle and may be emptied from here.
+    fn flush_sheaves_of(&self, all_cpus: bool) -> (usize, usize) {
         if self.sheaf_capacity == 0 {
             return (0, 0);
         }
@@ -1574,7 +1583,10 @@ impl CacheInner {
             let irq = IrqGuard::new();
             let cpu = crate::task::this_cpu(&irq).cpu_id;
             let mut l = self.lists.lock();
-            if let Some(pcs) = self.cpu.get(cpu) {
+            for (i, pcs) in self.cpu.iter().enumerate() {
+                if i != cpu && !all_cpus {
+                    continue;
+                }
                 for slot in [&pcs.main, &pcs.spare] {
                     let sh = slot.load(Ordering::Relaxed);
                     if !sh.is_null() {
