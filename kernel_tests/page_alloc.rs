@@ -364,7 +364,9 @@ fn pf_memalloc_takes_reserves_but_never_reclaims() -> TestResult {
 
 fn noretry_fails_under_pressure_where_nofail_waits_and_succeeds() -> TestResult {
     // The vmscan stub reclaims nothing: another task frees memory later.
-    let stash: Arc<spin::Mutex<Vec<PhysAddr>>> = Arc::new(spin::Mutex::new(Vec::new()));
+    // (Reclaim's last step flushes the slab caches' sheaves, which can free
+    // slab pages: flushed before, and no allocation in between frees any.)
+    let stash: Arc<spin::Mutex<Vec<PhysAddr>>> = Arc::new(spin::Mutex::new(Vec::with_capacity(64)));
     let go = Arc::new(AtomicBool::new(false));
     let (s, g) = (stash.clone(), go.clone());
     let freer = task::spawn("freer", move || {
@@ -377,6 +379,7 @@ fn noretry_fails_under_pressure_where_nofail_waits_and_succeeds() -> TestResult 
         }
     })
     .map_err(|e| fail(alloc::format!("spawn: {e:?}")))?;
+    kreclaim::mm::slab::flush_all_sheaves();
     let mut h = fill_to(0);
     kassert_eq!(nr_free_pages(), 0);
     for _ in 0..64 {

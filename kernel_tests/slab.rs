@@ -77,6 +77,15 @@ kreclaim::kernel_tests!(
     kmalloc_slack_after_the_requested_size_is_red_zoned,
     a_full_cache_registry_is_registry_full_not_no_memory,
     create_under_failslab_is_no_memory_and_leaks_nothing,
+    sheaf_fast_path_returns_objects_lifo_per_cpu,
+    frees_refill_sheaves_then_swap_then_the_barn_with_exact_counts,
+    bulk_alloc_and_free_take_and_return_every_object,
+    shrink_and_destroy_drain_the_sheaves,
+    debug_caches_bypass_sheaves_and_catch_every_double_free,
+    failslab_fails_an_allocation_the_sheaf_could_serve,
+    slabinfo_counts_sheaf_objects_apart_and_is_exact_after_a_flush,
+    reclaim_flushes_every_cache_sheaves_before_it_gives_up,
+    kmalloc_and_kfree_go_through_the_sheaves_too,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -214,13 +223,18 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         let slabs = MIN_PARTIAL + 3;
         let mut objs = Objs::new(&c, slabs * per);
         // No other allocation between the readings of nr_free_pages: info()
-        // allocates (the name), so it comes after them.
+        // allocates (the name), so it comes after them. Pages that sheaves
+        // take (the slab_sheaf cache) are not this cache's.
+        let nr_free_pages = || nr_free_pages() + slab::sheaf_pages() as u64;
         let before = nr_free_pages();
         for _ in 0..slabs * per {
             objs.alloc()?;
         }
         let after_alloc = nr_free_pages();
         objs.free_all();
+        // Freed objects wait in this CPU's sheaves and the barn (as in
+        // Linux) until those are flushed: the slabs go empty then.
+        c.flush_sheaves();
         let after_free = nr_free_pages();
         let shrunk = c.shrink();
         let after_shrink = nr_free_pages();
@@ -664,6 +678,8 @@ fn destroy_of_an_empty_cache_returns_its_pages() -> TestResult {
     let c = cache("t-destroy-ok", 64, SlabFlags::empty())?;
     let per = c.info().objperslab;
     let mut v: Vec<NonNull<u8>> = Vec::with_capacity(3 * per);
+    // Pages that sheaves take (the slab_sheaf cache) are not this cache's.
+    let nr_free_pages = || nr_free_pages() + slab::sheaf_pages() as u64;
     let before = nr_free_pages();
     for _ in 0..3 * per {
         v.push(
@@ -798,6 +814,9 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
     unsafe { c.free(a) };
     // SAFETY: as for `a` on the line above, the same holds for `b`: it came from this private cache and is only read back to find its free pointer.
     unsafe { c.free(b) };
+    // Both wait in this CPU's sheaf (an array: no free pointer written)
+    // until the sheaf is flushed onto their slab's free list.
+    kassert_eq!(c.flush_sheaves(), 2);
     let stored = word(b);
     kassert!(stored != MARK, "no free pointer at offset 0");
     let slab_lo = objs
@@ -1319,10 +1338,10 @@ fn kmalloc_caches() -> Vec<&'static KmemCache> {
     v
 }
 
-/// A refill of a per-CPU list takes the list lock; lockdep can report on
+/// A refill of a CPU's sheaf takes the list lock; lockdep can report on
 /// that acquisition, and the report allocates through kmalloc, re-entering
-/// the cache being refilled (and refilling its list meanwhile). Objects must
-/// not be lost and the list must stay consistent.
+/// the cache being refilled (and refilling the sheaf meanwhile). Objects
+/// must not be lost and the slabs must stay consistent.
 fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
     use core::panic::Location;
     use kreclaim::sync::SpinLock;
@@ -1338,7 +1357,7 @@ fn percpu_refill_reentered_by_a_lockdep_report_loses_nothing() -> TestResult {
         lockdep::lock_acquire(&list_lock, 1, Acquire::EXCLUSIVE, Location::caller());
         drop(OUTER.lock());
         lockdep::lock_release(&list_lock, 1, Location::caller());
-        // Every per-CPU list empty: the next allocation of any class refills.
+        // Every sheaf empty (validate flushes): the next allocation refills.
         for c in &caches {
             c.validate()
                 .map_err(|e| fail(alloc::format!("before: {e}")))?;
@@ -1531,5 +1550,393 @@ fn create_under_failslab_is_no_memory_and_leaks_nothing() -> TestResult {
     }
     let c = kmem_cache_create("t-failslab-create", 48, 0, SlabFlags::empty(), None);
     kassert!(c.is_ok(), "{:?}", c.err());
+    Ok(())
+}
+
+/// (objects cached in sheaves, full sheaves in the barn, empty ones,
+/// objects handed out), sheaves not flushed.
+fn sheaves(c: &KmemCache) -> (usize, usize, usize, usize) {
+    let i = c.info_unflushed();
+    (i.sheaf_objs, i.barn_full, i.barn_empty, i.active_objs)
+}
+
+/// Runs `f` with lockdep off, as `bench=mm lockdep=off` does: the
+/// allocation fast path proper (with lockdep on, every allocation takes the
+/// slow path for the fs_reclaim annotation).
+fn lockdep_off<R>(f: impl FnOnce() -> R) -> R {
+    let saved = lockdep::mode();
+    lockdep::set_mode(lockdep::LockdepMode::Off);
+    let r = f();
+    lockdep::set_mode(saved);
+    r
+}
+
+fn sheaf_fast_path_returns_objects_lifo_per_cpu() -> TestResult {
+    let c = cache("t-sheaf-lifo", 64, SlabFlags::empty())?;
+    kassert_eq!(c.info().sheaf_capacity, 30);
+    let mut objs = Objs::new(&c, 8);
+    for _ in 0..4 {
+        objs.alloc()?;
+    }
+    c.flush_sheaves();
+    let (a, b) = (objs.v[1], objs.v[2]);
+    const MARK: u64 = 0x5eaf_5eaf_5eaf_5eaf;
+    // SAFETY: live objects of ours.
+    unsafe {
+        a.cast::<u64>().write(MARK);
+        b.cast::<u64>().write(MARK);
+    }
+    objs.v.retain(|p| *p != a && *p != b);
+    let (x, y, cached, words) = lockdep_off(|| {
+        // SAFETY: `a` and `b` came from this cache and left `objs`.
+        unsafe {
+            c.free(a);
+            c.free(b);
+        }
+        let cached = sheaves(&c);
+        // A sheaf is an array: nothing is written into a freed object (a
+        // slab's free list would put its free pointer in the first word).
+        // SAFETY: freed objects of a live slab, only read.
+        let words = unsafe { (a.cast::<u64>().read(), b.cast::<u64>().read()) };
+        let x = c.alloc(GFP_KERNEL);
+        let y = c.alloc(GFP_KERNEL);
+        (x, y, cached, words)
+    });
+    let (x, y) = (
+        x.map_err(|e| fail(alloc::format!("{e}")))?,
+        y.map_err(|e| fail(alloc::format!("{e}")))?,
+    );
+    objs.v.push(x);
+    objs.v.push(y);
+    kassert_eq!(cached, (2, 0, 0, 2), "both freed objects wait in the sheaf");
+    kassert_eq!(words, (MARK, MARK), "freed objects were written to");
+    kassert_eq!((x, y), (b, a), "last freed, first allocated");
+    kassert_eq!(sheaves(&c), (0, 0, 0, 4));
+    Ok(())
+}
+
+fn frees_refill_sheaves_then_swap_then_the_barn_with_exact_counts() -> TestResult {
+    use kreclaim::mm::slab::MAX_FULL_SHEAVES;
+    let c = cache("t-sheaf-barn", 64, SlabFlags::empty())?;
+    let cap = c.info().sheaf_capacity;
+    kassert_eq!(cap, 30);
+    let held = 2 * cap + MAX_FULL_SHEAVES * cap + 1 + 60;
+    let mut objs = Objs::new(&c, held);
+    for _ in 0..held {
+        objs.alloc()?;
+    }
+    c.flush_sheaves();
+    kassert_eq!(sheaves(&c), (0, 0, 0, held));
+    let v = objs.v.clone();
+    let freed = core::cell::Cell::new(0);
+    let free_n = |n: usize| {
+        for p in &v[freed.get()..freed.get() + n] {
+            // SAFETY: each object came from this cache; it leaves `objs`
+            // below (retain) before the test ends, so it is freed once.
+            unsafe { c.free(*p) };
+        }
+        freed.set(freed.get() + n);
+    };
+    free_n(cap);
+    kassert_eq!(sheaves(&c), (cap, 0, 0, held - cap), "main sheaf full");
+    free_n(1);
+    kassert_eq!(sheaves(&c).0, cap + 1, "main full: swapped with the spare");
+    free_n(cap - 1);
+    kassert_eq!(sheaves(&c).0, 2 * cap, "main and spare full");
+    for k in 1..=MAX_FULL_SHEAVES {
+        free_n(1);
+        kassert_eq!(
+            sheaves(&c),
+            (2 * cap + (k - 1) * cap + 1, k, 0, held - freed.get()),
+            "a full main went to the barn for an empty sheaf ({k})"
+        );
+        free_n(cap - 1);
+    }
+    let full = 2 * cap + MAX_FULL_SHEAVES * cap;
+    kassert_eq!(sheaves(&c), (full, MAX_FULL_SHEAVES, 0, held - freed.get()));
+    // The barn is full: the next full main goes back to the slabs.
+    free_n(1);
+    kassert_eq!(
+        sheaves(&c),
+        (full - cap + 1, MAX_FULL_SHEAVES, 0, held - freed.get()),
+        "a full main flushed to the slabs"
+    );
+    let freed_objs: Vec<NonNull<u8>> = v[..freed.get()].to_vec();
+    objs.v.retain(|p| !freed_objs.contains(p));
+    // Allocation undoes it: main (one object), the spare (the first sheaf
+    // filled, newest first), then a full sheaf from the barn (the last one
+    // put there) for the empty main, which goes to the barn's empties.
+    let f = |k: usize| freed_objs[k - 1];
+    let first = objs.alloc()?;
+    let freed = freed.get();
+    kassert_eq!(first, f(freed));
+    let second = objs.alloc()?;
+    kassert_eq!(second, f(cap), "the spare, newest first");
+    for _ in 0..cap - 1 {
+        objs.alloc()?;
+    }
+    kassert_eq!(
+        sheaves(&c).0,
+        MAX_FULL_SHEAVES * cap,
+        "main and spare empty"
+    );
+    let from_barn = objs.alloc()?;
+    kassert_eq!(
+        from_barn,
+        f(2 * cap + MAX_FULL_SHEAVES * cap - cap),
+        "the newest object of the last sheaf put in the barn"
+    );
+    kassert_eq!(
+        sheaves(&c),
+        (
+            MAX_FULL_SHEAVES * cap - 1,
+            MAX_FULL_SHEAVES - 1,
+            1,
+            held - freed + cap + 2
+        ),
+        "a full sheaf from the barn for the empty main"
+    );
+    c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    Ok(())
+}
+
+fn bulk_alloc_and_free_take_and_return_every_object() -> TestResult {
+    let c = cache("t-bulk", 64, SlabFlags::empty())?;
+    let mut v = [core::ptr::null_mut::<u8>(); 100];
+    c.alloc_bulk(GFP_KERNEL | Gfp::__GFP_ZERO, &mut v)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let mut sorted = v.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    kassert_eq!(sorted.len(), 100, "an object handed out twice");
+    kassert!(!v.contains(&core::ptr::null_mut()));
+    let zero = v.iter().all(|p| {
+        // SAFETY: each pointer is a live 64-byte object of this cache that
+        // the test owns until the bulk free below (none is null).
+        unsafe { bytes(NonNull::new(*p).unwrap_or(NonNull::dangling()), 64) }
+            .iter()
+            .all(|b| *b == 0)
+    });
+    kassert!(zero, "__GFP_ZERO");
+    kassert_eq!(c.info().active_objs, 100);
+    // SAFETY: the objects came from this cache and are not used again.
+    unsafe { slab::kmem_cache_free_bulk(&c, &v) };
+    kassert_eq!(c.info().active_objs, 0);
+    // All or none: with failslab armed, the call fails and takes nothing.
+    let injected = FAILSLAB.injected();
+    FAILSLAB.configure(100, 1, 1);
+    let r = slab::kmem_cache_alloc_bulk(&c, GFP_KERNEL | NOWARN, &mut v);
+    FAILSLAB.disable();
+    kassert!(r.is_err());
+    kassert_eq!(FAILSLAB.injected(), injected + 1);
+    kassert_eq!(c.info().active_objs, 0);
+    c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    Ok(())
+}
+
+fn shrink_and_destroy_drain_the_sheaves() -> TestResult {
+    let c = cache("t-sheaf-shrink", 64, SlabFlags::empty())?;
+    let per = c.info().objperslab;
+    let nr_free_pages = || nr_free_pages() + slab::sheaf_pages() as u64;
+    let before = nr_free_pages();
+    let mut objs = Objs::new(&c, 3 * per);
+    for _ in 0..3 * per {
+        objs.alloc()?;
+    }
+    objs.free_all();
+    let (cached, _, _, active) = sheaves(&c);
+    kassert!(
+        cached > 0 && active == 0,
+        "{cached} cached, {active} active"
+    );
+    kassert!(c.info_unflushed().num_slabs > 0);
+    let pages = c.shrink();
+    kassert_eq!(sheaves(&c).0, 0, "shrink flushed the sheaves");
+    kassert_eq!(c.info_unflushed().num_slabs, 0, "and released every slab");
+    kassert_eq!(pages, 3);
+    kassert_eq!(nr_free_pages(), before);
+    // Destroy with objects only in sheaves: not live objects.
+    let d = cache("t-sheaf-destroy", 64, SlabFlags::empty())?;
+    let mut v = [core::ptr::null_mut::<u8>(); 10];
+    d.alloc_bulk(GFP_KERNEL, &mut v)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    d.flush_sheaves(); // the refill's leftovers
+    // SAFETY: the objects came from `d` and are not used again.
+    unsafe { d.free_bulk(&v) };
+    kassert_eq!(d.info_unflushed().sheaf_objs, 10);
+    let n = slab::reports().len();
+    kassert_eq!(d.destroy(), Ok(()));
+    kassert!(reports_since(n).is_empty(), "{:?}", reports_since(n));
+    kassert!(slab::slabinfo().iter().all(|r| r.name != "t-sheaf-destroy"));
+    // Truly live objects are still reported, by name and count, whatever
+    // the sheaves hold.
+    let e = cache("t-sheaf-live", 64, SlabFlags::empty())?;
+    let mut w = [core::ptr::null_mut::<u8>(); 3];
+    e.alloc_bulk(GFP_KERNEL, &mut w)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    // SAFETY: `w[0]` came from `e` and is not used again.
+    unsafe { e.free_bulk(&w[..1]) };
+    let n = slab::reports().len();
+    let r = e.destroy();
+    kassert_eq!(
+        r,
+        Err(DestroyError::LiveObjects {
+            cache: String::from("t-sheaf-live"),
+            count: 2
+        })
+    );
+    one_report(n, SlabBug::LiveObjectsAtDestroy, "t-sheaf-live")?;
+    Ok(())
+}
+
+fn debug_caches_bypass_sheaves_and_catch_every_double_free() -> TestResult {
+    // With `F`, a free is checked at once: a double free of an object that
+    // is not the last one freed is caught on the spot.
+    let c = cache("t-sheaf-debug", 64, SlabFlags::CONSISTENCY_CHECKS)?;
+    kassert_eq!(c.info().sheaf_capacity, 0, "a debug cache has no sheaves");
+    let mut objs = Objs::new(&c, 4);
+    let (a, b) = (objs.alloc()?, objs.alloc()?);
+    objs.alloc()?;
+    objs.v.retain(|p| *p != a && *p != b);
+    // SAFETY: `a` and `b` came from this cache; the second free of `a` is
+    // refused and only reported.
+    unsafe {
+        c.free(a);
+        c.free(b);
+    }
+    let n = slab::reports().len();
+    // SAFETY: `a` is already free: refused and reported.
+    unsafe { c.free(a) };
+    let r = one_report(n, SlabBug::DoubleFree, "t-sheaf-debug")?;
+    kassert_eq!(r.addr, a.as_ptr() as usize);
+    kassert_eq!(c.info_unflushed().sheaf_objs, 0);
+    kassert_eq!(c.info().active_objs, 1);
+    // Without debug flags the same double free waits in the sheaf (as in
+    // Linux) and is reported, by name, when the sheaf is flushed; the
+    // object is linked onto its slab once.
+    let d = cache("t-sheaf-nodebug", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&d, 4);
+    let (a, b) = (objs.alloc()?, objs.alloc()?);
+    objs.alloc()?;
+    d.flush_sheaves(); // the refill's leftovers
+    objs.v.retain(|p| *p != a && *p != b);
+    // SAFETY: as above.
+    unsafe {
+        d.free(a);
+        d.free(b);
+        d.free(a);
+    }
+    let n = slab::reports().len();
+    kassert_eq!(d.flush_sheaves(), 3);
+    let r = one_report(n, SlabBug::DoubleFree, "t-sheaf-nodebug")?;
+    kassert_eq!(r.addr, a.as_ptr() as usize);
+    kassert_eq!(d.info().active_objs, 1);
+    d.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    // The naive check (SLUB's): freeing the object freed last is caught at once.
+    let x = objs.alloc()?;
+    objs.v.retain(|p| *p != x);
+    // SAFETY: `x` came from `d`; the second free is refused and reported.
+    unsafe { d.free(x) };
+    let n = slab::reports().len();
+    // SAFETY: `x` is already free (the last object freed): refused.
+    unsafe { d.free(x) };
+    one_report(n, SlabBug::DoubleFree, "t-sheaf-nodebug")?;
+    Ok(())
+}
+
+fn failslab_fails_an_allocation_the_sheaf_could_serve() -> TestResult {
+    let c = cache("t-sheaf-failslab", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 2);
+    objs.alloc()?;
+    let (cached, ..) = sheaves(&c);
+    kassert!(cached > 0, "the sheaf holds objects");
+    let injected = FAILSLAB.injected();
+    let (first, second) = lockdep_off(|| {
+        FAILSLAB.configure(100, 1, 1);
+        let first = c.alloc(GFP_KERNEL | NOWARN);
+        let second = c.alloc(GFP_KERNEL | NOWARN);
+        FAILSLAB.disable();
+        (first, second)
+    });
+    if let Ok(p) = second {
+        objs.v.push(p);
+    }
+    kassert!(first.is_err(), "failslab must fail the fast path too");
+    kassert!(second.is_ok());
+    kassert_eq!(FAILSLAB.injected(), injected + 1);
+    kassert_eq!(
+        sheaves(&c).0,
+        cached - 1,
+        "only the second came from the sheaf"
+    );
+    Ok(())
+}
+
+fn slabinfo_counts_sheaf_objects_apart_and_is_exact_after_a_flush() -> TestResult {
+    let c = cache("t-sheaf-info", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 80);
+    for _ in 0..80 {
+        objs.alloc()?;
+    }
+    c.flush_sheaves();
+    for _ in 0..20 {
+        objs.free_last();
+    }
+    let row = |name: &str| {
+        slab::slabinfo()
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| fail(alloc::format!("no row {name}")))
+    };
+    let r = row("t-sheaf-info")?;
+    kassert_eq!((r.active_objs, r.sheaf_objs), (60, 20), "{r:?}");
+    kassert_eq!(r.num_slabs, 2, "the sheaf's objects keep their slabs");
+    c.flush_sheaves();
+    let r = row("t-sheaf-info")?;
+    kassert_eq!((r.active_objs, r.sheaf_objs), (60, 0), "{r:?}");
+    kassert_eq!(r.num_slabs, 2);
+    kassert_eq!(r.active_slabs, r.partial_slabs + r.full_slabs);
+    kassert_eq!(r.num_slabs, r.active_slabs + r.empty_slabs);
+    c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    Ok(())
+}
+
+fn reclaim_flushes_every_cache_sheaves_before_it_gives_up() -> TestResult {
+    let c = cache("t-sheaf-reclaim", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 200);
+    for _ in 0..200 {
+        objs.alloc()?;
+    }
+    objs.free_all();
+    kassert!(sheaves(&c).0 > 0);
+    // Nothing else to reclaim here: every priority runs, then the sheaves
+    // are flushed.
+    kreclaim::mm::vmscan::try_to_free_pages(GFP_KERNEL, 0);
+    let i = c.info_unflushed();
+    kassert_eq!((i.sheaf_objs, i.barn_full), (0, 0), "{i:?}");
+    kassert!(i.num_slabs <= MIN_PARTIAL, "{i:?}");
+    Ok(())
+}
+
+fn kmalloc_and_kfree_go_through_the_sheaves_too() -> TestResult {
+    let c = kmalloc_slab(64, 1).ok_or_else(|| fail(String::from("no kmalloc-64")))?;
+    kassert_eq!(c.info().sheaf_capacity, 30);
+    let (p, before, after, q) = lockdep_off(|| {
+        let p = kmalloc(64, GFP_KERNEL);
+        let before = c.info_unflushed().sheaf_objs;
+        if let Ok(p) = p {
+            kfree(p.as_ptr());
+        }
+        let after = c.info_unflushed().sheaf_objs;
+        let q = kmalloc(64, GFP_KERNEL);
+        (p, before, after, q)
+    });
+    let (p, q) = (
+        p.map_err(|e| fail(alloc::format!("{e}")))?,
+        q.map_err(|e| fail(alloc::format!("{e}")))?,
+    );
+    kfree(q.as_ptr());
+    kassert_eq!(after, before + 1, "kfree pushed onto this CPU's sheaf");
+    kassert_eq!(q, p, "kmalloc popped it back");
     Ok(())
 }

@@ -119,6 +119,14 @@ impl FaultAttr {
         self.min_order.load(Ordering::Relaxed)
     }
 
+    /// Whether the fault point can fail anything at all (probability above
+    /// 0): one relaxed load, so that fast paths pay nothing more while fault
+    /// injection is off and call [`should_fail`] only when it is on.
+    #[inline(always)]
+    pub fn armed(&self) -> bool {
+        self.probability.load(Ordering::Relaxed) != 0
+    }
+
     /// The attribute's name (`fail_page_alloc`, `failslab`), for reports.
     pub fn name(&self) -> &'static str {
         self.name

@@ -179,6 +179,7 @@ impl Page {
     }
 
     /// The owner's word (Linux's `page->private`).
+    #[inline]
     pub fn private(&self) -> usize {
         self.private.load(Ordering::Relaxed)
     }

@@ -292,6 +292,7 @@ pub fn free_per_order() -> [u64; NR_ORDERS] {
 }
 
 /// The metadata of page frame `pfn`, if the allocator spans it.
+#[inline]
 pub fn pfn_to_page(pfn: u64) -> Option<&'static Page> {
     ZONE.pfn_to_page(pfn)
 }
@@ -1198,6 +1199,7 @@ pub fn set_page_private(pa: PhysAddr, v: u64) {
 }
 
 /// The page's private word; `None` outside the managed span.
+#[inline]
 pub fn page_private(pa: PhysAddr) -> Option<u64> {
     pfn_to_page(pa.pfn()).map(|p| p.private() as u64)
 }

@@ -157,7 +157,12 @@ fn do_try_to_free_pages(gfp: Gfp, target: u64, stop_when_balanced: bool) -> u64 
             return got;
         }
         if priority == 0 {
-            return got;
+            // Last: the objects cached in every cache's sheaves go back to
+            // their slabs and empty slabs to the page allocator (Linux
+            // drains per-CPU caches before it declares OOM). The pages
+            // freed count as reclaimed: this runs under PF_MEMALLOC.
+            crate::mm::slab::flush_all_sheaves();
+            return t.reclaimed() - start;
         }
         priority -= 1;
         task::yield_now();

@@ -354,6 +354,7 @@ impl Zone {
     }
 
     /// The metadata of `pfn`, if the zone spans it.
+    #[inline]
     pub fn pfn_to_page(&self, pfn: u64) -> Option<&'static Page> {
         let map = self.mem_map.load(Ordering::Acquire);
         let i = pfn.checked_sub(self.start_pfn.load(Ordering::Relaxed))?;

@@ -470,6 +470,15 @@ pub struct PerCpu {
     to_reap: spin::Mutex<Option<Arc<Task>>>,
 }
 
+impl PerCpu {
+    /// This CPU's preempt count, read through [`this_cpu`] (whose guard
+    /// keeps the caller here): the allocator's fast path checks it inline.
+    #[inline]
+    pub fn preempt_count(&self) -> usize {
+        self.preempt_count.load(Ordering::Relaxed)
+    }
+}
+
 static EARLY_TASK: Task = Task::early();
 
 static CPUS: [PerCpu; 1] = [PerCpu {

@@ -246,4 +246,49 @@ fn main() {
         "  slab memory overhead < 5% for 64-byte objects: {overhead:.2}% -> {}",
         goal(overhead < 5.0)
     );
+    // Issue 11's goals (per-CPU fast paths).
+    let hot64 = &rows[0];
+    let (vs_sys, vs_talc) = (
+        hot64.peers[3] / hot64.kreclaim,
+        hot64.peers[0] / hot64.kreclaim,
+    );
+    let churn_talc = churn10k.peers[0] / churn10k.kreclaim;
+    let issue11 = [
+        (
+            "hot alloc+free 64 B no slower than the system allocator",
+            vs_sys,
+            1.0,
+        ),
+        ("hot alloc+free 64 B >= 1.5x faster than talc", vs_talc, 1.5),
+        (
+            "churn, 10,000 live >= 1.5x faster than talc",
+            churn_talc,
+            1.5,
+        ),
+    ];
+    for (name, ratio, want) in issue11 {
+        println!("  {name}: {ratio:.2}x -> {}", goal(ratio >= want));
+    }
+    if args.iter().any(|a| a == "--json") {
+        // One JSON object per figure, for programs (`cargo host-bench -- --json`).
+        for r in &rows {
+            let peers: Vec<String> = names
+                .iter()
+                .zip(&r.peers)
+                .map(|(n, p)| format!("\"{n}\":{p:.1}"))
+                .collect();
+            println!(
+                "{{\"kind\":\"bench\",\"name\":\"{}\",\"kreclaim_ns\":{:.1},\"peers_ns\":{{{}}}}}",
+                r.name,
+                r.kreclaim,
+                peers.join(",")
+            );
+        }
+        for (name, ratio, want) in issue11 {
+            println!(
+                "{{\"kind\":\"goal\",\"name\":\"{name}\",\"ratio\":{ratio:.2},\"want\":{want:.1},\"met\":{}}}",
+                ratio >= want
+            );
+        }
+    }
 }

@@ -29,6 +29,10 @@ pub struct Qemu;
 static SERIAL: spin::Mutex<serial::Serial> = spin::Mutex::new(serial::Serial::com1());
 
 impl Platform for Qemu {
+    fn irq_flag_is_native(&self) -> bool {
+        true // irq_save / irq_restore below are `cli` and `sti` alone
+    }
+
     #[inline]
     fn irq_save(&self) -> bool {
         let was = x86_64::instructions::interrupts::are_enabled();

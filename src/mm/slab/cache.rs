@@ -7,10 +7,9 @@ use crate::mm::page_alloc::{self, AllocError, PageOwner, PhysAddr};
 use crate::platform::IrqGuard;
 use crate::sync::SpinLock;
 use alloc::string::String;
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 bitflags::bitflags! {
     /// Cache flags with Linux's values (`include/linux/slab.h`).
@@ -65,6 +64,7 @@ enum ListKind {
 pub(crate) struct SlabHeader {
     magic: u32,
     objects: u16,
+    /// Objects off the slab's free list: handed out, or cached in a sheaf.
     inuse: u16,
     pub(crate) cache: *const CacheInner,
     /// Encoded pointer to the first free object (0 = none).
@@ -73,11 +73,11 @@ pub(crate) struct SlabHeader {
     prev: *mut SlabHeader,
     list: ListKind,
     order: u8,
-    /// Objects handed out (the bits set in `allocated`); `inuse` also
-    /// counts the objects of this slab sitting in per-CPU arrays.
-    users: u16,
-    /// Bit i set = object i allocated.
-    allocated: [u64; MAX_OBJECTS / 64],
+    /// Bit i set = object i is off the free list (handed out, or in a
+    /// sheaf). Changed only under the list lock; the free fast path reads it
+    /// without (a clear bit there is a double free), hence atomics, used
+    /// with plain loads and stores only.
+    allocated: [AtomicU64; MAX_OBJECTS / 64],
 }
 
 const _: () = assert!(core::mem::size_of::<SlabHeader>() <= HEADER_SIZE);
@@ -95,14 +95,25 @@ impl ListHead {
     };
 }
 
+/// The node's state behind its list lock (Linux's `kmem_cache_node`, with
+/// its `node_barn`): the slab lists and the barn of sheaves.
 struct Lists {
     partial: ListHead,
     full: ListHead,
     empty: ListHead,
+    /// Objects off the slabs' free lists (handed out or in sheaves).
     active_objs: usize,
+    /// The barn's full sheaves, chained through [`Sheaf::next`].
+    barn_full: *mut Sheaf,
+    nr_full: usize,
+    /// The barn's empty sheaves.
+    barn_empty: *mut Sheaf,
+    nr_empty: usize,
+    /// Objects in the barn's full sheaves.
+    barn_objs: usize,
 }
 
-// SAFETY: the raw slab pointers are only followed under the list lock.
+// SAFETY: the raw slab and sheaf pointers are only followed under the list lock.
 unsafe impl Send for Lists {}
 
 /// A cache's immutable layout and its locked lists.
@@ -131,72 +142,137 @@ pub(crate) struct CacheInner {
     size_recip: u64,
     cookie: usize,
     lists: SpinLock<Lists>,
-    /// `lists.empty.len`, readable without the lock (the free fast path
-    /// asks whether a slab going empty would be released).
-    empty_len: AtomicUsize,
-    /// Per-CPU object arrays (0 entries: the cache bypasses them).
-    cpu_limit: usize,
-    cpu: [UnsafeCell<CpuCache>; NR_CPUS],
-    allocs: AtomicU64,
-    frees: AtomicU64,
+    /// Objects per sheaf (Linux's `sheaf_capacity`); 0 for debug caches,
+    /// which bypass sheaves so that every free is checked under the lock.
+    sheaf_capacity: usize,
+    /// Each CPU's sheaves, indexed by CPU id.
+    cpu: [CpuSheaves; MAX_CPUS],
+    /// `Lists::nr_full`, readable without the list lock (set under it).
+    barn_full_hint: AtomicUsize,
     slabs_created: AtomicU64,
     slabs_freed: AtomicU64,
 }
 
-/// CPUs with a per-CPU object array; kreclaim runs on one.
-const NR_CPUS: usize = 1;
-/// Capacity of a per-CPU object array.
-const CPU_ARRAY: usize = 32;
+/// CPUs (ids `0..MAX_CPUS`) for which a cache keeps sheaves; a CPU with a
+/// higher id allocates and frees through the slabs directly.
+pub const MAX_CPUS: usize = 16;
+/// Full sheaves a barn keeps (Linux: `MAX_FULL_SHEAVES`, 10; fewer here,
+/// for machines of a few MiB). Beyond, a full sheaf goes back to the slabs.
+pub const MAX_FULL_SHEAVES: usize = 4;
+/// Empty sheaves a barn keeps (Linux: `MAX_EMPTY_SHEAVES`); beyond, they are
+/// freed.
+pub const MAX_EMPTY_SHEAVES: usize = 4;
 
-/// This CPU's number (the per-CPU arrays' index). One CPU today.
-#[inline(always)]
-fn this_cpu_id() -> usize {
-    0
+/// An array of free objects of one cache (Linux 6.18's `slab_sheaf`):
+/// `size` objects in the slots that follow the header, the newest last.
+/// Allocated from kmalloc (its slabs directly, not through sheaves).
+#[repr(C)]
+struct Sheaf {
+    /// The barn list a sheaf sits on (under the list lock).
+    next: *mut Sheaf,
+    /// Objects held. Changed by the owning CPU with interrupts masked, or
+    /// under the list lock once in the barn; readers under the lock take a
+    /// snapshot of other CPUs' sheaves (plain loads and stores).
+    size: AtomicUsize,
 }
 
-/// A per-CPU list of free objects in front of a cache (SLUB's per-CPU
-/// freelist, SLAB's `array_cache` in size): the alloc and free fast paths pop
-/// and push here with interrupts masked only, without the list lock; it is
-/// refilled and drained in batches under the list lock. The list is linked
-/// through the objects' free pointers, encoded like a slab's free list, so a
-/// free object never holds a raw address. Objects on it are free for the
-/// allocation bitmap (a double free of one is caught) and for
-/// `active_objs`, but still counted in their slab's `inuse`.
-struct CpuCache {
-    /// First free object (a raw address, as SLUB keeps `c->freelist`), 0 if none.
-    head: usize,
-    avail: usize,
-    /// Statistics of the fast path (per CPU, no atomics).
-    allocs: u64,
-    frees: u64,
+/// Bytes of every sheaf: the header and up to 30 object slots.
+const SHEAF_BYTES: usize = 256;
+
+/// The cache sheaves come from: `slab_sheaf` in slabinfo, its active
+/// objects the sheaves in use. It has no sheaves of its own.
+static SHEAF_CACHE: spin::Once<KmemCache> = spin::Once::new();
+
+/// Creates the `slab_sheaf` cache (at kmalloc's initialisation); until
+/// then, and if it cannot be created, caches work without sheaves.
+pub(crate) fn sheaf_cache_init() {
+    SHEAF_CACHE.call_once(|| {
+        KmemCache::create_with(
+            "slab_sheaf",
+            SHEAF_BYTES,
+            64,
+            SlabFlags::empty(),
+            None,
+            false,
+        )
+        .expect("cannot create the slab_sheaf cache")
+    });
 }
 
-impl CpuCache {
-    const EMPTY: CpuCache = CpuCache {
-        head: 0,
-        avail: 0,
-        allocs: 0,
-        frees: 0,
-    };
+/// Pages held by the `slab_sheaf` cache's slabs: memory the sheaves cost.
+/// Allocates nothing, so tests can subtract it between page counts.
+pub fn sheaf_pages() -> usize {
+    SHEAF_CACHE.get().map_or(0, |c| {
+        let i = c.inner().counts();
+        i.num_slabs * i.pagesperslab
+    })
 }
 
-/// Per-CPU list length by object size (SLAB's `enable_cpucache` table,
-/// scaled down), at most one slab's worth; 0 (bypass) for caches with
-/// poison or red zones, whose checks run under the list lock.
-fn cpu_limit_for(size: usize, objects: usize, flags: SlabFlags) -> usize {
-    if flags.intersects(SlabFlags::POISON | SlabFlags::RED_ZONE) {
+/// Words of a sheaf's header, before its object slots.
+const SHEAF_HEADER_WORDS: usize = 2;
+const _: () = assert!(core::mem::size_of::<Sheaf>() == SHEAF_HEADER_WORDS * 8);
+
+impl Sheaf {
+    /// Slot `i` of sheaf `sh`.
+    ///
+    /// # Safety
+    /// `sh` is a live sheaf and `i` below its cache's sheaf capacity.
+    #[inline(always)]
+    unsafe fn slot(sh: *mut Sheaf, i: usize) -> *mut usize {
+        // SAFETY: the caller's contract: the slots follow the header.
+        unsafe { (sh as *mut usize).add(SHEAF_HEADER_WORDS + i) }
+    }
+
+    /// Objects in `sh` (0 for none).
+    #[inline(always)]
+    fn len(sh: *mut Sheaf) -> usize {
+        if sh.is_null() {
+            return 0;
+        }
+        // SAFETY: a non-null sheaf pointer read from a CPU slot or the barn
+        // stays valid while the caller holds the list lock or runs on the
+        // owning CPU with interrupts masked (sheaves leave a CPU only under
+        // the list lock and are freed only after).
+        unsafe { (*sh).size.load(Ordering::Relaxed) }
+    }
+}
+
+/// One CPU's sheaves of a cache (Linux's `slub_percpu_sheaves`): `main`
+/// serves allocations and takes frees, `spare` is swapped in when main runs
+/// empty (or full). Only their CPU changes them, with interrupts masked, and
+/// without a lock; a sheaf leaves a CPU (to the barn, or to be freed) only
+/// under the list lock, so readers that hold it (slabinfo) may follow the
+/// pointers. Relaxed atomics: plain loads and stores.
+struct CpuSheaves {
+    main: AtomicPtr<Sheaf>,
+    spare: AtomicPtr<Sheaf>,
+}
+
+impl CpuSheaves {
+    const fn new() -> CpuSheaves {
+        CpuSheaves {
+            main: AtomicPtr::new(ptr::null_mut()),
+            spare: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+}
+
+/// Objects per sheaf by object size (SLAB's `enable_cpucache` table, scaled
+/// down; a 30-slot sheaf is a kmalloc-256 object); 0 (no sheaves) for debug
+/// caches, as in Linux: their frees are checked one by one under the lock.
+fn sheaf_capacity_for(size: usize, flags: SlabFlags) -> usize {
+    if flags.intersects(SlabFlags::DEBUG) {
         return 0;
     }
-    let by_size = match size {
-        0..=256 => 32,
-        257..=1024 => 16,
-        1025..=4096 => 8,
-        _ => 4,
-    };
-    by_size.min(objects).min(CPU_ARRAY)
+    match size {
+        0..=256 => 30,
+        257..=1024 => 14,
+        1025..=4096 => 6,
+        _ => 2,
+    }
 }
 
-/// Slabs to give back after a drain, once the list lock is dropped: unlinked
+/// Slabs to give back after a flush, once the list lock is dropped: unlinked
 /// slabs chained through their `next` field.
 struct Discards {
     head: *mut SlabHeader,
@@ -214,26 +290,84 @@ impl Discards {
     }
 }
 
-/// Objects on their way between a per-CPU list and the slabs, held on the
-/// stack while the list lock is taken (see `alloc_cpu`).
-struct Batch {
-    objs: [usize; CPU_ARRAY],
+/// Double frees found while flushing a sheaf under the list lock (an object
+/// whose slab already has it free), reported once the lock is dropped: a
+/// report allocates.
+struct DoubleFrees {
+    addrs: [usize; 4],
     n: usize,
 }
 
-impl Batch {
-    const EMPTY: Batch = Batch {
-        objs: [0; CPU_ARRAY],
+impl DoubleFrees {
+    const NONE: DoubleFrees = DoubleFrees {
+        addrs: [0; 4],
         n: 0,
     };
+
+    fn note(&mut self, addr: usize) {
+        if let Some(a) = self.addrs.get_mut(self.n) {
+            *a = addr;
+        }
+        self.n += 1;
+    }
+
+    #[track_caller]
+    fn report(self, c: &CacheInner) {
+        for &addr in &self.addrs[..self.n.min(self.addrs.len())] {
+            debug::report(
+                c,
+                SlabBug::DoubleFree,
+                addr,
+                None,
+                format_args!("Object already free (found in a sheaf)"),
+            );
+        }
+        if self.n > self.addrs.len() {
+            crate::println!(
+                "BUG {}: {} more double frees found in a sheaf",
+                c.name,
+                self.n - self.addrs.len()
+            );
+        }
+    }
 }
 
-/// What popping this CPU's list gave.
-enum CpuPop {
-    Object(usize),
-    Empty,
-    /// The list was overwritten at this object and has been dropped.
-    Corrupt(usize),
+/// Sheaves a slow path allocated (with interrupts enabled) and has not yet
+/// given to a CPU or the barn; freed when the slow path ends unused.
+struct FreshSheaves {
+    sheaves: [*mut Sheaf; 2],
+    /// Allocation was tried (it is, once per slow path).
+    tried: bool,
+}
+
+impl FreshSheaves {
+    const NONE: FreshSheaves = FreshSheaves {
+        sheaves: [ptr::null_mut(); 2],
+        tried: false,
+    };
+
+    fn take(&mut self) -> Option<*mut Sheaf> {
+        self.sheaves
+            .iter_mut()
+            .find(|s| !s.is_null())
+            .map(|s| core::mem::replace(s, ptr::null_mut()))
+    }
+
+    fn free(self) {
+        for sh in self.sheaves {
+            CacheInner::free_sheaf(sh);
+        }
+    }
+}
+
+/// What [`CacheInner::install_sheaves`] found.
+enum Install {
+    /// The CPU has a main and a spare sheaf; interrupts still masked.
+    Ready(IrqGuard),
+    /// Sheaves were allocated with interrupts enabled: start over.
+    Retry,
+    /// No sheaves could be had: use the slabs directly.
+    NoSheaves,
 }
 
 /// Why a cache could not be created. Every variant names the cache; the
@@ -433,8 +567,20 @@ impl KmemCache {
         name: &'static str,
         size: usize,
         align: usize,
+        flags: SlabFlags,
+        ctor: Option<fn(*mut u8)>,
+    ) -> Result<KmemCache, CreateError> {
+        Self::create_with(name, size, align, flags, ctor, true)
+    }
+
+    /// [`KmemCache::create`]; `sheaves: false` for the cache sheaves come from.
+    fn create_with(
+        name: &'static str,
+        size: usize,
+        align: usize,
         mut flags: SlabFlags,
         ctor: Option<fn(*mut u8)>,
+        sheaves: bool,
     ) -> Result<KmemCache, CreateError> {
         if size == 0 || size > 8 * PAGE {
             return Err(CreateError::BadSize {
@@ -536,14 +682,21 @@ impl KmemCache {
                     full: ListHead::EMPTY,
                     empty: ListHead::EMPTY,
                     active_objs: 0,
+                    barn_full: ptr::null_mut(),
+                    nr_full: 0,
+                    barn_empty: ptr::null_mut(),
+                    nr_empty: 0,
+                    barn_objs: 0,
                 },
                 &LIST_LOCK_CLASS,
             ),
-            empty_len: AtomicUsize::new(0),
-            cpu_limit: cpu_limit_for(slot, objects, flags),
-            cpu: [const { UnsafeCell::new(CpuCache::EMPTY) }; NR_CPUS],
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
+            sheaf_capacity: if sheaves {
+                sheaf_capacity_for(slot, flags)
+            } else {
+                0
+            },
+            cpu: [const { CpuSheaves::new() }; MAX_CPUS],
+            barn_full_hint: AtomicUsize::new(0),
             slabs_created: AtomicU64::new(0),
             slabs_freed: AtomicU64::new(0),
         })
@@ -590,6 +743,7 @@ impl KmemCache {
 
     /// `kmem_cache_alloc`: one object, or `Err` (never a panic).
     #[track_caller]
+    #[inline]
     pub fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.inner().alloc(gfp)
     }
@@ -597,6 +751,7 @@ impl KmemCache {
     /// kmalloc's allocation of `size` bytes from this class: the slack after
     /// `size` is red-zoned when the cache has red zones (SLUB's `orig_size`).
     #[track_caller]
+    #[inline]
     pub(crate) fn alloc_kmalloc(&self, size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.inner().alloc_orig(gfp, size)
     }
@@ -617,33 +772,69 @@ impl KmemCache {
     /// included) used afterwards. Pointers the checks reject (already free,
     /// another cache's object, not a slab object) are only reported.
     #[track_caller]
+    #[inline]
     pub unsafe fn free(&self, obj: NonNull<u8>) {
         self.inner().free(obj.as_ptr())
     }
 
-    /// `kmem_cache_shrink`: drains the per-CPU arrays, then releases every
-    /// empty slab; returns pages freed.
-    pub fn shrink(&self) -> usize {
-        let inner = self.inner();
-        inner.drain_cpu() + inner.release_empty(0)
+    /// `kmem_cache_alloc_bulk`: fills every entry of `objs` with an object,
+    /// all or none (on failure the ones taken are freed and the error is
+    /// returned). Fault injection applies once per call, as in Linux.
+    #[track_caller]
+    pub fn alloc_bulk(&self, gfp: Gfp, objs: &mut [*mut u8]) -> Result<(), AllocError> {
+        self.inner().alloc_bulk(gfp, objs)
     }
 
-    /// The slabinfo row, after draining this CPU's array (so the partial /
-    /// full / empty split is exact).
+    /// `kmem_cache_free_bulk`: frees every object of `objs`, each checked
+    /// as by [`KmemCache::free`].
+    ///
+    /// # Safety
+    /// As for [`KmemCache::free`], for each object.
+    #[track_caller]
+    pub unsafe fn free_bulk(&self, objs: &[*mut u8]) {
+        let inner = self.inner();
+        for &o in objs {
+            inner.free(o);
+        }
+    }
+
+    /// Returns the objects cached in this CPU's sheaves and the barn's full
+    /// sheaves to their slabs (empty slabs beyond `MIN_PARTIAL` go back to
+    /// the page allocator); returns the objects flushed. [`KmemCache::shrink`],
+    /// [`KmemCache::info`], [`KmemCache::validate`], destroy and reclaim do it.
+    pub fn flush_sheaves(&self) -> usize {
+        self.inner().flush_sheaves().0
+    }
+
+    /// `kmem_cache_shrink`: flushes the sheaves, then releases every empty
+    /// slab; returns pages freed.
+    pub fn shrink(&self) -> usize {
+        let inner = self.inner();
+        inner.flush_sheaves().1 + inner.release_empty(0)
+    }
+
+    /// The slabinfo row, after flushing the sheaves (so that the partial /
+    /// full / empty split is exact and `sheaf_objs` is 0).
     pub fn info(&self) -> SlabInfo {
         let inner = self.inner();
-        inner.drain_cpu();
+        inner.flush_sheaves();
         inner.info()
     }
 
-    /// Linux's `validate_slab_cache`: drains this CPU's list, then checks
-    /// every slab under the list lock: objects counted in use = objects
-    /// allocated (the bitmap) = objects handed out, and the free list holds
-    /// the rest. A mismatch (an object lost between the lists, a corrupt
-    /// free list) is printed and returned; `Ok` gives the slabs checked.
+    /// The slabinfo row as it stands, sheaves not flushed (as
+    /// /proc/slabinfo reads it): `sheaf_objs` counts the cached objects.
+    pub fn info_unflushed(&self) -> SlabInfo {
+        self.inner().info()
+    }
+
+    /// Linux's `validate_slab_cache`: flushes the sheaves, then checks every
+    /// slab under the list lock: objects counted in use = objects marked in
+    /// the bitmap, and the free list holds the rest. A mismatch (an object
+    /// lost between the lists, a corrupt free list) is printed and
+    /// returned; `Ok` gives the slabs checked.
     pub fn validate(&self) -> Result<usize, SlabInconsistency> {
         let inner = self.inner();
-        inner.drain_cpu();
+        inner.flush_sheaves();
         let r = inner.validate();
         if let Err(e) = &r {
             crate::println!("BUG {}: {e}", inner.name);
@@ -661,8 +852,11 @@ impl KmemCache {
 
     fn destroy_inner(&self) -> Result<(), DestroyError> {
         let inner = self.inner();
-        inner.drain_cpu();
-        let live = inner.lists.lock().active_objs;
+        // Objects cached in sheaves are free: flushed first (every CPU's:
+        // nobody may use a cache being destroyed), they are not "live
+        // objects".
+        inner.flush_sheaves_of(true);
+        let live = inner.counts().active_objs;
         if live != 0 {
             let e = DestroyError::LiveObjects {
                 cache: inner.name.clone(),
@@ -672,7 +866,8 @@ impl KmemCache {
             debug::record(SlabBug::LiveObjectsAtDestroy, &inner.name);
             return Err(e);
         }
-        inner.release_empty(0);
+        // Unregistered first: `flush_all_sheaves` looks at registered
+        // caches' sheaves without their list locks.
         let mut reg = CACHES.lock();
         for p in reg.0.iter_mut() {
             if ptr::eq(*p, inner) {
@@ -680,6 +875,8 @@ impl KmemCache {
             }
         }
         drop(reg);
+        inner.free_all_sheaves();
+        inner.release_empty(0);
         // SAFETY: unpublished, no slabs and no objects remain.
         drop(unsafe { alloc::boxed::Box::from_raw(self.inner.as_ptr()) });
         Ok(())
@@ -699,7 +896,7 @@ pub struct SlabInconsistency {
     pub cache: String,
     /// The slab's address.
     pub slab: usize,
-    /// Objects the slab counts as taken (handed out or on a per-CPU list).
+    /// Objects the slab counts as taken (handed out or in a sheaf).
     pub inuse: usize,
     /// Objects marked in the allocation bitmap.
     pub allocated: usize,
@@ -724,8 +921,21 @@ impl fmt::Display for SlabInconsistency {
 pub struct SlabInfo {
     /// The cache's name.
     pub name: String,
-    /// Objects handed out (per-CPU free objects not counted).
+    /// Objects handed out to callers. Linux's slabinfo counts objects
+    /// cached in sheaves as active too; kreclaim counts them apart (in
+    /// [`SlabInfo::sheaf_objs`]) so that a leak check is exact without a
+    /// flush. The text row prints this number.
     pub active_objs: usize,
+    /// Free objects cached in sheaves (the CPUs' and the barn's): taken
+    /// from their slabs, not handed out. 0 after [`KmemCache::info`] and
+    /// [`KmemCache::shrink`] on one CPU.
+    pub sheaf_objs: usize,
+    /// Objects per sheaf (0: a debug cache, without sheaves).
+    pub sheaf_capacity: usize,
+    /// Full sheaves in the barn (at most [`MAX_FULL_SHEAVES`]).
+    pub barn_full: usize,
+    /// Empty sheaves in the barn (at most [`MAX_EMPTY_SHEAVES`]).
+    pub barn_empty: usize,
     /// Object slots in all slabs.
     pub num_objs: usize,
     /// Bytes per object slot (with debug padding).
@@ -771,7 +981,7 @@ impl CacheInner {
         }
     }
 
-    /// The slab of `obj`, a free object from a per-CPU list: by masking
+    /// The slab of `obj`, a free object from a sheaf: by masking
     /// while slabs sit at addresses aligned to their size (buddy blocks in a
     /// direct map always do), through the page otherwise; `None` if that is
     /// not a slab of this cache (an overwritten list).
@@ -871,6 +1081,7 @@ impl CacheInner {
     }
 
     #[track_caller]
+    #[inline]
     fn alloc(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
         self.alloc_orig(gfp, self.object_size)
     }
@@ -912,31 +1123,112 @@ impl CacheInner {
         }
     }
 
+    /// `kmem_cache_alloc` with the size asked for (kmalloc's `orig_size`).
+    ///
+    /// The fast path (a cache with sheaves, lockdep off): interrupts masked
+    /// on this CPU, the main sheaf's newest object popped, interrupts back:
+    /// no lock, no atomic read-modify-write, no call. Fault injection is
+    /// checked first, with one relaxed load while it is off; `might_alloc`'s
+    /// check that a sleeping allocation may sleep reads the interrupt state
+    /// the guard saved and this CPU's preempt count, and anything else
+    /// (lockdep on, the fs_reclaim annotation, an empty sheaf, a report)
+    /// takes the slow path.
     #[track_caller]
+    #[inline(always)]
     fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
+        if crate::mm::fault_inject::FAILSLAB.armed() {
+            self.failslab(gfp)?;
+        }
+        if self.sheaf_capacity != 0
+            && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+        {
+            let irq = IrqGuard::new();
+            let pcpu = crate::task::this_cpu(&irq);
+            if (!gfp.allows_blocking()
+                || (irq.were_enabled() && pcpu.preempt_count() == 0)
+                || !crate::task::started())
+                && let Some(obj) = self.sheaf_pop(pcpu.cpu_id)
+            {
+                drop(irq);
+                if gfp.contains(Gfp::__GFP_ZERO) {
+                    // SAFETY: the object is ours now.
+                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                }
+                // SAFETY: sheaves hold object addresses, never 0.
+                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            }
+        }
+        self.alloc_slowpath(gfp, orig_size)
+    }
+
+    /// Linux's `should_failslab` for this cache, and the failure's report.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn failslab(&self, gfp: Gfp) -> Result<(), AllocError> {
+        if !should_failslab(gfp, self.object_size) {
+            return Ok(());
+        }
+        let gfp = crate::mm::scope::current_gfp_context(gfp);
+        if !gfp.contains(Gfp::__GFP_NOWARN) {
+            crate::println!(
+                "{}: slab allocation failure (injected): cache {}, size {}, mode:{gfp}",
+                crate::task::current().name(),
+                self.name,
+                self.object_size
+            );
+        }
+        Err(AllocError { gfp, order: 0 })
+    }
+
+    /// Everything the fast path leaves out: `might_alloc` (the fs_reclaim
+    /// annotation with lockdep on, the report of a sleeping allocation where
+    /// sleeping is not allowed, which then goes on without direct reclaim),
+    /// then sheaves swapped, exchanged with the barn or refilled, or, for a
+    /// debug cache, the slabs directly.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn alloc_slowpath(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         // The task's NOFS/NOIO scope (`current_gfp_context`) only removes
         // __GFP_FS, __GFP_IO and __GFP_MOVABLE: `might_alloc` applies it
-        // itself where it matters (lockdep), and `should_failslab` looks at
-        // none of them, so the fast path leaves it to the page allocation
-        // and the error value.
-        // A sleeping allocation where sleeping is not allowed is reported
-        // (at the caller) and goes on without direct reclaim.
+        // itself where it matters (lockdep), and the page allocation below
+        // applies it too.
         let gfp = crate::mm::fs_reclaim::might_alloc_gfp(gfp);
-        if should_failslab(gfp, self.object_size) {
-            let gfp = crate::mm::scope::current_gfp_context(gfp);
-            if !gfp.contains(Gfp::__GFP_NOWARN) {
-                crate::println!(
-                    "{}: slab allocation failure (injected): cache {}, size {}, mode:{gfp}",
-                    crate::task::current().name(),
-                    self.name,
-                    self.object_size
-                );
-            }
-            return Err(AllocError { gfp, order: 0 });
+        if self.sheaf_capacity == 0 {
+            return self.alloc_from_slabs(gfp, orig_size);
         }
-        if self.cpu_limit != 0 {
-            return self.alloc_cpu(gfp);
+        let obj = self.alloc_from_sheaves(gfp)?;
+        if gfp.contains(Gfp::__GFP_ZERO) {
+            // SAFETY: the object is ours now.
+            unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
         }
+        // SAFETY: sheaves and slabs hand out object addresses, never 0.
+        Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
+    }
+
+    /// Takes the first object off `slab`'s free list (it has one) and marks
+    /// it taken. List lock held by the caller.
+    fn take_free_object(&self, slab: &mut SlabHeader) -> usize {
+        let obj = self.decode(slab.freelist, slab.base());
+        debug_assert!(obj != 0);
+        // SAFETY: free objects hold an encoded next pointer.
+        let next_raw = unsafe { *self.freeptr_slot(obj) };
+        slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
+        let idx = self.index_of(obj - slab.base() - self.first_offset);
+        let w = &slab.allocated[idx / 64];
+        w.store(
+            w.load(Ordering::Relaxed) | 1 << (idx % 64),
+            Ordering::Relaxed,
+        );
+        slab.inuse += 1;
+        obj
+    }
+
+    /// One object straight from the slabs (debug caches; sheaves' own
+    /// memory; a CPU without sheaves): debug checks, zeroing, `orig_size`.
+    /// No fault injection: the callers checked it (or are internal).
+    fn alloc_from_slabs(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         let gfp = crate::mm::scope::current_gfp_context(gfp);
         loop {
             let got = {
@@ -950,24 +1242,13 @@ impl CacheInner {
                     None
                 } else {
                     // SAFETY: a live slab of this cache with a free object.
-                    let slab = unsafe { &mut *s };
-                    let obj = self.decode(slab.freelist, slab.base());
-                    debug_assert!(obj != 0);
-                    // SAFETY: free objects hold an encoded next pointer.
-                    let next_raw = unsafe { *self.freeptr_slot(obj) };
-                    slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
-                    let idx = self.index_of(obj - slab.base() - self.first_offset);
-                    slab.allocated[idx / 64] |= 1 << (idx % 64);
-                    slab.inuse += 1;
-                    slab.users += 1;
+                    let obj = self.take_free_object(unsafe { &mut *s });
                     l.active_objs += 1;
                     Self::place(&mut l, s);
-                    self.sync_empty_len(&l);
                     Some(obj)
                 }
             };
             if let Some(obj) = got {
-                self.allocs.fetch_add(1, Ordering::Relaxed);
                 if self
                     .flags
                     .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
@@ -988,114 +1269,181 @@ impl CacheInner {
         }
     }
 
-    /// This CPU's array.
-    ///
-    /// # Safety
-    /// Interrupts masked for as long as the reference is used: the array is
-    /// this CPU's alone, and nothing else on it runs meanwhile.
+    /// Pops the newest object of CPU `cpu`'s main sheaf, if it has one.
+    /// The caller runs on `cpu` with interrupts masked.
     #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn this_cpu(&self) -> &mut CpuCache {
-        // SAFETY: the caller keeps interrupts masked while it uses the reference (this fn's
-        // contract), so nothing else on this CPU touches this CPU's array.
-        unsafe { &mut *self.cpu[this_cpu_id()].get() }
-    }
-
-    fn sync_empty_len(&self, l: &Lists) {
-        self.empty_len.store(l.empty.len, Ordering::Relaxed);
-    }
-
-    /// The allocation fast path: pop from this CPU's list, refilling it in
-    /// a batch under the list lock; a new slab when no slab has room.
-    ///
-    /// No reference to the per-CPU list lives across a call that can take a
-    /// lock or allocate: taking the list lock can make lockdep print a report,
-    /// which allocates through kmalloc and can re-enter this very cache and
-    /// use the list meanwhile. A refill therefore collects its batch on the
-    /// stack and splices it onto the list afterwards, whatever the list holds
-    /// by then.
-    #[inline]
-    fn alloc_cpu(&self, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-        loop {
-            let irq = IrqGuard::new();
-            match self.cpu_pop() {
-                CpuPop::Object(obj) => {
-                    drop(irq);
-                    if gfp.contains(Gfp::__GFP_ZERO) {
-                        // SAFETY: the object is ours now.
-                        unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-                    }
-                    // SAFETY: non-null by construction.
-                    return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
-                }
-                CpuPop::Corrupt(obj) => {
-                    drop(irq);
-                    crate::println!(
-                        "BUG {}: Freepointer corrupt: per-CPU free list abandoned at {obj:#x}",
-                        self.name
-                    );
-                    continue;
-                }
-                CpuPop::Empty => {}
-            }
-            let mut batch = Batch::EMPTY;
-            self.refill(&mut batch);
-            if batch.n != 0 {
-                let mut d = Discards::NONE;
-                self.cpu_splice(&batch, &mut d);
-                drop(irq);
-                if !d.head.is_null() {
-                    self.discard_all(d);
-                }
-                continue;
-            }
-            // No slab has a free object: a new one, with interrupts enabled
-            // again (the page allocator may reclaim and sleep).
-            drop(irq);
-            self.new_slab(crate::mm::scope::current_gfp_context(gfp))?;
+    fn sheaf_pop(&self, cpu: usize) -> Option<usize> {
+        let main = self.cpu.get(cpu)?.main.load(Ordering::Relaxed);
+        let n = Sheaf::len(main);
+        if n == 0 {
+            return None;
         }
-    }
-
-    /// Pops this CPU's newest free object and marks it allocated.
-    /// Interrupts are masked by the caller; the per-CPU reference ends here.
-    #[inline(always)]
-    fn cpu_pop(&self) -> CpuPop {
-        // SAFETY: interrupts are masked and nothing below takes a lock.
-        let c = unsafe { self.this_cpu() };
-        if c.avail == 0 {
-            return CpuPop::Empty;
-        }
-        let obj = c.head;
-        // SAFETY: a free object of this cache holds an encoded next pointer.
-        let next = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
-        let Some(s) = self.own_slab_of(obj) else {
-            // The list was overwritten (a write after free into a free
-            // object): drop it rather than hand out its garbage.
-            c.head = 0;
-            c.avail = 0;
-            return CpuPop::Corrupt(obj);
-        };
-        c.head = next;
-        c.avail -= 1;
-        c.allocs += 1;
-        // SAFETY: a live slab of this cache; its bitmap and `users` change
-        // only with interrupts masked (one CPU).
+        // SAFETY: this CPU's main sheaf (non-null: it holds objects), which
+        // only this CPU changes, with interrupts masked.
         unsafe {
-            let idx = self.index_of(obj - (*s).base() - self.first_offset);
-            (*s).allocated[idx / 64] |= 1 << (idx % 64);
-            (*s).users += 1;
+            (*main).size.store(n - 1, Ordering::Relaxed);
+            Some(*Sheaf::slot(main, n - 1))
         }
-        CpuPop::Object(obj)
     }
 
-    /// Takes up to half a list of free objects from the slabs (partial ones
-    /// first, in their free-list order) into `b`, under the list lock.
-    /// Interrupts are masked by the caller.
-    #[cold]
-    fn refill(&self, b: &mut Batch) {
-        let batch = self.cpu_limit.div_ceil(2);
-        let mut l = self.lists.lock();
-        while b.n < batch {
+    /// Pushes `addr` onto CPU `cpu`'s main sheaf if it has room and `addr`
+    /// is not the object freed last (SLUB's naive double-free check).
+    /// The caller runs on `cpu` with interrupts masked.
+    #[inline(always)]
+    fn sheaf_push(&self, cpu: usize, addr: usize) -> bool {
+        let Some(pcs) = self.cpu.get(cpu) else {
+            return false;
+        };
+        let main = pcs.main.load(Ordering::Relaxed);
+        if main.is_null() {
+            return false;
+        }
+        // SAFETY: this CPU's main sheaf, which only this CPU changes, with
+        // interrupts masked; slots below the capacity.
+        unsafe {
+            let n = (*main).size.load(Ordering::Relaxed);
+            if n >= self.sheaf_capacity || (n != 0 && *Sheaf::slot(main, n - 1) == addr) {
+                return false;
+            }
+            *Sheaf::slot(main, n) = addr;
+            (*main).size.store(n + 1, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// The allocation slow path of a cache with sheaves: this CPU's main
+    /// sheaf is empty (or missing). In turn: give the CPU its sheaves; swap
+    /// in the spare if it has objects; take a full sheaf from the barn for
+    /// the empty main; refill main from the slabs; a new slab.
+    ///
+    /// Every decision that touches the barn or the slabs is taken after the
+    /// list lock is acquired, on state read afresh: taking the lock can make
+    /// lockdep print a report, which allocates through kmalloc and can
+    /// re-enter this cache (and change this CPU's sheaves) meanwhile.
+    fn alloc_from_sheaves(&self, gfp: Gfp) -> Result<usize, AllocError> {
+        let mut fresh = FreshSheaves::NONE;
+        let r = loop {
+            let irq = IrqGuard::new();
+            let cpu = crate::task::this_cpu(&irq).cpu_id;
+            let Some(pcs) = self.cpu.get(cpu) else {
+                drop(irq);
+                break self
+                    .alloc_from_slabs(gfp, self.object_size)
+                    .map(|p| p.as_ptr() as usize);
+            };
+            if let Some(obj) = self.sheaf_pop(cpu) {
+                break Ok(obj);
+            }
+            match self.install_sheaves(pcs, irq, &mut fresh) {
+                Install::Ready(irq) => {
+                    let main = pcs.main.load(Ordering::Relaxed);
+                    let spare = pcs.spare.load(Ordering::Relaxed);
+                    if Sheaf::len(spare) != 0 {
+                        pcs.main.store(spare, Ordering::Relaxed);
+                        pcs.spare.store(main, Ordering::Relaxed);
+                        continue;
+                    }
+                    let mut l = self.lists.lock();
+                    let main = pcs.main.load(Ordering::Relaxed);
+                    let spare = pcs.spare.load(Ordering::Relaxed);
+                    if Sheaf::len(main) != 0 || Sheaf::len(spare) != 0 {
+                        continue; // re-entered meanwhile: take it from the top
+                    }
+                    let full = l.barn_full;
+                    if !full.is_null() {
+                        // SAFETY: a sheaf on the barn's full list, under the lock.
+                        unsafe {
+                            l.barn_full = (*full).next;
+                            (*full).next = ptr::null_mut();
+                        }
+                        l.nr_full -= 1;
+                        self.barn_full_hint.store(l.nr_full, Ordering::Relaxed);
+                        l.barn_objs -= Sheaf::len(full);
+                        pcs.main.store(full, Ordering::Relaxed);
+                        let surplus = Self::barn_put_empty(&mut l, main);
+                        drop(l);
+                        drop(irq);
+                        Self::free_sheaf(surplus);
+                        continue;
+                    }
+                    let got = self.refill_locked(&mut l, main);
+                    drop(l);
+                    if got != 0 {
+                        continue;
+                    }
+                    // No slab has a free object: a new one, with interrupts
+                    // enabled again (the page allocator may reclaim and sleep).
+                    drop(irq);
+                    if let Err(e) = self.new_slab(crate::mm::scope::current_gfp_context(gfp)) {
+                        break Err(e);
+                    }
+                }
+                Install::Retry => {}
+                Install::NoSheaves => {
+                    break self
+                        .alloc_from_slabs(gfp, self.object_size)
+                        .map(|p| p.as_ptr() as usize);
+                }
+            }
+        };
+        fresh.free();
+        r
+    }
+
+    /// Gives CPU `pcs` a main and a spare sheaf if it lacks them, from
+    /// `fresh`, or allocates `fresh` ones with interrupts enabled (then the
+    /// caller retries). Interrupts are masked by `irq`, returned if the CPU
+    /// has both sheaves.
+    fn install_sheaves(
+        &self,
+        pcs: &CpuSheaves,
+        irq: IrqGuard,
+        fresh: &mut FreshSheaves,
+    ) -> Install {
+        let mut missing = false;
+        for slot in [&pcs.main, &pcs.spare] {
+            if slot.load(Ordering::Relaxed).is_null() {
+                match fresh.take() {
+                    Some(sh) => slot.store(sh, Ordering::Relaxed),
+                    None => missing = true,
+                }
+            }
+        }
+        if !missing {
+            return Install::Ready(irq);
+        }
+        drop(irq);
+        if fresh.tried {
+            // Allocated once already and still missing: the allocation failed.
+            return Install::NoSheaves;
+        }
+        fresh.tried = true;
+        for sh in fresh.sheaves.iter_mut() {
+            *sh = self.alloc_sheaf();
+        }
+        Install::Retry
+    }
+
+    /// Puts empty sheaf `sh` on the barn's empty list, or returns it for the
+    /// caller to free (after the lock) if the barn has enough.
+    fn barn_put_empty(l: &mut Lists, sh: *mut Sheaf) -> *mut Sheaf {
+        if l.nr_empty >= MAX_EMPTY_SHEAVES {
+            return sh;
+        }
+        // SAFETY: a sheaf no CPU holds any more, under the list lock.
+        unsafe { (*sh).next = l.barn_empty };
+        l.barn_empty = sh;
+        l.nr_empty += 1;
+        ptr::null_mut()
+    }
+
+    /// Fills sheaf `sh` (empty) from the slabs' free lists, partial slabs
+    /// first, in free-list order: the first object taken is popped first.
+    /// Returns the objects taken. List lock held.
+    fn refill_locked(&self, l: &mut Lists, sh: *mut Sheaf) -> usize {
+        let start = Sheaf::len(sh);
+        let mut n = start;
+        while n < self.sheaf_capacity {
             let s = if !l.partial.head.is_null() {
                 l.partial.head
             } else {
@@ -1106,120 +1454,217 @@ impl CacheInner {
             }
             // SAFETY: a live slab of this cache with a free object.
             let slab = unsafe { &mut *s };
-            while b.n < batch && slab.freelist != 0 {
-                let obj = self.decode(slab.freelist, slab.base());
-                // SAFETY: free objects hold an encoded next pointer.
-                let next_raw = unsafe { *self.freeptr_slot(obj) };
-                slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
-                slab.inuse += 1;
+            while n < self.sheaf_capacity && slab.freelist != 0 {
+                let obj = self.take_free_object(slab);
                 l.active_objs += 1;
-                b.objs[b.n] = obj;
-                b.n += 1;
+                // SAFETY: a slot below the capacity of a sheaf of ours.
+                unsafe { *Sheaf::slot(sh, n) = obj };
+                n += 1;
             }
-            Self::place(&mut l, s);
+            Self::place(l, s);
         }
-        self.sync_empty_len(&l);
+        // SAFETY: slots start..n of the sheaf were just written.
+        unsafe {
+            core::slice::from_raw_parts_mut(Sheaf::slot(sh, start), n - start).reverse();
+            (*sh).size.store(n, Ordering::Relaxed);
+        }
+        n - start
     }
 
-    /// Puts the objects of `b` in front of this CPU's list, in the order
-    /// taken (the next allocation takes the first); if the list is then
-    /// longer than its limit (a re-entered refill filled it meanwhile), the
-    /// oldest objects go back to the slabs. Interrupts are masked by the
-    /// caller.
-    #[cold]
-    fn cpu_splice(&self, b: &Batch, out: &mut Discards) {
-        let over = {
-            // SAFETY: interrupts are masked; the reference ends in this block.
-            let c = unsafe { self.this_cpu() };
-            let mut next = c.head;
-            for &obj in b.objs[..b.n].iter().rev() {
-                // SAFETY: free objects of ours.
-                unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
-                next = obj;
-            }
-            c.head = next;
-            c.avail += b.n;
-            c.avail > self.cpu_limit
+    /// An empty sheaf for this cache, from the `slab_sheaf` cache (which has
+    /// no sheaves itself, so sheaves never recurse), without blocking and
+    /// without fault injection; null if none could be had (the caller goes
+    /// to the slabs instead).
+    fn alloc_sheaf(&self) -> *mut Sheaf {
+        let Some(k) = SHEAF_CACHE.get() else {
+            return ptr::null_mut(); // early boot
         };
-        if over {
-            self.flush(self.cpu_limit, out);
-        }
-    }
-
-    /// Returns all but the `keep` newest objects of this CPU's list to their
-    /// slabs under the list lock; slabs that go empty beyond `MIN_PARTIAL`
-    /// are unlinked into `out`, for the caller to discard once interrupts
-    /// are enabled again. Interrupts are masked by the caller. The objects
-    /// are cut off the list before the lock is taken, so a re-entry through
-    /// the lock finds a consistent (shorter) list.
-    fn flush(&self, keep: usize, out: &mut Discards) {
-        loop {
-            let mut b = Batch::EMPTY;
-            {
-                // SAFETY: interrupts are masked; the reference ends in this block.
-                let c = unsafe { self.this_cpu() };
-                if c.avail <= keep {
-                    return;
-                }
-                // Walk past the kept ones, cut out up to a batch after them.
-                let mut last_kept = 0;
-                let mut obj = c.head;
-                for _ in 0..keep {
-                    last_kept = obj;
-                    // SAFETY: free objects on our list hold encoded next pointers.
-                    obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
-                }
-                while obj != 0 && b.n < CPU_ARRAY && b.n < c.avail - keep {
-                    b.objs[b.n] = obj;
-                    b.n += 1;
-                    // SAFETY: `obj` is the next object on this CPU's private free list, which holds
-                    // an encoded free pointer in its free-pointer slot.
-                    obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
-                }
-                if last_kept == 0 {
-                    c.head = obj;
-                } else {
-                    // SAFETY: `obj` is the next object on this CPU's private free list, which holds
-                    // an encoded free pointer in its free-pointer slot.
-                    unsafe { *self.freeptr_slot(last_kept) = self.encode(obj, last_kept) };
-                }
-                if obj == 0 {
-                    // The list ends here, whatever `avail` said (it cannot
-                    // say more unless the list was overwritten).
-                    c.avail = keep.min(c.avail);
-                } else {
-                    c.avail -= b.n;
-                }
+        debug_assert!((SHEAF_HEADER_WORDS + self.sheaf_capacity) * 8 <= SHEAF_BYTES);
+        match k
+            .inner()
+            .alloc_from_slabs(Gfp::GFP_NOWAIT | Gfp::__GFP_NOWARN, SHEAF_BYTES)
+        {
+            Ok(p) => {
+                let sh = p.as_ptr() as *mut Sheaf;
+                // SAFETY: a fresh object of SHEAF_BYTES bytes, ours.
+                unsafe {
+                    sh.write(Sheaf {
+                        next: ptr::null_mut(),
+                        size: AtomicUsize::new(0),
+                    })
+                };
+                sh
             }
-            self.return_objects(&b, out);
+            Err(_) => ptr::null_mut(),
         }
     }
 
-    /// Puts the objects of `b` back onto their slabs' free lists under the
-    /// list lock (oldest first, so the newest ends up first on its slab).
-    fn return_objects(&self, b: &Batch, out: &mut Discards) {
-        let mut l = self.lists.lock();
-        for &obj in b.objs[..b.n].iter().rev() {
+    /// Frees an empty sheaf no CPU or barn holds (null: nothing).
+    fn free_sheaf(sh: *mut Sheaf) {
+        if sh.is_null() {
+            return;
+        }
+        let addr = sh as usize;
+        if let Some(s) = slab_of(addr) {
+            // SAFETY: a live slab; its cache (slab_sheaf) outlives it.
+            let c = unsafe { &*(*s).cache };
+            c.free_to_slab(s, addr);
+        }
+    }
+
+    /// Returns the objects of sheaf `sh` to their slabs' free lists, oldest
+    /// first (so the newest end first on their slabs), and empties it; slabs
+    /// empty beyond `MIN_PARTIAL` are unlinked into `out`. An object whose
+    /// slab has it free already was freed twice: noted in `df`, not linked
+    /// again. Returns the objects returned. List lock held.
+    fn flush_sheaf_locked(
+        &self,
+        l: &mut Lists,
+        sh: *mut Sheaf,
+        out: &mut Discards,
+        df: &mut DoubleFrees,
+    ) -> usize {
+        let n = Sheaf::len(sh);
+        for i in 0..n {
+            // SAFETY: slot i < size of a live sheaf of ours.
+            let obj = unsafe { *Sheaf::slot(sh, i) };
             let Some(s) = self.own_slab_of(obj) else {
-                continue; // an overwritten list: leak rather than corrupt a slab
+                continue; // an overwritten sheaf: leak rather than corrupt a slab
             };
-            // SAFETY: a live slab of this cache; the object goes back onto
-            // its own slab's list.
+            // SAFETY: a live slab of this cache, under the list lock.
             let slab = unsafe { &mut *s };
+            let idx = self.index_of(obj - slab.base() - self.first_offset);
+            let w = &slab.allocated[idx / 64];
+            let bit = 1u64 << (idx % 64);
+            if w.load(Ordering::Relaxed) & bit == 0 {
+                df.note(obj);
+                continue;
+            }
+            w.store(w.load(Ordering::Relaxed) & !bit, Ordering::Relaxed);
             let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: `obj` is a free object of the live slab `s` (checked by own_slab_of), written
+            // SAFETY: `obj` is a free object of the live slab `s`, written
             // under the list lock.
             unsafe { *self.freeptr_slot(obj) = self.encode(head, obj) };
             slab.freelist = self.encode(obj, slab.base());
             slab.inuse -= 1;
             l.active_objs -= 1;
-            Self::place(&mut l, s);
+            Self::place(l, s);
             if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
-                Self::unlink(&mut l, s);
+                Self::unlink(l, s);
                 out.add(s);
             }
         }
-        self.sync_empty_len(&l);
+        // SAFETY: a live sheaf of ours.
+        unsafe { (*sh).size.store(0, Ordering::Relaxed) };
+        n
+    }
+
+    /// Empties this CPU's sheaves and the barn's full sheaves into the slabs
+    /// (Linux's `flush_all` and `barn_shrink`, done on `kmem_cache_shrink`,
+    /// destroy, slabinfo reads that want exact lists, and reclaim); returns
+    /// `(objects, pages)`: objects flushed, pages of empty slabs beyond
+    /// `MIN_PARTIAL` released. The empty sheaves stay for reuse.
+    ///
+    /// Other CPUs' sheaves are theirs: with one CPU online there are none.
+    /// Once kreclaim runs on several, this must run on each of them (Linux
+    /// queues `flush_cpu_sheaves` work on every CPU and waits).
+    pub(crate) fn flush_sheaves(&self) -> (usize, usize) {
+        self.flush_sheaves_of(false)
+    }
+
+    /// [`CacheInner::flush_sheaves`]; with `all_cpus`, every CPU's sheaves,
+    /// for destroy only: its caller promises that no CPU uses the cache any
+    /// more (as Linux's `kmem_cache_destroy` does), so the other CPUs'
+    /// sheaves are idle and may be emptied from here.
+    fn flush_sheaves_of(&self, all_cpus: bool) -> (usize, usize) {
+        if self.sheaf_capacity == 0 {
+            return (0, 0);
+        }
+        let mut d = Discards::NONE;
+        let mut df = DoubleFrees::NONE;
+        let mut n = 0;
+        let mut surplus = ptr::null_mut::<Sheaf>();
+        {
+            let irq = IrqGuard::new();
+            let cpu = crate::task::this_cpu(&irq).cpu_id;
+            let mut l = self.lists.lock();
+            for (i, pcs) in self.cpu.iter().enumerate() {
+                if i != cpu && !all_cpus {
+                    continue;
+                }
+                for slot in [&pcs.main, &pcs.spare] {
+                    let sh = slot.load(Ordering::Relaxed);
+                    if !sh.is_null() {
+                        n += self.flush_sheaf_locked(&mut l, sh, &mut d, &mut df);
+                    }
+                }
+            }
+            while !l.barn_full.is_null() {
+                let sh = l.barn_full;
+                // SAFETY: a sheaf on the barn's full list, under the lock.
+                l.barn_full = unsafe { (*sh).next };
+                l.nr_full -= 1;
+                n += self.flush_sheaf_locked(&mut l, sh, &mut d, &mut df);
+                let extra = Self::barn_put_empty(&mut l, sh);
+                if !extra.is_null() {
+                    // SAFETY: a sheaf nobody else holds now, chained for freeing.
+                    unsafe { (*extra).next = surplus };
+                    surplus = extra;
+                }
+            }
+            l.barn_objs = 0;
+            self.barn_full_hint.store(0, Ordering::Relaxed);
+            drop(l);
+            drop(irq);
+        }
+        while !surplus.is_null() {
+            // SAFETY: chained above; nobody else holds it.
+            let next = unsafe { (*surplus).next };
+            Self::free_sheaf(surplus);
+            surplus = next;
+        }
+        df.report(self);
+        (n, self.discard_all(d))
+    }
+
+    /// Detaches every sheaf of the cache (all CPUs and the barn) under the
+    /// list lock and frees them: for destroy, after the sheaves were flushed.
+    fn free_all_sheaves(&self) {
+        let mut chain = ptr::null_mut::<Sheaf>();
+        {
+            let mut l = self.lists.lock();
+            let mut push = |sh: *mut Sheaf| {
+                if !sh.is_null() {
+                    // SAFETY: a sheaf detached under the lock.
+                    unsafe { (*sh).next = chain };
+                    chain = sh;
+                }
+            };
+            for pcs in &self.cpu {
+                push(pcs.main.swap(ptr::null_mut(), Ordering::Relaxed));
+                push(pcs.spare.swap(ptr::null_mut(), Ordering::Relaxed));
+            }
+            let l = &mut *l;
+            for head in [&mut l.barn_full, &mut l.barn_empty] {
+                let mut sh = core::mem::replace(head, ptr::null_mut());
+                while !sh.is_null() {
+                    // SAFETY: a barn sheaf, under the lock.
+                    let next = unsafe { (*sh).next };
+                    push(sh);
+                    sh = next;
+                }
+            }
+            l.nr_full = 0;
+            l.nr_empty = 0;
+            l.barn_objs = 0;
+            self.barn_full_hint.store(0, Ordering::Relaxed);
+        }
+        while !chain.is_null() {
+            // SAFETY: chained above; nobody else holds it.
+            let next = unsafe { (*chain).next };
+            Self::free_sheaf(chain);
+            chain = next;
+        }
     }
 
     fn discard_all(&self, d: Discards) -> usize {
@@ -1235,34 +1680,36 @@ impl CacheInner {
         pages
     }
 
-    /// Empties this CPU's list into the slabs; returns pages released.
-    pub(crate) fn drain_cpu(&self) -> usize {
-        if self.cpu_limit == 0 {
-            return 0;
-        }
-        let mut d = Discards::NONE;
-        {
-            let _irq = IrqGuard::new();
-            self.flush(0, &mut d);
-        }
-        self.discard_all(d)
+    /// Objects in the CPUs' sheaves (a snapshot of other CPUs' own). The
+    /// caller holds the list lock or the registry lock (the cache is
+    /// registered), so no sheaf read here can be freed meanwhile.
+    fn cpu_sheaf_objs(&self) -> usize {
+        self.cpu
+            .iter()
+            .map(|pcs| {
+                Sheaf::len(pcs.main.load(Ordering::Relaxed))
+                    + Sheaf::len(pcs.spare.load(Ordering::Relaxed))
+            })
+            .sum()
     }
 
-    /// See [`KmemCache::validate`]; this CPU's list is drained by the caller
-    /// (objects on it count as taken but not allocated).
+    /// See [`KmemCache::validate`]. Objects in sheaves count as taken for
+    /// their slabs (`inuse` and the bitmap both include them).
     fn validate(&self) -> Result<usize, SlabInconsistency> {
         let mut bad = None;
         let mut checked = 0;
         {
             let l = self.lists.lock();
-            let cpu = self.cpu_avail();
             'lists: for head in [l.partial.head, l.full.head, l.empty.head] {
                 let mut s = head;
                 while !s.is_null() {
                     // SAFETY: a slab on our lists, under the list lock.
                     let slab = unsafe { &*s };
-                    let allocated: usize =
-                        slab.allocated.iter().map(|w| w.count_ones() as usize).sum();
+                    let allocated: usize = slab
+                        .allocated
+                        .iter()
+                        .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+                        .sum();
                     let mut free = 0;
                     let mut obj = self.decode(slab.freelist, slab.base());
                     while obj != 0 && free <= self.objects {
@@ -1271,11 +1718,7 @@ impl CacheInner {
                         obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
                     }
                     let inuse = slab.inuse as usize;
-                    let ok = cpu != 0
-                        || (inuse == allocated
-                            && allocated == slab.users as usize
-                            && free + inuse == self.objects);
-                    if !ok {
+                    if inuse != allocated || free + inuse != self.objects {
                         bad = Some(SlabInconsistency {
                             cache: String::new(),
                             slab: slab.base(),
@@ -1300,41 +1743,33 @@ impl CacheInner {
         }
     }
 
-    /// Objects sitting on per-CPU lists. Interrupts are masked by the
-    /// caller (it holds the list lock).
-    fn cpu_avail(&self) -> usize {
-        (0..NR_CPUS)
-            // SAFETY: one CPU: with interrupts masked nobody else touches it.
-            .map(|i| unsafe { (*self.cpu[i].get()).avail })
-            .sum()
-    }
-
-    /// The free fast path: the object goes onto this CPU's list (all but
-    /// the newest half go back to the slabs when it is full). The
-    /// double-free check and the bitmap stay exact: the bit is cleared here,
-    /// under masked interrupts. When the slab has no object handed out any
-    /// more and the cache already keeps `MIN_PARTIAL` empty slabs, the list
-    /// is drained so that the slab goes back to the page allocator at once.
+    /// The free slow path of a cache with sheaves: the object is not
+    /// allocated (a double free), or this CPU's main sheaf is full or
+    /// missing. In turn: give the CPU its sheaves; swap in the spare if it
+    /// has room; put the full main into the barn for an empty sheaf (one is
+    /// allocated if the barn has none); flush main to the slabs when the
+    /// barn is full. Decisions on the barn are taken under the list lock on
+    /// state read afresh (see `alloc_from_sheaves`).
+    #[cold]
+    #[inline(never)]
     #[track_caller]
-    #[inline]
-    fn free_cpu(&self, s: *mut SlabHeader, addr: usize, idx: usize) {
-        let mut d = Discards::NONE;
-        {
+    fn free_slowpath(&self, s: *mut SlabHeader, addr: usize, idx: usize) {
+        let mut fresh = FreshSheaves::NONE;
+        loop {
             let irq = IrqGuard::new();
-            let bit = 1u64 << (idx % 64);
-            // SAFETY: `s` is a live slab of this cache; its bitmap and `users`
-            // change only with interrupts masked (one CPU). No reference to
-            // the header outlives this block: `flush` below updates it too.
-            let unused = unsafe {
-                if (*s).allocated[idx / 64] & bit == 0 {
-                    None
-                } else {
-                    (*s).allocated[idx / 64] &= !bit;
-                    (*s).users -= 1;
-                    Some((*s).users == 0)
-                }
+            let cpu = crate::task::this_cpu(&irq).cpu_id;
+            let Some(pcs) = self.cpu.get(cpu) else {
+                drop(irq);
+                self.free_to_slab(s, addr);
+                break;
             };
-            let Some(unused) = unused else {
+            // SAFETY: `s` is a live slab of this cache.
+            let word = unsafe { (*s).allocated[idx / 64].load(Ordering::Relaxed) };
+            let main = pcs.main.load(Ordering::Relaxed);
+            let n = Sheaf::len(main);
+            // SAFETY: this CPU's main sheaf holds n objects.
+            let last = n != 0 && unsafe { *Sheaf::slot(main, n - 1) } == addr;
+            if word & (1 << (idx % 64)) == 0 || last {
                 drop(irq);
                 debug::report(
                     self,
@@ -1343,29 +1778,137 @@ impl CacheInner {
                     None,
                     format_args!("Object already free"),
                 );
-                return;
+                break;
+            }
+            if self.sheaf_push(cpu, addr) {
+                break;
+            }
+            let irq = match self.install_sheaves(pcs, irq, &mut fresh) {
+                Install::Ready(irq) => irq,
+                Install::Retry => continue,
+                Install::NoSheaves => {
+                    self.free_to_slab(s, addr);
+                    break;
+                }
             };
-            // SAFETY: interrupts are masked; the reference ends at once.
-            if unsafe { self.this_cpu() }.avail >= self.cpu_limit {
-                // Takes the list lock: no per-CPU reference across it.
-                self.flush(self.cpu_limit / 2, &mut d);
+            let main = pcs.main.load(Ordering::Relaxed);
+            let spare = pcs.spare.load(Ordering::Relaxed);
+            if Sheaf::len(spare) < self.sheaf_capacity {
+                pcs.main.store(spare, Ordering::Relaxed);
+                pcs.spare.store(main, Ordering::Relaxed);
+                continue;
             }
+            // Both full: the barn, or the slabs.
+            let mut d = Discards::NONE;
+            let mut df = DoubleFrees::NONE;
+            let mut l = self.lists.lock();
+            let main = pcs.main.load(Ordering::Relaxed);
+            if Sheaf::len(main) < self.sheaf_capacity
+                || Sheaf::len(pcs.spare.load(Ordering::Relaxed)) < self.sheaf_capacity
             {
-                // SAFETY: interrupts are masked; the reference ends in this block.
-                let c = unsafe { self.this_cpu() };
-                // SAFETY: the object is free now and ours to link.
-                unsafe { *self.freeptr_slot(addr) = self.encode(c.head, addr) };
-                c.head = addr;
-                c.avail += 1;
-                c.frees += 1;
+                continue; // re-entered meanwhile: take it from the top
             }
-            if unused && self.empty_len.load(Ordering::Relaxed) >= MIN_PARTIAL {
-                self.flush(0, &mut d);
+            if l.nr_full < MAX_FULL_SHEAVES {
+                let empty = if !l.barn_empty.is_null() {
+                    let e = l.barn_empty;
+                    // SAFETY: a sheaf on the barn's empty list, under the lock.
+                    l.barn_empty = unsafe { (*e).next };
+                    l.nr_empty -= 1;
+                    e
+                } else {
+                    fresh.take().unwrap_or(ptr::null_mut())
+                };
+                if !empty.is_null() {
+                    // SAFETY: `main` leaves this CPU for the barn, under the lock.
+                    unsafe { (*main).next = l.barn_full };
+                    l.barn_full = main;
+                    l.nr_full += 1;
+                    self.barn_full_hint.store(l.nr_full, Ordering::Relaxed);
+                    l.barn_objs += Sheaf::len(main);
+                    // SAFETY: an empty sheaf nobody else holds.
+                    unsafe { (*empty).size.store(0, Ordering::Relaxed) };
+                    pcs.main.store(empty, Ordering::Relaxed);
+                    continue;
+                }
+                if !fresh.tried {
+                    // No empty sheaf at hand: allocate one, interrupts on.
+                    drop(l);
+                    drop(irq);
+                    fresh.tried = true;
+                    fresh.sheaves[0] = self.alloc_sheaf();
+                    continue;
+                }
             }
-        }
-        if !d.head.is_null() {
+            self.flush_sheaf_locked(&mut l, main, &mut d, &mut df);
+            drop(l);
+            drop(irq);
             self.discard_all(d);
+            df.report(self);
         }
+        fresh.free();
+    }
+
+    /// `kmem_cache_alloc_bulk`: one object for every entry of `objs`, all or
+    /// none. Fault injection and `might_alloc` run once for the call (as
+    /// Linux's `slab_pre_alloc_hook`); objects come from this CPU's main
+    /// sheaf as many at a time as it holds, the slow path refilling it.
+    #[track_caller]
+    fn alloc_bulk(&self, gfp: Gfp, objs: &mut [*mut u8]) -> Result<(), AllocError> {
+        if crate::mm::fault_inject::FAILSLAB.armed() {
+            self.failslab(gfp)?;
+        }
+        let gfp = crate::mm::fs_reclaim::might_alloc_gfp(gfp);
+        let mut i = 0;
+        while i < objs.len() {
+            if self.sheaf_capacity != 0 {
+                let irq = IrqGuard::new();
+                let cpu = crate::task::this_cpu(&irq).cpu_id;
+                if let Some(pcs) = self.cpu.get(cpu) {
+                    let main = pcs.main.load(Ordering::Relaxed);
+                    let n = Sheaf::len(main);
+                    let k = n.min(objs.len() - i);
+                    for (j, o) in objs[i..i + k].iter_mut().enumerate() {
+                        // SAFETY: slots below the size of this CPU's main
+                        // sheaf, interrupts masked.
+                        *o = unsafe { *Sheaf::slot(main, n - 1 - j) } as *mut u8;
+                    }
+                    if k != 0 {
+                        // SAFETY: as above.
+                        unsafe { (*main).size.store(n - k, Ordering::Relaxed) };
+                    }
+                    i += k;
+                }
+                drop(irq);
+                if i == objs.len() {
+                    break;
+                }
+            }
+            let r = if self.sheaf_capacity != 0 {
+                self.alloc_from_sheaves(gfp)
+            } else {
+                self.alloc_from_slabs(gfp, self.object_size)
+                    .map(|p| p.as_ptr() as usize)
+            };
+            match r {
+                Ok(obj) => {
+                    objs[i] = obj as *mut u8;
+                    i += 1;
+                }
+                Err(e) => {
+                    for &o in &objs[..i] {
+                        self.free(o);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if gfp.contains(Gfp::__GFP_ZERO) {
+            for &o in objs.iter() {
+                // SAFETY: objects of ours, just allocated.
+                unsafe { ptr::write_bytes(o, 0, self.object_size) };
+            }
+        }
+        Ok(())
     }
 
     /// Allocates and formats one slab, then puts it on the empty list.
@@ -1374,6 +1917,13 @@ impl CacheInner {
         let base = page_alloc::page_address(pa) as usize;
         if !base.is_multiple_of(PAGE << self.order) {
             SLABS_ALIGNED.store(false, Ordering::Relaxed);
+        }
+        let delta = base.wrapping_sub(pa.as_u64() as usize);
+        if let Err(d) =
+            DIRECT_DELTA.compare_exchange(DELTA_UNSET, delta, Ordering::Relaxed, Ordering::Relaxed)
+            && d != delta
+        {
+            DIRECT_DELTA.store(DELTA_NONE, Ordering::Relaxed);
         }
         page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
         for i in 0..(1usize << self.order) {
@@ -1401,8 +1951,7 @@ impl CacheInner {
                 prev: ptr::null_mut(),
                 list: ListKind::None,
                 order: self.order as u8,
-                users: 0,
-                allocated: [0; MAX_OBJECTS / 64],
+                allocated: [const { AtomicU64::new(0) }; MAX_OBJECTS / 64],
             });
         }
         // SAFETY: `s` points at the header just written at the start of our fresh slab pages;
@@ -1426,7 +1975,6 @@ impl CacheInner {
         self.slabs_created.fetch_add(1, Ordering::Relaxed);
         let mut l = self.lists.lock();
         Self::push(&mut l, s, ListKind::Empty);
-        self.sync_empty_len(&l);
         Ok(())
     }
 
@@ -1436,9 +1984,22 @@ impl CacheInner {
     }
 
     #[track_caller]
+    #[inline(always)]
     pub(crate) fn free(&self, p: *mut u8) {
         let addr = p as usize;
-        let Some(s) = slab_of(addr) else {
+        match slab_of(addr) {
+            // SAFETY: slab_of checked the magic: a live slab's header.
+            Some(s) if ptr::eq(unsafe { (*s).cache }, self) => self.free_in_slab(s, addr),
+            s => self.report_foreign_free(s, addr),
+        }
+    }
+
+    /// A free of a pointer no slab of this cache owns: `s` is its slab, if any.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn report_foreign_free(&self, s: Option<*mut SlabHeader>, addr: usize) {
+        let Some(s) = s else {
             debug::report(
                 self,
                 SlabBug::NotASlabObject,
@@ -1448,52 +2009,76 @@ impl CacheInner {
             );
             return;
         };
-        // SAFETY: slab_of checked the magic.
-        let slab = unsafe { &mut *s };
-        if !ptr::eq(slab.cache, self) {
-            // SAFETY: a live slab's cache pointer.
-            let other = unsafe { &(*slab.cache).name };
-            debug::report(
-                self,
-                SlabBug::WrongCache,
-                addr,
-                None,
-                format_args!(
-                    "Wrong slab cache. {} but object is from {}",
-                    self.name, other
-                ),
-            );
-            return;
-        }
-        self.free_in_slab(s, addr);
+        // SAFETY: a live slab's cache pointer.
+        let other = unsafe { &(*(*s).cache).name };
+        debug::report(
+            self,
+            SlabBug::WrongCache,
+            addr,
+            None,
+            format_args!(
+                "Wrong slab cache. {} but object is from {}",
+                self.name, other
+            ),
+        );
     }
 
-    /// Frees `addr`, known to be in slab `s` of this cache.
+    /// Frees `addr`, known to be in slab `s` of this cache. The fast path
+    /// (a cache with sheaves): the object is allocated (its bit, read without
+    /// the lock: a clear one is a double free), interrupts masked, pushed
+    /// onto this CPU's main sheaf, interrupts back.
     #[track_caller]
+    #[inline(always)]
     pub(crate) fn free_in_slab(&self, s: *mut SlabHeader, addr: usize) {
-        // SAFETY: `s` is a live slab of this cache.
-        let slab = unsafe { &mut *s };
-        let rel = addr.wrapping_sub(slab.base() + self.first_offset);
+        let base = s as usize;
+        let rel = addr.wrapping_sub(base + self.first_offset);
         let idx = self.index_of(rel);
-        if addr < slab.base() + self.first_offset || idx * self.size != rel || idx >= self.objects {
-            debug::report(
-                self,
-                SlabBug::BadOffset,
-                addr,
-                None,
-                format_args!("Invalid object pointer {addr:#x}: not at an object boundary"),
-            );
+        if addr < base + self.first_offset || idx * self.size != rel || idx >= self.objects {
+            self.report_bad_offset(addr);
             return;
         }
-        if self.cpu_limit != 0 {
-            self.free_cpu(s, addr, idx);
+        if self.sheaf_capacity != 0 {
+            // SAFETY: `s` is a live slab of this cache; the bitmap word is read atomically.
+            let word = unsafe { (*s).allocated[idx / 64].load(Ordering::Relaxed) };
+            if word & (1 << (idx % 64)) != 0 {
+                let irq = IrqGuard::new();
+                if self.sheaf_push(crate::task::this_cpu(&irq).cpu_id, addr) {
+                    return;
+                }
+            }
+            self.free_slowpath(s, addr, idx);
             return;
         }
+        self.free_to_slab(s, addr);
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn report_bad_offset(&self, addr: usize) {
+        debug::report(
+            self,
+            SlabBug::BadOffset,
+            addr,
+            None,
+            format_args!("Invalid object pointer {addr:#x}: not at an object boundary"),
+        );
+    }
+
+    /// Frees `addr`, an object boundary in slab `s` of this cache, straight
+    /// to the slab under the list lock, with the debug checks: double free
+    /// (the bitmap), red zones, poisoning.
+    #[track_caller]
+    fn free_to_slab(&self, s: *mut SlabHeader, addr: usize) {
+        let idx = self.index_of(addr - s as usize - self.first_offset);
+        // SAFETY: `s` is a live slab of this cache; its fields change under the list lock, taken below.
+        let slab = unsafe { &mut *s };
         let mut to_free: Option<*mut SlabHeader> = None;
         let mut redzone_bad = None;
         {
             let mut l = self.lists.lock();
-            if slab.allocated[idx / 64] & (1 << (idx % 64)) == 0 {
+            let w = &slab.allocated[idx / 64];
+            if w.load(Ordering::Relaxed) & (1 << (idx % 64)) == 0 {
                 drop(l);
                 debug::report(
                     self,
@@ -1517,16 +2102,18 @@ impl CacheInner {
             // SAFETY: the object is being freed into its own slab.
             unsafe { *self.freeptr_slot(addr) = self.encode(head, addr) };
             slab.freelist = self.encode(addr, slab.base());
-            slab.allocated[idx / 64] &= !(1 << (idx % 64));
+            let w = &slab.allocated[idx / 64];
+            w.store(
+                w.load(Ordering::Relaxed) & !(1 << (idx % 64)),
+                Ordering::Relaxed,
+            );
             slab.inuse -= 1;
-            slab.users -= 1;
             l.active_objs -= 1;
             Self::place(&mut l, s);
             if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
                 Self::unlink(&mut l, s);
                 to_free = Some(s);
             }
-            self.sync_empty_len(&l);
         }
         // Reported without the list lock: a report allocates (the cache
         // name, the record), possibly from this very cache (kmalloc-16
@@ -1544,7 +2131,6 @@ impl CacheInner {
                 },
             );
         }
-        self.frees.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = to_free {
             self.discard_slab(s);
         }
@@ -1572,7 +2158,6 @@ impl CacheInner {
                 }
                 let s = l.empty.head;
                 Self::unlink(&mut l, s);
-                self.sync_empty_len(&l);
                 s
             };
             self.discard_slab(s);
@@ -1594,11 +2179,18 @@ impl CacheInner {
     fn counts(&self) -> SlabInfo {
         let l = self.lists.lock();
         let num_slabs = l.partial.len + l.full.len + l.empty.len;
+        // Objects in sheaves are free for callers, though taken from their
+        // slabs (the list split shows the slabs where they sit until the
+        // sheaves are flushed): counted apart. Other CPUs' sheaves are a
+        // snapshot, so the difference saturates.
+        let sheaf_objs = l.barn_objs + self.cpu_sheaf_objs();
         SlabInfo {
             name: String::new(),
-            // Objects in per-CPU arrays are free (the list split still
-            // shows their slabs where they sit until the arrays drain).
-            active_objs: l.active_objs - self.cpu_avail(),
+            active_objs: l.active_objs.saturating_sub(sheaf_objs),
+            sheaf_objs,
+            sheaf_capacity: self.sheaf_capacity,
+            barn_full: l.nr_full,
+            barn_empty: l.nr_empty,
             num_objs: num_slabs * self.objects,
             objsize: self.size,
             objperslab: self.objects,
@@ -1611,6 +2203,48 @@ impl CacheInner {
             reclaimable: self.flags.contains(SlabFlags::RECLAIM_ACCOUNT),
         }
     }
+}
+
+/// `kmem_cache_alloc_bulk(cache, gfp, objs)`: see [`KmemCache::alloc_bulk`].
+#[track_caller]
+pub fn kmem_cache_alloc_bulk(
+    cache: &KmemCache,
+    gfp: Gfp,
+    objs: &mut [*mut u8],
+) -> Result<(), AllocError> {
+    cache.alloc_bulk(gfp, objs)
+}
+
+/// `kmem_cache_free_bulk(cache, objs)`: see [`KmemCache::free_bulk`].
+///
+/// # Safety
+/// As for [`KmemCache::free`], for each object.
+#[track_caller]
+pub unsafe fn kmem_cache_free_bulk(cache: &KmemCache, objs: &[*mut u8]) {
+    // SAFETY: the caller's contract.
+    unsafe { cache.free_bulk(objs) }
+}
+
+/// Flushes every cache's sheaves (see [`KmemCache::flush_sheaves`]) and
+/// returns the pages of empty slabs released: reclaim calls it before it
+/// gives up (Linux drains per-CPU caches before an OOM), so that memory
+/// cached in sheaves is never what makes an allocation fail.
+pub fn flush_all_sheaves() -> usize {
+    // The registry lock is held throughout: a cache cannot be unregistered
+    // meanwhile, and a registered cache's CPU sheaves are freed only after
+    // it is (see destroy), so they may be looked at without its list lock:
+    // caches with nothing cached are skipped without taking it (reclaim
+    // calls this on every pass that reaches priority 0).
+    let reg = CACHES.lock();
+    let mut pages = 0;
+    for &p in reg.0.iter().filter(|p| !p.is_null()) {
+        // SAFETY: registered caches are alive while registered.
+        let c = unsafe { &*p };
+        if c.cpu_sheaf_objs() != 0 || c.barn_full_hint.load(Ordering::Relaxed) != 0 {
+            pages += c.flush_sheaves().1;
+        }
+    }
+    pages
 }
 
 /// Linux's `should_failslab`: never __GFP_NOFAIL, and not allocations that
@@ -1626,9 +2260,25 @@ fn should_failslab(gfp: Gfp, size: usize) -> bool {
     should_fail(&FAILSLAB, size)
 }
 
+/// `virtual - physical` address of every slab so far (the platform's direct
+/// map offset), so that `slab_of` finds a pointer's page without a call
+/// through the platform; [`DELTA_UNSET`] before the first slab, and
+/// [`DELTA_NONE`] for good once two slabs disagree. Page-aligned when valid.
+static DIRECT_DELTA: AtomicUsize = AtomicUsize::new(DELTA_UNSET);
+const DELTA_UNSET: usize = 1;
+const DELTA_NONE: usize = 3;
+
 /// The slab holding `addr`, through the page's private word.
+#[inline(always)]
 pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
-    let pa = page_alloc::virt_to_phys(addr as *const u8);
+    let delta = DIRECT_DELTA.load(Ordering::Relaxed);
+    let pa = if delta & 1 == 0 {
+        // Any pointer into a slab is a direct-map address: `addr - delta`.
+        // Any other maps to a frame outside the zone or not a slab's.
+        PhysAddr::new(addr.wrapping_sub(delta) as u64)
+    } else {
+        page_alloc::virt_to_phys(addr as *const u8)
+    };
     let base = page_alloc::page_private(pa)?;
     // Slab addresses are direct-map addresses; small values are other tags.
     if base < 0x1_0000 {

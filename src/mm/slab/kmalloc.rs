@@ -61,6 +61,7 @@ pub fn kmalloc_init() {
             .expect("cannot create the kmalloc caches")
         })
     });
+    super::cache::sheaf_cache_init();
 }
 
 /// Whether kmalloc is ready (the global allocator uses the early heap before).
@@ -107,7 +108,23 @@ fn order_for(size: usize) -> u32 {
 
 /// `kmalloc(size, gfp)` with an alignment requirement.
 #[track_caller]
+#[inline]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
+    // The common case inline: a size class, through its cache's fast path.
+    if size != 0
+        && align.is_power_of_two()
+        && let Some(c) = kmalloc_slab(size, align)
+    {
+        return c.alloc_kmalloc(size, gfp);
+    }
+    kmalloc_other(size, align, gfp)
+}
+
+/// [`kmalloc_aligned`] for a bad alignment, size 0, or a size no class has.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn kmalloc_other(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     if !align.is_power_of_two() {
         // No size class or page block honours it: refuse rather than hand
         // out memory that is not aligned as asked.
@@ -142,6 +159,7 @@ fn kmalloc_large(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, All
 /// sizes up to 512 are naturally aligned (Linux: all of them; kreclaim caps
 /// class alignment at 512). Use [`kmalloc_aligned`] for more.
 #[track_caller]
+#[inline]
 pub fn kmalloc(size: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     kmalloc_aligned(size, 1, gfp)
 }
@@ -173,7 +191,24 @@ fn owner_of(p: *const u8) -> Option<Owner> {
 /// `kfree`: frees memory from kmalloc. NULL and ZERO_SIZE_PTR are ignored;
 /// a pointer kmalloc did not hand out is reported, not freed.
 #[track_caller]
+#[inline]
 pub fn kfree(p: *mut u8) {
+    // The common case inline: a slab object, through its cache's fast path
+    // (NULL and ZERO_SIZE_PTR are in no slab).
+    if let Some(s) = slab_of(p as usize) {
+        // SAFETY: a live slab; its cache outlives its slabs.
+        let cache = unsafe { &*(*s).cache };
+        cache.free_in_slab(s, p as usize);
+        return;
+    }
+    kfree_other(p);
+}
+
+/// [`kfree`] of anything but a slab object.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn kfree_other(p: *mut u8) {
     if p.is_null() || p == ZERO_SIZE_PTR {
         return;
     }

@@ -1,4 +1,4 @@
-//! Slab caches (`kmem_cache`), SLUB-like in behaviour on one CPU.
+//! Slab caches (`kmem_cache`), SLUB-like in behaviour, with per-CPU sheaves.
 //!
 //! A slab is a block of 2^order pages from the page allocator holding objects
 //! of one size. Each slab starts with a `SlabHeader` (kreclaim keeps slab
@@ -8,17 +8,24 @@
 //! `min_partial` go back to the page allocator at once; [`KmemCache::shrink`]
 //! releases all of them.
 //!
-//! In front of each cache without poison or red zones sits a per-CPU list
-//! of free objects (SLUB's fast path): alloc and free pop and push it with
-//! interrupts masked only; it is refilled and drained in batches under the
-//! cache's list lock, and drained by `info`, `shrink` and `destroy`.
+//! In front of each cache without debug flags sit Linux 6.18's sheaves: per
+//! CPU a main and a spare array of free objects, per node a barn of full and
+//! empty ones. Alloc and free pop and push the main sheaf with interrupts
+//! masked only (no lock, no atomic read-modify-write, no lockdep); sheaves
+//! are swapped, exchanged with the barn, refilled and flushed in batches
+//! under the node's list lock, and flushed by `shrink`, `info`, `validate`,
+//! `destroy` and reclaim. Objects in sheaves count as taken for their slabs
+//! but are reported apart from the objects handed out
+//! ([`SlabInfo::sheaf_objs`]).
 //!
 //! Debugging (per cache, or `slab_debug=` on the command line with Linux's
 //! letters F, Z, P): poisoning (0x6b, last byte 0xa5; checked on allocation),
 //! red zones (0xcc active / 0xbb inactive; checked on free and allocation),
 //! consistency checks (pointer belongs to this cache and sits on an object
-//! boundary). Double frees are caught always, through a per-slab allocation
-//! bitmap. Free pointers are stored XORed with a per-cache random cookie and
+//! boundary). Double frees are caught through a per-slab allocation bitmap:
+//! at once in debug caches (no sheaves); with sheaves, at once when the
+//! object is on its slab's free list or was this CPU's last free, else when
+//! its sheaf is flushed. Free pointers are stored XORed with a per-cache random cookie and
 //! their own address (SLAB_FREELIST_HARDENED).
 
 mod cache;
@@ -27,9 +34,11 @@ pub mod kmalloc;
 mod typed;
 
 pub use cache::{
-    CreateError, DestroyError, KmemCache, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo,
-    kmem_cache_create, list_lock_class, set_global_debug, show_slabinfo, slab_debug_parse,
-    slabinfo, slabinfo_header, slabinfo_row, try_slabinfo, write_slabinfo,
+    CreateError, DestroyError, KmemCache, MAX_CPUS, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
+    MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves, kmem_cache_alloc_bulk,
+    kmem_cache_create, kmem_cache_free_bulk, list_lock_class, set_global_debug, sheaf_pages,
+    show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row, try_slabinfo,
+    write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
