@@ -143,6 +143,25 @@ pub fn note_pages_freed(pages: u64) {
     }
 }
 
+/// Empties the per-CPU caches in front of the allocators (the slab's
+/// sheaves), registered by the slab layer at init: vmscan sits below it.
+static PERCPU_DRAIN: crate::sync::Hook<fn() -> usize> = crate::sync::Hook::new();
+
+/// Registers the function reclaim calls, as a last resort, to give back what
+/// per-CPU caches hold (`slab::flush_all_sheaves`).
+pub fn set_percpu_drain(f: fn() -> usize) {
+    PERCPU_DRAIN.set(Some(f));
+}
+
+/// Runs the registered per-CPU drain, if any (Linux drains per-CPU caches
+/// before it declares OOM). The pages it frees count as reclaimed when the
+/// caller runs under PF_MEMALLOC.
+fn drain_percpu_caches() {
+    if let Some(f) = PERCPU_DRAIN.get() {
+        f();
+    }
+}
+
 /// One reclaim pass: shrink_slab at falling priority until `target` pages
 /// came back or priority 0 was tried. Returns pages reclaimed.
 fn do_try_to_free_pages(gfp: Gfp, target: u64, stop_when_balanced: bool) -> u64 {
@@ -161,7 +180,7 @@ fn do_try_to_free_pages(gfp: Gfp, target: u64, stop_when_balanced: bool) -> u64 
             // their slabs and empty slabs to the page allocator (Linux
             // drains per-CPU caches before it declares OOM). The pages
             // freed count as reclaimed: this runs under PF_MEMALLOC.
-            crate::mm::slab::flush_all_sheaves();
+            drain_percpu_caches();
             return t.reclaimed() - start;
         }
         priority -= 1;
@@ -401,6 +420,13 @@ fn balance_pgdat(mut order: u32) -> u64 {
         let raise_priority = pass.scanned < nr_to_reclaim;
         if raise_priority || reclaimed == 0 {
             if priority == 1 {
+                // Before giving up: what per-CPU caches hold.
+                let before = t.reclaimed();
+                drain_percpu_caches();
+                STATS
+                    .kswapd_pages
+                    .fetch_add(t.reclaimed() - before, Ordering::Relaxed);
+                balanced = pgdat_balanced(order);
                 break;
             }
             priority -= 1;

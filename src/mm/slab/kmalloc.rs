@@ -49,6 +49,8 @@ fn class_align(size: usize) -> usize {
 
 /// Creates the kmalloc caches. Idempotent.
 pub fn kmalloc_init() {
+    // Reclaim's last resort empties the sheaves (vmscan sits below slab).
+    crate::mm::vmscan::set_percpu_drain(super::flush_all_sheaves);
     CACHES.call_once(|| {
         core::array::from_fn(|i| {
             KmemCache::create(
