@@ -51,7 +51,8 @@ pub struct Config {
     pub slab_debug: Option<(SlabFlags, Option<String>)>,
     /// `policy=nofs|kernel|nolockdep|trylock|broken|all` (default trylock).
     pub policy: PolicyChoice,
-    /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`.
+    /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`,
+    /// `sample_ms=`.
     pub workload: Workload,
 }
 
@@ -371,6 +372,19 @@ pub static KEYS: &[Key] = &[
         help: "random seed of the workload (same seed, same operations)",
         set: |c, v| {
             c.workload.seed = v.parse().map_err(|_| ())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "sample_ms",
+        values: "milliseconds, 1..=60000 (default 100)",
+        help: "period of the workload's samples: the free-memory chart and format=json's sample lines",
+        set: |c, v| {
+            c.workload.sample_ms = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=60_000).contains(n))
+                .ok_or(())?;
             Ok(())
         },
     },

@@ -1,14 +1,16 @@
 //! What `cargo run` prints after a workload: slab caches, shrinkers,
 //! reclaim, lockdep, the integrity verdict and a chart of free memory over
 //! time; and, for `policy=all`, one comparison table. `format=json` prints
-//! one JSON object per line instead. Printing allocates nothing: the
-//! report may follow a run with fault injection still armed.
+//! one JSON object per line instead, on the data stream (standard output;
+//! the log goes to standard error), written by [`JsonWriter`]. Printing
+//! allocates nothing: the report may follow a run with fault injection
+//! still armed.
 
 #![deny(missing_docs)]
 
 use crate::bench::Format;
 use crate::workload::{RunResult, Sample};
-use core::fmt;
+use core::fmt::{self, Write as _};
 
 /// Milliseconds with three decimals, formatted without allocating.
 struct Ms(u64);
@@ -23,24 +25,389 @@ fn ms(ns: u64) -> Ms {
     Ms(ns)
 }
 
-/// A JSON string literal, escaped as `bench::json_str` does, formatted
-/// without allocating.
-struct JsonStr<'a>(&'a str);
+/// A JSON string literal (RFC 8259 escaping, see [`JsonEscape`]),
+/// formatted without allocating.
+pub struct JsonStr<'a>(pub &'a str);
 
 impl fmt::Display for JsonStr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"")?;
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => fmt::Write::write_char(f, c)?,
-            }
-        }
+        fmt::Write::write_str(&mut JsonEscape(&mut *f), self.0)?;
         f.write_str("\"")
     }
+}
+
+/// Escapes what is written through it for the inside of a JSON string
+/// (RFC 8259 section 7): `"` and `\\` get a backslash, control characters
+/// (below U+0020) their short form or `\u00XX`; everything else, non-ASCII
+/// included, passes as UTF-8.
+pub struct JsonEscape<W>(pub W);
+
+impl<W: fmt::Write> fmt::Write for JsonEscape<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+            self.0.write_str(&rest[..i])?;
+            let c = rest.as_bytes()[i];
+            match c {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                0x08 => self.0.write_str("\\b")?,
+                0x0c => self.0.write_str("\\f")?,
+                c => write!(self.0, "\\u{:04x}", c)?,
+            }
+            rest = &rest[i + 1..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// Writes one JSON value (usually an object) to any [`fmt::Write`],
+/// putting the commas and escaping strings, without allocating. Numbers are
+/// integers, or finite floats (a NaN or an infinity becomes `null`).
+/// Misuse (a key outside an object) is not checked: the callers are here.
+///
+/// ```ignore
+/// let mut j = JsonWriter::new(out);
+/// j.begin_object().field_str("kind", "sample").field_u64("ms", 100).end_object();
+/// ```
+pub struct JsonWriter<W> {
+    out: W,
+    /// The next value or key follows another in the same container.
+    comma: bool,
+    /// The next value follows its key.
+    after_key: bool,
+    err: fmt::Result,
+}
+
+impl<W: fmt::Write> JsonWriter<W> {
+    /// A writer that has written nothing yet.
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            comma: false,
+            after_key: false,
+            err: Ok(()),
+        }
+    }
+
+    fn raw(&mut self, s: &str) {
+        if self.err.is_ok() {
+            self.err = self.out.write_str(s);
+        }
+    }
+
+    fn fmt_raw(&mut self, a: fmt::Arguments<'_>) {
+        if self.err.is_ok() {
+            self.err = self.out.write_fmt(a);
+        }
+    }
+
+    /// The separator before a value.
+    fn value(&mut self) {
+        if self.after_key {
+            self.after_key = false;
+        } else if self.comma {
+            self.raw(",");
+        }
+        self.comma = true;
+    }
+
+    /// `{`
+    pub fn begin_object(&mut self) -> &mut Self {
+        self.value();
+        self.raw("{");
+        self.comma = false;
+        self
+    }
+
+    /// `}`
+    pub fn end_object(&mut self) -> &mut Self {
+        self.raw("}");
+        self.comma = true;
+        self
+    }
+
+    /// `[`
+    pub fn begin_array(&mut self) -> &mut Self {
+        self.value();
+        self.raw("[");
+        self.comma = false;
+        self
+    }
+
+    /// `]`
+    pub fn end_array(&mut self) -> &mut Self {
+        self.raw("]");
+        self.comma = true;
+        self
+    }
+
+    /// An object's key; its value comes next.
+    pub fn key(&mut self, k: &str) -> &mut Self {
+        self.value();
+        self.string(k);
+        self.raw(":");
+        self.after_key = true;
+        self
+    }
+
+    fn string(&mut self, v: &str) {
+        self.fmt_raw(format_args!("{}", JsonStr(v)));
+    }
+
+    /// A string value.
+    pub fn str(&mut self, v: &str) -> &mut Self {
+        self.value();
+        self.string(v);
+        self
+    }
+
+    /// A string value: `v` as `Display` formats it.
+    pub fn display(&mut self, v: impl fmt::Display) -> &mut Self {
+        self.value();
+        self.raw("\"");
+        if self.err.is_ok() {
+            self.err = write!(JsonEscape(&mut self.out), "{v}");
+        }
+        self.raw("\"");
+        self
+    }
+
+    /// An unsigned integer.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.value();
+        self.fmt_raw(format_args!("{v}"));
+        self
+    }
+
+    /// A signed integer.
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.value();
+        self.fmt_raw(format_args!("{v}"));
+        self
+    }
+
+    /// A float with `decimals` decimals; `null` unless finite (JSON has no
+    /// NaN or infinity).
+    pub fn f64(&mut self, v: f64, decimals: usize) -> &mut Self {
+        self.value();
+        if v.is_finite() {
+            self.fmt_raw(format_args!("{v:.decimals$}"));
+        } else {
+            self.raw("null");
+        }
+        self
+    }
+
+    /// `true` or `false`.
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.value();
+        self.raw(if v { "true" } else { "false" });
+        self
+    }
+
+    /// `null`.
+    pub fn null(&mut self) -> &mut Self {
+        self.value();
+        self.raw("null");
+        self
+    }
+
+    /// `"k":v` for an unsigned integer.
+    pub fn field_u64(&mut self, k: &str, v: u64) -> &mut Self {
+        self.key(k).u64(v)
+    }
+
+    /// `"k":"v"`.
+    pub fn field_str(&mut self, k: &str, v: &str) -> &mut Self {
+        self.key(k).str(v)
+    }
+
+    /// `"k":true|false`.
+    pub fn field_bool(&mut self, k: &str, v: bool) -> &mut Self {
+        self.key(k).bool(v)
+    }
+
+    /// The first error of the underlying writer, if any.
+    pub fn finish(self) -> fmt::Result {
+        self.err
+    }
+}
+
+/// Writes one JSON object as a line of the data stream (standard output
+/// with `format=json`; see [`crate::console::data_line`]).
+pub fn json_line(f: impl FnOnce(&mut JsonWriter<&mut dyn fmt::Write>)) {
+    crate::console::data_line(|out| {
+        let mut j = JsonWriter::new(out);
+        f(&mut j);
+        j.finish()
+    });
+}
+
+/// The configuration of this boot, for every result object; set once by
+/// the main function ([`set_config`]).
+static CONFIG: spin::Once<crate::config::Config> = spin::Once::new();
+
+/// Records the configuration that result objects carry (`"config"`).
+pub fn set_config(c: crate::config::Config) {
+    CONFIG.call_once(|| c);
+}
+
+/// Whether results are printed as JSON (`format=json` in the recorded
+/// configuration): the workload's monitor then prints its samples.
+pub fn json_mode() -> bool {
+    CONFIG
+        .get()
+        .is_some_and(|c| c.format == crate::bench::Format::Json)
+}
+
+/// The fields every result object starts with: `kind`, the kreclaim
+/// version and git commit, CPUs, RAM and the configuration (every key of
+/// [`crate::config::KEYS`] as resolved).
+pub fn result_header<W: fmt::Write>(j: &mut JsonWriter<W>, kind: &str) {
+    use crate::mm::page_alloc;
+    let managed = page_alloc::managed_pages();
+    let w = page_alloc::watermarks();
+    j.field_str("kind", kind)
+        .field_str("version", env!("CARGO_PKG_VERSION"))
+        .field_str("commit", env!("KRECLAIM_GIT_COMMIT"))
+        .field_u64("cpus", crate::platform::nr_cpus() as u64);
+    j.key("ram")
+        .begin_object()
+        .field_u64("managed_pages", managed)
+        .field_u64("managed_mib", managed * 4096 >> 20)
+        .field_u64("min_free_kbytes", page_alloc::min_free_kbytes())
+        .key("watermark_pages")
+        .begin_object()
+        .field_u64("min", w.min)
+        .field_u64("low", w.low)
+        .field_u64("high", w.high)
+        .end_object()
+        .end_object();
+    j.key("config");
+    match CONFIG.get() {
+        Some(c) => config_json(c, j),
+        None => {
+            j.null();
+        }
+    }
+}
+
+/// Splits `Config`'s `key=value ...` display into JSON members as it is
+/// written, noting which keys it gave.
+struct ConfigMembers<'a, W> {
+    j: &'a mut JsonWriter<W>,
+    key: [u8; 32],
+    key_len: usize,
+    in_value: bool,
+    seen: u64,
+}
+
+impl<W: fmt::Write> ConfigMembers<'_, W> {
+    fn end_value(&mut self) {
+        if self.in_value {
+            self.j.raw("\"");
+            self.in_value = false;
+        }
+        self.key_len = 0;
+    }
+}
+
+impl<W: fmt::Write> fmt::Write for ConfigMembers<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c == ' ' {
+                self.end_value();
+            } else if self.in_value {
+                let mut b = [0; 4];
+                let mut e = JsonEscape(&mut self.j.out);
+                fmt::Write::write_str(&mut e, c.encode_utf8(&mut b))?;
+            } else if c == '=' {
+                let k = core::str::from_utf8(&self.key[..self.key_len]).unwrap_or("?");
+                if let Some(i) = crate::config::KEYS.iter().position(|x| x.name == k) {
+                    self.seen |= 1 << i.min(63);
+                }
+                self.j.key(k);
+                self.j.value();
+                self.j.raw("\"");
+                self.in_value = true;
+            } else if self.key_len < self.key.len() && c.is_ascii() {
+                self.key[self.key_len] = c as u8;
+                self.key_len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `"config":{...}`: every key of [`crate::config::KEYS`], as a string the
+/// command line takes. The values `Config`'s display shows (what the
+/// banner prints), then the keys it leaves out when at their default,
+/// resolved here; a key this function does not know yet is `null`.
+pub fn config_json<W: fmt::Write>(c: &crate::config::Config, j: &mut JsonWriter<W>) {
+    use crate::bench::Format;
+    use crate::config::{Bench, KEYS};
+    j.begin_object();
+    let mut m = ConfigMembers {
+        j,
+        key: [0; 32],
+        key_len: 0,
+        in_value: false,
+        seen: 0,
+    };
+    let _ = write!(m, "{c}");
+    m.end_value();
+    let seen = m.seen;
+    for (i, k) in KEYS.iter().enumerate() {
+        if i < 64 && seen & (1 << i) != 0 {
+            continue;
+        }
+        j.key(k.name);
+        match k.name {
+            "bench" => j.str(match c.bench {
+                None => "none",
+                Some(Bench::Locks) => "locks",
+                Some(Bench::Mm) => "mm",
+            }),
+            "format" => j.str(match c.format {
+                Format::Text => "text",
+                Format::Json => "json",
+            }),
+            "mem" => j.str("all"),
+            "min_free_kbytes" => j.display(crate::mm::page_alloc::min_free_kbytes()),
+            "fail_page_alloc" | "failslab" => j.str("off"),
+            "fail_page_alloc_min_order" => j.str("0"),
+            "ramdisk" => match c.ramdisk {
+                Some(b) => j.display(format_args!("{}K", b >> 10)),
+                None => j.str("none"),
+            },
+            "slab_debug" => j.str("-"),
+            "sample_ms" => j.display(c.workload.sample_ms),
+            _ => j.null(),
+        };
+    }
+    j.end_object();
+}
+
+/// `{...}`: the policy's resolved knobs, by name. The one place that knows
+/// which knobs a policy has, for every result object.
+pub fn policy_knobs_json<W: fmt::Write>(p: &crate::fs::policy::Policy, j: &mut JsonWriter<W>) {
+    let mode = |m: crate::fs::policy::IlockMode| match m {
+        crate::fs::policy::IlockMode::Trylock => "trylock",
+        crate::fs::policy::IlockMode::Blocking => "blocking",
+    };
+    j.begin_object()
+        .key("gfp_under_ilock")
+        .display(p.gfp_under_ilock)
+        .field_bool("scoped_nofs_transactions", p.scoped_nofs_transactions)
+        .field_str("reclaim_ilock", mode(p.reclaim_ilock))
+        .field_str("cluster_ilock", mode(p.cluster_ilock))
+        .field_bool("reclaim_flushes_referenced", p.reclaim_flushes_referenced)
+        .end_object();
 }
 
 /// Writes straight to the console.
@@ -242,34 +609,129 @@ pub fn single(r: &RunResult) {
     free_memory_chart(&r.samples, 72, 12);
 }
 
-/// One JSON object for a run.
+/// One JSON object for a run (`"kind":"policy_result"`), on one line of
+/// the data stream.
 pub fn json(r: &RunResult) {
-    crate::println!(
-        "{{\"kind\":\"policy_result\",\"cpus\":{},\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"oom_kills\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
-        crate::platform::nr_cpus(),
-        JsonStr(r.policy.name),
-        r.ops,
-        ops_per_sec(r),
-        r.lockdep_reports,
-        r.deadlocks,
-        r.ops_phase.inodes_scanned,
-        r.ops_phase.inodes_reclaimed,
-        r.ops_phase.shrinker_stops,
-        r.inode_shrinker_deferred,
-        r.alloc_failures,
-        r.alloc_stalls,
-        r.stall_ns / 1_000_000,
-        r.kswapd_pages,
-        r.workers_oom_killed,
-        r.errors,
-        r.short_writes,
-        r.populate_errors,
-        r.injected_page_alloc + r.injected_slab,
-        r.injected_page_alloc,
-        r.injected_slab,
-        r.injected_errors,
-        if r.integrity_ok { "ok" } else { "FAILED" }
-    );
+    json_line(|j| result_json(r, j));
+}
+
+/// The `policy_result` object of a run: the header ([`result_header`]),
+/// the policy and its knobs, and every figure of the run.
+pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
+    j.begin_object();
+    result_header(j, "policy_result");
+    j.field_str("policy", r.policy.name).key("knobs");
+    policy_knobs_json(&r.policy, j);
+    j.field_u64("ops", r.ops)
+        .field_u64("ops_requested", r.ops_requested)
+        .field_u64("ops_per_sec", ops_per_sec(r))
+        .field_u64("elapsed_ms", r.elapsed_ns / 1_000_000)
+        .field_u64("errors", r.errors)
+        .field_u64("short_writes", r.short_writes)
+        .field_u64("populate_errors", r.populate_errors)
+        .field_u64("workers_failed", r.workers_failed)
+        .field_u64("lockdep_reports", r.lockdep_reports as u64)
+        .field_bool("lockdep_ilock_fs_reclaim", r.lockdep_ilock_fs_reclaim)
+        .key("first_lockdep_report");
+    match &r.first_lockdep_report {
+        Some(t) => j.str(t),
+        None => j.null(),
+    };
+    j.field_u64("deadlocks", r.deadlocks as u64)
+        .field_u64("inodes_scanned", r.ops_phase.inodes_scanned)
+        .field_u64("inodes_reclaimed", r.ops_phase.inodes_reclaimed)
+        .field_u64("shrinker_stops", r.ops_phase.shrinker_stops)
+        .field_u64("shrinker_deferred", r.inode_shrinker_deferred)
+        .field_u64("alloc_failures", r.alloc_failures)
+        .field_u64("direct_reclaim_stalls", r.alloc_stalls)
+        .field_u64("stall_ms", r.stall_ns / 1_000_000)
+        .field_u64("stall_ns", r.stall_ns)
+        .field_u64("direct_reclaim_pages", r.direct_pages)
+        .field_u64("kswapd_pages", r.kswapd_pages)
+        .field_u64("oom_kills", r.workers_oom_killed)
+        .field_str("oom", crate::mm::oom_kill::policy().name());
+    j.key("shrinkers").begin_array();
+    for s in &r.shrinkers {
+        j.begin_object()
+            .field_str("name", &s.name)
+            .field_u64("seeks", s.seeks as u64)
+            .field_u64("batch", s.batch)
+            .field_u64("calls", s.calls)
+            .field_u64("scan_calls", s.scan_calls)
+            .field_u64("scanned", s.scanned)
+            .field_u64("freed", s.freed)
+            .field_u64("stops", s.stops)
+            .field_u64("deferred_peak", s.deferred_peak)
+            .key("nr_deferred")
+            .i64(s.nr_deferred)
+            .field_u64("violations", s.violations)
+            .end_object();
+    }
+    j.end_array();
+    let f = &r.fs;
+    j.key("inode_cache")
+        .begin_object()
+        .field_u64("reads", f.inode_reads)
+        .field_u64("cached", f.inodes_cached)
+        .field_u64("reclaimable", f.inodes_reclaimable)
+        .field_u64("scanned", f.inodes_scanned)
+        .field_u64("reclaimed", f.inodes_reclaimed)
+        .field_u64("requeued_dirty", f.inodes_requeued_dirty)
+        .field_u64("requeued_locked", f.inodes_requeued_locked)
+        .field_u64("requeued_flushing", f.inodes_requeued_flushing)
+        .field_u64("cluster_flushes", f.cluster_flushes)
+        .field_u64("flush_errors", f.flush_errors)
+        .field_u64("flush_trylock_skips", f.flush_trylock_skips)
+        .field_u64("buffers_cached", f.buffers_cached)
+        .field_u64("buffers_reclaimed", f.buffers_reclaimed)
+        .end_object();
+    j.field_u64("injected_failures", r.injected_page_alloc + r.injected_slab)
+        .field_u64("injected_page_alloc", r.injected_page_alloc)
+        .field_u64("injected_slab", r.injected_slab)
+        .field_u64("failed_by_injection", r.injected_errors)
+        .field_u64("samples", r.samples.len() as u64)
+        .field_u64("files_verified", r.files_verified)
+        .field_str("integrity", if r.integrity_ok { "ok" } else { "FAILED" })
+        .field_str("integrity_detail", &r.integrity_detail)
+        .end_object();
+}
+
+/// Where free memory stands against the watermarks: `above_high`,
+/// `between` (low..=high), `below_low`, `below_min`.
+pub fn watermark_state(free: u64, w: &crate::mm::zone::Watermarks) -> &'static str {
+    if free < w.min {
+        "below_min"
+    } else if free < w.low {
+        "below_low"
+    } else if free > w.high {
+        "above_high"
+    } else {
+        "between"
+    }
+}
+
+/// One `{"kind":"sample",...}` line of the time series, printed by the
+/// workload's monitor as it takes the sample.
+pub fn sample_json(policy: &str, s: &Sample) {
+    let w = crate::mm::page_alloc::watermarks();
+    json_line(|j| {
+        j.begin_object()
+            .field_str("kind", "sample")
+            .field_str("policy", policy)
+            .field_u64("ms", s.ms)
+            .field_u64("ops", s.ops)
+            .field_u64("free_pages", s.free_pages)
+            .field_str("watermark", watermark_state(s.free_pages, &w))
+            .field_u64("direct_reclaim_pages", s.direct_pages)
+            .field_u64("direct_reclaim_runs", s.direct_runs)
+            .field_u64("kswapd_pages", s.kswapd_pages)
+            .field_u64("shrinker_calls", s.shrinker_calls)
+            .field_u64("shrinker_scanned", s.shrinker_scanned)
+            .field_u64("shrinker_freed", s.shrinker_freed)
+            .field_u64("shrinker_stops", s.shrinker_stops)
+            .field_u64("inodes_cached", s.inodes_cached)
+            .end_object();
+    });
 }
 
 /// The `policy=all` comparison table.
