@@ -4,10 +4,10 @@
 
 #![deny(missing_docs)]
 
+use crate::report::JsonWriter;
 use crate::sync::lockdep::{self, LockdepMode};
 use crate::sync::{Mutex, RwSemaphore, SpinLock};
 use alloc::vec::Vec;
-use crate::report::JsonWriter;
 
 /// Output format of benchmarks and reports (`format=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
