@@ -279,7 +279,7 @@ pub fn result_header<W: fmt::Write>(j: &mut JsonWriter<W>, kind: &str) {
     j.key("ram")
         .begin_object()
         .field_u64("managed_pages", managed)
-        .field_u64("managed_mib", managed * 4096 >> 20)
+        .field_u64("managed_mib", (managed * 4096) >> 20)
         .field_u64("min_free_kbytes", page_alloc::min_free_kbytes())
         .key("watermark_pages")
         .begin_object()

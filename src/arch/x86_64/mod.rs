@@ -37,8 +37,8 @@ static CONSOLE_ON_COM2: core::sync::atomic::AtomicBool = core::sync::atomic::Ato
 fn wants_json(cmdline: &str) -> bool {
     cmdline
         .split_whitespace()
-        .filter_map(|t| t.strip_prefix("format="))
-        .last()
+        .rev()
+        .find_map(|t| t.strip_prefix("format="))
         == Some("json")
 }
 
