@@ -34,6 +34,8 @@ kreclaim::kernel_tests!(
     clock_is_monotonic_and_tracks_ticks,
     heap_allocates_and_frees,
     early_heap_is_outside_the_image_and_the_usable_map,
+    json_writer_escapes_per_rfc8259,
+    json_config_gives_every_key_as_resolved,
 );
 
 fn boot() -> &'static BootInfo {
@@ -438,5 +440,84 @@ fn early_heap_is_outside_the_image_and_the_usable_map() -> TestResult {
             "early heap at {pa:#x} is in usable {r:?}"
         );
     }
+    Ok(())
+}
+
+/// format=json's writer: RFC 8259 escaping (every control character,
+/// quotes, backslashes; UTF-8 passed through), commas in nested
+/// containers, and no NaN or infinity (JSON has neither).
+fn json_writer_escapes_per_rfc8259() -> TestResult {
+    use alloc::string::String;
+    use kreclaim::report::JsonWriter;
+    let mut out = String::new();
+    let mut j = JsonWriter::new(&mut out);
+    let controls: String = (0u8..0x20).map(char::from).collect();
+    j.begin_object()
+        .field_str("k\"ey\\", "a\"b\\c/é\u{2028}\u{7f}")
+        .field_str("ctl", &controls)
+        .key("arr")
+        .begin_array()
+        .u64(1)
+        .begin_object()
+        .end_object()
+        .begin_array()
+        .end_array()
+        .i64(-2)
+        .null()
+        .bool(false)
+        .end_array()
+        .key("nan")
+        .f64(f64::NAN, 1)
+        .key("inf")
+        .f64(f64::INFINITY, 1)
+        .key("x")
+        .f64(2.5, 1)
+        .key("d")
+        .display(format_args!("{}\n", "t\tab"))
+        .end_object();
+    kassert!(j.finish().is_ok());
+    let expected = concat!(
+        "{\"k\\\"ey\\\\\":\"a\\\"b\\\\c/é\u{2028}\u{7f}\",",
+        r#""ctl":"\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000b\f\r\u000e\u000f"#,
+        r#"\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018\u0019\u001a\u001b\u001c\u001d\u001e\u001f","#,
+        r#""arr":[1,{},[],-2,null,false],"nan":null,"inf":null,"x":2.5,"d":"t\tab\n"}"#
+    );
+    kassert_eq!(out.as_str(), expected);
+    Ok(())
+}
+
+/// A result's `"config"` has every key of the command line once, as
+/// resolved: the keys the banner's display leaves out too (`ramdisk=`,
+/// `bench=`, `format=`, `sample_ms=`), with the values given.
+fn json_config_gives_every_key_as_resolved() -> TestResult {
+    use alloc::string::String;
+    use kreclaim::config::KEYS;
+    use kreclaim::report::{JsonWriter, config_json};
+    let c = Config::parse("ramdisk=8M sample_ms=250 bench=mm format=json mem=16M").unwrap();
+    let mut out = String::new();
+    let mut j = JsonWriter::new(&mut out);
+    config_json(&c, &mut j);
+    kassert!(j.finish().is_ok());
+    for k in KEYS {
+        let key = alloc::format!("\"{}\":\"", k.name);
+        kassert_eq!(
+            out.matches(key.as_str()).count(),
+            1,
+            "key {} in {out}",
+            k.name
+        );
+    }
+    for want in [
+        r#""ramdisk":"8192K""#,
+        r#""sample_ms":"250""#,
+        r#""bench":"mm""#,
+        r#""format":"json""#,
+        r#""mem":"16384K""#,
+        r#""policy":"trylock""#,
+        r#""failslab":"off""#,
+    ] {
+        kassert!(out.contains(want), "{want} in {out}");
+    }
+    kassert!(out.starts_with('{') && out.ends_with('}'), "{out}");
     Ok(())
 }

@@ -4,20 +4,12 @@
 
 #![deny(missing_docs)]
 
+use crate::json::JsonWriter;
 use crate::sync::lockdep::{self, LockdepMode};
 use crate::sync::{Mutex, RwSemaphore, SpinLock};
-use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Write;
 
-/// Output format of benchmarks and reports (`format=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Human-readable text.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::config::Format;
 
 const ROUNDS: usize = 7;
 
@@ -63,23 +55,16 @@ pub fn cycles_per_op_pair(iters: u64, mut f: impl FnMut(), mut g: impl FnMut()) 
     (best_f as f64 / iters as f64, best_g as f64 / iters as f64)
 }
 
-/// Escapes a string for a JSON value.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// One `"kind":"bench"` line: the result header (version, commit, CPUs,
+/// RAM, configuration), the benchmark's name, then `fields`.
+fn bench_row(name: &str, fields: impl FnOnce(&mut JsonWriter<&mut dyn core::fmt::Write>)) {
+    crate::json::json_line(|j| {
+        j.begin_object();
+        crate::report::result_header(j, "bench");
+        j.field_str("name", name);
+        fields(j);
+        j.end_object();
+    });
 }
 
 struct LockRow {
@@ -178,18 +163,17 @@ pub fn locks(format: Format) {
         }
         Format::Json => {
             for r in &rows {
-                crate::println!(
-                    "{{\"kind\":\"bench\",\"cpus\":{},\"name\":{},\"lockdep\":\"{}\",\"cycles\":{:.1}}}",
-                    crate::platform::nr_cpus(),
-                    json_str(r.name),
-                    r.lockdep,
-                    r.cycles
-                );
+                bench_row(r.name, |j| {
+                    j.field_str("lockdep", r.lockdep)
+                        .key("cycles")
+                        .f64(r.cycles, 1);
+                });
             }
-            crate::println!(
-                "{{\"kind\":\"bench\",\"cpus\":{},\"name\":\"spin::Mutex lock+unlock (peer)\",\"lockdep\":\"off\",\"cycles\":{peer_cycles:.1}}}",
-                crate::platform::nr_cpus()
-            );
+            bench_row("spin::Mutex lock+unlock (peer)", |j| {
+                j.field_str("lockdep", "off")
+                    .key("cycles")
+                    .f64(peer_cycles, 1);
+            });
         }
     }
 }
@@ -448,20 +432,28 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
         }
         Format::Json => {
             for r in &rows {
-                crate::println!(
-                    "{{\"kind\":\"bench\",\"cpus\":{},\"name\":{},\"kreclaim_cycles\":{:.1},\"peer\":\"linked_list_allocator\",\"peer_cycles\":{:.1},\"ratio\":{:.2}}}",
-                    crate::platform::nr_cpus(),
-                    json_str(r.name),
-                    r.kreclaim,
-                    r.peer,
-                    r.peer / r.kreclaim.max(0.001)
-                );
+                bench_row(r.name, |j| {
+                    j.key("kreclaim_cycles")
+                        .f64(r.kreclaim, 1)
+                        .field_str("peer", "linked_list_allocator")
+                        .key("peer_cycles")
+                        .f64(r.peer, 1)
+                        .key("ratio")
+                        .f64(r.peer / r.kreclaim.max(0.001), 2);
+                });
             }
             for (name, want, ratio, met) in goal_rows {
-                crate::println!(
-                    "{{\"kind\":\"goal\",\"name\":{},\"want_ratio\":{want:.1},\"ratio\":{ratio:.2},\"met\":{met}}}",
-                    json_str(name)
-                );
+                crate::json::json_line(|j| {
+                    j.begin_object();
+                    crate::report::result_header(j, "goal");
+                    j.field_str("name", name)
+                        .key("want_ratio")
+                        .f64(want, 1)
+                        .key("ratio")
+                        .f64(ratio, 2)
+                        .field_bool("met", met);
+                    j.end_object();
+                });
             }
         }
     }

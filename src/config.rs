@@ -5,7 +5,6 @@
 
 #![deny(missing_docs)]
 
-use crate::bench::Format;
 use crate::fs::policy::Policy;
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
 use crate::mm::slab::{SlabFlags, slab_debug_parse};
@@ -15,6 +14,15 @@ use crate::workload::{FILE_SIZE_MAX, Mix, Workload};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
+
+/// Output format of benchmarks and reports (`format=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// The parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +59,8 @@ pub struct Config {
     pub slab_debug: Option<(SlabFlags, Option<String>)>,
     /// `policy=nofs|kernel|nolockdep|trylock|broken|all` (default trylock).
     pub policy: PolicyChoice,
-    /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`.
+    /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`,
+    /// `sample_ms=`.
     pub workload: Workload,
 }
 
@@ -371,6 +380,19 @@ pub static KEYS: &[Key] = &[
         help: "random seed of the workload (same seed, same operations)",
         set: |c, v| {
             c.workload.seed = v.parse().map_err(|_| ())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "sample_ms",
+        values: "milliseconds, 1..=60000 (default 100)",
+        help: "period of the workload's samples: the free-memory chart and format=json's sample lines",
+        set: |c, v| {
+            c.workload.sample_ms = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=60_000).contains(n))
+                .ok_or(())?;
             Ok(())
         },
     },

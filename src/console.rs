@@ -32,6 +32,35 @@ pub fn _print(args: fmt::Arguments) {
     });
 }
 
+/// Serialises whole lines of machine-readable output ([`data_line`]).
+/// Separate from the console's lock: a line being written may log.
+static DATA_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+struct DataWriter(&'static dyn crate::platform::Platform);
+
+impl Write for DataWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.data_write(s);
+        Ok(())
+    }
+}
+
+/// Writes one line of machine-readable output (a JSON object) to the
+/// platform's data stream: `f` writes the line, this adds the `\n`. Lines
+/// from different tasks never mix. On QEMU with `format=json` that stream
+/// is COM1 (standard output) and the console is on COM2 (standard error).
+pub fn data_line(f: impl FnOnce(&mut dyn Write) -> fmt::Result) {
+    let Some(p) = crate::platform::get() else {
+        return;
+    };
+    crate::platform::without_interrupts(|| {
+        let _guard = DATA_LOCK.lock();
+        let mut w = DataWriter(p);
+        let _ = f(&mut w);
+        w.0.data_write("\n");
+    });
+}
+
 /// Releases the console lock held by whoever crashed while printing.
 ///
 /// # Safety

@@ -22,6 +22,7 @@ pub mod console;
 pub mod fs;
 #[cfg(target_os = "none")]
 pub mod init;
+pub mod json;
 pub mod mm;
 pub mod module;
 pub mod platform;

@@ -25,6 +25,8 @@ const MIB: u64 = 1 << 20;
 
 fn kmain(boot: &'static BootInfo) -> ! {
     let config = Config::from_cmdline_or_exit(boot.cmdline());
+    // Recorded for the JSON results before fault injection is armed.
+    kreclaim::report::set_config(config.clone());
     config.apply();
     if let Some(bench) = config.bench {
         match bench {

@@ -30,6 +30,12 @@ pub trait Platform: Sync {
     fn cycles(&self) -> u64;
     /// Writes console text.
     fn console_write(&self, s: &str);
+    /// Writes machine-readable output (`format=json` lines, `\n` line
+    /// ends) to a stream of its own when the platform has one (QEMU: COM1,
+    /// the console then being on COM2); by default to the console.
+    fn data_write(&self, s: &str) {
+        self.console_write(s)
+    }
     /// The kernel virtual address through which physical address `pa` is
     /// reached (a direct map). The default is the identity, for platforms
     /// that run with physical addressing.

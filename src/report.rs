@@ -1,14 +1,18 @@
 //! What `cargo run` prints after a workload: slab caches, shrinkers,
 //! reclaim, lockdep, the integrity verdict and a chart of free memory over
 //! time; and, for `policy=all`, one comparison table. `format=json` prints
-//! one JSON object per line instead. Printing allocates nothing: the
-//! report may follow a run with fault injection still armed.
+//! one JSON object per line instead, on the data stream (standard output;
+//! the log goes to standard error), written by [`JsonWriter`]. Printing
+//! allocates nothing: the report may follow a run with fault injection
+//! still armed.
 
 #![deny(missing_docs)]
 
-use crate::bench::Format;
+use crate::config::Format;
+use crate::json::JsonEscape;
+pub use crate::json::{JsonStr, JsonWriter, json_line};
 use crate::workload::{RunResult, Sample};
-use core::fmt;
+use core::fmt::{self, Write as _};
 
 /// Milliseconds with three decimals, formatted without allocating.
 struct Ms(u64);
@@ -23,24 +27,159 @@ fn ms(ns: u64) -> Ms {
     Ms(ns)
 }
 
-/// A JSON string literal, escaped as `bench::json_str` does, formatted
-/// without allocating.
-struct JsonStr<'a>(&'a str);
+/// The configuration of this boot, for every result object; set once by
+/// the main function ([`set_config`]).
+static CONFIG: spin::Once<crate::config::Config> = spin::Once::new();
 
-impl fmt::Display for JsonStr<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
-                c => fmt::Write::write_char(f, c)?,
+/// Records the configuration that result objects carry (`"config"`).
+pub fn set_config(c: crate::config::Config) {
+    crate::json::set_json_mode(c.format == crate::config::Format::Json);
+    CONFIG.call_once(|| c);
+}
+
+/// The fields every result object starts with: `kind`, the kreclaim
+/// version and git commit, CPUs, RAM and the configuration (every key of
+/// [`crate::config::KEYS`] as resolved).
+pub fn result_header<W: fmt::Write>(j: &mut JsonWriter<W>, kind: &str) {
+    use crate::mm::page_alloc;
+    let managed = page_alloc::managed_pages();
+    let w = page_alloc::watermarks();
+    j.field_str("kind", kind)
+        .field_str("version", env!("CARGO_PKG_VERSION"))
+        .field_str("commit", env!("KRECLAIM_GIT_COMMIT"))
+        .field_u64("cpus", crate::platform::nr_cpus() as u64);
+    j.key("ram")
+        .begin_object()
+        .field_u64("managed_pages", managed)
+        .field_u64("managed_mib", (managed * 4096) >> 20)
+        .field_u64("min_free_kbytes", page_alloc::min_free_kbytes())
+        .key("watermark_pages")
+        .begin_object()
+        .field_u64("min", w.min)
+        .field_u64("low", w.low)
+        .field_u64("high", w.high)
+        .end_object()
+        .end_object();
+    j.key("config");
+    match CONFIG.get() {
+        Some(c) => config_json(c, j),
+        None => {
+            j.null();
+        }
+    }
+}
+
+/// Splits `Config`'s `key=value ...` display into JSON members as it is
+/// written, noting which keys it gave.
+struct ConfigMembers<'a, W> {
+    j: &'a mut JsonWriter<W>,
+    key: [u8; 32],
+    key_len: usize,
+    in_value: bool,
+    seen: u64,
+}
+
+impl<W: fmt::Write> ConfigMembers<'_, W> {
+    fn end_value(&mut self) {
+        if self.in_value {
+            self.j.raw("\"");
+            self.in_value = false;
+        }
+        self.key_len = 0;
+    }
+}
+
+impl<W: fmt::Write> fmt::Write for ConfigMembers<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c == ' ' {
+                self.end_value();
+            } else if self.in_value {
+                let mut b = [0; 4];
+                let mut e = JsonEscape(&mut self.j.out);
+                fmt::Write::write_str(&mut e, c.encode_utf8(&mut b))?;
+            } else if c == '=' {
+                let k = core::str::from_utf8(&self.key[..self.key_len]).unwrap_or("?");
+                if let Some(i) = crate::config::KEYS.iter().position(|x| x.name == k) {
+                    self.seen |= 1 << i.min(63);
+                }
+                self.j.key(k);
+                self.j.value();
+                self.j.raw("\"");
+                self.in_value = true;
+            } else if self.key_len < self.key.len() && c.is_ascii() {
+                self.key[self.key_len] = c as u8;
+                self.key_len += 1;
             }
         }
-        f.write_str("\"")
+        Ok(())
     }
+}
+
+/// `"config":{...}`: every key of [`crate::config::KEYS`], as a string the
+/// command line takes. The values `Config`'s display shows (what the
+/// banner prints), then the keys it leaves out when at their default,
+/// resolved here; a key this function does not know yet is `null`.
+pub fn config_json<W: fmt::Write>(c: &crate::config::Config, j: &mut JsonWriter<W>) {
+    use crate::config::Format;
+    use crate::config::{Bench, KEYS};
+    j.begin_object();
+    let mut m = ConfigMembers {
+        j,
+        key: [0; 32],
+        key_len: 0,
+        in_value: false,
+        seen: 0,
+    };
+    let _ = write!(m, "{c}");
+    m.end_value();
+    let seen = m.seen;
+    for (i, k) in KEYS.iter().enumerate() {
+        if i < 64 && seen & (1 << i) != 0 {
+            continue;
+        }
+        j.key(k.name);
+        match k.name {
+            "bench" => j.str(match c.bench {
+                None => "none",
+                Some(Bench::Locks) => "locks",
+                Some(Bench::Mm) => "mm",
+            }),
+            "format" => j.str(match c.format {
+                Format::Text => "text",
+                Format::Json => "json",
+            }),
+            "mem" => j.str("all"),
+            "min_free_kbytes" => j.display(crate::mm::page_alloc::min_free_kbytes()),
+            "fail_page_alloc" | "failslab" => j.str("off"),
+            "fail_page_alloc_min_order" => j.str("0"),
+            "ramdisk" => match c.ramdisk {
+                Some(b) => j.display(format_args!("{}K", b >> 10)),
+                None => j.str("none"),
+            },
+            "slab_debug" => j.str("-"),
+            "sample_ms" => j.display(c.workload.sample_ms),
+            _ => j.null(),
+        };
+    }
+    j.end_object();
+}
+
+/// `{...}`: the policy's resolved knobs, by name. The one place that knows
+/// which knobs a policy has, for every result object.
+pub fn policy_knobs_json<W: fmt::Write>(p: &crate::fs::policy::Policy, j: &mut JsonWriter<W>) {
+    let mode = |m: crate::fs::policy::IlockMode| match m {
+        crate::fs::policy::IlockMode::Trylock => "trylock",
+        crate::fs::policy::IlockMode::Blocking => "blocking",
+    };
+    j.begin_object()
+        .key("gfp_under_ilock")
+        .display(p.gfp_under_ilock)
+        .field_bool("scoped_nofs_transactions", p.scoped_nofs_transactions)
+        .field_str("reclaim_ilock", mode(p.reclaim_ilock))
+        .field_str("cluster_ilock", mode(p.cluster_ilock))
+        .field_bool("reclaim_flushes_referenced", p.reclaim_flushes_referenced)
+        .end_object();
 }
 
 /// Writes straight to the console.
@@ -242,34 +381,91 @@ pub fn single(r: &RunResult) {
     free_memory_chart(&r.samples, 72, 12);
 }
 
-/// One JSON object for a run.
+/// One JSON object for a run (`"kind":"policy_result"`), on one line of
+/// the data stream.
 pub fn json(r: &RunResult) {
-    crate::println!(
-        "{{\"kind\":\"policy_result\",\"cpus\":{},\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"oom_kills\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
-        crate::platform::nr_cpus(),
-        JsonStr(r.policy.name),
-        r.ops,
-        ops_per_sec(r),
-        r.lockdep_reports,
-        r.deadlocks,
-        r.ops_phase.inodes_scanned,
-        r.ops_phase.inodes_reclaimed,
-        r.ops_phase.shrinker_stops,
-        r.inode_shrinker_deferred,
-        r.alloc_failures,
-        r.alloc_stalls,
-        r.stall_ns / 1_000_000,
-        r.kswapd_pages,
-        r.workers_oom_killed,
-        r.errors,
-        r.short_writes,
-        r.populate_errors,
-        r.injected_page_alloc + r.injected_slab,
-        r.injected_page_alloc,
-        r.injected_slab,
-        r.injected_errors,
-        if r.integrity_ok { "ok" } else { "FAILED" }
-    );
+    json_line(|j| result_json(r, j));
+}
+
+/// The `policy_result` object of a run: the header ([`result_header`]),
+/// the policy and its knobs, and every figure of the run.
+pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
+    j.begin_object();
+    result_header(j, "policy_result");
+    j.field_str("policy", r.policy.name).key("knobs");
+    policy_knobs_json(&r.policy, j);
+    j.field_u64("ops", r.ops)
+        .field_u64("ops_requested", r.ops_requested)
+        .field_u64("ops_per_sec", ops_per_sec(r))
+        .field_u64("elapsed_ms", r.elapsed_ns / 1_000_000)
+        .field_u64("errors", r.errors)
+        .field_u64("short_writes", r.short_writes)
+        .field_u64("populate_errors", r.populate_errors)
+        .field_u64("workers_failed", r.workers_failed)
+        .field_u64("lockdep_reports", r.lockdep_reports as u64)
+        .field_bool("lockdep_ilock_fs_reclaim", r.lockdep_ilock_fs_reclaim)
+        .key("first_lockdep_report");
+    match &r.first_lockdep_report {
+        Some(t) => j.str(t),
+        None => j.null(),
+    };
+    j.field_u64("deadlocks", r.deadlocks as u64)
+        .field_u64("inodes_scanned", r.ops_phase.inodes_scanned)
+        .field_u64("inodes_reclaimed", r.ops_phase.inodes_reclaimed)
+        .field_u64("shrinker_stops", r.ops_phase.shrinker_stops)
+        .field_u64("shrinker_deferred", r.inode_shrinker_deferred)
+        .field_u64("alloc_failures", r.alloc_failures)
+        .field_u64("direct_reclaim_stalls", r.alloc_stalls)
+        .field_u64("stall_ms", r.stall_ns / 1_000_000)
+        .field_u64("stall_ns", r.stall_ns)
+        .field_u64("direct_reclaim_pages", r.direct_pages)
+        .field_u64("kswapd_pages", r.kswapd_pages)
+        .field_u64("oom_kills", r.workers_oom_killed)
+        .field_str("oom", crate::mm::oom_kill::policy().name());
+    j.key("shrinkers").begin_array();
+    for s in &r.shrinkers {
+        j.begin_object()
+            .field_str("name", &s.name)
+            .field_u64("seeks", s.seeks as u64)
+            .field_u64("batch", s.batch)
+            .field_u64("calls", s.calls)
+            .field_u64("scan_calls", s.scan_calls)
+            .field_u64("scanned", s.scanned)
+            .field_u64("freed", s.freed)
+            .field_u64("stops", s.stops)
+            .field_u64("deferred_peak", s.deferred_peak)
+            .key("nr_deferred")
+            .i64(s.nr_deferred)
+            .field_u64("violations", s.violations)
+            .end_object();
+    }
+    j.end_array();
+    let f = &r.fs;
+    j.key("inode_cache")
+        .begin_object()
+        .field_u64("reads", f.inode_reads)
+        .field_u64("cached", f.inodes_cached)
+        .field_u64("reclaimable", f.inodes_reclaimable)
+        .field_u64("scanned", f.inodes_scanned)
+        .field_u64("reclaimed", f.inodes_reclaimed)
+        .field_u64("requeued_dirty", f.inodes_requeued_dirty)
+        .field_u64("requeued_locked", f.inodes_requeued_locked)
+        .field_u64("requeued_flushing", f.inodes_requeued_flushing)
+        .field_u64("cluster_flushes", f.cluster_flushes)
+        .field_u64("flush_errors", f.flush_errors)
+        .field_u64("flush_trylock_skips", f.flush_trylock_skips)
+        .field_u64("buffers_cached", f.buffers_cached)
+        .field_u64("buffers_reclaimed", f.buffers_reclaimed)
+        .end_object();
+    j.field_u64("injected_failures", r.injected_page_alloc + r.injected_slab)
+        .field_u64("injected_page_alloc", r.injected_page_alloc)
+        .field_u64("injected_slab", r.injected_slab)
+        .field_u64("failed_by_injection", r.injected_errors)
+        .field_u64("samples", r.samples.len() as u64)
+        .field_u64("files_verified", r.files_verified)
+        .field_str("integrity", if r.integrity_ok { "ok" } else { "FAILED" })
+        .field_str("integrity_detail", &r.integrity_detail)
+        .end_object();
 }
 
 /// The `policy=all` comparison table.

@@ -776,6 +776,43 @@ pub fn try_shrinkers() -> Result<Vec<ShrinkerInfo>, crate::mm::page_alloc::Alloc
     failed.map_or(Ok(out), Err)
 }
 
+/// The counters of every registered shrinker summed (empty name; seeks,
+/// batch and peak the largest). Allocates nothing, unlike [`shrinkers`]:
+/// samples taken during a run must not disturb it or fault injection.
+pub fn totals() -> ShrinkerInfo {
+    let mut t = info_of_counts_empty();
+    for_each_entry(|e| {
+        let i = info_of_counts(e);
+        t.seeks = t.seeks.max(i.seeks);
+        t.batch = t.batch.max(i.batch);
+        t.nr_deferred += i.nr_deferred;
+        t.calls += i.calls;
+        t.scan_calls += i.scan_calls;
+        t.scanned += i.scanned;
+        t.freed += i.freed;
+        t.deferred_peak = t.deferred_peak.max(i.deferred_peak);
+        t.stops += i.stops;
+        t.violations += i.violations;
+    });
+    t
+}
+
+fn info_of_counts_empty() -> ShrinkerInfo {
+    ShrinkerInfo {
+        name: String::new(),
+        seeks: 0,
+        batch: 0,
+        nr_deferred: 0,
+        calls: 0,
+        scan_calls: 0,
+        scanned: 0,
+        freed: 0,
+        deferred_peak: 0,
+        stops: 0,
+        violations: 0,
+    }
+}
+
 /// The highest nr_deferred (see [`ShrinkerStats::deferred_peak`]) of the
 /// shrinkers named `name` since [`reset_deferred_peak`]. Allocates nothing.
 pub fn deferred_peak_of(name: &str) -> u64 {

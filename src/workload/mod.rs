@@ -101,6 +101,8 @@ pub struct Workload {
     pub ops: u64,
     /// Random seed (`seed=`): the same seed gives the same operations.
     pub seed: u64,
+    /// Milliseconds between samples of the time series (`sample_ms=`).
+    pub sample_ms: u32,
 }
 
 impl Default for Workload {
@@ -114,6 +116,7 @@ impl Default for Workload {
             tasks: 4,
             ops: 12_000,
             seed: 42,
+            sample_ms: 100,
         }
     }
 }

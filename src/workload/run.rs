@@ -129,8 +129,10 @@ pub struct RunCounters {
     pub workers_oom_killed: AtomicU64,
 }
 
-/// One sample of the free-memory chart.
-#[derive(Clone, Copy, Debug)]
+/// One sample of the time series (`sample_ms=` apart): the free-memory
+/// chart and, with `format=json`, the `"kind":"sample"` lines. Counters
+/// count from the start of the operations phase.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Sample {
     /// Milliseconds since the run started.
     pub ms: u64,
@@ -138,6 +140,29 @@ pub struct Sample {
     pub free_pages: u64,
     /// Operations done by then.
     pub ops: u64,
+    /// Pages direct reclaim freed.
+    pub direct_pages: u64,
+    /// Direct reclaim runs (allocations that stalled in it).
+    pub direct_runs: u64,
+    /// Pages kswapd freed.
+    pub kswapd_pages: u64,
+    /// Shrinker calls, summed over every shrinker.
+    pub shrinker_calls: u64,
+    /// Objects shrinkers scanned.
+    pub shrinker_scanned: u64,
+    /// Objects shrinkers freed.
+    pub shrinker_freed: u64,
+    /// SHRINK_STOPs shrinkers returned.
+    pub shrinker_stops: u64,
+    /// Inodes in the filesystem's inode cache.
+    pub inodes_cached: u64,
+}
+
+/// Shrinker counters summed over every shrinker: calls, scanned, freed,
+/// STOPs (allocates nothing).
+fn shrinker_totals() -> [u64; 4] {
+    let t = crate::mm::shrinker::totals();
+    [t.calls, t.scanned, t.freed, t.stops]
 }
 
 /// The outcome of one workload run under one policy.
@@ -555,27 +580,46 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
     }
 }
 
-/// Progress printing and the free-memory samples behind the chart.
+/// Progress printing and the samples behind the chart, every `sample_ms=`;
+/// with `format=json` each sample is also printed as it is taken (a line
+/// per sample, tagged with its policy and time).
 fn monitor(sh: Arc<Shared>, samples: Arc<Mutex<Vec<Sample>>>, t0: u64, live: bool) {
     let mut last_print = 0;
+    let json = crate::json::json_mode();
+    let v0 = crate::mm::vmscan::stats().snapshot();
+    let sh0 = shrinker_totals();
+    let period = Duration::from_millis(sh.w.sample_ms.max(1) as u64);
     while !sh.stop.load(Ordering::Relaxed) {
         let ms = (crate::time::now_ns() - t0) / 1_000_000;
         let ops = sh.counters.ops.load(Ordering::Relaxed);
         let free = crate::mm::page_alloc::nr_free_pages();
+        let v = crate::mm::vmscan::stats().snapshot();
+        let st = sh.fs.stats();
+        let shr = shrinker_totals();
+        let sample = Sample {
+            ms,
+            free_pages: free,
+            ops,
+            direct_pages: v.direct_pages.saturating_sub(v0.direct_pages),
+            direct_runs: v.direct_runs.saturating_sub(v0.direct_runs),
+            kswapd_pages: v.kswapd_pages.saturating_sub(v0.kswapd_pages),
+            shrinker_calls: shr[0].saturating_sub(sh0[0]),
+            shrinker_scanned: shr[1].saturating_sub(sh0[1]),
+            shrinker_freed: shr[2].saturating_sub(sh0[2]),
+            shrinker_stops: shr[3].saturating_sub(sh0[3]),
+            inodes_cached: st.inodes_cached,
+        };
         {
             let mut s = samples.lock();
             if s.len() < s.capacity() {
-                s.push(Sample {
-                    ms,
-                    free_pages: free,
-                    ops,
-                });
+                s.push(sample);
             }
+        }
+        if json {
+            sample_json(sh.fs.policy().name, &sample);
         }
         if live && ms - last_print >= 1000 {
             last_print = ms;
-            let v = crate::mm::vmscan::stats().snapshot();
-            let st = sh.fs.stats();
             crate::println!(
                 "[{:>4}.{}s] {:>7} ops | free {:>5} KiB | reclaim: direct {} pg, kswapd {} pg | inodes cached {} reclaimed {} | {}",
                 ms / 1000,
@@ -589,7 +633,7 @@ fn monitor(sh: Arc<Shared>, samples: Arc<Mutex<Vec<Sample>>>, t0: u64, live: boo
                 sh.w.tasks,
             );
         }
-        task::sleep(Duration::from_millis(50));
+        task::sleep(period);
     }
 }
 
@@ -832,4 +876,42 @@ pub fn run(
         direct_pages: v1.direct_pages - v0.direct_pages,
         kswapd_pages: v1.kswapd_pages - v0.kswapd_pages,
     })
+}
+
+/// Where free memory stands against the watermarks: `above_high`,
+/// `between` (low..=high), `below_low`, `below_min`.
+pub fn watermark_state(free: u64, w: &crate::mm::zone::Watermarks) -> &'static str {
+    if free < w.min {
+        "below_min"
+    } else if free < w.low {
+        "below_low"
+    } else if free > w.high {
+        "above_high"
+    } else {
+        "between"
+    }
+}
+
+/// One `{"kind":"sample",...}` line of the time series, printed by the
+/// workload's monitor as it takes the sample.
+pub fn sample_json(policy: &str, s: &Sample) {
+    let w = crate::mm::page_alloc::watermarks();
+    crate::json::json_line(|j| {
+        j.begin_object()
+            .field_str("kind", "sample")
+            .field_str("policy", policy)
+            .field_u64("ms", s.ms)
+            .field_u64("ops", s.ops)
+            .field_u64("free_pages", s.free_pages)
+            .field_str("watermark", watermark_state(s.free_pages, &w))
+            .field_u64("direct_reclaim_pages", s.direct_pages)
+            .field_u64("direct_reclaim_runs", s.direct_runs)
+            .field_u64("kswapd_pages", s.kswapd_pages)
+            .field_u64("shrinker_calls", s.shrinker_calls)
+            .field_u64("shrinker_scanned", s.shrinker_scanned)
+            .field_u64("shrinker_freed", s.shrinker_freed)
+            .field_u64("shrinker_stops", s.shrinker_stops)
+            .field_u64("inodes_cached", s.inodes_cached)
+            .end_object();
+    });
 }

@@ -27,6 +27,20 @@ use qemu_exit::{ExitCode, exit_qemu};
 pub struct Qemu;
 
 static SERIAL: spin::Mutex<serial::Serial> = spin::Mutex::new(serial::Serial::com1());
+static SERIAL2: spin::Mutex<serial::Serial> = spin::Mutex::new(serial::Serial::com2());
+
+/// Whether the console writes to COM2 (`format=json`: COM1 carries data only).
+static CONSOLE_ON_COM2: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the command line asks for `format=json` (the last `format=` wins,
+/// as when the command line is parsed).
+fn wants_json(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .rev()
+        .find_map(|t| t.strip_prefix("format="))
+        == Some("json")
+}
 
 impl Platform for Qemu {
     fn irq_flag_is_native(&self) -> bool {
@@ -59,8 +73,18 @@ impl Platform for Qemu {
 
     fn console_write(&self, s: &str) {
         use core::fmt::Write;
-        let mut serial = SERIAL.lock();
-        let _ = serial.write_str(s);
+        let port = if CONSOLE_ON_COM2.load(core::sync::atomic::Ordering::Relaxed) {
+            &SERIAL2
+        } else {
+            &SERIAL
+        };
+        let _ = port.lock().write_str(s);
+    }
+
+    /// COM1, `\n` line ends: QEMU's `-serial stdio`, the runner's standard
+    /// output.
+    fn data_write(&self, s: &str) {
+        SERIAL.lock().write_raw(s);
     }
 
     fn wait_for_interrupt(&self) {
@@ -347,6 +371,7 @@ fn nx_enabled() -> bool {
 pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     smp::init_bsp();
     SERIAL.lock().init();
+    SERIAL2.lock().init();
     crate::platform::set(&QEMU);
     gdt::init();
     interrupts::init();
@@ -359,6 +384,11 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
         exit_qemu(ExitCode::Failure);
     }
     prepend_builtin_cmdline(&mut parsed);
+    // From here on, with `format=json`, what people read (boot lines, the
+    // log, lockdep reports, errors) goes to COM2 and COM1 keeps the JSON.
+    if wants_json(parsed.cmdline()) {
+        CONSOLE_ON_COM2.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
     // Refuse a command line that cannot be kept whole rather than run with
     // part of it.
     if let Some(p) = parsed.cmdline_problem() {

@@ -1,9 +1,13 @@
-//! COM1 (16550 UART at 0x3F8): the kernel console on QEMU's `-serial stdio`.
+//! The 16550 UARTs: COM1 (0x3F8), the kernel console on QEMU's `-serial
+//! stdio`, and COM2 (0x2F8), which tools/qemu-run routes to its standard
+//! error: with `format=json` the human console moves there and COM1 carries
+//! only JSON lines.
 
 use core::fmt;
 use x86_64::instructions::port::Port;
 
 const COM1: u16 = 0x3F8;
+const COM2: u16 = 0x2F8;
 
 /// A 16550 UART at an IO port base.
 pub struct Serial {
@@ -16,10 +20,24 @@ impl Serial {
         Self { base: COM1 }
     }
 
+    /// The COM2 UART (not yet initialised).
+    pub const fn com2() -> Self {
+        Self { base: COM2 }
+    }
+
+    /// Writes `s` byte for byte, `\n` without a `\r` before it: for
+    /// output read by programs rather than terminals.
+    pub fn write_raw(&mut self, s: &str) {
+        for b in s.bytes() {
+            self.write_byte(b);
+        }
+    }
+
     /// 115200 baud, 8N1, FIFO on, interrupts off.
     pub fn init(&mut self) {
         let b = self.base;
-        // SAFETY: COM1's registers; QEMU always provides the device.
+        // SAFETY: the UART's registers; QEMU's PC machine always has COM1 and
+        // COM2 (an unconnected port discards what is written).
         unsafe {
             Port::<u8>::new(b + 1).write(0x00);
             Port::<u8>::new(b + 3).write(0x80);
@@ -32,7 +50,7 @@ impl Serial {
     }
 
     fn write_byte(&mut self, byte: u8) {
-        // SAFETY: COM1 line-status and data registers.
+        // SAFETY: the UART's line-status and data registers.
         unsafe {
             let mut lsr = Port::<u8>::new(self.base + 5);
             while lsr.read() & 0x20 == 0 {
