@@ -6,7 +6,8 @@
 //! 1. applies the task's scoped constraints (`current_gfp_context`), calls
 //!    `might_alloc` when it may block, consults fault injection
 //!    (`fail_page_alloc`, never for `__GFP_NOFAIL`);
-//! 2. fast path: the free lists at the LOW watermark;
+//! 2. fast path: the LOW watermark on NR_FREE_PAGES, then this CPU's per-CPU
+//!    list for orders <= 3, else the buddy lists;
 //! 3. `__alloc_pages_slowpath` in Linux's order: wake kswapd; retry at MIN
 //!    with the __GFP_HIGH / non-blocking reserves; PF_MEMALLOC or
 //!    __GFP_MEMALLOC (without __GFP_NOMEMALLOC) ignore the watermarks; no
@@ -26,8 +27,10 @@
 //!   stops early when free + reclaimable LRU pages could not meet MIN; here
 //!   reclaimable memory sits behind shrinkers whose counts the allocator
 //!   does not see, so that estimate would always say "give up".
-//! - No per-CPU page lists, migrate types, compaction or highatomic reserve;
-//!   one CPU and one zone.
+//! - No migrate types, compaction or highatomic reserve; one zone.
+//! - Per-CPU page lists follow Linux 6.6 (see `zone_pcp_update`,
+//!   `rmqueue_pcplist`, `free_unref_page`); the slow path also drains them
+//!   once before its OOM stage, not only after reclaim made progress.
 //! - Every allocated block is marked (HEAD + order) so `free_pages` detects
 //!   double frees, frees of a tail page and frees with the wrong order, and
 //!   refuses them (Linux's `free_pages` trusts its caller).
