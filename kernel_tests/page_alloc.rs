@@ -1044,7 +1044,10 @@ fn pcp_batch_high_and_vmstat_threshold_follow_linux_6_6() -> TestResult {
     page_alloc::set_min_free_kbytes(old * 4);
     let high4 = page_alloc::pcp_batch_high().1 as u64;
     page_alloc::set_min_free_kbytes(old);
-    kassert_eq!(high4, core::cmp::max(watermarks_for(old * 4).low / cpus, 4 * batch));
+    kassert_eq!(
+        high4,
+        core::cmp::max(watermarks_for(old * 4).low / cpus, 4 * batch)
+    );
     kassert_eq!(page_alloc::pcp_batch_high(), (batch as u32, high as u32));
     Ok(())
 }
@@ -1071,7 +1074,11 @@ fn order0_free_goes_to_the_pcp_list_and_comes_back_hot() -> TestResult {
     free_pages(q, 0);
     kassert_eq!(n0 - n1, batch as u64, "one refill of batch pages");
     kassert_eq!(on_pcp, batch as u64 - 1);
-    kassert_eq!(n2, n1, "the free went to the per-CPU list, not the buddy lists");
+    kassert_eq!(
+        n2,
+        n1,
+        "the free went to the per-CPU list, not the buddy lists"
+    );
     kassert_eq!(on_pcp2, on_pcp + 1);
     kassert_eq!(flags, Some(PageFlags::PCP));
     kassert_eq!(owner, Some(PageOwner::Free));
@@ -1126,7 +1133,11 @@ fn drain_all_pages_returns_everything_and_buddies_merge_back() -> TestResult {
     let missing = n0 - nr_free_pages();
     page_alloc::drain_all_pages();
     kassert!(on_lists > 0, "nothing stayed on a per-CPU list");
-    kassert_eq!(missing, on_lists, "free pages are in the buddy or on a pcp list");
+    kassert_eq!(
+        missing,
+        on_lists,
+        "free pages are in the buddy or on a pcp list"
+    );
     kassert_eq!(page_alloc::nr_pcp_pages(), 0);
     kassert_eq!(nr_free_pages(), n0);
     kassert_eq!(page_alloc::free_per_order(), before, "buddies merged back");
@@ -1139,7 +1150,11 @@ fn double_free_of_a_block_on_a_pcp_list_is_detected() -> TestResult {
         let p = alloc_pages(GFP_KERNEL, order).map_err(|e| fail(alloc::format!("{e}")))?;
         let tail = PhysAddr::new(p.as_u64() + ((PAGE_SIZE as u64) << order) - PAGE_SIZE as u64);
         free_pages(p, order);
-        let (n, on_pcp, bad0) = (nr_free_pages(), page_alloc::pcp_count(cpu()), snap().bad_frees);
+        let (n, on_pcp, bad0) = (
+            nr_free_pages(),
+            page_alloc::pcp_count(cpu()),
+            snap().bad_frees,
+        );
         let on_list = page_alloc::pfn_to_page(p.pfn()).map(|pg| pg.flags());
         free_pages(p, order);
         let again = last();
@@ -1215,7 +1230,10 @@ fn slow_path_drains_pcp_lists_before_failing() -> TestResult {
     );
     kassert_eq!(on_pcp_after_nowait, k);
     kassert!(kernel.is_ok(), "the slow path drained and then succeeded");
-    kassert!(s1.alloc_stalls > s0.alloc_stalls, "it went through direct reclaim");
+    kassert!(
+        s1.alloc_stalls > s0.alloc_stalls,
+        "it went through direct reclaim"
+    );
     kassert_eq!(s1.failures, s0.failures);
     kassert_eq!(total_after, k - 1);
     Ok(())
@@ -1230,7 +1248,10 @@ fn vmstat_deltas_fold_into_the_global_counters() -> TestResult {
         page_alloc::vm_stat_threshold(page_alloc::managed_pages(), cpus) as u64
     );
     page_alloc::refresh_cpu_vm_stats();
-    let (a0, f0) = (page_alloc::vm_stat_read(Allocations), page_alloc::vm_stat_read(Frees));
+    let (a0, f0) = (
+        page_alloc::vm_stat_read(Allocations),
+        page_alloc::vm_stat_read(Frees),
+    );
     let g0 = page_alloc::vm_stat_global(Allocations);
     kassert_eq!(g0, a0, "refresh_cpu_vm_stats folded this CPU's delta");
     // Up to the threshold the global counter does not move...
@@ -1240,12 +1261,18 @@ fn vmstat_deltas_fold_into_the_global_counters() -> TestResult {
         free_pages(p, 0);
         moved_early |= page_alloc::vm_stat_global(Allocations) != g0;
     }
-    let exact = (page_alloc::vm_stat_read(Allocations), page_alloc::vm_stat_read(Frees));
+    let exact = (
+        page_alloc::vm_stat_read(Allocations),
+        page_alloc::vm_stat_read(Frees),
+    );
     // ...one more event crosses it and folds the whole delta.
     let p = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
     let g1 = page_alloc::vm_stat_global(Allocations);
     free_pages(p, 0);
-    kassert!(!moved_early, "the global counter moved before the threshold");
+    kassert!(
+        !moved_early,
+        "the global counter moved before the threshold"
+    );
     kassert_eq!(exact, (a0 + t, f0 + t), "reads add every CPU's delta");
     kassert_eq!(g1, g0 + t + 1);
     kassert_eq!(snap().allocations, page_alloc::vm_stat_read(Allocations));

@@ -43,8 +43,8 @@ use super::page::{NIL, Page, PageFlags};
 use super::scope::{MemallocScope, current_gfp_context};
 use super::vmscan;
 use super::zone::{
-    AllocFlags, FreeLists, MAX_ORDER_NR_PAGES, NR_ORDERS, PCP_MAX_CPUS, WMARK_LOGGED,
-    ZONE, Zone, compute_watermarks, default_min_free_kbytes, zone_watermark_fast,
+    AllocFlags, FreeLists, MAX_ORDER_NR_PAGES, NR_ORDERS, PCP_MAX_CPUS, WMARK_LOGGED, ZONE, Zone,
+    compute_watermarks, default_min_free_kbytes, zone_watermark_fast,
 };
 use crate::bootinfo::{MemoryMap, Region, RegionKind};
 use crate::sync::SpinLock;
@@ -486,7 +486,6 @@ impl fmt::Display for PageAllocStats {
         Ok(())
     }
 }
-
 
 // ---------------------------------------------------------------------------
 // vmstat: per-CPU deltas folded into global counters
