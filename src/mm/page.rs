@@ -9,7 +9,7 @@
 //! ([`PageFlags::HEAD`]) carries flags, order and owner; the other pages of
 //! the block are plain tails. Everything except `private` is changed under
 //! the zone lock, or, for a block on a per-CPU page list and one going to or
-//! coming from it, under that CPU's `pcp->lock` (see [`Page::claim`]).
+//! coming from it, under that CPU's `pcp->lock`; a free claims the HEAD flag atomically.
 
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
