@@ -53,6 +53,13 @@ kreclaim::kernel_tests!(
     alloc_error_names_order_and_mode,
     cmdline_keys_parse_and_reject_with_key_names,
     sleeping_allocation_in_atomic_context_is_reported_at_the_caller_and_does_not_sleep,
+    pcp_batch_high_and_vmstat_threshold_follow_linux_6_6,
+    order0_free_goes_to_the_pcp_list_and_comes_back_hot,
+    above_high_a_batch_goes_back_to_the_buddy_lists,
+    drain_all_pages_returns_everything_and_buddies_merge_back,
+    double_free_of_a_block_on_a_pcp_list_is_detected,
+    slow_path_drains_pcp_lists_before_failing,
+    vmstat_deltas_fold_into_the_global_counters,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -172,7 +179,10 @@ fn watermark_check_reserves_arithmetic() -> TestResult {
 
 fn every_page_allocates_and_buddies_merge_back() -> TestResult {
     // The Vec comes from kmalloc (pages), so size it before measuring.
-    let mut pages = Vec::with_capacity(nr_free_pages() as usize + 16);
+    let mut pages = Vec::with_capacity(nr_free_pages() as usize + 1024);
+    // Pages on per-CPU lists are free but not in NR_FREE_PAGES: count from
+    // a drained state, as Linux's tests do.
+    page_alloc::drain_all_pages();
     let before = page_alloc::free_per_order();
     let n0 = nr_free_pages();
     {
@@ -195,6 +205,8 @@ fn every_page_allocates_and_buddies_merge_back() -> TestResult {
     for p in pages.iter().filter(|p| p.pfn() % 2 == 1) {
         free_pages(*p, 0);
     }
+    page_alloc::drain_all_pages();
+    let after_drain = (nr_free_pages(), page_alloc::free_per_order());
     // Only now may the test allocate again (the heap is kmalloc).
     let mut sorted = pages.clone();
     sorted.sort();
@@ -210,13 +222,15 @@ fn every_page_allocates_and_buddies_merge_back() -> TestResult {
         halfway[1..].iter().all(|&n| n == 0),
         "no buddies can merge while every odd page is held: {halfway:?}"
     );
-    kassert_eq!(nr_free_pages(), n0);
-    kassert_eq!(page_alloc::free_per_order(), before, "buddies merged back");
+    kassert_eq!(after_drain.0, n0);
+    kassert_eq!(after_drain.1, before, "buddies merged back");
     kassert!(before[MAX_ORDER as usize] > 0, "{before:?}");
     Ok(())
 }
 
 fn high_order_needs_a_free_block_of_that_order() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let w = watermarks();
     // Rust's heap is kmalloc: size `kept` before memory runs out.
     let mut kept = Held(Vec::with_capacity(nr_free_pages() as usize + 16));
@@ -293,6 +307,8 @@ fn zeroed_pages_are_zero() -> TestResult {
 }
 
 fn atomic_dips_below_min_nowait_does_not() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let w = watermarks();
     let mut h = fill_to(w.min + 1);
     kassert_eq!(nr_free_pages(), w.min + 1);
@@ -318,6 +334,8 @@ fn atomic_dips_below_min_nowait_does_not() -> TestResult {
 }
 
 fn gfp_memalloc_ignores_watermarks_unless_nomemalloc() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let w = watermarks();
     let mut h = fill_to(w.min / 4);
     kassert!(alloc_pages(GFP_ATOMIC | NOWARN, 0).is_err());
@@ -336,6 +354,8 @@ fn gfp_memalloc_ignores_watermarks_unless_nomemalloc() -> TestResult {
 }
 
 fn pf_memalloc_takes_reserves_but_never_reclaims() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let mut h = fill_to(0);
     // Without PF_MEMALLOC a sleeping allocation enters direct reclaim once
     // (__GFP_NORETRY)...
@@ -363,6 +383,8 @@ fn pf_memalloc_takes_reserves_but_never_reclaims() -> TestResult {
 }
 
 fn noretry_fails_under_pressure_where_nofail_waits_and_succeeds() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     // The vmscan stub reclaims nothing: another task frees memory later.
     // (Reclaim's last step flushes the slab caches' sheaves, which can free
     // slab pages: flushed before, and no allocation in between frees any.)
@@ -415,6 +437,8 @@ fn noretry_fails_under_pressure_where_nofail_waits_and_succeeds() -> TestResult 
 }
 
 fn costly_order_fails_after_one_reclaim_round() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let _h = fill_to(0);
     let s0 = snap();
     kassert!(alloc_pages(GFP_KERNEL | NOWARN, 4).is_err());
@@ -434,6 +458,8 @@ fn costly_order_fails_after_one_reclaim_round() -> TestResult {
 }
 
 fn retry_mayfail_gives_up_after_16_rounds_without_progress() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let _h = fill_to(0);
     let s0 = snap();
     let e = alloc_pages(GFP_KERNEL | Gfp::__GFP_RETRY_MAYFAIL | NOWARN, 4);
@@ -447,6 +473,8 @@ fn retry_mayfail_gives_up_after_16_rounds_without_progress() -> TestResult {
 }
 
 fn stalls_failures_and_wakeups_are_counted() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let noretry = GFP_KERNEL | Gfp::__GFP_NORETRY | NOWARN;
     let nowait = GFP_NOWAIT | NOWARN;
     let f0 = (
@@ -487,6 +515,8 @@ fn count_report() {
 }
 
 fn oom_report_runs_registered_reporters_unless_nowarn() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     page_alloc::reset_warn_ratelimit();
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
@@ -507,6 +537,8 @@ fn oom_report_runs_registered_reporters_unless_nowarn() -> TestResult {
 }
 
 fn failure_reports_are_rate_limited_to_one_per_10_s() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     // Linux's warn_alloc: DEFINE_RATELIMIT_STATE(nopage_rs, 10*HZ, 1).
     kassert!(page_alloc::register_oom_reporter(count_report).is_ok());
     page_alloc::reset_warn_ratelimit();
@@ -526,6 +558,8 @@ fn failure_reports_are_rate_limited_to_one_per_10_s() -> TestResult {
 }
 
 fn scoped_gfp_context_is_applied_at_entry() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let _h = fill_to(0);
     let extra = Gfp::__GFP_NORETRY | NOWARN;
     let nofs = {
@@ -554,6 +588,8 @@ fn scoped_gfp_context_is_applied_at_entry() -> TestResult {
 }
 
 fn double_free_and_wrong_order_free_are_detected() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     let before = page_alloc::free_per_order();
     let n0 = nr_free_pages();
     let s0 = snap();
@@ -798,6 +834,8 @@ fn page_owner_follows_blocks() -> TestResult {
 }
 
 fn kernel_stacks_come_from_the_page_allocator() -> TestResult {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     task::spawn("warm", || {}).unwrap().join().unwrap();
     task::yield_now();
     let free0 = nr_free_pages();
@@ -919,6 +957,8 @@ fn last_invalid_sleep() -> Result<(&'static str, u32), kreclaim::harness::TestFa
 
 fn sleeping_allocation_in_atomic_context_is_reported_at_the_caller_and_does_not_sleep() -> TestResult
 {
+    // Exact page counts: every block passes through the per-CPU lists.
+    let _pcp = page_alloc::zone_pcp_disable();
     use kreclaim::mm::slab::kmalloc::{kfree, kmalloc};
     use kreclaim::platform::IrqGuard;
     let n = task::invalid_context_sleeps();
@@ -966,5 +1006,278 @@ fn sleeping_allocation_in_atomic_context_is_reported_at_the_caller_and_does_not_
     let pa = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
     free_pages(pa, 0);
     kassert_eq!(task::invalid_context_sleeps(), before);
+    Ok(())
+}
+
+/// The running CPU (the test task runs on the boot CPU; APs run no tasks).
+fn cpu() -> usize {
+    kreclaim::platform::cpu_id()
+}
+
+fn pcp_batch_high_and_vmstat_threshold_follow_linux_6_6() -> TestResult {
+    // zone_batchsize by hand: min(managed >> 10, 256) / 4, at least 1, then
+    // rounddown_pow_of_two(b + b/2) - 1; the caller takes max(1, ...).
+    kassert_eq!(page_alloc::zone_batchsize(1 << 18), 63); // 1 GiB: 64 -> 96 -> 64 - 1
+    kassert_eq!(page_alloc::zone_batchsize(32 << 10), 7); // 128 MiB: 8 -> 12 -> 8 - 1
+    kassert_eq!(page_alloc::zone_batchsize(4048), 0); // 16 MiB: 0 -> 1 -> 1 - 1
+    kassert_eq!(page_alloc::zone_batchsize(1 << 30), 63); // capped at 1 MiB
+    // zone_highsize: low watermark / CPUs, at least 4 * batch.
+    kassert_eq!(page_alloc::zone_highsize(1000, 63, 2), 500);
+    kassert_eq!(page_alloc::zone_highsize(1000, 63, 8), 252);
+    // calculate_normal_threshold: 2 * fls(cpus) * (1 + fls(MiB / 128)).
+    kassert_eq!(page_alloc::vm_stat_threshold(1 << 18, 2), 20); // 4 * (1 + 4)
+    kassert_eq!(page_alloc::vm_stat_threshold(1 << 18, 1), 10);
+    kassert_eq!(page_alloc::vm_stat_threshold(1 << 30, 16), 125); // capped
+
+    let managed = page_alloc::managed_pages();
+    let cpus = kreclaim::platform::nr_cpus() as u64;
+    let mut b = core::cmp::min(managed >> 10, 256) / 4;
+    b = b.max(1);
+    let x = b + b / 2;
+    let mut pow = 1;
+    while pow * 2 <= x {
+        pow *= 2;
+    }
+    let batch = (pow - 1).max(1);
+    let high = core::cmp::max(watermarks().low / cpus, 4 * batch);
+    kassert_eq!(page_alloc::pcp_batch_high(), (batch as u32, high as u32));
+    // min_free_kbytes changes recompute high (setup_per_zone_wmarks ->
+    // zone_pcp_update).
+    let old = page_alloc::min_free_kbytes();
+    page_alloc::set_min_free_kbytes(old * 4);
+    let high4 = page_alloc::pcp_batch_high().1 as u64;
+    page_alloc::set_min_free_kbytes(old);
+    kassert_eq!(
+        high4,
+        core::cmp::max(watermarks_for(old * 4).low / cpus, 4 * batch)
+    );
+    kassert_eq!(page_alloc::pcp_batch_high(), (batch as u32, high as u32));
+    Ok(())
+}
+
+fn watermarks_for(min_free_kbytes: u64) -> page_alloc::Watermarks {
+    compute_watermarks(page_alloc::managed_pages(), min_free_kbytes)
+}
+
+fn order0_free_goes_to_the_pcp_list_and_comes_back_hot() -> TestResult {
+    let (batch, _) = page_alloc::pcp_batch_high();
+    page_alloc::drain_all_pages();
+    let n0 = nr_free_pages();
+    let p = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    // rmqueue_bulk took a whole batch off the buddy lists.
+    let n1 = nr_free_pages();
+    let on_pcp = page_alloc::pcp_count(cpu());
+    free_pages(p, 0);
+    let n2 = nr_free_pages();
+    let on_pcp2 = page_alloc::pcp_count(cpu());
+    let flags = page_alloc::pfn_to_page(p.pfn()).map(|pg| pg.flags());
+    let owner = page_alloc::page_owner(p);
+    let q = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    let owner_q = page_alloc::page_owner(q);
+    free_pages(q, 0);
+    kassert_eq!(n0 - n1, batch as u64, "one refill of batch pages");
+    kassert_eq!(on_pcp, batch as u64 - 1);
+    kassert_eq!(
+        n2,
+        n1,
+        "the free went to the per-CPU list, not the buddy lists"
+    );
+    kassert_eq!(on_pcp2, on_pcp + 1);
+    kassert_eq!(flags, Some(PageFlags::PCP));
+    kassert_eq!(owner, Some(PageOwner::Free));
+    kassert_eq!(q, p, "LIFO: the cache-hot page comes back first");
+    kassert_eq!(owner_q, Some(PageOwner::Kernel));
+    Ok(())
+}
+
+fn above_high_a_batch_goes_back_to_the_buddy_lists() -> TestResult {
+    let (batch, high) = page_alloc::pcp_batch_high();
+    let mut pages = Vec::with_capacity(high as usize + 1);
+    for _ in 0..high {
+        pages.push(alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?);
+    }
+    page_alloc::drain_all_pages();
+    let n0 = nr_free_pages();
+    let mut stayed = true;
+    for (i, p) in pages.iter().take(high as usize - 1).enumerate() {
+        free_pages(*p, 0);
+        stayed &= page_alloc::pcp_count(cpu()) == i as u64 + 1 && nr_free_pages() == n0;
+    }
+    free_pages(pages[high as usize - 1], 0);
+    let after = (nr_free_pages(), page_alloc::pcp_count(cpu()));
+    page_alloc::drain_all_pages();
+    drop(pages);
+    kassert!(stayed, "below high every free stays on the list");
+    // count reached high: nr_pcp_free = clamp(batch << 0, batch, high - batch).
+    kassert_eq!(after.0, n0 + batch as u64, "one batch went back");
+    kassert_eq!(after.1, (high - batch) as u64);
+    Ok(())
+}
+
+fn drain_all_pages_returns_everything_and_buddies_merge_back() -> TestResult {
+    let mut blocks = Vec::with_capacity(256);
+    page_alloc::drain_all_pages();
+    let before = page_alloc::free_per_order();
+    let n0 = nr_free_pages();
+    for i in 0..200u32 {
+        let order = i % 4;
+        blocks.push((
+            alloc_pages(GFP_KERNEL, order).map_err(|e| fail(alloc::format!("{e}")))?,
+            order,
+        ));
+    }
+    // Order 0 last: a high-order free after an overflow flushes the lists
+    // (Linux 6.6's free_high), so end with blocks that stay.
+    blocks.sort_by_key(|&(_, o)| core::cmp::Reverse(o));
+    for (p, o) in blocks.drain(..) {
+        free_pages(p, o);
+    }
+    let on_lists = page_alloc::nr_pcp_pages();
+    let missing = n0 - nr_free_pages();
+    page_alloc::drain_all_pages();
+    kassert!(on_lists > 0, "nothing stayed on a per-CPU list");
+    kassert_eq!(
+        missing,
+        on_lists,
+        "free pages are in the buddy or on a pcp list"
+    );
+    kassert_eq!(page_alloc::nr_pcp_pages(), 0);
+    kassert_eq!(nr_free_pages(), n0);
+    kassert_eq!(page_alloc::free_per_order(), before, "buddies merged back");
+    Ok(())
+}
+
+fn double_free_of_a_block_on_a_pcp_list_is_detected() -> TestResult {
+    let last = || page_alloc::last_bad_free().map(|b| (b.pfn, b.order, b.kind));
+    for order in [0u32, 2] {
+        let p = alloc_pages(GFP_KERNEL, order).map_err(|e| fail(alloc::format!("{e}")))?;
+        let tail = PhysAddr::new(p.as_u64() + ((PAGE_SIZE as u64) << order) - PAGE_SIZE as u64);
+        free_pages(p, order);
+        let (n, on_pcp, bad0) = (
+            nr_free_pages(),
+            page_alloc::pcp_count(cpu()),
+            snap().bad_frees,
+        );
+        let on_list = page_alloc::pfn_to_page(p.pfn()).map(|pg| pg.flags());
+        free_pages(p, order);
+        let again = last();
+        free_pages(tail, 0);
+        let inner = last();
+        let unchanged = (nr_free_pages(), page_alloc::pcp_count(cpu()));
+        let bad = snap().bad_frees - bad0;
+        // The list is intact: the block comes back once, hot.
+        let q = alloc_pages(GFP_KERNEL, order).map_err(|e| fail(alloc::format!("{e}")))?;
+        free_pages(q, order);
+        kassert_eq!(on_list, Some(PageFlags::PCP), "order {order}");
+        let df = BadFreeKind::DoubleFree {
+            block_pfn: p.pfn(),
+            block_order: order,
+        };
+        kassert_eq!(again, Some((p.pfn(), order, df)));
+        kassert_eq!(inner, Some((tail.pfn(), 0, df)));
+        kassert_eq!(bad, 2);
+        kassert_eq!(unchanged, (n, on_pcp), "the bad frees changed nothing");
+        kassert_eq!(q, p);
+    }
+    Ok(())
+}
+
+/// Restores `min_free_kbytes` when dropped.
+struct MinFreeKbytes(u64);
+
+impl Drop for MinFreeKbytes {
+    fn drop(&mut self) {
+        page_alloc::set_min_free_kbytes(self.0);
+    }
+}
+
+fn slow_path_drains_pcp_lists_before_failing() -> TestResult {
+    // Small watermarks, so that a full per-CPU list is above MIN with
+    // __GFP_HIGH (MIN / 2).
+    let _restore = MinFreeKbytes(page_alloc::min_free_kbytes());
+    page_alloc::set_min_free_kbytes(128);
+    let (_, high) = page_alloc::pcp_batch_high();
+    let k = high as u64 - 1;
+    let min = watermarks().min;
+    kassert!(k > min - min / 2, "high {high} vs min {min}");
+    let mut h = Held(Vec::with_capacity(
+        (nr_free_pages() + page_alloc::nr_pcp_pages()) as usize + 1024,
+    ));
+    // Blocks of other orders may sit on the lists from earlier tests.
+    page_alloc::drain_all_pages();
+    {
+        let _noreclaim = MemallocScope::noreclaim();
+        while let Ok(p) = alloc_pages(GFP_NOWAIT | NOWARN, 0) {
+            h.push(p, 0);
+        }
+    }
+    // Everything is taken; give back k pages: they stay on this CPU's list.
+    for _ in 0..k {
+        let (p, o) = h.0.pop().unwrap();
+        free_pages(p, o);
+    }
+    let (free, on_pcp) = (nr_free_pages(), page_alloc::nr_pcp_pages());
+    let nowait = alloc_pages(GFP_NOWAIT | NOWARN, 0);
+    let on_pcp_after_nowait = page_alloc::nr_pcp_pages();
+    let s0 = snap();
+    let kernel = alloc_pages(GFP_KERNEL | Gfp::__GFP_HIGH | NOWARN, 0);
+    let s1 = snap();
+    let total_after = nr_free_pages() + page_alloc::nr_pcp_pages();
+    if let Ok(p) = kernel {
+        h.push(p, 0);
+    }
+    kassert_eq!((free, on_pcp), (0, k));
+    kassert!(
+        nowait.is_err(),
+        "no reclaim, no drain: NR_FREE_PAGES is 0, so the watermark fails"
+    );
+    kassert_eq!(on_pcp_after_nowait, k);
+    kassert!(kernel.is_ok(), "the slow path drained and then succeeded");
+    kassert!(
+        s1.alloc_stalls > s0.alloc_stalls,
+        "it went through direct reclaim"
+    );
+    kassert_eq!(s1.failures, s0.failures);
+    kassert_eq!(total_after, k - 1);
+    Ok(())
+}
+
+fn vmstat_deltas_fold_into_the_global_counters() -> TestResult {
+    use page_alloc::VmStatItem::{Allocations, Frees};
+    let t = page_alloc::vm_stat_threshold_now() as u64;
+    let cpus = kreclaim::platform::nr_cpus();
+    kassert_eq!(
+        t,
+        page_alloc::vm_stat_threshold(page_alloc::managed_pages(), cpus) as u64
+    );
+    page_alloc::refresh_cpu_vm_stats();
+    let (a0, f0) = (
+        page_alloc::vm_stat_read(Allocations),
+        page_alloc::vm_stat_read(Frees),
+    );
+    let g0 = page_alloc::vm_stat_global(Allocations);
+    kassert_eq!(g0, a0, "refresh_cpu_vm_stats folded this CPU's delta");
+    // Up to the threshold the global counter does not move...
+    let mut moved_early = false;
+    for _ in 0..t {
+        let p = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+        free_pages(p, 0);
+        moved_early |= page_alloc::vm_stat_global(Allocations) != g0;
+    }
+    let exact = (
+        page_alloc::vm_stat_read(Allocations),
+        page_alloc::vm_stat_read(Frees),
+    );
+    // ...one more event crosses it and folds the whole delta.
+    let p = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    let g1 = page_alloc::vm_stat_global(Allocations);
+    free_pages(p, 0);
+    kassert!(
+        !moved_early,
+        "the global counter moved before the threshold"
+    );
+    kassert_eq!(exact, (a0 + t, f0 + t), "reads add every CPU's delta");
+    kassert_eq!(g1, g0 + t + 1);
+    kassert_eq!(snap().allocations, page_alloc::vm_stat_read(Allocations));
     Ok(())
 }

@@ -215,6 +215,8 @@ fn objects_move_between_full_partial_and_empty() -> TestResult {
 }
 
 fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult {
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = page_alloc::zone_pcp_disable();
     // Order-0 slabs (64 B objects) and order-2 slabs (3000 B objects).
     for (name, size) in [("t-release", 64), ("t-release-big", 3000)] {
         let c = cache(name, size, SlabFlags::empty())?;
@@ -675,6 +677,8 @@ fn destroy_with_live_objects_names_the_cache_and_count() -> TestResult {
 }
 
 fn destroy_of_an_empty_cache_returns_its_pages() -> TestResult {
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = page_alloc::zone_pcp_disable();
     let c = cache("t-destroy-ok", 64, SlabFlags::empty())?;
     let per = c.info().objperslab;
     let mut v: Vec<NonNull<u8>> = Vec::with_capacity(3 * per);
@@ -890,6 +894,8 @@ fn kmalloc_zero_and_kfree_null_are_no_ops() -> TestResult {
 }
 
 fn large_kmalloc_comes_from_and_returns_to_the_page_allocator() -> TestResult {
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = page_alloc::zone_pcp_disable();
     for (size, order) in [(8193usize, 2u32), (100_000, 5), (4 << 20, 10)] {
         let before = nr_free_pages();
         let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;

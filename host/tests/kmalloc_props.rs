@@ -57,6 +57,8 @@ fn slab_active() -> usize {
 fn run(ops: Vec<Op>) {
     let host = common::host();
     let _g = kreclaim_host::serial();
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = kreclaim::mm::page_alloc::zone_pcp_disable();
     kreclaim_host::shrink_kmalloc_caches();
     let free0 = nr_free_pages();
     let active0 = slab_active();

@@ -51,6 +51,8 @@ fn atomic_should_succeed(order: u32) -> bool {
 fn run(ops: Vec<Op>) {
     let host = common::host();
     let _g = kreclaim_host::serial();
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = kreclaim::mm::page_alloc::zone_pcp_disable();
     let gfp = GFP_ATOMIC | Gfp::__GFP_NOWARN;
     let free0 = nr_free_pages();
     let per_order0 = page_alloc::free_per_order();
@@ -168,6 +170,8 @@ proptest! {
 fn atomic_allocations_stop_at_the_watermark() {
     common::host();
     let _g = kreclaim_host::serial();
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = kreclaim::mm::page_alloc::zone_pcp_disable();
     let gfp = GFP_ATOMIC | Gfp::__GFP_NOWARN;
     let free0 = nr_free_pages();
     let mut got = Vec::new();

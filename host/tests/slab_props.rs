@@ -63,6 +63,8 @@ fn params() -> impl Strategy<Value = Params> {
 fn run(p: Params, ops: Vec<Op>) {
     let host = common::host();
     let _g = kreclaim_host::serial();
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = kreclaim::mm::page_alloc::zone_pcp_disable();
     let free0 = nr_free_pages();
     let reports0 = slab::reports().len();
     let cache = KmemCache::create("prop-cache", p.size, p.align, p.flags, None).expect("create");
@@ -181,6 +183,8 @@ proptest! {
 fn debug_cache_reports_use_after_free_and_overflow() {
     common::host();
     let _g = kreclaim_host::serial();
+    // Exact page counts: no block may stay on a per-CPU page list.
+    let _pcp = kreclaim::mm::page_alloc::zone_pcp_disable();
     let c = KmemCache::create("prop-debug", 40, 8, SlabFlags::DEBUG, None).unwrap();
     let n0 = slab::reports().len();
     let a = c.alloc(GFP_KERNEL).unwrap();

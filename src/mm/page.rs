@@ -8,7 +8,8 @@
 //! block (flag [`PageFlags::BUDDY`]) or of an allocated block
 //! ([`PageFlags::HEAD`]) carries flags, order and owner; the other pages of
 //! the block are plain tails. Everything except `private` is changed under
-//! the zone lock.
+//! the zone lock, or, for a block on a per-CPU page list and one going to or
+//! coming from it, under that CPU's `pcp->lock`; a free claims the HEAD flag atomically.
 
 use core::fmt;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
@@ -89,6 +90,10 @@ bitflags::bitflags! {
         /// `__GFP_COMP` compound pages; kreclaim marks every allocated block
         /// so that `free_pages` can check the address and order it is given.
         const HEAD = 1 << 3;
+        /// First page of a free block on a CPU's per-CPU page list (kreclaim's
+        /// marker; Linux leaves pcp pages unmarked). Such a block is free but
+        /// not in NR_FREE_PAGES; freeing it again is a double free.
+        const PCP = 1 << 4;
     }
 }
 
@@ -191,6 +196,34 @@ impl Page {
 
     pub(crate) fn set_flags(&self, f: PageFlags) {
         self.flags.store(f.bits(), Ordering::Relaxed);
+    }
+
+    /// Atomically replaces flags `old` with `new`: whoever frees a block
+    /// claims its HEAD this way, so that two racing frees of one block cannot
+    /// both put it on a free list (one of them sees the flags changed).
+    pub(crate) fn claim(&self, old: PageFlags, new: PageFlags) -> bool {
+        self.flags
+            .compare_exchange(old.bits(), new.bits(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Sets an owner that has no name ([`PageOwner::Kernel`],
+    /// [`PageOwner::Free`]) with one store, so that it needs neither lock: a
+    /// reader under the zone lock sees the old kind or the new one, and never
+    /// a name pointer and length from different owners.
+    pub(crate) fn set_owner_unnamed(&self, owner: PageOwner) {
+        let kind = match owner {
+            PageOwner::Free => OWNER_FREE,
+            PageOwner::Kernel => OWNER_KERNEL,
+            PageOwner::PageTable => OWNER_PAGE_TABLE,
+            PageOwner::Stack => OWNER_STACK,
+            PageOwner::Reserved => OWNER_RESERVED,
+            PageOwner::Slab(_) | PageOwner::Other(_) => {
+                debug_assert!(false, "set_owner_unnamed({owner}) has a name");
+                return;
+            }
+        };
+        self.owner_kind.store(kind, Ordering::Release);
     }
 
     pub(crate) fn set_order(&self, order: u32) {

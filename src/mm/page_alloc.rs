@@ -6,7 +6,8 @@
 //! 1. applies the task's scoped constraints (`current_gfp_context`), calls
 //!    `might_alloc` when it may block, consults fault injection
 //!    (`fail_page_alloc`, never for `__GFP_NOFAIL`);
-//! 2. fast path: the free lists at the LOW watermark;
+//! 2. fast path: the LOW watermark on NR_FREE_PAGES, then this CPU's per-CPU
+//!    list for orders <= 3, else the buddy lists;
 //! 3. `__alloc_pages_slowpath` in Linux's order: wake kswapd; retry at MIN
 //!    with the __GFP_HIGH / non-blocking reserves; PF_MEMALLOC or
 //!    __GFP_MEMALLOC (without __GFP_NOMEMALLOC) ignore the watermarks; no
@@ -26,8 +27,10 @@
 //!   stops early when free + reclaimable LRU pages could not meet MIN; here
 //!   reclaimable memory sits behind shrinkers whose counts the allocator
 //!   does not see, so that estimate would always say "give up".
-//! - No per-CPU page lists, migrate types, compaction or highatomic reserve;
-//!   one CPU and one zone.
+//! - No migrate types, compaction or highatomic reserve; one zone.
+//! - Per-CPU page lists follow Linux 6.6 (see `zone_pcp_update`,
+//!   `rmqueue_pcplist`, `free_unref_page`); the slow path also drains them
+//!   once before its OOM stage, not only after reclaim made progress.
 //! - Every allocated block is marked (HEAD + order) so `free_pages` detects
 //!   double frees, frees of a tail page and frees with the wrong order, and
 //!   refuses them (Linux's `free_pages` trusts its caller).
@@ -40,8 +43,8 @@ use super::page::{NIL, Page, PageFlags};
 use super::scope::{MemallocScope, current_gfp_context};
 use super::vmscan;
 use super::zone::{
-    AllocFlags, MAX_ORDER_NR_PAGES, NR_ORDERS, WMARK_LOGGED, ZONE, Zone, compute_watermarks,
-    default_min_free_kbytes,
+    AllocFlags, FreeLists, MAX_ORDER_NR_PAGES, NR_ORDERS, PCP_MAX_CPUS, WMARK_LOGGED, ZONE, Zone,
+    compute_watermarks, default_min_free_kbytes, zone_watermark_fast,
 };
 use crate::bootinfo::{MemoryMap, Region, RegionKind};
 use crate::sync::SpinLock;
@@ -53,8 +56,8 @@ pub use super::gfp::AllocError;
 pub use super::page::{PAGE_SHIFT, PAGE_SIZE, PageOwner, PhysAddr, page_address, virt_to_phys};
 pub use super::vmscan::MAX_RECLAIM_RETRIES;
 pub use super::zone::{
-    MAX_ORDER, PAGE_ALLOC_COSTLY_ORDER, WATERMARK_SCALE_FACTOR, Watermarks, nr_free_pages,
-    watermark_ok, watermarks, zone_watermark_ok,
+    MAX_ORDER, NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, WATERMARK_SCALE_FACTOR, Watermarks,
+    nr_free_pages, watermark_ok, watermarks, zone_batchsize, zone_highsize, zone_watermark_ok,
 };
 
 static INIT_STARTED: AtomicBool = AtomicBool::new(false);
@@ -208,7 +211,7 @@ pub fn init(
                 pfn += 1 << order;
             }
         }
-        ZONE.free.store(z.nr_free, Ordering::Relaxed);
+        publish(&z);
     }
     ZONE.start_pfn.store(start_pfn, Ordering::Relaxed);
     ZONE.spanned.store(spanned, Ordering::Relaxed);
@@ -283,6 +286,13 @@ pub fn min_free_kbytes() -> u64 {
 pub fn set_min_free_kbytes(kbytes: u64) {
     ZONE.min_free_kbytes.store(kbytes, Ordering::Relaxed);
     ZONE.set_watermarks(compute_watermarks(managed_pages(), kbytes));
+    zone_pcp_update();
+}
+
+/// Mirrors the locked free count and non-empty orders for lockless readers.
+fn publish(z: &FreeLists) {
+    ZONE.free.store(z.nr_free, Ordering::Relaxed);
+    ZONE.free_orders.store(z.free_orders, Ordering::Relaxed);
 }
 
 /// Number of free blocks of each order.
@@ -310,8 +320,6 @@ const SLOT_USED: u32 = 1 << 31;
 
 /// Page-allocator counters (all since boot).
 pub struct PageAllocStats {
-    allocations: AtomicU64,
-    frees: AtomicU64,
     failures: AtomicU64,
     injected_failures: AtomicU64,
     alloc_stalls: AtomicU64,
@@ -354,8 +362,6 @@ pub struct AllocStats {
 }
 
 static STATS: PageAllocStats = PageAllocStats {
-    allocations: AtomicU64::new(0),
-    frees: AtomicU64::new(0),
     failures: AtomicU64::new(0),
     injected_failures: AtomicU64::new(0),
     alloc_stalls: AtomicU64::new(0),
@@ -383,8 +389,8 @@ impl PageAllocStats {
     pub fn snapshot(&self) -> AllocStats {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         AllocStats {
-            allocations: r(&self.allocations),
-            frees: r(&self.frees),
+            allocations: vm_stat_read(VmStatItem::Allocations),
+            frees: vm_stat_read(VmStatItem::Frees),
             failures: r(&self.failures),
             injected_failures: r(&self.injected_failures),
             alloc_stalls: r(&self.alloc_stalls),
@@ -483,6 +489,308 @@ impl fmt::Display for PageAllocStats {
 }
 
 // ---------------------------------------------------------------------------
+// vmstat: per-CPU deltas folded into global counters
+
+/// The page allocator's per-CPU counted statistics (Linux's PGALLOC and
+/// PGFREE, counted here per call rather than per page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmStatItem {
+    /// Successful allocations.
+    Allocations = 0,
+    /// Successful frees.
+    Frees = 1,
+}
+
+const NR_VM_STAT_ITEMS: usize = 2;
+
+/// Linux's `vm_zone_stat` + `per_cpu_zonestat.vm_stat_diff` + the zone's
+/// `stat_threshold`: a CPU adds to its own delta with interrupts masked and
+/// folds it into the global counter only when it exceeds the threshold, so
+/// the hot paths touch no shared cache line.
+struct VmStat {
+    global: [AtomicU64; NR_VM_STAT_ITEMS],
+    diff: [[AtomicU32; NR_VM_STAT_ITEMS]; PCP_MAX_CPUS],
+    threshold: AtomicU32,
+}
+
+static VMSTAT: VmStat = VmStat {
+    global: [const { AtomicU64::new(0) }; NR_VM_STAT_ITEMS],
+    diff: [const { [const { AtomicU32::new(0) }; NR_VM_STAT_ITEMS] }; PCP_MAX_CPUS],
+    threshold: AtomicU32::new(0),
+};
+
+/// `fls`: the 1-based index of the highest set bit, 0 for 0.
+const fn fls(x: u64) -> u32 {
+    64 - x.leading_zeros()
+}
+
+/// `calculate_normal_threshold` (mm/vmstat.c): 2 * fls(CPUs) * (1 +
+/// fls(memory in 128 MiB units)), at most 125.
+pub const fn vm_stat_threshold(managed_pages: u64, nr_cpus: usize) -> u32 {
+    let mem = managed_pages >> (27 - PAGE_SHIFT);
+    let t = 2 * fls(nr_cpus as u64) * (1 + fls(mem));
+    if t > 125 { 125 } else { t }
+}
+
+/// The current per-CPU delta threshold.
+pub fn vm_stat_threshold_now() -> u32 {
+    VMSTAT.threshold.load(Ordering::Relaxed)
+}
+
+/// `__count_vm_event` with interrupts already masked on CPU `cpu`.
+#[inline]
+fn __count_vm_event(cpu: usize, item: VmStatItem) {
+    let i = item as usize;
+    match VMSTAT.diff.get(cpu) {
+        Some(d) => {
+            // Only this CPU writes its delta, with interrupts masked: a
+            // load and a store, no atomic read-modify-write.
+            let x = d[i].load(Ordering::Relaxed) + 1;
+            if x > VMSTAT.threshold.load(Ordering::Relaxed) {
+                VMSTAT.global[i].fetch_add(x as u64, Ordering::Relaxed);
+                d[i].store(0, Ordering::Relaxed);
+            } else {
+                d[i].store(x, Ordering::Relaxed);
+            }
+        }
+        None => {
+            VMSTAT.global[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `count_vm_event`: masks interrupts around [`__count_vm_event`].
+fn count_vm_event(item: VmStatItem) {
+    let _irq = crate::platform::IrqGuard::new();
+    __count_vm_event(crate::platform::cpu_id(), item);
+}
+
+/// The global counter alone (Linux's `zone_page_state`): behind by up to the
+/// threshold per CPU.
+pub fn vm_stat_global(item: VmStatItem) -> u64 {
+    VMSTAT.global[item as usize].load(Ordering::Relaxed)
+}
+
+/// The exact count (Linux's `zone_page_state_snapshot`): the global counter
+/// plus every CPU's delta.
+pub fn vm_stat_read(item: VmStatItem) -> u64 {
+    let i = item as usize;
+    VMSTAT.diff.iter().fold(vm_stat_global(item), |acc, d| {
+        acc + d[i].load(Ordering::Relaxed) as u64
+    })
+}
+
+/// `refresh_cpu_vm_stats` for the running CPU: folds its deltas into the
+/// global counters.
+pub fn refresh_cpu_vm_stats() {
+    let _irq = crate::platform::IrqGuard::new();
+    if let Some(d) = VMSTAT.diff.get(crate::platform::cpu_id()) {
+        for (i, c) in d.iter().enumerate() {
+            let x = c.load(Ordering::Relaxed);
+            if x != 0 {
+                VMSTAT.global[i].fetch_add(x as u64, Ordering::Relaxed);
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-CPU page lists
+
+/// `zone_pcp_update`: recomputes every CPU's batch and high marks from the
+/// zone's size, low watermark and the CPUs online (Linux 6.6's
+/// `zone_set_pageset_high_and_batch`), and the vmstat threshold (Linux's
+/// `refresh_zone_stat_thresholds`). Called at init and when
+/// `min_free_kbytes` changes, as Linux's `setup_per_zone_wmarks` does.
+pub fn zone_pcp_update() {
+    let cpus = crate::platform::nr_cpus();
+    // zone_set_pageset_high_and_batch: max(1, zone_batchsize()).
+    let mut batch = zone_batchsize(managed_pages()).max(1);
+    let mut high = zone_highsize(watermarks().low, batch, cpus);
+    if PCP_DISABLED.load(Ordering::Acquire) > 0 {
+        // zone_pcp_disable: every block passes straight through.
+        (batch, high) = (1, 0);
+    }
+    for pcp in &ZONE.pcp {
+        let mut p = pcp.lock();
+        p.batch = batch;
+        p.high = high;
+    }
+    VMSTAT
+        .threshold
+        .store(vm_stat_threshold(managed_pages(), cpus), Ordering::Relaxed);
+}
+
+/// Nesting depth of [`zone_pcp_disable`].
+static PCP_DISABLED: AtomicU32 = AtomicU32::new(0);
+
+/// `zone_pcp_disable`: sets every CPU's high mark to 0 and batch to 1 and
+/// drains, so that until the guard drops (`zone_pcp_enable`) each block an
+/// allocation takes or a free returns moves to or from the buddy lists at
+/// once and NR_FREE_PAGES is exact. Linux uses it around memory offlining
+/// and `alloc_contig_range`; tests that count single pages use it too.
+pub fn zone_pcp_disable() -> PcpDisabled {
+    PCP_DISABLED.fetch_add(1, Ordering::AcqRel);
+    zone_pcp_update();
+    drain_all_pages();
+    PcpDisabled(())
+}
+
+/// Re-enables the per-CPU lists when dropped (see [`zone_pcp_disable`]).
+#[must_use = "the per-CPU lists come back as soon as the guard is dropped"]
+pub struct PcpDisabled(());
+
+impl Drop for PcpDisabled {
+    fn drop(&mut self) {
+        PCP_DISABLED.fetch_sub(1, Ordering::AcqRel);
+        zone_pcp_update();
+    }
+}
+
+/// The per-CPU lists' `(batch, high)` marks (the same on every CPU).
+pub fn pcp_batch_high() -> (u32, u32) {
+    let p = ZONE.pcp[0].lock();
+    (p.batch, p.high)
+}
+
+/// Pages on CPU `cpu`'s lists (0 for a CPU without a set).
+pub fn pcp_count(cpu: usize) -> u64 {
+    ZONE.pcp.get(cpu).map_or(0, |p| p.lock().count as u64)
+}
+
+/// Pages on every CPU's lists (Linux's `free_pcp`): free, but not counted
+/// in [`nr_free_pages`].
+pub fn nr_pcp_pages() -> u64 {
+    (0..PCP_MAX_CPUS).map(pcp_count).sum()
+}
+
+/// `drain_pages_zone`: returns everything on `cpu`'s lists to the buddy
+/// lists, under that CPU's `pcp->lock` (so it may run on any CPU).
+fn drain_pages(cpu: usize) {
+    let Some(lock) = ZONE.pcp.get(cpu) else {
+        return;
+    };
+    let mut pcp = lock.lock();
+    if pcp.count > 0 {
+        let n = pcp.count;
+        let mut z = ZONE.lock.lock();
+        z.free_pcppages_bulk(&mut pcp, n, 0);
+        publish(&z);
+    }
+}
+
+/// `drain_local_pages`: empties the running CPU's lists.
+pub fn drain_local_pages() {
+    drain_pages(crate::platform::cpu_id());
+}
+
+/// `drain_all_pages`: empties every CPU's lists into the buddy lists, where
+/// the blocks merge with their buddies again. Direct reclaim calls it before
+/// retrying, the slow path before its OOM stage; tests that compare exact
+/// free counts call it as Linux's do.
+pub fn drain_all_pages() {
+    if !is_ready() {
+        return;
+    }
+    for cpu in 0..PCP_MAX_CPUS {
+        drain_pages(cpu);
+    }
+}
+
+/// `rmqueue_pcplist`: a block of `order` (<= 3) from the running CPU's
+/// list, refilled with `batch` blocks (`batch >> order`, at least 2) from
+/// the buddy lists when empty. `None` when the list cannot be had (another
+/// CPU is draining it, no set for this CPU) or the buddy lists are empty.
+///
+/// Interrupts are masked while the `pcp->lock` is held. The CPU number is
+/// read before: a task that moves meanwhile takes a remote CPU's lock,
+/// which the lock makes correct (Linux pins the task instead).
+fn rmqueue_pcplist(order: u32) -> Option<u64> {
+    let cpu = crate::platform::cpu_id();
+    let mut pcp = ZONE.pcp.get(cpu)?.try_lock()?;
+    pcp.free_factor >>= 1;
+    let list = order as usize;
+    if pcp.lists[list].is_empty() {
+        let mut batch = pcp.batch;
+        if batch > 1 {
+            batch = (batch >> order).max(2);
+        }
+        let mut z = ZONE.lock.lock();
+        let got = z.rmqueue_bulk(order, batch, &mut pcp.lists[list]);
+        publish(&z);
+        drop(z);
+        pcp.count += got << order;
+    }
+    let idx = pcp.lists[list].pop_head()?;
+    pcp.count -= 1 << order;
+    let p = super::zone::pcp_page(idx);
+    p.set_private(0);
+    p.set_owner_unnamed(PageOwner::Kernel);
+    p.set_flags(PageFlags::HEAD);
+    __count_vm_event(cpu, VmStatItem::Allocations);
+    Some(ZONE.start_pfn.load(Ordering::Relaxed) + idx as u64)
+}
+
+/// `rmqueue`: orders up to PAGE_ALLOC_COSTLY_ORDER from the per-CPU lists,
+/// the rest (and whatever the lists cannot give) from the buddy lists.
+fn rmqueue(order: u32) -> Option<u64> {
+    if order <= PAGE_ALLOC_COSTLY_ORDER
+        && let Some(pfn) = rmqueue_pcplist(order)
+    {
+        return Some(pfn);
+    }
+    let mut z = ZONE.lock.lock();
+    let idx = z.rmqueue(order)?;
+    publish(&z);
+    let pfn = z.start_pfn + idx;
+    drop(z);
+    count_vm_event(VmStatItem::Allocations);
+    Some(pfn)
+}
+
+/// `free_unref_page` + `free_unref_page_commit`: puts an allocated block of
+/// `order` (<= 3) at the head of the running CPU's list (the next
+/// allocation gets this cache-hot block back); when the list holds `high`
+/// pages, returns `nr_pcp_free` of them to the buddy lists. Returns false
+/// when the block is not a well-formed allocation (the zone path checks
+/// and reports it) or the list cannot be had.
+fn free_unref_page(pfn: u64, order: u32) -> bool {
+    let cpu = crate::platform::cpu_id();
+    let (Some(lock), Some(p)) = (ZONE.pcp.get(cpu), ZONE.pfn_to_page(pfn)) else {
+        return false;
+    };
+    let f = p.flags();
+    if !f.contains(PageFlags::HEAD) || p.order() != order {
+        return false;
+    }
+    let Some(mut pcp) = lock.try_lock() else {
+        return false;
+    };
+    // Claim the block: a racing second free of it sees PCP, not HEAD.
+    if !p.claim(f, PageFlags::PCP) {
+        return false;
+    }
+    p.set_private(0);
+    p.set_owner_unnamed(PageOwner::Free);
+    let pindex = order as usize;
+    let idx = (pfn - ZONE.start_pfn.load(Ordering::Relaxed)) as u32;
+    pcp.lists[pindex].push_head(idx);
+    pcp.count += 1 << order;
+    __count_vm_event(cpu, VmStatItem::Frees);
+    // Linux 6.6: a high-order free after frees overflowed flushes the set.
+    let free_high = pcp.free_factor != 0 && order > 0 && order <= PAGE_ALLOC_COSTLY_ORDER;
+    let high = pcp.nr_pcp_high(free_high);
+    if pcp.count >= high {
+        let n = pcp.nr_pcp_free(high, free_high);
+        let mut z = ZONE.lock.lock();
+        z.free_pcppages_bulk(&mut pcp, n, pindex);
+        publish(&z);
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
 // Allocation
 
 /// `gfp_to_alloc_flags`: the slow path's watermark (MIN) and reserves.
@@ -520,17 +828,17 @@ fn gfp_pfmemalloc_flags(gfp: Gfp) -> Option<AllocFlags> {
 
 /// Takes a block off the free lists if the watermark in `alloc_flags`
 /// allows; returns its pfn.
+/// The check is on NR_FREE_PAGES, which leaves out the blocks on per-CPU
+/// lists (Linux counts them as allocated too): a refill may then take
+/// `batch` blocks below the mark, as in Linux.
 fn get_page_from_freelist(order: u32, alloc_flags: AllocFlags) -> Option<u64> {
-    let mark = ZONE.wmark[alloc_flags.wmark()].load(Ordering::Relaxed);
-    let mut z = ZONE.lock.lock();
-    if !alloc_flags.contains(AllocFlags::NO_WATERMARKS)
-        && !watermark_ok(z.nr_free, order, mark, alloc_flags, |o| z.has_block(o))
-    {
-        return None;
+    if !alloc_flags.contains(AllocFlags::NO_WATERMARKS) {
+        let mark = ZONE.wmark[alloc_flags.wmark()].load(Ordering::Relaxed);
+        if !zone_watermark_fast(order, mark, alloc_flags) {
+            return None;
+        }
     }
-    let idx = z.rmqueue(order)?;
-    ZONE.free.store(z.nr_free, Ordering::Relaxed);
-    Some(z.start_pfn + idx)
+    rmqueue(order)
 }
 
 /// `should_fail_alloc_page`: below `min-order`, `__GFP_NOFAIL` and (if
@@ -597,7 +905,6 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
         // SAFETY: the block is ours and direct mapped.
         unsafe { core::ptr::write_bytes(page_address(pa), 0, PAGE_SIZE << order) };
     }
-    bump(&STATS.allocations);
     Ok(pa)
 }
 
@@ -640,6 +947,7 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
     let mut alloc_flags = gfp_to_alloc_flags(gfp);
     let mut no_progress_loops = 0;
     let mut reported = false;
+    let mut drained = false;
 
     log_wmark_crossing(1, order);
     if alloc_flags.contains(AllocFlags::KSWAPD) {
@@ -684,6 +992,16 @@ fn __alloc_pages_slowpath(gfp: Gfp, order: u32) -> Result<u64, AllocError> {
                 // cond_resched(): let whoever frees memory run.
                 task::yield_now();
                 continue 'retry;
+            }
+            // kreclaim: before the OOM stage, give back what sits on the
+            // per-CPU lists once (Linux drains only after reclaim made
+            // progress; here the OOM stage usually fails the allocation).
+            if !drained {
+                drained = true;
+                drain_all_pages();
+                if let Some(pfn) = get_page_from_freelist(order, alloc_flags) {
+                    return Ok(pfn);
+                }
             }
             // Reclaim has failed us: the OOM killer (oom=kill) or not.
             log::debug!(
@@ -750,7 +1068,14 @@ fn __alloc_pages_direct_reclaim(
     if progress == 0 {
         return (None, 0);
     }
-    (get_page_from_freelist(order, alloc_flags), progress)
+    let mut page = get_page_from_freelist(order, alloc_flags);
+    // Reclaim freed pages but they may sit on per-CPU lists: drain them and
+    // try once more (Linux: `if (!page && !drained) { ...; drain_all_pages(NULL); ... }`).
+    if page.is_none() {
+        drain_all_pages();
+        page = get_page_from_freelist(order, alloc_flags);
+    }
+    (page, progress)
 }
 
 /// `__perform_reclaim`: direct reclaim inside the fs_reclaim annotation and
@@ -927,6 +1252,7 @@ struct OwnerCounts {
     slabs: [(&'static str, u64); 8],
     other: u64,
     free: u64,
+    pcp: u64,
 }
 
 fn owner_counts() -> OwnerCounts {
@@ -942,6 +1268,9 @@ fn owner_counts() -> OwnerCounts {
             let f = p.flags();
             if f.contains(PageFlags::BUDDY) {
                 c.free += 1 << p.order();
+                idx += 1 << p.order();
+            } else if f.contains(PageFlags::PCP) {
+                c.pcp += 1 << p.order();
                 idx += 1 << p.order();
             } else if f.contains(PageFlags::HEAD) {
                 let n = 1u64 << p.order();
@@ -1016,7 +1345,22 @@ pub fn show_mem() {
     for (name, n) in c.slabs.iter().filter(|(s, _)| !s.is_empty()) {
         crate::print!(" ({name} {n})");
     }
-    crate::println!(", other {}, free {} pages", c.other, c.free);
+    crate::println!(
+        ", other {}, free {} pages (+ {} on per-CPU lists)",
+        c.other,
+        c.free,
+        c.pcp
+    );
+    let (batch, high) = pcp_batch_high();
+    crate::println!(
+        "{} per-cpu: free_pcp:{}kB local_pcp:{}kB batch {} high {} (vmstat threshold {})",
+        ZONE.name,
+        kb(nr_pcp_pages()),
+        kb(pcp_count(crate::platform::cpu_id())),
+        batch,
+        high,
+        vm_stat_threshold_now()
+    );
     crate::println!("page_alloc: {STATS}");
     if FAIL_PAGE_ALLOC.is_enabled() {
         crate::println!("{FAIL_PAGE_ALLOC}");
@@ -1119,7 +1463,7 @@ fn check_free(z: &super::zone::FreeLists, pfn: u64, order: u32) -> Result<u64, B
         };
     }
     match z.block_containing(idx) {
-        Some((head, block_order, hf)) if hf.contains(PageFlags::BUDDY) => {
+        Some((head, block_order, hf)) if hf.intersects(PageFlags::BUDDY | PageFlags::PCP) => {
             Err(BadFreeKind::DoubleFree {
                 block_pfn: z.start_pfn + head,
                 block_order,
@@ -1140,19 +1484,33 @@ pub fn free_pages(pa: PhysAddr, order: u32) {
     let pfn = pa.pfn();
     let result = if order > MAX_ORDER || !pa.as_u64().is_multiple_of(PAGE_SIZE as u64) {
         Err(BadFreeKind::BadArgument)
+    } else if order <= PAGE_ALLOC_COSTLY_ORDER && free_unref_page(pfn, order) {
+        Ok(())
     } else {
         let mut z = ZONE.lock.lock();
-        check_free(&z, pfn, order).map(|idx| {
+        let r = check_free(&z, pfn, order).and_then(|idx| {
             let p = z.page(idx);
+            // Claim it against a racing free to a per-CPU list.
+            if !p.claim(p.flags(), PageFlags::empty()) {
+                return Err(BadFreeKind::DoubleFree {
+                    block_pfn: pfn,
+                    block_order: order,
+                });
+            }
             p.set_owner_locked(PageOwner::Free);
             p.set_private(0);
             z.free_one(idx, order);
-            ZONE.free.store(z.nr_free, Ordering::Relaxed);
-        })
+            publish(&z);
+            Ok(())
+        });
+        drop(z);
+        if r.is_ok() {
+            count_vm_event(VmStatItem::Frees);
+        }
+        r
     };
     match result {
         Ok(()) => {
-            bump(&STATS.frees);
             vmscan::note_pages_freed(1 << order);
         }
         Err(kind) => {
@@ -1211,7 +1569,7 @@ pub fn page_owner(pa: PhysAddr) -> Option<PageOwner> {
     let z = ZONE.lock.lock();
     let idx = z.index(pa.pfn())?;
     Some(match z.block_containing(idx) {
-        Some((_, _, f)) if f.contains(PageFlags::BUDDY) => PageOwner::Free,
+        Some((_, _, f)) if f.intersects(PageFlags::BUDDY | PageFlags::PCP) => PageOwner::Free,
         Some((head, _, _)) => z.page(head).owner_locked(),
         None => z.page(idx).owner_locked(),
     })

@@ -9,7 +9,7 @@
 
 use super::page::{NIL, PAGE_SHIFT, Page, PageFlags, PageOwner};
 use crate::sync::SpinLock;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Largest block order (Linux's MAX_PAGE_ORDER): blocks of up to 4 MiB.
 pub const MAX_ORDER: u32 = 10;
@@ -170,6 +170,9 @@ pub(crate) struct FreeLists {
     pub area: [FreeArea; NR_ORDERS],
     /// NR_FREE_PAGES.
     pub nr_free: u64,
+    /// Bit `o` set while `area[o]` is not empty (mirrored for the lockless
+    /// watermark check, like Linux's racy read of `free_area[o].nr_free`).
+    pub free_orders: u32,
     pub mem_map: *const Page,
     pub start_pfn: u64,
     pub spanned: u64,
@@ -187,6 +190,7 @@ impl FreeLists {
                 nr_free: 0,
             }; NR_ORDERS],
             nr_free: 0,
+            free_orders: 0,
             mem_map: core::ptr::null(),
             start_pfn: 0,
             spanned: 0,
@@ -216,6 +220,7 @@ impl FreeLists {
         let head = area.head;
         area.head = idx as u32;
         area.nr_free += 1;
+        self.free_orders |= 1 << order;
         let p = self.page(idx);
         p.set_next(head);
         p.set_prev(NIL);
@@ -243,6 +248,9 @@ impl FreeLists {
             self.page(next as u64).set_prev(prev);
         }
         self.area[order as usize].nr_free -= 1;
+        if self.area[order as usize].nr_free == 0 {
+            self.free_orders &= !(1 << order);
+        }
     }
 
     /// `__free_one_page`: merges the block with its free buddies as far as
@@ -271,6 +279,18 @@ impl FreeLists {
     /// smallest order that fits and returns the unused halves to the lists.
     /// The block comes back as an allocated HEAD owned by the kernel.
     pub fn rmqueue(&mut self, order: u32) -> Option<u64> {
+        let idx = self.rmqueue_smallest(order)?;
+        let p = self.page(idx);
+        p.set_flags(PageFlags::HEAD);
+        p.set_order(order);
+        p.set_owner_locked(PageOwner::Kernel);
+        p.set_private(0);
+        Some(idx)
+    }
+
+    /// `__rmqueue_smallest` + `expand` without marking the block: its first
+    /// page is left flagless, owner Free.
+    fn rmqueue_smallest(&mut self, order: u32) -> Option<u64> {
         let found = (order..=MAX_ORDER).find(|&o| self.area[o as usize].head != NIL)?;
         let idx = self.area[found as usize].head as u64;
         self.list_del(idx, found);
@@ -280,27 +300,261 @@ impl FreeLists {
             self.list_add(idx + (1 << high), high);
         }
         self.nr_free -= 1 << order;
-        let p = self.page(idx);
-        p.set_flags(PageFlags::HEAD);
-        p.set_order(order);
-        p.set_owner_locked(PageOwner::Kernel);
-        p.set_private(0);
         Some(idx)
     }
 
-    /// The first page of the free block (BUDDY) or allocated block (HEAD)
-    /// that contains `idx`, with its order, if any. Blocks are aligned, so
-    /// the candidates are `idx` rounded down to each order.
+    /// `rmqueue_bulk`: moves up to `count` blocks of `order` to the tail of
+    /// a per-CPU list, marked PCP; returns how many it moved.
+    pub fn rmqueue_bulk(&mut self, order: u32, count: u32, list: &mut PcpList) -> u32 {
+        let mut i = 0;
+        while i < count {
+            let Some(idx) = self.rmqueue_smallest(order) else {
+                break;
+            };
+            let p = self.page(idx);
+            p.set_order(order);
+            p.set_flags(PageFlags::PCP);
+            list.push_tail(idx as u32);
+            i += 1;
+        }
+        i
+    }
+
+    /// `free_pcppages_bulk`: returns `count` pages (at least; whole blocks)
+    /// from `pcp` to the buddy lists, the coldest first (list tails), taking
+    /// the lists round-robin from the one after `pindex`.
+    pub fn free_pcppages_bulk(&mut self, pcp: &mut PerCpuPages, count: u32, pindex: usize) {
+        let mut count = count.min(pcp.count) as i64;
+        let mut pindex = pindex.wrapping_sub(1);
+        while count > 0 {
+            let mut tries = 0;
+            loop {
+                pindex = pindex.wrapping_add(1);
+                if pindex >= NR_PCP_LISTS {
+                    pindex = 0;
+                }
+                if !pcp.lists[pindex].is_empty() {
+                    break;
+                }
+                tries += 1;
+                if tries > NR_PCP_LISTS {
+                    // count said pages were there but no list holds any.
+                    debug_assert!(false, "pcp count {} with empty lists", pcp.count);
+                    pcp.count = 0;
+                    return;
+                }
+            }
+            let order = pindex as u32;
+            while let Some(idx) = pcp.lists[pindex].pop_tail() {
+                count -= 1 << order;
+                pcp.count -= 1 << order;
+                self.free_one(idx as u64, order);
+                if count <= 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The first page of the free block (BUDDY or PCP) or allocated block
+    /// (HEAD) that contains `idx`, with its order, if any. Blocks are
+    /// aligned, so the candidates are `idx` rounded down to each order.
     pub fn block_containing(&self, idx: u64) -> Option<(u64, u32, PageFlags)> {
         for o in 0..=MAX_ORDER {
             let head = idx & !((1u64 << o) - 1);
             let p = self.page(head);
             let f = p.flags();
-            if f.intersects(PageFlags::BUDDY | PageFlags::HEAD) && p.order() >= o {
+            if f.intersects(PageFlags::BUDDY | PageFlags::HEAD | PageFlags::PCP) && p.order() >= o {
                 return (head + (1u64 << p.order()) > idx).then_some((head, p.order(), f));
             }
         }
         None
+    }
+}
+
+/// CPUs with a per-CPU page set (kreclaim's MAX_CPUS). A CPU numbered
+/// above it uses the buddy lists directly.
+pub const PCP_MAX_CPUS: usize = 16;
+/// One per-CPU list per order 0..=PAGE_ALLOC_COSTLY_ORDER (Linux has one per
+/// order and migrate type; kreclaim has no migrate types).
+pub const NR_PCP_LISTS: usize = PAGE_ALLOC_COSTLY_ORDER as usize + 1;
+
+/// `zone_batchsize` (Linux 6.6): 0.1% of the zone or 1 MiB, whichever is
+/// smaller, divided by 4, at least 1, then `rounddown_pow_of_two(batch +
+/// batch / 2) - 1` (the historical "*= 4 below" happens in the high mark).
+pub const fn zone_batchsize(managed_pages: u64) -> u32 {
+    let cap = (1 << 20) >> PAGE_SHIFT;
+    let mut batch = managed_pages >> 10;
+    if batch > cap {
+        batch = cap;
+    }
+    batch /= 4;
+    if batch < 1 {
+        batch = 1;
+    }
+    let x = batch + batch / 2;
+    // rounddown_pow_of_two(x) for x >= 1.
+    let pow = 1u64 << (63 - x.leading_zeros());
+    (pow - 1) as u32
+}
+
+/// `zone_highsize` (Linux 6.6, `percpu_pagelist_high_fraction` 0): the
+/// zone's low watermark split across the CPUs, so that full pcp lists never
+/// start background reclaim early; at least `4 * batch`.
+pub const fn zone_highsize(low_wmark: u64, batch: u32, nr_cpus: usize) -> u32 {
+    let cpus = if nr_cpus == 0 { 1 } else { nr_cpus as u64 };
+    let high = low_wmark / cpus;
+    let floor = (batch as u64) << 2;
+    (if high > floor { high } else { floor }) as u32
+}
+
+/// One per-CPU list: a doubly-linked list threaded through the [`Page`]s
+/// (by mem_map index, like the buddy lists). The head is the hottest page.
+#[derive(Clone, Copy)]
+pub struct PcpList {
+    head: u32,
+    tail: u32,
+}
+
+/// The mem_map entry `idx` (the mem_map lives for ever once set).
+pub(crate) fn pcp_page(idx: u32) -> &'static Page {
+    let map = ZONE.mem_map.load(Ordering::Acquire);
+    debug_assert!(!map.is_null() && (idx as u64) < ZONE.spanned.load(Ordering::Relaxed));
+    // SAFETY: idx names a page of the zone (it was put on a list from the
+    // mem_map), and the mem_map is never freed.
+    unsafe { &*map.add(idx as usize) }
+}
+
+impl PcpList {
+    const fn new() -> Self {
+        Self {
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+
+    /// `list_add`: the freed page becomes the hottest.
+    pub fn push_head(&mut self, idx: u32) {
+        let p = pcp_page(idx);
+        p.set_next(self.head);
+        p.set_prev(NIL);
+        if self.head != NIL {
+            pcp_page(self.head).set_prev(idx);
+        } else {
+            self.tail = idx;
+        }
+        self.head = idx;
+    }
+
+    /// `list_add_tail` (a refill from the buddy lists).
+    pub fn push_tail(&mut self, idx: u32) {
+        let p = pcp_page(idx);
+        p.set_prev(self.tail);
+        p.set_next(NIL);
+        if self.tail != NIL {
+            pcp_page(self.tail).set_next(idx);
+        } else {
+            self.head = idx;
+        }
+        self.tail = idx;
+    }
+
+    /// Takes the hottest page (allocation).
+    pub fn pop_head(&mut self) -> Option<u32> {
+        let idx = self.head;
+        if idx == NIL {
+            return None;
+        }
+        let p = pcp_page(idx);
+        self.head = p.next();
+        if self.head != NIL {
+            pcp_page(self.head).set_prev(NIL);
+        } else {
+            self.tail = NIL;
+        }
+        p.set_next(NIL);
+        Some(idx)
+    }
+
+    /// Takes the coldest page (`free_pcppages_bulk`).
+    pub fn pop_tail(&mut self) -> Option<u32> {
+        let idx = self.tail;
+        if idx == NIL {
+            return None;
+        }
+        let p = pcp_page(idx);
+        self.tail = p.prev();
+        if self.tail != NIL {
+            pcp_page(self.tail).set_next(NIL);
+        } else {
+            self.head = NIL;
+        }
+        p.set_prev(NIL);
+        Some(idx)
+    }
+}
+
+/// Linux's `struct per_cpu_pages`: one CPU's cache of free blocks of order
+/// 0..=3, under its own `pcp->lock` (taken with trylock on the fast paths,
+/// as Linux 6.x does, so a drain from another CPU never races).
+pub struct PerCpuPages {
+    /// Pages on the lists (an order-o block counts 2^o).
+    pub count: u32,
+    /// Above this many pages, frees return a batch to the buddy lists.
+    pub high: u32,
+    /// Blocks moved at once between the lists and the buddy allocator.
+    pub batch: u32,
+    /// Linux 6.6's `free_factor`: grows while frees overflow `high`
+    /// (bigger batches go back), halves on every allocation.
+    pub free_factor: u8,
+    /// One list per order.
+    pub lists: [PcpList; NR_PCP_LISTS],
+}
+
+impl PerCpuPages {
+    const fn new() -> Self {
+        Self {
+            count: 0,
+            high: 0,
+            batch: 1,
+            free_factor: 0,
+            lists: [const { PcpList::new() }; NR_PCP_LISTS],
+        }
+    }
+
+    /// `nr_pcp_free` (Linux 6.6): how many pages a free above `high` returns.
+    pub fn nr_pcp_free(&mut self, high: u32, free_high: bool) -> u32 {
+        let batch = self.batch;
+        if free_high {
+            return self.count;
+        }
+        // Check for PCP disabled or boot pageset.
+        if high < batch {
+            return 1;
+        }
+        let min_nr_free = batch;
+        let max_nr_free = high - batch;
+        let b = (batch as u64) << self.free_factor;
+        if b < max_nr_free as u64 {
+            self.free_factor += 1;
+        }
+        // The kernel's clamp(): min(max(b, lo), hi).
+        b.max(min_nr_free as u64).min(max_nr_free as u64) as u32
+    }
+
+    /// `nr_pcp_high` (Linux 6.6): the high mark, or 0 for a free that
+    /// flushes everything. (Linux also cuts it to `4 * batch` while the zone
+    /// is marked ZONE_RECLAIM_ACTIVE by kswapd; kreclaim has no such mark.)
+    pub fn nr_pcp_high(&self, free_high: bool) -> u32 {
+        if self.high == 0 || free_high {
+            return 0;
+        }
+        self.high
     }
 }
 
@@ -320,6 +574,11 @@ pub struct Zone {
     pub(crate) mem_map: AtomicPtr<Page>,
     pub(crate) start_pfn: AtomicU64,
     pub(crate) spanned: AtomicU64,
+    /// The locked `free_orders`, mirrored for lockless readers.
+    pub(crate) free_orders: AtomicU32,
+    /// Linux's `zone->per_cpu_pageset`, one per CPU, each under its
+    /// `pcp->lock`.
+    pub(crate) pcp: [SpinLock<PerCpuPages>; PCP_MAX_CPUS],
 }
 
 impl Zone {
@@ -335,6 +594,9 @@ impl Zone {
             mem_map: AtomicPtr::new(core::ptr::null_mut()),
             start_pfn: AtomicU64::new(0),
             spanned: AtomicU64::new(0),
+            free_orders: AtomicU32::new(0),
+            pcp: [const { SpinLock::new(PerCpuPages::new(), crate::lock_class!("pcp->lock")) };
+                PCP_MAX_CPUS],
         }
     }
 
@@ -387,6 +649,17 @@ pub(crate) static ZONE: Zone = Zone::new("Normal");
 pub fn zone_watermark_ok(order: u32, mark: u64, alloc_flags: AllocFlags) -> bool {
     let z = ZONE.lock.lock();
     watermark_ok(z.nr_free, order, mark, alloc_flags, |o| z.has_block(o))
+}
+
+/// `zone_watermark_fast`: the same check without the zone lock, on the
+/// mirrored free count and non-empty orders (Linux reads them racily too).
+pub(crate) fn zone_watermark_fast(order: u32, mark: u64, alloc_flags: AllocFlags) -> bool {
+    let free = ZONE.free.load(Ordering::Relaxed);
+    if order == 0 && free > mark {
+        return true;
+    }
+    let orders = ZONE.free_orders.load(Ordering::Relaxed);
+    watermark_ok(free, order, mark, alloc_flags, |o| orders & (1 << o) != 0)
 }
 
 /// Free pages now (NR_FREE_PAGES).
