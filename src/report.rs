@@ -43,6 +43,22 @@ impl fmt::Display for JsonStr<'_> {
     }
 }
 
+/// A policy's resolved knobs as a JSON object.
+struct KnobsJson<'a>(&'a crate::fs::policy::Policy);
+
+impl fmt::Display for KnobsJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, k) in crate::fs::policy::KNOBS.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}:{}", JsonStr(k.name), JsonStr(k.get(self.0)))?;
+        }
+        f.write_str("}")
+    }
+}
+
 /// Writes straight to the console.
 struct Console;
 
@@ -120,6 +136,7 @@ pub fn free_memory_chart(samples: &[Sample], width: usize, height: usize) {
 /// The full report of one run.
 pub fn single(r: &RunResult) {
     crate::println!("\n=== kreclaim report: policy {} ===", r.policy);
+    crate::println!("knobs: {}", r.policy.knobs());
     crate::println!(
         "workload: {} ops in {} ms ({} ops/s), {} errors; populate: {} files failed; {} short writes in all",
         r.ops,
@@ -241,8 +258,9 @@ pub fn single(r: &RunResult) {
 /// One JSON object for a run.
 pub fn json(r: &RunResult) {
     crate::println!(
-        "{{\"kind\":\"policy_result\",\"policy\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
+        "{{\"kind\":\"policy_result\",\"policy\":{},\"knobs\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
         JsonStr(r.policy.name),
+        KnobsJson(&r.policy),
         r.ops,
         ops_per_sec(r),
         r.lockdep_reports,

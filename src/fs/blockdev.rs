@@ -5,6 +5,24 @@
 //! every call and every block moved, and can be told at run time to fail
 //! reads or writes, which is how tests prove that IO errors come back as
 //! values and leave the device untouched.
+//!
+//! Storage that takes time: a [`DiskModel`] (latency and bandwidth, the
+//! demo's `disk_lat=` / `disk_bw=`) makes every request cost what it would
+//! on a real device, and the submitting task waits for its completion. The
+//! device is one queue with a busy-until time: a request's transfer starts
+//! when the queue is free (or now) and takes `bytes / bandwidth`, so the
+//! bandwidth is modelled exactly whatever the timer resolution; it
+//! completes `latency` after its transfer ends (latency overlaps other
+//! requests' transfers, as a device with a queue does). The task then
+//! sleeps until the completion time, woken by the timer interrupt: with the
+//! 1 kHz tick a wait of at least one tick ends on the first tick at or after
+//! the completion (up to 1 ms late). A shorter wait cannot be timed by the
+//! tick, so the task polls instead, yielding the CPU until the clock passes
+//! the completion (as Linux's hybrid IO polling does for fast devices):
+//! short requests cost their modelled time, not a whole tick, which keeps
+//! the workload's thousands of small IOs from each costing a millisecond.
+//! A [`DiskModel::INSTANT`] device (the default of [`RamDisk::new`],
+//! `disk_lat=0` on the command line) answers at once.
 
 use crate::sync::SpinLock;
 use core::fmt;
@@ -111,6 +129,8 @@ pub struct IoStats {
     pub write_errors: u64,
     /// `flush` calls.
     pub flushes: u64,
+    /// Time tasks waited for modelled IO completions, in nanoseconds.
+    pub wait_ns: u64,
 }
 
 impl ErrorInjection {
@@ -160,6 +180,64 @@ impl ErrorInjection {
     }
 }
 
+/// Latency and bandwidth of a modelled device (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskModel {
+    /// Time from the end of a request's transfer to its completion, in
+    /// microseconds (0: none).
+    pub lat_us: u64,
+    /// Transfer rate in MB/s (10^6 bytes per second; 0: unlimited).
+    pub bw_mbps: u64,
+}
+
+impl DiskModel {
+    /// A RAM disk: every request completes at once.
+    pub const INSTANT: DiskModel = DiskModel {
+        lat_us: 0,
+        bw_mbps: 0,
+    };
+    /// About a SATA SSD: 100 µs per request, 500 MB/s (a 4 KiB block
+    /// transfers in 8.2 µs).
+    pub const SATA_SSD: DiskModel = DiskModel {
+        lat_us: 100,
+        bw_mbps: 500,
+    };
+
+    /// Whether requests take no time at all: no latency means no model
+    /// (the bandwidth is then ignored), today's RAM disk.
+    pub fn is_instant(&self) -> bool {
+        self.lat_us == 0
+    }
+
+    /// Transfer time of `bytes`, in nanoseconds.
+    pub fn transfer_ns(&self, bytes: u64) -> u64 {
+        if self.bw_mbps == 0 {
+            0
+        } else {
+            // MB/s = bytes per µs: bytes * 1000 / MB/s nanoseconds.
+            bytes * 1000 / self.bw_mbps
+        }
+    }
+}
+
+impl Default for DiskModel {
+    fn default() -> Self {
+        DiskModel::INSTANT
+    }
+}
+
+impl fmt::Display for DiskModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "disk_lat={} disk_bw={}", self.lat_us, self.bw_mbps)
+    }
+}
+
+/// The queue of a modelled device: when it is next free.
+struct DiskQueue {
+    model: DiskModel,
+    busy_until_ns: u64,
+}
+
 struct Injection {
     read: ErrorInjection,
     write: ErrorInjection,
@@ -180,6 +258,8 @@ pub struct RamDisk {
     write_blocks: AtomicU64,
     write_errors: AtomicU64,
     flushes: AtomicU64,
+    queue: SpinLock<DiskQueue>,
+    wait_ns: AtomicU64,
 }
 
 // SAFETY: the region is owned by the RamDisk (contract of `new`) and every
@@ -219,7 +299,62 @@ impl RamDisk {
             write_blocks: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            queue: SpinLock::new(
+                DiskQueue {
+                    model: DiskModel::INSTANT,
+                    busy_until_ns: 0,
+                },
+                crate::lock_class!("ramdisk_queue"),
+            ),
+            wait_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the latency and bandwidth model from now on.
+    pub fn set_model(&self, model: DiskModel) {
+        let mut q = self.queue.lock();
+        q.model = model;
+        q.busy_until_ns = 0;
+    }
+
+    /// The current latency and bandwidth model.
+    pub fn model(&self) -> DiskModel {
+        self.queue.lock().model
+    }
+
+    /// Queues a request of `bytes` on the modelled device and waits for its
+    /// completion (see the module docs). Instant devices return at once.
+    fn submit_and_wait(&self, bytes: u64) {
+        let done = {
+            let mut q = self.queue.lock();
+            if q.model.is_instant() {
+                return;
+            }
+            let now = crate::time::now_ns();
+            let end = q.busy_until_ns.max(now) + q.model.transfer_ns(bytes);
+            q.busy_until_ns = end;
+            end + q.model.lat_us * 1000
+        };
+        let t0 = crate::time::now_ns();
+        let tick_ns = 1_000_000_000 / crate::arch::x86_64::timer::TICK_HZ;
+        loop {
+            let now = crate::time::now_ns();
+            if now >= done {
+                break;
+            }
+            let left = done - now;
+            if !crate::task::can_block_current() {
+                core::hint::spin_loop();
+            } else if left >= tick_ns {
+                // Woken by the timer interrupt on the first tick at or
+                // after the completion.
+                crate::task::sleep(core::time::Duration::from_nanos(left));
+            } else {
+                crate::task::yield_now();
+            }
+        }
+        self.wait_ns
+            .fetch_add(crate::time::now_ns() - t0, Ordering::Relaxed);
     }
 
     /// A RAM disk over memory that lives forever (e.g. a leaked `Vec`).
@@ -262,6 +397,7 @@ impl RamDisk {
             write_blocks: self.write_blocks.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
+            wait_ns: self.wait_ns.load(Ordering::Relaxed),
         }
     }
 
@@ -275,6 +411,7 @@ impl RamDisk {
             &self.write_blocks,
             &self.write_errors,
             &self.flushes,
+            &self.wait_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -324,6 +461,9 @@ impl BlockDevice for RamDisk {
             Ok(()) => self.read_blocks.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.read_errors.fetch_add(1, Ordering::Relaxed),
         };
+        if res.is_ok() {
+            self.submit_and_wait(buf.len() as u64);
+        }
         res
     }
 
@@ -344,6 +484,9 @@ impl BlockDevice for RamDisk {
             Ok(()) => self.write_blocks.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.write_errors.fetch_add(1, Ordering::Relaxed),
         };
+        if res.is_ok() {
+            self.submit_and_wait(buf.len() as u64);
+        }
         res
     }
 

@@ -97,7 +97,7 @@ impl Fs {
         };
         // 2. The cluster buffer, before any ILOCK: this may allocate.
         let blk = self.sb.geometry.ag_start(ag) + u64::from(AG_FIRST_CLUSTER + cluster);
-        let bp = match self.bufs.get(blk, gfp) {
+        let bp = match self.buf_get(blk, gfp) {
             Ok(b) => b,
             Err(e) => {
                 unpick_all();

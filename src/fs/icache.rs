@@ -57,7 +57,7 @@
 
 use super::FsError;
 use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
-use super::policy::IlockMode;
+use super::policy::{IlockMode, ReclaimWriteback};
 use super::state::Fs;
 use crate::mm::gfp::Gfp;
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
@@ -325,9 +325,7 @@ impl Fs {
     }
 
     fn read_core(&self, ino: u32, gfp: Gfp) -> Result<InodeCore, FsError> {
-        let bp = self
-            .bufs
-            .get(ino_to_cluster_block(&self.sb.geometry, ino), gfp)?;
+        let bp = self.buf_get(ino_to_cluster_block(&self.sb.geometry, ino), gfp)?;
         let g = bp.lock_read()?;
         InodeCore::decode_in_cluster(g.data(), ino)
     }
@@ -495,14 +493,28 @@ impl Fs {
     }
 
     /// `xfs_reclaim_inode`: the candidate is I_RECLAIM (so no lookup or
-    /// flush takes it); free it if it can be, else requeue it.
+    /// flush takes it); free it if it can be, else requeue it. With
+    /// `reclaim_writeback=sync` (before 5.9) a dirty candidate's cluster is
+    /// written back here and the IO waited for, and a candidate under flush
+    /// is waited for; otherwise both are requeued. With
+    /// `reclaim_final_lock` the ILOCK is taken once more, blocking, after
+    /// the inode left the index (5.9's "(almost) spurious" lock).
     fn reclaim_one(&self, pag: &Perag, p: *mut XfsInode, gfp: Gfp) -> bool {
         // SAFETY: I_RECLAIM keeps it indexed and unfreed until we decide.
         let ip = unsafe { &*p };
-        let guard = match self.policy.reclaim_ilock {
-            IlockMode::Trylock => ip.ilock.try_write(),
-            IlockMode::Blocking => Some(ip.ilock.down_write_nested(reclaim_subclass())),
-        };
+        let sync = self.policy.reclaim_writeback == ReclaimWriteback::Sync;
+        let mut guard = self.reclaim_ilock(ip);
+        if sync {
+            // xfs_iflock: wait for a running cluster flush (with the ILOCK
+            // dropped: the flush may be waiting for it).
+            let mut waits = 0;
+            while guard.is_some() && ip.flags() & I_FLUSHING != 0 && waits < 100 {
+                drop(guard.take());
+                crate::task::sleep(core::time::Duration::from_millis(1));
+                waits += 1;
+                guard = self.reclaim_ilock(ip);
+            }
+        }
         let Some(guard) = guard else {
             ip.clear(I_RECLAIM);
             self.stats.requeued_locked.fetch_add(1, Ordering::Relaxed);
@@ -515,9 +527,10 @@ impl Fs {
             return false;
         }
         if ip.flags() & I_DIRTY != 0 {
-            if self.policy.reclaim_flushes_referenced {
-                // The deliberate bug: flush the whole cluster from reclaim,
-                // blocking on the neighbours' ILOCKs, referenced or not.
+            if sync || self.policy.reclaim_flushes_referenced {
+                // Write the cluster back from reclaim and wait for it (the
+                // deliberate bug also locks referenced neighbours blocking).
+                self.stats.reclaim_writebacks.fetch_add(1, Ordering::Relaxed);
                 let _ = self.flush_cluster_of(ip.ino, Some((ip, &guard)), gfp);
             }
             if ip.flags() & I_DIRTY != 0 {
@@ -529,6 +542,7 @@ impl Fs {
             }
         }
         // Clean, unreferenced, ours: take it out of the index and free it.
+        drop(guard);
         {
             let mut ici = pag.ici.lock();
             ici.slots[ino_to_agino(ip.ino) as usize] = ptr::null_mut();
@@ -537,11 +551,35 @@ impl Fs {
                 self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        drop(guard);
+        if self.policy.reclaim_final_lock {
+            // Waits out anyone who found the inode without a reference
+            // before it left the index; blocking, so lockdep records
+            // fs_reclaim -> xfs_ilock.
+            drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
+            self.stats.reclaim_final_locks.fetch_add(1, Ordering::Relaxed);
+        }
         self.free_inode_object(p);
         self.stats.cached.fetch_sub(1, Ordering::Relaxed);
         self.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Reclaim's ILOCK on its candidate, per `reclaim_ilock`.
+    fn reclaim_ilock<'a>(&self, ip: &'a XfsInode) -> Option<RwSemWriteGuard<'a, InodeCore>> {
+        match self.policy.reclaim_ilock {
+            IlockMode::Trylock => ip.ilock.try_write(),
+            IlockMode::Blocking => Some(ip.ilock.down_write_nested(self.reclaim_ilock_subclass())),
+        }
+    }
+
+    /// Subclass 0, as XFS; [`ILOCK_RECLAIM`] when the task holds an ILOCK
+    /// and the (not XFS) `reclaim_subclass` knob is on.
+    fn reclaim_ilock_subclass(&self) -> u8 {
+        if self.policy.reclaim_subclass {
+            reclaim_subclass()
+        } else {
+            0
+        }
     }
 
     /// Frees every cached inode (unmount, after a final sync). Returns the

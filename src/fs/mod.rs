@@ -63,7 +63,7 @@ pub(crate) mod trans;
 use alloc::boxed::Box;
 use core::fmt;
 
-pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
+pub use blockdev::{BlockDevice, DiskModel, ErrorInjection, IoError, IoStats, RamDisk};
 pub use disk::Disk;
 pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, Problem, check, fsck};

@@ -267,7 +267,7 @@ impl Fs {
             match self.bmap(&g, fb)? {
                 None => out.fill(0),
                 Some(blk) => {
-                    let bp = self.bufs.get(blk, self.gfp())?;
+                    let bp = self.buf_get(blk, self.gfp())?;
                     let bg = bp.lock_read()?;
                     out.copy_from_slice(&bg.data()[off..off + len]);
                 }
