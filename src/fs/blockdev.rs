@@ -17,10 +17,12 @@
 //! sleeps until the completion time, woken by the timer interrupt: with the
 //! 1 kHz tick a wait of at least one tick ends on the first tick at or after
 //! the completion (up to 1 ms late). A shorter wait cannot be timed by the
-//! tick, so the task polls instead, yielding the CPU until the clock passes
-//! the completion (as Linux's hybrid IO polling does for fast devices):
-//! short requests cost their modelled time, not a whole tick, which keeps
-//! the workload's thousands of small IOs from each costing a millisecond.
+//! tick, so the task polls for it instead, spinning on the clock until the
+//! completion as Linux's polled IO (`blk_mq_poll`) does until the task must
+//! reschedule (here: the timer preempts it at the end of its slice). Short
+//! requests thus cost their modelled time, not a whole tick, which keeps
+//! the workload's thousands of small IOs from each costing a millisecond;
+//! the price is that a polling task keeps the CPU, as on Linux.
 //! A [`DiskModel::INSTANT`] device (the default of [`RamDisk::new`],
 //! `disk_lat=0` on the command line) answers at once.
 
@@ -343,14 +345,13 @@ impl RamDisk {
                 break;
             }
             let left = done - now;
-            if !crate::task::can_block_current() {
-                core::hint::spin_loop();
-            } else if left >= tick_ns {
+            if left >= tick_ns && crate::task::can_block_current() {
                 // Woken by the timer interrupt on the first tick at or
                 // after the completion.
                 crate::task::sleep(core::time::Duration::from_nanos(left));
             } else {
-                crate::task::yield_now();
+                // Polled: shorter than a tick.
+                core::hint::spin_loop();
             }
         }
         self.wait_ns

@@ -37,26 +37,24 @@
 //! Every inode's ILOCK is an `RwSemaphore<InodeCore>` of the single lockdep
 //! class `xfs_ilock` ([`ilock_class`]). Operations take it on referenced
 //! inodes (above reclaim). The inode shrinker takes it on unreferenced
-//! inodes (below reclaim): with `try_write` under the `trylock` policy
-//! (`xfs_ilock_nowait`), blocking otherwise, which is what records lockdep's
+//! inodes (below reclaim): with `try_write` under `reclaim_ilock=trylock`
+//! (`xfs_ilock_nowait`), blocking otherwise, and, with
+//! `reclaim_final_lock=on` (XFS since 5.9), blocking once more after the
+//! inode left the index. A blocking one records lockdep's
 //! `fs_reclaim -> xfs_ilock`.
 //!
 //! Lockdep subclasses of `xfs_ilock`, as XFS annotates inode lock nesting:
 //! 0 for the first ILOCK a task takes, [`ILOCK_CHILD`] for a second inode
-//! in one operation (create, unlink), [`ILOCK_RECLAIM`] for the blocking
-//! ILOCK the shrinker takes on an *unreferenced* candidate when the
-//! reclaiming task already holds an ILOCK above reclaim (direct reclaim from
-//! inside an operation). That nesting is safe for the reason the seed gives
-//! (referenced inodes are locked only above reclaim, unreferenced ones only
-//! below), and without the annotation every such direct reclaim would be
-//! reported as "recursive locking". The `fs_reclaim -> xfs_ilock` edge then
-//! comes from reclaim that holds no ILOCK (kswapd, or direct reclaim from
-//! an allocation made outside ILOCK), as in the seed's first path. Cluster
-//! flushing, which may lock *referenced* inodes, never uses the annotation:
-//! its blocking locks (the `broken` policy) are seen as plain `xfs_ilock`.
+//! in one operation (create, unlink). Reclaim takes its ILOCKs at subclass
+//! 0, as XFS does, so direct reclaim entered by a task that holds an ILOCK
+//! and then blocking on another inode's ILOCK is what Linux's lockdep would
+//! call "possible recursive locking". [`ILOCK_RECLAIM`] exists only for the
+//! `reclaim_subclass` knob (not XFS, off in every era), which annotates
+//! that nesting away. Cluster flushing, which may lock *referenced*
+//! inodes, never uses it.
 
 use super::FsError;
-use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
+use super::format::{FileType, InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
 use super::policy::{IlockMode, ReclaimWriteback};
 use super::state::Fs;
 use crate::mm::gfp::Gfp;
@@ -78,17 +76,38 @@ pub(crate) const I_INACTIVATING: u32 = 1 << 5;
 /// Lockdep subclass for the second inode an operation locks.
 pub const ILOCK_CHILD: u8 = 1;
 /// Lockdep subclass for the shrinker's blocking ILOCK on an unreferenced
-/// inode while the reclaiming task holds an ILOCK above reclaim.
+/// inode while the reclaiming task holds an ILOCK above reclaim; used only
+/// with the `reclaim_subclass` knob (not XFS: XFS reclaim uses subclass 0).
 pub const ILOCK_RECLAIM: u8 = 2;
 
-/// The one lockdep class of every inode's ILOCK.
-pub fn ilock_class() -> &'static LockClassKey {
-    crate::lock_class!("xfs_ilock")
+/// The lockdep class of a directory's ILOCK (XFS's `xfs_dir_ilock_class`).
+pub fn dir_ilock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_dir_ilock")
+}
+
+/// The lockdep class of every other inode's ILOCK (`xfs_nondir_ilock_class`).
+pub fn nondir_ilock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_nondir_ilock")
+}
+
+/// The lockdep class of an inode's IOLOCK (XFS's `i_rwsem`).
+pub fn iolock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_iolock")
+}
+
+/// The ILOCK class of an inode of type `dir` (set when the in-core inode
+/// is made, as `xfs_setup_inode` does).
+pub fn ilock_class(dir: bool) -> &'static LockClassKey {
+    if dir {
+        dir_ilock_class()
+    } else {
+        nondir_ilock_class()
+    }
 }
 
 /// Subclass for the shrinker's blocking ILOCK on an unreferenced inode.
 pub(crate) fn reclaim_subclass() -> u8 {
-    if lockdep::held_count(ilock_class()) > 0 {
+    if lockdep::held_count(dir_ilock_class()) + lockdep::held_count(nondir_ilock_class()) > 0 {
         ILOCK_RECLAIM
     } else {
         0
@@ -104,15 +123,20 @@ pub(crate) struct XfsInode {
     pub(crate) flags: AtomicU32,
     /// ILOCK, guarding the core.
     pub(crate) ilock: RwSemaphore<InodeCore>,
+    /// IOLOCK (`i_rwsem`): file data IO. Reads hold it shared and take the
+    /// ILOCK only to map blocks; writes and truncates hold it exclusive
+    /// before their transaction and ILOCK. Reclaim never takes it.
+    pub(crate) iolock: RwSemaphore<()>,
 }
 
 impl XfsInode {
-    fn new(core: InodeCore) -> Self {
+    fn new(core: InodeCore, dir: bool) -> Self {
         Self {
             ino: core.ino,
             refcount: AtomicU32::new(1),
             flags: AtomicU32::new(0),
-            ilock: RwSemaphore::new(core, ilock_class()),
+            ilock: RwSemaphore::new(core, ilock_class(dir)),
+            iolock: RwSemaphore::new((), iolock_class()),
         }
     }
 
@@ -259,13 +283,17 @@ impl Fs {
     /// `gfp` on a miss (the inode object and maybe the cluster buffer),
     /// holding no fs lock but possibly an ILOCK of the caller's (create and
     /// unlink look the child up under the parent's ILOCK, with
-    /// `gfp_under_ilock`). `allow_free` returns free slots too (create).
+    /// `gfp_under_ilock`). `create` (the type about to be created) returns
+    /// free slots too; a miss then makes the in-core inode with that type's
+    /// ILOCK class. (A free inode still cached keeps the class it had: a
+    /// lockdep-only imprecision for a directory made in a file's old slot.)
     pub(crate) fn iget_inner(
         &self,
         ino: u32,
         gfp: Gfp,
-        allow_free: bool,
+        create: Option<FileType>,
     ) -> Result<NonNull<XfsInode>, FsError> {
+        let allow_free = create.is_some();
         self.check_live()?;
         self.sb.geometry.check_ino(ino)?;
         let pag = self.perag(ino);
@@ -308,8 +336,12 @@ impl Fs {
                 .alloc(gfp)
                 .map_err(|_| FsError::NoMemory)?
                 .cast::<XfsInode>();
+            let dir = match create {
+                Some(t) if core.mode == Mode::Free => t == FileType::Dir,
+                _ => core.mode == Mode::Dir,
+            };
             // SAFETY: a fresh object sized and aligned for XfsInode.
-            unsafe { obj.as_ptr().write(XfsInode::new(core)) };
+            unsafe { obj.as_ptr().write(XfsInode::new(core, dir)) };
             let mut ici = pag.ici.lock();
             if !ici.slots[agino].is_null() {
                 drop(ici);

@@ -70,7 +70,7 @@ pub use fsck::{FsckReport, Problem, check, fsck};
 pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
 pub use mkfs::{MkfsOptions, mkfs};
 pub use ops::Stat;
-pub use policy::{IlockMode, Policy};
+pub use policy::{IlockMode, Policy, ReclaimWriteback};
 pub use state::{Fs, FsStats};
 
 /// Which piece of metadata an error is about.

@@ -9,8 +9,8 @@
 //! | era | `ilock_gfp` | `buf_gfp` | `trans_nofs` | `reclaim_ilock` | `reclaim_final_lock` | `reclaim_writeback` | `cluster_ilock` | `reclaim_referenced` |
 //! |---|---|---|---|---|---|---|---|---|
 //! | `nofs` | nofs | nofs | off | blocking | off | sync | trylock | off |
-//! | `kernel` | kernel | kernel | off | blocking | off | sync | trylock | off |
-//! | `nolockdep` | kernel+nolockdep | kernel+nolockdep | off | blocking | off | sync | trylock | off |
+//! | `kernel` | kernel | kernel | on | blocking | off | sync | trylock | off |
+//! | `nolockdep` | kernel+nolockdep | kernel+nolockdep | on | blocking | off | sync | trylock | off |
 //! | `trylock` | kernel | kernel | on | trylock | off | none | trylock | off |
 //! | `today` (default) | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | trylock | off |
 //! | `broken` | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | blocking | on |
@@ -19,7 +19,9 @@
 //!   ILOCK blocking, waits for the flush lock and writes dirty inodes back
 //!   synchronously (the old `SYNC_WAIT` path of `xfs_reclaim_inode`).
 //! - `kernel`: the seed's situation: GFP_KERNEL under ILOCK in read-only
-//!   paths such as readdir, reclaim as in `nofs`. Lockdep sees ILOCK ->
+//!   paths such as readdir, reclaim as in `nofs`. Transactions were already
+//!   NOFS (`PF_FSTRANS`, then `memalloc_nofs_save` from 4.12), so the
+//!   GFP_KERNEL allocations that matter are those outside transactions. Lockdep sees ILOCK ->
 //!   fs_reclaim and fs_reclaim -> ILOCK for one class: the false positive.
 //! - `nolockdep`: `kernel` with `__GFP_NOLOCKDEP` on allocations under ILOCK.
 //! - `trylock`: what the seed announces (5.9's "make inode reclaim fully
@@ -119,6 +121,7 @@ impl Policy {
         name: "kernel",
         gfp_under_ilock: GFP_KERNEL,
         buf_gfp: GFP_KERNEL,
+        scoped_nofs_transactions: true,
         ..Policy::NOFS
     };
     /// As `kernel`, but allocations under ILOCK carry __GFP_NOLOCKDEP.
@@ -126,6 +129,7 @@ impl Policy {
         name: "nolockdep",
         gfp_under_ilock: KERNEL_NOLOCKDEP,
         buf_gfp: KERNEL_NOLOCKDEP,
+        scoped_nofs_transactions: true,
         ..Policy::NOFS
     };
     /// What the seed announces: scoped NOFS in transactions, trylocks only
