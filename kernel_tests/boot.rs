@@ -232,10 +232,7 @@ fn cmdline_policy_knobs_override_the_era() -> TestResult {
         kassert_eq!(p.cluster_ilock, IlockMode::Blocking);
         kassert!(p.reclaim_flushes_referenced && p.reclaim_subclass);
     }
-    kassert!(
-        alloc::format!("{c}").contains("reclaim_subclass=on"),
-        "{c}"
-    );
+    kassert!(alloc::format!("{c}").contains("reclaim_subclass=on"), "{c}");
     // The eras differ where the history says.
     kassert_eq!(Policy::by_name("today"), Some(Policy::TODAY));
     kassert!(Policy::TODAY.reclaim_final_lock && !Policy::TRYLOCK.reclaim_final_lock);

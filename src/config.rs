@@ -309,11 +309,7 @@ pub static KEYS: &[Key] = &[
         values: "microseconds per request, 0..=1000000 (0: an instant RAM disk, no model)",
         help: "latency of the RAM disk's modelled device (default 100, a SATA SSD)",
         set: |c, v| {
-            c.disk.lat_us = v
-                .parse()
-                .ok()
-                .filter(|n| *n <= 1_000_000)
-                .ok_or(())?;
+            c.disk.lat_us = v.parse().ok().filter(|n| *n <= 1_000_000).ok_or(())?;
             Ok(())
         },
     },
@@ -322,11 +318,7 @@ pub static KEYS: &[Key] = &[
         values: "MB/s, 0..=1000000 (0: unlimited)",
         help: "bandwidth of the RAM disk's modelled device (default 500, a SATA SSD)",
         set: |c, v| {
-            c.disk.bw_mbps = v
-                .parse()
-                .ok()
-                .filter(|n| *n <= 1_000_000)
-                .ok_or(())?;
+            c.disk.bw_mbps = v.parse().ok().filter(|n| *n <= 1_000_000).ok_or(())?;
             Ok(())
         },
     },
@@ -524,12 +516,11 @@ impl Config {
         if let Some(k) = crate::fs::policy::knob(key) {
             // Check the value now (the policy it applies to may come later).
             let mut p = Policy::DEFAULT;
-            p.set_knob(key, value)
-                .map_err(|_| CmdlineError::BadValue {
-                    token: token.to_string(),
-                    key: k.name,
-                    expected: k.values,
-                })?;
+            p.set_knob(key, value).map_err(|_| CmdlineError::BadValue {
+                token: token.to_string(),
+                key: k.name,
+                expected: k.values,
+            })?;
             let v = k.values.split('|').find(|v| *v == value).unwrap_or("");
             self.knobs.retain(|(n, _)| *n != k.name);
             self.knobs.push((k.name, v));

@@ -158,8 +158,12 @@ fn describe(p: Policy) -> &'static str {
         "nofs" => "GFP_NOFS everywhere, blocking ILOCK and sync writeback in reclaim (legacy XFS)",
         "kernel" => "GFP_KERNEL under ILOCK, reclaim as nofs (the seed's false positive)",
         "nolockdep" => "as kernel, allocations under ILOCK carry __GFP_NOLOCKDEP",
-        "trylock" => "scoped NOFS transactions, trylocks only in reclaim, no writeback (the seed's plan)",
-        "today" => "trylock + final blocking ILOCK + GFP_KERNEL|__GFP_NOLOCKDEP under ILOCK (XFS since 5.9)",
+        "trylock" => {
+            "scoped NOFS transactions, trylocks only in reclaim, no writeback (the seed's plan)"
+        }
+        "today" => {
+            "trylock + final blocking ILOCK + GFP_KERNEL|__GFP_NOLOCKDEP under ILOCK (XFS since 5.9)"
+        }
         _ => "reclaim blocks on referenced inodes: a real deadlock (deliberate bug)",
     }
 }

@@ -258,7 +258,7 @@ pub fn single(r: &RunResult) {
 /// One JSON object for a run.
 pub fn json(r: &RunResult) {
     crate::println!(
-        "{{\"kind\":\"policy_result\",\"policy\":{},\"knobs\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
+        "{{\"kind\":\"policy_result\",\"policy\":{},\"knobs\":{},\"ops\":{},\"ops_per_sec\":{},\"lockdep_reports\":{},\"deadlocks\":{},\"inodes_scanned\":{},\"inodes_reclaimed\":{},\"shrinker_stops\":{},\"shrinker_deferred\":{},\"alloc_failures\":{},\"direct_reclaim_stalls\":{},\"stall_ms\":{},\"kswapd_pages\":{},\"reclaim_writebacks\":{},\"errors\":{},\"short_writes\":{},\"populate_errors\":{},\"injected_failures\":{},\"injected_page_alloc\":{},\"injected_slab\":{},\"failed_by_injection\":{},\"integrity\":\"{}\"}}",
         JsonStr(r.policy.name),
         KnobsJson(&r.policy),
         r.ops,
@@ -273,6 +273,7 @@ pub fn json(r: &RunResult) {
         r.alloc_stalls,
         r.stall_ns / 1_000_000,
         r.kswapd_pages,
+        r.fs.reclaim_writebacks,
         r.errors,
         r.short_writes,
         r.populate_errors,

@@ -7,23 +7,31 @@
 //! values and leave the device untouched.
 //!
 //! Storage that takes time: a [`DiskModel`] (latency and bandwidth, the
-//! demo's `disk_lat=` / `disk_bw=`) makes every request cost what it would
-//! on a real device, and the submitting task waits for its completion. The
-//! device is one queue with a busy-until time: a request's transfer starts
-//! when the queue is free (or now) and takes `bytes / bandwidth`, so the
-//! bandwidth is modelled exactly whatever the timer resolution; it
-//! completes `latency` after its transfer ends (latency overlaps other
-//! requests' transfers, as a device with a queue does). The task then
-//! sleeps until the completion time, woken by the timer interrupt: with the
-//! 1 kHz tick a wait of at least one tick ends on the first tick at or after
-//! the completion (up to 1 ms late). A shorter wait cannot be timed by the
-//! tick, so the task polls for it instead, spinning on the clock until the
-//! completion as Linux's polled IO (`blk_mq_poll`) does until the task must
-//! reschedule (here: the timer preempts it at the end of its slice). Short
-//! requests thus cost their modelled time, not a whole tick, which keeps
-//! the workload's thousands of small IOs from each costing a millisecond;
-//! the price is that a polling task keeps the CPU, as on Linux.
-//! A [`DiskModel::INSTANT`] device (the default of [`RamDisk::new`],
+//! demo's `disk_lat=` / `disk_bw=`) makes requests cost what they would on
+//! a real device. The device is one in-order queue with a busy-until time:
+//! a request's transfer starts when the queue is free (or now) and takes
+//! `bytes / bandwidth`, so the bandwidth is modelled exactly whatever the
+//! timer resolution; it completes `latency` after its transfer ends.
+//!
+//! - A read waits for its completion (the data is needed).
+//! - A write is queued and the writer goes on, as a buffered write whose
+//!   writeback runs later does; it waits only when the queue is full
+//!   ([`QUEUE_DEPTH`] requests' worth of transfer ahead of it).
+//! - `flush` (a cache flush, and what a synchronous write such as reclaim's
+//!   old `SYNC_WAIT` cluster write waits for) waits until everything queued
+//!   has completed: a synchronous writer waits behind the whole backlog.
+//!
+//! A wait of at least one tick sleeps and is woken by the timer interrupt
+//! on the first tick at or after the completion: with the 1 kHz tick it
+//! ends up to 1 ms late. A shorter wait cannot be timed by the tick, so the
+//! task polls instead, spinning on the clock as Linux's polled IO
+//! (`blk_mq_poll`) does until the task must reschedule (here: the timer
+//! preempts it at the end of its slice). Short requests thus cost their
+//! modelled time rather than a whole tick, which keeps the workload's
+//! thousands of small reads from each costing a millisecond; the price is
+//! that a polling task keeps the CPU. The data itself is copied at once,
+//! so the model changes timing only, never contents or errors. A
+//! [`DiskModel::INSTANT`] device (the default of [`RamDisk::new`],
 //! `disk_lat=0` on the command line) answers at once.
 
 use crate::sync::SpinLock;
@@ -213,12 +221,9 @@ impl DiskModel {
 
     /// Transfer time of `bytes`, in nanoseconds.
     pub fn transfer_ns(&self, bytes: u64) -> u64 {
-        if self.bw_mbps == 0 {
-            0
-        } else {
-            // MB/s = bytes per µs: bytes * 1000 / MB/s nanoseconds.
-            bytes * 1000 / self.bw_mbps
-        }
+        // MB/s = bytes per µs: bytes * 1000 / MB/s nanoseconds (0 MB/s:
+        // unlimited).
+        (bytes * 1000).checked_div(self.bw_mbps).unwrap_or(0)
     }
 }
 
@@ -233,6 +238,10 @@ impl fmt::Display for DiskModel {
         write!(f, "disk_lat={} disk_bw={}", self.lat_us, self.bw_mbps)
     }
 }
+
+/// Requests a modelled device queues before a writer has to wait (Linux's
+/// default `nr_requests` is 64 per hardware queue).
+pub const QUEUE_DEPTH: u64 = 64;
 
 /// The queue of a modelled device: when it is next free.
 struct DiskQueue {
@@ -324,27 +333,57 @@ impl RamDisk {
         self.queue.lock().model
     }
 
-    /// Queues a request of `bytes` on the modelled device and waits for its
-    /// completion (see the module docs). Instant devices return at once.
-    fn submit_and_wait(&self, bytes: u64) {
-        let done = {
+    /// Queues a request of `bytes` on the modelled device and returns when
+    /// the submitter may go on (see the module docs): a read when it has
+    /// completed, a write once the queue holds at most [`QUEUE_DEPTH`]
+    /// requests' worth of transfer. Instant devices return at once.
+    fn submit(&self, bytes: u64, read: bool) {
+        let until = {
             let mut q = self.queue.lock();
             if q.model.is_instant() {
                 return;
             }
             let now = crate::time::now_ns();
-            let end = q.busy_until_ns.max(now) + q.model.transfer_ns(bytes);
+            let xfer = q.model.transfer_ns(bytes);
+            let end = q.busy_until_ns.max(now) + xfer;
             q.busy_until_ns = end;
-            end + q.model.lat_us * 1000
+            if read {
+                end + q.model.lat_us * 1000
+            } else {
+                end.saturating_sub(QUEUE_DEPTH * xfer)
+            }
         };
+        self.wait_until(until);
+    }
+
+    /// Waits until every request queued so far has completed (a cache
+    /// flush; also what a synchronous write waits for, since the queue is
+    /// served in order).
+    fn drain(&self) {
+        let until = {
+            let q = self.queue.lock();
+            if q.model.is_instant() {
+                return;
+            }
+            q.busy_until_ns + q.model.lat_us * 1000
+        };
+        self.wait_until(until);
+    }
+
+    /// Waits for the clock to reach `until`: asleep and woken by the timer
+    /// interrupt if at least a tick away, else polled.
+    fn wait_until(&self, until: u64) {
         let t0 = crate::time::now_ns();
+        if t0 >= until {
+            return;
+        }
         let tick_ns = 1_000_000_000 / crate::arch::x86_64::timer::TICK_HZ;
         loop {
             let now = crate::time::now_ns();
-            if now >= done {
+            if now >= until {
                 break;
             }
-            let left = done - now;
+            let left = until - now;
             if left >= tick_ns && crate::task::can_block_current() {
                 // Woken by the timer interrupt on the first tick at or
                 // after the completion.
@@ -463,7 +502,7 @@ impl BlockDevice for RamDisk {
             Err(_) => self.read_errors.fetch_add(1, Ordering::Relaxed),
         };
         if res.is_ok() {
-            self.submit_and_wait(buf.len() as u64);
+            self.submit(buf.len() as u64, true);
         }
         res
     }
@@ -486,13 +525,14 @@ impl BlockDevice for RamDisk {
             Err(_) => self.write_errors.fetch_add(1, Ordering::Relaxed),
         };
         if res.is_ok() {
-            self.submit_and_wait(buf.len() as u64);
+            self.submit(buf.len() as u64, false);
         }
         res
     }
 
     fn flush(&self) -> Result<(), IoError> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.drain();
         Ok(())
     }
 }

@@ -86,7 +86,8 @@ impl Fs {
         }
         map_slot(core.ino, fb)?;
         let blk = self.alloc_block(self.goal(core, fb))?;
-        let r = self.buf_get(blk, self.gfp())
+        let r = self
+            .buf_get(blk, self.gfp())
             .and_then(|bp| {
                 let mut g = bp.lock_new();
                 fill(g.data_mut());

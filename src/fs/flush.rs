@@ -39,7 +39,7 @@ use core::time::Duration;
 const N: usize = INODES_PER_CLUSTER as usize;
 
 /// How often the flusher thread looks for dirty inodes.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
 
 impl Fs {
     /// Writes back the cluster `cluster` of AG `ag`; see the module docs.

@@ -562,8 +562,18 @@ impl Fs {
             if sync || self.policy.reclaim_flushes_referenced {
                 // Write the cluster back from reclaim and wait for it (the
                 // deliberate bug also locks referenced neighbours blocking).
-                self.stats.reclaim_writebacks.fetch_add(1, Ordering::Relaxed);
-                let _ = self.flush_cluster_of(ip.ino, Some((ip, &guard)), gfp);
+                self.stats
+                    .reclaim_writebacks
+                    .fetch_add(1, Ordering::Relaxed);
+                if self
+                    .flush_cluster_of(ip.ino, Some((ip, &guard)), gfp)
+                    .is_ok()
+                    && sync
+                {
+                    // SYNC_WAIT: wait for the write (behind the device's
+                    // whole queue) before freeing.
+                    let _ = self.device().flush();
+                }
             }
             if ip.flags() & I_DIRTY != 0 {
                 drop(guard);
@@ -588,7 +598,9 @@ impl Fs {
             // before it left the index; blocking, so lockdep records
             // fs_reclaim -> xfs_ilock.
             drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
-            self.stats.reclaim_final_locks.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .reclaim_final_locks
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.free_inode_object(p);
         self.stats.cached.fetch_sub(1, Ordering::Relaxed);

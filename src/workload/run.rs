@@ -776,9 +776,9 @@ pub fn run(
     let first = reports
         .first()
         .and_then(|r| crate::mm::global_alloc::try_string(&r.text).ok());
-    let ilock_fs = reports
-        .iter()
-        .any(|r| r.classes.iter().any(|c| c.ends_with("_ilock")) && r.classes.contains(&"fs_reclaim"));
+    let ilock_fs = reports.iter().any(|r| {
+        r.classes.iter().any(|c| c.ends_with("_ilock")) && r.classes.contains(&"fs_reclaim")
+    });
     let pa1 = crate::mm::page_alloc::stats().snapshot();
     let v1 = crate::mm::vmscan::stats().snapshot();
     let samples = try_to_vec(&samples.lock()).unwrap_or_default();
