@@ -19,7 +19,8 @@
 //!    reclaimable); clears I_FLUSHING.
 //!
 //! The flusher thread `xfsaild` walks the AGs for clusters with dirty
-//! inodes every 20 ms, and at once when kicked (the inode shrinker kicks it
+//! inodes every second (XFS leaves logged inodes dirty until the AIL is
+//! pushed, so reclaim meets dirty inodes), and at once when kicked (the inode shrinker kicks it
 //! when it meets dirty reclaimable inodes; sync and unmount flush directly).
 
 use super::FsError;
