@@ -239,6 +239,10 @@ impl fmt::Display for DiskModel {
     }
 }
 
+/// The tick period the model assumes (the x86_64 platform's PIT ticks at
+/// 1 kHz): waits at least this long sleep, shorter ones are polled.
+pub const TICK_NS: u64 = 1_000_000;
+
 /// Requests a modelled device queues before a writer has to wait (Linux's
 /// default `nr_requests` is 64 per hardware queue).
 pub const QUEUE_DEPTH: u64 = 64;
@@ -377,14 +381,13 @@ impl RamDisk {
         if t0 >= until {
             return;
         }
-        let tick_ns = 1_000_000_000 / crate::arch::x86_64::timer::TICK_HZ;
         loop {
             let now = crate::time::now_ns();
             if now >= until {
                 break;
             }
             let left = until - now;
-            if left >= tick_ns && crate::task::can_block_current() {
+            if left >= TICK_NS && crate::task::can_block_current() {
                 // Woken by the timer interrupt on the first tick at or
                 // after the completion.
                 crate::task::sleep(core::time::Duration::from_nanos(left));
