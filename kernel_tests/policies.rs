@@ -3,6 +3,8 @@
 //! compares, asserted. `sched=coop` makes the runs repeat closely (no timer
 //! preemption deciding when kswapd runs; its and the flusher's timed wakeups
 //! remain), so the comparison is about the policies, not scheduling noise.
+//! The RAM disk is instant here (test kernels do not apply `disk_lat=`): the
+//! STOPs comparison does not depend on the disk, and the runs stay short.
 
 #![no_std]
 #![no_main]
