@@ -169,10 +169,6 @@ pub(crate) struct Perag {
     pub(crate) ici: SpinLock<Ici>,
     /// Serialises the AG header (block and inode allocation), `xfs_agf`.
     pub(crate) agf: Mutex<()>,
-    /// `pag_ici_reclaim_lock` before 5.9: a `SYNC_WAIT` reclaim walk holds
-    /// it for the whole walk of the AG, so concurrent reclaimers queue
-    /// behind the one writing inodes back.
-    pub(crate) reclaim_lock: Mutex<()>,
     pub(crate) reclaimable: AtomicU64,
 }
 
@@ -193,7 +189,6 @@ impl Perag {
                 crate::lock_class!("xfs_perag_ici"),
             ),
             agf: Mutex::new((), crate::lock_class!("xfs_agf")),
-            reclaim_lock: Mutex::new((), crate::lock_class!("pag_ici_reclaim_lock")),
             reclaimable: AtomicU64::new(0),
         })
     }
@@ -480,9 +475,6 @@ impl Fs {
             if pag.reclaimable.load(Ordering::Relaxed) == 0 {
                 continue;
             }
-            // Before 5.9 (`SYNC_WAIT`): one reclaimer per AG at a time.
-            let _walk = (self.policy.reclaim_writeback == ReclaimWriteback::Sync)
-                .then(|| pag.reclaim_lock.lock());
             self.reclaim_ag(pag, nr, gfp, &mut res);
         }
         res
