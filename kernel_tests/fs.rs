@@ -40,6 +40,7 @@ kreclaim::kernel_tests!(
     reclaim_final_lock_knob_takes_the_lock_after_unindexing,
     reclaim_writeback_knob_writes_dirty_inodes_from_reclaim,
     disk_model_makes_requests_take_their_time,
+    reclaim_subclass_knob_hides_the_recursive_report,
     writeback_io_error_keeps_the_inode_dirty,
     workload_records_short_writes_as_acknowledged,
     failslab_on_the_workload_paths_does_not_panic,
@@ -597,6 +598,38 @@ fn reclaim_writeback_knob_writes_dirty_inodes_from_reclaim() -> TestResult {
         ok!(fs.unmount());
     }
     fsck_clean()
+}
+
+fn reclaim_subclass_knob_hides_the_recursive_report() -> TestResult {
+    // A task holding a directory's ILOCK enters reclaim (as direct reclaim
+    // from a lookup would), and reclaim blocks on other directories' ILOCKs
+    // (`nolockdep`: blocking reclaim ILOCK). At subclass 0, as XFS, lockdep
+    // sees the class taken twice; the (not XFS) knob hides it.
+    for (knob, reported) in [("off", true), ("on", false)] {
+        lockdep::reset_graph();
+        let before = lockdep::report_count();
+        let mut p = Policy::NOLOCKDEP;
+        ok!(p.set_knob("reclaim_subclass", knob));
+        let fs = ok!(fresh(p));
+        let root = ok!(fs.root());
+        for i in 0..8 {
+            drop(ok!(fs.create(&root, &format!("sub{i}"), FileType::Dir)));
+        }
+        ok!(fs.sync());
+        let freed = {
+            let _g = fs.ilock(&root, false);
+            let _memalloc = MemallocScope::noreclaim();
+            fs.shrink_inode_cache(GFP_KERNEL, 0)
+        };
+        kassert!(freed > 0, "reclaim_subclass={knob}: nothing reclaimed");
+        drop(root);
+        ok!(fs.unmount());
+        let recursive = lockdep::reports_since(before).iter().any(|r| {
+            r.kind == lockdep::ReportKind::RecursiveLocking && r.classes.contains(&"xfs_dir_ilock")
+        });
+        kassert_eq!(recursive, reported, "reclaim_subclass={knob}");
+    }
+    Ok(())
 }
 
 fn disk_model_makes_requests_take_their_time() -> TestResult {
