@@ -22,6 +22,9 @@ kreclaim::kernel_tests!(
     cmdline_rejects_bare_word,
     cmdline_empty_gives_defaults,
     cmdline_workload_keys,
+    cmdline_policy_knobs_override_the_era,
+    cmdline_bad_knob_or_value_lists_the_valid_ones,
+    cmdline_disk_model_keys,
     cmdline_too_long_or_not_utf8_is_a_problem,
     cmdline_file_size_limit_is_the_one_stated,
     cmdline_min_free_kbytes_has_a_floor,
@@ -186,6 +189,101 @@ fn cmdline_workload_keys() -> TestResult {
         "mix=eat:5",
         "ops=-1",
     ] {
+        let e = Config::parse(bad).unwrap_err();
+        kassert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}: {e:?}");
+    }
+    Ok(())
+}
+
+fn cmdline_policy_knobs_override_the_era() -> TestResult {
+    use kreclaim::fs::policy::{IlockMode, Policy, ReclaimWriteback};
+    use kreclaim::mm::gfp::GFP_KERNEL;
+    let fail = |e: CmdlineError| kreclaim::harness::TestFailure::new(alloc::format!("{e}"));
+    // The default era is `today`.
+    kassert_eq!(Config::parse("").map_err(fail)?.policies(), [Policy::TODAY]);
+    // A knob overrides the era whichever comes first; the era's name stays.
+    for line in [
+        "policy=today reclaim_final_lock=off buf_gfp=kernel",
+        "buf_gfp=kernel reclaim_final_lock=off policy=today",
+    ] {
+        let p = Config::parse(line).map_err(fail)?.policies();
+        kassert_eq!(p.len(), 1);
+        kassert_eq!(p[0].name, "today");
+        kassert!(!p[0].reclaim_final_lock, "{line}");
+        kassert_eq!(p[0].buf_gfp, GFP_KERNEL);
+        kassert_eq!(p[0].gfp_under_ilock, Policy::TODAY.gfp_under_ilock);
+        let shown = alloc::format!("{}", p[0].knobs());
+        kassert!(
+            shown.contains("reclaim_final_lock=off") && shown.contains("buf_gfp=kernel"),
+            "{shown}"
+        );
+    }
+    // Every knob, each value, on `policy=all`: applied to every era.
+    let c = Config::parse(
+        "policy=all ilock_gfp=nofs trans_nofs=off reclaim_ilock=blocking reclaim_writeback=sync \
+         cluster_ilock=blocking reclaim_referenced=on reclaim_subclass=on",
+    )
+    .map_err(fail)?;
+    let ps = c.policies();
+    kassert_eq!(ps.len(), Policy::ALL.len());
+    for p in &ps {
+        kassert_eq!(p.gfp_under_ilock, kreclaim::mm::gfp::GFP_NOFS);
+        kassert!(!p.scoped_nofs_transactions);
+        kassert_eq!(p.reclaim_ilock, IlockMode::Blocking);
+        kassert_eq!(p.reclaim_writeback, ReclaimWriteback::Sync);
+        kassert_eq!(p.cluster_ilock, IlockMode::Blocking);
+        kassert!(p.reclaim_flushes_referenced && p.reclaim_subclass);
+    }
+    kassert!(alloc::format!("{c}").contains("reclaim_subclass=on"), "{c}");
+    // The eras differ where the history says.
+    kassert_eq!(Policy::by_name("today"), Some(Policy::TODAY));
+    kassert!(Policy::TODAY.reclaim_final_lock && !Policy::TRYLOCK.reclaim_final_lock);
+    kassert_eq!(Policy::NOFS.reclaim_writeback, ReclaimWriteback::Sync);
+    kassert_eq!(Policy::TODAY.reclaim_writeback, ReclaimWriteback::None);
+    kassert!(Policy::ALL.iter().all(|p| !p.reclaim_subclass));
+    Ok(())
+}
+
+fn cmdline_bad_knob_or_value_lists_the_valid_ones() -> TestResult {
+    let e = Config::parse("policy=today reclaim_final_lock=maybe").unwrap_err();
+    let text = alloc::format!("{e}");
+    kassert!(matches!(e, CmdlineError::BadValue { .. }), "{e:?}");
+    kassert!(
+        text.contains("'reclaim_final_lock=maybe'") && text.contains("on|off"),
+        "{text}"
+    );
+    kassert!(!text.contains('\n'), "{text}");
+    let e = Config::parse("buf_gfp=atomic").unwrap_err();
+    kassert!(
+        alloc::format!("{e}").contains("kernel|nofs|kernel+nolockdep"),
+        "{e}"
+    );
+    // An unknown key's error lists the knobs among the valid keys.
+    let e = Config::parse("reclaim_final=off").unwrap_err();
+    let text = alloc::format!("{e}");
+    kassert!(matches!(e, CmdlineError::UnknownKey { .. }), "{e:?}");
+    for k in kreclaim::fs::policy::KNOBS {
+        kassert!(text.contains(k.name), "{} missing: {text}", k.name);
+    }
+    Ok(())
+}
+
+fn cmdline_disk_model_keys() -> TestResult {
+    use kreclaim::fs::DiskModel;
+    kassert_eq!(Config::default().disk, DiskModel::SATA_SSD);
+    let c = Config::parse("disk_lat=250 disk_bw=100").unwrap();
+    kassert_eq!(
+        c.disk,
+        DiskModel {
+            lat_us: 250,
+            bw_mbps: 100
+        }
+    );
+    kassert!(Config::parse("disk_lat=0").unwrap().disk.is_instant());
+    kassert!(!DiskModel::SATA_SSD.is_instant());
+    // 4 KiB at 500 MB/s: 8192 ns.
+    kassert_eq!(DiskModel::SATA_SSD.transfer_ns(4096), 8192);
+    for bad in ["disk_lat=-1", "disk_lat=fast", "disk_bw=2000000"] {
         let e = Config::parse(bad).unwrap_err();
         kassert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}: {e:?}");
     }

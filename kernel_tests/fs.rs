@@ -37,6 +37,10 @@ kreclaim::kernel_tests!(
     trylock_reclaims_during_operations_and_stops_in_transactions,
     inode_shrinker_leaves_nr_scanned_at_nr_to_scan,
     lockdep_sees_the_seed_report_only_under_kernel,
+    reclaim_final_lock_knob_takes_the_lock_after_unindexing,
+    reclaim_writeback_knob_writes_dirty_inodes_from_reclaim,
+    disk_model_makes_requests_take_their_time,
+    reclaim_subclass_knob_hides_the_recursive_report,
     writeback_io_error_keeps_the_inode_dirty,
     workload_records_short_writes_as_acknowledged,
     failslab_on_the_workload_paths_does_not_panic,
@@ -469,47 +473,206 @@ fn contended_workload(fs: &Arc<Fs>, seed: u64) -> Result<(), String> {
 fn ilock_reports_since(n: usize) -> Vec<lockdep::LockdepReport> {
     lockdep::reports_since(n)
         .into_iter()
-        .filter(|r| r.classes.contains(&"xfs_ilock"))
+        .filter(|r| r.classes.iter().any(|c| c.ends_with("_ilock")))
         .collect()
 }
 
 fn lockdep_sees_the_seed_report_only_under_kernel() -> TestResult {
-    for (i, policy) in [Policy::KERNEL, Policy::TRYLOCK, Policy::NOLOCKDEP]
-        .into_iter()
-        .enumerate()
+    // `today` with plain GFP_KERNEL buffer allocations (a knob override):
+    // readdir's buffer allocation under the directory's ILOCK records
+    // ILOCK -> fs_reclaim again, and today's final blocking ILOCK in
+    // reclaim closes the cycle.
+    let mut today_buf_kernel = Policy::TODAY;
+    ok!(today_buf_kernel.set_knob("buf_gfp", "kernel"));
+    for (i, (policy, reported)) in [
+        (Policy::KERNEL, true),
+        (Policy::TRYLOCK, false),
+        (Policy::NOLOCKDEP, false),
+        (Policy::TODAY, false),
+        (today_buf_kernel, true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         lockdep::reset_graph();
         let before = lockdep::report_count();
         let fs = ok!(fresh(policy));
         let r = contended_workload(&fs, 0x5eed_0100 + i as u64);
         let s = fs.stats();
-        kreclaim::println!("policy {policy}: {s:?}");
+        kreclaim::println!("policy {policy} ({}): {s:?}", policy.knobs());
         kassert!(r.is_ok(), "policy {policy}: {}", r.unwrap_err());
         kassert!(
             s.buffers_reclaimed > 0,
             "policy {policy}: no memory pressure"
         );
+        if policy.reclaim_final_lock {
+            kassert!(s.reclaim_final_locks > 0, "policy {policy}: no final lock");
+        }
         ok!(fs.unmount());
         fsck_clean()?;
         let reps = ilock_reports_since(before);
-        if policy == Policy::KERNEL {
+        if reported {
             kassert!(
                 reps.iter()
                     .any(|r| r.kind == lockdep::ReportKind::CircularDependency
                         && r.classes.contains(&"fs_reclaim")),
-                "kernel: no xfs_ilock/fs_reclaim cycle reported ({} reports)",
+                "{policy} ({}): no ILOCK/fs_reclaim cycle reported ({} reports)",
+                policy.knobs(),
                 reps.len()
             );
         } else {
             kassert!(
                 reps.is_empty(),
-                "policy {policy}: lockdep reported xfs_ilock: {:?} {:?}\n{}",
+                "policy {policy}: lockdep reported an ILOCK: {:?} {:?}\n{}",
                 reps[0].kind,
                 reps[0].classes,
                 reps[0].text
             );
         }
     }
+    Ok(())
+}
+
+/// Creates `n` files one at a time, dropping each and running the inode
+/// shrinker at once (before the flusher can write the new inode back).
+fn create_and_shrink(fs: &Arc<Fs>, n: u32) -> TestResult {
+    let root = ok!(fs.root());
+    for i in 0..n {
+        drop(ok!(fs.create(&root, &format!("k{i}"), FileType::File)));
+        fs.shrink_inode_cache(GFP_KERNEL, 0);
+    }
+    Ok(())
+}
+
+fn reclaim_final_lock_knob_takes_the_lock_after_unindexing() -> TestResult {
+    for (knob, want) in [("on", true), ("off", false)] {
+        let mut p = Policy::TODAY;
+        ok!(p.set_knob("reclaim_final_lock", knob));
+        let fs = ok!(fresh(p));
+        create_and_shrink(&fs, 20)?;
+        ok!(fs.sync());
+        fs.shrink_inode_cache(GFP_KERNEL, 0);
+        let s = fs.stats();
+        kassert!(s.inodes_reclaimed > 0, "{knob}: nothing reclaimed: {s:?}");
+        kassert_eq!(
+            s.reclaim_final_locks > 0,
+            want,
+            "reclaim_final_lock={knob}: {s:?}"
+        );
+        if want {
+            kassert_eq!(s.reclaim_final_locks, s.inodes_reclaimed);
+        }
+        ok!(fs.unmount());
+    }
+    fsck_clean()
+}
+
+fn reclaim_writeback_knob_writes_dirty_inodes_from_reclaim() -> TestResult {
+    for (era, knob) in [
+        (Policy::TODAY, None),
+        (Policy::TODAY, Some("sync")),
+        (Policy::NOFS, None),
+        (Policy::NOFS, Some("none")),
+    ] {
+        let mut p = era;
+        if let Some(v) = knob {
+            ok!(p.set_knob("reclaim_writeback", v));
+        }
+        let sync = p.reclaim_writeback == kreclaim::fs::policy::ReclaimWriteback::Sync;
+        let fs = ok!(fresh(p));
+        create_and_shrink(&fs, 20)?;
+        let s = fs.stats();
+        kreclaim::println!("{era} reclaim_writeback={knob:?}: {s:?}");
+        if sync {
+            kassert!(
+                s.reclaim_writebacks > 0,
+                "{era} {knob:?}: reclaim wrote nothing back: {s:?}"
+            );
+        } else {
+            kassert_eq!(s.reclaim_writebacks, 0, "{era} {knob:?}: {s:?}");
+            kassert!(
+                s.inodes_requeued_dirty > 0,
+                "{era} {knob:?}: no dirty inode met: {s:?}"
+            );
+        }
+        ok!(fs.unmount());
+    }
+    fsck_clean()
+}
+
+fn reclaim_subclass_knob_hides_the_recursive_report() -> TestResult {
+    // A task holding a directory's ILOCK enters reclaim (as direct reclaim
+    // from a lookup would), and reclaim blocks on other directories' ILOCKs
+    // (`nolockdep`: blocking reclaim ILOCK). At subclass 0, as XFS, lockdep
+    // sees the class taken twice; the (not XFS) knob hides it.
+    for (knob, reported) in [("off", true), ("on", false)] {
+        lockdep::reset_graph();
+        let before = lockdep::report_count();
+        let mut p = Policy::NOLOCKDEP;
+        ok!(p.set_knob("reclaim_subclass", knob));
+        let fs = ok!(fresh(p));
+        let root = ok!(fs.root());
+        for i in 0..8 {
+            drop(ok!(fs.create(&root, &format!("sub{i}"), FileType::Dir)));
+        }
+        ok!(fs.sync());
+        let freed = {
+            let _g = fs.ilock(&root, false);
+            let _memalloc = MemallocScope::noreclaim();
+            fs.shrink_inode_cache(GFP_KERNEL, 0)
+        };
+        kassert!(freed > 0, "reclaim_subclass={knob}: nothing reclaimed");
+        drop(root);
+        ok!(fs.unmount());
+        let recursive = lockdep::reports_since(before).iter().any(|r| {
+            r.kind == lockdep::ReportKind::RecursiveLocking && r.classes.contains(&"xfs_dir_ilock")
+        });
+        kassert_eq!(recursive, reported, "reclaim_subclass={knob}");
+    }
+    Ok(())
+}
+
+fn disk_model_makes_requests_take_their_time() -> TestResult {
+    use kreclaim::fs::{BlockDevice, DiskModel};
+    let mem: &'static mut [u8] = alloc::boxed::Box::leak(vec![0u8; 16 * 4096].into_boxed_slice());
+    let d = RamDisk::from_static(mem, 4096);
+    let block = vec![0x5au8; 4096];
+    let mut back = vec![0u8; 4096];
+    // Instant (the default of RamDisk::new): no wait at all.
+    kassert!(d.model().is_instant());
+    for b in 0..4 {
+        ok!(d.write_block(b, &block));
+    }
+    kassert_eq!(d.stats().wait_ns, 0);
+    // Latency: each read waits at least 2 ms for its completion, writes are
+    // queued (lower bounds only: a loaded machine can make a wait longer,
+    // never shorter).
+    d.set_model(DiskModel {
+        lat_us: 2000,
+        bw_mbps: 0,
+    });
+    let t0 = kreclaim::time::now_ns();
+    for b in 0..4 {
+        ok!(d.write_block(b, &block));
+        ok!(d.read_block(b, &mut back));
+    }
+    kassert_eq!(back, block);
+    let took = kreclaim::time::now_ns() - t0;
+    kassert!(took >= 4 * 2_000_000, "4 reads took {took} ns");
+    kassert!(d.stats().wait_ns >= 4 * 2_000_000, "{:?}", d.stats());
+    // Bandwidth: 8 blocks at 1 MB/s are 32768 µs of transfer, which a
+    // flush waits for.
+    d.set_model(DiskModel {
+        lat_us: 1,
+        bw_mbps: 1,
+    });
+    let t0 = kreclaim::time::now_ns();
+    for b in 0..8 {
+        ok!(d.write_block(b, &block));
+    }
+    ok!(d.flush());
+    let took = kreclaim::time::now_ns() - t0;
+    kassert!(took >= 32_768_000, "8 blocks at 1 MB/s took {took} ns");
     Ok(())
 }
 
@@ -721,7 +884,7 @@ fn broken_policy_deadlocks_for_real() -> TestResult {
         names.contains(&"holder-x") && names.contains(&"holder-y"),
         "{names:?}"
     );
-    kassert!(dl[dl_before].locks.iter().any(|l| l == "xfs_ilock"));
+    kassert!(dl[dl_before].locks.iter().any(|l| l.ends_with("_ilock")));
     let reps = ilock_reports_since(before);
     kassert!(
         reps.iter()

@@ -3,6 +3,8 @@
 //! compares, asserted. `sched=coop` makes the runs repeat closely (no timer
 //! preemption deciding when kswapd runs; its and the flusher's timed wakeups
 //! remain), so the comparison is about the policies, not scheduling noise.
+//! The RAM disk is instant here (test kernels do not apply `disk_lat=`): the
+//! STOPs comparison does not depend on the disk, and the runs stay short.
 
 #![no_std]
 #![no_main]
@@ -16,7 +18,7 @@ use kreclaim::{kassert, kassert_eq};
 
 kreclaim::kernel_tests!(
     cmdline = "mem=16M ramdisk=64M sched=coop";
-    nofs_defers_far_more_reclaim_than_trylock,
+    nofs_defers_far_more_reclaim_than_today,
     default_policy_run_reports_reclaim_and_integrity,
 );
 
@@ -35,10 +37,10 @@ fn run(p: Policy) -> Result<RunResult, TestFailure> {
     workload::run(dev, p, small(), false).map_err(|e| TestFailure::new(alloc::format!("{p}: {e}")))
 }
 
-fn nofs_defers_far_more_reclaim_than_trylock() -> TestResult {
+fn nofs_defers_far_more_reclaim_than_today() -> TestResult {
     let nofs = run(Policy::NOFS)?;
-    let trylock = run(Policy::TRYLOCK)?;
-    for r in [&nofs, &trylock] {
+    let today = run(Policy::TODAY)?;
+    for r in [&nofs, &today] {
         kreclaim::println!(
             "{}: STOPs {}, deferred {}, stalls {}, stall {} ms",
             r.policy,
@@ -48,7 +50,7 @@ fn nofs_defers_far_more_reclaim_than_trylock() -> TestResult {
             r.stall_ns / 1_000_000
         );
     }
-    for r in [&nofs, &trylock] {
+    for r in [&nofs, &today] {
         kassert!(r.integrity_ok, "{}: {}", r.policy, r.integrity_detail);
         kassert_eq!(
             r.lockdep_reports,
@@ -72,16 +74,16 @@ fn nofs_defers_far_more_reclaim_than_trylock() -> TestResult {
     // GFP_NOFS everywhere: every direct reclaim from the filesystem finds the
     // inode shrinker unable to run and leaves the work to kswapd.
     kassert!(
-        nofs.ops_phase.shrinker_stops >= 2 * trylock.ops_phase.shrinker_stops.max(1),
-        "STOPs: nofs {} vs trylock {}",
+        nofs.ops_phase.shrinker_stops >= 5 * today.ops_phase.shrinker_stops.max(1),
+        "STOPs: nofs {} vs today {}",
         nofs.ops_phase.shrinker_stops,
-        trylock.ops_phase.shrinker_stops
+        today.ops_phase.shrinker_stops
     );
     kassert!(
-        nofs.inode_shrinker_deferred > trylock.inode_shrinker_deferred,
-        "deferred: nofs {} vs trylock {}",
+        nofs.inode_shrinker_deferred > today.inode_shrinker_deferred,
+        "deferred: nofs {} vs today {}",
         nofs.inode_shrinker_deferred,
-        trylock.inode_shrinker_deferred
+        today.inode_shrinker_deferred
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 #![deny(missing_docs)]
 
-use crate::fs::policy::Policy;
+use crate::fs::policy::{KNOBS, Policy};
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultSpec};
 use crate::mm::slab::{SlabFlags, slab_debug_parse};
 use crate::sync::lockdep::LockdepMode;
@@ -57,8 +57,17 @@ pub struct Config {
     pub ramdisk: Option<u64>,
     /// `slab_debug=[FZP-][,cache]`: debug flags for caches (read at boot).
     pub slab_debug: Option<(SlabFlags, Option<String>)>,
-    /// `policy=nofs|kernel|nolockdep|trylock|broken|all` (default trylock).
+    /// `policy=nofs|kernel|nolockdep|trylock|today|broken|all` (default
+    /// today).
     pub policy: PolicyChoice,
+    /// Knob overrides (`reclaim_final_lock=off`, see
+    /// [`crate::fs::policy::KNOBS`]), in command-line order, applied on top
+    /// of the chosen era(s) by [`Config::policies`].
+    pub knobs: Vec<(&'static str, &'static str)>,
+    /// `disk_lat=<µs>` and `disk_bw=<MB/s>`: the RAM disk's latency and
+    /// bandwidth model (default a SATA SSD; `disk_lat=0`: instant).
+    /// The demo kernel applies it; test kernels set their own.
+    pub disk: crate::fs::DiskModel,
     /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`,
     /// `sample_ms=`.
     pub workload: Workload,
@@ -160,6 +169,8 @@ impl Default for Config {
             ramdisk: None,
             slab_debug: None,
             policy: PolicyChoice::One(Policy::DEFAULT),
+            knobs: Vec::new(),
+            disk: crate::fs::DiskModel::SATA_SSD,
             workload: Workload::default(),
         }
     }
@@ -299,13 +310,31 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "policy",
-        values: "nofs|kernel|nolockdep|trylock|broken|all",
-        help: "reclaim policy of the filesystem (all: run each and compare)",
+        values: "nofs|kernel|nolockdep|trylock|today|broken|all",
+        help: "reclaim policy (XFS era) of the filesystem (all: run each and compare)",
         set: |c, v| {
             c.policy = match v {
                 "all" => PolicyChoice::All,
                 v => PolicyChoice::One(Policy::by_name(v).ok_or(())?),
             };
+            Ok(())
+        },
+    },
+    Key {
+        name: "disk_lat",
+        values: "microseconds per request, 0..=1000000 (0: an instant RAM disk, no model)",
+        help: "latency of the RAM disk's modelled device (default 100, a SATA SSD)",
+        set: |c, v| {
+            c.disk.lat_us = v.parse().ok().filter(|n| *n <= 1_000_000).ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "disk_bw",
+        values: "MB/s, 0..=1000000 (0: unlimited)",
+        help: "bandwidth of the RAM disk's modelled device (default 500, a SATA SSD)",
+        set: |c, v| {
+            c.disk.bw_mbps = v.parse().ok().filter(|n| *n <= 1_000_000).ok_or(())?;
             Ok(())
         },
     },
@@ -467,7 +496,11 @@ pub enum CmdlineError {
 }
 
 fn valid_keys() -> String {
-    KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+    KEYS.iter()
+        .map(|k| k.name)
+        .chain(KNOBS.iter().map(|k| k.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for CmdlineError {
@@ -497,6 +530,25 @@ impl fmt::Display for CmdlineError {
 }
 
 impl Config {
+    /// The policies the main job runs: the chosen era (or every era for
+    /// `policy=all`) with the knob overrides applied.
+    pub fn policies(&self) -> Vec<Policy> {
+        let eras: &[Policy] = match &self.policy {
+            PolicyChoice::One(p) => core::slice::from_ref(p),
+            PolicyChoice::All => &Policy::ALL,
+        };
+        eras.iter()
+            .map(|&era| {
+                let mut p = era;
+                for (k, v) in &self.knobs {
+                    // Checked when parsed.
+                    let _ = p.set_knob(k, v);
+                }
+                p
+            })
+            .collect()
+    }
+
     /// Parses whitespace-separated `key=value` tokens; later tokens win.
     pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
         let mut cfg = Config::default();
@@ -513,6 +565,19 @@ impl Config {
                 token: token.to_string(),
             });
         };
+        if let Some(k) = crate::fs::policy::knob(key) {
+            // Check the value now (the policy it applies to may come later).
+            let mut p = Policy::DEFAULT;
+            p.set_knob(key, value).map_err(|_| CmdlineError::BadValue {
+                token: token.to_string(),
+                key: k.name,
+                expected: k.values,
+            })?;
+            let v = k.values.split('|').find(|v| *v == value).unwrap_or("");
+            self.knobs.retain(|(n, _)| *n != k.name);
+            self.knobs.push((k.name, v));
+            return Ok(());
+        }
         let Some(k) = KEYS.iter().find(|k| k.name == key) else {
             return Err(CmdlineError::UnknownKey {
                 token: token.to_string(),
@@ -592,6 +657,10 @@ impl fmt::Display for Config {
                 PolicyChoice::All => "all",
             }
         )?;
+        for (k, v) in &self.knobs {
+            write!(f, " {k}={v}")?;
+        }
+        write!(f, " {}", self.disk)?;
         let w = &self.workload;
         write!(
             f,

@@ -27,6 +27,8 @@ fn kmain(boot: &'static BootInfo) -> ! {
     let config = Config::from_cmdline_or_exit(boot.cmdline());
     // Recorded for the JSON results before fault injection is armed.
     kreclaim::report::set_config(config.clone());
+    // Resolved before fault injection is armed (this allocates).
+    let policies = config.policies();
     config.apply();
     if let Some(bench) = config.bench {
         match bench {
@@ -48,15 +50,12 @@ fn kmain(boot: &'static BootInfo) -> ! {
         println!("kreclaim: no RAM disk: boot with ramdisk=<size> (e.g. ramdisk=64M)");
         kreclaim::platform::exit(false);
     };
+    dev.set_model(config.disk);
     if let Err(why) = workload_fits(&config) {
         println!("kreclaim: {why}");
         kreclaim::platform::exit(false);
     }
-    let policies: &[Policy] = match &config.policy {
-        PolicyChoice::One(p) => core::slice::from_ref(p),
-        PolicyChoice::All => &Policy::ALL,
-    };
-    let all = policies.len() > 1;
+    let all = config.policy == PolicyChoice::All;
     // Fault injection may already be armed (`failslab=`): every allocation
     // from here on is fallible.
     let mut results: Vec<RunResult> = Vec::new();
@@ -64,12 +63,13 @@ fn kmain(boot: &'static BootInfo) -> ! {
         println!("kreclaim: out of memory for the results");
         kreclaim::platform::exit(false);
     }
-    for &p in policies {
+    for &p in &policies {
         // Each policy starts from a fresh lockdep graph so that its reports
         // are its own.
         kreclaim::sync::lockdep::reset_graph();
         if text {
             println!("\n--- policy {p}: {} ---", describe(p));
+            println!("knobs: {}", p.knobs());
         }
         match workload::run(dev, p, config.workload, text && !all) {
             Ok(r) => {
@@ -105,7 +105,7 @@ fn kmain(boot: &'static BootInfo) -> ! {
     // intact and run every operation asked for.
     let mut ok = true;
     for r in &results {
-        if r.policy == Policy::BROKEN && r.deadlocks > 0 {
+        if r.policy.is_broken() && r.deadlocks > 0 {
             continue;
         }
         if r.is_partial() {
@@ -163,10 +163,15 @@ fn partial_run(r: &RunResult, tasks: u32) {
 
 fn describe(p: Policy) -> &'static str {
     match p.name {
-        "nofs" => "GFP_NOFS everywhere (legacy XFS)",
-        "kernel" => "GFP_KERNEL under ILOCK, blocking ILOCK in reclaim (the seed's false positive)",
+        "nofs" => "GFP_NOFS everywhere, blocking ILOCK and sync writeback in reclaim (legacy XFS)",
+        "kernel" => "GFP_KERNEL under ILOCK, reclaim as nofs (the seed's false positive)",
         "nolockdep" => "as kernel, allocations under ILOCK carry __GFP_NOLOCKDEP",
-        "trylock" => "scoped NOFS transactions, trylocks only in reclaim (today's XFS)",
+        "trylock" => {
+            "scoped NOFS transactions, trylocks only in reclaim, no writeback (the seed's plan)"
+        }
+        "today" => {
+            "trylock + final blocking ILOCK + GFP_KERNEL|__GFP_NOLOCKDEP under ILOCK (XFS since 5.9)"
+        }
         _ => "reclaim blocks on referenced inodes: a real deadlock (deliberate bug)",
     }
 }

@@ -165,21 +165,15 @@ pub fn config_json<W: fmt::Write>(c: &crate::config::Config, j: &mut JsonWriter<
     j.end_object();
 }
 
-/// `{...}`: the policy's resolved knobs, by name. The one place that knows
-/// which knobs a policy has, for every result object.
+/// `{...}`: the policy's resolved knobs, by name (every knob of
+/// [`crate::fs::policy::KNOBS`], as the command line takes it). The one
+/// place that writes them, for every result object.
 pub fn policy_knobs_json<W: fmt::Write>(p: &crate::fs::policy::Policy, j: &mut JsonWriter<W>) {
-    let mode = |m: crate::fs::policy::IlockMode| match m {
-        crate::fs::policy::IlockMode::Trylock => "trylock",
-        crate::fs::policy::IlockMode::Blocking => "blocking",
-    };
-    j.begin_object()
-        .key("gfp_under_ilock")
-        .display(p.gfp_under_ilock)
-        .field_bool("scoped_nofs_transactions", p.scoped_nofs_transactions)
-        .field_str("reclaim_ilock", mode(p.reclaim_ilock))
-        .field_str("cluster_ilock", mode(p.cluster_ilock))
-        .field_bool("reclaim_flushes_referenced", p.reclaim_flushes_referenced)
-        .end_object();
+    j.begin_object();
+    for k in crate::fs::policy::KNOBS {
+        j.field_str(k.name, k.get(p));
+    }
+    j.end_object();
 }
 
 /// Writes straight to the console.
@@ -260,6 +254,7 @@ pub fn free_memory_chart(samples: &[Sample], width: usize, height: usize) {
 pub fn single(r: &RunResult) {
     crate::println!("\n=== kreclaim report: policy {} ===", r.policy);
     crate::println!("cpus: {} online", crate::platform::nr_cpus());
+    crate::println!("knobs: {}", r.policy.knobs());
     crate::println!(
         "workload: {} ops in {} ms ({} ops/s), {} errors; populate: {} files failed; {} short writes in all",
         r.ops,
@@ -420,6 +415,7 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
         .field_u64("stall_ns", r.stall_ns)
         .field_u64("direct_reclaim_pages", r.direct_pages)
         .field_u64("kswapd_pages", r.kswapd_pages)
+        .field_u64("reclaim_writebacks", r.fs.reclaim_writebacks)
         .field_u64("oom_kills", r.workers_oom_killed)
         .field_str("oom", crate::mm::oom_kill::policy().name());
     j.key("shrinkers").begin_array();

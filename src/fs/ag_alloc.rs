@@ -26,7 +26,7 @@ impl Fs {
     ) -> Result<R, FsError> {
         let geo = self.sb.geometry;
         let _agf = self.perags[ag as usize].agf.lock();
-        let bp = self.bufs.get(geo.ag_header_block(ag), gfp)?;
+        let bp = self.buf_get(geo.ag_header_block(ag), gfp)?;
         let mut g = bp.lock_read()?;
         let r = {
             let mut h = AgHeader::load(g.data_mut(), &geo, ag)?;

@@ -5,6 +5,34 @@
 //! every call and every block moved, and can be told at run time to fail
 //! reads or writes, which is how tests prove that IO errors come back as
 //! values and leave the device untouched.
+//!
+//! Storage that takes time: a [`DiskModel`] (latency and bandwidth, the
+//! demo's `disk_lat=` / `disk_bw=`) makes requests cost what they would on
+//! a real device. The device is one in-order queue with a busy-until time:
+//! a request's transfer starts when the queue is free (or now) and takes
+//! `bytes / bandwidth`, so the bandwidth is modelled exactly whatever the
+//! timer resolution; it completes `latency` after its transfer ends.
+//!
+//! - A read waits for its completion (the data is needed).
+//! - A write is queued and the writer goes on, as a buffered write whose
+//!   writeback runs later does; it waits only when the queue is full
+//!   ([`QUEUE_DEPTH`] requests' worth of transfer ahead of it).
+//! - `flush` (a cache flush, and what a synchronous write such as reclaim's
+//!   old `SYNC_WAIT` cluster write waits for) waits until everything queued
+//!   has completed: a synchronous writer waits behind the whole backlog.
+//!
+//! A wait of at least one tick sleeps and is woken by the timer interrupt
+//! on the first tick at or after the completion: with the 1 kHz tick it
+//! ends up to 1 ms late. A shorter wait cannot be timed by the tick, so the
+//! task polls instead, spinning on the clock as Linux's polled IO
+//! (`blk_mq_poll`) does until the task must reschedule (here: the timer
+//! preempts it at the end of its slice). Short requests thus cost their
+//! modelled time rather than a whole tick, which keeps the workload's
+//! thousands of small reads from each costing a millisecond; the price is
+//! that a polling task keeps the CPU. The data itself is copied at once,
+//! so the model changes timing only, never contents or errors. A
+//! [`DiskModel::INSTANT`] device (the default of [`RamDisk::new`],
+//! `disk_lat=0` on the command line) answers at once.
 
 use crate::sync::SpinLock;
 use core::fmt;
@@ -111,6 +139,8 @@ pub struct IoStats {
     pub write_errors: u64,
     /// `flush` calls.
     pub flushes: u64,
+    /// Time tasks waited for modelled IO completions, in nanoseconds.
+    pub wait_ns: u64,
 }
 
 impl ErrorInjection {
@@ -160,6 +190,69 @@ impl ErrorInjection {
     }
 }
 
+/// Latency and bandwidth of a modelled device (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskModel {
+    /// Time from the end of a request's transfer to its completion, in
+    /// microseconds (0: none).
+    pub lat_us: u64,
+    /// Transfer rate in MB/s (10^6 bytes per second; 0: unlimited).
+    pub bw_mbps: u64,
+}
+
+impl DiskModel {
+    /// A RAM disk: every request completes at once.
+    pub const INSTANT: DiskModel = DiskModel {
+        lat_us: 0,
+        bw_mbps: 0,
+    };
+    /// About a SATA SSD: 100 µs per request, 500 MB/s (a 4 KiB block
+    /// transfers in 8.2 µs).
+    pub const SATA_SSD: DiskModel = DiskModel {
+        lat_us: 100,
+        bw_mbps: 500,
+    };
+
+    /// Whether requests take no time at all: no latency means no model
+    /// (the bandwidth is then ignored), today's RAM disk.
+    pub fn is_instant(&self) -> bool {
+        self.lat_us == 0
+    }
+
+    /// Transfer time of `bytes`, in nanoseconds.
+    pub fn transfer_ns(&self, bytes: u64) -> u64 {
+        // MB/s = bytes per µs: bytes * 1000 / MB/s nanoseconds (0 MB/s:
+        // unlimited).
+        (bytes * 1000).checked_div(self.bw_mbps).unwrap_or(0)
+    }
+}
+
+impl Default for DiskModel {
+    fn default() -> Self {
+        DiskModel::INSTANT
+    }
+}
+
+impl fmt::Display for DiskModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "disk_lat={} disk_bw={}", self.lat_us, self.bw_mbps)
+    }
+}
+
+/// The tick period the model assumes (the x86_64 platform's PIT ticks at
+/// 1 kHz): waits at least this long sleep, shorter ones are polled.
+pub const TICK_NS: u64 = 1_000_000;
+
+/// Requests a modelled device queues before a writer has to wait (Linux's
+/// default `nr_requests` is 64 per hardware queue).
+pub const QUEUE_DEPTH: u64 = 64;
+
+/// The queue of a modelled device: when it is next free.
+struct DiskQueue {
+    model: DiskModel,
+    busy_until_ns: u64,
+}
+
 struct Injection {
     read: ErrorInjection,
     write: ErrorInjection,
@@ -180,6 +273,8 @@ pub struct RamDisk {
     write_blocks: AtomicU64,
     write_errors: AtomicU64,
     flushes: AtomicU64,
+    queue: SpinLock<DiskQueue>,
+    wait_ns: AtomicU64,
 }
 
 // SAFETY: the region is owned by the RamDisk (contract of `new`) and every
@@ -219,7 +314,90 @@ impl RamDisk {
             write_blocks: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            queue: SpinLock::new(
+                DiskQueue {
+                    model: DiskModel::INSTANT,
+                    busy_until_ns: 0,
+                },
+                crate::lock_class!("ramdisk_queue"),
+            ),
+            wait_ns: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the latency and bandwidth model from now on.
+    pub fn set_model(&self, model: DiskModel) {
+        let mut q = self.queue.lock();
+        q.model = model;
+        q.busy_until_ns = 0;
+    }
+
+    /// The current latency and bandwidth model.
+    pub fn model(&self) -> DiskModel {
+        self.queue.lock().model
+    }
+
+    /// Queues a request of `bytes` on the modelled device and returns when
+    /// the submitter may go on (see the module docs): a read when it has
+    /// completed, a write once the queue holds at most [`QUEUE_DEPTH`]
+    /// requests' worth of transfer. Instant devices return at once.
+    fn submit(&self, bytes: u64, read: bool) {
+        let until = {
+            let mut q = self.queue.lock();
+            if q.model.is_instant() {
+                return;
+            }
+            let now = crate::time::now_ns();
+            let xfer = q.model.transfer_ns(bytes);
+            let end = q.busy_until_ns.max(now) + xfer;
+            q.busy_until_ns = end;
+            if read {
+                end + q.model.lat_us * 1000
+            } else {
+                end.saturating_sub(QUEUE_DEPTH * xfer)
+            }
+        };
+        self.wait_until(until);
+    }
+
+    /// Waits until every request queued so far has completed (a cache
+    /// flush; also what a synchronous write waits for, since the queue is
+    /// served in order).
+    fn drain(&self) {
+        let until = {
+            let q = self.queue.lock();
+            if q.model.is_instant() {
+                return;
+            }
+            q.busy_until_ns + q.model.lat_us * 1000
+        };
+        self.wait_until(until);
+    }
+
+    /// Waits for the clock to reach `until`: asleep and woken by the timer
+    /// interrupt if at least a tick away, else polled.
+    fn wait_until(&self, until: u64) {
+        let t0 = crate::time::now_ns();
+        if t0 >= until {
+            return;
+        }
+        loop {
+            let now = crate::time::now_ns();
+            if now >= until {
+                break;
+            }
+            let left = until - now;
+            if left >= TICK_NS && crate::task::can_block_current() {
+                // Woken by the timer interrupt on the first tick at or
+                // after the completion.
+                crate::task::sleep(core::time::Duration::from_nanos(left));
+            } else {
+                // Polled: shorter than a tick.
+                core::hint::spin_loop();
+            }
+        }
+        self.wait_ns
+            .fetch_add(crate::time::now_ns() - t0, Ordering::Relaxed);
     }
 
     /// A RAM disk over memory that lives forever (e.g. a leaked `Vec`).
@@ -262,6 +440,7 @@ impl RamDisk {
             write_blocks: self.write_blocks.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
+            wait_ns: self.wait_ns.load(Ordering::Relaxed),
         }
     }
 
@@ -275,6 +454,7 @@ impl RamDisk {
             &self.write_blocks,
             &self.write_errors,
             &self.flushes,
+            &self.wait_ns,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -324,6 +504,9 @@ impl BlockDevice for RamDisk {
             Ok(()) => self.read_blocks.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.read_errors.fetch_add(1, Ordering::Relaxed),
         };
+        if res.is_ok() {
+            self.submit(buf.len() as u64, true);
+        }
         res
     }
 
@@ -344,11 +527,15 @@ impl BlockDevice for RamDisk {
             Ok(()) => self.write_blocks.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.write_errors.fetch_add(1, Ordering::Relaxed),
         };
+        if res.is_ok() {
+            self.submit(buf.len() as u64, false);
+        }
         res
     }
 
     fn flush(&self) -> Result<(), IoError> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.drain();
         Ok(())
     }
 }

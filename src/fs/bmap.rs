@@ -14,7 +14,7 @@ impl Fs {
 
     pub(super) fn bmap(&self, core: &InodeCore, fb: u64) -> Result<Option<u64>, FsError> {
         super::format::bmap(&self.sb.geometry, core, fb, |ind, idx| {
-            let bp = self.bufs.get(ind, self.gfp())?;
+            let bp = self.buf_get(ind, self.gfp())?;
             let g = bp.lock_read()?;
             indirect_entry(g.data(), idx)
         })
@@ -40,7 +40,7 @@ impl Fs {
             }
             MapSlot::Indirect(i) if core.indirect == 0 => {
                 let ind = self.alloc_block(blk + 1)?;
-                let r = self.bufs.get(ind, self.gfp()).and_then(|bp| {
+                let r = self.buf_get(ind, self.gfp()).and_then(|bp| {
                     let mut g = bp.lock_new();
                     set_indirect_entry(g.data_mut(), i, blk as u32)?;
                     g.write()
@@ -55,7 +55,7 @@ impl Fs {
             MapSlot::Indirect(i) => {
                 let ind = u64::from(core.indirect);
                 check_pointer(&self.sb.geometry, core.ino, ind)?;
-                let bp = self.bufs.get(ind, self.gfp())?;
+                let bp = self.buf_get(ind, self.gfp())?;
                 let mut g = bp.lock_read()?;
                 set_indirect_entry(g.data_mut(), i, blk as u32)?;
                 g.write()?;
@@ -75,7 +75,7 @@ impl Fs {
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<(), FsError> {
         if let Some(blk) = self.bmap(core, fb)? {
-            let bp = self.bufs.get(blk, self.gfp())?;
+            let bp = self.buf_get(blk, self.gfp())?;
             let mut g = if whole {
                 bp.lock_new()
             } else {
@@ -87,8 +87,7 @@ impl Fs {
         map_slot(core.ino, fb)?;
         let blk = self.alloc_block(self.goal(core, fb))?;
         let r = self
-            .bufs
-            .get(blk, self.gfp())
+            .buf_get(blk, self.gfp())
             .and_then(|bp| {
                 let mut g = bp.lock_new();
                 fill(g.data_mut());
@@ -116,7 +115,7 @@ impl Fs {
             && let Some(blk) = self.bmap(core, keep - 1)?
         {
             // Zero the tail so that growing the file again reads zeros.
-            let bp = self.bufs.get(blk, self.gfp_nofail())?;
+            let bp = self.buf_get(blk, self.gfp_nofail())?;
             let mut g = bp.lock_read()?;
             g.data_mut()[(new_size % bs) as usize..].fill(0);
             g.write()?;
@@ -138,7 +137,7 @@ impl Fs {
                 .min(PTRS_PER_INDIRECT as u64) as usize;
             let mut ents = [0u32; PTRS_PER_INDIRECT];
             {
-                let bp = self.bufs.get(ind, self.gfp_nofail())?;
+                let bp = self.buf_get(ind, self.gfp_nofail())?;
                 let mut g = bp.lock_read()?;
                 for (idx, e) in ents.iter_mut().enumerate().skip(first) {
                     *e = indirect_entry(g.data(), idx)?;

@@ -17,7 +17,7 @@ impl Fs {
             what: Meta::Inode(dir.ino),
             reason: "hole in a directory",
         })?;
-        self.bufs.get(blk, self.gfp())
+        self.buf_get(blk, self.gfp())
     }
 
     pub(super) fn dir_lock<'b>(
@@ -67,7 +67,7 @@ impl Fs {
         map_slot(dir.ino, fb)?;
         let blk = self.alloc_block(self.goal(dir, fb))?;
         let owner = dir.ino;
-        let r = self.bufs.get(blk, self.gfp()).and_then(|bp| {
+        let r = self.buf_get(blk, self.gfp()).and_then(|bp| {
             let mut g = bp.lock_new();
             dir::dir_init(g.data_mut(), owner)?;
             dir::dir_add(g.data_mut(), name, ino, ftype)?;

@@ -19,7 +19,8 @@
 //!    reclaimable); clears I_FLUSHING.
 //!
 //! The flusher thread `xfsaild` walks the AGs for clusters with dirty
-//! inodes every 20 ms, and at once when kicked (the inode shrinker kicks it
+//! inodes every second (XFS leaves logged inodes dirty until the AIL is
+//! pushed, so reclaim meets dirty inodes), and at once when kicked (the inode shrinker kicks it
 //! when it meets dirty reclaimable inodes; sync and unmount flush directly).
 
 use super::FsError;
@@ -39,7 +40,7 @@ use core::time::Duration;
 const N: usize = INODES_PER_CLUSTER as usize;
 
 /// How often the flusher thread looks for dirty inodes.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
 
 impl Fs {
     /// Writes back the cluster `cluster` of AG `ag`; see the module docs.
@@ -97,7 +98,7 @@ impl Fs {
         };
         // 2. The cluster buffer, before any ILOCK: this may allocate.
         let blk = self.sb.geometry.ag_start(ag) + u64::from(AG_FIRST_CLUSTER + cluster);
-        let bp = match self.bufs.get(blk, gfp) {
+        let bp = match self.buf_get(blk, gfp) {
             Ok(b) => b,
             Err(e) => {
                 unpick_all();

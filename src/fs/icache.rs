@@ -37,32 +37,32 @@
 //! Every inode's ILOCK is an `RwSemaphore<InodeCore>` of the single lockdep
 //! class `xfs_ilock` ([`ilock_class`]). Operations take it on referenced
 //! inodes (above reclaim). The inode shrinker takes it on unreferenced
-//! inodes (below reclaim): with `try_write` under the `trylock` policy
-//! (`xfs_ilock_nowait`), blocking otherwise, which is what records lockdep's
+//! inodes (below reclaim): with `try_write` under `reclaim_ilock=trylock`
+//! (`xfs_ilock_nowait`), blocking otherwise, and, with
+//! `reclaim_final_lock=on` (XFS since 5.9), blocking once more after the
+//! inode left the index. A blocking one records lockdep's
 //! `fs_reclaim -> xfs_ilock`.
 //!
 //! Lockdep subclasses of `xfs_ilock`, as XFS annotates inode lock nesting:
 //! 0 for the first ILOCK a task takes, [`ILOCK_CHILD`] for a second inode
-//! in one operation (create, unlink), [`ILOCK_RECLAIM`] for the blocking
-//! ILOCK the shrinker takes on an *unreferenced* candidate when the
-//! reclaiming task already holds an ILOCK above reclaim (direct reclaim from
-//! inside an operation). That nesting is safe for the reason the seed gives
-//! (referenced inodes are locked only above reclaim, unreferenced ones only
-//! below), and without the annotation every such direct reclaim would be
-//! reported as "recursive locking". The `fs_reclaim -> xfs_ilock` edge then
-//! comes from reclaim that holds no ILOCK (kswapd, or direct reclaim from
-//! an allocation made outside ILOCK), as in the seed's first path. Cluster
-//! flushing, which may lock *referenced* inodes, never uses the annotation:
-//! its blocking locks (the `broken` policy) are seen as plain `xfs_ilock`.
+//! in one operation (create, unlink). Reclaim takes its ILOCKs at subclass
+//! 0, as XFS does, so direct reclaim entered by a task that holds an ILOCK
+//! and then blocking on another inode's ILOCK is what Linux's lockdep would
+//! call "possible recursive locking". [`ILOCK_RECLAIM`] exists only for the
+//! `reclaim_subclass` knob (not XFS, off in every era), which annotates
+//! that nesting away. Cluster flushing, which may lock *referenced*
+//! inodes, never uses it.
 
 use super::FsError;
-use super::format::{InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
+use super::format::{FileType, InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
 pub(crate) use super::inode::{
     I_DIRTY, I_FLUSHING, I_INACTIVATING, I_RECLAIM, I_RECLAIMABLE, I_UNLINKED, Perag, XfsInode,
     reclaim_subclass,
 };
-pub use super::inode::{ILOCK_CHILD, ILOCK_RECLAIM, ilock_class};
-use super::policy::IlockMode;
+pub use super::inode::{
+    ILOCK_CHILD, ILOCK_RECLAIM, dir_ilock_class, ilock_class, iolock_class, nondir_ilock_class,
+};
+use super::policy::{IlockMode, ReclaimWriteback};
 use super::state::Fs;
 pub use super::state::{RaceHook, RacePoint};
 use crate::mm::gfp::Gfp;
@@ -144,13 +144,17 @@ impl Fs {
     /// `gfp` on a miss (the inode object and maybe the cluster buffer),
     /// holding no fs lock but possibly an ILOCK of the caller's (create and
     /// unlink look the child up under the parent's ILOCK, with
-    /// `gfp_under_ilock`). `allow_free` returns free slots too (create).
+    /// `gfp_under_ilock`). `create` (the type about to be created) returns
+    /// free slots too; a miss then makes the in-core inode with that type's
+    /// ILOCK class. (A free inode still cached keeps the class it had: a
+    /// lockdep-only imprecision for a directory made in a file's old slot.)
     pub(crate) fn iget_inner(
         &self,
         ino: u32,
         gfp: Gfp,
-        allow_free: bool,
+        create: Option<FileType>,
     ) -> Result<NonNull<XfsInode>, FsError> {
+        let allow_free = create.is_some();
         self.check_live()?;
         self.sb.geometry.check_ino(ino)?;
         let pag = self.perag(ino);
@@ -193,8 +197,12 @@ impl Fs {
                 .alloc(gfp)
                 .map_err(|_| FsError::NoMemory)?
                 .cast::<XfsInode>();
+            let dir = match create {
+                Some(t) if core.mode == Mode::Free => t == FileType::Dir,
+                _ => core.mode == Mode::Dir,
+            };
             // SAFETY: a fresh object sized and aligned for XfsInode.
-            unsafe { obj.as_ptr().write(XfsInode::new(core)) };
+            unsafe { obj.as_ptr().write(XfsInode::new(core, dir)) };
             let mut ici = pag.ici.lock();
             if !ici.slots[agino].is_null() {
                 drop(ici);
@@ -210,9 +218,7 @@ impl Fs {
     }
 
     fn read_core(&self, ino: u32, gfp: Gfp) -> Result<InodeCore, FsError> {
-        let bp = self
-            .bufs
-            .get(ino_to_cluster_block(&self.sb.geometry, ino), gfp)?;
+        let bp = self.buf_get(ino_to_cluster_block(&self.sb.geometry, ino), gfp)?;
         let g = bp.lock_read()?;
         InodeCore::decode_in_cluster(g.data(), ino)
     }
@@ -380,14 +386,28 @@ impl Fs {
     }
 
     /// `xfs_reclaim_inode`: the candidate is I_RECLAIM (so no lookup or
-    /// flush takes it); free it if it can be, else requeue it.
+    /// flush takes it); free it if it can be, else requeue it. With
+    /// `reclaim_writeback=sync` (before 5.9) a dirty candidate's cluster is
+    /// written back here and the IO waited for, and a candidate under flush
+    /// is waited for; otherwise both are requeued. With
+    /// `reclaim_final_lock` the ILOCK is taken once more, blocking, after
+    /// the inode left the index (5.9's "(almost) spurious" lock).
     fn reclaim_one(&self, pag: &Perag, p: *mut XfsInode, gfp: Gfp) -> bool {
         // SAFETY: I_RECLAIM keeps it indexed and unfreed until we decide.
         let ip = unsafe { &*p };
-        let guard = match self.policy.reclaim_ilock {
-            IlockMode::Trylock => ip.ilock.try_write(),
-            IlockMode::Blocking => Some(ip.ilock.down_write_nested(reclaim_subclass())),
-        };
+        let sync = self.policy.reclaim_writeback == ReclaimWriteback::Sync;
+        let mut guard = self.reclaim_ilock(ip);
+        if sync {
+            // xfs_iflock: wait for a running cluster flush (with the ILOCK
+            // dropped: the flush may be waiting for it).
+            let mut waits = 0;
+            while guard.is_some() && ip.flags() & I_FLUSHING != 0 && waits < 100 {
+                drop(guard.take());
+                crate::task::sleep(core::time::Duration::from_millis(1));
+                waits += 1;
+                guard = self.reclaim_ilock(ip);
+            }
+        }
         let Some(guard) = guard else {
             ip.clear(I_RECLAIM);
             self.stats.requeued_locked.fetch_add(1, Ordering::Relaxed);
@@ -400,10 +420,21 @@ impl Fs {
             return false;
         }
         if ip.flags() & I_DIRTY != 0 {
-            if self.policy.reclaim_flushes_referenced {
-                // The deliberate bug: flush the whole cluster from reclaim,
-                // blocking on the neighbours' ILOCKs, referenced or not.
-                let _ = self.flush_cluster_of(ip.ino, Some((ip, &guard)), gfp);
+            if sync || self.policy.reclaim_flushes_referenced {
+                // Write the cluster back from reclaim and wait for it (the
+                // deliberate bug also locks referenced neighbours blocking).
+                self.stats
+                    .reclaim_writebacks
+                    .fetch_add(1, Ordering::Relaxed);
+                if self
+                    .flush_cluster_of(ip.ino, Some((ip, &guard)), gfp)
+                    .is_ok()
+                    && sync
+                {
+                    // SYNC_WAIT: wait for the write (behind the device's
+                    // whole queue) before freeing.
+                    let _ = self.device().flush();
+                }
             }
             if ip.flags() & I_DIRTY != 0 {
                 drop(guard);
@@ -414,6 +445,7 @@ impl Fs {
             }
         }
         // Clean, unreferenced, ours: take it out of the index and free it.
+        drop(guard);
         {
             let mut ici = pag.ici.lock();
             ici.slots[ino_to_agino(ip.ino) as usize] = ptr::null_mut();
@@ -422,11 +454,37 @@ impl Fs {
                 self.stats.reclaimable.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        drop(guard);
+        if self.policy.reclaim_final_lock {
+            // Waits out anyone who found the inode without a reference
+            // before it left the index; blocking, so lockdep records
+            // fs_reclaim -> xfs_ilock.
+            drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
+            self.stats
+                .reclaim_final_locks
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.free_inode_object(p);
         self.stats.cached.fetch_sub(1, Ordering::Relaxed);
         self.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Reclaim's ILOCK on its candidate, per `reclaim_ilock`.
+    fn reclaim_ilock<'a>(&self, ip: &'a XfsInode) -> Option<RwSemWriteGuard<'a, InodeCore>> {
+        match self.policy.reclaim_ilock {
+            IlockMode::Trylock => ip.ilock.try_write(),
+            IlockMode::Blocking => Some(ip.ilock.down_write_nested(self.reclaim_ilock_subclass())),
+        }
+    }
+
+    /// Subclass 0, as XFS; [`ILOCK_RECLAIM`] when the task holds an ILOCK
+    /// and the (not XFS) `reclaim_subclass` knob is on.
+    fn reclaim_ilock_subclass(&self) -> u8 {
+        if self.policy.reclaim_subclass {
+            reclaim_subclass()
+        } else {
+            0
+        }
     }
 
     /// Frees every cached inode (unmount, after a final sync). Returns the

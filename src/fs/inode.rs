@@ -22,17 +22,38 @@ pub(crate) const I_INACTIVATING: u32 = 1 << 5;
 /// Lockdep subclass for the second inode an operation locks.
 pub const ILOCK_CHILD: u8 = 1;
 /// Lockdep subclass for the shrinker's blocking ILOCK on an unreferenced
-/// inode while the reclaiming task holds an ILOCK above reclaim.
+/// inode while the reclaiming task holds an ILOCK above reclaim; used only
+/// with the `reclaim_subclass` knob (not XFS: XFS reclaim uses subclass 0).
 pub const ILOCK_RECLAIM: u8 = 2;
 
-/// The one lockdep class of every inode's ILOCK.
-pub fn ilock_class() -> &'static LockClassKey {
-    crate::lock_class!("xfs_ilock")
+/// The lockdep class of a directory's ILOCK (XFS's `xfs_dir_ilock_class`).
+pub fn dir_ilock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_dir_ilock")
+}
+
+/// The lockdep class of every other inode's ILOCK (`xfs_nondir_ilock_class`).
+pub fn nondir_ilock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_nondir_ilock")
+}
+
+/// The lockdep class of an inode's IOLOCK (XFS's `i_rwsem`).
+pub fn iolock_class() -> &'static LockClassKey {
+    crate::lock_class!("xfs_iolock")
+}
+
+/// The ILOCK class of an inode of type `dir` (set when the in-core inode
+/// is made, as `xfs_setup_inode` does).
+pub fn ilock_class(dir: bool) -> &'static LockClassKey {
+    if dir {
+        dir_ilock_class()
+    } else {
+        nondir_ilock_class()
+    }
 }
 
 /// Subclass for the shrinker's blocking ILOCK on an unreferenced inode.
 pub(crate) fn reclaim_subclass() -> u8 {
-    if lockdep::held_count(ilock_class()) > 0 {
+    if lockdep::held_count(dir_ilock_class()) + lockdep::held_count(nondir_ilock_class()) > 0 {
         ILOCK_RECLAIM
     } else {
         0
@@ -48,15 +69,20 @@ pub(crate) struct XfsInode {
     pub(crate) flags: AtomicU32,
     /// ILOCK, guarding the core.
     pub(crate) ilock: RwSemaphore<InodeCore>,
+    /// IOLOCK (`i_rwsem`): file data IO. Reads hold it shared and take the
+    /// ILOCK only to map blocks; writes and truncates hold it exclusive
+    /// before their transaction and ILOCK. Reclaim never takes it.
+    pub(crate) iolock: RwSemaphore<()>,
 }
 
 impl XfsInode {
-    pub(crate) fn new(core: InodeCore) -> Self {
+    pub(crate) fn new(core: InodeCore, dir: bool) -> Self {
         Self {
             ino: core.ino,
             refcount: AtomicU32::new(1),
             flags: AtomicU32::new(0),
-            ilock: RwSemaphore::new(core, ilock_class()),
+            ilock: RwSemaphore::new(core, ilock_class(dir)),
+            iolock: RwSemaphore::new((), iolock_class()),
         }
     }
 

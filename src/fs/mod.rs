@@ -69,7 +69,7 @@ pub mod policy;
 pub mod state;
 pub(crate) mod trans;
 
-pub use blockdev::{BlockDevice, ErrorInjection, IoError, IoStats, RamDisk};
+pub use blockdev::{BlockDevice, DiskModel, ErrorInjection, IoError, IoStats, RamDisk};
 pub use disk::Disk;
 pub use error::{FsError, Meta, Problem};
 pub(crate) use format::check_buf;
@@ -78,5 +78,5 @@ pub use fsck::{FsckReport, check, fsck};
 pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
 pub use mkfs::{MkfsOptions, mkfs};
 pub use ops::Stat;
-pub use policy::{IlockMode, Policy};
+pub use policy::{IlockMode, Policy, ReclaimWriteback};
 pub use state::{Fs, FsStats};

@@ -74,7 +74,7 @@ impl Fs {
     /// A reference to inode `ino`; `InodeNotAllocated` for a free slot.
     /// Call it with no ILOCK held.
     pub fn iget(&self, ino: u32) -> Result<InodeRef, FsError> {
-        let r = self.make_ref(self.iget_inner(ino, self.gfp(), false)?);
+        let r = self.make_ref(self.iget_inner(ino, self.gfp(), None)?);
         if r.inode().ilock.down_read().mode == Mode::Free {
             return Err(FsError::InodeNotAllocated { ino });
         }
@@ -210,7 +210,7 @@ impl Fs {
             FileType::File => ino_to_ag(dg.ino),
         };
         let ino = self.alloc_inode(ag)?;
-        let ip_ptr = match self.iget_inner(ino, self.gfp(), true) {
+        let ip_ptr = match self.iget_inner(ino, self.gfp(), Some(ftype)) {
             Ok(p) => p,
             Err(e) => {
                 let _ = self.free_inode_bit(ino);
@@ -247,16 +247,23 @@ impl Fs {
         r.map(|()| iref)
     }
 
-    /// Reads up to `buf.len()` bytes at `offset` (ILOCK shared); returns
-    /// the number read (0 at or past the end). Holes read as zeros.
+    /// Reads up to `buf.len()` bytes at `offset`; returns the number read
+    /// (0 at or past the end). Holes read as zeros. As XFS: the IOLOCK is
+    /// held shared for the whole read (writes and truncates hold it
+    /// exclusive) and the ILOCK only while mapping a block, so the data
+    /// buffers are allocated and read with no ILOCK held.
     pub fn read(&self, file: &InodeRef, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         self.check_live()?;
-        let g = file.inode().ilock.down_read();
-        Self::want_file(&g)?;
-        if offset >= g.size || buf.is_empty() {
+        let _io = file.inode().iolock.down_read();
+        let size = {
+            let g = file.inode().ilock.down_read();
+            Self::want_file(&g)?;
+            g.size
+        };
+        if offset >= size || buf.is_empty() {
             return Ok(0);
         }
-        let n = (g.size - offset).min(buf.len() as u64) as usize;
+        let n = (size - offset).min(buf.len() as u64) as usize;
         let bs = BLOCK_SIZE as u64;
         let mut done = 0;
         while done < n {
@@ -264,10 +271,14 @@ impl Fs {
             let (fb, off) = (pos / bs, (pos % bs) as usize);
             let len = (BLOCK_SIZE - off).min(n - done);
             let out = &mut buf[done..done + len];
-            match self.bmap(&g, fb)? {
+            let mapped = {
+                let g = file.inode().ilock.down_read();
+                self.bmap(&g, fb)?
+            };
+            match mapped {
                 None => out.fill(0),
                 Some(blk) => {
-                    let bp = self.bufs.get(blk, self.gfp())?;
+                    let bp = self.buf_get(blk, self.gfp())?;
                     let bg = bp.lock_read()?;
                     out.copy_from_slice(&bg.data()[off..off + len]);
                 }
@@ -293,8 +304,9 @@ impl Fs {
                 file_block: (offset + data.len() as u64).div_ceil(BLOCK_SIZE as u64),
             })?;
         let _ = end;
-        let mut tp = Transaction::alloc(self)?;
         let ip = file.inode();
+        let _io = ip.iolock.down_write();
+        let mut tp = Transaction::alloc(self)?;
         let mut g = ip.ilock.down_write();
         Self::want_file(&g)?;
         let bs = BLOCK_SIZE as u64;
@@ -338,8 +350,9 @@ impl Fs {
                 file_block: size.div_ceil(BLOCK_SIZE as u64),
             });
         }
-        let mut tp = Transaction::alloc(self)?;
         let ip = file.inode();
+        let _io = ip.iolock.down_write();
+        let mut tp = Transaction::alloc(self)?;
         let mut g = ip.ilock.down_write();
         Self::want_file(&g)?;
         let r = if size < g.size {
@@ -368,7 +381,7 @@ impl Fs {
         let dg = dip.ilock.down_write();
         Self::want_dir(&dg)?;
         let (ino, _) = self.dir_lookup(&dg, name)?.ok_or(FsError::NotFound)?;
-        let iref = self.make_ref(self.iget_inner(ino, self.gfp(), false)?);
+        let iref = self.make_ref(self.iget_inner(ino, self.gfp(), None)?);
         let r = (|| -> Result<(), FsError> {
             let ip = iref.inode();
             let mut ig = ip.ilock.down_write_nested(ILOCK_CHILD);

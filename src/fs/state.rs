@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub(crate) transactions: AtomicU64,
     pub(crate) inactivations: AtomicU64,
     pub(crate) inactivate_errors: AtomicU64,
+    pub(crate) reclaim_writebacks: AtomicU64,
+    pub(crate) reclaim_final_locks: AtomicU64,
 }
 
 /// A plain-number snapshot of a filesystem's caches and reclaim.
@@ -91,6 +93,12 @@ pub struct FsStats {
     pub transactions: u64,
     /// Unlinked inodes freed on disk at their last reference.
     pub inactivations: u64,
+    /// Dirty candidates whose cluster reclaim wrote back itself
+    /// (`reclaim_writeback=sync`, or the deliberate bug).
+    pub reclaim_writebacks: u64,
+    /// Final blocking ILOCKs reclaim took before freeing
+    /// (`reclaim_final_lock=on`).
+    pub reclaim_final_locks: u64,
 }
 
 /// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
@@ -207,6 +215,8 @@ impl Fs {
             shrinker_stops: ld(&s.shrinker_stops),
             transactions: ld(&s.transactions),
             inactivations: ld(&s.inactivations),
+            reclaim_writebacks: ld(&s.reclaim_writebacks),
+            reclaim_final_locks: ld(&s.reclaim_final_locks),
         }
     }
 
@@ -241,6 +251,19 @@ impl Fs {
 
     pub(super) fn gfp(&self) -> Gfp {
         self.policy.gfp_under_ilock
+    }
+
+    /// Gets a buffer (`xfs_buf_get`) allocating with `gfp`, except that
+    /// the operations' GFP under ILOCK becomes the policy's `buf_gfp`
+    /// (knob `buf_gfp`, as `xfs_buf_alloc` picks its own flags);
+    /// `__GFP_NOFAIL` is kept. Other callers' GFP (reclaim's) is used as is.
+    pub(crate) fn buf_get(&self, blk: u64, gfp: Gfp) -> Result<super::buf::BufRef<'_>, FsError> {
+        let gfp = if gfp.difference(Gfp::__GFP_NOFAIL) == self.policy.gfp_under_ilock {
+            self.policy.buf_gfp | (gfp & Gfp::__GFP_NOFAIL)
+        } else {
+            gfp
+        };
+        self.bufs.get(blk, gfp)
     }
 
     /// `gfp` for giving space back (freeing blocks and inodes, truncating):

@@ -201,7 +201,7 @@ pub struct RunResult {
     pub lockdep_reports: usize,
     /// The first of those reports, as printed.
     pub first_lockdep_report: Option<String>,
-    /// Whether a report involved both `xfs_ilock` and `fs_reclaim`.
+    /// Whether a report involved both an ILOCK class and `fs_reclaim`.
     pub lockdep_ilock_fs_reclaim: bool,
     /// Files read back intact after unmount, fsck and remount.
     pub files_verified: u64,
@@ -838,9 +838,9 @@ pub fn run(
     let first = reports
         .first()
         .and_then(|r| crate::mm::global_alloc::try_string(&r.text).ok());
-    let ilock_fs = reports
-        .iter()
-        .any(|r| r.classes.contains(&"xfs_ilock") && r.classes.contains(&"fs_reclaim"));
+    let ilock_fs = reports.iter().any(|r| {
+        r.classes.iter().any(|c| c.ends_with("_ilock")) && r.classes.contains(&"fs_reclaim")
+    });
     let pa1 = crate::mm::page_alloc::stats().snapshot();
     let v1 = crate::mm::vmscan::stats().snapshot();
     let samples = try_to_vec(&samples.lock()).unwrap_or_default();
