@@ -611,7 +611,7 @@ fn json_config_gives_every_key_as_resolved() -> TestResult {
         r#""bench":"mm""#,
         r#""format":"json""#,
         r#""mem":"16384K""#,
-        r#""policy":"trylock""#,
+        r#""policy":"today""#,
         r#""failslab":"off""#,
     ] {
         kassert!(out.contains(want), "{want} in {out}");
