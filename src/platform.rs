@@ -13,6 +13,13 @@ pub trait Platform: Sync {
     fn irq_save(&self) -> bool;
     /// Undoes [`Platform::irq_save`].
     fn irq_restore(&self, was_enabled: bool);
+    /// The number of the CPU running the caller, below [`NR_CPUS`]: the
+    /// index of per-CPU data. Only meaningful with interrupts (or
+    /// preemption) masked, since the caller may move to another CPU
+    /// otherwise. The default is 0, for platforms with one CPU.
+    fn cpu_id(&self) -> usize {
+        0
+    }
     /// Monotonic nanoseconds since boot.
     fn now_ns(&self) -> u64;
     /// A cheap, monotonic cycle counter for benchmarks (TSC on x86_64).
@@ -70,6 +77,17 @@ pub trait Platform: Sync {
             core::hint::spin_loop();
         }
     }
+}
+
+/// The most CPUs the framework's per-CPU data has room for:
+/// [`Platform::cpu_id`] is always below it.
+pub const NR_CPUS: usize = 16;
+
+/// The number of the CPU running the caller ([`Platform::cpu_id`]; 0 with
+/// no platform installed).
+#[inline]
+pub fn cpu_id() -> usize {
+    get().map_or(0, |p| p.cpu_id())
 }
 
 /// A kernel stack: `[bottom, top)` usable, the page below `bottom` unmapped.

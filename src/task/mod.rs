@@ -193,6 +193,23 @@ impl Task {
         self.state.store(s as u8, Ordering::Release);
     }
 
+    /// Blocked or Sleeping -> Ready, atomically: true if this call did it.
+    fn try_set_ready(&self) -> bool {
+        let mut s = self.state.load(Ordering::Acquire);
+        while s == TaskState::Blocked as u8 || s == TaskState::Sleeping as u8 {
+            match self.state.compare_exchange_weak(
+                s,
+                TaskState::Ready as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        false
+    }
+
     /// The PF_* flags.
     pub fn flags(&self) -> TaskFlags {
         TaskFlags::from_bits_retain(self.flags.load(Ordering::Relaxed))
@@ -841,18 +858,49 @@ pub(crate) fn take_timed_out() -> bool {
 }
 
 /// Makes a blocked or sleeping task runnable. Returns whether it was waiting.
+///
+/// The state moves Blocked/Sleeping -> Ready by compare-and-swap, so of
+/// several wakers (on any CPU) and the task's own [`finish_wait`] exactly
+/// one wins, and the task is queued at most once.
 pub fn wake_up(t: &Arc<Task>) -> bool {
+    if t.is_deadlocked() {
+        return false;
+    }
     platform::with_irq_guard(|irq| {
-        let s = t.state();
-        if (s == TaskState::Blocked || s == TaskState::Sleeping) && !t.is_deadlocked() {
-            t.wait_gen.fetch_add(1, Ordering::Relaxed);
-            t.set_state(TaskState::Ready);
-            this_cpu(irq).run_queue.lock().push_back(t.clone());
-            true
-        } else {
-            false
+        if !t.try_set_ready() {
+            return false;
         }
+        t.wait_gen.fetch_add(1, Ordering::Relaxed);
+        this_cpu(irq).run_queue.lock().push_back(t.clone());
+        true
     })
+}
+
+/// The current task stops waiting without sleeping (its condition came
+/// true): back to Running, unless a waker already made it Ready and queued
+/// it, in which case the scheduler takes that queue entry now (Linux's
+/// `finish_wait` with `try_to_wake_up`'s on-runqueue check). Interrupts
+/// masked.
+pub(crate) fn finish_wait() {
+    let t = current();
+    let mut s = t.state.load(Ordering::Acquire);
+    loop {
+        if s != TaskState::Blocked as u8 && s != TaskState::Sleeping as u8 {
+            break;
+        }
+        match t.state.compare_exchange_weak(
+            s,
+            TaskState::Running as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            Err(now) => s = now,
+        }
+    }
+    if s == TaskState::Ready as u8 && started() {
+        schedule();
+    }
 }
 
 /// Sleeps for at least `d`.
@@ -944,10 +992,10 @@ pub fn on_tick() {
             if t.wait_gen.load(Ordering::Relaxed) == t.timer_gen.load(Ordering::Relaxed)
                 && t.state() == TaskState::Sleeping
                 && !t.is_deadlocked()
+                && t.try_set_ready()
             {
                 t.timed_out.store(true, Ordering::Relaxed);
                 t.wait_gen.fetch_add(1, Ordering::Relaxed);
-                t.set_state(TaskState::Ready);
                 this_cpu(&irq).run_queue.lock().push_back(t.clone());
             }
         }
