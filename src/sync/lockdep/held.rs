@@ -102,6 +102,10 @@ pub struct TaskLockState {
     /// Non-zero while lockdep itself runs on this task (Linux's
     /// `lockdep_recursion`): what lockdep does is not validated.
     recursion: u32,
+    /// This task's full validations (chain-cache misses).
+    pub(super) validations: u64,
+    /// This task's acquisitions whose chain was cached.
+    pub(super) chain_hits: u64,
 }
 
 impl TaskLockState {
@@ -111,6 +115,8 @@ impl TaskLockState {
             held: [None; MAX_LOCK_DEPTH],
             depth: 0,
             recursion: 0,
+            validations: 0,
+            chain_hits: 0,
         }
     }
 

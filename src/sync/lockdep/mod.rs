@@ -134,7 +134,19 @@ pub struct LockdepStats {
     pub chains: usize,
 }
 
-/// The counters (see [`LockdepStats`]).
+/// The current task's own counters: `validations` and `chain_hits` of this
+/// task alone (exact whatever other CPUs do), `chains` as in [`stats`].
+pub fn task_stats() -> LockdepStats {
+    let (validations, chain_hits) =
+        crate::platform::without_interrupts(|| with_current(|s| (s.validations, s.chain_hits)));
+    LockdepStats {
+        validations,
+        chain_hits,
+        chains: chains::nr_chains(),
+    }
+}
+
+/// The counters of every task (see [`LockdepStats`]).
 pub fn stats() -> LockdepStats {
     LockdepStats {
         validations: VALIDATIONS.load(Ordering::Relaxed),
@@ -289,6 +301,7 @@ pub fn lock_acquire(
             });
             if pushed {
                 if !how.trylock {
+                    s.chain_hits += 1;
                     CHAIN_HITS.fetch_add(1, Ordering::Relaxed);
                 }
                 return;
@@ -359,6 +372,7 @@ fn validate_acquire(
     }
     VALIDATIONS.fetch_add(1, Ordering::Relaxed);
     with_current(|s| {
+        s.validations += 1;
         let mut pending = None;
         let mut cycle = None;
         if let Some(prev) = s.iter().find(|h| h.class == class)
