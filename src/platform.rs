@@ -37,6 +37,13 @@ pub trait Platform: Sync {
     fn virt_to_phys(&self, va: *const u8) -> u64 {
         va as u64
     }
+    /// Called now and then by a CPU spinning for a lock (Linux's
+    /// `cpu_relax`, seldom). The default is the CPU's pause hint; a platform
+    /// whose "CPUs" are threads that the host may preempt (the host build)
+    /// yields, so that a descheduled lock holder gets to run.
+    fn cpu_relax(&self) {
+        core::hint::spin_loop();
+    }
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}
     /// Allocates a kernel stack of at least `bytes` with an unmapped guard
@@ -88,6 +95,21 @@ pub const NR_CPUS: usize = 16;
 #[inline]
 pub fn cpu_id() -> usize {
     get().map_or(0, |p| p.cpu_id())
+}
+
+/// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
+/// [`Platform::cpu_relax`]. `spins` counts the caller's iterations.
+#[inline]
+pub fn spin_relax(spins: &mut u32) {
+    const RELAX_EVERY: u32 = 128;
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(RELAX_EVERY)
+        && let Some(p) = get()
+    {
+        p.cpu_relax();
+    } else {
+        core::hint::spin_loop();
+    }
 }
 
 /// A kernel stack: `[bottom, top)` usable, the page below `bottom` unmapped.

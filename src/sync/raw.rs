@@ -69,8 +69,9 @@ impl TicketLock {
     #[inline]
     pub fn lock(&self) {
         let t = self.take_ticket();
+        let mut spins = 0;
         while !self.is_served(t) {
-            core::hint::spin_loop();
+            crate::platform::spin_relax(&mut spins);
         }
     }
 

@@ -123,6 +123,7 @@ impl<T: ?Sized> SpinLock<T> {
         }
         let ticket = self.tickets.take_ticket();
         let mut checked = UNLOCKED;
+        let mut spins = 0;
         while !self.tickets.is_served(ticket) {
             let o = self.owner.0.load(Ordering::Relaxed);
             // A deadlocked holder never runs again to release it.
@@ -132,7 +133,7 @@ impl<T: ?Sized> SpinLock<T> {
                     deadlock::spin_on_deadlocked(self.blocked_on(), holder);
                 }
             }
-            core::hint::spin_loop()
+            crate::platform::spin_relax(&mut spins);
         }
     }
 

@@ -114,6 +114,9 @@ pub struct Task {
     /// The innermost shrinker callback running on this task (an address
     /// owned by `mm::shrinker`), 0 if none.
     shrinker_call: AtomicUsize,
+    /// A thread the platform schedules ([`Task::new_foreign`]): it blocks by
+    /// waiting in place for its wake-up, not on kreclaim's run queue.
+    foreign: bool,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -158,6 +161,7 @@ impl Task {
             switches: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
             shrinker_call: AtomicUsize::new(0),
+            foreign: false,
         }
     }
 
@@ -165,7 +169,8 @@ impl Task {
     /// schedules (see [`set_current_task_hook`]): its own flags, memalloc
     /// scopes and lockdep state. It never runs on kreclaim's scheduler.
     pub fn new_foreign(name: &str) -> Arc<Task> {
-        let t = Task::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), String::from(name));
+        let mut t = Task::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), String::from(name));
+        t.foreign = true;
         t.set_state(TaskState::Running);
         Arc::new(t)
     }
@@ -831,7 +836,38 @@ fn might_sleep_check() -> bool {
 /// Blocks the current task until [`wake_up`]. The caller has already put the
 /// task on some wait list with state `Blocked`, with interrupts masked.
 pub(crate) fn block_current_locked() {
-    schedule();
+    let t = current();
+    if t.foreign {
+        block_foreign(t);
+    } else {
+        schedule();
+    }
+}
+
+/// Blocking for a thread the platform schedules (a host thread): it waits
+/// in place, calling [`Platform::wait_for_interrupt`](platform::Platform::wait_for_interrupt)
+/// (the host yields the thread), until a waker on another CPU makes it
+/// Ready or its deadline passes, then runs on.
+fn block_foreign(t: &Task) {
+    loop {
+        let s = t.state();
+        if s == TaskState::Sleeping {
+            let d = t.timer_deadline.load(Ordering::Acquire);
+            if d != 0 && crate::time::now_ns() >= d && t.try_set_ready() {
+                t.timer_deadline.store(0, Ordering::Relaxed);
+                t.timed_out.store(true, Ordering::Relaxed);
+                t.wait_gen.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        } else if s != TaskState::Blocked {
+            break;
+        }
+        match platform::get() {
+            Some(p) => p.wait_for_interrupt(),
+            None => core::hint::spin_loop(),
+        }
+    }
+    t.set_state(TaskState::Running);
 }
 
 /// Marks the current task as about to block; call with interrupts masked,
@@ -871,7 +907,10 @@ pub fn wake_up(t: &Arc<Task>) -> bool {
             return false;
         }
         t.wait_gen.fetch_add(1, Ordering::Relaxed);
-        this_cpu(irq).run_queue.lock().push_back(t.clone());
+        // A foreign task waits in place for the state change (block_foreign).
+        if !t.foreign {
+            this_cpu(irq).run_queue.lock().push_back(t.clone());
+        }
         true
     })
 }
@@ -898,8 +937,12 @@ pub(crate) fn finish_wait() {
             Err(now) => s = now,
         }
     }
-    if s == TaskState::Ready as u8 && started() {
-        schedule();
+    if s == TaskState::Ready as u8 {
+        if t.foreign || !started() {
+            t.set_state(TaskState::Running);
+        } else {
+            schedule();
+        }
     }
 }
 
