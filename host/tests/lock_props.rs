@@ -39,7 +39,7 @@ fn dawdle(_i: usize) {
 
 /// A sleeping lock's critical section may be preempted: yield inside it.
 fn dawdle_sleeping(i: usize) {
-    if i % 16 == 0 {
+    if i.is_multiple_of(16) {
         std::thread::yield_now();
     }
 }
