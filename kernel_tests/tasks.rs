@@ -11,7 +11,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{TestFailure, TestResult, wait_for};
 use kreclaim::sync::lockdep::{self, LockdepMode};
-use kreclaim::sync::{Completion, Mutex, RawSpinLock, RwSemaphore, SpinLock, TicketLock, WaitQueue};
+use kreclaim::sync::{
+    Completion, Mutex, RawSpinLock, RwSemaphore, SpinLock, TicketLock, WaitQueue,
+};
 use kreclaim::task::{self, JoinError, SchedMode, TaskId, TaskState};
 use kreclaim::{kassert, kassert_eq, lock_class};
 
@@ -606,7 +608,12 @@ fn ticket_lock_serves_in_ticket_order() -> TestResult {
     for i in 0..3 {
         l.unlock();
         for (j, t) in w.iter().enumerate() {
-            kassert_eq!(l.is_served(*t), i == j, "after {} unlocks, waiter {j}", i + 1);
+            kassert_eq!(
+                l.is_served(*t),
+                i == j,
+                "after {} unlocks, waiter {j}",
+                i + 1
+            );
         }
     }
     l.unlock();
@@ -710,7 +717,10 @@ fn lock_torture_counts_exactly() -> TestResult {
     kassert_eq!(*MUTEX.lock(), TASKS * ITERS);
     kassert_eq!(*RW.down_read(), (writes, writes));
     kassert_eq!(TORN.load(Ordering::SeqCst), 0, "a reader saw a torn write");
-    kassert!(!done.is_done(), "every completion was consumed exactly once");
+    kassert!(
+        !done.is_done(),
+        "every completion was consumed exactly once"
+    );
     Ok(())
 }
 

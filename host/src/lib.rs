@@ -45,8 +45,8 @@ use kreclaim::mm::slab::{self, SlabFlags, kmalloc};
 use kreclaim::platform::{self, Platform};
 use kreclaim::sync::lockdep::{self, LockdepMode};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::Write;
 use std::cell::Cell;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -192,9 +192,7 @@ impl Default for HostPlatform {
 impl Platform for HostPlatform {
     #[inline]
     fn irq_save(&self) -> bool {
-        IRQS_ENABLED
-            .try_with(|e| e.replace(false))
-            .unwrap_or(false)
+        IRQS_ENABLED.try_with(|e| e.replace(false)).unwrap_or(false)
     }
 
     #[inline]

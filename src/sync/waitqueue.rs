@@ -184,9 +184,11 @@ impl Completion {
 
     /// Completes once: lets one waiter (present or future) through.
     pub fn complete(&self) {
-        let _ = self.done.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
-            (d != DONE_ALL).then(|| d.saturating_add(1).min(DONE_ALL - 1))
-        });
+        let _ = self
+            .done
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d != DONE_ALL).then(|| d.saturating_add(1).min(DONE_ALL - 1))
+            });
         self.wq.wake_one();
     }
 

@@ -896,7 +896,7 @@ pub(crate) fn take_timed_out() -> bool {
 /// Makes a blocked or sleeping task runnable. Returns whether it was waiting.
 ///
 /// The state moves Blocked/Sleeping -> Ready by compare-and-swap, so of
-/// several wakers (on any CPU) and the task's own [`finish_wait`] exactly
+/// several wakers (on any CPU) and the task's own `finish_wait` exactly
 /// one wins, and the task is queued at most once.
 pub fn wake_up(t: &Arc<Task>) -> bool {
     if t.is_deadlocked() {

@@ -150,9 +150,8 @@ fn main() {
     // Several threads at once, each a CPU of its own for kreclaim.
     eprintln!("measuring alloc+free 64 B on 1 and 2 threads ...");
     let mt_peers: [&(dyn BenchAlloc + Sync); 2] = [&talc, &sys];
-    let mt = |a: &(dyn BenchAlloc + Sync)| {
-        [1, 2].map(|n| bench::threaded_hot(a, 64, n, MT_OPS, ROUNDS))
-    };
+    let mt =
+        |a: &(dyn BenchAlloc + Sync)| [1, 2].map(|n| bench::threaded_hot(a, 64, n, MT_OPS, ROUNDS));
     let mt_kreclaim = mt(&cache);
     let mt_peer_rates: Vec<[f64; 2]> = mt_peers.iter().map(|p| mt(*p)).collect();
 

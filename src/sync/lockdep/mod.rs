@@ -45,9 +45,9 @@ pub use report::{
     LockdepReport, ReportKind, report_count, reports, reports_since, try_reports_since,
 };
 
-use core::panic::Location;
 use crate::platform::IrqGuard;
 use crate::sync::raw::RawSpinLock;
+use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use graph::{ChainLink, ClassId, Dependency, Graph, GraphError, Problem, TaskName};
 use held::{Busy, HeldLock, chain_elem, iterate_chain_key, with_current};
