@@ -52,6 +52,10 @@ kreclaim::kernel_tests!(
     rwsem_write_after_read_by_one_task_is_reported_and_parks_it,
     spinlock_relock_by_owner_is_reported_and_parks_the_task,
     report_under_failslab_is_printed_without_panicking,
+    cached_chain_skips_validation,
+    cached_chain_never_hides_a_new_order,
+    chain_key_covers_prefix_subclass_and_trylock,
+    reports_name_the_cpu,
 );
 
 static A: Mutex<()> = Mutex::new((), lock_class!("ld_a"));
@@ -623,5 +627,137 @@ fn report_under_failslab_is_printed_without_panicking() -> TestResult {
     if let Some(r) = r.first() {
         kassert_eq!(r.kind, ReportKind::CircularDependency);
     }
+    Ok(())
+}
+
+static CH_A: SpinLock<()> = SpinLock::new((), lock_class!("ld_chain_a"));
+static CH_B: SpinLock<()> = SpinLock::new((), lock_class!("ld_chain_b"));
+static CH_C: SpinLock<()> = SpinLock::new((), lock_class!("ld_chain_c"));
+
+/// Validations and chain-cache hits of this task during `f`.
+fn counted(f: impl FnOnce()) -> (u64, u64) {
+    let s0 = lockdep::task_stats();
+    f();
+    let s1 = lockdep::task_stats();
+    (
+        s1.validations - s0.validations,
+        s1.chain_hits - s0.chain_hits,
+    )
+}
+
+fn a_then_b() {
+    let _a = CH_A.lock();
+    let _b = CH_B.lock();
+}
+
+fn cached_chain_skips_validation() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    // First time: both chains ([a] and [a, b]) are validated.
+    kassert_eq!(counted(a_then_b), (2, 0));
+    kassert!(lockdep::has_dependency(CH_A.class(), CH_B.class()));
+    // Again: both are cache hits, nothing validated.
+    kassert_eq!(counted(a_then_b), (0, 2));
+    kassert_eq!(counted(a_then_b), (0, 2));
+    // A reset forgets the chains with the edges.
+    lockdep::reset_graph();
+    kassert_eq!(counted(a_then_b), (2, 0));
+    kassert!(lockdep::has_dependency(CH_A.class(), CH_B.class()));
+    no_new_reports(before)
+}
+
+fn cached_chain_never_hides_a_new_order() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    a_then_b();
+    a_then_b();
+    // b then a: [b] is new, [b, a] is new: validated, and the cycle found.
+    let (v, _) = counted(|| {
+        let _b = CH_B.lock();
+        let _a = CH_A.lock();
+    });
+    kassert_eq!(v, 2);
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert_eq!(r.classes, alloc::vec!["ld_chain_a", "ld_chain_b"]);
+    // [c, a, b] shares its tail with the cached [a, b], but its key covers
+    // the whole stack: validated, so c -> a is recorded and b -> c closes a
+    // cycle through it.
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    a_then_b();
+    let (v, _) = counted(|| {
+        let _c = CH_C.lock();
+        a_then_b();
+    });
+    kassert_eq!(v, 3, "[c], [c, a], [c, a, b] are all new chains");
+    kassert!(lockdep::has_dependency(CH_C.class(), CH_A.class()));
+    {
+        let _b = CH_B.lock();
+        let _c = CH_C.lock();
+    }
+    let r = one_report(before, ReportKind::CircularDependency)?;
+    kassert!(r.classes.contains(&"ld_chain_c"), "{:?}", r.classes);
+    Ok(())
+}
+
+static CH_N_KEY: LockClassKey = LockClassKey::new("ld_chain_n");
+static CH_N1: SpinLock<()> = SpinLock::new((), &CH_N_KEY);
+static CH_N2: SpinLock<()> = SpinLock::new((), &CH_N_KEY);
+
+fn chain_key_covers_prefix_subclass_and_trylock() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    // Subclass: [n/0, n/1] is not [n/0, n/2].
+    let nested = |sub: u8| {
+        counted(|| {
+            let _a = CH_N1.lock();
+            let _b = CH_N2.lock_nested(sub);
+        })
+    };
+    kassert_eq!(nested(1), (2, 0));
+    kassert_eq!(nested(1), (0, 2));
+    kassert_eq!(nested(2), (1, 1), "[n/0] cached, [n/0, n/2] new");
+    // Trylock: a trylocked `a` below `b` is another chain than a blocking
+    // one (edges are recorded through trylocked entries differently).
+    lockdep::reset_graph();
+    a_then_b();
+    let (v, h) = counted(|| {
+        let _a = CH_A.try_lock().unwrap();
+        let _b = CH_B.lock();
+    });
+    kassert_eq!((v, h), (1, 0), "[a (trylock), b] is a new chain");
+    let (v, h) = counted(|| {
+        let _a = CH_A.try_lock().unwrap();
+        let _b = CH_B.lock();
+    });
+    kassert_eq!((v, h), (0, 1));
+    // A recursion is never cached: validated (and deduplicated) each time.
+    let rec = || {
+        counted(|| {
+            let _a = REC1.lock();
+            let _b = REC2.lock();
+        })
+    };
+    lockdep::reset_graph();
+    let before_rec = lockdep::report_count();
+    kassert_eq!(rec().0, 2);
+    kassert_eq!(rec().0, 1);
+    one_report(before_rec, ReportKind::RecursiveLocking)?;
+    kassert_eq!(lockdep::reports_since(before).len(), 1);
+    Ok(())
+}
+
+fn reports_name_the_cpu() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    {
+        let _r1 = REC1.lock();
+        let _r2 = REC2.lock();
+    }
+    let r = one_report(before, ReportKind::RecursiveLocking)?;
+    let cpu = kreclaim::platform::cpu_id();
+    kassert_eq!(r.cpu, cpu);
+    let line = format!("reported on CPU#{cpu}\n");
+    kassert!(r.text.contains(&line), "no '{line}' in:{}", r.text);
     Ok(())
 }

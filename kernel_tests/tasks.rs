@@ -13,7 +13,9 @@ use kreclaim::harness::{TestFailure, TestResult, wait_for};
 use kreclaim::mm::fault_inject::FAILSLAB;
 use kreclaim::prelude::{GFP_ATOMIC, Gfp, KBox};
 use kreclaim::sync::lockdep::{self, LockdepMode};
-use kreclaim::sync::{Completion, Mutex, RwSemaphore, SpinLock, WaitQueue};
+use kreclaim::sync::{
+    Completion, Mutex, RawSpinLock, RwSemaphore, SpinLock, TicketLock, WaitQueue,
+};
 use kreclaim::task::{self, JoinError, SchedMode, TaskId, TaskState};
 use kreclaim::{kassert, kassert_eq, lock_class};
 
@@ -39,6 +41,10 @@ kreclaim::kernel_tests!(
     mutex_relock_by_owner_parks_it_with_lockdep_off,
     rwsem_relock_by_writer_parks_it_with_lockdep_off,
     spinlock_relock_by_owner_parks_it_with_lockdep_off,
+    ticket_lock_serves_in_ticket_order,
+    spinlock_tickets_count_exactly,
+    lock_torture_counts_exactly,
+    wait_event_sees_a_wake_between_check_and_sleep,
 );
 
 fn spawn_runs_and_join_waits() -> TestResult {
@@ -653,5 +659,163 @@ fn spinlock_relock_by_owner_parks_it_with_lockdep_off() -> TestResult {
         .unwrap()
         .join()
         .unwrap();
+    Ok(())
+}
+
+fn ticket_lock_serves_in_ticket_order() -> TestResult {
+    let l = TicketLock::new();
+    kassert!(!l.is_locked());
+    kassert!(l.try_lock());
+    // Three waiters queue behind the holder, in the order they asked.
+    let w: Vec<_> = (0..3).map(|_| l.take_ticket()).collect();
+    kassert!(!l.try_lock(), "try_lock must not jump the queue");
+    kassert!(w.iter().all(|t| !l.is_served(*t)));
+    for i in 0..3 {
+        l.unlock();
+        for (j, t) in w.iter().enumerate() {
+            kassert_eq!(
+                l.is_served(*t),
+                i == j,
+                "after {} unlocks, waiter {j}",
+                i + 1
+            );
+        }
+    }
+    l.unlock();
+    kassert!(!l.is_locked());
+    kassert_eq!(l.tickets(), (4, 4));
+    // The counters wrap: only their difference matters.
+    let l = TicketLock::new();
+    for _ in 0..3 {
+        l.lock();
+        l.unlock();
+    }
+    kassert_eq!(l.tickets(), (3, 3));
+    Ok(())
+}
+
+fn spinlock_tickets_count_exactly() -> TestResult {
+    static S: SpinLock<u64> = SpinLock::new(0, lock_class!("test_tickets"));
+    static R: RawSpinLock<u64> = RawSpinLock::new(0);
+    let (n0, o0) = S.tickets();
+    kassert_eq!(n0, o0);
+    for _ in 0..100 {
+        *S.lock() += 1;
+        *R.lock() += 1;
+    }
+    {
+        let _g = S.lock();
+        kassert!(S.is_locked());
+        kassert_eq!(S.owner(), Some(task::current().id()));
+        // A failed try_lock draws no ticket (it would never be served).
+        kassert!(S.try_lock().is_none());
+        kassert!(R.try_lock().is_some());
+        kassert_eq!(S.tickets(), (n0.wrapping_add(101), o0.wrapping_add(100)));
+    }
+    kassert!(!S.is_locked() && S.owner().is_none());
+    kassert_eq!(S.tickets(), (n0.wrapping_add(101), o0.wrapping_add(101)));
+    kassert_eq!(*S.lock(), 100);
+    kassert_eq!(*R.lock(), 100);
+    Ok(())
+}
+
+/// Lock torture (works on one CPU, scales with more): `TASKS` tasks
+/// contend on each lock kind, yielding inside critical sections so that
+/// waiters queue; every counter must come out exact, a reader must never
+/// see a writer's half-done update, and a completion chain must pass every
+/// task.
+fn lock_torture_counts_exactly() -> TestResult {
+    const TASKS: u64 = 4;
+    const ITERS: u64 = 300;
+    static SPIN: SpinLock<u64> = SpinLock::new(0, lock_class!("torture_spin"));
+    static MUTEX: Mutex<u64> = Mutex::new(0, lock_class!("torture_mutex"));
+    static RW: RwSemaphore<(u64, u64)> = RwSemaphore::new((0, 0), lock_class!("torture_rwsem"));
+    static TORN: AtomicUsize = AtomicUsize::new(0);
+    let done = Arc::new(Completion::new());
+    let mut hs = Vec::new();
+    for t in 0..TASKS {
+        let done = done.clone();
+        hs.push(
+            task::spawn("torture", move || {
+                for i in 0..ITERS {
+                    *SPIN.lock() += 1;
+                    {
+                        let mut m = MUTEX.lock();
+                        let v = *m;
+                        if (i + t) % 7 == 0 {
+                            task::yield_now();
+                        }
+                        *m = v + 1;
+                    }
+                    if (i + t) % 3 == 0 {
+                        let mut w = RW.down_write();
+                        w.0 += 1;
+                        if i % 5 == 0 {
+                            task::yield_now();
+                        }
+                        w.1 += 1;
+                    } else {
+                        let r = RW.down_read();
+                        if r.0 != r.1 {
+                            TORN.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if i % 11 == 0 {
+                            task::yield_now();
+                        }
+                    }
+                }
+                done.complete();
+            })
+            .unwrap(),
+        );
+    }
+    for _ in 0..TASKS {
+        done.wait();
+    }
+    for h in hs {
+        kassert!(h.join_timeout(Duration::from_secs(120)).is_ok());
+    }
+    let writes: u64 = (0..TASKS)
+        .map(|t| (0..ITERS).filter(|i| (i + t) % 3 == 0).count() as u64)
+        .sum();
+    kassert_eq!(*SPIN.lock(), TASKS * ITERS);
+    kassert_eq!(*MUTEX.lock(), TASKS * ITERS);
+    kassert_eq!(*RW.down_read(), (writes, writes));
+    kassert_eq!(TORN.load(Ordering::SeqCst), 0, "a reader saw a torn write");
+    kassert!(
+        !done.is_done(),
+        "every completion was consumed exactly once"
+    );
+    Ok(())
+}
+
+/// The waker makes the condition true between the waiter's last check and
+/// its sleep: the waiter, queued before checking, is woken and not lost.
+fn wait_event_sees_a_wake_between_check_and_sleep() -> TestResult {
+    static WQ: WaitQueue = WaitQueue::new("test_wq_race");
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    static CHECKS: AtomicUsize = AtomicUsize::new(0);
+    FLAG.store(false, Ordering::SeqCst);
+    CHECKS.store(0, Ordering::SeqCst);
+    let h = task::spawn("wq-waiter", || {
+        WQ.wait_event(|| {
+            // The fast check fails; on the next (queued) check, play the
+            // waker on "another CPU": set the flag and wake the queue,
+            // then report false as if the flag had been read just before.
+            let n = CHECKS.fetch_add(1, Ordering::SeqCst);
+            if n == 1 {
+                FLAG.store(true, Ordering::SeqCst);
+                WQ.wake_all();
+                return false;
+            }
+            FLAG.load(Ordering::SeqCst)
+        });
+    })
+    .unwrap();
+    kassert!(
+        h.join_timeout(Duration::from_secs(60)).is_ok(),
+        "the waiter slept through the wake-up"
+    );
+    kassert!(CHECKS.load(Ordering::SeqCst) >= 3);
     Ok(())
 }

@@ -73,6 +73,11 @@ struct LockRow {
     cycles: f64,
 }
 
+/// The row whose lockdep on/off ratio has a goal.
+const LOCKDEP_GOAL_ROW: &str = "spinlock lock+unlock (irqsave)";
+/// At most this many times the lockdep-off cost with lockdep on.
+const LOCKDEP_GOAL_RATIO: f64 = 5.0;
+
 /// `bench=locks`: uncontended lock+unlock for each lock kind, with lockdep on
 /// and off, measured in the same run.
 pub fn locks(format: Format) {
@@ -118,6 +123,15 @@ pub fn locks(format: Format) {
     }
     lockdep::set_mode(saved);
     let peer_cycles = cycles_per_op(ITERS, || *peer.lock() += 1);
+    // The goal (issue 11): with validated chains cached, lockdep on costs at
+    // most 5x lockdep off for a spinlock lock+unlock.
+    let cost = |lockdep: &str| {
+        rows.iter()
+            .find(|r| r.name == LOCKDEP_GOAL_ROW && r.lockdep == lockdep)
+            .map_or(0.0, |r| r.cycles)
+    };
+    let ratio = cost("on") / cost("off").max(0.001);
+    let met = ratio <= LOCKDEP_GOAL_RATIO;
     match format {
         Format::Text => {
             crate::println!(
@@ -160,6 +174,10 @@ pub fn locks(format: Format) {
                 "-",
                 peer_cycles
             );
+            crate::println!(
+                "goal: {LOCKDEP_GOAL_ROW} with lockdep on at most {LOCKDEP_GOAL_RATIO:.0}x lockdep off: {ratio:.2}x, {}",
+                if met { "met" } else { "NOT MET" }
+            );
         }
         Format::Json => {
             for r in &rows {
@@ -173,6 +191,18 @@ pub fn locks(format: Format) {
                 j.field_str("lockdep", "off")
                     .key("cycles")
                     .f64(peer_cycles, 1);
+            });
+            crate::json::json_line(|j| {
+                j.begin_object();
+                crate::report::result_header(j, "goal");
+                j.field_str("name", LOCKDEP_GOAL_ROW)
+                    .field_str("what", "lockdep on / lockdep off")
+                    .key("ratio")
+                    .f64(ratio, 2)
+                    .key("goal_max")
+                    .f64(LOCKDEP_GOAL_RATIO, 1)
+                    .field_bool("met", met);
+                j.end_object();
             });
         }
     }

@@ -24,6 +24,13 @@ pub trait Platform: Sync {
     fn irq_flag_is_native(&self) -> bool {
         false
     }
+    /// The number of the CPU running the caller, below [`NR_CPUS`]: the
+    /// index of per-CPU data. Only meaningful with interrupts (or
+    /// preemption) masked, since the caller may move to another CPU
+    /// otherwise. The default is 0, for platforms with one CPU.
+    fn cpu_id(&self) -> usize {
+        0
+    }
     /// Monotonic nanoseconds since boot.
     fn now_ns(&self) -> u64;
     /// A cheap, monotonic cycle counter for benchmarks (TSC on x86_64).
@@ -68,6 +75,13 @@ pub trait Platform: Sync {
     fn may_sleep(&self) -> bool {
         false
     }
+    /// Called now and then by a CPU spinning for a lock (Linux's
+    /// `cpu_relax`, seldom). The default is the CPU's pause hint; a platform
+    /// whose "CPUs" are threads that the host may preempt (the host build)
+    /// yields, so that a descheduled lock holder gets to run.
+    fn cpu_relax(&self) {
+        core::hint::spin_loop();
+    }
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}
     /// Allocates a kernel stack of at least `bytes` with an unmapped guard
@@ -100,11 +114,6 @@ pub trait Platform: Sync {
         let _ = (prev, next);
         unimplemented!("this platform has no kernel threads")
     }
-    /// The running CPU's number, 0 for the boot CPU. The default suits a
-    /// uniprocessor platform.
-    fn cpu_id(&self) -> usize {
-        0
-    }
     /// How many CPUs are online. The default suits a uniprocessor platform.
     fn nr_cpus(&self) -> usize {
         1
@@ -116,6 +125,32 @@ pub trait Platform: Sync {
         loop {
             core::hint::spin_loop();
         }
+    }
+}
+
+/// The most CPUs the framework's per-CPU data has room for:
+/// [`Platform::cpu_id`] is always below it.
+pub const NR_CPUS: usize = 16;
+
+/// The number of the CPU running the caller ([`Platform::cpu_id`]; 0 with
+/// no platform installed).
+#[inline]
+pub fn cpu_id() -> usize {
+    get().map_or(0, |p| p.cpu_id())
+}
+
+/// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
+/// [`Platform::cpu_relax`]. `spins` counts the caller's iterations.
+#[inline]
+pub fn spin_relax(spins: &mut u32) {
+    const RELAX_EVERY: u32 = 128;
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(RELAX_EVERY)
+        && let Some(p) = get()
+    {
+        p.cpu_relax();
+    } else {
+        core::hint::spin_loop();
     }
 }
 
@@ -182,12 +217,6 @@ pub fn exit(success: bool) -> ! {
             core::hint::spin_loop();
         },
     }
-}
-
-/// The running CPU's number through the platform (0 if none is installed).
-#[inline]
-pub fn cpu_id() -> usize {
-    get().map_or(0, |p| p.cpu_id())
 }
 
 /// CPUs online through the platform (1 if none is installed).

@@ -335,3 +335,39 @@ pub fn blocks(a: &dyn BenchAlloc, order: u32, batch: usize, rounds: u64) -> u64 
     }
     rounds * batch as u64
 }
+
+/// Alloc+free throughput with `threads` threads at once, each running
+/// [`hot`] on `size` bytes for `ops_per_thread` operations: total operations
+/// per second of wall time, best of `rounds`. Every thread is a CPU of its
+/// own for kreclaim (see the crate docs).
+pub fn threaded_hot(
+    a: &(dyn BenchAlloc + Sync),
+    size: usize,
+    threads: usize,
+    ops_per_thread: u64,
+    rounds: usize,
+) -> f64 {
+    (0..rounds)
+        .map(|_| {
+            let go = std::sync::Barrier::new(threads + 1);
+            let t = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            hot(a, size, 1000); // warm this thread's CPU state
+                            go.wait();
+                            hot(a, size, ops_per_thread);
+                        })
+                    })
+                    .collect();
+                go.wait();
+                let t = std::time::Instant::now();
+                for h in hs {
+                    h.join().expect("bench thread panicked");
+                }
+                t.elapsed()
+            });
+            (threads as u64 * ops_per_thread) as f64 / t.as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}

@@ -5,24 +5,28 @@
 //! share. It is also the worked example of embedding the framework (see
 //! `examples/minimal_platform.rs` and the README's "Embedding" section).
 //!
-//! # The execution model: one CPU, host threads as its tasks
+//! # The execution model: every host thread is a CPU
 //!
-//! kreclaim is a uniprocessor kernel: code that masks interrupts owns the
-//! CPU until it unmasks them, and every framework lock (`SpinLock`) masks
-//! interrupts while held. [`HostPlatform`] implements `irq_save` /
-//! `irq_restore` as exactly that: a process-wide, per-thread re-entrant
-//! "CPU lock". A host thread that masks interrupts excludes every other
-//! thread until it unmasks, so any number of host threads may call the
-//! allocator, and the framework sees what it sees on one CPU.
+//! kreclaim's locks are SMP locks (ticket spinlocks; sleeping locks and
+//! wait queues with their state under internal spinlocks), so host threads
+//! run the framework truly in parallel, each as a CPU of its own:
+//! [`HostPlatform`] keeps the interrupt flag per thread (`irq_save` /
+//! `irq_restore` flip a thread-local; masking excludes nothing but this
+//! thread's own "interrupt handlers", of which there are none), and
+//! `cpu_id` is a per-thread number below `platform::NR_CPUS`, claimed on
+//! the thread's first use and given back when the thread exits, so per-CPU
+//! data (indexed by CPU number) is per thread. No process-wide lock: a
+//! thread that ran out of CPU numbers (more than `NR_CPUS` threads using
+//! the framework at once) waits for one to be given back.
 //!
 //! The *current task* is a thread-local: every host thread gets its own
 //! framework task record (`Task::new_foreign`, installed with
 //! `task::set_current_task_hook`), so PF_* flags, scoped NOFS/NOIO and the
 //! lockdep held-lock stack are per thread, as they are per task in the
-//! kernel. Sleeping locks (`Mutex`, `RwSemaphore`, wait queues) still need
-//! kreclaim's scheduler to block: on the host, use the allocator, slab
-//! caches, kmalloc, shrinkers, spinlocks and the scoped API, not the
-//! sleeping primitives.
+//! kernel. Sleeping locks (`Mutex`, `RwSemaphore`) work across threads: a
+//! thread that must wait is queued like a kernel task and waits in place
+//! (yielding) until the releasing thread hands it the lock. Wait queues and
+//! completions poll their condition on the host (no scheduler runs).
 //!
 //! # One initialisation per process
 //!
@@ -41,6 +45,7 @@ use kreclaim::mm::slab::{self, SlabFlags, kmalloc};
 use kreclaim::platform::{self, Platform};
 use kreclaim::sync::lockdep::{self, LockdepMode};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -53,20 +58,76 @@ pub const ARENA_ALIGN: usize = 4 << 20;
 // ---------------------------------------------------------------------------
 // The platform
 
-/// The host platform: interrupt masking is the "CPU lock" (see the crate
-/// docs), time is `Instant`, the cycle counter is the TSC on x86_64, the
-/// console is stderr (silenced by [`set_quiet`]), and physical addresses are
-/// host addresses (the default identity `phys_to_virt`).
+/// The host platform: each thread is a CPU with its own interrupt flag and
+/// CPU number (see the crate docs), time is `Instant`, the cycle counter is
+/// the TSC on x86_64, the console is stderr (silenced by [`set_quiet`]), and
+/// physical addresses are host addresses (the default identity
+/// `phys_to_virt`).
 pub struct HostPlatform {
-    /// Thread id (address of a thread-local) holding the CPU, 0 if none.
-    owner: AtomicUsize,
     quiet: AtomicBool,
     console_lines: AtomicU64,
     epoch: OnceLock<Instant>,
 }
 
+/// CPU numbers in use by live threads, one bit each.
+static CPUS_IN_USE: AtomicUsize = AtomicUsize::new(0);
+const NO_CPU: usize = usize::MAX;
+const _: () = assert!(kreclaim::platform::NR_CPUS <= usize::BITS as usize);
+
+/// A thread's CPU number; given back when the thread exits.
+struct HostCpu(Cell<usize>);
+
+impl HostCpu {
+    #[inline]
+    fn get(&self) -> usize {
+        match self.0.get() {
+            NO_CPU => {
+                let id = claim_cpu();
+                self.0.set(id);
+                id
+            }
+            id => id,
+        }
+    }
+}
+
+impl Drop for HostCpu {
+    fn drop(&mut self) {
+        let id = self.0.replace(NO_CPU);
+        if id != NO_CPU {
+            CPUS_IN_USE.fetch_and(!(1 << id), Ordering::Release);
+        }
+    }
+}
+
+/// The lowest free CPU number; waits while all are taken.
+fn claim_cpu() -> usize {
+    loop {
+        let used = CPUS_IN_USE.load(Ordering::Relaxed);
+        let free = (!used).trailing_zeros() as usize;
+        if free >= kreclaim::platform::NR_CPUS {
+            std::thread::yield_now();
+            continue;
+        }
+        if CPUS_IN_USE
+            .compare_exchange_weak(used, used | 1 << free, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return free;
+        }
+    }
+}
+
 thread_local! {
-    static THREAD_TAG: u8 = const { 0 };
+    /// This thread's interrupt flag (enabled until the framework masks it).
+    static IRQS_ENABLED: Cell<bool> = const { Cell::new(true) };
+    /// This thread's CPU number, claimed on first use.
+    static CPU: HostCpu = const { HostCpu(Cell::new(NO_CPU)) };
+    /// A CPU number for a thread whose `CPU` is already destroyed (it is
+    /// exiting and still calls the framework, e.g. freeing through the
+    /// global allocator): claimed for good, as such calls come late in a
+    /// thread's life and rarely.
+    static LATE_CPU: Cell<usize> = const { Cell::new(NO_CPU) };
     /// This thread's framework task, made on first use (leaked: it lives as
     /// long as the thread could still call into the framework).
     static THREAD_TASK: std::cell::Cell<Option<&'static kreclaim::task::Task>> =
@@ -74,6 +135,22 @@ thread_local! {
     /// Set while the task is being made: its allocations may come back here
     /// (kreclaim as the global allocator asks for the current task).
     static MAKING_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The calling thread's CPU number (see the crate docs).
+pub fn host_cpu_id() -> usize {
+    CPU.try_with(|c| c.get()).unwrap_or_else(|_| {
+        LATE_CPU
+            .try_with(|c| {
+                if c.get() == NO_CPU {
+                    c.set(claim_cpu());
+                }
+                c.get()
+            })
+            // No thread-locals left at all: a fresh number each time would
+            // leak them, so share the last one (never expected).
+            .unwrap_or(kreclaim::platform::NR_CPUS - 1)
+    })
 }
 
 /// The running thread's framework task (the `task::CurrentTaskHook`).
@@ -96,14 +173,9 @@ pub fn current_host_task() -> Option<&'static kreclaim::task::Task> {
     Some(t)
 }
 
-fn thread_tag() -> usize {
-    THREAD_TAG.with(|t| t as *const u8 as usize)
-}
-
 impl HostPlatform {
     pub const fn new() -> Self {
         Self {
-            owner: AtomicUsize::new(0),
             quiet: AtomicBool::new(false),
             console_lines: AtomicU64::new(0),
             epoch: OnceLock::new(),
@@ -118,26 +190,33 @@ impl Default for HostPlatform {
 }
 
 impl Platform for HostPlatform {
+    #[inline]
     fn irq_save(&self) -> bool {
-        let me = thread_tag();
-        if self.owner.load(Ordering::Relaxed) == me {
-            return false; // already masked on this thread: nested
-        }
-        while self
-            .owner
-            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::hint::spin_loop();
-            std::thread::yield_now();
-        }
-        true
+        IRQS_ENABLED.try_with(|e| e.replace(false)).unwrap_or(false)
     }
 
+    #[inline]
     fn irq_restore(&self, was_enabled: bool) {
         if was_enabled {
-            self.owner.store(0, Ordering::Release);
+            let _ = IRQS_ENABLED.try_with(|e| e.set(true));
         }
+    }
+
+    #[inline]
+    fn cpu_id(&self) -> usize {
+        host_cpu_id()
+    }
+
+    /// A host thread spinning for a lock lets the OS run the others (the
+    /// holder may be a preempted thread).
+    fn cpu_relax(&self) {
+        std::thread::yield_now();
+    }
+
+    /// A blocked host thread waits in place (see `task`'s foreign tasks):
+    /// give the core to other threads meanwhile.
+    fn wait_for_interrupt(&self) {
+        std::thread::yield_now();
     }
 
     fn now_ns(&self) -> u64 {

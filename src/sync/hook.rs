@@ -5,6 +5,7 @@
 //! `unsafe` is needed to call it.
 
 use crate::platform::IrqGuard;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A function pointer (or any small `Copy` value) that may be installed,
 /// replaced or cleared at any time and read from any context, interrupt
@@ -16,6 +17,9 @@ use crate::platform::IrqGuard;
 /// other.
 pub struct Hook<F: Copy> {
     f: spin::RwLock<Option<F>>,
+    /// Whether something is installed: lets [`Hook::get`] answer "nothing"
+    /// with one load, without touching the lock (hot paths ask often).
+    installed: AtomicBool,
 }
 
 impl<F: Copy> Hook<F> {
@@ -23,18 +27,24 @@ impl<F: Copy> Hook<F> {
     pub const fn new() -> Self {
         Self {
             f: spin::RwLock::new(None),
+            installed: AtomicBool::new(false),
         }
     }
 
     /// Installs `f` (`None`: clears the hook).
     pub fn set(&self, f: Option<F>) {
         let _irq = IrqGuard::new();
-        *self.f.write() = f;
+        let mut w = self.f.write();
+        *w = f;
+        self.installed.store(f.is_some(), Ordering::Release);
     }
 
     /// The installed hook, if any.
     #[inline]
     pub fn get(&self) -> Option<F> {
+        if !self.installed.load(Ordering::Acquire) {
+            return None;
+        }
         *self.f.read()
     }
 }

@@ -1,6 +1,11 @@
 //! Synchronisation: IRQ-safe spinlock, sleeping mutex and rw-semaphore, wait
 //! queues and completions, and lockdep.
 //!
+//! Every primitive is SMP-safe: mutual exclusion comes from ticket spinlocks
+//! ([`raw`]), not from masking interrupts on one CPU. Masking interrupts
+//! while a spinlock is held only keeps an interrupt handler on the same CPU
+//! from spinning on it. Each shared structure says what protects it.
+//!
 //! Every lock belongs to a lockdep class named by a static key; create one
 //! per initialisation site with [`lock_class!`](crate::lock_class):
 //! `Mutex::new(0, lock_class!("my_counter"))`.
@@ -10,6 +15,7 @@
 pub mod hook;
 pub mod lockdep;
 pub mod mutex;
+pub mod raw;
 pub mod rwsem;
 pub mod spinlock;
 
@@ -20,6 +26,7 @@ pub use crate::task::wait as waitqueue;
 pub use crate::task::wait::{Completion, WaitQueue};
 pub use hook::Hook;
 pub use mutex::{Mutex, MutexGuard};
+pub use raw::{RawSpinLock, RawSpinLockGuard, TicketLock};
 pub use rwsem::{RwSemReadGuard, RwSemWriteGuard, RwSemaphore};
 pub use spinlock::{SpinLock, SpinLockGuard};
 

@@ -1,12 +1,17 @@
 //! Sleeping mutex with owner tracking, `try_lock`, lockdep annotations and
 //! direct hand-off to the longest waiter (no starvation).
 //!
+//! SMP: the owner word is taken by compare-and-swap on the fast path; the
+//! wait list, and every hand-off of the owner word to a waiter, are under the
+//! mutex's internal [`RawSpinLock`], so a waiter queueing itself on one CPU
+//! and the owner unlocking on another never miss each other.
+//!
 //! Not recursive: the owner locking it again is reported as a deadlock and
 //! parked for good (see `task::deadlock`), lockdep on or off.
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
-use crate::platform::IrqGuard;
+use super::raw::RawSpinLock;
 use crate::task::deadlock::{self, BlockedOn, WaitTarget};
 use crate::task::{self, TaskId, waitlist::WaitList};
 use core::cell::UnsafeCell;
@@ -18,9 +23,11 @@ const UNLOCKED: u32 = u32::MAX;
 
 /// The type-independent part: owner and waiters.
 struct MutexCore {
-    /// Task id of the owner, or UNLOCKED.
+    /// Task id of the owner, or UNLOCKED. Taken from UNLOCKED by CAS; handed
+    /// to a waiter (or set back to UNLOCKED on unlock) only under `waiters`.
     owner: AtomicU32,
-    waiters: spin::Mutex<WaitList>,
+    /// Tasks waiting for the mutex, in arrival order.
+    waiters: RawSpinLock<WaitList>,
 }
 
 impl WaitTarget for MutexCore {
@@ -53,7 +60,7 @@ impl<T> Mutex<T> {
         Self {
             core: MutexCore {
                 owner: AtomicU32::new(UNLOCKED),
-                waiters: spin::Mutex::new(WaitList::new()),
+                waiters: RawSpinLock::new(WaitList::new()),
             },
             dep_map: LockdepMap::new(class),
             data: UnsafeCell::new(value),
@@ -127,7 +134,9 @@ impl<T: ?Sized> Mutex<T> {
             deadlock::self_deadlock(self.blocked_on());
         }
         loop {
-            let _irq = IrqGuard::new();
+            // Interrupts stay masked from queueing to blocking (as the
+            // scheduler wants), with or without the list lock.
+            let _irq = crate::platform::IrqGuard::new();
             {
                 let mut w = self.core.waiters.lock();
                 if self.core.owner.load(Ordering::Acquire) == me {
@@ -196,7 +205,6 @@ impl<T: ?Sized> Mutex<T> {
 
     fn unlock(&self, loc: &'static Location<'static>) {
         lockdep::lock_release(&self.dep_map, self.addr(), loc);
-        let _irq = IrqGuard::new();
         let mut w = self.core.waiters.lock();
         while let Some((next, _)) = w.pop_front() {
             if next.is_deadlocked() {

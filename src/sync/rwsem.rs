@@ -14,6 +14,7 @@
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
+use super::raw::RawSpinLock;
 use crate::platform::IrqGuard;
 use crate::task::deadlock::{self, BlockedOn, WaitTarget};
 use crate::task::{self, TaskId, waitlist::WaitList};
@@ -73,6 +74,7 @@ impl Readers {
     }
 }
 
+/// Everything about who holds and who waits; protected by `RwCore::state`.
 struct State {
     writer: Option<TaskId>,
     readers: Readers,
@@ -80,8 +82,11 @@ struct State {
     waiters: WaitList,
 }
 
+/// The type-independent part. Every read and write of the holders and the
+/// wait list, and every hand-off, is under the internal [`RawSpinLock`], so
+/// grants and wake-ups are correct across CPUs.
 struct RwCore {
-    state: spin::Mutex<State>,
+    state: RawSpinLock<State>,
 }
 
 impl WaitTarget for RwCore {
@@ -143,7 +148,7 @@ impl<T> RwSemaphore<T> {
     pub const fn new(value: T, class: &'static LockClassKey) -> Self {
         Self {
             core: RwCore {
-                state: spin::Mutex::new(State {
+                state: RawSpinLock::new(State {
                     writer: None,
                     readers: Readers::new(),
                     waiters: WaitList::new(),
@@ -172,7 +177,6 @@ impl<T: ?Sized> RwSemaphore<T> {
 
     /// (writer, number of readers) right now.
     pub fn holders(&self) -> (Option<TaskId>, usize) {
-        let _irq = IrqGuard::new();
         let s = self.core.state.lock();
         (s.writer, s.readers.count)
     }
@@ -230,7 +234,6 @@ impl<T: ?Sized> RwSemaphore<T> {
         );
         let me = task::current().id();
         let must_wait = {
-            let _irq = IrqGuard::new();
             let mut s = self.core.state.lock();
             if s.writer == Some(me) {
                 None
@@ -277,7 +280,6 @@ impl<T: ?Sized> RwSemaphore<T> {
         );
         let me = task::current().id();
         let must_wait = {
-            let _irq = IrqGuard::new();
             let mut s = self.core.state.lock();
             if s.writer == Some(me) || s.readers.ids().contains(&me) {
                 None
@@ -310,7 +312,6 @@ impl<T: ?Sized> RwSemaphore<T> {
     pub fn try_read(&self) -> Option<RwSemReadGuard<'_, T>> {
         let me = task::current().id();
         let ok = {
-            let _irq = IrqGuard::new();
             let mut s = self.core.state.lock();
             if s.writer.is_none() && s.waiters.is_empty() {
                 s.readers.push(me);
@@ -339,7 +340,6 @@ impl<T: ?Sized> RwSemaphore<T> {
     pub fn try_write(&self) -> Option<RwSemWriteGuard<'_, T>> {
         let me = task::current().id();
         let ok = {
-            let _irq = IrqGuard::new();
             let mut s = self.core.state.lock();
             if s.writer.is_none() && s.readers.is_empty() {
                 s.writer = Some(me);
@@ -366,7 +366,6 @@ impl<T: ?Sized> RwSemaphore<T> {
     fn up_read(&self, loc: &'static Location<'static>) {
         lockdep::lock_release(&self.dep_map, self.addr(), loc);
         let me = task::current().id();
-        let _irq = IrqGuard::new();
         let mut s = self.core.state.lock();
         if !s.readers.remove(me) {
             crate::println!(
@@ -380,7 +379,6 @@ impl<T: ?Sized> RwSemaphore<T> {
 
     fn up_write(&self, loc: &'static Location<'static>) {
         lockdep::lock_release(&self.dep_map, self.addr(), loc);
-        let _irq = IrqGuard::new();
         let mut s = self.core.state.lock();
         s.writer = None;
         RwCore::grant(&mut s);
@@ -410,7 +408,6 @@ impl<'a, T: ?Sized> RwSemWriteGuard<'a, T> {
         core::mem::forget(self);
         lockdep::lock_downgrade(&sem.dep_map, sem.addr(), Location::caller());
         let me = task::current().id();
-        let _irq = IrqGuard::new();
         let mut s = sem.core.state.lock();
         s.writer = None;
         s.readers.push(me);

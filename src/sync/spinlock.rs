@@ -1,21 +1,25 @@
-//! IRQ-saving spinlock with lockdep annotations (Linux's spin_lock_irqsave).
+//! IRQ-saving SMP spinlock with lockdep annotations (Linux's
+//! spin_lock_irqsave).
 //!
-//! Masking interrupts while held means an interrupt handler on this CPU can
-//! never spin on a lock its own CPU holds, and also disables preemption.
+//! Mutual exclusion across CPUs is a ticket lock ([`TicketLock`]): waiters
+//! are served in the order they asked (FIFO). Masking interrupts while held
+//! means an interrupt handler on this CPU can never spin on a lock its own
+//! CPU holds, and also disables preemption.
 //!
-//! The lock word is the owner's task id, so that the owner taking it again
-//! is caught: spinning for itself with interrupts masked would hang the
-//! machine. Like Linux's spinlock debugging it prints "BUG: spinlock
-//! recursion"; then, unlike Linux (which spins on), the task is reported as
-//! deadlocked and parked for good (see `task::deadlock`): it keeps the lock
-//! and never runs again, and the scheduler switches to the other tasks,
-//! which run with their own interrupt state. A task that then contends for
-//! the lock is parked too instead of spinning for ever. Where no other task
-//! can run (before the scheduler starts, in the idle task, a host thread)
-//! it panics with the report.
+//! Next to the tickets the lock records its holder's task id, so that the
+//! holder taking it again is caught before it draws a ticket: spinning for
+//! itself with interrupts masked would hang the CPU. Like Linux's spinlock
+//! debugging it prints "BUG: spinlock recursion"; then, unlike Linux (which
+//! spins on), the task is reported as deadlocked and parked for good (see
+//! `task::deadlock`): it keeps the lock and never runs again, and the
+//! scheduler switches to the other tasks, which run with their own interrupt
+//! state. A task that then contends for the lock is parked too instead of
+//! spinning for ever. Where no other task can run (before the scheduler
+//! starts, in the idle task, a host thread) it panics with the report.
 
 use super::NotSend;
 use super::lockdep::{self, Acquire, LockClassKey, LockdepMap};
+use super::raw::TicketLock;
 use crate::platform::IrqGuard;
 use crate::task::deadlock::{self, BlockedOn, WaitTarget};
 use crate::task::{self, TaskId};
@@ -26,7 +30,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 const UNLOCKED: u32 = u32::MAX;
 
-/// The lock word: the holder's task id, or UNLOCKED.
+/// The holder's task id, or UNLOCKED. Written only by the holder (set
+/// right after its ticket is served, cleared right before it serves the
+/// next), so a task that reads its own id here holds the lock.
 struct SpinOwner(AtomicU32);
 
 impl WaitTarget for SpinOwner {
@@ -42,13 +48,16 @@ impl WaitTarget for SpinOwner {
 }
 
 /// An IRQ-saving spinlock protecting a `T` (see the module documentation).
+/// `data` is protected by `tickets`; `owner` is debugging state written only
+/// by the holder.
 pub struct SpinLock<T: ?Sized> {
+    tickets: TicketLock,
     owner: SpinOwner,
     dep_map: LockdepMap,
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the lock serialises access to `data`.
+// SAFETY: the ticket lock serialises access to `data` across CPUs.
 unsafe impl<T: ?Sized + Send> Sync for SpinLock<T> {}
 // SAFETY: the lock owns its `T`; sending it moves the `T` to another task, which `T: Send` allows.
 unsafe impl<T: ?Sized + Send> Send for SpinLock<T> {}
@@ -57,6 +66,7 @@ impl<T> SpinLock<T> {
     /// A spinlock in lock class `class` (see [`lock_class!`](crate::lock_class)).
     pub const fn new(value: T, class: &'static LockClassKey) -> Self {
         Self {
+            tickets: TicketLock::new(),
             owner: SpinOwner(AtomicU32::new(UNLOCKED)),
             dep_map: LockdepMap::new(class),
             data: UnsafeCell::new(value),
@@ -91,14 +101,10 @@ impl<T: ?Sized> SpinLock<T> {
             Location::caller(),
         );
         let me = task::current().id();
-        if self
-            .owner
-            .0
-            .compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        if !self.tickets.try_lock() {
             self.lock_contended(me);
         }
+        self.owner.0.store(me, Ordering::Relaxed);
         SpinLockGuard {
             _not_send: NotSend::default(),
             lock: self,
@@ -106,35 +112,28 @@ impl<T: ?Sized> SpinLock<T> {
         }
     }
 
-    /// Spins until the lock is free; the owner itself never gets it twice,
-    /// and nobody spins for a parked owner.
+    /// Draws a ticket and spins until it is served; the holder itself never
+    /// draws one (it would wait for itself), and nobody spins for a parked
+    /// holder.
     #[cold]
     fn lock_contended(&self, me: TaskId) {
+        // Only we store our own id, so this is no race: we hold it.
+        if self.owner.0.load(Ordering::Relaxed) == me {
+            self.recursion(me);
+        }
+        let ticket = self.tickets.take_ticket();
         let mut checked = UNLOCKED;
-        loop {
-            match self.owner.0.load(Ordering::Relaxed) {
-                o if o == me => self.recursion(me),
-                UNLOCKED => {
-                    if self
-                        .owner
-                        .0
-                        .compare_exchange_weak(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        return;
-                    }
-                }
-                o => {
-                    // A deadlocked owner never runs again to release it.
-                    if o != checked {
-                        checked = o;
-                        if let Some(holder) = task::deadlocked_task(o) {
-                            deadlock::spin_on_deadlocked(self.blocked_on(), holder);
-                        }
-                    }
-                    core::hint::spin_loop()
+        let mut spins = 0;
+        while !self.tickets.is_served(ticket) {
+            let o = self.owner.0.load(Ordering::Relaxed);
+            // A deadlocked holder never runs again to release it.
+            if o != checked && o != UNLOCKED {
+                checked = o;
+                if let Some(holder) = task::deadlocked_task(o) {
+                    deadlock::spin_on_deadlocked(self.blocked_on(), holder);
                 }
             }
+            crate::platform::spin_relax(&mut spins);
         }
     }
 
@@ -155,7 +154,7 @@ impl<T: ?Sized> SpinLock<T> {
     fn recursion(&self, me: TaskId) -> ! {
         crate::println!(
             "BUG: spinlock recursion on CPU#{}, task '{}' (id {me}), lock '{}' @{:#x}",
-            crate::platform::with_irq_guard(|irq| task::this_cpu(irq).cpu_id),
+            crate::platform::cpu_id(),
             task::current().name(),
             self.dep_map.class().name(),
             self.addr()
@@ -167,36 +166,32 @@ impl<T: ?Sized> SpinLock<T> {
     #[track_caller]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         let irq = IrqGuard::new();
-        if self
-            .owner
-            .0
-            .compare_exchange(
-                UNLOCKED,
-                task::current().id(),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            lockdep::lock_acquire(
-                &self.dep_map,
-                self.addr(),
-                Acquire::EXCLUSIVE.try_(),
-                Location::caller(),
-            );
-            Some(SpinLockGuard {
-                _not_send: NotSend::default(),
-                lock: self,
-                _irq: irq,
-            })
-        } else {
-            None
+        if !self.tickets.try_lock() {
+            return None;
         }
+        self.owner.0.store(task::current().id(), Ordering::Relaxed);
+        lockdep::lock_acquire(
+            &self.dep_map,
+            self.addr(),
+            Acquire::EXCLUSIVE.try_(),
+            Location::caller(),
+        );
+        Some(SpinLockGuard {
+            _not_send: NotSend::default(),
+            lock: self,
+            _irq: irq,
+        })
     }
 
-    /// Whether the lock is held.
+    /// Whether the lock is held (or a CPU is about to get it).
     pub fn is_locked(&self) -> bool {
-        self.owner.0.load(Ordering::Relaxed) != UNLOCKED
+        self.tickets.is_locked()
+    }
+
+    /// `(next, owner)` of the ticket lock: tickets drawn and the one being
+    /// served (tests and debugging).
+    pub fn tickets(&self) -> (u32, u32) {
+        self.tickets.tickets()
     }
 
     /// The holding task's id, if locked.
@@ -238,7 +233,8 @@ impl<T: ?Sized> Drop for SpinLockGuard<'_, T> {
     #[track_caller]
     fn drop(&mut self) {
         lockdep::lock_release(&self.lock.dep_map, self.lock.addr(), Location::caller());
-        self.lock.owner.0.store(UNLOCKED, Ordering::Release);
+        self.lock.owner.0.store(UNLOCKED, Ordering::Relaxed);
+        self.lock.tickets.unlock();
         // `_irq` restores the interrupt state after this.
     }
 }

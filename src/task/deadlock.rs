@@ -12,6 +12,14 @@
 //! The search runs on every contended lock acquisition, often under memory
 //! pressure, so it allocates nothing; only a found deadlock is stored.
 //!
+//! SMP: searches are serialised by one raw spinlock (`DETECT`), and a task
+//! records what it blocks on before it searches, so when two tasks on two
+//! CPUs close a cycle at the same moment the second search sees the first
+//! task's record. Each hop reads the task's `blocked_on` under that task's
+//! lock and the lock's holders under the lock's own internal lock; every
+//! task on the path is pinned by an `Arc` taken under the task-table lock,
+//! so none is freed while the search looks at it.
+//!
 //! A task taking a non-recursive lock it already holds (mutex, rwsem for
 //! writing, spinlock) waits for itself: the lock reports it through
 //! `self_deadlock`, a cycle of one task, and the task is parked for good,
@@ -20,7 +28,9 @@
 //! (`spin_on_deadlocked`) rather than hang the CPU.
 
 use super::{Task, TaskId, TaskState};
+use crate::sync::RawSpinLock;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -61,7 +71,10 @@ pub struct DeadlockReport {
     pub text: String,
 }
 
+/// Reported deadlocks, protected by their own lock.
 static REPORTS: spin::Mutex<Vec<DeadlockReport>> = spin::Mutex::new(Vec::new());
+/// Serialises wait-for-cycle searches across CPUs (see the module docs).
+static DETECT: RawSpinLock<()> = RawSpinLock::new(());
 static ALL_BLOCKED_STREAK: AtomicU32 = AtomicU32::new(0);
 static STOP_ON_ALL_BLOCKED: AtomicBool = AtomicBool::new(true);
 
@@ -93,7 +106,8 @@ struct Hop {
 }
 
 fn hop_of(t: *const Task) -> Option<Hop> {
-    // SAFETY: tasks cannot exit while the caller runs with interrupts masked.
+    // SAFETY: callers pass the running task or a task they pinned with an
+    // `Arc` (see `dfs` and `idle_check`), so it is alive.
     let tr = unsafe { &*t };
     let on = (*tr.blocked_on.lock())?;
     let mut holders = [0; MAX_HOLDERS];
@@ -110,18 +124,40 @@ fn hop_of(t: *const Task) -> Option<Hop> {
     })
 }
 
-fn task_ptr(id: TaskId) -> Option<*const Task> {
-    super::with_task(id, alloc::sync::Arc::as_ptr)
+/// The live task with id `id`, pinned.
+fn task_arc(id: TaskId) -> Option<Arc<Task>> {
+    super::with_task(id, Arc::clone)
 }
 
-fn name_of(id: TaskId) -> Option<(*const Task, TaskId)> {
-    task_ptr(id).map(|p| (p, id))
+/// A task name copied out under the task-table lock.
+struct NameBuf {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl NameBuf {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("?")
+    }
+}
+
+fn name_of(id: TaskId) -> Option<NameBuf> {
+    super::with_task(id, |t| {
+        let name = t.name();
+        let mut len = name.len().min(32);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; 32];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        NameBuf { bytes, len }
+    })
 }
 
 /// Writes one "task waits for lock held by ..." line.
 fn describe(out: &mut dyn Write, h: &Hop) -> fmt::Result {
-    // SAFETY: `h.task` came from hop_of in this detection, whose caller runs with interrupts
-    // masked, so the task cannot exit and be freed meanwhile.
+    // SAFETY: `h.task` came from hop_of in this detection, whose caller pins
+    // every task it passes (or it is the running task).
     let t = unsafe { &*h.task };
     write!(
         out,
@@ -139,9 +175,7 @@ fn describe(out: &mut dyn Write, h: &Hop) -> fmt::Result {
             write!(out, ", held by")?;
             for id in &h.holders[..h.n] {
                 match name_of(*id) {
-                    // SAFETY: `p` was just looked up in TASKS by `name_of`, and with interrupts
-                    // masked (the detection's caller) no task can exit meanwhile.
-                    Some((p, id)) => write!(out, " task '{}' (id {id})", unsafe { &*p }.name())?,
+                    Some(n) => write!(out, " task '{}' (id {id})", n.as_str())?,
                     None => write!(out, " task {id}")?,
                 }
             }
@@ -175,8 +209,8 @@ fn store(all_blocked: bool, hops: &[Hop], text: String) {
     let mut locks = Vec::new();
     if tasks.try_reserve(hops.len()).is_ok() && locks.try_reserve(hops.len()).is_ok() {
         for h in hops {
-            // SAFETY: `h.task` came from hop_of in this detection, whose caller runs with
-            // interrupts masked, so the task cannot exit and be freed meanwhile.
+            // SAFETY: `h.task` came from hop_of in this detection, whose
+            // caller keeps every task on it pinned until the report is stored.
             let t = unsafe { &*h.task };
             tasks.push((t.id(), String::from(t.name())));
             locks.push(String::from(h.on.name));
@@ -193,8 +227,10 @@ fn store(all_blocked: bool, hops: &[Hop], text: String) {
 /// Called by a task that just recorded what it blocks on, before it sleeps:
 /// reports and marks a wait-for cycle through it. Interrupts are masked.
 pub(crate) fn check_cycle(me: &Task) {
+    let _detect = DETECT.lock();
     let mut path = [None::<Hop>; MAX_DEPTH];
-    if !dfs(me as *const Task, me.id(), &mut path, 0) {
+    let mut pins = [const { None::<Arc<Task>> }; MAX_DEPTH];
+    if !dfs(me as *const Task, me.id(), &mut path, &mut pins, 0) {
         return;
     }
     let hops: Vec<Hop> = path.iter().flatten().copied().collect();
@@ -214,8 +250,8 @@ pub(crate) fn check_cycle(me: &Task) {
     let text = if out.keep { out.text } else { String::new() };
     store(false, &hops, text);
     for h in &hops {
-        // SAFETY: `h.task` came from hop_of in this check_cycle, whose caller (a sleeping lock's
-        // slow path) runs with interrupts masked, so the task cannot exit meanwhile.
+        // SAFETY: `h.task` is the running task or pinned in `pins` until
+        // this function returns.
         super::mark_deadlocked(unsafe { &*h.task });
     }
 }
@@ -332,9 +368,18 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     }
 }
 
-fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth: usize) -> bool {
-    // SAFETY: `t` is the blocking task or a lock holder found by hop_of; the caller of check_cycle
-    // runs with interrupts masked, so none can exit meanwhile.
+/// Depth-first search from `t` for a wait-for path back to `goal`. Tasks
+/// reached through a holder id are pinned in `pins[depth]` for as long as
+/// they are on the path.
+fn dfs(
+    t: *const Task,
+    goal: TaskId,
+    path: &mut [Option<Hop>; MAX_DEPTH],
+    pins: &mut [Option<Arc<Task>>; MAX_DEPTH],
+    depth: usize,
+) -> bool {
+    // SAFETY: `t` is the blocking (running) task or pinned in `pins` by the
+    // caller.
     if depth >= MAX_DEPTH || unsafe { &*t }.is_deadlocked() {
         return false;
     }
@@ -349,16 +394,21 @@ fn dfs(t: *const Task, goal: TaskId, path: &mut [Option<Hop>; MAX_DEPTH], depth:
         if path[..depth]
             .iter()
             .flatten()
-            // SAFETY: the path's tasks came through `hop_of`, whose callers
-            // run with interrupts masked, so none of them can exit meanwhile.
+            // SAFETY: the path's tasks are the running task or pinned in
+            // `pins` while they are on the path.
             .any(|x| unsafe { &*x.task }.id() == h)
         {
             continue;
         }
-        if let Some(next) = task_ptr(h)
-            && dfs(next, goal, path, depth + 1)
+        if depth + 1 < MAX_DEPTH
+            && let Some(next) = task_arc(h)
         {
-            return true;
+            let p = Arc::as_ptr(&next);
+            pins[depth + 1] = Some(next);
+            if dfs(p, goal, path, pins, depth + 1) {
+                return true;
+            }
+            pins[depth + 1] = None;
         }
     }
     path[depth] = None;
@@ -395,13 +445,15 @@ pub(crate) fn idle_check() {
         return;
     }
     ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
-    let mut hops = Vec::new();
+    // Pinned: on SMP a task reported here could otherwise be woken, exit
+    // and be freed on another CPU while the report is written.
+    let mut hops: Vec<(Arc<Task>, Option<Hop>)> = Vec::new();
     super::for_each_task(|t| {
         let p = alloc::sync::Arc::as_ptr(t);
         if !core::ptr::eq(p, idle) && !t.is_deadlocked() && t.state() == TaskState::Blocked {
             let _ = hops.try_reserve(1);
             if hops.len() < hops.capacity() {
-                hops.push((p, hop_of(p)));
+                hops.push((t.clone(), hop_of(p)));
             }
         }
     });
@@ -420,11 +472,7 @@ pub(crate) fn idle_check() {
                 let _ = describe(&mut out, h);
             }
             None => {
-                // SAFETY: `p` is a task that was Blocked when collected from TASKS; a blocked task
-                // must be woken and run before it can exit, and nothing else runs while the idle
-                // task reports.
-                let t = unsafe { &**p };
-                let _ = writeln!(out, "  task '{}' (id {}) is blocked", t.name(), t.id());
+                let _ = writeln!(out, "  task '{}' (id {}) is blocked", p.name(), p.id());
             }
         }
     }
@@ -436,8 +484,6 @@ pub(crate) fn idle_check() {
         panic!("every task is blocked: deadlock (see the report above)");
     }
     for (p, _) in hops {
-        // SAFETY: `p` is a task that was Blocked when collected from TASKS; a blocked task must be
-        // woken and run before it can exit, and nothing else runs while the idle task reports.
-        super::mark_deadlocked(unsafe { &*p });
+        super::mark_deadlocked(&p);
     }
 }

@@ -122,6 +122,9 @@ pub struct Task {
     oom_victim: AtomicBool,
     /// A fatal signal is pending: the task should stop and exit.
     fatal_signal: AtomicBool,
+    /// A thread the platform schedules ([`Task::new_foreign`]): it blocks by
+    /// waiting in place for its wake-up, not on kreclaim's run queue.
+    foreign: bool,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -169,6 +172,7 @@ impl Task {
             oom_footprint: AtomicU64::new(0),
             oom_victim: AtomicBool::new(false),
             fatal_signal: AtomicBool::new(false),
+            foreign: false,
         }
     }
 
@@ -176,7 +180,8 @@ impl Task {
     /// schedules (see [`set_current_task_hook`]): its own flags, memalloc
     /// scopes and lockdep state. It never runs on kreclaim's scheduler.
     pub fn new_foreign(name: &str) -> Arc<Task> {
-        let t = Task::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), String::from(name));
+        let mut t = Task::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), String::from(name));
+        t.foreign = true;
         t.set_state(TaskState::Running);
         Arc::new(t)
     }
@@ -202,6 +207,23 @@ impl Task {
 
     fn set_state(&self, s: TaskState) {
         self.state.store(s as u8, Ordering::Release);
+    }
+
+    /// Blocked or Sleeping -> Ready, atomically: true if this call did it.
+    fn try_set_ready(&self) -> bool {
+        let mut s = self.state.load(Ordering::Acquire);
+        while s == TaskState::Blocked as u8 || s == TaskState::Sleeping as u8 {
+            match self.state.compare_exchange_weak(
+                s,
+                TaskState::Ready as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        false
     }
 
     /// The PF_* flags.
@@ -874,7 +896,38 @@ fn might_sleep_check() -> bool {
 /// Blocks the current task until [`wake_up`]. The caller has already put the
 /// task on some wait list with state `Blocked`, with interrupts masked.
 pub(crate) fn block_current_locked() {
-    schedule();
+    let t = current();
+    if t.foreign {
+        block_foreign(t);
+    } else {
+        schedule();
+    }
+}
+
+/// Blocking for a thread the platform schedules (a host thread): it waits
+/// in place, calling [`Platform::wait_for_interrupt`](platform::Platform::wait_for_interrupt)
+/// (the host yields the thread), until a waker on another CPU makes it
+/// Ready or its deadline passes, then runs on.
+fn block_foreign(t: &Task) {
+    loop {
+        let s = t.state();
+        if s == TaskState::Sleeping {
+            let d = t.timer_deadline.load(Ordering::Acquire);
+            if d != 0 && crate::time::now_ns() >= d && t.try_set_ready() {
+                t.timer_deadline.store(0, Ordering::Relaxed);
+                t.timed_out.store(true, Ordering::Relaxed);
+                t.wait_gen.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        } else if s != TaskState::Blocked {
+            break;
+        }
+        match platform::get() {
+            Some(p) => p.wait_for_interrupt(),
+            None => core::hint::spin_loop(),
+        }
+    }
+    t.set_state(TaskState::Running);
 }
 
 /// Marks the current task as about to block; call with interrupts masked,
@@ -901,18 +954,56 @@ pub(crate) fn take_timed_out() -> bool {
 }
 
 /// Makes a blocked or sleeping task runnable. Returns whether it was waiting.
+///
+/// The state moves Blocked/Sleeping -> Ready by compare-and-swap, so of
+/// several wakers (on any CPU) and the task's own `finish_wait` exactly
+/// one wins, and the task is queued at most once.
 pub fn wake_up(t: &Arc<Task>) -> bool {
+    if t.is_deadlocked() {
+        return false;
+    }
     platform::with_irq_guard(|irq| {
-        let s = t.state();
-        if (s == TaskState::Blocked || s == TaskState::Sleeping) && !t.is_deadlocked() {
-            t.wait_gen.fetch_add(1, Ordering::Relaxed);
-            t.set_state(TaskState::Ready);
-            this_cpu(irq).run_queue.lock().push_back(t.clone());
-            true
-        } else {
-            false
+        if !t.try_set_ready() {
+            return false;
         }
+        t.wait_gen.fetch_add(1, Ordering::Relaxed);
+        // A foreign task waits in place for the state change (block_foreign).
+        if !t.foreign {
+            this_cpu(irq).run_queue.lock().push_back(t.clone());
+        }
+        true
     })
+}
+
+/// The current task stops waiting without sleeping (its condition came
+/// true): back to Running, unless a waker already made it Ready and queued
+/// it, in which case the scheduler takes that queue entry now (Linux's
+/// `finish_wait` with `try_to_wake_up`'s on-runqueue check). Interrupts
+/// masked.
+pub(crate) fn finish_wait() {
+    let t = current();
+    let mut s = t.state.load(Ordering::Acquire);
+    loop {
+        if s != TaskState::Blocked as u8 && s != TaskState::Sleeping as u8 {
+            break;
+        }
+        match t.state.compare_exchange_weak(
+            s,
+            TaskState::Running as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            Err(now) => s = now,
+        }
+    }
+    if s == TaskState::Ready as u8 {
+        if t.foreign || !started() {
+            t.set_state(TaskState::Running);
+        } else {
+            schedule();
+        }
+    }
 }
 
 /// Sleeps for at least `d`.
@@ -1004,10 +1095,10 @@ pub fn on_tick() {
             if t.wait_gen.load(Ordering::Relaxed) == t.timer_gen.load(Ordering::Relaxed)
                 && t.state() == TaskState::Sleeping
                 && !t.is_deadlocked()
+                && t.try_set_ready()
             {
                 t.timed_out.store(true, Ordering::Relaxed);
                 t.wait_gen.fetch_add(1, Ordering::Relaxed);
-                t.set_state(TaskState::Ready);
                 this_cpu(&irq).run_queue.lock().push_back(t.clone());
             }
         }

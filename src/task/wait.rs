@@ -1,6 +1,14 @@
 //! Wait queues and completions: a task sleeps until a condition holds.
+//!
+//! SMP: as in Linux, a waiter first marks itself blocked and queues itself
+//! (under the queue's internal [`RawSpinLock`]), and only then checks its
+//! condition; a waker makes the condition true, then takes waiters off the
+//! queue under the same lock and wakes them. Whichever CPU each runs on,
+//! either the waiter sees the condition or the waker sees the waiter: no
+//! wake-up is lost.
 
 use crate::platform::IrqGuard;
+use crate::sync::raw::RawSpinLock;
 use crate::task::{self, waitlist::WaitList};
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::time::Duration;
@@ -8,7 +16,8 @@ use core::time::Duration;
 /// Tasks waiting for an event. Waiters re-check their condition after every
 /// wake-up, so spurious wakes are harmless. Waiting never allocates.
 pub struct WaitQueue {
-    waiters: spin::Mutex<WaitList>,
+    /// The waiting tasks, protected by the queue's internal spinlock.
+    waiters: RawSpinLock<WaitList>,
     name: &'static str,
 }
 
@@ -16,7 +25,7 @@ impl WaitQueue {
     /// An empty queue named `name` (shown in deadlock reports).
     pub const fn new(name: &'static str) -> Self {
         Self {
-            waiters: spin::Mutex::new(WaitList::new()),
+            waiters: RawSpinLock::new(WaitList::new()),
             name,
         }
     }
@@ -34,8 +43,11 @@ impl WaitQueue {
         }
     }
 
-    fn dequeue_current(&self) {
+    /// Takes the current task off the queue and marks it running again
+    /// (Linux's `finish_wait`).
+    fn finish_wait(&self) {
         self.waiters.lock().remove(task::current());
+        task::finish_wait();
     }
 
     /// Sleeps until `cond()` is true. `cond` runs with interrupts masked.
@@ -48,14 +60,19 @@ impl WaitQueue {
             return;
         }
         task::might_sleep();
+        if crate::platform::without_interrupts(&mut cond) {
+            return;
+        }
         loop {
             let _irq = IrqGuard::new();
-            if cond() {
-                self.dequeue_current();
-                return;
-            }
+            // Blocked and queued before the condition is checked: a waker
+            // that makes it true after the check finds us on the queue.
             task::prepare_to_block();
             self.enqueue_current();
+            if cond() {
+                self.finish_wait();
+                return;
+            }
             task::set_blocked_on_waitqueue(self);
             task::block_current_locked();
             task::clear_blocked_on();
@@ -78,16 +95,16 @@ impl WaitQueue {
         task::might_sleep();
         loop {
             let _irq = IrqGuard::new();
+            task::prepare_to_block_until(deadline);
+            self.enqueue_current();
             if cond() {
-                self.dequeue_current();
+                self.finish_wait();
                 return true;
             }
             if crate::time::now_ns() >= deadline {
-                self.dequeue_current();
+                self.finish_wait();
                 return false;
             }
-            task::prepare_to_block_until(deadline);
-            self.enqueue_current();
             task::block_current_locked();
             task::take_timed_out();
         }
@@ -95,7 +112,6 @@ impl WaitQueue {
 
     /// Wakes the longest-waiting task. Returns whether one was woken.
     pub fn wake_one(&self) -> bool {
-        let _irq = IrqGuard::new();
         loop {
             let t = self.waiters.lock().pop_front();
             match t {
@@ -111,7 +127,6 @@ impl WaitQueue {
 
     /// Wakes every waiting task; returns how many.
     pub fn wake_all(&self) -> usize {
-        let _irq = IrqGuard::new();
         let mut n = 0;
         loop {
             let t = self.waiters.lock().pop_front();
@@ -124,7 +139,7 @@ impl WaitQueue {
 
     /// Number of waiting tasks.
     pub fn len(&self) -> usize {
-        crate::platform::without_interrupts(|| self.waiters.lock().len())
+        self.waiters.lock().len()
     }
 
     /// Whether no task waits.
@@ -137,7 +152,13 @@ const DONE_ALL: u32 = u32::MAX;
 
 /// A one-shot (or counted) event: `complete()` releases one waiter,
 /// `complete_all()` every waiter now and later.
+///
+/// SMP: `done` is only changed by atomic read-modify-write (a completer and
+/// waiters on other CPUs never lose a count); waiters sleep on the wait
+/// queue, which orders the count against the wake-up (see the module
+/// documentation).
 pub struct Completion {
+    /// Completions not yet consumed, or `DONE_ALL`.
     done: AtomicU32,
     wq: WaitQueue,
 }
@@ -163,32 +184,29 @@ impl Completion {
 
     /// Completes once: lets one waiter (present or future) through.
     pub fn complete(&self) {
-        crate::platform::without_interrupts(|| {
-            let d = self.done.load(Ordering::Relaxed);
-            if d != DONE_ALL {
-                self.done.store(d + 1, Ordering::Relaxed);
-            }
-            self.wq.wake_one();
-        });
+        let _ = self
+            .done
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                (d != DONE_ALL).then(|| d.saturating_add(1).min(DONE_ALL - 1))
+            });
+        self.wq.wake_one();
     }
 
     /// Completes for good: every waiter, present and future, passes.
     pub fn complete_all(&self) {
-        crate::platform::without_interrupts(|| {
-            self.done.store(DONE_ALL, Ordering::Relaxed);
-            self.wq.wake_all();
-        });
+        self.done.store(DONE_ALL, Ordering::Release);
+        self.wq.wake_all();
     }
 
+    /// Consumes one completion if there is one.
     fn try_take(&self) -> bool {
-        let d = self.done.load(Ordering::Relaxed);
-        if d == 0 {
-            return false;
-        }
-        if d != DONE_ALL {
-            self.done.store(d - 1, Ordering::Relaxed);
-        }
-        true
+        self.done
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| match d {
+                0 => None,
+                DONE_ALL => Some(DONE_ALL),
+                d => Some(d - 1),
+            })
+            .is_ok()
     }
 
     /// Waits for a completion.
@@ -204,7 +222,7 @@ impl Completion {
 
     /// Whether it was completed (and not yet consumed by a waiter).
     pub fn is_done(&self) -> bool {
-        self.done.load(Ordering::Relaxed) != 0
+        self.done.load(Ordering::Acquire) != 0
     }
 
     /// Re-arms a completion for reuse.

@@ -257,6 +257,19 @@ impl CpuSheaves {
     }
 }
 
+/// The CPU whose sheaves the caller may use while `irq` masks interrupts.
+/// In the kernel, the scheduler's CPU (tasks run on the boot CPU so far);
+/// the host build runs each thread as a CPU of its own, which only the
+/// platform's CPU number tells apart.
+#[inline(always)]
+fn sheaf_cpu(irq: &IrqGuard) -> usize {
+    if cfg!(target_os = "none") {
+        crate::task::this_cpu(irq).cpu_id
+    } else {
+        crate::platform::cpu_id()
+    }
+}
+
 /// Objects per sheaf by object size (SLAB's `enable_cpucache` table, scaled
 /// down; a 30-slot sheaf is a kmalloc-256 object); 0 (no sheaves) for debug
 /// caches, as in Linux: their frees are checked one by one under the lock.
@@ -1147,7 +1160,7 @@ impl CacheInner {
             if (!gfp.allows_blocking()
                 || (irq.were_enabled() && pcpu.preempt_count() == 0)
                 || !crate::task::started())
-                && let Some(obj) = self.sheaf_pop(pcpu.cpu_id)
+                && let Some(obj) = self.sheaf_pop(sheaf_cpu(&irq))
             {
                 drop(irq);
                 if gfp.contains(Gfp::__GFP_ZERO) {
@@ -1324,7 +1337,7 @@ impl CacheInner {
         let mut fresh = FreshSheaves::NONE;
         let r = loop {
             let irq = IrqGuard::new();
-            let cpu = crate::task::this_cpu(&irq).cpu_id;
+            let cpu = sheaf_cpu(&irq);
             let Some(pcs) = self.cpu.get(cpu) else {
                 drop(irq);
                 break self
@@ -1586,7 +1599,7 @@ impl CacheInner {
         let mut surplus = ptr::null_mut::<Sheaf>();
         {
             let irq = IrqGuard::new();
-            let cpu = crate::task::this_cpu(&irq).cpu_id;
+            let cpu = sheaf_cpu(&irq);
             let mut l = self.lists.lock();
             for (i, pcs) in self.cpu.iter().enumerate() {
                 if i != cpu && !all_cpus {
@@ -1757,7 +1770,7 @@ impl CacheInner {
         let mut fresh = FreshSheaves::NONE;
         loop {
             let irq = IrqGuard::new();
-            let cpu = crate::task::this_cpu(&irq).cpu_id;
+            let cpu = sheaf_cpu(&irq);
             let Some(pcs) = self.cpu.get(cpu) else {
                 drop(irq);
                 self.free_to_slab(s, addr);
@@ -1862,7 +1875,7 @@ impl CacheInner {
         while i < objs.len() {
             if self.sheaf_capacity != 0 {
                 let irq = IrqGuard::new();
-                let cpu = crate::task::this_cpu(&irq).cpu_id;
+                let cpu = sheaf_cpu(&irq);
                 if let Some(pcs) = self.cpu.get(cpu) {
                     let main = pcs.main.load(Ordering::Relaxed);
                     let n = Sheaf::len(main);
@@ -2042,7 +2055,7 @@ impl CacheInner {
             let word = unsafe { (*s).allocated[idx / 64].load(Ordering::Relaxed) };
             if word & (1 << (idx % 64)) != 0 {
                 let irq = IrqGuard::new();
-                if self.sheaf_push(crate::task::this_cpu(&irq).cpu_id, addr) {
+                if self.sheaf_push(sheaf_cpu(&irq), addr) {
                     return;
                 }
             }

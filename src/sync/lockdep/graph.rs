@@ -1,7 +1,8 @@
 //! The dependency graph: lock classes and "held -> acquired" edges.
 //!
 //! Everything lives in fixed-capacity tables (zero-initialised, so they sit
-//! in .bss) behind one raw spin lock taken with interrupts masked: recording
+//! in .bss) behind one raw spin lock (lockdep's `GRAPH`, a
+//! [`RawSpinLock`](crate::sync::RawSpinLock)) taken with interrupts masked: recording
 //! a dependency never allocates and never takes a lock lockdep would track.
 //! Links between table entries are stored as `index + 1`, 0 meaning none.
 
@@ -239,6 +240,7 @@ impl Graph {
         let k = self.key_slot(key)?;
         let c = self.keys[k].classes[subclass as usize];
         if c != 0 {
+            key.classes[subclass as usize].store(c, core::sync::atomic::Ordering::Release);
             return Ok(c - 1);
         }
         if self.nr_classes == MAX_LOCKDEP_CLASSES {
@@ -252,6 +254,7 @@ impl Graph {
             first_edge: 0,
         };
         self.keys[k].classes[subclass as usize] = id as u16 + 1;
+        key.classes[subclass as usize].store(id as u16 + 1, core::sync::atomic::Ordering::Release);
         Ok(id as ClassId)
     }
 

@@ -14,6 +14,16 @@
 //! are not checked. Releases of locks not held, and tasks exiting with locks
 //! held, are reported too.
 //!
+//! As in Linux, validated lock chains are cached by their chain key (a hash
+//! of the held stack plus the new lock, see `chains`): an acquisition whose
+//! chain was validated before costs a hash and a lookup, without the graph
+//! lock. [`stats`] counts validations and cache hits.
+//!
+//! SMP: the dependency graph is one structure for every CPU, protected by
+//! its own raw spinlock (`GRAPH`, not tracked by lockdep itself); each
+//! task's held-lock stack is the task's own (see `held`); reports name the
+//! CPU they were found on.
+//!
 //! Deviations from Linux, for a kernel whose tests provoke many reports in
 //! one boot: each distinct problem is reported once and validation goes on
 //! (Linux turns itself off after the first report); [`reset_graph`] forgets
@@ -21,10 +31,12 @@
 //! state) tracking and no separate IRQ context, and the held stack is not
 //! re-validated when a lock is released out of order.
 
+mod chains;
 mod graph;
 mod held;
 mod report;
 
+pub use chains::CHAIN_HASH_SIZE;
 pub use graph::{
     MAX_CHAIN, MAX_LOCKDEP_CLASSES, MAX_LOCKDEP_EDGES, MAX_LOCKDEP_KEYS, MAX_LOCKDEP_SUBCLASSES,
 };
@@ -33,10 +45,12 @@ pub use report::{
     LockdepReport, ReportKind, report_count, reports, reports_since, try_reports_since,
 };
 
+use crate::platform::IrqGuard;
+use crate::sync::raw::RawSpinLock;
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use graph::{ChainLink, ClassId, Dependency, Graph, GraphError, Problem, TaskName};
-use held::{Busy, HeldLock, with_current};
+use held::{Busy, HeldLock, chain_elem, iterate_chain_key, with_current};
 use report::{Circular, Pending};
 
 /// Whether lockdep runs, and what a report does.
@@ -99,14 +113,56 @@ fn active() -> bool {
     MODE.load(Ordering::Relaxed) != LockdepMode::Off as u8 && debug_locks()
 }
 
-/// The dependency graph of every task.
-static GRAPH: spin::Mutex<Graph> = spin::Mutex::new(Graph::new());
+/// The dependency graph of every task on every CPU, with the reported-problem
+/// table; protected by its own raw spinlock (lockdep cannot track the lock
+/// it runs under). The chain cache's inserts happen under it too.
+static GRAPH: RawSpinLock<Graph> = RawSpinLock::new(Graph::new());
+
+/// Full validations of a blocking acquisition (chain-cache misses).
+static VALIDATIONS: AtomicU64 = AtomicU64::new(0);
+/// Blocking acquisitions whose chain was found in the cache.
+static CHAIN_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Lockdep's work counters since boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockdepStats {
+    /// Blocking acquisitions validated against the graph (cache misses).
+    pub validations: u64,
+    /// Blocking acquisitions skipped because their chain was cached.
+    pub chain_hits: u64,
+    /// Validated chains in the cache now.
+    pub chains: usize,
+}
+
+/// The current task's own counters: `validations` and `chain_hits` of this
+/// task alone (exact whatever other CPUs do), `chains` as in [`stats`].
+pub fn task_stats() -> LockdepStats {
+    let (validations, chain_hits) =
+        crate::platform::without_interrupts(|| with_current(|s| (s.validations, s.chain_hits)));
+    LockdepStats {
+        validations,
+        chain_hits,
+        chains: chains::nr_chains(),
+    }
+}
+
+/// The counters of every task (see [`LockdepStats`]).
+pub fn stats() -> LockdepStats {
+    LockdepStats {
+        validations: VALIDATIONS.load(Ordering::Relaxed),
+        chain_hits: CHAIN_HITS.load(Ordering::Relaxed),
+        chains: chains::nr_chains(),
+    }
+}
 
 /// A lock class: one per place that initialises locks (Linux's
 /// `lock_class_key`). Create them with [`lock_class!`](crate::lock_class).
 pub struct LockClassKey {
     name: &'static str,
     id: AtomicU32,
+    /// The class of each subclass as `ClassId + 1` (0: not registered),
+    /// written under the graph lock: lets the hot path skip it.
+    classes: [AtomicU16; MAX_LOCKDEP_SUBCLASSES],
 }
 
 impl LockClassKey {
@@ -115,7 +171,15 @@ impl LockClassKey {
         Self {
             name,
             id: AtomicU32::new(0),
+            classes: [const { AtomicU16::new(0) }; MAX_LOCKDEP_SUBCLASSES],
         }
+    }
+
+    /// The registered class of `subclass`, if any (no lock needed).
+    #[inline]
+    fn cached_class(&self, subclass: u8) -> Option<ClassId> {
+        let c = self.classes.get(subclass as usize)?.load(Ordering::Acquire);
+        c.checked_sub(1)
     }
 
     /// The class's name.
@@ -201,6 +265,10 @@ impl Acquire {
 }
 
 /// Records that the current task is acquiring `map` (instance `instance`).
+///
+/// The hot path: a chain already validated (or a trylock) is pushed on the
+/// held stack after one hash and one cache lookup.
+#[inline]
 pub fn lock_acquire(
     map: &LockdepMap,
     instance: usize,
@@ -210,29 +278,72 @@ pub fn lock_acquire(
     if !active() {
         return;
     }
-    crate::platform::without_interrupts(|| {
-        let Some(_busy) = Busy::enter() else {
+    let _irq = IrqGuard::new();
+    let key = map.class();
+    if let Some(class) = key.cached_class(how.subclass) {
+        // SAFETY: interrupts are masked, and nothing below re-enters lockdep
+        // while `s` is in use (the slow path starts after its last use).
+        let s = unsafe { held::current_state() };
+        if s.recursion() {
             return;
-        };
-        let new = match validate_acquire(map, instance, how, loc) {
-            Ok((new, pending)) => {
-                for p in pending.into_iter().flatten() {
-                    report::emit(p);
-                }
-                new
-            }
-            Err(e) => return debug_locks_off(e),
-        };
-        if !with_current(|s| s.push(new)) {
-            debug_locks_off(GraphError::Full("held locks", MAX_LOCK_DEPTH));
         }
-    });
+        let chain_key = iterate_chain_key(s.chain_key(), chain_elem(class, how.read, how.trylock));
+        if how.trylock || chains::lookup(chain_key) {
+            let pushed = s.push(HeldLock {
+                key,
+                class,
+                subclass: how.subclass,
+                instance,
+                loc,
+                read: how.read,
+                trylock: how.trylock,
+                chain_key,
+            });
+            if pushed {
+                if !how.trylock {
+                    s.chain_hits += 1;
+                    CHAIN_HITS.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            // A full stack: the slow path reports it as lockdep.
+        }
+    }
+    lock_acquire_slow(map, instance, how, loc);
+}
+
+/// [`lock_acquire`] when the chain is not cached: full validation under
+/// the graph lock, then the reports it found.
+#[cold]
+#[inline(never)]
+fn lock_acquire_slow(
+    map: &LockdepMap,
+    instance: usize,
+    how: Acquire,
+    loc: &'static Location<'static>,
+) {
+    let Some(_busy) = Busy::enter() else {
+        return;
+    };
+    let new = match validate_acquire(map, instance, how, loc) {
+        Ok((new, pending)) => {
+            for p in pending.into_iter().flatten() {
+                report::emit(p);
+            }
+            new
+        }
+        Err(e) => return debug_locks_off(e),
+    };
+    if !with_current(|s| s.push(new)) {
+        debug_locks_off(GraphError::Full("held locks", MAX_LOCK_DEPTH));
+    }
 }
 
 /// Linux's `validate_chain` for one acquisition: the recursion check and the
 /// new edges (blocking acquisitions only). Returns the held-stack entry to
 /// push and the new problems to report: at most one recursion and one
 /// cycle (a recursion does not hide a cycle closed by the same acquisition).
+/// A chain validated without problems goes into the chain cache.
 fn validate_acquire(
     map: &LockdepMap,
     instance: usize,
@@ -243,6 +354,9 @@ fn validate_acquire(
     let task = TaskName::new(crate::task::current().name());
     let mut g = GRAPH.lock();
     let class = g.class_of(key, how.subclass)?;
+    let chain_key = with_current(|s| {
+        iterate_chain_key(s.chain_key(), chain_elem(class, how.read, how.trylock))
+    });
     let new = HeldLock {
         key,
         class,
@@ -251,11 +365,14 @@ fn validate_acquire(
         loc,
         read: how.read,
         trylock: how.trylock,
+        chain_key,
     };
     if how.trylock {
         return Ok((new, [None, None]));
     }
+    VALIDATIONS.fetch_add(1, Ordering::Relaxed);
     with_current(|s| {
+        s.validations += 1;
         let mut pending = None;
         let mut cycle = None;
         if let Some(prev) = s.iter().find(|h| h.class == class)
@@ -266,22 +383,29 @@ fn validate_acquire(
                 next: new,
             });
         }
+        let mut problem = s.iter().any(|h| h.class == class);
         // Edges from the most recent held locks down to, and including, the
         // first one taken blocking: it recorded its own edges from the locks
         // below it, so the graph already reaches `new` from those.
         for prev in s.iter().rev() {
             if prev.class != class {
                 let dep = g.add_dependency(prev.class, class, prev.loc, loc, task)?;
-                if matches!(dep, Dependency::Cycle)
-                    && cycle.is_none()
-                    && g.first_report(Problem::Circular, prev.class, class)?
-                {
-                    cycle = Some(cycle_report(&g, prev, &new));
+                if matches!(dep, Dependency::Cycle) {
+                    problem = true;
+                    if cycle.is_none() && g.first_report(Problem::Circular, prev.class, class)? {
+                        cycle = Some(cycle_report(&g, prev, &new));
+                    }
                 }
             }
             if !prev.trylock {
                 break;
             }
+        }
+        // Only a clean chain is cached: one with a problem is validated
+        // again each time (its report is deduplicated), so a reset of the
+        // graph or the report table always shows it again.
+        if !problem {
+            chains::insert(chain_key);
         }
         Ok((new, [pending, cycle]))
     })
@@ -299,18 +423,27 @@ fn cycle_report(g: &Graph, held: &HeldLock, next: &HeldLock) -> Pending {
 }
 
 /// Records that the current task released `map` (instance `instance`).
+#[inline]
 pub fn lock_release(map: &LockdepMap, instance: usize, loc: &'static Location<'static>) {
     if !active() {
         return;
     }
-    crate::platform::without_interrupts(|| {
+    let _irq = IrqGuard::new();
+    let removed = {
+        // SAFETY: interrupts are masked and `s` is dropped before anything
+        // that could re-enter lockdep.
+        let s = unsafe { held::current_state() };
+        if s.recursion() {
+            return;
+        }
+        s.remove(instance)
+    };
+    if !removed {
         let Some(_busy) = Busy::enter() else {
             return;
         };
-        if !with_current(|s| s.remove(instance)) {
-            unlock_imbalance(map, instance, loc);
-        }
-    });
+        unlock_imbalance(map, instance, loc);
+    }
 }
 
 /// Turns the current task's exclusive hold of `instance` into a shared one.
@@ -401,21 +534,23 @@ pub fn held_count(key: &LockClassKey) -> usize {
 /// that test scenarios do not see each other's edges. Classes stay. Call it
 /// with no locks held: edges from locks held across it are lost.
 pub fn reset_graph() {
-    crate::platform::without_interrupts(|| GRAPH.lock().reset());
+    let mut g = GRAPH.lock();
+    g.reset();
+    chains::reset();
 }
 
 /// Whether lockdep recorded "a lock of class `from` held while one of class
 /// `to` was taken" (directly, any subclasses).
 pub fn has_dependency(from: &LockClassKey, to: &LockClassKey) -> bool {
-    crate::platform::without_interrupts(|| GRAPH.lock().depends(from, to))
+    GRAPH.lock().depends(from, to)
 }
 
 /// Recorded dependency edges.
 pub fn dependency_count() -> usize {
-    crate::platform::without_interrupts(|| GRAPH.lock().nr_edges())
+    GRAPH.lock().nr_edges()
 }
 
 /// Registered classes (key and subclass pairs).
 pub fn class_count() -> usize {
-    crate::platform::without_interrupts(|| GRAPH.lock().nr_classes())
+    GRAPH.lock().nr_classes()
 }

@@ -52,6 +52,8 @@ pub struct LockdepReport {
     pub classes: Vec<&'static str>,
     /// The task that triggered it.
     pub task: String,
+    /// The CPU it was found on ([`Platform::cpu_id`](crate::platform::Platform::cpu_id)).
+    pub cpu: usize,
     /// The report as printed.
     pub text: String,
 }
@@ -91,6 +93,7 @@ pub fn try_reports_since(n: usize) -> Result<Vec<LockdepReport>, AllocError> {
             classes.extend_from_slice(&rep.classes);
             out.push(LockdepReport {
                 kind: rep.kind,
+                cpu: rep.cpu,
                 classes,
                 task: try_string(&rep.task)?,
                 text: try_string(&rep.text)?,
@@ -175,7 +178,7 @@ fn header(t: &mut dyn Write, title: fmt::Arguments<'_>) {
     bar(t, '=');
     let _ = write!(t, "\nWARNING: {title}\n");
     bar(t, '-');
-    let _ = t.write_char('\n');
+    let _ = write!(t, "\nreported on CPU#{}\n", crate::platform::cpu_id());
 }
 
 /// Appends a class name if there is memory for it (the list is then
@@ -364,6 +367,7 @@ pub(super) fn emit(p: Pending) {
     }
     let report = LockdepReport {
         kind,
+        cpu: crate::platform::cpu_id(),
         classes,
         task: try_string(task).unwrap_or_default(),
         text,
