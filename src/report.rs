@@ -357,7 +357,7 @@ pub fn single(r: &RunResult) {
         crate::sync::lockdep::dependency_count(),
         r.lockdep_reports,
         if r.lockdep_ilock_fs_reclaim {
-            " (xfs_ilock <-> fs_reclaim)"
+            " (an ILOCK class <-> fs_reclaim)"
         } else {
             ""
         }
