@@ -662,6 +662,17 @@ fn kswapd_blocks_until_woken() -> TestResult {
 /// Pages held until dropped.
 struct HeldPages(Vec<page_alloc::PhysAddr>);
 
+impl HeldPages {
+    /// An empty list with room for every managed page, so that filling
+    /// memory never allocates for the list itself.
+    fn for_all_memory() -> Result<Self, TestFailure> {
+        let mut v = Vec::new();
+        v.try_reserve(page_alloc::managed_pages() as usize)
+            .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+        Ok(Self(v))
+    }
+}
+
 impl Drop for HeldPages {
     fn drop(&mut self) {
         for p in self.0.drain(..) {
@@ -675,10 +686,7 @@ impl Drop for HeldPages {
 /// ignored, until reclaim makes progress again.
 fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
     let w = watermarks();
-    let mut held = HeldPages(Vec::new());
-    held.0
-        .try_reserve(page_alloc::managed_pages() as usize)
-        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    let mut held = HeldPages::for_all_memory()?;
     // Below LOW with nothing a shrinker could free.
     while nr_free_pages() > w.low - 8 {
         match alloc_pages(GFP_NOWAIT, 0) {
@@ -734,10 +742,7 @@ fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
     let w = watermarks();
     // Reclaimable objects, then the reserves drained by PF_MEMALLOC
     // allocations (no watermarks) down to a quarter of MIN.
-    let mut held = HeldPages(Vec::new());
-    held.0
-        .try_reserve(page_alloc::managed_pages() as usize)
-        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    let mut held = HeldPages::for_all_memory()?;
     {
         let _p = task::PreemptGuard::new(); // kswapd must not run yet
         while nr_free_pages() > w.low + 64 {
@@ -819,10 +824,7 @@ fn exhaust_with_hogs() -> Result<(HeldPages, task::JoinHandle, task::JoinHandle)
     wait_for("both hogs to hold their pages", || {
         ready.load(Ordering::SeqCst) == 2
     })?;
-    let mut held = HeldPages(Vec::new());
-    held.0
-        .try_reserve(page_alloc::managed_pages() as usize)
-        .map_err(|_| TestFailure::new("reserve the page list".into()))?;
+    let mut held = HeldPages::for_all_memory()?;
     while let Ok(p) = alloc_pages(GFP_NOWAIT, 0) {
         held.0.push(p);
     }
