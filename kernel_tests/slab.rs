@@ -937,7 +937,7 @@ fn kmalloc_alignment_is_honoured() -> TestResult {
         kassert_eq!(got, class, "kmalloc_aligned(1, {align})");
     }
     // Power-of-two sizes are naturally aligned up to the 512-byte cap
-    // (kreclaim keeps slab headers on the slab; see the README).
+    // (kreclaim keeps slab headers on the slab; see docs/memory.md).
     for size in [8usize, 16, 32, 64, 128, 256, 512] {
         let p = kmalloc(size, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
         let addr = p.as_ptr() as usize;

@@ -3,7 +3,7 @@
 //! plays the part of RAM, and the one-time bring-up of the page allocator and
 //! kmalloc — what the property tests, the fuzz target and the benchmarks
 //! share. It is also the worked example of embedding the framework (see
-//! `examples/minimal_platform.rs` and the README's "Embedding" section).
+//! `examples/minimal_platform.rs` and docs/embedding.md).
 //!
 //! # The execution model: every host thread is a CPU
 //!

@@ -810,7 +810,7 @@ pub fn gfp_to_alloc_flags(gfp: Gfp) -> AllocFlags {
 
 /// `__gfp_pfmemalloc_flags`: may this allocation ignore the watermarks?
 /// (Linux also refuses PF_MEMALLOC's grant in interrupt context; kreclaim
-/// cannot tell interrupt context apart, see the README.)
+/// cannot tell interrupt context apart, see docs/memory.md.)
 fn gfp_pfmemalloc_flags(gfp: Gfp) -> Option<AllocFlags> {
     if gfp.contains(Gfp::__GFP_NOMEMALLOC) {
         return None;
