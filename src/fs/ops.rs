@@ -19,8 +19,10 @@
 //!   flusher, a cluster at a time. Only a clean unmount leaves a consistent
 //!   disk (fsck-clean); a crash can lose inode updates.
 //! - No page cache: file data goes through the buffer cache.
-//! - One flat list of concerns per inode: no separate IOLOCK/MMAPLOCK; the
-//!   ILOCK also serialises data IO.
+//! - Two of XFS's three inode locks: the IOLOCK (`i_rwsem`) serialises data
+//!   IO (reads shared, writes and truncates exclusive) and the ILOCK guards
+//!   the inode's core and block map; there is no MMAPLOCK, as there is no
+//!   mmap.
 //! - Unlinked inodes are freed on disk when their last reference goes
 //!   (inactivation in `InodeRef`'s drop); an error there is printed and
 //!   counted and the inode stays allocated (fsck would report it). Lack of
