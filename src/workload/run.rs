@@ -627,7 +627,7 @@ fn monitor(sh: Arc<Shared>, samples: Arc<Mutex<KVec<Sample>>>, t0: u64, live: bo
         if live && ms - last_print >= 1000 {
             last_print = ms;
             crate::println!(
-                "[{:>4}.{}s] {:>7} ops | free {:>5} KiB | reclaim: direct {} pg, kswapd {} pg | inodes cached {} reclaimed {} | {}",
+                "[{:>4}.{}s] {:>7} ops | free {:>5} KiB | reclaim: direct {} pg, kswapd {} pg | inodes cached {} reclaimed {} | {} tasks",
                 ms / 1000,
                 ms % 1000 / 100,
                 ops,
