@@ -38,7 +38,12 @@ impl SweepSpec {
             .iter()
             .map(|(k, _)| k.as_str())
             .find(|k| *k != "policy")
-            .or_else(|| self.sets.iter().map(|(k, _)| k.as_str()).find(|k| *k == "policy"))
+            .or_else(|| {
+                self.sets
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .find(|k| *k == "policy")
+            })
     }
 
     /// The values swept for `key`, in the order given.
@@ -175,7 +180,12 @@ impl Group {
     pub fn values(&self, figure: &str) -> Vec<f64> {
         self.results
             .iter()
-            .filter_map(|(_, r)| figures(r).into_iter().find(|(f, _)| f == figure).map(|(_, v)| v))
+            .filter_map(|(_, r)| {
+                figures(r)
+                    .into_iter()
+                    .find(|(f, _)| f == figure)
+                    .map(|(_, v)| v)
+            })
             .collect()
     }
 
@@ -221,8 +231,8 @@ impl Dataset {
         )
         .map_err(|e| format!("{}: {e}", spec_path.display()))?;
         let path = dir.join("runs.jsonl");
-        let text =
-            fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut runs: Vec<Run> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -240,11 +250,18 @@ impl Dataset {
                         .and_then(Value::as_object)
                         .map(|m| {
                             m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_string())
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
-                    let s = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+                    let s = |k: &str| {
+                        obj.get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
                     runs.push(Run {
                         meta: RunMeta {
                             run: s("run"),
@@ -254,13 +271,20 @@ impl Dataset {
                             qemu_args: s("qemu_args"),
                             qemu_mem: s("qemu_mem"),
                             status: s("status"),
-                            exit_code: obj.get("exit_code").and_then(Value::as_i64).map(|c| c as i32),
+                            exit_code: obj
+                                .get("exit_code")
+                                .and_then(Value::as_i64)
+                                .map(|c| c as i32),
                             reason: obj.get("reason").and_then(Value::as_str).map(String::from),
                             seconds: obj.get("seconds").and_then(Value::as_f64).unwrap_or(0.0),
                             stderr_tail: obj
                                 .get("stderr_tail")
                                 .and_then(Value::as_array)
-                                .map(|a| a.iter().filter_map(|l| l.as_str().map(String::from)).collect())
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|l| l.as_str().map(String::from))
+                                        .collect()
+                                })
                                 .unwrap_or_default(),
                         },
                         results: Vec::new(),
@@ -325,7 +349,10 @@ impl Dataset {
                 continue;
             }
             let mut found = false;
-            for g in groups.iter_mut().filter(|g| g.settings == run.meta.settings) {
+            for g in groups
+                .iter_mut()
+                .filter(|g| g.settings == run.meta.settings)
+            {
                 g.runs.push(ri);
                 found = true;
             }
@@ -396,7 +423,9 @@ pub fn figures(result: &Map<String, Value>) -> Vec<(String, f64)> {
                 for s in items.iter().filter_map(Value::as_object) {
                     let name = s.get("name").and_then(Value::as_str).unwrap_or("shrinker");
                     for (f, x) in s {
-                        if let (Some(x), false) = (x.as_f64(), SHRINKER_CONFIG.contains(&f.as_str())) {
+                        if let (Some(x), false) =
+                            (x.as_f64(), SHRINKER_CONFIG.contains(&f.as_str()))
+                        {
                             out.push((format!("{name}.{f}"), x));
                         }
                     }

@@ -109,7 +109,10 @@ mod tests {
             (0.95, 10.0, 1.812),
         ] {
             let got = t_quantile(p, df);
-            assert!(close(got, want, 0.0005), "t({p}, {df}) = {got}, table {want}");
+            assert!(
+                close(got, want, 0.0005),
+                "t({p}, {df}) = {got}, table {want}"
+            );
         }
         // More digits, as R's qt(0.975, 4) prints them.
         assert!(close(t_quantile(0.975, 4.0), 2.776445, 1e-6));

@@ -9,7 +9,8 @@ use crate::stats::summarize;
 
 /// A statistic as a CSV cell: empty when undefined (fewer than two runs).
 fn cell(x: Option<f64>) -> String {
-    x.map(|x| format!("{}", (x * 1e6).round() / 1e6)).unwrap_or_default()
+    x.map(|x| format!("{}", (x * 1e6).round() / 1e6))
+        .unwrap_or_default()
 }
 
 /// Writes summary.csv for `data` to `path`.
@@ -30,7 +31,11 @@ pub fn write(data: &Dataset, path: &Path) -> Res<()> {
     }
     w.write_record(&header)?;
     for g in &groups {
-        let failed = g.runs.iter().filter(|&&ri| !data.runs[ri].meta.ok()).count();
+        let failed = g
+            .runs
+            .iter()
+            .filter(|&&ri| !data.runs[ri].meta.ok())
+            .count();
         let mut row: Vec<String> = keys
             .iter()
             .map(|k| g.get(k).unwrap_or_default().to_string())

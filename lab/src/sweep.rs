@@ -190,7 +190,9 @@ fn run_one(runner: &Path, elf: &Path, dir: &Path, timeout: u32, mut meta: RunMet
             meta.exit_code = st.code();
             match st.code() {
                 Some(0) => {}
-                Some(124) => reason = Some(format!("timeout: no end within {timeout} s (exit 124)")),
+                Some(124) => {
+                    reason = Some(format!("timeout: no end within {timeout} s (exit 124)"))
+                }
                 Some(c) => reason = Some(format!("the runner exited with status {c}")),
                 None => reason = Some("the runner was killed by a signal".into()),
             }
@@ -228,7 +230,12 @@ fn run_one(runner: &Path, elf: &Path, dir: &Path, timeout: u32, mut meta: RunMet
     meta.reason = reason;
     // run.json last, through a rename: its presence means the run is over.
     let tmp = dir.join("run.json.tmp");
-    if fs::write(&tmp, serde_json::to_string_pretty(&meta).unwrap_or_default()).is_ok() {
+    if fs::write(
+        &tmp,
+        serde_json::to_string_pretty(&meta).unwrap_or_default(),
+    )
+    .is_ok()
+    {
         let _ = fs::rename(&tmp, dir.join("run.json"));
     }
     meta
@@ -236,7 +243,8 @@ fn run_one(runner: &Path, elf: &Path, dir: &Path, timeout: u32, mut meta: RunMet
 
 /// A finished run from an earlier sweep with the same command line, if any.
 fn finished(dir: &Path, want: &RunMeta) -> Option<RunMeta> {
-    let meta: RunMeta = serde_json::from_str(&fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
+    let meta: RunMeta =
+        serde_json::from_str(&fs::read_to_string(dir.join("run.json")).ok()?).ok()?;
     (meta.ok()
         && meta.cmdline == want.cmdline
         && meta.qemu_args == want.qemu_args
@@ -285,7 +293,16 @@ pub fn sweep(args: SweepArgs) -> Res<ExitCode> {
             return Err(format!("'{k}' is both swept (--set) and fixed ('{a}' after '--')").into());
         }
     }
-    if sets.iter().map(|(k, _)| k.as_str()).chain(args.kernel_args.iter().filter_map(|a| a.split_once('=').map(|p| p.0))).any(|k| k == "format") {
+    if sets
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(
+            args.kernel_args
+                .iter()
+                .filter_map(|a| a.split_once('=').map(|p| p.0)),
+        )
+        .any(|k| k == "format")
+    {
         return Err("the lab sets format=json itself: do not give format=".into());
     }
     let qemu_args = args
@@ -311,7 +328,8 @@ pub fn sweep(args: SweepArgs) -> Res<ExitCode> {
 
     let out = args.out.clone();
     let runs_dir = out.join("runs");
-    fs::create_dir_all(&runs_dir).map_err(|e| format!("cannot create {}: {e}", runs_dir.display()))?;
+    fs::create_dir_all(&runs_dir)
+        .map_err(|e| format!("cannot create {}: {e}", runs_dir.display()))?;
     fs::write(out.join("sweep.json"), serde_json::to_string_pretty(&spec)?)?;
 
     let mut jobs: Vec<Job> = Vec::new();
@@ -364,7 +382,11 @@ pub fn sweep(args: SweepArgs) -> Res<ExitCode> {
             .map(|j| j as usize)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .min(todo.len());
-        eprintln!("lab: {} runs to do, {n_jobs} at once, kernel {}", todo.len(), elf.display());
+        eprintln!(
+            "lab: {} runs to do, {n_jobs} at once, kernel {}",
+            todo.len(),
+            elf.display()
+        );
         let pb = ProgressBar::new(todo.len() as u64);
         pb.set_style(
             ProgressStyle::with_template(
@@ -413,7 +435,10 @@ pub fn sweep(args: SweepArgs) -> Res<ExitCode> {
         }
     }
 
-    let metas: Vec<RunMeta> = metas.into_iter().map(|m| m.expect("every run was done or found")).collect();
+    let metas: Vec<RunMeta> = metas
+        .into_iter()
+        .map(|m| m.expect("every run was done or found"))
+        .collect();
     write_runs_jsonl(&out, &metas)?;
     let data = Dataset::load(&out)?;
     crate::summary::write(&data, &out.join("summary.csv"))?;
@@ -451,8 +476,14 @@ mod tests {
     #[test]
     fn cartesian_product_first_key_slowest() {
         let sets = vec![
-            ("policy".to_string(), vec!["nofs".to_string(), "today".to_string()]),
-            ("mem".to_string(), vec!["12M".to_string(), "24M".to_string()]),
+            (
+                "policy".to_string(),
+                vec!["nofs".to_string(), "today".to_string()],
+            ),
+            (
+                "mem".to_string(),
+                vec!["12M".to_string(), "24M".to_string()],
+            ),
         ];
         let c = combinations(&sets);
         let labels: Vec<String> = c.iter().map(settings_label).collect();
@@ -474,7 +505,10 @@ mod tests {
     fn set_syntax_is_checked() {
         assert_eq!(
             parse_set("mem=12M,24M").unwrap(),
-            ("mem".to_string(), vec!["12M".to_string(), "24M".to_string()])
+            (
+                "mem".to_string(),
+                vec!["12M".to_string(), "24M".to_string()]
+            )
         );
         assert!(parse_set("mem").is_err());
         assert!(parse_set("=1").is_err());
