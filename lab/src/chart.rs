@@ -60,7 +60,31 @@ fn parse_size(s: &str) -> Option<f64> {
 }
 
 /// Chart size in pixels.
-const SIZE: (u32, u32) = (640, 340);
+const SIZE: (u32, u32) = (760, 340);
+/// Room on the right for the legend, so that it never hides a point.
+const LEGEND_W: u32 = 150;
+
+/// Draws a legend (a short line and the label per entry) at `(x, y)` of
+/// `area`, in pixels: in the margin right of the plot.
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    (x, y): (i32, i32),
+    items: &[(String, ShapeStyle)],
+) -> Res<()>
+where
+    DB::ErrorType: 'static,
+{
+    let font =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, (label, style)) in items.iter().enumerate() {
+        let ly = y + 16 * i as i32;
+        area.draw(&PathElement::new(vec![(x, ly), (x + 20, ly)], *style))
+            .map_err(|e| e.to_string())?;
+        area.draw(&Text::new(label.clone(), (x + 26, ly), font.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// The colour of series `i`.
 fn color(i: usize) -> RGBColor {
@@ -103,6 +127,7 @@ pub fn figure_chart(title: &str, x: &XAxis, series: &[Series]) -> Res<String> {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
+            .margin_right(LEGEND_W)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(
@@ -130,32 +155,27 @@ pub fn figure_chart(title: &str, x: &XAxis, series: &[Series]) -> Res<String> {
             root.draw(&PathElement::new(vec![(px, py), (px, py + 4)], BLACK))?;
         }
         let k = series.len() as f64;
+        let items: Vec<(String, ShapeStyle)> = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.label.clone(), color(i).stroke_width(2)))
+            .collect();
         for (i, s) in series.iter().enumerate() {
             let c = color(i);
             // Series side by side around each x so that the bars do not hide each other.
             let dx = (i as f64 - (k - 1.0) / 2.0) * span * 0.015;
             let pts: Vec<(f64, f64, Option<f64>)> =
                 s.points.iter().map(|&(x, m, ci)| (x + dx, m, ci)).collect();
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().map(|&(x, m, _)| (x, m)),
-                    c.stroke_width(2),
-                ))?
-                .label(s.label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(
+                pts.iter().map(|&(x, m, _)| (x, m)),
+                c.stroke_width(2),
+            ))?;
             chart.draw_series(pts.iter().map(|&(x, m, ci)| {
                 let h = ci.unwrap_or(0.0);
                 ErrorBar::new_vertical(x, m - h, m, m + h, c.filled(), 8)
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&root, ((SIZE.0 - LEGEND_W + 10) as i32, 50), &items)?;
         root.present()?;
     }
     Ok(svg)
@@ -190,6 +210,7 @@ pub fn time_series_chart(
             * 1.1;
         let mut chart = ChartBuilder::on(&top)
             .margin(10)
+            .margin_right(LEGEND_W)
             .x_label_area_size(30)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..tmax, 0.0..fmax)?;
@@ -200,29 +221,20 @@ pub fn time_series_chart(
             .y_label_formatter(&|v| fmt_num(*v))
             .light_line_style(WHITE)
             .draw()?;
-        chart
-            .draw_series(LineSeries::new(
-                free.iter().copied(),
-                color(0).stroke_width(2),
-            ))?
-            .label("free pages")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color(0).stroke_width(2)));
+        chart.draw_series(LineSeries::new(
+            free.iter().copied(),
+            color(0).stroke_width(2),
+        ))?;
+        let mut items = vec![("free pages".to_string(), color(0).stroke_width(2))];
         for (i, (name, level)) in watermarks.iter().enumerate() {
             let c = color(5 + i);
-            chart
-                .draw_series(LineSeries::new(
-                    [(0.0, *level), (tmax, *level)],
-                    c.stroke_width(1),
-                ))?
-                .label(format!("watermark {name}"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            items.push((format!("watermark {name}"), c.stroke_width(1)));
+            chart.draw_series(LineSeries::new(
+                [(0.0, *level), (tmax, *level)],
+                c.stroke_width(1),
+            ))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&top, ((SIZE.0 - LEGEND_W + 10) as i32, 20), &items)?;
 
         let rmax = reclaim
             .iter()
@@ -231,6 +243,7 @@ pub fn time_series_chart(
             * 1.1;
         let mut chart = ChartBuilder::on(&bottom)
             .margin(10)
+            .margin_right(LEGEND_W)
             .x_label_area_size(30)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..tmax, 0.0..rmax)?;
@@ -241,21 +254,13 @@ pub fn time_series_chart(
             .y_label_formatter(&|v| fmt_num(*v))
             .light_line_style(WHITE)
             .draw()?;
+        let mut items = Vec::new();
         for (i, (name, pts)) in reclaim.iter().enumerate() {
             let c = color(1 + i);
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+            chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?;
+            items.push((name.clone(), c.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&bottom, ((SIZE.0 - LEGEND_W + 10) as i32, 20), &items)?;
         root.present()?;
     }
     Ok(svg)
