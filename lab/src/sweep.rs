@@ -313,8 +313,15 @@ pub fn sweep(args: SweepArgs) -> Res<ExitCode> {
         .qemu_mem
         .clone()
         .unwrap_or_else(|| std::env::var("KRECLAIM_MEM").unwrap_or_default());
+    // As typed, near enough: arguments with spaces quoted.
     let command = std::iter::once("cargo lab".to_string())
-        .chain(std::env::args().skip(1))
+        .chain(std::env::args().skip(1).map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        }))
         .collect::<Vec<_>>()
         .join(" ");
     let spec = SweepSpec {
