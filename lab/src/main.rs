@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo lab",
+    bin_name = "cargo lab",
     version,
     about = "The reclaim lab: sweeps of kreclaim runs in QEMU with repeats, statistics, plots and comparisons"
 )]
