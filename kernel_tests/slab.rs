@@ -40,6 +40,8 @@ kreclaim::kernel_tests!(
     cmdline = "slab_debug=Z,kmalloc-16";
     objects_move_between_full_partial_and_empty,
     empty_slabs_beyond_min_partial_go_back_to_the_page_allocator,
+    an_empty_slab_is_freed_once_partial_slabs_reach_min_partial,
+    min_partial_is_half_the_log2_of_the_slot_size_within_5_and_10,
     constructor_runs_once_per_object_when_a_slab_is_populated,
     objects_never_overlap_in_any_kmalloc_class,
     concurrent_allocation_keeps_objects_and_counts_intact,
@@ -222,6 +224,12 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         let c = cache(name, size, SlabFlags::empty())?;
         let per = c.info().objperslab;
         let pages = c.info().pagesperslab as u64;
+        let min_partial = c.min_partial();
+        kassert_eq!(
+            min_partial,
+            MIN_PARTIAL,
+            "{name}: ilog2(size) / 2 is below 5"
+        );
         let slabs = MIN_PARTIAL + 3;
         let mut objs = Objs::new(&c, slabs * per);
         // No other allocation between the readings of nr_free_pages: info()
@@ -233,10 +241,19 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
             objs.alloc()?;
         }
         let after_alloc = nr_free_pages();
-        objs.free_all();
-        // Freed objects wait in this CPU's sheaves and the barn (as in
-        // Linux) until those are flushed: the slabs go empty then.
-        c.flush_sheaves();
+        // The objects were handed out slab by slab: free them slab by slab,
+        // the newest slab first, flushing the sheaves (where freed objects
+        // wait, as in Linux) after each, so that one slab goes empty at a
+        // time while every other is full or empty. The slab going empty
+        // counts as one of the node's partial slabs (Linux's `__slab_free`
+        // tests `n->nr_partial >= s->min_partial` with it still listed), so
+        // min_partial - 1 empty slabs stay.
+        for _ in 0..slabs {
+            for _ in 0..per {
+                objs.free_last();
+            }
+            c.flush_sheaves();
+        }
         let after_free = nr_free_pages();
         let shrunk = c.shrink();
         let after_shrink = nr_free_pages();
@@ -247,12 +264,12 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         );
         kassert_eq!(
             after_free - after_alloc,
-            (slabs - MIN_PARTIAL) as u64 * pages,
-            "{name}: empty slabs beyond MIN_PARTIAL are released on free"
+            (slabs - (min_partial - 1)) as u64 * pages,
+            "{name}: empty slabs beyond min_partial are released on free"
         );
         kassert_eq!(
             shrunk as u64,
-            MIN_PARTIAL as u64 * pages,
+            (min_partial - 1) as u64 * pages,
             "{name}: shrink releases the kept ones"
         );
         kassert_eq!(after_shrink, before, "{name}");
@@ -261,6 +278,126 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         objs.alloc()?;
         kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "{name}");
     }
+    Ok(())
+}
+
+/// The addresses of `objs` grouped by slab (slabs sit at addresses aligned
+/// to their size), in the order the slabs were first seen.
+fn by_slab(objs: &[NonNull<u8>], slab_bytes: usize) -> Vec<Vec<NonNull<u8>>> {
+    let mut groups: Vec<(usize, Vec<NonNull<u8>>)> = Vec::new();
+    for &p in objs {
+        let base = p.as_ptr() as usize & !(slab_bytes - 1);
+        match groups.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, g)) => g.push(p),
+            None => groups.push((base, alloc::vec![p])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+fn an_empty_slab_is_freed_once_partial_slabs_reach_min_partial() -> TestResult {
+    // A cache with sheaves (frees reach the slabs when the sheaves are
+    // flushed) and a debug cache (every free goes to its slab at once): the
+    // two paths that can empty a slab.
+    for (name, flags) in [
+        ("t-minpartial", SlabFlags::empty()),
+        ("t-minpartial-f", SlabFlags::CONSISTENCY_CHECKS),
+    ] {
+        let c = cache(name, 64, flags)?;
+        let m = c.min_partial();
+        kassert_eq!(m, 5, "{name}");
+        let per = c.info().objperslab;
+        let slab_bytes = c.info().pagesperslab * 4096;
+        let slabs = m + 2;
+        let mut objs = Objs::new(&c, slabs * per);
+        for _ in 0..slabs * per {
+            objs.alloc()?;
+        }
+        kassert_eq!(lists(&c), (slabs, slabs, 0, 0, slabs * per), "{name}");
+        let groups = by_slab(&objs.v, slab_bytes);
+        kassert_eq!(groups.len(), slabs, "{name}: objects of {slabs} slabs");
+        let free = |objs: &mut Objs, group: &[NonNull<u8>]| {
+            for p in group {
+                objs.v.retain(|q| q != p);
+                // SAFETY: an object of this cache, just dropped from `objs`.
+                unsafe { c.free(*p) };
+            }
+            c.flush_sheaves();
+        };
+        // m - 2 partial slabs: the slab that goes empty makes m - 1 with
+        // itself, below min_partial: it is kept.
+        for g in &groups[..m - 2] {
+            free(&mut objs, &g[..1]);
+        }
+        free(&mut objs, &groups[slabs - 1]);
+        kassert_eq!(
+            lists(&c),
+            (
+                slabs,
+                slabs - 1 - (m - 2),
+                m - 2,
+                1,
+                (slabs - 1) * per - (m - 2)
+            ),
+            "{name}: kept"
+        );
+        c.shrink();
+        kassert_eq!(
+            lists(&c).0,
+            slabs - 1,
+            "{name}: shrink freed the empty slab"
+        );
+        // m - 1 partial slabs and no empty one: with the slab going empty
+        // the node holds m partial slabs, so it goes back to the page
+        // allocator (kreclaim kept up to 5 empty slabs whatever the number
+        // of partial ones).
+        free(&mut objs, &groups[m - 2][..1]);
+        free(&mut objs, &groups[slabs - 2]);
+        kassert_eq!(
+            lists(&c),
+            (
+                slabs - 2,
+                slabs - 2 - (m - 1),
+                m - 1,
+                0,
+                (slabs - 2) * per - (m - 1)
+            ),
+            "{name}: freed"
+        );
+        c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    }
+    Ok(())
+}
+
+fn min_partial_is_half_the_log2_of_the_slot_size_within_5_and_10() -> TestResult {
+    // Linux's set_min_partial(s, ilog2(s->size) / 2), clamped to
+    // [MIN_PARTIAL, MAX_PARTIAL] = [5, 10].
+    for (size, want) in [
+        (8, 5),
+        (64, 5),
+        (1000, 5),
+        (2048, 5),
+        (4096, 6),
+        (8192, 6),
+        (16384, 7),
+        (20000, 7),
+    ] {
+        let c = cache("t-minpartial-size", size, SlabFlags::empty())?;
+        kassert_eq!(c.min_partial(), want, "object size {size}");
+        kassert!((slab::MIN_PARTIAL..=slab::MAX_PARTIAL).contains(&c.min_partial()));
+    }
+    // One object per 32 KiB slab: each slab goes from full to empty at once,
+    // without being a partial slab, so min_partial (7) empty slabs stay.
+    let c = cache("t-minpartial-16k", 16384, SlabFlags::empty())?;
+    kassert_eq!(c.info().objperslab, 1);
+    let mut objs = Objs::new(&c, 10);
+    for _ in 0..10 {
+        objs.alloc()?;
+    }
+    objs.free_all();
+    c.flush_sheaves();
+    let i = c.info();
+    kassert_eq!((i.num_slabs, i.empty_slabs), (7, 7), "{i:?}");
     Ok(())
 }
 

@@ -46,8 +46,18 @@ const HEADER_SIZE: usize = 128;
 const MAX_OBJECTS: usize = 512;
 const SLAB_MAGIC: u32 = 0x51ab_cafe;
 const CACHE_LINE: usize = 64;
-/// Caches keep up to this many empty slabs before giving pages back.
+/// The least `min_partial` of a cache (Linux's `MIN_PARTIAL`): a node keeps
+/// an empty slab only while it holds fewer partial slabs (empty ones
+/// included) than its cache's `min_partial`.
 pub const MIN_PARTIAL: usize = 5;
+/// The most `min_partial` of a cache (Linux's `MAX_PARTIAL`).
+pub const MAX_PARTIAL: usize = 10;
+
+/// Linux's `set_min_partial(s, ilog2(s->size) / 2)`: caches of larger
+/// objects keep more partial slabs, within [`MIN_PARTIAL`, `MAX_PARTIAL`].
+fn min_partial_for(size: usize) -> usize {
+    (size.max(1).ilog2() as usize / 2).clamp(MIN_PARTIAL, MAX_PARTIAL)
+}
 
 /// Where a slab sits.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -140,6 +150,9 @@ pub(crate) struct CacheInner {
     /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
     /// `reciprocal_divide`), exact for offsets inside a slab.
     size_recip: u64,
+    /// Partial slabs (empty ones included) the node keeps before an empty
+    /// slab goes back to the page allocator (Linux's `s->min_partial`).
+    min_partial: usize,
     cookie: usize,
     lists: SpinLock<Lists>,
     /// Objects per sheaf (Linux's `sheaf_capacity`); 0 for debug caches,
@@ -688,6 +701,7 @@ impl KmemCache {
             rz_len,
             orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
+            min_partial: min_partial_for(slot),
             cookie: random_cookie(),
             lists: SpinLock::new(
                 Lists {
@@ -754,6 +768,12 @@ impl KmemCache {
         self.inner().flags
     }
 
+    /// Linux's `s->min_partial`: an empty slab is freed when the node
+    /// already holds this many partial slabs (empty ones included).
+    pub fn min_partial(&self) -> usize {
+        self.inner().min_partial
+    }
+
     /// `kmem_cache_alloc`: one object, or `Err` (never a panic).
     #[track_caller]
     #[inline]
@@ -812,7 +832,7 @@ impl KmemCache {
     }
 
     /// Returns the objects cached in this CPU's sheaves and the barn's full
-    /// sheaves to their slabs (empty slabs beyond `MIN_PARTIAL` go back to
+    /// sheaves to their slabs (empty slabs beyond `min_partial` go back to
     /// the page allocator); returns the objects flushed. [`KmemCache::shrink`],
     /// [`KmemCache::info`], [`KmemCache::validate`], destroy and reclaim do it.
     pub fn flush_sheaves(&self) -> usize {
@@ -1527,7 +1547,7 @@ impl CacheInner {
 
     /// Returns the objects of sheaf `sh` to their slabs' free lists, oldest
     /// first (so the newest end first on their slabs), and empties it; slabs
-    /// empty beyond `MIN_PARTIAL` are unlinked into `out`. An object whose
+    /// empty beyond `min_partial` are unlinked into `out`. An object whose
     /// slab has it free already was freed twice: noted in `df`, not linked
     /// again. Returns the objects returned. List lock held.
     fn flush_sheaf_locked(
@@ -1561,8 +1581,9 @@ impl CacheInner {
             slab.freelist = self.encode(obj, slab.base());
             slab.inuse -= 1;
             l.active_objs -= 1;
+            let nr_partial = l.partial.len + l.empty.len;
             Self::place(l, s);
-            if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
+            if slab.inuse == 0 && nr_partial >= self.min_partial {
                 Self::unlink(l, s);
                 out.add(s);
             }
@@ -1576,7 +1597,7 @@ impl CacheInner {
     /// (Linux's `flush_all` and `barn_shrink`, done on `kmem_cache_shrink`,
     /// destroy, slabinfo reads that want exact lists, and reclaim); returns
     /// `(objects, pages)`: objects flushed, pages of empty slabs beyond
-    /// `MIN_PARTIAL` released. The empty sheaves stay for reuse.
+    /// `min_partial` released. The empty sheaves stay for reuse.
     ///
     /// Other CPUs' sheaves are theirs: with one CPU online there are none.
     /// Once kreclaim runs on several, this must run on each of them (Linux
@@ -2122,8 +2143,11 @@ impl CacheInner {
             );
             slab.inuse -= 1;
             l.active_objs -= 1;
+            // Linux's `__slab_free`: the slab counts among the node's partial
+            // slabs if it was one (not if it was full).
+            let nr_partial = l.partial.len + l.empty.len;
             Self::place(&mut l, s);
-            if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
+            if slab.inuse == 0 && nr_partial >= self.min_partial {
                 Self::unlink(&mut l, s);
                 to_free = Some(s);
             }

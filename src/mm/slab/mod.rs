@@ -4,9 +4,10 @@
 //! of one size. Each slab starts with a `SlabHeader` (kreclaim keeps slab
 //! metadata on the slab itself rather than in `struct page` as SLUB does;
 //! the header costs 128 bytes per slab, about 3% of a 4 KiB slab) and is
-//! on one of three lists: partial, full or empty. Empty slabs beyond
-//! `min_partial` go back to the page allocator at once; [`KmemCache::shrink`]
-//! releases all of them.
+//! on one of three lists: partial, full or empty. A slab that goes empty
+//! while the node already holds `min_partial` partial slabs (empty ones
+//! included, as on Linux's one partial list) goes back to the page allocator
+//! at once; [`KmemCache::shrink`] releases all empty slabs.
 //!
 //! In front of each cache without debug flags sit Linux 6.18's sheaves: per
 //! CPU a main and a spare array of free objects, per node a barn of full and
@@ -35,10 +36,10 @@ mod typed;
 
 pub use cache::{
     CreateError, DestroyError, KmemCache, MAX_CPUS, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
-    MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves, kmem_cache_alloc_bulk,
-    kmem_cache_create, kmem_cache_free_bulk, list_lock_class, set_global_debug, sheaf_pages,
-    show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row, try_slabinfo,
-    write_slabinfo,
+    MAX_PARTIAL, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves,
+    kmem_cache_alloc_bulk, kmem_cache_create, kmem_cache_free_bulk, list_lock_class,
+    set_global_debug, sheaf_pages, show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header,
+    slabinfo_row, try_slabinfo, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
