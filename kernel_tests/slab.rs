@@ -59,6 +59,8 @@ kreclaim::kernel_tests!(
     slab_debug_parses_linux_letters,
     global_debug_flags_reach_the_named_cache_only,
     free_pointers_are_not_raw_addresses,
+    a_write_to_a_freed_objects_first_word_leaves_the_free_list_intact,
+    a_corrupt_free_pointer_is_reported_with_the_cache_name_not_followed,
     kmalloc_sizes_map_to_linux_classes,
     kmalloc_zero_and_kfree_null_are_no_ops,
     large_kmalloc_comes_from_and_returns_to_the_page_allocator,
@@ -931,8 +933,9 @@ fn global_debug_flags_reach_the_named_cache_only() -> TestResult {
 
 fn free_pointers_are_not_raw_addresses() -> TestResult {
     // Without debug flags or a constructor, a 64-byte cache keeps the free
-    // pointer in the first word of a free object (offset 0), as SLUB does.
+    // pointer in the middle of a free object (offset 32), as SLUB does.
     let c = cache("t-hardened", 64, SlabFlags::empty())?;
+    kassert_eq!(c.freeptr_offset(), 32);
     let per = c.info().objperslab;
     let mut objs = Objs::new(&c, per);
     for _ in 0..per {
@@ -940,17 +943,18 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
     }
     kassert_eq!(lists(&c), (1, 1, 0, 0, per), "one full slab");
     let (a, b) = (objs.v[5], objs.v[3]);
-    let word = |p: NonNull<u8>| {
-        // SAFETY: an object of this (live) slab.
-        unsafe { p.cast::<usize>().read() }
+    let freeptr = |p: NonNull<u8>| {
+        // SAFETY: the free-pointer word of an object of this (live) slab.
+        unsafe { p.as_ptr().add(32).cast::<usize>().read() }
     };
-    const MARK: usize = 0x5555_5555_5555_5555;
+    const MARK: u8 = 0x55;
     // SAFETY: objects of ours.
     unsafe {
-        a.cast::<usize>().write(MARK);
-        b.cast::<usize>().write(MARK);
+        bytes(a, 64).fill(MARK);
+        bytes(b, 64).fill(MARK);
     }
-    // Free a, then b: b's free pointer leads to a.
+    // Free a, then b: b's free pointer leads to a, a's ends the list (the
+    // slab was full).
     // SAFETY: `a` came from this private cache; the test reads back its slot's free pointer below, and nothing else allocates from the cache in between.
     unsafe { c.free(a) };
     // SAFETY: as for `a` on the line above, the same holds for `b`: it came from this private cache and is only read back to find its free pointer.
@@ -958,20 +962,22 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
     // Both wait in this CPU's sheaf (an array: no free pointer written)
     // until the sheaf is flushed onto their slab's free list.
     kassert_eq!(c.flush_sheaves(), 2);
-    let stored = word(b);
-    kassert!(stored != MARK, "no free pointer at offset 0");
-    let slab_lo = objs
-        .v
-        .iter()
-        .map(|p| p.as_ptr() as usize)
-        .min()
-        .unwrap_or(0)
-        & !4095;
-    kassert!(
-        !(slab_lo..slab_lo + 4096).contains(&stored),
-        "free pointer {stored:#x} is a raw address inside the slab (a is {:p})",
-        a
-    );
+    let slab_lo = a.as_ptr() as usize & !4095;
+    for (p, what) in [(b, "b -> a"), (a, "a -> end of list")] {
+        let stored = freeptr(p);
+        kassert!(
+            stored != usize::from_ne_bytes([MARK; 8]),
+            "{what}: no free pointer at offset 32"
+        );
+        kassert!(
+            stored != 0,
+            "{what}: the end of the list is stored in the clear"
+        );
+        kassert!(
+            !(slab_lo..slab_lo + 4096).contains(&stored),
+            "{what}: free pointer {stored:#x} is a raw address inside the slab (a is {a:p})"
+        );
+    }
     // The list decodes: b, then a come back (LIFO).
     let x = c
         .alloc(GFP_KERNEL)
@@ -980,6 +986,109 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     kassert_eq!((x, y), (b, a));
+    Ok(())
+}
+
+/// Frees `free` (objects of `c` held by `objs`) in order, straight onto
+/// their slab's free list (this CPU's sheaves flushed): the last one freed
+/// heads the list.
+fn free_onto_the_slab(c: &KmemCache, objs: &mut Objs, free: &[NonNull<u8>]) {
+    for p in free {
+        objs.v.retain(|q| q != p);
+        // SAFETY: an object of this cache, just dropped from `objs`.
+        unsafe { c.free(*p) };
+    }
+    c.flush_sheaves();
+}
+
+fn a_write_to_a_freed_objects_first_word_leaves_the_free_list_intact() -> TestResult {
+    // With sheaves (the list is built when they are flushed) and without
+    // (debug checks: straight to the slab). Linux keeps the free pointer in
+    // the middle of the object, so a use after free of the first word (a
+    // refcount, a list head) does not redirect the allocator; kreclaim kept
+    // it at offset 0.
+    for (name, flags) in [
+        ("t-freeptr-first", SlabFlags::empty()),
+        ("t-freeptr-first-f", SlabFlags::CONSISTENCY_CHECKS),
+    ] {
+        let c = cache(name, 64, flags)?;
+        kassert_eq!(c.freeptr_offset(), 32, "{name}");
+        let per = c.info().objperslab;
+        let mut objs = Objs::new(&c, per + 2);
+        for _ in 0..per {
+            objs.alloc()?;
+        }
+        let (a, b) = (objs.v[5], objs.v[3]);
+        free_onto_the_slab(&c, &mut objs, &[a, b]);
+        let n = slab::reports().len();
+        // Use after free: the first 16 bytes of both free objects.
+        // SAFETY: freed objects of this private cache, still in its slab and
+        // not handed out; the test writes them on purpose.
+        unsafe {
+            bytes(a, 16).fill(0x41);
+            bytes(b, 16).fill(0x41);
+        }
+        kassert_eq!(objs.alloc()?, b, "{name}");
+        kassert_eq!(objs.alloc()?, a, "{name}: the list still leads to a");
+        kassert_eq!(reports_since(n).len(), 0, "{name}: {:?}", reports_since(n));
+        c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    }
+    Ok(())
+}
+
+fn a_corrupt_free_pointer_is_reported_with_the_cache_name_not_followed() -> TestResult {
+    for (name, flags) in [
+        ("t-freeptr-mid", SlabFlags::empty()),
+        ("t-freeptr-mid-f", SlabFlags::CONSISTENCY_CHECKS),
+    ] {
+        let c = cache(name, 64, flags)?;
+        let off = c.freeptr_offset();
+        let per = c.info().objperslab;
+        let mut objs = Objs::new(&c, per + 2);
+        for _ in 0..per {
+            objs.alloc()?;
+        }
+        // The list: d -> b -> a.
+        let (a, b, d) = (objs.v[5], objs.v[3], objs.v[7]);
+        free_onto_the_slab(&c, &mut objs, &[a, b, d]);
+        // d's free pointer overwritten with a's raw address, a valid free
+        // object: decoded (hardened), it is no object, so it is caught
+        // rather than followed (skipping b) or dereferenced.
+        // SAFETY: the free-pointer word of a freed object of this private
+        // cache, still in its slab and not handed out; written on purpose.
+        unsafe {
+            d.as_ptr()
+                .add(off)
+                .cast::<usize>()
+                .write(a.as_ptr() as usize)
+        };
+        let n = slab::reports().len();
+        kassert_eq!(objs.alloc()?, d, "{name}: the head is intact");
+        let r = one_report(n, SlabBug::FreePointerCorrupt, name)?;
+        kassert_eq!(r.addr, d.as_ptr() as usize, "{name}");
+        kassert_eq!(r.offset, Some(off), "{name}");
+        // The rest of the slab's list is abandoned (a and b are leaked, as
+        // Linux's "Marking all objects used"): the next object comes from a
+        // new slab, and the counts agree.
+        let e = objs.alloc()?;
+        kassert!(e != a && e != b, "{name}: a corrupt list was followed");
+        kassert_eq!(c.info().num_slabs, 2, "{name}");
+        kassert_eq!(reports_since(n).len(), 1, "{name}");
+        c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+        // A use after free that zeroes e's middle word: the end of a list
+        // is encoded too, so 0 decodes to no object rather than to "end of
+        // list" (which would silently drop the rest of the list).
+        free_onto_the_slab(&c, &mut objs, &[e]);
+        // SAFETY: as above: a freed object of this private cache.
+        unsafe { bytes(e, 64)[off..off + 8].fill(0) };
+        let n = slab::reports().len();
+        kassert_eq!(objs.alloc()?, e, "{name}: e is its slab's head");
+        one_report(n, SlabBug::FreePointerCorrupt, name)?;
+        objs.free_all();
+        // Objects of abandoned lists stay counted: the cache cannot be
+        // destroyed (it is leaked, as Linux leaks such a slab).
+        kassert!(c.info().active_objs > 0, "{name}");
+    }
     Ok(())
 }
 

@@ -77,7 +77,8 @@ pub(crate) struct SlabHeader {
     /// Objects off the slab's free list: handed out, or cached in a sheaf.
     inuse: u16,
     pub(crate) cache: *const CacheInner,
-    /// Encoded pointer to the first free object (0 = none).
+    /// The first free object (0 = none): a plain address, as Linux's
+    /// `slab->freelist`; the free pointers inside free objects are encoded.
     freelist: usize,
     next: *mut SlabHeader,
     prev: *mut SlabHeader,
@@ -139,8 +140,9 @@ pub(crate) struct CacheInner {
     order: u32,
     objects: usize,
     first_offset: usize,
-    /// Offset of the free pointer inside an object slot.
-    freeptr_offset: usize,
+    /// Offset of the free pointer from the object's start (Linux's
+    /// `s->offset`): the middle of the object, or after it (see `create_with`).
+    pub(crate) freeptr_offset: usize,
     /// Red zone [object_size, object_size + rz_len).
     pub(crate) rz_len: usize,
     /// Where a kmalloc cache with red zones keeps the size each object was
@@ -355,6 +357,44 @@ impl DoubleFrees {
                 self.n - self.addrs.len()
             );
         }
+    }
+}
+
+/// Free objects whose free pointer was found corrupt under the list lock
+/// (the decoded pointer is not a free object of their slab), reported once
+/// the lock is dropped: a report allocates.
+struct BadFreeptr {
+    addr: usize,
+    n: usize,
+}
+
+impl BadFreeptr {
+    const NONE: BadFreeptr = BadFreeptr { addr: 0, n: 0 };
+
+    fn note(&mut self, addr: usize) {
+        if self.n == 0 {
+            self.addr = addr;
+        }
+        self.n += 1;
+    }
+
+    /// Linux's `object_err(s, slab, object, "Freepointer corrupt")`.
+    #[track_caller]
+    fn report(self, c: &CacheInner) {
+        if self.n == 0 {
+            return;
+        }
+        debug::report(
+            c,
+            SlabBug::FreePointerCorrupt,
+            self.addr,
+            Some(c.freeptr_offset),
+            format_args!("Freepointer corrupt"),
+        );
+        crate::println!(
+            "FIX {}: Marking all objects used (the rest of the slab's free list is abandoned)",
+            c.name
+        );
     }
 }
 
@@ -646,16 +686,27 @@ impl KmemCache {
             rz_len = (align_up(object_size, 8) - object_size).max(8);
             off += rz_len;
         }
+        // Linux's `calculate_sizes`: the free pointer goes after the object
+        // when a free object's contents must survive (a constructor), are
+        // checked (poison), or may be red zone (an object smaller than a
+        // word, or kmalloc's slack after `orig_size`); otherwise near the
+        // middle of the object, away from both edges, so that a small
+        // overflow from a neighbour or a write to a freed object's first
+        // words leaves the free list intact.
         let freeptr_offset;
-        if flags.intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+        if flags.contains(SlabFlags::POISON)
             || ctor.is_some()
-            || object_size < 8
+            || (flags.contains(SlabFlags::RED_ZONE)
+                && (object_size < 8 || flags.contains(SlabFlags::KMALLOC)))
         {
             off = align_up(off, 8);
             freeptr_offset = off;
             off += 8;
         } else {
-            freeptr_offset = 0;
+            // ALIGN_DOWN(object_size / 2, sizeof(void *)): inside the object
+            // rounded up to a word, which the slot always holds.
+            freeptr_offset = (object_size / 2) & !7;
+            off = off.max(freeptr_offset + 8);
         }
         let mut orig_size_offset = 0;
         if flags.contains(SlabFlags::KMALLOC | SlabFlags::RED_ZONE) {
@@ -766,6 +817,14 @@ impl KmemCache {
     /// The cache's flags.
     pub fn flags(&self) -> SlabFlags {
         self.inner().flags
+    }
+
+    /// Where a free object keeps its (encoded) free pointer, in bytes from
+    /// the object's start (Linux's `s->offset`): `object_size / 2` rounded
+    /// down to a word, or past the object for caches whose free objects'
+    /// contents matter (constructor, poison, some red zones).
+    pub fn freeptr_offset(&self) -> usize {
+        self.inner().freeptr_offset
     }
 
     /// Linux's `s->min_partial`: an empty slab is freed when the node
@@ -998,20 +1057,57 @@ impl SlabHeader {
 }
 
 impl CacheInner {
+    /// Linux's `freelist_ptr_encode` (SLAB_FREELIST_HARDENED): `ptr` XOR the
+    /// cache's random cookie XOR the byte-swapped address `at` where it is
+    /// stored. The end of a list (0) is encoded too, so no free pointer is
+    /// ever stored in the clear.
     fn encode(&self, ptr_val: usize, at: usize) -> usize {
-        if ptr_val == 0 {
-            0
-        } else {
-            ptr_val ^ self.cookie ^ at.swap_bytes()
-        }
+        ptr_val ^ self.cookie ^ at.swap_bytes()
     }
 
+    /// Linux's `freelist_ptr_decode`: the inverse of [`Self::encode`].
     fn decode(&self, stored: usize, at: usize) -> usize {
-        if stored == 0 {
-            0
-        } else {
-            stored ^ self.cookie ^ at.swap_bytes()
+        stored ^ self.cookie ^ at.swap_bytes()
+    }
+
+    /// Linux's `get_freepointer`: the next free object after free object
+    /// `obj` (0: the end), decoded but not yet checked.
+    ///
+    /// # Safety
+    /// `obj` is an object slot of a live slab of this cache, on its free list
+    /// (so its free-pointer word is ours to read), under the list lock.
+    unsafe fn get_freepointer(&self, obj: usize) -> usize {
+        let at = self.freeptr_slot(obj);
+        // SAFETY: the free-pointer word of a free object, per the contract.
+        self.decode(unsafe { *at }, at as usize)
+    }
+
+    /// Linux's `set_freepointer`: makes `next` (0: none) follow free object
+    /// `obj`.
+    ///
+    /// # Safety
+    /// `obj` is an object slot of a live slab of this cache that is going on
+    /// its free list (nobody uses it), under the list lock or before the slab
+    /// is published.
+    unsafe fn set_freepointer(&self, obj: usize, next: usize) {
+        let at = self.freeptr_slot(obj);
+        // SAFETY: the free-pointer word of an object slot we own, per the contract.
+        unsafe { *at = self.encode(next, at as usize) };
+    }
+
+    /// Whether `p` is a free object of `slab`: an object boundary inside it
+    /// whose allocation bit is clear. Every pointer read from a free list is
+    /// checked so before it is followed: a decoded pointer that fails (the
+    /// free pointer was overwritten) is reported, never dereferenced.
+    fn is_free_object(&self, slab: &SlabHeader, p: usize) -> bool {
+        let start = slab.base() + self.first_offset;
+        let rel = p.wrapping_sub(start);
+        if p < start || rel >= self.objects * self.size {
+            return false;
         }
+        let idx = self.index_of(rel);
+        idx * self.size == rel
+            && slab.allocated[idx / 64].load(Ordering::Relaxed) & (1 << (idx % 64)) == 0
     }
 
     /// The slab of `obj`, a free object from a sheaf: by masking
@@ -1240,14 +1336,33 @@ impl CacheInner {
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
 
-    /// Takes the first object off `slab`'s free list (it has one) and marks
-    /// it taken. List lock held by the caller.
-    fn take_free_object(&self, slab: &mut SlabHeader) -> usize {
-        let obj = self.decode(slab.freelist, slab.base());
-        debug_assert!(obj != 0);
-        // SAFETY: free objects hold an encoded next pointer.
-        let next_raw = unsafe { *self.freeptr_slot(obj) };
-        slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
+    /// Takes the first object off `slab`'s free list and marks it taken;
+    /// `None` if the list is empty. The next pointer is checked before it
+    /// becomes the list's head: if it is not a free object of this slab (a
+    /// write after free hit the free pointer), the object is noted in `bad`
+    /// for a report once the lock is dropped, and the rest of the list is
+    /// abandoned as Linux does ("Marking all objects used"): every object
+    /// of the slab counts as taken, so the corrupt list is never followed.
+    /// List lock held by the caller (`l`).
+    fn take_free_object(
+        &self,
+        l: &mut Lists,
+        slab: &mut SlabHeader,
+        bad: &mut BadFreeptr,
+    ) -> Option<usize> {
+        let obj = slab.freelist;
+        if obj == 0 {
+            return None;
+        }
+        if !self.is_free_object(slab, obj) {
+            // Only a corrupt slab header leads here.
+            bad.note(obj);
+            self.mark_all_used(l, slab);
+            return None;
+        }
+        // SAFETY: `obj` is a free object of this live slab (checked above),
+        // under the list lock.
+        let next = unsafe { self.get_freepointer(obj) };
         let idx = self.index_of(obj - slab.base() - self.first_offset);
         let w = &slab.allocated[idx / 64];
         w.store(
@@ -1255,7 +1370,30 @@ impl CacheInner {
             Ordering::Relaxed,
         );
         slab.inuse += 1;
-        obj
+        l.active_objs += 1;
+        if next == 0 || self.is_free_object(slab, next) {
+            slab.freelist = next;
+        } else {
+            bad.note(obj);
+            self.mark_all_used(l, slab);
+        }
+        Some(obj)
+    }
+
+    /// Abandons `slab`'s free list: every object not yet taken is marked
+    /// taken (and counted active: leaked, never handed out). List lock held.
+    #[cold]
+    fn mark_all_used(&self, l: &mut Lists, slab: &mut SlabHeader) {
+        for i in 0..self.objects {
+            let w = &slab.allocated[i / 64];
+            let v = w.load(Ordering::Relaxed);
+            if v & (1 << (i % 64)) == 0 {
+                w.store(v | 1 << (i % 64), Ordering::Relaxed);
+                slab.inuse += 1;
+                l.active_objs += 1;
+            }
+        }
+        slab.freelist = 0;
     }
 
     /// One object straight from the slabs (debug caches; sheaves' own
@@ -1264,6 +1402,7 @@ impl CacheInner {
     fn alloc_from_slabs(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         let gfp = crate::mm::scope::current_gfp_context(gfp);
         loop {
+            let mut bad = BadFreeptr::NONE;
             let got = {
                 let mut l = self.lists.lock();
                 let s = if !l.partial.head.is_null() {
@@ -1275,30 +1414,36 @@ impl CacheInner {
                     None
                 } else {
                     // SAFETY: a live slab of this cache with a free object.
-                    let obj = self.take_free_object(unsafe { &mut *s });
-                    l.active_objs += 1;
+                    let obj = self.take_free_object(&mut l, unsafe { &mut *s }, &mut bad);
                     Self::place(&mut l, s);
                     Some(obj)
                 }
             };
-            if let Some(obj) = got {
-                if self
-                    .flags
-                    .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
-                {
-                    // SAFETY: `obj` was just taken off a free list of this
-                    // cache's live slab, so only this caller holds it.
-                    unsafe { debug::check_on_alloc(self, obj) };
+            bad.report(self);
+            let obj = match got {
+                Some(Some(obj)) => obj,
+                // The slab's free list was corrupt: take another slab.
+                Some(None) => continue,
+                None => {
+                    self.new_slab(gfp)?;
+                    continue;
                 }
-                if gfp.contains(Gfp::__GFP_ZERO) {
-                    // SAFETY: the object is ours now.
-                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-                }
-                self.set_orig_size(obj, orig_size);
-                // SAFETY: non-null by construction.
-                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            };
+            if self
+                .flags
+                .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+            {
+                // SAFETY: `obj` was just taken off a free list of this
+                // cache's live slab, so only this caller holds it.
+                unsafe { debug::check_on_alloc(self, obj) };
             }
-            self.new_slab(gfp)?;
+            if gfp.contains(Gfp::__GFP_ZERO) {
+                // SAFETY: the object is ours now.
+                unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+            }
+            self.set_orig_size(obj, orig_size);
+            // SAFETY: non-null by construction.
+            return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
         }
     }
 
@@ -1399,8 +1544,14 @@ impl CacheInner {
                         Self::free_sheaf(surplus);
                         continue;
                     }
-                    let got = self.refill_locked(&mut l, main);
+                    let mut bad = BadFreeptr::NONE;
+                    let got = self.refill_locked(&mut l, main, &mut bad);
                     drop(l);
+                    if bad.n != 0 {
+                        drop(irq);
+                        bad.report(self);
+                        continue;
+                    }
                     if got != 0 {
                         continue;
                     }
@@ -1472,8 +1623,9 @@ impl CacheInner {
 
     /// Fills sheaf `sh` (empty) from the slabs' free lists, partial slabs
     /// first, in free-list order: the first object taken is popped first.
-    /// Returns the objects taken. List lock held.
-    fn refill_locked(&self, l: &mut Lists, sh: *mut Sheaf) -> usize {
+    /// Returns the objects taken. List lock held; corrupt free pointers
+    /// found are noted in `bad`, for the caller to report after the lock.
+    fn refill_locked(&self, l: &mut Lists, sh: *mut Sheaf, bad: &mut BadFreeptr) -> usize {
         let start = Sheaf::len(sh);
         let mut n = start;
         while n < self.sheaf_capacity {
@@ -1487,9 +1639,10 @@ impl CacheInner {
             }
             // SAFETY: a live slab of this cache with a free object.
             let slab = unsafe { &mut *s };
-            while n < self.sheaf_capacity && slab.freelist != 0 {
-                let obj = self.take_free_object(slab);
-                l.active_objs += 1;
+            while n < self.sheaf_capacity {
+                let Some(obj) = self.take_free_object(l, slab, bad) else {
+                    break;
+                };
                 // SAFETY: a slot below the capacity of a sheaf of ours.
                 unsafe { *Sheaf::slot(sh, n) = obj };
                 n += 1;
@@ -1574,11 +1727,10 @@ impl CacheInner {
                 continue;
             }
             w.store(w.load(Ordering::Relaxed) & !bit, Ordering::Relaxed);
-            let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: `obj` is a free object of the live slab `s`, written
-            // under the list lock.
-            unsafe { *self.freeptr_slot(obj) = self.encode(head, obj) };
-            slab.freelist = self.encode(obj, slab.base());
+            // SAFETY: `obj` is an object of the live slab `s` going on its
+            // free list, under the list lock.
+            unsafe { self.set_freepointer(obj, slab.freelist) };
+            slab.freelist = obj;
             slab.inuse -= 1;
             l.active_objs -= 1;
             let nr_partial = l.partial.len + l.empty.len;
@@ -1745,11 +1897,16 @@ impl CacheInner {
                         .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
                         .sum();
                     let mut free = 0;
-                    let mut obj = self.decode(slab.freelist, slab.base());
-                    while obj != 0 && free <= self.objects {
+                    let mut obj = slab.freelist;
+                    // A pointer that is not a free object of the slab ends
+                    // the walk (and the count is off): never followed.
+                    while obj != 0 && free <= self.objects && self.is_free_object(slab, obj) {
                         free += 1;
-                        // SAFETY: free objects hold encoded next pointers.
-                        obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+                        // SAFETY: a free object of this slab (checked), under the lock.
+                        obj = unsafe { self.get_freepointer(obj) };
+                    }
+                    if obj != 0 {
+                        free = self.objects + 1; // corrupt or cyclic
                     }
                     let inuse = slab.inuse as usize;
                     if inuse != allocated || free + inuse != self.objects {
@@ -2001,11 +2158,11 @@ impl CacheInner {
             // SAFETY: slot `i` of the slab being set up: nobody else can
             // reach it until the slab is put on the lists.
             unsafe { debug::init_free_object(self, obj) };
-            // SAFETY: inside our slab.
-            unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
+            // SAFETY: slot `i` of the slab being set up, not published yet.
+            unsafe { self.set_freepointer(obj, next) };
             next = obj;
         }
-        slab.freelist = self.encode(next, slab.base());
+        slab.freelist = next;
         self.slabs_created.fetch_add(1, Ordering::Relaxed);
         let mut l = self.lists.lock();
         Self::push(&mut l, s, ListKind::Empty);
@@ -2132,10 +2289,10 @@ impl CacheInner {
                 // list lock is held.
                 redzone_bad = unsafe { debug::check_and_poison_on_free(self, addr) };
             }
-            let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: the object is being freed into its own slab.
-            unsafe { *self.freeptr_slot(addr) = self.encode(head, addr) };
-            slab.freelist = self.encode(addr, slab.base());
+            // SAFETY: the object is being freed into its own slab, under the
+            // list lock.
+            unsafe { self.set_freepointer(addr, slab.freelist) };
+            slab.freelist = addr;
             let w = &slab.allocated[idx / 64];
             w.store(
                 w.load(Ordering::Relaxed) & !(1 << (idx % 64)),

@@ -28,6 +28,10 @@ pub enum SlabBug {
     NotASlabObject,
     /// A pointer into a slab that is not an object's start.
     BadOffset,
+    /// A free object's free pointer decodes to no free object of its slab
+    /// (overwritten after free); the rest of that slab's free list is
+    /// abandoned.
+    FreePointerCorrupt,
     /// A cache destroyed with objects still allocated.
     LiveObjectsAtDestroy,
     /// `kmalloc_aligned` with an alignment that is not a power of two.
