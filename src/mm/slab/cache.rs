@@ -1336,13 +1336,15 @@ impl CacheInner {
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
 
-    /// Takes the first object off `slab`'s free list and marks it taken;
-    /// `None` if the list is empty. The next pointer is checked before it
-    /// becomes the list's head: if it is not a free object of this slab (a
-    /// write after free hit the free pointer), the object is noted in `bad`
-    /// for a report once the lock is dropped, and the rest of the list is
-    /// abandoned as Linux does ("Marking all objects used"): every object
-    /// of the slab counts as taken, so the corrupt list is never followed.
+    /// Takes the first object off `slab`'s free list (a slab with a free
+    /// object: on the partial or empty list) and marks it taken. The next
+    /// pointer is checked before it becomes the list's head: if it is not a
+    /// free object of this slab, or the list ends while the slab counts free
+    /// objects (a write after free hit the free pointer), the object is
+    /// noted in `bad` for a report once the lock is dropped, and the rest of
+    /// the list is abandoned as Linux does ("Marking all objects used"):
+    /// every object of the slab counts as taken, so the corrupt list is
+    /// never followed. `None` (and the slab full) if the head itself is bad.
     /// List lock held by the caller (`l`).
     fn take_free_object(
         &self,
@@ -1351,11 +1353,8 @@ impl CacheInner {
         bad: &mut BadFreeptr,
     ) -> Option<usize> {
         let obj = slab.freelist;
-        if obj == 0 {
-            return None;
-        }
-        if !self.is_free_object(slab, obj) {
-            // Only a corrupt slab header leads here.
+        if obj == 0 || !self.is_free_object(slab, obj) {
+            // Only a corrupt list leads here.
             bad.note(obj);
             self.mark_all_used(l, slab);
             return None;
@@ -1371,7 +1370,12 @@ impl CacheInner {
         );
         slab.inuse += 1;
         l.active_objs += 1;
-        if next == 0 || self.is_free_object(slab, next) {
+        let ok = if next == 0 {
+            slab.inuse as usize == self.objects
+        } else {
+            self.is_free_object(slab, next)
+        };
+        if ok {
             slab.freelist = next;
         } else {
             bad.note(obj);
@@ -1639,7 +1643,7 @@ impl CacheInner {
             }
             // SAFETY: a live slab of this cache with a free object.
             let slab = unsafe { &mut *s };
-            while n < self.sheaf_capacity {
+            while n < self.sheaf_capacity && slab.freelist != 0 {
                 let Some(obj) = self.take_free_object(l, slab, bad) else {
                     break;
                 };
