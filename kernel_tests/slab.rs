@@ -53,6 +53,7 @@ kreclaim::kernel_tests!(
     free_of_a_pointer_no_slab_owns_is_reported_and_ignored,
     write_after_free_is_detected_on_the_next_allocation,
     red_zone_overflow_is_detected_on_free,
+    left_red_zone_underflow_is_detected_with_the_cache_name,
     red_zone_overflow_in_a_kmalloc_cache_is_reported_without_deadlock,
     destroy_with_live_objects_names_the_cache_and_count,
     destroy_of_an_empty_cache_returns_its_pages,
@@ -760,6 +761,55 @@ fn red_zone_overflow_is_detected_on_free() -> TestResult {
     kassert_eq!(slab::reports().len(), n + 1);
     // An object never overflowed is not reported.
     kassert!(other != o);
+    Ok(())
+}
+
+fn left_red_zone_underflow_is_detected_with_the_cache_name() -> TestResult {
+    let c = cache("t-redleft", 64, SlabFlags::RED_ZONE)?;
+    kassert_eq!(c.red_left_pad(), 8, "a word before each object");
+    let mut objs = Objs::new(&c, 3);
+    // The slab's first object (right after the slab header) and the next.
+    let first = objs.alloc()?;
+    let o = objs.alloc()?;
+    // An underflow: the byte just before the object, on free.
+    // SAFETY: the left red zone precedes the object inside its slot.
+    unsafe { o.as_ptr().sub(1).write(0) };
+    let n = slab::reports().len();
+    // SAFETY: `o` came from this cache and leaves `objs` right after.
+    unsafe { c.free(o) };
+    objs.v.retain(|p| *p != o);
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(r.what, "Left Redzone overwritten");
+    kassert_eq!((r.addr, r.offset), (o.as_ptr() as usize, None));
+    // The first byte of the left red zone, while the object is free: found
+    // when it is handed out again.
+    // SAFETY: a freed object of this private cache, still in its slab and
+    // not handed out; its left red zone is written on purpose.
+    unsafe { o.as_ptr().sub(8).write(0x42) };
+    let n = slab::reports().len();
+    kassert_eq!(objs.alloc()?, o);
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(r.what, "Left Redzone overwritten");
+    // The first object of a slab has a left red zone too, and the pattern
+    // was laid anew: frees without underflow report nothing.
+    // SAFETY: as above, before `first`.
+    unsafe { first.as_ptr().sub(8).write(0) };
+    let n = slab::reports().len();
+    objs.free_all();
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(r.addr, first.as_ptr() as usize);
+    // A right red zone overflow is still told apart.
+    let p = objs.alloc()?;
+    // SAFETY: the right red zone follows the 64-byte object.
+    unsafe { p.as_ptr().add(64).write(0) };
+    let n = slab::reports().len();
+    objs.free_all();
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(
+        (r.what.as_str(), r.offset),
+        ("Right Redzone overwritten", Some(64))
+    );
+    kassert_eq!(c.info().active_objs, 0);
     Ok(())
 }
 

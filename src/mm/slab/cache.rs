@@ -17,7 +17,7 @@ bitflags::bitflags! {
     pub struct SlabFlags: u32 {
         /// `F`: check every free (pointer, cache, offset).
         const CONSISTENCY_CHECKS = 0x100;
-        /// `Z`: red zone after each object.
+        /// `Z`: red zones before and after each object.
         const RED_ZONE = 0x400;
         /// `P`: poison free objects, check on allocation.
         const POISON = 0x800;
@@ -139,12 +139,18 @@ pub(crate) struct CacheInner {
     ctor: Option<fn(*mut u8)>,
     order: u32,
     objects: usize,
+    /// Offset of the first object from the slab's start: past the header
+    /// and the first slot's left red zone.
     first_offset: usize,
     /// Offset of the free pointer from the object's start (Linux's
     /// `s->offset`): the middle of the object, or after it (see `create_with`).
     pub(crate) freeptr_offset: usize,
     /// Red zone [object_size, object_size + rz_len).
     pub(crate) rz_len: usize,
+    /// Left red zone `[-red_left_pad, 0)` before each object (Linux's
+    /// `s->red_left_pad`: a word, rounded up to the alignment); 0 without
+    /// `RED_ZONE`.
+    pub(crate) red_left_pad: usize,
     /// Where a kmalloc cache with red zones keeps the size each object was
     /// asked for (SLUB's `orig_size`), so that the slack between it and
     /// `object_size` is red-zoned too; 0 if the cache does not.
@@ -713,14 +719,24 @@ impl KmemCache {
             orig_size_offset = off;
             off += 8;
         }
-        let slot = align_up(off, align);
-        let first_offset = align_up(HEADER_SIZE, align);
+        // With red zones, every slot starts with a left red zone (Linux's
+        // `red_left_pad`): an underflow of an object, or an overflow of
+        // the previous slot's metadata, lands there and is reported.
+        let red_left_pad = if flags.contains(SlabFlags::RED_ZONE) {
+            align_up(8, align)
+        } else {
+            0
+        };
+        let slot = align_up(red_left_pad + off, align);
+        // Slots start after the header; objects `red_left_pad` into them.
+        let slots_start = align_up(HEADER_SIZE, align);
+        let first_offset = slots_start + red_left_pad;
         // Smallest order that wastes at most 1/8 of the slab (max order 3).
         let mut order = 0;
         loop {
             let bytes = PAGE << order;
-            let n = bytes.saturating_sub(first_offset) / slot;
-            let waste = bytes - first_offset - n * slot;
+            let n = bytes.saturating_sub(slots_start) / slot;
+            let waste = bytes - slots_start - n * slot;
             if n >= 1 && (waste * 8 <= bytes || order == 3) {
                 break;
             }
@@ -732,7 +748,7 @@ impl KmemCache {
                 });
             }
         }
-        let objects = ((PAGE << order) - first_offset) / slot;
+        let objects = ((PAGE << order) - slots_start) / slot;
         let objects = objects.min(MAX_OBJECTS);
         let nomem = |_| CreateError::NoMemory {
             name: InlineName::new(name),
@@ -750,6 +766,7 @@ impl KmemCache {
             first_offset,
             freeptr_offset,
             rz_len,
+            red_left_pad,
             orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
             min_partial: min_partial_for(slot),
@@ -825,6 +842,12 @@ impl KmemCache {
     /// contents matter (constructor, poison, some red zones).
     pub fn freeptr_offset(&self) -> usize {
         self.inner().freeptr_offset
+    }
+
+    /// Bytes of left red zone before each object (Linux's `s->red_left_pad`;
+    /// 0 without [`SlabFlags::RED_ZONE`]).
+    pub fn red_left_pad(&self) -> usize {
+        self.inner().red_left_pad
     }
 
     /// Linux's `s->min_partial`: an empty slab is freed when the node
@@ -2317,15 +2340,17 @@ impl CacheInner {
         // name, the record), possibly from this very cache (kmalloc-16
         // under slab_debug=Z), which would spin on the lock held above.
         if let Some(off) = redzone_bad {
+            // A negative offset: before the object, in its left red zone.
+            let at = usize::try_from(off).ok();
             debug::report(
                 self,
                 SlabBug::RedzoneOverwritten,
                 addr,
-                Some(off),
-                if off < self.object_size {
-                    format_args!("kmalloc Redzone overwritten")
-                } else {
-                    format_args!("Right Redzone overwritten")
+                at,
+                match at {
+                    None => format_args!("Left Redzone overwritten"),
+                    Some(o) if o < self.object_size => format_args!("kmalloc Redzone overwritten"),
+                    Some(_) => format_args!("Right Redzone overwritten"),
                 },
             );
         }
