@@ -23,11 +23,15 @@
 //! letters F, Z, P): poisoning (0x6b, last byte 0xa5; checked on allocation),
 //! red zones (0xcc active / 0xbb inactive; checked on free and allocation),
 //! consistency checks (pointer belongs to this cache and sits on an object
-//! boundary). Double frees are caught through a per-slab allocation bitmap:
-//! at once in debug caches (no sheaves); with sheaves, at once when the
-//! object is on its slab's free list or was this CPU's last free, else when
-//! its sheaf is flushed. Free pointers are stored XORed with a per-cache random cookie and
-//! their own address (SLAB_FREELIST_HARDENED).
+//! boundary). With red zones each object has one on both sides (Linux's
+//! `red_left_pad` before it). Double frees are caught through a per-slab
+//! allocation bitmap: at once in debug caches (no sheaves); with sheaves, at
+//! once when the object is on its slab's free list or was this CPU's last
+//! free, else when its sheaf is flushed. Free pointers sit in the middle of
+//! free objects (after them where contents matter) and are stored XORed with
+//! a per-cache random cookie and their own address (SLAB_FREELIST_HARDENED);
+//! every decoded one is checked against its slab before it is followed.
+//! `docs/slab.md` describes the layout.
 
 mod cache;
 mod debug;
