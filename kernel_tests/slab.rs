@@ -40,6 +40,8 @@ kreclaim::kernel_tests!(
     cmdline = "slab_debug=Z,kmalloc-16";
     objects_move_between_full_partial_and_empty,
     empty_slabs_beyond_min_partial_go_back_to_the_page_allocator,
+    an_empty_slab_is_freed_once_partial_slabs_reach_min_partial,
+    min_partial_is_half_the_log2_of_the_slot_size_within_5_and_10,
     constructor_runs_once_per_object_when_a_slab_is_populated,
     objects_never_overlap_in_any_kmalloc_class,
     concurrent_allocation_keeps_objects_and_counts_intact,
@@ -51,12 +53,15 @@ kreclaim::kernel_tests!(
     free_of_a_pointer_no_slab_owns_is_reported_and_ignored,
     write_after_free_is_detected_on_the_next_allocation,
     red_zone_overflow_is_detected_on_free,
+    left_red_zone_underflow_is_detected_with_the_cache_name,
     red_zone_overflow_in_a_kmalloc_cache_is_reported_without_deadlock,
     destroy_with_live_objects_names_the_cache_and_count,
     destroy_of_an_empty_cache_returns_its_pages,
     slab_debug_parses_linux_letters,
     global_debug_flags_reach_the_named_cache_only,
     free_pointers_are_not_raw_addresses,
+    a_write_to_a_freed_objects_first_word_leaves_the_free_list_intact,
+    a_corrupt_free_pointer_is_reported_with_the_cache_name_not_followed,
     kmalloc_sizes_map_to_linux_classes,
     kmalloc_zero_and_kfree_null_are_no_ops,
     large_kmalloc_comes_from_and_returns_to_the_page_allocator,
@@ -222,6 +227,12 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         let c = cache(name, size, SlabFlags::empty())?;
         let per = c.info().objperslab;
         let pages = c.info().pagesperslab as u64;
+        let min_partial = c.min_partial();
+        kassert_eq!(
+            min_partial,
+            MIN_PARTIAL,
+            "{name}: ilog2(size) / 2 is below 5"
+        );
         let slabs = MIN_PARTIAL + 3;
         let mut objs = Objs::new(&c, slabs * per);
         // No other allocation between the readings of nr_free_pages: info()
@@ -233,10 +244,19 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
             objs.alloc()?;
         }
         let after_alloc = nr_free_pages();
-        objs.free_all();
-        // Freed objects wait in this CPU's sheaves and the barn (as in
-        // Linux) until those are flushed: the slabs go empty then.
-        c.flush_sheaves();
+        // The objects were handed out slab by slab: free them slab by slab,
+        // the newest slab first, flushing the sheaves (where freed objects
+        // wait, as in Linux) after each, so that one slab goes empty at a
+        // time while every other is full or empty. The slab going empty
+        // counts as one of the node's partial slabs (Linux's `__slab_free`
+        // tests `n->nr_partial >= s->min_partial` with it still listed), so
+        // min_partial - 1 empty slabs stay.
+        for _ in 0..slabs {
+            for _ in 0..per {
+                objs.free_last();
+            }
+            c.flush_sheaves();
+        }
         let after_free = nr_free_pages();
         let shrunk = c.shrink();
         let after_shrink = nr_free_pages();
@@ -247,12 +267,12 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         );
         kassert_eq!(
             after_free - after_alloc,
-            (slabs - MIN_PARTIAL) as u64 * pages,
-            "{name}: empty slabs beyond MIN_PARTIAL are released on free"
+            (slabs - (min_partial - 1)) as u64 * pages,
+            "{name}: empty slabs beyond min_partial are released on free"
         );
         kassert_eq!(
             shrunk as u64,
-            MIN_PARTIAL as u64 * pages,
+            (min_partial - 1) as u64 * pages,
             "{name}: shrink releases the kept ones"
         );
         kassert_eq!(after_shrink, before, "{name}");
@@ -261,6 +281,126 @@ fn empty_slabs_beyond_min_partial_go_back_to_the_page_allocator() -> TestResult 
         objs.alloc()?;
         kassert_eq!(lists(&c), (1, 0, 1, 0, 1), "{name}");
     }
+    Ok(())
+}
+
+/// The addresses of `objs` grouped by slab (slabs sit at addresses aligned
+/// to their size), in the order the slabs were first seen.
+fn by_slab(objs: &[NonNull<u8>], slab_bytes: usize) -> Vec<Vec<NonNull<u8>>> {
+    let mut groups: Vec<(usize, Vec<NonNull<u8>>)> = Vec::new();
+    for &p in objs {
+        let base = p.as_ptr() as usize & !(slab_bytes - 1);
+        match groups.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, g)) => g.push(p),
+            None => groups.push((base, alloc::vec![p])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+fn an_empty_slab_is_freed_once_partial_slabs_reach_min_partial() -> TestResult {
+    // A cache with sheaves (frees reach the slabs when the sheaves are
+    // flushed) and a debug cache (every free goes to its slab at once): the
+    // two paths that can empty a slab.
+    for (name, flags) in [
+        ("t-minpartial", SlabFlags::empty()),
+        ("t-minpartial-f", SlabFlags::CONSISTENCY_CHECKS),
+    ] {
+        let c = cache(name, 64, flags)?;
+        let m = c.min_partial();
+        kassert_eq!(m, 5, "{name}");
+        let per = c.info().objperslab;
+        let slab_bytes = c.info().pagesperslab * 4096;
+        let slabs = m + 2;
+        let mut objs = Objs::new(&c, slabs * per);
+        for _ in 0..slabs * per {
+            objs.alloc()?;
+        }
+        kassert_eq!(lists(&c), (slabs, slabs, 0, 0, slabs * per), "{name}");
+        let groups = by_slab(&objs.v, slab_bytes);
+        kassert_eq!(groups.len(), slabs, "{name}: objects of {slabs} slabs");
+        let free = |objs: &mut Objs, group: &[NonNull<u8>]| {
+            for p in group {
+                objs.v.retain(|q| q != p);
+                // SAFETY: an object of this cache, just dropped from `objs`.
+                unsafe { c.free(*p) };
+            }
+            c.flush_sheaves();
+        };
+        // m - 2 partial slabs: the slab that goes empty makes m - 1 with
+        // itself, below min_partial: it is kept.
+        for g in &groups[..m - 2] {
+            free(&mut objs, &g[..1]);
+        }
+        free(&mut objs, &groups[slabs - 1]);
+        kassert_eq!(
+            lists(&c),
+            (
+                slabs,
+                slabs - 1 - (m - 2),
+                m - 2,
+                1,
+                (slabs - 1) * per - (m - 2)
+            ),
+            "{name}: kept"
+        );
+        c.shrink();
+        kassert_eq!(
+            lists(&c).0,
+            slabs - 1,
+            "{name}: shrink freed the empty slab"
+        );
+        // m - 1 partial slabs and no empty one: with the slab going empty
+        // the node holds m partial slabs, so it goes back to the page
+        // allocator (kreclaim kept up to 5 empty slabs whatever the number
+        // of partial ones).
+        free(&mut objs, &groups[m - 2][..1]);
+        free(&mut objs, &groups[slabs - 2]);
+        kassert_eq!(
+            lists(&c),
+            (
+                slabs - 2,
+                slabs - 2 - (m - 1),
+                m - 1,
+                0,
+                (slabs - 2) * per - (m - 1)
+            ),
+            "{name}: freed"
+        );
+        c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    }
+    Ok(())
+}
+
+fn min_partial_is_half_the_log2_of_the_slot_size_within_5_and_10() -> TestResult {
+    // Linux's set_min_partial(s, ilog2(s->size) / 2), clamped to
+    // [MIN_PARTIAL, MAX_PARTIAL] = [5, 10].
+    for (size, want) in [
+        (8, 5),
+        (64, 5),
+        (1000, 5),
+        (2048, 5),
+        (4096, 6),
+        (8192, 6),
+        (16384, 7),
+        (20000, 7),
+    ] {
+        let c = cache("t-minpartial-size", size, SlabFlags::empty())?;
+        kassert_eq!(c.min_partial(), want, "object size {size}");
+        kassert!((slab::MIN_PARTIAL..=slab::MAX_PARTIAL).contains(&c.min_partial()));
+    }
+    // One object per 32 KiB slab: each slab goes from full to empty at once,
+    // without being a partial slab, so min_partial (7) empty slabs stay.
+    let c = cache("t-minpartial-16k", 16384, SlabFlags::empty())?;
+    kassert_eq!(c.info().objperslab, 1);
+    let mut objs = Objs::new(&c, 10);
+    for _ in 0..10 {
+        objs.alloc()?;
+    }
+    objs.free_all();
+    c.flush_sheaves();
+    let i = c.info();
+    kassert_eq!((i.num_slabs, i.empty_slabs), (7, 7), "{i:?}");
     Ok(())
 }
 
@@ -624,6 +764,55 @@ fn red_zone_overflow_is_detected_on_free() -> TestResult {
     Ok(())
 }
 
+fn left_red_zone_underflow_is_detected_with_the_cache_name() -> TestResult {
+    let c = cache("t-redleft", 64, SlabFlags::RED_ZONE)?;
+    kassert_eq!(c.red_left_pad(), 8, "a word before each object");
+    let mut objs = Objs::new(&c, 3);
+    // The slab's first object (right after the slab header) and the next.
+    let first = objs.alloc()?;
+    let o = objs.alloc()?;
+    // An underflow: the byte just before the object, on free.
+    // SAFETY: the left red zone precedes the object inside its slot.
+    unsafe { o.as_ptr().sub(1).write(0) };
+    let n = slab::reports().len();
+    // SAFETY: `o` came from this cache and leaves `objs` right after.
+    unsafe { c.free(o) };
+    objs.v.retain(|p| *p != o);
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(r.what, "Left Redzone overwritten");
+    kassert_eq!((r.addr, r.offset), (o.as_ptr() as usize, None));
+    // The first byte of the left red zone, while the object is free: found
+    // when it is handed out again.
+    // SAFETY: a freed object of this private cache, still in its slab and
+    // not handed out; its left red zone is written on purpose.
+    unsafe { o.as_ptr().sub(8).write(0x42) };
+    let n = slab::reports().len();
+    kassert_eq!(objs.alloc()?, o);
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(r.what, "Left Redzone overwritten");
+    // The first object of a slab has a left red zone too, and the pattern
+    // was laid anew: frees without underflow report nothing.
+    // SAFETY: as above, before `first`.
+    unsafe { first.as_ptr().sub(8).write(0) };
+    let n = slab::reports().len();
+    objs.free_all();
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(r.addr, first.as_ptr() as usize);
+    // A right red zone overflow is still told apart.
+    let p = objs.alloc()?;
+    // SAFETY: the right red zone follows the 64-byte object.
+    unsafe { p.as_ptr().add(64).write(0) };
+    let n = slab::reports().len();
+    objs.free_all();
+    let r = one_report(n, SlabBug::RedzoneOverwritten, "t-redleft")?;
+    kassert_eq!(
+        (r.what.as_str(), r.offset),
+        ("Right Redzone overwritten", Some(64))
+    );
+    kassert_eq!(c.info().active_objs, 0);
+    Ok(())
+}
+
 fn red_zone_overflow_in_a_kmalloc_cache_is_reported_without_deadlock() -> TestResult {
     // slab_debug=Z,kmalloc-16 (built in) reached this kmalloc cache only.
     let k16 = kmalloc_slab(16, 1).ok_or_else(|| fail(String::from("no kmalloc-16")))?;
@@ -794,8 +983,9 @@ fn global_debug_flags_reach_the_named_cache_only() -> TestResult {
 
 fn free_pointers_are_not_raw_addresses() -> TestResult {
     // Without debug flags or a constructor, a 64-byte cache keeps the free
-    // pointer in the first word of a free object (offset 0), as SLUB does.
+    // pointer in the middle of a free object (offset 32), as SLUB does.
     let c = cache("t-hardened", 64, SlabFlags::empty())?;
+    kassert_eq!(c.freeptr_offset(), 32);
     let per = c.info().objperslab;
     let mut objs = Objs::new(&c, per);
     for _ in 0..per {
@@ -803,17 +993,18 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
     }
     kassert_eq!(lists(&c), (1, 1, 0, 0, per), "one full slab");
     let (a, b) = (objs.v[5], objs.v[3]);
-    let word = |p: NonNull<u8>| {
-        // SAFETY: an object of this (live) slab.
-        unsafe { p.cast::<usize>().read() }
+    let freeptr = |p: NonNull<u8>| {
+        // SAFETY: the free-pointer word of an object of this (live) slab.
+        unsafe { p.as_ptr().add(32).cast::<usize>().read() }
     };
-    const MARK: usize = 0x5555_5555_5555_5555;
+    const MARK: u8 = 0x55;
     // SAFETY: objects of ours.
     unsafe {
-        a.cast::<usize>().write(MARK);
-        b.cast::<usize>().write(MARK);
+        bytes(a, 64).fill(MARK);
+        bytes(b, 64).fill(MARK);
     }
-    // Free a, then b: b's free pointer leads to a.
+    // Free a, then b: b's free pointer leads to a, a's ends the list (the
+    // slab was full).
     // SAFETY: `a` came from this private cache; the test reads back its slot's free pointer below, and nothing else allocates from the cache in between.
     unsafe { c.free(a) };
     // SAFETY: as for `a` on the line above, the same holds for `b`: it came from this private cache and is only read back to find its free pointer.
@@ -821,20 +1012,22 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
     // Both wait in this CPU's sheaf (an array: no free pointer written)
     // until the sheaf is flushed onto their slab's free list.
     kassert_eq!(c.flush_sheaves(), 2);
-    let stored = word(b);
-    kassert!(stored != MARK, "no free pointer at offset 0");
-    let slab_lo = objs
-        .v
-        .iter()
-        .map(|p| p.as_ptr() as usize)
-        .min()
-        .unwrap_or(0)
-        & !4095;
-    kassert!(
-        !(slab_lo..slab_lo + 4096).contains(&stored),
-        "free pointer {stored:#x} is a raw address inside the slab (a is {:p})",
-        a
-    );
+    let slab_lo = a.as_ptr() as usize & !4095;
+    for (p, what) in [(b, "b -> a"), (a, "a -> end of list")] {
+        let stored = freeptr(p);
+        kassert!(
+            stored != usize::from_ne_bytes([MARK; 8]),
+            "{what}: no free pointer at offset 32"
+        );
+        kassert!(
+            stored != 0,
+            "{what}: the end of the list is stored in the clear"
+        );
+        kassert!(
+            !(slab_lo..slab_lo + 4096).contains(&stored),
+            "{what}: free pointer {stored:#x} is a raw address inside the slab (a is {a:p})"
+        );
+    }
     // The list decodes: b, then a come back (LIFO).
     let x = c
         .alloc(GFP_KERNEL)
@@ -843,6 +1036,109 @@ fn free_pointers_are_not_raw_addresses() -> TestResult {
         .alloc(GFP_KERNEL)
         .map_err(|e| fail(alloc::format!("{e}")))?;
     kassert_eq!((x, y), (b, a));
+    Ok(())
+}
+
+/// Frees `free` (objects of `c` held by `objs`) in order, straight onto
+/// their slab's free list (this CPU's sheaves flushed): the last one freed
+/// heads the list.
+fn free_onto_the_slab(c: &KmemCache, objs: &mut Objs, free: &[NonNull<u8>]) {
+    for p in free {
+        objs.v.retain(|q| q != p);
+        // SAFETY: an object of this cache, just dropped from `objs`.
+        unsafe { c.free(*p) };
+    }
+    c.flush_sheaves();
+}
+
+fn a_write_to_a_freed_objects_first_word_leaves_the_free_list_intact() -> TestResult {
+    // With sheaves (the list is built when they are flushed) and without
+    // (debug checks: straight to the slab). Linux keeps the free pointer in
+    // the middle of the object, so a use after free of the first word (a
+    // refcount, a list head) does not redirect the allocator; kreclaim kept
+    // it at offset 0.
+    for (name, flags) in [
+        ("t-freeptr-first", SlabFlags::empty()),
+        ("t-freeptr-first-f", SlabFlags::CONSISTENCY_CHECKS),
+    ] {
+        let c = cache(name, 64, flags)?;
+        kassert_eq!(c.freeptr_offset(), 32, "{name}");
+        let per = c.info().objperslab;
+        let mut objs = Objs::new(&c, per + 2);
+        for _ in 0..per {
+            objs.alloc()?;
+        }
+        let (a, b) = (objs.v[5], objs.v[3]);
+        free_onto_the_slab(&c, &mut objs, &[a, b]);
+        let n = slab::reports().len();
+        // Use after free: the first 16 bytes of both free objects.
+        // SAFETY: freed objects of this private cache, still in its slab and
+        // not handed out; the test writes them on purpose.
+        unsafe {
+            bytes(a, 16).fill(0x41);
+            bytes(b, 16).fill(0x41);
+        }
+        kassert_eq!(objs.alloc()?, b, "{name}");
+        kassert_eq!(objs.alloc()?, a, "{name}: the list still leads to a");
+        kassert_eq!(reports_since(n).len(), 0, "{name}: {:?}", reports_since(n));
+        c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    }
+    Ok(())
+}
+
+fn a_corrupt_free_pointer_is_reported_with_the_cache_name_not_followed() -> TestResult {
+    for (name, flags) in [
+        ("t-freeptr-mid", SlabFlags::empty()),
+        ("t-freeptr-mid-f", SlabFlags::CONSISTENCY_CHECKS),
+    ] {
+        let c = cache(name, 64, flags)?;
+        let off = c.freeptr_offset();
+        let per = c.info().objperslab;
+        let mut objs = Objs::new(&c, per + 2);
+        for _ in 0..per {
+            objs.alloc()?;
+        }
+        // The list: d -> b -> a.
+        let (a, b, d) = (objs.v[5], objs.v[3], objs.v[7]);
+        free_onto_the_slab(&c, &mut objs, &[a, b, d]);
+        // d's free pointer overwritten with a's raw address, a valid free
+        // object: decoded (hardened), it is no object, so it is caught
+        // rather than followed (skipping b) or dereferenced.
+        // SAFETY: the free-pointer word of a freed object of this private
+        // cache, still in its slab and not handed out; written on purpose.
+        unsafe {
+            d.as_ptr()
+                .add(off)
+                .cast::<usize>()
+                .write(a.as_ptr() as usize)
+        };
+        let n = slab::reports().len();
+        kassert_eq!(objs.alloc()?, d, "{name}: the head is intact");
+        let r = one_report(n, SlabBug::FreePointerCorrupt, name)?;
+        kassert_eq!(r.addr, d.as_ptr() as usize, "{name}");
+        kassert_eq!(r.offset, Some(off), "{name}");
+        // The rest of the slab's list is abandoned (a and b are leaked, as
+        // Linux's "Marking all objects used"): the next object comes from a
+        // new slab, and the counts agree.
+        let e = objs.alloc()?;
+        kassert!(e != a && e != b, "{name}: a corrupt list was followed");
+        kassert_eq!(c.info().num_slabs, 2, "{name}");
+        kassert_eq!(reports_since(n).len(), 1, "{name}");
+        c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+        // A use after free that zeroes e's middle word: the end of a list
+        // is encoded too, so 0 decodes to no object rather than to "end of
+        // list" (which would silently drop the rest of the list).
+        free_onto_the_slab(&c, &mut objs, &[e]);
+        // SAFETY: as above: a freed object of this private cache.
+        unsafe { bytes(e, 64)[off..off + 8].fill(0) };
+        let n = slab::reports().len();
+        kassert_eq!(objs.alloc()?, e, "{name}: e is its slab's head");
+        one_report(n, SlabBug::FreePointerCorrupt, name)?;
+        objs.free_all();
+        // Objects of abandoned lists stay counted: the cache cannot be
+        // destroyed (it is leaked, as Linux leaks such a slab).
+        kassert!(c.info().active_objs > 0, "{name}");
+    }
     Ok(())
 }
 

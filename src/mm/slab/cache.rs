@@ -17,7 +17,7 @@ bitflags::bitflags! {
     pub struct SlabFlags: u32 {
         /// `F`: check every free (pointer, cache, offset).
         const CONSISTENCY_CHECKS = 0x100;
-        /// `Z`: red zone after each object.
+        /// `Z`: red zones before and after each object.
         const RED_ZONE = 0x400;
         /// `P`: poison free objects, check on allocation.
         const POISON = 0x800;
@@ -46,8 +46,18 @@ const HEADER_SIZE: usize = 128;
 const MAX_OBJECTS: usize = 512;
 const SLAB_MAGIC: u32 = 0x51ab_cafe;
 const CACHE_LINE: usize = 64;
-/// Caches keep up to this many empty slabs before giving pages back.
+/// The least `min_partial` of a cache (Linux's `MIN_PARTIAL`): a node keeps
+/// an empty slab only while it holds fewer partial slabs (empty ones
+/// included) than its cache's `min_partial`.
 pub const MIN_PARTIAL: usize = 5;
+/// The most `min_partial` of a cache (Linux's `MAX_PARTIAL`).
+pub const MAX_PARTIAL: usize = 10;
+
+/// Linux's `set_min_partial(s, ilog2(s->size) / 2)`: caches of larger
+/// objects keep more partial slabs, within [`MIN_PARTIAL`, `MAX_PARTIAL`].
+fn min_partial_for(size: usize) -> usize {
+    (size.max(1).ilog2() as usize / 2).clamp(MIN_PARTIAL, MAX_PARTIAL)
+}
 
 /// Where a slab sits.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -67,7 +77,8 @@ pub(crate) struct SlabHeader {
     /// Objects off the slab's free list: handed out, or cached in a sheaf.
     inuse: u16,
     pub(crate) cache: *const CacheInner,
-    /// Encoded pointer to the first free object (0 = none).
+    /// The first free object (0 = none): a plain address, as Linux's
+    /// `slab->freelist`; the free pointers inside free objects are encoded.
     freelist: usize,
     next: *mut SlabHeader,
     prev: *mut SlabHeader,
@@ -128,11 +139,18 @@ pub(crate) struct CacheInner {
     ctor: Option<fn(*mut u8)>,
     order: u32,
     objects: usize,
+    /// Offset of the first object from the slab's start: past the header
+    /// and the first slot's left red zone.
     first_offset: usize,
-    /// Offset of the free pointer inside an object slot.
-    freeptr_offset: usize,
+    /// Offset of the free pointer from the object's start (Linux's
+    /// `s->offset`): the middle of the object, or after it (see `create_with`).
+    pub(crate) freeptr_offset: usize,
     /// Red zone [object_size, object_size + rz_len).
     pub(crate) rz_len: usize,
+    /// Left red zone `[-red_left_pad, 0)` before each object (Linux's
+    /// `s->red_left_pad`: a word, rounded up to the alignment); 0 without
+    /// `RED_ZONE`.
+    pub(crate) red_left_pad: usize,
     /// Where a kmalloc cache with red zones keeps the size each object was
     /// asked for (SLUB's `orig_size`), so that the slack between it and
     /// `object_size` is red-zoned too; 0 if the cache does not.
@@ -140,6 +158,9 @@ pub(crate) struct CacheInner {
     /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
     /// `reciprocal_divide`), exact for offsets inside a slab.
     size_recip: u64,
+    /// Partial slabs (empty ones included) the node keeps before an empty
+    /// slab goes back to the page allocator (Linux's `s->min_partial`).
+    min_partial: usize,
     cookie: usize,
     lists: SpinLock<Lists>,
     /// Objects per sheaf (Linux's `sheaf_capacity`); 0 for debug caches,
@@ -342,6 +363,44 @@ impl DoubleFrees {
                 self.n - self.addrs.len()
             );
         }
+    }
+}
+
+/// Free objects whose free pointer was found corrupt under the list lock
+/// (the decoded pointer is not a free object of their slab), reported once
+/// the lock is dropped: a report allocates.
+struct BadFreeptr {
+    addr: usize,
+    n: usize,
+}
+
+impl BadFreeptr {
+    const NONE: BadFreeptr = BadFreeptr { addr: 0, n: 0 };
+
+    fn note(&mut self, addr: usize) {
+        if self.n == 0 {
+            self.addr = addr;
+        }
+        self.n += 1;
+    }
+
+    /// Linux's `object_err(s, slab, object, "Freepointer corrupt")`.
+    #[track_caller]
+    fn report(self, c: &CacheInner) {
+        if self.n == 0 {
+            return;
+        }
+        debug::report(
+            c,
+            SlabBug::FreePointerCorrupt,
+            self.addr,
+            Some(c.freeptr_offset),
+            format_args!("Freepointer corrupt"),
+        );
+        crate::println!(
+            "FIX {}: Marking all objects used (the rest of the slab's free list is abandoned)",
+            c.name
+        );
     }
 }
 
@@ -633,30 +692,51 @@ impl KmemCache {
             rz_len = (align_up(object_size, 8) - object_size).max(8);
             off += rz_len;
         }
+        // Linux's `calculate_sizes`: the free pointer goes after the object
+        // when a free object's contents must survive (a constructor), are
+        // checked (poison), or may be red zone (an object smaller than a
+        // word, or kmalloc's slack after `orig_size`); otherwise near the
+        // middle of the object, away from both edges, so that a small
+        // overflow from a neighbour or a write to a freed object's first
+        // words leaves the free list intact.
         let freeptr_offset;
-        if flags.intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+        if flags.contains(SlabFlags::POISON)
             || ctor.is_some()
-            || object_size < 8
+            || (flags.contains(SlabFlags::RED_ZONE)
+                && (object_size < 8 || flags.contains(SlabFlags::KMALLOC)))
         {
             off = align_up(off, 8);
             freeptr_offset = off;
             off += 8;
         } else {
-            freeptr_offset = 0;
+            // ALIGN_DOWN(object_size / 2, sizeof(void *)): inside the object
+            // rounded up to a word, which the slot always holds.
+            freeptr_offset = (object_size / 2) & !7;
+            off = off.max(freeptr_offset + 8);
         }
         let mut orig_size_offset = 0;
         if flags.contains(SlabFlags::KMALLOC | SlabFlags::RED_ZONE) {
             orig_size_offset = off;
             off += 8;
         }
-        let slot = align_up(off, align);
-        let first_offset = align_up(HEADER_SIZE, align);
+        // With red zones, every slot starts with a left red zone (Linux's
+        // `red_left_pad`): an underflow of an object, or an overflow of
+        // the previous slot's metadata, lands there and is reported.
+        let red_left_pad = if flags.contains(SlabFlags::RED_ZONE) {
+            align_up(8, align)
+        } else {
+            0
+        };
+        let slot = align_up(red_left_pad + off, align);
+        // Slots start after the header; objects `red_left_pad` into them.
+        let slots_start = align_up(HEADER_SIZE, align);
+        let first_offset = slots_start + red_left_pad;
         // Smallest order that wastes at most 1/8 of the slab (max order 3).
         let mut order = 0;
         loop {
             let bytes = PAGE << order;
-            let n = bytes.saturating_sub(first_offset) / slot;
-            let waste = bytes - first_offset - n * slot;
+            let n = bytes.saturating_sub(slots_start) / slot;
+            let waste = bytes - slots_start - n * slot;
             if n >= 1 && (waste * 8 <= bytes || order == 3) {
                 break;
             }
@@ -668,7 +748,7 @@ impl KmemCache {
                 });
             }
         }
-        let objects = ((PAGE << order) - first_offset) / slot;
+        let objects = ((PAGE << order) - slots_start) / slot;
         let objects = objects.min(MAX_OBJECTS);
         let nomem = |_| CreateError::NoMemory {
             name: InlineName::new(name),
@@ -686,8 +766,10 @@ impl KmemCache {
             first_offset,
             freeptr_offset,
             rz_len,
+            red_left_pad,
             orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
+            min_partial: min_partial_for(slot),
             cookie: random_cookie(),
             lists: SpinLock::new(
                 Lists {
@@ -754,6 +836,26 @@ impl KmemCache {
         self.inner().flags
     }
 
+    /// Where a free object keeps its (encoded) free pointer, in bytes from
+    /// the object's start (Linux's `s->offset`): `object_size / 2` rounded
+    /// down to a word, or past the object for caches whose free objects'
+    /// contents matter (constructor, poison, some red zones).
+    pub fn freeptr_offset(&self) -> usize {
+        self.inner().freeptr_offset
+    }
+
+    /// Bytes of left red zone before each object (Linux's `s->red_left_pad`;
+    /// 0 without [`SlabFlags::RED_ZONE`]).
+    pub fn red_left_pad(&self) -> usize {
+        self.inner().red_left_pad
+    }
+
+    /// Linux's `s->min_partial`: an empty slab is freed when the node
+    /// already holds this many partial slabs (empty ones included).
+    pub fn min_partial(&self) -> usize {
+        self.inner().min_partial
+    }
+
     /// `kmem_cache_alloc`: one object, or `Err` (never a panic).
     #[track_caller]
     #[inline]
@@ -812,7 +914,7 @@ impl KmemCache {
     }
 
     /// Returns the objects cached in this CPU's sheaves and the barn's full
-    /// sheaves to their slabs (empty slabs beyond `MIN_PARTIAL` go back to
+    /// sheaves to their slabs (empty slabs beyond `min_partial` go back to
     /// the page allocator); returns the objects flushed. [`KmemCache::shrink`],
     /// [`KmemCache::info`], [`KmemCache::validate`], destroy and reclaim do it.
     pub fn flush_sheaves(&self) -> usize {
@@ -978,20 +1080,57 @@ impl SlabHeader {
 }
 
 impl CacheInner {
+    /// Linux's `freelist_ptr_encode` (SLAB_FREELIST_HARDENED): `ptr` XOR the
+    /// cache's random cookie XOR the byte-swapped address `at` where it is
+    /// stored. The end of a list (0) is encoded too, so no free pointer is
+    /// ever stored in the clear.
     fn encode(&self, ptr_val: usize, at: usize) -> usize {
-        if ptr_val == 0 {
-            0
-        } else {
-            ptr_val ^ self.cookie ^ at.swap_bytes()
-        }
+        ptr_val ^ self.cookie ^ at.swap_bytes()
     }
 
+    /// Linux's `freelist_ptr_decode`: the inverse of [`Self::encode`].
     fn decode(&self, stored: usize, at: usize) -> usize {
-        if stored == 0 {
-            0
-        } else {
-            stored ^ self.cookie ^ at.swap_bytes()
+        stored ^ self.cookie ^ at.swap_bytes()
+    }
+
+    /// Linux's `get_freepointer`: the next free object after free object
+    /// `obj` (0: the end), decoded but not yet checked.
+    ///
+    /// # Safety
+    /// `obj` is an object slot of a live slab of this cache, on its free list
+    /// (so its free-pointer word is ours to read), under the list lock.
+    unsafe fn get_freepointer(&self, obj: usize) -> usize {
+        let at = self.freeptr_slot(obj);
+        // SAFETY: the free-pointer word of a free object, per the contract.
+        self.decode(unsafe { *at }, at as usize)
+    }
+
+    /// Linux's `set_freepointer`: makes `next` (0: none) follow free object
+    /// `obj`.
+    ///
+    /// # Safety
+    /// `obj` is an object slot of a live slab of this cache that is going on
+    /// its free list (nobody uses it), under the list lock or before the slab
+    /// is published.
+    unsafe fn set_freepointer(&self, obj: usize, next: usize) {
+        let at = self.freeptr_slot(obj);
+        // SAFETY: the free-pointer word of an object slot we own, per the contract.
+        unsafe { *at = self.encode(next, at as usize) };
+    }
+
+    /// Whether `p` is a free object of `slab`: an object boundary inside it
+    /// whose allocation bit is clear. Every pointer read from a free list is
+    /// checked so before it is followed: a decoded pointer that fails (the
+    /// free pointer was overwritten) is reported, never dereferenced.
+    fn is_free_object(&self, slab: &SlabHeader, p: usize) -> bool {
+        let start = slab.base() + self.first_offset;
+        let rel = p.wrapping_sub(start);
+        if p < start || rel >= self.objects * self.size {
+            return false;
         }
+        let idx = self.index_of(rel);
+        idx * self.size == rel
+            && slab.allocated[idx / 64].load(Ordering::Relaxed) & (1 << (idx % 64)) == 0
     }
 
     /// The slab of `obj`, a free object from a sheaf: by masking
@@ -1220,14 +1359,32 @@ impl CacheInner {
         Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) })
     }
 
-    /// Takes the first object off `slab`'s free list (it has one) and marks
-    /// it taken. List lock held by the caller.
-    fn take_free_object(&self, slab: &mut SlabHeader) -> usize {
-        let obj = self.decode(slab.freelist, slab.base());
-        debug_assert!(obj != 0);
-        // SAFETY: free objects hold an encoded next pointer.
-        let next_raw = unsafe { *self.freeptr_slot(obj) };
-        slab.freelist = self.encode(self.decode(next_raw, obj), slab.base());
+    /// Takes the first object off `slab`'s free list (a slab with a free
+    /// object: on the partial or empty list) and marks it taken. The next
+    /// pointer is checked before it becomes the list's head: if it is not a
+    /// free object of this slab, or the list ends while the slab counts free
+    /// objects (a write after free hit the free pointer), the object is
+    /// noted in `bad` for a report once the lock is dropped, and the rest of
+    /// the list is abandoned as Linux does ("Marking all objects used"):
+    /// every object of the slab counts as taken, so the corrupt list is
+    /// never followed. `None` (and the slab full) if the head itself is bad.
+    /// List lock held by the caller (`l`).
+    fn take_free_object(
+        &self,
+        l: &mut Lists,
+        slab: &mut SlabHeader,
+        bad: &mut BadFreeptr,
+    ) -> Option<usize> {
+        let obj = slab.freelist;
+        if obj == 0 || !self.is_free_object(slab, obj) {
+            // Only a corrupt list leads here.
+            bad.note(obj);
+            self.mark_all_used(l, slab);
+            return None;
+        }
+        // SAFETY: `obj` is a free object of this live slab (checked above),
+        // under the list lock.
+        let next = unsafe { self.get_freepointer(obj) };
         let idx = self.index_of(obj - slab.base() - self.first_offset);
         let w = &slab.allocated[idx / 64];
         w.store(
@@ -1235,7 +1392,35 @@ impl CacheInner {
             Ordering::Relaxed,
         );
         slab.inuse += 1;
-        obj
+        l.active_objs += 1;
+        let ok = if next == 0 {
+            slab.inuse as usize == self.objects
+        } else {
+            self.is_free_object(slab, next)
+        };
+        if ok {
+            slab.freelist = next;
+        } else {
+            bad.note(obj);
+            self.mark_all_used(l, slab);
+        }
+        Some(obj)
+    }
+
+    /// Abandons `slab`'s free list: every object not yet taken is marked
+    /// taken (and counted active: leaked, never handed out). List lock held.
+    #[cold]
+    fn mark_all_used(&self, l: &mut Lists, slab: &mut SlabHeader) {
+        for i in 0..self.objects {
+            let w = &slab.allocated[i / 64];
+            let v = w.load(Ordering::Relaxed);
+            if v & (1 << (i % 64)) == 0 {
+                w.store(v | 1 << (i % 64), Ordering::Relaxed);
+                slab.inuse += 1;
+                l.active_objs += 1;
+            }
+        }
+        slab.freelist = 0;
     }
 
     /// One object straight from the slabs (debug caches; sheaves' own
@@ -1244,6 +1429,7 @@ impl CacheInner {
     fn alloc_from_slabs(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         let gfp = crate::mm::scope::current_gfp_context(gfp);
         loop {
+            let mut bad = BadFreeptr::NONE;
             let got = {
                 let mut l = self.lists.lock();
                 let s = if !l.partial.head.is_null() {
@@ -1255,30 +1441,36 @@ impl CacheInner {
                     None
                 } else {
                     // SAFETY: a live slab of this cache with a free object.
-                    let obj = self.take_free_object(unsafe { &mut *s });
-                    l.active_objs += 1;
+                    let obj = self.take_free_object(&mut l, unsafe { &mut *s }, &mut bad);
                     Self::place(&mut l, s);
                     Some(obj)
                 }
             };
-            if let Some(obj) = got {
-                if self
-                    .flags
-                    .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
-                {
-                    // SAFETY: `obj` was just taken off a free list of this
-                    // cache's live slab, so only this caller holds it.
-                    unsafe { debug::check_on_alloc(self, obj) };
+            bad.report(self);
+            let obj = match got {
+                Some(Some(obj)) => obj,
+                // The slab's free list was corrupt: take another slab.
+                Some(None) => continue,
+                None => {
+                    self.new_slab(gfp)?;
+                    continue;
                 }
-                if gfp.contains(Gfp::__GFP_ZERO) {
-                    // SAFETY: the object is ours now.
-                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-                }
-                self.set_orig_size(obj, orig_size);
-                // SAFETY: non-null by construction.
-                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
+            };
+            if self
+                .flags
+                .intersects(SlabFlags::POISON | SlabFlags::RED_ZONE)
+            {
+                // SAFETY: `obj` was just taken off a free list of this
+                // cache's live slab, so only this caller holds it.
+                unsafe { debug::check_on_alloc(self, obj) };
             }
-            self.new_slab(gfp)?;
+            if gfp.contains(Gfp::__GFP_ZERO) {
+                // SAFETY: the object is ours now.
+                unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+            }
+            self.set_orig_size(obj, orig_size);
+            // SAFETY: non-null by construction.
+            return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
         }
     }
 
@@ -1379,8 +1571,14 @@ impl CacheInner {
                         Self::free_sheaf(surplus);
                         continue;
                     }
-                    let got = self.refill_locked(&mut l, main);
+                    let mut bad = BadFreeptr::NONE;
+                    let got = self.refill_locked(&mut l, main, &mut bad);
                     drop(l);
+                    if bad.n != 0 {
+                        drop(irq);
+                        bad.report(self);
+                        continue;
+                    }
                     if got != 0 {
                         continue;
                     }
@@ -1452,8 +1650,9 @@ impl CacheInner {
 
     /// Fills sheaf `sh` (empty) from the slabs' free lists, partial slabs
     /// first, in free-list order: the first object taken is popped first.
-    /// Returns the objects taken. List lock held.
-    fn refill_locked(&self, l: &mut Lists, sh: *mut Sheaf) -> usize {
+    /// Returns the objects taken. List lock held; corrupt free pointers
+    /// found are noted in `bad`, for the caller to report after the lock.
+    fn refill_locked(&self, l: &mut Lists, sh: *mut Sheaf, bad: &mut BadFreeptr) -> usize {
         let start = Sheaf::len(sh);
         let mut n = start;
         while n < self.sheaf_capacity {
@@ -1468,8 +1667,9 @@ impl CacheInner {
             // SAFETY: a live slab of this cache with a free object.
             let slab = unsafe { &mut *s };
             while n < self.sheaf_capacity && slab.freelist != 0 {
-                let obj = self.take_free_object(slab);
-                l.active_objs += 1;
+                let Some(obj) = self.take_free_object(l, slab, bad) else {
+                    break;
+                };
                 // SAFETY: a slot below the capacity of a sheaf of ours.
                 unsafe { *Sheaf::slot(sh, n) = obj };
                 n += 1;
@@ -1527,7 +1727,7 @@ impl CacheInner {
 
     /// Returns the objects of sheaf `sh` to their slabs' free lists, oldest
     /// first (so the newest end first on their slabs), and empties it; slabs
-    /// empty beyond `MIN_PARTIAL` are unlinked into `out`. An object whose
+    /// empty beyond `min_partial` are unlinked into `out`. An object whose
     /// slab has it free already was freed twice: noted in `df`, not linked
     /// again. Returns the objects returned. List lock held.
     fn flush_sheaf_locked(
@@ -1554,15 +1754,15 @@ impl CacheInner {
                 continue;
             }
             w.store(w.load(Ordering::Relaxed) & !bit, Ordering::Relaxed);
-            let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: `obj` is a free object of the live slab `s`, written
-            // under the list lock.
-            unsafe { *self.freeptr_slot(obj) = self.encode(head, obj) };
-            slab.freelist = self.encode(obj, slab.base());
+            // SAFETY: `obj` is an object of the live slab `s` going on its
+            // free list, under the list lock.
+            unsafe { self.set_freepointer(obj, slab.freelist) };
+            slab.freelist = obj;
             slab.inuse -= 1;
             l.active_objs -= 1;
+            let nr_partial = l.partial.len + l.empty.len;
             Self::place(l, s);
-            if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
+            if slab.inuse == 0 && nr_partial >= self.min_partial {
                 Self::unlink(l, s);
                 out.add(s);
             }
@@ -1576,7 +1776,7 @@ impl CacheInner {
     /// (Linux's `flush_all` and `barn_shrink`, done on `kmem_cache_shrink`,
     /// destroy, slabinfo reads that want exact lists, and reclaim); returns
     /// `(objects, pages)`: objects flushed, pages of empty slabs beyond
-    /// `MIN_PARTIAL` released. The empty sheaves stay for reuse.
+    /// `min_partial` released. The empty sheaves stay for reuse.
     ///
     /// Other CPUs' sheaves are theirs: with one CPU online there are none.
     /// Once kreclaim runs on several, this must run on each of them (Linux
@@ -1724,11 +1924,16 @@ impl CacheInner {
                         .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
                         .sum();
                     let mut free = 0;
-                    let mut obj = self.decode(slab.freelist, slab.base());
-                    while obj != 0 && free <= self.objects {
+                    let mut obj = slab.freelist;
+                    // A pointer that is not a free object of the slab ends
+                    // the walk (and the count is off): never followed.
+                    while obj != 0 && free <= self.objects && self.is_free_object(slab, obj) {
                         free += 1;
-                        // SAFETY: free objects hold encoded next pointers.
-                        obj = self.decode(unsafe { *self.freeptr_slot(obj) }, obj);
+                        // SAFETY: a free object of this slab (checked), under the lock.
+                        obj = unsafe { self.get_freepointer(obj) };
+                    }
+                    if obj != 0 {
+                        free = self.objects + 1; // corrupt or cyclic
                     }
                     let inuse = slab.inuse as usize;
                     if inuse != allocated || free + inuse != self.objects {
@@ -1980,11 +2185,11 @@ impl CacheInner {
             // SAFETY: slot `i` of the slab being set up: nobody else can
             // reach it until the slab is put on the lists.
             unsafe { debug::init_free_object(self, obj) };
-            // SAFETY: inside our slab.
-            unsafe { *self.freeptr_slot(obj) = self.encode(next, obj) };
+            // SAFETY: slot `i` of the slab being set up, not published yet.
+            unsafe { self.set_freepointer(obj, next) };
             next = obj;
         }
-        slab.freelist = self.encode(next, slab.base());
+        slab.freelist = next;
         self.slabs_created.fetch_add(1, Ordering::Relaxed);
         let mut l = self.lists.lock();
         Self::push(&mut l, s, ListKind::Empty);
@@ -2111,10 +2316,10 @@ impl CacheInner {
                 // list lock is held.
                 redzone_bad = unsafe { debug::check_and_poison_on_free(self, addr) };
             }
-            let head = self.decode(slab.freelist, slab.base());
-            // SAFETY: the object is being freed into its own slab.
-            unsafe { *self.freeptr_slot(addr) = self.encode(head, addr) };
-            slab.freelist = self.encode(addr, slab.base());
+            // SAFETY: the object is being freed into its own slab, under the
+            // list lock.
+            unsafe { self.set_freepointer(addr, slab.freelist) };
+            slab.freelist = addr;
             let w = &slab.allocated[idx / 64];
             w.store(
                 w.load(Ordering::Relaxed) & !(1 << (idx % 64)),
@@ -2122,8 +2327,11 @@ impl CacheInner {
             );
             slab.inuse -= 1;
             l.active_objs -= 1;
+            // Linux's `__slab_free`: the slab counts among the node's partial
+            // slabs if it was one (not if it was full).
+            let nr_partial = l.partial.len + l.empty.len;
             Self::place(&mut l, s);
-            if slab.inuse == 0 && l.empty.len > MIN_PARTIAL {
+            if slab.inuse == 0 && nr_partial >= self.min_partial {
                 Self::unlink(&mut l, s);
                 to_free = Some(s);
             }
@@ -2132,15 +2340,17 @@ impl CacheInner {
         // name, the record), possibly from this very cache (kmalloc-16
         // under slab_debug=Z), which would spin on the lock held above.
         if let Some(off) = redzone_bad {
+            // A negative offset: before the object, in its left red zone.
+            let at = usize::try_from(off).ok();
             debug::report(
                 self,
                 SlabBug::RedzoneOverwritten,
                 addr,
-                Some(off),
-                if off < self.object_size {
-                    format_args!("kmalloc Redzone overwritten")
-                } else {
-                    format_args!("Right Redzone overwritten")
+                at,
+                match at {
+                    None => format_args!("Left Redzone overwritten"),
+                    Some(o) if o < self.object_size => format_args!("kmalloc Redzone overwritten"),
+                    Some(_) => format_args!("Right Redzone overwritten"),
                 },
             );
         }

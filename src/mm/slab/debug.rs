@@ -28,6 +28,10 @@ pub enum SlabBug {
     NotASlabObject,
     /// A pointer into a slab that is not an object's start.
     BadOffset,
+    /// A free object's free pointer decodes to no free object of its slab
+    /// (overwritten after free); the rest of that slab's free list is
+    /// abandoned.
+    FreePointerCorrupt,
     /// A cache destroyed with objects still allocated.
     LiveObjectsAtDestroy,
     /// `kmalloc_aligned` with an alignment that is not a power of two.
@@ -43,8 +47,12 @@ pub struct SlabReport {
     pub cache: String,
     /// The object's (or bad pointer's) address.
     pub addr: usize,
-    /// Offset in the object of the first bad byte, when the check finds one.
+    /// Offset in the object of the first bad byte, when the check finds one
+    /// inside or after the object (`None` for a left red zone, before it).
     pub offset: Option<usize>,
+    /// The report's title as printed after the cache name, in Linux's
+    /// words ("Left Redzone overwritten", "Freepointer corrupt").
+    pub what: String,
 }
 
 static REPORTS: spin::Mutex<Vec<SlabReport>> = spin::Mutex::new(Vec::new());
@@ -60,6 +68,7 @@ pub(crate) fn record(bug: SlabBug, cache: &str) {
         cache: String::from(cache),
         addr: 0,
         offset: None,
+        what: alloc::format!("{bug:?}"),
     });
 }
 
@@ -104,6 +113,7 @@ pub(crate) fn report(
         cache: c.name.clone(),
         addr,
         offset,
+        what: alloc::format!("{what}"),
     });
 }
 
@@ -134,10 +144,27 @@ unsafe fn poison(c: &CacheInner, obj: usize) {
 /// As for [`poison`].
 unsafe fn set_redzone(c: &CacheInner, obj: usize, v: u8) {
     if c.flags.contains(SlabFlags::RED_ZONE) {
-        // SAFETY: with RED_ZONE the slot holds `rz_len` red-zone bytes right
-        // after the object, and the caller owns the slot.
-        unsafe { bytes(obj + c.object_size, c.rz_len) }.fill(v);
+        // SAFETY: with RED_ZONE the slot holds `red_left_pad` red-zone bytes
+        // right before the object and `rz_len` right after it, and the
+        // caller owns the slot.
+        unsafe {
+            bytes(obj - c.red_left_pad, c.red_left_pad).fill(v);
+            bytes(obj + c.object_size, c.rz_len).fill(v);
+        }
     }
+}
+
+/// The offset from `obj` of the first byte of its left red zone that is
+/// not `v` (negative: before the object), if any.
+///
+/// # Safety
+/// As for [`poison`], with `RED_ZONE` set.
+unsafe fn check_left_redzone(c: &CacheInner, obj: usize, v: u8) -> Option<isize> {
+    // SAFETY: the left red zone of a slot the caller owns.
+    let rz = unsafe { bytes(obj - c.red_left_pad, c.red_left_pad) };
+    rz.iter()
+        .position(|b| *b != v)
+        .map(|i| i as isize - c.red_left_pad as isize)
 }
 
 /// A fresh free object: poisoned, inactive red zone.
@@ -179,6 +206,17 @@ pub(crate) unsafe fn check_on_alloc(c: &CacheInner, obj: usize) {
         }
     }
     if c.flags.contains(SlabFlags::RED_ZONE) {
+        // SAFETY: with RED_ZONE the slot holds a left red zone, and the
+        // caller owns the slot.
+        if unsafe { check_left_redzone(c, obj, RED_INACTIVE) }.is_some() {
+            report(
+                c,
+                SlabBug::RedzoneOverwritten,
+                obj,
+                None,
+                format_args!("Left Redzone overwritten"),
+            );
+        }
         // SAFETY: with RED_ZONE the slot holds `rz_len` red-zone bytes after
         // the object, and the caller owns the slot.
         let rz = unsafe { bytes(obj + c.object_size, c.rz_len) };
@@ -196,33 +234,41 @@ pub(crate) unsafe fn check_on_alloc(c: &CacheInner, obj: usize) {
     unsafe { set_redzone(c, obj, RED_ACTIVE) };
 }
 
-/// Checks an object being freed (red zone intact: no overflow), then poisons
-/// it. Runs under the cache's list lock, so it only returns the offset of the
-/// first bad red-zone byte: the caller reports after dropping the lock, as a
-/// report allocates and the allocation may come from this very cache.
+/// Checks an object being freed (red zones intact: no underflow or
+/// overflow), then poisons it. Runs under the cache's list lock, so it only
+/// returns the offset from the object of the first bad red-zone byte
+/// (negative in the left red zone): the caller reports after dropping the
+/// lock, as a report allocates and the allocation may come from this very
+/// cache.
 ///
 /// # Safety
 /// `obj` must be an allocated object slot of a live slab of `c` that is
 /// being freed under the list lock: its owner has given it up.
-pub(crate) unsafe fn check_and_poison_on_free(c: &CacheInner, obj: usize) -> Option<usize> {
+pub(crate) unsafe fn check_and_poison_on_free(c: &CacheInner, obj: usize) -> Option<isize> {
     let mut bad = None;
     if c.flags.contains(SlabFlags::RED_ZONE) {
-        // kmalloc's slack after the size asked for (SLUB's "kmalloc
-        // Redzone"), then the red zone after the object.
+        // The left red zone (SLUB's "Left Redzone"), kmalloc's slack after
+        // the size asked for ("kmalloc Redzone"), then the red zone after
+        // the object ("Right Redzone").
+        // SAFETY: with RED_ZONE the slot has a left red zone; the caller
+        // owns the slot.
+        bad = unsafe { check_left_redzone(c, obj, RED_ACTIVE) };
         let orig = c.orig_size(obj);
-        // SAFETY: `orig <= object_size`, so this is the tail of the object
-        // proper, in a slot the caller owns.
-        bad = unsafe { bytes(obj + orig, c.object_size - orig) }
-            .iter()
-            .position(|v| *v != RED_ACTIVE)
-            .map(|off| orig + off);
+        if bad.is_none() {
+            // SAFETY: `orig <= object_size`, so this is the tail of the
+            // object proper, in a slot the caller owns.
+            bad = unsafe { bytes(obj + orig, c.object_size - orig) }
+                .iter()
+                .position(|v| *v != RED_ACTIVE)
+                .map(|off| (orig + off) as isize);
+        }
         if bad.is_none() {
             // SAFETY: the red zone after the object, in a slot the caller owns.
             let rz = unsafe { bytes(obj + c.object_size, c.rz_len) };
             bad = rz
                 .iter()
                 .position(|v| *v != RED_ACTIVE)
-                .map(|off| c.object_size + off);
+                .map(|off| (c.object_size + off) as isize);
         }
     }
     // SAFETY: the caller owns the slot being freed.

@@ -4,9 +4,10 @@
 //! of one size. Each slab starts with a `SlabHeader` (kreclaim keeps slab
 //! metadata on the slab itself rather than in `struct page` as SLUB does;
 //! the header costs 128 bytes per slab, about 3% of a 4 KiB slab) and is
-//! on one of three lists: partial, full or empty. Empty slabs beyond
-//! `min_partial` go back to the page allocator at once; [`KmemCache::shrink`]
-//! releases all of them.
+//! on one of three lists: partial, full or empty. A slab that goes empty
+//! while the node already holds `min_partial` partial slabs (empty ones
+//! included, as on Linux's one partial list) goes back to the page allocator
+//! at once; [`KmemCache::shrink`] releases all empty slabs.
 //!
 //! In front of each cache without debug flags sit Linux 6.18's sheaves: per
 //! CPU a main and a spare array of free objects, per node a barn of full and
@@ -22,11 +23,15 @@
 //! letters F, Z, P): poisoning (0x6b, last byte 0xa5; checked on allocation),
 //! red zones (0xcc active / 0xbb inactive; checked on free and allocation),
 //! consistency checks (pointer belongs to this cache and sits on an object
-//! boundary). Double frees are caught through a per-slab allocation bitmap:
-//! at once in debug caches (no sheaves); with sheaves, at once when the
-//! object is on its slab's free list or was this CPU's last free, else when
-//! its sheaf is flushed. Free pointers are stored XORed with a per-cache random cookie and
-//! their own address (SLAB_FREELIST_HARDENED).
+//! boundary). With red zones each object has one on both sides (Linux's
+//! `red_left_pad` before it). Double frees are caught through a per-slab
+//! allocation bitmap: at once in debug caches (no sheaves); with sheaves, at
+//! once when the object is on its slab's free list or was this CPU's last
+//! free, else when its sheaf is flushed. Free pointers sit in the middle of
+//! free objects (after them where contents matter) and are stored XORed with
+//! a per-cache random cookie and their own address (SLAB_FREELIST_HARDENED);
+//! every decoded one is checked against its slab before it is followed.
+//! `docs/slab.md` describes the layout.
 
 mod cache;
 mod debug;
@@ -35,10 +40,10 @@ mod typed;
 
 pub use cache::{
     CreateError, DestroyError, KmemCache, MAX_CPUS, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
-    MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves, kmem_cache_alloc_bulk,
-    kmem_cache_create, kmem_cache_free_bulk, list_lock_class, set_global_debug, sheaf_pages,
-    show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header, slabinfo_row, try_slabinfo,
-    write_slabinfo,
+    MAX_PARTIAL, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves,
+    kmem_cache_alloc_bulk, kmem_cache_create, kmem_cache_free_bulk, list_lock_class,
+    set_global_debug, sheaf_pages, show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header,
+    slabinfo_row, try_slabinfo, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
