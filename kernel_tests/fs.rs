@@ -36,6 +36,7 @@ kreclaim::kernel_tests!(
     heavy_reclaim_keeps_every_byte,
     trylock_reclaims_during_operations_and_stops_in_transactions,
     inode_shrinker_leaves_nr_scanned_at_nr_to_scan,
+    inode_lru_gives_a_referenced_inode_a_second_chance,
     lockdep_sees_the_seed_report_only_under_kernel,
     reclaim_final_lock_knob_takes_the_lock_after_unindexing,
     reclaim_writeback_knob_writes_dirty_inodes_from_reclaim,
@@ -396,6 +397,43 @@ fn inode_shrinker_leaves_nr_scanned_at_nr_to_scan() -> TestResult {
     );
     kassert_eq!(after.violations, before.violations);
     ok!(verify(&fs, SEED, 0..1, 6));
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
+fn inode_lru_gives_a_referenced_inode_a_second_chance() -> TestResult {
+    // prune_icache_sb -> inode_lru_isolate: an inode used again while it sat
+    // on the LRU (I_REFERENCED) survives one walk (bit cleared, rotated) and
+    // is evicted to XFS reclaim by the next; an unused one goes at once.
+    let fs = ok!(fresh(Policy::TODAY));
+    let root = ok!(fs.root());
+    drop(ok!(fs.create(&root, "a", FileType::File)));
+    drop(ok!(fs.create(&root, "b", FileType::File)));
+    ok!(fs.sync()); // clean: XFS reclaim can free them
+    let s0 = fs.stats();
+    kassert_eq!(s0.inodes_lru, 2, "a and b unused on the LRU: {s0:?}");
+    // `a` is used again while on the LRU: its last reference sets
+    // I_REFERENCED (it is still on the LRU: removal is lazy).
+    drop(ok!(ok!(fs.lookup(&root, "a")).ok_or("a not found")));
+    // First walk over the whole LRU: `b` is evicted, `a` rotated.
+    fs.prune_icache_sb(2);
+    let s1 = fs.stats();
+    kassert_eq!(s1.inodes_lru_rotated - s0.inodes_lru_rotated, 1, "{s1:?}");
+    kassert_eq!(s1.inodes_pruned - s0.inodes_pruned, 1, "{s1:?}");
+    kassert_eq!(s1.inodes_lru, 1, "a stays on the LRU: {s1:?}");
+    kassert_eq!(fs.free_cached_objects(16), 1, "b reclaimed");
+    // Second walk: `a`'s bit is clear now, so it goes too.
+    fs.prune_icache_sb(2);
+    let s2 = fs.stats();
+    kassert_eq!(s2.inodes_lru_rotated, s1.inodes_lru_rotated, "{s2:?}");
+    kassert_eq!(s2.inodes_lru, 0, "{s2:?}");
+    kassert_eq!(fs.free_cached_objects(16), 1, "a reclaimed");
+    // Both are read from disk again on the next lookup.
+    let reads = fs.stats().inode_reads;
+    drop(ok!(ok!(fs.lookup(&root, "a")).ok_or("a not found")));
+    drop(ok!(ok!(fs.lookup(&root, "b")).ok_or("b not found")));
+    kassert_eq!(fs.stats().inode_reads - reads, 2);
+    drop(root);
     ok!(fs.unmount());
     fsck_clean()
 }
