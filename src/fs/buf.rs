@@ -467,10 +467,16 @@ impl BufGuard<'_> {
     /// Writes the block to the device. On failure the buffer is marked not
     /// up to date, so the change is dropped from memory too.
     pub(crate) fn write(&mut self) -> Result<(), FsError> {
+        self.write_async().map(|_| ())
+    }
+
+    /// [`write`](Self::write), returning when the write completes on the
+    /// device (see `BlockDevice::write_block_async`).
+    pub(crate) fn write_async(&mut self) -> Result<u64, FsError> {
         let blk = self.blkno;
         let r = self
             .dev
-            .write_block(blk, self.data())
+            .write_block_async(blk, self.data())
             .map_err(|err| FsError::Io { blk, err });
         if r.is_err() {
             self.g.uptodate = false;

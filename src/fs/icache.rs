@@ -490,7 +490,9 @@ impl Fs {
     /// flush takes it); free it if it can be, else requeue it. With
     /// `reclaim_writeback=sync` (before 5.9) a dirty candidate's cluster is
     /// written back here and the IO waited for, and a candidate under flush
-    /// is waited for; otherwise both are requeued. With
+    /// (a flush running, or its cluster write still in flight: the flush
+    /// lock is held until the IO completes) is waited for (`xfs_iflock`);
+    /// otherwise both are requeued (5.9's `XFS_IFLUSHING` test). With
     /// `reclaim_final_lock` the ILOCK is taken once more, blocking, after
     /// the inode left the index (5.9's "(almost) spurious" lock).
     fn reclaim_one(&self, pag: &Perag, p: *mut XfsInode, gfp: Gfp) -> bool {
@@ -508,13 +510,20 @@ impl Fs {
                 waits += 1;
                 guard = self.reclaim_ilock(ip);
             }
+            // xfs_iflock: the flush lock is held until the cluster write
+            // completes on the device; wait for it, holding the ILOCK.
+            if guard.is_some() && ip.flush_io_pending() {
+                self.stats.reclaim_iflock_waits.fetch_add(1, Ordering::Relaxed);
+                self.device()
+                    .wait_completion(ip.flush_done_ns.load(Ordering::Acquire));
+            }
         }
         let Some(guard) = guard else {
             ip.clear(I_RECLAIM);
             self.stats.requeued_locked.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        if ip.flags() & I_FLUSHING != 0 {
+        if ip.flags() & I_FLUSHING != 0 || ip.flush_io_pending() {
             drop(guard);
             ip.clear(I_RECLAIM);
             self.stats.requeued_flushing.fetch_add(1, Ordering::Relaxed);

@@ -78,6 +78,13 @@ pub(crate) struct XfsInode {
     /// ILOCK only to map blocks; writes and truncates hold it exclusive
     /// before their transaction and ILOCK. Reclaim never takes it.
     pub(crate) iolock: RwSemaphore<()>,
+    /// The flush lock's IO: when the last cluster write of this inode
+    /// completes on the device (`time::now_ns`). XFS holds the inode's
+    /// flush lock (`XFS_IFLUSHING`, the iflock before 5.9) from the cluster
+    /// flush until the buffer's IO completes (`xfs_iflush_done`); reclaim
+    /// must wait for it (`xfs_iflock`, before 5.9) or skip the inode (5.9
+    /// on) until then.
+    pub(crate) flush_done_ns: AtomicU64,
     /// On the superblock's inode LRU (`i_lru`) while unused; taken off
     /// lazily (see `Fs::prune_icache_sb`).
     pub(crate) lru: ListLruHead<XfsInode>,
@@ -99,6 +106,7 @@ impl XfsInode {
             flags: AtomicU32::new(0),
             ilock: RwSemaphore::new(core, ilock_class(dir)),
             iolock: RwSemaphore::new((), iolock_class()),
+            flush_done_ns: AtomicU64::new(0),
             lru: ListLruHead::new(),
         }
     }
@@ -113,6 +121,12 @@ impl XfsInode {
 
     pub(crate) fn clear(&self, f: u32) -> u32 {
         self.flags.fetch_and(!f, Ordering::AcqRel)
+    }
+
+    /// Whether a cluster write of this inode is still in flight (its flush
+    /// lock held until the IO completes).
+    pub(crate) fn flush_io_pending(&self) -> bool {
+        self.flush_done_ns.load(Ordering::Acquire) > crate::time::now_ns()
     }
 }
 

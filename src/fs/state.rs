@@ -46,6 +46,7 @@ pub(crate) struct Counters {
     pub(crate) reclaim_writebacks: AtomicU64,
     pub(crate) reclaim_final_locks: AtomicU64,
     pub(crate) lru_rotated: AtomicU64,
+    pub(crate) reclaim_iflock_waits: AtomicU64,
     pub(crate) pruned: AtomicU64,
 }
 
@@ -107,6 +108,9 @@ pub struct FsStats {
     /// Final blocking ILOCKs reclaim took before freeing
     /// (`reclaim_final_lock=on`).
     pub reclaim_final_locks: u64,
+    /// Candidates whose cluster write was in flight and reclaim waited for
+    /// its completion (the flush lock, `reclaim_writeback=sync`).
+    pub reclaim_iflock_waits: u64,
     /// Second chances the LRU walk gave (`I_REFERENCED` cleared, rotated).
     pub inodes_lru_rotated: u64,
     /// Inodes the LRU walk moved to XFS's reclaimable state.
@@ -232,6 +236,7 @@ impl Fs {
             inactivations: ld(&s.inactivations),
             reclaim_writebacks: ld(&s.reclaim_writebacks),
             reclaim_final_locks: ld(&s.reclaim_final_locks),
+            reclaim_iflock_waits: ld(&s.reclaim_iflock_waits),
             inodes_lru_rotated: ld(&s.lru_rotated),
             inodes_pruned: ld(&s.pruned),
         }
