@@ -40,6 +40,7 @@ kreclaim::kernel_tests!(
     lockdep_sees_the_seed_report_only_under_kernel,
     reclaim_final_lock_knob_takes_the_lock_after_unindexing,
     reclaim_writeback_knob_writes_dirty_inodes_from_reclaim,
+    reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight,
     disk_model_makes_requests_take_their_time,
     reclaim_subclass_knob_hides_the_recursive_report,
     writeback_io_error_keeps_the_inode_dirty,
@@ -644,6 +645,57 @@ fn reclaim_writeback_knob_writes_dirty_inodes_from_reclaim() -> TestResult {
                 "{era} {knob:?}: no dirty inode met: {s:?}"
             );
         }
+        ok!(fs.unmount());
+    }
+    fsck_clean()
+}
+
+fn reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight() -> TestResult {
+    // XFS holds an inode's flush lock from its cluster flush until the
+    // buffer IO completes. Reclaim before 5.9 (`reclaim_writeback=sync`)
+    // waits for it (xfs_iflock); since 5.9 it skips the inode. A device
+    // with a 5 s latency keeps the flusher's writes in flight long enough
+    // for reclaim to meet them whatever the host's load.
+    use kreclaim::fs::DiskModel;
+    const SLOW: DiskModel = DiskModel {
+        lat_us: 5_000_000,
+        bw_mbps: 0,
+    };
+    for (era, waits) in [(Policy::TODAY, false), (Policy::NOFS, true)] {
+        let fs = ok!(fresh(era));
+        let root = ok!(fs.root());
+        for i in 0..4 {
+            drop(ok!(fs.create(&root, &format!("w{i}"), FileType::File)));
+        }
+        // Unused and dirty: off the LRU to XFS's reclaimable state.
+        fs.prune_icache_sb(16);
+        kassert!(fs.stats().inodes_reclaimable >= 4, "{:?}", fs.stats());
+        dev().set_model(SLOW);
+        // The flusher (every second) writes the clusters back: queued, so
+        // it does not wait, and the inodes are clean with the IO in flight.
+        wait_for("the flusher to write the new inodes", || {
+            fs.stats().inodes_dirty == 0
+        })?;
+        let before = fs.stats();
+        let freed = fs.free_cached_objects(16);
+        let s = fs.stats();
+        dev().set_model(DiskModel::INSTANT);
+        kreclaim::println!("{era}: freed {freed}: {s:?}");
+        if waits {
+            kassert!(
+                s.reclaim_iflock_waits > before.reclaim_iflock_waits,
+                "{era}: reclaim did not wait for the write: {s:?}"
+            );
+            kassert!(freed >= 4, "{era}: freed {freed}");
+        } else {
+            kassert_eq!(s.reclaim_iflock_waits, 0, "{era}: {s:?}");
+            kassert!(
+                s.inodes_requeued_flushing > before.inodes_requeued_flushing,
+                "{era}: reclaim did not skip the inodes under IO: {s:?}"
+            );
+            kassert_eq!(freed, 0, "{era}: freed inodes whose write is in flight");
+        }
+        drop(root);
         ok!(fs.unmount());
     }
     fsck_clean()
