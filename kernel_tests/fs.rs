@@ -1365,7 +1365,11 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
     drop((dir, root));
     let s = fs.stats();
     // Every cached inode is unused: on the LRU or reclaimable.
-    kassert_eq!(s.inodes_cached, s.inodes_lru + s.inodes_reclaimable, "{s:?}");
+    kassert_eq!(
+        s.inodes_cached,
+        s.inodes_lru + s.inodes_reclaimable,
+        "{s:?}"
+    );
     ok!(fs.unmount());
     fsck_clean()
 }

@@ -950,7 +950,10 @@ fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
     let reg = ShrinkerBuilder::new("no-progress")
         .register(NoProgress(scans.clone()))
         .or_fail("register")?;
-    let (stop, runs) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, runs) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let (s2, r2) = (stop.clone(), runs.clone());
     let helper = task::spawn("yielder", move || {
         while !s2.load(Ordering::Acquire) {
@@ -974,6 +977,10 @@ fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
         scans.load(Ordering::Relaxed) > 0,
         "the shrinker was never scanned"
     );
-    kassert_eq!(ran, 0, "another task ran {ran} times inside one direct reclaim pass");
+    kassert_eq!(
+        ran,
+        0,
+        "another task ran {ran} times inside one direct reclaim pass"
+    );
     Ok(())
 }

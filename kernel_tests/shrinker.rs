@@ -629,15 +629,13 @@ unsafe impl ListLruItem for LruObj {
     }
 }
 
-/// `n` boxed objects with ids 0..n (boxed: they must not move while on a
-/// list).
-fn lru_objs(n: u32) -> Vec<alloc::boxed::Box<LruObj>> {
+/// `n` objects with ids 0..n (the vector is never resized, so they do not
+/// move while on a list).
+fn lru_objs(n: u32) -> Vec<LruObj> {
     (0..n)
-        .map(|id| {
-            alloc::boxed::Box::new(LruObj {
-                id,
-                lru: ListLruHead::new(),
-            })
+        .map(|id| LruObj {
+            id,
+            lru: ListLruHead::new(),
         })
         .collect()
 }
@@ -652,7 +650,7 @@ fn id_of(p: core::ptr::NonNull<LruObj>) -> u32 {
 }
 
 /// An LRU holding every object of `objs`, in order (oldest first).
-fn lru_of(objs: &[alloc::boxed::Box<LruObj>]) -> ListLru<LruObj> {
+fn lru_of(objs: &[LruObj]) -> ListLru<LruObj> {
     let lru = ListLru::new(kreclaim::lock_class!("test_list_lru"));
     for o in objs {
         // SAFETY: the objects outlive the LRU in every test (declared first,

@@ -513,7 +513,9 @@ impl Fs {
             // xfs_iflock: the flush lock is held until the cluster write
             // completes on the device; wait for it, holding the ILOCK.
             if guard.is_some() && ip.flush_io_pending() {
-                self.stats.reclaim_iflock_waits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .reclaim_iflock_waits
+                    .fetch_add(1, Ordering::Relaxed);
                 self.device()
                     .wait_completion(ip.flush_done_ns.load(Ordering::Acquire));
             }

@@ -388,7 +388,9 @@ impl<T: ListLruItem> ListLru<T> {
 
     fn violation(&self, what: core::fmt::Arguments) {
         if self.violations.fetch_add(1, Ordering::Relaxed) == 0 {
-            log::warn!("list_lru: isolate callback broke the contract: {what}; restarting the walk");
+            log::warn!(
+                "list_lru: isolate callback broke the contract: {what}; restarting the walk"
+            );
         }
     }
 
