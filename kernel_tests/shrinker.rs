@@ -888,5 +888,19 @@ fn list_lru_contract_breaks_are_reported() -> TestResult {
     kassert_eq!(lru.violations(), 2);
     kassert_eq!(lru_order(&lru), [0, 1]);
     kassert_eq!(lru.count(), 2);
+    // Isolating another item than the one called for: refused, reported.
+    let other = ptr_of(&objs[1]);
+    let removed = lru.walk(
+        |p, walk| {
+            if id_of(p) == 0 {
+                walk.isolate(other);
+            }
+            LruStatus::Skip
+        },
+        u64::MAX,
+    );
+    kassert_eq!(removed, 0);
+    kassert_eq!(lru.violations(), 3);
+    kassert_eq!(lru_order(&lru), [0, 1]);
     Ok(())
 }

@@ -265,6 +265,10 @@ pub struct LruWalk<'a, T: ListLruItem> {
     node: &'a ListLruNode<T>,
     guard: Option<crate::sync::SpinLockGuard<'a, ListLruOne<T>>>,
     dropped: bool,
+    /// The item the callback was called for: the only one it may isolate.
+    cur: *mut T,
+    /// Isolation requests for another item (refused, reported by the walk).
+    foreign: bool,
 }
 
 impl<T: ListLruItem> LruWalk<'_, T> {
@@ -279,18 +283,37 @@ impl<T: ListLruItem> LruWalk<'_, T> {
         self.node.nr_items.store(n, Ordering::Relaxed);
     }
 
-    /// `list_lru_isolate`: takes `item` (the one the callback was called
-    /// for) off the list. The caller now owns it.
+    /// `list_lru_isolate`: takes `item`, the one the callback was called
+    /// for, off the list; the caller now owns it. Any other item is refused
+    /// (and reported as a contract break), as is one that left the list
+    /// while the lock was dropped.
     pub fn isolate(&mut self, item: NonNull<T>) {
-        // SAFETY: the walk called back for `item`, which is on this list and
-        // live, and `self` holds the list lock.
+        self.take(item);
+    }
+
+    /// [`isolate`](Self::isolate); whether the item was taken off.
+    fn take(&mut self, item: NonNull<T>) -> bool {
+        if item.as_ptr() != self.cur {
+            self.foreign = true;
+            return false;
+        }
+        // SAFETY: `item` is the walk's current item: live (the callback
+        // keeps it so, also across `unlocked`), and `self` holds the list
+        // lock, which guards the links of items on the list.
+        if !unsafe { links(item.as_ptr()) }.on_list {
+            return false;
+        }
+        // SAFETY: as above, and it is on this list.
         unsafe { self.list().unlink(item.as_ptr()) };
         self.sync_count();
+        true
     }
 
     /// `list_lru_isolate_move`: takes `item` off the list onto `dispose`.
     pub fn isolate_move(&mut self, item: NonNull<T>, dispose: &mut LruDispose<T>) {
-        self.isolate(item);
+        if !self.take(item) {
+            return;
+        }
         // SAFETY: just unlinked: private to this walker, live.
         let l = unsafe { links(item.as_ptr()) };
         l.next = dispose.head;
@@ -408,6 +431,8 @@ impl<T: ListLruItem> ListLru<T> {
             node,
             guard: Some(node.lock.lock()),
             dropped: false,
+            cur: ptr::null_mut(),
+            foreign: false,
         };
         let mut isolated = 0;
         'restart: loop {
@@ -425,8 +450,12 @@ impl<T: ListLruItem> ListLru<T> {
                 // SAFETY: `cur` came from the list, so it is non-null (checked).
                 let item = unsafe { NonNull::new_unchecked(cur) };
                 w.dropped = false;
+                w.cur = cur;
                 let ret = isolate(item, &mut w);
                 let dropped = w.dropped;
+                if core::mem::take(&mut w.foreign) {
+                    self.violation(format_args!("isolated an item it was not called for"));
+                }
                 match ret {
                     LruStatus::Removed | LruStatus::RemovedRetry => {
                         isolated += 1;
