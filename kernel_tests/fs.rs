@@ -36,9 +36,11 @@ kreclaim::kernel_tests!(
     heavy_reclaim_keeps_every_byte,
     trylock_reclaims_during_operations_and_stops_in_transactions,
     inode_shrinker_leaves_nr_scanned_at_nr_to_scan,
+    inode_lru_gives_a_referenced_inode_a_second_chance,
     lockdep_sees_the_seed_report_only_under_kernel,
     reclaim_final_lock_knob_takes_the_lock_after_unindexing,
     reclaim_writeback_knob_writes_dirty_inodes_from_reclaim,
+    reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight,
     disk_model_makes_requests_take_their_time,
     reclaim_subclass_knob_hides_the_recursive_report,
     writeback_io_error_keeps_the_inode_dirty,
@@ -374,10 +376,12 @@ fn inode_shrinker_leaves_nr_scanned_at_nr_to_scan() -> TestResult {
     let fs = ok!(fresh(Policy::TRYLOCK));
     ok!(populate(&fs, SEED, 0..1, 6));
     ok!(fs.sync());
-    let n = fs.stats().inodes_reclaimable;
+    // What the shrinker counts: unused inodes on the LRU and reclaimable
+    // ones (super_cache_count).
+    let n = fs.stats().inodes_lru + fs.stats().inodes_reclaimable;
     kassert!(
         (1..16).contains(&n),
-        "{n} reclaimable inodes: the test needs 1..16"
+        "{n} unused inodes: the test needs 1..16"
     );
     let before = ok!(fs.shrinker_info().ok_or("no shrinker")).0;
     let freed = fs.shrink_inode_cache(GFP_KERNEL, 0);
@@ -398,14 +402,60 @@ fn inode_shrinker_leaves_nr_scanned_at_nr_to_scan() -> TestResult {
     fsck_clean()
 }
 
+fn inode_lru_gives_a_referenced_inode_a_second_chance() -> TestResult {
+    // prune_icache_sb -> inode_lru_isolate: an inode used again while it sat
+    // on the LRU (I_REFERENCED) survives one walk (bit cleared, rotated) and
+    // is evicted to XFS reclaim by the next; an unused one goes at once.
+    let fs = ok!(fresh(Policy::TODAY));
+    let root = ok!(fs.root());
+    drop(ok!(fs.create(&root, "a", FileType::File)));
+    drop(ok!(fs.create(&root, "b", FileType::File)));
+    ok!(fs.sync()); // clean: XFS reclaim can free them
+    let s0 = fs.stats();
+    kassert_eq!(s0.inodes_lru, 2, "a and b unused on the LRU: {s0:?}");
+    // `a` is used again while on the LRU: its last reference sets
+    // I_REFERENCED (it is still on the LRU: removal is lazy).
+    drop(ok!(ok!(fs.lookup(&root, "a")).ok_or("a not found")));
+    // First walk over the whole LRU: `b` is evicted, `a` rotated.
+    fs.prune_icache_sb(2);
+    let s1 = fs.stats();
+    kassert_eq!(s1.inodes_lru_rotated - s0.inodes_lru_rotated, 1, "{s1:?}");
+    kassert_eq!(s1.inodes_pruned - s0.inodes_pruned, 1, "{s1:?}");
+    kassert_eq!(s1.inodes_lru, 1, "a stays on the LRU: {s1:?}");
+    kassert_eq!(fs.free_cached_objects(16), 1, "b reclaimed");
+    // Second walk: `a`'s bit is clear now, so it goes too.
+    fs.prune_icache_sb(2);
+    let s2 = fs.stats();
+    kassert_eq!(s2.inodes_lru_rotated, s1.inodes_lru_rotated, "{s2:?}");
+    kassert_eq!(s2.inodes_lru, 0, "{s2:?}");
+    kassert_eq!(fs.free_cached_objects(16), 1, "a reclaimed");
+    // Both are read from disk again on the next lookup.
+    let reads = fs.stats().inode_reads;
+    drop(ok!(ok!(fs.lookup(&root, "a")).ok_or("a not found")));
+    drop(ok!(ok!(fs.lookup(&root, "b")).ok_or("b not found")));
+    kassert_eq!(fs.stats().inode_reads - reads, 2);
+    drop(root);
+    ok!(fs.unmount());
+    fsck_clean()
+}
+
 /// Writers fill memory while readers walk big directories (readdir and
 /// lookup hold ILOCK and allocate buffers for uncached directory blocks).
+/// Besides the hot directories, some that nobody touches after creating
+/// them: the inode LRU keeps the hot ones cached (they are used again
+/// before the LRU walk comes back to them), so the directories reclaim
+/// locks are cold ones, as on a real system.
 fn contended_workload(fs: &Arc<Fs>, seed: u64) -> Result<(), String> {
     const DIRS: u32 = 8;
+    const COLD_DIRS: u32 = 32;
     const FILES: u32 = 400;
     let root = fs.root().map_err(|e| format!("{e}"))?;
     for d in 0..DIRS {
         fs.create(&root, &format!("d{d}"), FileType::Dir)
+            .map_err(|e| format!("mkdir: {e}"))?;
+    }
+    for d in 0..COLD_DIRS {
+        fs.create(&root, &format!("cold{d}"), FileType::Dir)
             .map_err(|e| format!("mkdir: {e}"))?;
     }
     drop(root);
@@ -600,6 +650,57 @@ fn reclaim_writeback_knob_writes_dirty_inodes_from_reclaim() -> TestResult {
     fsck_clean()
 }
 
+fn reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight() -> TestResult {
+    // XFS holds an inode's flush lock from its cluster flush until the
+    // buffer IO completes. Reclaim before 5.9 (`reclaim_writeback=sync`)
+    // waits for it (xfs_iflock); since 5.9 it skips the inode. A device
+    // with a 5 s latency keeps the flusher's writes in flight long enough
+    // for reclaim to meet them whatever the host's load.
+    use kreclaim::fs::DiskModel;
+    const SLOW: DiskModel = DiskModel {
+        lat_us: 5_000_000,
+        bw_mbps: 0,
+    };
+    for (era, waits) in [(Policy::TODAY, false), (Policy::NOFS, true)] {
+        let fs = ok!(fresh(era));
+        let root = ok!(fs.root());
+        for i in 0..4 {
+            drop(ok!(fs.create(&root, &format!("w{i}"), FileType::File)));
+        }
+        // Unused and dirty: off the LRU to XFS's reclaimable state.
+        fs.prune_icache_sb(16);
+        kassert!(fs.stats().inodes_reclaimable >= 4, "{:?}", fs.stats());
+        dev().set_model(SLOW);
+        // The flusher (every second) writes the clusters back: queued, so
+        // it does not wait, and the inodes are clean with the IO in flight.
+        wait_for("the flusher to write the new inodes", || {
+            fs.stats().inodes_dirty == 0
+        })?;
+        let before = fs.stats();
+        let freed = fs.free_cached_objects(16);
+        let s = fs.stats();
+        dev().set_model(DiskModel::INSTANT);
+        kreclaim::println!("{era}: freed {freed}: {s:?}");
+        if waits {
+            kassert!(
+                s.reclaim_iflock_waits > before.reclaim_iflock_waits,
+                "{era}: reclaim did not wait for the write: {s:?}"
+            );
+            kassert!(freed >= 4, "{era}: freed {freed}");
+        } else {
+            kassert_eq!(s.reclaim_iflock_waits, 0, "{era}: {s:?}");
+            kassert!(
+                s.inodes_requeued_flushing > before.inodes_requeued_flushing,
+                "{era}: reclaim did not skip the inodes under IO: {s:?}"
+            );
+            kassert_eq!(freed, 0, "{era}: freed inodes whose write is in flight");
+        }
+        drop(root);
+        ok!(fs.unmount());
+    }
+    fsck_clean()
+}
+
 fn reclaim_subclass_knob_hides_the_recursive_report() -> TestResult {
     // A task holding a directory's ILOCK enters reclaim (as direct reclaim
     // from a lookup would), and reclaim blocks on other directories' ILOCKs
@@ -616,10 +717,15 @@ fn reclaim_subclass_knob_hides_the_recursive_report() -> TestResult {
             drop(ok!(fs.create(&root, &format!("sub{i}"), FileType::Dir)));
         }
         ok!(fs.sync());
+        // Two passes: the first moves the unused directories off the inode
+        // LRU to XFS's reclaimable state (prune_icache_sb), the second
+        // reclaims them with the blocking ILOCK.
         let freed = {
             let _g = fs.ilock(&root, false);
             let _memalloc = MemallocScope::noreclaim();
-            fs.shrink_inode_cache(GFP_KERNEL, 0)
+            fs.shrink_inode_cache(GFP_KERNEL, 0);
+            fs.shrink_inode_cache(GFP_KERNEL, 0);
+            fs.stats().inodes_reclaimed
         };
         kassert!(freed > 0, "reclaim_subclass={knob}: nothing reclaimed");
         drop(root);
@@ -1258,7 +1364,12 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
     );
     drop((dir, root));
     let s = fs.stats();
-    kassert_eq!(s.inodes_cached, s.inodes_reclaimable, "{s:?}");
+    // Every cached inode is unused: on the LRU or reclaimable.
+    kassert_eq!(
+        s.inodes_cached,
+        s.inodes_lru + s.inodes_reclaimable,
+        "{s:?}"
+    );
     ok!(fs.unmount());
     fsck_clean()
 }

@@ -40,6 +40,7 @@ kreclaim::kernel_tests!(
     oom_killer_kills_the_largest_footprint_and_the_allocation_succeeds,
     oom_fail_keeps_small_allocations_failing,
     nofs_allocation_retries_without_invoking_the_killer,
+    direct_reclaim_does_not_yield_between_priorities,
 );
 
 const OBJ: usize = 1024;
@@ -922,6 +923,64 @@ fn nofs_allocation_retries_without_invoking_the_killer() -> TestResult {
         oom_kill::kills(),
         kills0,
         "a NOFS allocation invoked the killer"
+    );
+    Ok(())
+}
+
+/// A shrinker that never frees anything (direct reclaim goes through every
+/// priority).
+struct NoProgress(Arc<AtomicU64>);
+
+impl Shrinker for NoProgress {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        CountObjects::new(4096)
+    }
+    fn scan_objects(&self, _sc: &mut ShrinkControl) -> ScanObjects {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ScanObjects::freed(0)
+    }
+}
+
+fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
+    // Linux's do_try_to_free_pages goes from priority 12 to 0 without
+    // giving the CPU away (cond_resched only yields a used-up time slice).
+    // With preemption off, another runnable task gets the CPU during one
+    // direct reclaim pass only if reclaim yields.
+    let scans = Arc::new(AtomicU64::new(0));
+    let reg = ShrinkerBuilder::new("no-progress")
+        .register(NoProgress(scans.clone()))
+        .or_fail("register")?;
+    let (stop, runs) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let (s2, r2) = (stop.clone(), runs.clone());
+    let helper = task::spawn("yielder", move || {
+        while !s2.load(Ordering::Acquire) {
+            r2.fetch_add(1, Ordering::Relaxed);
+            task::yield_now();
+        }
+    })
+    .or_fail("spawn the helper")?;
+    task::yield_now(); // let it start
+    let before = runs.load(Ordering::Relaxed);
+    let got = {
+        let _p = task::PreemptGuard::new();
+        vmscan::try_to_free_pages(GFP_KERNEL, 0)
+    };
+    let ran = runs.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Release);
+    let _ = helper.join();
+    drop(reg);
+    kassert_eq!(got, 0);
+    kassert!(
+        scans.load(Ordering::Relaxed) > 0,
+        "the shrinker was never scanned"
+    );
+    kassert_eq!(
+        ran,
+        0,
+        "another task ran {ran} times inside one direct reclaim pass"
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ use core::time::Duration;
 use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::mm::gfp::*;
 use kreclaim::mm::inline_name::InlineName;
+use kreclaim::mm::list_lru::{ListLru, ListLruHead, ListLruItem, LruDispose, LruStatus};
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::mm::shrinker::*;
 use kreclaim::task::{self, Task, TaskState};
@@ -32,6 +33,12 @@ kreclaim::kernel_tests!(
     register_error_names_the_shrinker,
     do_shrink_slab_table_worked_by_hand,
     scanning_nothing_without_stop_is_reported_not_spun_on,
+    list_lru_add_del_and_counts,
+    list_lru_walk_honours_each_isolate_result,
+    list_lru_rotate_revisits_and_nr_to_walk_bounds_the_walk,
+    list_lru_retry_restarts_from_the_head,
+    list_lru_stop_ends_the_walk,
+    list_lru_contract_breaks_are_reported,
 );
 
 /// A fake cache: `objects` freeable objects; records every scan request.
@@ -606,5 +613,294 @@ fn scanning_nothing_without_stop_is_reported_not_spun_on() -> TestResult {
     reg.shrink(GFP_KERNEL, 0);
     kassert_eq!(scans.lock().len(), 1);
     kassert_eq!(reg.stats().violations.load(Ordering::Relaxed), 1);
+    Ok(())
+}
+
+/// An object for the list_lru tests.
+struct LruObj {
+    id: u32,
+    lru: ListLruHead<LruObj>,
+}
+
+// SAFETY: always the object's own `lru` field.
+unsafe impl ListLruItem for LruObj {
+    fn lru_head(&self) -> &ListLruHead<Self> {
+        &self.lru
+    }
+}
+
+/// `n` objects with ids 0..n (the vector is never resized, so they do not
+/// move while on a list).
+fn lru_objs(n: u32) -> Vec<LruObj> {
+    (0..n)
+        .map(|id| LruObj {
+            id,
+            lru: ListLruHead::new(),
+        })
+        .collect()
+}
+
+fn ptr_of(o: &LruObj) -> core::ptr::NonNull<LruObj> {
+    core::ptr::NonNull::from(o)
+}
+
+fn id_of(p: core::ptr::NonNull<LruObj>) -> u32 {
+    // SAFETY: the tests only walk lists of objects they keep alive.
+    unsafe { p.as_ref() }.id
+}
+
+/// An LRU holding every object of `objs`, in order (oldest first).
+fn lru_of(objs: &[LruObj]) -> ListLru<LruObj> {
+    let lru = ListLru::new(kreclaim::lock_class!("test_list_lru"));
+    for o in objs {
+        // SAFETY: the objects outlive the LRU in every test (declared first,
+        // dropped last) and are on no other list.
+        // (Each test checks the count.)
+        unsafe { lru.add(ptr_of(o)) };
+    }
+    lru
+}
+
+/// The ids on the list, head (oldest) first, read with a walk that skips
+/// everything.
+fn lru_order(lru: &ListLru<LruObj>) -> Vec<u32> {
+    let mut ids = Vec::new();
+    lru.walk(
+        |p, _| {
+            ids.push(id_of(p));
+            LruStatus::Skip
+        },
+        u64::MAX,
+    );
+    ids
+}
+
+fn list_lru_add_del_and_counts() -> TestResult {
+    let objs = lru_objs(3);
+    let lru = lru_of(&objs);
+    kassert_eq!(lru.count(), 3);
+    kassert_eq!(lru.count_one(0), 3);
+    kassert_eq!(lru.count_one(1), 0, "a node that does not exist");
+    // SAFETY: as in `lru_of`.
+    unsafe {
+        kassert_eq!(lru.add(ptr_of(&objs[1])), false, "already on the list");
+        kassert_eq!(lru.count(), 3);
+        kassert_eq!(lru.del(ptr_of(&objs[1])), true);
+        kassert_eq!(lru.del(ptr_of(&objs[1])), false, "not on the list");
+    }
+    kassert_eq!(lru.count(), 2);
+    kassert_eq!(lru_order(&lru), [0, 2]);
+    // Re-added at the tail (the most recent end).
+    // SAFETY: as in `lru_of`.
+    kassert_eq!(unsafe { lru.add(ptr_of(&objs[1])) }, true);
+    kassert_eq!(lru_order(&lru), [0, 2, 1]);
+    kassert_eq!(lru.shrink_count(), 3);
+    Ok(())
+}
+
+fn list_lru_walk_honours_each_isolate_result() -> TestResult {
+    let objs = lru_objs(5);
+    let lru = lru_of(&objs);
+    let mut dispose = LruDispose::new();
+    let mut visits = Vec::new();
+    // 0: removed; 1: rotated; 2: skipped; 3: moved to a dispose list;
+    // 4: skipped. Five visits: 1 is not seen again.
+    let removed = lru.walk(
+        |p, walk| {
+            visits.push(id_of(p));
+            match id_of(p) {
+                0 => {
+                    walk.isolate(p);
+                    LruStatus::Removed
+                }
+                1 => LruStatus::Rotate,
+                3 => {
+                    walk.isolate_move(p, &mut dispose);
+                    LruStatus::Removed
+                }
+                _ => LruStatus::Skip,
+            }
+        },
+        5,
+    );
+    kassert_eq!(visits, [0, 1, 2, 3, 4]);
+    kassert_eq!(removed, 2);
+    kassert_eq!(lru.count(), 3);
+    kassert_eq!(lru_order(&lru), [2, 4, 1], "1 rotated to the tail");
+    kassert_eq!(dispose.len(), 1);
+    kassert_eq!(dispose.pop().map(id_of), Some(3));
+    kassert!(dispose.pop().is_none());
+    // Isolated items can be added again.
+    // SAFETY: as in `lru_of`.
+    unsafe {
+        kassert_eq!(lru.add(ptr_of(&objs[0])), true);
+        kassert_eq!(lru.add(ptr_of(&objs[3])), true);
+    }
+    kassert_eq!(lru_order(&lru), [2, 4, 1, 0, 3]);
+    kassert_eq!(lru.violations(), 0);
+    Ok(())
+}
+
+fn list_lru_rotate_revisits_and_nr_to_walk_bounds_the_walk() -> TestResult {
+    let objs = lru_objs(3);
+    let lru = lru_of(&objs);
+    let mut visits = Vec::new();
+    // Rotated items go to the tail, so an always-rotating walk comes back
+    // to them: only nr_to_walk ends it (Linux's list_for_each_safe walk).
+    let removed = lru.walk(
+        |p, _| {
+            visits.push(id_of(p));
+            LruStatus::Rotate
+        },
+        7,
+    );
+    kassert_eq!(removed, 0);
+    kassert_eq!(visits, [0, 1, 2, 0, 1, 2, 0]);
+    kassert_eq!(lru_order(&lru), [1, 2, 0]);
+    // nr_to_walk 0 visits nothing; a short walk removes at most that many.
+    kassert_eq!(lru.walk(|_, _| LruStatus::Skip, 0), 0);
+    let removed = lru.walk(
+        |p, walk| {
+            walk.isolate(p);
+            LruStatus::Removed
+        },
+        2,
+    );
+    kassert_eq!(removed, 2);
+    kassert_eq!(lru_order(&lru), [0]);
+    kassert_eq!(lru.count(), 1);
+    Ok(())
+}
+
+fn list_lru_retry_restarts_from_the_head() -> TestResult {
+    let objs = lru_objs(3);
+    let lru = lru_of(&objs);
+    let mut visits = Vec::new();
+    let mut dropped_once = false;
+    // Item 1 drops the lock once and answers Retry: the walk restarts at
+    // the head, and every visit counts against nr_to_walk.
+    lru.walk(
+        |p, walk| {
+            visits.push(id_of(p));
+            if id_of(p) == 1 && !dropped_once {
+                dropped_once = true;
+                walk.unlocked(|| ());
+                return LruStatus::Retry;
+            }
+            LruStatus::Skip
+        },
+        u64::MAX,
+    );
+    kassert_eq!(visits, [0, 1, 0, 1, 2]);
+    visits.clear();
+    let mut dropped_once = false;
+    lru.walk(
+        |p, walk| {
+            visits.push(id_of(p));
+            if id_of(p) == 1 && !dropped_once {
+                dropped_once = true;
+                walk.unlocked(|| ());
+                return LruStatus::Retry;
+            }
+            LruStatus::Skip
+        },
+        3,
+    );
+    kassert_eq!(visits, [0, 1, 0], "retries count against nr_to_walk");
+    // RemovedRetry: removed (with the lock retaken), then restart.
+    visits.clear();
+    let removed = lru.walk(
+        |p, walk| {
+            visits.push(id_of(p));
+            if id_of(p) == 1 {
+                walk.unlocked(|| ());
+                walk.isolate(p);
+                return LruStatus::RemovedRetry;
+            }
+            LruStatus::Skip
+        },
+        u64::MAX,
+    );
+    kassert_eq!(removed, 1);
+    kassert_eq!(visits, [0, 1, 0, 2]);
+    kassert_eq!(lru_order(&lru), [0, 2]);
+    kassert_eq!(lru.violations(), 0);
+    Ok(())
+}
+
+fn list_lru_stop_ends_the_walk() -> TestResult {
+    let objs = lru_objs(4);
+    let lru = lru_of(&objs);
+    let mut visits = Vec::new();
+    let removed = lru.walk(
+        |p, walk| {
+            visits.push(id_of(p));
+            if id_of(p) == 1 {
+                return LruStatus::Stop;
+            }
+            walk.isolate(p);
+            LruStatus::Removed
+        },
+        u64::MAX,
+    );
+    kassert_eq!(visits, [0, 1]);
+    kassert_eq!(removed, 1);
+    kassert_eq!(lru_order(&lru), [1, 2, 3]);
+    Ok(())
+}
+
+fn list_lru_contract_breaks_are_reported() -> TestResult {
+    let objs = lru_objs(2);
+    let lru = lru_of(&objs);
+    // "Removed" without taking the item off: reported, not counted as
+    // removed, and the walk restarts instead of trusting the list.
+    let mut visits = Vec::new();
+    let removed = lru.walk(
+        |p, _| {
+            visits.push(id_of(p));
+            if visits.len() == 1 {
+                LruStatus::Removed
+            } else {
+                LruStatus::Skip
+            }
+        },
+        u64::MAX,
+    );
+    kassert_eq!(removed, 0);
+    kassert_eq!(visits, [0, 0, 1]);
+    kassert_eq!(lru.violations(), 1);
+    // "Rotate" after dropping the lock: the position is stale; reported,
+    // and the walk restarts without moving anything.
+    let mut visits = Vec::new();
+    lru.walk(
+        |p, walk| {
+            visits.push(id_of(p));
+            if visits.len() == 1 {
+                walk.unlocked(|| ());
+                LruStatus::Rotate
+            } else {
+                LruStatus::Skip
+            }
+        },
+        u64::MAX,
+    );
+    kassert_eq!(visits, [0, 0, 1]);
+    kassert_eq!(lru.violations(), 2);
+    kassert_eq!(lru_order(&lru), [0, 1]);
+    kassert_eq!(lru.count(), 2);
+    // Isolating another item than the one called for: refused, reported.
+    let other = ptr_of(&objs[1]);
+    let removed = lru.walk(
+        |p, walk| {
+            if id_of(p) == 0 {
+                walk.isolate(other);
+            }
+            LruStatus::Skip
+        },
+        u64::MAX,
+    );
+    kassert_eq!(removed, 0);
+    kassert_eq!(lru.violations(), 3);
+    kassert_eq!(lru_order(&lru), [0, 1]);
     Ok(())
 }

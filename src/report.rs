@@ -317,9 +317,12 @@ pub fn single(r: &RunResult) {
     crate::println!("\n--- inode cache ---");
     let f = &r.fs;
     crate::println!(
-        "inodes: read {}, cached {}, reclaimable {}, scanned {}, reclaimed {}, requeued dirty {} / locked {} / flushing {}",
+        "inodes: read {}, cached {}, on the LRU {} (second chances {}, pruned {}), reclaimable {}, scanned {}, reclaimed {}, requeued dirty {} / locked {} / flushing {}",
         f.inode_reads,
         f.inodes_cached,
+        f.inodes_lru,
+        f.inodes_lru_rotated,
+        f.inodes_pruned,
         f.inodes_reclaimable,
         f.inodes_scanned,
         f.inodes_reclaimed,
@@ -441,12 +444,16 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
         .begin_object()
         .field_u64("reads", f.inode_reads)
         .field_u64("cached", f.inodes_cached)
+        .field_u64("lru", f.inodes_lru)
+        .field_u64("lru_rotated", f.inodes_lru_rotated)
+        .field_u64("pruned", f.inodes_pruned)
         .field_u64("reclaimable", f.inodes_reclaimable)
         .field_u64("scanned", f.inodes_scanned)
         .field_u64("reclaimed", f.inodes_reclaimed)
         .field_u64("requeued_dirty", f.inodes_requeued_dirty)
         .field_u64("requeued_locked", f.inodes_requeued_locked)
         .field_u64("requeued_flushing", f.inodes_requeued_flushing)
+        .field_u64("iflock_waits", f.reclaim_iflock_waits)
         .field_u64("cluster_flushes", f.cluster_flushes)
         .field_u64("flush_errors", f.flush_errors)
         .field_u64("flush_trylock_skips", f.flush_trylock_skips)

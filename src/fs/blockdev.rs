@@ -90,6 +90,19 @@ pub trait BlockDevice: Send + Sync {
     fn flush(&self) -> Result<(), IoError> {
         Ok(())
     }
+    /// [`write_block`](Self::write_block), returning when the write will
+    /// have completed on the device (`time::now_ns` nanoseconds; 0 on a
+    /// device that completes at once). The caller may go on before then
+    /// and wait with [`wait_completion`](Self::wait_completion), as code
+    /// that submits a buffer and later waits for its IO does.
+    fn write_block_async(&self, blk: u64, buf: &[u8]) -> Result<u64, IoError> {
+        self.write_block(blk, buf).map(|()| 0)
+    }
+    /// Waits until a write that [`write_block_async`](Self::write_block_async)
+    /// said completes at `done_ns` has completed.
+    fn wait_completion(&self, done_ns: u64) {
+        let _ = done_ns;
+    }
 }
 
 /// How a RAM disk fails reads or writes on purpose. Set separately for reads
@@ -341,23 +354,26 @@ impl RamDisk {
     /// the submitter may go on (see the module docs): a read when it has
     /// completed, a write once the queue holds at most [`QUEUE_DEPTH`]
     /// requests' worth of transfer. Instant devices return at once.
-    fn submit(&self, bytes: u64, read: bool) {
-        let until = {
+    /// Returns when the request completes (0 on an instant device).
+    fn submit(&self, bytes: u64, read: bool) -> u64 {
+        let (until, done) = {
             let mut q = self.queue.lock();
             if q.model.is_instant() {
-                return;
+                return 0;
             }
             let now = crate::time::now_ns();
             let xfer = q.model.transfer_ns(bytes);
             let end = q.busy_until_ns.max(now) + xfer;
             q.busy_until_ns = end;
+            let done = end + q.model.lat_us * 1000;
             if read {
-                end + q.model.lat_us * 1000
+                (done, done)
             } else {
-                end.saturating_sub(QUEUE_DEPTH * xfer)
+                (end.saturating_sub(QUEUE_DEPTH * xfer), done)
             }
         };
         self.wait_until(until);
+        done
     }
 
     /// Waits until every request queued so far has completed (a cache
@@ -511,6 +527,14 @@ impl BlockDevice for RamDisk {
     }
 
     fn write_block(&self, blk: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.write_block_async(blk, buf).map(|_| ())
+    }
+
+    fn wait_completion(&self, done_ns: u64) {
+        self.wait_until(done_ns);
+    }
+
+    fn write_block_async(&self, blk: u64, buf: &[u8]) -> Result<u64, IoError> {
         self.write_calls.fetch_add(1, Ordering::Relaxed);
         let res = self.check(blk, buf.len()).and_then(|off| {
             let mut s = self.state.lock();
@@ -527,10 +551,7 @@ impl BlockDevice for RamDisk {
             Ok(()) => self.write_blocks.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.write_errors.fetch_add(1, Ordering::Relaxed),
         };
-        if res.is_ok() {
-            self.submit(buf.len() as u64, false);
-        }
-        res
+        res.map(|()| self.submit(buf.len() as u64, false))
     }
 
     fn flush(&self) -> Result<(), IoError> {

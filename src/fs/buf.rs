@@ -6,7 +6,9 @@
 //! seed's "readdir holds ILOCK and allocates buffer memory"). Buffers are
 //! found through an intrusive hash table sized at mount, so inserting never
 //! allocates. A buffer is referenced by [`BufRef`]s; when the last one goes
-//! it moves to the LRU, from which the `xfs_buf` shrinker frees it.
+//! it moves to the buffer LRU (a [`ListLru`], as XFS's `bt_lru`), from
+//! which the `xfs_buf` shrinker frees it through `list_lru_shrink_walk`;
+//! a lookup takes it off the LRU again.
 //!
 //! Write policy: buffers are always clean. Whoever modifies a block (data,
 //! directory, indirect and AG-header blocks under the owning inode's ILOCK
@@ -16,7 +18,9 @@
 //! change is forgotten in memory as it is on disk.
 //!
 //! Locks: the cache lock `xfs_buf_cache` (a spinlock, never held across an
-//! allocation or IO; the shrinker only trylocks it) and one sleeping lock per
+//! allocation or IO; it is taken before the LRU's list lock `xfs_buf_lru`,
+//! so the shrinker's isolate callback, which runs under the list lock, only
+//! trylocks it and skips the buffer when it is busy) and one sleeping lock per
 //! buffer (`xfs_buf`, class shared by all buffers) held while its data is
 //! read or changed and across its device IO. Nobody holds two buffer locks
 //! at once, and no allocation happens under a buffer lock.
@@ -25,6 +29,7 @@ use super::FsError;
 use super::blockdev::BlockDevice;
 use super::format::BLOCK_SIZE;
 use crate::mm::gfp::Gfp;
+use crate::mm::list_lru::{ListLru, ListLruHead, ListLruItem, LruDispose, LruStatus};
 use crate::mm::page_alloc::{self, PageOwner, PhysAddr};
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::mm::slab::kmalloc::KVec;
@@ -48,9 +53,6 @@ pub(crate) struct BufState {
 struct Links {
     refs: u32,
     hash_next: *mut Buf,
-    lru_prev: *mut Buf,
-    lru_next: *mut Buf,
-    on_lru: bool,
 }
 
 pub(crate) struct Buf {
@@ -58,7 +60,17 @@ pub(crate) struct Buf {
     page: PhysAddr,
     data: *mut u8,
     links: UnsafeCell<Links>,
+    /// On the buffer LRU while unreferenced (`b_lru`).
+    lru: ListLruHead<Buf>,
     lock: Mutex<BufState>,
+}
+
+// SAFETY: `lru_head` always returns the buffer's own `lru` field, which no
+// other list type uses.
+unsafe impl ListLruItem for Buf {
+    fn lru_head(&self) -> &ListLruHead<Self> {
+        &self.lru
+    }
 }
 
 impl Buf {
@@ -70,10 +82,8 @@ impl Buf {
             links: UnsafeCell::new(Links {
                 refs: 1,
                 hash_next: ptr::null_mut(),
-                lru_prev: ptr::null_mut(),
-                lru_next: ptr::null_mut(),
-                on_lru: false,
             }),
+            lru: ListLruHead::new(),
             lock: Mutex::new(
                 BufState {
                     uptodate: false,
@@ -87,10 +97,6 @@ impl Buf {
 
 struct CacheState {
     buckets: KVec<*mut Buf>,
-    /// Most recently released first.
-    lru_head: *mut Buf,
-    lru_tail: *mut Buf,
-    lru_len: u64,
     nr: u64,
 }
 
@@ -145,52 +151,6 @@ impl CacheState {
             }
         }
     }
-
-    fn lru_remove(&mut self, b: *mut Buf) {
-        // SAFETY: callers pass a live buffer of this cache; `&mut self` is
-        // the locked state. Neighbours are distinct buffers, so the links
-        // below never alias `l`.
-        let l = unsafe { Self::links(b) };
-        if !l.on_lru {
-            return;
-        }
-        if l.lru_prev.is_null() {
-            self.lru_head = l.lru_next;
-        } else {
-            // SAFETY: a buffer on the LRU is live, locked as above, and
-            // `l.lru_prev != b`.
-            unsafe { Self::links(l.lru_prev) }.lru_next = l.lru_next;
-        }
-        if l.lru_next.is_null() {
-            self.lru_tail = l.lru_prev;
-        } else {
-            // SAFETY: a buffer on the LRU is live, locked as above, and
-            // `l.lru_next != b`.
-            unsafe { Self::links(l.lru_next) }.lru_prev = l.lru_prev;
-        }
-        l.lru_prev = ptr::null_mut();
-        l.lru_next = ptr::null_mut();
-        l.on_lru = false;
-        self.lru_len -= 1;
-    }
-
-    fn lru_push_head(&mut self, b: *mut Buf) {
-        // SAFETY: callers pass a live buffer of this cache that is not on
-        // the LRU; `&mut self` is the locked state.
-        let l = unsafe { Self::links(b) };
-        l.lru_prev = ptr::null_mut();
-        l.lru_next = self.lru_head;
-        l.on_lru = true;
-        if self.lru_head.is_null() {
-            self.lru_tail = b;
-        } else {
-            // SAFETY: the LRU head is live, locked as above, and is not `b`
-            // (which was off the LRU); `l` is not used after this.
-            unsafe { Self::links(self.lru_head) }.lru_prev = b;
-        }
-        self.lru_head = b;
-        self.lru_len += 1;
-    }
 }
 
 /// The buffer cache of one mounted filesystem.
@@ -198,6 +158,8 @@ pub(crate) struct BufCache {
     dev: &'static dyn BlockDevice,
     slab: KmemCache,
     state: SpinLock<CacheState>,
+    /// Unreferenced buffers, oldest first (`bt_lru`).
+    lru: ListLru<Buf>,
     pub(crate) reclaimed: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) hits: AtomicU64,
@@ -226,15 +188,10 @@ impl BufCache {
             dev,
             slab,
             state: SpinLock::new(
-                CacheState {
-                    buckets: v,
-                    lru_head: ptr::null_mut(),
-                    lru_tail: ptr::null_mut(),
-                    lru_len: 0,
-                    nr: 0,
-                },
+                CacheState { buckets: v, nr: 0 },
                 crate::lock_class!("xfs_buf_cache"),
             ),
+            lru: ListLru::new(crate::lock_class!("xfs_buf_lru")),
             reclaimed: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -243,21 +200,18 @@ impl BufCache {
 
     /// (buffers cached, buffers on the LRU).
     pub(crate) fn counts(&self) -> (u64, u64) {
-        let s = self.state.lock();
-        (s.nr, s.lru_len)
+        let nr = self.state.lock().nr;
+        (nr, self.lru.count())
     }
 
     fn lookup_ref(&self, blk: u64) -> Option<NonNull<Buf>> {
-        let mut s = self.state.lock();
-        let p = s.find(blk);
-        if p.is_null() {
-            return None;
-        }
-        s.lru_remove(p);
+        let s = self.state.lock();
+        let p = NonNull::new(s.find(blk))?;
+        self.lru_del(p);
         // SAFETY: `find` returned a hashed, hence live, buffer and `s` holds
         // the cache lock.
-        unsafe { CacheState::links(p) }.refs += 1;
-        NonNull::new(p)
+        unsafe { CacheState::links(p.as_ptr()) }.refs += 1;
+        Some(p)
     }
 
     /// A referenced buffer for block `blk`; its data is read from the
@@ -291,9 +245,9 @@ impl BufCache {
         unsafe { nb.as_ptr().write(Buf::new(blk, page)) };
         let mut s = self.state.lock();
         let found = s.find(blk);
-        if !found.is_null() {
+        if let Some(f) = NonNull::new(found) {
             // Somebody inserted it meanwhile: use theirs.
-            s.lru_remove(found);
+            self.lru_del(f);
             // SAFETY: `find` returned a hashed, hence live, buffer and `s`
             // holds the cache lock.
             unsafe { CacheState::links(found) }.refs += 1;
@@ -324,85 +278,88 @@ impl BufCache {
         }
     }
 
+    /// Takes a hashed buffer off the LRU (cache lock held by the caller,
+    /// so the shrinker cannot be freeing it).
+    fn lru_del(&self, b: NonNull<Buf>) {
+        // SAFETY: the buffer is hashed, hence live, and stays so while the
+        // caller holds the cache lock; it is only ever on this LRU.
+        unsafe { self.lru.del(b) };
+    }
+
     fn release(&self, b: *mut Buf) {
-        let mut s = self.state.lock();
+        let _s = self.state.lock();
         // SAFETY: `b` belongs to a live `BufRef` (it holds a reference, so
-        // the buffer is not freed) and `s` holds the cache lock.
+        // the buffer is not freed) and `_s` holds the cache lock.
         let l = unsafe { CacheState::links(b) };
         l.refs -= 1;
         if l.refs == 0 {
-            s.lru_push_head(b);
+            // SAFETY: hashed and unreferenced: it stays live until the
+            // shrinker's isolate callback unhashes it (under the cache
+            // lock, after taking it off the LRU); only ever on this LRU.
+            unsafe { self.lru.add(NonNull::new_unchecked(b)) };
         }
     }
 
-    /// Frees up to `nr` unreferenced buffers, oldest first. `None` when the
-    /// cache lock is busy (the shrinker never waits for it).
-    fn reclaim(&self, nr: u64, wait: bool) -> Option<u64> {
-        let mut s = if wait {
-            self.state.lock()
-        } else {
-            self.state.try_lock()?
-        };
-        let mut list: *mut Buf = ptr::null_mut();
-        let mut n = 0;
-        while n < nr && !s.lru_tail.is_null() {
-            let b = s.lru_tail;
-            s.lru_remove(b);
-            s.unhash(b);
-            s.nr -= 1;
-            // SAFETY: `b` was on the LRU, so it is live; `s` holds the
-            // cache lock.
-            unsafe { CacheState::links(b) }.lru_next = list;
-            list = b;
-            n += 1;
-        }
-        drop(s);
-        while !list.is_null() {
-            let b = list;
-            // SAFETY: `b` was unhashed and taken off the LRU above, so only
-            // this task can reach it, and it is freed only after this read.
-            list = unsafe { CacheState::links_unlocked(b) }.lru_next;
-            self.free_buf(b);
+    /// `xfs_buftarg_shrink_scan`: walks up to `nr` buffers of the LRU,
+    /// oldest first, and frees those it isolates. The isolate callback runs
+    /// under the LRU lock and only trylocks the cache lock (the usual order
+    /// is cache lock, then LRU lock): a busy cache skips the buffer
+    /// (`LRU_SKIP`). Returns the number freed.
+    fn reclaim(&self, nr: u64) -> u64 {
+        let mut dispose = LruDispose::new();
+        self.lru.shrink_walk(
+            |b, walk| {
+                let Some(mut s) = self.state.try_lock() else {
+                    return LruStatus::Skip;
+                };
+                // SAFETY: on the LRU, hence hashed and live; `s` holds the
+                // cache lock.
+                if unsafe { CacheState::links(b.as_ptr()) }.refs != 0 {
+                    // Not reachable: a lookup takes the buffer off the LRU
+                    // under the cache lock before referencing it.
+                    return LruStatus::Skip;
+                }
+                s.unhash(b.as_ptr());
+                s.nr -= 1;
+                walk.isolate_move(b, &mut dispose);
+                LruStatus::Removed
+            },
+            nr,
+        );
+        let n = dispose.len();
+        while let Some(b) = dispose.pop() {
+            // Unhashed and off the LRU: only this task can reach it.
+            self.free_buf(b.as_ptr());
         }
         self.reclaimed.fetch_add(n, Ordering::Relaxed);
-        Some(n)
+        n
     }
 
     /// Frees every unreferenced buffer (unmount); returns how many buffers
     /// are still referenced.
     pub(crate) fn purge(&self) -> u64 {
-        while self.reclaim(u64::MAX, true).unwrap_or(0) > 0 {}
+        while self.lru.count() > 0 {
+            if self.reclaim(u64::MAX) == 0 {
+                // A buffer busy on another task (not at unmount): let it go.
+                crate::task::yield_now();
+            }
+        }
         self.counts().0
     }
 
+    /// `xfs_buftarg_shrink_count`: `list_lru_shrink_count` of the LRU.
     pub(crate) fn shrink_count(&self) -> CountObjects {
-        match self.state.try_lock() {
-            None => CountObjects::UNKNOWN,
-            Some(s) if s.lru_len == 0 => CountObjects::EMPTY,
-            Some(s) => CountObjects::new(s.lru_len),
+        match self.lru.shrink_count() {
+            0 => CountObjects::EMPTY,
+            n => CountObjects::new(n),
         }
     }
 
     pub(crate) fn shrink_scan(&self, sc: &mut ShrinkControl) -> ScanObjects {
-        match self.reclaim(sc.nr_to_scan(), false) {
-            None => ScanObjects::STOP,
-            // nr_scanned stays nr_to_scan, as in Linux's buffer shrinker
-            // (`xfs_buftarg_shrink_scan` walks the LRU and reports only
-            // what it freed).
-            Some(n) => ScanObjects::freed(n),
-        }
-    }
-}
-
-impl CacheState {
-    /// `links` of a buffer only this task can reach (taken off the cache).
-    ///
-    /// # Safety
-    /// `b` must be live, unhashed and off the LRU, reachable only by the
-    /// caller, and not freed while the result is used.
-    unsafe fn links_unlocked<'a>(b: *mut Buf) -> &'a mut Links {
-        // SAFETY: `b` is live and private to the caller, per the contract.
-        unsafe { &mut *(*b).links.get() }
+        // nr_scanned stays nr_to_scan, as in Linux's buffer shrinker
+        // (`xfs_buftarg_shrink_scan` walks the LRU and reports only what it
+        // freed).
+        ScanObjects::freed(self.reclaim(sc.nr_to_scan()))
     }
 }
 
@@ -510,10 +467,16 @@ impl BufGuard<'_> {
     /// Writes the block to the device. On failure the buffer is marked not
     /// up to date, so the change is dropped from memory too.
     pub(crate) fn write(&mut self) -> Result<(), FsError> {
+        self.write_async().map(|_| ())
+    }
+
+    /// [`write`](Self::write), returning when the write completes on the
+    /// device (see `BlockDevice::write_block_async`).
+    pub(crate) fn write_async(&mut self) -> Result<u64, FsError> {
         let blk = self.blkno;
         let r = self
             .dev
-            .write_block(blk, self.data())
+            .write_block_async(blk, self.data())
             .map_err(|err| FsError::Io { blk, err });
         if r.is_err() {
             self.g.uptodate = false;

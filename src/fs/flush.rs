@@ -14,7 +14,9 @@
 //!    policy's `cluster_ilock` (trylock; blocking under `broken`); a failed
 //!    trylock skips the inode (counted) and clears its I_FLUSHING;
 //! 4. copies every locked dirty core into the buffer and writes the block;
-//! 5. on success clears I_DIRTY; on an IO error prints which inodes and
+//! 5. on success clears I_DIRTY and records when the write completes on the
+//!    device (`flush_done_ns`: XFS keeps the inode's flush lock until the
+//!    buffer IO completes, so reclaim waits for or skips it until then); on an IO error prints which inodes and
 //!    block failed, counts it, and leaves them dirty (so neither lost nor
 //!    reclaimable); clears I_FLUSHING.
 //!
@@ -129,6 +131,7 @@ impl Fs {
         let mut was_dirty = [false; N];
         let mut held_dirty = false;
         let mut count = 0u32;
+        let mut done_ns = 0u64;
         let res = (|| -> Result<(), FsError> {
             let mut g = bp.lock_read()?;
             for i in 0..np {
@@ -151,7 +154,7 @@ impl Fs {
                 count += 1;
             }
             if count > 0 {
-                g.write()?;
+                done_ns = g.write_async()?;
             }
             Ok(())
         })();
@@ -162,6 +165,8 @@ impl Fs {
                     self.stats.cluster_flushes.fetch_add(1, Ordering::Relaxed);
                 }
                 let clean = |ip: &XfsInode| {
+                    // The flush lock stays held until the write completes.
+                    ip.flush_done_ns.fetch_max(done_ns, Ordering::AcqRel);
                     if ip.clear(I_DIRTY) & I_DIRTY != 0 {
                         self.stats.dirty.fetch_sub(1, Ordering::Relaxed);
                     }

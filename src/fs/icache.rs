@@ -8,8 +8,12 @@
 //! flag bits:
 //!
 //! - referenced: `refcount > 0` ([`InodeRef`]s exist);
-//! - `I_RECLAIMABLE`: the last reference went; counted per AG and per fs
-//!   (what the shrinker's count reports);
+//! - unused, on the inode LRU: the last reference went (the VFS's
+//!   `iput_final` keeps the inode cached on `sb->s_inode_lru`); with
+//!   `I_REFERENCED` if it was used again while on the LRU;
+//! - `I_RECLAIMABLE`: the LRU walk evicted it (what `prune_icache_sb` ->
+//!   `evict` -> `xfs_fs_destroy_inode` does: XFS's `XFS_IRECLAIMABLE`), or
+//!   it was unlinked and freed on disk; counted per AG and per fs;
 //! - `I_RECLAIM`: reclaim owns it; lookups wait until it is requeued or gone;
 //! - `I_DIRTY`: the core changed and is not on disk yet (set by
 //!   transaction commit, cleared by a successful cluster write);
@@ -19,6 +23,21 @@
 //! - `I_INACTIVATING`: the last reference of an unlinked inode went and
 //!   that task is freeing it on disk (XFS's `XFS_INACTIVATING`); lookups
 //!   wait until it is done, reclaim and unmount leave it alone.
+//!
+//! The inode LRU in front of XFS reclaim (the VFS's, `fs/inode.c`): the
+//! last reference puts the inode at the tail of the LRU
+//! ([`ListLru`](crate::mm::list_lru::ListLru)), or,
+//! if it is still there (a lookup does not take it off: removal is lazy, as
+//! in Linux), sets `I_REFERENCED`. The inode shrinker splits its
+//! `nr_to_scan` between the LRU and the reclaimable inodes in proportion to
+//! their counts (`super_cache_scan`) and runs `prune_icache_sb` first: its
+//! isolate callback (`inode_lru_isolate`) trylocks the AG lock (this
+//! inode's `i_lock`; `LRU_SKIP` when busy), takes in-use inodes off the LRU
+//! (`LRU_REMOVED`), gives `I_REFERENCED` ones a second chance (clear the
+//! bit, `LRU_ROTATE`), and moves the rest to `I_RECLAIMABLE`, where XFS
+//! reclaim (`xfs_reclaim_inodes_nr`) finds them. An unlinked inode skips
+//! the LRU (the VFS evicts it at once) and becomes reclaimable after
+//! inactivation.
 //!
 //! What protects the reference count and the states: `refcount` only goes
 //! from 0 to 1 (a lookup) and from 1 to 0 (the last [`InodeRef`] dropped)
@@ -56,8 +75,8 @@
 use super::FsError;
 use super::format::{FileType, InodeCore, Mode, ino_to_ag, ino_to_agino, ino_to_cluster_block};
 pub(crate) use super::inode::{
-    I_DIRTY, I_FLUSHING, I_INACTIVATING, I_RECLAIM, I_RECLAIMABLE, I_UNLINKED, Perag, XfsInode,
-    reclaim_subclass,
+    I_DIRTY, I_FLUSHING, I_INACTIVATING, I_RECLAIM, I_RECLAIMABLE, I_REFERENCED, I_UNLINKED, Perag,
+    XfsInode, reclaim_subclass,
 };
 pub use super::inode::{
     ILOCK_CHILD, ILOCK_RECLAIM, dir_ilock_class, ilock_class, iolock_class, nondir_ilock_class,
@@ -66,6 +85,7 @@ use super::policy::{IlockMode, ReclaimWriteback};
 use super::state::Fs;
 pub use super::state::{RaceHook, RacePoint};
 use crate::mm::gfp::Gfp;
+use crate::mm::list_lru::LruStatus;
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::sync::{RwSemReadGuard, RwSemWriteGuard};
 use alloc::sync::{Arc, Weak};
@@ -265,8 +285,13 @@ impl Fs {
             if ip.flags() & I_UNLINKED != 0 && !self.is_shut_down() {
                 ip.set(I_INACTIVATING);
                 true
-            } else {
+            } else if self.is_shut_down() {
+                // No active superblock: evict at once (iput_final).
+                self.lru_del(ip);
                 self.mark_reclaimable(pag, ip);
+                false
+            } else {
+                self.inode_lru_list_add(ip);
                 false
             }
         };
@@ -285,7 +310,31 @@ impl Fs {
         }
         let _ici = pag.ici.lock();
         ip.clear(I_INACTIVATING);
+        // Evicted at its last reference (generic_drop_inode: nlink 0), so
+        // never cached on the LRU; it may still be there from before it was
+        // looked up and unlinked (lazy removal).
+        self.lru_del(ip);
         self.mark_reclaimable(pag, ip);
+    }
+
+    /// `__inode_add_lru(inode, rotate = true)` from `iput_final` (AG lock
+    /// held): an unused inode goes to the tail of the LRU; one still on it
+    /// (used again since it was added) gets `I_REFERENCED`.
+    fn inode_lru_list_add(&self, ip: &XfsInode) {
+        // SAFETY: the caller holds the AG lock and the inode is indexed, so
+        // it stays live until reclaim unindexes it, which happens only after
+        // the LRU walk took it off the LRU (or `lru_del` below); the inode
+        // is only ever on this LRU.
+        if !unsafe { self.inode_lru.add(NonNull::from(ip)) } {
+            ip.set(I_REFERENCED);
+        }
+    }
+
+    /// Takes an inode off the LRU if it is on it (AG lock held).
+    fn lru_del(&self, ip: &XfsInode) {
+        // SAFETY: live (indexed, AG lock held by the caller); only ever on
+        // this LRU.
+        unsafe { self.inode_lru.del(NonNull::from(ip)) };
     }
 
     /// The last reference went (AG lock held): count the inode reclaimable.
@@ -320,6 +369,58 @@ impl Fs {
         } else {
             IlockGuard::Shared(ip.ilock.down_read())
         }
+    }
+
+    /// `prune_icache_sb`: walks up to `nr` inodes of the inode LRU with
+    /// `inode_lru_isolate` (see the module docs) and returns how many it
+    /// took off the LRU (evicted, or found in use). Evicted inodes become
+    /// `I_RECLAIMABLE` for [`Fs::free_cached_objects`]. Public for tests; the
+    /// inode shrinker calls it with its share of `nr_to_scan`.
+    ///
+    /// **Deviation:** Linux isolates onto a dispose list and evicts after the
+    /// walk (`dispose_list` -> `evict` -> `xfs_fs_destroy_inode`); for XFS
+    /// eviction only tags the inode reclaimable, which is done here in the
+    /// isolate callback under the AG lock, so no `I_FREEING` state is needed.
+    pub fn prune_icache_sb(&self, nr: u64) -> u64 {
+        self.inode_lru.shrink_walk(
+            |item, walk| {
+                // SAFETY: on the LRU, hence indexed and live: reclaim frees
+                // only inodes that were taken off the LRU first.
+                let ip = unsafe { item.as_ref() };
+                let pag = self.perag(ip.ino);
+                // The AG lock is this inode's i_lock; the usual order is AG
+                // lock, then LRU lock, so only try it.
+                let Some(_ici) = pag.ici.try_lock() else {
+                    return LruStatus::Skip;
+                };
+                if ip.refcount.load(Ordering::Acquire) != 0
+                    || ip.flags() & (I_INACTIVATING | I_RECLAIMABLE | I_RECLAIM) != 0
+                {
+                    // In use again: off the LRU until its last reference.
+                    ip.clear(I_REFERENCED);
+                    walk.isolate(item);
+                    return LruStatus::Removed;
+                }
+                if ip.clear(I_REFERENCED) & I_REFERENCED != 0 {
+                    // Recently used: one more trip through the LRU.
+                    self.stats.lru_rotated.fetch_add(1, Ordering::Relaxed);
+                    return LruStatus::Rotate;
+                }
+                walk.isolate(item);
+                // evict -> xfs_fs_destroy_inode: XFS_IRECLAIMABLE.
+                self.mark_reclaimable(pag, ip);
+                self.stats.pruned.fetch_add(1, Ordering::Relaxed);
+                LruStatus::Removed
+            },
+            nr,
+        )
+    }
+
+    /// XFS's `free_cached_objects` (`xfs_reclaim_inodes_nr`) as the inode
+    /// shrinker runs it with `GFP_KERNEL`: reclaims up to `nr` reclaimable
+    /// inodes. Returns the number freed. For tests.
+    pub fn free_cached_objects(&self, nr: u64) -> u64 {
+        self.reclaim_inodes(nr, crate::mm::gfp::GFP_KERNEL).freed
     }
 
     /// The inode shrinker's scan (`xfs_reclaim_inodes_nr`): looks at up to
@@ -389,7 +490,9 @@ impl Fs {
     /// flush takes it); free it if it can be, else requeue it. With
     /// `reclaim_writeback=sync` (before 5.9) a dirty candidate's cluster is
     /// written back here and the IO waited for, and a candidate under flush
-    /// is waited for; otherwise both are requeued. With
+    /// (a flush running, or its cluster write still in flight: the flush
+    /// lock is held until the IO completes) is waited for (`xfs_iflock`);
+    /// otherwise both are requeued (5.9's `XFS_IFLUSHING` test). With
     /// `reclaim_final_lock` the ILOCK is taken once more, blocking, after
     /// the inode left the index (5.9's "(almost) spurious" lock).
     fn reclaim_one(&self, pag: &Perag, p: *mut XfsInode, gfp: Gfp) -> bool {
@@ -407,13 +510,22 @@ impl Fs {
                 waits += 1;
                 guard = self.reclaim_ilock(ip);
             }
+            // xfs_iflock: the flush lock is held until the cluster write
+            // completes on the device; wait for it, holding the ILOCK.
+            if guard.is_some() && ip.flush_io_pending() {
+                self.stats
+                    .reclaim_iflock_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                self.device()
+                    .wait_completion(ip.flush_done_ns.load(Ordering::Acquire));
+            }
         }
         let Some(guard) = guard else {
             ip.clear(I_RECLAIM);
             self.stats.requeued_locked.fetch_add(1, Ordering::Relaxed);
             return false;
         };
-        if ip.flags() & I_FLUSHING != 0 {
+        if ip.flags() & I_FLUSHING != 0 || ip.flush_io_pending() {
             drop(guard);
             ip.clear(I_RECLAIM);
             self.stats.requeued_flushing.fetch_add(1, Ordering::Relaxed);
@@ -508,6 +620,7 @@ impl Fs {
                         left += 1;
                         continue;
                     }
+                    self.lru_del(ip);
                     ici.slots[i] = ptr::null_mut();
                     if ip.clear(I_RECLAIMABLE) & I_RECLAIMABLE != 0 {
                         pag.reclaimable.fetch_sub(1, Ordering::Relaxed);
@@ -552,7 +665,9 @@ impl Shrinker for InodeShrinker {
         let Some(fs) = self.0.upgrade() else {
             return CountObjects::EMPTY;
         };
-        let n = fs.stats.reclaimable.load(Ordering::Relaxed);
+        // super_cache_count: the inode LRU plus the fs's cached objects
+        // (XFS's reclaimable inodes).
+        let n = fs.inode_lru.shrink_count() + fs.stats.reclaimable.load(Ordering::Relaxed);
         if n == 0 || fs.is_shut_down() {
             CountObjects::EMPTY
         } else {
@@ -575,10 +690,30 @@ impl Shrinker for InodeShrinker {
             fs.stats.shrinker_stops.fetch_add(1, Ordering::Relaxed);
             return ScanObjects::STOP;
         };
+        // super_cache_scan: split nr_to_scan between the inode LRU and the
+        // fs's objects in proportion to their counts (mult_frac), prune the
+        // icache first (it feeds XFS reclaim), then reclaim; each gets at
+        // least one object ("+ 1").
+        let nr = sc.nr_to_scan();
+        let lru = fs.inode_lru.shrink_count();
+        let fs_objects = fs.stats.reclaimable.load(Ordering::Relaxed);
+        let total = lru + fs_objects + 1;
+        let inodes = mult_frac(nr, lru, total);
+        let fs_objects = mult_frac(nr, fs_objects, total);
+        let mut freed = fs.prune_icache_sb(inodes + 1);
+        if fs_objects > 0 {
+            freed += fs.reclaim_inodes(fs_objects + 1, sc.gfp()).freed;
+        }
         // nr_scanned stays nr_to_scan, as in Linux (`super_cache_scan`
         // and `xfs_reclaim_inodes_nr` leave it alone): an inode that was
-        // looked at and skipped still counts as scanned work.
-        let r = fs.reclaim_inodes(sc.nr_to_scan(), sc.gfp());
-        ScanObjects::freed(r.freed)
+        // looked at and skipped still counts as scanned work. The two "+ 1"
+        // may take the total one or two past nr_to_scan; reported as at
+        // most nr_to_scan.
+        ScanObjects::freed(freed.min(nr))
     }
+}
+
+/// `mult_frac(x, n, d)`: `x * n / d` without overflowing the product.
+fn mult_frac(x: u64, n: u64, d: u64) -> u64 {
+    (u128::from(x) * u128::from(n) / u128::from(d.max(1))) as u64
 }

@@ -6,6 +6,7 @@
 
 use super::FsError;
 use super::format::InodeCore;
+use crate::mm::list_lru::{ListLruHead, ListLruItem};
 use crate::mm::slab::kmalloc::KVec;
 use crate::sync::lockdep::{self, LockClassKey};
 use crate::sync::{Mutex, RwSemaphore, SpinLock};
@@ -18,6 +19,10 @@ pub(crate) const I_DIRTY: u32 = 1 << 2;
 pub(crate) const I_FLUSHING: u32 = 1 << 3;
 pub(crate) const I_UNLINKED: u32 = 1 << 4;
 pub(crate) const I_INACTIVATING: u32 = 1 << 5;
+/// The VFS's `I_REFERENCED`: the inode was used again while it sat on the
+/// inode LRU; the LRU walk gives it a second chance (clears the bit and
+/// rotates it) instead of evicting it.
+pub(crate) const I_REFERENCED: u32 = 1 << 6;
 
 /// Lockdep subclass for the second inode an operation locks.
 pub const ILOCK_CHILD: u8 = 1;
@@ -73,6 +78,24 @@ pub(crate) struct XfsInode {
     /// ILOCK only to map blocks; writes and truncates hold it exclusive
     /// before their transaction and ILOCK. Reclaim never takes it.
     pub(crate) iolock: RwSemaphore<()>,
+    /// The flush lock's IO: when the last cluster write of this inode
+    /// completes on the device (`time::now_ns`). XFS holds the inode's
+    /// flush lock (`XFS_IFLUSHING`, the iflock before 5.9) from the cluster
+    /// flush until the buffer's IO completes (`xfs_iflush_done`); reclaim
+    /// must wait for it (`xfs_iflock`, before 5.9) or skip the inode (5.9
+    /// on) until then.
+    pub(crate) flush_done_ns: AtomicU64,
+    /// On the superblock's inode LRU (`i_lru`) while unused; taken off
+    /// lazily (see `Fs::prune_icache_sb`).
+    pub(crate) lru: ListLruHead<XfsInode>,
+}
+
+// SAFETY: `lru_head` always returns the inode's own `lru` field, used by no
+// other list type.
+unsafe impl ListLruItem for XfsInode {
+    fn lru_head(&self) -> &ListLruHead<Self> {
+        &self.lru
+    }
 }
 
 impl XfsInode {
@@ -83,6 +106,8 @@ impl XfsInode {
             flags: AtomicU32::new(0),
             ilock: RwSemaphore::new(core, ilock_class(dir)),
             iolock: RwSemaphore::new((), iolock_class()),
+            flush_done_ns: AtomicU64::new(0),
+            lru: ListLruHead::new(),
         }
     }
 
@@ -96,6 +121,12 @@ impl XfsInode {
 
     pub(crate) fn clear(&self, f: u32) -> u32 {
         self.flags.fetch_and(!f, Ordering::AcqRel)
+    }
+
+    /// Whether a cluster write of this inode is still in flight (its flush
+    /// lock held until the IO completes).
+    pub(crate) fn flush_io_pending(&self) -> bool {
+        self.flush_done_ns.load(Ordering::Acquire) > crate::time::now_ns()
     }
 }
 

@@ -13,6 +13,7 @@ use super::icache::{InodeShrinker, Perag, XfsInode};
 use super::policy::Policy;
 use super::state::{Counters, Fs};
 use crate::mm::gfp::GFP_KERNEL;
+use crate::mm::list_lru::ListLru;
 use crate::mm::shrinker::ShrinkerBuilder;
 use crate::mm::slab::kmalloc::KVec;
 use crate::mm::slab::{KmemCache, SlabFlags};
@@ -77,6 +78,7 @@ impl Fs {
             policy,
             sb,
             perags,
+            inode_lru: ListLru::new(crate::lock_class!("s_inode_lru")),
             bufs,
             inode_slab,
             trans_slab,

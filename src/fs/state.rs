@@ -10,9 +10,10 @@ use super::FsError;
 use super::blockdev::BlockDevice;
 use super::buf::{BufCache, BufCacheOwner};
 use super::format::Superblock;
-use super::inode::Perag;
+use super::inode::{Perag, XfsInode};
 use super::policy::Policy;
 use crate::mm::gfp::Gfp;
+use crate::mm::list_lru::ListLru;
 use crate::mm::shrinker::{ShrinkerInfo, ShrinkerRegistration};
 use crate::mm::slab::kmalloc::KVec;
 use crate::mm::slab::{KmemCache, SlabInfo};
@@ -44,6 +45,9 @@ pub(crate) struct Counters {
     pub(crate) inactivate_errors: AtomicU64,
     pub(crate) reclaim_writebacks: AtomicU64,
     pub(crate) reclaim_final_locks: AtomicU64,
+    pub(crate) lru_rotated: AtomicU64,
+    pub(crate) reclaim_iflock_waits: AtomicU64,
+    pub(crate) pruned: AtomicU64,
 }
 
 /// A plain-number snapshot of a filesystem's caches and reclaim.
@@ -51,7 +55,12 @@ pub(crate) struct Counters {
 pub struct FsStats {
     /// In-core inodes now.
     pub inodes_cached: u64,
-    /// Of those, unreferenced (what the inode shrinker counts).
+    /// Unused inodes on the inode LRU (`s_inode_lru`), not yet handed to
+    /// XFS reclaim; the inode shrinker counts them with the reclaimable
+    /// ones.
+    pub inodes_lru: u64,
+    /// Inodes in XFS's reclaimable state (`XFS_IRECLAIMABLE`): moved off
+    /// the LRU by `prune_icache_sb`, or unlinked and freed on disk.
     pub inodes_reclaimable: u64,
     /// Of those, with a core not yet written back.
     pub inodes_dirty: u64,
@@ -99,6 +108,13 @@ pub struct FsStats {
     /// Final blocking ILOCKs reclaim took before freeing
     /// (`reclaim_final_lock=on`).
     pub reclaim_final_locks: u64,
+    /// Candidates whose cluster write was in flight and reclaim waited for
+    /// its completion (the flush lock, `reclaim_writeback=sync`).
+    pub reclaim_iflock_waits: u64,
+    /// Second chances the LRU walk gave (`I_REFERENCED` cleared, rotated).
+    pub inodes_lru_rotated: u64,
+    /// Inodes the LRU walk moved to XFS's reclaimable state.
+    pub inodes_pruned: u64,
 }
 
 /// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
@@ -125,6 +141,8 @@ pub struct Fs {
     pub(crate) policy: Policy,
     pub(crate) sb: Superblock,
     pub(crate) perags: KVec<Perag>,
+    /// The superblock's inode LRU (`sb->s_inode_lru`): unused inodes.
+    pub(crate) inode_lru: ListLru<XfsInode>,
     pub(crate) bufs: BufCache,
     pub(crate) inode_slab: KmemCache,
     pub(crate) trans_slab: KmemCache,
@@ -194,6 +212,7 @@ impl Fs {
         let (nbufs, lru) = self.bufs.counts();
         FsStats {
             inodes_cached: ld(&s.cached),
+            inodes_lru: self.inode_lru.count(),
             inodes_reclaimable: ld(&s.reclaimable),
             inodes_dirty: ld(&s.dirty),
             inodes_scanned: ld(&s.scanned),
@@ -217,6 +236,9 @@ impl Fs {
             inactivations: ld(&s.inactivations),
             reclaim_writebacks: ld(&s.reclaim_writebacks),
             reclaim_final_locks: ld(&s.reclaim_final_locks),
+            reclaim_iflock_waits: ld(&s.reclaim_iflock_waits),
+            inodes_lru_rotated: ld(&s.lru_rotated),
+            inodes_pruned: ld(&s.pruned),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod fs_reclaim;
 pub mod gfp;
 pub mod global_alloc;
 pub mod inline_name;
+pub mod list_lru;
 pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;
