@@ -19,7 +19,10 @@ use kreclaim_host::bench::{self, Kreclaim, KreclaimCache, Live};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map_or("hot", String::as_str);
-    let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     kreclaim_host::init(Config {
         arena_bytes: 512 << 20,
         lockdep: false,

@@ -386,7 +386,10 @@ pub fn thread_cpu_ns() -> u64 {
         }
     }
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// One multi-thread measurement (see [`threaded_hot`]).

@@ -247,7 +247,8 @@ fn shrinker_unregister_waits_for_scans_on_other_threads() {
             }
         }
         caught_inside += usize::from(inside.load(Ordering::SeqCst) != 0);
-        reg.unregister().expect("unregister from outside any callback");
+        reg.unregister()
+            .expect("unregister from outside any callback");
         assert_eq!(
             inside.load(Ordering::SeqCst),
             0,

@@ -274,7 +274,10 @@ fn main() {
         }
         for (what, ns) in [
             ("kmem_cache 64 B hot alloc+free", cache_hot),
-            ("kmem_cache 64 B hot alloc+free, lockdep on", cache_hot_lockdep),
+            (
+                "kmem_cache 64 B hot alloc+free, lockdep on",
+                cache_hot_lockdep,
+            ),
             ("kmalloc-64 hot alloc+free, lockdep on", kmalloc_hot_lockdep),
         ] {
             println!(
