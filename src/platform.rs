@@ -23,15 +23,15 @@ pub trait Platform: Sync {
     /// every instruction. Honoured on bare-metal x86_64 and in hosted
     /// builds, where the "CPU's own flag" is the calling thread's: the
     /// framework keeps it in a thread-local of its own
-    /// ([`thread_irq_save`]), as the host platform wants.
+    /// (`thread_irq_save`, hosted builds only), as the host platform wants.
     fn irq_flag_is_native(&self) -> bool {
         false
     }
     /// Whether [`Platform::cpu_id`] stays the same for the calling thread
-    /// until the thread calls [`forget_thread_cpu`] (a hosted platform that
-    /// runs each thread as a CPU of its own). The framework then keeps the
-    /// number in a thread-local and asks the platform once per thread. Only
-    /// honoured in hosted builds.
+    /// until the thread calls `platform::forget_thread_cpu` (a hosted
+    /// platform that runs each thread as a CPU of its own). The framework
+    /// then keeps the number in a thread-local and asks the platform once
+    /// per thread. Only honoured in hosted builds.
     fn cpu_id_is_per_thread(&self) -> bool {
         false
     }
