@@ -145,23 +145,21 @@ pub const NR_CPUS: usize = 16;
 
 /// The number of the CPU running the caller ([`Platform::cpu_id`]; 0 with
 /// no platform installed).
-#[cfg(target_os = "none")]
 #[inline]
 pub fn cpu_id() -> usize {
-    get().map_or(0, |p| p.cpu_id())
-}
-
-/// The number of the CPU running the caller ([`Platform::cpu_id`]; 0 with
-/// no platform installed). Hosted builds keep a per-thread answer in a
-/// thread-local (see [`Platform::cpu_id_is_per_thread`]).
-#[cfg(not(target_os = "none"))]
-#[inline]
-pub fn cpu_id() -> usize {
-    let id = hosted::CPU.with(core::cell::Cell::get);
-    if id != hosted::NO_CPU {
-        return id;
+    // Hosted builds keep a per-thread answer in a thread-local (see
+    // `Platform::cpu_id_is_per_thread`).
+    #[cfg(not(target_os = "none"))]
+    {
+        let id = hosted::CPU.with(core::cell::Cell::get);
+        if id != hosted::NO_CPU {
+            return id;
+        }
+        if let Some(p) = get() {
+            return hosted::cpu_id_slow(p);
+        }
     }
-    hosted::cpu_id_slow()
+    get().map_or(0, |p| p.cpu_id())
 }
 
 /// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
@@ -362,10 +360,7 @@ mod hosted {
     /// Asks the platform; keeps the answer if it is the thread's for good.
     #[cold]
     #[inline(never)]
-    pub(super) fn cpu_id_slow() -> usize {
-        let Some(p) = super::get() else {
-            return 0;
-        };
+    pub(super) fn cpu_id_slow(p: &dyn super::Platform) -> usize {
         let id = p.cpu_id();
         if p.cpu_id_is_per_thread() {
             CPU.with(|c| c.set(id));
