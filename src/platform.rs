@@ -20,8 +20,19 @@ pub trait Platform: Sync {
     /// the CPU's own interrupt flag (x86_64: `pushf; cli` and `sti`) and do
     /// nothing else. Then [`IrqGuard`] masks interrupts inline, without a
     /// call through the platform: the allocator's per-CPU fast paths pay for
-    /// every instruction. Only honoured on bare-metal x86_64.
+    /// every instruction. Honoured on bare-metal x86_64 and in hosted
+    /// builds, where the "CPU's own flag" is the calling thread's: the
+    /// framework keeps it in a thread-local of its own
+    /// (`thread_irq_save`, hosted builds only), as the host platform wants.
     fn irq_flag_is_native(&self) -> bool {
+        false
+    }
+    /// Whether [`Platform::cpu_id`] stays the same for the calling thread
+    /// until the thread calls `platform::forget_thread_cpu` (a hosted
+    /// platform that runs each thread as a CPU of its own). The framework
+    /// then keeps the number in a thread-local and asks the platform once
+    /// per thread. Only honoured in hosted builds.
+    fn cpu_id_is_per_thread(&self) -> bool {
         false
     }
     /// The number of the CPU running the caller, below [`NR_CPUS`]: the
@@ -136,6 +147,18 @@ pub const NR_CPUS: usize = 16;
 /// no platform installed).
 #[inline]
 pub fn cpu_id() -> usize {
+    // Hosted builds keep a per-thread answer in a thread-local (see
+    // `Platform::cpu_id_is_per_thread`).
+    #[cfg(not(target_os = "none"))]
+    {
+        let id = hosted::CPU.with(core::cell::Cell::get);
+        if id != hosted::NO_CPU {
+            return id;
+        }
+        if let Some(p) = get() {
+            return hosted::cpu_id_slow(p);
+        }
+    }
     get().map_or(0, |p| p.cpu_id())
 }
 
@@ -174,7 +197,9 @@ static NATIVE_IRQ: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBo
 /// Installs the platform. Only the first call has an effect.
 pub fn set(p: &'static dyn Platform) {
     let p = *PLATFORM.call_once(|| p);
-    let native = cfg!(all(target_arch = "x86_64", target_os = "none")) && p.irq_flag_is_native();
+    let native = (cfg!(all(target_arch = "x86_64", target_os = "none"))
+        || cfg!(not(target_os = "none")))
+        && p.irq_flag_is_native();
     NATIVE_IRQ.store(native, core::sync::atomic::Ordering::Release);
 }
 
@@ -260,6 +285,12 @@ impl IrqGuard {
                 flags,
             };
         }
+        #[cfg(not(target_os = "none"))]
+        if NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed) {
+            return Self {
+                was_enabled: thread_irq_save(),
+            };
+        }
         let was_enabled = get().map(|p| p.irq_save()).unwrap_or(false);
         Self {
             was_enabled,
@@ -291,8 +322,77 @@ impl Drop for IrqGuard {
             native_irq_restore(self.flags);
             return;
         }
+        #[cfg(not(target_os = "none"))]
+        if NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed) {
+            thread_irq_restore(self.was_enabled);
+            return;
+        }
         if let Some(p) = get() {
             p.irq_restore(self.was_enabled);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Hosted builds: every thread a CPU of its own
+
+/// The per-thread state of a hosted build (the framework as a library in a
+/// process, e.g. `host/`): each thread's interrupt flag and cached CPU
+/// number. Const-initialised and without destructors, so they stay usable
+/// while a thread exits. Read inline by [`IrqGuard`] and [`cpu_id`]: the
+/// allocator's per-CPU fast paths pay for every call through the platform.
+#[cfg(not(target_os = "none"))]
+mod hosted {
+    extern crate std;
+
+    use core::cell::Cell;
+
+    /// No CPU number cached for this thread.
+    pub(super) const NO_CPU: usize = usize::MAX;
+
+    std::thread_local! {
+        /// This thread's interrupt flag (enabled until masked).
+        pub(super) static IRQS_ENABLED: Cell<bool> = const { Cell::new(true) };
+        /// This thread's CPU number from the platform, or NO_CPU.
+        pub(super) static CPU: Cell<usize> = const { Cell::new(NO_CPU) };
+    }
+
+    /// Asks the platform; keeps the answer if it is the thread's for good.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn cpu_id_slow(p: &dyn super::Platform) -> usize {
+        let id = p.cpu_id();
+        if p.cpu_id_is_per_thread() {
+            CPU.with(|c| c.set(id));
+        }
+        id
+    }
+}
+
+/// Hosted builds: masks the calling thread's interrupt flag; returns
+/// whether it was enabled. What [`IrqGuard`] does inline when the platform
+/// says [`Platform::irq_flag_is_native`]; such a platform's
+/// [`Platform::irq_save`] calls it, so both agree.
+#[cfg(not(target_os = "none"))]
+#[inline]
+pub fn thread_irq_save() -> bool {
+    hosted::IRQS_ENABLED.with(|e| e.replace(false))
+}
+
+/// Hosted builds: undoes [`thread_irq_save`].
+#[cfg(not(target_os = "none"))]
+#[inline]
+pub fn thread_irq_restore(was_enabled: bool) {
+    if was_enabled {
+        hosted::IRQS_ENABLED.with(|e| e.set(true));
+    }
+}
+
+/// Hosted builds: drops the calling thread's cached CPU number (see
+/// [`Platform::cpu_id_is_per_thread`]); the next [`cpu_id`] asks the
+/// platform again. A platform calls it before it gives the number to
+/// another thread (the thread is exiting).
+#[cfg(not(target_os = "none"))]
+pub fn forget_thread_cpu() {
+    hosted::CPU.with(|c| c.set(hosted::NO_CPU));
 }

@@ -10,9 +10,10 @@
 //! kreclaim's locks are SMP locks (ticket spinlocks; sleeping locks and
 //! wait queues with their state under internal spinlocks), so host threads
 //! run the framework truly in parallel, each as a CPU of its own:
-//! [`HostPlatform`] keeps the interrupt flag per thread (`irq_save` /
-//! `irq_restore` flip a thread-local; masking excludes nothing but this
-//! thread's own "interrupt handlers", of which there are none), and
+//! [`HostPlatform`] keeps the interrupt flag per thread (the framework's
+//! own thread-local, `platform::thread_irq_save`, which `IrqGuard` flips
+//! inline; masking excludes nothing but this thread's own "interrupt
+//! handlers", of which there are none), and
 //! `cpu_id` is a per-thread number below `platform::NR_CPUS`, claimed on
 //! the thread's first use and given back when the thread exits, so per-CPU
 //! data (indexed by CPU number) is per thread. No process-wide lock: a
@@ -95,6 +96,9 @@ impl Drop for HostCpu {
     fn drop(&mut self) {
         let id = self.0.replace(NO_CPU);
         if id != NO_CPU {
+            // The framework's copy goes first: the number is another
+            // thread's as soon as it is given back.
+            platform::forget_thread_cpu();
             CPUS_IN_USE.fetch_and(!(1 << id), Ordering::Release);
         }
     }
@@ -119,8 +123,6 @@ fn claim_cpu() -> usize {
 }
 
 thread_local! {
-    /// This thread's interrupt flag (enabled until the framework masks it).
-    static IRQS_ENABLED: Cell<bool> = const { Cell::new(true) };
     /// This thread's CPU number, claimed on first use.
     static CPU: HostCpu = const { HostCpu(Cell::new(NO_CPU)) };
     /// A CPU number for a thread whose `CPU` is already destroyed (it is
@@ -190,21 +192,32 @@ impl Default for HostPlatform {
 }
 
 impl Platform for HostPlatform {
+    /// The thread's flag, which the framework keeps (and `IrqGuard` flips
+    /// inline: see `irq_flag_is_native`).
     #[inline]
     fn irq_save(&self) -> bool {
-        IRQS_ENABLED.try_with(|e| e.replace(false)).unwrap_or(false)
+        platform::thread_irq_save()
     }
 
     #[inline]
     fn irq_restore(&self, was_enabled: bool) {
-        if was_enabled {
-            let _ = IRQS_ENABLED.try_with(|e| e.set(true));
-        }
+        platform::thread_irq_restore(was_enabled);
+    }
+
+    /// Interrupt masking is the thread-local flag and nothing else.
+    fn irq_flag_is_native(&self) -> bool {
+        true
     }
 
     #[inline]
     fn cpu_id(&self) -> usize {
         host_cpu_id()
+    }
+
+    /// A thread keeps its number until it exits (`HostCpu`'s drop tells
+    /// the framework to forget it first).
+    fn cpu_id_is_per_thread(&self) -> bool {
+        true
     }
 
     /// A host thread spinning for a lock lets the OS run the others (the

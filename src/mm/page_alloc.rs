@@ -509,13 +509,15 @@ const NR_VM_STAT_ITEMS: usize = 2;
 /// the hot paths touch no shared cache line.
 struct VmStat {
     global: [AtomicU64; NR_VM_STAT_ITEMS],
-    diff: [[AtomicU32; NR_VM_STAT_ITEMS]; PCP_MAX_CPUS],
+    /// A cache line per CPU: each CPU writes its own on every event.
+    diff: [crate::mm::zone::CacheAligned<[AtomicU32; NR_VM_STAT_ITEMS]>; PCP_MAX_CPUS],
     threshold: AtomicU32,
 }
 
 static VMSTAT: VmStat = VmStat {
     global: [const { AtomicU64::new(0) }; NR_VM_STAT_ITEMS],
-    diff: [const { [const { AtomicU32::new(0) }; NR_VM_STAT_ITEMS] }; PCP_MAX_CPUS],
+    diff: [const { crate::mm::zone::CacheAligned([const { AtomicU32::new(0) }; NR_VM_STAT_ITEMS]) };
+        PCP_MAX_CPUS],
     threshold: AtomicU32::new(0),
 };
 

@@ -372,6 +372,20 @@ impl FreeLists {
     }
 }
 
+/// A value on cache lines of its own (Linux's `____cacheline_aligned_in_smp`
+/// for per-CPU data kept in arrays): one CPU's writes to its entry do not
+/// take the line from CPUs using the entries next to it (false sharing).
+#[repr(align(64))]
+pub(crate) struct CacheAligned<T>(pub(crate) T);
+
+impl<T> core::ops::Deref for CacheAligned<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// CPUs with a per-CPU page set (kreclaim's MAX_CPUS). A CPU numbered
 /// above it uses the buddy lists directly.
 pub const PCP_MAX_CPUS: usize = 16;
@@ -577,8 +591,8 @@ pub struct Zone {
     /// The locked `free_orders`, mirrored for lockless readers.
     pub(crate) free_orders: AtomicU32,
     /// Linux's `zone->per_cpu_pageset`, one per CPU, each under its
-    /// `pcp->lock`.
-    pub(crate) pcp: [SpinLock<PerCpuPages>; PCP_MAX_CPUS],
+    /// `pcp->lock`; a cache line (or more) each.
+    pub(crate) pcp: [CacheAligned<SpinLock<PerCpuPages>>; PCP_MAX_CPUS],
 }
 
 impl Zone {
@@ -595,8 +609,12 @@ impl Zone {
             start_pfn: AtomicU64::new(0),
             spanned: AtomicU64::new(0),
             free_orders: AtomicU32::new(0),
-            pcp: [const { SpinLock::new(PerCpuPages::new(), crate::lock_class!("pcp->lock")) };
-                PCP_MAX_CPUS],
+            pcp: [const {
+                CacheAligned(SpinLock::new(
+                    PerCpuPages::new(),
+                    crate::lock_class!("pcp->lock"),
+                ))
+            }; PCP_MAX_CPUS],
         }
     }
 

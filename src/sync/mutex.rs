@@ -32,7 +32,10 @@ struct MutexCore {
 
 impl WaitTarget for MutexCore {
     fn holders(&self, out: &mut [TaskId]) -> usize {
-        let o = self.owner.load(Ordering::Relaxed);
+        // Acquire: a hand-off dequeues the waiter before it stores the new
+        // owner, so whoever sees the owner sees it dequeued (the deadlock
+        // search relies on that).
+        let o = self.owner.load(Ordering::Acquire);
         if o != UNLOCKED && !out.is_empty() {
             out[0] = o;
             1

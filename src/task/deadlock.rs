@@ -386,6 +386,17 @@ fn dfs(
     let Some(hop) = hop_of(t) else {
         return false;
     };
+    // A lock hands itself over by taking the waiter off its wait list and
+    // then making it a holder, both before the waiter runs again, so the
+    // waiter's `blocked_on` is stale for a moment: on SMP the waiter may
+    // even be the searching task, seeing itself as the holder of what it
+    // "waits" for. The holders were read first (and with acquire
+    // ordering): a task that is no longer queued was handed the lock and
+    // waits for nothing, so the path ends here.
+    // SAFETY: as above, `t` is alive.
+    if hop.on.target.is_some() && !unsafe { &*t }.wait_queued.load(Ordering::Acquire) {
+        return false;
+    }
     path[depth] = Some(hop);
     for &h in &hop.holders[..hop.n] {
         if h == goal {

@@ -263,7 +263,9 @@ impl Sheaf {
 /// empty (or full). Only their CPU changes them, with interrupts masked, and
 /// without a lock; a sheaf leaves a CPU (to the barn, or to be freed) only
 /// under the list lock, so readers that hold it (slabinfo) may follow the
-/// pointers. Relaxed atomics: plain loads and stores.
+/// pointers. Relaxed atomics: plain loads and stores. A cache line each, so
+/// that one CPU swapping its sheaves does not disturb its neighbours' loads.
+#[repr(align(64))]
 struct CpuSheaves {
     main: AtomicPtr<Sheaf>,
     spare: AtomicPtr<Sheaf>,
