@@ -486,14 +486,23 @@ fn clock_is_monotonic_and_tracks_ticks() -> TestResult {
         last = now;
     }
     // Over 50 ticks (50 ms) the clock moves by roughly as much; allow wide
-    // slack since TCG timing is noisy, but catch a wrong scale.
-    let t0 = timer::ticks();
-    let c0 = kreclaim::time::now_ns();
-    while timer::ticks() < t0 + 50 {
-        x86_64::instructions::hlt();
+    // slack since TCG timing is noisy, but catch a wrong scale. A host that
+    // deschedules QEMU makes it deliver the missed ticks in a burst (50
+    // ticks seen in 11 ms under load), so one of three tries must agree: a
+    // wrong scale fails all three.
+    let mut seen = [0u64; 3];
+    for m in seen.iter_mut() {
+        let t0 = timer::ticks();
+        let c0 = kreclaim::time::now_ns();
+        while timer::ticks() < t0 + 50 {
+            x86_64::instructions::hlt();
+        }
+        *m = (kreclaim::time::now_ns() - c0) / 1_000_000;
+        if (25..=500).contains(m) {
+            return Ok(());
+        }
     }
-    let ms = (kreclaim::time::now_ns() - c0) / 1_000_000;
-    kassert!((25..=500).contains(&ms), "50 ticks measured as {ms} ms");
+    kassert!(false, "50 ticks measured as {seen:?} ms in three tries");
     Ok(())
 }
 
