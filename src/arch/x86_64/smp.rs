@@ -152,6 +152,9 @@ static NR_ONLINE: AtomicUsize = AtomicUsize::new(1);
 
 const OFF_THIS: usize = core::mem::offset_of!(CpuData, this);
 const OFF_CPU_ID: usize = core::mem::offset_of!(CpuData, cpu_id);
+/// Where [`cpu_id`] reads the CPU's number: this offset from the GS base
+/// (the platform hands it to `platform::cpu_id`, which reads it inline).
+pub const CPU_ID_GS_OFFSET: usize = OFF_CPU_ID;
 
 /// This CPU's data, through the GS base.
 #[inline]
