@@ -250,7 +250,9 @@ impl Sheaf {
 /// and a flush may empty another CPU's sheaves by taking its lock. A sheaf
 /// leaves a CPU (to the barn, or to be freed) only under the list lock as
 /// well, so readers that hold that (slabinfo) may follow the pointers.
-/// Relaxed atomics for the pointers: plain loads and stores.
+/// Relaxed atomics for the pointers: plain loads and stores. A cache line
+/// each, so that CPUs using their own sheaves never write a shared line.
+#[repr(align(64))]
 struct CpuSheaves {
     locked: AtomicBool,
     main: AtomicPtr<Sheaf>,
@@ -298,6 +300,44 @@ impl Drop for SheafGuard<'_> {
 #[inline(always)]
 fn sheaf_cpu() -> usize {
     crate::platform::cpu_id()
+}
+
+/// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
+/// slabs, from whichever CPU calls it (under that CPU's sheaf lock, tried;
+/// `false` if it was held or no sheaf or slab could be had). `bench=smp`
+/// does it for each AP before the APs run their loops, so that an AP's
+/// alternating alloc and free stay on the fast path, which takes no lock
+/// that names a task (APs run no tasks yet; see `call_on_ap`).
+pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
+    let inner = cache.inner();
+    let Some(pcs) = inner.cpu.get(cpu) else {
+        return false;
+    };
+    if inner.sheaf_capacity == 0 {
+        return false;
+    }
+    let mut fresh = FreshSheaves::NONE;
+    let ok = loop {
+        let Some(g) = pcs.trylock() else { break false };
+        match inner.install_sheaves(pcs, g, &mut fresh) {
+            Install::Ready(g) => {
+                let main = pcs.main.load(Ordering::Relaxed);
+                let mut l = inner.lists.lock();
+                if Sheaf::len(main) != 0 || inner.refill_locked(&mut l, main) != 0 {
+                    break true;
+                }
+                drop(l);
+                drop(g);
+                if inner.new_slab(crate::mm::gfp::GFP_KERNEL).is_err() {
+                    break false;
+                }
+            }
+            Install::Retry => {}
+            Install::NoSheaves => break false,
+        }
+    };
+    fresh.free();
+    ok
 }
 
 /// Test hook: holds CPU `cpu`'s sheaf lock of `cache` while `f` runs, as an
