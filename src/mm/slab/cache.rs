@@ -155,6 +155,7 @@ pub(crate) struct CacheInner {
 /// CPUs (ids `0..MAX_CPUS`) for which a cache keeps sheaves; a CPU with a
 /// higher id allocates and frees through the slabs directly.
 pub const MAX_CPUS: usize = 16;
+const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS >= crate::platform::NR_CPUS);
 /// Full sheaves a barn keeps (Linux: `MAX_FULL_SHEAVES`, 10; fewer here,
 /// for machines of a few MiB). Beyond, a full sheaf goes back to the slabs.
 pub const MAX_FULL_SHEAVES: usize = 4;
@@ -209,6 +210,9 @@ pub fn sheaf_pages() -> usize {
 
 /// Words of a sheaf's header, before its object slots.
 const SHEAF_HEADER_WORDS: usize = 2;
+/// Words of a sheaf, header included (a power of two).
+const SHEAF_WORDS: usize = SHEAF_BYTES / 8;
+const _: () = assert!(SHEAF_WORDS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Sheaf>() == SHEAF_HEADER_WORDS * 8);
 
 impl Sheaf {
@@ -220,6 +224,26 @@ impl Sheaf {
     unsafe fn slot(sh: *mut Sheaf, i: usize) -> *mut usize {
         // SAFETY: the caller's contract: the slots follow the header.
         unsafe { (sh as *mut usize).add(SHEAF_HEADER_WORDS + i) }
+    }
+
+    /// The words of sheaf `sh` (header and slots) as one array, so that the
+    /// fast paths index it without a bounds check: word 1 is `size`, slot
+    /// `i` is word [`Sheaf::word_of_slot`]`(i)`.
+    ///
+    /// # Safety
+    /// `sh` is a live sheaf (the caller holds the sheaf lock of the CPU that
+    /// has it, or the list lock while it is in the barn).
+    #[inline(always)]
+    unsafe fn words<'a>(sh: *mut Sheaf) -> &'a [AtomicUsize; SHEAF_WORDS] {
+        // SAFETY: a sheaf is SHEAF_BYTES, 8-aligned, of words.
+        unsafe { &*(sh as *const [AtomicUsize; SHEAF_WORDS]) }
+    }
+
+    /// The word of slot `i` (below the capacity, which leaves it in the
+    /// array; the mask only spares a bounds check).
+    #[inline(always)]
+    fn word_of_slot(i: usize) -> usize {
+        SHEAF_HEADER_WORDS.wrapping_add(i) & (SHEAF_WORDS - 1)
     }
 
     /// Objects in `sh` (0 for none).
@@ -1242,7 +1266,7 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled()
                 || !crate::task::started())
-            && let Some(pcs) = self.cpu.get(sheaf_cpu())
+            && let pcs = self.this_cpu_sheaves()
             && let Some(g) = pcs.trylock()
         {
             let obj = self.sheaf_pop(pcs);
@@ -1367,21 +1391,33 @@ impl CacheInner {
         }
     }
 
+    /// The sheaves of the CPU the caller runs on. A CPU numbered
+    /// `MAX_CPUS` or above (none is: the platform keeps numbers below
+    /// `NR_CPUS`) would share another's, which their lock makes safe; the
+    /// mask spares the fast paths a bounds check.
+    #[inline(always)]
+    fn this_cpu_sheaves(&self) -> &CpuSheaves {
+        &self.cpu[sheaf_cpu() & (MAX_CPUS - 1)]
+    }
+
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
     /// caller holds `pcs`'s sheaf lock.
     #[inline(always)]
     fn sheaf_pop(&self, pcs: &CpuSheaves) -> Option<usize> {
         let main = pcs.main.load(Ordering::Relaxed);
-        let n = Sheaf::len(main);
+        if main.is_null() {
+            return None;
+        }
+        // SAFETY: the main sheaf, which only the holder of the sheaf lock
+        // changes.
+        let w = unsafe { Sheaf::words(main) };
+        let n = w[1].load(Ordering::Relaxed);
         if n == 0 {
             return None;
         }
-        // SAFETY: the main sheaf (non-null: it holds objects), which only
-        // the holder of the sheaf lock changes.
-        unsafe {
-            (*main).size.store(n - 1, Ordering::Relaxed);
-            Some(*Sheaf::slot(main, n - 1))
-        }
+        let n = n.wrapping_sub(1);
+        w[1].store(n, Ordering::Relaxed);
+        Some(w[Sheaf::word_of_slot(n)].load(Ordering::Relaxed))
     }
 
     /// Pushes `addr` onto `pcs`'s main sheaf if it has room and `addr` is
@@ -1394,15 +1430,16 @@ impl CacheInner {
             return false;
         }
         // SAFETY: the main sheaf, which only the holder of the sheaf lock
-        // changes; slots below the capacity.
-        unsafe {
-            let n = (*main).size.load(Ordering::Relaxed);
-            if n >= self.sheaf_capacity || (n != 0 && *Sheaf::slot(main, n - 1) == addr) {
-                return false;
-            }
-            *Sheaf::slot(main, n) = addr;
-            (*main).size.store(n + 1, Ordering::Relaxed);
+        // changes.
+        let w = unsafe { Sheaf::words(main) };
+        let n = w[1].load(Ordering::Relaxed);
+        if n >= self.sheaf_capacity
+            || (n != 0 && w[Sheaf::word_of_slot(n.wrapping_sub(1))].load(Ordering::Relaxed) == addr)
+        {
+            return false;
         }
+        w[Sheaf::word_of_slot(n)].store(addr, Ordering::Relaxed);
+        w[1].store(n.wrapping_add(1), Ordering::Relaxed);
         true
     }
 
@@ -2130,18 +2167,24 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free_in_slab(&self, s: *mut SlabHeader, addr: usize) {
-        let base = s as usize;
-        let rel = addr.wrapping_sub(base + self.first_offset);
-        let idx = self.index_of(rel);
-        if addr < base + self.first_offset || idx * self.size != rel || idx >= self.objects {
+        // Wrapping arithmetic and one range check: an address before the
+        // first object wraps to a huge offset. Below the objects' span
+        // (at most 32 KiB) the reciprocal gives the exact index.
+        let rel = addr.wrapping_sub((s as usize).wrapping_add(self.first_offset));
+        let idx = ((rel as u64).wrapping_mul(self.size_recip) >> 32) as usize;
+        if rel >= self.objects.wrapping_mul(self.size) || idx.wrapping_mul(self.size) != rel {
             self.report_bad_offset(addr);
             return;
         }
         if self.sheaf_capacity != 0 {
-            // SAFETY: `s` is a live slab of this cache; the bitmap word is read atomically.
-            let word = unsafe { (*s).allocated[idx / 64].load(Ordering::Relaxed) };
+            // SAFETY: `s` is a live slab of this cache; the bitmap word is
+            // read atomically (idx < objects <= MAX_OBJECTS: the mask only
+            // spares a bounds check).
+            let word = unsafe {
+                (*s).allocated[(idx / 64) & (MAX_OBJECTS / 64 - 1)].load(Ordering::Relaxed)
+            };
             if word & (1 << (idx % 64)) != 0
-                && let Some(pcs) = self.cpu.get(sheaf_cpu())
+                && let pcs = self.this_cpu_sheaves()
                 && let Some(_g) = pcs.trylock()
                 && self.sheaf_push(pcs, addr)
             {
