@@ -87,6 +87,7 @@ kreclaim::kernel_tests!(
     reclaim_flushes_every_cache_sheaves_before_it_gives_up,
     kmalloc_and_kfree_go_through_the_sheaves_too,
     a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs,
+    a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2013,4 +2014,35 @@ fn a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs() -> TestResult {
     c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
     kassert_eq!(c.info().active_objs, objs.v.len());
     Ok(())
+}
+
+fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf() -> TestResult {
+    // The fast path no longer masks interrupts itself; it reads the flag
+    // (`pushf`) so that a GFP_KERNEL allocation under a spinlock or with
+    // interrupts masked still goes to the slow path's might_sleep report,
+    // though the sheaf could serve it.
+    let c = cache("t-sheaf-atomic", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    lockdep_off(|| -> TestResult {
+        let warm = objs.alloc()?;
+        objs.v.retain(|p| *p != warm);
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(warm) };
+        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+        let n = task::invalid_context_sleeps();
+        let r = {
+            let _irq = kreclaim::platform::IrqGuard::new();
+            c.alloc(GFP_KERNEL)
+        };
+        let p = r.map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(p) };
+        kassert_eq!(task::invalid_context_sleeps(), n + 1, "not reported");
+        // Interrupts enabled: served quietly.
+        let q = c.alloc(GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(q) };
+        kassert_eq!(task::invalid_context_sleeps(), n + 1);
+        Ok(())
+    })
 }
