@@ -2039,7 +2039,9 @@ fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_she
         unsafe { c.free(p) };
         kassert_eq!(task::invalid_context_sleeps(), n + 1, "not reported");
         // Interrupts enabled: served quietly.
-        let q = c.alloc(GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+        let q = c
+            .alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("{e}")))?;
         // SAFETY: from `c`, not used again.
         unsafe { c.free(q) };
         kassert_eq!(task::invalid_context_sleeps(), n + 1);

@@ -416,9 +416,16 @@ fn ap_slab_step() {
 
 fn run_on_ap(cpu: usize, step: usize) -> TestResult {
     AP_STEP.store(step, Ordering::SeqCst);
-    kassert!(smp::call_on_ap(cpu, ap_slab_step), "CPU {cpu} refused the call");
+    kassert!(
+        smp::call_on_ap(cpu, ap_slab_step),
+        "CPU {cpu} refused the call"
+    );
     wait_for("the AP's slab step", || AP_STEP.load(Ordering::SeqCst) >= 3)?;
-    kassert_eq!(AP_STEP.load(Ordering::SeqCst), 3, "the AP's allocation failed");
+    kassert_eq!(
+        AP_STEP.load(Ordering::SeqCst),
+        3,
+        "the AP's allocation failed"
+    );
     Ok(())
 }
 
@@ -429,11 +436,15 @@ fn an_ap_allocates_from_its_own_sheaves() -> TestResult {
     // filled beforehand, as bench=smp does; see call_on_ap.)
     use kreclaim::mm::slab::{KmemCache, SlabFlags, prefill_sheaves};
     use kreclaim::sync::lockdep::{self, LockdepMode};
-    let c = KmemCache::create("t-ap-sheaf", 64, 0, SlabFlags::empty(), None).or_fail("kmem_cache_create")?;
+    let c = KmemCache::create("t-ap-sheaf", 64, 0, SlabFlags::empty(), None)
+        .or_fail("kmem_cache_create")?;
     let saved = lockdep::mode();
     lockdep::set_mode(LockdepMode::Off);
     let r = (|| -> TestResult {
-        kassert!(prefill_sheaves(&c, 1), "CPU 1's sheaves could not be filled");
+        kassert!(
+            prefill_sheaves(&c, 1),
+            "CPU 1's sheaves could not be filled"
+        );
         let full = c.info_unflushed();
         kassert!(full.sheaf_objs > 0 && full.active_objs == 0, "{full:?}");
         AP_CACHE.store(&c as *const KmemCache as usize, Ordering::SeqCst);
@@ -441,11 +452,19 @@ fn an_ap_allocates_from_its_own_sheaves() -> TestResult {
         let after = c.info_unflushed();
         // Had the AP used CPU 0's sheaves (empty), its allocation would
         // have filled those from the slabs: more objects in sheaves.
-        kassert_eq!(after.sheaf_objs, full.sheaf_objs - 1, "not from CPU 1's sheaf");
+        kassert_eq!(
+            after.sheaf_objs,
+            full.sheaf_objs - 1,
+            "not from CPU 1's sheaf"
+        );
         kassert_eq!(after.active_objs, 1);
         run_on_ap(1, 2)?;
         let back = c.info_unflushed();
-        kassert_eq!(back.sheaf_objs, full.sheaf_objs, "not pushed onto CPU 1's sheaf");
+        kassert_eq!(
+            back.sheaf_objs,
+            full.sheaf_objs,
+            "not pushed onto CPU 1's sheaf"
+        );
         kassert_eq!(back.active_objs, 0);
         Ok(())
     })();
