@@ -91,6 +91,8 @@ kreclaim::kernel_tests!(
     slabinfo_counts_sheaf_objects_apart_and_is_exact_after_a_flush,
     reclaim_flushes_every_cache_sheaves_before_it_gives_up,
     kmalloc_and_kfree_go_through_the_sheaves_too,
+    a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs,
+    a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2241,4 +2243,104 @@ fn kmalloc_and_kfree_go_through_the_sheaves_too() -> TestResult {
     kassert_eq!(after, before + 1, "kfree pushed onto this CPU's sheaf");
     kassert_eq!(q, p, "kmalloc popped it back");
     Ok(())
+}
+
+fn a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs() -> TestResult {
+    // An interrupt handler (or a task that preempted the holder) that
+    // allocates while this CPU's sheaf lock is held must leave the sheaves
+    // alone: it finds the lock held and goes to the slabs under the list
+    // lock. Simulated by holding the lock around the calls.
+    let c = cache("t-sheaf-held", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 16);
+    lockdep_off(|| -> TestResult {
+        for _ in 0..4 {
+            objs.alloc()?;
+        }
+        // Free two into the sheaf, so that it holds objects the held path
+        // must not take.
+        let (a, b) = (objs.v.pop().unwrap(), objs.v.pop().unwrap());
+        // SAFETY: both came from `c` and are not used again.
+        unsafe {
+            c.free(a);
+            c.free(b);
+        }
+        let cpu = kreclaim::platform::cpu_id();
+        let before = sheaves(&c);
+        kassert!(before.0 > 0, "the sheaf holds objects: {before:?}");
+        let inside = slab::with_sheaves_held(&c, cpu, || {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(c.alloc(GFP_ATOMIC));
+            }
+            let during = sheaves(&c);
+            let freed = got.first().and_then(|r| r.as_ref().ok()).copied();
+            if let Some(p) = freed {
+                // SAFETY: just allocated from `c`, not used again.
+                unsafe { c.free(p) };
+            }
+            (got, during, sheaves(&c))
+        });
+        let Some((got, during, after_free)) = inside else {
+            return Err(fail(String::from("the sheaf lock was not free")));
+        };
+        let mut live: Vec<NonNull<u8>> = Vec::new();
+        for r in &got {
+            live.push(*r.as_ref().map_err(|e| fail(alloc::format!("{e}")))?);
+        }
+        // Served by the slabs: the sheaf is untouched, and each served
+        // object is one no sheaf holds (not `a` or `b`).
+        kassert_eq!(during.0, before.0, "an allocation took from a held sheaf");
+        kassert_eq!(during.3, before.3 + 3, "three objects handed out");
+        kassert_eq!(after_free.0, before.0, "a free pushed onto a held sheaf");
+        kassert_eq!(after_free.3, before.3 + 2);
+        kassert!(live.iter().all(|p| *p != a && *p != b), "{live:?}");
+        kassert!(live[1] != live[2]);
+        // Released: the fast path uses the sheaf again.
+        // SAFETY: live[0] was freed inside; the others came from `c`.
+        unsafe {
+            c.free(live[1]);
+            c.free(live[2]);
+        }
+        kassert_eq!(sheaves(&c).0, before.0 + 2);
+        let x = objs.alloc()?;
+        kassert!(x == live[2], "the sheaf's newest object after release");
+        kassert_eq!(sheaves(&c).0, before.0 + 1);
+        Ok(())
+    })?;
+    c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(c.info().active_objs, objs.v.len());
+    Ok(())
+}
+
+fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf() -> TestResult {
+    // The fast path no longer masks interrupts itself; it reads the flag
+    // (`pushf`) so that a GFP_KERNEL allocation under a spinlock or with
+    // interrupts masked still goes to the slow path's might_sleep report,
+    // though the sheaf could serve it.
+    let c = cache("t-sheaf-atomic", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    lockdep_off(|| -> TestResult {
+        let warm = objs.alloc()?;
+        objs.v.retain(|p| *p != warm);
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(warm) };
+        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+        let n = task::invalid_context_sleeps();
+        let r = {
+            let _irq = kreclaim::platform::IrqGuard::new();
+            c.alloc(GFP_KERNEL)
+        };
+        let p = r.map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(p) };
+        kassert_eq!(task::invalid_context_sleeps(), n + 1, "not reported");
+        // Interrupts enabled: served quietly.
+        let q = c
+            .alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(q) };
+        kassert_eq!(task::invalid_context_sleeps(), n + 1);
+        Ok(())
+    })
 }

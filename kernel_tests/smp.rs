@@ -34,6 +34,7 @@ kreclaim::kernel_tests!(
     madt_parser_reads_cpus_and_refuses_bad_tables,
     acpi_walk_finds_the_madt_and_refuses_bad_roots,
     code_run_on_an_ap_sees_that_ap_through_gs,
+    an_ap_allocates_from_its_own_sheaves,
     // Last: it leaves CPU 3 halted for good.
     ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist,
 );
@@ -381,6 +382,98 @@ fn code_run_on_an_ap_sees_that_ap_through_gs() -> TestResult {
             "code on CPU {n} read another id"
         );
     }
+    Ok(())
+}
+
+/// The cache the AP case below allocates from, and what the AP got.
+static AP_CACHE: AtomicUsize = AtomicUsize::new(0);
+static AP_OBJ: AtomicUsize = AtomicUsize::new(0);
+/// 0 idle, 1 allocate, 2 free; the AP sets 3 when done (4: it failed).
+static AP_STEP: AtomicUsize = AtomicUsize::new(0);
+
+fn ap_slab_step() {
+    // SAFETY: the test keeps the cache alive until the AP reported done.
+    let c = unsafe { &*(AP_CACHE.load(Ordering::SeqCst) as *const kreclaim::mm::slab::KmemCache) };
+    let gfp = kreclaim::mm::gfp::Gfp::GFP_NOWAIT;
+    let r = match AP_STEP.load(Ordering::SeqCst) {
+        1 => match c.alloc(gfp) {
+            Ok(p) => {
+                AP_OBJ.store(p.as_ptr() as usize, Ordering::SeqCst);
+                3
+            }
+            Err(_) => 4,
+        },
+        2 => {
+            let p = AP_OBJ.load(Ordering::SeqCst) as *mut u8;
+            // SAFETY: allocated from `c` by step 1, not used since.
+            unsafe { c.free(core::ptr::NonNull::new_unchecked(p)) };
+            3
+        }
+        _ => 4,
+    };
+    AP_STEP.store(r, Ordering::SeqCst);
+}
+
+fn run_on_ap(cpu: usize, step: usize) -> TestResult {
+    AP_STEP.store(step, Ordering::SeqCst);
+    kassert!(
+        smp::call_on_ap(cpu, ap_slab_step),
+        "CPU {cpu} refused the call"
+    );
+    wait_for("the AP's slab step", || AP_STEP.load(Ordering::SeqCst) >= 3)?;
+    kassert_eq!(
+        AP_STEP.load(Ordering::SeqCst),
+        3,
+        "the AP's allocation failed"
+    );
+    Ok(())
+}
+
+fn an_ap_allocates_from_its_own_sheaves() -> TestResult {
+    // Sheaves are per CPU by the platform's CPU number (the GS base), not
+    // the scheduler's CPU: code on an AP pops and pushes the AP's own main
+    // sheaf. (On the fast path only: lockdep off, GFP_NOWAIT, its sheaves
+    // filled beforehand, as bench=smp does; see call_on_ap.)
+    use kreclaim::mm::slab::{KmemCache, SlabFlags, prefill_sheaves};
+    use kreclaim::sync::lockdep::{self, LockdepMode};
+    let c = KmemCache::create("t-ap-sheaf", 64, 0, SlabFlags::empty(), None)
+        .or_fail("kmem_cache_create")?;
+    let saved = lockdep::mode();
+    lockdep::set_mode(LockdepMode::Off);
+    let r = (|| -> TestResult {
+        kassert!(
+            prefill_sheaves(&c, 1),
+            "CPU 1's sheaves could not be filled"
+        );
+        let full = c.info_unflushed();
+        kassert!(full.sheaf_objs > 0 && full.active_objs == 0, "{full:?}");
+        AP_CACHE.store(&c as *const KmemCache as usize, Ordering::SeqCst);
+        run_on_ap(1, 1)?;
+        let after = c.info_unflushed();
+        // Had the AP used CPU 0's sheaves (empty), its allocation would
+        // have filled those from the slabs: more objects in sheaves.
+        kassert_eq!(
+            after.sheaf_objs,
+            full.sheaf_objs - 1,
+            "not from CPU 1's sheaf"
+        );
+        kassert_eq!(after.active_objs, 1);
+        run_on_ap(1, 2)?;
+        let back = c.info_unflushed();
+        kassert_eq!(
+            back.sheaf_objs,
+            full.sheaf_objs,
+            "not pushed onto CPU 1's sheaf"
+        );
+        kassert_eq!(back.active_objs, 0);
+        Ok(())
+    })();
+    lockdep::set_mode(saved);
+    r?;
+    // Destroy flushes every CPU's sheaves: nothing is left live.
+    kassert_eq!(c.info().active_objs, 0);
+    c.validate().or_fail("validate")?;
+    c.destroy().or_fail("destroy")?;
     Ok(())
 }
 

@@ -489,3 +489,339 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     }
     Ok(())
 }
+
+/// `bench=smp`: which allocator a round's CPUs run.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+mod smp_bench {
+    use crate::mm::slab::KmemCache;
+    use core::alloc::Layout;
+    use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+    /// kreclaim's `kmem_cache` (each CPU on its own sheaves).
+    pub const KRECLAIM: usize = 0;
+    /// `linked_list_allocator::Heap` behind a `spin::Mutex`.
+    pub const PEER: usize = 1;
+    /// No allocator: the same loop shape with register arithmetic only, to
+    /// show how much parallelism the host gave the vCPUs at that moment.
+    pub const CALIBRATE: usize = 2;
+    /// Objects each CPU allocates, then frees, per step.
+    pub const BATCH: usize = 8;
+
+    /// One round's shared state: `call_on_ap` hands the APs a plain `fn()`.
+    pub struct Round {
+        pub kind: AtomicUsize,
+        pub steps: AtomicU64,
+        pub ready: AtomicUsize,
+        pub go: AtomicBool,
+        pub done: AtomicUsize,
+        /// An AP's allocation failed (the round is void).
+        pub failed: AtomicBool,
+        pub cache: AtomicPtr<KmemCache>,
+    }
+
+    pub static ROUND: Round = Round {
+        kind: AtomicUsize::new(KRECLAIM),
+        steps: AtomicU64::new(0),
+        ready: AtomicUsize::new(0),
+        go: AtomicBool::new(false),
+        done: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        cache: AtomicPtr::new(core::ptr::null_mut()),
+    };
+
+    /// The usual hobby-OS heap: one linked-list heap behind a spinlock.
+    pub static PEER_HEAP: spin::Mutex<linked_list_allocator::Heap> =
+        spin::Mutex::new(linked_list_allocator::Heap::empty());
+
+    pub const L64: Layout = match Layout::from_size_align(64, 8) {
+        Ok(l) => l,
+        Err(_) => panic!(),
+    };
+
+    /// The loop every CPU runs: `steps` times, allocate `BATCH` 64-byte
+    /// objects, then free them. Returns false if an allocation failed.
+    pub fn run(kind: usize, steps: u64) -> bool {
+        let mut objs = [core::ptr::null_mut::<u8>(); BATCH];
+        if kind == KRECLAIM {
+            // SAFETY: the cache outlives every round (the BSP drops it after
+            // the last AP reported done).
+            let Some(cache) = (unsafe { ROUND.cache.load(Ordering::Acquire).as_ref() }) else {
+                return false;
+            };
+            // GFP_NOWAIT: never the might_sleep path, whatever the AP's
+            // interrupt flag.
+            let gfp = crate::mm::gfp::Gfp::GFP_NOWAIT | crate::mm::gfp::Gfp::__GFP_NOWARN;
+            for _ in 0..steps {
+                for o in objs.iter_mut() {
+                    match cache.alloc(gfp) {
+                        Ok(p) => *o = p.as_ptr(),
+                        Err(_) => return false,
+                    }
+                }
+                for &o in objs.iter().rev() {
+                    // SAFETY: allocated just above from `cache`, not used again.
+                    unsafe {
+                        cache.free(core::ptr::NonNull::new_unchecked(core::hint::black_box(o)))
+                    };
+                }
+            }
+        } else if kind == CALIBRATE {
+            let mut x = 1u64;
+            for _ in 0..steps * BATCH as u64 * 16 {
+                x = core::hint::black_box(x.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7));
+            }
+        } else {
+            for _ in 0..steps {
+                for o in objs.iter_mut() {
+                    match PEER_HEAP.lock().allocate_first_fit(L64) {
+                        Ok(p) => *o = p.as_ptr(),
+                        Err(()) => return false,
+                    }
+                }
+                for &o in objs.iter().rev() {
+                    // SAFETY: allocated just above from the heap with `L64`.
+                    unsafe {
+                        PEER_HEAP.lock().deallocate(
+                            core::ptr::NonNull::new_unchecked(core::hint::black_box(o)),
+                            L64,
+                        )
+                    };
+                }
+            }
+        }
+        true
+    }
+
+    /// What an AP runs (through `call_on_ap`): reports ready, waits for the
+    /// start, runs the loop, reports done.
+    pub fn ap_worker() {
+        ROUND.ready.fetch_add(1, Ordering::AcqRel);
+        while !ROUND.go.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        if !run(
+            ROUND.kind.load(Ordering::Relaxed),
+            ROUND.steps.load(Ordering::Relaxed),
+        ) {
+            ROUND.failed.store(true, Ordering::Relaxed);
+        }
+        ROUND.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+struct SmpRow {
+    allocator: &'static str,
+    cpus: usize,
+    ops_per_s: f64,
+}
+
+/// `bench=smp` goal (issue 11): kreclaim with 2 CPUs working at least this
+/// many times its 1-CPU throughput.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+const SMP_GOAL_SCALING: f64 = 1.6;
+
+/// One `bench=smp` round of `kind` on CPUs `0..cpus`: nanoseconds from the
+/// start signal until the last CPU finished, or an error text.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+fn smp_round(kind: usize, cpus: usize, steps: u64) -> Result<u64, &'static str> {
+    use crate::arch::x86_64::smp::call_on_ap;
+    use core::sync::atomic::Ordering;
+    use smp_bench::ROUND;
+    const WAIT_NS: u64 = 20_000_000_000;
+    ROUND.kind.store(kind, Ordering::Relaxed);
+    ROUND.steps.store(steps, Ordering::Relaxed);
+    ROUND.ready.store(0, Ordering::Relaxed);
+    ROUND.done.store(0, Ordering::Relaxed);
+    ROUND.failed.store(false, Ordering::Relaxed);
+    ROUND.go.store(false, Ordering::Release);
+    for cpu in 1..cpus {
+        if !call_on_ap(cpu, smp_bench::ap_worker) {
+            return Err("an AP did not take the call");
+        }
+    }
+    let wait = |n: &core::sync::atomic::AtomicUsize| {
+        let t0 = crate::time::now_ns();
+        while n.load(Ordering::Acquire) < cpus - 1 {
+            if crate::time::now_ns() - t0 > WAIT_NS {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+        true
+    };
+    if !wait(&ROUND.ready) {
+        return Err("an AP did not start the loop");
+    }
+    let t0 = crate::time::now_ns();
+    ROUND.go.store(true, Ordering::Release);
+    let ok = smp_bench::run(kind, steps);
+    if !wait(&ROUND.done) {
+        return Err("an AP did not finish the loop");
+    }
+    let t1 = crate::time::now_ns();
+    if !ok || ROUND.failed.load(Ordering::Relaxed) {
+        return Err("an allocation failed");
+    }
+    Ok(t1 - t0)
+}
+
+/// `bench=smp`: alloc+free throughput with 1, 2 and 4 CPUs working at once
+/// (those online; `KRECLAIM_QEMU_ARGS="-smp 4"` for 4), kreclaim's
+/// `kmem_cache` against `linked_list_allocator` behind a `spin::Mutex`.
+/// Each CPU allocates 8 objects of 64 bytes and frees them, over and over;
+/// the figure is alloc+free pairs per second of all CPUs together, best of
+/// a few rounds. Lockdep is off for the run (with lockdep on every
+/// allocation takes the slow path). The APs run the loop through
+/// `call_on_ap` (they run no tasks yet); their sheaves are filled from the
+/// boot CPU first, so that they stay on the fast path, which takes no lock.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+pub fn smp(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
+    use crate::mm::gfp::GFP_KERNEL;
+    use crate::mm::page_alloc::{alloc_pages, free_pages, page_address};
+    use crate::mm::slab::{KmemCache, SlabFlags, prefill_sheaves};
+    use core::sync::atomic::Ordering;
+    // Short rounds, many of them: on a shared host the vCPUs' threads run
+    // together only now and then, and the best round is the one where they
+    // did (about 1-3 ms each under TCG).
+    const STEPS: u64 = 2_000;
+    const SMP_ROUNDS: usize = 15;
+
+    let online = crate::platform::nr_cpus();
+    let saved = lockdep::mode();
+    lockdep::set_mode(LockdepMode::Off);
+    let block = alloc_pages(GFP_KERNEL, Peer::ORDER)?;
+    // SAFETY: the block is ours until it is freed below, after every round.
+    unsafe {
+        smp_bench::PEER_HEAP
+            .lock()
+            .init(page_address(block), Peer::BYTES)
+    };
+    let cache = match KmemCache::create("bench-smp-64", 64, 0, SlabFlags::empty(), None) {
+        Ok(c) => c,
+        Err(e) => panic!("bench=smp: {e}"),
+    };
+    smp_bench::ROUND.cache.store(
+        &cache as *const KmemCache as *mut KmemCache,
+        Ordering::Release,
+    );
+    let mut rows: Vec<SmpRow> = Vec::with_capacity(9);
+    let mut errors: Vec<&'static str> = Vec::new();
+    for cpus in [1usize, 2, 4].into_iter().filter(|&n| n <= online) {
+        for (kind, name) in [
+            (smp_bench::KRECLAIM, "kreclaim kmem_cache"),
+            (smp_bench::PEER, "linked_list_allocator + spin::Mutex"),
+            (smp_bench::CALIBRATE, "calibration (no memory access)"),
+        ] {
+            let mut best = u64::MAX;
+            for _ in 0..SMP_ROUNDS {
+                if kind == smp_bench::KRECLAIM && !(0..cpus).all(|cpu| prefill_sheaves(&cache, cpu))
+                {
+                    errors.push("could not fill an AP's sheaves");
+                    break;
+                }
+                match smp_round(kind, cpus, STEPS) {
+                    Ok(ns) => best = best.min(ns),
+                    Err(e) => {
+                        errors.push(e);
+                        break;
+                    }
+                }
+            }
+            if best != u64::MAX {
+                let pairs = (cpus as u64 * STEPS * smp_bench::BATCH as u64) as f64;
+                rows.push(SmpRow {
+                    allocator: name,
+                    cpus,
+                    ops_per_s: pairs * 1e9 / best.max(1) as f64,
+                });
+            }
+        }
+    }
+    smp_bench::ROUND
+        .cache
+        .store(core::ptr::null_mut(), Ordering::Release);
+    drop(cache);
+    *smp_bench::PEER_HEAP.lock() = linked_list_allocator::Heap::empty();
+    free_pages(block, Peer::ORDER);
+    lockdep::set_mode(saved);
+
+    let ops = |alloc: &str, cpus: usize| {
+        rows.iter()
+            .find(|r| r.allocator.starts_with(alloc) && r.cpus == cpus)
+            .map(|r| r.ops_per_s)
+    };
+    let scaling = match (ops("kreclaim", 1), ops("kreclaim", 2)) {
+        (Some(one), Some(two)) => Some(two / one),
+        _ => None,
+    };
+    let met = scaling.is_some_and(|s| s >= SMP_GOAL_SCALING);
+    match format {
+        Format::Text => {
+            crate::println!(
+                "bench=smp: alloc+free pairs of 64 B per second, all working CPUs together (batches of {}, best of {SMP_ROUNDS} rounds, lockdep off); {online} CPUs online",
+                smp_bench::BATCH
+            );
+            crate::println!(
+                "{:<38} {:>5} {:>16} {:>12}",
+                "allocator",
+                "cpus",
+                "ops/s",
+                "vs 1 CPU"
+            );
+            for r in &rows {
+                let one = ops(&r.allocator[..6], 1).unwrap_or(r.ops_per_s);
+                crate::println!(
+                    "{:<38} {:>5} {:>16.0} {:>11.2}x",
+                    r.allocator,
+                    r.cpus,
+                    r.ops_per_s,
+                    r.ops_per_s / one
+                );
+            }
+            for e in &errors {
+                crate::println!("bench=smp: a round was left out: {e}");
+            }
+            if let (Some(one), Some(two)) = (ops("calibration", 1), ops("calibration", 2)) {
+                crate::println!(
+                    "host parallelism: the calibration loop ran {:.2}x as fast on 2 CPUs as on 1 (2.00x if the host gave both vCPUs a core throughout)",
+                    two / one
+                );
+            }
+            match scaling {
+                Some(s) => crate::println!(
+                    "goal: kreclaim with 2 CPUs at least {SMP_GOAL_SCALING:.1}x its 1-CPU throughput: {s:.2}x {}",
+                    if met { "met" } else { "NOT MET" }
+                ),
+                None => crate::println!(
+                    "goal: kreclaim with 2 CPUs at least {SMP_GOAL_SCALING:.1}x its 1-CPU throughput: not measured ({online} CPU online), NOT MET"
+                ),
+            }
+        }
+        Format::Json => {
+            for r in &rows {
+                bench_row("smp alloc+free 64 B", |j| {
+                    j.field_str("allocator", r.allocator)
+                        .field_u64("working_cpus", r.cpus as u64)
+                        .key("ops_per_s")
+                        .f64(r.ops_per_s, 0);
+                });
+            }
+            crate::json::json_line(|j| {
+                j.begin_object();
+                crate::report::result_header(j, "goal");
+                j.field_str("name", "kreclaim smp scaling 2 CPUs / 1 CPU")
+                    .key("ratio");
+                match scaling {
+                    Some(s) => j.f64(s, 2),
+                    None => j.null(),
+                };
+                j.key("goal_min")
+                    .f64(SMP_GOAL_SCALING, 1)
+                    .field_bool("met", met);
+                j.end_object();
+            });
+        }
+    }
+    Ok(())
+}

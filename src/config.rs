@@ -33,7 +33,7 @@ pub struct Config {
     pub sched: SchedMode,
     /// `lockdep=on|off|fatal` (default `on`).
     pub lockdep: LockdepMode,
-    /// `bench=locks|mm`: run a benchmark instead of the workload.
+    /// `bench=locks|mm|smp`: run a benchmark instead of the workload.
     pub bench: Option<Bench>,
     /// `format=text|json` for reports and benchmarks.
     pub format: Format,
@@ -89,6 +89,8 @@ pub enum Bench {
     Locks,
     /// Allocator costs (`bench=mm`).
     Mm,
+    /// Allocator throughput on 1, 2 and 4 CPUs at once (`bench=smp`).
+    Smp,
 }
 
 pub use crate::mm::page_alloc::MEM_MIN;
@@ -235,12 +237,13 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "bench",
-        values: "locks|mm",
+        values: "locks|mm|smp",
         help: "run a benchmark and exit",
         set: |c, v| {
             c.bench = Some(match v {
                 "locks" => Bench::Locks,
                 "mm" => Bench::Mm,
+                "smp" => Bench::Smp,
                 _ => return Err(()),
             });
             Ok(())

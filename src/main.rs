@@ -39,6 +39,12 @@ fn kmain(boot: &'static BootInfo) -> ! {
                     kreclaim::platform::exit(false);
                 }
             }
+            Bench::Smp => {
+                if let Err(e) = kreclaim::bench::smp(config.format) {
+                    println!("bench=smp: no 4 MiB block for the peer heap: {e}");
+                    kreclaim::platform::exit(false);
+                }
+            }
         }
         kreclaim::platform::exit(true);
     }

@@ -42,6 +42,14 @@ pub trait Platform: Sync {
     fn cpu_id(&self) -> usize {
         0
     }
+    /// Where [`Platform::cpu_id`] can be read inline: the offset of a word
+    /// holding the CPU's number from the GS base (x86_64: each CPU's GS base
+    /// points at its own data). Then [`cpu_id`] is one `gs:` load instead of
+    /// a call through the platform: the allocator's per-CPU fast paths read
+    /// it on every call. Only honoured on bare-metal x86_64.
+    fn cpu_id_gs_offset(&self) -> Option<usize> {
+        None
+    }
     /// Monotonic nanoseconds since boot.
     fn now_ns(&self) -> u64;
     /// A cheap, monotonic cycle counter for benchmarks (TSC on x86_64).
@@ -159,7 +167,44 @@ pub fn cpu_id() -> usize {
             return hosted::cpu_id_slow(p);
         }
     }
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    {
+        let off = GS_CPU_ID.load(core::sync::atomic::Ordering::Relaxed);
+        if off != usize::MAX {
+            let id: usize;
+            // SAFETY: the platform declared that gs:[off] holds the running
+            // CPU's number (its GS base is set before any framework code runs).
+            unsafe {
+                core::arch::asm!("mov {}, qword ptr gs:[{}]", out(reg) id, in(reg) off,
+                    options(nostack, readonly, preserves_flags))
+            };
+            return id;
+        }
+    }
     get().map_or(0, |p| p.cpu_id())
+}
+
+/// Whether interrupts are masked on this CPU (Linux's `irqs_disabled`):
+/// one `pushf` when the platform's flag is the CPU's own, else a save and
+/// restore through the platform (true with no platform, as
+/// [`IrqGuard`] treats it).
+#[inline]
+pub fn irqs_disabled() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    if NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed) {
+        let flags: u64;
+        // SAFETY: reads RFLAGS through the stack; changes nothing.
+        unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
+        return flags & (1 << 9) == 0;
+    }
+    match get() {
+        Some(p) => {
+            let was = p.irq_save();
+            p.irq_restore(was);
+            !was
+        }
+        None => true,
+    }
 }
 
 /// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
@@ -194,6 +239,11 @@ static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();
 /// [`IrqGuard`] decides with one relaxed load.
 static NATIVE_IRQ: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+/// The installed platform's [`Platform::cpu_id_gs_offset`] (`usize::MAX`:
+/// none), cached so that [`cpu_id`] decides with one relaxed load.
+static GS_CPU_ID: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
 /// Installs the platform. Only the first call has an effect.
 pub fn set(p: &'static dyn Platform) {
     let p = *PLATFORM.call_once(|| p);
@@ -201,6 +251,11 @@ pub fn set(p: &'static dyn Platform) {
         || cfg!(not(target_os = "none")))
         && p.irq_flag_is_native();
     NATIVE_IRQ.store(native, core::sync::atomic::Ordering::Release);
+    if cfg!(all(target_arch = "x86_64", target_os = "none"))
+        && let Some(off) = p.cpu_id_gs_offset()
+    {
+        GS_CPU_ID.store(off, core::sync::atomic::Ordering::Release);
+    }
 }
 
 /// The saved RFLAGS of an inline interrupt save (`pushf; pop; cli`).

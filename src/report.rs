@@ -144,6 +144,7 @@ pub fn config_json<W: fmt::Write>(c: &crate::config::Config, j: &mut JsonWriter<
                 None => "none",
                 Some(Bench::Locks) => "locks",
                 Some(Bench::Mm) => "mm",
+                Some(Bench::Smp) => "smp",
             }),
             "format" => j.str(match c.format {
                 Format::Text => "text",

@@ -135,6 +135,10 @@ impl Platform for Qemu {
         smp::cpu_id()
     }
 
+    fn cpu_id_gs_offset(&self) -> Option<usize> {
+        Some(smp::CPU_ID_GS_OFFSET)
+    }
+
     fn nr_cpus(&self) -> usize {
         smp::nr_cpus()
     }

@@ -152,6 +152,9 @@ static NR_ONLINE: AtomicUsize = AtomicUsize::new(1);
 
 const OFF_THIS: usize = core::mem::offset_of!(CpuData, this);
 const OFF_CPU_ID: usize = core::mem::offset_of!(CpuData, cpu_id);
+/// Where [`cpu_id`] reads the CPU's number: this offset from the GS base
+/// (the platform hands it to `platform::cpu_id`, which reads it inline).
+pub const CPU_ID_GS_OFFSET: usize = OFF_CPU_ID;
 
 /// This CPU's data, through the GS base.
 #[inline]
@@ -741,8 +744,15 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
 /// Hands `f` to AP `cpu`'s idle loop, which runs it once on that AP (within
 /// a tick, 1 / [`apic::AP_TICK_HZ`] s). `false` if `cpu` is the boot CPU,
 /// not online, or has a call pending. In this stage `f` must take no kernel
-/// lock, allocate nothing and touch no framework structure (see the module
-/// documentation); tests use it to run code on an AP.
+/// lock and touch no framework structure (see the module documentation);
+/// tests use it to run code on an AP. One relaxation, for `bench=smp`: `f`
+/// may allocate and free through a `kmem_cache`'s sheaf fast path when the
+/// caller made sure that it suffices: lockdep off, no fault injection, a
+/// non-sleeping GFP, and the AP's sheaves filled beforehand
+/// (`slab::prefill_sheaves`) with the AP freeing what it allocated. That
+/// path takes only the AP's own sheaf lock (by CPU number, not by task);
+/// its slow path would take the list lock, whose owner is a task, and an AP
+/// has none yet (it would pass for the boot CPU's current task).
 pub fn call_on_ap(cpu: usize, f: fn()) -> bool {
     match CPUS.get(cpu) {
         Some(c) if cpu != 0 && c.online() => c

@@ -4,7 +4,6 @@ use super::debug::{self, SlabBug};
 use crate::mm::gfp::Gfp;
 use crate::mm::inline_name::InlineName;
 use crate::mm::page_alloc::{self, AllocError, PageOwner, PhysAddr};
-use crate::platform::IrqGuard;
 use crate::sync::SpinLock;
 use alloc::string::String;
 use core::fmt;
@@ -177,6 +176,7 @@ pub(crate) struct CacheInner {
 /// CPUs (ids `0..MAX_CPUS`) for which a cache keeps sheaves; a CPU with a
 /// higher id allocates and frees through the slabs directly.
 pub const MAX_CPUS: usize = 16;
+const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS >= crate::platform::NR_CPUS);
 /// Full sheaves a barn keeps (Linux: `MAX_FULL_SHEAVES`, 10; fewer here,
 /// for machines of a few MiB). Beyond, a full sheaf goes back to the slabs.
 pub const MAX_FULL_SHEAVES: usize = 4;
@@ -231,6 +231,9 @@ pub fn sheaf_pages() -> usize {
 
 /// Words of a sheaf's header, before its object slots.
 const SHEAF_HEADER_WORDS: usize = 2;
+/// Words of a sheaf, header included (a power of two).
+const SHEAF_WORDS: usize = SHEAF_BYTES / 8;
+const _: () = assert!(SHEAF_WORDS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<Sheaf>() == SHEAF_HEADER_WORDS * 8);
 
 impl Sheaf {
@@ -242,6 +245,26 @@ impl Sheaf {
     unsafe fn slot(sh: *mut Sheaf, i: usize) -> *mut usize {
         // SAFETY: the caller's contract: the slots follow the header.
         unsafe { (sh as *mut usize).add(SHEAF_HEADER_WORDS + i) }
+    }
+
+    /// The words of sheaf `sh` (header and slots) as one array, so that the
+    /// fast paths index it without a bounds check: word 1 is `size`, slot
+    /// `i` is word [`Sheaf::word_of_slot`]`(i)`.
+    ///
+    /// # Safety
+    /// `sh` is a live sheaf (the caller holds the sheaf lock of the CPU that
+    /// has it, or the list lock while it is in the barn).
+    #[inline(always)]
+    unsafe fn words<'a>(sh: *mut Sheaf) -> &'a [AtomicUsize; SHEAF_WORDS] {
+        // SAFETY: a sheaf is SHEAF_BYTES, 8-aligned, of words.
+        unsafe { &*(sh as *const [AtomicUsize; SHEAF_WORDS]) }
+    }
+
+    /// The word of slot `i` (below the capacity, which leaves it in the
+    /// array; the mask only spares a bounds check).
+    #[inline(always)]
+    fn word_of_slot(i: usize) -> usize {
+        SHEAF_HEADER_WORDS.wrapping_add(i) & (SHEAF_WORDS - 1)
     }
 
     /// Objects in `sh` (0 for none).
@@ -260,13 +283,23 @@ impl Sheaf {
 
 /// One CPU's sheaves of a cache (Linux's `slub_percpu_sheaves`): `main`
 /// serves allocations and takes frees, `spare` is swapped in when main runs
-/// empty (or full). Only their CPU changes them, with interrupts masked, and
-/// without a lock; a sheaf leaves a CPU (to the barn, or to be freed) only
-/// under the list lock, so readers that hold it (slabinfo) may follow the
-/// pointers. Relaxed atomics: plain loads and stores. A cache line each, so
-/// that one CPU swapping its sheaves does not disturb its neighbours' loads.
+/// empty (or full).
+///
+/// They are guarded by `locked`, Linux's `local_trylock_t`: whoever changes
+/// them holds it, taken only with a try ([`CpuSheaves::trylock`]), never
+/// waited for. An interrupt handler (or a task that preempted the holder)
+/// that finds it held takes the slow path, which then goes to the slabs
+/// under the list lock; so interrupts stay enabled on the fast path. The
+/// owner is normally the CPU itself, but the lock, not the CPU, is what
+/// gives the right: a holder that migrates meanwhile still owns the sheaves,
+/// and a flush may empty another CPU's sheaves by taking its lock. A sheaf
+/// leaves a CPU (to the barn, or to be freed) only under the list lock as
+/// well, so readers that hold that (slabinfo) may follow the pointers.
+/// Relaxed atomics for the pointers: plain loads and stores. A cache line
+/// each, so that CPUs using their own sheaves never write a shared line.
 #[repr(align(64))]
 struct CpuSheaves {
+    locked: AtomicBool,
     main: AtomicPtr<Sheaf>,
     spare: AtomicPtr<Sheaf>,
 }
@@ -274,23 +307,98 @@ struct CpuSheaves {
 impl CpuSheaves {
     const fn new() -> CpuSheaves {
         CpuSheaves {
+            locked: AtomicBool::new(false),
             main: AtomicPtr::new(ptr::null_mut()),
             spare: AtomicPtr::new(ptr::null_mut()),
         }
     }
+
+    /// Takes the sheaves' local lock if it is free (`local_trylock`): one
+    /// atomic exchange (x86: `xchg`, cheaper than masking interrupts under
+    /// QEMU's TCG, and correct whichever CPU the caller runs on).
+    #[inline(always)]
+    fn trylock(&self) -> Option<SheafGuard<'_>> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        Some(SheafGuard { pcs: self })
+    }
 }
 
-/// The CPU whose sheaves the caller may use while `irq` masks interrupts.
-/// In the kernel, the scheduler's CPU (tasks run on the boot CPU so far);
-/// the host build runs each thread as a CPU of its own, which only the
-/// platform's CPU number tells apart.
-#[inline(always)]
-fn sheaf_cpu(irq: &IrqGuard) -> usize {
-    if cfg!(target_os = "none") {
-        crate::task::this_cpu(irq).cpu_id
-    } else {
-        crate::platform::cpu_id()
+/// A held [`CpuSheaves`] local lock; dropping it releases the lock.
+struct SheafGuard<'a> {
+    pcs: &'a CpuSheaves,
+}
+
+impl Drop for SheafGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.pcs.locked.store(false, Ordering::Release);
     }
+}
+
+/// The CPU whose sheaves the caller tries first: the platform's CPU number
+/// (the kernel reads it from its GS base inline; the host build runs each
+/// thread as a CPU of its own). A hint only: the sheaves' lock is what
+/// makes using them safe, so a caller that moves to another CPU meanwhile
+/// is still correct.
+#[inline(always)]
+fn sheaf_cpu() -> usize {
+    crate::platform::cpu_id()
+}
+
+/// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
+/// slabs, from whichever CPU calls it (under that CPU's sheaf lock, tried;
+/// `false` if it was held or no sheaf or slab could be had). `bench=smp`
+/// does it for each AP before the APs run their loops, so that an AP's
+/// alternating alloc and free stay on the fast path, which takes no lock
+/// that names a task (APs run no tasks yet; see `call_on_ap`).
+pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
+    let inner = cache.inner();
+    let Some(pcs) = inner.cpu.get(cpu) else {
+        return false;
+    };
+    if inner.sheaf_capacity == 0 {
+        return false;
+    }
+    let mut fresh = FreshSheaves::NONE;
+    let ok = loop {
+        let Some(g) = pcs.trylock() else { break false };
+        match inner.install_sheaves(pcs, g, &mut fresh) {
+            Install::Ready(g) => {
+                let main = pcs.main.load(Ordering::Relaxed);
+                let mut l = inner.lists.lock();
+                let mut bad = BadFreeptr::NONE;
+                if Sheaf::len(main) != 0 || inner.refill_locked(&mut l, main, &mut bad) != 0 {
+                    drop(l);
+                    drop(g);
+                    bad.report(inner);
+                    break true;
+                }
+                drop(l);
+                drop(g);
+                bad.report(inner);
+                if inner.new_slab(crate::mm::gfp::GFP_KERNEL).is_err() {
+                    break false;
+                }
+            }
+            Install::Retry => {}
+            Install::NoSheaves => break false,
+        }
+    };
+    fresh.free();
+    ok
+}
+
+/// Test hook: holds CPU `cpu`'s sheaf lock of `cache` while `f` runs, as an
+/// interrupted fast path would, so that a test can check that allocations
+/// and frees meanwhile take the slow path and corrupt nothing. `None` if
+/// the lock was not free (or `cpu` has no sheaves).
+pub fn with_sheaves_held<R>(cache: &KmemCache, cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
+    let g = cache.inner().cpu.get(cpu)?.trylock()?;
+    let r = f();
+    drop(g);
+    Some(r)
 }
 
 /// Objects per sheaf by object size (SLAB's `enable_cpucache` table, scaled
@@ -435,9 +543,9 @@ impl FreshSheaves {
 }
 
 /// What [`CacheInner::install_sheaves`] found.
-enum Install {
-    /// The CPU has a main and a spare sheaf; interrupts still masked.
-    Ready(IrqGuard),
+enum Install<'a> {
+    /// The CPU has a main and a spare sheaf; its sheaf lock still held.
+    Ready(SheafGuard<'a>),
     /// Sheaves were allocated with interrupts enabled: start over.
     Retry,
     /// No sheaves could be had: use the slabs directly.
@@ -1279,14 +1387,18 @@ impl CacheInner {
 
     /// `kmem_cache_alloc` with the size asked for (kmalloc's `orig_size`).
     ///
-    /// The fast path (a cache with sheaves, lockdep off): interrupts masked
-    /// on this CPU, the main sheaf's newest object popped, interrupts back:
-    /// no lock, no atomic read-modify-write, no call. Fault injection is
-    /// checked first, with one relaxed load while it is off; `might_alloc`'s
-    /// check that a sleeping allocation may sleep reads the interrupt state
-    /// the guard saved and this CPU's preempt count, and anything else
-    /// (lockdep on, the fs_reclaim annotation, an empty sheaf, a report)
-    /// takes the slow path.
+    /// The fast path (a cache with sheaves, lockdep off): this CPU's sheaf
+    /// lock tried (one exchange; interrupts stay enabled), the main sheaf's
+    /// newest object popped, the lock released: no lock waited for, no
+    /// call. Fault injection is checked first, with one relaxed load while
+    /// it is off; `might_alloc`'s check that a sleeping allocation may sleep
+    /// reads the interrupt flag (`pushf`), and anything else (lockdep on,
+    /// the fs_reclaim annotation, interrupts masked, the sheaf lock held by
+    /// an interrupted context, an empty sheaf, a report) takes the slow
+    /// path. Unlike the slow path, the fast path does not read the preempt
+    /// count: a sleeping allocation inside `preempt_disable()` that a sheaf
+    /// serves is not reported (reading the count costs an interrupt mask;
+    /// Linux checks it only with `CONFIG_DEBUG_ATOMIC_SLEEP`).
     #[track_caller]
     #[inline(always)]
     fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
@@ -1295,15 +1407,15 @@ impl CacheInner {
         }
         if self.sheaf_capacity != 0
             && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
-        {
-            let irq = IrqGuard::new();
-            let pcpu = crate::task::this_cpu(&irq);
-            if (!gfp.allows_blocking()
-                || (irq.were_enabled() && pcpu.preempt_count() == 0)
+            && (!gfp.allows_blocking()
+                || !crate::platform::irqs_disabled()
                 || !crate::task::started())
-                && let Some(obj) = self.sheaf_pop(sheaf_cpu(&irq))
-            {
-                drop(irq);
+            && let pcs = self.this_cpu_sheaves()
+            && let Some(g) = pcs.trylock()
+        {
+            let obj = self.sheaf_pop(pcs);
+            drop(g);
+            if let Some(obj) = obj {
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
                     unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
@@ -1476,45 +1588,55 @@ impl CacheInner {
         }
     }
 
-    /// Pops the newest object of CPU `cpu`'s main sheaf, if it has one.
-    /// The caller runs on `cpu` with interrupts masked.
+    /// The sheaves of the CPU the caller runs on. A CPU numbered
+    /// `MAX_CPUS` or above (none is: the platform keeps numbers below
+    /// `NR_CPUS`) would share another's, which their lock makes safe; the
+    /// mask spares the fast paths a bounds check.
     #[inline(always)]
-    fn sheaf_pop(&self, cpu: usize) -> Option<usize> {
-        let main = self.cpu.get(cpu)?.main.load(Ordering::Relaxed);
-        let n = Sheaf::len(main);
+    fn this_cpu_sheaves(&self) -> &CpuSheaves {
+        &self.cpu[sheaf_cpu() & (MAX_CPUS - 1)]
+    }
+
+    /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
+    /// caller holds `pcs`'s sheaf lock.
+    #[inline(always)]
+    fn sheaf_pop(&self, pcs: &CpuSheaves) -> Option<usize> {
+        let main = pcs.main.load(Ordering::Relaxed);
+        if main.is_null() {
+            return None;
+        }
+        // SAFETY: the main sheaf, which only the holder of the sheaf lock
+        // changes.
+        let w = unsafe { Sheaf::words(main) };
+        let n = w[1].load(Ordering::Relaxed);
         if n == 0 {
             return None;
         }
-        // SAFETY: this CPU's main sheaf (non-null: it holds objects), which
-        // only this CPU changes, with interrupts masked.
-        unsafe {
-            (*main).size.store(n - 1, Ordering::Relaxed);
-            Some(*Sheaf::slot(main, n - 1))
-        }
+        let n = n.wrapping_sub(1);
+        w[1].store(n, Ordering::Relaxed);
+        Some(w[Sheaf::word_of_slot(n)].load(Ordering::Relaxed))
     }
 
-    /// Pushes `addr` onto CPU `cpu`'s main sheaf if it has room and `addr`
-    /// is not the object freed last (SLUB's naive double-free check).
-    /// The caller runs on `cpu` with interrupts masked.
+    /// Pushes `addr` onto `pcs`'s main sheaf if it has room and `addr` is
+    /// not the object freed last (SLUB's naive double-free check). The
+    /// caller holds `pcs`'s sheaf lock.
     #[inline(always)]
-    fn sheaf_push(&self, cpu: usize, addr: usize) -> bool {
-        let Some(pcs) = self.cpu.get(cpu) else {
-            return false;
-        };
+    fn sheaf_push(&self, pcs: &CpuSheaves, addr: usize) -> bool {
         let main = pcs.main.load(Ordering::Relaxed);
         if main.is_null() {
             return false;
         }
-        // SAFETY: this CPU's main sheaf, which only this CPU changes, with
-        // interrupts masked; slots below the capacity.
-        unsafe {
-            let n = (*main).size.load(Ordering::Relaxed);
-            if n >= self.sheaf_capacity || (n != 0 && *Sheaf::slot(main, n - 1) == addr) {
-                return false;
-            }
-            *Sheaf::slot(main, n) = addr;
-            (*main).size.store(n + 1, Ordering::Relaxed);
+        // SAFETY: the main sheaf, which only the holder of the sheaf lock
+        // changes.
+        let w = unsafe { Sheaf::words(main) };
+        let n = w[1].load(Ordering::Relaxed);
+        if n >= self.sheaf_capacity
+            || (n != 0 && w[Sheaf::word_of_slot(n.wrapping_sub(1))].load(Ordering::Relaxed) == addr)
+        {
+            return false;
         }
+        w[Sheaf::word_of_slot(n)].store(addr, Ordering::Relaxed);
+        w[1].store(n.wrapping_add(1), Ordering::Relaxed);
         true
     }
 
@@ -1523,26 +1645,29 @@ impl CacheInner {
     /// in the spare if it has objects; take a full sheaf from the barn for
     /// the empty main; refill main from the slabs; a new slab.
     ///
-    /// Every decision that touches the barn or the slabs is taken after the
-    /// list lock is acquired, on state read afresh: taking the lock can make
-    /// lockdep print a report, which allocates through kmalloc and can
-    /// re-enter this cache (and change this CPU's sheaves) meanwhile.
+    /// All of it runs under this CPU's sheaf lock; if that is held (the
+    /// caller interrupted or preempted its holder, or re-entered this cache
+    /// from under it) the object comes straight from the slabs. Every
+    /// decision that touches the barn or the slabs is taken after the list
+    /// lock is acquired, on state read afresh.
     fn alloc_from_sheaves(&self, gfp: Gfp) -> Result<usize, AllocError> {
         let mut fresh = FreshSheaves::NONE;
         let r = loop {
-            let irq = IrqGuard::new();
-            let cpu = sheaf_cpu(&irq);
-            let Some(pcs) = self.cpu.get(cpu) else {
-                drop(irq);
+            let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
                 break self
                     .alloc_from_slabs(gfp, self.object_size)
                     .map(|p| p.as_ptr() as usize);
             };
-            if let Some(obj) = self.sheaf_pop(cpu) {
+            let Some(g) = pcs.trylock() else {
+                break self
+                    .alloc_from_slabs(gfp, self.object_size)
+                    .map(|p| p.as_ptr() as usize);
+            };
+            if let Some(obj) = self.sheaf_pop(pcs) {
                 break Ok(obj);
             }
-            match self.install_sheaves(pcs, irq, &mut fresh) {
-                Install::Ready(irq) => {
+            match self.install_sheaves(pcs, g, &mut fresh) {
+                Install::Ready(g) => {
                     let main = pcs.main.load(Ordering::Relaxed);
                     let spare = pcs.spare.load(Ordering::Relaxed);
                     if Sheaf::len(spare) != 0 {
@@ -1569,7 +1694,7 @@ impl CacheInner {
                         pcs.main.store(full, Ordering::Relaxed);
                         let surplus = Self::barn_put_empty(&mut l, main);
                         drop(l);
-                        drop(irq);
+                        drop(g);
                         Self::free_sheaf(surplus);
                         continue;
                     }
@@ -1577,16 +1702,16 @@ impl CacheInner {
                     let got = self.refill_locked(&mut l, main, &mut bad);
                     drop(l);
                     if bad.n != 0 {
-                        drop(irq);
+                        drop(g);
                         bad.report(self);
                         continue;
                     }
                     if got != 0 {
                         continue;
                     }
-                    // No slab has a free object: a new one, with interrupts
-                    // enabled again (the page allocator may reclaim and sleep).
-                    drop(irq);
+                    // No slab has a free object: a new one, without the
+                    // sheaf lock (the page allocator may reclaim and sleep).
+                    drop(g);
                     if let Err(e) = self.new_slab(crate::mm::scope::current_gfp_context(gfp)) {
                         break Err(e);
                     }
@@ -1604,15 +1729,15 @@ impl CacheInner {
     }
 
     /// Gives CPU `pcs` a main and a spare sheaf if it lacks them, from
-    /// `fresh`, or allocates `fresh` ones with interrupts enabled (then the
-    /// caller retries). Interrupts are masked by `irq`, returned if the CPU
-    /// has both sheaves.
-    fn install_sheaves(
+    /// `fresh`, or allocates `fresh` ones without the sheaf lock (then the
+    /// caller retries). The caller holds the sheaf lock `g`, returned if the
+    /// CPU has both sheaves.
+    fn install_sheaves<'a>(
         &self,
-        pcs: &CpuSheaves,
-        irq: IrqGuard,
+        pcs: &'a CpuSheaves,
+        g: SheafGuard<'a>,
         fresh: &mut FreshSheaves,
-    ) -> Install {
+    ) -> Install<'a> {
         let mut missing = false;
         for slot in [&pcs.main, &pcs.spare] {
             if slot.load(Ordering::Relaxed).is_null() {
@@ -1623,9 +1748,9 @@ impl CacheInner {
             }
         }
         if !missing {
-            return Install::Ready(irq);
+            return Install::Ready(g);
         }
-        drop(irq);
+        drop(g);
         if fresh.tried {
             // Allocated once already and still missing: the allocation failed.
             return Install::NoSheaves;
@@ -1780,9 +1905,8 @@ impl CacheInner {
     /// `(objects, pages)`: objects flushed, pages of empty slabs beyond
     /// `min_partial` released. The empty sheaves stay for reuse.
     ///
-    /// Other CPUs' sheaves are theirs: with one CPU online there are none.
-    /// Once kreclaim runs on several, this must run on each of them (Linux
-    /// queues `flush_cpu_sheaves` work on every CPU and waits).
+    /// Other CPUs' sheaves are theirs (Linux queues `flush_cpu_sheaves`
+    /// work on every CPU and waits); see `flush_sheaves_of`.
     pub(crate) fn flush_sheaves(&self) -> (usize, usize) {
         self.flush_sheaves_of(false)
     }
@@ -1790,7 +1914,9 @@ impl CacheInner {
     /// [`CacheInner::flush_sheaves`]; with `all_cpus`, every CPU's sheaves,
     /// for destroy only: its caller promises that no CPU uses the cache any
     /// more (as Linux's `kmem_cache_destroy` does), so the other CPUs'
-    /// sheaves are idle and may be emptied from here.
+    /// sheaves are idle and may be emptied from here. Each CPU's sheaves are
+    /// emptied under its sheaf lock, tried: a CPU whose lock is held (its
+    /// holder is in the middle of an allocation or free) is skipped.
     fn flush_sheaves_of(&self, all_cpus: bool) -> (usize, usize) {
         if self.sheaf_capacity == 0 {
             return (0, 0);
@@ -1800,13 +1926,13 @@ impl CacheInner {
         let mut n = 0;
         let mut surplus = ptr::null_mut::<Sheaf>();
         {
-            let irq = IrqGuard::new();
-            let cpu = sheaf_cpu(&irq);
-            let mut l = self.lists.lock();
+            let cpu = sheaf_cpu();
             for (i, pcs) in self.cpu.iter().enumerate() {
                 if i != cpu && !all_cpus {
                     continue;
                 }
+                let Some(_g) = pcs.trylock() else { continue };
+                let mut l = self.lists.lock();
                 for slot in [&pcs.main, &pcs.spare] {
                     let sh = slot.load(Ordering::Relaxed);
                     if !sh.is_null() {
@@ -1814,6 +1940,7 @@ impl CacheInner {
                     }
                 }
             }
+            let mut l = self.lists.lock();
             while !l.barn_full.is_null() {
                 let sh = l.barn_full;
                 // SAFETY: a sheaf on the barn's full list, under the lock.
@@ -1830,7 +1957,6 @@ impl CacheInner {
             l.barn_objs = 0;
             self.barn_full_hint.store(0, Ordering::Relaxed);
             drop(l);
-            drop(irq);
         }
         while !surplus.is_null() {
             // SAFETY: chained above; nobody else holds it.
@@ -1969,17 +2095,19 @@ impl CacheInner {
     /// has room; put the full main into the barn for an empty sheaf (one is
     /// allocated if the barn has none); flush main to the slabs when the
     /// barn is full. Decisions on the barn are taken under the list lock on
-    /// state read afresh (see `alloc_from_sheaves`).
+    /// state read afresh (see `alloc_from_sheaves`). If this CPU's sheaf
+    /// lock is held, the object goes straight to its slab (checked there).
     #[cold]
     #[inline(never)]
     #[track_caller]
     fn free_slowpath(&self, s: *mut SlabHeader, addr: usize, idx: usize) {
         let mut fresh = FreshSheaves::NONE;
         loop {
-            let irq = IrqGuard::new();
-            let cpu = sheaf_cpu(&irq);
-            let Some(pcs) = self.cpu.get(cpu) else {
-                drop(irq);
+            let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
+                self.free_to_slab(s, addr);
+                break;
+            };
+            let Some(g) = pcs.trylock() else {
                 self.free_to_slab(s, addr);
                 break;
             };
@@ -1990,7 +2118,7 @@ impl CacheInner {
             // SAFETY: this CPU's main sheaf holds n objects.
             let last = n != 0 && unsafe { *Sheaf::slot(main, n - 1) } == addr;
             if word & (1 << (idx % 64)) == 0 || last {
-                drop(irq);
+                drop(g);
                 debug::report(
                     self,
                     SlabBug::DoubleFree,
@@ -2000,11 +2128,11 @@ impl CacheInner {
                 );
                 break;
             }
-            if self.sheaf_push(cpu, addr) {
+            if self.sheaf_push(pcs, addr) {
                 break;
             }
-            let irq = match self.install_sheaves(pcs, irq, &mut fresh) {
-                Install::Ready(irq) => irq,
+            let g = match self.install_sheaves(pcs, g, &mut fresh) {
+                Install::Ready(g) => g,
                 Install::Retry => continue,
                 Install::NoSheaves => {
                     self.free_to_slab(s, addr);
@@ -2051,9 +2179,9 @@ impl CacheInner {
                     continue;
                 }
                 if !fresh.tried {
-                    // No empty sheaf at hand: allocate one, interrupts on.
+                    // No empty sheaf at hand: allocate one, without the locks.
                     drop(l);
-                    drop(irq);
+                    drop(g);
                     fresh.tried = true;
                     fresh.sheaves[0] = self.alloc_sheaf();
                     continue;
@@ -2061,7 +2189,7 @@ impl CacheInner {
             }
             self.flush_sheaf_locked(&mut l, main, &mut d, &mut df);
             drop(l);
-            drop(irq);
+            drop(g);
             self.discard_all(d);
             df.report(self);
         }
@@ -2081,15 +2209,15 @@ impl CacheInner {
         let mut i = 0;
         while i < objs.len() {
             if self.sheaf_capacity != 0 {
-                let irq = IrqGuard::new();
-                let cpu = sheaf_cpu(&irq);
-                if let Some(pcs) = self.cpu.get(cpu) {
+                if let Some(pcs) = self.cpu.get(sheaf_cpu())
+                    && let Some(_g) = pcs.trylock()
+                {
                     let main = pcs.main.load(Ordering::Relaxed);
                     let n = Sheaf::len(main);
                     let k = n.min(objs.len() - i);
                     for (j, o) in objs[i..i + k].iter_mut().enumerate() {
                         // SAFETY: slots below the size of this CPU's main
-                        // sheaf, interrupts masked.
+                        // sheaf, under its sheaf lock.
                         *o = unsafe { *Sheaf::slot(main, n - 1 - j) } as *mut u8;
                     }
                     if k != 0 {
@@ -2098,7 +2226,6 @@ impl CacheInner {
                     }
                     i += k;
                 }
-                drop(irq);
                 if i == objs.len() {
                     break;
                 }
@@ -2250,21 +2377,28 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free_in_slab(&self, s: *mut SlabHeader, addr: usize) {
-        let base = s as usize;
-        let rel = addr.wrapping_sub(base + self.first_offset);
-        let idx = self.index_of(rel);
-        if addr < base + self.first_offset || idx * self.size != rel || idx >= self.objects {
+        // Wrapping arithmetic and one range check: an address before the
+        // first object wraps to a huge offset. Below the objects' span
+        // (at most 32 KiB) the reciprocal gives the exact index.
+        let rel = addr.wrapping_sub((s as usize).wrapping_add(self.first_offset));
+        let idx = ((rel as u64).wrapping_mul(self.size_recip) >> 32) as usize;
+        if rel >= self.objects.wrapping_mul(self.size) || idx.wrapping_mul(self.size) != rel {
             self.report_bad_offset(addr);
             return;
         }
         if self.sheaf_capacity != 0 {
-            // SAFETY: `s` is a live slab of this cache; the bitmap word is read atomically.
-            let word = unsafe { (*s).allocated[idx / 64].load(Ordering::Relaxed) };
-            if word & (1 << (idx % 64)) != 0 {
-                let irq = IrqGuard::new();
-                if self.sheaf_push(sheaf_cpu(&irq), addr) {
-                    return;
-                }
+            // SAFETY: `s` is a live slab of this cache; the bitmap word is
+            // read atomically (idx < objects <= MAX_OBJECTS: the mask only
+            // spares a bounds check).
+            let word = unsafe {
+                (*s).allocated[(idx / 64) & (MAX_OBJECTS / 64 - 1)].load(Ordering::Relaxed)
+            };
+            if word & (1 << (idx % 64)) != 0
+                && let pcs = self.this_cpu_sheaves()
+                && let Some(_g) = pcs.trylock()
+                && self.sheaf_push(pcs, addr)
+            {
+                return;
             }
             self.free_slowpath(s, addr, idx);
             return;

@@ -11,8 +11,10 @@
 //!
 //! In front of each cache without debug flags sit Linux 6.18's sheaves: per
 //! CPU a main and a spare array of free objects, per node a barn of full and
-//! empty ones. Alloc and free pop and push the main sheaf with interrupts
-//! masked only (no lock, no atomic read-modify-write, no lockdep); sheaves
+//! empty ones. Alloc and free pop and push the main sheaf under the CPU's
+//! sheaf lock, a `local_trylock` (one exchange, never waited for:
+//! interrupts stay enabled, and a context that finds it held goes to the
+//! slabs instead; no lockdep); sheaves
 //! are swapped, exchanged with the barn, refilled and flushed in batches
 //! under the node's list lock, and flushed by `shrink`, `info`, `validate`,
 //! `destroy` and reclaim. Objects in sheaves count as taken for their slabs
@@ -42,8 +44,8 @@ pub use cache::{
     CreateError, DestroyError, KmemCache, MAX_CPUS, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
     MAX_PARTIAL, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves,
     kmem_cache_alloc_bulk, kmem_cache_create, kmem_cache_free_bulk, list_lock_class,
-    set_global_debug, sheaf_pages, show_slabinfo, slab_debug_parse, slabinfo, slabinfo_header,
-    slabinfo_row, try_slabinfo, write_slabinfo,
+    prefill_sheaves, set_global_debug, sheaf_pages, show_slabinfo, slab_debug_parse, slabinfo,
+    slabinfo_header, slabinfo_row, try_slabinfo, with_sheaves_held, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
