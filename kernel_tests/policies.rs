@@ -72,9 +72,15 @@ fn nofs_defers_far_more_reclaim_than_today() -> TestResult {
         );
     }
     // GFP_NOFS everywhere: every direct reclaim from the filesystem finds the
-    // inode shrinker unable to run and leaves the work to kswapd.
+    // inode shrinker unable to run and leaves the work to kswapd. Under
+    // `today` only reclaim from inside a transaction (writes, creates,
+    // unlinks: about a fifth of the mix) stops, so the ratio is about 4-9x
+    // depending on when kswapd's timed wake-ups land (4x seen under
+    // `sched=coop` on a loaded machine); 3x still separates the eras, a
+    // policy that lost its NOFS scope or its GFP_NOFS would be near 1x.
+    // `cargo run -- policy=all` reports the ratio for the default workload.
     kassert!(
-        nofs.ops_phase.shrinker_stops >= 5 * today.ops_phase.shrinker_stops.max(1),
+        nofs.ops_phase.shrinker_stops >= 3 * today.ops_phase.shrinker_stops.max(1),
         "STOPs: nofs {} vs today {}",
         nofs.ops_phase.shrinker_stops,
         today.ops_phase.shrinker_stops

@@ -483,6 +483,7 @@ fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
     // to 300 live objects stamped with its own pattern and checks them
     // before freeing. Slabs are created and released throughout.
     const OPS: usize = 40_000;
+    const MAX_OPS: usize = 4_000_000;
     const LIVE: usize = 300;
     let c = Arc::new(cache("t-concurrent", 48, SlabFlags::empty())?);
     let errors = Arc::new(AtomicUsize::new(0));
@@ -493,7 +494,12 @@ fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
             let mut live: Vec<NonNull<u8>> = Vec::with_capacity(LIVE);
             let mut x = 0x2545_f491_4f6c_dd1du64 + id as u64;
             let stamp = 0x40 + id;
-            for _ in 0..OPS {
+            // At least OPS operations, and on until this task has been
+            // switched out a few times (a fast allocator may finish OPS
+            // inside one slice); MAX_OPS bounds it if preemption is broken.
+            let mut op = 0;
+            while op < OPS || (task::current().switches() < 3 && op < MAX_OPS) {
+                op += 1;
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
