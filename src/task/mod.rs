@@ -837,6 +837,23 @@ pub fn cpu_dying() {
     platform::with_irq_guard(|irq| this_cpu(irq).online.store(false, Ordering::Release));
 }
 
+/// Whether unbound tasks are kept on the boot CPU ([`set_boot_cpu_only`]).
+static BOOT_CPU_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Keeps every unbound task on the boot CPU (or lets them spread again):
+/// wake-ups and spawns queue there, nobody steals, and a task preempted on
+/// another CPU moves there. Tasks bound with [`spawn_on`] stay where they
+/// are bound. For experiments and tests that model one CPU's interleavings
+/// with preemption (`sched=coop` does the same without preemption).
+pub fn set_boot_cpu_only(on: bool) {
+    BOOT_CPU_ONLY.store(on, Ordering::Release);
+}
+
+/// Whether [`set_boot_cpu_only`] is in force.
+pub fn boot_cpu_only() -> bool {
+    BOOT_CPU_ONLY.load(Ordering::Acquire)
+}
+
 static CPU_STEALS: [AtomicU64; platform::NR_CPUS] =
     [const { AtomicU64::new(0) }; platform::NR_CPUS];
 static RESCHED_IPIS: AtomicU64 = AtomicU64::new(0);
@@ -991,11 +1008,11 @@ fn spawn_inner<F: FnOnce() + Send + 'static>(
 /// that one idles, else any idle CPU, else (wake-up) the last CPU or
 /// (new task) the CPU with the shortest run queue.
 fn select_cpu(t: &Task, fresh: bool) -> usize {
-    if mode() == SchedMode::Cooperative {
-        return 0;
-    }
     if let Some(c) = t.affinity() {
         return c;
+    }
+    if mode() == SchedMode::Cooperative || boot_cpu_only() {
+        return 0;
     }
     let last = t.last_cpu();
     if !fresh && cpu_rq(last).is_idle() {
@@ -1031,7 +1048,7 @@ fn enqueue(t: Arc<Task>, cpu: usize) {
 /// out). One run-queue lock at a time, so stealers cannot deadlock. Not
 /// under `sched=coop`, which keeps every task on CPU 0.
 fn steal(cpu: &PerCpu) -> bool {
-    if mode() == SchedMode::Cooperative || !cpu.online.load(Ordering::Acquire) {
+    if mode() == SchedMode::Cooperative || boot_cpu_only() || !cpu.online.load(Ordering::Acquire) {
         return false;
     }
     let victim = CPUS
@@ -1130,29 +1147,35 @@ fn schedule() {
     let idle_ptr = cpu.idle.load(Ordering::Acquire);
     let me = cpu.curr.lock().take();
     let mut dead = None;
+    let mut migrate = None;
+    // Stale entries taken off the queue, dropped after its lock.
+    let mut stale: [Option<Arc<Task>>; 8] = Default::default();
     let next = {
         let mut rq = cpu.run_queue.lock();
         match prev.state() {
             TaskState::Running => {
                 prev.set_state(TaskState::Ready);
                 if let Some(me) = me {
-                    rq.push_back(me);
+                    if cpu.cpu_id != 0
+                        && prev.affinity().is_none()
+                        && (boot_cpu_only() || mode() == SchedMode::Cooperative)
+                    {
+                        // Moves to the boot CPU (see `set_boot_cpu_only`).
+                        migrate = Some(me);
+                    } else {
+                        rq.push_back(me);
+                    }
                 }
             }
             TaskState::Dead => dead = me,
             _ => drop(me),
         }
-        // Claiming `on_cpu` by compare-and-swap: a task queued twice (a
-        // stale entry left by a wake-up that raced with the task's own
-        // `finish_wait`) is still never picked by two CPUs at once.
-        let i = rq.iter().position(|t| {
-            Arc::as_ptr(t) == prev_ptr as *const Task
-                || t.on_cpu
-                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-        });
-        i.and_then(|i| rq.remove(i))
+        pick_next(&mut rq, prev_ptr, &mut stale)
     };
+    drop(stale);
+    if let Some(m) = migrate {
+        enqueue(m, 0);
+    }
     let next_ptr = match &next {
         Some(t) => Arc::as_ptr(t) as *mut Task,
         None => idle_ptr,
@@ -1195,6 +1218,47 @@ fn schedule() {
     this_cpu(&irq)
         .preempt_count
         .store(preempt, Ordering::Relaxed);
+}
+
+/// The first task on `rq` that may run here now: Ready, and not on another
+/// CPU's stack. `on_cpu` is claimed by compare-and-swap, so a task queued
+/// twice is still never picked by two CPUs at once. Entries whose task is
+/// no longer Ready are stale (a wake-up raced with the task's own
+/// `finish_wait`, or the task blocked again or exited before this entry
+/// came up): they are taken off into `stale`; a waker queues the task
+/// afresh when it is runnable again.
+fn pick_next(
+    rq: &mut VecDeque<Arc<Task>>,
+    prev_ptr: *mut Task,
+    stale: &mut [Option<Arc<Task>>; 8],
+) -> Option<Arc<Task>> {
+    let mut dropped = 0;
+    let mut i = 0;
+    while i < rq.len() {
+        let t = &rq[i];
+        let mine = Arc::as_ptr(t) == prev_ptr as *const Task;
+        if !mine
+            && t.on_cpu
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            i += 1;
+            continue;
+        }
+        if t.state() == TaskState::Ready {
+            return rq.remove(i);
+        }
+        if !mine {
+            t.on_cpu.store(false, Ordering::Release);
+        }
+        if dropped == stale.len() {
+            i += 1;
+            continue;
+        }
+        stale[dropped] = rq.remove(i);
+        dropped += 1;
+    }
+    None
 }
 
 /// Runs on the new task after every switch: lets other CPUs take the
