@@ -604,14 +604,14 @@ fn lock_torture_on_every_cpu() -> TestResult {
                     {
                         let mut m = MUTEX.lock();
                         let v = *m;
-                        if i % 64 == 0 {
+                        if i.is_multiple_of(64) {
                             task::yield_now();
                         }
                         *m = v + 1;
                         let p = PLAIN.load(Ordering::Relaxed);
                         PLAIN.store(p + 1, Ordering::Relaxed);
                     }
-                    if (i + cpu as u64) % 4 == 0 {
+                    if (i + cpu as u64).is_multiple_of(4) {
                         let mut w = RW.down_write();
                         w.0 += 1;
                         core::hint::spin_loop();
@@ -635,7 +635,7 @@ fn lock_torture_on_every_cpu() -> TestResult {
         join(h, "a torture task")?;
     }
     let writes: u64 = (0..CPUS as u64)
-        .map(|c| (0..ITERS).filter(|i| (i + c) % 4 == 0).count() as u64)
+        .map(|c| (0..ITERS).filter(|i| (i + c).is_multiple_of(4)).count() as u64)
         .sum();
     kassert_eq!(*SPIN.lock(), CPUS as u64 * ITERS);
     kassert_eq!(*MUTEX.lock(), CPUS as u64 * ITERS);
@@ -782,7 +782,7 @@ fn page_allocator_torture_on_every_cpu() -> TestResult {
             } else {
                 OWNED[w].fetch_and(!b, Ordering::SeqCst)
             };
-            if (old & b != 0) != !on {
+            if (old & b != 0) == on {
                 BAD.fetch_add(1, Ordering::SeqCst);
             }
         }

@@ -1236,7 +1236,7 @@ fn pick_next(
     let mut i = 0;
     while i < rq.len() {
         let t = &rq[i];
-        let mine = Arc::as_ptr(t) == prev_ptr as *const Task;
+        let mine = core::ptr::eq(Arc::as_ptr(t), prev_ptr);
         if !mine
             && t.on_cpu
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
