@@ -327,14 +327,7 @@ fn trylock_reclaims_during_operations_and_stops_in_transactions() -> TestResult 
     const SEED: u64 = 0x5eed_0002;
     // kswapd on another CPU would keep the writer out of direct reclaim:
     // one CPU's interleaving, as the expectation below assumes.
-    struct BootCpuOnly;
-    impl Drop for BootCpuOnly {
-        fn drop(&mut self) {
-            task::set_boot_cpu_only(false);
-        }
-    }
-    task::set_boot_cpu_only(true);
-    let _one = BootCpuOnly;
+    let _one = task::BootCpuOnly::new();
     let fs = ok!(fresh(Policy::TRYLOCK));
     // Sample inodes_reclaimed after each directory the writer fills: by
     // work done, not by time (a sampler task sleeping 5 ms may get too few

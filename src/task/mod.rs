@@ -854,6 +854,32 @@ pub fn boot_cpu_only() -> bool {
     BOOT_CPU_ONLY.load(Ordering::Acquire)
 }
 
+/// RAII [`set_boot_cpu_only`]: on from `new` until the guard drops, which
+/// restores the previous setting.
+#[must_use = "the setting is restored as soon as the guard is dropped"]
+pub struct BootCpuOnly(bool);
+
+impl BootCpuOnly {
+    /// Keeps unbound tasks on the boot CPU until the guard drops.
+    pub fn new() -> Self {
+        let was = boot_cpu_only();
+        set_boot_cpu_only(true);
+        Self(was)
+    }
+}
+
+impl Default for BootCpuOnly {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for BootCpuOnly {
+    fn drop(&mut self) {
+        set_boot_cpu_only(self.0);
+    }
+}
+
 static CPU_STEALS: [AtomicU64; platform::NR_CPUS] =
     [const { AtomicU64::new(0) }; platform::NR_CPUS];
 static RESCHED_IPIS: AtomicU64 = AtomicU64::new(0);
