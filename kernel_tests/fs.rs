@@ -327,6 +327,9 @@ fn heavy_reclaim_keeps_every_byte() -> TestResult {
 
 fn trylock_reclaims_during_operations_and_stops_in_transactions() -> TestResult {
     const SEED: u64 = 0x5eed_0002;
+    // kswapd on another CPU would keep the writer out of direct reclaim:
+    // one CPU's interleaving, as the expectation below assumes.
+    let _one = task::BootCpuOnly::new();
     let fs = ok!(fresh(Policy::TRYLOCK));
     // Sample inodes_reclaimed after each directory the writer fills: by
     // work done, not by time (a sampler task sleeping 5 ms may get too few
@@ -1159,10 +1162,10 @@ fn lookup_pause(ino: u32, point: RacePoint) {
         return;
     }
     AT_LOOKUP.store(true, Ordering::Release);
-    for _ in 0..10_000 {
-        if UNLINK_DONE.load(Ordering::Acquire) {
-            break;
-        }
+    // Bounded by time, not by yields: on SMP the unlink runs on another CPU
+    // and a yield here returns at once.
+    let t0 = kreclaim::time::now_ns();
+    while !UNLINK_DONE.load(Ordering::Acquire) && kreclaim::time::now_ns() - t0 < 10_000_000_000 {
         task::yield_now();
     }
 }

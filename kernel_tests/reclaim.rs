@@ -826,6 +826,14 @@ fn exhaust_with_hogs() -> Result<(HeldPages, task::JoinHandle, task::JoinHandle)
         ready.load(Ordering::SeqCst) == 2
     })?;
     let mut held = HeldPages::for_all_memory()?;
+    // Twice, draining the per-CPU lists in between: on SMP the hogs ran on
+    // other CPUs, whose lists this CPU's allocations do not take from.
+    for _ in 0..2 {
+        while let Ok(p) = alloc_pages(GFP_NOWAIT, 0) {
+            held.0.push(p);
+        }
+        kreclaim::mm::page_alloc::drain_all_pages();
+    }
     while let Ok(p) = alloc_pages(GFP_NOWAIT, 0) {
         held.0.push(p);
     }

@@ -537,13 +537,19 @@ fn concurrent_allocation_keeps_objects_and_counts_intact() -> TestResult {
     }
     let n = slab::reports().len();
     let mut switches = 0;
+    let mut cpus = 0;
     for t in tasks {
         let task = t.task().clone();
         t.join().map_err(|e| fail(alloc::format!("join: {e:?}")))?;
         switches += task.switches();
+        cpus |= task.cpus_ran();
     }
-    // Each task ran more than once: they were preempted mid-stream.
-    kassert!(switches > 4, "only {switches} context switches");
+    // Each task ran more than once: they were preempted mid-stream; or
+    // (SMP) they ran at the same time on several CPUs.
+    kassert!(
+        switches > 4 || cpus.count_ones() > 1,
+        "only {switches} context switches, all on CPUs {cpus:#b}"
+    );
     kassert_eq!(errors.load(Ordering::SeqCst), 0, "objects shared or lost");
     kassert_eq!(c.info().active_objs, 0);
     kassert!(reports_since(n).is_empty(), "{:?}", reports_since(n));

@@ -141,7 +141,8 @@ fn preempt_disable_holds_the_cpu() -> TestResult {
     let o = other.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let h = task::spawn("spinner", move || {
+    // On the boot CPU with the test: preempt_disable holds this CPU only.
+    let h = task::spawn_on(0, "spinner", move || {
         while !s.load(Ordering::Relaxed) {
             o.fetch_add(1, Ordering::Relaxed);
         }

@@ -209,7 +209,7 @@ fn banner(boot: &BootInfo, config: &Config) {
         );
     }
     println!(
-        "cpus: {} online (tasks run on CPU 0; the others idle until the scheduler is SMP)",
+        "cpus: {} online (each runs tasks from its own run queue)",
         kreclaim::platform::nr_cpus()
     );
     println!("command line: '{}'", boot.cmdline());

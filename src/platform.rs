@@ -103,6 +103,17 @@ pub trait Platform: Sync {
     }
     /// Waits for the next interrupt (idle). May return spuriously.
     fn wait_for_interrupt(&self) {}
+    /// Asks CPU `cpu` to look at its run queue soon (a reschedule IPI): a
+    /// task was queued there from another CPU. An idle CPU must leave
+    /// [`Platform::wait_for_interrupt`]. The default does nothing, for
+    /// platforms with one CPU.
+    fn send_reschedule(&self, cpu: usize) {
+        let _ = cpu;
+    }
+    /// Work the platform does in each round of a CPU's idle loop, with
+    /// interrupts enabled (x86_64: a function handed to an AP with
+    /// `call_on_ap`). The default does nothing.
+    fn idle_poll(&self) {}
     /// Allocates a kernel stack of at least `bytes` with an unmapped guard
     /// page below it. `None` when the platform cannot run kernel threads or
     /// is out of memory.

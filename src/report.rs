@@ -251,10 +251,32 @@ pub fn free_memory_chart(samples: &[Sample], width: usize, height: usize) {
     crate::println!();
 }
 
+/// Which CPUs the run's workers used and how many task switches each CPU
+/// made during the operations phase.
+fn cpu_spread(r: &RunResult) {
+    crate::print!(
+        "cpu spread: workers ran on {} CPU(s) (",
+        r.worker_cpus.count_ones()
+    );
+    let mut first = true;
+    for c in 0..crate::platform::NR_CPUS {
+        if r.worker_cpus & (1 << c) != 0 {
+            crate::print!("{}{c}", if first { "" } else { "," });
+            first = false;
+        }
+    }
+    crate::print!("); task switches per CPU:");
+    for c in 0..crate::platform::nr_cpus().min(crate::platform::NR_CPUS) {
+        crate::print!(" cpu{c}={}", r.cpu_switches[c]);
+    }
+    crate::println!();
+}
+
 /// The full report of one run.
 pub fn single(r: &RunResult) {
     crate::println!("\n=== kreclaim report: policy {} ===", r.policy);
     crate::println!("cpus: {} online", crate::platform::nr_cpus());
+    cpu_spread(r);
     crate::println!("knobs: {}", r.policy.knobs());
     crate::println!(
         "workload: {} ops in {} ms ({} ops/s), {} errors; populate: {} files failed; {} short writes in all",
@@ -393,6 +415,7 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
     result_header(j, "policy_result");
     j.field_str("policy", r.policy.name).key("knobs");
     policy_knobs_json(&r.policy, j);
+    j.field_u64("worker_cpus", r.worker_cpus.count_ones() as u64);
     j.field_u64("ops", r.ops)
         .field_u64("ops_requested", r.ops_requested)
         .field_u64("ops_per_sec", ops_per_sec(r))

@@ -46,7 +46,9 @@ pub fn global_alloc_error() -> AllocError {
     }
 }
 
-/// Whether a block is preloaded (the allocator's fast check).
+/// Whether a block is preloaded, and for which CPU: its number + 1, 0 for
+/// none (the allocator's fast check). Only that CPU's next allocation may
+/// take it: on SMP another CPU's allocation of a fitting size must not.
 static PRELOADED: AtomicUsize = AtomicUsize::new(0);
 /// The preloaded block (address, size, alignment). Checked and taken under
 /// one lock, so an allocation never gets a block smaller than it asked for
@@ -58,7 +60,14 @@ static PRELOADER: spin::Mutex<()> = spin::Mutex::new(());
 /// Hands out the preloaded block if it fits `layout` (the global
 /// allocator's first check; see [`try_arc`]).
 pub fn take_preload(layout: Layout) -> Option<*mut u8> {
-    if PRELOADED.load(Ordering::Acquire) == 0 {
+    let owner = PRELOADED.load(Ordering::Acquire);
+    if owner == 0 {
+        return None;
+    }
+    // The preloading CPU has interrupts masked until it is done, so the
+    // caller on that CPU is the preloader itself.
+    let here = crate::platform::without_interrupts(crate::platform::cpu_id);
+    if owner != here + 1 {
         return None;
     }
     let mut slot = PRELOAD.try_lock()?;
@@ -103,7 +112,7 @@ impl Preload {
         let (r, left) = crate::platform::without_interrupts(|| {
             let _one = PRELOADER.lock();
             *PRELOAD.lock() = Some(block);
-            PRELOADED.store(1, Ordering::Release);
+            PRELOADED.store(crate::platform::cpu_id() + 1, Ordering::Release);
             let r = f();
             PRELOADED.store(0, Ordering::Release);
             (r, PRELOAD.lock().take())

@@ -230,7 +230,7 @@ pub(crate) fn check_cycle(me: &Task) {
     let _detect = DETECT.lock();
     let mut path = [None::<Hop>; MAX_DEPTH];
     let mut pins = [const { None::<Arc<Task>> }; MAX_DEPTH];
-    if !dfs(me as *const Task, me.id(), &mut path, &mut pins, 0) {
+    if !dfs(me as *const Task, me.id(), &mut path, &mut pins, 0) || !still_a_cycle(&path, me.id()) {
         return;
     }
     let hops: Vec<Hop> = path.iter().flatten().copied().collect();
@@ -255,10 +255,6 @@ pub(crate) fn check_cycle(me: &Task) {
         super::mark_deadlocked(unsafe { &*h.task });
     }
 }
-
-/// Set while [`park_forever`] reports: a lock hit again while the report
-/// allocates (the lock was an allocator lock) only prints.
-static PARK_REPORTING: AtomicBool = AtomicBool::new(false);
 
 /// The current task is taking the lock described by `on`, which it already
 /// holds. Reports "task waits for a lock held by itself", marks the task
@@ -303,7 +299,10 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
         holders,
         n: 1,
     };
-    let nested = PARK_REPORTING.swap(true, Ordering::Acquire);
+    // Per task: a lock hit again while this task's report allocates (the
+    // lock was an allocator lock) only prints, and a task parking on another
+    // CPU at the same time still reports in full.
+    let nested = me.park_reporting.swap(true, Ordering::Acquire);
     let mut out = Tee {
         text: String::new(),
         keep: !nested,
@@ -342,7 +341,7 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     }
     // Also when nested: the outer report belongs to this task, which never
     // comes back to finish it.
-    PARK_REPORTING.store(false, Ordering::Release);
+    me.park_reporting.store(false, Ordering::Release);
     if !parkable {
         panic!(
             "{why}: task '{}' takes {} '{}' held by task '{}' (see the report above)",
@@ -353,6 +352,9 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
         );
     }
     super::set_blocked_on(on);
+    // Blocked before the joiners learn of it (on another CPU they look at
+    // once `mark_deadlocked` completes `exited`).
+    super::prepare_to_block();
     super::mark_deadlocked(me);
     // The count is per CPU: preempt_disable sections of the parked task
     // would otherwise stay open for every task after it.
@@ -363,9 +365,34 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     });
     loop {
         // A deadlocked task is never woken; loop in case of a stray wake-up.
-        super::prepare_to_block();
         super::block_current_locked();
+        super::prepare_to_block();
     }
+}
+
+/// Re-reads every hop of a cycle the search found: each task still blocked
+/// on the same lock, which the next task on the path still holds. On SMP
+/// the hops were read one after the other while locks changed hands on
+/// other CPUs (a lock handed from A to B between reading B's hop and A's
+/// looks like A and B waiting for each other); a real deadlock does not
+/// change, a hand-off in progress does.
+fn still_a_cycle(path: &[Option<Hop>; MAX_DEPTH], goal: TaskId) -> bool {
+    let hops: Vec<&Hop> = path.iter().flatten().collect();
+    hops.iter().enumerate().all(|(i, h)| {
+        // SAFETY: the path's tasks are the running task or pinned in the
+        // caller's `pins`.
+        let t = unsafe { &*h.task };
+        let next = hops.get(i + 1).map_or(goal, |n| {
+            // SAFETY: as above.
+            unsafe { &*n.task }.id()
+        });
+        matches!(t.state(), TaskState::Blocked | TaskState::Sleeping)
+            && hop_of(h.task).is_some_and(|now| {
+                now.on.addr == h.on.addr
+                    && now.holders[..now.n].contains(&next)
+                    && !now.holders[..now.n].contains(&t.id())
+            })
+    })
 }
 
 /// Depth-first search from `t` for a wait-for path back to `goal`. Tasks
@@ -391,10 +418,15 @@ fn dfs(
     // waiter's `blocked_on` is stale for a moment: on SMP the waiter may
     // even be the searching task, seeing itself as the holder of what it
     // "waits" for. The holders were read first (and with acquire
-    // ordering): a task that is no longer queued was handed the lock and
-    // waits for nothing, so the path ends here.
+    // ordering): a task that is no longer queued, or that is among the
+    // holders already (granted by a waker on another CPU, and not run since
+    // to clear its record), waits for nothing, so the path ends here. Taking
+    // a lock it holds already is caught before queueing.
     // SAFETY: as above, `t` is alive.
-    if hop.on.target.is_some() && !unsafe { &*t }.wait_queued.load(Ordering::Acquire) {
+    let tr = unsafe { &*t };
+    if (hop.on.target.is_some() && !tr.wait_queued.load(Ordering::Acquire))
+        || hop.holders[..hop.n].contains(&tr.id())
+    {
         return false;
     }
     path[depth] = Some(hop);
@@ -428,21 +460,19 @@ fn dfs(
 
 /// Run by the idle task: if nothing is runnable, no timed wait is pending and
 /// every live task is blocked, nothing can ever run again — report it.
+///
+/// SMP: run by the boot CPU's idle task only; every CPU's run queue must be
+/// empty, and a task running on another CPU is not blocked. Idle tasks are
+/// never counted.
 pub(crate) fn idle_check() {
-    let idle = super::idle_task_ptr();
-    let rq_empty =
-        crate::platform::with_irq_guard(|irq| super::this_cpu(irq).run_queue.lock().is_empty());
-    if !rq_empty || super::pending_timers() != 0 {
+    if !super::all_run_queues_empty() || super::pending_timers() != 0 {
         ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
         return;
     }
     let mut live = 0;
     let mut blocked = 0;
     super::for_each_task(|t| {
-        if !core::ptr::eq(alloc::sync::Arc::as_ptr(t), idle)
-            && !t.is_deadlocked()
-            && t.state() != TaskState::Dead
-        {
+        if !t.is_idle() && !t.is_deadlocked() && t.state() != TaskState::Dead {
             live += 1;
             blocked += (t.state() == TaskState::Blocked) as usize;
         }
@@ -461,7 +491,7 @@ pub(crate) fn idle_check() {
     let mut hops: Vec<(Arc<Task>, Option<Hop>)> = Vec::new();
     super::for_each_task(|t| {
         let p = alloc::sync::Arc::as_ptr(t);
-        if !core::ptr::eq(p, idle) && !t.is_deadlocked() && t.state() == TaskState::Blocked {
+        if !t.is_idle() && !t.is_deadlocked() && t.state() == TaskState::Blocked {
             let _ = hops.try_reserve(1);
             if hops.len() < hops.capacity() {
                 hops.push((t.clone(), hop_of(p)));

@@ -125,6 +125,21 @@ pub struct Task {
     /// A thread the platform schedules ([`Task::new_foreign`]): it blocks by
     /// waiting in place for its wake-up, not on kreclaim's run queue.
     foreign: bool,
+    /// Some CPU runs on this task's stack (Linux's `on_cpu`): set when a CPU
+    /// picks the task, cleared by that CPU once it has switched away, so no
+    /// other CPU resumes the task before its context is saved.
+    on_cpu: AtomicBool,
+    /// The CPU it last ran on (where a wake-up queues it by default).
+    last_cpu: AtomicUsize,
+    /// The only CPU it may run on, `usize::MAX` for any ([`spawn_on`]).
+    affinity: AtomicUsize,
+    /// A CPU's idle task: never queued, never counted as blocked.
+    idle: bool,
+    /// The CPUs it has run on, one bit each.
+    cpus_ran: AtomicU32,
+    /// A "waits for itself" report of this task is being written
+    /// (`deadlock::park_forever`): a nested hit only prints.
+    pub(crate) park_reporting: AtomicBool,
 }
 
 // SAFETY: `context` and `lockdep` are only touched by the task itself or by
@@ -173,6 +188,12 @@ impl Task {
             oom_victim: AtomicBool::new(false),
             fatal_signal: AtomicBool::new(false),
             foreign: false,
+            on_cpu: AtomicBool::new(false),
+            last_cpu: AtomicUsize::new(0),
+            affinity: AtomicUsize::new(usize::MAX),
+            idle: false,
+            cpus_ran: AtomicU32::new(0),
+            park_reporting: AtomicBool::new(false),
         }
     }
 
@@ -331,6 +352,27 @@ impl Task {
     pub fn switches(&self) -> u64 {
         self.switches.load(Ordering::Relaxed)
     }
+
+    /// The CPU the task last ran on.
+    pub fn last_cpu(&self) -> usize {
+        self.last_cpu.load(Ordering::Relaxed)
+    }
+
+    /// The CPUs the task has run on, one bit per CPU number.
+    pub fn cpus_ran(&self) -> u32 {
+        self.cpus_ran.load(Ordering::Relaxed)
+    }
+
+    /// The CPU the task is bound to ([`spawn_on`]), if any.
+    pub fn affinity(&self) -> Option<usize> {
+        let a = self.affinity.load(Ordering::Relaxed);
+        (a != usize::MAX).then_some(a)
+    }
+
+    /// Whether this is a CPU's idle task.
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
 }
 
 impl fmt::Debug for Task {
@@ -479,17 +521,34 @@ impl ScopeStack {
     }
 }
 
-/// Per-CPU scheduler state.
+/// Per-CPU scheduler state: one per possible CPU ([`platform::NR_CPUS`]),
+/// reached through [`this_cpu`] with the platform's CPU number.
+///
+/// Only its own CPU changes `current`, `curr`, `prev`, `preempt_count` and
+/// `slice_end`, with interrupts masked; other CPUs read `current`/`idle`
+/// (to find an idle CPU) and take `run_queue`'s lock to queue a woken task
+/// or steal one.
 pub struct PerCpu {
     /// This CPU's number.
     pub cpu_id: usize,
     current: AtomicPtr<Task>,
     idle: AtomicPtr<Task>,
     preempt_count: AtomicUsize,
-    slice_left: AtomicU32,
+    /// When the running task's slice ends (ns).
+    slice_end: AtomicU64,
     run_queue: spin::Mutex<VecDeque<Arc<Task>>>,
+    /// The running task's reference (none for the idle task), moved to the
+    /// run queue when it is preempted: `schedule` needs no task-table look-up.
+    curr: spin::Mutex<Option<Arc<Task>>>,
+    /// The task this CPU just switched away from; the next task clears its
+    /// `on_cpu` once the switch is complete (`finish_task_switch`).
+    prev: AtomicPtr<Task>,
     /// A dead task whose stack is freed once we are off it.
     to_reap: spin::Mutex<Option<Arc<Task>>>,
+    /// The CPU runs its scheduler (its idle task exists and it takes tasks).
+    online: AtomicBool,
+    /// Switches into tasks other than the idle task on this CPU.
+    switches: AtomicU64,
 }
 
 impl PerCpu {
@@ -499,35 +558,62 @@ impl PerCpu {
     pub fn preempt_count(&self) -> usize {
         self.preempt_count.load(Ordering::Relaxed)
     }
+
+    const fn new(cpu_id: usize) -> Self {
+        Self {
+            cpu_id,
+            current: AtomicPtr::new(&EARLY_TASK as *const Task as *mut Task),
+            idle: AtomicPtr::new(core::ptr::null_mut()),
+            preempt_count: AtomicUsize::new(0),
+            slice_end: AtomicU64::new(0),
+            run_queue: spin::Mutex::new(VecDeque::new()),
+            curr: spin::Mutex::new(None),
+            prev: AtomicPtr::new(core::ptr::null_mut()),
+            to_reap: spin::Mutex::new(None),
+            online: AtomicBool::new(false),
+            switches: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the CPU runs its idle task with nothing queued.
+    fn is_idle(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+            && self.current.load(Ordering::Acquire) == self.idle.load(Ordering::Acquire)
+            && self.run_queue.try_lock().is_some_and(|rq| rq.is_empty())
+    }
 }
 
 static EARLY_TASK: Task = Task::early();
 
-static CPUS: [PerCpu; 1] = [PerCpu {
-    cpu_id: 0,
-    current: AtomicPtr::new(&EARLY_TASK as *const Task as *mut Task),
-    idle: AtomicPtr::new(core::ptr::null_mut()),
-    preempt_count: AtomicUsize::new(0),
-    slice_left: AtomicU32::new(TIME_SLICE_TICKS),
-    run_queue: spin::Mutex::new(VecDeque::new()),
-    to_reap: spin::Mutex::new(None),
-}];
+static CPUS: [PerCpu; platform::NR_CPUS] = {
+    let mut cpus = [const { PerCpu::new(0) }; platform::NR_CPUS];
+    let mut i = 0;
+    while i < platform::NR_CPUS {
+        cpus[i].cpu_id = i;
+        i += 1;
+    }
+    cpus
+};
 
 /// This CPU's scheduler state. The [`IrqGuard`] is the proof that the caller
 /// runs with interrupts masked, so neither the tick nor a switch to another
-/// task (or, with several CPUs, a move to another CPU) happens while it uses
-/// the result, which lives no longer than the guard.
+/// task (or a move to another CPU) happens while it uses the result, which
+/// lives no longer than the guard.
 #[inline]
 pub fn this_cpu(_irq: &IrqGuard) -> &PerCpu {
-    &CPUS[0]
+    &CPUS[platform::cpu_id() % platform::NR_CPUS]
 }
 
-/// The running task's pointer. Needs no guard: whenever and wherever a task
-/// reads it, the value is that task itself (a switch away and back restores
-/// it before the task runs again).
+/// CPU `n`'s scheduler state.
+fn cpu_rq(n: usize) -> &'static PerCpu {
+    &CPUS[n % platform::NR_CPUS]
+}
+
+/// The running task's pointer. Read with interrupts masked: the task cannot
+/// move to another CPU between reading the CPU number and its `current`.
 #[inline]
 fn current_ptr() -> *mut Task {
-    CPUS[0].current.load(Ordering::Acquire)
+    platform::with_irq_guard(|irq| this_cpu(irq).current.load(Ordering::Acquire))
 }
 
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -600,28 +686,203 @@ pub fn set_mode(m: SchedMode) {
     );
 }
 
-/// Turns the boot context into task 0 ("main") and creates the idle task.
-/// The platform must call [`on_tick`] from its timer interrupt.
+/// Turns the boot context into task 0 ("main") and creates the idle tasks:
+/// one with a stack of its own for this (the boot) CPU, and for every other
+/// CPU the platform has online a record its boot stack becomes when it
+/// enters [`run_idle`]. The platform must call [`on_tick`] from every CPU's
+/// timer interrupt.
 pub fn init(mode: SchedMode) {
     set_mode(mode);
     let main = Arc::new(Task::new(0, String::from("main")));
     main.set_state(TaskState::Running);
     main.flags
         .store(EARLY_TASK.flags.load(Ordering::Relaxed), Ordering::Relaxed);
-    let idle = new_task("idle", Box::new(idle_loop)).expect("cannot create the idle task");
+    // The boot task stays on the boot CPU: boot code and the test harness
+    // read CPU 0's state from it.
+    main.affinity.store(0, Ordering::Relaxed);
+    main.on_cpu.store(true, Ordering::Relaxed);
+    main.cpus_ran.store(1, Ordering::Relaxed);
+    let idle = new_task("idle", Box::new(idle_loop), true).expect("cannot create the idle task");
+    let aps: Vec<Arc<Task>> = (1..platform::nr_cpus().min(platform::NR_CPUS))
+        .map(|cpu| {
+            let mut t = Task::new(
+                NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                alloc::format!("idle/{cpu}"),
+            );
+            t.idle = true;
+            t.affinity = AtomicUsize::new(cpu);
+            Arc::new(t)
+        })
+        .collect();
     platform::with_irq_guard(|irq| {
         let mut tasks = TASKS.lock();
         tasks.push(main.clone());
         tasks.push(idle.clone());
-        this_cpu(irq)
-            .idle
+        tasks.extend(aps.iter().cloned());
+        let cpu = this_cpu(irq);
+        cpu.idle
             .store(Arc::as_ptr(&idle) as *mut Task, Ordering::Release);
-        this_cpu(irq)
-            .current
+        cpu.current
             .store(Arc::as_ptr(&main) as *mut Task, Ordering::Release);
+        *cpu.curr.lock() = Some(main.clone());
+        for (n, t) in aps.iter().enumerate() {
+            cpu_rq(n + 1)
+                .idle
+                .store(Arc::as_ptr(t) as *mut Task, Ordering::Release);
+        }
+        cpu.online.store(true, Ordering::Release);
+        let need = tasks.len() + 1;
+        let _ = reserve_run_queues(need);
     });
     STARTED.store(true, Ordering::Release);
 }
+
+/// Whether this CPU (an application processor) may enter [`run_idle`]:
+/// the scheduler runs and made an idle task for it.
+pub fn ap_ready() -> bool {
+    started()
+        && platform::with_irq_guard(|irq| {
+            let cpu = this_cpu(irq);
+            !cpu.idle.load(Ordering::Acquire).is_null() && !cpu.online.load(Ordering::Acquire)
+        })
+}
+
+/// Makes the calling context (an application processor's boot stack) this
+/// CPU's idle task and runs the idle loop: from here on the CPU runs tasks,
+/// takes woken and stolen ones, and halts when it has none. Call once per
+/// CPU, after [`ap_ready`] said yes; never returns.
+pub fn run_idle() -> ! {
+    let p = platform::get().expect("run_idle without a platform");
+    let _ = p.irq_save();
+    platform::with_irq_guard(|irq| {
+        let cpu = this_cpu(irq);
+        let idle = cpu.idle.load(Ordering::Acquire);
+        assert!(!idle.is_null(), "run_idle on a CPU without an idle task");
+        // SAFETY: idle tasks stay in TASKS for good.
+        let t = unsafe { &*idle };
+        t.on_cpu.store(true, Ordering::Relaxed);
+        t.set_state(TaskState::Running);
+        t.last_cpu.store(cpu.cpu_id, Ordering::Relaxed);
+        t.cpus_ran.fetch_or(1 << cpu.cpu_id, Ordering::Relaxed);
+        cpu.current.store(idle, Ordering::Release);
+        cpu.preempt_count.store(0, Ordering::Relaxed);
+        {
+            let tasks = TASKS.lock();
+            let need = tasks.len() + 1;
+            let mut rq = cpu.run_queue.lock();
+            if rq.capacity() < need {
+                let len = rq.len();
+                let _ = rq.try_reserve(need - len);
+            }
+        }
+        cpu.online.store(true, Ordering::Release);
+    });
+    p.irq_restore(true);
+    idle_loop();
+    unreachable!("the idle loop returned");
+}
+
+/// Gives every CPU's run queue room for `need` tasks, so that queueing a
+/// task (a wake-up, a preemption, a steal) never allocates. Called with the
+/// task table locked (task table before run queues).
+fn reserve_run_queues(need: usize) -> Result<(), SpawnError> {
+    for cpu in CPUS.iter() {
+        if cpu.idle.load(Ordering::Acquire).is_null() {
+            continue;
+        }
+        let mut rq = cpu.run_queue.lock();
+        if rq.capacity() < need {
+            let len = rq.len();
+            rq.try_reserve(need - len)
+                .map_err(|_| SpawnError::NoMemory)?;
+        }
+    }
+    Ok(())
+}
+
+/// CPUs whose scheduler runs (the boot CPU and every AP that entered
+/// [`run_idle`]).
+pub fn online_cpus() -> usize {
+    CPUS.iter()
+        .filter(|c| c.online.load(Ordering::Acquire))
+        .count()
+}
+
+/// Whether CPU `cpu` runs its scheduler.
+pub fn cpu_online(cpu: usize) -> bool {
+    CPUS.get(cpu)
+        .is_some_and(|c| c.online.load(Ordering::Acquire))
+}
+
+/// Switches into tasks other than the idle task on CPU `cpu` since boot.
+pub fn cpu_task_switches(cpu: usize) -> u64 {
+    CPUS.get(cpu)
+        .map_or(0, |c| c.switches.load(Ordering::Relaxed))
+}
+
+/// Tasks CPU `cpu` took from another CPU's run queue since boot.
+pub fn cpu_steals(cpu: usize) -> u64 {
+    CPU_STEALS.get(cpu).map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// Reschedule IPIs sent since boot (wake-ups and spawns placed on another CPU).
+pub fn resched_ipis() -> u64 {
+    RESCHED_IPIS.load(Ordering::Relaxed)
+}
+
+/// Marks this CPU as gone (it halts for good, e.g. after a fatal fault on
+/// an application processor): no task is placed on it any more, and other
+/// CPUs steal what its run queue holds.
+pub fn cpu_dying() {
+    platform::with_irq_guard(|irq| this_cpu(irq).online.store(false, Ordering::Release));
+}
+
+/// Whether unbound tasks are kept on the boot CPU ([`set_boot_cpu_only`]).
+static BOOT_CPU_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Keeps every unbound task on the boot CPU (or lets them spread again):
+/// wake-ups and spawns queue there, nobody steals, and a task preempted on
+/// another CPU moves there. Tasks bound with [`spawn_on`] stay where they
+/// are bound. For experiments and tests that model one CPU's interleavings
+/// with preemption (`sched=coop` does the same without preemption).
+pub fn set_boot_cpu_only(on: bool) {
+    BOOT_CPU_ONLY.store(on, Ordering::Release);
+}
+
+/// Whether [`set_boot_cpu_only`] is in force.
+pub fn boot_cpu_only() -> bool {
+    BOOT_CPU_ONLY.load(Ordering::Acquire)
+}
+
+/// RAII [`set_boot_cpu_only`]: on from `new` until the guard drops, which
+/// restores the previous setting.
+#[must_use = "the setting is restored as soon as the guard is dropped"]
+pub struct BootCpuOnly(bool);
+
+impl BootCpuOnly {
+    /// Keeps unbound tasks on the boot CPU until the guard drops.
+    pub fn new() -> Self {
+        let was = boot_cpu_only();
+        set_boot_cpu_only(true);
+        Self(was)
+    }
+}
+
+impl Default for BootCpuOnly {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for BootCpuOnly {
+    fn drop(&mut self) {
+        set_boot_cpu_only(self.0);
+    }
+}
+
+static CPU_STEALS: [AtomicU64; platform::NR_CPUS] =
+    [const { AtomicU64::new(0) }; platform::NR_CPUS];
+static RESCHED_IPIS: AtomicU64 = AtomicU64::new(0);
 
 /// Why [`spawn`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,16 +891,20 @@ pub enum SpawnError {
     NoMemory,
     /// The scheduler is not running.
     NotStarted,
+    /// [`spawn_on`] named a CPU that does not run the scheduler.
+    NoSuchCpu,
 }
 
-fn new_task(name: &str, f: Box<dyn FnOnce() + Send>) -> Result<Arc<Task>, SpawnError> {
+fn new_task(name: &str, f: Box<dyn FnOnce() + Send>, idle: bool) -> Result<Arc<Task>, SpawnError> {
     let p = platform::get().ok_or(SpawnError::NotStarted)?;
     let stack = p
         .alloc_kernel_stack(STACK_SIZE)
         .ok_or(SpawnError::NoMemory)?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let name = try_string(name).map_err(|_| SpawnError::NoMemory)?;
-    let t = try_arc(Task::new(id, name)).map_err(|_| SpawnError::NoMemory)?;
+    let mut task = Task::new(id, name);
+    task.idle = idle;
+    let t = try_arc(task).map_err(|_| SpawnError::NoMemory)?;
     // SAFETY: `stack` was just allocated by the platform and nothing runs on
     // it yet; `t` is not shared yet, so nobody else reads its context slot.
     unsafe { *t.context.get() = p.init_context(stack.top, task_start) };
@@ -698,34 +963,150 @@ impl JoinHandle {
     }
 }
 
-/// Starts a kernel thread running `f`.
+/// Starts a kernel thread running `f` on whichever CPU suits: an idle one
+/// if there is one, else the least loaded (CPU 0 under `sched=coop`).
 pub fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle, SpawnError> {
+    spawn_inner(name, None, false, f)
+}
+
+/// Starts a kernel thread bound to CPU `cpu`: it runs there and nowhere else
+/// (Linux's `kthread_create_on_cpu`). Under `sched=coop` every task runs on
+/// CPU 0, so `cpu` must be 0 there. `Err(NoSuchCpu)` if `cpu` does not run
+/// the scheduler.
+pub fn spawn_on<F: FnOnce() + Send + 'static>(
+    cpu: usize,
+    name: &str,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    if !cpu_online(cpu) || (mode() == SchedMode::Cooperative && cpu != 0) {
+        return Err(SpawnError::NoSuchCpu);
+    }
+    spawn_inner(name, Some(cpu), true, f)
+}
+
+/// Starts a kernel thread queued on CPU `cpu` but free to move: load
+/// balancing may hand it to another CPU (tests of stealing use it).
+pub fn spawn_queued_on<F: FnOnce() + Send + 'static>(
+    cpu: usize,
+    name: &str,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
+    if !cpu_online(cpu) {
+        return Err(SpawnError::NoSuchCpu);
+    }
+    spawn_inner(name, Some(cpu), false, f)
+}
+
+fn spawn_inner<F: FnOnce() + Send + 'static>(
+    name: &str,
+    cpu: Option<usize>,
+    bind: bool,
+    f: F,
+) -> Result<JoinHandle, SpawnError> {
     if !started() {
         return Err(SpawnError::NotStarted);
     }
-    let t = new_task(name, try_box(f).map_err(|_| SpawnError::NoMemory)?)?;
-    platform::with_irq_guard(|irq| {
+    let t = new_task(name, try_box(f).map_err(|_| SpawnError::NoMemory)?, false)?;
+    if bind && let Some(c) = cpu {
+        t.affinity.store(c, Ordering::Relaxed);
+    }
+    platform::with_irq_guard(|_irq| {
         let mut tasks = TASKS.lock();
-        let mut rq = this_cpu(irq).run_queue.lock();
-        // Reserve so that requeueing in the scheduler never allocates; a
+        // Reserve so that queueing in the scheduler never allocates; a
         // failed reservation fails the spawn before anything changed.
-        let need = tasks.len() + 1;
-        let len = rq.len();
         tasks.try_reserve(1).map_err(|_| SpawnError::NoMemory)?;
-        if rq.capacity() < need {
-            rq.try_reserve(need - len)
-                .map_err(|_| SpawnError::NoMemory)?;
-        }
+        reserve_run_queues(tasks.len() + 1)?;
         tasks.push(t.clone());
-        rq.push_back(t.clone());
         Ok(())
     })?;
+    platform::with_irq_guard(|_irq| {
+        let target = match cpu {
+            Some(c) if mode() == SchedMode::Preemptive => c,
+            _ => select_cpu(&t, true),
+        };
+        enqueue(t.clone(), target);
+    });
     Ok(JoinHandle { task: t })
 }
 
+/// Where a task that becomes runnable goes (Linux's `select_task_rq`):
+/// CPU 0 under `sched=coop`; its bound CPU; else the CPU it last ran on if
+/// that one idles, else any idle CPU, else (wake-up) the last CPU or
+/// (new task) the CPU with the shortest run queue.
+fn select_cpu(t: &Task, fresh: bool) -> usize {
+    if let Some(c) = t.affinity() {
+        return c;
+    }
+    if mode() == SchedMode::Cooperative || boot_cpu_only() {
+        return 0;
+    }
+    let last = t.last_cpu();
+    if !fresh && cpu_rq(last).is_idle() {
+        return last;
+    }
+    if let Some(c) = CPUS.iter().find(|c| c.is_idle()) {
+        return c.cpu_id;
+    }
+    if !fresh && cpu_online(last) {
+        return last;
+    }
+    CPUS.iter()
+        .filter(|c| c.online.load(Ordering::Acquire))
+        .min_by_key(|c| c.run_queue.try_lock().map_or(usize::MAX, |rq| rq.len()))
+        .map_or(0, |c| c.cpu_id)
+}
+
+/// Queues a runnable task on CPU `cpu` and, if that is another CPU, sends
+/// it a reschedule IPI so that an idle CPU picks the task up at once.
+/// Interrupts masked.
+fn enqueue(t: Arc<Task>, cpu: usize) {
+    cpu_rq(cpu).run_queue.lock().push_back(t);
+    if cpu != platform::cpu_id()
+        && let Some(p) = platform::get()
+    {
+        RESCHED_IPIS.fetch_add(1, Ordering::Relaxed);
+        p.send_reschedule(cpu);
+    }
+}
+
+/// An idle CPU's load balancing: takes a task from the CPU with the most
+/// queued tasks (never one bound to another CPU, never one still switching
+/// out). One run-queue lock at a time, so stealers cannot deadlock. Not
+/// under `sched=coop`, which keeps every task on CPU 0.
+fn steal(cpu: &PerCpu) -> bool {
+    if mode() == SchedMode::Cooperative || boot_cpu_only() || !cpu.online.load(Ordering::Acquire) {
+        return false;
+    }
+    let victim = CPUS
+        .iter()
+        .filter(|c| c.cpu_id != cpu.cpu_id)
+        .max_by_key(|c| c.run_queue.try_lock().map_or(0, |rq| rq.len()));
+    let Some(victim) = victim else { return false };
+    let task = {
+        let Some(mut rq) = victim.run_queue.try_lock() else {
+            return false;
+        };
+        let i = rq
+            .iter()
+            .rposition(|t| t.affinity().is_none() && !t.on_cpu.load(Ordering::Acquire));
+        match i {
+            Some(i) => rq.remove(i),
+            None => None,
+        }
+    };
+    let Some(task) = task else { return false };
+    cpu.run_queue.lock().push_back(task);
+    CPU_STEALS[cpu.cpu_id].fetch_add(1, Ordering::Relaxed);
+    true
+}
+
 extern "C" fn task_start() -> ! {
-    // A fresh task starts with interrupts masked (see `init_context`).
-    platform::with_irq_guard(finish_task_switch);
+    // A fresh task starts with interrupts masked (see `init_context`), and
+    // preemptible.
+    platform::with_irq_guard(|irq| {
+        finish_task_switch(irq);
+        this_cpu(irq).preempt_count.store(0, Ordering::Relaxed);
+    });
     let f = current().entry.lock().take();
     // SAFETY: a fresh task starts with interrupts masked; let them in.
     if let Some(p) = platform::get() {
@@ -749,17 +1130,26 @@ pub fn exit_current() -> ! {
 }
 
 fn idle_loop() {
+    let p = platform::get().unwrap();
     loop {
-        deadlock::idle_check();
-        let p = platform::get().unwrap();
+        let me = platform::with_irq_guard(|irq| this_cpu(irq).cpu_id);
+        if me == 0 {
+            deadlock::idle_check();
+        }
+        p.idle_poll();
         let _ = p.irq_save();
         // Interrupts are masked from here on; the guard's restore of that
         // state changes nothing.
-        let empty = platform::with_irq_guard(|irq| this_cpu(irq).run_queue.lock().is_empty());
-        if empty {
-            p.wait_for_interrupt(); // enables interrupts and halts
-        } else {
+        let work = platform::with_irq_guard(|irq| {
+            let cpu = this_cpu(irq);
+            !cpu.run_queue.lock().is_empty() || steal(cpu)
+        });
+        if work {
             p.irq_restore(true);
+        } else {
+            // Enables interrupts and halts: a wake-up's reschedule IPI (or
+            // the tick) ends the halt, none is lost in between.
+            p.wait_for_interrupt();
         }
         yield_now();
     }
@@ -767,6 +1157,11 @@ fn idle_loop() {
 
 /// Picks the next task and switches to it. Interrupts must be masked; the
 /// current task's state says whether it goes back on the run queue.
+///
+/// SMP: the next task is one this CPU's run queue holds whose `on_cpu` is
+/// clear (a task woken while still switching out on another CPU waits in
+/// the queue until that CPU is off its stack); this CPU marks it `on_cpu`
+/// and, after the switch, the next task clears the previous one's.
 fn schedule() {
     // Callers have interrupts masked already; the guard proves it to
     // `this_cpu`, and dropping it (after the switch back) restores "masked".
@@ -776,44 +1171,132 @@ fn schedule() {
     // SAFETY: the running task is alive.
     let prev = unsafe { &*prev_ptr };
     let idle_ptr = cpu.idle.load(Ordering::Acquire);
+    let me = cpu.curr.lock().take();
+    let mut dead = None;
+    let mut migrate = None;
+    // Stale entries taken off the queue, dropped after its lock.
+    let mut stale: [Option<Arc<Task>>; 8] = Default::default();
     let next = {
         let mut rq = cpu.run_queue.lock();
-        if prev.state() == TaskState::Running {
-            prev.set_state(TaskState::Ready);
-            if prev_ptr != idle_ptr
-                && let Some(me) = find_arc(prev_ptr)
-            {
-                rq.push_back(me);
+        match prev.state() {
+            TaskState::Running => {
+                prev.set_state(TaskState::Ready);
+                if let Some(me) = me {
+                    if cpu.cpu_id != 0
+                        && prev.affinity().is_none()
+                        && (boot_cpu_only() || mode() == SchedMode::Cooperative)
+                    {
+                        // Moves to the boot CPU (see `set_boot_cpu_only`).
+                        migrate = Some(me);
+                    } else {
+                        rq.push_back(me);
+                    }
+                }
             }
+            TaskState::Dead => dead = me,
+            _ => drop(me),
         }
-        rq.pop_front()
+        pick_next(&mut rq, prev_ptr, &mut stale)
     };
+    drop(stale);
+    if let Some(m) = migrate {
+        enqueue(m, 0);
+    }
     let next_ptr = match &next {
         Some(t) => Arc::as_ptr(t) as *mut Task,
         None => idle_ptr,
     };
-    drop(next);
     // SAFETY: tasks on the run queue and the idle task are alive (TASKS).
-    let next = unsafe { &*next_ptr };
-    next.set_state(TaskState::Running);
-    cpu.slice_left.store(TIME_SLICE_TICKS, Ordering::Relaxed);
+    let next_task = unsafe { &*next_ptr };
+    next_task.set_state(TaskState::Running);
+    cpu.slice_end.store(
+        crate::time::now_ns() + TIME_SLICE_TICKS as u64 * 1_000_000,
+        Ordering::Relaxed,
+    );
+    *cpu.curr.lock() = next;
     if next_ptr == prev_ptr {
         return;
     }
-    if prev.state() == TaskState::Dead {
-        *cpu.to_reap.lock() = find_arc(prev_ptr);
+    if dead.is_some() {
+        *cpu.to_reap.lock() = dead;
     }
-    next.switches.fetch_add(1, Ordering::Relaxed);
+    // Claimed above for a queued task; the idle task is this CPU's alone.
+    next_task.on_cpu.store(true, Ordering::Relaxed);
+    next_task.switches.fetch_add(1, Ordering::Relaxed);
+    next_task.last_cpu.store(cpu.cpu_id, Ordering::Relaxed);
+    next_task
+        .cpus_ran
+        .fetch_or(1 << cpu.cpu_id, Ordering::Relaxed);
+    if !next_task.idle {
+        cpu.switches.fetch_add(1, Ordering::Relaxed);
+    }
+    cpu.prev.store(prev_ptr, Ordering::Relaxed);
     cpu.current.store(next_ptr, Ordering::Release);
+    // The preempt count belongs to the task: it comes back with it, on
+    // whichever CPU it resumes.
+    let preempt = cpu.preempt_count.load(Ordering::Relaxed);
     let p = platform::get().unwrap();
-    // SAFETY: interrupts are masked; both contexts belong to live tasks.
-    unsafe { p.switch_context(prev.context.get(), *next.context.get()) };
+    // SAFETY: interrupts are masked; both contexts belong to live tasks;
+    // `next` is off every other CPU (`on_cpu` was clear or it is the idle task).
+    unsafe { p.switch_context(prev.context.get(), *next_task.context.get()) };
+    // Back on `prev`, maybe on another CPU: `cpu` is stale from here on.
     finish_task_switch(&irq);
+    this_cpu(&irq)
+        .preempt_count
+        .store(preempt, Ordering::Relaxed);
 }
 
-/// Runs on the new task after every switch: frees a dead predecessor's stack.
+/// The first task on `rq` that may run here now: Ready, and not on another
+/// CPU's stack. `on_cpu` is claimed by compare-and-swap, so a task queued
+/// twice is still never picked by two CPUs at once. Entries whose task is
+/// no longer Ready are stale (a wake-up raced with the task's own
+/// `finish_wait`, or the task blocked again or exited before this entry
+/// came up): they are taken off into `stale`; a waker queues the task
+/// afresh when it is runnable again.
+fn pick_next(
+    rq: &mut VecDeque<Arc<Task>>,
+    prev_ptr: *mut Task,
+    stale: &mut [Option<Arc<Task>>; 8],
+) -> Option<Arc<Task>> {
+    let mut dropped = 0;
+    let mut i = 0;
+    while i < rq.len() {
+        let t = &rq[i];
+        let mine = core::ptr::eq(Arc::as_ptr(t), prev_ptr);
+        if !mine
+            && t.on_cpu
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            i += 1;
+            continue;
+        }
+        if t.state() == TaskState::Ready {
+            return rq.remove(i);
+        }
+        if !mine {
+            t.on_cpu.store(false, Ordering::Release);
+        }
+        if dropped == stale.len() {
+            i += 1;
+            continue;
+        }
+        stale[dropped] = rq.remove(i);
+        dropped += 1;
+    }
+    None
+}
+
+/// Runs on the new task after every switch: lets other CPUs take the
+/// previous task (its context is saved) and frees a dead predecessor's stack.
 fn finish_task_switch(irq: &IrqGuard) {
-    let dead = this_cpu(irq).to_reap.lock().take();
+    let cpu = this_cpu(irq);
+    let prev = cpu.prev.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    if !prev.is_null() {
+        // SAFETY: the previous task is alive: in TASKS, or in `to_reap`.
+        unsafe { &*prev }.on_cpu.store(false, Ordering::Release);
+    }
+    let dead = cpu.to_reap.lock().take();
     if let Some(t) = dead {
         if let Some(stack) = t.stack.lock().take() {
             platform::get().unwrap().free_kernel_stack(stack);
@@ -821,10 +1304,6 @@ fn finish_task_switch(irq: &IrqGuard) {
         let mut tasks = TASKS.lock();
         tasks.retain(|x| !Arc::ptr_eq(x, &t));
     }
-}
-
-fn find_arc(p: *const Task) -> Option<Arc<Task>> {
-    TASKS.lock().iter().find(|t| Arc::as_ptr(t) == p).cloned()
 }
 
 /// Gives the CPU to the next ready task, if any.
@@ -969,7 +1448,8 @@ pub fn wake_up(t: &Arc<Task>) -> bool {
         t.wait_gen.fetch_add(1, Ordering::Relaxed);
         // A foreign task waits in place for the state change (block_foreign).
         if !t.foreign {
-            this_cpu(irq).run_queue.lock().push_back(t.clone());
+            let _ = irq;
+            enqueue(t.clone(), select_cpu(t, false));
         }
         true
     })
@@ -1073,8 +1553,10 @@ impl Drop for PreemptGuard {
     }
 }
 
-/// The timer interrupt's hook: wakes expired timed waits and, when
-/// preemptive, rotates the CPU at the end of a slice. Interrupts are masked.
+/// The timer interrupt's hook, on every CPU: the boot CPU wakes expired
+/// timed waits (for all CPUs); when preemptive, a CPU rotates at the end of
+/// its running task's slice; an idle CPU with queued work schedules.
+/// Interrupts are masked.
 pub fn on_tick() {
     if !started() {
         return;
@@ -1082,9 +1564,13 @@ pub fn on_tick() {
     // The timer interrupt runs with interrupts masked: the guard only
     // proves it to `this_cpu`.
     let irq = IrqGuard::new();
+    let cpu = this_cpu(&irq);
+    if !cpu.online.load(Ordering::Acquire) {
+        return;
+    }
     let now = crate::time::now_ns();
     // Timed waits: deadlines live in the tasks, so arming one never allocates.
-    {
+    if cpu.cpu_id == 0 {
         let tasks = TASKS.lock();
         for t in tasks.iter() {
             let d = t.timer_deadline.load(Ordering::Acquire);
@@ -1099,11 +1585,10 @@ pub fn on_tick() {
             {
                 t.timed_out.store(true, Ordering::Relaxed);
                 t.wait_gen.fetch_add(1, Ordering::Relaxed);
-                this_cpu(&irq).run_queue.lock().push_back(t.clone());
+                enqueue(t.clone(), select_cpu(t, false));
             }
         }
     }
-    let cpu = this_cpu(&irq);
     let is_idle = cpu.current.load(Ordering::Relaxed) == cpu.idle.load(Ordering::Relaxed);
     if is_idle {
         if !cpu.run_queue.lock().is_empty() {
@@ -1111,12 +1596,27 @@ pub fn on_tick() {
         }
         return;
     }
-    if mode() == SchedMode::Preemptive && cpu.preempt_count.load(Ordering::Relaxed) == 0 {
-        let left = cpu.slice_left.load(Ordering::Relaxed).saturating_sub(1);
-        cpu.slice_left.store(left, Ordering::Relaxed);
-        if left == 0 {
-            schedule();
-        }
+    if mode() == SchedMode::Preemptive
+        && cpu.preempt_count.load(Ordering::Relaxed) == 0
+        && now >= cpu.slice_end.load(Ordering::Relaxed)
+    {
+        schedule();
+    }
+}
+
+/// The reschedule IPI's hook (a wake-up or spawn queued a task here from
+/// another CPU): an idle CPU runs it now. Interrupts are masked.
+pub fn on_resched_ipi() {
+    if !started() {
+        return;
+    }
+    let irq = IrqGuard::new();
+    let cpu = this_cpu(&irq);
+    if cpu.online.load(Ordering::Acquire)
+        && cpu.current.load(Ordering::Relaxed) == cpu.idle.load(Ordering::Relaxed)
+        && !cpu.run_queue.lock().is_empty()
+    {
+        schedule();
     }
 }
 
@@ -1138,15 +1638,16 @@ pub fn list() -> Vec<(TaskId, String, TaskState, bool)> {
     })
 }
 
-pub(crate) fn idle_task_ptr() -> *const Task {
-    platform::with_irq_guard(|irq| this_cpu(irq).idle.load(Ordering::Relaxed))
+/// Whether every CPU's run queue is empty (for the idle deadlock check).
+pub(crate) fn all_run_queues_empty() -> bool {
+    platform::with_irq_guard(|_| CPUS.iter().all(|c| c.run_queue.lock().is_empty()))
 }
 
 /// Whether the current task can block on kreclaim's scheduler: it runs, the
 /// task is one of its own (no platform hook), and it is not the idle task
 /// (which must always be runnable).
 pub(crate) fn can_block_current() -> bool {
-    started() && CURRENT_HOOK.get().is_none() && !core::ptr::eq(current(), idle_task_ptr())
+    started() && CURRENT_HOOK.get().is_none() && !current().idle
 }
 
 pub(crate) fn mark_deadlocked(t: &Task) {

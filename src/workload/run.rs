@@ -243,6 +243,11 @@ pub struct RunResult {
     pub direct_pages: u64,
     /// Pages kswapd freed during the run.
     pub kswapd_pages: u64,
+    /// The CPUs the worker tasks ran on, one bit per CPU number.
+    pub worker_cpus: u32,
+    /// Switches into tasks (not idle) on each CPU during the operations
+    /// phase: how the work spread over the CPUs.
+    pub cpu_switches: [u64; crate::platform::NR_CPUS],
 }
 
 impl RunResult {
@@ -720,6 +725,7 @@ pub fn run(
     let fs0 = fs.stats();
     crate::mm::shrinker::reset_deferred_peak("xfs_inode");
     let t0 = crate::time::now_ns();
+    let switches0: [u64; crate::platform::NR_CPUS] = core::array::from_fn(task::cpu_task_switches);
     // Room for the first SAMPLES_RESERVED samples, a non-costly allocation;
     // without it the chart is empty and the run goes on.
     let samples =
@@ -750,12 +756,18 @@ pub fn run(
         }
     }
     let mut deadlocked_workers = 0;
+    let mut worker_cpus = 0;
     for h in workers {
-        if let Err(JoinError::Deadlocked) = h.join() {
+        let t = h.task().clone();
+        let joined = h.join();
+        worker_cpus |= t.cpus_ran();
+        if let Err(JoinError::Deadlocked) = joined {
             deadlocked_workers += 1;
         }
     }
     let elapsed_ns = crate::time::now_ns() - t0;
+    let cpu_switches: [u64; crate::platform::NR_CPUS] =
+        core::array::from_fn(|c| task::cpu_task_switches(c) - switches0[c]);
     sh.stop.store(true, Ordering::Relaxed);
     let _ = mon.join();
     let ops = sh.counters.ops.load(Ordering::Relaxed);
@@ -852,6 +864,8 @@ pub fn run(
     let v1 = crate::mm::vmscan::stats().snapshot();
     let samples = try_to_vec(&samples.lock()).unwrap_or_default();
     Ok(RunResult {
+        worker_cpus,
+        cpu_switches,
         policy,
         ops,
         ops_requested: w.ops,

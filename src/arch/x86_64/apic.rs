@@ -12,6 +12,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Vector of the LAPIC timer (right after the 16 PIC vectors).
 pub const TIMER_VECTOR: u8 = 48;
+/// Vector of the reschedule IPI (a task was queued on this CPU by another).
+pub const RESCHED_VECTOR: u8 = 49;
 /// Vector of spurious LAPIC interrupts (low nibble all ones, as old CPUs need).
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// Rate of an AP's LAPIC timer: slow, since APs only count ticks for now.
@@ -96,10 +98,19 @@ fn wait_icr_idle() {
 }
 
 fn send_ipi(apic_id: u32, low: u32) {
-    wait_icr_idle();
-    write(REG_ICR_HIGH, apic_id << 24);
-    write(REG_ICR_LOW, low);
-    wait_icr_idle();
+    // Masked: an interrupt handler sending an IPI between the two writes
+    // would change the destination under us.
+    crate::platform::without_interrupts(|| {
+        wait_icr_idle();
+        write(REG_ICR_HIGH, apic_id << 24);
+        write(REG_ICR_LOW, low);
+        wait_icr_idle();
+    })
+}
+
+/// Sends the reschedule IPI ([`RESCHED_VECTOR`], fixed delivery) to `apic_id`.
+pub fn send_resched(apic_id: u32) {
+    send_ipi(apic_id, 0x0000_4000 | RESCHED_VECTOR as u32);
 }
 
 /// Sends INIT (assert) to `apic_id`: the CPU resets and waits for a SIPI.

@@ -117,8 +117,16 @@ fn early_free(pa: u64, pages: usize) {
 /// freeing a stack never allocates. `free_stack` runs in
 /// `finish_task_switch` with interrupts masked, where an allocation is
 /// GFP_ATOMIC and may fail (fault injection, a low reserve).
+///
+/// SMP: a freed slot stays taken ("dirty") until every CPU has flushed its
+/// TLB since the unmap, so no CPU can reach a new stack in the slot through
+/// a stale translation of the old one (see `smp::tlb_bump`).
 struct SlotMap {
     used: [u64; MAX_SLOTS / 64],
+    /// Freed slots waiting for TLB flushes (their `used` bit stays set).
+    dirty: [u64; MAX_SLOTS / 64],
+    /// The TLB generation the newest dirty slot needs.
+    dirty_gen: u64,
 }
 
 impl SlotMap {
@@ -132,6 +140,26 @@ impl SlotMap {
         let bit = w.trailing_ones();
         *w |= 1 << bit;
         Some(i as u32 * 64 + bit)
+    }
+
+    /// Parks a slot freed after unmapping until TLB generation `generation`.
+    fn put_dirty(&mut self, slot: u32, generation: u64) {
+        self.dirty[slot as usize / 64] |= 1 << (slot % 64);
+        self.dirty_gen = self.dirty_gen.max(generation);
+    }
+
+    fn has_dirty(&self) -> bool {
+        self.dirty.iter().any(|w| *w != 0)
+    }
+
+    /// Frees the dirty slots once every CPU flushed for them.
+    fn recycle(&mut self) {
+        if self.has_dirty() && super::smp::tlb_all_flushed(self.dirty_gen) {
+            for (u, d) in self.used.iter_mut().zip(self.dirty.iter_mut()) {
+                *u &= !*d;
+                *d = 0;
+            }
+        }
     }
 
     /// Gives a slot back.
@@ -154,6 +182,8 @@ struct StackArea {
 static AREA: spin::Mutex<StackArea> = spin::Mutex::new(StackArea {
     slots: SlotMap {
         used: [0; MAX_SLOTS / 64],
+        dirty: [0; MAX_SLOTS / 64],
+        dirty_gen: 0,
     },
     alloc: early_frames,
     free: early_free,
@@ -175,11 +205,21 @@ pub fn alloc_stack(bytes: usize) -> Option<KernelStack> {
     if pages == 0 || (pages + 1) as u64 * PAGE as u64 > SLOT {
         return None;
     }
-    let (slot, alloc) = crate::platform::without_interrupts(|| {
-        let mut a = AREA.lock();
-        let slot = a.slots.take()?;
-        Some((slot, a.alloc))
-    })?;
+    let take = || {
+        crate::platform::without_interrupts(|| {
+            let mut a = AREA.lock();
+            a.slots.recycle();
+            let slot = a.slots.take();
+            let wait = (slot.is_none() && a.slots.has_dirty()).then_some(a.slots.dirty_gen);
+            (slot.map(|s| (s, a.alloc)), wait)
+        })
+    };
+    let (slot, alloc) = match take() {
+        (Some(s), _) => s,
+        // Every free slot waits for TLB flushes: ask the CPUs for them.
+        (None, Some(generation)) if super::smp::tlb_wait(generation) => take().0?,
+        _ => return None,
+    };
     let early = core::ptr::eq(alloc as *const (), early_frames as *const ());
     // Outside the lock and with interrupts as the caller had them: the page
     // allocator may sleep in direct reclaim.
@@ -212,12 +252,13 @@ pub fn free_stack(stack: KernelStack) {
         for i in 0..pages {
             paging::unmap_page((stack.bottom + i * PAGE) as u64);
         }
+        let generation = super::smp::tlb_bump();
         if early {
             early_free(pa, pages);
         } else {
             (a.free)(pa, pages);
         }
-        a.slots.put(slot);
+        a.slots.put_dirty(slot, generation);
     });
 }
 

@@ -130,11 +130,11 @@ stubs!(
     30 ISR_ERR, 31 ISR_NOERR, 32 ISR_NOERR, 33 ISR_NOERR, 34 ISR_NOERR, 35 ISR_NOERR,
     36 ISR_NOERR, 37 ISR_NOERR, 38 ISR_NOERR, 39 ISR_NOERR, 40 ISR_NOERR, 41 ISR_NOERR,
     42 ISR_NOERR, 43 ISR_NOERR, 44 ISR_NOERR, 45 ISR_NOERR, 46 ISR_NOERR, 47 ISR_NOERR,
-    48 ISR_NOERR, 255 ISR_NOERR,
+    48 ISR_NOERR, 49 ISR_NOERR, 255 ISR_NOERR,
 );
 
-/// Stubs in `isr_stub_table`: vectors 0..49, then the spurious vector.
-const NUM_STUBS: usize = 50;
+/// Stubs in `isr_stub_table`: vectors 0..50, then the spurious vector.
+const NUM_STUBS: usize = 51;
 
 /// The vector of stub `i` (see [`NUM_STUBS`]).
 fn stub_vector(i: usize) -> usize {
@@ -240,7 +240,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     if vec == super::apic::TIMER_VECTOR {
         super::smp::on_lapic_timer();
+        // Before the tick hook, which may switch to another task.
         super::apic::eoi();
+        crate::task::on_tick();
+        return;
+    }
+    if vec == super::apic::RESCHED_VECTOR {
+        super::smp::tlb_sync_local();
+        super::apic::eoi();
+        crate::task::on_resched_ipi();
         return;
     }
     if vec == super::apic::SPURIOUS_VECTOR {
@@ -400,6 +408,11 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     };
     // SAFETY: we never return to the interrupted code.
     unsafe { crate::console::force_unlock() };
+    if super::smp::cpu_id() != 0 {
+        // This AP never runs a task again: place none on it.
+        crate::task::cpu_dying();
+        super::smp::mark_dead();
+    }
     if let Some(hook) = FAULT_HOOK.get() {
         hook(&report);
     }

@@ -91,6 +91,14 @@ impl Platform for Qemu {
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 
+    fn send_reschedule(&self, cpu: usize) {
+        smp::send_reschedule(cpu);
+    }
+
+    fn idle_poll(&self) {
+        smp::run_pending_call();
+    }
+
     /// The PVH memory map's RAM less the kernel image, the early heap and
     /// the RAM disk (the boot information's `usable` map).
     fn usable_memory(&self) -> crate::bootinfo::MemoryMap {
@@ -419,7 +427,10 @@ pub(crate) extern "C" fn kernel_entry(start_info: u32) -> ! {
     }
     pic::init();
     stacks::set_dynamic_guard_lookup(task_stack_guard);
-    timer::set_tick_hook(|_| crate::task::on_tick());
+    timer::set_tick_hook(|_| {
+        smp::tlb_sync_local();
+        crate::task::on_tick()
+    });
     timer::init();
     crate::console::init_logger(log::LevelFilter::Info);
     // The keys that size memory act now; main parses the command line

@@ -14,15 +14,19 @@
 //! APIC id, sent INIT again (so it cannot wake up later on a stack the
 //! next AP owns) and left out.
 //!
-//! Staging: the rest of the kernel (locks, scheduler, allocators) is still
-//! uniprocessor: its mutual exclusion is interrupt masking on one CPU. So
-//! an AP, once online, runs nothing but its idle loop (`hlt`) and its LAPIC
-//! timer interrupt, which only counts the AP's ticks ([`CpuData::ticks`]):
-//! it takes no kernel lock, allocates nothing and runs no task (tests hand
-//! it functions that obey the same rule with [`call_on_ap`]). Tasks and
-//! every framework structure stay on the BSP (`task::this_cpu` is CPU 0's).
-//! What comes next, once the locks are SMP-safe: per-CPU run queues that
-//! the APs schedule from, and the per-CPU allocator caches.
+//! Once the scheduler runs (`task::init` made an idle task for each AP),
+//! each AP turns its boot stack into its idle task (`task::run_idle`) and
+//! runs tasks from its own run queue; its LAPIC timer drives the tick
+//! (preemption), and the reschedule IPI ([`send_reschedule`]) wakes it
+//! when another CPU queues a task on it. [`call_on_ap`] hands a function
+//! to an AP's idle loop.
+//!
+//! TLB: kernel mappings change only in the task-stack area (stacks mapped
+//! at spawn and unmapped at reaping) and the trampoline page. Freed stack
+//! slots are reused only once every CPU has flushed its TLB since the
+//! unmap ([`tlb_bump`], [`tlb_all_flushed`]): each CPU flushes at its tick
+//! or at a reschedule IPI when the global generation moved, and
+//! [`tlb_wait`] asks for it with IPIs when no clean slot is left.
 
 use super::{apic, gdt, paging};
 use crate::bootinfo::BootInfo;
@@ -82,6 +86,11 @@ pub struct CpuData {
     idt_base: AtomicU64,
     /// A `fn()` handed over by [`call_on_ap`], 0 when none.
     call: AtomicUsize,
+    /// The TLB generation this CPU flushed last ([`tlb_sync_local`]).
+    tlb_gen: AtomicU64,
+    /// Halted for good after a fatal fault: it runs nothing, not even a
+    /// TLB flush.
+    dead: AtomicBool,
 }
 
 impl CpuData {
@@ -97,6 +106,8 @@ impl CpuData {
             gdt_base: AtomicU64::new(0),
             idt_base: AtomicU64::new(0),
             call: AtomicUsize::new(0),
+            tlb_gen: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
         }
     }
 
@@ -213,10 +224,93 @@ pub fn init_bsp() {
     CPUS[0].online.store(true, Ordering::Release);
 }
 
-/// Called on the LAPIC timer vector: counts this CPU's tick, nothing more
-/// (see the staging note in the module documentation).
+/// Called on the LAPIC timer vector: counts this CPU's tick and catches up
+/// with TLB flushes; the scheduler's tick follows.
 pub fn on_lapic_timer() {
     this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
+    tlb_sync_local();
+}
+
+/// Sends CPU `cpu` the reschedule IPI (nothing for this CPU, or one that
+/// is not online).
+pub fn send_reschedule(cpu: usize) {
+    if cpu == cpu_id() || !cpu_online(cpu) {
+        return;
+    }
+    apic::send_resched(CPUS[cpu].apic_id());
+}
+
+/// Marks this CPU as halted for good (a fatal fault): TLB shootdowns stop
+/// waiting for it.
+pub fn mark_dead() {
+    this_cpu().dead.store(true, Ordering::Release);
+}
+
+/// The global TLB generation: bumped after every unmap of a kernel page
+/// whose virtual address may be mapped again.
+static TLB_GEN: AtomicU64 = AtomicU64::new(0);
+
+/// Flushes this CPU's whole TLB, global entries included (kernel pages are
+/// mapped global): toggling CR4.PGE does that.
+fn flush_tlb_all() {
+    use x86_64::registers::control::Cr4;
+    const PGE: u64 = 1 << 7;
+    let cr4 = Cr4::read_raw();
+    if cr4 & PGE != 0 {
+        // SAFETY: clearing and restoring PGE only flushes the TLB.
+        unsafe {
+            Cr4::write_raw(cr4 & !PGE);
+            Cr4::write_raw(cr4);
+        }
+    } else {
+        x86_64::instructions::tlb::flush_all();
+    }
+}
+
+/// Flushes this CPU's TLB if the global generation moved since its last
+/// flush. Interrupts masked (tick, IPI).
+pub fn tlb_sync_local() {
+    let g = TLB_GEN.load(Ordering::Acquire);
+    let c = this_cpu();
+    if c.tlb_gen.load(Ordering::Relaxed) < g {
+        flush_tlb_all();
+        c.tlb_gen.store(g, Ordering::Release);
+    }
+}
+
+/// Records an unmap (after the local `invlpg`): returns the generation
+/// every CPU must have flushed before the address may be mapped again.
+pub fn tlb_bump() -> u64 {
+    TLB_GEN.fetch_add(1, Ordering::AcqRel) + 1
+}
+
+/// Whether every running CPU flushed its TLB at generation `generation` or later.
+pub fn tlb_all_flushed(generation: u64) -> bool {
+    CPUS.iter().all(|c| {
+        !c.online()
+            || c.dead.load(Ordering::Acquire)
+            || c.tlb_gen.load(Ordering::Acquire) >= generation
+    })
+}
+
+/// Waits (at most a second) until every running CPU flushed its TLB at
+/// generation `generation`: flushes here and sends the others a reschedule IPI,
+/// whose handler flushes. True when all did.
+pub fn tlb_wait(generation: u64) -> bool {
+    crate::platform::without_interrupts(tlb_sync_local);
+    let t0 = super::timer::now_ns();
+    for (n, c) in CPUS.iter().enumerate() {
+        if c.online() && c.tlb_gen.load(Ordering::Acquire) < generation {
+            send_reschedule(n);
+        }
+    }
+    while !tlb_all_flushed(generation) {
+        if super::timer::now_ns() - t0 > 1_000_000_000 {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
 }
 
 // ---------------------------------------------------------------------
@@ -671,7 +765,7 @@ pub fn boot_aps(info: &mut BootInfo) {
     }
     paging::unmap_page(page);
     log::info!(
-        "smp: {} of {} CPUs online; APs idle (they count LAPIC timer ticks at {} Hz and run no tasks yet)",
+        "smp: {} of {} CPUs online (AP tick {} Hz); they run tasks once the scheduler starts",
         nr_cpus(),
         plan.aps + 1,
         apic::AP_TICK_HZ
@@ -726,39 +820,45 @@ extern "C" fn ap_entry(cpu: usize) -> ! {
     c.apic_id.store(apic::id(), Ordering::Relaxed);
     apic::start_periodic_timer();
     c.online.store(true, Ordering::Release);
-    // The staging rule: nothing but the timer's tick count (and a
-    // call_on_ap function) runs here.
+    // Until the scheduler runs: the tick count and call_on_ap functions.
     loop {
-        let f = c.call.swap(0, Ordering::AcqRel);
-        if f != 0 {
-            // SAFETY: `call` only ever holds 0 or a `fn()` stored by call_on_ap.
-            let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
-            f();
+        if crate::task::ap_ready() {
+            crate::task::run_idle();
         }
+        run_pending_call();
         // Interrupts go on with the `hlt` (no wake-up is lost in between); a
         // call stored meanwhile runs after the next tick at the latest.
         x86_64::instructions::interrupts::enable_and_hlt();
     }
 }
 
-/// Hands `f` to AP `cpu`'s idle loop, which runs it once on that AP (within
-/// a tick, 1 / [`apic::AP_TICK_HZ`] s). `false` if `cpu` is the boot CPU,
-/// not online, or has a call pending. In this stage `f` must take no kernel
-/// lock and touch no framework structure (see the module documentation);
-/// tests use it to run code on an AP. One relaxation, for `bench=smp`: `f`
-/// may allocate and free through a `kmem_cache`'s sheaf fast path when the
-/// caller made sure that it suffices: lockdep off, no fault injection, a
-/// non-sleeping GFP, and the AP's sheaves filled beforehand
-/// (`slab::prefill_sheaves`) with the AP freeing what it allocated. That
-/// path takes only the AP's own sheaf lock (by CPU number, not by task);
-/// its slow path would take the list lock, whose owner is a task, and an AP
-/// has none yet (it would pass for the boot CPU's current task).
+/// Runs the function [`call_on_ap`] handed to this CPU, if any (the AP's
+/// idle loop calls it).
+pub fn run_pending_call() {
+    let f = this_cpu().call.swap(0, Ordering::AcqRel);
+    if f != 0 {
+        // SAFETY: `call` only ever holds 0 or a `fn()` stored by call_on_ap.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(f) };
+        f();
+    }
+}
+
+/// Hands `f` to AP `cpu`'s idle loop, which runs it once on that AP, in
+/// its idle task (woken by a reschedule IPI; within a tick at the latest).
+/// `false` if `cpu` is the boot CPU, not online, or has a call pending.
+/// `f` runs in the idle task, which must never block: it may take
+/// spinlocks and allocate without sleeping, but not wait (mutexes, wait
+/// queues); code that waits runs in a task (`task::spawn_on`).
 pub fn call_on_ap(cpu: usize, f: fn()) -> bool {
-    match CPUS.get(cpu) {
+    let ok = match CPUS.get(cpu) {
         Some(c) if cpu != 0 && c.online() => c
             .call
             .compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok(),
         _ => false,
+    };
+    if ok {
+        send_reschedule(cpu);
     }
+    ok
 }
