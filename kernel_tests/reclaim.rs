@@ -329,6 +329,9 @@ fn kswapd_reclaims_to_the_high_watermark() -> TestResult {
 }
 
 fn nofs_scope_makes_the_shrinker_stop_and_kswapd_does_the_work() -> TestResult {
+    // On the boot CPU only: kswapd on another CPU would keep free memory
+    // above the min watermark and main would never enter direct reclaim.
+    let _one = task::BootCpuOnly::new();
     let pool = Pool::new("nofs_pool", true, false)?;
     let reg = register(&pool, "nofs_pool")?;
     let w = watermarks();
@@ -510,6 +513,9 @@ fn reclaim_decisions_are_logged_at_debug_and_trace() -> TestResult {
     use kreclaim::console::{set_log_level, set_log_observer};
     use log::LevelFilter;
     let _restore = LogGuard(log::max_level());
+    // On the boot CPU only: kswapd on another CPU could keep free memory
+    // above the min watermark, and direct reclaim would never be logged.
+    let _one = task::BootCpuOnly::new();
     let pool = Pool::new("log_pool", true, false)?;
     let reg = register(&pool, "log_pool")?;
     for _ in 0..64 {
@@ -953,7 +959,9 @@ fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
     // Linux's do_try_to_free_pages goes from priority 12 to 0 without
     // giving the CPU away (cond_resched only yields a used-up time slice).
     // With preemption off, another runnable task gets the CPU during one
-    // direct reclaim pass only if reclaim yields.
+    // direct reclaim pass only if reclaim yields. Both tasks on the boot
+    // CPU: on another CPU the helper would run beside reclaim.
+    let _one = task::BootCpuOnly::new();
     let scans = Arc::new(AtomicU64::new(0));
     let reg = ShrinkerBuilder::new("no-progress")
         .register(NoProgress(scans.clone()))
