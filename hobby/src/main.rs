@@ -121,10 +121,11 @@ impl Platform for Hobby {
 }
 
 /// Rust's allocator: an early heap until kmalloc is up (bring-up takes about
-/// 4 KiB of it), then kmalloc with the scope's GFP flags.
+/// 20 KiB of it: the kmalloc caches' per-CPU sheaf slots), then kmalloc with
+/// the scope's GFP flags.
 #[global_allocator]
 static ALLOCATOR: KernelAllocator = KernelAllocator::new();
-static mut EARLY_HEAP: [u8; 16 << 10] = [0; 16 << 10];
+static mut EARLY_HEAP: [u8; 32 << 10] = [0; 32 << 10];
 /// The RAM the platform gives the page allocator.
 static mut RAM: [u8; 16 << 20] = [0; 16 << 20];
 
@@ -171,7 +172,7 @@ extern "C" fn hobby_main() -> ! {
     unsafe {
         ALLOCATOR
             .early()
-            .init(&raw mut EARLY_HEAP as *mut u8, 16 << 10)
+            .init(&raw mut EARLY_HEAP as *mut u8, 32 << 10)
     };
     page_alloc::init_from_platform(None, None).expect("page allocator");
     kmalloc::kmalloc_init();
