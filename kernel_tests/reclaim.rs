@@ -291,6 +291,9 @@ fn direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding() -> TestRes
 
 fn kswapd_reclaims_to_the_high_watermark() -> TestResult {
     kassert!(vmscan::kswapd_running());
+    // On the boot CPU only: the PreemptGuard below keeps kswapd from
+    // running only if kswapd runs here.
+    let _one = task::BootCpuOnly::new();
     let pool = Pool::new("kswapd_pool", false, false)?;
     let reg = register(&pool, "kswapd_pool")?;
     let w = watermarks();
@@ -692,6 +695,9 @@ impl Drop for HeldPages {
 /// after MAX_RECLAIM_RETRIES (16) kswapd is hopeless and wakeups are
 /// ignored, until reclaim makes progress again.
 fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
+    // kswapd and everything else on the boot CPU: the runs are counted one
+    // wake-up at a time, with nothing else reclaiming in between.
+    let _one = task::BootCpuOnly::new();
     let w = watermarks();
     let mut held = HeldPages::for_all_memory()?;
     // Below LOW with nothing a shrinker could free.
@@ -744,6 +750,9 @@ fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
 /// memory below half the min watermark waits on pfmemalloc_wait until
 /// kswapd has brought it back, then goes on and gets its page.
 fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
+    // On the boot CPU only: the PreemptGuard below keeps kswapd from
+    // running only if kswapd runs here.
+    let _one = task::BootCpuOnly::new();
     let pool = Pool::new("throttle_pool", false, false)?;
     let reg = register(&pool, "throttle_pool")?;
     let w = watermarks();
