@@ -673,6 +673,9 @@ fn reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight() -> Tes
         // Unused and dirty: off the LRU to XFS's reclaimable state.
         fs.prune_icache_sb(16);
         kassert!(fs.stats().inodes_reclaimable >= 4, "{:?}", fs.stats());
+        // Unpinned (their checkpoint written), so the flusher may write
+        // them back.
+        ok!(fs.log_force());
         dev().set_model(SLOW);
         // The flusher (every second) writes the clusters back: queued, so
         // it does not wait, and the inodes are clean with the IO in flight.

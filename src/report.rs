@@ -362,6 +362,15 @@ pub fn single(r: &RunResult) {
         f.buffers_reclaimed,
         f.shrinker_stops
     );
+    crate::println!(
+        "log: {} checkpoints; reclaim waited for {} log forces ({} in direct reclaim), requeued {} pinned inodes; \
+         direct reclaim waited {} µs for the device (disk model)",
+        f.log_checkpoints,
+        f.reclaim_log_forces,
+        r.ops_phase.direct_reclaim_log_forces,
+        f.inodes_requeued_pinned,
+        r.ops_phase.direct_reclaim_io_wait_ns / 1000
+    );
     crate::println!("\n--- reclaim ---");
     crate::println!(
         "direct reclaim: {} stalls, {} ms stalled, {} pages; kswapd: {} pages; allocation failures: {}; \
@@ -443,6 +452,16 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
         .field_u64("direct_reclaim_pages", r.direct_pages)
         .field_u64("kswapd_pages", r.kswapd_pages)
         .field_u64("reclaim_writebacks", r.fs.reclaim_writebacks)
+        .field_u64("log_checkpoints", r.fs.log_checkpoints)
+        .field_u64("reclaim_log_forces", r.fs.reclaim_log_forces)
+        .field_u64(
+            "direct_reclaim_log_forces",
+            r.ops_phase.direct_reclaim_log_forces,
+        )
+        .field_u64(
+            "direct_reclaim_io_wait_us",
+            r.ops_phase.direct_reclaim_io_wait_ns / 1000,
+        )
         .field_u64("oom_kills", r.workers_oom_killed)
         .field_str("oom", crate::mm::oom_kill::policy().name());
     j.key("shrinkers").begin_array();
@@ -477,6 +496,7 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
         .field_u64("requeued_dirty", f.inodes_requeued_dirty)
         .field_u64("requeued_locked", f.inodes_requeued_locked)
         .field_u64("requeued_flushing", f.inodes_requeued_flushing)
+        .field_u64("requeued_pinned", f.inodes_requeued_pinned)
         .field_u64("iflock_waits", f.reclaim_iflock_waits)
         .field_u64("cluster_flushes", f.cluster_flushes)
         .field_u64("flush_errors", f.flush_errors)

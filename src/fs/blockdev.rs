@@ -103,6 +103,15 @@ pub trait BlockDevice: Send + Sync {
     fn wait_completion(&self, done_ns: u64) {
         let _ = done_ns;
     }
+    /// Queues a log write of `bytes` (an XFS checkpoint, `REQ_PREFLUSH |
+    /// REQ_FUA`: served after everything queued before it) and returns
+    /// when it will have completed (`time::now_ns`; 0 on a device that
+    /// completes at once). It changes no block: the filesystem's log is
+    /// modelled for its timing only (`fs::log`).
+    fn submit_log_write(&self, bytes: u64) -> u64 {
+        let _ = bytes;
+        0
+    }
 }
 
 /// How a RAM disk fails reads or writes on purpose. Set separately for reads
@@ -152,6 +161,8 @@ pub struct IoStats {
     pub write_errors: u64,
     /// `flush` calls.
     pub flushes: u64,
+    /// Log writes (`submit_log_write` calls).
+    pub log_writes: u64,
     /// Time tasks waited for modelled IO completions, in nanoseconds.
     pub wait_ns: u64,
 }
@@ -286,6 +297,7 @@ pub struct RamDisk {
     write_blocks: AtomicU64,
     write_errors: AtomicU64,
     flushes: AtomicU64,
+    log_writes: AtomicU64,
     queue: SpinLock<DiskQueue>,
     wait_ns: AtomicU64,
 }
@@ -327,6 +339,7 @@ impl RamDisk {
             write_blocks: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            log_writes: AtomicU64::new(0),
             queue: SpinLock::new(
                 DiskQueue {
                     model: DiskModel::INSTANT,
@@ -456,6 +469,7 @@ impl RamDisk {
             write_blocks: self.write_blocks.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
+            log_writes: self.log_writes.load(Ordering::Relaxed),
             wait_ns: self.wait_ns.load(Ordering::Relaxed),
         }
     }
@@ -470,6 +484,7 @@ impl RamDisk {
             &self.write_blocks,
             &self.write_errors,
             &self.flushes,
+            &self.log_writes,
             &self.wait_ns,
         ] {
             c.store(0, Ordering::Relaxed);
@@ -558,5 +573,10 @@ impl BlockDevice for RamDisk {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.drain();
         Ok(())
+    }
+
+    fn submit_log_write(&self, bytes: u64) -> u64 {
+        self.log_writes.fetch_add(1, Ordering::Relaxed);
+        self.submit(bytes, false)
     }
 }

@@ -4,24 +4,28 @@
 //! Dirty inode cores are written a whole cluster (one block of 16 inodes)
 //! at a time. `Fs::flush_cluster`:
 //!
-//! 1. under the AG lock, picks the cluster's inodes to write (dirty ones;
-//!    every present one for the `broken` reclaim path) that are neither
-//!    being reclaimed nor flushed, and sets I_FLUSHING on them (reclaim
+//! 1. under the AG lock, picks the cluster's inodes to write (dirty ones
+//!    not pinned in the log; every present one for the `broken` reclaim
+//!    path) that are neither being reclaimed nor flushed, and sets
+//!    I_FLUSHING on them (reclaim
 //!    requeues I_FLUSHING inodes, so they stay alive);
 //! 2. gets the cluster buffer (this may allocate: done before any ILOCK);
 //! 3. takes their ILOCKs shared: the first with `first`'s mode (trylock for
 //!    the flusher thread, blocking for `sync`), the others with the
 //!    policy's `cluster_ilock` (trylock; blocking under `broken`); a failed
 //!    trylock skips the inode (counted) and clears its I_FLUSHING;
-//! 4. copies every locked dirty core into the buffer and writes the block;
+//! 4. copies every locked dirty core that is not pinned into the buffer
+//!    and writes the block (a pinned core must wait for its checkpoint);
 //! 5. on success clears I_DIRTY and records when the write completes on the
 //!    device (`flush_done_ns`: XFS keeps the inode's flush lock until the
 //!    buffer IO completes, so reclaim waits for or skips it until then); on an IO error prints which inodes and
 //!    block failed, counts it, and leaves them dirty (so neither lost nor
 //!    reclaimable); clears I_FLUSHING.
 //!
-//! The flusher thread `xfsaild` walks the AGs for clusters with dirty
-//! inodes every second (XFS leaves logged inodes dirty until the AIL is
+//! The flusher thread `xfsaild`, when kicked, forces the log (and waits:
+//! it is a kernel thread, nobody's allocation waits for it) so that the
+//! inodes committed so far are unpinned; it walks the AGs for clusters with
+//! dirty unpinned inodes every second (XFS leaves logged inodes dirty until the AIL is
 //! pushed, so reclaim meets dirty inodes), and at once when kicked (the inode shrinker kicks it
 //! when it meets dirty reclaimable inodes; sync and unmount flush directly).
 
@@ -76,7 +80,9 @@ impl Fs {
                 // SAFETY: indexed, AG lock held.
                 let ip = unsafe { &*p };
                 let f = ip.flags();
-                if f & (I_RECLAIM | I_FLUSHING) != 0 || (!all_present && f & I_DIRTY == 0) {
+                if f & (I_RECLAIM | I_FLUSHING) != 0
+                    || (!all_present && (f & I_DIRTY == 0 || self.ipinned(ip)))
+                {
                     continue;
                 }
                 ip.set(I_FLUSHING);
@@ -139,7 +145,10 @@ impl Fs {
                     // SAFETY: a guard is held, so this inode kept I_FLUSHING
                     // in step 3 and is alive.
                     let ip = unsafe { &*picked[i] };
-                    if ip.flags() & I_DIRTY != 0 {
+                    // Pinned: its checkpoint is not written yet. (It cannot
+                    // become pinned meanwhile: commits hold the ILOCK
+                    // exclusively.)
+                    if ip.flags() & I_DIRTY != 0 && !self.ipinned(ip) {
                         core.encode_in_cluster(g.data_mut())?;
                         was_dirty[i] = true;
                         count += 1;
@@ -148,6 +157,7 @@ impl Fs {
             }
             if let Some((ip, core)) = held
                 && ip.flags() & I_DIRTY != 0
+                && !self.ipinned(ip)
             {
                 core.encode_in_cluster(g.data_mut())?;
                 held_dirty = true;
@@ -265,8 +275,9 @@ impl Fs {
                 // SAFETY: a non-null slot of the AG index, read under the AG
                 // lock: reclaim unindexes an inode under that lock before
                 // freeing it, so it is alive.
-                let f = unsafe { &*p }.flags();
-                f & I_DIRTY != 0 && f & (I_FLUSHING | I_RECLAIM) == 0
+                let ip = unsafe { &*p };
+                let f = ip.flags();
+                f & I_DIRTY != 0 && f & (I_FLUSHING | I_RECLAIM) == 0 && !self.ipinned(ip)
             }
         })
     }
@@ -312,6 +323,8 @@ impl Fs {
     /// first error is returned (the inodes it concerns stay dirty).
     pub(crate) fn sync_inner(&self) -> Result<(), FsError> {
         for _ in 0..1000 {
+            // Unpin what was committed so far: pinned cores are not written.
+            self.log_force_all();
             let (_, err) = self.flush_dirty(IlockMode::Blocking, true);
             if let Some(e) = err {
                 return Err(e);
@@ -325,6 +338,20 @@ impl Fs {
         self.device()
             .flush()
             .map_err(|err| FsError::Io { blk: 0, err })
+    }
+
+    /// Whether `ip` is pinned in the log (`xfs_ipincount(ip) > 0`).
+    pub(crate) fn ipinned(&self, ip: &XfsInode) -> bool {
+        self.log.is_pinned(ip.pin_seq.load(Ordering::Acquire))
+    }
+
+    /// `xfs_log_force(mp, XFS_LOG_SYNC)`: writes everything committed so
+    /// far to the log and waits for it.
+    pub(crate) fn log_force_all(&self) {
+        let seq = self.log.last_seq();
+        if let Some(done) = self.log.force_seq(self.device(), seq) {
+            self.device().wait_completion(done);
+        }
     }
 
     pub(crate) fn kick_flusher(&self) {
@@ -345,11 +372,17 @@ impl Fs {
             if self.flush_stop.load(Ordering::Acquire) {
                 break;
             }
-            self.flush_kick.store(false, Ordering::Release);
+            let kicked = self.flush_kick.swap(false, Ordering::AcqRel);
             if self.stats.dirty.load(Ordering::Acquire) == 0 {
                 continue;
             }
             self.stats.flusher_runs.fetch_add(1, Ordering::Relaxed);
+            if kicked {
+                // Reclaim pushed the whole AIL (xfs_ail_push_all) and met
+                // pinned items: xfsaild_push forces the log. The periodic
+                // pass writes back what is unpinned only.
+                self.log_force_all();
+            }
             let (_, err) = self.flush_dirty(IlockMode::Trylock, false);
             if err.is_some() {
                 // Back off after an IO error instead of retrying at once.

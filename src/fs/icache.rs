@@ -81,7 +81,7 @@ pub(crate) use super::inode::{
 pub use super::inode::{
     ILOCK_CHILD, ILOCK_RECLAIM, dir_ilock_class, ilock_class, iolock_class, nondir_ilock_class,
 };
-use super::policy::{IlockMode, ReclaimWriteback};
+use super::policy::{IlockMode, ReclaimPinned, ReclaimWriteback};
 use super::state::Fs;
 pub use super::state::{RaceHook, RacePoint};
 use crate::mm::gfp::Gfp;
@@ -492,9 +492,13 @@ impl Fs {
     /// written back here and the IO waited for, and a candidate under flush
     /// (a flush running, or its cluster write still in flight: the flush
     /// lock is held until the IO completes) is waited for (`xfs_iflock`);
-    /// otherwise both are requeued (5.9's `XFS_IFLUSHING` test). With
-    /// `reclaim_final_lock` the ILOCK is taken once more, blocking, after
-    /// the inode left the index (5.9's "(almost) spurious" lock).
+    /// otherwise both are requeued (5.9's `XFS_IFLUSHING` test). A candidate
+    /// pinned in the log is waited for with `reclaim_pinned=wait`
+    /// (`xfs_iunpin_wait`: force the log, sleep until the checkpoint is
+    /// written; before 5.9) or requeued (`skip`, 5.9's `xfs_ipincount`
+    /// test). With `reclaim_final_lock` the ILOCK is taken once more,
+    /// blocking, after the inode left the index (5.9's "(almost) spurious"
+    /// lock).
     fn reclaim_one(&self, pag: &Perag, p: *mut XfsInode, gfp: Gfp) -> bool {
         // SAFETY: I_RECLAIM keeps it indexed and unfreed until we decide.
         let ip = unsafe { &*p };
@@ -516,8 +520,9 @@ impl Fs {
                 self.stats
                     .reclaim_iflock_waits
                     .fetch_add(1, Ordering::Relaxed);
-                self.device()
-                    .wait_completion(ip.flush_done_ns.load(Ordering::Acquire));
+                let done = ip.flush_done_ns.load(Ordering::Acquire);
+                self.account_reclaim_io_wait(done);
+                self.device().wait_completion(done);
             }
         }
         let Some(guard) = guard else {
@@ -530,6 +535,20 @@ impl Fs {
             ip.clear(I_RECLAIM);
             self.stats.requeued_flushing.fetch_add(1, Ordering::Relaxed);
             return false;
+        }
+        if self.ipinned(ip) {
+            match self.policy.reclaim_pinned {
+                // Holding the ILOCK, as xfs_reclaim_inode did.
+                ReclaimPinned::Wait => self.iunpin_wait(ip),
+                ReclaimPinned::Skip => {
+                    drop(guard);
+                    ip.clear(I_RECLAIM);
+                    self.stats.requeued_pinned.fetch_add(1, Ordering::Relaxed);
+                    // The AIL forces the log and writes it back later.
+                    self.kick_flusher();
+                    return false;
+                }
+            }
         }
         if ip.flags() & I_DIRTY != 0 {
             if sync || self.policy.reclaim_flushes_referenced {
@@ -545,6 +564,7 @@ impl Fs {
                 {
                     // SYNC_WAIT: wait for the write (behind the device's
                     // whole queue) before freeing.
+                    self.account_reclaim_io_wait(ip.flush_done_ns.load(Ordering::Acquire));
                     let _ = self.device().flush();
                 }
             }
@@ -579,6 +599,33 @@ impl Fs {
         self.stats.cached.fetch_sub(1, Ordering::Relaxed);
         self.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// `xfs_iunpin_wait` (ILOCK held): forces the log up to the inode's
+    /// last commit and sleeps until that checkpoint's write completes.
+    fn iunpin_wait(&self, ip: &XfsInode) {
+        let seq = ip.pin_seq.load(Ordering::Acquire);
+        if let Some(done) = self.log.force_seq(self.device(), seq) {
+            self.stats
+                .reclaim_log_forces
+                .fetch_add(1, Ordering::Relaxed);
+            if in_direct_reclaim() {
+                self.stats.direct_log_forces.fetch_add(1, Ordering::Relaxed);
+            }
+            self.account_reclaim_io_wait(done);
+            self.device().wait_completion(done);
+        }
+    }
+
+    /// Adds what direct reclaim is about to wait for the device, by the
+    /// disk model (`done_ns` less now), to `direct_reclaim_io_wait_ns`.
+    fn account_reclaim_io_wait(&self, done_ns: u64) {
+        if in_direct_reclaim() {
+            let wait = done_ns.saturating_sub(crate::time::now_ns());
+            self.stats
+                .direct_io_wait_ns
+                .fetch_add(wait, Ordering::Relaxed);
+        }
     }
 
     /// Reclaim's ILOCK on its candidate, per `reclaim_ilock`.
@@ -711,6 +758,14 @@ impl Shrinker for InodeShrinker {
         // most nr_to_scan.
         ScanObjects::freed(freed.min(nr))
     }
+}
+
+/// Whether the current task is in direct reclaim (a reclaimer, PF_MEMALLOC,
+/// that is not kswapd).
+fn in_direct_reclaim() -> bool {
+    use crate::task::TaskFlags;
+    let f = crate::task::current().flags();
+    f.contains(TaskFlags::PF_MEMALLOC) && !f.contains(TaskFlags::PF_KSWAPD)
 }
 
 /// `mult_frac(x, n, d)`: `x * n / d` without overflowing the product.

@@ -85,6 +85,10 @@ pub(crate) struct XfsInode {
     /// must wait for it (`xfs_iflock`, before 5.9) or skip the inode (5.9
     /// on) until then.
     pub(crate) flush_done_ns: AtomicU64,
+    /// The log sequence of the last transaction that logged this inode (0:
+    /// none): the inode is pinned (`xfs_ipincount`) until that checkpoint
+    /// is on disk (`fs::log`).
+    pub(crate) pin_seq: AtomicU64,
     /// On the superblock's inode LRU (`i_lru`) while unused; taken off
     /// lazily (see `Fs::prune_icache_sb`).
     pub(crate) lru: ListLruHead<XfsInode>,
@@ -107,6 +111,7 @@ impl XfsInode {
             ilock: RwSemaphore::new(core, ilock_class(dir)),
             iolock: RwSemaphore::new((), iolock_class()),
             flush_done_ns: AtomicU64::new(0),
+            pin_seq: AtomicU64::new(0),
             lru: ListLruHead::new(),
         }
     }

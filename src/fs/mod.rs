@@ -31,7 +31,8 @@
 //! - `bmap`: file block to disk block, mapping and truncating.
 //! - `ag_alloc`: block and inode allocation in the AG bitmaps.
 //! - `dir_ops`: directory entries through the buffer cache.
-//! - `trans`: transactions (scoped NOFS under policies that ask for it).
+//! - `trans`: transactions (scoped NOFS under policies that ask for it);
+//!   commits pin the logged inodes in the [`log`] until a log force.
 //! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
 //! - [`mount`]: mount/unmount/shutdown; [`ops`]: the file operations.
 //! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
@@ -61,6 +62,7 @@ pub mod fsck;
 pub mod icache;
 mod inactive;
 pub(crate) mod inode;
+pub mod log;
 pub mod mkfs;
 pub mod mode;
 pub mod mount;
@@ -78,5 +80,5 @@ pub use fsck::{FsckReport, check, fsck};
 pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
 pub use mkfs::{MkfsOptions, mkfs};
 pub use ops::Stat;
-pub use policy::{IlockMode, Policy, ReclaimWriteback};
+pub use policy::{IlockMode, Policy, ReclaimPinned, ReclaimWriteback};
 pub use state::{Fs, FsStats};

@@ -84,6 +84,7 @@ impl Fs {
             trans_slab,
             s_umount: RwSemaphore::new((), crate::lock_class!("s_umount")),
             stats: Counters::default(),
+            log: super::log::Log::new(),
             flush_wait: WaitQueue::new("xfsaild"),
             flush_kick: AtomicBool::new(false),
             flush_stop: AtomicBool::new(false),

@@ -6,17 +6,18 @@
 //!
 //! The eras replay the history of the seed mail (docs/seed.md):
 //!
-//! | era | `ilock_gfp` | `buf_gfp` | `trans_nofs` | `reclaim_ilock` | `reclaim_final_lock` | `reclaim_writeback` | `cluster_ilock` | `reclaim_referenced` |
-//! |---|---|---|---|---|---|---|---|---|
-//! | `nofs` | nofs | nofs | off | blocking | off | sync | trylock | off |
-//! | `kernel` | kernel | kernel | on | blocking | off | sync | trylock | off |
-//! | `nolockdep` | kernel+nolockdep | kernel+nolockdep | on | blocking | off | sync | trylock | off |
-//! | `trylock` | kernel | kernel | on | trylock | off | none | trylock | off |
-//! | `today` (default) | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | trylock | off |
-//! | `broken` | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | blocking | on |
+//! | era | `ilock_gfp` | `buf_gfp` | `trans_nofs` | `reclaim_ilock` | `reclaim_final_lock` | `reclaim_writeback` | `reclaim_pinned` | `cluster_ilock` | `reclaim_referenced` |
+//! |---|---|---|---|---|---|---|---|---|---|
+//! | `nofs` | nofs | nofs | off | blocking | off | sync | wait | trylock | off |
+//! | `kernel` | kernel | kernel | on | blocking | off | sync | wait | trylock | off |
+//! | `nolockdep` | kernel+nolockdep | kernel+nolockdep | on | blocking | off | sync | wait | trylock | off |
+//! | `trylock` | kernel | kernel | on | trylock | off | none | skip | trylock | off |
+//! | `today` (default) | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | skip | trylock | off |
+//! | `broken` | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | skip | blocking | on |
 //!
 //! - `nofs`: XFS before the scoped API (KM_NOFS everywhere); reclaim takes
-//!   ILOCK blocking, waits for the flush lock and writes dirty inodes back
+//!   ILOCK blocking, waits for the flush lock, waits for pinned inodes by
+//!   forcing the log (`xfs_iunpin_wait`) and writes dirty inodes back
 //!   synchronously (the old `SYNC_WAIT` path of `xfs_reclaim_inode`).
 //! - `kernel`: the seed's situation: GFP_KERNEL under ILOCK in read-only
 //!   paths such as readdir, reclaim as in `nofs`. Transactions were already
@@ -64,6 +65,19 @@ pub enum ReclaimWriteback {
     None,
 }
 
+/// What inode reclaim does with a candidate pinned in the log (logged by
+/// a transaction whose checkpoint is not on disk yet; see `fs::log`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReclaimPinned {
+    /// Before 5.9 (`SYNC_WAIT`): `xfs_iunpin_wait`, which forces the log
+    /// up to the inode's last commit and sleeps until the checkpoint write
+    /// completes.
+    Wait,
+    /// Since 5.9: requeue it (`if (xfs_ipincount(ip)) goto
+    /// out_clear_flush`); the AIL forces the log in the background.
+    Skip,
+}
+
 /// A reclaim policy: an era's name and its knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -86,6 +100,8 @@ pub struct Policy {
     pub reclaim_final_lock: bool,
     /// What reclaim does with dirty inodes (`reclaim_writeback`).
     pub reclaim_writeback: ReclaimWriteback,
+    /// What reclaim does with inodes pinned in the log (`reclaim_pinned`).
+    pub reclaim_pinned: ReclaimPinned,
     /// How inode cluster flushing locks the other inodes of a cluster
     /// (`cluster_ilock`).
     pub cluster_ilock: IlockMode,
@@ -111,6 +127,7 @@ impl Policy {
         reclaim_ilock: IlockMode::Blocking,
         reclaim_final_lock: false,
         reclaim_writeback: ReclaimWriteback::Sync,
+        reclaim_pinned: ReclaimPinned::Wait,
         cluster_ilock: IlockMode::Trylock,
         reclaim_flushes_referenced: false,
         reclaim_subclass: false,
@@ -142,6 +159,7 @@ impl Policy {
         reclaim_ilock: IlockMode::Trylock,
         reclaim_final_lock: false,
         reclaim_writeback: ReclaimWriteback::None,
+        reclaim_pinned: ReclaimPinned::Skip,
         cluster_ilock: IlockMode::Trylock,
         reclaim_flushes_referenced: false,
         reclaim_subclass: false,
@@ -352,6 +370,23 @@ pub static KNOBS: &[Knob] = &[
         get: |p| match p.reclaim_writeback {
             ReclaimWriteback::Sync => "sync",
             ReclaimWriteback::None => "none",
+        },
+    },
+    Knob {
+        name: "reclaim_pinned",
+        values: "wait|skip",
+        help: "reclaim forces the log and waits for a pinned inode (before 5.9), or requeues it",
+        set: |p, v| {
+            p.reclaim_pinned = match v {
+                "wait" => ReclaimPinned::Wait,
+                "skip" => ReclaimPinned::Skip,
+                _ => return Err(()),
+            };
+            Ok(())
+        },
+        get: |p| match p.reclaim_pinned {
+            ReclaimPinned::Wait => "wait",
+            ReclaimPinned::Skip => "skip",
         },
     },
     Knob {

@@ -48,6 +48,10 @@ pub(crate) struct Counters {
     pub(crate) lru_rotated: AtomicU64,
     pub(crate) reclaim_iflock_waits: AtomicU64,
     pub(crate) pruned: AtomicU64,
+    pub(crate) requeued_pinned: AtomicU64,
+    pub(crate) reclaim_log_forces: AtomicU64,
+    pub(crate) direct_log_forces: AtomicU64,
+    pub(crate) direct_io_wait_ns: AtomicU64,
 }
 
 /// A plain-number snapshot of a filesystem's caches and reclaim.
@@ -115,6 +119,22 @@ pub struct FsStats {
     pub inodes_lru_rotated: u64,
     /// Inodes the LRU walk moved to XFS's reclaimable state.
     pub inodes_pruned: u64,
+    /// Candidates left because they were pinned in the log
+    /// (`reclaim_pinned=skip`, XFS since 5.9).
+    pub inodes_requeued_pinned: u64,
+    /// Log checkpoints written (pushes of the CIL, by any log force).
+    pub log_checkpoints: u64,
+    /// Log forces reclaim issued or joined for a pinned candidate and
+    /// waited for (`xfs_iunpin_wait`, `reclaim_pinned=wait`), by kswapd and
+    /// direct reclaim.
+    pub reclaim_log_forces: u64,
+    /// Of those, the ones direct reclaim waited for.
+    pub direct_reclaim_log_forces: u64,
+    /// Device time direct reclaim waited for, in nanoseconds, from the disk
+    /// model (when each awaited request completes, less the time the wait
+    /// began): log forces, the flush lock's cluster writes and synchronous
+    /// writeback. Deterministic in the model, unlike the wall-clock stall.
+    pub direct_reclaim_io_wait_ns: u64,
 }
 
 /// Where a hook set with [`Fs::set_race_hook`] runs: the race windows of
@@ -150,6 +170,8 @@ pub struct Fs {
     /// shrinker only trylocks it for read.
     pub(crate) s_umount: RwSemaphore<()>,
     pub(crate) stats: Counters,
+    /// The log: commits pin inodes until a log force (`fs::log`).
+    pub(crate) log: super::log::Log,
     pub(crate) flush_wait: WaitQueue,
     pub(crate) flush_kick: AtomicBool,
     pub(crate) flush_stop: AtomicBool,
@@ -239,6 +261,11 @@ impl Fs {
             reclaim_iflock_waits: ld(&s.reclaim_iflock_waits),
             inodes_lru_rotated: ld(&s.lru_rotated),
             inodes_pruned: ld(&s.pruned),
+            inodes_requeued_pinned: ld(&s.requeued_pinned),
+            log_checkpoints: self.log.checkpoints.load(Ordering::Relaxed),
+            reclaim_log_forces: ld(&s.reclaim_log_forces),
+            direct_reclaim_log_forces: ld(&s.direct_log_forces),
+            direct_reclaim_io_wait_ns: ld(&s.direct_io_wait_ns),
         }
     }
 
@@ -263,6 +290,15 @@ impl Fs {
             Some((i, _)) => i.shrink(gfp, priority),
             None => 0,
         }
+    }
+
+    /// `xfs_log_force(mp, XFS_LOG_SYNC)`: writes everything committed so far
+    /// to the log and waits, so that no inode stays pinned (`fs::log`). For
+    /// tests and tools; sync and the flusher force the log themselves.
+    pub fn log_force(&self) -> Result<(), FsError> {
+        self.check_live()?;
+        self.log_force_all();
+        Ok(())
     }
 
     /// Writes back every dirty inode now.

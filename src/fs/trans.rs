@@ -11,7 +11,10 @@
 //! A transaction collects the inodes it changed ([`Transaction::log_inode`])
 //! and marks them IDIRTY on [`Transaction::commit`], which the caller does
 //! while still holding their ILOCKs exclusively. Dirty inode cores are
-//! written back later by the flusher, a cluster at a time. There is no log:
+//! written back later by the flusher, a cluster at a time. Commit also pins
+//! them in the log (`fs::log`) until the checkpoint that holds the commit
+//! is written: pinned inodes are not written back, and reclaim waits for
+//! (`reclaim_pinned=wait`) or skips them. The log models timing only:
 //! commit does not make anything durable by itself (see the module docs of
 //! [`super::ops`]).
 
@@ -94,10 +97,21 @@ impl<'a> Transaction<'a> {
         r.n += 1;
     }
 
-    /// Marks every logged inode IDIRTY (they join the flusher's work).
+    /// Marks every logged inode IDIRTY (they join the flusher's work) and
+    /// pins it in the log until the checkpoint of this commit is written
+    /// (`xfs_trans_commit` -> `xlog_cil_commit`; see `fs::log`).
     pub(crate) fn commit(mut self) {
         let fs = self.fs;
         let r = self.rec();
+        let (seq, push) = fs.log.commit(r.logged[..r.n].iter().map(|&ip| {
+            // SAFETY: the caller holds a reference (or, inactivating,
+            // I_INACTIVATING) and the ILOCK.
+            &unsafe { &*ip }.pin_seq
+        }));
+        if push {
+            // xlog_cil_push_background: write the checkpoint, do not wait.
+            let _ = fs.log.force_seq(fs.device(), seq);
+        }
         for &ip in &r.logged[..r.n] {
             // SAFETY: the caller holds a reference (or, inactivating,
             // I_INACTIVATING) and the ILOCK.

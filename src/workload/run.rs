@@ -267,6 +267,11 @@ pub struct OpsPhase {
     pub inodes_reclaimed: u64,
     /// Times it returned STOP.
     pub shrinker_stops: u64,
+    /// Log forces direct reclaim waited for (`reclaim_pinned=wait`).
+    pub direct_reclaim_log_forces: u64,
+    /// Device time direct reclaim waited for by the disk model, in
+    /// nanoseconds (`FsStats::direct_reclaim_io_wait_ns`).
+    pub direct_reclaim_io_wait_ns: u64,
 }
 
 fn inode_deferred() -> u64 {
@@ -784,6 +789,10 @@ pub fn run(
         inodes_scanned: fs_stats.inodes_scanned - fs0.inodes_scanned,
         inodes_reclaimed: fs_stats.inodes_reclaimed - fs0.inodes_reclaimed,
         shrinker_stops: fs_stats.shrinker_stops - fs0.shrinker_stops,
+        direct_reclaim_log_forces: fs_stats.direct_reclaim_log_forces
+            - fs0.direct_reclaim_log_forces,
+        direct_reclaim_io_wait_ns: fs_stats.direct_reclaim_io_wait_ns
+            - fs0.direct_reclaim_io_wait_ns,
     };
 
     // Verify after the caches were reclaimed: unmount, remount, read all.
