@@ -41,6 +41,8 @@ kreclaim::kernel_tests!(
     reclaim_final_lock_knob_takes_the_lock_after_unindexing,
     reclaim_writeback_knob_writes_dirty_inodes_from_reclaim,
     reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight,
+    reclaim_pinned_knob_forces_the_log_or_skips_the_inode,
+    eras_before_5_9_make_direct_reclaim_wait_for_the_log,
     disk_model_makes_requests_take_their_time,
     reclaim_subclass_knob_hides_the_recursive_report,
     writeback_io_error_keeps_the_inode_dirty,
@@ -592,9 +594,150 @@ fn create_and_shrink(fs: &Arc<Fs>, n: u32) -> TestResult {
     let root = ok!(fs.root());
     for i in 0..n {
         drop(ok!(fs.create(&root, &format!("k{i}"), FileType::File)));
+        // Unpinned (checkpoint written) but dirty: what these knobs act on.
+        ok!(fs.log_force());
         fs.shrink_inode_cache(GFP_KERNEL, 0);
     }
     Ok(())
+}
+
+/// A device whose every request takes 100 ms: what reclaim waits for
+/// shows in the disk model's figures (which count modelled time, so a
+/// loaded host cannot shrink them).
+const LOG_LAT: kreclaim::fs::DiskModel = kreclaim::fs::DiskModel {
+    lat_us: 100_000,
+    bw_mbps: 0,
+};
+
+/// Makes `n` new files' inodes reclaimable, dirty and pinned in the log
+/// (committed, no log force since).
+fn pinned_reclaimable(fs: &Fs, n: u32) -> TestResult {
+    let root = ok!(fs.root());
+    for i in 0..n {
+        drop(ok!(fs.create(&root, &format!("p{i}"), FileType::File)));
+    }
+    drop(root);
+    fs.prune_icache_sb(4 * u64::from(n));
+    let s = fs.stats();
+    kassert!(s.inodes_reclaimable >= u64::from(n), "{s:?}");
+    kassert!(s.inodes_dirty >= u64::from(n), "{s:?}");
+    Ok(())
+}
+
+/// Runs `f` as direct reclaim does (PF_MEMALLOC: its waits count as
+/// direct reclaim's) on the 100 ms device.
+fn as_direct_reclaim<T>(f: impl FnOnce() -> T) -> T {
+    dev().set_model(LOG_LAT);
+    let r = {
+        let _memalloc = MemallocScope::noreclaim();
+        f()
+    };
+    dev().set_model(kreclaim::fs::DiskModel::INSTANT);
+    r
+}
+
+fn reclaim_pinned_knob_forces_the_log_or_skips_the_inode() -> TestResult {
+    // Before 5.9 reclaim waited for a pinned inode (xfs_iunpin_wait: force
+    // the log, sleep until the checkpoint is written); since 5.9 it
+    // requeues it. Only the knob differs between each era and its override.
+    for (era, knob) in [
+        (Policy::TODAY, None),
+        (Policy::TODAY, Some("wait")),
+        (Policy::NOFS, None),
+        (Policy::NOFS, Some("skip")),
+    ] {
+        let mut p = era;
+        if let Some(v) = knob {
+            ok!(p.set_knob("reclaim_pinned", v));
+        }
+        let wait = p.reclaim_pinned == kreclaim::fs::ReclaimPinned::Wait;
+        let fs = ok!(fresh(p));
+        pinned_reclaimable(&fs, 4)?;
+        let b = fs.stats();
+        let freed = as_direct_reclaim(|| fs.free_cached_objects(16));
+        let s = fs.stats();
+        kreclaim::println!("{era} reclaim_pinned={knob:?}: freed {freed}: {s:?}");
+        let waited = s.direct_reclaim_io_wait_ns - b.direct_reclaim_io_wait_ns;
+        if wait {
+            kassert!(
+                s.direct_reclaim_log_forces > b.direct_reclaim_log_forces
+                    && s.reclaim_log_forces > b.reclaim_log_forces,
+                "{era} {knob:?}: reclaim forced no log: {s:?}"
+            );
+            kassert!(s.log_checkpoints > b.log_checkpoints);
+            kassert!(
+                waited >= LOG_LAT.lat_us * 1000,
+                "{era} {knob:?}: waited {waited} ns of device time"
+            );
+            kassert_eq!(s.inodes_requeued_pinned, b.inodes_requeued_pinned);
+        } else {
+            kassert_eq!(s.reclaim_log_forces, b.reclaim_log_forces, "{s:?}");
+            kassert_eq!(waited, 0, "{era} {knob:?}: {s:?}");
+            kassert!(
+                s.inodes_requeued_pinned >= b.inodes_requeued_pinned + 4,
+                "{era} {knob:?}: pinned inodes not requeued: {s:?}"
+            );
+            kassert_eq!(freed, 0, "{era} {knob:?}: freed pinned inodes");
+        }
+        ok!(fs.unmount());
+    }
+    fsck_clean()
+}
+
+fn eras_before_5_9_make_direct_reclaim_wait_for_the_log() -> TestResult {
+    // The stall the 5.9 rework removed, counted in the disk model's time
+    // (deterministic) rather than wall-clock milliseconds: the same dirty,
+    // pinned, reclaimable inodes, then direct reclaim entered from an
+    // allocation under ILOCK (the era's GFP) and from a GFP_KERNEL one.
+    let mut waited = Vec::new();
+    for era in Policy::ALL {
+        let fs = ok!(fresh(era));
+        pinned_reclaimable(&fs, 8)?;
+        let b = fs.stats();
+        let s1 = as_direct_reclaim(|| {
+            fs.shrink_inode_cache(era.gfp_under_ilock, 0);
+            fs.stats()
+        });
+        as_direct_reclaim(|| fs.shrink_inode_cache(GFP_KERNEL, 0));
+        let s = fs.stats();
+        let w = s.direct_reclaim_io_wait_ns - b.direct_reclaim_io_wait_ns;
+        let forces = s.direct_reclaim_log_forces - b.direct_reclaim_log_forces;
+        kreclaim::println!(
+            "{era}: direct reclaim waited {} ms of device time, {forces} log forces, {} writebacks, {} requeued pinned",
+            w / 1_000_000,
+            s.reclaim_writebacks - b.reclaim_writebacks,
+            s.inodes_requeued_pinned - b.inodes_requeued_pinned
+        );
+        if era.name == "nofs" {
+            // GFP_NOFS: the inode shrinker cannot run from the filesystem's
+            // own allocations, so they never wait; a GFP_KERNEL one does.
+            kassert!(s1.shrinker_stops > b.shrinker_stops, "{s1:?}");
+            kassert_eq!(
+                s1.direct_reclaim_io_wait_ns,
+                b.direct_reclaim_io_wait_ns,
+                "{s1:?}"
+            );
+        }
+        waited.push((era, w, forces));
+        ok!(fs.unmount());
+    }
+    let today = waited
+        .iter()
+        .find(|(p, ..)| p.name == "today")
+        .map_or(u64::MAX, |&(_, w, _)| w);
+    kassert_eq!(today, 0, "today's reclaim waited for the device");
+    for &(era, w, forces) in &waited {
+        match era.name {
+            "nofs" | "kernel" | "nolockdep" => {
+                kassert!(
+                    forces >= 1 && w >= LOG_LAT.lat_us * 1000 && w >= 2 * today,
+                    "{era}: waited {w} ns, {forces} log forces"
+                );
+            }
+            _ => kassert_eq!((w, forces), (0, 0), "{era}"),
+        }
+    }
+    fsck_clean()
 }
 
 fn reclaim_final_lock_knob_takes_the_lock_after_unindexing() -> TestResult {
@@ -802,6 +945,8 @@ fn writeback_io_error_keeps_the_inode_dirty() -> TestResult {
     dev().inject_write_errors(ErrorInjection::FailBlock(blk));
     let errs0 = fs.stats().flush_errors;
     drop(f);
+    // Unpinned: the flusher writes only inodes whose checkpoint is written.
+    ok!(fs.log_force());
     wait_for("the flusher to fail", || fs.stats().flush_errors > errs0)?;
     kassert!(fs.sync().is_err(), "sync succeeded with the block failing");
     kassert!(fs.stats().inodes_dirty >= 1);

@@ -521,7 +521,7 @@ impl Fs {
                     .reclaim_iflock_waits
                     .fetch_add(1, Ordering::Relaxed);
                 let done = ip.flush_done_ns.load(Ordering::Acquire);
-                self.account_reclaim_io_wait(done);
+                self.account_reclaim_io_wait(crate::time::now_ns(), done);
                 self.device().wait_completion(done);
             }
         }
@@ -557,6 +557,7 @@ impl Fs {
                 self.stats
                     .reclaim_writebacks
                     .fetch_add(1, Ordering::Relaxed);
+                let submitted = crate::time::now_ns();
                 if self
                     .flush_cluster_of(ip.ino, Some((ip, &guard)), gfp)
                     .is_ok()
@@ -564,7 +565,10 @@ impl Fs {
                 {
                     // SYNC_WAIT: wait for the write (behind the device's
                     // whole queue) before freeing.
-                    self.account_reclaim_io_wait(ip.flush_done_ns.load(Ordering::Acquire));
+                    self.account_reclaim_io_wait(
+                        submitted,
+                        ip.flush_done_ns.load(Ordering::Acquire),
+                    );
                     let _ = self.device().flush();
                 }
             }
@@ -605,6 +609,7 @@ impl Fs {
     /// last commit and sleeps until that checkpoint's write completes.
     fn iunpin_wait(&self, ip: &XfsInode) {
         let seq = ip.pin_seq.load(Ordering::Acquire);
+        let forced = crate::time::now_ns();
         if let Some(done) = self.log.force_seq(self.device(), seq) {
             self.stats
                 .reclaim_log_forces
@@ -612,16 +617,20 @@ impl Fs {
             if in_direct_reclaim() {
                 self.stats.direct_log_forces.fetch_add(1, Ordering::Relaxed);
             }
-            self.account_reclaim_io_wait(done);
+            self.account_reclaim_io_wait(forced, done);
             self.device().wait_completion(done);
         }
     }
 
-    /// Adds what direct reclaim is about to wait for the device, by the
-    /// disk model (`done_ns` less now), to `direct_reclaim_io_wait_ns`.
-    fn account_reclaim_io_wait(&self, done_ns: u64) {
+    /// Adds what direct reclaim waits for the device, by the disk model, to
+    /// `direct_reclaim_io_wait_ns`: from `since` (when it issued the
+    /// request, or began to wait for one in flight) to the request's
+    /// modelled completion `done_ns`. Computed from the model's times, not
+    /// from when the wait ends, so a request of latency L counts at least L
+    /// however late the task runs again.
+    fn account_reclaim_io_wait(&self, since: u64, done_ns: u64) {
         if in_direct_reclaim() {
-            let wait = done_ns.saturating_sub(crate::time::now_ns());
+            let wait = done_ns.saturating_sub(since);
             self.stats
                 .direct_io_wait_ns
                 .fetch_add(wait, Ordering::Relaxed);
