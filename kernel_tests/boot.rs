@@ -196,7 +196,7 @@ fn cmdline_workload_keys() -> TestResult {
 }
 
 fn cmdline_policy_knobs_override_the_era() -> TestResult {
-    use kreclaim::fs::policy::{IlockMode, Policy, ReclaimWriteback};
+    use kreclaim::fs::policy::{IlockMode, Policy, ReclaimPinned, ReclaimWriteback};
     use kreclaim::mm::gfp::GFP_KERNEL;
     let fail = |e: CmdlineError| kreclaim::harness::TestFailure::new(alloc::format!("{e}"));
     // The default era is `today`.
@@ -221,7 +221,7 @@ fn cmdline_policy_knobs_override_the_era() -> TestResult {
     // Every knob, each value, on `policy=all`: applied to every era.
     let c = Config::parse(
         "policy=all ilock_gfp=nofs trans_nofs=off reclaim_ilock=blocking reclaim_writeback=sync \
-         cluster_ilock=blocking reclaim_referenced=on reclaim_subclass=on",
+         reclaim_pinned=wait cluster_ilock=blocking reclaim_referenced=on reclaim_subclass=on",
     )
     .map_err(fail)?;
     let ps = c.policies();
@@ -231,6 +231,7 @@ fn cmdline_policy_knobs_override_the_era() -> TestResult {
         kassert!(!p.scoped_nofs_transactions);
         kassert_eq!(p.reclaim_ilock, IlockMode::Blocking);
         kassert_eq!(p.reclaim_writeback, ReclaimWriteback::Sync);
+        kassert_eq!(p.reclaim_pinned, ReclaimPinned::Wait);
         kassert_eq!(p.cluster_ilock, IlockMode::Blocking);
         kassert!(p.reclaim_flushes_referenced && p.reclaim_subclass);
     }
@@ -240,6 +241,13 @@ fn cmdline_policy_knobs_override_the_era() -> TestResult {
     kassert!(Policy::TODAY.reclaim_final_lock && !Policy::TRYLOCK.reclaim_final_lock);
     kassert_eq!(Policy::NOFS.reclaim_writeback, ReclaimWriteback::Sync);
     kassert_eq!(Policy::TODAY.reclaim_writeback, ReclaimWriteback::None);
+    kassert_eq!(Policy::KERNEL.reclaim_pinned, ReclaimPinned::Wait);
+    kassert_eq!(Policy::TRYLOCK.reclaim_pinned, ReclaimPinned::Skip);
+    kassert!(
+        alloc::format!("{}", Policy::TODAY.knobs()).contains("reclaim_pinned=skip"),
+        "{}",
+        Policy::TODAY.knobs()
+    );
     kassert!(Policy::ALL.iter().all(|p| !p.reclaim_subclass));
     Ok(())
 }
@@ -253,6 +261,8 @@ fn cmdline_bad_knob_or_value_lists_the_valid_ones() -> TestResult {
         "{text}"
     );
     kassert!(!text.contains('\n'), "{text}");
+    let e = Config::parse("policy=nofs reclaim_pinned=maybe").unwrap_err();
+    kassert!(alloc::format!("{e}").contains("wait|skip"), "{e}");
     let e = Config::parse("buf_gfp=atomic").unwrap_err();
     kassert!(
         alloc::format!("{e}").contains("kernel|nofs|kernel+nolockdep"),
