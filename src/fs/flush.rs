@@ -349,7 +349,7 @@ impl Fs {
     /// far to the log and waits for it.
     pub(crate) fn log_force_all(&self) {
         let seq = self.log.last_seq();
-        if let Some(done) = self.log.force_seq(self.device(), seq) {
+        if let Some((_, done)) = self.log.force_seq(self.device(), seq) {
             self.device().wait_completion(done);
         }
     }

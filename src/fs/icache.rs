@@ -557,7 +557,6 @@ impl Fs {
                 self.stats
                     .reclaim_writebacks
                     .fetch_add(1, Ordering::Relaxed);
-                let submitted = crate::time::now_ns();
                 if self
                     .flush_cluster_of(ip.ino, Some((ip, &guard)), gfp)
                     .is_ok()
@@ -566,7 +565,7 @@ impl Fs {
                     // SYNC_WAIT: wait for the write (behind the device's
                     // whole queue) before freeing.
                     self.account_reclaim_io_wait(
-                        submitted,
+                        crate::time::now_ns(),
                         ip.flush_done_ns.load(Ordering::Acquire),
                     );
                     let _ = self.device().flush();
@@ -609,25 +608,26 @@ impl Fs {
     /// last commit and sleeps until that checkpoint's write completes.
     fn iunpin_wait(&self, ip: &XfsInode) {
         let seq = ip.pin_seq.load(Ordering::Acquire);
-        let forced = crate::time::now_ns();
-        if let Some(done) = self.log.force_seq(self.device(), seq) {
+        if let Some((issued, done)) = self.log.force_seq(self.device(), seq) {
             self.stats
                 .reclaim_log_forces
                 .fetch_add(1, Ordering::Relaxed);
             if in_direct_reclaim() {
                 self.stats.direct_log_forces.fetch_add(1, Ordering::Relaxed);
             }
-            self.account_reclaim_io_wait(forced, done);
+            self.account_reclaim_io_wait(issued, done);
             self.device().wait_completion(done);
         }
     }
 
     /// Adds what direct reclaim waits for the device, by the disk model, to
-    /// `direct_reclaim_io_wait_ns`: from `since` (when it issued the
-    /// request, or began to wait for one in flight) to the request's
-    /// modelled completion `done_ns`. Computed from the model's times, not
-    /// from when the wait ends, so a request of latency L counts at least L
-    /// however late the task runs again.
+    /// `direct_reclaim_io_wait_ns`: from `since` to the request's modelled
+    /// completion `done_ns`. `since` is when the checkpoint a log force
+    /// pushed was submitted (so that one counts its whole modelled service
+    /// time, at least the latency, however late the task runs again), or,
+    /// for a checkpoint or cluster write already in flight, when reclaim
+    /// began to wait for it. Time spent before (the log push lock, reading
+    /// a buffer, CPU) is not counted.
     fn account_reclaim_io_wait(&self, since: u64, done_ns: u64) {
         if in_direct_reclaim() {
             let wait = done_ns.saturating_sub(since);

@@ -134,11 +134,13 @@ impl Log {
     }
 
     /// `xfs_log_force_seq`: makes sure the checkpoint `seq` is written,
-    /// pushing the current one if it is not pushed yet. Returns when its
-    /// write completes on `dev` (`time::now_ns`), or `None` when it already
-    /// has: nothing to wait for. The caller waits with
-    /// [`BlockDevice::wait_completion`] (a synchronous force) or goes on.
-    pub(crate) fn force_seq(&self, dev: &dyn BlockDevice, seq: u64) -> Option<u64> {
+    /// pushing the current one if it is not pushed yet. Returns when the
+    /// caller met the write (its submission, or now for a checkpoint
+    /// already in flight) and when it completes on `dev` (`time::now_ns`),
+    /// or `None` when it already has: nothing to wait for. The caller waits
+    /// with [`BlockDevice::wait_completion`] (a synchronous force) or goes
+    /// on.
+    pub(crate) fn force_seq(&self, dev: &dyn BlockDevice, seq: u64) -> Option<(u64, u64)> {
         if !self.is_pinned(seq) {
             return None;
         }
@@ -149,7 +151,7 @@ impl Log {
                 return None;
             }
             if seq <= s.inflight_seq {
-                return Some(s.inflight_done_ns);
+                return Some((crate::time::now_ns(), s.inflight_done_ns));
             }
             // Close the current sequence: later commits join the next one.
             let bytes = s.cil_bytes;
@@ -161,12 +163,13 @@ impl Log {
             bytes
         };
         let size = (CHECKPOINT_HEADER + bytes).next_multiple_of(dev.block_size().max(1) as u64);
+        let issued = crate::time::now_ns();
         let done = dev.submit_log_write(size);
         self.checkpoints.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(size, Ordering::Relaxed);
         let mut s = self.state.lock();
         s.inflight_done_ns = done;
         s.stable(crate::time::now_ns());
-        Some(done)
+        Some((issued, done))
     }
 }

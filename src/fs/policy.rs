@@ -27,7 +27,8 @@
 //! - `nolockdep`: `kernel` with `__GFP_NOLOCKDEP` on allocations under ILOCK.
 //! - `trylock`: what the seed announces (5.9's "make inode reclaim fully
 //!   asynchronous"): trylocks only in reclaim, no writeback from reclaim,
-//!   scoped NOFS transactions.
+//!   pinned inodes requeued instead of waited for, scoped NOFS
+//!   transactions.
 //! - `today`: what XFS shipped from 5.9 on: `trylock`, plus the blocking
 //!   "(almost) spurious" `xfs_ilock(ip, XFS_ILOCK_EXCL)` that
 //!   `xfs_reclaim_inode` takes after removing the inode from the index

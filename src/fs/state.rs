@@ -130,10 +130,12 @@ pub struct FsStats {
     pub reclaim_log_forces: u64,
     /// Of those, the ones direct reclaim waited for.
     pub direct_reclaim_log_forces: u64,
-    /// Device time direct reclaim waited for, in nanoseconds, from the disk
-    /// model (when each awaited request completes, less the time the wait
-    /// began): log forces, the flush lock's cluster writes and synchronous
-    /// writeback. Deterministic in the model, unlike the wall-clock stall.
+    /// Device time direct reclaim waited for, in nanoseconds, by the disk
+    /// model: for each request it waited on (log forces, the flush lock's
+    /// cluster writes, synchronous writeback), the request's modelled
+    /// completion less its submission (a checkpoint reclaim pushed) or the
+    /// start of the wait (a request already in flight). Computed from the
+    /// model's times, not from when the task ran again.
     pub direct_reclaim_io_wait_ns: u64,
 }
 
