@@ -4,7 +4,8 @@
 //! preemption deciding when kswapd runs; its and the flusher's timed wakeups
 //! remain), so the comparison is about the policies, not scheduling noise.
 //! The RAM disk is instant here (test kernels do not apply `disk_lat=`): the
-//! STOPs comparison does not depend on the disk, and the runs stay short.
+//! STOPs comparison does not depend on the disk, and the runs stay short;
+//! the log-force comparison sets a SATA-SSD-like model itself.
 
 #![no_std]
 #![no_main]
@@ -20,6 +21,7 @@ kreclaim::kernel_tests!(
     cmdline = "mem=16M ramdisk=64M sched=coop";
     nofs_defers_far_more_reclaim_than_today,
     default_policy_run_reports_reclaim_and_integrity,
+    kernel_direct_reclaim_waits_for_the_log_where_today_never_does,
 );
 
 /// The demo's workload (files more than twice the memory), fewer ops.
@@ -90,6 +92,52 @@ fn nofs_defers_far_more_reclaim_than_today() -> TestResult {
         "deferred: nofs {} vs today {}",
         nofs.inode_shrinker_deferred,
         today.inode_shrinker_deferred
+    );
+    Ok(())
+}
+
+fn kernel_direct_reclaim_waits_for_the_log_where_today_never_does() -> TestResult {
+    // The stall the 5.9 rework removed, on the workload, counted (not
+    // timed): with a SATA-SSD-like device, `kernel`'s reclaim (blocking,
+    // `reclaim_pinned=wait`) forces the log for pinned inodes and waits,
+    // direct reclaim included; `today`'s meets pinned inodes too and
+    // requeues them, never waiting for the device.
+    use kreclaim::fs::DiskModel;
+    let dev = kreclaim::arch::x86_64::boot_ramdisk()
+        .ok_or_else(|| TestFailure::new("no RAM disk".into()))?;
+    dev.set_model(DiskModel::SATA_SSD);
+    let kernel = run(Policy::KERNEL);
+    let today = run(Policy::TODAY);
+    dev.set_model(DiskModel::INSTANT);
+    let (kernel, today) = (kernel?, today?);
+    for r in [&kernel, &today] {
+        kreclaim::println!(
+            "{}: reclaim log forces {} (direct {}), direct reclaim waited {} us of device time, \
+             requeued pinned {}, stalls {}, stall {} ms",
+            r.policy,
+            r.fs.reclaim_log_forces,
+            r.ops_phase.direct_reclaim_log_forces,
+            r.ops_phase.direct_reclaim_io_wait_ns / 1000,
+            r.fs.inodes_requeued_pinned,
+            r.alloc_stalls,
+            r.stall_ns / 1_000_000
+        );
+        kassert!(r.integrity_ok, "{}: {}", r.policy, r.integrity_detail);
+    }
+    kassert!(
+        kernel.fs.reclaim_log_forces > 0,
+        "kernel: reclaim never waited for the log"
+    );
+    kassert!(
+        kernel.ops_phase.direct_reclaim_log_forces > 0
+            && kernel.ops_phase.direct_reclaim_io_wait_ns > 0,
+        "kernel: direct reclaim never waited for the log"
+    );
+    kassert_eq!(today.fs.reclaim_log_forces, 0);
+    kassert_eq!(today.ops_phase.direct_reclaim_io_wait_ns, 0);
+    kassert!(
+        today.fs.inodes_requeued_pinned > 0,
+        "today: reclaim never met a pinned inode"
     );
     Ok(())
 }
