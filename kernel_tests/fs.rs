@@ -673,8 +673,11 @@ fn reclaim_pinned_knob_forces_the_log_or_skips_the_inode() -> TestResult {
         } else {
             kassert_eq!(s.reclaim_log_forces, b.reclaim_log_forces, "{s:?}");
             kassert_eq!(waited, 0, "{era} {knob:?}: {s:?}");
+            // At least the first: requeueing kicks the flusher, which
+            // forces the log 100 ms later at the earliest (a host that
+            // stalls this task that long may see the rest unpinned).
             kassert!(
-                s.inodes_requeued_pinned >= b.inodes_requeued_pinned + 4,
+                s.inodes_requeued_pinned > b.inodes_requeued_pinned,
                 "{era} {knob:?}: pinned inodes not requeued: {s:?}"
             );
             kassert_eq!(freed, 0, "{era} {knob:?}: freed pinned inodes");

@@ -33,6 +33,8 @@
 //! - `dir_ops`: directory entries through the buffer cache.
 //! - `trans`: transactions (scoped NOFS under policies that ask for it);
 //!   commits pin the logged inodes in the [`log`] until a log force.
+//! - [`log`]: the log for its timing (XFS's CIL and log forces): pins and
+//!   checkpoint writes on the modelled device; no contents, no recovery.
 //! - [`flush`]: cluster writeback and the flusher thread `xfsaild`.
 //! - [`mount`]: mount/unmount/shutdown; [`ops`]: the file operations.
 //! - [`policy`]: how allocations under ILOCK and reclaim's inode locking
