@@ -56,6 +56,10 @@ kreclaim::kernel_tests!(
     idle_cpus_steal_from_a_busy_cpu,
     lock_torture_on_every_cpu,
     slab_torture_with_cross_cpu_frees,
+    shrink_drains_every_cpus_sheaves,
+    reclaims_flush_drains_every_cpus_sheaves,
+    destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock,
+    destroy_with_live_objects_reports_the_exact_count_and_name,
     page_allocator_torture_on_every_cpu,
     lockdep_finds_an_abba_across_cpus,
     // Last: it leaves CPU 3 halted for good.
@@ -855,6 +859,215 @@ fn slab_torture_with_cross_cpu_frees() -> TestResult {
     );
     kassert_eq!(info.full_slabs, 0, "{info:?}");
     kassert!(cache.validate().is_ok());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// Draining every CPU's sheaves (shrink, reclaim's flush, destroy).
+// ---------------------------------------------------------------------
+
+/// A cache for the drain tests, reachable from tasks on other CPUs.
+fn drain_cache(name: &'static str) -> Result<KmemCache, kreclaim::harness::TestFailure> {
+    KmemCache::create(name, 64, 8, SlabFlags::empty(), None).or_fail("kmem_cache_create")
+}
+
+/// Runs `f` in a task bound to `cpu` and waits for it.
+fn run_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> TestResult {
+    join(
+        task::spawn_on(cpu, "drain-step", f).or_fail("spawn_on")?,
+        "a task on an AP",
+    )
+}
+
+/// On each AP, allocates `n` objects of `cache` and frees them there: they
+/// end in that AP's sheaves (main, spare) and, past two sheaves' worth, in
+/// the barn or back in the slabs. Returns the objects cached afterwards.
+fn fill_ap_sheaves(cache: &KmemCache, n: usize) -> Result<usize, kreclaim::harness::TestFailure> {
+    let addr = cache as *const KmemCache as usize;
+    for cpu in 1..CPUS {
+        run_on(cpu, move || {
+            // SAFETY: the test keeps the cache alive until the task is joined.
+            let c = unsafe { &*(addr as *const KmemCache) };
+            let mut objs = Vec::with_capacity(n);
+            for _ in 0..n {
+                if let Ok(p) = c.alloc(GFP_KERNEL) {
+                    objs.push(p);
+                }
+            }
+            for p in objs {
+                // SAFETY: allocated just above from `c`.
+                unsafe { c.free(p) };
+            }
+        })?;
+    }
+    let info = cache.info_unflushed();
+    kassert_eq!(info.active_objs, 0, "an AP's allocation failed: {info:?}");
+    Ok(info.sheaf_objs)
+}
+
+/// `kmem_cache_shrink` from CPU 0 empties the sheaves CPUs 1..3 filled
+/// (Linux's `flush_all` reaches every CPU) and frees every empty slab.
+fn shrink_drains_every_cpus_sheaves() -> TestResult {
+    let c = drain_cache("t-drain-shrink")?;
+    let cached = fill_ap_sheaves(&c, 40)?;
+    // 40 frees per AP fill its main sheaf (30) and put 10 in the spare.
+    kassert!(cached >= 3 * 40, "the APs' sheaves hold {cached}");
+    kassert_eq!(here(), 0);
+    let pages = c.shrink();
+    let info = c.info_unflushed();
+    kassert_eq!(
+        info.sheaf_objs,
+        0,
+        "objects left in the APs' sheaves: {info:?}"
+    );
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    kassert_eq!(info.num_slabs, 0, "empty slabs kept after shrink: {info:?}");
+    kassert!(pages > 0);
+    c.validate().or_fail("validate")?;
+    c.destroy().or_fail("destroy")?;
+    Ok(())
+}
+
+/// Reclaim's last resort before OOM (`slab::flush_all_sheaves`, run here
+/// from CPU 0) returns what every CPU's sheaves hold, not only CPU 0's.
+fn reclaims_flush_drains_every_cpus_sheaves() -> TestResult {
+    let c = drain_cache("t-drain-reclaim")?;
+    let cached = fill_ap_sheaves(&c, 40)?;
+    kassert!(cached >= 3 * 40, "the APs' sheaves hold {cached}");
+    kreclaim::mm::slab::flush_all_sheaves();
+    let info = c.info_unflushed();
+    kassert_eq!(
+        info.sheaf_objs,
+        0,
+        "objects left in the APs' sheaves: {info:?}"
+    );
+    kassert_eq!(info.barn_full, 0, "{info:?}");
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    kassert_eq!(info.full_slabs + info.partial_slabs, 0, "{info:?}");
+    kassert!(info.empty_slabs <= c.min_partial(), "{info:?}");
+    c.destroy().or_fail("destroy")?;
+    Ok(())
+}
+
+/// Set by the holder task once it holds the sheaf lock.
+static SHEAF_HELD: AtomicBool = AtomicBool::new(false);
+/// Set by the test when the holder must let go whatever happened.
+static SHEAF_RELEASE: AtomicBool = AtomicBool::new(false);
+
+/// Starts a task on `cpu` that takes `cache`'s sheaf lock of that CPU (as
+/// a fast path in progress would) and holds it until a drain has found it
+/// held and waits ([`slab::sheaf_drain_waits`] moves), or until the test
+/// sets [`SHEAF_RELEASE`]. Returns once the lock is held.
+fn hold_sheaf_lock(
+    cache: &KmemCache,
+    cpu: usize,
+) -> Result<task::JoinHandle, kreclaim::harness::TestFailure> {
+    use kreclaim::mm::slab;
+    SHEAF_HELD.store(false, Ordering::SeqCst);
+    SHEAF_RELEASE.store(false, Ordering::SeqCst);
+    let addr = cache as *const KmemCache as usize;
+    let h = task::spawn_on(cpu, "sheaf-holder", move || {
+        // SAFETY: the test keeps the cache alive while it holds the lock:
+        // a drain of it waits for the lock before it frees anything.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        let held = slab::with_sheaves_held(c, cpu, || {
+            let waits = slab::sheaf_drain_waits();
+            SHEAF_HELD.store(true, Ordering::SeqCst);
+            while slab::sheaf_drain_waits() == waits && !SHEAF_RELEASE.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+        });
+        if held.is_none() {
+            SHEAF_RELEASE.store(true, Ordering::SeqCst); // the lock was taken
+        }
+    })
+    .or_fail("spawn_on")?;
+    wait_for("the holder to take the sheaf lock", || {
+        SHEAF_HELD.load(Ordering::SeqCst) || SHEAF_RELEASE.load(Ordering::SeqCst)
+    })?;
+    kassert!(
+        SHEAF_HELD.load(Ordering::SeqCst),
+        "CPU {cpu}'s sheaf lock was not free"
+    );
+    Ok(h)
+}
+
+/// Objects allocated on CPU 0 and freed on CPUs 1..3 sit in those CPUs'
+/// sheaves; while CPU 2 holds its sheaf lock (a fast path in progress),
+/// destroy from CPU 0 waits for it instead of skipping CPU 2, so it finds
+/// no object remaining. (Skipping CPU 2, the old behaviour, counted its
+/// cached objects as live and leaked the cache.)
+fn destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock() -> TestResult {
+    let c = drain_cache("t-drain-destroy")?;
+    for cpu in 1..CPUS {
+        let objs: Vec<usize> = (0..40)
+            .filter_map(|_| c.alloc(GFP_KERNEL).ok().map(|p| p.as_ptr() as usize))
+            .collect();
+        kassert_eq!(objs.len(), 40);
+        let addr = &c as *const KmemCache as usize;
+        run_on(cpu, move || {
+            // SAFETY: the test keeps the cache alive until the task is joined.
+            let c = unsafe { &*(addr as *const KmemCache) };
+            for p in objs {
+                // SAFETY: allocated on CPU 0 from `c`, handed over whole.
+                unsafe { c.free(NonNull::new_unchecked(p as *mut u8)) };
+            }
+        })?;
+    }
+    kassert!(c.info_unflushed().sheaf_objs >= 3 * 30);
+    let holder = hold_sheaf_lock(&c, 2)?;
+    let waits = kreclaim::mm::slab::sheaf_drain_waits();
+    let r = c.destroy();
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf-lock holder")?;
+    kassert!(r.is_ok(), "{:?}", r.err());
+    kassert!(
+        kreclaim::mm::slab::sheaf_drain_waits() > waits,
+        "destroy never waited"
+    );
+    kassert_eq!(kreclaim::mm::slab::sheaf_drain_giveups(), 0);
+    kassert!(
+        kreclaim::mm::slab::slabinfo()
+            .iter()
+            .all(|i| i.name != "t-drain-destroy")
+    );
+    Ok(())
+}
+
+/// Destroy with objects still allocated (5, on CPU 3) reports exactly
+/// those, with the cache's name, even while CPU 2 holds its sheaf lock
+/// over cached free objects: they are drained, not counted.
+fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
+    use kreclaim::mm::slab::{self, DestroyError, SlabBug};
+    let c = drain_cache("t-drain-live")?;
+    fill_ap_sheaves(&c, 40)?;
+    let addr = &c as *const KmemCache as usize;
+    run_on(3, move || {
+        // SAFETY: the test keeps the cache alive until the task is joined.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        for _ in 0..5 {
+            // Leaked on purpose: live at destroy.
+            let _ = c.alloc(GFP_KERNEL);
+        }
+    })?;
+    kassert_eq!(c.info_unflushed().active_objs, 5);
+    let holder = hold_sheaf_lock(&c, 2)?;
+    let r = c.destroy();
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf-lock holder")?;
+    match r {
+        Err(DestroyError::LiveObjects { cache, count }) => {
+            kassert_eq!(cache.as_str(), "t-drain-live");
+            kassert_eq!(count, 5, "cached free objects counted as live");
+        }
+        other => kassert!(false, "destroy: {other:?}"),
+    }
+    kassert!(
+        slab::reports()
+            .iter()
+            .any(|r| r.bug == SlabBug::LiveObjectsAtDestroy && r.cache == "t-drain-live"),
+        "no LiveObjectsAtDestroy report naming the cache"
+    );
     Ok(())
 }
 
