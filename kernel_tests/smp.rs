@@ -60,6 +60,9 @@ kreclaim::kernel_tests!(
     reclaims_flush_drains_every_cpus_sheaves,
     destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock,
     destroy_with_live_objects_reports_the_exact_count_and_name,
+    prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one,
+    a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
+    a_freed_stack_slot_waits_for_every_cpus_tlb_flush,
     page_allocator_torture_on_every_cpu,
     lockdep_finds_an_abba_across_cpus,
     // Last: it leaves CPU 3 halted for good.
@@ -949,7 +952,8 @@ fn reclaims_flush_drains_every_cpus_sheaves() -> TestResult {
     Ok(())
 }
 
-/// Set by the holder task once it holds the sheaf lock.
+/// Set by the holder task once it holds the sheaf lock, cleared as it lets
+/// go.
 static SHEAF_HELD: AtomicBool = AtomicBool::new(false);
 /// Set by the test when the holder must let go whatever happened.
 static SHEAF_RELEASE: AtomicBool = AtomicBool::new(false);
@@ -976,6 +980,9 @@ fn hold_sheaf_lock(
             while slab::sheaf_drain_waits() == waits && !SHEAF_RELEASE.load(Ordering::SeqCst) {
                 core::hint::spin_loop();
             }
+            // Cleared just before the lock is: a drain that waited for the
+            // lock returns only after this.
+            SHEAF_HELD.store(false, Ordering::SeqCst);
         });
         if held.is_none() {
             SHEAF_RELEASE.store(true, Ordering::SeqCst); // the lock was taken
@@ -1018,8 +1025,14 @@ fn destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock() -> TestResult {
     let holder = hold_sheaf_lock(&c, 2)?;
     let waits = kreclaim::mm::slab::sheaf_drain_waits();
     let r = c.destroy();
+    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
     SHEAF_RELEASE.store(true, Ordering::SeqCst);
     join(holder, "the sheaf-lock holder")?;
+    kassert!(
+        !returned_while_held,
+        "destroy returned while CPU 2 held its sheaf lock: it skipped CPU 2 and freed \
+         sheaves (with objects) under the holder"
+    );
     kassert!(r.is_ok(), "{:?}", r.err());
     kassert!(
         kreclaim::mm::slab::sheaf_drain_waits() > waits,
@@ -1036,7 +1049,8 @@ fn destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock() -> TestResult {
 
 /// Destroy with objects still allocated (5, on CPU 3) reports exactly
 /// those, with the cache's name, even while CPU 2 holds its sheaf lock
-/// over cached free objects: they are drained, not counted.
+/// over cached free objects: destroy waits for the lock and drains them,
+/// and they are not counted.
 fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
     use kreclaim::mm::slab::{self, DestroyError, SlabBug};
     let c = drain_cache("t-drain-live")?;
@@ -1053,8 +1067,13 @@ fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
     kassert_eq!(c.info_unflushed().active_objs, 5);
     let holder = hold_sheaf_lock(&c, 2)?;
     let r = c.destroy();
+    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
     SHEAF_RELEASE.store(true, Ordering::SeqCst);
     join(holder, "the sheaf-lock holder")?;
+    kassert!(
+        !returned_while_held,
+        "destroy did not wait for CPU 2's sheaf lock"
+    );
     match r {
         Err(DestroyError::LiveObjects { cache, count }) => {
             kassert_eq!(cache.as_str(), "t-drain-live");
@@ -1067,6 +1086,231 @@ fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
             .iter()
             .any(|r| r.bug == SlabBug::LiveObjectsAtDestroy && r.cache == "t-drain-live"),
         "no LiveObjectsAtDestroy report naming the cache"
+    );
+    Ok(())
+}
+
+/// `slab::prefill_sheaves(cache, cpu)` run on CPU 0 fills CPU `cpu`'s main
+/// sheaf, not the caller's: each AP then allocates a sheaf's worth without
+/// touching the slabs. A CPU whose sheaf lock is held is refused, not
+/// filled behind its holder's back.
+fn prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one() -> TestResult {
+    use kreclaim::mm::slab::prefill_sheaves;
+    let c = drain_cache("t-prefill")?;
+    let cap = c.info_unflushed().sheaf_capacity;
+    kassert!(cap > 0);
+    for cpu in 1..CPUS {
+        kassert!(
+            prefill_sheaves(&c, cpu),
+            "CPU {cpu}'s sheaves were not filled"
+        );
+    }
+    let full = c.info_unflushed();
+    kassert_eq!(full.sheaf_objs, 3 * cap, "{full:?}");
+    kassert_eq!(full.active_objs, 0);
+    static KEPT: SpinLock<Vec<usize>> = SpinLock::new(Vec::new(), lock_class!("t_prefill_kept"));
+    let addr = &c as *const KmemCache as usize;
+    for cpu in 1..CPUS {
+        let slabs = c.info_unflushed().num_slabs;
+        run_on(cpu, move || {
+            // SAFETY: the test keeps the cache alive until the task is joined.
+            let c = unsafe { &*(addr as *const KmemCache) };
+            for _ in 0..cap {
+                if let Ok(p) = c.alloc(GFP_KERNEL) {
+                    KEPT.lock().push(p.as_ptr() as usize);
+                }
+            }
+        })?;
+        let now = c.info_unflushed();
+        // From the AP's own (prefilled) sheaf: had it been empty, the AP
+        // would have refilled it from the slabs (sheaf_objs unchanged).
+        kassert_eq!(now.sheaf_objs, (3 - cpu) * cap, "CPU {cpu}: {now:?}");
+        kassert_eq!(now.active_objs, cpu * cap, "CPU {cpu}: {now:?}");
+        kassert_eq!(now.num_slabs, slabs, "CPU {cpu} needed a new slab");
+    }
+    // CPU 2's sheaf lock held: refused, nothing moved.
+    let before = c.info_unflushed();
+    let holder = hold_sheaf_lock(&c, 2)?;
+    let filled = prefill_sheaves(&c, 2);
+    let during = c.info_unflushed();
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf-lock holder")?;
+    kassert!(
+        !filled,
+        "prefill_sheaves filled CPU 2's sheaves while its lock was held"
+    );
+    kassert_eq!(during.sheaf_objs, before.sheaf_objs);
+    for p in KEPT.lock().drain(..) {
+        // SAFETY: allocated from `c` above, not used since.
+        unsafe { c.free(NonNull::new_unchecked(p as *mut u8)) };
+    }
+    c.destroy().or_fail("destroy")?;
+    Ok(())
+}
+
+/// The task the switch hook holds in its window (its address), the hook's
+/// outcome and the CPU it ran on.
+static WINDOW_TASK: AtomicUsize = AtomicUsize::new(0);
+static WINDOW_ARMED: AtomicBool = AtomicBool::new(false);
+static WINDOW_GO: AtomicBool = AtomicBool::new(false);
+static WINDOW_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// 0: not seen yet; 1: another CPU found the task still on_cpu and left
+/// it; 2: another CPU ran the task while its context was being saved;
+/// 3: no other CPU looked at it within 20 s.
+static WINDOW_OUTCOME: AtomicU32 = AtomicU32::new(0);
+static WINDOW_WAKE: Completion = Completion::new();
+
+/// `schedule`'s switch hook for the on_cpu test: when the watched task
+/// switches out blocked, wakes it from inside the window (as a waker on
+/// another CPU would, a moment too early) and holds the window open until
+/// another CPU has found the task queued and declined it, or ran it.
+fn hold_switch_window(prev: &task::Task) {
+    if prev as *const task::Task as usize != WINDOW_TASK.load(Ordering::SeqCst)
+        || prev.state() != TaskState::Blocked
+        || !WINDOW_ARMED.swap(false, Ordering::SeqCst)
+    {
+        return;
+    }
+    let cpu = kreclaim::platform::cpu_id();
+    WINDOW_CPU.store(cpu, Ordering::SeqCst);
+    let skips = task::on_cpu_skips();
+    let switches = prev.switches();
+    // This CPU still shows `prev` as current, so the wake-up queues it on
+    // an idle CPU and sends that CPU a reschedule IPI.
+    WINDOW_WAKE.complete();
+    let t0 = kreclaim::time::now_ns();
+    let outcome = loop {
+        if prev.switches() != switches || prev.state() == TaskState::Running {
+            break 2;
+        }
+        if task::on_cpu_skips() > skips {
+            break 1;
+        }
+        if kreclaim::time::now_ns() - t0 > 20_000_000_000 {
+            break 3;
+        }
+        core::hint::spin_loop();
+    };
+    WINDOW_OUTCOME.store(outcome, Ordering::SeqCst);
+    if outcome == 2 {
+        // Another CPU runs on this stack now: never touch it again.
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Linux's `p->on_cpu`: a task woken while its old CPU is still saving its
+/// context sits in another CPU's run queue, and that CPU must not run it
+/// until the switch is complete. The switch hook holds a task in exactly
+/// that window and wakes it: the other CPU finds it `on_cpu`, leaves it,
+/// and runs it once the window closes. Without the handshake the other CPU
+/// would resume the task from a stale context on the stack still in use.
+fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResult {
+    WINDOW_OUTCOME.store(0, Ordering::SeqCst);
+    WINDOW_GO.store(false, Ordering::SeqCst);
+    WINDOW_WAKE.reinit();
+    let h = task::spawn("switch-window", || {
+        while !WINDOW_GO.load(Ordering::SeqCst) {
+            task::yield_now();
+        }
+        WINDOW_WAKE.wait();
+    })
+    .or_fail("spawn")?;
+    WINDOW_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
+    WINDOW_ARMED.store(true, Ordering::SeqCst);
+    task::set_switch_hook(Some(hold_switch_window));
+    WINDOW_GO.store(true, Ordering::SeqCst);
+    let r = h.join_timeout(Duration::from_secs(60));
+    task::set_switch_hook(None);
+    WINDOW_ARMED.store(false, Ordering::SeqCst);
+    kassert!(r.is_ok(), "the task did not finish");
+    let window_cpu = WINDOW_CPU.load(Ordering::SeqCst);
+    match WINDOW_OUTCOME.load(Ordering::SeqCst) {
+        1 => {}
+        2 => kassert!(
+            false,
+            "CPU {} ran the task while CPU {window_cpu} was still saving it",
+            h.task().last_cpu()
+        ),
+        3 => kassert!(
+            false,
+            "no other CPU looked at the woken task (woken onto CPU {window_cpu} itself?)"
+        ),
+        o => kassert!(false, "the switch window was never seen (outcome {o})"),
+    }
+    kassert!(h.task().last_cpu() != window_cpu || h.task().switches() > 2);
+    Ok(())
+}
+
+/// What CPU 2 does for the TLB test: with interrupts masked (no tick, no
+/// IPI, so no TLB flush), reads a word of a task stack (its translation is
+/// now in CPU 2's TLB) and waits until told.
+static TLB_ADDR: AtomicUsize = AtomicUsize::new(0);
+static TLB_HELD: AtomicBool = AtomicBool::new(false);
+static TLB_GO: AtomicBool = AtomicBool::new(false);
+
+fn hold_a_stale_translation() {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // SAFETY: a mapped stack page of the test's (mapped until the
+        // test frees it, after this read).
+        let _ = unsafe { core::ptr::read_volatile(TLB_ADDR.load(Ordering::SeqCst) as *const u64) };
+        TLB_HELD.store(true, Ordering::SeqCst);
+        while !TLB_GO.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+    });
+    TLB_HELD.store(false, Ordering::SeqCst);
+}
+
+/// A task stack's slot, unmapped, is not mapped again (to a new stack's
+/// frames) while a CPU that may still hold the old translation has not
+/// flushed its TLB: the TLB generations. CPU 2, interrupts masked after
+/// touching the stack, flushes nothing, so the next stack takes another
+/// slot; once CPU 2 has ticked (and flushed), the slot is used again.
+fn a_freed_stack_slot_waits_for_every_cpus_tlb_flush() -> TestResult {
+    use kreclaim::arch::x86_64::context::{alloc_stack, free_stack};
+    let s1 = alloc_stack(4096).or_fail("alloc_stack")?;
+    let slot = s1.bottom;
+    TLB_ADDR.store(slot, Ordering::SeqCst);
+    TLB_HELD.store(false, Ordering::SeqCst);
+    TLB_GO.store(false, Ordering::SeqCst);
+    kassert!(smp::call_on_ap(2, hold_a_stale_translation));
+    wait_for("CPU 2 to touch the stack", || {
+        TLB_HELD.load(Ordering::SeqCst)
+    })?;
+    free_stack(s1);
+    let s2 = alloc_stack(4096);
+    let reused_early = s2.as_ref().is_some_and(|s| s.bottom == slot);
+    TLB_GO.store(true, Ordering::SeqCst);
+    wait_for("CPU 2 to let go", || !TLB_HELD.load(Ordering::SeqCst))?;
+    let s2 = s2.or_fail("alloc_stack with a slot waiting for CPU 2")?;
+    kassert!(
+        !reused_early,
+        "the slot at {slot:#x} was mapped again before CPU 2 flushed its TLB"
+    );
+    // CPU 2's next ticks flush: then the slot comes back.
+    let t = smp::cpu(2).unwrap().ticks();
+    wait_for("two more ticks on CPU 2", || {
+        smp::cpu(2).unwrap().ticks() >= t + 2
+    })?;
+    let mut held = Vec::new();
+    let mut back = false;
+    for _ in 0..64 {
+        let Some(s) = alloc_stack(4096) else { break };
+        back = s.bottom == slot;
+        held.push(s);
+        if back {
+            break;
+        }
+    }
+    for s in held {
+        free_stack(s);
+    }
+    free_stack(s2);
+    kassert!(
+        back,
+        "the slot was never used again after every CPU flushed"
     );
     Ok(())
 }

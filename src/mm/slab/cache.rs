@@ -423,11 +423,12 @@ fn sheaf_cpu() -> usize {
 }
 
 /// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
-/// slabs, from whichever CPU calls it (under that CPU's sheaf lock, tried;
-/// `false` if it was held or no sheaf or slab could be had). `bench=smp`
-/// does it for each AP before the APs run their loops, so that an AP's
+/// slabs to capacity (new slabs as needed), from whichever CPU calls it
+/// (under that CPU's sheaf lock, tried; `false` if it was held or no sheaf
+/// or slab could be had). `bench=smp` does it for each AP before the APs
+/// run their loops in their idle tasks (`call_on_ap`), so that an AP's
 /// alternating alloc and free stay on the fast path, which takes no lock
-/// that names a task (APs run no tasks yet; see `call_on_ap`).
+/// that names a task (an idle task must never wait for one).
 pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     let inner = cache.inner();
     let Some(pcs) = inner.cpu.get(cpu) else {
@@ -444,16 +445,17 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
                 let main = pcs.main.load(Ordering::Relaxed);
                 let mut l = inner.lists.lock();
                 let mut bad = BadFreeptr::NONE;
-                if Sheaf::len(main) != 0 || inner.refill_locked(&mut l, main, &mut bad) != 0 {
-                    drop(l);
-                    drop(g);
-                    bad.report(inner);
-                    break true;
-                }
+                let got = inner.refill_locked(&mut l, main, &mut bad);
+                let full = Sheaf::len(main) == inner.sheaf_capacity;
                 drop(l);
                 drop(g);
                 bad.report(inner);
-                if inner.new_slab(crate::mm::gfp::GFP_KERNEL).is_err() {
+                if full {
+                    break true;
+                }
+                // The slabs ran out part way (or had nothing): a new slab,
+                // and fill on, so that the sheaf is full.
+                if got == 0 && inner.new_slab(crate::mm::gfp::GFP_KERNEL).is_err() {
                     break false;
                 }
             }
