@@ -1203,8 +1203,9 @@ fn hold_switch_window(prev: &task::Task) {
 /// Linux's `p->on_cpu`: a task woken while its old CPU is still saving its
 /// context sits in another CPU's run queue, and that CPU must not run it
 /// until the switch is complete. The switch hook holds a task in exactly
-/// that window and wakes it: the other CPU finds it `on_cpu`, leaves it,
-/// and runs it once the window closes. Without the handshake the other CPU
+/// that window and wakes it: the other CPU finds it `on_cpu` and leaves it;
+/// the task runs once the window closes (there, or stolen back by its old
+/// CPU). Without the handshake the other CPU
 /// would resume the task from a stale context on the stack still in use.
 fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResult {
     WINDOW_OUTCOME.store(0, Ordering::SeqCst);
@@ -1239,7 +1240,6 @@ fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResul
         ),
         o => kassert!(false, "the switch window was never seen (outcome {o})"),
     }
-    kassert!(h.task().last_cpu() != window_cpu || h.task().switches() > 2);
     Ok(())
 }
 
