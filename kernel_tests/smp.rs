@@ -56,6 +56,13 @@ kreclaim::kernel_tests!(
     idle_cpus_steal_from_a_busy_cpu,
     lock_torture_on_every_cpu,
     slab_torture_with_cross_cpu_frees,
+    shrink_drains_every_cpus_sheaves,
+    reclaims_flush_drains_every_cpus_sheaves,
+    destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock,
+    destroy_with_live_objects_reports_the_exact_count_and_name,
+    prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one,
+    a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
+    a_freed_stack_slot_waits_for_every_cpus_tlb_flush,
     page_allocator_torture_on_every_cpu,
     lockdep_finds_an_abba_across_cpus,
     // Last: it leaves CPU 3 halted for good.
@@ -855,6 +862,456 @@ fn slab_torture_with_cross_cpu_frees() -> TestResult {
     );
     kassert_eq!(info.full_slabs, 0, "{info:?}");
     kassert!(cache.validate().is_ok());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------
+// Draining every CPU's sheaves (shrink, reclaim's flush, destroy).
+// ---------------------------------------------------------------------
+
+/// A cache for the drain tests, reachable from tasks on other CPUs.
+fn drain_cache(name: &'static str) -> Result<KmemCache, kreclaim::harness::TestFailure> {
+    KmemCache::create(name, 64, 8, SlabFlags::empty(), None).or_fail("kmem_cache_create")
+}
+
+/// Runs `f` in a task bound to `cpu` and waits for it.
+fn run_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> TestResult {
+    join(
+        task::spawn_on(cpu, "drain-step", f).or_fail("spawn_on")?,
+        "a task on an AP",
+    )
+}
+
+/// On each AP, allocates `n` objects of `cache` and frees them there: they
+/// end in that AP's sheaves (main, spare) and, past two sheaves' worth, in
+/// the barn or back in the slabs. Returns the objects cached afterwards.
+fn fill_ap_sheaves(cache: &KmemCache, n: usize) -> Result<usize, kreclaim::harness::TestFailure> {
+    let addr = cache as *const KmemCache as usize;
+    for cpu in 1..CPUS {
+        run_on(cpu, move || {
+            // SAFETY: the test keeps the cache alive until the task is joined.
+            let c = unsafe { &*(addr as *const KmemCache) };
+            let mut objs = Vec::with_capacity(n);
+            for _ in 0..n {
+                if let Ok(p) = c.alloc(GFP_KERNEL) {
+                    objs.push(p);
+                }
+            }
+            for p in objs {
+                // SAFETY: allocated just above from `c`.
+                unsafe { c.free(p) };
+            }
+        })?;
+    }
+    let info = cache.info_unflushed();
+    kassert_eq!(info.active_objs, 0, "an AP's allocation failed: {info:?}");
+    Ok(info.sheaf_objs)
+}
+
+/// `kmem_cache_shrink` from CPU 0 empties the sheaves CPUs 1..3 filled
+/// (Linux's `flush_all` reaches every CPU) and frees every empty slab.
+fn shrink_drains_every_cpus_sheaves() -> TestResult {
+    let c = drain_cache("t-drain-shrink")?;
+    let cached = fill_ap_sheaves(&c, 40)?;
+    // 40 frees per AP fill its main sheaf (30) and put 10 in the spare.
+    kassert!(cached >= 3 * 40, "the APs' sheaves hold {cached}");
+    kassert_eq!(here(), 0);
+    let pages = c.shrink();
+    let info = c.info_unflushed();
+    kassert_eq!(
+        info.sheaf_objs,
+        0,
+        "objects left in the APs' sheaves: {info:?}"
+    );
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    kassert_eq!(info.num_slabs, 0, "empty slabs kept after shrink: {info:?}");
+    kassert!(pages > 0);
+    c.validate().or_fail("validate")?;
+    c.destroy().or_fail("destroy")?;
+    Ok(())
+}
+
+/// Reclaim's last resort before OOM (`slab::flush_all_sheaves`, run here
+/// from CPU 0) returns what every CPU's sheaves hold, not only CPU 0's.
+fn reclaims_flush_drains_every_cpus_sheaves() -> TestResult {
+    let c = drain_cache("t-drain-reclaim")?;
+    let cached = fill_ap_sheaves(&c, 40)?;
+    kassert!(cached >= 3 * 40, "the APs' sheaves hold {cached}");
+    kreclaim::mm::slab::flush_all_sheaves();
+    let info = c.info_unflushed();
+    kassert_eq!(
+        info.sheaf_objs,
+        0,
+        "objects left in the APs' sheaves: {info:?}"
+    );
+    kassert_eq!(info.barn_full, 0, "{info:?}");
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    kassert_eq!(info.full_slabs + info.partial_slabs, 0, "{info:?}");
+    kassert!(info.empty_slabs <= c.min_partial(), "{info:?}");
+    c.destroy().or_fail("destroy")?;
+    Ok(())
+}
+
+/// Set by the holder task once it holds the sheaf lock, cleared as it lets
+/// go.
+static SHEAF_HELD: AtomicBool = AtomicBool::new(false);
+/// Set by the test when the holder must let go whatever happened.
+static SHEAF_RELEASE: AtomicBool = AtomicBool::new(false);
+
+/// Starts a task on `cpu` that takes `cache`'s sheaf lock of that CPU (as
+/// a fast path in progress would) and holds it until a drain has found it
+/// held and waits ([`slab::sheaf_drain_waits`] moves), or until the test
+/// sets [`SHEAF_RELEASE`]. Returns once the lock is held.
+fn hold_sheaf_lock(
+    cache: &KmemCache,
+    cpu: usize,
+) -> Result<task::JoinHandle, kreclaim::harness::TestFailure> {
+    use kreclaim::mm::slab;
+    SHEAF_HELD.store(false, Ordering::SeqCst);
+    SHEAF_RELEASE.store(false, Ordering::SeqCst);
+    let addr = cache as *const KmemCache as usize;
+    let h = task::spawn_on(cpu, "sheaf-holder", move || {
+        // SAFETY: the test keeps the cache alive while it holds the lock:
+        // a drain of it waits for the lock before it frees anything.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        let held = slab::with_sheaves_held(c, cpu, || {
+            let waits = slab::sheaf_drain_waits();
+            SHEAF_HELD.store(true, Ordering::SeqCst);
+            while slab::sheaf_drain_waits() == waits && !SHEAF_RELEASE.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            // Cleared just before the lock is: a drain that waited for the
+            // lock returns only after this.
+            SHEAF_HELD.store(false, Ordering::SeqCst);
+        });
+        if held.is_none() {
+            SHEAF_RELEASE.store(true, Ordering::SeqCst); // the lock was taken
+        }
+    })
+    .or_fail("spawn_on")?;
+    wait_for("the holder to take the sheaf lock", || {
+        SHEAF_HELD.load(Ordering::SeqCst) || SHEAF_RELEASE.load(Ordering::SeqCst)
+    })?;
+    kassert!(
+        SHEAF_HELD.load(Ordering::SeqCst),
+        "CPU {cpu}'s sheaf lock was not free"
+    );
+    Ok(h)
+}
+
+/// Objects allocated on CPU 0 and freed on CPUs 1..3 sit in those CPUs'
+/// sheaves; while CPU 2 holds its sheaf lock (a fast path in progress),
+/// destroy from CPU 0 waits for it instead of skipping CPU 2, so it finds
+/// no object remaining. (Skipping CPU 2, the old behaviour, counted its
+/// cached objects as live and leaked the cache.)
+fn destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock() -> TestResult {
+    let c = drain_cache("t-drain-destroy")?;
+    for cpu in 1..CPUS {
+        let objs: Vec<usize> = (0..40)
+            .filter_map(|_| c.alloc(GFP_KERNEL).ok().map(|p| p.as_ptr() as usize))
+            .collect();
+        kassert_eq!(objs.len(), 40);
+        let addr = &c as *const KmemCache as usize;
+        run_on(cpu, move || {
+            // SAFETY: the test keeps the cache alive until the task is joined.
+            let c = unsafe { &*(addr as *const KmemCache) };
+            for p in objs {
+                // SAFETY: allocated on CPU 0 from `c`, handed over whole.
+                unsafe { c.free(NonNull::new_unchecked(p as *mut u8)) };
+            }
+        })?;
+    }
+    kassert!(c.info_unflushed().sheaf_objs >= 3 * 30);
+    let holder = hold_sheaf_lock(&c, 2)?;
+    let waits = kreclaim::mm::slab::sheaf_drain_waits();
+    let r = c.destroy();
+    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf-lock holder")?;
+    kassert!(
+        !returned_while_held,
+        "destroy returned while CPU 2 held its sheaf lock: it skipped CPU 2 and freed \
+         sheaves (with objects) under the holder"
+    );
+    kassert!(r.is_ok(), "{:?}", r.err());
+    kassert!(
+        kreclaim::mm::slab::sheaf_drain_waits() > waits,
+        "destroy never waited"
+    );
+    kassert_eq!(kreclaim::mm::slab::sheaf_drain_giveups(), 0);
+    kassert!(
+        kreclaim::mm::slab::slabinfo()
+            .iter()
+            .all(|i| i.name != "t-drain-destroy")
+    );
+    Ok(())
+}
+
+/// Destroy with objects still allocated (5, on CPU 3) reports exactly
+/// those, with the cache's name, even while CPU 2 holds its sheaf lock
+/// over cached free objects: destroy waits for the lock and drains them,
+/// and they are not counted.
+fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
+    use kreclaim::mm::slab::{self, DestroyError, SlabBug};
+    let c = drain_cache("t-drain-live")?;
+    fill_ap_sheaves(&c, 40)?;
+    let addr = &c as *const KmemCache as usize;
+    run_on(3, move || {
+        // SAFETY: the test keeps the cache alive until the task is joined.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        for _ in 0..5 {
+            // Leaked on purpose: live at destroy.
+            let _ = c.alloc(GFP_KERNEL);
+        }
+    })?;
+    kassert_eq!(c.info_unflushed().active_objs, 5);
+    let holder = hold_sheaf_lock(&c, 2)?;
+    let r = c.destroy();
+    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf-lock holder")?;
+    kassert!(
+        !returned_while_held,
+        "destroy did not wait for CPU 2's sheaf lock"
+    );
+    match r {
+        Err(DestroyError::LiveObjects { cache, count }) => {
+            kassert_eq!(cache.as_str(), "t-drain-live");
+            kassert_eq!(count, 5, "cached free objects counted as live");
+        }
+        other => kassert!(false, "destroy: {other:?}"),
+    }
+    kassert!(
+        slab::reports()
+            .iter()
+            .any(|r| r.bug == SlabBug::LiveObjectsAtDestroy && r.cache == "t-drain-live"),
+        "no LiveObjectsAtDestroy report naming the cache"
+    );
+    Ok(())
+}
+
+/// `slab::prefill_sheaves(cache, cpu)` run on CPU 0 fills CPU `cpu`'s main
+/// sheaf, not the caller's: each AP then allocates a sheaf's worth without
+/// touching the slabs. A CPU whose sheaf lock is held is refused, not
+/// filled behind its holder's back.
+fn prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one() -> TestResult {
+    use kreclaim::mm::slab::prefill_sheaves;
+    let c = drain_cache("t-prefill")?;
+    let cap = c.info_unflushed().sheaf_capacity;
+    kassert!(cap > 0);
+    for cpu in 1..CPUS {
+        kassert!(
+            prefill_sheaves(&c, cpu),
+            "CPU {cpu}'s sheaves were not filled"
+        );
+    }
+    let full = c.info_unflushed();
+    kassert_eq!(full.sheaf_objs, 3 * cap, "{full:?}");
+    kassert_eq!(full.active_objs, 0);
+    static KEPT: SpinLock<Vec<usize>> = SpinLock::new(Vec::new(), lock_class!("t_prefill_kept"));
+    let addr = &c as *const KmemCache as usize;
+    for cpu in 1..CPUS {
+        let slabs = c.info_unflushed().num_slabs;
+        run_on(cpu, move || {
+            // SAFETY: the test keeps the cache alive until the task is joined.
+            let c = unsafe { &*(addr as *const KmemCache) };
+            for _ in 0..cap {
+                if let Ok(p) = c.alloc(GFP_KERNEL) {
+                    KEPT.lock().push(p.as_ptr() as usize);
+                }
+            }
+        })?;
+        let now = c.info_unflushed();
+        // From the AP's own (prefilled) sheaf: had it been empty, the AP
+        // would have refilled it from the slabs (sheaf_objs unchanged).
+        kassert_eq!(now.sheaf_objs, (3 - cpu) * cap, "CPU {cpu}: {now:?}");
+        kassert_eq!(now.active_objs, cpu * cap, "CPU {cpu}: {now:?}");
+        kassert_eq!(now.num_slabs, slabs, "CPU {cpu} needed a new slab");
+    }
+    // CPU 2's sheaf lock held: refused, nothing moved.
+    let before = c.info_unflushed();
+    let holder = hold_sheaf_lock(&c, 2)?;
+    let filled = prefill_sheaves(&c, 2);
+    let during = c.info_unflushed();
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf-lock holder")?;
+    kassert!(
+        !filled,
+        "prefill_sheaves filled CPU 2's sheaves while its lock was held"
+    );
+    kassert_eq!(during.sheaf_objs, before.sheaf_objs);
+    for p in KEPT.lock().drain(..) {
+        // SAFETY: allocated from `c` above, not used since.
+        unsafe { c.free(NonNull::new_unchecked(p as *mut u8)) };
+    }
+    c.destroy().or_fail("destroy")?;
+    Ok(())
+}
+
+/// The task the switch hook holds in its window (its address), the hook's
+/// outcome and the CPU it ran on.
+static WINDOW_TASK: AtomicUsize = AtomicUsize::new(0);
+static WINDOW_ARMED: AtomicBool = AtomicBool::new(false);
+static WINDOW_GO: AtomicBool = AtomicBool::new(false);
+static WINDOW_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// 0: not seen yet; 1: another CPU found the task still on_cpu and left
+/// it; 2: another CPU ran the task while its context was being saved;
+/// 3: no other CPU looked at it within 20 s.
+static WINDOW_OUTCOME: AtomicU32 = AtomicU32::new(0);
+static WINDOW_WAKE: Completion = Completion::new();
+
+/// `schedule`'s switch hook for the on_cpu test: when the watched task
+/// switches out blocked, wakes it from inside the window (as a waker on
+/// another CPU would, a moment too early) and holds the window open until
+/// another CPU has found the task queued and declined it, or ran it.
+fn hold_switch_window(prev: &task::Task) {
+    if prev as *const task::Task as usize != WINDOW_TASK.load(Ordering::SeqCst)
+        || prev.state() != TaskState::Blocked
+        || !WINDOW_ARMED.swap(false, Ordering::SeqCst)
+    {
+        return;
+    }
+    let cpu = kreclaim::platform::cpu_id();
+    WINDOW_CPU.store(cpu, Ordering::SeqCst);
+    let skips = task::on_cpu_skips();
+    let switches = prev.switches();
+    // This CPU still shows `prev` as current, so the wake-up queues it on
+    // an idle CPU and sends that CPU a reschedule IPI.
+    WINDOW_WAKE.complete();
+    let t0 = kreclaim::time::now_ns();
+    let outcome = loop {
+        if prev.switches() != switches || prev.state() == TaskState::Running {
+            break 2;
+        }
+        if task::on_cpu_skips() > skips {
+            break 1;
+        }
+        if kreclaim::time::now_ns() - t0 > 20_000_000_000 {
+            break 3;
+        }
+        core::hint::spin_loop();
+    };
+    WINDOW_OUTCOME.store(outcome, Ordering::SeqCst);
+    if outcome == 2 {
+        // Another CPU runs on this stack now: never touch it again.
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Linux's `p->on_cpu`: a task woken while its old CPU is still saving its
+/// context sits in another CPU's run queue, and that CPU must not run it
+/// until the switch is complete. The switch hook holds a task in exactly
+/// that window and wakes it: the other CPU finds it `on_cpu` and leaves it;
+/// the task runs once the window closes (there, or stolen back by its old
+/// CPU). Without the handshake the other CPU
+/// would resume the task from a stale context on the stack still in use.
+fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResult {
+    WINDOW_OUTCOME.store(0, Ordering::SeqCst);
+    WINDOW_GO.store(false, Ordering::SeqCst);
+    WINDOW_WAKE.reinit();
+    let h = task::spawn("switch-window", || {
+        while !WINDOW_GO.load(Ordering::SeqCst) {
+            task::yield_now();
+        }
+        WINDOW_WAKE.wait();
+    })
+    .or_fail("spawn")?;
+    WINDOW_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
+    WINDOW_ARMED.store(true, Ordering::SeqCst);
+    task::set_switch_hook(Some(hold_switch_window));
+    WINDOW_GO.store(true, Ordering::SeqCst);
+    let r = h.join_timeout(Duration::from_secs(60));
+    task::set_switch_hook(None);
+    WINDOW_ARMED.store(false, Ordering::SeqCst);
+    kassert!(r.is_ok(), "the task did not finish");
+    let window_cpu = WINDOW_CPU.load(Ordering::SeqCst);
+    match WINDOW_OUTCOME.load(Ordering::SeqCst) {
+        1 => {}
+        2 => kassert!(
+            false,
+            "CPU {} ran the task while CPU {window_cpu} was still saving it",
+            h.task().last_cpu()
+        ),
+        3 => kassert!(
+            false,
+            "no other CPU looked at the woken task (woken onto CPU {window_cpu} itself?)"
+        ),
+        o => kassert!(false, "the switch window was never seen (outcome {o})"),
+    }
+    Ok(())
+}
+
+/// What CPU 2 does for the TLB test: with interrupts masked (no tick, no
+/// IPI, so no TLB flush), reads a word of a task stack (its translation is
+/// now in CPU 2's TLB) and waits until told.
+static TLB_ADDR: AtomicUsize = AtomicUsize::new(0);
+static TLB_HELD: AtomicBool = AtomicBool::new(false);
+static TLB_GO: AtomicBool = AtomicBool::new(false);
+
+fn hold_a_stale_translation() {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // SAFETY: a mapped stack page of the test's (mapped until the
+        // test frees it, after this read).
+        let _ = unsafe { core::ptr::read_volatile(TLB_ADDR.load(Ordering::SeqCst) as *const u64) };
+        TLB_HELD.store(true, Ordering::SeqCst);
+        while !TLB_GO.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+    });
+    TLB_HELD.store(false, Ordering::SeqCst);
+}
+
+/// A task stack's slot, unmapped, is not mapped again (to a new stack's
+/// frames) while a CPU that may still hold the old translation has not
+/// flushed its TLB: the TLB generations. CPU 2, interrupts masked after
+/// touching the stack, flushes nothing, so the next stack takes another
+/// slot; once CPU 2 has ticked (and flushed), the slot is used again.
+fn a_freed_stack_slot_waits_for_every_cpus_tlb_flush() -> TestResult {
+    use kreclaim::arch::x86_64::context::{alloc_stack, free_stack};
+    let s1 = alloc_stack(4096).or_fail("alloc_stack")?;
+    let slot = s1.bottom;
+    TLB_ADDR.store(slot, Ordering::SeqCst);
+    TLB_HELD.store(false, Ordering::SeqCst);
+    TLB_GO.store(false, Ordering::SeqCst);
+    kassert!(smp::call_on_ap(2, hold_a_stale_translation));
+    wait_for("CPU 2 to touch the stack", || {
+        TLB_HELD.load(Ordering::SeqCst)
+    })?;
+    free_stack(s1);
+    let s2 = alloc_stack(4096);
+    let reused_early = s2.as_ref().is_some_and(|s| s.bottom == slot);
+    TLB_GO.store(true, Ordering::SeqCst);
+    wait_for("CPU 2 to let go", || !TLB_HELD.load(Ordering::SeqCst))?;
+    let s2 = s2.or_fail("alloc_stack with a slot waiting for CPU 2")?;
+    kassert!(
+        !reused_early,
+        "the slot at {slot:#x} was mapped again before CPU 2 flushed its TLB"
+    );
+    // CPU 2's next ticks flush: then the slot comes back.
+    let t = smp::cpu(2).unwrap().ticks();
+    wait_for("two more ticks on CPU 2", || {
+        smp::cpu(2).unwrap().ticks() >= t + 2
+    })?;
+    let mut held = Vec::new();
+    let mut back = false;
+    for _ in 0..64 {
+        let Some(s) = alloc_stack(4096) else { break };
+        back = s.bottom == slot;
+        held.push(s);
+        if back {
+            break;
+        }
+    }
+    for s in held {
+        free_stack(s);
+    }
+    free_stack(s2);
+    kassert!(
+        back,
+        "the slot was never used again after every CPU flushed"
+    );
     Ok(())
 }
 

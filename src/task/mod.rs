@@ -1206,6 +1206,11 @@ fn schedule() {
         Some(t) => Arc::as_ptr(t) as *mut Task,
         None => idle_ptr,
     };
+    if next_ptr != prev_ptr
+        && let Some(hook) = SWITCH_HOOK.get()
+    {
+        hook(prev);
+    }
     // SAFETY: tasks on the run queue and the idle task are alive (TASKS).
     let next_task = unsafe { &*next_ptr };
     next_task.set_state(TaskState::Running);
@@ -1246,6 +1251,31 @@ fn schedule() {
         .store(preempt, Ordering::Relaxed);
 }
 
+/// Test hook run by [`schedule`] on the switching CPU, interrupts masked and
+/// no run-queue lock held, with the task being switched out: after the next
+/// task was chosen and before the outgoing one's context is saved (it is
+/// still `on_cpu`). See [`set_switch_hook`].
+static SWITCH_HOOK: crate::sync::Hook<fn(&Task)> = crate::sync::Hook::new();
+
+/// Installs (or with `None` removes) a function that `schedule` calls with
+/// each task it switches out, while that task's registers are not saved
+/// yet: tests use it to hold a task in that window and check that no other
+/// CPU runs it meanwhile (the `on_cpu` handshake). It runs with interrupts
+/// masked and must not block.
+pub fn set_switch_hook(f: Option<fn(&Task)>) {
+    SWITCH_HOOK.set(f);
+}
+
+/// Times a CPU found a queued task still on another CPU's stack (`on_cpu`)
+/// and left it for later.
+static ON_CPU_SKIPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a CPU about to run a queued task found it still switching
+/// out on another CPU (`on_cpu` set) and left it in the queue.
+pub fn on_cpu_skips() -> u64 {
+    ON_CPU_SKIPS.load(Ordering::Relaxed)
+}
+
 /// The first task on `rq` that may run here now: Ready, and not on another
 /// CPU's stack. `on_cpu` is claimed by compare-and-swap, so a task queued
 /// twice is still never picked by two CPUs at once. Entries whose task is
@@ -1268,6 +1298,7 @@ fn pick_next(
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
+            ON_CPU_SKIPS.fetch_add(1, Ordering::Relaxed);
             i += 1;
             continue;
         }

@@ -169,6 +169,11 @@ pub(crate) struct CacheInner {
     cpu: [CpuSheaves; MAX_CPUS],
     /// `Lists::nr_full`, readable without the list lock (set under it).
     barn_full_hint: AtomicUsize,
+    /// Drains in progress from [`flush_all_sheaves`], which pins a cache
+    /// under the registry lock and drains it after dropping that lock (a
+    /// drain may wait for a sheaf lock); destroy, after unregistering the
+    /// cache, waits until none is left before it frees the sheaves.
+    pins: AtomicUsize,
     slabs_created: AtomicU64,
     slabs_freed: AtomicU64,
 }
@@ -325,6 +330,76 @@ impl CpuSheaves {
     }
 }
 
+/// How long a drain waits for one CPU's sheaf lock before it gives up and
+/// reports the CPU (a hang guard for misuse: a drain run by the lock's own
+/// holder, e.g. from under [`with_sheaves_held`]; a fast path holds the lock
+/// for a few instructions, a preempted holder until it runs again).
+const DRAIN_PATIENCE_NS: u64 = 10_000_000_000;
+
+/// Times a drain found a CPU's sheaf lock held and waited for it.
+static DRAIN_WAITS: AtomicU64 = AtomicU64::new(0);
+/// CPUs' sheaves a drain gave up on after [`DRAIN_PATIENCE_NS`] (each
+/// reported with the cache's name and the CPU).
+static DRAIN_GIVEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a drain (shrink, destroy, reclaim's flush, `info`,
+/// `validate`) found another context holding a CPU's sheaf lock and waited
+/// for it instead of skipping that CPU.
+pub fn sheaf_drain_waits() -> u64 {
+    DRAIN_WAITS.load(Ordering::Relaxed)
+}
+
+/// How many times a drain gave up on a CPU's sheaves (its lock stayed held
+/// for 10 s); each was reported. 0 in a healthy kernel.
+pub fn sheaf_drain_giveups() -> u64 {
+    DRAIN_GIVEUPS.load(Ordering::Relaxed)
+}
+
+/// Whether a waiting drain may give the CPU away ([`crate::task::yield_now`])
+/// so that a sheaf-lock holder preempted on this CPU gets to run: a task of
+/// kreclaim's scheduler, interrupts on, preemptible. Otherwise it spins
+/// (the host build's spin yields the thread now and then).
+fn drain_may_yield() -> bool {
+    crate::task::started()
+        && crate::task::can_block_current()
+        && !crate::platform::irqs_disabled()
+        && crate::task::preempt_count() == 0
+}
+
+impl CpuSheaves {
+    /// Takes the sheaves' lock for a drain, from any CPU (Linux's
+    /// `flush_all` runs `flush_cpu_sheaves` on each CPU under its local
+    /// lock and waits for it): if the lock is held (a fast or slow path on
+    /// that CPU, maybe interrupted or preempted) it waits, yielding when
+    /// it may, until the holder lets go. `None` only after
+    /// [`DRAIN_PATIENCE_NS`] (reported by the caller).
+    fn lock_for_drain(&self) -> Option<SheafGuard<'_>> {
+        if let Some(g) = self.trylock() {
+            return Some(g);
+        }
+        DRAIN_WAITS.fetch_add(1, Ordering::Relaxed);
+        let yield_ok = drain_may_yield();
+        let start = crate::time::now_ns();
+        let mut spins = 0u32;
+        loop {
+            if yield_ok {
+                crate::task::yield_now();
+            } else {
+                crate::platform::spin_relax(&mut spins);
+            }
+            if !self.locked.load(Ordering::Relaxed)
+                && let Some(g) = self.trylock()
+            {
+                return Some(g);
+            }
+            if crate::time::now_ns().saturating_sub(start) > DRAIN_PATIENCE_NS {
+                DRAIN_GIVEUPS.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+    }
+}
+
 /// A held [`CpuSheaves`] local lock; dropping it releases the lock.
 struct SheafGuard<'a> {
     pcs: &'a CpuSheaves,
@@ -348,11 +423,12 @@ fn sheaf_cpu() -> usize {
 }
 
 /// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
-/// slabs, from whichever CPU calls it (under that CPU's sheaf lock, tried;
-/// `false` if it was held or no sheaf or slab could be had). `bench=smp`
-/// does it for each AP before the APs run their loops, so that an AP's
+/// slabs to capacity (new slabs as needed), from whichever CPU calls it
+/// (under that CPU's sheaf lock, tried; `false` if it was held or no sheaf
+/// or slab could be had). `bench=smp` does it for each AP before the APs
+/// run their loops in their idle tasks (`call_on_ap`), so that an AP's
 /// alternating alloc and free stay on the fast path, which takes no lock
-/// that names a task (APs run no tasks yet; see `call_on_ap`).
+/// that names a task (an idle task must never wait for one).
 pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     let inner = cache.inner();
     let Some(pcs) = inner.cpu.get(cpu) else {
@@ -369,16 +445,17 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
                 let main = pcs.main.load(Ordering::Relaxed);
                 let mut l = inner.lists.lock();
                 let mut bad = BadFreeptr::NONE;
-                if Sheaf::len(main) != 0 || inner.refill_locked(&mut l, main, &mut bad) != 0 {
-                    drop(l);
-                    drop(g);
-                    bad.report(inner);
-                    break true;
-                }
+                let got = inner.refill_locked(&mut l, main, &mut bad);
+                let full = Sheaf::len(main) == inner.sheaf_capacity;
                 drop(l);
                 drop(g);
                 bad.report(inner);
-                if inner.new_slab(crate::mm::gfp::GFP_KERNEL).is_err() {
+                if full {
+                    break true;
+                }
+                // The slabs ran out part way (or had nothing): a new slab,
+                // and fill on, so that the sheaf is full.
+                if got == 0 && inner.new_slab(crate::mm::gfp::GFP_KERNEL).is_err() {
                     break false;
                 }
             }
@@ -902,6 +979,7 @@ impl KmemCache {
             },
             cpu: [const { CpuSheaves::new() }; MAX_CPUS],
             barn_full_hint: AtomicUsize::new(0),
+            pins: AtomicUsize::new(0),
             slabs_created: AtomicU64::new(0),
             slabs_freed: AtomicU64::new(0),
         })
@@ -1023,10 +1101,13 @@ impl KmemCache {
         }
     }
 
-    /// Returns the objects cached in this CPU's sheaves and the barn's full
-    /// sheaves to their slabs (empty slabs beyond `min_partial` go back to
-    /// the page allocator); returns the objects flushed. [`KmemCache::shrink`],
-    /// [`KmemCache::info`], [`KmemCache::validate`], destroy and reclaim do it.
+    /// Returns the objects cached in every CPU's sheaves (main and spare)
+    /// and the barn's full sheaves to their slabs (empty slabs beyond
+    /// `min_partial` go back to the page allocator); returns the objects
+    /// flushed. A CPU whose sheaf lock is held is waited for, not skipped.
+    /// [`KmemCache::shrink`], [`KmemCache::info`], [`KmemCache::validate`],
+    /// destroy and reclaim do it. It may wait: call it where sleeping is
+    /// allowed.
     pub fn flush_sheaves(&self) -> usize {
         self.inner().flush_sheaves().0
     }
@@ -1077,10 +1158,9 @@ impl KmemCache {
 
     fn destroy_inner(&self) -> Result<(), DestroyError> {
         let inner = self.inner();
-        // Objects cached in sheaves are free: flushed first (every CPU's:
-        // nobody may use a cache being destroyed), they are not "live
-        // objects".
-        inner.flush_sheaves_of(true);
+        // Objects cached in sheaves are free: flushed first (every CPU's,
+        // a held sheaf lock waited for), they are not "live objects".
+        inner.flush_sheaves();
         let live = inner.counts().active_objs;
         if live != 0 {
             let e = DestroyError::LiveObjects {
@@ -1100,6 +1180,16 @@ impl KmemCache {
             }
         }
         drop(reg);
+        // A reclaimer may have pinned the cache before it was unregistered
+        // (`flush_all_sheaves`): its drain finishes first.
+        let mut spins = 0u32;
+        while inner.pins.load(Ordering::Acquire) != 0 {
+            if drain_may_yield() {
+                crate::task::yield_now();
+            } else {
+                crate::platform::spin_relax(&mut spins);
+            }
+        }
         inner.free_all_sheaves();
         inner.release_empty(0);
         // SAFETY: unpublished, no slabs and no objects remain.
@@ -1899,25 +1989,20 @@ impl CacheInner {
         n
     }
 
-    /// Empties this CPU's sheaves and the barn's full sheaves into the slabs
-    /// (Linux's `flush_all` and `barn_shrink`, done on `kmem_cache_shrink`,
-    /// destroy, slabinfo reads that want exact lists, and reclaim); returns
-    /// `(objects, pages)`: objects flushed, pages of empty slabs beyond
-    /// `min_partial` released. The empty sheaves stay for reuse.
+    /// Empties every CPU's sheaves (main and spare) and the barn's full
+    /// sheaves into the slabs (Linux's `flush_all` and `barn_shrink`, done
+    /// on `kmem_cache_shrink`, destroy, slabinfo reads that want exact
+    /// lists, and reclaim); returns `(objects, pages)`: objects flushed,
+    /// pages of empty slabs beyond `min_partial` released. The empty
+    /// sheaves stay for reuse.
     ///
-    /// Other CPUs' sheaves are theirs (Linux queues `flush_cpu_sheaves`
-    /// work on every CPU and waits); see `flush_sheaves_of`.
+    /// Linux queues `flush_cpu_sheaves` work on every CPU and waits for it;
+    /// here the caller empties each CPU's sheaves itself under that CPU's
+    /// sheaf lock (the lock, not the CPU, gives the right to them), waiting
+    /// while another context holds it ([`CpuSheaves::lock_for_drain`]):
+    /// never a silent skip. A CPU whose lock stays held for
+    /// [`DRAIN_PATIENCE_NS`] is reported with the cache's name.
     pub(crate) fn flush_sheaves(&self) -> (usize, usize) {
-        self.flush_sheaves_of(false)
-    }
-
-    /// [`CacheInner::flush_sheaves`]; with `all_cpus`, every CPU's sheaves,
-    /// for destroy only: its caller promises that no CPU uses the cache any
-    /// more (as Linux's `kmem_cache_destroy` does), so the other CPUs'
-    /// sheaves are idle and may be emptied from here. Each CPU's sheaves are
-    /// emptied under its sheaf lock, tried: a CPU whose lock is held (its
-    /// holder is in the middle of an allocation or free) is skipped.
-    fn flush_sheaves_of(&self, all_cpus: bool) -> (usize, usize) {
         if self.sheaf_capacity == 0 {
             return (0, 0);
         }
@@ -1926,12 +2011,23 @@ impl CacheInner {
         let mut n = 0;
         let mut surplus = ptr::null_mut::<Sheaf>();
         {
-            let cpu = sheaf_cpu();
-            for (i, pcs) in self.cpu.iter().enumerate() {
-                if i != cpu && !all_cpus {
+            for (cpu, pcs) in self.cpu.iter().enumerate() {
+                // A CPU that never used the cache has no sheaves; sheaves
+                // are installed empty, so one arriving meanwhile holds
+                // nothing to drain.
+                if pcs.main.load(Ordering::Relaxed).is_null()
+                    && pcs.spare.load(Ordering::Relaxed).is_null()
+                {
                     continue;
                 }
-                let Some(_g) = pcs.trylock() else { continue };
+                let Some(_g) = pcs.lock_for_drain() else {
+                    crate::println!(
+                        "BUG {}: CPU {cpu}'s sheaves stayed locked for {} s: not drained",
+                        self.name,
+                        DRAIN_PATIENCE_NS / 1_000_000_000
+                    );
+                    continue;
+                };
                 let mut l = self.lists.lock();
                 for slot in [&pcs.main, &pcs.spare] {
                     let sh = slot.load(Ordering::Relaxed);
@@ -2584,24 +2680,38 @@ pub unsafe fn kmem_cache_free_bulk(cache: &KmemCache, objs: &[*mut u8]) {
     unsafe { cache.free_bulk(objs) }
 }
 
-/// Flushes every cache's sheaves (see [`KmemCache::flush_sheaves`]) and
-/// returns the pages of empty slabs released: reclaim calls it before it
-/// gives up (Linux drains per-CPU caches before an OOM), so that memory
-/// cached in sheaves is never what makes an allocation fail.
+/// Flushes every cache's sheaves, every CPU's and the barns' (see
+/// [`KmemCache::flush_sheaves`]), and returns the pages of empty slabs
+/// released: reclaim calls it before it gives up (Linux drains per-CPU
+/// caches before an OOM), so that memory cached in sheaves is never what
+/// makes an allocation fail.
 pub fn flush_all_sheaves() -> usize {
-    // The registry lock is held throughout: a cache cannot be unregistered
-    // meanwhile, and a registered cache's CPU sheaves are freed only after
-    // it is (see destroy), so they may be looked at without its list lock:
-    // caches with nothing cached are skipped without taking it (reclaim
-    // calls this on every pass that reaches priority 0).
-    let reg = CACHES.lock();
     let mut pages = 0;
-    for &p in reg.0.iter().filter(|p| !p.is_null()) {
-        // SAFETY: registered caches are alive while registered.
-        let c = unsafe { &*p };
-        if c.cpu_sheaf_objs() != 0 || c.barn_full_hint.load(Ordering::Relaxed) != 0 {
-            pages += c.flush_sheaves().1;
-        }
+    for i in 0..MAX_CACHES {
+        // Each cache is pinned under the registry lock and drained after it
+        // is dropped: a drain may wait (yield) for a CPU's sheaf lock, which
+        // a spinlock must not span. Destroy, having unregistered a cache,
+        // waits for its pins before it frees the sheaves. Caches with
+        // nothing cached are skipped without their list locks (reclaim
+        // calls this on every pass that reaches priority 0).
+        let pinned = {
+            let reg = CACHES.lock();
+            let p = reg.0[i];
+            // SAFETY: registered caches are alive while registered.
+            match unsafe { p.as_ref() } {
+                Some(c)
+                    if c.cpu_sheaf_objs() != 0 || c.barn_full_hint.load(Ordering::Relaxed) != 0 =>
+                {
+                    c.pins.fetch_add(1, Ordering::Relaxed);
+                    p
+                }
+                _ => continue,
+            }
+        };
+        // SAFETY: pinned above; destroy frees nothing of it while pinned.
+        let c = unsafe { &*pinned };
+        pages += c.flush_sheaves().1;
+        c.pins.fetch_sub(1, Ordering::Release);
     }
     pages
 }
