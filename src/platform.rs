@@ -196,7 +196,8 @@ pub fn cpu_id() -> usize {
 }
 
 /// Whether interrupts are masked on this CPU (Linux's `irqs_disabled`):
-/// one `pushf` when the platform's flag is the CPU's own, else a save and
+/// one `pushf` when the platform's flag is the CPU's own (hosted: the
+/// thread's flag, read from its thread-local), else a save and
 /// restore through the platform (true with no platform, as
 /// [`IrqGuard`] treats it).
 #[inline]
@@ -207,6 +208,11 @@ pub fn irqs_disabled() -> bool {
         // SAFETY: reads RFLAGS through the stack; changes nothing.
         unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
         return flags & (1 << 9) == 0;
+    }
+    // Hosted builds whose platform keeps the flag per thread: read it.
+    #[cfg(not(target_os = "none"))]
+    if NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed) {
+        return !hosted::IRQS_ENABLED.with(core::cell::Cell::get);
     }
     match get() {
         Some(p) => {

@@ -157,6 +157,19 @@ pub(crate) struct CacheInner {
     /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
     /// `reciprocal_divide`), exact for offsets inside a slab.
     size_recip: u64,
+    /// `objects * size`: the bytes the object slots span (the free fast
+    /// path's range check, without a multiplication).
+    span: usize,
+    /// `ceil(2^64 / size)`: an offset `rel` below 2^32 is a multiple of
+    /// `size` exactly when `rel * div_magic mod 2^64 < div_magic` (Lemire,
+    /// Kaser and Kurz's divisibility test): the free fast path's boundary
+    /// check with one multiplication.
+    div_magic: u64,
+    /// What the low bits of every slab page's private word hold for this
+    /// cache: [`SLAB_PRIVATE_TAG`] and the cache's registry slot (Linux finds
+    /// `slab->slab_cache` from `struct page` alone; see [`slab_of_page`]).
+    /// Set once at registration, before any slab exists.
+    slab_tag: usize,
     /// Partial slabs (empty ones included) the node keeps before an empty
     /// slab goes back to the page allocator (Linux's `s->min_partial`).
     min_partial: usize,
@@ -256,8 +269,13 @@ impl Sheaf {
     /// has it, or the list lock while it is in the barn).
     #[inline(always)]
     unsafe fn words<'a>(sh: *mut Sheaf) -> &'a [AtomicUsize; SHEAF_WORDS] {
-        // SAFETY: a sheaf is SHEAF_BYTES, 8-aligned, of words.
-        unsafe { &*(sh as *const [AtomicUsize; SHEAF_WORDS]) }
+        // SAFETY: a sheaf is SHEAF_BYTES, 8-aligned, of words. A transmute
+        // rather than `&*`: the dev build checks the alignment of every raw
+        // dereference, which the fast paths would pay on each call.
+        #[allow(clippy::transmute_ptr_to_ref)]
+        unsafe {
+            core::mem::transmute::<*mut Sheaf, &'a [AtomicUsize; SHEAF_WORDS]>(sh)
+        }
     }
 
     /// The word of slot `i` (below the capacity, which leaves it in the
@@ -322,6 +340,21 @@ impl CpuSheaves {
             return None;
         }
         Some(SheafGuard { pcs: self })
+    }
+
+    /// [`CpuSheaves::trylock`] without a guard, for the fast paths (which
+    /// then call [`CpuSheaves::release`] themselves, with nothing between
+    /// that can fail or unwind): a plain bool costs fewer instructions in
+    /// the dev build than the `Option`.
+    #[inline(always)]
+    fn try_acquire(&self) -> bool {
+        !self.locked.swap(true, Ordering::Acquire)
+    }
+
+    /// Releases what [`CpuSheaves::try_acquire`] took.
+    #[inline(always)]
+    fn release(&self) {
+        self.locked.store(false, Ordering::Release);
     }
 }
 
@@ -655,6 +688,22 @@ const MAX_CACHES: usize = 256;
 struct Registry([*const CacheInner; MAX_CACHES]);
 // SAFETY: entries are only followed under the lock while the cache lives.
 unsafe impl Send for Registry {}
+
+/// The registry's slots readable without its lock: `kfree` finds an
+/// object's cache from the slot number in its slab page's private word. A
+/// slot is set before the cache's first slab exists and cleared when the
+/// cache is destroyed, after which its slabs are gone (or, with objects
+/// left, the cache is never freed).
+static CACHE_BY_ID: [AtomicPtr<CacheInner>; MAX_CACHES] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHES];
+
+/// Marks a slab page's private word: `slab base | SLAB_PRIVATE_TAG | slot`
+/// (slab bases are page aligned; the slot is below [`MAX_CACHES`]). Other
+/// private words (0, kmalloc's large-allocation tags) never have this bit.
+const SLAB_PRIVATE_TAG: usize = 0x800;
+/// The low bits of a private word: the tag and the cache's slot.
+const SLAB_PRIVATE_LOW: usize = PAGE - 1;
+const _: () = assert!(MAX_CACHES <= SLAB_PRIVATE_TAG);
 static CACHES: SpinLock<Registry> = SpinLock::new(
     Registry([ptr::null(); MAX_CACHES]),
     crate::lock_class!("slab_caches"),
@@ -879,6 +928,9 @@ impl KmemCache {
             red_left_pad,
             orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
+            span: objects * slot,
+            div_magic: (u64::MAX / slot as u64).wrapping_add(1),
+            slab_tag: 0,
             min_partial: min_partial_for(slot),
             cookie: random_cookie(),
             lists: SpinLock::new(
@@ -908,8 +960,13 @@ impl KmemCache {
         .map_err(nomem)?;
         let raw = alloc::boxed::Box::into_raw(inner);
         let mut reg = CACHES.lock();
-        match reg.0.iter_mut().find(|p| p.is_null()) {
-            Some(slot) => *slot = raw,
+        match reg.0.iter_mut().position(|p| p.is_null()) {
+            Some(id) => {
+                // SAFETY: just leaked above and not published: ours alone.
+                unsafe { (*raw).slab_tag = SLAB_PRIVATE_TAG | id };
+                reg.0[id] = raw;
+                CACHE_BY_ID[id].store(raw, Ordering::Release);
+            }
             None => {
                 drop(reg);
                 // SAFETY: just leaked above and not published.
@@ -1094,9 +1151,10 @@ impl KmemCache {
         // Unregistered first: `flush_all_sheaves` looks at registered
         // caches' sheaves without their list locks.
         let mut reg = CACHES.lock();
-        for p in reg.0.iter_mut() {
+        for (id, p) in reg.0.iter_mut().enumerate() {
             if ptr::eq(*p, inner) {
                 *p = ptr::null();
+                CACHE_BY_ID[id].store(ptr::null_mut(), Ordering::Release);
             }
         }
         drop(reg);
@@ -1405,16 +1463,16 @@ impl CacheInner {
         if crate::mm::fault_inject::FAILSLAB.armed() {
             self.failslab(gfp)?;
         }
-        if self.sheaf_capacity != 0
-            && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+        // A debug cache's CPUs have no main sheaf: the pop fails.
+        if crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled()
                 || !crate::task::started())
             && let pcs = self.this_cpu_sheaves()
-            && let Some(g) = pcs.trylock()
+            && pcs.try_acquire()
         {
             let obj = self.sheaf_pop(pcs);
-            drop(g);
+            pcs.release();
             if let Some(obj) = obj {
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
@@ -1630,8 +1688,9 @@ impl CacheInner {
         // changes.
         let w = unsafe { Sheaf::words(main) };
         let n = w[1].load(Ordering::Relaxed);
+        // With n == 0, "slot -1" is word 1, the size (0): never an address.
         if n >= self.sheaf_capacity
-            || (n != 0 && w[Sheaf::word_of_slot(n.wrapping_sub(1))].load(Ordering::Relaxed) == addr)
+            || w[Sheaf::word_of_slot(n.wrapping_sub(1))].load(Ordering::Relaxed) == addr
         {
             return false;
         }
@@ -2100,7 +2159,11 @@ impl CacheInner {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn free_slowpath(&self, s: *mut SlabHeader, addr: usize, idx: usize) {
+    fn free_slowpath(&self, s: *mut SlabHeader, addr: usize) {
+        if self.sheaf_capacity == 0 {
+            return self.free_to_slab(s, addr);
+        }
+        let idx = self.index_of(addr - s as usize - self.first_offset);
         let mut fresh = FreshSheaves::NONE;
         loop {
             let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
@@ -2271,12 +2334,17 @@ impl CacheInner {
             && d != delta
         {
             DIRECT_DELTA.store(DELTA_NONE, Ordering::Relaxed);
+            FAST_MAP_LEN.store(0, Ordering::Relaxed);
+        } else if FAST_MAP_LEN.load(Ordering::Relaxed) == 0
+            && DIRECT_DELTA.load(Ordering::Relaxed) == delta
+        {
+            fast_map_init(delta);
         }
         page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
         for i in 0..(1usize << self.order) {
             page_alloc::set_page_private(
                 PhysAddr::new(pa.as_u64() + (i * PAGE) as u64),
-                base as u64,
+                (base | self.slab_tag) as u64,
             );
         }
         if self.flags.contains(SlabFlags::POISON) {
@@ -2330,22 +2398,35 @@ impl CacheInner {
         self.static_name
     }
 
+    /// `kmem_cache_free`: the object's slab and cache from its page's
+    /// private word alone (the slab header is not read), then
+    /// [`CacheInner::free_in_slab`]; anything else is reported.
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free(&self, p: *mut u8) {
         let addr = p as usize;
-        match slab_of(addr) {
-            // SAFETY: slab_of checked the magic: a live slab's header.
-            Some(s) if ptr::eq(unsafe { (*s).cache }, self) => self.free_in_slab(s, addr),
-            s => self.report_foreign_free(s, addr),
+        let v = page_private_fast(addr);
+        if v & SLAB_PRIVATE_LOW == self.slab_tag {
+            self.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
+        } else {
+            self.free_slow_lookup(addr);
         }
     }
 
-    /// A free of a pointer no slab of this cache owns: `s` is its slab, if any.
+    /// [`CacheInner::free`] of a pointer the fast map does not show as a
+    /// slab object of this cache: the general lookup, then the free, or the
+    /// report of a pointer no slab of this cache owns.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn report_foreign_free(&self, s: Option<*mut SlabHeader>, addr: usize) {
+    fn free_slow_lookup(&self, addr: usize) {
+        let s = slab_of(addr);
+        if let Some(s) = s
+            // SAFETY: slab_of checked the magic: a live slab's header.
+            && ptr::eq(unsafe { (*s).cache }, self)
+        {
+            return self.free_in_slab(s as usize, addr);
+        }
         let Some(s) = s else {
             debug::report(
                 self,
@@ -2370,40 +2451,35 @@ impl CacheInner {
         );
     }
 
-    /// Frees `addr`, known to be in slab `s` of this cache. The fast path
-    /// (a cache with sheaves): the object is allocated (its bit, read without
-    /// the lock: a clear one is a double free), interrupts masked, pushed
-    /// onto this CPU's main sheaf, interrupts back.
+    /// Frees `addr`, known to be in the slab at `s` of this cache (from its
+    /// page's private word). The fast path: the address checked to be an
+    /// object boundary, this CPU's sheaf lock tried, the object pushed onto
+    /// the main sheaf unless it is the object freed last (SLUB's naive
+    /// double-free check), the lock released. The slab header is not read:
+    /// as in SLUB, a double free of an object that is not the last one freed
+    /// is found when its sheaf is flushed (the slab's allocation bitmap
+    /// shows it free), or at once by a debug cache, which has no sheaves.
     #[track_caller]
     #[inline(always)]
-    pub(crate) fn free_in_slab(&self, s: *mut SlabHeader, addr: usize) {
+    pub(crate) fn free_in_slab(&self, s: usize, addr: usize) {
         // Wrapping arithmetic and one range check: an address before the
         // first object wraps to a huge offset. Below the objects' span
-        // (at most 32 KiB) the reciprocal gives the exact index.
-        let rel = addr.wrapping_sub((s as usize).wrapping_add(self.first_offset));
-        let idx = ((rel as u64).wrapping_mul(self.size_recip) >> 32) as usize;
-        if rel >= self.objects.wrapping_mul(self.size) || idx.wrapping_mul(self.size) != rel {
+        // (at most 32 KiB) the divisibility test is exact.
+        let rel = addr.wrapping_sub(s.wrapping_add(self.first_offset));
+        if rel >= self.span || (rel as u64).wrapping_mul(self.div_magic) >= self.div_magic {
             self.report_bad_offset(addr);
             return;
         }
-        if self.sheaf_capacity != 0 {
-            // SAFETY: `s` is a live slab of this cache; the bitmap word is
-            // read atomically (idx < objects <= MAX_OBJECTS: the mask only
-            // spares a bounds check).
-            let word = unsafe {
-                (*s).allocated[(idx / 64) & (MAX_OBJECTS / 64 - 1)].load(Ordering::Relaxed)
-            };
-            if word & (1 << (idx % 64)) != 0
-                && let pcs = self.this_cpu_sheaves()
-                && let Some(_g) = pcs.trylock()
-                && self.sheaf_push(pcs, addr)
-            {
+        // A debug cache's CPUs have no main sheaf: the push fails.
+        let pcs = self.this_cpu_sheaves();
+        if pcs.try_acquire() {
+            let pushed = self.sheaf_push(pcs, addr);
+            pcs.release();
+            if pushed {
                 return;
             }
-            self.free_slowpath(s, addr, idx);
-            return;
         }
-        self.free_to_slab(s, addr);
+        self.free_slowpath(s as *mut SlabHeader, addr);
     }
 
     #[cold]
@@ -2627,9 +2703,51 @@ static DIRECT_DELTA: AtomicUsize = AtomicUsize::new(DELTA_UNSET);
 const DELTA_UNSET: usize = 1;
 const DELTA_NONE: usize = 3;
 
-/// The slab holding `addr`, through the page's private word.
+/// The mem_map as the free fast path reads it: entry `i` describes the
+/// direct-map page `FAST_MAP_VPFN + i` (virtual page number), for `i` below
+/// `FAST_MAP_LEN`. Set with the first slab, from the zone (whose mem_map
+/// never moves) and [`DIRECT_DELTA`]; `FAST_MAP_LEN` stays 0 (every lookup
+/// misses and takes the general path) until then, and for good once slabs
+/// disagree on the direct map's offset.
+static FAST_MAP: AtomicPtr<crate::mm::page::Page> = AtomicPtr::new(ptr::null_mut());
+static FAST_MAP_VPFN: AtomicUsize = AtomicUsize::new(0);
+static FAST_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Fills the fast map (see [`FAST_MAP`]) for direct-map offset `delta`.
+fn fast_map_init(delta: usize) {
+    let z = &crate::mm::zone::ZONE;
+    let map = z.mem_map.load(Ordering::Acquire);
+    if map.is_null() || delta & (PAGE - 1) != 0 {
+        return;
+    }
+    let start = z.start_pfn.load(Ordering::Relaxed) as usize;
+    let vpfn = start.wrapping_add(delta >> crate::mm::page::PAGE_SHIFT);
+    FAST_MAP.store(map, Ordering::Relaxed);
+    FAST_MAP_VPFN.store(vpfn, Ordering::Relaxed);
+    FAST_MAP_LEN.store(z.spanned.load(Ordering::Relaxed) as usize, Ordering::Release);
+}
+
+/// The private word of the page holding direct-map address `addr`, through
+/// the fast map: 0 if the map does not cover it (then the caller asks
+/// [`page_private_of`], which knows every page).
 #[inline(always)]
-pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
+fn page_private_fast(addr: usize) -> usize {
+    let i = (addr >> crate::mm::page::PAGE_SHIFT).wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
+    if i < FAST_MAP_LEN.load(Ordering::Acquire) {
+        let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
+        // SAFETY: entry `i` of the mem_map (i below its length), which
+        // lives for ever. A transmute for the reason `Sheaf::words` gives.
+        #[allow(clippy::transmute_ptr_to_ref)]
+        let page = unsafe { core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p) };
+        return page.private();
+    }
+    0
+}
+
+/// The private word of the page holding `addr` (0 outside the page
+/// allocator's span): for a slab page, `slab base | SLAB_PRIVATE_TAG | the
+/// cache's registry slot`.
+fn page_private_of(addr: usize) -> usize {
     let delta = DIRECT_DELTA.load(Ordering::Relaxed);
     let pa = if delta & 1 == 0 {
         // Any pointer into a slab is a direct-map address: `addr - delta`.
@@ -2638,13 +2756,43 @@ pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
     } else {
         page_alloc::virt_to_phys(addr as *const u8)
     };
-    let base = page_alloc::page_private(pa)?;
+    match page_alloc::page_private(pa) {
+        Some(v) => v as usize,
+        None => 0,
+    }
+}
+
+/// Linux's `virt_to_slab` plus `slab->slab_cache`: the slab base and cache
+/// of a slab object's page from the page's private word alone; `None` for a
+/// page that is not a live slab's.
+#[inline(always)]
+pub(crate) fn slab_of_page(addr: usize) -> Option<(usize, &'static CacheInner)> {
+    let v = page_private_fast(addr);
+    if v & SLAB_PRIVATE_TAG == 0 {
+        return None;
+    }
+    let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
+    if c.is_null() {
+        return None;
+    }
+    // SAFETY: a registered cache outlives its slabs (see CACHE_BY_ID).
+    Some((v & !SLAB_PRIVATE_LOW, unsafe { &*c }))
+}
+
+/// The slab holding `addr`, through the page's private word, its header's
+/// magic checked.
+pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
+    let v = page_private_of(addr);
+    if v & SLAB_PRIVATE_TAG == 0 {
+        return None;
+    }
+    let base = v & !SLAB_PRIVATE_LOW;
     // Slab addresses are direct-map addresses; small values are other tags.
     if base < 0x1_0000 {
         return None;
     }
     let s = base as *mut SlabHeader;
-    // SAFETY: page_private only holds slab base addresses.
+    // SAFETY: only slab pages carry the tag, with their slab's base.
     if unsafe { (*s).magic } != SLAB_MAGIC {
         return None;
     }
