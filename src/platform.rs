@@ -192,6 +192,14 @@ pub fn cpu_id() -> usize {
             return id;
         }
     }
+    cpu_id_from_platform()
+}
+
+/// [`cpu_id`] through the platform's trait object; out of line, so that the
+/// inline fast path falls straight through to its `gs:` load.
+#[cold]
+#[inline(never)]
+fn cpu_id_from_platform() -> usize {
     get().map_or(0, |p| p.cpu_id())
 }
 
@@ -214,6 +222,14 @@ pub fn irqs_disabled() -> bool {
     if NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed) {
         return !hosted::IRQS_ENABLED.with(core::cell::Cell::get);
     }
+    irqs_disabled_from_platform()
+}
+
+/// [`irqs_disabled`] through the platform's trait object (out of line, as
+/// [`cpu_id_from_platform`]).
+#[cold]
+#[inline(never)]
+fn irqs_disabled_from_platform() -> bool {
     match get() {
         Some(p) => {
             let was = p.irq_save();

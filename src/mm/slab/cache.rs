@@ -1482,7 +1482,29 @@ impl CacheInner {
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
         }
-        self.alloc_slowpath(gfp, orig_size)
+        // The slow path returns the object as a word (0: failed, the error
+        // in `err`), not as a `Result` in memory, which the fast path's
+        // caller would otherwise read back on every allocation.
+        let mut err = AllocError { gfp, order: 0 };
+        match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
+            Some(p) => Ok(p),
+            None => Err(err),
+        }
+    }
+
+    /// [`CacheInner::alloc_slowpath`] with the object as a pointer: null
+    /// on failure, the error then in `err`.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn alloc_slowpath_raw(&self, gfp: Gfp, orig_size: usize, err: &mut AllocError) -> *mut u8 {
+        match self.alloc_slowpath(gfp, orig_size) {
+            Ok(p) => p.as_ptr(),
+            Err(e) => {
+                *err = e;
+                ptr::null_mut()
+            }
+        }
     }
 
     /// Linux's `should_failslab` for this cache, and the failure's report.
@@ -2405,9 +2427,11 @@ impl CacheInner {
     #[inline(always)]
     pub(crate) fn free(&self, p: *mut u8) {
         let addr = p as usize;
-        let v = page_private_fast(addr);
-        if v & SLAB_PRIVATE_LOW == self.slab_tag {
-            self.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
+        // The slab base if the page is a slab of this cache; otherwise
+        // low bits remain.
+        let base = page_private_fast(addr) ^ self.slab_tag;
+        if base & SLAB_PRIVATE_LOW == 0 {
+            self.free_in_slab(base, addr);
         } else {
             self.free_slow_lookup(addr);
         }
