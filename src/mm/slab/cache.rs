@@ -260,29 +260,19 @@ impl Sheaf {
         unsafe { (sh as *mut usize).add(SHEAF_HEADER_WORDS + i) }
     }
 
-    /// The words of sheaf `sh` (header and slots) as one array, so that the
-    /// fast paths index it without a bounds check: word 1 is `size`, slot
-    /// `i` is word [`Sheaf::word_of_slot`]`(i)`.
+    /// Word `k` of sheaf `sh` (1: the size; `SHEAF_HEADER_WORDS + i`: slot
+    /// `i`), without the dev build's alignment check and bounds check
+    /// (`AtomicUsize::from_ptr` on a wrapped offset).
     ///
     /// # Safety
     /// `sh` is a live sheaf (the caller holds the sheaf lock of the CPU that
-    /// has it, or the list lock while it is in the barn).
+    /// has it, or the list lock while it is in the barn) and
+    /// `k < SHEAF_WORDS`.
     #[inline(always)]
-    unsafe fn words<'a>(sh: *mut Sheaf) -> &'a [AtomicUsize; SHEAF_WORDS] {
-        // SAFETY: a sheaf is SHEAF_BYTES, 8-aligned, of words. A transmute
-        // rather than `&*`: the dev build checks the alignment of every raw
-        // dereference, which the fast paths would pay on each call.
-        #[allow(clippy::transmute_ptr_to_ref)]
-        unsafe {
-            core::mem::transmute::<*mut Sheaf, &'a [AtomicUsize; SHEAF_WORDS]>(sh)
-        }
-    }
-
-    /// The word of slot `i` (below the capacity, which leaves it in the
-    /// array; the mask only spares a bounds check).
-    #[inline(always)]
-    fn word_of_slot(i: usize) -> usize {
-        SHEAF_HEADER_WORDS.wrapping_add(i) & (SHEAF_WORDS - 1)
+    unsafe fn word<'a>(sh: *mut Sheaf, k: usize) -> &'a AtomicUsize {
+        // SAFETY: the caller's contract: a word inside the live sheaf,
+        // 8-aligned as the sheaf is.
+        unsafe { AtomicUsize::from_ptr((sh as *mut usize).wrapping_add(k)) }
     }
 
     /// Objects in `sh` (0 for none).
@@ -1685,16 +1675,17 @@ impl CacheInner {
         if main.is_null() {
             return None;
         }
-        // SAFETY: the main sheaf, which only the holder of the sheaf lock
-        // changes.
-        let w = unsafe { Sheaf::words(main) };
-        let n = w[1].load(Ordering::Relaxed);
+        // SAFETY: word 1 of the main sheaf (its size), which only the
+        // holder of the sheaf lock changes.
+        let size = unsafe { Sheaf::word(main, 1) };
+        let n = size.load(Ordering::Relaxed);
         if n == 0 {
             return None;
         }
         let n = n.wrapping_sub(1);
-        w[1].store(n, Ordering::Relaxed);
-        Some(w[Sheaf::word_of_slot(n)].load(Ordering::Relaxed))
+        size.store(n, Ordering::Relaxed);
+        // SAFETY: slot n < size <= capacity of the sheaf.
+        Some(unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }.load(Ordering::Relaxed))
     }
 
     /// Pushes `addr` onto `pcs`'s main sheaf if it has room and `addr` is
@@ -1706,18 +1697,23 @@ impl CacheInner {
         if main.is_null() {
             return false;
         }
-        // SAFETY: the main sheaf, which only the holder of the sheaf lock
-        // changes.
-        let w = unsafe { Sheaf::words(main) };
-        let n = w[1].load(Ordering::Relaxed);
-        // With n == 0, "slot -1" is word 1, the size (0): never an address.
-        if n >= self.sheaf_capacity
-            || w[Sheaf::word_of_slot(n.wrapping_sub(1))].load(Ordering::Relaxed) == addr
-        {
+        // SAFETY: word 1 of the main sheaf (its size), which only the
+        // holder of the sheaf lock changes.
+        let size = unsafe { Sheaf::word(main, 1) };
+        let n = size.load(Ordering::Relaxed);
+        if n >= self.sheaf_capacity {
             return false;
         }
-        w[Sheaf::word_of_slot(n)].store(addr, Ordering::Relaxed);
-        w[1].store(n.wrapping_add(1), Ordering::Relaxed);
+        // SAFETY: the word before slot n (n < capacity): slot n - 1, or
+        // with n == 0 the size word (0, never an address).
+        let last = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n).wrapping_sub(1)) };
+        if last.load(Ordering::Relaxed) == addr {
+            return false;
+        }
+        // SAFETY: slot n < capacity of the sheaf.
+        unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+            .store(addr, Ordering::Relaxed);
+        size.store(n.wrapping_add(1), Ordering::Relaxed);
         true
     }
 
@@ -2760,7 +2756,9 @@ fn page_private_fast(addr: usize) -> usize {
     if i < FAST_MAP_LEN.load(Ordering::Acquire) {
         let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
         // SAFETY: entry `i` of the mem_map (i below its length), which
-        // lives for ever. A transmute for the reason `Sheaf::words` gives.
+        // lives for ever. A transmute rather than `&*`: the dev build checks
+        // the alignment of every raw dereference, which this fast path would
+        // pay on each free.
         #[allow(clippy::transmute_ptr_to_ref)]
         let page = unsafe { core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p) };
         return page.private();
