@@ -240,6 +240,42 @@ fn irqs_disabled_from_platform() -> bool {
     }
 }
 
+/// Whether the slab allocation fast path may run (Linux would use static
+/// keys): the interrupt flag is native (see [`irqs_disabled_native`]),
+/// lockdep is off and `failslab` is not armed, all in one load. Cleared at
+/// once by whatever turns lockdep on or arms `failslab`; set again lazily by
+/// the slab's allocation slow path when all three hold (the slab reads it;
+/// it lives here, below both lockdep and mm, so that both may clear it).
+pub(crate) static SLAB_ALLOC_FAST: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Whether interrupts are masked on this CPU, for callers that know the
+/// platform's flag is native ([`Platform::irq_flag_is_native`], as
+/// [`SLAB_ALLOC_FAST`] implies): the flag read inline, nothing else.
+#[inline(always)]
+pub fn irqs_disabled_native() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    {
+        let flags: u64;
+        // SAFETY: reads RFLAGS through the stack; changes nothing.
+        unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
+        flags & (1 << 9) == 0
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        !hosted::IRQS_ENABLED.with(core::cell::Cell::get)
+    }
+    #[cfg(all(not(target_arch = "x86_64"), target_os = "none"))]
+    {
+        irqs_disabled()
+    }
+}
+
+/// Whether the installed platform's interrupt flag is native (read inline).
+pub fn irq_flag_native() -> bool {
+    NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
 /// [`Platform::cpu_relax`]. `spins` counts the caller's iterations.
 #[inline]

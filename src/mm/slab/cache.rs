@@ -1450,13 +1450,13 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
-        if crate::mm::fault_inject::FAILSLAB.armed() {
-            self.failslab(gfp)?;
-        }
-        // A debug cache's CPUs have no main sheaf: the pop fails.
-        if crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+        // One load says lockdep is off, failslab is not armed and the
+        // interrupt flag is native (see `platform::SLAB_ALLOC_FAST`); the
+        // slow path checks failslab. A debug cache's CPUs have no main
+        // sheaf: the pop fails.
+        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
             && (!gfp.allows_blocking()
-                || !crate::platform::irqs_disabled()
+                || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
             && let pcs = self.this_cpu_sheaves()
             && pcs.try_acquire()
@@ -1488,6 +1488,14 @@ impl CacheInner {
     #[inline(never)]
     #[track_caller]
     fn alloc_slowpath_raw(&self, gfp: Gfp, orig_size: usize, err: &mut AllocError) -> *mut u8 {
+        if crate::mm::fault_inject::FAILSLAB.armed() {
+            if let Err(e) = self.failslab(gfp) {
+                *err = e;
+                return ptr::null_mut();
+            }
+        } else {
+            refresh_alloc_fast();
+        }
         match self.alloc_slowpath(gfp, orig_size) {
             Ok(p) => p.as_ptr(),
             Err(e) => {
@@ -2700,6 +2708,28 @@ pub fn flush_all_sheaves() -> usize {
         }
     }
     pages
+}
+
+/// Turns the allocation fast path back on (`platform::SLAB_ALLOC_FAST`) if
+/// nothing forbids it any more: lockdep off, failslab not armed, a native
+/// interrupt flag. Whoever forbids it clears the flag (a sequentially
+/// consistent store) after changing its own state, and this re-reads that
+/// state after setting the flag the same way, so a concurrent change is not
+/// lost.
+fn refresh_alloc_fast() {
+    use crate::platform::SLAB_ALLOC_FAST;
+    let allowed = || {
+        crate::platform::irq_flag_native()
+            && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+            && !crate::mm::fault_inject::FAILSLAB.armed()
+    };
+    if SLAB_ALLOC_FAST.load(Ordering::Relaxed) || !allowed() {
+        return;
+    }
+    SLAB_ALLOC_FAST.store(true, Ordering::SeqCst);
+    if !allowed() {
+        SLAB_ALLOC_FAST.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Linux's `should_failslab`: never __GFP_NOFAIL, and not allocations that
