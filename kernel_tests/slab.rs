@@ -94,6 +94,7 @@ kreclaim::kernel_tests!(
     kmalloc_and_kfree_go_through_the_sheaves_too,
     a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs,
     a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf,
+    turning_lockdep_back_on_takes_allocations_off_the_fast_path,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2388,4 +2389,43 @@ fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_she
         kassert_eq!(task::invalid_context_sleeps(), n + 1);
         Ok(())
     })
+}
+
+fn turning_lockdep_back_on_takes_allocations_off_the_fast_path() -> TestResult {
+    // One flag stands for "lockdep off, failslab disarmed" on the fast
+    // path; turning lockdep on must clear it at once. Observed through the
+    // preempt count, which only the slow path reads: a sleeping allocation
+    // with preemption disabled is served quietly from the sheaf while
+    // lockdep is off, and reported once lockdep is on again.
+    let c = cache("t-sheaf-lockdep-on", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    let sleeping_alloc = |c: &KmemCache| -> TestResult {
+        let r = {
+            let _p = PreemptGuard::new();
+            c.alloc(GFP_KERNEL)
+        };
+        let p = r.map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(p) };
+        Ok(())
+    };
+    let n = task::invalid_context_sleeps();
+    lockdep_off(|| -> TestResult {
+        let warm = objs.alloc()?; // the slow path turns the fast path on
+        objs.v.retain(|p| *p != warm);
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(warm) };
+        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+        sleeping_alloc(&c)?;
+        kassert_eq!(task::invalid_context_sleeps(), n, "lockdep off: the fast path");
+        Ok(())
+    })?;
+    kassert!(lockdep::mode() != lockdep::LockdepMode::Off);
+    sleeping_alloc(&c)?;
+    kassert_eq!(
+        task::invalid_context_sleeps(),
+        n + 1,
+        "lockdep on: a sheaf-served allocation skipped might_alloc"
+    );
+    Ok(())
 }
