@@ -2202,6 +2202,12 @@ fn failslab_fails_an_allocation_the_sheaf_could_serve() -> TestResult {
     kassert!(cached > 0, "the sheaf holds objects");
     let injected = FAILSLAB.injected();
     let (first, second) = lockdep_off(|| {
+        // An allocation first, so that the fast path is on (the slow path
+        // turns it on once lockdep is off): arming failslab must turn it off.
+        if let Ok(p) = c.alloc(GFP_KERNEL | NOWARN) {
+            // SAFETY: from `c`, not used again.
+            unsafe { c.free(p) };
+        }
         FAILSLAB.configure(100, 1, 1);
         let first = c.alloc(GFP_KERNEL | NOWARN);
         let second = c.alloc(GFP_KERNEL | NOWARN);
