@@ -271,6 +271,28 @@ pub fn irqs_disabled_native() -> bool {
     }
 }
 
+/// Hosted builds whose platform runs each thread as a CPU of its own for
+/// good ([`Platform::cpu_id_is_per_thread`]).
+#[cfg(not(target_os = "none"))]
+static THREAD_CPUS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether every CPU is a thread that never runs as another CPU and is never
+/// interrupted (hosted builds whose platform says
+/// [`Platform::cpu_id_is_per_thread`]): then a CPU's per-CPU data is only
+/// ever touched by its own thread, and a per-CPU flag needs no atomic
+/// read-modify-write to exclude re-entry (the slab's sheaf lock uses this).
+#[inline(always)]
+pub fn cpus_are_threads() -> bool {
+    #[cfg(not(target_os = "none"))]
+    {
+        THREAD_CPUS.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(target_os = "none")]
+    {
+        false
+    }
+}
+
 /// Whether the installed platform's interrupt flag is native (read inline).
 pub fn irq_flag_native() -> bool {
     NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed)
@@ -320,6 +342,11 @@ pub fn set(p: &'static dyn Platform) {
         || cfg!(not(target_os = "none")))
         && p.irq_flag_is_native();
     NATIVE_IRQ.store(native, core::sync::atomic::Ordering::Release);
+    #[cfg(not(target_os = "none"))]
+    THREAD_CPUS.store(
+        p.cpu_id_is_per_thread(),
+        core::sync::atomic::Ordering::Release,
+    );
     if cfg!(all(target_arch = "x86_64", target_os = "none"))
         && let Some(off) = p.cpu_id_gs_offset()
     {

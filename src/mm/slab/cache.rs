@@ -326,7 +326,7 @@ impl CpuSheaves {
     /// QEMU's TCG, and correct whichever CPU the caller runs on).
     #[inline(always)]
     fn trylock(&self) -> Option<SheafGuard<'_>> {
-        if self.locked.swap(true, Ordering::Acquire) {
+        if !self.try_acquire() {
             return None;
         }
         Some(SheafGuard { pcs: self })
@@ -336,8 +336,25 @@ impl CpuSheaves {
     /// then call [`CpuSheaves::release`] themselves, with nothing between
     /// that can fail or unwind): a plain bool costs fewer instructions in
     /// the dev build than the `Option`.
+    ///
+    /// Where every CPU is a thread that never runs as another CPU and is
+    /// never interrupted (the host build, `platform::cpus_are_threads`),
+    /// only that thread takes its CPU's flag (re-entry from a report is the
+    /// only other holder it can meet, on the same thread), so a plain load
+    /// and store do: the exchange, a locked instruction, costs more than the
+    /// rest of the fast path there. Linux's `local_trylock` is such a plain
+    /// flag under `preempt_disable`. (Destroy's all-CPU flush takes other
+    /// CPUs' flags too, but its caller promises that nobody uses the cache.)
     #[inline(always)]
     fn try_acquire(&self) -> bool {
+        if crate::platform::cpus_are_threads() {
+            if self.locked.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.locked.store(true, Ordering::Relaxed);
+            core::sync::atomic::compiler_fence(Ordering::Acquire);
+            return true;
+        }
         !self.locked.swap(true, Ordering::Acquire)
     }
 
