@@ -2162,8 +2162,8 @@ fn debug_caches_bypass_sheaves_and_catch_every_double_free() -> TestResult {
     Ok(())
 }
 
-fn a_double_free_of_an_object_back_on_its_slab_is_reported_when_its_sheaf_is_flushed()
--> TestResult {
+fn a_double_free_of_an_object_back_on_its_slab_is_reported_when_its_sheaf_is_flushed() -> TestResult
+{
     // The free fast path reads only the page's private word, not the
     // slab's allocation bitmap (as SLUB): an object freed twice after its
     // first free reached the slab goes into the sheaf, and the flush finds
@@ -2423,7 +2423,11 @@ fn turning_lockdep_back_on_takes_allocations_off_the_fast_path() -> TestResult {
         unsafe { c.free(warm) };
         kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
         sleeping_alloc(&c)?;
-        kassert_eq!(task::invalid_context_sleeps(), n, "lockdep off: the fast path");
+        kassert_eq!(
+            task::invalid_context_sleeps(),
+            n,
+            "lockdep off: the fast path"
+        );
         Ok(())
     })?;
     kassert!(lockdep::mode() != lockdep::LockdepMode::Off);

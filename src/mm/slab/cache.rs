@@ -1710,7 +1710,10 @@ impl CacheInner {
         let n = n.wrapping_sub(1);
         size.store(n, Ordering::Relaxed);
         // SAFETY: slot n < size <= capacity of the sheaf.
-        Some(unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }.load(Ordering::Relaxed))
+        Some(
+            unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+                .load(Ordering::Relaxed),
+        )
     }
 
     /// Pushes `addr` onto `pcs`'s main sheaf if it has room and `addr` is
@@ -2791,7 +2794,10 @@ fn fast_map_init(delta: usize) {
     let vpfn = start.wrapping_add(delta >> crate::mm::page::PAGE_SHIFT);
     FAST_MAP.store(map, Ordering::Relaxed);
     FAST_MAP_VPFN.store(vpfn, Ordering::Relaxed);
-    FAST_MAP_LEN.store(z.spanned.load(Ordering::Relaxed) as usize, Ordering::Release);
+    FAST_MAP_LEN.store(
+        z.spanned.load(Ordering::Relaxed) as usize,
+        Ordering::Release,
+    );
 }
 
 /// The private word of the page holding direct-map address `addr`, through
@@ -2799,7 +2805,8 @@ fn fast_map_init(delta: usize) {
 /// [`page_private_of`], which knows every page).
 #[inline(always)]
 fn page_private_fast(addr: usize) -> usize {
-    let i = (addr >> crate::mm::page::PAGE_SHIFT).wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
+    let i =
+        (addr >> crate::mm::page::PAGE_SHIFT).wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
     if i < FAST_MAP_LEN.load(Ordering::Acquire) {
         let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
         // SAFETY: entry `i` of the mem_map (i below its length), which
@@ -2807,7 +2814,9 @@ fn page_private_fast(addr: usize) -> usize {
         // the alignment of every raw dereference, which this fast path would
         // pay on each free.
         #[allow(clippy::transmute_ptr_to_ref)]
-        let page = unsafe { core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p) };
+        let page = unsafe {
+            core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p)
+        };
         return page.private();
     }
     0
