@@ -1155,8 +1155,12 @@ impl KmemCache {
             debug::record(SlabBug::LiveObjectsAtDestroy, &inner.name);
             return Err(e);
         }
-        // Unregistered first: `flush_all_sheaves` looks at registered
-        // caches' sheaves without their list locks.
+        // The (empty) slabs go first: their pages' private words carry the
+        // registry slot, which a cache created next may take once it is
+        // cleared below.
+        inner.release_empty(0);
+        // Unregistered before the sheaves are freed: `flush_all_sheaves`
+        // looks at registered caches' sheaves without their list locks.
         let mut reg = CACHES.lock();
         for (id, p) in reg.0.iter_mut().enumerate() {
             if ptr::eq(*p, inner) {
