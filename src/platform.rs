@@ -251,7 +251,7 @@ pub(crate) static SLAB_ALLOC_FAST: core::sync::atomic::AtomicBool =
 
 /// Whether interrupts are masked on this CPU, for callers that know the
 /// platform's flag is native ([`Platform::irq_flag_is_native`], as
-/// [`SLAB_ALLOC_FAST`] implies): the flag read inline, nothing else.
+/// `SLAB_ALLOC_FAST` implies): the flag read inline, nothing else.
 #[inline(always)]
 pub fn irqs_disabled_native() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "none"))]
