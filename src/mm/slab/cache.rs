@@ -401,6 +401,9 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     if inner.sheaf_capacity == 0 {
         return false;
     }
+    // The AP's allocations must find the fast path on (it is turned on by
+    // an allocation slow path, which an AP must not take).
+    refresh_alloc_fast();
     let mut fresh = FreshSheaves::NONE;
     let ok = loop {
         let Some(g) = pcs.trylock() else { break false };
