@@ -87,12 +87,14 @@ kreclaim::kernel_tests!(
     bulk_alloc_and_free_take_and_return_every_object,
     shrink_and_destroy_drain_the_sheaves,
     debug_caches_bypass_sheaves_and_catch_every_double_free,
+    a_double_free_of_an_object_back_on_its_slab_is_reported_when_its_sheaf_is_flushed,
     failslab_fails_an_allocation_the_sheaf_could_serve,
     slabinfo_counts_sheaf_objects_apart_and_is_exact_after_a_flush,
     reclaim_flushes_every_cache_sheaves_before_it_gives_up,
     kmalloc_and_kfree_go_through_the_sheaves_too,
     a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs,
     a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf,
+    turning_lockdep_back_on_takes_allocations_off_the_fast_path,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2160,6 +2162,38 @@ fn debug_caches_bypass_sheaves_and_catch_every_double_free() -> TestResult {
     Ok(())
 }
 
+fn a_double_free_of_an_object_back_on_its_slab_is_reported_when_its_sheaf_is_flushed() -> TestResult
+{
+    // The free fast path reads only the page's private word, not the
+    // slab's allocation bitmap (as SLUB): an object freed twice after its
+    // first free reached the slab goes into the sheaf, and the flush finds
+    // it already free, reports it by name and does not link it again.
+    let c = cache("t-dfree-flush", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    let a = objs.alloc()?;
+    objs.alloc()?;
+    objs.v.retain(|p| *p != a);
+    // SAFETY: `a` came from this cache and is not used again.
+    unsafe { c.free(a) };
+    c.flush_sheaves(); // `a` is back on its slab's free list
+    let before = lists(&c);
+    let n = slab::reports().len();
+    // SAFETY: `a` is already free: taken into the sheaf, refused at the
+    // flush below, only reported; nothing is written to it.
+    unsafe { c.free(a) };
+    c.flush_sheaves();
+    let r = one_report(n, SlabBug::DoubleFree, "t-dfree-flush")?;
+    kassert_eq!(r.addr, a.as_ptr() as usize);
+    kassert_eq!(lists(&c), before, "counts unchanged");
+    c.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    // Linked once: the next allocations hand it out once.
+    let x = objs.alloc()?;
+    let y = objs.alloc()?;
+    kassert!(x != y, "the same object allocated twice");
+    kassert_eq!(c.info().active_objs, 3);
+    Ok(())
+}
+
 fn failslab_fails_an_allocation_the_sheaf_could_serve() -> TestResult {
     let c = cache("t-sheaf-failslab", 64, SlabFlags::empty())?;
     let mut objs = Objs::new(&c, 2);
@@ -2168,6 +2202,12 @@ fn failslab_fails_an_allocation_the_sheaf_could_serve() -> TestResult {
     kassert!(cached > 0, "the sheaf holds objects");
     let injected = FAILSLAB.injected();
     let (first, second) = lockdep_off(|| {
+        // An allocation first, so that the fast path is on (the slow path
+        // turns it on once lockdep is off): arming failslab must turn it off.
+        if let Ok(p) = c.alloc(GFP_KERNEL | NOWARN) {
+            // SAFETY: from `c`, not used again.
+            unsafe { c.free(p) };
+        }
         FAILSLAB.configure(100, 1, 1);
         let first = c.alloc(GFP_KERNEL | NOWARN);
         let second = c.alloc(GFP_KERNEL | NOWARN);
@@ -2355,4 +2395,47 @@ fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_she
         kassert_eq!(task::invalid_context_sleeps(), n + 1);
         Ok(())
     })
+}
+
+fn turning_lockdep_back_on_takes_allocations_off_the_fast_path() -> TestResult {
+    // One flag stands for "lockdep off, failslab disarmed" on the fast
+    // path; turning lockdep on must clear it at once. Observed through the
+    // preempt count, which only the slow path reads: a sleeping allocation
+    // with preemption disabled is served quietly from the sheaf while
+    // lockdep is off, and reported once lockdep is on again.
+    let c = cache("t-sheaf-lockdep-on", 64, SlabFlags::empty())?;
+    let mut objs = Objs::new(&c, 4);
+    let sleeping_alloc = |c: &KmemCache| -> TestResult {
+        let r = {
+            let _p = PreemptGuard::new();
+            c.alloc(GFP_KERNEL)
+        };
+        let p = r.map_err(|e| fail(alloc::format!("{e}")))?;
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(p) };
+        Ok(())
+    };
+    let n = task::invalid_context_sleeps();
+    lockdep_off(|| -> TestResult {
+        let warm = objs.alloc()?; // the slow path turns the fast path on
+        objs.v.retain(|p| *p != warm);
+        // SAFETY: from `c`, not used again.
+        unsafe { c.free(warm) };
+        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+        sleeping_alloc(&c)?;
+        kassert_eq!(
+            task::invalid_context_sleeps(),
+            n,
+            "lockdep off: the fast path"
+        );
+        Ok(())
+    })?;
+    kassert!(lockdep::mode() != lockdep::LockdepMode::Off);
+    sleeping_alloc(&c)?;
+    kassert_eq!(
+        task::invalid_context_sleeps(),
+        n + 1,
+        "lockdep on: a sheaf-served allocation skipped might_alloc"
+    );
+    Ok(())
 }

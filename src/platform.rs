@@ -192,11 +192,20 @@ pub fn cpu_id() -> usize {
             return id;
         }
     }
+    cpu_id_from_platform()
+}
+
+/// [`cpu_id`] through the platform's trait object; out of line, so that the
+/// inline fast path falls straight through to its `gs:` load.
+#[cold]
+#[inline(never)]
+fn cpu_id_from_platform() -> usize {
     get().map_or(0, |p| p.cpu_id())
 }
 
 /// Whether interrupts are masked on this CPU (Linux's `irqs_disabled`):
-/// one `pushf` when the platform's flag is the CPU's own, else a save and
+/// one `pushf` when the platform's flag is the CPU's own (hosted: the
+/// thread's flag, read from its thread-local), else a save and
 /// restore through the platform (true with no platform, as
 /// [`IrqGuard`] treats it).
 #[inline]
@@ -208,6 +217,19 @@ pub fn irqs_disabled() -> bool {
         unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
         return flags & (1 << 9) == 0;
     }
+    // Hosted builds whose platform keeps the flag per thread: read it.
+    #[cfg(not(target_os = "none"))]
+    if NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed) {
+        return !hosted::IRQS_ENABLED.with(core::cell::Cell::get);
+    }
+    irqs_disabled_from_platform()
+}
+
+/// [`irqs_disabled`] through the platform's trait object (out of line, as
+/// [`cpu_id_from_platform`]).
+#[cold]
+#[inline(never)]
+fn irqs_disabled_from_platform() -> bool {
     match get() {
         Some(p) => {
             let was = p.irq_save();
@@ -216,6 +238,64 @@ pub fn irqs_disabled() -> bool {
         }
         None => true,
     }
+}
+
+/// Whether the slab allocation fast path may run (Linux would use static
+/// keys): the interrupt flag is native (see [`irqs_disabled_native`]),
+/// lockdep is off and `failslab` is not armed, all in one load. Cleared at
+/// once by whatever turns lockdep on or arms `failslab`; set again lazily by
+/// the slab's allocation slow path when all three hold (the slab reads it;
+/// it lives here, below both lockdep and mm, so that both may clear it).
+pub(crate) static SLAB_ALLOC_FAST: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// Whether interrupts are masked on this CPU, for callers that know the
+/// platform's flag is native ([`Platform::irq_flag_is_native`], as
+/// `SLAB_ALLOC_FAST` implies): the flag read inline, nothing else.
+#[inline(always)]
+pub fn irqs_disabled_native() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    {
+        let flags: u64;
+        // SAFETY: reads RFLAGS through the stack; changes nothing.
+        unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(preserves_flags)) };
+        flags & (1 << 9) == 0
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        !hosted::IRQS_ENABLED.with(core::cell::Cell::get)
+    }
+    #[cfg(all(not(target_arch = "x86_64"), target_os = "none"))]
+    {
+        irqs_disabled()
+    }
+}
+
+/// Hosted builds whose platform runs each thread as a CPU of its own for
+/// good ([`Platform::cpu_id_is_per_thread`]).
+#[cfg(not(target_os = "none"))]
+static THREAD_CPUS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether every CPU is a thread that never runs as another CPU and is never
+/// interrupted (hosted builds whose platform says
+/// [`Platform::cpu_id_is_per_thread`]): then a CPU's per-CPU data is only
+/// ever touched by its own thread, and a per-CPU flag needs no atomic
+/// read-modify-write to exclude re-entry (the slab's sheaf lock uses this).
+#[inline(always)]
+pub fn cpus_are_threads() -> bool {
+    #[cfg(not(target_os = "none"))]
+    {
+        THREAD_CPUS.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(target_os = "none")]
+    {
+        false
+    }
+}
+
+/// Whether the installed platform's interrupt flag is native (read inline).
+pub fn irq_flag_native() -> bool {
+    NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
@@ -262,6 +342,11 @@ pub fn set(p: &'static dyn Platform) {
         || cfg!(not(target_os = "none")))
         && p.irq_flag_is_native();
     NATIVE_IRQ.store(native, core::sync::atomic::Ordering::Release);
+    #[cfg(not(target_os = "none"))]
+    THREAD_CPUS.store(
+        p.cpu_id_is_per_thread(),
+        core::sync::atomic::Ordering::Release,
+    );
     if cfg!(all(target_arch = "x86_64", target_os = "none"))
         && let Some(off) = p.cpu_id_gs_offset()
     {

@@ -121,6 +121,11 @@ fn run(p: Params, ops: Vec<Op>) {
                 // above): the free is refused as a double free, only reported.
                 unsafe { cache.free(NonNull::new_unchecked(obj as *mut u8)) };
                 expected_reports += 1;
+                // A cache with sheaves takes the object into this CPU's sheaf
+                // (its slab is not read on the fast path, as in SLUB); the
+                // double free is found when the sheaf is flushed. Debug
+                // caches and frees of a released slab report it at once.
+                cache.flush_sheaves();
                 let r = slab::reports();
                 assert_eq!(r.len(), before.0 + 1, "bad free not reported");
                 match r[before.0].bug {

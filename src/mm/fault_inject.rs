@@ -144,6 +144,11 @@ impl FaultAttr {
         self.rng.store(SEED, Ordering::SeqCst);
         self.probability
             .store(probability.min(100), Ordering::SeqCst);
+        if probability != 0 && core::ptr::eq(self, &FAILSLAB) {
+            // The slab fast path does not test `failslab`: off it goes (the
+            // slab's slow path turns it back on once failslab is disarmed).
+            crate::platform::SLAB_ALLOC_FAST.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Applies a command-line spec.

@@ -157,6 +157,19 @@ pub(crate) struct CacheInner {
     /// `ceil(2^32 / size)`: object index by multiplication (SLUB's
     /// `reciprocal_divide`), exact for offsets inside a slab.
     size_recip: u64,
+    /// `objects * size`: the bytes the object slots span (the free fast
+    /// path's range check, without a multiplication).
+    span: usize,
+    /// `ceil(2^64 / size)`: an offset `rel` below 2^32 is a multiple of
+    /// `size` exactly when `rel * div_magic mod 2^64 < div_magic` (Lemire,
+    /// Kaser and Kurz's divisibility test): the free fast path's boundary
+    /// check with one multiplication.
+    div_magic: u64,
+    /// What the low bits of every slab page's private word hold for this
+    /// cache: [`SLAB_PRIVATE_TAG`] and the cache's registry slot (Linux finds
+    /// `slab->slab_cache` from `struct page` alone; see [`slab_of_page`]).
+    /// Set once at registration, before any slab exists.
+    slab_tag: usize,
     /// Partial slabs (empty ones included) the node keeps before an empty
     /// slab goes back to the page allocator (Linux's `s->min_partial`).
     min_partial: usize,
@@ -252,24 +265,19 @@ impl Sheaf {
         unsafe { (sh as *mut usize).add(SHEAF_HEADER_WORDS + i) }
     }
 
-    /// The words of sheaf `sh` (header and slots) as one array, so that the
-    /// fast paths index it without a bounds check: word 1 is `size`, slot
-    /// `i` is word [`Sheaf::word_of_slot`]`(i)`.
+    /// Word `k` of sheaf `sh` (1: the size; `SHEAF_HEADER_WORDS + i`: slot
+    /// `i`), without the dev build's alignment check and bounds check
+    /// (`AtomicUsize::from_ptr` on a wrapped offset).
     ///
     /// # Safety
     /// `sh` is a live sheaf (the caller holds the sheaf lock of the CPU that
-    /// has it, or the list lock while it is in the barn).
+    /// has it, or the list lock while it is in the barn) and
+    /// `k < SHEAF_WORDS`.
     #[inline(always)]
-    unsafe fn words<'a>(sh: *mut Sheaf) -> &'a [AtomicUsize; SHEAF_WORDS] {
-        // SAFETY: a sheaf is SHEAF_BYTES, 8-aligned, of words.
-        unsafe { &*(sh as *const [AtomicUsize; SHEAF_WORDS]) }
-    }
-
-    /// The word of slot `i` (below the capacity, which leaves it in the
-    /// array; the mask only spares a bounds check).
-    #[inline(always)]
-    fn word_of_slot(i: usize) -> usize {
-        SHEAF_HEADER_WORDS.wrapping_add(i) & (SHEAF_WORDS - 1)
+    unsafe fn word<'a>(sh: *mut Sheaf, k: usize) -> &'a AtomicUsize {
+        // SAFETY: the caller's contract: a word inside the live sheaf,
+        // 8-aligned as the sheaf is.
+        unsafe { AtomicUsize::from_ptr((sh as *mut usize).wrapping_add(k)) }
     }
 
     /// Objects in `sh` (0 for none).
@@ -323,10 +331,42 @@ impl CpuSheaves {
     /// QEMU's TCG, and correct whichever CPU the caller runs on).
     #[inline(always)]
     fn trylock(&self) -> Option<SheafGuard<'_>> {
-        if self.locked.swap(true, Ordering::Acquire) {
+        if !self.try_acquire() {
             return None;
         }
         Some(SheafGuard { pcs: self })
+    }
+
+    /// [`CpuSheaves::trylock`] without a guard, for the fast paths (which
+    /// then call [`CpuSheaves::release`] themselves, with nothing between
+    /// that can fail or unwind): a plain bool costs fewer instructions in
+    /// the dev build than the `Option`.
+    ///
+    /// Where every CPU is a thread that never runs as another CPU and is
+    /// never interrupted (the host build, `platform::cpus_are_threads`),
+    /// only that thread takes its CPU's flag (re-entry from a report is the
+    /// only other holder it can meet, on the same thread), so a plain load
+    /// and store do: the exchange, a locked instruction, costs more than the
+    /// rest of the fast path there. Linux's `local_trylock` is such a plain
+    /// flag under `preempt_disable`. (Destroy's all-CPU flush takes other
+    /// CPUs' flags too, but its caller promises that nobody uses the cache.)
+    #[inline(always)]
+    fn try_acquire(&self) -> bool {
+        if crate::platform::cpus_are_threads() {
+            if self.locked.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.locked.store(true, Ordering::Relaxed);
+            core::sync::atomic::compiler_fence(Ordering::Acquire);
+            return true;
+        }
+        !self.locked.swap(true, Ordering::Acquire)
+    }
+
+    /// Releases what [`CpuSheaves::try_acquire`] took.
+    #[inline(always)]
+    fn release(&self) {
+        self.locked.store(false, Ordering::Release);
     }
 }
 
@@ -437,6 +477,9 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     if inner.sheaf_capacity == 0 {
         return false;
     }
+    // The AP's allocations must find the fast path on (it is turned on by
+    // an allocation slow path, which an AP must not take).
+    refresh_alloc_fast();
     let mut fresh = FreshSheaves::NONE;
     let ok = loop {
         let Some(g) = pcs.trylock() else { break false };
@@ -732,6 +775,22 @@ const MAX_CACHES: usize = 256;
 struct Registry([*const CacheInner; MAX_CACHES]);
 // SAFETY: entries are only followed under the lock while the cache lives.
 unsafe impl Send for Registry {}
+
+/// The registry's slots readable without its lock: `kfree` finds an
+/// object's cache from the slot number in its slab page's private word. A
+/// slot is set before the cache's first slab exists and cleared when the
+/// cache is destroyed, after which its slabs are gone (or, with objects
+/// left, the cache is never freed).
+static CACHE_BY_ID: [AtomicPtr<CacheInner>; MAX_CACHES] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHES];
+
+/// Marks a slab page's private word: `slab base | SLAB_PRIVATE_TAG | slot`
+/// (slab bases are page aligned; the slot is below [`MAX_CACHES`]). Other
+/// private words (0, kmalloc's large-allocation tags) never have this bit.
+const SLAB_PRIVATE_TAG: usize = 0x800;
+/// The low bits of a private word: the tag and the cache's slot.
+const SLAB_PRIVATE_LOW: usize = PAGE - 1;
+const _: () = assert!(MAX_CACHES <= SLAB_PRIVATE_TAG);
 static CACHES: SpinLock<Registry> = SpinLock::new(
     Registry([ptr::null(); MAX_CACHES]),
     crate::lock_class!("slab_caches"),
@@ -956,6 +1015,9 @@ impl KmemCache {
             red_left_pad,
             orig_size_offset,
             size_recip: (1u64 << 32).div_ceil(slot as u64),
+            span: objects * slot,
+            div_magic: (u64::MAX / slot as u64).wrapping_add(1),
+            slab_tag: 0,
             min_partial: min_partial_for(slot),
             cookie: random_cookie(),
             lists: SpinLock::new(
@@ -986,8 +1048,13 @@ impl KmemCache {
         .map_err(nomem)?;
         let raw = alloc::boxed::Box::into_raw(inner);
         let mut reg = CACHES.lock();
-        match reg.0.iter_mut().find(|p| p.is_null()) {
-            Some(slot) => *slot = raw,
+        match reg.0.iter_mut().position(|p| p.is_null()) {
+            Some(id) => {
+                // SAFETY: just leaked above and not published: ours alone.
+                unsafe { (*raw).slab_tag = SLAB_PRIVATE_TAG | id };
+                reg.0[id] = raw;
+                CACHE_BY_ID[id].store(raw, Ordering::Release);
+            }
             None => {
                 drop(reg);
                 // SAFETY: just leaked above and not published.
@@ -1171,12 +1238,17 @@ impl KmemCache {
             debug::record(SlabBug::LiveObjectsAtDestroy, &inner.name);
             return Err(e);
         }
-        // Unregistered first: `flush_all_sheaves` looks at registered
-        // caches' sheaves without their list locks.
+        // The (empty) slabs go first: their pages' private words carry the
+        // registry slot, which a cache created next may take once it is
+        // cleared below.
+        inner.release_empty(0);
+        // Unregistered before the sheaves are freed: `flush_all_sheaves`
+        // looks at registered caches' sheaves without their list locks.
         let mut reg = CACHES.lock();
-        for p in reg.0.iter_mut() {
+        for (id, p) in reg.0.iter_mut().enumerate() {
             if ptr::eq(*p, inner) {
                 *p = ptr::null();
+                CACHE_BY_ID[id].store(ptr::null_mut(), Ordering::Release);
             }
         }
         drop(reg);
@@ -1492,19 +1564,19 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
-        if crate::mm::fault_inject::FAILSLAB.armed() {
-            self.failslab(gfp)?;
-        }
-        if self.sheaf_capacity != 0
-            && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+        // One load says lockdep is off, failslab is not armed and the
+        // interrupt flag is native (see `platform::SLAB_ALLOC_FAST`); the
+        // slow path checks failslab. A debug cache's CPUs have no main
+        // sheaf: the pop fails.
+        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
             && (!gfp.allows_blocking()
-                || !crate::platform::irqs_disabled()
+                || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
             && let pcs = self.this_cpu_sheaves()
-            && let Some(g) = pcs.trylock()
+            && pcs.try_acquire()
         {
             let obj = self.sheaf_pop(pcs);
-            drop(g);
+            pcs.release();
             if let Some(obj) = obj {
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
@@ -1514,7 +1586,37 @@ impl CacheInner {
                 return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
             }
         }
-        self.alloc_slowpath(gfp, orig_size)
+        // The slow path returns the object as a word (0: failed, the error
+        // in `err`), not as a `Result` in memory, which the fast path's
+        // caller would otherwise read back on every allocation.
+        let mut err = AllocError { gfp, order: 0 };
+        match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
+            Some(p) => Ok(p),
+            None => Err(err),
+        }
+    }
+
+    /// [`CacheInner::alloc_slowpath`] with the object as a pointer: null
+    /// on failure, the error then in `err`.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn alloc_slowpath_raw(&self, gfp: Gfp, orig_size: usize, err: &mut AllocError) -> *mut u8 {
+        if crate::mm::fault_inject::FAILSLAB.armed() {
+            if let Err(e) = self.failslab(gfp) {
+                *err = e;
+                return ptr::null_mut();
+            }
+        } else {
+            refresh_alloc_fast();
+        }
+        match self.alloc_slowpath(gfp, orig_size) {
+            Ok(p) => p.as_ptr(),
+            Err(e) => {
+                *err = e;
+                ptr::null_mut()
+            }
+        }
     }
 
     /// Linux's `should_failslab` for this cache, and the failure's report.
@@ -1695,16 +1797,20 @@ impl CacheInner {
         if main.is_null() {
             return None;
         }
-        // SAFETY: the main sheaf, which only the holder of the sheaf lock
-        // changes.
-        let w = unsafe { Sheaf::words(main) };
-        let n = w[1].load(Ordering::Relaxed);
+        // SAFETY: word 1 of the main sheaf (its size), which only the
+        // holder of the sheaf lock changes.
+        let size = unsafe { Sheaf::word(main, 1) };
+        let n = size.load(Ordering::Relaxed);
         if n == 0 {
             return None;
         }
         let n = n.wrapping_sub(1);
-        w[1].store(n, Ordering::Relaxed);
-        Some(w[Sheaf::word_of_slot(n)].load(Ordering::Relaxed))
+        size.store(n, Ordering::Relaxed);
+        // SAFETY: slot n < size <= capacity of the sheaf.
+        Some(
+            unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+                .load(Ordering::Relaxed),
+        )
     }
 
     /// Pushes `addr` onto `pcs`'s main sheaf if it has room and `addr` is
@@ -1716,17 +1822,23 @@ impl CacheInner {
         if main.is_null() {
             return false;
         }
-        // SAFETY: the main sheaf, which only the holder of the sheaf lock
-        // changes.
-        let w = unsafe { Sheaf::words(main) };
-        let n = w[1].load(Ordering::Relaxed);
-        if n >= self.sheaf_capacity
-            || (n != 0 && w[Sheaf::word_of_slot(n.wrapping_sub(1))].load(Ordering::Relaxed) == addr)
-        {
+        // SAFETY: word 1 of the main sheaf (its size), which only the
+        // holder of the sheaf lock changes.
+        let size = unsafe { Sheaf::word(main, 1) };
+        let n = size.load(Ordering::Relaxed);
+        if n >= self.sheaf_capacity {
             return false;
         }
-        w[Sheaf::word_of_slot(n)].store(addr, Ordering::Relaxed);
-        w[1].store(n.wrapping_add(1), Ordering::Relaxed);
+        // SAFETY: the word before slot n (n < capacity): slot n - 1, or
+        // with n == 0 the size word (0, never an address).
+        let last = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n).wrapping_sub(1)) };
+        if last.load(Ordering::Relaxed) == addr {
+            return false;
+        }
+        // SAFETY: slot n < capacity of the sheaf.
+        unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+            .store(addr, Ordering::Relaxed);
+        size.store(n.wrapping_add(1), Ordering::Relaxed);
         true
     }
 
@@ -2196,7 +2308,11 @@ impl CacheInner {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn free_slowpath(&self, s: *mut SlabHeader, addr: usize, idx: usize) {
+    fn free_slowpath(&self, s: *mut SlabHeader, addr: usize) {
+        if self.sheaf_capacity == 0 {
+            return self.free_to_slab(s, addr);
+        }
+        let idx = self.index_of(addr - s as usize - self.first_offset);
         let mut fresh = FreshSheaves::NONE;
         loop {
             let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
@@ -2367,12 +2483,17 @@ impl CacheInner {
             && d != delta
         {
             DIRECT_DELTA.store(DELTA_NONE, Ordering::Relaxed);
+            FAST_MAP_LEN.store(0, Ordering::Relaxed);
+        } else if FAST_MAP_LEN.load(Ordering::Relaxed) == 0
+            && DIRECT_DELTA.load(Ordering::Relaxed) == delta
+        {
+            fast_map_init(delta);
         }
         page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
         for i in 0..(1usize << self.order) {
             page_alloc::set_page_private(
                 PhysAddr::new(pa.as_u64() + (i * PAGE) as u64),
-                base as u64,
+                (base | self.slab_tag) as u64,
             );
         }
         if self.flags.contains(SlabFlags::POISON) {
@@ -2426,22 +2547,37 @@ impl CacheInner {
         self.static_name
     }
 
+    /// `kmem_cache_free`: the object's slab and cache from its page's
+    /// private word alone (the slab header is not read), then
+    /// [`CacheInner::free_in_slab`]; anything else is reported.
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free(&self, p: *mut u8) {
         let addr = p as usize;
-        match slab_of(addr) {
-            // SAFETY: slab_of checked the magic: a live slab's header.
-            Some(s) if ptr::eq(unsafe { (*s).cache }, self) => self.free_in_slab(s, addr),
-            s => self.report_foreign_free(s, addr),
+        // The slab base if the page is a slab of this cache; otherwise
+        // low bits remain.
+        let base = page_private_fast(addr) ^ self.slab_tag;
+        if base & SLAB_PRIVATE_LOW == 0 {
+            self.free_in_slab(base, addr);
+        } else {
+            self.free_slow_lookup(addr);
         }
     }
 
-    /// A free of a pointer no slab of this cache owns: `s` is its slab, if any.
+    /// [`CacheInner::free`] of a pointer the fast map does not show as a
+    /// slab object of this cache: the general lookup, then the free, or the
+    /// report of a pointer no slab of this cache owns.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn report_foreign_free(&self, s: Option<*mut SlabHeader>, addr: usize) {
+    fn free_slow_lookup(&self, addr: usize) {
+        let s = slab_of(addr);
+        if let Some(s) = s
+            // SAFETY: slab_of checked the magic: a live slab's header.
+            && ptr::eq(unsafe { (*s).cache }, self)
+        {
+            return self.free_in_slab(s as usize, addr);
+        }
         let Some(s) = s else {
             debug::report(
                 self,
@@ -2466,40 +2602,35 @@ impl CacheInner {
         );
     }
 
-    /// Frees `addr`, known to be in slab `s` of this cache. The fast path
-    /// (a cache with sheaves): the object is allocated (its bit, read without
-    /// the lock: a clear one is a double free), interrupts masked, pushed
-    /// onto this CPU's main sheaf, interrupts back.
+    /// Frees `addr`, known to be in the slab at `s` of this cache (from its
+    /// page's private word). The fast path: the address checked to be an
+    /// object boundary, this CPU's sheaf lock tried, the object pushed onto
+    /// the main sheaf unless it is the object freed last (SLUB's naive
+    /// double-free check), the lock released. The slab header is not read:
+    /// as in SLUB, a double free of an object that is not the last one freed
+    /// is found when its sheaf is flushed (the slab's allocation bitmap
+    /// shows it free), or at once by a debug cache, which has no sheaves.
     #[track_caller]
     #[inline(always)]
-    pub(crate) fn free_in_slab(&self, s: *mut SlabHeader, addr: usize) {
+    pub(crate) fn free_in_slab(&self, s: usize, addr: usize) {
         // Wrapping arithmetic and one range check: an address before the
         // first object wraps to a huge offset. Below the objects' span
-        // (at most 32 KiB) the reciprocal gives the exact index.
-        let rel = addr.wrapping_sub((s as usize).wrapping_add(self.first_offset));
-        let idx = ((rel as u64).wrapping_mul(self.size_recip) >> 32) as usize;
-        if rel >= self.objects.wrapping_mul(self.size) || idx.wrapping_mul(self.size) != rel {
+        // (at most 32 KiB) the divisibility test is exact.
+        let rel = addr.wrapping_sub(s.wrapping_add(self.first_offset));
+        if rel >= self.span || (rel as u64).wrapping_mul(self.div_magic) >= self.div_magic {
             self.report_bad_offset(addr);
             return;
         }
-        if self.sheaf_capacity != 0 {
-            // SAFETY: `s` is a live slab of this cache; the bitmap word is
-            // read atomically (idx < objects <= MAX_OBJECTS: the mask only
-            // spares a bounds check).
-            let word = unsafe {
-                (*s).allocated[(idx / 64) & (MAX_OBJECTS / 64 - 1)].load(Ordering::Relaxed)
-            };
-            if word & (1 << (idx % 64)) != 0
-                && let pcs = self.this_cpu_sheaves()
-                && let Some(_g) = pcs.trylock()
-                && self.sheaf_push(pcs, addr)
-            {
+        // A debug cache's CPUs have no main sheaf: the push fails.
+        let pcs = self.this_cpu_sheaves();
+        if pcs.try_acquire() {
+            let pushed = self.sheaf_push(pcs, addr);
+            pcs.release();
+            if pushed {
                 return;
             }
-            self.free_slowpath(s, addr, idx);
-            return;
         }
-        self.free_to_slab(s, addr);
+        self.free_slowpath(s as *mut SlabHeader, addr);
     }
 
     #[cold]
@@ -2716,6 +2847,28 @@ pub fn flush_all_sheaves() -> usize {
     pages
 }
 
+/// Turns the allocation fast path back on (`platform::SLAB_ALLOC_FAST`) if
+/// nothing forbids it any more: lockdep off, failslab not armed, a native
+/// interrupt flag. Whoever forbids it clears the flag (a sequentially
+/// consistent store) after changing its own state, and this re-reads that
+/// state after setting the flag the same way, so a concurrent change is not
+/// lost.
+fn refresh_alloc_fast() {
+    use crate::platform::SLAB_ALLOC_FAST;
+    let allowed = || {
+        crate::platform::irq_flag_native()
+            && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+            && !crate::mm::fault_inject::FAILSLAB.armed()
+    };
+    if SLAB_ALLOC_FAST.load(Ordering::Relaxed) || !allowed() {
+        return;
+    }
+    SLAB_ALLOC_FAST.store(true, Ordering::SeqCst);
+    if !allowed() {
+        SLAB_ALLOC_FAST.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Linux's `should_failslab`: never __GFP_NOFAIL, and not allocations that
 /// may enter direct reclaim when `ignore-gfp-wait` is set.
 fn should_failslab(gfp: Gfp, size: usize) -> bool {
@@ -2737,9 +2890,59 @@ static DIRECT_DELTA: AtomicUsize = AtomicUsize::new(DELTA_UNSET);
 const DELTA_UNSET: usize = 1;
 const DELTA_NONE: usize = 3;
 
-/// The slab holding `addr`, through the page's private word.
+/// The mem_map as the free fast path reads it: entry `i` describes the
+/// direct-map page `FAST_MAP_VPFN + i` (virtual page number), for `i` below
+/// `FAST_MAP_LEN`. Set with the first slab, from the zone (whose mem_map
+/// never moves) and [`DIRECT_DELTA`]; `FAST_MAP_LEN` stays 0 (every lookup
+/// misses and takes the general path) until then, and for good once slabs
+/// disagree on the direct map's offset.
+static FAST_MAP: AtomicPtr<crate::mm::page::Page> = AtomicPtr::new(ptr::null_mut());
+static FAST_MAP_VPFN: AtomicUsize = AtomicUsize::new(0);
+static FAST_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Fills the fast map (see [`FAST_MAP`]) for direct-map offset `delta`.
+fn fast_map_init(delta: usize) {
+    let z = &crate::mm::zone::ZONE;
+    let map = z.mem_map.load(Ordering::Acquire);
+    if map.is_null() || delta & (PAGE - 1) != 0 {
+        return;
+    }
+    let start = z.start_pfn.load(Ordering::Relaxed) as usize;
+    let vpfn = start.wrapping_add(delta >> crate::mm::page::PAGE_SHIFT);
+    FAST_MAP.store(map, Ordering::Relaxed);
+    FAST_MAP_VPFN.store(vpfn, Ordering::Relaxed);
+    FAST_MAP_LEN.store(
+        z.spanned.load(Ordering::Relaxed) as usize,
+        Ordering::Release,
+    );
+}
+
+/// The private word of the page holding direct-map address `addr`, through
+/// the fast map: 0 if the map does not cover it (then the caller asks
+/// [`page_private_of`], which knows every page).
 #[inline(always)]
-pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
+fn page_private_fast(addr: usize) -> usize {
+    let i =
+        (addr >> crate::mm::page::PAGE_SHIFT).wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
+    if i < FAST_MAP_LEN.load(Ordering::Acquire) {
+        let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
+        // SAFETY: entry `i` of the mem_map (i below its length), which
+        // lives for ever. A transmute rather than `&*`: the dev build checks
+        // the alignment of every raw dereference, which this fast path would
+        // pay on each free.
+        #[allow(clippy::transmute_ptr_to_ref)]
+        let page = unsafe {
+            core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p)
+        };
+        return page.private();
+    }
+    0
+}
+
+/// The private word of the page holding `addr` (0 outside the page
+/// allocator's span): for a slab page, `slab base | SLAB_PRIVATE_TAG | the
+/// cache's registry slot`.
+fn page_private_of(addr: usize) -> usize {
     let delta = DIRECT_DELTA.load(Ordering::Relaxed);
     let pa = if delta & 1 == 0 {
         // Any pointer into a slab is a direct-map address: `addr - delta`.
@@ -2748,13 +2951,43 @@ pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
     } else {
         page_alloc::virt_to_phys(addr as *const u8)
     };
-    let base = page_alloc::page_private(pa)?;
+    match page_alloc::page_private(pa) {
+        Some(v) => v as usize,
+        None => 0,
+    }
+}
+
+/// Linux's `virt_to_slab` plus `slab->slab_cache`: the slab base and cache
+/// of a slab object's page from the page's private word alone; `None` for a
+/// page that is not a live slab's.
+#[inline(always)]
+pub(crate) fn slab_of_page(addr: usize) -> Option<(usize, &'static CacheInner)> {
+    let v = page_private_fast(addr);
+    if v & SLAB_PRIVATE_TAG == 0 {
+        return None;
+    }
+    let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
+    if c.is_null() {
+        return None;
+    }
+    // SAFETY: a registered cache outlives its slabs (see CACHE_BY_ID).
+    Some((v & !SLAB_PRIVATE_LOW, unsafe { &*c }))
+}
+
+/// The slab holding `addr`, through the page's private word, its header's
+/// magic checked.
+pub(crate) fn slab_of(addr: usize) -> Option<*mut SlabHeader> {
+    let v = page_private_of(addr);
+    if v & SLAB_PRIVATE_TAG == 0 {
+        return None;
+    }
+    let base = v & !SLAB_PRIVATE_LOW;
     // Slab addresses are direct-map addresses; small values are other tags.
     if base < 0x1_0000 {
         return None;
     }
     let s = base as *mut SlabHeader;
-    // SAFETY: page_private only holds slab base addresses.
+    // SAFETY: only slab pages carry the tag, with their slab's base.
     if unsafe { (*s).magic } != SLAB_MAGIC {
         return None;
     }

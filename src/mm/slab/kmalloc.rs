@@ -3,7 +3,7 @@
 //! [`KBox`] and [`KVec`] that take GFP flags; and the `GlobalAlloc` adapter
 //! that routes Rust's `alloc` to kmalloc under `current_gfp_context`.
 
-use super::cache::{KmemCache, SlabFlags, slab_of};
+use super::cache::{KmemCache, SlabFlags, slab_of, slab_of_page};
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, AllocError, PageOwner};
 use core::alloc::Layout;
@@ -100,7 +100,9 @@ fn kmalloc_index(size: usize, align: usize) -> Option<usize> {
 #[inline]
 pub fn kmalloc_slab(size: usize, align: usize) -> Option<&'static KmemCache> {
     let caches = CACHES.get()?;
-    kmalloc_index(size, align).map(|i| &caches[i])
+    // The index is below 13 by construction; `get` rather than `[]` keeps
+    // the dev build's bounds check from panicking code on the fast path.
+    kmalloc_index(size, align).and_then(|i| caches.get(i))
 }
 
 fn order_for(size: usize) -> u32 {
@@ -197,9 +199,7 @@ fn owner_of(p: *const u8) -> Option<Owner> {
 pub fn kfree(p: *mut u8) {
     // The common case inline: a slab object, through its cache's fast path
     // (NULL and ZERO_SIZE_PTR are in no slab).
-    if let Some(s) = slab_of(p as usize) {
-        // SAFETY: a live slab; its cache outlives its slabs.
-        let cache = unsafe { &*(*s).cache };
+    if let Some((s, cache)) = slab_of_page(p as usize) {
         cache.free_in_slab(s, p as usize);
         return;
     }
@@ -218,7 +218,7 @@ fn kfree_other(p: *mut u8) {
         Some(Owner::Slab(s)) => {
             // SAFETY: a live slab; its cache outlives its slabs.
             let cache = unsafe { &*(*s).cache };
-            cache.free_in_slab(s, p as usize);
+            cache.free_in_slab(s as usize, p as usize);
         }
         Some(Owner::Large(order)) => {
             let pa = page_alloc::virt_to_phys(p);

@@ -70,6 +70,11 @@ static MODE: AtomicU8 = AtomicU8::new(LockdepMode::On as u8);
 /// stacks (a lock taken while off and released while on is a bad unlock).
 pub fn set_mode(m: LockdepMode) {
     MODE.store(m as u8, Ordering::Relaxed);
+    if m != LockdepMode::Off {
+        // The slab fast path skips lockdep's annotations: off it goes (the
+        // slab's slow path turns it back on once lockdep is off again).
+        crate::platform::SLAB_ALLOC_FAST.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The current mode.
