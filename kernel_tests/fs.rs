@@ -52,6 +52,7 @@ kreclaim::kernel_tests!(
     iget_waits_for_inactivation,
     lookup_racing_with_unlink_finds_nothing,
     open_unlink_close_races_leave_fsck_clean,
+    fsck_needs_no_block_above_order_3,
 );
 
 fn dev() -> &'static RamDisk {
@@ -1375,4 +1376,79 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
     );
     ok!(fs.unmount());
     fsck_clean()
+}
+
+/// Memory held so that no free block is larger than order 3: everything is
+/// taken in order-3 blocks (no watermarks: `__GFP_MEMALLOC`), then the
+/// blocks whose order-3 buddy is also held are given back, so a given-back
+/// block can never merge into order 4. About half of memory stays free.
+struct NoBlockAboveOrder3 {
+    held: Vec<kreclaim::mm::page::PhysAddr>,
+}
+
+impl NoBlockAboveOrder3 {
+    fn new() -> Result<Self, String> {
+        use kreclaim::mm::gfp::{GFP_NOWAIT, Gfp};
+        use kreclaim::mm::page_alloc::{alloc_pages, free_pages};
+        let mut all = Vec::new();
+        all.try_reserve(4096).map_err(|_| String::from("no room for the list"))?;
+        let gfp = GFP_NOWAIT | Gfp::__GFP_NOWARN | Gfp::__GFP_MEMALLOC;
+        while all.len() < all.capacity() {
+            match alloc_pages(gfp, 3) {
+                Ok(pa) => all.push(pa),
+                Err(_) => break,
+            }
+        }
+        all.sort_unstable_by_key(|pa| pa.as_u64());
+        let mut held = Vec::new();
+        held.try_reserve(all.len()).map_err(|_| String::from("no room for the list"))?;
+        for &pa in &all {
+            let buddy = pa.as_u64() ^ (8 * 4096);
+            let buddy_held = all.binary_search_by_key(&buddy, |b| b.as_u64()).is_ok();
+            if pa.as_u64() & (8 * 4096) == 0 && buddy_held {
+                free_pages(pa, 3);
+            } else {
+                held.push(pa);
+            }
+        }
+        Ok(NoBlockAboveOrder3 { held })
+    }
+}
+
+impl Drop for NoBlockAboveOrder3 {
+    fn drop(&mut self) {
+        for &pa in &self.held {
+            kreclaim::mm::page_alloc::free_pages(pa, 3);
+        }
+    }
+}
+
+/// fsck after unmount on a fragmented machine (the CI's `mem=4M` run once
+/// failed with "fsck after unmount: out of memory"): its owner map for this
+/// 48 MiB disk is 48 KiB, which as one allocation is order 4, a costly
+/// order the allocator does not retry. In chunks of a page it needs no block
+/// above order 0.
+fn fsck_needs_no_block_above_order_3() -> TestResult {
+    let fs = ok!(fresh(Policy::TODAY));
+    let root = ok!(fs.root());
+    for i in 0..4 {
+        drop(ok!(fs.create(&root, &format!("d{i}"), FileType::Dir)));
+    }
+    drop(root);
+    ok!(fs.unmount());
+    drop(fs);
+    let geo = ok!(kreclaim::fs::fsck(dev())).geometry;
+    kassert!(
+        geo.total_blocks * 4 > 8 * 4096,
+        "the owner map ({} blocks) must be above order 3 for this test",
+        geo.total_blocks
+    );
+    let frag = ok!(NoBlockAboveOrder3::new());
+    let free = kreclaim::mm::page_alloc::free_per_order();
+    let above3: u64 = free[4..].iter().sum();
+    let r = check(dev());
+    drop(frag);
+    kassert_eq!(above3, 0, "free blocks per order: {free:?}");
+    kassert!(r.is_ok(), "fsck with no free block above order 3: {:?}", r.err());
+    Ok(())
 }
