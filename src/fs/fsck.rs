@@ -262,14 +262,22 @@ impl<T: Copy> Default for PageArray<T> {
 impl<T: Copy> core::ops::Index<usize> for PageArray<T> {
     type Output = T;
     fn index(&self, i: usize) -> &T {
-        assert!(i < self.len, "PageArray index {i} out of range ({})", self.len);
+        assert!(
+            i < self.len,
+            "PageArray index {i} out of range ({})",
+            self.len
+        );
         &self.chunks[i / Self::PER_CHUNK][i % Self::PER_CHUNK]
     }
 }
 
 impl<T: Copy> core::ops::IndexMut<usize> for PageArray<T> {
     fn index_mut(&mut self, i: usize) -> &mut T {
-        assert!(i < self.len, "PageArray index {i} out of range ({})", self.len);
+        assert!(
+            i < self.len,
+            "PageArray index {i} out of range ({})",
+            self.len
+        );
         &mut self.chunks[i / Self::PER_CHUNK][i % Self::PER_CHUNK]
     }
 }
