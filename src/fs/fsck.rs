@@ -14,7 +14,7 @@
 //! block owners, one record per inode slot), with `try_reserve`, so running
 //! out is [`FsError::NoMemory`], not a panic. Every array that grows with
 //! the filesystem (the block owner map, the inode records, the directories,
-//! the directory entries, one directory's names) is a [`PageArray`]: chunks
+//! the directory entries, one directory's names) is a `PageArray`: chunks
 //! of at most one page, so no allocation is above order 0 and each is "too
 //! small to fail" for the page allocator. One contiguous owner map for a
 //! 64 MiB device is 64 KiB, an order-4 allocation that the allocator does
