@@ -1382,9 +1382,13 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
 /// Memory held so that no free block is larger than order 3: everything is
 /// taken in order-3 blocks (no watermarks: `__GFP_MEMALLOC`), then the
 /// blocks whose order-3 buddy is also held are given back, so a given-back
-/// block can never merge into order 4. About half of memory stays free.
+/// block can never merge into order 4; blocks above order 3 that frees by
+/// other tasks form meanwhile are taken as well. About half of memory stays
+/// free.
 struct NoBlockAboveOrder3 {
     held: Vec<kreclaim::mm::page::PhysAddr>,
+    /// Order-4 blocks taken afterwards.
+    big: Vec<kreclaim::mm::page::PhysAddr>,
 }
 
 impl NoBlockAboveOrder3 {
@@ -1414,7 +1418,22 @@ impl NoBlockAboveOrder3 {
                 held.push(pa);
             }
         }
-        Ok(NoBlockAboveOrder3 { held })
+        // Pages other tasks freed meanwhile may have merged above order 3:
+        // take those blocks too (a few at most).
+        let mut big = Vec::new();
+        big.try_reserve(64)
+            .map_err(|_| String::from("no room for the list"))?;
+        while big.len() < big.capacity()
+            && kreclaim::mm::page_alloc::free_per_order()[4..]
+                .iter()
+                .any(|&n| n > 0)
+        {
+            match alloc_pages(gfp, 4) {
+                Ok(pa) => big.push(pa),
+                Err(_) => break,
+            }
+        }
+        Ok(NoBlockAboveOrder3 { held, big })
     }
 }
 
@@ -1422,6 +1441,9 @@ impl Drop for NoBlockAboveOrder3 {
     fn drop(&mut self) {
         for &pa in &self.held {
             kreclaim::mm::page_alloc::free_pages(pa, 3);
+        }
+        for &pa in &self.big {
+            kreclaim::mm::page_alloc::free_pages(pa, 4);
         }
     }
 }
