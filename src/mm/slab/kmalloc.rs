@@ -106,9 +106,7 @@ pub fn create_kmalloc_caches() -> Result<[KmemCache; 13], KmallocInitError> {
         // `made` drops here: KmemCache's drop destroys each created cache.
         return Err(KmallocInitError(e));
     }
-    let mut it = made.into_iter().flatten();
-    let caches: [Option<KmemCache>; 13] = core::array::from_fn(|_| it.next());
-    match caches {
+    match made {
         [
             Some(a),
             Some(b),
