@@ -576,12 +576,27 @@ fn lockdep_sees_the_seed_report_only_under_kernel() -> TestResult {
                 reps.len()
             );
         } else {
+            // The seed's report is the ILOCK/fs_reclaim cycle. A reader
+            // holding d<n>'s ILOCK whose direct reclaim reclaims a cold
+            // directory (blocking ILOCK in `nolockdep`, the final lock in
+            // `today`) gets "possible recursive locking" instead, as Linux's
+            // lockdep does (see
+            // today_reclaiming_a_directory_under_a_directory_ilock_is_reported):
+            // whether a reader or kswapd reclaims it is chance, so it is
+            // allowed here, and nothing else is.
+            let unexpected: Vec<&lockdep::LockdepReport> = reps
+                .iter()
+                .filter(|r| {
+                    !(r.kind == lockdep::ReportKind::RecursiveLocking
+                        && r.classes.iter().all(|c| *c == "xfs_dir_ilock"))
+                })
+                .collect();
             kassert!(
-                reps.is_empty(),
+                unexpected.is_empty(),
                 "policy {policy}: lockdep reported an ILOCK: {:?} {:?}\n{}",
-                reps[0].kind,
-                reps[0].classes,
-                reps[0].text
+                unexpected[0].kind,
+                unexpected[0].classes,
+                unexpected[0].text
             );
         }
     }
