@@ -54,6 +54,8 @@ kreclaim::kernel_tests!(
     iget_waits_for_inactivation,
     lookup_racing_with_unlink_finds_nothing,
     open_unlink_close_races_leave_fsck_clean,
+    fsck_needs_no_block_above_order_3,
+    today_reclaiming_a_directory_under_a_directory_ilock_is_reported,
 );
 
 fn dev() -> &'static RamDisk {
@@ -576,12 +578,27 @@ fn lockdep_sees_the_seed_report_only_under_kernel() -> TestResult {
                 reps.len()
             );
         } else {
+            // The seed's report is the ILOCK/fs_reclaim cycle. A reader
+            // holding d<n>'s ILOCK whose direct reclaim reclaims a cold
+            // directory (blocking ILOCK in `nolockdep`, the final lock in
+            // `today`) gets "possible recursive locking" instead, as Linux's
+            // lockdep does (see
+            // today_reclaiming_a_directory_under_a_directory_ilock_is_reported):
+            // whether a reader or kswapd reclaims it is chance, so it is
+            // allowed here, and nothing else is.
+            let unexpected: Vec<&lockdep::LockdepReport> = reps
+                .iter()
+                .filter(|r| {
+                    !(r.kind == lockdep::ReportKind::RecursiveLocking
+                        && r.classes.iter().all(|c| *c == "xfs_dir_ilock"))
+                })
+                .collect();
             kassert!(
-                reps.is_empty(),
+                unexpected.is_empty(),
                 "policy {policy}: lockdep reported an ILOCK: {:?} {:?}\n{}",
-                reps[0].kind,
-                reps[0].classes,
-                reps[0].text
+                unexpected[0].kind,
+                unexpected[0].classes,
+                unexpected[0].text
             );
         }
     }
@@ -1526,4 +1543,156 @@ fn open_unlink_close_races_leave_fsck_clean() -> TestResult {
     );
     ok!(fs.unmount());
     fsck_clean()
+}
+
+/// Memory held so that no free block is larger than order 3: everything is
+/// taken in order-3 blocks (no watermarks: `__GFP_MEMALLOC`), then the
+/// blocks whose order-3 buddy is also held are given back, so a given-back
+/// block can never merge into order 4; blocks above order 3 that frees by
+/// other tasks form meanwhile are taken as well. About half of memory stays
+/// free.
+struct NoBlockAboveOrder3 {
+    held: Vec<kreclaim::mm::page::PhysAddr>,
+    /// Order-4 blocks taken afterwards.
+    big: Vec<kreclaim::mm::page::PhysAddr>,
+}
+
+impl NoBlockAboveOrder3 {
+    fn new() -> Result<Self, String> {
+        use kreclaim::mm::gfp::{GFP_NOWAIT, Gfp};
+        use kreclaim::mm::page_alloc::{alloc_pages, free_pages};
+        let mut all = Vec::new();
+        all.try_reserve(4096)
+            .map_err(|_| String::from("no room for the list"))?;
+        let gfp = GFP_NOWAIT | Gfp::__GFP_NOWARN | Gfp::__GFP_MEMALLOC;
+        while all.len() < all.capacity() {
+            match alloc_pages(gfp, 3) {
+                Ok(pa) => all.push(pa),
+                Err(_) => break,
+            }
+        }
+        all.sort_unstable_by_key(|pa| pa.as_u64());
+        let mut held = Vec::new();
+        held.try_reserve(all.len())
+            .map_err(|_| String::from("no room for the list"))?;
+        for &pa in &all {
+            let buddy = pa.as_u64() ^ (8 * 4096);
+            let buddy_held = all.binary_search_by_key(&buddy, |b| b.as_u64()).is_ok();
+            if pa.as_u64() & (8 * 4096) == 0 && buddy_held {
+                free_pages(pa, 3);
+            } else {
+                held.push(pa);
+            }
+        }
+        let mut big = Vec::new();
+        big.try_reserve(64)
+            .map_err(|_| String::from("no room for the list"))?;
+        let mut me = NoBlockAboveOrder3 { held, big };
+        me.take_blocks_above_order_3();
+        Ok(me)
+    }
+
+    /// Pages other tasks freed meanwhile may have merged above order 3:
+    /// takes those blocks too (a few at most). Returns the free blocks per
+    /// order afterwards.
+    fn take_blocks_above_order_3(&mut self) -> [u64; kreclaim::mm::zone::NR_ORDERS] {
+        use kreclaim::mm::gfp::{GFP_NOWAIT, Gfp};
+        let gfp = GFP_NOWAIT | Gfp::__GFP_NOWARN | Gfp::__GFP_MEMALLOC;
+        loop {
+            let free = kreclaim::mm::page_alloc::free_per_order();
+            if free[4..].iter().all(|&n| n == 0) || self.big.len() == self.big.capacity() {
+                return free;
+            }
+            match kreclaim::mm::page_alloc::alloc_pages(gfp, 4) {
+                Ok(pa) => self.big.push(pa),
+                Err(_) => return free,
+            }
+        }
+    }
+}
+
+impl Drop for NoBlockAboveOrder3 {
+    fn drop(&mut self) {
+        for &pa in &self.held {
+            kreclaim::mm::page_alloc::free_pages(pa, 3);
+        }
+        for &pa in &self.big {
+            kreclaim::mm::page_alloc::free_pages(pa, 4);
+        }
+    }
+}
+
+/// fsck after unmount on a fragmented machine (the CI's `mem=4M` run once
+/// failed with "fsck after unmount: out of memory"): its owner map for this
+/// 48 MiB disk is 48 KiB, which as one allocation is order 4, a costly
+/// order the allocator does not retry. In chunks of a page it needs no block
+/// above order 0.
+fn fsck_needs_no_block_above_order_3() -> TestResult {
+    let fs = ok!(fresh(Policy::TODAY));
+    let root = ok!(fs.root());
+    for i in 0..4 {
+        drop(ok!(fs.create(&root, &format!("d{i}"), FileType::Dir)));
+    }
+    drop(root);
+    ok!(fs.unmount());
+    drop(fs);
+    let geo = ok!(kreclaim::fs::fsck(dev())).geometry;
+    kassert!(
+        geo.total_blocks * 4 > 8 * 4096,
+        "the owner map ({} blocks) must be above order 3 for this test",
+        geo.total_blocks
+    );
+    let mut frag = ok!(NoBlockAboveOrder3::new());
+    // Once more right before the check: frees by other tasks may have
+    // merged meanwhile (the premise is logged, not asserted: a block that
+    // appears during the check could only let the old code pass).
+    let free = frag.take_blocks_above_order_3();
+    kreclaim::println!("free blocks per order before fsck: {free:?}");
+    let r = check(dev());
+    drop(frag);
+    kassert!(
+        r.is_ok(),
+        "fsck with no free block above order 3: {:?}",
+        r.err()
+    );
+    Ok(())
+}
+
+/// The cause of `today`'s rare "possible recursive locking" on
+/// xfs_dir_ilock: a task holding a directory's ILOCK (a lookup or readdir)
+/// enters direct reclaim with __GFP_FS (today's GFP_KERNEL|__GFP_NOLOCKDEP:
+/// NOLOCKDEP hides only the fs_reclaim dependency), the inode shrinker
+/// reclaims another, unreferenced directory, and reclaim's final blocking
+/// ILOCK takes the same class at subclass 0. Linux 6.10's lockdep printed
+/// exactly this (xfs_reclaim_inode vs xfs_ilock_data_map_shared, called a
+/// false positive on LKML): kreclaim keeps it. The workload avoids it by
+/// keeping its directories referenced, during the run and its check.
+fn today_reclaiming_a_directory_under_a_directory_ilock_is_reported() -> TestResult {
+    lockdep::reset_graph();
+    let before = lockdep::report_count();
+    let fs = ok!(fresh(Policy::TODAY));
+    let root = ok!(fs.root());
+    let sub = ok!(fs.create(&root, "sub", FileType::Dir));
+    ok!(fs.sync());
+    drop(sub);
+    // As a lookup in the root entering direct reclaim: two passes (the LRU
+    // walk, then XFS reclaim) with the root's ILOCK held.
+    let reclaimed = {
+        let _g = fs.ilock(&root, false);
+        let _memalloc = MemallocScope::noreclaim();
+        fs.shrink_inode_cache(GFP_KERNEL, 0);
+        fs.shrink_inode_cache(GFP_KERNEL, 0);
+        fs.stats().inodes_reclaimed
+    };
+    drop(root);
+    ok!(fs.unmount());
+    let recursive = lockdep::reports_since(before).iter().any(|r| {
+        r.kind == lockdep::ReportKind::RecursiveLocking && r.classes.contains(&"xfs_dir_ilock")
+    });
+    kassert!(
+        reclaimed > 0,
+        "the unreferenced directory was not reclaimed"
+    );
+    kassert!(recursive, "no recursive-locking report on xfs_dir_ilock");
+    Ok(())
 }

@@ -41,6 +41,7 @@ kreclaim::kernel_tests!(
     oom_fail_keeps_small_allocations_failing,
     nofs_allocation_retries_without_invoking_the_killer,
     direct_reclaim_does_not_yield_between_priorities,
+    direct_reclaim_without_progress_throttles_and_efficient_reclaim_wakes,
 );
 
 const OBJ: usize = 1024;
@@ -698,6 +699,18 @@ fn kswapd_gives_up_after_16_runs_without_progress() -> TestResult {
     // kswapd and everything else on the boot CPU: the runs are counted one
     // wake-up at a time, with nothing else reclaiming in between.
     let _one = task::BootCpuOnly::new();
+    // From a kswapd with no failures: a direct reclaim pass that makes
+    // progress resets them (earlier cases may leave a few, e.g. while a
+    // reclaimer without progress was throttled).
+    let stash = MainPages::new();
+    stash.fill(64)?;
+    let reg = ShrinkerBuilder::new("main-pages")
+        .register(MainShrinker(stash.clone()))
+        .or_fail("register")?;
+    let got = direct_reclaim_pass();
+    drop(reg);
+    stash.drain();
+    kassert!(got > 0, "the resetting pass reclaimed nothing");
     let w = watermarks();
     let mut held = HeldPages::for_all_memory()?;
     // Below LOW with nothing a shrinker could free.
@@ -950,17 +963,76 @@ fn nofs_allocation_retries_without_invoking_the_killer() -> TestResult {
     Ok(())
 }
 
-/// A shrinker that never frees anything (direct reclaim goes through every
-/// priority).
-struct NoProgress(Arc<AtomicU64>);
+/// One direct reclaim pass as the allocator's slow path runs it: under
+/// PF_MEMALLOC, so that the pages freed count as this task's reclaim.
+fn direct_reclaim_pass() -> usize {
+    let _memalloc = MemallocScope::noreclaim();
+    vmscan::try_to_free_pages(GFP_KERNEL, 0)
+}
 
-impl Shrinker for NoProgress {
-    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
-        CountObjects::new(4096)
+/// A shrinker whose objects are whole pages, given back only to the task
+/// named "main": main's direct reclaim frees one page per object scanned
+/// (efficient: no throttle, and it wakes throttled reclaimers); every other
+/// task finds nothing to scan (no progress).
+struct MainPages {
+    pages: SpinLock<Vec<page_alloc::PhysAddr>>,
+    scans: AtomicU64,
+}
+
+impl MainPages {
+    fn new() -> Arc<MainPages> {
+        Arc::new(MainPages {
+            pages: SpinLock::new(Vec::new(), lock_class!("main_pages")),
+            scans: AtomicU64::new(0),
+        })
     }
-    fn scan_objects(&self, _sc: &mut ShrinkControl) -> ScanObjects {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        ScanObjects::freed(0)
+
+    /// Takes pages from the page allocator until `n` are held.
+    fn fill(&self, n: usize) -> TestResult {
+        while self.pages.lock().len() < n {
+            let pa = alloc_pages(GFP_KERNEL, 0).or_fail("allocate a page for the stash")?;
+            let mut p = self.pages.lock();
+            if let Err(e) = p.try_reserve(1) {
+                drop(p);
+                free_pages(pa, 0);
+                return Err(e).or_fail("grow the stash");
+            }
+            p.push(pa);
+        }
+        Ok(())
+    }
+
+    fn drain(&self) {
+        while let Some(pa) = self.pages.lock().pop() {
+            free_pages(pa, 0);
+        }
+    }
+}
+
+/// The shrinker of a [`MainPages`] stash.
+struct MainShrinker(Arc<MainPages>);
+
+impl Shrinker for MainShrinker {
+    fn count_objects(&self, _sc: &ShrinkControl) -> CountObjects {
+        if task::current().name() != "main" {
+            return CountObjects::EMPTY;
+        }
+        CountObjects::new(self.0.pages.lock().len() as u64)
+    }
+    fn scan_objects(&self, sc: &mut ShrinkControl) -> ScanObjects {
+        self.0.scans.fetch_add(1, Ordering::Relaxed);
+        if task::current().name() != "main" {
+            return ScanObjects::STOP;
+        }
+        let mut freed = 0;
+        while freed < sc.nr_to_scan() {
+            let Some(pa) = self.0.pages.lock().pop() else {
+                break;
+            };
+            free_pages(pa, 0);
+            freed += 1;
+        }
+        ScanObjects::freed(freed)
     }
 }
 
@@ -969,11 +1041,14 @@ fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
     // giving the CPU away (cond_resched only yields a used-up time slice).
     // With preemption off, another runnable task gets the CPU during one
     // direct reclaim pass only if reclaim yields. Both tasks on the boot
-    // CPU: on another CPU the helper would run beside reclaim.
+    // CPU: on another CPU the helper would run beside reclaim. The
+    // shrinker makes progress: a pass that reclaims nothing by priority 1
+    // sleeps (consider_reclaim_throttle, the next case).
     let _one = task::BootCpuOnly::new();
-    let scans = Arc::new(AtomicU64::new(0));
-    let reg = ShrinkerBuilder::new("no-progress")
-        .register(NoProgress(scans.clone()))
+    let stash = MainPages::new();
+    stash.fill(64)?;
+    let reg = ShrinkerBuilder::new("main-pages")
+        .register(MainShrinker(stash.clone()))
         .or_fail("register")?;
     let (stop, runs) = (
         Arc::new(AtomicBool::new(false)),
@@ -991,15 +1066,16 @@ fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
     let before = runs.load(Ordering::Relaxed);
     let got = {
         let _p = task::PreemptGuard::new();
-        vmscan::try_to_free_pages(GFP_KERNEL, 0)
+        direct_reclaim_pass()
     };
     let ran = runs.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Release);
     let _ = helper.join();
     drop(reg);
-    kassert_eq!(got, 0);
+    stash.drain();
+    kassert!(got > 0, "the pass reclaimed nothing");
     kassert!(
-        scans.load(Ordering::Relaxed) > 0,
+        stash.scans.load(Ordering::Relaxed) > 0,
         "the shrinker was never scanned"
     );
     kassert_eq!(
@@ -1007,5 +1083,65 @@ fn direct_reclaim_does_not_yield_between_priorities() -> TestResult {
         0,
         "another task ran {ran} times inside one direct reclaim pass"
     );
+    Ok(())
+}
+
+fn direct_reclaim_without_progress_throttles_and_efficient_reclaim_wakes() -> TestResult {
+    // Linux's consider_reclaim_throttle: a direct reclaimer that reclaimed
+    // nothing by priority 1 sleeps on reclaim_wait[NOPROGRESS] (1 jiffy at
+    // most); a pass elsewhere that reclaims better than 12% wakes it.
+    let stash = MainPages::new();
+    stash.fill(64)?;
+    let reg = ShrinkerBuilder::new("main-pages")
+        .register(MainShrinker(stash.clone()))
+        .or_fail("register")?;
+    // A pass with progress: kswapd is not hopeless afterwards (a hopeless
+    // kswapd means near OOM, where Linux does not throttle).
+    let got = direct_reclaim_pass();
+    kassert!(
+        got > 0,
+        "'{}': {} scans, {} pages left",
+        task::current().name(),
+        stash.scans.load(Ordering::Relaxed),
+        stash.pages.lock().len()
+    );
+    kassert!(!vmscan::kswapd_hopeless());
+    let s0 = vmscan::stats().snapshot();
+    let (stop, passes) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let (s2, p2) = (stop.clone(), passes.clone());
+    // Not main: the shrinker gives it nothing, every pass is without
+    // progress.
+    let helper = task::spawn("noprogress", move || {
+        while !s2.load(Ordering::Acquire) {
+            let _ = direct_reclaim_pass();
+            p2.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .or_fail("spawn the helper")?;
+    let res = wait_for("the helper's pass to throttle", || {
+        vmscan::stats().snapshot().noprogress_throttled > s0.noprogress_throttled
+    })
+    .and_then(|()| {
+        // Efficient passes of main's own until one finds the helper asleep.
+        let mut fill = Ok(());
+        let r = wait_for("efficient reclaim to wake the throttled helper", || {
+            fill = stash.fill(64);
+            if fill.is_err() {
+                return true;
+            }
+            let _ = direct_reclaim_pass();
+            vmscan::stats().snapshot().noprogress_woken > s0.noprogress_woken
+        });
+        fill.and(r)
+    });
+    stop.store(true, Ordering::Release);
+    helper.join().or_fail("join the helper")?;
+    drop(reg);
+    stash.drain();
+    res?;
+    kassert!(passes.load(Ordering::Relaxed) > 0);
     Ok(())
 }

@@ -82,6 +82,7 @@ kreclaim::kernel_tests!(
     kmalloc_slack_after_the_requested_size_is_red_zoned,
     a_full_cache_registry_is_registry_full_not_no_memory,
     create_under_failslab_is_no_memory_and_leaks_nothing,
+    kmalloc_cache_creation_failure_is_an_error_naming_the_cache,
     sheaf_fast_path_returns_objects_lifo_per_cpu,
     frees_refill_sheaves_then_swap_then_the_barn_with_exact_counts,
     bulk_alloc_and_free_take_and_return_every_object,
@@ -1868,6 +1869,88 @@ fn create_under_failslab_is_no_memory_and_leaks_nothing() -> TestResult {
     }
     let c = kmem_cache_create("t-failslab-create", 48, 0, SlabFlags::empty(), None);
     kassert!(c.is_ok(), "{:?}", c.err());
+    Ok(())
+}
+
+/// kmalloc_init used to `expect` its caches (a panic when the early heap was
+/// too small); creating them is now all or none with an error that names
+/// the failing cache. Fail each allocation in turn: every class fails once
+/// (its first allocation), every failure leaves no cache and no object.
+fn kmalloc_cache_creation_failure_is_an_error_naming_the_cache() -> TestResult {
+    use kreclaim::mm::slab::kmalloc::{KMALLOC_SIZES, KmallocInitError, create_kmalloc_caches};
+    let rows = || {
+        slab::slabinfo()
+            .iter()
+            .filter(|i| i.name.starts_with("kmalloc-"))
+            .count()
+    };
+    // Objects freed by a destroyed cache sit in this CPU's sheaves until
+    // flushed: count after a flush, on one CPU, and without the sheaves
+    // themselves (`slab_sheaf`: a cache used here for the first time gets
+    // its sheaves, which flushing empties but keeps).
+    let _one = task::BootCpuOnly::new();
+    let objs = || {
+        slab::flush_all_sheaves();
+        slab::slabinfo()
+            .iter()
+            .filter(|i| i.name != "slab_sheaf")
+            .map(|i| i.active_objs)
+            .sum::<usize>()
+    };
+    let (rows0, objs0) = (rows(), objs());
+    let mut failed = [false; 13];
+    let mut succeeded = false;
+    for nth in 1..=200 {
+        let injected = FAILSLAB.injected();
+        FAILSLAB.configure(100, nth, 1);
+        let r = create_kmalloc_caches();
+        FAILSLAB.disable();
+        // Another task took the injected failure: try this one again.
+        let stolen = r.is_ok() && FAILSLAB.injected() != injected;
+        match r {
+            Err(KmallocInitError(e)) => {
+                // Counted before this arm allocates its own strings.
+                let (rows_now, objs_now) = (rows(), objs());
+                kassert_eq!(
+                    rows_now,
+                    rows0,
+                    "allocation {nth}: a cache was left registered"
+                );
+                kassert_eq!(objs_now, objs0, "allocation {nth}: leaked an object");
+                kassert!(matches!(e, CreateError::NoMemory { .. }), "{e}");
+                let name = alloc::format!("{}", e.name());
+                let class = KMALLOC_SIZES
+                    .iter()
+                    .position(|&sz| kmalloc_slab(sz, 8).is_some_and(|c| c.name() == name));
+                kassert!(
+                    class.is_some(),
+                    "allocation {nth}: {e} names no kmalloc class"
+                );
+                failed[class.unwrap_or(0)] = true;
+                let text = alloc::format!("{}", KmallocInitError(e.clone()));
+                kassert!(
+                    text.starts_with("kmalloc_init: ")
+                        && text.contains(name.as_str())
+                        && text.contains("out of memory"),
+                    "{text}"
+                );
+            }
+            Ok(caches) => {
+                kassert_eq!(rows(), rows0 + KMALLOC_SIZES.len());
+                drop(caches);
+                kassert_eq!(rows(), rows0);
+                if !stolen {
+                    succeeded = true;
+                    break;
+                }
+            }
+        }
+    }
+    kassert!(succeeded, "creation never succeeded");
+    kassert!(
+        failed.iter().all(|&f| f),
+        "classes that never failed: {failed:?}"
+    );
     Ok(())
 }
 

@@ -88,7 +88,11 @@ pub fn start_kernel(boot: &'static BootInfo, params: &EarlyParams, arch: &ArchHo
         slab::set_global_debug(*flags, only.clone());
     }
     if page_alloc::is_ready() {
-        slab::kmalloc::kmalloc_init();
+        if let Err(e) = slab::kmalloc::kmalloc_init() {
+            // Nothing after this point can allocate: stop with the cause.
+            crate::println!("kreclaim: {e}");
+            crate::platform::exit(false);
+        }
         let _ = page_alloc::register_oom_reporter(slab::show_slabinfo);
         let _ = page_alloc::register_oom_reporter(shrinker::show_shrinkers);
     }

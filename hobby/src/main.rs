@@ -175,7 +175,11 @@ extern "C" fn hobby_main() -> ! {
             .init(&raw mut EARLY_HEAP as *mut u8, 32 << 10)
     };
     page_alloc::init_from_platform(None, None).expect("page allocator");
-    kmalloc::kmalloc_init();
+    if let Err(e) = kmalloc::kmalloc_init() {
+        let (used, size) = ALLOCATOR.early().usage();
+        println!("hobby: {e}; early heap {used} of {size} bytes in use");
+        platform::exit(false);
+    }
 
     CACHE.create().expect("cache");
     let mut pool = KVec::with_capacity(2048, GFP_KERNEL).expect("pool");

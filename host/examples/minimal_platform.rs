@@ -96,7 +96,7 @@ fn main() {
         kind: RegionKind::Ram,
     });
     page_alloc::init(&ram, None, None).expect("page allocator");
-    kmalloc::kmalloc_init();
+    kmalloc::kmalloc_init().expect("kmalloc");
 
     // ---- what the kernel gets
     // Pages, with GFP flags, watermarks and reclaim; failure is a value.

@@ -327,6 +327,8 @@ pub enum HostInitError {
     /// The system allocator could not provide the arena.
     NoArena(usize),
     PageAlloc(page_alloc::InitError),
+    /// A kmalloc cache could not be created (named in the error).
+    Kmalloc(kmalloc::KmallocInitError),
 }
 
 impl std::fmt::Display for HostInitError {
@@ -338,6 +340,7 @@ impl std::fmt::Display for HostInitError {
             ),
             Self::NoArena(n) => write!(f, "the system allocator refused an arena of {n} bytes"),
             Self::PageAlloc(e) => write!(f, "page allocator: {e}"),
+            Self::Kmalloc(e) => write!(f, "{e}"),
         }
     }
 }
@@ -385,7 +388,7 @@ fn bring_up(config: Config) -> Result<Host, HostInitError> {
     });
     page_alloc::init(&map, None, config.min_free_kbytes).map_err(HostInitError::PageAlloc)?;
     slab::set_global_debug(config.slab_debug, None);
-    kmalloc::kmalloc_init();
+    kmalloc::kmalloc_init().map_err(HostInitError::Kmalloc)?;
     Ok(Host {
         arena: Arena { start, len: bytes },
         config,

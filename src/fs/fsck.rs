@@ -12,7 +12,14 @@
 //!
 //! fsck is a tool, not an IO path: it allocates its working memory (a map of
 //! block owners, one record per inode slot), with `try_reserve`, so running
-//! out is [`FsError::NoMemory`], not a panic.
+//! out is [`FsError::NoMemory`], not a panic. Every array that grows with
+//! the filesystem (the block owner map, the inode records, the directories,
+//! the directory entries, one directory's names) is a `PageArray`: chunks
+//! of at most one page, so no allocation is above order 0 and each is "too
+//! small to fail" for the page allocator. One contiguous owner map for a
+//! 64 MiB device is 64 KiB, an order-4 allocation that the allocator does
+//! not retry and that a fragmented 4 MiB machine often cannot serve right
+//! after unmount.
 
 use super::blockdev::BlockDevice;
 use super::dir::{self, DIR_NAME_MAX};
@@ -96,18 +103,197 @@ fn try_vec<T: Clone>(n: usize, v: T) -> Result<Vec<T>, FsError> {
     Ok(out)
 }
 
+/// Bytes of one [`PageArray`] chunk: a page, so a chunk is an order-0
+/// allocation (kmalloc-4k and smaller caches have slabs of order 3 at most).
+const CHUNK_BYTES: usize = 4096;
+
+/// A growable array of `Copy` values in chunks of at most one page, indexed
+/// like a slice: fsck's working memory never needs a high-order (costly)
+/// allocation, however large the filesystem. The table of chunks is
+/// 24 bytes per 4 KiB chunk (a page holds the table of a 680-chunk array).
+pub(crate) struct PageArray<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T: Copy> PageArray<T> {
+    /// Values per chunk (at least one, for values above a page).
+    const PER_CHUNK: usize = {
+        let n = CHUNK_BYTES / core::mem::size_of::<T>();
+        if n == 0 { 1 } else { n }
+    };
+
+    /// An empty array (allocates nothing).
+    pub(crate) const fn new() -> Self {
+        PageArray {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// `n` copies of `v`.
+    pub(crate) fn filled(n: usize, v: T) -> Result<Self, FsError> {
+        let mut a = Self::new();
+        a.chunks
+            .try_reserve_exact(n.div_ceil(Self::PER_CHUNK))
+            .map_err(|_| FsError::NoMemory)?;
+        while a.len < n {
+            let k = (n - a.len).min(Self::PER_CHUNK);
+            a.chunks.push(try_vec(k, v)?);
+            a.len += k;
+        }
+        Ok(a)
+    }
+
+    /// Number of values.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends `v`; `NoMemory` if a new chunk cannot be allocated.
+    pub(crate) fn push(&mut self, v: T) -> Result<(), FsError> {
+        if self.len.is_multiple_of(Self::PER_CHUNK) {
+            let mut c = Vec::new();
+            c.try_reserve_exact(Self::PER_CHUNK)
+                .map_err(|_| FsError::NoMemory)?;
+            self.chunks.try_reserve(1).map_err(|_| FsError::NoMemory)?;
+            self.chunks.push(c);
+        }
+        // The last chunk has room: it was reserved with PER_CHUNK slots.
+        if let Some(last) = self.chunks.last_mut() {
+            last.push(v);
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes and returns the last value (keeps the chunks for reuse).
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        let v = self.chunks[self.len / Self::PER_CHUNK].pop();
+        if self.len.is_multiple_of(Self::PER_CHUNK) {
+            self.chunks.pop();
+        }
+        v
+    }
+
+    /// Empties the array, keeping no chunk.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    /// The values in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    /// Swaps values `a` and `b`.
+    fn swap(&mut self, a: usize, b: usize) {
+        let t = self[a];
+        self[a] = self[b];
+        self[b] = t;
+    }
+}
+
+impl<T: Copy + Ord> PageArray<T> {
+    /// Sorts in place without allocating (heapsort: the chunks are not one
+    /// slice, so `sort_unstable` cannot be used).
+    pub(crate) fn sort_unstable(&mut self) {
+        fn sift_down<T: Copy + Ord>(a: &mut PageArray<T>, mut root: usize, end: usize) {
+            loop {
+                let mut child = 2 * root + 1;
+                if child >= end {
+                    return;
+                }
+                if child + 1 < end && a[child] < a[child + 1] {
+                    child += 1;
+                }
+                if a[root] >= a[child] {
+                    return;
+                }
+                a.swap(root, child);
+                root = child;
+            }
+        }
+        let n = self.len;
+        for start in (0..n / 2).rev() {
+            sift_down(self, start, n);
+        }
+        for end in (1..n).rev() {
+            self.swap(0, end);
+            sift_down(self, 0, end);
+        }
+    }
+
+    /// Whether two neighbours are equal (after [`sort_unstable`](Self::sort_unstable):
+    /// whether any value occurs twice).
+    pub(crate) fn has_adjacent_duplicate(&self) -> bool {
+        (1..self.len).any(|i| self[i - 1] == self[i])
+    }
+}
+
+impl<T: Copy> PageArray<T> {
+    /// The first index whose value does not satisfy `pred`, for an array
+    /// partitioned by `pred` (as `slice::partition_point`).
+    pub(crate) fn partition_point(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self[mid]) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+impl<T: Copy> Default for PageArray<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy> core::ops::Index<usize> for PageArray<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        assert!(
+            i < self.len,
+            "PageArray index {i} out of range ({})",
+            self.len
+        );
+        &self.chunks[i / Self::PER_CHUNK][i % Self::PER_CHUNK]
+    }
+}
+
+impl<T: Copy> core::ops::IndexMut<usize> for PageArray<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        assert!(
+            i < self.len,
+            "PageArray index {i} out of range ({})",
+            self.len
+        );
+        &mut self.chunks[i / Self::PER_CHUNK][i % Self::PER_CHUNK]
+    }
+}
+
 struct Fsck<'a> {
     dev: &'a dyn BlockDevice,
     geo: Geometry,
     problems: Vec<Problem>,
-    owners: Vec<u32>,
-    inodes: Vec<InodeInfo>,
+    owners: PageArray<u32>,
+    inodes: PageArray<InodeInfo>,
     /// Copies of the usable AG headers (`None`: unusable).
     headers: Vec<Option<Vec<u8>>>,
     /// Allocated directories, from the inode pass.
-    dirs: Vec<InodeCore>,
+    dirs: PageArray<InodeCore>,
     /// (parent, child) for every directory entry.
-    edges: Vec<(u32, u32)>,
+    edges: PageArray<(u32, u32)>,
     buf: Vec<u8>,
     ibuf: Vec<u8>,
     dir_entries: u64,
@@ -150,11 +336,11 @@ pub fn fsck(dev: &dyn BlockDevice) -> Result<FsckReport, FsError> {
         dev,
         geo,
         problems: Vec::new(),
-        owners: try_vec(geo.total_blocks as usize, NO_OWNER)?,
-        inodes: try_vec(nr_inodes, InodeInfo::default())?,
+        owners: PageArray::filled(geo.total_blocks as usize, NO_OWNER)?,
+        inodes: PageArray::filled(nr_inodes, InodeInfo::default())?,
         headers: Vec::new(),
-        dirs: Vec::new(),
-        edges: Vec::new(),
+        dirs: PageArray::new(),
+        edges: PageArray::new(),
         buf,
         ibuf: try_vec(BLOCK_SIZE, 0u8)?,
         dir_entries: 0,
@@ -321,7 +507,7 @@ impl Fsck<'_> {
 
     fn inode_pass(&mut self) -> Result<(), FsError> {
         let mut buf = core::mem::take(&mut self.buf);
-        let mut dirs_cores = Vec::new();
+        let mut dirs_cores = PageArray::new();
         for ag in 0..self.geo.ag_count {
             for cluster in 0..self.geo.clusters_per_ag {
                 let first = make_ino(ag, cluster * INODES_PER_CLUSTER);
@@ -366,8 +552,7 @@ impl Fsck<'_> {
                     };
                     self.inode_blocks(&core)?;
                     if core.mode == Mode::Dir {
-                        dirs_cores.try_reserve(1).map_err(|_| FsError::NoMemory)?;
-                        dirs_cores.push(core);
+                        dirs_cores.push(core)?;
                     }
                 }
             }
@@ -424,8 +609,8 @@ impl Fsck<'_> {
         let dirs = core::mem::take(&mut self.dirs);
         let mut buf = core::mem::take(&mut self.buf);
         let mut ibuf = core::mem::take(&mut self.ibuf);
-        let mut names: Vec<NameKey> = Vec::new();
-        for d in &dirs {
+        let mut names: PageArray<NameKey> = PageArray::new();
+        for d in dirs.iter() {
             names.clear();
             for fb in 0..d.size_blocks() {
                 let mapped = bmap(&self.geo, d, fb, |ind, idx| {
@@ -502,16 +687,14 @@ impl Fsck<'_> {
                         );
                     }
                     self.inodes[idx].names += 1;
-                    self.edges.try_reserve(1).map_err(|_| FsError::NoMemory)?;
-                    self.edges.push((d.ino, e.ino));
+                    self.edges.push((d.ino, e.ino))?;
                     let mut key = (e.name.len() as u8, [0u8; DIR_NAME_MAX]);
                     key.1[..e.name.len()].copy_from_slice(e.name);
-                    names.try_reserve(1).map_err(|_| FsError::NoMemory)?;
-                    names.push(key);
+                    names.push(key)?;
                 }
             }
             names.sort_unstable();
-            if names.windows(2).any(|w| w[0] == w[1]) {
+            if names.has_adjacent_duplicate() {
                 note(
                     &mut self.problems,
                     &mut self.oom,
@@ -527,11 +710,10 @@ impl Fsck<'_> {
         let root_idx = self.inode_index(root);
         if self.geo.is_valid_ino(root) && self.inodes[root_idx].allocated {
             self.inodes[root_idx].reachable = true;
-            let mut stack = Vec::new();
-            stack
-                .try_reserve(self.edges.len() + 1)
-                .map_err(|_| FsError::NoMemory)?;
-            stack.push(root);
+            // Only directories have entries: the stack holds directories
+            // not yet walked, each once.
+            let mut stack = PageArray::new();
+            stack.push(root)?;
             while let Some(p) = stack.pop() {
                 let start = self.edges.partition_point(|&(q, _)| q < p);
                 for i in start..self.edges.len() {
@@ -542,7 +724,9 @@ impl Fsck<'_> {
                     let ci = self.inode_index(c);
                     if !self.inodes[ci].reachable {
                         self.inodes[ci].reachable = true;
-                        stack.push(c);
+                        if self.inodes[ci].mode == Mode::Dir as u8 {
+                            stack.push(c)?;
+                        }
                     }
                 }
             }

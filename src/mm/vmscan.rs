@@ -10,7 +10,7 @@
 
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
 use crate::mm::scope::{MemallocScope, current_gfp_context};
-use crate::mm::shrinker::{shrink_slab, shrink_slab_counted};
+use crate::mm::shrinker::shrink_slab_counted;
 use crate::mm::zone;
 use crate::sync::WaitQueue;
 use crate::task::{self, TaskFlags};
@@ -52,6 +52,12 @@ pub struct ReclaimStats {
     /// Direct reclaimers throttled on pfmemalloc_wait
     /// (`pgscan_direct_throttle`).
     pub direct_throttled: AtomicU64,
+    /// Direct reclaim passes that slept on the no-progress queue
+    /// (`reclaim_throttle(VMSCAN_THROTTLE_NOPROGRESS)`, the
+    /// `mm_vmscan_throttled` tracepoint).
+    pub noprogress_throttled: AtomicU64,
+    /// Tasks woken from the no-progress queue by efficient reclaim.
+    pub noprogress_woken: AtomicU64,
 }
 
 static STATS: ReclaimStats = ReclaimStats {
@@ -64,6 +70,8 @@ static STATS: ReclaimStats = ReclaimStats {
     kswapd_failures: AtomicU64::new(0),
     kswapd_hopeless: AtomicU64::new(0),
     direct_throttled: AtomicU64::new(0),
+    noprogress_throttled: AtomicU64::new(0),
+    noprogress_woken: AtomicU64::new(0),
 };
 
 /// The global reclaim counters.
@@ -92,6 +100,10 @@ pub struct ReclaimSnapshot {
     pub kswapd_hopeless: u64,
     /// See [`ReclaimStats::direct_throttled`].
     pub direct_throttled: u64,
+    /// See [`ReclaimStats::noprogress_throttled`].
+    pub noprogress_throttled: u64,
+    /// See [`ReclaimStats::noprogress_woken`].
+    pub noprogress_woken: u64,
 }
 
 impl ReclaimStats {
@@ -107,6 +119,8 @@ impl ReclaimStats {
             kswapd_failures: self.kswapd_failures.load(Ordering::Relaxed),
             kswapd_hopeless: self.kswapd_hopeless.load(Ordering::Relaxed),
             direct_throttled: self.direct_throttled.load(Ordering::Relaxed),
+            noprogress_throttled: self.noprogress_throttled.load(Ordering::Relaxed),
+            noprogress_woken: self.noprogress_woken.load(Ordering::Relaxed),
         }
     }
 }
@@ -115,11 +129,12 @@ impl fmt::Display for ReclaimSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "direct reclaim: {} runs, {} pages, {} throttled; kswapd: {} wakeups, {} runs, {} pages, \
+            "direct reclaim: {} runs, {} pages, {} throttled, {} without progress; kswapd: {} wakeups, {} runs, {} pages, \
              {} failed runs, {} wakeups while hopeless; shrinkers freed {} objects",
             self.direct_runs,
             self.direct_pages,
             self.direct_throttled,
+            self.noprogress_throttled,
             self.kswapd_wakeups,
             self.kswapd_runs,
             self.kswapd_pages,
@@ -168,10 +183,16 @@ fn do_try_to_free_pages(gfp: Gfp, target: u64, stop_when_balanced: bool) -> u64 
     let t = task::current();
     let start = t.reclaimed();
     let mut priority = DEF_PRIORITY;
+    let mut scanned = 0;
     loop {
-        let freed = shrink_slab(gfp, priority);
-        STATS.slab_objects_freed.fetch_add(freed, Ordering::Relaxed);
+        let pass = shrink_slab_counted(gfp, priority);
+        STATS
+            .slab_objects_freed
+            .fetch_add(pass.freed, Ordering::Relaxed);
+        scanned += pass.scanned;
         let got = t.reclaimed() - start;
+        // shrink_zones ends each priority with consider_reclaim_throttle.
+        consider_reclaim_throttle(priority, got, scanned);
         if got >= target || (stop_when_balanced && above_wmark(zone::watermarks().high)) {
             return got;
         }
@@ -224,6 +245,67 @@ pub fn try_to_free_pages(gfp: Gfp, order: u32) -> usize {
         zone::nr_free_pages()
     );
     got as usize
+}
+
+/// Linux's `pgdat->reclaim_wait[VMSCAN_THROTTLE_NOPROGRESS]`: direct
+/// reclaimers that made no progress at all by priority 1 sleep here for one
+/// tick, or until a reclaim pass elsewhere makes efficient progress.
+static RECLAIM_WAIT_NOPROGRESS: WaitQueue = WaitQueue::new("reclaim_wait_noprogress");
+
+/// The no-progress throttle's timeout: Linux's 1 jiffy, here a jiffy at
+/// HZ=100, the tick of the other CPUs' timers (a wake-up ends it earlier).
+const NOPROGRESS_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// Linux's `consider_reclaim_throttle`, after each priority of a direct
+/// reclaim pass with the pass's totals so far. Reclaim better than 12%
+/// efficient (`nr_reclaimed > nr_scanned >> 3`) wakes the throttled tasks;
+/// a direct reclaimer (not kswapd) that reclaimed nothing by priority 1
+/// throttles. kreclaim scans no LRU: `scanned` counts slab objects scanned,
+/// `reclaimed` pages freed.
+fn consider_reclaim_throttle(priority: u32, reclaimed: u64, scanned: u64) {
+    if reclaimed > scanned >> 3 {
+        if !RECLAIM_WAIT_NOPROGRESS.is_empty() {
+            let n = RECLAIM_WAIT_NOPROGRESS.wake_all();
+            STATS
+                .noprogress_woken
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        return;
+    }
+    if task::current().flags().contains(TaskFlags::PF_KSWAPD) {
+        return;
+    }
+    if priority == 1 && reclaimed == 0 {
+        reclaim_throttle_noprogress();
+    }
+}
+
+/// Linux's `reclaim_throttle(pgdat, VMSCAN_THROTTLE_NOPROGRESS)`: sleeps
+/// [`NOPROGRESS_TIMEOUT`] (Linux's 1 jiffy) on the no-progress queue, so that a
+/// reclaimer on an otherwise idle CPU does not burn its retries while other
+/// CPUs free memory. Kernel threads other than kswapd are not throttled
+/// (reclaim may need them), nor is anyone once kswapd is hopeless (near
+/// OOM), nor a task that may not sleep (preemption off: the scheduler's
+/// might_sleep check would object). Linux also skips the sleep unless
+/// write-back is pending on at least half the reclaimable pages
+/// (`skip_throttle_noprogress`); kreclaim has no write-back, so it keeps
+/// the sleep (a stated deviation, see docs/linux-fidelity.md).
+fn reclaim_throttle_noprogress() {
+    let t = task::current();
+    let flags = t.flags();
+    if (flags.contains(TaskFlags::PF_KTHREAD) && !flags.contains(TaskFlags::PF_KSWAPD))
+        || kswapd_hopeless()
+        || task::preempt_count() != 0
+    {
+        return;
+    }
+    STATS.noprogress_throttled.fetch_add(1, Ordering::Relaxed);
+    log::debug!("direct reclaim: '{}' throttled: no progress", t.name());
+    let mut slept = false;
+    // Only a wake-up ends the wait early: the condition is false until the
+    // first wake-up after the task queued itself.
+    RECLAIM_WAIT_NOPROGRESS
+        .wait_event_timeout(NOPROGRESS_TIMEOUT, || core::mem::replace(&mut slept, true));
 }
 
 /// Linux's `pgdat->pfmemalloc_wait`: direct reclaimers throttled until

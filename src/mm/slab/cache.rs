@@ -223,19 +223,21 @@ const SHEAF_BYTES: usize = 256;
 static SHEAF_CACHE: spin::Once<KmemCache> = spin::Once::new();
 
 /// Creates the `slab_sheaf` cache (at kmalloc's initialisation); until
-/// then, and if it cannot be created, caches work without sheaves.
-pub(crate) fn sheaf_cache_init() {
-    SHEAF_CACHE.call_once(|| {
-        KmemCache::create_with(
-            "slab_sheaf",
-            SHEAF_BYTES,
-            64,
-            SlabFlags::empty(),
-            None,
-            false,
-        )
-        .expect("cannot create the slab_sheaf cache")
-    });
+/// then, and if it cannot be created, caches work without sheaves. The
+/// error names the cache; a later call tries again.
+pub(crate) fn sheaf_cache_init() -> Result<(), CreateError> {
+    SHEAF_CACHE
+        .try_call_once(|| {
+            KmemCache::create_with(
+                "slab_sheaf",
+                SHEAF_BYTES,
+                64,
+                SlabFlags::empty(),
+                None,
+                false,
+            )
+        })
+        .map(|_| ())
 }
 
 /// Pages held by the `slab_sheaf` cache's slabs: memory the sheaves cost.

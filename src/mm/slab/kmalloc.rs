@@ -3,10 +3,11 @@
 //! [`KBox`] and [`KVec`] that take GFP flags; and the `GlobalAlloc` adapter
 //! that routes Rust's `alloc` to kmalloc under `current_gfp_context`.
 
-use super::cache::{KmemCache, SlabFlags, slab_of, slab_of_page};
+use super::cache::{CreateError, KmemCache, SlabFlags, slab_of, slab_of_page};
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, AllocError, PageOwner};
 use core::alloc::Layout;
+use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
@@ -47,23 +48,85 @@ fn class_align(size: usize) -> usize {
     1 << size.trailing_zeros().min(9)
 }
 
-/// Creates the kmalloc caches. Idempotent.
-pub fn kmalloc_init() {
+/// Why [`kmalloc_init`] could not bring kmalloc up: the cache that could not
+/// be created (a kmalloc size class or `slab_sheaf`) and why. Before kmalloc
+/// is up, the caches' descriptors and per-CPU sheaf slots come from the
+/// early heap, so `NoMemory` here usually means an early heap too small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmallocInitError(pub CreateError);
+
+impl fmt::Display for KmallocInitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kmalloc_init: {}", self.0)?;
+        if matches!(self.0, CreateError::NoMemory { .. }) {
+            write!(
+                f,
+                " (before kmalloc is up this memory comes from the early heap: give it more)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the kmalloc caches and the `slab_sheaf` cache. Idempotent once
+/// it succeeded; after an error nothing of it is left (the caches created
+/// before the failing one are destroyed) and it may be called again.
+pub fn kmalloc_init() -> Result<(), KmallocInitError> {
     // Reclaim's last resort empties the sheaves (vmscan sits below slab).
     crate::mm::vmscan::set_percpu_drain(super::flush_all_sheaves);
-    CACHES.call_once(|| {
-        core::array::from_fn(|i| {
-            KmemCache::create(
-                NAMES[i],
-                KMALLOC_SIZES[i],
-                class_align(KMALLOC_SIZES[i]),
-                SlabFlags::KMALLOC,
-                None,
-            )
-            .expect("cannot create the kmalloc caches")
-        })
+    CACHES.try_call_once(create_kmalloc_caches)?;
+    super::cache::sheaf_cache_init().map_err(KmallocInitError)
+}
+
+/// The kmalloc size-class caches, all or none: on an error the caches
+/// already created are destroyed (dropped) and the error names the cache
+/// that failed. [`kmalloc_init`] keeps the result; tests may call this
+/// directly (e.g. under `failslab`) to see the error path.
+pub fn create_kmalloc_caches() -> Result<[KmemCache; 13], KmallocInitError> {
+    let mut failed = None;
+    let made: [Option<KmemCache>; 13] = core::array::from_fn(|i| {
+        if failed.is_some() {
+            return None;
+        }
+        match KmemCache::create(
+            NAMES[i],
+            KMALLOC_SIZES[i],
+            class_align(KMALLOC_SIZES[i]),
+            SlabFlags::KMALLOC,
+            None,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        }
     });
-    super::cache::sheaf_cache_init();
+    if let Some(e) = failed {
+        // `made` drops here: KmemCache's drop destroys each created cache.
+        return Err(KmallocInitError(e));
+    }
+    match made {
+        [
+            Some(a),
+            Some(b),
+            Some(c),
+            Some(d),
+            Some(e),
+            Some(f),
+            Some(g),
+            Some(h),
+            Some(i),
+            Some(j),
+            Some(k),
+            Some(l),
+            Some(m),
+        ] => Ok([a, b, c, d, e, f, g, h, i, j, k, l, m]),
+        // Not reached: no failure means thirteen caches.
+        _ => Err(KmallocInitError(CreateError::NoMemory {
+            name: crate::mm::inline_name::InlineName::new("kmalloc"),
+        })),
+    }
 }
 
 /// Whether kmalloc is ready (the global allocator uses the early heap before).
