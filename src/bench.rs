@@ -662,7 +662,7 @@ fn smp_round(kind: usize, cpus: usize) -> Result<f64, &'static str> {
     use smp_bench::ROUND;
     const WAIT_NS: u64 = 20_000_000_000;
     /// Steps between the boot CPU's looks at the clock and the counts.
-    const CHECK_EVERY: u64 = 8;
+    const CHECK_EVERY: u64 = 32;
     ROUND.kind.store(kind, Ordering::Relaxed);
     ROUND.ready.store(0, Ordering::Relaxed);
     ROUND.done.store(0, Ordering::Relaxed);
@@ -763,7 +763,7 @@ pub fn smp(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     // Short rounds, many of them: on a shared host the vCPUs' threads run
     // together only now and then, and the best round is the one where they
     // did.
-    const SMP_ROUNDS: usize = 15;
+    const SMP_ROUNDS: usize = 30;
 
     let online = crate::platform::nr_cpus();
     let saved = lockdep::mode();
@@ -783,34 +783,51 @@ pub fn smp(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
         &cache as *const KmemCache as *mut KmemCache,
         Ordering::Release,
     );
-    let mut rows: Vec<SmpRow> = Vec::with_capacity(9);
     let mut errors: Vec<&'static str> = Vec::new();
-    for cpus in [1usize, 2, 4].into_iter().filter(|&n| n <= online) {
-        for (kind, name) in [
-            (smp_bench::KRECLAIM, "kreclaim kmem_cache"),
-            (smp_bench::PEER, "linked_list_allocator + spin::Mutex"),
-            (smp_bench::CALIBRATE, "calibration (no memory access)"),
-        ] {
-            let mut best = 0.0f64;
-            for _ in 0..SMP_ROUNDS {
+    let kinds = [
+        (smp_bench::KRECLAIM, "kreclaim kmem_cache"),
+        (smp_bench::PEER, "linked_list_allocator + spin::Mutex"),
+        (smp_bench::CALIBRATE, "calibration (no memory access)"),
+    ];
+    let counts: Vec<usize> = [1usize, 2, 4]
+        .into_iter()
+        .filter(|&n| n <= online)
+        .collect();
+    // Every row's best round; the rows' rounds interleaved (1 CPU, then 2,
+    // then 4, each kind in turn), so that all rows see the same host load
+    // and their ratios mean something on a shared machine.
+    let mut best = [[0.0f64; 3]; 3];
+    let mut void = [[false; 3]; 3];
+    for _ in 0..SMP_ROUNDS {
+        for (ci, &cpus) in counts.iter().enumerate() {
+            for (ki, &(kind, _)) in kinds.iter().enumerate() {
+                if void[ci][ki] {
+                    continue;
+                }
                 if kind == smp_bench::KRECLAIM && !(0..cpus).all(|cpu| prefill_sheaves(&cache, cpu))
                 {
                     errors.push("could not fill an AP's sheaves");
-                    break;
+                    void[ci][ki] = true;
+                    continue;
                 }
                 match smp_round(kind, cpus) {
-                    Ok(ops_per_s) => best = best.max(ops_per_s),
+                    Ok(ops_per_s) => best[ci][ki] = best[ci][ki].max(ops_per_s),
                     Err(e) => {
                         errors.push(e);
-                        break;
+                        void[ci][ki] = true;
                     }
                 }
             }
-            if best > 0.0 {
+        }
+    }
+    let mut rows: Vec<SmpRow> = Vec::with_capacity(9);
+    for (ci, &cpus) in counts.iter().enumerate() {
+        for (ki, &(_, name)) in kinds.iter().enumerate() {
+            if best[ci][ki] > 0.0 && !void[ci][ki] {
                 rows.push(SmpRow {
                     allocator: name,
                     cpus,
-                    ops_per_s: best,
+                    ops_per_s: best[ci][ki],
                 });
             }
         }
