@@ -749,7 +749,7 @@ const SMP_WINDOW_NS: u64 = 2_000_000;
 /// `kmem_cache` against `linked_list_allocator` behind a `spin::Mutex`.
 /// Each CPU allocates 8 objects of 64 bytes and frees them, over and over;
 /// the figure is alloc+free pairs per second of all CPUs together over a
-/// 2 ms window in which all of them run ([`smp_round`]), best of a few
+/// 2 ms window in which all of them run (see `smp_round`), best of a few
 /// rounds. Lockdep is off for the run (with lockdep on every
 /// allocation takes the slow path). The APs run the loop through
 /// `call_on_ap` (they run no tasks yet); their sheaves are filled from the
