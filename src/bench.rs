@@ -740,6 +740,19 @@ fn smp_round(kind: usize, cpus: usize) -> Result<f64, &'static str> {
     result.ok_or("an AP did not start its loop within 20 s")
 }
 
+/// `bench=smp` rounds left out (an AP did not take the call, start or
+/// finish, or an allocation failed) in the last run, for tests.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+static SMP_ROUNDS_LEFT_OUT: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+/// How many rounds the last `bench=smp` run left out (each is also printed):
+/// 0 when every round's CPUs started, stopped when told, and allocated.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+pub fn smp_rounds_left_out() -> usize {
+    SMP_ROUNDS_LEFT_OUT.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// How long a `bench=smp` round counts, once every working CPU runs.
 #[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
 const SMP_WINDOW_NS: u64 = 2_000_000;
@@ -832,6 +845,7 @@ pub fn smp(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
             }
         }
     }
+    SMP_ROUNDS_LEFT_OUT.store(errors.len(), Ordering::Relaxed);
     smp_bench::ROUND
         .cache
         .store(core::ptr::null_mut(), Ordering::Release);
