@@ -49,6 +49,7 @@ kreclaim::kernel_tests!(
     acpi_walk_finds_the_madt_and_refuses_bad_roots,
     code_run_on_an_ap_sees_that_ap_through_gs,
     an_ap_allocates_from_its_own_sheaves,
+    bench_smp_stops_every_cpus_loop_and_leaves_no_object_behind,
     every_ap_enters_the_scheduler,
     unbound_tasks_run_on_every_cpu,
     spawn_on_binds_a_task_to_its_cpu,
@@ -512,6 +513,30 @@ fn an_ap_allocates_from_its_own_sheaves() -> TestResult {
 // ---------------------------------------------------------------------
 
 /// Waits for a task, at most 60 s (a hang is a failure, not a timing check).
+/// `bench=smp` on all 4 CPUs (rows for 1, 2 and 4 working CPUs): every
+/// round ends (the boot CPU's stop reaches each AP's loop, which runs until
+/// told), and no AP is still allocating when the benchmark's cache is
+/// destroyed: the destroy finds no live object and no drain gives up.
+/// No round is left out (each CPU started, stopped and allocated). Figures
+/// are printed, never checked.
+fn bench_smp_stops_every_cpus_loop_and_leaves_no_object_behind() -> TestResult {
+    use kreclaim::mm::slab::{SlabBug, reports, sheaf_drain_giveups};
+    let live_before = reports()
+        .iter()
+        .filter(|r| r.bug == SlabBug::LiveObjectsAtDestroy)
+        .count();
+    let giveups = sheaf_drain_giveups();
+    kreclaim::bench::smp(kreclaim::bench::Format::Text).or_fail("bench=smp")?;
+    kassert_eq!(kreclaim::bench::smp_rounds_left_out(), 0, "rounds left out");
+    let live_after = reports()
+        .iter()
+        .filter(|r| r.bug == SlabBug::LiveObjectsAtDestroy)
+        .count();
+    kassert_eq!(live_after, live_before, "bench-smp-64 had live objects");
+    kassert_eq!(sheaf_drain_giveups(), giveups);
+    Ok(())
+}
+
 fn join(h: task::JoinHandle, what: &str) -> TestResult {
     kassert!(
         h.join_timeout(Duration::from_secs(60)).is_ok(),
