@@ -167,7 +167,7 @@ pub(crate) struct CacheInner {
     div_magic: u64,
     /// What the low bits of every slab page's private word hold for this
     /// cache: [`SLAB_PRIVATE_TAG`] and the cache's registry slot (Linux finds
-    /// `slab->slab_cache` from `struct page` alone; see [`slab_of_page`]).
+    /// `slab->slab_cache` from `struct page` alone; see [`kfree_slab`]).
     /// Set once at registration, before any slab exists.
     slab_tag: usize,
     /// Partial slabs (empty ones included) the node keeps before an empty
@@ -1572,7 +1572,7 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
-            && let pcs = self.this_cpu_sheaves()
+            && let Some(pcs) = self.this_cpu_sheaves()
             && pcs.try_acquire()
         {
             let obj = self.sheaf_pop(pcs);
@@ -1594,6 +1594,43 @@ impl CacheInner {
             Some(p) => Ok(p),
             None => Err(err),
         }
+    }
+
+    /// kmalloc's allocation from this class (see [`CacheInner::alloc_orig`]):
+    /// the object as a pointer, null on failure with the error in `err`, so
+    /// that kmalloc builds its `Result` once, in registers.
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn alloc_kmalloc_raw(&self, gfp: Gfp, size: usize, err: &mut AllocError) -> *mut u8 {
+        let obj = self.alloc_fast(gfp);
+        if obj != 0 {
+            return obj as *mut u8;
+        }
+        self.alloc_slowpath_raw(gfp, size, err)
+    }
+
+    /// The allocation fast path of [`CacheInner::alloc_orig`]: the object
+    /// from this CPU's main sheaf, or 0 (take the slow path).
+    #[inline(always)]
+    fn alloc_fast(&self, gfp: Gfp) -> usize {
+        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
+            && (!gfp.allows_blocking()
+                || !crate::platform::irqs_disabled_native()
+                || !crate::task::started())
+            && let Some(pcs) = self.this_cpu_sheaves()
+            && pcs.try_acquire()
+        {
+            let obj = self.sheaf_pop(pcs);
+            pcs.release();
+            if let Some(obj) = obj {
+                if gfp.contains(Gfp::__GFP_ZERO) {
+                    // SAFETY: the object is ours now.
+                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                }
+                return obj;
+            }
+        }
+        0
     }
 
     /// [`CacheInner::alloc_slowpath`] with the object as a pointer: null
@@ -1780,13 +1817,16 @@ impl CacheInner {
         }
     }
 
-    /// The sheaves of the CPU the caller runs on. A CPU numbered
-    /// `MAX_CPUS` or above (none is: the platform keeps numbers below
-    /// `NR_CPUS`) would share another's, which their lock makes safe; the
-    /// mask spares the fast paths a bounds check.
+    /// The sheaves of the CPU the caller runs on, if its number can be read
+    /// inline (`None`: the caller takes its slow path, which asks the
+    /// platform; no call on the fast paths, so they save no registers). A
+    /// CPU numbered `MAX_CPUS` or above (none is: the platform keeps
+    /// numbers below `NR_CPUS`) would share another's, which their lock
+    /// makes safe; the mask spares the fast paths a bounds check.
     #[inline(always)]
-    fn this_cpu_sheaves(&self) -> &CpuSheaves {
-        &self.cpu[sheaf_cpu() & (MAX_CPUS - 1)]
+    fn this_cpu_sheaves(&self) -> Option<&CpuSheaves> {
+        let cpu = crate::platform::cpu_id_inline()?;
+        Some(&self.cpu[cpu & (MAX_CPUS - 1)])
     }
 
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
@@ -2622,8 +2662,9 @@ impl CacheInner {
             return;
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
-        let pcs = self.this_cpu_sheaves();
-        if pcs.try_acquire() {
+        if let Some(pcs) = self.this_cpu_sheaves()
+            && pcs.try_acquire()
+        {
             let pushed = self.sheaf_push(pcs, addr);
             pcs.release();
             if pushed {
@@ -2957,21 +2998,26 @@ fn page_private_of(addr: usize) -> usize {
     }
 }
 
-/// Linux's `virt_to_slab` plus `slab->slab_cache`: the slab base and cache
-/// of a slab object's page from the page's private word alone; `None` for a
-/// page that is not a live slab's.
+/// kfree's fast path: if `addr` is in a slab page the fast map covers
+/// (whose private word names the slab and, through [`CACHE_BY_ID`], the
+/// cache), frees it there ([`CacheInner::free_in_slab`]: boundary check,
+/// this CPU's sheaf) and says `true`; `false` sends the caller to its
+/// general path (large kmalloc, NULL, foreign pointers, reports).
 #[inline(always)]
-pub(crate) fn slab_of_page(addr: usize) -> Option<(usize, &'static CacheInner)> {
+pub(crate) fn kfree_slab(addr: usize) -> bool {
     let v = page_private_fast(addr);
-    if v & SLAB_PRIVATE_TAG == 0 {
-        return None;
+    if v & SLAB_PRIVATE_TAG != 0 {
+        let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
+        // SAFETY: null or a registered cache, which outlives its slabs
+        // (see CACHE_BY_ID); a transmute rather than `&*` (no dev-build
+        // alignment check).
+        let c = unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) };
+        if let Some(c) = c {
+            c.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
+            return true;
+        }
     }
-    let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
-    if c.is_null() {
-        return None;
-    }
-    // SAFETY: a registered cache outlives its slabs (see CACHE_BY_ID).
-    Some((v & !SLAB_PRIVATE_LOW, unsafe { &*c }))
+    false
 }
 
 /// The slab holding `addr`, through the page's private word, its header's

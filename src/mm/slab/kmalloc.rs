@@ -3,13 +3,14 @@
 //! [`KBox`] and [`KVec`] that take GFP flags; and the `GlobalAlloc` adapter
 //! that routes Rust's `alloc` to kmalloc under `current_gfp_context`.
 
-use super::cache::{KmemCache, SlabFlags, slab_of, slab_of_page};
+use super::cache::{CacheInner, KmemCache, SlabFlags, kfree_slab, slab_of};
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, AllocError, PageOwner};
 use core::alloc::Layout;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// kmalloc size classes.
 pub const KMALLOC_SIZES: [usize; 13] = [
@@ -39,6 +40,17 @@ const LARGE_TAG: u64 = 0x100;
 
 static CACHES: spin::Once<[KmemCache; 13]> = spin::Once::new();
 
+/// The class caches of sizes 1..=192 by `(size + 7) / 8` (Linux's
+/// `kmalloc_size_index` and `kmalloc_caches` in one table, so kmalloc
+/// reaches the cache in one load); slot 0 (size 0) and the slots past 24
+/// stay null. Null until [`kmalloc_init`]: kmalloc then takes its general
+/// path.
+static SMALL_CLASS: [AtomicPtr<CacheInner>; 32] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; 32];
+/// The class caches by index into [`KMALLOC_SIZES`] (the power-of-two
+/// classes above 192 are looked up here); the slots past 12 stay null.
+static CLASS: [AtomicPtr<CacheInner>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
+
 /// Alignment of a size class: its largest power-of-two divisor, capped at
 /// 512 so that the slab header does not cost the large classes a whole
 /// object (kreclaim keeps slab metadata on the slab; see `slab`). Requests
@@ -64,6 +76,16 @@ pub fn kmalloc_init() {
         })
     });
     super::cache::sheaf_cache_init();
+    if let Some(caches) = CACHES.get() {
+        for (i, c) in caches.iter().enumerate() {
+            let inner = c.inner() as *const CacheInner as *mut CacheInner;
+            CLASS[i].store(inner, Ordering::Release);
+        }
+        for (slot, &i) in SIZE_INDEX.iter().enumerate().skip(1) {
+            let inner = caches[i as usize].inner() as *const CacheInner as *mut CacheInner;
+            SMALL_CLASS[slot].store(inner, Ordering::Release);
+        }
+    }
 }
 
 /// Whether kmalloc is ready (the global allocator uses the early heap before).
@@ -114,19 +136,58 @@ fn order_for(size: usize) -> u32 {
 #[track_caller]
 #[inline]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-    // The common case inline: a size class, through its cache's fast path.
-    if size != 0
-        && align.is_power_of_two()
-        && let Some(c) = kmalloc_slab(size, align)
-    {
-        return c.alloc_kmalloc(size, gfp);
+    // One pointer and one test from every path: the `Result` is built
+    // here, in registers, rather than merged from callees in memory.
+    let mut err = AllocError { gfp, order: 0 };
+    match NonNull::new(kmalloc_raw(size, align, gfp, &mut err)) {
+        Some(p) => Ok(p),
+        None => Err(err),
     }
-    kmalloc_other(size, align, gfp)
 }
 
-/// [`kmalloc_aligned`] for a bad alignment, size 0, or a size no class has.
+/// [`kmalloc_aligned`] as a pointer (null on failure, the error in `err`).
+/// The common case inline: the 8-byte alignment every class has, a size
+/// class found with one load ([`SMALL_CLASS`], or [`CLASS`] by the
+/// power of two), then its cache's fast path. Size 0 finds no class.
+#[track_caller]
+#[inline(always)]
+fn kmalloc_raw(size: usize, align: usize, gfp: Gfp, err: &mut AllocError) -> *mut u8 {
+    if align.is_power_of_two() && align <= 8 {
+        let c = if size <= 192 {
+            SMALL_CLASS[(size.wrapping_add(7) >> 3) & 31].load(Ordering::Acquire)
+        } else if size <= KMALLOC_MAX_CACHE_SIZE {
+            // 256 .. 8192: the power-of-two classes from index 7 on.
+            CLASS[(size.next_power_of_two().trailing_zeros() as usize).wrapping_sub(1) & 15]
+                .load(Ordering::Acquire)
+        } else {
+            core::ptr::null_mut()
+        };
+        // SAFETY: null or a kmalloc class's cache, which lives for ever; a
+        // transmute rather than `&*` (no dev-build alignment check).
+        let c = unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) };
+        if let Some(c) = c {
+            return c.alloc_kmalloc_raw(gfp, size, err);
+        }
+    }
+    kmalloc_other_raw(size, align, gfp, err)
+}
+
+/// [`kmalloc_other`] as a pointer (null on failure, the error in `err`).
 #[cold]
 #[inline(never)]
+#[track_caller]
+fn kmalloc_other_raw(size: usize, align: usize, gfp: Gfp, err: &mut AllocError) -> *mut u8 {
+    match kmalloc_other(size, align, gfp) {
+        Ok(p) => p.as_ptr(),
+        Err(e) => {
+            *err = e;
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// [`kmalloc_aligned`] for a bad alignment, size 0, a stricter alignment
+/// than 8, or a size no class has.
 #[track_caller]
 fn kmalloc_other(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     if !align.is_power_of_two() {
@@ -199,11 +260,9 @@ fn owner_of(p: *const u8) -> Option<Owner> {
 pub fn kfree(p: *mut u8) {
     // The common case inline: a slab object, through its cache's fast path
     // (NULL and ZERO_SIZE_PTR are in no slab).
-    if let Some((s, cache)) = slab_of_page(p as usize) {
-        cache.free_in_slab(s, p as usize);
-        return;
+    if !kfree_slab(p as usize) {
+        kfree_other(p);
     }
-    kfree_other(p);
 }
 
 /// [`kfree`] of anything but a slab object.
