@@ -1596,23 +1596,14 @@ impl CacheInner {
         }
     }
 
-    /// kmalloc's allocation from this class (see [`CacheInner::alloc_orig`]):
-    /// the object as a pointer, null on failure with the error in `err`, so
-    /// that kmalloc builds its `Result` once, in registers.
-    #[track_caller]
+    /// The allocation fast path of [`CacheInner::alloc_orig`] for kmalloc:
+    /// the object from this CPU's main sheaf, or 0 (the caller takes
+    /// [`CacheInner::alloc_slowpath_raw`]). Each way out releases the sheaf
+    /// lock itself, so that the caller's test of the word is the only one
+    /// left on the path that has an object (no merge of "no object" values
+    /// to test again).
     #[inline(always)]
-    pub(crate) fn alloc_kmalloc_raw(&self, gfp: Gfp, size: usize, err: &mut AllocError) -> *mut u8 {
-        let obj = self.alloc_fast(gfp);
-        if obj != 0 {
-            return obj as *mut u8;
-        }
-        self.alloc_slowpath_raw(gfp, size, err)
-    }
-
-    /// The allocation fast path of [`CacheInner::alloc_orig`]: the object
-    /// from this CPU's main sheaf, or 0 (take the slow path).
-    #[inline(always)]
-    fn alloc_fast(&self, gfp: Gfp) -> usize {
+    pub(crate) fn alloc_fast(&self, gfp: Gfp) -> usize {
         if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
@@ -1620,15 +1611,31 @@ impl CacheInner {
             && let Some(pcs) = self.this_cpu_sheaves()
             && pcs.try_acquire()
         {
-            let obj = self.sheaf_pop(pcs);
-            pcs.release();
-            if let Some(obj) = obj {
-                if gfp.contains(Gfp::__GFP_ZERO) {
-                    // SAFETY: the object is ours now.
-                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-                }
-                return obj;
+            let main = pcs.main.load(Ordering::Relaxed);
+            if main.is_null() {
+                pcs.release();
+                return 0;
             }
+            // SAFETY: word 1 of the main sheaf (its size), which only the
+            // holder of the sheaf lock changes.
+            let size = unsafe { Sheaf::word(main, 1) };
+            let n = size.load(Ordering::Relaxed);
+            if n == 0 {
+                pcs.release();
+                return 0;
+            }
+            let n = n.wrapping_sub(1);
+            size.store(n, Ordering::Relaxed);
+            // SAFETY: slot n < size <= capacity of the sheaf.
+            let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+                .load(Ordering::Relaxed);
+            pcs.release();
+            if gfp.contains(Gfp::__GFP_ZERO) {
+                // SAFETY: the object is ours now (sheaves hold object
+                // addresses, never 0).
+                unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+            }
+            return obj;
         }
         0
     }
@@ -1638,7 +1645,12 @@ impl CacheInner {
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn alloc_slowpath_raw(&self, gfp: Gfp, orig_size: usize, err: &mut AllocError) -> *mut u8 {
+    pub(crate) fn alloc_slowpath_raw(
+        &self,
+        gfp: Gfp,
+        orig_size: usize,
+        err: &mut AllocError,
+    ) -> *mut u8 {
         if crate::mm::fault_inject::FAILSLAB.armed() {
             if let Err(e) = self.failslab(gfp) {
                 *err = e;

@@ -133,43 +133,57 @@ fn order_for(size: usize) -> u32 {
 }
 
 /// `kmalloc(size, gfp)` with an alignment requirement.
+///
+/// The common case inline: the 8-byte alignment every class has, a size
+/// class found with one load ([`SMALL_CLASS`], or [`CLASS`] by the power of
+/// two), its cache's sheaf popped ([`CacheInner::alloc_fast`]) and the
+/// object returned as it is. Everything else (the cache's slow path, size
+/// 0, stricter or bad alignment, large sizes) returns a pointer that is
+/// tested once: the `Result` is built here, in registers, rather than
+/// merged from callees in memory.
 #[track_caller]
 #[inline]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-    // One pointer and one test from every path: the `Result` is built
-    // here, in registers, rather than merged from callees in memory.
     let mut err = AllocError { gfp, order: 0 };
-    match NonNull::new(kmalloc_raw(size, align, gfp, &mut err)) {
+    let p = match kmalloc_class(size, align) {
+        Some(c) => {
+            let obj = c.alloc_fast(gfp);
+            if obj != 0 {
+                // SAFETY: a sheaf's object, not null (tested); a transmute
+                // rather than `new_unchecked`, whose dev-build check would
+                // test it again.
+                return Ok(unsafe { core::mem::transmute::<*mut u8, NonNull<u8>>(obj as *mut u8) });
+            }
+            c.alloc_slowpath_raw(gfp, size, &mut err)
+        }
+        None => kmalloc_other_raw(size, align, gfp, &mut err),
+    };
+    match NonNull::new(p) {
         Some(p) => Ok(p),
         None => Err(err),
     }
 }
 
-/// [`kmalloc_aligned`] as a pointer (null on failure, the error in `err`).
-/// The common case inline: the 8-byte alignment every class has, a size
-/// class found with one load ([`SMALL_CLASS`], or [`CLASS`] by the
-/// power of two), then its cache's fast path. Size 0 finds no class.
-#[track_caller]
+/// The cache of the class serving `size` bytes at `align` when the
+/// alignment is at most 8 (every class has it) and a class serves the
+/// size; `None` sends kmalloc to its general path (size 0 finds no class).
 #[inline(always)]
-fn kmalloc_raw(size: usize, align: usize, gfp: Gfp, err: &mut AllocError) -> *mut u8 {
-    if align.is_power_of_two() && align <= 8 {
-        let c = if size <= 192 {
-            SMALL_CLASS[(size.wrapping_add(7) >> 3) & 31].load(Ordering::Acquire)
-        } else if size <= KMALLOC_MAX_CACHE_SIZE {
-            // 256 .. 8192: the power-of-two classes from index 7 on.
-            CLASS[(size.next_power_of_two().trailing_zeros() as usize).wrapping_sub(1) & 15]
-                .load(Ordering::Acquire)
-        } else {
-            core::ptr::null_mut()
-        };
-        // SAFETY: null or a kmalloc class's cache, which lives for ever; a
-        // transmute rather than `&*` (no dev-build alignment check).
-        let c = unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) };
-        if let Some(c) = c {
-            return c.alloc_kmalloc_raw(gfp, size, err);
-        }
+fn kmalloc_class(size: usize, align: usize) -> Option<&'static CacheInner> {
+    if !(align.is_power_of_two() && align <= 8) {
+        return None;
     }
-    kmalloc_other_raw(size, align, gfp, err)
+    let c = if size <= 192 {
+        SMALL_CLASS[(size.wrapping_add(7) >> 3) & 31].load(Ordering::Acquire)
+    } else if size <= KMALLOC_MAX_CACHE_SIZE {
+        // 256 .. 8192: the power-of-two classes from index 7 on.
+        CLASS[(size.next_power_of_two().trailing_zeros() as usize).wrapping_sub(1) & 15]
+            .load(Ordering::Acquire)
+    } else {
+        core::ptr::null_mut()
+    };
+    // SAFETY: null or a kmalloc class's cache, which lives for ever; a
+    // transmute rather than `&*` (no dev-build alignment check).
+    unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) }
 }
 
 /// [`kmalloc_other`] as a pointer (null on failure, the error in `err`).
