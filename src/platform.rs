@@ -199,7 +199,9 @@ pub fn cpu_id() -> usize {
 /// thread's cached number), `None` otherwise. For fast paths that have a
 /// slow path to fall back to: with no call in them, they need no registers
 /// saved (the allocator's fast paths take their slow path on `None`, which
-/// asks [`cpu_id`]).
+/// asks [`cpu_id`]). In hosted builds a number is cached for a thread only
+/// when the platform runs every thread as a CPU of its own, so `Some` there
+/// implies [`cpus_are_threads`] (the slab's fast paths rely on it).
 #[inline(always)]
 pub fn cpu_id_inline() -> Option<usize> {
     #[cfg(not(target_os = "none"))]

@@ -363,6 +363,28 @@ impl CpuSheaves {
         !self.locked.swap(true, Ordering::Acquire)
     }
 
+    /// [`CpuSheaves::try_acquire`] for the fast paths, which found their
+    /// CPU number inline ([`crate::platform::cpu_id_inline`]): in hosted
+    /// builds a number cached for the thread means the platform runs every
+    /// thread as a CPU of its own (`cpus_are_threads`), so the plain flag
+    /// is taken without testing that again.
+    #[inline(always)]
+    fn try_acquire_inline_cpu(&self) -> bool {
+        #[cfg(not(target_os = "none"))]
+        {
+            if self.locked.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.locked.store(true, Ordering::Relaxed);
+            core::sync::atomic::compiler_fence(Ordering::Acquire);
+            true
+        }
+        #[cfg(target_os = "none")]
+        {
+            self.try_acquire()
+        }
+    }
+
     /// Releases what [`CpuSheaves::try_acquire`] took.
     #[inline(always)]
     fn release(&self) {
@@ -1573,7 +1595,7 @@ impl CacheInner {
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
             && let Some(pcs) = self.this_cpu_sheaves()
-            && pcs.try_acquire()
+            && pcs.try_acquire_inline_cpu()
         {
             let obj = self.sheaf_pop(pcs);
             pcs.release();
@@ -1609,7 +1631,7 @@ impl CacheInner {
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
             && let Some(pcs) = self.this_cpu_sheaves()
-            && pcs.try_acquire()
+            && pcs.try_acquire_inline_cpu()
         {
             let main = pcs.main.load(Ordering::Relaxed);
             if main.is_null() {
@@ -2675,7 +2697,7 @@ impl CacheInner {
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
         if let Some(pcs) = self.this_cpu_sheaves()
-            && pcs.try_acquire()
+            && pcs.try_acquire_inline_cpu()
         {
             let pushed = self.sheaf_push(pcs, addr);
             pcs.release();
