@@ -3032,58 +3032,6 @@ fn page_private_of(addr: usize) -> usize {
     }
 }
 
-/// The cache kfree found last on this thread, as a prediction (hosted
-/// x86_64 builds). kfree's cache comes from a load whose address depends on
-/// the object's page, which depends on the object: every field the free then
-/// reads waits for two loads in a row. Compared with the thread's last one
-/// (a load that does not depend on the object), the equal case continues
-/// with the hint's value, and the branch predictor, not the loads, decides
-/// the path: a kmem_cache free, whose cache is its argument, has no such
-/// chain (50,000,000 hot kmalloc pairs: 0.44 s against 0.24 s for a
-/// `kmem_cache` pair, the difference all in the free).
-#[cfg(all(not(target_os = "none"), target_arch = "x86_64"))]
-mod kfree_hint {
-    extern crate std;
-    use super::CacheInner;
-    use core::cell::Cell;
-
-    std::thread_local! {
-        static LAST: Cell<*mut CacheInner> = const { Cell::new(core::ptr::null_mut()) };
-    }
-
-    /// `c`, taken from the thread's last one when they are equal.
-    #[inline(always)]
-    pub(super) fn predict(c: *mut CacheInner) -> *mut CacheInner {
-        LAST.with(|last| {
-            let mut h = last.get();
-            // SAFETY: an empty asm that only hides `h`'s value from the
-            // compiler, which would otherwise use `c` on both paths.
-            unsafe {
-                core::arch::asm!("/* {0} */", inout(reg) h, options(pure, nomem, nostack, preserves_flags))
-            };
-            if h == c {
-                h
-            } else {
-                last.set(c);
-                c
-            }
-        })
-    }
-}
-
-/// Elsewhere the cache as it was loaded (the kernel's benchmarks count
-/// instructions under TCG, where the prediction would only add some).
-#[cfg(not(all(not(target_os = "none"), target_arch = "x86_64")))]
-mod kfree_hint {
-    use super::CacheInner;
-
-    /// `c` itself.
-    #[inline(always)]
-    pub(super) fn predict(c: *mut CacheInner) -> *mut CacheInner {
-        c
-    }
-}
-
 /// kfree's fast path: if `addr` is in a slab page the fast map covers
 /// (whose private word names the slab and, through [`CACHE_BY_ID`], the
 /// cache), frees it there ([`CacheInner::free_in_slab`]: boundary check,
@@ -3094,7 +3042,6 @@ pub(crate) fn kfree_slab(addr: usize) -> bool {
     let v = page_private_fast(addr);
     if v & SLAB_PRIVATE_TAG != 0 {
         let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
-        let c = kfree_hint::predict(c);
         // SAFETY: null or a registered cache, which outlives its slabs
         // (see CACHE_BY_ID); a transmute rather than `&*` (no dev-build
         // alignment check).
