@@ -44,6 +44,7 @@ kreclaim::kernel_tests!(
     min_partial_is_half_the_log2_of_the_slot_size_within_5_and_10,
     constructor_runs_once_per_object_when_a_slab_is_populated,
     objects_never_overlap_in_any_kmalloc_class,
+    kmalloc_inline_class_lookup_agrees_with_kmalloc_slab_for_every_size,
     concurrent_allocation_keeps_objects_and_counts_intact,
     create_rejects_bad_sizes_and_alignments,
     hwcache_align_rounds_to_cache_lines,
@@ -1189,6 +1190,55 @@ fn kmalloc_sizes_map_to_linux_classes() -> TestResult {
         kassert_eq!(got, class, "ksize(kmalloc({size}))");
     }
     kassert!(kmalloc_slab(8193, 1).is_none(), "above 8 KiB: pages");
+    Ok(())
+}
+
+/// kmalloc's inline lookup (a table of cache pointers by `(size + 7) / 8`
+/// up to 192, the power of two above) against `kmalloc_slab` (the
+/// reference search through the class list), for every size a class
+/// serves and every alignment the inline path takes; then the sizes and
+/// alignments it leaves to the general path.
+fn kmalloc_inline_class_lookup_agrees_with_kmalloc_slab_for_every_size() -> TestResult {
+    for align in [1usize, 2, 4, 8] {
+        for size in 1..=8192usize {
+            let want = kmalloc_slab(size, align)
+                .ok_or_else(|| fail(alloc::format!("no class for {size}")))?
+                .object_size();
+            let p = kmalloc_aligned(size, align, GFP_KERNEL)
+                .map_err(|e| fail(alloc::format!("kmalloc_aligned({size}, {align}): {e}")))?;
+            let got = ksize(p.as_ptr());
+            let addr = p.as_ptr() as usize;
+            kfree(p.as_ptr());
+            kassert_eq!(got, want, "ksize(kmalloc_aligned({size}, {align}))");
+            kassert_eq!(addr % align, 0, "kmalloc_aligned({size}, {align})");
+        }
+    }
+    // Not by the table: size 0, a size above the classes, a stricter or a
+    // bad alignment.
+    let p = kmalloc_aligned(0, 8, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    kassert_eq!(p.as_ptr(), ZERO_SIZE_PTR);
+    let p = kmalloc(8193, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    let got = ksize(p.as_ptr());
+    kfree(p.as_ptr());
+    kassert_eq!(got, 4 * PAGE_SIZE, "kmalloc(8193) is a large kmalloc");
+    let p = kmalloc_aligned(40, 16, GFP_KERNEL).map_err(|e| fail(alloc::format!("{e}")))?;
+    let got = ksize(p.as_ptr());
+    kfree(p.as_ptr());
+    kassert_eq!(
+        got,
+        64,
+        "kmalloc_aligned(40, 16): the first 16-aligned class"
+    );
+    let n = slab::reports().len();
+    kassert!(
+        kmalloc_aligned(40, 0, GFP_KERNEL | NOWARN).is_err(),
+        "align 0"
+    );
+    kassert!(
+        kmalloc_aligned(40, 3, GFP_KERNEL | NOWARN).is_err(),
+        "align 3"
+    );
+    kassert_eq!(slab::reports().len(), n + 2, "both bad alignments reported");
     Ok(())
 }
 

@@ -195,6 +195,41 @@ pub fn cpu_id() -> usize {
     cpu_id_from_platform()
 }
 
+/// [`cpu_id`] when it can be read inline (the kernel's `gs:` load, a hosted
+/// thread's cached number), `None` otherwise. For fast paths that have a
+/// slow path to fall back to: with no call in them, they need no registers
+/// saved (the allocator's fast paths take their slow path on `None`, which
+/// asks [`cpu_id`]). In hosted builds a number is cached for a thread only
+/// when the platform runs every thread as a CPU of its own, so `Some` there
+/// implies [`cpus_are_threads`] (the slab's fast paths rely on it).
+#[inline(always)]
+pub fn cpu_id_inline() -> Option<usize> {
+    #[cfg(not(target_os = "none"))]
+    {
+        let id = hosted::CPU.with(core::cell::Cell::get);
+        (id != hosted::NO_CPU).then_some(id)
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "none"))]
+    {
+        let off = GS_CPU_ID.load(core::sync::atomic::Ordering::Relaxed);
+        if off == usize::MAX {
+            return None;
+        }
+        let id: usize;
+        // SAFETY: the platform declared that gs:[off] holds the running
+        // CPU's number (its GS base is set before any framework code runs).
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[{}]", out(reg) id, in(reg) off,
+                options(nostack, readonly, preserves_flags))
+        };
+        Some(id)
+    }
+    #[cfg(all(not(target_arch = "x86_64"), target_os = "none"))]
+    {
+        Some(cpu_id())
+    }
+}
+
 /// [`cpu_id`] through the platform's trait object; out of line, so that the
 /// inline fast path falls straight through to its `gs:` load.
 #[cold]

@@ -167,7 +167,7 @@ pub(crate) struct CacheInner {
     div_magic: u64,
     /// What the low bits of every slab page's private word hold for this
     /// cache: [`SLAB_PRIVATE_TAG`] and the cache's registry slot (Linux finds
-    /// `slab->slab_cache` from `struct page` alone; see [`slab_of_page`]).
+    /// `slab->slab_cache` from `struct page` alone; see [`kfree_slab`]).
     /// Set once at registration, before any slab exists.
     slab_tag: usize,
     /// Partial slabs (empty ones included) the node keeps before an empty
@@ -363,6 +363,28 @@ impl CpuSheaves {
             return true;
         }
         !self.locked.swap(true, Ordering::Acquire)
+    }
+
+    /// [`CpuSheaves::try_acquire`] for the fast paths, which found their
+    /// CPU number inline ([`crate::platform::cpu_id_inline`]): in hosted
+    /// builds a number cached for the thread means the platform runs every
+    /// thread as a CPU of its own (`cpus_are_threads`), so the plain flag
+    /// is taken without testing that again.
+    #[inline(always)]
+    fn try_acquire_inline_cpu(&self) -> bool {
+        #[cfg(not(target_os = "none"))]
+        {
+            if self.locked.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.locked.store(true, Ordering::Relaxed);
+            core::sync::atomic::compiler_fence(Ordering::Acquire);
+            true
+        }
+        #[cfg(target_os = "none")]
+        {
+            self.try_acquire()
+        }
     }
 
     /// Releases what [`CpuSheaves::try_acquire`] took.
@@ -1574,8 +1596,8 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
-            && let pcs = self.this_cpu_sheaves()
-            && pcs.try_acquire()
+            && let Some(pcs) = self.this_cpu_sheaves()
+            && pcs.try_acquire_inline_cpu()
         {
             let obj = self.sheaf_pop(pcs);
             pcs.release();
@@ -1598,12 +1620,61 @@ impl CacheInner {
         }
     }
 
+    /// The allocation fast path of [`CacheInner::alloc_orig`] for kmalloc:
+    /// the object from this CPU's main sheaf, or 0 (the caller takes
+    /// [`CacheInner::alloc_slowpath_raw`]). Each way out releases the sheaf
+    /// lock itself, so that the caller's test of the word is the only one
+    /// left on the path that has an object (no merge of "no object" values
+    /// to test again).
+    #[inline(always)]
+    pub(crate) fn alloc_fast(&self, gfp: Gfp) -> usize {
+        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
+            && (!gfp.allows_blocking()
+                || !crate::platform::irqs_disabled_native()
+                || !crate::task::started())
+            && let Some(pcs) = self.this_cpu_sheaves()
+            && pcs.try_acquire_inline_cpu()
+        {
+            let main = pcs.main.load(Ordering::Relaxed);
+            if main.is_null() {
+                pcs.release();
+                return 0;
+            }
+            // SAFETY: word 1 of the main sheaf (its size), which only the
+            // holder of the sheaf lock changes.
+            let size = unsafe { Sheaf::word(main, 1) };
+            let n = size.load(Ordering::Relaxed);
+            if n == 0 {
+                pcs.release();
+                return 0;
+            }
+            let n = n.wrapping_sub(1);
+            size.store(n, Ordering::Relaxed);
+            // SAFETY: slot n < size <= capacity of the sheaf.
+            let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+                .load(Ordering::Relaxed);
+            pcs.release();
+            if gfp.contains(Gfp::__GFP_ZERO) {
+                // SAFETY: the object is ours now (sheaves hold object
+                // addresses, never 0).
+                unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+            }
+            return obj;
+        }
+        0
+    }
+
     /// [`CacheInner::alloc_slowpath`] with the object as a pointer: null
     /// on failure, the error then in `err`.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn alloc_slowpath_raw(&self, gfp: Gfp, orig_size: usize, err: &mut AllocError) -> *mut u8 {
+    pub(crate) fn alloc_slowpath_raw(
+        &self,
+        gfp: Gfp,
+        orig_size: usize,
+        err: &mut AllocError,
+    ) -> *mut u8 {
         if crate::mm::fault_inject::FAILSLAB.armed() {
             if let Err(e) = self.failslab(gfp) {
                 *err = e;
@@ -1782,13 +1853,16 @@ impl CacheInner {
         }
     }
 
-    /// The sheaves of the CPU the caller runs on. A CPU numbered
-    /// `MAX_CPUS` or above (none is: the platform keeps numbers below
-    /// `NR_CPUS`) would share another's, which their lock makes safe; the
-    /// mask spares the fast paths a bounds check.
+    /// The sheaves of the CPU the caller runs on, if its number can be read
+    /// inline (`None`: the caller takes its slow path, which asks the
+    /// platform; no call on the fast paths, so they save no registers). A
+    /// CPU numbered `MAX_CPUS` or above (none is: the platform keeps
+    /// numbers below `NR_CPUS`) would share another's, which their lock
+    /// makes safe; the mask spares the fast paths a bounds check.
     #[inline(always)]
-    fn this_cpu_sheaves(&self) -> &CpuSheaves {
-        &self.cpu[sheaf_cpu() & (MAX_CPUS - 1)]
+    fn this_cpu_sheaves(&self) -> Option<&CpuSheaves> {
+        let cpu = crate::platform::cpu_id_inline()?;
+        Some(&self.cpu[cpu & (MAX_CPUS - 1)])
     }
 
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
@@ -2624,8 +2698,9 @@ impl CacheInner {
             return;
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
-        let pcs = self.this_cpu_sheaves();
-        if pcs.try_acquire() {
+        if let Some(pcs) = self.this_cpu_sheaves()
+            && pcs.try_acquire_inline_cpu()
+        {
             let pushed = self.sheaf_push(pcs, addr);
             pcs.release();
             if pushed {
@@ -2959,21 +3034,26 @@ fn page_private_of(addr: usize) -> usize {
     }
 }
 
-/// Linux's `virt_to_slab` plus `slab->slab_cache`: the slab base and cache
-/// of a slab object's page from the page's private word alone; `None` for a
-/// page that is not a live slab's.
+/// kfree's fast path: if `addr` is in a slab page the fast map covers
+/// (whose private word names the slab and, through [`CACHE_BY_ID`], the
+/// cache), frees it there ([`CacheInner::free_in_slab`]: boundary check,
+/// this CPU's sheaf) and says `true`; `false` sends the caller to its
+/// general path (large kmalloc, NULL, foreign pointers, reports).
 #[inline(always)]
-pub(crate) fn slab_of_page(addr: usize) -> Option<(usize, &'static CacheInner)> {
+pub(crate) fn kfree_slab(addr: usize) -> bool {
     let v = page_private_fast(addr);
-    if v & SLAB_PRIVATE_TAG == 0 {
-        return None;
+    if v & SLAB_PRIVATE_TAG != 0 {
+        let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
+        // SAFETY: null or a registered cache, which outlives its slabs
+        // (see CACHE_BY_ID); a transmute rather than `&*` (no dev-build
+        // alignment check).
+        let c = unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) };
+        if let Some(c) = c {
+            c.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
+            return true;
+        }
     }
-    let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
-    if c.is_null() {
-        return None;
-    }
-    // SAFETY: a registered cache outlives its slabs (see CACHE_BY_ID).
-    Some((v & !SLAB_PRIVATE_LOW, unsafe { &*c }))
+    false
 }
 
 /// The slab holding `addr`, through the page's private word, its header's

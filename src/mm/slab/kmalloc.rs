@@ -3,7 +3,7 @@
 //! [`KBox`] and [`KVec`] that take GFP flags; and the `GlobalAlloc` adapter
 //! that routes Rust's `alloc` to kmalloc under `current_gfp_context`.
 
-use super::cache::{CreateError, KmemCache, SlabFlags, slab_of, slab_of_page};
+use super::cache::{CacheInner, CreateError, KmemCache, SlabFlags, kfree_slab, slab_of};
 use crate::mm::gfp::Gfp;
 use crate::mm::page_alloc::{self, AllocError, PageOwner};
 use core::alloc::Layout;
@@ -11,6 +11,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// kmalloc size classes.
 pub const KMALLOC_SIZES: [usize; 13] = [
@@ -39,6 +40,17 @@ pub const ZERO_SIZE_PTR: *mut u8 = 16 as *mut u8;
 const LARGE_TAG: u64 = 0x100;
 
 static CACHES: spin::Once<[KmemCache; 13]> = spin::Once::new();
+
+/// The class caches of sizes 1..=192 by `(size + 7) / 8` (Linux's
+/// `kmalloc_size_index` and `kmalloc_caches` in one table, so kmalloc
+/// reaches the cache in one load); slot 0 (size 0) and the slots past 24
+/// stay null. Null until [`kmalloc_init`]: kmalloc then takes its general
+/// path.
+static SMALL_CLASS: [AtomicPtr<CacheInner>; 32] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; 32];
+/// The class caches by index into [`KMALLOC_SIZES`] (the power-of-two
+/// classes above 192 are looked up here); the slots past 12 stay null.
+static CLASS: [AtomicPtr<CacheInner>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
 
 /// Alignment of a size class: its largest power-of-two divisor, capped at
 /// 512 so that the slab header does not cost the large classes a whole
@@ -74,8 +86,18 @@ impl fmt::Display for KmallocInitError {
 pub fn kmalloc_init() -> Result<(), KmallocInitError> {
     // Reclaim's last resort empties the sheaves (vmscan sits below slab).
     crate::mm::vmscan::set_percpu_drain(super::flush_all_sheaves);
-    CACHES.try_call_once(create_kmalloc_caches)?;
-    super::cache::sheaf_cache_init().map_err(KmallocInitError)
+    let caches = CACHES.try_call_once(create_kmalloc_caches)?;
+    super::cache::sheaf_cache_init().map_err(KmallocInitError)?;
+    // The fast paths' size-class tables point at the caches' inner state.
+    for (i, c) in caches.iter().enumerate() {
+        let inner = c.inner() as *const CacheInner as *mut CacheInner;
+        CLASS[i].store(inner, Ordering::Release);
+    }
+    for (slot, &i) in SIZE_INDEX.iter().enumerate().skip(1) {
+        let inner = caches[i as usize].inner() as *const CacheInner as *mut CacheInner;
+        SMALL_CLASS[slot].store(inner, Ordering::Release);
+    }
+    Ok(())
 }
 
 /// The kmalloc size-class caches, all or none: on an error the caches
@@ -174,22 +196,75 @@ fn order_for(size: usize) -> u32 {
 }
 
 /// `kmalloc(size, gfp)` with an alignment requirement.
+///
+/// The common case inline: the 8-byte alignment every class has, a size
+/// class found with one load (`SMALL_CLASS`, or `CLASS` by the power of
+/// two), its cache's sheaf popped (`CacheInner::alloc_fast`) and the
+/// object returned as it is. Everything else (the cache's slow path, size
+/// 0, stricter or bad alignment, large sizes) returns a pointer that is
+/// tested once: the `Result` is built here, in registers, rather than
+/// merged from callees in memory.
 #[track_caller]
 #[inline]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-    // The common case inline: a size class, through its cache's fast path.
-    if size != 0
-        && align.is_power_of_two()
-        && let Some(c) = kmalloc_slab(size, align)
-    {
-        return c.alloc_kmalloc(size, gfp);
+    let mut err = AllocError { gfp, order: 0 };
+    let p = match kmalloc_class(size, align) {
+        Some(c) => {
+            let obj = c.alloc_fast(gfp);
+            if obj != 0 {
+                // SAFETY: a sheaf's object, not null (tested); a transmute
+                // rather than `new_unchecked`, whose dev-build check would
+                // test it again.
+                return Ok(unsafe { core::mem::transmute::<*mut u8, NonNull<u8>>(obj as *mut u8) });
+            }
+            c.alloc_slowpath_raw(gfp, size, &mut err)
+        }
+        None => kmalloc_other_raw(size, align, gfp, &mut err),
+    };
+    match NonNull::new(p) {
+        Some(p) => Ok(p),
+        None => Err(err),
     }
-    kmalloc_other(size, align, gfp)
 }
 
-/// [`kmalloc_aligned`] for a bad alignment, size 0, or a size no class has.
+/// The cache of the class serving `size` bytes at `align` when the
+/// alignment is at most 8 (every class has it) and a class serves the
+/// size; `None` sends kmalloc to its general path (size 0 finds no class).
+#[inline(always)]
+fn kmalloc_class(size: usize, align: usize) -> Option<&'static CacheInner> {
+    if !(align.is_power_of_two() && align <= 8) {
+        return None;
+    }
+    let c = if size <= 192 {
+        SMALL_CLASS[(size.wrapping_add(7) >> 3) & 31].load(Ordering::Acquire)
+    } else if size <= KMALLOC_MAX_CACHE_SIZE {
+        // 256 .. 8192: the power-of-two classes from index 7 on.
+        CLASS[(size.next_power_of_two().trailing_zeros() as usize).wrapping_sub(1) & 15]
+            .load(Ordering::Acquire)
+    } else {
+        core::ptr::null_mut()
+    };
+    // SAFETY: null or a kmalloc class's cache, which lives for ever; a
+    // transmute rather than `&*` (no dev-build alignment check).
+    unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) }
+}
+
+/// [`kmalloc_other`] as a pointer (null on failure, the error in `err`).
 #[cold]
 #[inline(never)]
+#[track_caller]
+fn kmalloc_other_raw(size: usize, align: usize, gfp: Gfp, err: &mut AllocError) -> *mut u8 {
+    match kmalloc_other(size, align, gfp) {
+        Ok(p) => p.as_ptr(),
+        Err(e) => {
+            *err = e;
+            core::ptr::null_mut()
+        }
+    }
+}
+
+/// [`kmalloc_aligned`] for a bad alignment, size 0, a stricter alignment
+/// than 8, or a size no class has.
 #[track_caller]
 fn kmalloc_other(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
     if !align.is_power_of_two() {
@@ -262,11 +337,9 @@ fn owner_of(p: *const u8) -> Option<Owner> {
 pub fn kfree(p: *mut u8) {
     // The common case inline: a slab object, through its cache's fast path
     // (NULL and ZERO_SIZE_PTR are in no slab).
-    if let Some((s, cache)) = slab_of_page(p as usize) {
-        cache.free_in_slab(s, p as usize);
-        return;
+    if !kfree_slab(p as usize) {
+        kfree_other(p);
     }
-    kfree_other(p);
 }
 
 /// [`kfree`] of anything but a slab object.
