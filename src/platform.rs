@@ -35,6 +35,18 @@ pub trait Platform: Sync {
     fn cpu_id_is_per_thread(&self) -> bool {
         false
     }
+    /// Makes every other running thread of the process execute a full
+    /// memory barrier before this returns (Linux's `membarrier(2)`,
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED`), so that a rare caller can pair
+    /// with plain loads and stores on a hot path (an asymmetric fence).
+    /// `false` if the platform cannot. Only asked in hosted builds whose
+    /// CPUs are threads ([`Platform::cpu_id_is_per_thread`]): the slab's
+    /// per-CPU sheaf flag is a plain store there only when this works (see
+    /// `cpus_are_threads`); it is first called once from [`set`] to
+    /// register.
+    fn membarrier(&self) -> bool {
+        false
+    }
     /// The number of the CPU running the caller, below [`NR_CPUS`]: the
     /// index of per-CPU data. Only meaningful with interrupts (or
     /// preemption) masked, since the caller may move to another CPU
@@ -313,9 +325,11 @@ static THREAD_CPUS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicB
 
 /// Whether every CPU is a thread that never runs as another CPU and is never
 /// interrupted (hosted builds whose platform says
-/// [`Platform::cpu_id_is_per_thread`]): then a CPU's per-CPU data is only
-/// ever touched by its own thread, and a per-CPU flag needs no atomic
-/// read-modify-write to exclude re-entry (the slab's sheaf lock uses this).
+/// [`Platform::cpu_id_is_per_thread`]) and the platform has an asymmetric
+/// fence ([`Platform::membarrier`]): then a CPU's own thread may take its
+/// per-CPU flag with a plain store, and the rare other thread that needs it
+/// (a drain) announces itself and calls [`membarrier`] before it looks (the
+/// slab's sheaf lock uses this).
 #[inline(always)]
 pub fn cpus_are_threads() -> bool {
     #[cfg(not(target_os = "none"))]
@@ -331,6 +345,13 @@ pub fn cpus_are_threads() -> bool {
 /// Whether the installed platform's interrupt flag is native (read inline).
 pub fn irq_flag_native() -> bool {
     NATIVE_IRQ.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs [`Platform::membarrier`]: on return every other running thread has
+/// executed a full memory barrier. `false` if there is no platform or it
+/// cannot (then [`cpus_are_threads`] is `false` too).
+pub fn membarrier() -> bool {
+    get().is_some_and(|p| p.membarrier())
 }
 
 /// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
@@ -377,9 +398,11 @@ pub fn set(p: &'static dyn Platform) {
         || cfg!(not(target_os = "none")))
         && p.irq_flag_is_native();
     NATIVE_IRQ.store(native, core::sync::atomic::Ordering::Release);
+    // Plain per-CPU flags need the asymmetric fence for the rare other
+    // thread that takes them (a drain): without it the flags stay atomic.
     #[cfg(not(target_os = "none"))]
     THREAD_CPUS.store(
-        p.cpu_id_is_per_thread(),
+        p.cpu_id_is_per_thread() && p.membarrier(),
         core::sync::atomic::Ordering::Release,
     );
     if cfg!(all(target_arch = "x86_64", target_os = "none"))

@@ -272,3 +272,82 @@ fn shrinker_unregister_waits_for_scans_on_other_threads() {
     assert!(total_scans > 0, "reclaim never reached the shrinkers");
     eprintln!("{caught_inside} of {ROUNDS} unregistrations found a scan in progress");
 }
+
+/// Drains from another thread race with each CPU's own fast path: where a
+/// CPU's sheaf flag is a plain store (each thread a CPU), the drainer must
+/// announce itself and fence (`membarrier`) before it takes the sheaves,
+/// or both sides use one sheaf at once and an object is handed out twice
+/// or freed twice. Workers allocate, stamp, check and free in a hot loop
+/// while a drainer empties every CPU's sheaves (`flush_sheaves`, `shrink`,
+/// `validate`) without pause; every stamp must survive, no report may
+/// appear, and the counts must add up at the end.
+#[test]
+fn drains_from_another_thread_never_share_a_sheaf_with_its_cpu() {
+    common::host();
+    let _serial = kreclaim_host::serial();
+    let _pcp = page_alloc::zone_pcp_disable();
+    let reports0 = slab::reports().len();
+    let cache: &'static KmemCache = Box::leak(Box::new(
+        KmemCache::create("drain-race", 64, 8, SlabFlags::empty(), None).unwrap(),
+    ));
+    let workers = 2;
+    let rounds = 100_000;
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let drains = Arc::new(AtomicU64::new(0));
+    let drainer = {
+        let (stop, drains) = (stop.clone(), drains.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                cache.flush_sheaves();
+                cache.shrink();
+                let _ = cache.validate();
+                drains.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let hs: Vec<_> = (0..workers)
+        .map(|t| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for r in 0..rounds {
+                    let objs: Vec<(usize, u64)> = (0..4)
+                        .map(|k| {
+                            let o = cache.alloc(GFP_KERNEL).expect("alloc").as_ptr() as usize;
+                            let tag = ((r as u64) << 3) | ((t as u64) << 2) | k;
+                            fill(o, 64, tag);
+                            (o, tag)
+                        })
+                        .collect();
+                    for (o, tag) in objs {
+                        check_fill(o, 64, tag);
+                        // SAFETY: a live object of `cache`, allocated above.
+                        unsafe { cache.free(NonNull::new(o as *mut u8).unwrap()) };
+                    }
+                }
+                cache.flush_sheaves();
+                done.fetch_add(1, Ordering::Release);
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join()
+            .expect("a worker thread panicked (a stamp was overwritten?)");
+    }
+    stop.store(true, Ordering::Release);
+    drainer.join().unwrap();
+    assert_eq!(done.load(Ordering::Acquire), workers);
+    assert!(drains.load(Ordering::Relaxed) > 0, "the drainer never ran");
+    assert_eq!(
+        slab::reports().len(),
+        reports0,
+        "{:?}",
+        &slab::reports()[reports0..]
+    );
+    let info = cache.info();
+    assert_eq!(info.active_objs, 0, "objects still counted: {info:?}");
+    assert!(cache.validate().is_ok(), "{:?}", cache.validate());
+    // SAFETY: leaked above for the threads; they are joined.
+    let cache = unsafe { std::ptr::read(cache) };
+    cache.destroy().expect("destroy with no live objects");
+}

@@ -315,6 +315,10 @@ impl Sheaf {
 #[repr(align(64))]
 struct CpuSheaves {
     locked: AtomicBool,
+    /// Where `locked` is a plain per-thread flag (`cpus_are_threads`): set
+    /// by another thread that takes these sheaves (a drain, `prefill`),
+    /// which then holds them instead of `locked` ([`CpuSheaves::lock_remote`]).
+    remote: AtomicBool,
     main: AtomicPtr<Sheaf>,
     spare: AtomicPtr<Sheaf>,
 }
@@ -323,6 +327,7 @@ impl CpuSheaves {
     const fn new() -> CpuSheaves {
         CpuSheaves {
             locked: AtomicBool::new(false),
+            remote: AtomicBool::new(false),
             main: AtomicPtr::new(ptr::null_mut()),
             spare: AtomicPtr::new(ptr::null_mut()),
         }
@@ -336,7 +341,37 @@ impl CpuSheaves {
         if !self.try_acquire() {
             return None;
         }
-        Some(SheafGuard { pcs: self })
+        Some(SheafGuard {
+            pcs: self,
+            remote: false,
+        })
+    }
+
+    /// Takes the sheaves' lock from a context that may run on another CPU
+    /// than theirs (a drain, `prefill_sheaves`, `with_sheaves_held`), with
+    /// a try. Where the owner takes `locked` with a plain store
+    /// (`cpus_are_threads`) that is not enough: this sets `remote` (an
+    /// exchange, excluding other such takers), makes every thread execute
+    /// a full barrier (`platform::membarrier`), and only then looks at
+    /// `locked`. With the owner's order (store `locked`, then load
+    /// `remote`) one of the two always sees the other's flag: the owner
+    /// backs off to its slow path, or this finds `locked` set and lets go.
+    /// Elsewhere it is [`CpuSheaves::trylock`].
+    fn lock_remote(&self) -> Option<SheafGuard<'_>> {
+        if !crate::platform::cpus_are_threads() {
+            return self.trylock();
+        }
+        if self.remote.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        if !crate::platform::membarrier() || self.locked.load(Ordering::Acquire) {
+            self.remote.store(false, Ordering::Release);
+            return None;
+        }
+        Some(SheafGuard {
+            pcs: self,
+            remote: true,
+        })
     }
 
     /// [`CpuSheaves::trylock`] without a guard, for the fast paths (which
@@ -350,8 +385,10 @@ impl CpuSheaves {
     /// only other holder it can meet, on the same thread), so a plain load
     /// and store do: the exchange, a locked instruction, costs more than the
     /// rest of the fast path there. Linux's `local_trylock` is such a plain
-    /// flag under `preempt_disable`. (Destroy's all-CPU flush takes other
-    /// CPUs' flags too, but its caller promises that nobody uses the cache.)
+    /// flag under `preempt_disable`. Another thread that must take these
+    /// sheaves (a drain of every CPU) goes through
+    /// [`CpuSheaves::lock_remote`], which is why the plain path loads
+    /// `remote` after its store and backs off if it is set.
     #[inline(always)]
     fn try_acquire(&self) -> bool {
         if crate::platform::cpus_are_threads() {
@@ -359,7 +396,13 @@ impl CpuSheaves {
                 return false;
             }
             self.locked.store(true, Ordering::Relaxed);
-            core::sync::atomic::compiler_fence(Ordering::Acquire);
+            // Store `locked`, then load `remote` (see `lock_remote`; the
+            // remote taker's membarrier orders the other side).
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+            if self.remote.load(Ordering::Acquire) {
+                self.locked.store(false, Ordering::Release);
+                return false;
+            }
             return true;
         }
         !self.locked.swap(true, Ordering::Acquire)
@@ -372,19 +415,7 @@ impl CpuSheaves {
     /// is taken without testing that again.
     #[inline(always)]
     fn try_acquire_inline_cpu(&self) -> bool {
-        #[cfg(not(target_os = "none"))]
-        {
-            if self.locked.load(Ordering::Relaxed) {
-                return false;
-            }
-            self.locked.store(true, Ordering::Relaxed);
-            core::sync::atomic::compiler_fence(Ordering::Acquire);
-            true
-        }
-        #[cfg(target_os = "none")]
-        {
-            self.try_acquire()
-        }
+        self.try_acquire()
     }
 
     /// Releases what [`CpuSheaves::try_acquire`] took.
@@ -438,7 +469,7 @@ impl CpuSheaves {
     /// it may, until the holder lets go. `None` only after
     /// [`DRAIN_PATIENCE_NS`] (reported by the caller).
     fn lock_for_drain(&self) -> Option<SheafGuard<'_>> {
-        if let Some(g) = self.trylock() {
+        if let Some(g) = self.lock_remote() {
             return Some(g);
         }
         DRAIN_WAITS.fetch_add(1, Ordering::Relaxed);
@@ -452,7 +483,7 @@ impl CpuSheaves {
                 crate::platform::spin_relax(&mut spins);
             }
             if !self.locked.load(Ordering::Relaxed)
-                && let Some(g) = self.trylock()
+                && let Some(g) = self.lock_remote()
             {
                 return Some(g);
             }
@@ -467,12 +498,19 @@ impl CpuSheaves {
 /// A held [`CpuSheaves`] local lock; dropping it releases the lock.
 struct SheafGuard<'a> {
     pcs: &'a CpuSheaves,
+    /// Taken by [`CpuSheaves::lock_remote`] as a remote taker (`remote`
+    /// is what it holds, not `locked`).
+    remote: bool,
 }
 
 impl Drop for SheafGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        self.pcs.locked.store(false, Ordering::Release);
+        if self.remote {
+            self.pcs.remote.store(false, Ordering::Release);
+        } else {
+            self.pcs.locked.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -506,7 +544,9 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     refresh_alloc_fast();
     let mut fresh = FreshSheaves::NONE;
     let ok = loop {
-        let Some(g) = pcs.trylock() else { break false };
+        let Some(g) = pcs.lock_remote() else {
+            break false;
+        };
         match inner.install_sheaves(pcs, g, &mut fresh) {
             Install::Ready(g) => {
                 let main = pcs.main.load(Ordering::Relaxed);
@@ -539,7 +579,7 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
 /// and frees meanwhile take the slow path and corrupt nothing. `None` if
 /// the lock was not free (or `cpu` has no sheaves).
 pub fn with_sheaves_held<R>(cache: &KmemCache, cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
-    let g = cache.inner().cpu.get(cpu)?.trylock()?;
+    let g = cache.inner().cpu.get(cpu)?.lock_remote()?;
     let r = f();
     drop(g);
     Some(r)
