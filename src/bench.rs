@@ -765,8 +765,9 @@ const SMP_WINDOW_NS: u64 = 2_000_000;
 /// 2 ms window in which all of them run (see `smp_round`), best of a few
 /// rounds. Lockdep is off for the run (with lockdep on every
 /// allocation takes the slow path). The APs run the loop through
-/// `call_on_ap` (they run no tasks yet); their sheaves are filled from the
-/// boot CPU first, so that they stay on the fast path, which takes no lock.
+/// `call_on_ap`, which runs it in their idle tasks (which must never
+/// block); their sheaves are filled from the boot CPU first,
+/// so that they stay on the fast path, which takes no lock.
 #[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
 pub fn smp(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     use crate::mm::gfp::GFP_KERNEL;
