@@ -296,6 +296,13 @@ fn irqs_disabled_from_platform() -> bool {
 pub(crate) static SLAB_ALLOC_FAST: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 
+/// The page allocator's [`SLAB_ALLOC_FAST`]: the interrupt flag is native,
+/// lockdep is off and `fail_page_alloc` is not armed, in one load. Cleared
+/// by whatever turns lockdep on or arms `fail_page_alloc`; set again by the
+/// page allocator's general path when all three hold.
+pub(crate) static PAGE_ALLOC_FAST: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
 /// Whether interrupts are masked on this CPU, for callers that know the
 /// platform's flag is native ([`Platform::irq_flag_is_native`], as
 /// `SLAB_ALLOC_FAST` implies): the flag read inline, nothing else.

@@ -149,6 +149,10 @@ impl FaultAttr {
             // slab's slow path turns it back on once failslab is disarmed).
             crate::platform::SLAB_ALLOC_FAST.store(false, Ordering::SeqCst);
         }
+        if probability != 0 && core::ptr::eq(self, &FAIL_PAGE_ALLOC) {
+            // Nor does the page allocator's (see `page_alloc::alloc_pages`).
+            crate::platform::PAGE_ALLOC_FAST.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Applies a command-line spec.

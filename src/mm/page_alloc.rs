@@ -43,8 +43,8 @@ use super::page::{NIL, Page, PageFlags};
 use super::scope::{MemallocScope, current_gfp_context};
 use super::vmscan;
 use super::zone::{
-    AllocFlags, FreeLists, MAX_ORDER_NR_PAGES, NR_ORDERS, PCP_MAX_CPUS, WMARK_LOGGED, ZONE, Zone,
-    compute_watermarks, default_min_free_kbytes, zone_watermark_fast,
+    AllocFlags, FreeLists, MAX_ORDER_NR_PAGES, NR_ORDERS, PCP_MAX_CPUS, PerCpuPages, WMARK_LOGGED,
+    ZONE, Zone, compute_watermarks, default_min_free_kbytes, zone_watermark_fast,
 };
 use crate::bootinfo::{MemoryMap, Region, RegionKind};
 use crate::sync::SpinLock;
@@ -615,6 +615,7 @@ pub fn zone_pcp_update() {
         (batch, high) = (1, 0);
     }
     for pcp in &ZONE.pcp {
+        let _irq = crate::platform::IrqGuard::new();
         let mut p = pcp.lock();
         p.batch = batch;
         p.high = high;
@@ -652,13 +653,27 @@ impl Drop for PcpDisabled {
 
 /// The per-CPU lists' `(batch, high)` marks (the same on every CPU).
 pub fn pcp_batch_high() -> (u32, u32) {
+    let _irq = crate::platform::IrqGuard::new();
     let p = ZONE.pcp[0].lock();
     (p.batch, p.high)
 }
 
 /// Pages on CPU `cpu`'s lists (0 for a CPU without a set).
 pub fn pcp_count(cpu: usize) -> u64 {
+    let _irq = crate::platform::IrqGuard::new();
     ZONE.pcp.get(cpu).map_or(0, |p| p.lock().count as u64)
+}
+
+/// Runs `f` while holding CPU `cpu`'s `pcp->lock` (as a drain from another
+/// CPU would), with interrupts masked: that CPU's allocations and frees
+/// meanwhile find the lock taken and use the zone (`pcp_spin_trylock`'s
+/// fallback). For tests. `f` must not sleep, nor drain that CPU's lists
+/// (it would wait for itself). `None` for a CPU without a set.
+pub fn with_pcp_held<R>(cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
+    let lock = ZONE.pcp.get(cpu)?;
+    let _irq = crate::platform::IrqGuard::new();
+    let _held = lock.lock();
+    Some(f())
 }
 
 /// Pages on every CPU's lists (Linux's `free_pcp`): free, but not counted
@@ -673,6 +688,7 @@ fn drain_pages(cpu: usize) {
     let Some(lock) = ZONE.pcp.get(cpu) else {
         return;
     };
+    let _irq = crate::platform::IrqGuard::new();
     let mut pcp = lock.lock();
     if pcp.count > 0 {
         let n = pcp.count;
@@ -684,6 +700,7 @@ fn drain_pages(cpu: usize) {
 
 /// `drain_local_pages`: empties the running CPU's lists.
 pub fn drain_local_pages() {
+    let _irq = crate::platform::IrqGuard::new();
     drain_pages(crate::platform::cpu_id());
 }
 
@@ -702,30 +719,54 @@ pub fn drain_all_pages() {
 
 /// `rmqueue_pcplist`: a block of `order` (<= 3) from the running CPU's
 /// list, refilled with `batch` blocks (`batch >> order`, at least 2) from
-/// the buddy lists when empty. `None` when the list cannot be had (another
-/// CPU is draining it, no set for this CPU) or the buddy lists are empty.
+/// the buddy lists when empty. `None` when the list cannot be had (its
+/// `pcp->lock` is held: a drain from another CPU; no set for this CPU) or
+/// the buddy lists are empty.
 ///
-/// Interrupts are masked while the `pcp->lock` is held. The CPU number is
-/// read before: a task that moves meanwhile takes a remote CPU's lock,
-/// which the lock makes correct (Linux pins the task instead).
-fn rmqueue_pcplist(order: u32) -> Option<u64> {
+/// Linux's `pcp_spin_trylock`: interrupts are masked first (one `pushf;
+/// cli`, no lock, no atomic), so the CPU number read next stays this
+/// task's CPU and nothing else on this CPU runs until the lock is let go;
+/// the lock itself is one exchange, held against drains from other CPUs.
+/// `fast` (only with lockdep off): no guard and no lockdep call. vmstat
+/// counts into this CPU's delta.
+#[inline(always)]
+fn rmqueue_pcplist(order: u32, fast: bool) -> Option<u64> {
+    let _irq = crate::platform::IrqGuard::new();
     let cpu = crate::platform::cpu_id();
-    let mut pcp = ZONE.pcp.get(cpu)?.try_lock()?;
+    let lock = ZONE.pcp.get(cpu)?;
+    if fast {
+        if !lock.try_acquire() {
+            return None;
+        }
+        // SAFETY: taken just above, released below.
+        let idx = rmqueue_pcplist_locked(unsafe { lock.pcp_mut() }, order);
+        lock.release();
+        pcp_alloc_done(cpu, idx?)
+    } else {
+        let mut pcp = lock.try_lock()?;
+        let idx = rmqueue_pcplist_locked(&mut pcp, order);
+        drop(pcp);
+        pcp_alloc_done(cpu, idx?)
+    }
+}
+
+/// The list work of [`rmqueue_pcplist`], under the lock.
+#[inline(always)]
+fn rmqueue_pcplist_locked(pcp: &mut PerCpuPages, order: u32) -> Option<u32> {
     pcp.free_factor >>= 1;
     let list = order as usize;
     if pcp.lists[list].is_empty() {
-        let mut batch = pcp.batch;
-        if batch > 1 {
-            batch = (batch >> order).max(2);
-        }
-        let mut z = ZONE.lock.lock();
-        let got = z.rmqueue_bulk(order, batch, &mut pcp.lists[list]);
-        publish(&z);
-        drop(z);
-        pcp.count += got << order;
+        pcp_refill(pcp, order);
     }
     let idx = pcp.lists[list].pop_head()?;
     pcp.count -= 1 << order;
+    Some(idx)
+}
+
+/// Marks the block at mem_map index `idx`, taken off a list, allocated and
+/// counts it (interrupts still masked on `cpu`); returns its pfn.
+#[inline(always)]
+fn pcp_alloc_done(cpu: usize, idx: u32) -> Option<u64> {
     let p = super::zone::pcp_page(idx);
     p.set_private(0);
     p.set_owner_unnamed(PageOwner::Kernel);
@@ -734,11 +775,28 @@ fn rmqueue_pcplist(order: u32) -> Option<u64> {
     Some(ZONE.start_pfn.load(Ordering::Relaxed) + idx as u64)
 }
 
+/// `rmqueue_bulk` for an empty list of `order`: `batch` pages' worth of
+/// blocks from the buddy lists, under the zone lock.
+#[cold]
+#[inline(never)]
+fn pcp_refill(pcp: &mut PerCpuPages, order: u32) {
+    let list = order as usize;
+    let mut batch = pcp.batch;
+    if batch > 1 {
+        batch = (batch >> order).max(2);
+    }
+    let mut z = ZONE.lock.lock();
+    let got = z.rmqueue_bulk(order, batch, &mut pcp.lists[list]);
+    publish(&z);
+    drop(z);
+    pcp.count += got << order;
+}
+
 /// `rmqueue`: orders up to PAGE_ALLOC_COSTLY_ORDER from the per-CPU lists,
 /// the rest (and whatever the lists cannot give) from the buddy lists.
 fn rmqueue(order: u32) -> Option<u64> {
     if order <= PAGE_ALLOC_COSTLY_ORDER
-        && let Some(pfn) = rmqueue_pcplist(order)
+        && let Some(pfn) = rmqueue_pcplist(order, false)
     {
         return Some(pfn);
     }
@@ -756,19 +814,55 @@ fn rmqueue(order: u32) -> Option<u64> {
 /// allocation gets this cache-hot block back); when the list holds `high`
 /// pages, returns `nr_pcp_free` of them to the buddy lists. Returns false
 /// when the block is not a well-formed allocation (the zone path checks
-/// and reports it) or the list cannot be had.
-fn free_unref_page(pfn: u64, order: u32) -> bool {
-    let cpu = crate::platform::cpu_id();
-    let (Some(lock), Some(p)) = (ZONE.pcp.get(cpu), ZONE.pfn_to_page(pfn)) else {
+/// and reports it) or the list cannot be had. Locking as in
+/// [`rmqueue_pcplist`] (`fast`: lockdep is off). A free by a task under
+/// PF_MEMALLOC is credited to its reclaim here, while interrupts are
+/// masked anyway (the running task is then one load away).
+#[inline(always)]
+fn free_unref_page(pfn: u64, order: u32, fast: bool) -> bool {
+    let Some(p) = ZONE.pfn_to_page(pfn) else {
         return false;
     };
     let f = p.flags();
     if !f.contains(PageFlags::HEAD) || p.order() != order {
         return false;
     }
-    let Some(mut pcp) = lock.try_lock() else {
+    let irq = crate::platform::IrqGuard::new();
+    let cpu = crate::platform::cpu_id();
+    let Some(lock) = ZONE.pcp.get(cpu) else {
         return false;
     };
+    let done = if fast {
+        if !lock.try_acquire() {
+            return false;
+        }
+        // SAFETY: taken just above, released below.
+        let done = free_unref_page_locked(unsafe { lock.pcp_mut() }, p, f, pfn, order);
+        lock.release();
+        done
+    } else {
+        let Some(mut pcp) = lock.try_lock() else {
+            return false;
+        };
+        free_unref_page_locked(&mut pcp, p, f, pfn, order)
+    };
+    if done {
+        __count_vm_event(cpu, VmStatItem::Frees);
+        vmscan::note_pages_freed_irqs_masked(&irq, 1 << order);
+    }
+    done
+}
+
+/// The list work of [`free_unref_page`], under the lock: claims the page
+/// (whose flags were `f`), links it, flushes a batch above `high`.
+#[inline(always)]
+fn free_unref_page_locked(
+    pcp: &mut PerCpuPages,
+    p: &Page,
+    f: PageFlags,
+    pfn: u64,
+    order: u32,
+) -> bool {
     // Claim the block: a racing second free of it sees PCP, not HEAD.
     if !p.claim(f, PageFlags::PCP) {
         return false;
@@ -779,17 +873,24 @@ fn free_unref_page(pfn: u64, order: u32) -> bool {
     let idx = (pfn - ZONE.start_pfn.load(Ordering::Relaxed)) as u32;
     pcp.lists[pindex].push_head(idx);
     pcp.count += 1 << order;
-    __count_vm_event(cpu, VmStatItem::Frees);
     // Linux 6.6: a high-order free after frees overflowed flushes the set.
     let free_high = pcp.free_factor != 0 && order > 0 && order <= PAGE_ALLOC_COSTLY_ORDER;
     let high = pcp.nr_pcp_high(free_high);
     if pcp.count >= high {
-        let n = pcp.nr_pcp_free(high, free_high);
-        let mut z = ZONE.lock.lock();
-        z.free_pcppages_bulk(&mut pcp, n, pindex);
-        publish(&z);
+        pcp_flush_high(pcp, high, free_high, pindex);
     }
     true
+}
+
+/// `free_pcppages_bulk` for a list set that reached `high`: `nr_pcp_free`
+/// pages back to the buddy lists, under the zone lock.
+#[cold]
+#[inline(never)]
+fn pcp_flush_high(pcp: &mut PerCpuPages, high: u32, free_high: bool, pindex: usize) {
+    let n = pcp.nr_pcp_free(high, free_high);
+    let mut z = ZONE.lock.lock();
+    z.free_pcppages_bulk(pcp, n, pindex);
+    publish(&z);
 }
 
 // ---------------------------------------------------------------------------
@@ -863,8 +964,70 @@ fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
 ///
 /// Never panics on failure; `__GFP_NOFAIL` (with __GFP_DIRECT_RECLAIM)
 /// never returns `Err`.
+///
+/// The fast path (orders up to PAGE_ALLOC_COSTLY_ORDER): one load says
+/// lockdep is off, `fail_page_alloc` is not armed and the interrupt flag is
+/// native ([`PAGE_ALLOC_FAST`](crate::platform::PAGE_ALLOC_FAST)); a
+/// sleeping allocation checks inline that it may sleep
+/// ([`task::may_sleep_inline`]); the LOW watermark; then this CPU's list.
+/// The task's scoped constraints (`current_gfp_context`) are applied only
+/// on the general path: they remove __GFP_FS, __GFP_IO and __GFP_MOVABLE,
+/// which matter to reclaim and reports, not to taking a listed block.
+/// Anything else (and any refusal) takes [`alloc_pages_general`].
 #[track_caller]
+#[inline]
 pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
+    if crate::platform::PAGE_ALLOC_FAST.load(Ordering::Relaxed)
+        && order <= PAGE_ALLOC_COSTLY_ORDER
+        && (!gfp.allows_blocking() || task::may_sleep_inline())
+        && zone_watermark_fast(
+            order,
+            ZONE.wmark[AllocFlags::WMARK_LOW.wmark()].load(Ordering::Relaxed),
+            AllocFlags::WMARK_LOW,
+        )
+        && let Some(pfn) = rmqueue_pcplist(order, true)
+    {
+        let pa = PhysAddr::from_pfn(pfn);
+        if gfp.contains(Gfp::__GFP_ZERO) {
+            // SAFETY: the block is ours and direct mapped.
+            unsafe { core::ptr::write_bytes(page_address(pa), 0, PAGE_SIZE << order) };
+        }
+        return Ok(pa);
+    }
+    alloc_pages_general(gfp, order)
+}
+
+/// Turns the page allocator's fast path back on
+/// ([`PAGE_ALLOC_FAST`](crate::platform::PAGE_ALLOC_FAST)) once nothing
+/// forbids it: the allocator is ready, lockdep is off, `fail_page_alloc`
+/// is not armed, the interrupt flag is native. Whoever forbids it clears
+/// the flag (sequentially consistent) after changing its own state; this
+/// re-reads that state after setting it, so a concurrent change is not
+/// lost (the slab's `refresh_alloc_fast` does the same).
+fn refresh_page_alloc_fast() {
+    use crate::platform::PAGE_ALLOC_FAST;
+    let allowed = || {
+        is_ready()
+            && crate::platform::irq_flag_native()
+            && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
+            && !FAIL_PAGE_ALLOC.armed()
+    };
+    if PAGE_ALLOC_FAST.load(Ordering::Relaxed) || !allowed() {
+        return;
+    }
+    PAGE_ALLOC_FAST.store(true, Ordering::SeqCst);
+    if !allowed() {
+        PAGE_ALLOC_FAST.store(false, Ordering::SeqCst);
+    }
+}
+
+/// [`alloc_pages`] past its fast path: the scoped constraints,
+/// `might_alloc`, fault injection, the watermarks, the per-CPU lists and
+/// the zone, then the slow path.
+#[track_caller]
+#[inline(never)]
+pub fn alloc_pages_general(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
+    refresh_page_alloc_fast();
     let mut gfp = current_gfp_context(gfp);
     if gfp.allows_blocking() && is_ready() {
         gfp = fs_reclaim::might_alloc_gfp(gfp);
@@ -1482,12 +1645,33 @@ fn check_free(z: &super::zone::FreeLists, pfn: u64, order: u32) -> Result<u64, B
 /// Frees a block from [`alloc_pages`] with the same order. A double free, a
 /// free of a page inside a block, a wrong order or a foreign address is
 /// reported and ignored, leaving the allocator intact.
+///
+/// The fast path (orders up to PAGE_ALLOC_COSTLY_ORDER, lockdep off, see
+/// [`alloc_pages`]) puts the block on this CPU's list; anything else takes
+/// the general path.
+#[inline]
 pub fn free_pages(pa: PhysAddr, order: u32) {
+    if crate::platform::PAGE_ALLOC_FAST.load(Ordering::Relaxed)
+        && order <= PAGE_ALLOC_COSTLY_ORDER
+        && pa.as_u64().is_multiple_of(PAGE_SIZE as u64)
+        && free_unref_page(pa.pfn(), order, true)
+    {
+        return;
+    }
+    free_pages_general(pa, order);
+}
+
+/// [`free_pages`] past its fast path: argument checks, the per-CPU lists
+/// (with lockdep's view of their lock), the zone (with its reports of bad
+/// frees).
+#[inline(never)]
+fn free_pages_general(pa: PhysAddr, order: u32) {
     let pfn = pa.pfn();
     let result = if order > MAX_ORDER || !pa.as_u64().is_multiple_of(PAGE_SIZE as u64) {
         Err(BadFreeKind::BadArgument)
-    } else if order <= PAGE_ALLOC_COSTLY_ORDER && free_unref_page(pfn, order) {
-        Ok(())
+    } else if order <= PAGE_ALLOC_COSTLY_ORDER && free_unref_page(pfn, order, false) {
+        // Credited to reclaim by `free_unref_page`.
+        return;
     } else {
         let mut z = ZONE.lock.lock();
         let r = check_free(&z, pfn, order).and_then(|idx| {

@@ -151,8 +151,29 @@ fn above_wmark(mark: u64) -> bool {
 
 /// Credits `pages` freed by the current task to its reclaim (called by the
 /// page allocator for every free made under PF_MEMALLOC).
+#[inline]
 pub fn note_pages_freed(pages: u64) {
+    // No task has PF_MEMALLOC: not this one either (one load, no
+    // `task::current`; the page allocator's free fast path calls this).
+    if !task::memalloc_tasks_exist() {
+        return;
+    }
     let t = task::current();
+    if t.flags().contains(TaskFlags::PF_MEMALLOC) {
+        t.add_reclaimed(pages);
+    }
+}
+
+/// [`note_pages_freed`] with interrupts masked (the page allocator's
+/// per-CPU free path): the running task read through this CPU's data
+/// ([`task::current_irqs_masked`]), not through [`task::current`], which
+/// masks them again.
+#[inline(always)]
+pub fn note_pages_freed_irqs_masked(irq: &crate::platform::IrqGuard, pages: u64) {
+    if !task::memalloc_tasks_exist() {
+        return;
+    }
+    let t = task::current_irqs_masked(irq);
     if t.flags().contains(TaskFlags::PF_MEMALLOC) {
         t.add_reclaimed(pages);
     }

@@ -9,7 +9,12 @@
 
 use super::page::{NIL, PAGE_SHIFT, Page, PageFlags, PageOwner};
 use crate::sync::SpinLock;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::lockdep::{self, Acquire, LockdepMap};
+use core::cell::UnsafeCell;
+use core::panic::Location;
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 /// Largest block order (Linux's MAX_PAGE_ORDER): blocks of up to 4 MiB.
 pub const MAX_ORDER: u32 = 10;
@@ -430,13 +435,16 @@ pub struct PcpList {
     tail: u32,
 }
 
-/// The mem_map entry `idx` (the mem_map lives for ever once set).
+/// The mem_map entry `idx` (the mem_map lives for ever once set). On the
+/// per-CPU fast paths: no check of `idx` (every index on a list was put
+/// there from the mem_map), and a relaxed load of the map (set before the
+/// first block reached a list; the list's lock orders the two).
+#[inline(always)]
 pub(crate) fn pcp_page(idx: u32) -> &'static Page {
-    let map = ZONE.mem_map.load(Ordering::Acquire);
-    debug_assert!(!map.is_null() && (idx as u64) < ZONE.spanned.load(Ordering::Relaxed));
+    let map = ZONE.mem_map.load(Ordering::Relaxed);
     // SAFETY: idx names a page of the zone (it was put on a list from the
     // mem_map), and the mem_map is never freed.
-    unsafe { &*map.add(idx as usize) }
+    unsafe { &*map.wrapping_add(idx as usize) }
 }
 
 impl PcpList {
@@ -453,6 +461,7 @@ impl PcpList {
     }
 
     /// `list_add`: the freed page becomes the hottest.
+    #[inline(always)]
     pub fn push_head(&mut self, idx: u32) {
         let p = pcp_page(idx);
         p.set_next(self.head);
@@ -479,6 +488,7 @@ impl PcpList {
     }
 
     /// Takes the hottest page (allocation).
+    #[inline(always)]
     pub fn pop_head(&mut self) -> Option<u32> {
         let idx = self.head;
         if idx == NIL {
@@ -514,8 +524,8 @@ impl PcpList {
 }
 
 /// Linux's `struct per_cpu_pages`: one CPU's cache of free blocks of order
-/// 0..=3, under its own `pcp->lock` (taken with trylock on the fast paths,
-/// as Linux 6.x does, so a drain from another CPU never races).
+/// 0..=3, under its own `pcp->lock` ([`PcpLock`]: taken with trylock on the
+/// fast paths, as Linux 6.x does, so a drain from another CPU never races).
 pub struct PerCpuPages {
     /// Pages on the lists (an order-o block counts 2^o).
     pub count: u32,
@@ -572,6 +582,151 @@ impl PerCpuPages {
     }
 }
 
+/// Linux's `pcp->lock` as `pcp_spin_trylock` takes it: a flag taken with one
+/// atomic exchange, by the owning CPU with interrupts masked (the caller's
+/// [`IrqGuard`](crate::platform::IrqGuard), taken before it reads its CPU
+/// number, so the CPU cannot change and no interrupt handler or preempting
+/// task runs on it while the lock is held). The owner only ever tries it:
+/// held means a drain from another CPU (or, with a test hook, a holder on
+/// this one), and the caller falls back to the zone lock. Drains and
+/// `zone_pcp_update` spin for it ([`PcpLock::lock`]); a holder never
+/// blocks, never sleeps and is never preempted, so the wait is short.
+/// Lockdep sees it (class `pcp->lock`) only when it is on: the fast paths
+/// run only with lockdep off.
+pub(crate) struct PcpLock {
+    locked: AtomicBool,
+    dep_map: LockdepMap,
+    pcp: UnsafeCell<PerCpuPages>,
+}
+
+// SAFETY: `pcp` is only reached through a `PcpGuard`, which exists only
+// while `locked` was set by its exchange: one holder at a time.
+unsafe impl Sync for PcpLock {}
+
+impl PcpLock {
+    const fn new() -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            dep_map: LockdepMap::new(crate::lock_class!("pcp->lock")),
+            pcp: UnsafeCell::new(PerCpuPages::new()),
+        }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// `pcp_spin_trylock` for the fast paths, which run only with lockdep
+    /// off: one exchange, no guard, no lockdep; `true` if taken. The caller
+    /// uses the lists through [`PcpLock::pcp_mut`] and lets go with
+    /// [`PcpLock::release`].
+    #[inline(always)]
+    pub(crate) fn try_acquire(&self) -> bool {
+        !self.locked.swap(true, Ordering::Acquire)
+    }
+
+    /// The lists, for the holder of a [`PcpLock::try_acquire`].
+    ///
+    /// # Safety
+    /// The caller holds the lock (its `try_acquire` returned `true`, no
+    /// `release` since) and uses no other reference to the lists.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn pcp_mut(&self) -> &mut PerCpuPages {
+        // SAFETY: the caller holds the lock, so no one else uses `pcp`.
+        unsafe { &mut *self.pcp.get() }
+    }
+
+    /// Lets go of what [`PcpLock::try_acquire`] took.
+    #[inline(always)]
+    pub(crate) fn release(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
+    /// `pcp_spin_trylock`: the lock if it is free, else `None` (the caller
+    /// uses the zone). No lockdep call unless lockdep is on.
+    #[inline(always)]
+    #[track_caller]
+    pub(crate) fn try_lock(&self) -> Option<PcpGuard<'_>> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            return None;
+        }
+        let annotated = lockdep::mode() != lockdep::LockdepMode::Off;
+        if annotated {
+            lockdep::lock_acquire(
+                &self.dep_map,
+                self.addr(),
+                Acquire::EXCLUSIVE.try_(),
+                Location::caller(),
+            );
+        }
+        Some(PcpGuard {
+            lock: self,
+            annotated,
+        })
+    }
+
+    /// Spins until the lock is free (drains, `zone_pcp_update`, readers),
+    /// with interrupts masked by the caller.
+    #[track_caller]
+    pub(crate) fn lock(&self) -> PcpGuard<'_> {
+        let annotated = lockdep::mode() != lockdep::LockdepMode::Off;
+        if annotated {
+            lockdep::lock_acquire(
+                &self.dep_map,
+                self.addr(),
+                Acquire::EXCLUSIVE,
+                Location::caller(),
+            );
+        }
+        let mut spins = 0u32;
+        while self.locked.swap(true, Ordering::Acquire) {
+            while self.locked.load(Ordering::Relaxed) {
+                crate::platform::spin_relax(&mut spins);
+            }
+        }
+        PcpGuard {
+            lock: self,
+            annotated,
+        }
+    }
+}
+
+/// A held [`PcpLock`]; dropping it releases the lock.
+pub(crate) struct PcpGuard<'a> {
+    lock: &'a PcpLock,
+    annotated: bool,
+}
+
+impl core::ops::Deref for PcpGuard<'_> {
+    type Target = PerCpuPages;
+    #[inline(always)]
+    fn deref(&self) -> &PerCpuPages {
+        // SAFETY: the guard holds the lock (see `PcpLock`).
+        unsafe { &*self.lock.pcp.get() }
+    }
+}
+
+impl core::ops::DerefMut for PcpGuard<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut PerCpuPages {
+        // SAFETY: the guard holds the lock (see `PcpLock`), and `&mut self`
+        // makes this the only reference through it.
+        unsafe { &mut *self.lock.pcp.get() }
+    }
+}
+
+impl Drop for PcpGuard<'_> {
+    #[inline(always)]
+    #[track_caller]
+    fn drop(&mut self) {
+        if self.annotated {
+            lockdep::lock_release(&self.lock.dep_map, self.lock.addr(), Location::caller());
+        }
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
 /// A memory zone.
 pub struct Zone {
     /// The zone's name ("Normal").
@@ -592,7 +747,7 @@ pub struct Zone {
     pub(crate) free_orders: AtomicU32,
     /// Linux's `zone->per_cpu_pageset`, one per CPU, each under its
     /// `pcp->lock`; a cache line (or more) each.
-    pub(crate) pcp: [CacheAligned<SpinLock<PerCpuPages>>; PCP_MAX_CPUS],
+    pub(crate) pcp: [CacheAligned<PcpLock>; PCP_MAX_CPUS],
 }
 
 impl Zone {
@@ -609,12 +764,7 @@ impl Zone {
             start_pfn: AtomicU64::new(0),
             spanned: AtomicU64::new(0),
             free_orders: AtomicU32::new(0),
-            pcp: [const {
-                CacheAligned(SpinLock::new(
-                    PerCpuPages::new(),
-                    crate::lock_class!("pcp->lock"),
-                ))
-            }; PCP_MAX_CPUS],
+            pcp: [const { CacheAligned(PcpLock::new()) }; PCP_MAX_CPUS],
         }
     }
 

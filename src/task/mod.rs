@@ -254,12 +254,18 @@ impl Task {
 
     /// Sets the flags in `f` (others unchanged).
     pub fn set_flags(&self, f: TaskFlags) {
-        self.flags.fetch_or(f.bits(), Ordering::Relaxed);
+        let old = self.flags.fetch_or(f.bits(), Ordering::Relaxed);
+        if f.contains(TaskFlags::PF_MEMALLOC) && old & TaskFlags::PF_MEMALLOC.bits() == 0 {
+            MEMALLOC_TASKS.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Clears the flags in `f` (others unchanged).
     pub fn clear_flags(&self, f: TaskFlags) {
-        self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
+        let old = self.flags.fetch_and(!f.bits(), Ordering::Relaxed);
+        if f.contains(TaskFlags::PF_MEMALLOC) && old & TaskFlags::PF_MEMALLOC.bits() != 0 {
+            MEMALLOC_TASKS.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Opens a memalloc scope; returns its place in the nesting.
@@ -617,6 +623,44 @@ fn current_ptr() -> *mut Task {
 }
 
 static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Tasks with PF_MEMALLOC set ([`Task::set_flags`] and
+/// [`Task::clear_flags`] count them; a task that exits with it set stays
+/// counted, which only costs speed).
+static MEMALLOC_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some task may have PF_MEMALLOC set. `false` means the running
+/// task has not: it counted itself before it could see its own flag. One
+/// load, for the page allocator's free fast path (crediting pages freed
+/// to reclaim), where [`current`] would cost an interrupt mask.
+#[inline(always)]
+pub fn memalloc_tasks_exist() -> bool {
+    MEMALLOC_TASKS.load(Ordering::Relaxed) != 0
+}
+
+/// [`might_sleep`]'s answer for fast paths, inline and without reporting:
+/// `true` when the caller may sleep (the scheduler has not started, or
+/// interrupts are on and the preempt count of the CPU it runs on is 0),
+/// `false` when it must ask [`might_sleep`], which checks exactly and
+/// reports. Only for callers that know the interrupt flag is native
+/// ([`platform::irqs_disabled_native`]). The count is read without masking
+/// interrupts: a task whose count is not 0 cannot move, so it reads its
+/// own; a task with 0 that moves meanwhile may read another CPU's count,
+/// and a count that is not 0 only sends it to `might_sleep`.
+#[inline(always)]
+pub fn may_sleep_inline() -> bool {
+    if !started() {
+        return true;
+    }
+    let Some(cpu) = platform::cpu_id_inline() else {
+        return false;
+    };
+    !platform::irqs_disabled_native()
+        && CPUS[cpu % platform::NR_CPUS]
+            .preempt_count
+            .load(Ordering::Relaxed)
+            == 0
+}
 static MODE: AtomicU8 = AtomicU8::new(0);
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
@@ -652,6 +696,21 @@ pub fn current() -> &'static Task {
     // SAFETY: `current` always points at a live task: the static early task
     // or a task kept alive by TASKS while it runs.
     unsafe { &*current_ptr() }
+}
+
+/// [`current`] for a caller that has interrupts masked (the guard says so):
+/// the platform's hook if installed, else this CPU's current task read
+/// directly (no second interrupt mask).
+#[inline(always)]
+pub fn current_irqs_masked(irq: &IrqGuard) -> &'static Task {
+    if let Some(hook) = CURRENT_HOOK.get()
+        && let Some(t) = hook()
+    {
+        return t;
+    }
+    // SAFETY: as in `current`: a live task, and interrupts are masked, so
+    // this CPU's `current` is the caller's.
+    unsafe { &*this_cpu(irq).current.load(Ordering::Acquire) }
 }
 
 /// The running task as a shared reference.

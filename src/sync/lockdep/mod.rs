@@ -74,6 +74,7 @@ pub fn set_mode(m: LockdepMode) {
         // The slab fast path skips lockdep's annotations: off it goes (the
         // slab's slow path turns it back on once lockdep is off again).
         crate::platform::SLAB_ALLOC_FAST.store(false, Ordering::SeqCst);
+        crate::platform::PAGE_ALLOC_FAST.store(false, Ordering::SeqCst);
     }
 }
 
