@@ -64,6 +64,7 @@ kreclaim::kernel_tests!(
     double_free_of_a_block_on_a_pcp_list_is_detected,
     slow_path_drains_pcp_lists_before_failing,
     vmstat_deltas_fold_into_the_global_counters,
+    a_held_pcp_lock_sends_allocations_and_frees_to_the_zone,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -1294,5 +1295,57 @@ fn vmstat_on_this_cpu(t: u64, cpus: usize) -> TestResult {
     kassert_eq!(exact, (a0 + t, f0 + t), "reads add every CPU's delta");
     kassert_eq!(g1, g0 + t + 1);
     kassert_eq!(snap().allocations, page_alloc::vm_stat_read(Allocations));
+    Ok(())
+}
+
+/// `pcp_spin_trylock`'s fallback: while this CPU's `pcp->lock` is held (as
+/// a drain from another CPU holds it), an order-0 allocation and its free
+/// do not touch the list: they go to the buddy lists under the zone lock,
+/// and succeed. Checked on the fast path (lockdep off) and on the general
+/// path (lockdep on, which annotates the lock).
+fn a_held_pcp_lock_sends_allocations_and_frees_to_the_zone() -> TestResult {
+    use kreclaim::sync::lockdep::{self, LockdepMode};
+    let mode = lockdep::mode();
+    let mut r = Ok(());
+    for m in [LockdepMode::Off, LockdepMode::On] {
+        lockdep::set_mode(m);
+        r = held_pcp_round(m);
+        if r.is_err() {
+            break;
+        }
+    }
+    lockdep::set_mode(mode);
+    r
+}
+
+fn held_pcp_round(m: kreclaim::sync::lockdep::LockdepMode) -> TestResult {
+    let cpu = cpu();
+    // A block on this CPU's list: the list path would take it back first.
+    let warm = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    free_pages(warm, 0);
+    // Unheld, the next allocation comes off the list (hot, LIFO).
+    let (n0, c0) = (nr_free_pages(), page_alloc::pcp_count(cpu));
+    let hot = alloc_pages(GFP_ATOMIC, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+    let (n1, c1) = (nr_free_pages(), page_alloc::pcp_count(cpu));
+    free_pages(hot, 0);
+    kassert_eq!(hot, warm, "{m:?}: the list's hot block");
+    kassert_eq!((n1, c1), (n0, c0 - 1), "{m:?}: taken off the list");
+    let (n0, c0) = (nr_free_pages(), page_alloc::pcp_count(cpu));
+    // Held: pcp_count would wait for the lock, so only NR_FREE_PAGES inside.
+    let held = page_alloc::with_pcp_held(cpu, || {
+        let a = alloc_pages(GFP_ATOMIC | NOWARN, 0);
+        let mid = nr_free_pages();
+        if let Ok(p) = a {
+            free_pages(p, 0);
+        }
+        (a, mid, nr_free_pages())
+    });
+    let c1 = page_alloc::pcp_count(cpu);
+    let (a, mid, after) = held.ok_or_else(|| fail(alloc::format!("CPU {cpu} has no set")))?;
+    let a = a.map_err(|e| fail(alloc::format!("{m:?}: with the list held: {e}")))?;
+    kassert!(a != warm, "{m:?}: the held list's block was handed out");
+    kassert_eq!(mid, n0 - 1, "{m:?}: one page from the buddy lists");
+    kassert_eq!(after, n0, "{m:?}: the free went back to the buddy lists");
+    kassert_eq!(c1, c0, "{m:?}: the list was not touched");
     Ok(())
 }
