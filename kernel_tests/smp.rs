@@ -25,7 +25,9 @@ use kreclaim::arch::x86_64::{gdt, paging, stacks};
 use kreclaim::harness::{OrFail, TestResult, wait_for};
 use kreclaim::lock_class;
 use kreclaim::mm::page::{PhysAddr, page_address};
-use kreclaim::mm::page_alloc::{alloc_pages, drain_all_pages, free_pages, pcp_count};
+use kreclaim::mm::page_alloc::{
+    alloc_pages, drain_all_pages, free_pages, nr_free_pages, nr_pcp_pages, pcp_count,
+};
 use kreclaim::mm::slab::{KmemCache, SlabFlags};
 use kreclaim::prelude::GFP_KERNEL;
 use kreclaim::sync::lockdep::{self, ReportKind};
@@ -65,6 +67,7 @@ kreclaim::kernel_tests!(
     a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
     a_freed_stack_slot_waits_for_every_cpus_tlb_flush,
     page_allocator_torture_on_every_cpu,
+    remote_drains_and_the_owners_fast_path_never_share_a_pcp_list,
     lockdep_finds_an_abba_across_cpus,
     // Last: it leaves CPU 3 halted for good.
     ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist,
@@ -1402,6 +1405,115 @@ fn page_allocator_torture_on_every_cpu() -> TestResult {
     for cpu in 0..CPUS {
         kassert_eq!(pcp_count(cpu), 0, "CPU {cpu}'s list after the drain");
     }
+    Ok(())
+}
+
+/// A task on CPU 1 allocates and frees order-0 pages through its list
+/// (refills from the zone, flushes above `high`) while CPU 0 drains every
+/// CPU's lists (`drain_all_pages`) over and over. The `pcp->lock` makes
+/// the drain and the owner's fast path take turns; if both could own the
+/// list at once, blocks would be lost or listed twice. Lockdep is off, so
+/// that the owner takes the fast path (no guard). Afterwards the
+/// accounting is exact: every page is back, free pages + listed pages ==
+/// what was free before, and no block was handed to two owners.
+fn remote_drains_and_the_owners_fast_path_never_share_a_pcp_list() -> TestResult {
+    const ROUNDS: usize = 3000;
+    const HOLD: usize = 48;
+    static READY: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static DONE: AtomicBool = AtomicBool::new(false);
+    static EXIT: AtomicBool = AtomicBool::new(false);
+    static BAD: AtomicUsize = AtomicUsize::new(0);
+    static FAILED: AtomicUsize = AtomicUsize::new(0);
+    READY.store(false, Ordering::SeqCst);
+    GO.store(false, Ordering::SeqCst);
+    DONE.store(false, Ordering::SeqCst);
+    EXIT.store(false, Ordering::SeqCst);
+    BAD.store(0, Ordering::SeqCst);
+    FAILED.store(0, Ordering::SeqCst);
+    let h = task::spawn_on(1, "pcp-owner", || {
+        // Running: the switch here freed the stack of a task that ended on
+        // CPU 1 earlier, if any (the accounting below must not see it).
+        READY.store(true, Ordering::SeqCst);
+        while !GO.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+        // No allocation here but the pages: the counts must stay exact.
+        let mut held = [PhysAddr::new(0); HOLD];
+        for i in 0..ROUNDS {
+            let n = 1 + i % HOLD;
+            let mut got = 0;
+            for slot in held.iter_mut().take(n) {
+                match alloc_pages(GFP_KERNEL, 0) {
+                    Ok(pa) => {
+                        // SAFETY: the page is ours; tag it with its address.
+                        unsafe { (page_address(pa) as *mut u64).write(pa.as_u64()) };
+                        *slot = pa;
+                        got += 1;
+                    }
+                    Err(_) => {
+                        FAILED.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            }
+            for pa in held.iter().take(got) {
+                // SAFETY: still ours: a page handed out twice meanwhile
+                // would carry another tag (or the same page twice in
+                // `held`, caught below by the free).
+                if unsafe { (page_address(*pa) as *const u64).read() } != pa.as_u64() {
+                    BAD.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            for pa in held.iter().take(got) {
+                free_pages(*pa, 0);
+            }
+        }
+        DONE.store(true, Ordering::SeqCst);
+        // Its stack is freed when it ends: not before the test has counted.
+        while !EXIT.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+    })
+    .or_fail("spawn_on")?;
+    if let Err(e) = wait_for("the pcp owner to run", || READY.load(Ordering::SeqCst)) {
+        EXIT.store(true, Ordering::SeqCst);
+        return Err(e);
+    }
+    // The fast paths run with lockdep off (the general path, with it on,
+    // takes the same lock through a guard).
+    let mode = lockdep::mode();
+    lockdep::set_mode(lockdep::LockdepMode::Off);
+    drain_all_pages();
+    let bad_frees = kreclaim::mm::page_alloc::stats().snapshot().bad_frees;
+    let before = nr_free_pages() + nr_pcp_pages();
+    GO.store(true, Ordering::SeqCst);
+    let mut drains = 0u64;
+    while !DONE.load(Ordering::SeqCst) {
+        drain_all_pages();
+        drains += 1;
+    }
+    lockdep::set_mode(mode);
+    // The owner is done and holds nothing: everything is free again.
+    let after = nr_free_pages() + nr_pcp_pages();
+    drain_all_pages();
+    let drained = (nr_free_pages(), nr_pcp_pages());
+    EXIT.store(true, Ordering::SeqCst);
+    join(h, "the pcp owner")?;
+    kassert_eq!(FAILED.load(Ordering::SeqCst), 0, "an allocation failed");
+    kassert_eq!(BAD.load(Ordering::SeqCst), 0, "a page was handed out twice");
+    kassert_eq!(
+        kreclaim::mm::page_alloc::stats().snapshot().bad_frees,
+        bad_frees,
+        "a block was freed twice (listed twice)"
+    );
+    kassert!(drains > 0);
+    kassert_eq!(
+        after,
+        before,
+        "free + listed pages after {drains} remote drains"
+    );
+    kassert_eq!(drained, (before, 0), "after a last drain");
     Ok(())
 }
 
