@@ -65,6 +65,7 @@ kreclaim::kernel_tests!(
     destroy_with_live_objects_reports_the_exact_count_and_name,
     prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one,
     a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
+    idle_cpus_do_not_steal_a_task_still_switching_out,
     a_freed_stack_slot_waits_for_every_cpus_tlb_flush,
     page_allocator_torture_on_every_cpu,
     remote_drains_and_the_owners_fast_path_never_share_a_pcp_list,
@@ -1268,6 +1269,123 @@ fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResul
         ),
         o => kassert!(false, "the switch window was never seen (outcome {o})"),
     }
+    Ok(())
+}
+
+/// Steals counted while the steal test's window was open (`u64::MAX`:
+/// the window never closed on its own terms).
+static STEAL_WINDOW_STEALS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Every CPU's steals so far.
+fn all_steals() -> u64 {
+    (0..CPUS).map(task::cpu_steals).sum()
+}
+
+/// Ticks of CPU `n` (the boot CPU's PIT runs at 1 kHz, the APs' LAPIC
+/// timers at 100 Hz: the boot CPU's count is scaled down).
+fn cpu_ticks(n: usize) -> u64 {
+    if n == 0 {
+        kreclaim::arch::x86_64::timer::ticks() / 10
+    } else {
+        smp::cpu(n).map_or(0, |c| c.ticks())
+    }
+}
+
+/// `schedule`'s switch hook for the steal test: as [`hold_switch_window`],
+/// wakes the watched task from inside its window, so that it sits in an
+/// idle CPU's run queue while still `on_cpu` here; then holds the window
+/// open until that CPU has seen it (and left it) and every other CPU has
+/// ticked 3 times (an idle CPU tries to steal after each tick), and
+/// records how many steals happened meanwhile.
+fn hold_switch_window_for_stealers(prev: &task::Task) {
+    if prev as *const task::Task as usize != WINDOW_TASK.load(Ordering::SeqCst)
+        || prev.state() != TaskState::Blocked
+        || !WINDOW_ARMED.swap(false, Ordering::SeqCst)
+    {
+        return;
+    }
+    let me = kreclaim::platform::cpu_id();
+    WINDOW_CPU.store(me, Ordering::SeqCst);
+    let skips = task::on_cpu_skips();
+    let switches = prev.switches();
+    let steals = all_steals();
+    WINDOW_WAKE.complete();
+    let t0 = kreclaim::time::now_ns();
+    let mut ticks = [0u64; CPUS];
+    let mut seen = false;
+    let outcome = loop {
+        if prev.switches() != switches || prev.state() == TaskState::Running {
+            break 2;
+        }
+        if kreclaim::time::now_ns() - t0 > 20_000_000_000 {
+            break 3;
+        }
+        if !seen && task::on_cpu_skips() > skips {
+            // Queued and declined: from now on only a steal could move it.
+            seen = true;
+            for (n, t) in ticks.iter_mut().enumerate() {
+                *t = cpu_ticks(n);
+            }
+        }
+        if seen && (0..CPUS).all(|n| n == me || cpu_ticks(n) >= ticks[n] + 3) {
+            break 1;
+        }
+        core::hint::spin_loop();
+    };
+    STEAL_WINDOW_STEALS.store(all_steals() - steals, Ordering::SeqCst);
+    WINDOW_OUTCOME.store(outcome, Ordering::SeqCst);
+    if outcome == 2 {
+        // Another CPU runs on this stack now: never touch it again.
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// `steal`'s `on_cpu` filter: a task woken while its old CPU is still
+/// saving its context sits in another CPU's run queue; idle CPUs looking
+/// for work must leave it there (it cannot run anywhere yet) instead of
+/// moving it from queue to queue. The switch hook holds the task in that
+/// window for three ticks of every other CPU: no steal happens.
+fn idle_cpus_do_not_steal_a_task_still_switching_out() -> TestResult {
+    WINDOW_OUTCOME.store(0, Ordering::SeqCst);
+    WINDOW_GO.store(false, Ordering::SeqCst);
+    STEAL_WINDOW_STEALS.store(u64::MAX, Ordering::SeqCst);
+    WINDOW_WAKE.reinit();
+    let h = task::spawn("steal-window", || {
+        while !WINDOW_GO.load(Ordering::SeqCst) {
+            task::yield_now();
+        }
+        WINDOW_WAKE.wait();
+    })
+    .or_fail("spawn")?;
+    WINDOW_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
+    WINDOW_ARMED.store(true, Ordering::SeqCst);
+    task::set_switch_hook(Some(hold_switch_window_for_stealers));
+    WINDOW_GO.store(true, Ordering::SeqCst);
+    let r = h.join_timeout(Duration::from_secs(60));
+    task::set_switch_hook(None);
+    WINDOW_ARMED.store(false, Ordering::SeqCst);
+    kassert!(r.is_ok(), "the task did not finish");
+    let window_cpu = WINDOW_CPU.load(Ordering::SeqCst);
+    match WINDOW_OUTCOME.load(Ordering::SeqCst) {
+        1 => {}
+        2 => kassert!(
+            false,
+            "CPU {} ran the task while CPU {window_cpu} was still saving it",
+            h.task().last_cpu()
+        ),
+        3 => kassert!(
+            false,
+            "no CPU declined the woken task, or the other CPUs did not tick (window on CPU {window_cpu})"
+        ),
+        o => kassert!(false, "the switch window was never seen (outcome {o})"),
+    }
+    kassert_eq!(
+        STEAL_WINDOW_STEALS.load(Ordering::SeqCst),
+        0,
+        "idle CPUs stole the task while CPU {window_cpu} was still saving it"
+    );
     Ok(())
 }
 
