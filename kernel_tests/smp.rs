@@ -69,6 +69,7 @@ kreclaim::kernel_tests!(
     a_freed_stack_slot_waits_for_every_cpus_tlb_flush,
     page_allocator_torture_on_every_cpu,
     remote_drains_and_the_owners_fast_path_never_share_a_pcp_list,
+    a_preloaded_block_goes_to_its_own_cpus_next_allocation_only,
     lockdep_finds_an_abba_across_cpus,
     // Last: it leaves CPU 3 halted for good.
     ap_stack_overflow_hits_its_guard_page_and_double_faults_on_its_ist,
@@ -1632,6 +1633,80 @@ fn remote_drains_and_the_owners_fast_path_never_share_a_pcp_list() -> TestResult
         "free + listed pages after {drains} remote drains"
     );
     kassert_eq!(drained, (before, 0), "after a last drain");
+    Ok(())
+}
+
+/// `try_arc`'s preload names the CPU it is for: while CPU 0 has a block
+/// preloaded for its next global allocation (interrupts masked), a task on
+/// CPU 1 allocates the same layout through the global allocator and gets
+/// another block; CPU 0's own next allocation then gets the preloaded one.
+/// (Without the CPU check, CPU 1's allocation took it: two owners would
+/// follow once `Arc::new` wrote into the block it believes is its own.)
+fn a_preloaded_block_goes_to_its_own_cpus_next_allocation_only() -> TestResult {
+    use core::alloc::Layout;
+    static READY: AtomicBool = AtomicBool::new(false);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static TOOK: AtomicUsize = AtomicUsize::new(0);
+    static EXIT: AtomicBool = AtomicBool::new(false);
+    const SIZE: usize = 96;
+    for f in [&READY, &GO, &EXIT] {
+        f.store(false, Ordering::SeqCst);
+    }
+    TOOK.store(0, Ordering::SeqCst);
+    let layout = Layout::from_size_align(SIZE, 8).or_fail("layout")?;
+    let h = task::spawn_on(1, "preload-other-cpu", move || {
+        READY.store(true, Ordering::SeqCst);
+        while !GO.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+        // SAFETY: a non-zero-sized layout.
+        let p = unsafe { alloc::alloc::alloc(layout) };
+        TOOK.store(p as usize | 1, Ordering::SeqCst);
+        while !EXIT.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+        if !p.is_null() {
+            // SAFETY: allocated above with this layout.
+            unsafe { alloc::alloc::dealloc(p, layout) };
+        }
+    })
+    .or_fail("spawn_on")?;
+    let ready = wait_for("the task on CPU 1 to run", || READY.load(Ordering::SeqCst));
+    let r = match ready {
+        Ok(()) => kreclaim::mm::fallible::with_preloaded(layout, |block| {
+            GO.store(true, Ordering::SeqCst);
+            let t0 = kreclaim::time::now_ns();
+            while TOOK.load(Ordering::SeqCst) == 0 && kreclaim::time::now_ns() - t0 < 20_000_000_000
+            {
+                core::hint::spin_loop();
+            }
+            // This CPU's next global allocation: the preloaded block's.
+            // SAFETY: a non-zero-sized layout.
+            let mine = unsafe { alloc::alloc::alloc(layout) };
+            (block.as_ptr() as usize, mine)
+        })
+        .or_fail("preload"),
+        Err(e) => Err(e),
+    };
+    EXIT.store(true, Ordering::SeqCst);
+    join(h, "the task on CPU 1")?;
+    let (block, mine) = r?;
+    let other = TOOK.load(Ordering::SeqCst) & !1;
+    if !mine.is_null() {
+        // SAFETY: allocated inside the preload with this layout.
+        unsafe { alloc::alloc::dealloc(mine, layout) };
+    }
+    kassert!(TOOK.load(Ordering::SeqCst) != 0, "CPU 1 never allocated");
+    kassert!(other != 0, "CPU 1's allocation failed");
+    kassert!(
+        other != block,
+        "CPU 1's allocation took the block preloaded for CPU 0"
+    );
+    kassert_eq!(
+        mine as usize,
+        block,
+        "CPU 0's next allocation did not get its preloaded block"
+    );
     Ok(())
 }
 

@@ -156,6 +156,21 @@ pub fn try_arc_cyclic<T>(f: impl FnOnce(&Weak<T>) -> T) -> Result<Arc<T>, AllocE
     Ok(Preload::new(arc_layout::<T>())?.run(|| Arc::new_cyclic(f)))
 }
 
+/// Runs `f` with a block of `layout` allocated first and handed to the next
+/// allocation the global allocator sees on this CPU: the preload
+/// [`try_arc`] uses (Linux's `radix_tree_preload`). `f` gets the block's
+/// address, runs with interrupts masked and must not sleep; allocations on
+/// other CPUs meanwhile never take the block. If `f` did not take it, it is
+/// freed. `Err` if the block could not be allocated.
+pub fn with_preloaded<R>(
+    layout: Layout,
+    f: impl FnOnce(NonNull<u8>) -> R,
+) -> Result<R, AllocError> {
+    let p = Preload::new(layout)?;
+    let block = p.block;
+    Ok(p.run(|| f(block)))
+}
+
 /// `Box::new` that reports failure as a value: the block comes from the
 /// global allocator's fallible entry point.
 pub fn try_box<T>(value: T) -> Result<Box<T>, AllocError> {
