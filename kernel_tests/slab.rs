@@ -97,6 +97,7 @@ kreclaim::kernel_tests!(
     a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs,
     a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf,
     turning_lockdep_back_on_takes_allocations_off_the_fast_path,
+    shrink_frees_the_barns_empty_sheaves,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2571,6 +2572,65 @@ fn turning_lockdep_back_on_takes_allocations_off_the_fast_path() -> TestResult {
         task::invalid_context_sleeps(),
         n + 1,
         "lockdep on: a sheaf-served allocation skipped might_alloc"
+    );
+    Ok(())
+}
+
+/// Objects of the `slab_sheaf` cache in use: the sheaves that exist.
+fn sheaves_in_use() -> usize {
+    kreclaim::mm::slab::slabinfo()
+        .iter()
+        .find(|i| i.name == "slab_sheaf")
+        .map_or(0, |i| i.active_objs)
+}
+
+/// Linux's `barn_shrink` on `kmem_cache_shrink`: the sheaves the barn keeps
+/// (full ones flushed onto its empty list) are freed back to the
+/// `slab_sheaf` cache, not kept for a cache that was just shrunk. Before,
+/// shrink left them in the barn and only reclaim's shrinker of
+/// `slab_sheaf` could see them, as objects in use.
+fn shrink_frees_the_barns_empty_sheaves() -> TestResult {
+    let c = cache("t-barn-shrink", 64, SlabFlags::empty())?;
+    let cap = c.info().sheaf_capacity;
+    kassert!(cap > 0);
+    let mut objs = Objs::new(&c, 5 * cap);
+    // Frees of five sheaves' worth on this CPU fill its main and spare
+    // sheaves and send full ones to the barn.
+    lockdep_off(|| -> TestResult {
+        for _ in 0..5 * cap {
+            objs.alloc()?;
+        }
+        objs.free_all();
+        Ok(())
+    })?;
+    let filled = c.info_unflushed();
+    kassert!(
+        filled.barn_full > 0,
+        "no full sheaf reached the barn: {filled:?}"
+    );
+    // A flush empties them onto the barn's empty list, where they stay.
+    c.flush_sheaves();
+    let flushed = c.info_unflushed();
+    kassert!(flushed.barn_empty > 0, "{flushed:?}");
+    kassert_eq!(flushed.barn_full, 0, "{flushed:?}");
+    let sheaves = sheaves_in_use();
+    c.shrink();
+    let sheaves_after = sheaves_in_use();
+    let shrunk = c.info_unflushed();
+    drop(objs);
+    c.destroy()
+        .map_err(|e| fail(alloc::format!("destroy: {e:?}")))?;
+    kassert_eq!(
+        shrunk.barn_empty,
+        0,
+        "the barn kept its sheaves: {shrunk:?}"
+    );
+    kassert_eq!(shrunk.barn_full, 0, "{shrunk:?}");
+    kassert_eq!(shrunk.num_slabs, 0, "{shrunk:?}");
+    kassert_eq!(
+        sheaves_after + flushed.barn_empty,
+        sheaves,
+        "the barn's sheaves went back to slab_sheaf"
     );
     Ok(())
 }

@@ -1243,11 +1243,14 @@ impl KmemCache {
         self.inner().flush_sheaves().0
     }
 
-    /// `kmem_cache_shrink`: flushes the sheaves, then releases every empty
-    /// slab; returns pages freed.
+    /// `kmem_cache_shrink`: flushes the sheaves, frees the barn's empty
+    /// sheaves (Linux's `barn_shrink`), then releases every empty slab;
+    /// returns pages freed (of this cache's slabs).
     pub fn shrink(&self) -> usize {
         let inner = self.inner();
-        inner.flush_sheaves().1 + inner.release_empty(0)
+        let pages = inner.flush_sheaves().1;
+        inner.barn_shrink();
+        pages + inner.release_empty(0)
     }
 
     /// The slabinfo row, after flushing the sheaves (so that the partial /
@@ -2290,6 +2293,26 @@ impl CacheInner {
         }
         df.report(self);
         (n, self.discard_all(d))
+    }
+
+    /// Linux's `barn_shrink` after a flush: frees the barn's empty sheaves
+    /// (the flush emptied its full ones onto that list), detached under the
+    /// list lock and freed after it. Returns the sheaves freed.
+    pub(crate) fn barn_shrink(&self) -> usize {
+        let mut chain = {
+            let mut l = self.lists.lock();
+            l.nr_empty = 0;
+            core::mem::replace(&mut l.barn_empty, ptr::null_mut())
+        };
+        let mut n = 0;
+        while !chain.is_null() {
+            // SAFETY: detached above; nobody else holds it.
+            let next = unsafe { (*chain).next };
+            Self::free_sheaf(chain);
+            chain = next;
+            n += 1;
+        }
+        n
     }
 
     /// Detaches every sheaf of the cache (all CPUs and the barn) under the
