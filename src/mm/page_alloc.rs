@@ -967,7 +967,7 @@ fn should_fail_alloc_page(gfp: Gfp, order: u32) -> bool {
 ///
 /// The fast path (orders up to PAGE_ALLOC_COSTLY_ORDER): one load says
 /// lockdep is off, `fail_page_alloc` is not armed and the interrupt flag is
-/// native ([`PAGE_ALLOC_FAST`](crate::platform::PAGE_ALLOC_FAST)); a
+/// native (`platform::PAGE_ALLOC_FAST`); a
 /// sleeping allocation checks inline that it may sleep
 /// ([`task::may_sleep_inline`]); the LOW watermark; then this CPU's list.
 /// The task's scoped constraints (`current_gfp_context`) are applied only
@@ -998,7 +998,7 @@ pub fn alloc_pages(gfp: Gfp, order: u32) -> Result<PhysAddr, AllocError> {
 }
 
 /// Turns the page allocator's fast path back on
-/// ([`PAGE_ALLOC_FAST`](crate::platform::PAGE_ALLOC_FAST)) once nothing
+/// (`platform::PAGE_ALLOC_FAST`) once nothing
 /// forbids it: the allocator is ready, lockdep is off, `fail_page_alloc`
 /// is not armed, the interrupt flag is native. Whoever forbids it clears
 /// the flag (sequentially consistent) after changing its own state; this

@@ -524,7 +524,7 @@ impl PcpList {
 }
 
 /// Linux's `struct per_cpu_pages`: one CPU's cache of free blocks of order
-/// 0..=3, under its own `pcp->lock` ([`PcpLock`]: taken with trylock on the
+/// 0..=3, under its own `pcp->lock` (`PcpLock`: taken with trylock on the
 /// fast paths, as Linux 6.x does, so a drain from another CPU never races).
 pub struct PerCpuPages {
     /// Pages on the lists (an order-o block counts 2^o).
