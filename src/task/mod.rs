@@ -630,9 +630,9 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 static MEMALLOC_TASKS: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether some task may have PF_MEMALLOC set. `false` means the running
-/// task has not: it counted itself before it could see its own flag. One
-/// load, for the page allocator's free fast path (crediting pages freed
-/// to reclaim), where [`current`] would cost an interrupt mask.
+/// task has not: the `set_flags` call that set its flag counted it before
+/// returning, so the task's later reads see the count. One load, for the
+/// page allocator's free paths (crediting pages freed to reclaim).
 #[inline(always)]
 pub fn memalloc_tasks_exist() -> bool {
     MEMALLOC_TASKS.load(Ordering::Relaxed) != 0
@@ -661,6 +661,7 @@ pub fn may_sleep_inline() -> bool {
             .load(Ordering::Relaxed)
             == 0
 }
+
 static MODE: AtomicU8 = AtomicU8::new(0);
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
