@@ -2607,10 +2607,9 @@ impl CacheInner {
         }
         page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
         for i in 0..(1usize << self.order) {
-            page_alloc::set_page_private(
-                PhysAddr::new(pa.as_u64() + (i * PAGE) as u64),
-                (base | self.slab_tag) as u64,
-            );
+            let page = PhysAddr::new(pa.as_u64() + (i * PAGE) as u64);
+            page_alloc::set_page_private(page, (base | self.slab_tag) as u64);
+            page_alloc::set_page_slab_cache(page, self as *const CacheInner as *mut ());
         }
         if self.flags.contains(SlabFlags::POISON) {
             // Like SLUB: a new slab is filled with POISON_INUSE, so padding
@@ -2844,7 +2843,9 @@ impl CacheInner {
         unsafe { (*s).magic = 0 };
         let pa = page_alloc::virt_to_phys(s as *const u8);
         for i in 0..(1usize << self.order) {
-            page_alloc::set_page_private(PhysAddr::new(pa.as_u64() + (i * PAGE) as u64), 0);
+            let page = PhysAddr::new(pa.as_u64() + (i * PAGE) as u64);
+            page_alloc::set_page_private(page, 0);
+            page_alloc::set_page_slab_cache(page, ptr::null_mut());
         }
         page_alloc::free_pages(pa, self.order);
         self.slabs_freed.fetch_add(1, Ordering::Relaxed);
@@ -3034,26 +3035,37 @@ fn fast_map_init(delta: usize) {
     );
 }
 
+/// The `struct page` of direct-map address `addr` through the fast map, if
+/// the map covers it (otherwise the caller takes its general path, which
+/// knows every page). Inline in each fast path's own test (no `Option` to
+/// test again in the dev build).
+macro_rules! page_fast {
+    ($addr:expr, |$page:ident| $found:expr, $missed:expr) => {{
+        let i = ($addr >> crate::mm::page::PAGE_SHIFT)
+            .wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
+        if i < FAST_MAP_LEN.load(Ordering::Acquire) {
+            let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
+            // SAFETY: entry `i` of the mem_map (i below its length), which
+            // lives for ever. A transmute rather than `&*`: the dev build
+            // checks the alignment of every raw dereference, which the free
+            // fast paths would pay on each free.
+            #[allow(clippy::transmute_ptr_to_ref)]
+            let $page = unsafe {
+                core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p)
+            };
+            $found
+        } else {
+            $missed
+        }
+    }};
+}
+
 /// The private word of the page holding direct-map address `addr`, through
 /// the fast map: 0 if the map does not cover it (then the caller asks
 /// [`page_private_of`], which knows every page).
 #[inline(always)]
 fn page_private_fast(addr: usize) -> usize {
-    let i =
-        (addr >> crate::mm::page::PAGE_SHIFT).wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
-    if i < FAST_MAP_LEN.load(Ordering::Acquire) {
-        let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
-        // SAFETY: entry `i` of the mem_map (i below its length), which
-        // lives for ever. A transmute rather than `&*`: the dev build checks
-        // the alignment of every raw dereference, which this fast path would
-        // pay on each free.
-        #[allow(clippy::transmute_ptr_to_ref)]
-        let page = unsafe {
-            core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p)
-        };
-        return page.private();
-    }
-    0
+    page_fast!(addr, |page| page.private(), 0)
 }
 
 /// The private word of the page holding `addr` (0 outside the page
@@ -3074,26 +3086,38 @@ fn page_private_of(addr: usize) -> usize {
     }
 }
 
-/// kfree's fast path: if `addr` is in a slab page the fast map covers
-/// (whose private word names the slab and, through [`CACHE_BY_ID`], the
-/// cache), frees it there ([`CacheInner::free_in_slab`]: boundary check,
-/// this CPU's sheaf) and says `true`; `false` sends the caller to its
-/// general path (large kmalloc, NULL, foreign pointers, reports).
+/// kfree's fast path: if `addr` is in a slab page the fast map covers, frees
+/// it in its cache ([`CacheInner::free_in_slab`]: boundary check, this
+/// CPU's sheaf) and says `true`; `false` sends the caller to its general
+/// path (large kmalloc, NULL, foreign pointers, reports). The cache comes
+/// from the page's `slab_cache` word and the slab's base from its private
+/// word: two loads from the same `struct page` that do not wait for each
+/// other (Linux's `virt_to_slab(x)->slab_cache`), where following the
+/// private word's registry slot to [`CACHE_BY_ID`] made the rest of the
+/// free wait for two loads in a row.
 #[inline(always)]
 pub(crate) fn kfree_slab(addr: usize) -> bool {
-    let v = page_private_fast(addr);
-    if v & SLAB_PRIVATE_TAG != 0 {
-        let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
-        // SAFETY: null or a registered cache, which outlives its slabs
-        // (see CACHE_BY_ID); a transmute rather than `&*` (no dev-build
-        // alignment check).
-        let c = unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) };
-        if let Some(c) = c {
-            c.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
-            return true;
-        }
-    }
-    false
+    page_fast!(
+        addr,
+        |page| {
+            let c = page.slab_cache();
+            let v = page.private();
+            // SAFETY: null or the cache whose slab this page is: set on
+            // each of a slab's pages before the slab is used, cleared
+            // before they are freed (and by the page allocator on every
+            // free and allocation), and a cache outlives its slabs. A
+            // transmute rather than `&*` (no dev-build alignment check).
+            let c = unsafe { core::mem::transmute::<*mut (), Option<&'static CacheInner>>(c) };
+            match c {
+                Some(c) => {
+                    c.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
+                    true
+                }
+                None => false,
+            }
+        },
+        false
+    )
 }
 
 /// The slab holding `addr`, through the page's private word, its header's
