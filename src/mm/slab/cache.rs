@@ -170,6 +170,10 @@ pub(crate) struct CacheInner {
     /// `slab->slab_cache` from `struct page` alone; see [`kfree_slab`]).
     /// Set once at registration, before any slab exists.
     slab_tag: usize,
+    /// `slab_tag - first_offset` (wrapping): a slab page's private word
+    /// minus this is the slab's first object (kfree's offset without a
+    /// mask).
+    private_bias: usize,
     /// Partial slabs (empty ones included) the node keeps before an empty
     /// slab goes back to the page allocator (Linux's `s->min_partial`).
     min_partial: usize,
@@ -1082,6 +1086,7 @@ impl KmemCache {
             span: objects * slot,
             div_magic: (u64::MAX / slot as u64).wrapping_add(1),
             slab_tag: 0,
+            private_bias: 0,
             min_partial: min_partial_for(slot),
             cookie: random_cookie(),
             lists: SpinLock::new(
@@ -1115,7 +1120,10 @@ impl KmemCache {
         match reg.0.iter_mut().position(|p| p.is_null()) {
             Some(id) => {
                 // SAFETY: just leaked above and not published: ours alone.
-                unsafe { (*raw).slab_tag = SLAB_PRIVATE_TAG | id };
+                unsafe {
+                    (*raw).slab_tag = SLAB_PRIVATE_TAG | id;
+                    (*raw).private_bias = (SLAB_PRIVATE_TAG | id).wrapping_sub((*raw).first_offset);
+                }
                 reg.0[id] = raw;
                 CACHE_BY_ID[id].store(raw, Ordering::Release);
             }
@@ -2728,10 +2736,19 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free_in_slab(&self, s: usize, addr: usize) {
-        // Wrapping arithmetic and one range check: an address before the
-        // first object wraps to a huge offset. Below the objects' span
-        // (at most 32 KiB) the divisibility test is exact.
-        let rel = addr.wrapping_sub(s.wrapping_add(self.first_offset));
+        self.free_at(addr.wrapping_sub(s.wrapping_add(self.first_offset)), addr);
+    }
+
+    /// [`CacheInner::free_in_slab`] with the offset `rel` of `addr` from
+    /// its slab's first object (wrapping: an address before the first
+    /// object gives a huge offset), which each caller computes from what
+    /// it has at hand (kfree from the page's private word and
+    /// `private_bias`, without masking the word).
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn free_at(&self, rel: usize, addr: usize) {
+        // One range check (below the objects' span, at most 32 KiB, the
+        // divisibility test is exact).
         if rel >= self.span || (rel as u64).wrapping_mul(self.div_magic) >= self.div_magic {
             self.report_bad_offset(addr);
             return;
@@ -2746,6 +2763,7 @@ impl CacheInner {
                 return;
             }
         }
+        let s = addr.wrapping_sub(rel).wrapping_sub(self.first_offset);
         self.free_slowpath(s as *mut SlabHeader, addr);
     }
 
@@ -3110,7 +3128,9 @@ pub(crate) fn kfree_slab(addr: usize) -> bool {
             let c = unsafe { core::mem::transmute::<*mut (), Option<&'static CacheInner>>(c) };
             match c {
                 Some(c) => {
-                    c.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
+                    // The private word is `base | c.slab_tag`: the offset
+                    // from the first object without masking it.
+                    c.free_at(addr.wrapping_sub(v).wrapping_add(c.private_bias), addr);
                     true
                 }
                 None => false,
