@@ -323,17 +323,85 @@ struct CpuSheaves {
     /// by another thread that takes these sheaves (a drain, `prefill`),
     /// which then holds them instead of `locked` ([`CpuSheaves::lock_remote`]).
     remote: AtomicBool,
-    main: AtomicPtr<Sheaf>,
-    spare: AtomicPtr<Sheaf>,
+    main: SheafSlot,
+    spare: SheafSlot,
+}
+
+/// What a CPU's sheaf slot holds while the CPU has no sheaf there (Linux's
+/// sheaves have a static empty one for the same reason): a sheaf header
+/// whose size, `usize::MAX`, is above every capacity, so that the fast
+/// paths' one size test (pop: `size - 1 < capacity`; push: `size <
+/// capacity`) sends both to their slow paths without a test for "no
+/// sheaf". Shared by every cache and CPU, never written: neither fast path
+/// writes before its size test passes, and the slow paths never see it
+/// ([`SheafSlot`] turns it into null).
+#[repr(C, align(64))]
+struct NoSheaf([AtomicUsize; SHEAF_HEADER_WORDS]);
+
+static NO_SHEAF: NoSheaf = NoSheaf([AtomicUsize::new(0), AtomicUsize::new(usize::MAX)]);
+
+/// The address of [`NO_SHEAF`] as a sheaf pointer.
+#[inline(always)]
+fn no_sheaf() -> *mut Sheaf {
+    &NO_SHEAF as *const NoSheaf as *mut Sheaf
+}
+
+/// A CPU's main or spare sheaf pointer. It holds [`NO_SHEAF`] instead of
+/// null, which only the fast paths see ([`SheafSlot::raw`]); everything
+/// else goes through `load`, `store` and `swap`, which speak of null for
+/// "no sheaf" as before, so the sentinel is never taken for a sheaf of
+/// objects.
+struct SheafSlot(AtomicPtr<Sheaf>);
+
+impl SheafSlot {
+    fn new() -> SheafSlot {
+        SheafSlot(AtomicPtr::new(no_sheaf()))
+    }
+
+    /// The sheaf, null for none.
+    #[inline]
+    fn load(&self, o: Ordering) -> *mut Sheaf {
+        let sh = self.0.load(o);
+        if sh == no_sheaf() {
+            ptr::null_mut()
+        } else {
+            sh
+        }
+    }
+
+    /// Installs `sh` (null: no sheaf).
+    #[inline]
+    fn store(&self, sh: *mut Sheaf, o: Ordering) {
+        self.0.store(if sh.is_null() { no_sheaf() } else { sh }, o);
+    }
+
+    /// Installs `sh` (null: no sheaf) and returns the old sheaf (null for
+    /// none).
+    #[inline]
+    fn swap(&self, sh: *mut Sheaf, o: Ordering) -> *mut Sheaf {
+        let old = self.0.swap(if sh.is_null() { no_sheaf() } else { sh }, o);
+        if old == no_sheaf() {
+            ptr::null_mut()
+        } else {
+            old
+        }
+    }
+
+    /// The slot as the fast paths read it: a sheaf, or [`NO_SHEAF`], whose
+    /// size fails their size test. Never null.
+    #[inline(always)]
+    fn raw(&self) -> *mut Sheaf {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl CpuSheaves {
-    const fn new() -> CpuSheaves {
+    fn new() -> CpuSheaves {
         CpuSheaves {
             locked: AtomicBool::new(false),
             remote: AtomicBool::new(false),
-            main: AtomicPtr::new(ptr::null_mut()),
-            spare: AtomicPtr::new(ptr::null_mut()),
+            main: SheafSlot::new(),
+            spare: SheafSlot::new(),
         }
     }
 
@@ -1108,7 +1176,7 @@ impl KmemCache {
             } else {
                 0
             },
-            cpu: [const { CpuSheaves::new() }; MAX_CPUS],
+            cpu: core::array::from_fn(|_| CpuSheaves::new()),
             barn_full_hint: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
             slabs_created: AtomicU64::new(0),
@@ -1683,20 +1751,19 @@ impl CacheInner {
             && let Some(pcs) = self.this_cpu_sheaves()
             && pcs.try_acquire_inline_cpu()
         {
-            let main = pcs.main.load(Ordering::Relaxed);
-            if main.is_null() {
-                pcs.release();
-                return 0;
-            }
+            // Never null: NO_SHEAF when the CPU has no main sheaf.
+            let main = pcs.main.raw();
             // SAFETY: word 1 of the main sheaf (its size), which only the
-            // holder of the sheaf lock changes.
+            // holder of the sheaf lock changes (NO_SHEAF's is never
+            // changed).
             let size = unsafe { Sheaf::word(main, 1) };
-            let n = size.load(Ordering::Relaxed);
-            if n == 0 {
+            // The newest object's slot; an empty sheaf wraps to a huge
+            // value, and NO_SHEAF's size is above every capacity.
+            let n = size.load(Ordering::Relaxed).wrapping_sub(1);
+            if n >= self.sheaf_capacity {
                 pcs.release();
                 return 0;
             }
-            let n = n.wrapping_sub(1);
             size.store(n, Ordering::Relaxed);
             // SAFETY: slot n < size <= capacity of the sheaf.
             let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
@@ -1917,18 +1984,17 @@ impl CacheInner {
     /// caller holds `pcs`'s sheaf lock.
     #[inline(always)]
     fn sheaf_pop(&self, pcs: &CpuSheaves) -> Option<usize> {
-        let main = pcs.main.load(Ordering::Relaxed);
-        if main.is_null() {
-            return None;
-        }
+        // Never null: NO_SHEAF when the CPU has no main sheaf.
+        let main = pcs.main.raw();
         // SAFETY: word 1 of the main sheaf (its size), which only the
-        // holder of the sheaf lock changes.
+        // holder of the sheaf lock changes (NO_SHEAF's is never changed).
         let size = unsafe { Sheaf::word(main, 1) };
-        let n = size.load(Ordering::Relaxed);
-        if n == 0 {
+        // The newest object's slot; an empty sheaf wraps to a huge value,
+        // and NO_SHEAF's size is above every capacity.
+        let n = size.load(Ordering::Relaxed).wrapping_sub(1);
+        if n >= self.sheaf_capacity {
             return None;
         }
-        let n = n.wrapping_sub(1);
         size.store(n, Ordering::Relaxed);
         // SAFETY: slot n < size <= capacity of the sheaf.
         Some(
@@ -1942,13 +2008,12 @@ impl CacheInner {
     /// caller holds `pcs`'s sheaf lock.
     #[inline(always)]
     fn sheaf_push(&self, pcs: &CpuSheaves, addr: usize) -> bool {
-        let main = pcs.main.load(Ordering::Relaxed);
-        if main.is_null() {
-            return false;
-        }
+        // Never null: NO_SHEAF when the CPU has no main sheaf.
+        let main = pcs.main.raw();
         // SAFETY: word 1 of the main sheaf (its size), which only the
-        // holder of the sheaf lock changes.
+        // holder of the sheaf lock changes (NO_SHEAF's is never changed).
         let size = unsafe { Sheaf::word(main, 1) };
+        // A full sheaf, and NO_SHEAF, whose size is above every capacity.
         let n = size.load(Ordering::Relaxed);
         if n >= self.sheaf_capacity {
             return false;
