@@ -242,6 +242,62 @@ pub fn cpu_id_inline() -> Option<usize> {
     }
 }
 
+/// Where the kernel's own x86_64 platform keeps the CPU number: this offset
+/// from the GS base (`arch::x86_64::smp`). Known when the framework is
+/// built, so that a fast path that knows this platform is installed reads
+/// the number with one `gs:` load of a constant address.
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const KERNEL_CPU_ID_GS_OFFSET: usize = crate::arch::x86_64::smp::CPU_ID_GS_OFFSET;
+
+/// Whether [`cpu_id_fast`] may be called: the kernel build (feature
+/// `qemu`) needs the installed platform to keep the CPU number where the
+/// kernel's own platform does (any other platform, e.g. a hobby OS whose
+/// build unified the feature, gets `false`, and the callers' general paths);
+/// elsewhere always `true` ([`cpu_id_fast`] checks for itself). Once true it
+/// stays true (a platform is installed once). The slab's fast paths sit
+/// behind flags that are only set when this holds (`SLAB_ALLOC_FAST` for
+/// the allocation, the fast mem_map copy for the frees).
+#[inline]
+pub fn cpu_id_fast_ready() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        GS_CPU_ID.load(core::sync::atomic::Ordering::Acquire) == KERNEL_CPU_ID_GS_OFFSET
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        true
+    }
+}
+
+/// [`cpu_id_inline`] for fast paths that have seen [`cpu_id_fast_ready`]:
+/// in the kernel build one `gs:` load from the constant offset of the
+/// kernel's own platform, with nothing to test; elsewhere
+/// [`cpu_id_inline`].
+///
+/// # Safety
+/// [`cpu_id_fast_ready`] returned `true` before (in this boot): otherwise
+/// the kernel build may read through a GS base that is not set up.
+#[inline(always)]
+pub unsafe fn cpu_id_fast() -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        let id: usize;
+        // SAFETY: the caller saw `cpu_id_fast_ready`: the installed
+        // platform keeps the running CPU's number at gs:[this offset], and
+        // every CPU's GS base is set before framework code runs on it.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) id,
+                off = const KERNEL_CPU_ID_GS_OFFSET,
+                options(nostack, readonly, preserves_flags))
+        };
+        Some(id)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        cpu_id_inline()
+    }
+}
+
 /// [`cpu_id`] through the platform's trait object; out of line, so that the
 /// inline fast path falls straight through to its `gs:` load.
 #[cold]

@@ -1712,7 +1712,9 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
-            && let Some(pcs) = self.this_cpu_sheaves()
+            // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
+            // number is where `cpu_id_fast` reads it (`refresh_alloc_fast`).
+            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
             && pcs.try_acquire_inline_cpu()
         {
             let obj = self.sheaf_pop(pcs);
@@ -1748,7 +1750,9 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
-            && let Some(pcs) = self.this_cpu_sheaves()
+            // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
+            // number is where `cpu_id_fast` reads it (`refresh_alloc_fast`).
+            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
             && pcs.try_acquire_inline_cpu()
         {
             // Never null: NO_SHEAF when the CPU has no main sheaf.
@@ -1977,6 +1981,19 @@ impl CacheInner {
     #[inline(always)]
     fn this_cpu_sheaves(&self) -> Option<&CpuSheaves> {
         let cpu = crate::platform::cpu_id_inline()?;
+        Some(&self.cpu[cpu & (MAX_CPUS - 1)])
+    }
+
+    /// [`CacheInner::this_cpu_sheaves`] for fast paths behind a flag that
+    /// implies [`crate::platform::cpu_id_fast_ready`] (`SLAB_ALLOC_FAST`,
+    /// a hit in the fast mem_map copy): in the kernel one `gs:` load.
+    ///
+    /// # Safety
+    /// The caller saw such a flag set.
+    #[inline(always)]
+    unsafe fn this_cpu_sheaves_fast(&self) -> Option<&CpuSheaves> {
+        // SAFETY: the caller's contract.
+        let cpu = unsafe { crate::platform::cpu_id_fast() }?;
         Some(&self.cpu[cpu & (MAX_CPUS - 1)])
     }
 
@@ -2746,7 +2763,12 @@ impl CacheInner {
         // low bits remain.
         let base = page_private_fast(addr) ^ self.slab_tag;
         if base & SLAB_PRIVATE_LOW == 0 {
-            self.free_in_slab(base, addr);
+            // Found through the fast map (a miss gives 0, which fails the
+            // test).
+            self.free_at::<true>(
+                addr.wrapping_sub(base.wrapping_add(self.first_offset)),
+                addr,
+            );
         } else {
             self.free_slow_lookup(addr);
         }
@@ -2801,7 +2823,7 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free_in_slab(&self, s: usize, addr: usize) {
-        self.free_at(addr.wrapping_sub(s.wrapping_add(self.first_offset)), addr);
+        self.free_at::<false>(addr.wrapping_sub(s.wrapping_add(self.first_offset)), addr);
     }
 
     /// [`CacheInner::free_in_slab`] with the offset `rel` of `addr` from
@@ -2809,9 +2831,13 @@ impl CacheInner {
     /// object gives a huge offset), which each caller computes from what
     /// it has at hand (kfree from the page's private word and
     /// `private_bias`, without masking the word).
+    ///
+    /// `MAPPED`: the caller found the object's page in the fast mem_map
+    /// copy, which is only set up once the CPU number can be read with
+    /// [`crate::platform::cpu_id_fast`] (see [`fast_map_init`]).
     #[track_caller]
     #[inline(always)]
-    pub(crate) fn free_at(&self, rel: usize, addr: usize) {
+    pub(crate) fn free_at<const MAPPED: bool>(&self, rel: usize, addr: usize) {
         // One range check (below the objects' span, at most 32 KiB, the
         // divisibility test is exact).
         if rel >= self.span || (rel as u64).wrapping_mul(self.div_magic) >= self.div_magic {
@@ -2819,7 +2845,14 @@ impl CacheInner {
             return;
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
-        if let Some(pcs) = self.this_cpu_sheaves()
+        let pcs = if MAPPED {
+            // SAFETY: the fast map is only filled when the CPU number can
+            // be read there (`fast_map_init`).
+            unsafe { self.this_cpu_sheaves_fast() }
+        } else {
+            self.this_cpu_sheaves()
+        };
+        if let Some(pcs) = pcs
             && pcs.try_acquire_inline_cpu()
         {
             let pushed = self.sheaf_push(pcs, addr);
@@ -3058,6 +3091,7 @@ fn refresh_alloc_fast() {
     use crate::platform::SLAB_ALLOC_FAST;
     let allowed = || {
         crate::platform::irq_flag_native()
+            && crate::platform::cpu_id_fast_ready()
             && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
             && !crate::mm::fault_inject::FAILSLAB.armed()
     };
@@ -3102,7 +3136,14 @@ static FAST_MAP_VPFN: AtomicUsize = AtomicUsize::new(0);
 static FAST_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Fills the fast map (see [`FAST_MAP`]) for direct-map offset `delta`.
+///
+/// Not before the CPU number can be read with
+/// [`crate::platform::cpu_id_fast`]: a hit in the map lets the free fast
+/// paths read it so (until then every new slab tries again).
 fn fast_map_init(delta: usize) {
+    if !crate::platform::cpu_id_fast_ready() {
+        return;
+    }
     let z = &crate::mm::zone::ZONE;
     let map = z.mem_map.load(Ordering::Acquire);
     if map.is_null() || delta & (PAGE - 1) != 0 {
@@ -3195,7 +3236,7 @@ pub(crate) fn kfree_slab(addr: usize) -> bool {
                 Some(c) => {
                     // The private word is `base | c.slab_tag`: the offset
                     // from the first object without masking it.
-                    c.free_at(addr.wrapping_sub(v).wrapping_add(c.private_bias), addr);
+                    c.free_at::<true>(addr.wrapping_sub(v).wrapping_add(c.private_bias), addr);
                     true
                 }
                 None => false,

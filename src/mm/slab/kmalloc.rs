@@ -333,7 +333,7 @@ fn owner_of(p: *const u8) -> Option<Owner> {
 /// `kfree`: frees memory from kmalloc. NULL and ZERO_SIZE_PTR are ignored;
 /// a pointer kmalloc did not hand out is reported, not freed.
 #[track_caller]
-#[inline]
+#[inline(never)]
 pub fn kfree(p: *mut u8) {
     // The common case inline: a slab object, through its cache's fast path
     // (NULL and ZERO_SIZE_PTR are in no slab).
