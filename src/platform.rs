@@ -298,6 +298,40 @@ pub unsafe fn cpu_id_fast() -> Option<usize> {
     }
 }
 
+/// Bytes of one entry of a per-CPU array whose entries are a cache line
+/// each (e.g. the slab's per-CPU sheaves).
+pub const CPU_LINE: usize = 64;
+
+/// This CPU's byte offset into a per-CPU array of [`CPU_LINE`]-byte
+/// entries indexed by CPU number, below `NR_CPUS * CPU_LINE`, for fast
+/// paths that have seen [`cpu_id_fast_ready`]: in the kernel build one
+/// `gs:` load of a word the kernel's own platform keeps precomputed
+/// (Linux's `this_cpu_ptr` adds a per-CPU offset the same way), else
+/// [`cpu_id_inline`] scaled (the number masked below `NR_CPUS`).
+///
+/// # Safety
+/// As [`cpu_id_fast`].
+#[inline(always)]
+pub unsafe fn cpu_line_offset_fast() -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        let off: usize;
+        // SAFETY: as in `cpu_id_fast` (the kernel's own platform is
+        // installed); the word is `cpu_id * CPU_LINE` with `cpu_id` below
+        // `NR_CPUS` (arch::x86_64::smp).
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) off,
+                off = const crate::arch::x86_64::smp::LINE_OFFSET_GS_OFFSET,
+                options(nostack, readonly, preserves_flags))
+        };
+        Some(off)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        cpu_id_inline().map(|c| (c & (NR_CPUS - 1)) * CPU_LINE)
+    }
+}
+
 /// [`cpu_id`] through the platform's trait object; out of line, so that the
 /// inline fast path falls straight through to its `gs:` load.
 #[cold]

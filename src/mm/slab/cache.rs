@@ -199,6 +199,8 @@ pub(crate) struct CacheInner {
 /// higher id allocates and frees through the slabs directly.
 pub const MAX_CPUS: usize = 16;
 const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS >= crate::platform::NR_CPUS);
+// The fast paths index `CacheInner::cpu` by `platform::cpu_line_offset_fast`.
+const _: () = assert!(core::mem::size_of::<CpuSheaves>() == crate::platform::CPU_LINE);
 /// Full sheaves a barn keeps (Linux: `MAX_FULL_SHEAVES`, 10; fewer here,
 /// for machines of a few MiB). Beyond, a full sheaf goes back to the slabs.
 pub const MAX_FULL_SHEAVES: usize = 4;
@@ -1993,8 +1995,13 @@ impl CacheInner {
     #[inline(always)]
     unsafe fn this_cpu_sheaves_fast(&self) -> Option<&CpuSheaves> {
         // SAFETY: the caller's contract.
-        let cpu = unsafe { crate::platform::cpu_id_fast() }?;
-        Some(&self.cpu[cpu & (MAX_CPUS - 1)])
+        let off = unsafe { crate::platform::cpu_line_offset_fast() }?;
+        let pcs = self.cpu.as_ptr().cast::<u8>().wrapping_add(off);
+        // SAFETY: `off` is below `NR_CPUS * CPU_LINE` (the platform's
+        // contract), a multiple of CPU_LINE, the size of `CpuSheaves`: an
+        // entry of `self.cpu`. A transmute rather than `&*` (no dev-build
+        // alignment check).
+        Some(unsafe { core::mem::transmute::<*const u8, &CpuSheaves>(pcs) })
     }
 
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
