@@ -1740,14 +1740,17 @@ impl CacheInner {
         }
     }
 
-    /// The allocation fast path of [`CacheInner::alloc_orig`] for kmalloc:
-    /// the object from this CPU's main sheaf, or 0 (the caller takes
-    /// [`CacheInner::alloc_slowpath_raw`]). Each way out releases the sheaf
-    /// lock itself, so that the caller's test of the word is the only one
-    /// left on the path that has an object (no merge of "no object" values
-    /// to test again).
+    /// [`CacheInner::alloc_orig`] for kmalloc, with the fast path spelled
+    /// out so that the path that pops an object returns it at once: the
+    /// lock released on each way out of the sheaf separately, nothing
+    /// merged and tested again.
+    #[track_caller]
     #[inline(always)]
-    pub(crate) fn alloc_fast(&self, gfp: Gfp) -> usize {
+    pub(crate) fn kmalloc_alloc(
+        &self,
+        gfp: Gfp,
+        orig_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
         if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
@@ -1766,23 +1769,28 @@ impl CacheInner {
             // The newest object's slot; an empty sheaf wraps to a huge
             // value, and NO_SHEAF's size is above every capacity.
             let n = size.load(Ordering::Relaxed).wrapping_sub(1);
-            if n >= self.sheaf_capacity {
+            if n < self.sheaf_capacity {
+                size.store(n, Ordering::Relaxed);
+                // SAFETY: slot n < size <= capacity of the sheaf.
+                let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+                    .load(Ordering::Relaxed);
                 pcs.release();
-                return 0;
+                if gfp.contains(Gfp::__GFP_ZERO) {
+                    // SAFETY: the object is ours now.
+                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                }
+                // SAFETY: sheaves hold object addresses, never 0; a
+                // transmute rather than `new_unchecked`, whose dev-build
+                // check would test it.
+                return Ok(unsafe { core::mem::transmute::<usize, NonNull<u8>>(obj) });
             }
-            size.store(n, Ordering::Relaxed);
-            // SAFETY: slot n < size <= capacity of the sheaf.
-            let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
-                .load(Ordering::Relaxed);
             pcs.release();
-            if gfp.contains(Gfp::__GFP_ZERO) {
-                // SAFETY: the object is ours now (sheaves hold object
-                // addresses, never 0).
-                unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-            }
-            return obj;
         }
-        0
+        let mut err = AllocError { gfp, order: 0 };
+        match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
+            Some(p) => Ok(p),
+            None => Err(err),
+        }
     }
 
     /// [`CacheInner::alloc_slowpath`] with the object as a pointer: null
@@ -1996,12 +2004,23 @@ impl CacheInner {
     unsafe fn this_cpu_sheaves_fast(&self) -> Option<&CpuSheaves> {
         // SAFETY: the caller's contract.
         let off = unsafe { crate::platform::cpu_line_offset_fast() }?;
+        // SAFETY: the platform's offset.
+        Some(unsafe { self.cpu_at(off) })
+    }
+
+    /// The CPU's sheaves at byte offset `off` into `self.cpu`, not an
+    /// `Option` (the dev build would test a transmuted reference for null).
+    ///
+    /// # Safety
+    /// `off` is from [`crate::platform::cpu_line_offset_fast`]: below
+    /// `NR_CPUS * CPU_LINE` and a multiple of CPU_LINE, the size of
+    /// `CpuSheaves`.
+    #[inline(always)]
+    unsafe fn cpu_at(&self, off: usize) -> &CpuSheaves {
         let pcs = self.cpu.as_ptr().cast::<u8>().wrapping_add(off);
-        // SAFETY: `off` is below `NR_CPUS * CPU_LINE` (the platform's
-        // contract), a multiple of CPU_LINE, the size of `CpuSheaves`: an
-        // entry of `self.cpu`. A transmute rather than `&*` (no dev-build
-        // alignment check).
-        Some(unsafe { core::mem::transmute::<*const u8, &CpuSheaves>(pcs) })
+        // SAFETY: the caller's contract: an entry of `self.cpu`. A
+        // transmute rather than `&*` (no dev-build alignment check).
+        unsafe { core::mem::transmute::<*const u8, &CpuSheaves>(pcs) }
     }
 
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
@@ -2053,6 +2072,18 @@ impl CacheInner {
             .store(addr, Ordering::Relaxed);
         size.store(n.wrapping_add(1), Ordering::Relaxed);
         true
+    }
+
+    /// [`CacheInner::sheaf_push`] under `pcs`'s sheaf lock, tried: `false`
+    /// if the lock was held or the push refused.
+    #[inline(always)]
+    fn push_locked(&self, pcs: &CpuSheaves, addr: usize) -> bool {
+        if !pcs.try_acquire_inline_cpu() {
+            return false;
+        }
+        let pushed = self.sheaf_push(pcs, addr);
+        pcs.release();
+        pushed
     }
 
     /// The allocation slow path of a cache with sheaves: this CPU's main
@@ -2852,21 +2883,18 @@ impl CacheInner {
             return;
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
-        let pcs = if MAPPED {
+        let pushed = if MAPPED {
             // SAFETY: the fast map is only filled when the CPU number can
             // be read there (`fast_map_init`).
-            unsafe { self.this_cpu_sheaves_fast() }
+            unsafe { crate::platform::cpu_line_offset_fast() }
+                // SAFETY: the platform's offset.
+                .is_some_and(|off| self.push_locked(unsafe { self.cpu_at(off) }, addr))
         } else {
             self.this_cpu_sheaves()
+                .is_some_and(|pcs| self.push_locked(pcs, addr))
         };
-        if let Some(pcs) = pcs
-            && pcs.try_acquire_inline_cpu()
-        {
-            let pushed = self.sheaf_push(pcs, addr);
-            pcs.release();
-            if pushed {
-                return;
-            }
+        if pushed {
+            return;
         }
         let s = addr.wrapping_sub(rel).wrapping_sub(self.first_offset);
         self.free_slowpath(s as *mut SlabHeader, addr);

@@ -207,23 +207,15 @@ fn order_for(size: usize) -> u32 {
 #[track_caller]
 #[inline]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-    let mut err = AllocError { gfp, order: 0 };
-    let p = match kmalloc_class(size, align) {
-        Some(c) => {
-            let obj = c.alloc_fast(gfp);
-            if obj != 0 {
-                // SAFETY: a sheaf's object, not null (tested); a transmute
-                // rather than `new_unchecked`, whose dev-build check would
-                // test it again.
-                return Ok(unsafe { core::mem::transmute::<*mut u8, NonNull<u8>>(obj as *mut u8) });
+    match kmalloc_class(size, align) {
+        Some(c) => c.kmalloc_alloc(gfp, size),
+        None => {
+            let mut err = AllocError { gfp, order: 0 };
+            match NonNull::new(kmalloc_other_raw(size, align, gfp, &mut err)) {
+                Some(p) => Ok(p),
+                None => Err(err),
             }
-            c.alloc_slowpath_raw(gfp, size, &mut err)
         }
-        None => kmalloc_other_raw(size, align, gfp, &mut err),
-    };
-    match NonNull::new(p) {
-        Some(p) => Ok(p),
-        None => Err(err),
     }
 }
 
