@@ -1715,7 +1715,8 @@ impl CacheInner {
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
-            // number is where `cpu_id_fast` reads it (`refresh_alloc_fast`).
+            // line offset is where `cpu_line_offset_fast` reads it
+            // (`refresh_alloc_fast`).
             && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
             && pcs.try_acquire_inline_cpu()
         {
@@ -1756,7 +1757,8 @@ impl CacheInner {
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
-            // number is where `cpu_id_fast` reads it (`refresh_alloc_fast`).
+            // line offset is where `cpu_line_offset_fast` reads it
+            // (`refresh_alloc_fast`).
             && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
             && pcs.try_acquire_inline_cpu()
         {
@@ -1995,7 +1997,7 @@ impl CacheInner {
     }
 
     /// [`CacheInner::this_cpu_sheaves`] for fast paths behind a flag that
-    /// implies [`crate::platform::cpu_id_fast_ready`] (`SLAB_ALLOC_FAST`,
+    /// implies [`crate::platform::cpu_line_offset_ready`] (`SLAB_ALLOC_FAST`,
     /// a hit in the fast mem_map copy): in the kernel one `gs:` load.
     ///
     /// # Safety
@@ -2872,7 +2874,7 @@ impl CacheInner {
     ///
     /// `MAPPED`: the caller found the object's page in the fast mem_map
     /// copy, which is only set up once the CPU number can be read with
-    /// [`crate::platform::cpu_id_fast`] (see [`fast_map_init`]).
+    /// [`crate::platform::cpu_line_offset_fast`] (see [`fast_map_init`]).
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free_at<const MAPPED: bool>(&self, rel: usize, addr: usize) {
@@ -3126,7 +3128,7 @@ fn refresh_alloc_fast() {
     use crate::platform::SLAB_ALLOC_FAST;
     let allowed = || {
         crate::platform::irq_flag_native()
-            && crate::platform::cpu_id_fast_ready()
+            && crate::platform::cpu_line_offset_ready()
             && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
             && !crate::mm::fault_inject::FAILSLAB.armed()
     };
@@ -3173,10 +3175,10 @@ static FAST_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
 /// Fills the fast map (see [`FAST_MAP`]) for direct-map offset `delta`.
 ///
 /// Not before the CPU number can be read with
-/// [`crate::platform::cpu_id_fast`]: a hit in the map lets the free fast
+/// [`crate::platform::cpu_line_offset_fast`]: a hit in the map lets the free fast
 /// paths read it so (until then every new slab tries again).
 fn fast_map_init(delta: usize) {
-    if !crate::platform::cpu_id_fast_ready() {
+    if !crate::platform::cpu_line_offset_ready() {
         return;
     }
     let z = &crate::mm::zone::ZONE;
