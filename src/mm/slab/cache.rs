@@ -2022,7 +2022,10 @@ impl CacheInner {
         let pcs = self.cpu.as_ptr().cast::<u8>().wrapping_add(off);
         // SAFETY: the caller's contract: an entry of `self.cpu`. A
         // transmute rather than `&*` (no dev-build alignment check).
-        unsafe { core::mem::transmute::<*const u8, &CpuSheaves>(pcs) }
+        #[allow(clippy::transmute_ptr_to_ref)]
+        unsafe {
+            core::mem::transmute::<*const u8, &CpuSheaves>(pcs)
+        }
     }
 
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
