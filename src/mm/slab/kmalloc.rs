@@ -199,10 +199,10 @@ fn order_for(size: usize) -> u32 {
 ///
 /// The common case inline: the 8-byte alignment every class has, a size
 /// class found with one load (`SMALL_CLASS`, or `CLASS` by the power of
-/// two), its cache's sheaf popped (`CacheInner::alloc_fast`) and the
-/// object returned as it is. Everything else (the cache's slow path, size
-/// 0, stricter or bad alignment, large sizes) returns a pointer that is
-/// tested once: the `Result` is built here, in registers, rather than
+/// two), its cache's sheaf popped (`CacheInner::kmalloc_alloc`, which
+/// returns the object at once). Everything else (the cache's slow path,
+/// size 0, stricter or bad alignment, large sizes) returns a pointer that
+/// is tested once: the `Result` is built inline, in registers, rather than
 /// merged from callees in memory.
 #[track_caller]
 #[inline]
