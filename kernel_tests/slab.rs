@@ -98,6 +98,8 @@ kreclaim::kernel_tests!(
     a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf,
     turning_lockdep_back_on_takes_allocations_off_the_fast_path,
     shrink_frees_the_barns_empty_sheaves,
+    a_cpu_without_sheaves_never_keeps_objects_in_the_shared_empty_sheaf,
+    kfree_of_a_slab_page_reused_by_the_page_allocator_or_another_cache_finds_its_owner,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2632,5 +2634,137 @@ fn shrink_frees_the_barns_empty_sheaves() -> TestResult {
         sheaves,
         "the barn's sheaves went back to slab_sheaf"
     );
+    Ok(())
+}
+
+fn a_cpu_without_sheaves_never_keeps_objects_in_the_shared_empty_sheaf() -> TestResult {
+    // A CPU that has no main sheaf of a cache points at one static empty
+    // sheaf shared by every cache, whose size fails both fast paths' test.
+    // Were it taken for a real sheaf, a free on such a CPU would leave the
+    // object there and another cache's first allocation would hand it out.
+    let n = cache("t-nosheaf-n", 64, SlabFlags::empty())?;
+    let m = cache("t-nosheaf-m", 64, SlabFlags::empty())?;
+    lockdep_off(|| -> TestResult {
+        let cpu = kreclaim::platform::cpu_id();
+        // Allocated with the CPU's sheaf lock held: straight from the
+        // slabs, and the CPU gets no sheaves of `n`.
+        let x = slab::with_sheaves_held(&n, cpu, || n.alloc(GFP_ATOMIC))
+            .ok_or_else(|| fail(String::from("the sheaf lock was not free")))?
+            .map_err(|e| fail(alloc::format!("{e}")))?;
+        kassert_eq!(n.info_unflushed().sheaf_objs, 0);
+        // Freed where the CPU has no main sheaf of `n`: to its slab or to a
+        // sheaf of `n` installed for it, never into the shared one.
+        // SAFETY: `x` came from `n` and is not used again.
+        unsafe { n.free(x) };
+        kassert_eq!(n.info_unflushed().active_objs, 0, "x is free in n");
+        // `m` has no sheaves on this CPU either: its first objects are its
+        // own.
+        let y = m
+            .alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("{e}")))?;
+        let z = m
+            .alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("{e}")))?;
+        kassert!(y != x && z != x, "m handed out n's object {x:p}");
+        kassert_eq!(m.info_unflushed().active_objs, 2, "y and z are m's");
+        // SAFETY: both came from `m` and are not used again.
+        unsafe {
+            m.free(y);
+            m.free(z);
+        }
+        // And `n`'s next objects are its own, `x` among them again.
+        let a = n
+            .alloc(GFP_KERNEL)
+            .map_err(|e| fail(alloc::format!("{e}")))?;
+        kassert!(a == x, "n's sheaf gives x back: {a:p} {x:p}");
+        // SAFETY: from `n`, not used again.
+        unsafe { n.free(a) };
+        n.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+        m.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+        Ok(())
+    })
+}
+
+fn kfree_of_a_slab_page_reused_by_the_page_allocator_or_another_cache_finds_its_owner() -> TestResult
+{
+    // kfree reads the object's cache from its page's `slab_cache` word. It
+    // must not outlive the slab: a page that went back to the page
+    // allocator and out again as a plain page is no slab object's, and one
+    // that became another cache's slab is that cache's.
+    let a = cache("t-reuse-a", 64, SlabFlags::empty())?;
+    kassert_eq!(a.info().pagesperslab, 1);
+    let p = a
+        .alloc(GFP_KERNEL)
+        .map_err(|e| fail(alloc::format!("{e}")))?;
+    let page =
+        page_alloc::PhysAddr::new(virt_to_phys(p.as_ptr()).as_u64() & !(PAGE_SIZE as u64 - 1));
+    // SAFETY: from `a`, not used again.
+    unsafe { a.free(p) };
+    a.destroy()
+        .map_err(|e| fail(alloc::format!("destroy: {e:?}")))?;
+    // Take pages until the slab's page comes back (the per-CPU list hands
+    // out the page freed last first).
+    let mut taken = Vec::with_capacity(256);
+    let mut found = false;
+    for _ in 0..256 {
+        let pa = alloc_pages(GFP_KERNEL, 0).map_err(|e| fail(alloc::format!("{e}")))?;
+        taken.push(pa);
+        if pa == page {
+            found = true;
+            break;
+        }
+    }
+    let n = slab::reports().len();
+    let before = nr_free_pages();
+    if found {
+        // A plain page now: kfree of the old object's address is reported
+        // and frees nothing.
+        kfree(p.as_ptr());
+    }
+    let after = nr_free_pages();
+    let owner = page_alloc::page_owner(page);
+    for pa in taken.drain(..) {
+        free_pages(pa, 0);
+    }
+    kassert!(
+        found,
+        "the slab's page did not come back from the page allocator"
+    );
+    one_report(n, SlabBug::NotASlabObject, "kmalloc")?;
+    kassert_eq!(after, before, "nothing was freed");
+    kassert_eq!(owner, Some(PageOwner::Kernel));
+    // Freed again, it becomes the next slab of another cache: kfree of an
+    // object there frees it to that cache.
+    let b = cache("t-reuse-b", 128, SlabFlags::empty())?;
+    let mut objs = Objs::new(&b, 512);
+    let mut q = None;
+    for _ in 0..512 {
+        let o = objs.alloc()?;
+        if virt_to_phys(o.as_ptr()).as_u64() & !(PAGE_SIZE as u64 - 1) == page.as_u64() {
+            q = Some(o);
+            break;
+        }
+    }
+    let Some(q) = q else {
+        return Err(fail(String::from("no slab of t-reuse-b on the page")));
+    };
+    let n = slab::reports().len();
+    lockdep_off(|| -> TestResult {
+        objs.v.retain(|o| *o != q);
+        let active = b.info_unflushed().active_objs;
+        kfree(q.as_ptr());
+        kassert_eq!(
+            b.info_unflushed().active_objs,
+            active - 1,
+            "kfree freed to t-reuse-b"
+        );
+        // The sheaf's newest object.
+        let r = objs.alloc()?;
+        kassert!(r == q, "t-reuse-b's next object is q: {r:p} {q:p}");
+        Ok(())
+    })?;
+    kassert_eq!(slab::reports().len(), n, "{:?}", reports_since(n));
+    drop(objs);
+    b.validate().map_err(|e| fail(alloc::format!("{e}")))?;
     Ok(())
 }

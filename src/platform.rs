@@ -62,6 +62,16 @@ pub trait Platform: Sync {
     fn cpu_id_gs_offset(&self) -> Option<usize> {
         None
     }
+    /// Where a word holding the CPU's number times `platform::CPU_LINE`
+    /// can be read inline: its offset from the GS base. The slab's fast
+    /// paths index their per-CPU sheaves by it with one `gs:` load, when
+    /// the offset is the one the framework was built for (the kernel's own
+    /// x86_64 platform; see `platform::cpu_line_offset_ready`). The word
+    /// must be below `NR_CPUS * CPU_LINE`. Only honoured on bare-metal
+    /// x86_64 with the `qemu` feature.
+    fn cpu_line_offset_gs_offset(&self) -> Option<usize> {
+        None
+    }
     /// Monotonic nanoseconds since boot.
     fn now_ns(&self) -> u64;
     /// A cheap, monotonic cycle counter for benchmarks (TSC on x86_64).
@@ -242,6 +252,80 @@ pub fn cpu_id_inline() -> Option<usize> {
     }
 }
 
+/// Where the kernel's own x86_64 platform keeps each CPU's
+/// [`cpu_line_offset_fast`] word: this offset from the GS base
+/// (`arch::x86_64::smp`). Known when the framework is built, so that the
+/// fast paths read the word with one `gs:` load of a constant address once
+/// they know that platform is installed.
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const KERNEL_LINE_OFFSET_GS_OFFSET: usize = crate::arch::x86_64::smp::LINE_OFFSET_GS_OFFSET;
+
+/// The installed platform's [`Platform::cpu_line_offset_gs_offset`]
+/// (`usize::MAX`: none).
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+static GS_LINE_OFFSET: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Whether [`cpu_line_offset_fast`] may be called. The kernel build
+/// (feature `qemu`) needs the installed platform to keep the word where
+/// the kernel's own platform does ([`Platform::cpu_line_offset_gs_offset`]
+/// equal to the build's constant); any other platform, e.g. a hobby OS
+/// whose build unified the feature, gets `false`, and the callers' general
+/// paths. Elsewhere always `true` ([`cpu_line_offset_fast`] checks for
+/// itself). Once true it stays true (a platform is installed once). The
+/// slab's fast paths sit behind flags that are only set when this holds
+/// (`SLAB_ALLOC_FAST` for the allocation, the fast mem_map copy for the
+/// frees).
+#[inline]
+pub fn cpu_line_offset_ready() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        GS_LINE_OFFSET.load(core::sync::atomic::Ordering::Acquire) == KERNEL_LINE_OFFSET_GS_OFFSET
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        true
+    }
+}
+
+/// Bytes of one entry of a per-CPU array whose entries are a cache line
+/// each (e.g. the slab's per-CPU sheaves): [`cpu_line_offset_fast`] is the
+/// CPU number times this.
+pub const CPU_LINE: usize = 64;
+
+/// This CPU's byte offset into a per-CPU array of [`CPU_LINE`]-byte
+/// entries indexed by CPU number, below `NR_CPUS * CPU_LINE`, for fast
+/// paths that have seen [`cpu_line_offset_ready`]: in the kernel build one
+/// `gs:` load of a word the kernel's own platform keeps precomputed
+/// (Linux's `this_cpu_ptr` adds a per-CPU offset the same way), else
+/// [`cpu_id_inline`] scaled (the number masked below `NR_CPUS`).
+///
+/// # Safety
+/// [`cpu_line_offset_ready`] returned `true` before (in this boot):
+/// otherwise the kernel build may read a word that is not there, or
+/// through a GS base that is not set up.
+#[inline(always)]
+pub unsafe fn cpu_line_offset_fast() -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        let off: usize;
+        // SAFETY: the caller saw `cpu_line_offset_ready`: the installed
+        // platform keeps `cpu_id * CPU_LINE` (`cpu_id` below `NR_CPUS`) at
+        // gs:[this offset], and every CPU's GS base is set before
+        // framework code runs on it.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) off,
+                off = const crate::arch::x86_64::smp::LINE_OFFSET_GS_OFFSET,
+                options(nostack, readonly, preserves_flags))
+        };
+        Some(off)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        cpu_id_inline().map(|c| (c & (NR_CPUS - 1)) * CPU_LINE)
+    }
+}
+
 /// [`cpu_id`] through the platform's trait object; out of line, so that the
 /// inline fast path falls straight through to its `gs:` load.
 #[cold]
@@ -416,6 +500,10 @@ pub fn set(p: &'static dyn Platform) {
         && let Some(off) = p.cpu_id_gs_offset()
     {
         GS_CPU_ID.store(off, core::sync::atomic::Ordering::Release);
+    }
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    if let Some(off) = p.cpu_line_offset_gs_offset() {
+        GS_LINE_OFFSET.store(off, core::sync::atomic::Ordering::Release);
     }
 }
 

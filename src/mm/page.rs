@@ -12,7 +12,7 @@
 //! coming from it, under that CPU's `pcp->lock`; a free claims the HEAD flag atomically.
 
 use core::fmt;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU16, AtomicU32, AtomicUsize, Ordering};
 
 /// log2 of the page size.
 pub const PAGE_SHIFT: u32 = 12;
@@ -147,10 +147,20 @@ pub struct Page {
     flags: AtomicU32,
     order: AtomicU8,
     owner_kind: AtomicU8,
-    owner_len: AtomicU32,
+    /// Bytes of the owner's name (names are cut to 65,535 bytes).
+    owner_len: AtomicU16,
     /// Free-list links: mem_map indices, [`NIL`] at the ends.
     next: AtomicU32,
     prev: AtomicU32,
+    /// The slab cache whose slab this page is part of (Linux's
+    /// `slab->slab_cache`, which lives in the page's own words), untyped
+    /// (the slab layer's `CacheInner`); null for every page that is not a slab's. Set on every page of
+    /// a slab before the slab is used and cleared before its pages go back
+    /// to the page allocator, which clears it again on every free and
+    /// allocation of a block: `kfree` reads it next to the private word
+    /// (two loads that do not wait for each other) instead of following the
+    /// private word to a table of caches.
+    slab_cache: AtomicPtr<()>,
     owner_name: AtomicPtr<u8>,
     /// For the block's user (Linux's `page->private`), e.g. the slab layer.
     private: AtomicUsize,
@@ -165,9 +175,10 @@ impl Page {
             flags: AtomicU32::new(PageFlags::RESERVED.bits()),
             order: AtomicU8::new(0),
             owner_kind: AtomicU8::new(OWNER_RESERVED),
-            owner_len: AtomicU32::new(0),
+            owner_len: AtomicU16::new(0),
             next: AtomicU32::new(NIL),
             prev: AtomicU32::new(NIL),
+            slab_cache: AtomicPtr::new(core::ptr::null_mut()),
             owner_name: AtomicPtr::new(core::ptr::null_mut()),
             private: AtomicUsize::new(0),
         }
@@ -192,6 +203,18 @@ impl Page {
     /// Sets the owner's word.
     pub fn set_private(&self, v: usize) {
         self.private.store(v, Ordering::Relaxed);
+    }
+
+    /// The slab cache this page is a slab page of, null if it is not a
+    /// slab's (see the field).
+    #[inline(always)]
+    pub fn slab_cache(&self) -> *mut () {
+        self.slab_cache.load(Ordering::Relaxed)
+    }
+
+    /// Sets (or, with null, clears) the page's slab cache.
+    pub fn set_slab_cache(&self, c: *mut ()) {
+        self.slab_cache.store(c, Ordering::Relaxed);
     }
 
     pub(crate) fn set_flags(&self, f: PageFlags) {
@@ -280,10 +303,16 @@ impl Page {
             PageOwner::Stack => (OWNER_STACK, ""),
             PageOwner::Other(n) => (OWNER_OTHER, n),
         };
+        // A name longer than the length field holds is cut at a character
+        // boundary.
+        let mut len = name.len().min(u16::MAX as usize);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
         self.owner_kind.store(kind, Ordering::Relaxed);
         self.owner_name
             .store(name.as_ptr() as *mut u8, Ordering::Relaxed);
-        self.owner_len.store(name.len() as u32, Ordering::Relaxed);
+        self.owner_len.store(len as u16, Ordering::Relaxed);
     }
 }
 

@@ -769,6 +769,7 @@ fn rmqueue_pcplist_locked(pcp: &mut PerCpuPages, order: u32) -> Option<u32> {
 fn pcp_alloc_done(cpu: usize, idx: u32) -> Option<u64> {
     let p = super::zone::pcp_page(idx);
     p.set_private(0);
+    p.set_slab_cache(core::ptr::null_mut());
     p.set_owner_unnamed(PageOwner::Kernel);
     p.set_flags(PageFlags::HEAD);
     __count_vm_event(cpu, VmStatItem::Allocations);
@@ -868,6 +869,7 @@ fn free_unref_page_locked(
         return false;
     }
     p.set_private(0);
+    p.set_slab_cache(core::ptr::null_mut());
     p.set_owner_unnamed(PageOwner::Free);
     let pindex = order as usize;
     let idx = (pfn - ZONE.start_pfn.load(Ordering::Relaxed)) as u32;
@@ -1685,6 +1687,7 @@ fn free_pages_general(pa: PhysAddr, order: u32) {
             }
             p.set_owner_locked(PageOwner::Free);
             p.set_private(0);
+            p.set_slab_cache(core::ptr::null_mut());
             z.free_one(idx, order);
             publish(&z);
             Ok(())
@@ -1739,6 +1742,14 @@ pub fn set_page_owner(pa: PhysAddr, order: u32, owner: PageOwner) {
 pub fn set_page_private(pa: PhysAddr, v: u64) {
     if let Some(p) = pfn_to_page(pa.pfn()) {
         p.set_private(v as usize);
+    }
+}
+
+/// Sets (or, with null, clears) the page's slab cache (see
+/// [`crate::mm::page::Page::slab_cache`]). Cleared when the block is freed.
+pub fn set_page_slab_cache(pa: PhysAddr, c: *mut ()) {
+    if let Some(p) = pfn_to_page(pa.pfn()) {
+        p.set_slab_cache(c);
     }
 }
 

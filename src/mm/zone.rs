@@ -290,6 +290,7 @@ impl FreeLists {
         p.set_order(order);
         p.set_owner_locked(PageOwner::Kernel);
         p.set_private(0);
+        p.set_slab_cache(core::ptr::null_mut());
         Some(idx)
     }
 

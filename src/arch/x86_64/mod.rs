@@ -147,6 +147,10 @@ impl Platform for Qemu {
         Some(smp::CPU_ID_GS_OFFSET)
     }
 
+    fn cpu_line_offset_gs_offset(&self) -> Option<usize> {
+        Some(smp::LINE_OFFSET_GS_OFFSET)
+    }
+
     fn nr_cpus(&self) -> usize {
         smp::nr_cpus()
     }

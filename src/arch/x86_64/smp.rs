@@ -91,6 +91,11 @@ pub struct CpuData {
     /// Halted for good after a fatal fault: it runs nothing, not even a
     /// TLB flush.
     dead: AtomicBool,
+    /// `cpu_id * 64`: this CPU's byte offset into per-CPU arrays whose
+    /// entries are a cache line each (the slab's per-CPU sheaves), read
+    /// with one `gs:` load by the slab's fast paths
+    /// (`platform::cpu_line_offset_fast`).
+    line_offset: AtomicUsize,
 }
 
 impl CpuData {
@@ -108,6 +113,7 @@ impl CpuData {
             call: AtomicUsize::new(0),
             tlb_gen: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            line_offset: AtomicUsize::new(0),
         }
     }
 
@@ -166,6 +172,11 @@ const OFF_CPU_ID: usize = core::mem::offset_of!(CpuData, cpu_id);
 /// Where [`cpu_id`] reads the CPU's number: this offset from the GS base
 /// (the platform hands it to `platform::cpu_id`, which reads it inline).
 pub const CPU_ID_GS_OFFSET: usize = OFF_CPU_ID;
+/// Where the CPU's [`crate::platform::CPU_LINE`]-byte offset into per-CPU
+/// arrays is, from the GS base (`platform::cpu_line_offset_fast`).
+pub const LINE_OFFSET_GS_OFFSET: usize = core::mem::offset_of!(CpuData, line_offset);
+// Every CPU's line offset indexes arrays of `platform::NR_CPUS` entries.
+const _: () = assert!(MAX_CPUS <= crate::platform::NR_CPUS);
 
 /// This CPU's data, through the GS base.
 #[inline]
@@ -218,6 +229,8 @@ pub fn init_bsp() {
     for (n, c) in CPUS.iter().enumerate() {
         c.this.store(c as *const _ as usize, Ordering::Relaxed);
         c.cpu_id.store(n, Ordering::Relaxed);
+        c.line_offset
+            .store(n * crate::platform::CPU_LINE, Ordering::Relaxed);
     }
     set_gs_base(&CPUS[0]);
     CPUS[0].gs_cpu_id.store(cpu_id(), Ordering::Relaxed);

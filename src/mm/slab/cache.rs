@@ -170,6 +170,10 @@ pub(crate) struct CacheInner {
     /// `slab->slab_cache` from `struct page` alone; see [`kfree_slab`]).
     /// Set once at registration, before any slab exists.
     slab_tag: usize,
+    /// `slab_tag - first_offset` (wrapping): a slab page's private word
+    /// minus this is the slab's first object (kfree's offset without a
+    /// mask).
+    private_bias: usize,
     /// Partial slabs (empty ones included) the node keeps before an empty
     /// slab goes back to the page allocator (Linux's `s->min_partial`).
     min_partial: usize,
@@ -195,6 +199,8 @@ pub(crate) struct CacheInner {
 /// higher id allocates and frees through the slabs directly.
 pub const MAX_CPUS: usize = 16;
 const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS >= crate::platform::NR_CPUS);
+// The fast paths index `CacheInner::cpu` by `platform::cpu_line_offset_fast`.
+const _: () = assert!(core::mem::size_of::<CpuSheaves>() == crate::platform::CPU_LINE);
 /// Full sheaves a barn keeps (Linux: `MAX_FULL_SHEAVES`, 10; fewer here,
 /// for machines of a few MiB). Beyond, a full sheaf goes back to the slabs.
 pub const MAX_FULL_SHEAVES: usize = 4;
@@ -319,17 +325,85 @@ struct CpuSheaves {
     /// by another thread that takes these sheaves (a drain, `prefill`),
     /// which then holds them instead of `locked` ([`CpuSheaves::lock_remote`]).
     remote: AtomicBool,
-    main: AtomicPtr<Sheaf>,
-    spare: AtomicPtr<Sheaf>,
+    main: SheafSlot,
+    spare: SheafSlot,
+}
+
+/// What a CPU's sheaf slot holds while the CPU has no sheaf there (Linux's
+/// sheaves have a static empty one for the same reason): a sheaf header
+/// whose size, `usize::MAX`, is above every capacity, so that the fast
+/// paths' one size test (pop: `size - 1 < capacity`; push: `size <
+/// capacity`) sends both to their slow paths without a test for "no
+/// sheaf". Shared by every cache and CPU, never written: neither fast path
+/// writes before its size test passes, and the slow paths never see it
+/// ([`SheafSlot`] turns it into null).
+#[repr(C, align(64))]
+struct NoSheaf([AtomicUsize; SHEAF_HEADER_WORDS]);
+
+static NO_SHEAF: NoSheaf = NoSheaf([AtomicUsize::new(0), AtomicUsize::new(usize::MAX)]);
+
+/// The address of [`NO_SHEAF`] as a sheaf pointer.
+#[inline(always)]
+fn no_sheaf() -> *mut Sheaf {
+    &NO_SHEAF as *const NoSheaf as *mut Sheaf
+}
+
+/// A CPU's main or spare sheaf pointer. It holds [`NO_SHEAF`] instead of
+/// null, which only the fast paths see ([`SheafSlot::raw`]); everything
+/// else goes through `load`, `store` and `swap`, which speak of null for
+/// "no sheaf" as before, so the sentinel is never taken for a sheaf of
+/// objects.
+struct SheafSlot(AtomicPtr<Sheaf>);
+
+impl SheafSlot {
+    fn new() -> SheafSlot {
+        SheafSlot(AtomicPtr::new(no_sheaf()))
+    }
+
+    /// The sheaf, null for none.
+    #[inline]
+    fn load(&self, o: Ordering) -> *mut Sheaf {
+        let sh = self.0.load(o);
+        if sh == no_sheaf() {
+            ptr::null_mut()
+        } else {
+            sh
+        }
+    }
+
+    /// Installs `sh` (null: no sheaf).
+    #[inline]
+    fn store(&self, sh: *mut Sheaf, o: Ordering) {
+        self.0.store(if sh.is_null() { no_sheaf() } else { sh }, o);
+    }
+
+    /// Installs `sh` (null: no sheaf) and returns the old sheaf (null for
+    /// none).
+    #[inline]
+    fn swap(&self, sh: *mut Sheaf, o: Ordering) -> *mut Sheaf {
+        let old = self.0.swap(if sh.is_null() { no_sheaf() } else { sh }, o);
+        if old == no_sheaf() {
+            ptr::null_mut()
+        } else {
+            old
+        }
+    }
+
+    /// The slot as the fast paths read it: a sheaf, or [`NO_SHEAF`], whose
+    /// size fails their size test. Never null.
+    #[inline(always)]
+    fn raw(&self) -> *mut Sheaf {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl CpuSheaves {
-    const fn new() -> CpuSheaves {
+    fn new() -> CpuSheaves {
         CpuSheaves {
             locked: AtomicBool::new(false),
             remote: AtomicBool::new(false),
-            main: AtomicPtr::new(ptr::null_mut()),
-            spare: AtomicPtr::new(ptr::null_mut()),
+            main: SheafSlot::new(),
+            spare: SheafSlot::new(),
         }
     }
 
@@ -1082,6 +1156,7 @@ impl KmemCache {
             span: objects * slot,
             div_magic: (u64::MAX / slot as u64).wrapping_add(1),
             slab_tag: 0,
+            private_bias: 0,
             min_partial: min_partial_for(slot),
             cookie: random_cookie(),
             lists: SpinLock::new(
@@ -1103,7 +1178,7 @@ impl KmemCache {
             } else {
                 0
             },
-            cpu: [const { CpuSheaves::new() }; MAX_CPUS],
+            cpu: core::array::from_fn(|_| CpuSheaves::new()),
             barn_full_hint: AtomicUsize::new(0),
             pins: AtomicUsize::new(0),
             slabs_created: AtomicU64::new(0),
@@ -1115,7 +1190,10 @@ impl KmemCache {
         match reg.0.iter_mut().position(|p| p.is_null()) {
             Some(id) => {
                 // SAFETY: just leaked above and not published: ours alone.
-                unsafe { (*raw).slab_tag = SLAB_PRIVATE_TAG | id };
+                unsafe {
+                    (*raw).slab_tag = SLAB_PRIVATE_TAG | id;
+                    (*raw).private_bias = (SLAB_PRIVATE_TAG | id).wrapping_sub((*raw).first_offset);
+                }
                 reg.0[id] = raw;
                 CACHE_BY_ID[id].store(raw, Ordering::Release);
             }
@@ -1639,7 +1717,10 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
-            && let Some(pcs) = self.this_cpu_sheaves()
+            // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
+            // line offset is where `cpu_line_offset_fast` reads it
+            // (`refresh_alloc_fast`).
+            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
             && pcs.try_acquire_inline_cpu()
         {
             let obj = self.sheaf_pop(pcs);
@@ -1663,48 +1744,58 @@ impl CacheInner {
         }
     }
 
-    /// The allocation fast path of [`CacheInner::alloc_orig`] for kmalloc:
-    /// the object from this CPU's main sheaf, or 0 (the caller takes
-    /// [`CacheInner::alloc_slowpath_raw`]). Each way out releases the sheaf
-    /// lock itself, so that the caller's test of the word is the only one
-    /// left on the path that has an object (no merge of "no object" values
-    /// to test again).
+    /// [`CacheInner::alloc_orig`] for kmalloc, with the fast path spelled
+    /// out so that the path that pops an object returns it at once: the
+    /// lock released on each way out of the sheaf separately, nothing
+    /// merged and tested again.
+    #[track_caller]
     #[inline(always)]
-    pub(crate) fn alloc_fast(&self, gfp: Gfp) -> usize {
+    pub(crate) fn kmalloc_alloc(
+        &self,
+        gfp: Gfp,
+        orig_size: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
         if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
-            && let Some(pcs) = self.this_cpu_sheaves()
+            // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
+            // line offset is where `cpu_line_offset_fast` reads it
+            // (`refresh_alloc_fast`).
+            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
             && pcs.try_acquire_inline_cpu()
         {
-            let main = pcs.main.load(Ordering::Relaxed);
-            if main.is_null() {
-                pcs.release();
-                return 0;
-            }
+            // Never null: NO_SHEAF when the CPU has no main sheaf.
+            let main = pcs.main.raw();
             // SAFETY: word 1 of the main sheaf (its size), which only the
-            // holder of the sheaf lock changes.
+            // holder of the sheaf lock changes (NO_SHEAF's is never
+            // changed).
             let size = unsafe { Sheaf::word(main, 1) };
-            let n = size.load(Ordering::Relaxed);
-            if n == 0 {
+            // The newest object's slot; an empty sheaf wraps to a huge
+            // value, and NO_SHEAF's size is above every capacity.
+            let n = size.load(Ordering::Relaxed).wrapping_sub(1);
+            if n < self.sheaf_capacity {
+                size.store(n, Ordering::Relaxed);
+                // SAFETY: slot n < size <= capacity of the sheaf.
+                let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
+                    .load(Ordering::Relaxed);
                 pcs.release();
-                return 0;
+                if gfp.contains(Gfp::__GFP_ZERO) {
+                    // SAFETY: the object is ours now.
+                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
+                }
+                // SAFETY: sheaves hold object addresses, never 0; a
+                // transmute rather than `new_unchecked`, whose dev-build
+                // check would test it.
+                return Ok(unsafe { core::mem::transmute::<usize, NonNull<u8>>(obj) });
             }
-            let n = n.wrapping_sub(1);
-            size.store(n, Ordering::Relaxed);
-            // SAFETY: slot n < size <= capacity of the sheaf.
-            let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
-                .load(Ordering::Relaxed);
             pcs.release();
-            if gfp.contains(Gfp::__GFP_ZERO) {
-                // SAFETY: the object is ours now (sheaves hold object
-                // addresses, never 0).
-                unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-            }
-            return obj;
         }
-        0
+        let mut err = AllocError { gfp, order: 0 };
+        match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
+            Some(p) => Ok(p),
+            None => Err(err),
+        }
     }
 
     /// [`CacheInner::alloc_slowpath`] with the object as a pointer: null
@@ -1908,22 +1999,53 @@ impl CacheInner {
         Some(&self.cpu[cpu & (MAX_CPUS - 1)])
     }
 
+    /// [`CacheInner::this_cpu_sheaves`] for fast paths behind a flag that
+    /// implies [`crate::platform::cpu_line_offset_ready`] (`SLAB_ALLOC_FAST`,
+    /// a hit in the fast mem_map copy): in the kernel one `gs:` load.
+    ///
+    /// # Safety
+    /// The caller saw such a flag set.
+    #[inline(always)]
+    unsafe fn this_cpu_sheaves_fast(&self) -> Option<&CpuSheaves> {
+        // SAFETY: the caller's contract.
+        let off = unsafe { crate::platform::cpu_line_offset_fast() }?;
+        // SAFETY: the platform's offset.
+        Some(unsafe { self.cpu_at(off) })
+    }
+
+    /// The CPU's sheaves at byte offset `off` into `self.cpu`, not an
+    /// `Option` (the dev build would test a transmuted reference for null).
+    ///
+    /// # Safety
+    /// `off` is from [`crate::platform::cpu_line_offset_fast`]: below
+    /// `NR_CPUS * CPU_LINE` and a multiple of CPU_LINE, the size of
+    /// `CpuSheaves`.
+    #[inline(always)]
+    unsafe fn cpu_at(&self, off: usize) -> &CpuSheaves {
+        let pcs = self.cpu.as_ptr().cast::<u8>().wrapping_add(off);
+        // SAFETY: the caller's contract: an entry of `self.cpu`. A
+        // transmute rather than `&*` (no dev-build alignment check).
+        #[allow(clippy::transmute_ptr_to_ref)]
+        unsafe {
+            core::mem::transmute::<*const u8, &CpuSheaves>(pcs)
+        }
+    }
+
     /// Pops the newest object of `pcs`'s main sheaf, if it has one. The
     /// caller holds `pcs`'s sheaf lock.
     #[inline(always)]
     fn sheaf_pop(&self, pcs: &CpuSheaves) -> Option<usize> {
-        let main = pcs.main.load(Ordering::Relaxed);
-        if main.is_null() {
-            return None;
-        }
+        // Never null: NO_SHEAF when the CPU has no main sheaf.
+        let main = pcs.main.raw();
         // SAFETY: word 1 of the main sheaf (its size), which only the
-        // holder of the sheaf lock changes.
+        // holder of the sheaf lock changes (NO_SHEAF's is never changed).
         let size = unsafe { Sheaf::word(main, 1) };
-        let n = size.load(Ordering::Relaxed);
-        if n == 0 {
+        // The newest object's slot; an empty sheaf wraps to a huge value,
+        // and NO_SHEAF's size is above every capacity.
+        let n = size.load(Ordering::Relaxed).wrapping_sub(1);
+        if n >= self.sheaf_capacity {
             return None;
         }
-        let n = n.wrapping_sub(1);
         size.store(n, Ordering::Relaxed);
         // SAFETY: slot n < size <= capacity of the sheaf.
         Some(
@@ -1937,13 +2059,12 @@ impl CacheInner {
     /// caller holds `pcs`'s sheaf lock.
     #[inline(always)]
     fn sheaf_push(&self, pcs: &CpuSheaves, addr: usize) -> bool {
-        let main = pcs.main.load(Ordering::Relaxed);
-        if main.is_null() {
-            return false;
-        }
+        // Never null: NO_SHEAF when the CPU has no main sheaf.
+        let main = pcs.main.raw();
         // SAFETY: word 1 of the main sheaf (its size), which only the
-        // holder of the sheaf lock changes.
+        // holder of the sheaf lock changes (NO_SHEAF's is never changed).
         let size = unsafe { Sheaf::word(main, 1) };
+        // A full sheaf, and NO_SHEAF, whose size is above every capacity.
         let n = size.load(Ordering::Relaxed);
         if n >= self.sheaf_capacity {
             return false;
@@ -1959,6 +2080,18 @@ impl CacheInner {
             .store(addr, Ordering::Relaxed);
         size.store(n.wrapping_add(1), Ordering::Relaxed);
         true
+    }
+
+    /// [`CacheInner::sheaf_push`] under `pcs`'s sheaf lock, tried: `false`
+    /// if the lock was held or the push refused.
+    #[inline(always)]
+    fn push_locked(&self, pcs: &CpuSheaves, addr: usize) -> bool {
+        if !pcs.try_acquire_inline_cpu() {
+            return false;
+        }
+        let pushed = self.sheaf_push(pcs, addr);
+        pcs.release();
+        pushed
     }
 
     /// The allocation slow path of a cache with sheaves: this CPU's main
@@ -2630,10 +2763,9 @@ impl CacheInner {
         }
         page_alloc::set_page_owner(pa, self.order, PageOwner::Slab(self.static_name()));
         for i in 0..(1usize << self.order) {
-            page_alloc::set_page_private(
-                PhysAddr::new(pa.as_u64() + (i * PAGE) as u64),
-                (base | self.slab_tag) as u64,
-            );
+            let page = PhysAddr::new(pa.as_u64() + (i * PAGE) as u64);
+            page_alloc::set_page_private(page, (base | self.slab_tag) as u64);
+            page_alloc::set_page_slab_cache(page, self as *const CacheInner as *mut ());
         }
         if self.flags.contains(SlabFlags::POISON) {
             // Like SLUB: a new slab is filled with POISON_INUSE, so padding
@@ -2697,7 +2829,12 @@ impl CacheInner {
         // low bits remain.
         let base = page_private_fast(addr) ^ self.slab_tag;
         if base & SLAB_PRIVATE_LOW == 0 {
-            self.free_in_slab(base, addr);
+            // Found through the fast map (a miss gives 0, which fails the
+            // test).
+            self.free_at::<true>(
+                addr.wrapping_sub(base.wrapping_add(self.first_offset)),
+                addr,
+            );
         } else {
             self.free_slow_lookup(addr);
         }
@@ -2752,24 +2889,42 @@ impl CacheInner {
     #[track_caller]
     #[inline(always)]
     pub(crate) fn free_in_slab(&self, s: usize, addr: usize) {
-        // Wrapping arithmetic and one range check: an address before the
-        // first object wraps to a huge offset. Below the objects' span
-        // (at most 32 KiB) the divisibility test is exact.
-        let rel = addr.wrapping_sub(s.wrapping_add(self.first_offset));
+        self.free_at::<false>(addr.wrapping_sub(s.wrapping_add(self.first_offset)), addr);
+    }
+
+    /// [`CacheInner::free_in_slab`] with the offset `rel` of `addr` from
+    /// its slab's first object (wrapping: an address before the first
+    /// object gives a huge offset), which each caller computes from what
+    /// it has at hand (kfree from the page's private word and
+    /// `private_bias`, without masking the word).
+    ///
+    /// `MAPPED`: the caller found the object's page in the fast mem_map
+    /// copy, which is only set up once the CPU number can be read with
+    /// [`crate::platform::cpu_line_offset_fast`] (see [`fast_map_init`]).
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn free_at<const MAPPED: bool>(&self, rel: usize, addr: usize) {
+        // One range check (below the objects' span, at most 32 KiB, the
+        // divisibility test is exact).
         if rel >= self.span || (rel as u64).wrapping_mul(self.div_magic) >= self.div_magic {
             self.report_bad_offset(addr);
             return;
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
-        if let Some(pcs) = self.this_cpu_sheaves()
-            && pcs.try_acquire_inline_cpu()
-        {
-            let pushed = self.sheaf_push(pcs, addr);
-            pcs.release();
-            if pushed {
-                return;
-            }
+        let pushed = if MAPPED {
+            // SAFETY: the fast map is only filled when the CPU number can
+            // be read there (`fast_map_init`).
+            unsafe { crate::platform::cpu_line_offset_fast() }
+                // SAFETY: the platform's offset.
+                .is_some_and(|off| self.push_locked(unsafe { self.cpu_at(off) }, addr))
+        } else {
+            self.this_cpu_sheaves()
+                .is_some_and(|pcs| self.push_locked(pcs, addr))
+        };
+        if pushed {
+            return;
         }
+        let s = addr.wrapping_sub(rel).wrapping_sub(self.first_offset);
         self.free_slowpath(s as *mut SlabHeader, addr);
     }
 
@@ -2867,7 +3022,9 @@ impl CacheInner {
         unsafe { (*s).magic = 0 };
         let pa = page_alloc::virt_to_phys(s as *const u8);
         for i in 0..(1usize << self.order) {
-            page_alloc::set_page_private(PhysAddr::new(pa.as_u64() + (i * PAGE) as u64), 0);
+            let page = PhysAddr::new(pa.as_u64() + (i * PAGE) as u64);
+            page_alloc::set_page_private(page, 0);
+            page_alloc::set_page_slab_cache(page, ptr::null_mut());
         }
         page_alloc::free_pages(pa, self.order);
         self.slabs_freed.fetch_add(1, Ordering::Relaxed);
@@ -2997,6 +3154,7 @@ fn refresh_alloc_fast() {
     use crate::platform::SLAB_ALLOC_FAST;
     let allowed = || {
         crate::platform::irq_flag_native()
+            && crate::platform::cpu_line_offset_ready()
             && crate::sync::lockdep::mode() == crate::sync::lockdep::LockdepMode::Off
             && !crate::mm::fault_inject::FAILSLAB.armed()
     };
@@ -3041,7 +3199,14 @@ static FAST_MAP_VPFN: AtomicUsize = AtomicUsize::new(0);
 static FAST_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Fills the fast map (see [`FAST_MAP`]) for direct-map offset `delta`.
+///
+/// Not before the CPU number can be read with
+/// [`crate::platform::cpu_line_offset_fast`]: a hit in the map lets the free fast
+/// paths read it so (until then every new slab tries again).
 fn fast_map_init(delta: usize) {
+    if !crate::platform::cpu_line_offset_ready() {
+        return;
+    }
     let z = &crate::mm::zone::ZONE;
     let map = z.mem_map.load(Ordering::Acquire);
     if map.is_null() || delta & (PAGE - 1) != 0 {
@@ -3057,26 +3222,37 @@ fn fast_map_init(delta: usize) {
     );
 }
 
+/// The `struct page` of direct-map address `addr` through the fast map, if
+/// the map covers it (otherwise the caller takes its general path, which
+/// knows every page). Inline in each fast path's own test (no `Option` to
+/// test again in the dev build).
+macro_rules! page_fast {
+    ($addr:expr, |$page:ident| $found:expr, $missed:expr) => {{
+        let i = ($addr >> crate::mm::page::PAGE_SHIFT)
+            .wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
+        if i < FAST_MAP_LEN.load(Ordering::Acquire) {
+            let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
+            // SAFETY: entry `i` of the mem_map (i below its length), which
+            // lives for ever. A transmute rather than `&*`: the dev build
+            // checks the alignment of every raw dereference, which the free
+            // fast paths would pay on each free.
+            #[allow(clippy::transmute_ptr_to_ref)]
+            let $page = unsafe {
+                core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p)
+            };
+            $found
+        } else {
+            $missed
+        }
+    }};
+}
+
 /// The private word of the page holding direct-map address `addr`, through
 /// the fast map: 0 if the map does not cover it (then the caller asks
 /// [`page_private_of`], which knows every page).
 #[inline(always)]
 fn page_private_fast(addr: usize) -> usize {
-    let i =
-        (addr >> crate::mm::page::PAGE_SHIFT).wrapping_sub(FAST_MAP_VPFN.load(Ordering::Relaxed));
-    if i < FAST_MAP_LEN.load(Ordering::Acquire) {
-        let p = FAST_MAP.load(Ordering::Relaxed).wrapping_add(i);
-        // SAFETY: entry `i` of the mem_map (i below its length), which
-        // lives for ever. A transmute rather than `&*`: the dev build checks
-        // the alignment of every raw dereference, which this fast path would
-        // pay on each free.
-        #[allow(clippy::transmute_ptr_to_ref)]
-        let page = unsafe {
-            core::mem::transmute::<*mut crate::mm::page::Page, &crate::mm::page::Page>(p)
-        };
-        return page.private();
-    }
-    0
+    page_fast!(addr, |page| page.private(), 0)
 }
 
 /// The private word of the page holding `addr` (0 outside the page
@@ -3097,26 +3273,40 @@ fn page_private_of(addr: usize) -> usize {
     }
 }
 
-/// kfree's fast path: if `addr` is in a slab page the fast map covers
-/// (whose private word names the slab and, through [`CACHE_BY_ID`], the
-/// cache), frees it there ([`CacheInner::free_in_slab`]: boundary check,
-/// this CPU's sheaf) and says `true`; `false` sends the caller to its
-/// general path (large kmalloc, NULL, foreign pointers, reports).
+/// kfree's fast path: if `addr` is in a slab page the fast map covers, frees
+/// it in its cache ([`CacheInner::free_in_slab`]: boundary check, this
+/// CPU's sheaf) and says `true`; `false` sends the caller to its general
+/// path (large kmalloc, NULL, foreign pointers, reports). The cache comes
+/// from the page's `slab_cache` word and the slab's base from its private
+/// word: two loads from the same `struct page` that do not wait for each
+/// other (Linux's `virt_to_slab(x)->slab_cache`), where following the
+/// private word's registry slot to [`CACHE_BY_ID`] made the rest of the
+/// free wait for two loads in a row.
 #[inline(always)]
 pub(crate) fn kfree_slab(addr: usize) -> bool {
-    let v = page_private_fast(addr);
-    if v & SLAB_PRIVATE_TAG != 0 {
-        let c = CACHE_BY_ID[v & (MAX_CACHES - 1)].load(Ordering::Relaxed);
-        // SAFETY: null or a registered cache, which outlives its slabs
-        // (see CACHE_BY_ID); a transmute rather than `&*` (no dev-build
-        // alignment check).
-        let c = unsafe { core::mem::transmute::<*mut CacheInner, Option<&'static CacheInner>>(c) };
-        if let Some(c) = c {
-            c.free_in_slab(v & !SLAB_PRIVATE_LOW, addr);
-            return true;
-        }
-    }
-    false
+    page_fast!(
+        addr,
+        |page| {
+            let c = page.slab_cache();
+            let v = page.private();
+            // SAFETY: null or the cache whose slab this page is: set on
+            // each of a slab's pages before the slab is used, cleared
+            // before they are freed (and by the page allocator on every
+            // free and allocation), and a cache outlives its slabs. A
+            // transmute rather than `&*` (no dev-build alignment check).
+            let c = unsafe { core::mem::transmute::<*mut (), Option<&'static CacheInner>>(c) };
+            match c {
+                Some(c) => {
+                    // The private word is `base | c.slab_tag`: the offset
+                    // from the first object without masking it.
+                    c.free_at::<true>(addr.wrapping_sub(v).wrapping_add(c.private_bias), addr);
+                    true
+                }
+                None => false,
+            }
+        },
+        false
+    )
 }
 
 /// The slab holding `addr`, through the page's private word, its header's

@@ -199,31 +199,23 @@ fn order_for(size: usize) -> u32 {
 ///
 /// The common case inline: the 8-byte alignment every class has, a size
 /// class found with one load (`SMALL_CLASS`, or `CLASS` by the power of
-/// two), its cache's sheaf popped (`CacheInner::alloc_fast`) and the
-/// object returned as it is. Everything else (the cache's slow path, size
-/// 0, stricter or bad alignment, large sizes) returns a pointer that is
-/// tested once: the `Result` is built here, in registers, rather than
+/// two), its cache's sheaf popped (`CacheInner::kmalloc_alloc`, which
+/// returns the object at once). Everything else (the cache's slow path,
+/// size 0, stricter or bad alignment, large sizes) returns a pointer that
+/// is tested once: the `Result` is built inline, in registers, rather than
 /// merged from callees in memory.
 #[track_caller]
 #[inline]
 pub fn kmalloc_aligned(size: usize, align: usize, gfp: Gfp) -> Result<NonNull<u8>, AllocError> {
-    let mut err = AllocError { gfp, order: 0 };
-    let p = match kmalloc_class(size, align) {
-        Some(c) => {
-            let obj = c.alloc_fast(gfp);
-            if obj != 0 {
-                // SAFETY: a sheaf's object, not null (tested); a transmute
-                // rather than `new_unchecked`, whose dev-build check would
-                // test it again.
-                return Ok(unsafe { core::mem::transmute::<*mut u8, NonNull<u8>>(obj as *mut u8) });
+    match kmalloc_class(size, align) {
+        Some(c) => c.kmalloc_alloc(gfp, size),
+        None => {
+            let mut err = AllocError { gfp, order: 0 };
+            match NonNull::new(kmalloc_other_raw(size, align, gfp, &mut err)) {
+                Some(p) => Ok(p),
+                None => Err(err),
             }
-            c.alloc_slowpath_raw(gfp, size, &mut err)
         }
-        None => kmalloc_other_raw(size, align, gfp, &mut err),
-    };
-    match NonNull::new(p) {
-        Some(p) => Ok(p),
-        None => Err(err),
     }
 }
 
@@ -333,7 +325,14 @@ fn owner_of(p: *const u8) -> Option<Owner> {
 /// `kfree`: frees memory from kmalloc. NULL and ZERO_SIZE_PTR are ignored;
 /// a pointer kmalloc did not hand out is reported, not freed.
 #[track_caller]
-#[inline]
+// Out of line in the kernel, as Linux's: one copy of the fast path rather
+// than one in every caller, which in the dev build (`opt-level = 1`) also
+// keeps the callers small enough to be inlined into theirs (kmalloc-64
+// churn under `bench=mm`: 117 guest instructions a step, 127 inline).
+// Inline in hosted builds (release): as a call it cost the host's churn
+// benchmark a third more time (docs/host.md).
+#[cfg_attr(target_os = "none", inline(never))]
+#[cfg_attr(not(target_os = "none"), inline(always))]
 pub fn kfree(p: *mut u8) {
     // The common case inline: a slab object, through its cache's fast path
     // (NULL and ZERO_SIZE_PTR are in no slab).
