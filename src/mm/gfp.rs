@@ -78,9 +78,9 @@ bitflags::bitflags! {
         /// User pages that may live in highmem (`GFP_USER | __GFP_HIGHMEM`).
         const GFP_HIGHUSER = Self::GFP_USER.bits() | Self::__GFP_HIGHMEM.bits();
         /// An application's anonymous and page-cache pages, what a page
-        /// fault allocates (`GFP_HIGHUSER | __GFP_MOVABLE`; Linux 5.18 on
-        /// also sets its KASAN-skip bits, which kreclaim does not have):
-        /// __GFP_FS, so its direct reclaim runs the filesystem shrinkers.
+        /// fault allocates (`GFP_HIGHUSER | __GFP_MOVABLE`, as 4.x and 5.x
+        /// define it; newer trees add KASAN-skip bits kreclaim does not
+        /// have): __GFP_FS, so its direct reclaim runs the fs shrinkers.
         const GFP_HIGHUSER_MOVABLE = Self::GFP_HIGHUSER.bits() | Self::__GFP_MOVABLE.bits();
     }
 }
