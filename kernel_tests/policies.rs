@@ -187,7 +187,10 @@ fn nofs_application_memory_makes_direct_reclaim_wait_for_the_log() -> TestResult
     use kreclaim::fs::DiskModel;
     let dev = kreclaim::arch::x86_64::boot_ramdisk()
         .ok_or_else(|| TestFailure::new("no RAM disk".into()))?;
-    kassert!(small().app_pages > 0, "the default workload has no app memory");
+    kassert!(
+        small().app_pages > 0,
+        "the default workload has no app memory"
+    );
     dev.set_model(DiskModel::SATA_SSD);
     let nofs = run(Policy::NOFS);
     let nofs_fs_only = run_with(Policy::NOFS, fs_only());
@@ -226,8 +229,7 @@ fn nofs_application_memory_makes_direct_reclaim_wait_for_the_log() -> TestResult
         "nofs: the application's direct reclaim never waited for the log"
     );
     kassert!(
-        nofs.ops_phase.direct_reclaim_log_forces
-            > nofs_fs_only.ops_phase.direct_reclaim_log_forces,
+        nofs.ops_phase.direct_reclaim_log_forces > nofs_fs_only.ops_phase.direct_reclaim_log_forces,
         "nofs: direct reclaim log forces with application memory {} vs without {}",
         nofs.ops_phase.direct_reclaim_log_forces,
         nofs_fs_only.ops_phase.direct_reclaim_log_forces
