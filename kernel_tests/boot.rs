@@ -176,11 +176,21 @@ fn cmdline_workload_keys() -> TestResult {
         ),
         (50, 30, 0)
     );
-    // The application's memory per operation: 16 pages unless asked,
-    // 0 the fs-only workload, and printed with the other workload keys.
-    kassert_eq!(c.workload.app_pages, 16);
-    kassert!(alloc::format!("{c}").contains(" app_pages=16"), "{c}");
-    for (line, want) in [("app_pages=0", 0), ("app_pages=1024", 1024)] {
+    // The application's memory per operation: none unless asked (the
+    // fs-only workload), and printed with the other workload keys.
+    kassert_eq!(c.workload.app_pages, 0);
+    kassert!(alloc::format!("{c}").contains(" app_pages=0"), "{c}");
+    for (line, want) in [("app_pages=16", 16), ("app_pages=1024", 1024)] {
+        let c = Config::parse(line)
+            .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+        kassert_eq!(c.workload.app_pages, want, "{line}");
+        let shown = alloc::format!("{c}");
+        kassert!(
+            shown.contains(&alloc::format!(" app_pages={want}")),
+            "{shown}"
+        );
+    }
+    for (line, want) in [("app_pages=0", 0)] {
         let c = Config::parse(line)
             .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
         kassert_eq!(c.workload.app_pages, want, "{line}");
@@ -646,7 +656,7 @@ fn json_config_gives_every_key_as_resolved() -> TestResult {
         r#""mem":"16384K""#,
         r#""policy":"today""#,
         r#""failslab":"off""#,
-        r#""app_pages":"16""#,
+        r#""app_pages":"0""#,
     ] {
         kassert!(out.contains(want), "{want} in {out}");
     }

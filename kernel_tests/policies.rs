@@ -54,9 +54,9 @@ fn fs_only() -> Workload {
 }
 
 fn nofs_defers_far_more_reclaim_than_today() -> TestResult {
-    // The filesystem's own allocations: the applications' __GFP_FS reclaim
-    // (`app_pages=`) runs the inode shrinker in every era and adds deferred
-    // work of its own, which is not what this compares.
+    // The filesystem's own allocations (`app_pages=0`, the default): the
+    // applications' __GFP_FS reclaim runs the inode shrinker in every era
+    // and adds deferred work of its own, which is not what this compares.
     let nofs = run_with(Policy::NOFS, fs_only())?;
     let today = run_with(Policy::TODAY, fs_only())?;
     for r in [&nofs, &today] {
@@ -178,8 +178,8 @@ fn nofs_application_memory_makes_direct_reclaim_wait_for_the_log() -> TestResult
     // In the GFP_NOFS era the filesystem's own direct reclaim cannot run the
     // inode shrinker; the tasks that waited in XFS's old SYNC_WAIT reclaim
     // were those whose allocations had __GFP_FS: applications faulting in
-    // their memory. With `app_pages=` (the default) the workers do, and
-    // nofs's direct reclaim forces the log and waits for the device; with
+    // their memory. With `app_pages=16` the workers do, and nofs's direct
+    // reclaim forces the log and waits for the device; with
     // `app_pages=0` (the fs-only workload) it rarely does (only a
     // GFP_KERNEL allocation made outside the filesystem's GFP, such as a
     // transaction's or the monitor's, can), and `today`'s never does
@@ -187,20 +187,20 @@ fn nofs_application_memory_makes_direct_reclaim_wait_for_the_log() -> TestResult
     use kreclaim::fs::DiskModel;
     let dev = kreclaim::arch::x86_64::boot_ramdisk()
         .ok_or_else(|| TestFailure::new("no RAM disk".into()))?;
-    kassert!(
-        small().app_pages > 0,
-        "the default workload has no app memory"
-    );
+    let with_app = Workload {
+        app_pages: 16,
+        ..small()
+    };
     dev.set_model(DiskModel::SATA_SSD);
-    let nofs = run(Policy::NOFS);
+    let nofs = run_with(Policy::NOFS, with_app);
     let nofs_fs_only = run_with(Policy::NOFS, fs_only());
-    let today = run(Policy::TODAY);
+    let today = run_with(Policy::TODAY, with_app);
     dev.set_model(DiskModel::INSTANT);
     let (nofs, nofs_fs_only, today) = (nofs?, nofs_fs_only?, today?);
     for (r, app) in [
-        (&nofs, small().app_pages),
+        (&nofs, with_app.app_pages),
         (&nofs_fs_only, 0),
-        (&today, small().app_pages),
+        (&today, with_app.app_pages),
     ] {
         kreclaim::println!(
             "{} app_pages={app}: app pages faulted {}, direct reclaim log forces {}, \
