@@ -176,6 +176,25 @@ fn cmdline_workload_keys() -> TestResult {
         ),
         (50, 30, 0)
     );
+    // The application's memory per operation: none unless asked (the
+    // fs-only workload), and printed with the other workload keys.
+    kassert_eq!(c.workload.app_pages, 0);
+    kassert!(alloc::format!("{c}").contains(" app_pages=0"), "{c}");
+    for (line, want) in [("app_pages=16", 16), ("app_pages=1024", 1024)] {
+        let c = Config::parse(line)
+            .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+        kassert_eq!(c.workload.app_pages, want, "{line}");
+        let shown = alloc::format!("{c}");
+        kassert!(
+            shown.contains(&alloc::format!(" app_pages={want}")),
+            "{shown}"
+        );
+    }
+    let c = Config::parse("app_pages=16 app_pages=0")
+        .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
+    kassert_eq!(c.workload.app_pages, 0, "the last app_pages= wins");
+    let e = alloc::format!("{}", Config::parse("app_pages=5000").unwrap_err());
+    kassert!(e.contains("app_pages takes pages, 0..=1024"), "{e}");
     kassert_eq!(
         Config::parse("policy=all").unwrap().policy,
         PolicyChoice::All
@@ -188,6 +207,9 @@ fn cmdline_workload_keys() -> TestResult {
         "tasks=0",
         "mix=eat:5",
         "ops=-1",
+        "app_pages=1025",
+        "app_pages=-1",
+        "app_pages=lots",
     ] {
         let e = Config::parse(bad).unwrap_err();
         kassert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}: {e:?}");
@@ -632,6 +654,7 @@ fn json_config_gives_every_key_as_resolved() -> TestResult {
         r#""mem":"16384K""#,
         r#""policy":"today""#,
         r#""failslab":"off""#,
+        r#""app_pages":"0""#,
     ] {
         kassert!(out.contains(want), "{want} in {out}");
     }

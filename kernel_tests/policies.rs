@@ -22,6 +22,7 @@ kreclaim::kernel_tests!(
     nofs_defers_far_more_reclaim_than_today,
     default_policy_run_reports_reclaim_and_integrity,
     kernel_direct_reclaim_waits_for_the_log_where_today_never_does,
+    nofs_application_memory_makes_direct_reclaim_wait_for_the_log,
 );
 
 /// The demo's workload (files more than twice the memory), fewer ops.
@@ -33,15 +34,31 @@ fn small() -> Workload {
 }
 
 fn run(p: Policy) -> Result<RunResult, TestFailure> {
+    run_with(p, small())
+}
+
+fn run_with(p: Policy, w: Workload) -> Result<RunResult, TestFailure> {
     kreclaim::sync::lockdep::reset_graph();
     let dev = kreclaim::arch::x86_64::boot_ramdisk()
         .ok_or_else(|| TestFailure::new("no RAM disk".into()))?;
-    workload::run(dev, p, small(), false).map_err(|e| TestFailure::new(alloc::format!("{p}: {e}")))
+    workload::run(dev, p, w, false).map_err(|e| TestFailure::new(alloc::format!("{p}: {e}")))
+}
+
+/// [`small`] without the application's memory (`app_pages=0`): only the
+/// filesystem allocates on the operation paths.
+fn fs_only() -> Workload {
+    Workload {
+        app_pages: 0,
+        ..small()
+    }
 }
 
 fn nofs_defers_far_more_reclaim_than_today() -> TestResult {
-    let nofs = run(Policy::NOFS)?;
-    let today = run(Policy::TODAY)?;
+    // The filesystem's own allocations (`app_pages=0`, the default): the
+    // applications' __GFP_FS reclaim runs the inode shrinker in every era
+    // and adds deferred work of its own, which is not what this compares.
+    let nofs = run_with(Policy::NOFS, fs_only())?;
+    let today = run_with(Policy::TODAY, fs_only())?;
     for r in [&nofs, &today] {
         kreclaim::println!(
             "{}: STOPs {}, deferred {}, stalls {}, stall {} ms",
@@ -154,5 +171,76 @@ fn default_policy_run_reports_reclaim_and_integrity() -> TestResult {
     );
     kassert!(r.slabs.iter().any(|s| s.name == "xfs_inode"));
     kassert!(r.samples.len() > 1, "no samples for the free-memory chart");
+    Ok(())
+}
+
+fn nofs_application_memory_makes_direct_reclaim_wait_for_the_log() -> TestResult {
+    // In the GFP_NOFS era the filesystem's own direct reclaim cannot run the
+    // inode shrinker; the tasks that waited in XFS's old SYNC_WAIT reclaim
+    // were those whose allocations had __GFP_FS: applications faulting in
+    // their memory. With `app_pages=16` the workers do, and nofs's direct
+    // reclaim forces the log and waits for the device; with
+    // `app_pages=0` (the fs-only workload) it rarely does (only a
+    // GFP_KERNEL allocation made outside the filesystem's GFP, such as a
+    // transaction's or the monitor's, can), and `today`'s never does
+    // either way. Counted, not timed.
+    use kreclaim::fs::DiskModel;
+    let dev = kreclaim::arch::x86_64::boot_ramdisk()
+        .ok_or_else(|| TestFailure::new("no RAM disk".into()))?;
+    let with_app = Workload {
+        app_pages: 16,
+        ..small()
+    };
+    dev.set_model(DiskModel::SATA_SSD);
+    let nofs = run_with(Policy::NOFS, with_app);
+    let nofs_fs_only = run_with(Policy::NOFS, fs_only());
+    let today = run_with(Policy::TODAY, with_app);
+    dev.set_model(DiskModel::INSTANT);
+    let (nofs, nofs_fs_only, today) = (nofs?, nofs_fs_only?, today?);
+    for (r, app) in [
+        (&nofs, with_app.app_pages),
+        (&nofs_fs_only, 0),
+        (&today, with_app.app_pages),
+    ] {
+        kreclaim::println!(
+            "{} app_pages={app}: app pages faulted {}, direct reclaim log forces {}, \
+             direct reclaim waited {} us of device time, STOPs {}, stalls {}, stall {} ms",
+            r.policy,
+            r.app_pages_faulted,
+            r.ops_phase.direct_reclaim_log_forces,
+            r.ops_phase.direct_reclaim_io_wait_ns / 1000,
+            r.ops_phase.shrinker_stops,
+            r.alloc_stalls,
+            r.stall_ns / 1_000_000
+        );
+        kassert!(r.integrity_ok, "{}: {}", r.policy, r.integrity_detail);
+        kassert_eq!(r.workers_oom_killed, 0, "{}", r.policy);
+        kassert_eq!(r.app_fault_failures, 0, "{}", r.policy);
+        kassert_eq!(
+            r.app_pages_faulted,
+            r.ops * app as u64,
+            "{}: every operation faults its pages in",
+            r.policy
+        );
+    }
+    kassert!(
+        nofs.ops_phase.direct_reclaim_log_forces > 0
+            && nofs.ops_phase.direct_reclaim_io_wait_ns > 0,
+        "nofs: the application's direct reclaim never waited for the log"
+    );
+    kassert!(
+        nofs.ops_phase.direct_reclaim_log_forces > nofs_fs_only.ops_phase.direct_reclaim_log_forces,
+        "nofs: direct reclaim log forces with application memory {} vs without {}",
+        nofs.ops_phase.direct_reclaim_log_forces,
+        nofs_fs_only.ops_phase.direct_reclaim_log_forces
+    );
+    kassert_eq!(
+        (
+            today.ops_phase.direct_reclaim_log_forces,
+            today.ops_phase.direct_reclaim_io_wait_ns
+        ),
+        (0, 0),
+        "today: direct reclaim waited for the log"
+    );
     Ok(())
 }

@@ -35,6 +35,9 @@ fn gfp_values_match_linux() -> TestResult {
     kassert_eq!(GFP_ATOMIC.bits(), 0x820);
     kassert_eq!(GFP_NOWAIT.bits(), 0x2800, "KSWAPD_RECLAIM | NOWARN");
     kassert_eq!(GFP_USER.bits(), 0x100cc0);
+    // As 4.x and 5.x define them (newer trees add KASAN-skip bits).
+    kassert_eq!(GFP_HIGHUSER.bits(), 0x100cc2);
+    kassert_eq!(GFP_HIGHUSER_MOVABLE.bits(), 0x100cca);
     kassert_eq!(Gfp::__GFP_NOFAIL.bits(), 0x8000);
     kassert_eq!(Gfp::__GFP_NORETRY.bits(), 0x10000);
     kassert_eq!(Gfp::__GFP_RETRY_MAYFAIL.bits(), 0x4000);
@@ -59,6 +62,11 @@ fn gfp_prints_by_name() -> TestResult {
         "GFP_ATOMIC|__GFP_NOWARN"
     );
     kassert_eq!(format!("{}", GFP_USER), "GFP_USER");
+    kassert_eq!(format!("{}", GFP_HIGHUSER), "GFP_HIGHUSER");
+    kassert_eq!(
+        format!("{}", GFP_HIGHUSER_MOVABLE | Gfp::__GFP_ZERO),
+        "GFP_HIGHUSER_MOVABLE|__GFP_ZERO"
+    );
     kassert_eq!(
         format!("{}", Gfp::__GFP_FS | Gfp::__GFP_IO),
         "__GFP_IO|__GFP_FS"

@@ -69,7 +69,7 @@ pub struct Config {
     /// The demo kernel applies it; test kernels set their own.
     pub disk: crate::fs::DiskModel,
     /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`,
-    /// `sample_ms=`.
+    /// `sample_ms=`, `app_pages=`.
     pub workload: Workload,
 }
 
@@ -429,6 +429,19 @@ pub static KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "app_pages",
+        values: "pages, 0..=1024 (default 0: the workload allocates nothing on its operation paths)",
+        help: "application memory each worker faults in (GFP_HIGHUSER_MOVABLE) before each operation and frees after it",
+        set: |c, v| {
+            c.workload.app_pages = v
+                .parse()
+                .ok()
+                .filter(|n| *n <= crate::workload::APP_PAGES_MAX)
+                .ok_or(())?;
+            Ok(())
+        },
+    },
+    Key {
         name: "slab_debug",
         values: "Linux's letters F (consistency checks), Z (red zones), P (poisoning), - (none), optionally ,cache",
         help: "slab debugging for every cache or one cache (read at boot)",
@@ -667,8 +680,8 @@ impl fmt::Display for Config {
         let w = &self.workload;
         write!(
             f,
-            " files={} file_size={}-{} fanout={} mix={} tasks={} ops={} seed={}",
-            w.files, w.size_min, w.size_max, w.fanout, w.mix, w.tasks, w.ops, w.seed
+            " files={} file_size={}-{} fanout={} mix={} tasks={} ops={} seed={} app_pages={}",
+            w.files, w.size_min, w.size_max, w.fanout, w.mix, w.tasks, w.ops, w.seed, w.app_pages
         )?;
         if let Some(m) = self.mem {
             write!(f, " mem={}K", m >> 10)?;

@@ -463,6 +463,8 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
             r.ops_phase.direct_reclaim_io_wait_ns / 1000,
         )
         .field_u64("oom_kills", r.workers_oom_killed)
+        .field_u64("app_pages_faulted", r.app_pages_faulted)
+        .field_u64("app_fault_failures", r.app_fault_failures)
         .field_str("oom", crate::mm::oom_kill::policy().name());
     j.key("shrinkers").begin_array();
     for s in &r.shrinkers {

@@ -75,6 +75,13 @@ bitflags::bitflags! {
         const GFP_NOFS = Self::__GFP_RECLAIM.bits() | Self::__GFP_IO.bits();
         /// User-space allocation (GFP_KERNEL plus the ignored hardwall bit).
         const GFP_USER = Self::GFP_KERNEL.bits() | Self::__GFP_HARDWALL.bits();
+        /// User pages that may live in highmem (`GFP_USER | __GFP_HIGHMEM`).
+        const GFP_HIGHUSER = Self::GFP_USER.bits() | Self::__GFP_HIGHMEM.bits();
+        /// An application's anonymous and page-cache pages, what a page
+        /// fault allocates (`GFP_HIGHUSER | __GFP_MOVABLE`, as 4.x and 5.x
+        /// define it; newer trees add KASAN-skip bits kreclaim does not
+        /// have): __GFP_FS, so its direct reclaim runs the fs shrinkers.
+        const GFP_HIGHUSER_MOVABLE = Self::GFP_HIGHUSER.bits() | Self::__GFP_MOVABLE.bits();
     }
 }
 
@@ -92,6 +99,10 @@ pub const GFP_NOIO: Gfp = Gfp::GFP_NOIO;
 pub const GFP_NOFS: Gfp = Gfp::GFP_NOFS;
 /// See [`Gfp::GFP_USER`].
 pub const GFP_USER: Gfp = Gfp::GFP_USER;
+/// See [`Gfp::GFP_HIGHUSER`].
+pub const GFP_HIGHUSER: Gfp = Gfp::GFP_HIGHUSER;
+/// See [`Gfp::GFP_HIGHUSER_MOVABLE`].
+pub const GFP_HIGHUSER_MOVABLE: Gfp = Gfp::GFP_HIGHUSER_MOVABLE;
 
 impl Gfp {
     /// `gfpflags_allow_blocking()`: may this allocation sleep in reclaim?
@@ -103,6 +114,8 @@ impl Gfp {
 
 /// Composite names tried first, in Linux's `__def_gfpflag_names` order.
 const COMPOSITES: &[(&str, Gfp)] = &[
+    ("GFP_HIGHUSER_MOVABLE", Gfp::GFP_HIGHUSER_MOVABLE),
+    ("GFP_HIGHUSER", Gfp::GFP_HIGHUSER),
     ("GFP_USER", Gfp::GFP_USER),
     ("GFP_KERNEL_ACCOUNT", Gfp::GFP_KERNEL_ACCOUNT),
     ("GFP_KERNEL", Gfp::GFP_KERNEL),

@@ -106,6 +106,15 @@ impl OomCharge {
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    /// Charges `bytes` more, as a process's RSS grows page by page while
+    /// it faults its memory in (the killer sees each page as it comes).
+    pub fn add(&mut self, bytes: u64) {
+        if let Some(t) = &self.task {
+            t.oom_charge(bytes);
+        }
+        self.bytes += bytes;
+    }
 }
 
 impl Drop for OomCharge {

@@ -4,9 +4,16 @@
 //! surviving file is verified against what was written, after an unmount
 //! and a remount (so the contents come back from the disk).
 //!
-//! Everything the workers allocate on their operation paths is allocated up
-//! front (content buffers, the file table) so the run measures the
-//! filesystem and reclaim, not the workload's own allocations.
+//! Everything the workers' filesystem operations need is allocated up front
+//! (content buffers, the file table) so the run measures the filesystem and
+//! reclaim, not the workload's bookkeeping. What the workers may allocate is
+//! the application's own memory (`app_pages=`, off by default): before each operation a
+//! worker faults in pages of user memory (GFP_HIGHUSER_MOVABLE, holding no
+//! filesystem lock), writes them and frees them after the operation, as a
+//! program's buffers come and go. Those allocations carry __GFP_FS, so
+//! their direct reclaim runs the inode shrinker under every era, GFP_NOFS
+//! eras included: in Linux the reclaim stalls of the era before 5.9 were
+//! felt by such tasks (see docs/policies.md).
 
 #![deny(missing_docs)]
 
@@ -82,7 +89,7 @@ impl fmt::Display for Mix {
 }
 
 /// A workload: `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`,
-/// `seed=` on the command line.
+/// `seed=`, `app_pages=` on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workload {
     /// Number of files (`files=`).
@@ -103,7 +110,15 @@ pub struct Workload {
     pub seed: u64,
     /// Milliseconds between samples of the time series (`sample_ms=`).
     pub sample_ms: u32,
+    /// Pages of application memory each worker faults in before each
+    /// operation and frees after it (`app_pages=`; 0, the default: none,
+    /// the workload allocates nothing on its operation paths).
+    pub app_pages: u32,
 }
+
+/// The largest `app_pages=`: 4 MiB of application memory per operation
+/// and worker.
+pub const APP_PAGES_MAX: u32 = 1024;
 
 impl Default for Workload {
     fn default() -> Self {
@@ -117,6 +132,7 @@ impl Default for Workload {
             ops: 12_000,
             seed: 42,
             sample_ms: 100,
+            app_pages: 0,
         }
     }
 }

@@ -5,9 +5,10 @@ use crate::fs::format::FileType;
 use crate::fs::policy::Policy;
 use crate::fs::{BlockDevice, Fs, FsError, InodeRef, MkfsOptions};
 use crate::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB};
-use crate::mm::gfp::{GFP_KERNEL, Gfp};
+use crate::mm::gfp::{AllocError, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, Gfp};
 use crate::mm::global_alloc::{try_arc_or_return, try_format, try_to_vec};
 use crate::mm::oom_kill::OomCharge;
+use crate::mm::page_alloc::{PAGE_SIZE, PhysAddr, alloc_pages, free_pages, page_address};
 use crate::mm::slab::kmalloc::KVec;
 use crate::sync::Mutex;
 use crate::task::{self, JoinError};
@@ -134,6 +135,11 @@ pub struct RunCounters {
     pub workers_failed: AtomicU64,
     /// Workers the OOM killer chose: each stopped and exited.
     pub workers_oom_killed: AtomicU64,
+    /// Operations that did not run because the application's memory
+    /// (`app_pages=`) could not be faulted in (also in `errors`).
+    pub app_fault_failures: AtomicU64,
+    /// Pages of application memory faulted in (`app_pages=`).
+    pub app_pages_faulted: AtomicU64,
 }
 
 /// One sample of the time series (`sample_ms=` apart): the free-memory
@@ -186,6 +192,12 @@ pub struct RunResult {
     /// Worker tasks the OOM killer killed (they exited, leaving their
     /// remaining operations undone).
     pub workers_oom_killed: u64,
+    /// Pages of application memory the workers faulted in (`app_pages=`
+    /// per operation).
+    pub app_pages_faulted: u64,
+    /// Operations that did not run because their application memory could
+    /// not be faulted in (counted in `errors` too).
+    pub app_fault_failures: u64,
     /// Wall time of the run, in nanoseconds.
     pub elapsed_ns: u64,
     /// Operations that failed (short writes included).
@@ -294,6 +306,9 @@ fn dir_of(w: &Workload, id: u32) -> u32 {
 /// Why an operation failed.
 enum OpError {
     Fs(FsError),
+    /// The application's memory for the operation could not be faulted in
+    /// (the operation did not run).
+    AppMemory(AllocError),
     /// The write stopped after `written` of `wanted` bytes.
     ShortWrite {
         written: u32,
@@ -311,6 +326,7 @@ impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpError::Fs(e) => write!(f, "{e}"),
+            OpError::AppMemory(e) => write!(f, "application memory: {e}"),
             OpError::ShortWrite { written, wanted } => {
                 write!(f, "short write: {written} of {wanted} bytes")
             }
@@ -505,9 +521,69 @@ fn content_buffer(w: &Workload) -> Result<KVec<u8>, FsError> {
     Ok(buf)
 }
 
+/// The application's own memory for one operation (`app_pages=`): pages
+/// faulted in as an anonymous page fault allocates them
+/// (`GFP_HIGHUSER_MOVABLE`, zeroed, then written), charged to the worker for
+/// the OOM killer as they come, and freed when this is dropped, after the
+/// operation. Faulted in while the worker holds no filesystem lock, so the
+/// allocations' direct reclaim has the full GFP_HIGHUSER_MOVABLE context
+/// (__GFP_FS included) whatever the era's filesystem GFP.
+struct AppMemory<'a> {
+    pages: &'a mut KVec<PhysAddr>,
+    charge: OomCharge,
+}
+
+impl<'a> AppMemory<'a> {
+    /// Faults in `n` pages into `pages` (room for `n` reserved up front).
+    /// Stops with the allocation's error, or when the worker was killed.
+    fn fault_in(pages: &'a mut KVec<PhysAddr>, n: u32) -> Result<Self, AllocError> {
+        let mut mem = AppMemory {
+            pages,
+            charge: OomCharge::new(0),
+        };
+        for i in 0..n {
+            if task::fatal_signal_pending() {
+                // do_user_addr_fault: a killed task's fault returns at once.
+                return Err(AllocError {
+                    gfp: GFP_HIGHUSER_MOVABLE,
+                    order: 0,
+                });
+            }
+            let pa = alloc_pages(GFP_HIGHUSER_MOVABLE | Gfp::__GFP_ZERO, 0)?;
+            // SAFETY: the page was just allocated for us and is direct
+            // mapped; an aligned word inside it is written.
+            unsafe { (page_address(pa) as *mut u64).write(0x00a9_9a9e ^ i as u64) };
+            if let Err((pa, e)) = mem.pages.push(pa, GFP_KERNEL) {
+                free_pages(pa, 0);
+                return Err(e);
+            }
+            mem.charge.add(PAGE_SIZE as u64);
+        }
+        Ok(mem)
+    }
+}
+
+impl Drop for AppMemory<'_> {
+    fn drop(&mut self) {
+        while let Some(pa) = self.pages.pop() {
+            free_pages(pa, 0);
+        }
+    }
+}
+
 fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
     let mut rng = Rng::new(sh.w.seed ^ 0x5eed ^ (index as u64) << 32);
     let Ok(mut buf) = retry_nomem(|| content_buffer(&sh.w)) else {
+        sh.counters.errors.fetch_add(1, Ordering::Relaxed);
+        sh.counters.workers_failed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    // Room for the addresses of the application's pages, so that faulting
+    // them in allocates nothing but the pages.
+    let Ok(mut app_pages) = retry_nomem(|| {
+        KVec::<PhysAddr>::with_capacity(sh.w.app_pages as usize, GFP_KERNEL)
+            .map_err(|_| FsError::NoMemory)
+    }) else {
         sh.counters.errors.fetch_add(1, Ordering::Relaxed);
         sh.counters.workers_failed.fetch_add(1, Ordering::Relaxed);
         return;
@@ -531,6 +607,25 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
         let roll = rng.below(100) as u8;
         let c = &sh.counters;
         let injected_before = injected_total();
+        // The program's buffers for this operation, freed after it.
+        let app = match AppMemory::fault_in(&mut app_pages, sh.w.app_pages) {
+            Ok(app) => {
+                c.app_pages_faulted
+                    .fetch_add(sh.w.app_pages as u64, Ordering::Relaxed);
+                app
+            }
+            Err(e) => {
+                c.ops.fetch_add(1, Ordering::Relaxed);
+                c.app_fault_failures.fetch_add(1, Ordering::Relaxed);
+                count_failure(
+                    c,
+                    &OpError::AppMemory(e),
+                    injected_before,
+                    task::current().name(),
+                );
+                continue;
+            }
+        };
         let result: Result<(), OpError> = if roll < m.read {
             c.reads.fetch_add(1, Ordering::Relaxed);
             match claim(&sh, &mut rng, true) {
@@ -590,6 +685,7 @@ fn worker(sh: Arc<Shared>, index: u32, ops: u64) {
                 None => Ok(()),
             }
         };
+        drop(app);
         c.ops.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = result {
             count_failure(c, &e, injected_before, task::current().name());
@@ -781,6 +877,8 @@ pub fn run(
     let injected_errors = sh.counters.injected_errors.load(Ordering::Relaxed);
     let workers_failed = sh.counters.workers_failed.load(Ordering::Relaxed);
     let workers_oom_killed = sh.counters.workers_oom_killed.load(Ordering::Relaxed);
+    let app_pages_faulted = sh.counters.app_pages_faulted.load(Ordering::Relaxed);
+    let app_fault_failures = sh.counters.app_fault_failures.load(Ordering::Relaxed);
     let fs_stats = fs.stats();
     let slabs = crate::mm::slab::try_slabinfo().unwrap_or_default();
     let shrinkers = crate::mm::shrinker::try_shrinkers().unwrap_or_default();
@@ -897,6 +995,8 @@ pub fn run(
         ops_requested: w.ops,
         workers_failed,
         workers_oom_killed,
+        app_pages_faulted,
+        app_fault_failures,
         elapsed_ns,
         errors,
         short_writes,
