@@ -483,10 +483,11 @@ impl CpuSheaves {
     }
 
     /// [`CpuSheaves::try_acquire`] for the fast paths, which found their
-    /// CPU number inline ([`crate::platform::cpu_id_inline`]): in hosted
-    /// builds a number cached for the thread means the platform runs every
-    /// thread as a CPU of its own (`cpus_are_threads`), so the plain flag
-    /// is taken without testing that again.
+    /// CPU number inline ([`crate::platform::cpu_id_inline`]). It still
+    /// tests `cpus_are_threads` (one relaxed load): a number cached for the
+    /// thread says every thread is a CPU of its own, but the plain flag
+    /// also needs the platform's `membarrier` for remote drains, without
+    /// which the flag stays an exchange.
     #[inline(always)]
     fn try_acquire_inline_cpu(&self) -> bool {
         self.try_acquire()
