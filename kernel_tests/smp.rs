@@ -81,6 +81,13 @@ fn every_cpu_comes_online() -> TestResult {
         CPUS,
         "qemu_cpus!(4) asks for 4 CPUs (a -smp in KRECLAIM_QEMU_ARGS overrides it)"
     );
+    // Already at the first case: start_kernel waits for every AP to enter
+    // its scheduler before the main function runs (as Linux's smp_init).
+    kassert_eq!(
+        task::online_cpus(),
+        CPUS,
+        "CPUs running their scheduler when the main function starts"
+    );
     let mut apic_ids = Vec::new();
     for n in 0..CPUS {
         let c = smp::cpu(n).unwrap();
