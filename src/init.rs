@@ -65,7 +65,8 @@ unsafe extern "Rust" {
 }
 
 /// Brings the subsystems up in order — page allocator, slab and kmalloc,
-/// OOM reporters, tasks (waiting for every CPU to schedule), kswapd — then runs the kernel's main function.
+/// OOM reporters, tasks (waiting for every CPU to schedule), kswapd — then
+/// runs the kernel's main function.
 /// Called once by the architecture with the platform installed (the page
 /// allocator takes its memory from
 /// [`Platform::usable_memory`](crate::platform::Platform::usable_memory)) and
