@@ -841,8 +841,8 @@ fn page_owner_follows_blocks() -> TestResult {
 fn kernel_stacks_come_from_the_page_allocator() -> TestResult {
     // Exact page counts: every block passes through the per-CPU lists.
     let _pcp = page_alloc::zone_pcp_disable();
+    // `join` returns once the task's stack is freed, on any CPU.
     task::spawn("warm", || {}).unwrap().join().unwrap();
-    task::yield_now();
     let free0 = nr_free_pages();
     let seen = Arc::new(spin::Mutex::new(None));
     let s = seen.clone();
@@ -859,7 +859,6 @@ fn kernel_stacks_come_from_the_page_allocator() -> TestResult {
     for _ in 0..50 {
         task::spawn("short", || {}).unwrap().join().unwrap();
     }
-    task::yield_now();
     let seen = *seen.lock();
     let stack_pages = (task::STACK_SIZE / PAGE_SIZE) as u64;
     kassert_eq!(

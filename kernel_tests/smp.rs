@@ -66,6 +66,7 @@ kreclaim::kernel_tests!(
     prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one,
     a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
     idle_cpus_do_not_steal_a_task_still_switching_out,
+    join_returns_only_after_the_tasks_cpu_freed_its_stack,
     a_freed_stack_slot_waits_for_every_cpus_tlb_flush,
     page_allocator_torture_on_every_cpu,
     remote_drains_and_the_owners_fast_path_never_share_a_pcp_list,
@@ -80,6 +81,13 @@ fn every_cpu_comes_online() -> TestResult {
         kreclaim::platform::nr_cpus(),
         CPUS,
         "qemu_cpus!(4) asks for 4 CPUs (a -smp in KRECLAIM_QEMU_ARGS overrides it)"
+    );
+    // Already at the first case: start_kernel waits for every AP to enter
+    // its scheduler before the main function runs (as Linux's smp_init).
+    kassert_eq!(
+        task::online_cpus(),
+        CPUS,
+        "CPUs running their scheduler when the main function starts"
     );
     let mut apic_ids = Vec::new();
     for n in 0..CPUS {
@@ -1270,6 +1278,87 @@ fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResul
         ),
         o => kassert!(false, "the switch window was never seen (outcome {o})"),
     }
+    Ok(())
+}
+
+/// The task whose last switch-out the join test holds (its `Task` address).
+static EXIT_TASK: AtomicUsize = AtomicUsize::new(0);
+static EXIT_ARMED: AtomicBool = AtomicBool::new(false);
+static EXIT_GO: AtomicBool = AtomicBool::new(false);
+/// Set by the joiner once `join` returned.
+static EXIT_JOINED: AtomicBool = AtomicBool::new(false);
+/// Set by the hook once it held the dead task's switch.
+static EXIT_HELD: AtomicBool = AtomicBool::new(false);
+/// The physical address of the task's stack, as the task saw it.
+static EXIT_STACK_PA: AtomicU64 = AtomicU64::new(0);
+
+/// `schedule`'s switch hook for the join test: when the watched task
+/// switches out dead (its stack not freed yet), holds the switch until the
+/// joiner on CPU 0 says `join` returned, or for a second (with `join`
+/// waiting for the reaping, it cannot return meanwhile).
+fn hold_a_dead_tasks_last_switch(prev: &task::Task) {
+    if prev as *const task::Task as usize != EXIT_TASK.load(Ordering::SeqCst)
+        || prev.state() != TaskState::Dead
+        || !EXIT_ARMED.swap(false, Ordering::SeqCst)
+    {
+        return;
+    }
+    let t0 = kreclaim::time::now_ns();
+    while !EXIT_JOINED.load(Ordering::SeqCst) && kreclaim::time::now_ns() - t0 < 1_000_000_000 {
+        core::hint::spin_loop();
+    }
+    EXIT_HELD.store(true, Ordering::SeqCst);
+}
+
+/// A task on CPU 1 ends while CPU 0 joins it; CPU 1 is held in the task's
+/// last switch, before the stack is freed. `join` returns only after that:
+/// the stack's page is no longer a stack when the joiner looks.
+fn join_returns_only_after_the_tasks_cpu_freed_its_stack() -> TestResult {
+    use kreclaim::mm::page_alloc::{PageOwner, page_owner};
+    EXIT_ARMED.store(false, Ordering::SeqCst);
+    EXIT_GO.store(false, Ordering::SeqCst);
+    EXIT_JOINED.store(false, Ordering::SeqCst);
+    EXIT_HELD.store(false, Ordering::SeqCst);
+    EXIT_STACK_PA.store(0, Ordering::SeqCst);
+    let h = task::spawn_on(1, "exit-probe", || {
+        let local = 0u8;
+        let va = core::hint::black_box(&local) as *const u8 as u64;
+        if let Some((pa, _)) = paging::translate(va) {
+            EXIT_STACK_PA.store(pa, Ordering::SeqCst);
+        }
+        while !EXIT_GO.load(Ordering::SeqCst) {
+            task::yield_now();
+        }
+    })
+    .or_fail("spawn_on CPU 1")?;
+    EXIT_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
+    EXIT_ARMED.store(true, Ordering::SeqCst);
+    task::set_switch_hook(Some(hold_a_dead_tasks_last_switch));
+    wait_for("the task to find its stack", || {
+        EXIT_STACK_PA.load(Ordering::SeqCst) != 0
+    })?;
+    let pa = PhysAddr::new(EXIT_STACK_PA.load(Ordering::SeqCst));
+    let owner_running = page_owner(pa);
+    EXIT_GO.store(true, Ordering::SeqCst);
+    let r = h.join_timeout(Duration::from_secs(60));
+    let owner_joined = page_owner(pa);
+    EXIT_JOINED.store(true, Ordering::SeqCst);
+    let held = wait_for("the hook to hold the task's last switch", || {
+        EXIT_HELD.load(Ordering::SeqCst)
+    });
+    task::set_switch_hook(None);
+    EXIT_ARMED.store(false, Ordering::SeqCst);
+    kassert!(r.is_ok(), "the task did not finish: {r:?}");
+    held?;
+    kassert_eq!(
+        owner_running,
+        Some(PageOwner::Stack),
+        "the task's stack page"
+    );
+    kassert!(
+        owner_joined != Some(PageOwner::Stack),
+        "join returned while CPU 1 still held the task's stack ({owner_joined:?})"
+    );
     Ok(())
 }
 

@@ -65,7 +65,8 @@ unsafe extern "Rust" {
 }
 
 /// Brings the subsystems up in order — page allocator, slab and kmalloc,
-/// OOM reporters, tasks, kswapd — then runs the kernel's main function.
+/// OOM reporters, tasks (waiting for every CPU to schedule), kswapd — then
+/// runs the kernel's main function.
 /// Called once by the architecture with the platform installed (the page
 /// allocator takes its memory from
 /// [`Platform::usable_memory`](crate::platform::Platform::usable_memory)) and
@@ -97,6 +98,7 @@ pub fn start_kernel(boot: &'static BootInfo, params: &EarlyParams, arch: &ArchHo
         let _ = page_alloc::register_oom_reporter(shrinker::show_shrinkers);
     }
     crate::task::init(crate::task::SchedMode::Preemptive);
+    wait_for_cpus_to_schedule();
     if page_alloc::is_ready()
         && let Err(e) = vmscan::kswapd_run()
     {
@@ -104,6 +106,29 @@ pub fn start_kernel(boot: &'static BootInfo, params: &EarlyParams, arch: &ArchHo
     }
     // SAFETY: defined by the binary through entry_point!.
     unsafe { kreclaim_kernel_main(boot) }
+}
+
+/// Waits until every CPU the platform brought up runs its scheduler (has
+/// entered [`task::run_idle`](crate::task::run_idle)), as Linux's
+/// `smp_init` returns only with every CPU online. An AP enters at its next
+/// interrupt after [`task::init`](crate::task::init); without this wait it
+/// did so while the main function (a test case) already ran, taking no
+/// tasks until then and allocating its run queue's room in the middle of
+/// whatever was being measured. Bounded (10 s): a CPU that never enters is
+/// reported and the kernel goes on without it.
+fn wait_for_cpus_to_schedule() {
+    let want = crate::platform::nr_cpus().min(crate::platform::NR_CPUS);
+    let t0 = crate::time::now_ns();
+    while crate::task::online_cpus() < want {
+        if crate::time::now_ns().saturating_sub(t0) > 10_000_000_000 {
+            crate::println!(
+                "kreclaim: only {} of {want} CPUs entered the scheduler",
+                crate::task::online_cpus()
+            );
+            return;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Refuses a `min_free_kbytes=` whose high watermark would reach the

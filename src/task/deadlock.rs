@@ -471,13 +471,22 @@ pub(crate) fn idle_check() {
     }
     let mut live = 0;
     let mut blocked = 0;
+    // A dead task still in the table is being reaped on its CPU, which
+    // then wakes its joiners: progress, not a deadlock.
+    let mut reaping = false;
     super::for_each_task(|t| {
-        if !t.is_idle() && !t.is_deadlocked() && t.state() != TaskState::Dead {
-            live += 1;
-            blocked += (t.state() == TaskState::Blocked) as usize;
+        if t.is_idle() || t.is_deadlocked() {
+            return;
+        }
+        match t.state() {
+            TaskState::Dead => reaping = true,
+            s => {
+                live += 1;
+                blocked += (s == TaskState::Blocked) as usize;
+            }
         }
     });
-    if live == 0 || blocked != live {
+    if live == 0 || blocked != live || reaping {
         ALL_BLOCKED_STREAK.store(0, Ordering::Relaxed);
         return;
     }

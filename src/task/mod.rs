@@ -993,7 +993,8 @@ impl JoinHandle {
         &self.task
     }
 
-    /// Waits for the task to finish.
+    /// Waits for the task to finish: its function returned and its CPU
+    /// reaped it (stack freed, out of the task table), wherever it ran.
     pub fn join(self) -> Result<(), JoinError> {
         self.task.exited.wait();
         if self.task.state() == TaskState::Dead {
@@ -1003,7 +1004,7 @@ impl JoinHandle {
         }
     }
 
-    /// Waits at most `timeout` for the task to finish.
+    /// Waits at most `timeout` for the task to finish (as [`Self::join`]).
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinError> {
         if !self.task.exited.wait_timeout(timeout) {
             return Err(JoinError::TimedOut);
@@ -1017,9 +1018,9 @@ impl JoinHandle {
         }
     }
 
-    /// Whether the task has exited.
+    /// Whether the task has exited and was reaped (`join` would return at once).
     pub fn is_finished(&self) -> bool {
-        self.task.state() == TaskState::Dead
+        self.task.state() == TaskState::Dead && self.task.exited.is_done()
     }
 }
 
@@ -1184,7 +1185,7 @@ pub fn exit_current() -> ! {
     crate::sync::lockdep::task_exit_check(t);
     let _irq = platform::IrqGuard::new();
     t.set_state(TaskState::Dead);
-    t.exited.complete_all();
+    // Joiners are woken once the task is reaped (`finish_task_switch`).
     schedule();
     unreachable!("a dead task was scheduled again");
 }
@@ -1379,7 +1380,8 @@ fn pick_next(
 }
 
 /// Runs on the new task after every switch: lets other CPUs take the
-/// previous task (its context is saved) and frees a dead predecessor's stack.
+/// previous task (its context is saved), frees a dead predecessor's stack
+/// and then wakes its joiners.
 fn finish_task_switch(irq: &IrqGuard) {
     let cpu = this_cpu(irq);
     let prev = cpu.prev.swap(core::ptr::null_mut(), Ordering::Relaxed);
@@ -1392,8 +1394,12 @@ fn finish_task_switch(irq: &IrqGuard) {
         if let Some(stack) = t.stack.lock().take() {
             platform::get().unwrap().free_kernel_stack(stack);
         }
-        let mut tasks = TASKS.lock();
-        tasks.retain(|x| !Arc::ptr_eq(x, &t));
+        TASKS.lock().retain(|x| !Arc::ptr_eq(x, &t));
+        // Only now may `join` return: the task is off its CPU, its stack
+        // is back in the page allocator and it left the task table, on one
+        // CPU or several alike (woken before the switch, a joiner on another
+        // CPU went on while this CPU still held the stack).
+        t.exited.complete_all();
     }
 }
 
