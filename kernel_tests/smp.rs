@@ -143,7 +143,7 @@ fn ap_stacks_have_guard_pages() -> TestResult {
         "the boot CPU has static stacks"
     );
     for n in 1..CPUS {
-        let all = smp::ap_stacks(n).unwrap();
+        let all = smp::ap_stacks(n).or_fail("an online AP's stacks")?;
         for (i, &(guard, bottom, top)) in all.iter().enumerate() {
             kassert_eq!(guard + 4096, bottom);
             kassert!(
