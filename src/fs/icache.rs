@@ -86,6 +86,7 @@ use super::state::Fs;
 pub use super::state::{RaceHook, RacePoint};
 use crate::mm::gfp::Gfp;
 use crate::mm::list_lru::LruStatus;
+use crate::mm::memstall::{StallPart, StallTimer};
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::sync::{RwSemReadGuard, RwSemWriteGuard};
 use alloc::sync::{Arc, Weak};
@@ -510,7 +511,10 @@ impl Fs {
             let mut waits = 0;
             while guard.is_some() && ip.flags() & I_FLUSHING != 0 && waits < 100 {
                 drop(guard.take());
-                crate::task::sleep(core::time::Duration::from_millis(1));
+                {
+                    let _stall = StallTimer::start(StallPart::Lock);
+                    crate::task::sleep(core::time::Duration::from_millis(1));
+                }
                 waits += 1;
                 guard = self.reclaim_ilock(ip);
             }
@@ -522,6 +526,7 @@ impl Fs {
                     .fetch_add(1, Ordering::Relaxed);
                 let done = ip.flush_done_ns.load(Ordering::Acquire);
                 self.account_reclaim_io_wait(crate::time::now_ns(), done);
+                let _stall = StallTimer::start(StallPart::Io);
                 self.device().wait_completion(done);
             }
         }
@@ -568,6 +573,7 @@ impl Fs {
                         crate::time::now_ns(),
                         ip.flush_done_ns.load(Ordering::Acquire),
                     );
+                    let _stall = StallTimer::start(StallPart::Io);
                     let _ = self.device().flush();
                 }
             }
@@ -593,7 +599,10 @@ impl Fs {
             // Waits out anyone who found the inode without a reference
             // before it left the index; blocking, so lockdep records
             // fs_reclaim -> xfs_ilock.
-            drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
+            {
+                let _stall = StallTimer::start(StallPart::Lock);
+                drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
+            }
             self.stats
                 .reclaim_final_locks
                 .fetch_add(1, Ordering::Relaxed);
@@ -608,6 +617,9 @@ impl Fs {
     /// last commit and sleeps until that checkpoint's write completes.
     fn iunpin_wait(&self, ip: &XfsInode) {
         let seq = ip.pin_seq.load(Ordering::Acquire);
+        // The whole force counts as waiting for the log (its push lock
+        // included).
+        let _stall = StallTimer::start(StallPart::Io);
         if let Some((issued, done)) = self.log.force_seq(self.device(), seq) {
             self.stats
                 .reclaim_log_forces
@@ -641,7 +653,10 @@ impl Fs {
     fn reclaim_ilock<'a>(&self, ip: &'a XfsInode) -> Option<RwSemWriteGuard<'a, InodeCore>> {
         match self.policy.reclaim_ilock {
             IlockMode::Trylock => ip.ilock.try_write(),
-            IlockMode::Blocking => Some(ip.ilock.down_write_nested(self.reclaim_ilock_subclass())),
+            IlockMode::Blocking => {
+                let _stall = StallTimer::start(StallPart::Lock);
+                Some(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()))
+            }
         }
     }
 
