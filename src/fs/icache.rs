@@ -526,7 +526,6 @@ impl Fs {
                     .fetch_add(1, Ordering::Relaxed);
                 let done = ip.flush_done_ns.load(Ordering::Acquire);
                 self.account_reclaim_io_wait(crate::time::now_ns(), done);
-                let _stall = StallTimer::start(StallPart::Io);
                 self.device().wait_completion(done);
             }
         }
@@ -573,7 +572,6 @@ impl Fs {
                         crate::time::now_ns(),
                         ip.flush_done_ns.load(Ordering::Acquire),
                     );
-                    let _stall = StallTimer::start(StallPart::Io);
                     let _ = self.device().flush();
                 }
             }
@@ -617,9 +615,6 @@ impl Fs {
     /// last commit and sleeps until that checkpoint's write completes.
     fn iunpin_wait(&self, ip: &XfsInode) {
         let seq = ip.pin_seq.load(Ordering::Acquire);
-        // The whole force counts as waiting for the log (its push lock
-        // included).
-        let _stall = StallTimer::start(StallPart::Io);
         if let Some((issued, done)) = self.log.force_seq(self.device(), seq) {
             self.stats
                 .reclaim_log_forces

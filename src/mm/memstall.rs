@@ -28,11 +28,15 @@ pub enum StallPart {
     /// `reclaim_throttle(VMSCAN_THROTTLE_NOPROGRESS)`).
     NoProgress,
     /// Sleeping on a lock inside a shrinker: the inode shrinker's blocking
-    /// ILOCK calls and its wait for a running cluster flush (`xfs_iflock`).
+    /// ILOCK calls (reclaim's, the cluster flush's, the final lock), its
+    /// wait for a running cluster flush (`xfs_iflock`'s sleep) and a turn at
+    /// the log's push lock. Bracketed around the blocking call, so an
+    /// uncontended lock adds its few nanoseconds too.
     Lock,
-    /// Waiting for the log or the device: log forces (`xfs_iunpin_wait`),
-    /// a cluster write in flight (the flush lock held until the IO ends),
-    /// `SYNC_WAIT` writeback and its cache flush.
+    /// Waiting for the device (the disk model's `wait_until`): the log
+    /// writes of forces (`xfs_iunpin_wait`), a cluster write in flight (the
+    /// flush lock is held until its IO ends), `SYNC_WAIT` writeback and its
+    /// flush, buffer reads, a full request queue.
     Io,
 }
 
@@ -67,8 +71,15 @@ fn current_key() -> u32 {
     crate::task::current().id().wrapping_add(1).max(1)
 }
 
+/// Slots in use: lets the waits of a system that is not reclaiming skip
+/// the table.
+static ACTIVE: AtomicU32 = AtomicU32::new(0);
+
 /// The current task's memstall slot, if it is in one.
 fn current_slot() -> Option<usize> {
+    if ACTIVE.load(Ordering::Acquire) == 0 {
+        return None;
+    }
     let key = current_key();
     IN_MEMSTALL
         .iter()
@@ -88,8 +99,13 @@ impl MemstallGuard {
         let slot = IN_MEMSTALL
             .iter()
             .position(|s| s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed).is_ok());
-        if slot.is_none() {
-            UNTRACKED.fetch_add(1, Ordering::Relaxed);
+        match slot {
+            Some(_) => {
+                ACTIVE.fetch_add(1, Ordering::AcqRel);
+            }
+            None => {
+                UNTRACKED.fetch_add(1, Ordering::Relaxed);
+            }
         }
         MemstallGuard { slot }
     }
@@ -108,6 +124,7 @@ impl Drop for MemstallGuard {
                 total.fetch_add(acc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
             }
             IN_MEMSTALL[i].store(0, Ordering::Release);
+            ACTIVE.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
