@@ -777,7 +777,14 @@ fn reclaim_final_lock_knob_takes_the_lock_after_unindexing() -> TestResult {
         let fs = ok!(fresh(p));
         create_and_shrink(&fs, 20)?;
         ok!(fs.sync());
-        fs.shrink_inode_cache(GFP_KERNEL, 0);
+        let (b, p0) = (fs.stats(), memstall::snapshot());
+        {
+            // In a memstall, as direct reclaim: the blocking final lock is
+            // the only lock call of today's reclaim, a stall part.
+            let _stall = memstall::MemstallGuard::enter();
+            fs.shrink_inode_cache(GFP_KERNEL, 0);
+        }
+        let parts = memstall::snapshot().since(&p0);
         let s = fs.stats();
         kassert!(s.inodes_reclaimed > 0, "{knob}: nothing reclaimed: {s:?}");
         kassert_eq!(
@@ -785,6 +792,22 @@ fn reclaim_final_lock_knob_takes_the_lock_after_unindexing() -> TestResult {
             want,
             "reclaim_final_lock={knob}: {s:?}"
         );
+        kassert_eq!(
+            parts.lock_ns > 0,
+            want && s.reclaim_final_locks > b.reclaim_final_locks,
+            "reclaim_final_lock={knob}: {parts:?}"
+        );
+        kassert_eq!(
+            (parts.pfmemalloc_ns, parts.noprogress_ns, parts.io_ns),
+            (0, 0, 0),
+            "{parts:?}"
+        );
+        if want {
+            kassert!(
+                s.reclaim_final_locks > b.reclaim_final_locks,
+                "the shrink took no final lock: {s:?}"
+            );
+        }
         if want {
             kassert_eq!(s.reclaim_final_locks, s.inodes_reclaimed);
         }
