@@ -853,7 +853,10 @@ fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
         "kswapd did not reclaim: {v1}"
     );
     // The wait on pfmemalloc_wait is a part of the user's stall time.
-    kassert!(parts.pfmemalloc_ns > 0, "no pfmemalloc_wait time: {parts:?}");
+    kassert!(
+        parts.pfmemalloc_ns > 0,
+        "no pfmemalloc_wait time: {parts:?}"
+    );
     check_stall_parts(&parts, stall_ns)?;
     Ok(())
 }

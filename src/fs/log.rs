@@ -146,7 +146,8 @@ impl Log {
         }
         // A turn at the push lock: direct reclaim's stall part "locks".
         let _push = {
-            let _stall = crate::mm::memstall::StallTimer::start(crate::mm::memstall::StallPart::Lock);
+            let _stall =
+                crate::mm::memstall::StallTimer::start(crate::mm::memstall::StallPart::Lock);
             self.push.lock()
         };
         let bytes = {

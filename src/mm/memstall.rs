@@ -65,7 +65,8 @@ static IN_MEMSTALL: [AtomicU32; SLOTS] = [const { AtomicU32::new(0) }; SLOTS];
 /// The parts of each slot's current memstall, added to [`PART_NS`] when
 /// it ends: so a pass's parts are counted together with its stall time and
 /// never exceed it.
-static SLOT_NS: [[AtomicU64; PARTS]; SLOTS] = [const { [const { AtomicU64::new(0) }; PARTS] }; SLOTS];
+static SLOT_NS: [[AtomicU64; PARTS]; SLOTS] =
+    [const { [const { AtomicU64::new(0) }; PARTS] }; SLOTS];
 
 fn current_key() -> u32 {
     crate::task::current().id().wrapping_add(1).max(1)
@@ -96,9 +97,10 @@ impl MemstallGuard {
     /// Marks the current task as stalled on memory.
     pub fn enter() -> Self {
         let key = current_key();
-        let slot = IN_MEMSTALL
-            .iter()
-            .position(|s| s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+        let slot = IN_MEMSTALL.iter().position(|s| {
+            s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
         match slot {
             Some(_) => {
                 ACTIVE.fetch_add(1, Ordering::AcqRel);
