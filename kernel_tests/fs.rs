@@ -25,6 +25,7 @@ use kreclaim::harness::{TestResult, wait_for};
 use kreclaim::mm::fault_inject::{FAIL_PAGE_ALLOC, FAILSLAB, FaultAttr};
 use kreclaim::mm::gfp::{GFP_HIGHUSER_MOVABLE, GFP_KERNEL};
 use kreclaim::mm::global_alloc::{try_arc, try_box, try_format};
+use kreclaim::mm::memstall;
 use kreclaim::mm::scope::MemallocScope;
 use kreclaim::sync::lockdep;
 use kreclaim::task::{self, JoinError};
@@ -642,10 +643,12 @@ fn pinned_reclaimable(fs: &Fs, n: u32) -> TestResult {
 }
 
 /// Runs `f` as direct reclaim does (PF_MEMALLOC: its waits count as
-/// direct reclaim's) on the 100 ms device.
+/// direct reclaim's; a memstall: they count as stall parts) on the 100 ms
+/// device.
 fn as_direct_reclaim<T>(f: impl FnOnce() -> T) -> T {
     dev().set_model(LOG_LAT);
     let r = {
+        let _stall = memstall::MemstallGuard::enter();
         let _memalloc = MemallocScope::noreclaim();
         f()
     };
@@ -714,6 +717,7 @@ fn eras_before_5_9_make_direct_reclaim_wait_for_the_log() -> TestResult {
         let fs = ok!(fresh(era));
         pinned_reclaimable(&fs, 8)?;
         let b = fs.stats();
+        let p0 = memstall::snapshot();
         let s1 = as_direct_reclaim(|| {
             fs.shrink_inode_cache(era.gfp_under_ilock, 0);
             fs.stats()
@@ -722,8 +726,12 @@ fn eras_before_5_9_make_direct_reclaim_wait_for_the_log() -> TestResult {
         // __GFP_FS in every era, so the old eras' reclaim waits for it.
         as_direct_reclaim(|| fs.shrink_inode_cache(GFP_HIGHUSER_MOVABLE, 0));
         let s = fs.stats();
+        let parts = memstall::snapshot().since(&p0);
         let w = s.direct_reclaim_io_wait_ns - b.direct_reclaim_io_wait_ns;
         let forces = s.direct_reclaim_log_forces - b.direct_reclaim_log_forces;
+        // The stall part is measured where reclaim waits: time only where
+        // the disk model says reclaim waited for the device.
+        kassert_eq!(parts.io_ns > 0, w > 0, "{era}: {parts:?}, modelled {w} ns");
         kreclaim::println!(
             "{era}: direct reclaim waited {} ms of device time, {forces} log forces, {} writebacks, {} requeued pinned",
             w / 1_000_000,
@@ -769,7 +777,14 @@ fn reclaim_final_lock_knob_takes_the_lock_after_unindexing() -> TestResult {
         let fs = ok!(fresh(p));
         create_and_shrink(&fs, 20)?;
         ok!(fs.sync());
-        fs.shrink_inode_cache(GFP_KERNEL, 0);
+        let (b, p0) = (fs.stats(), memstall::snapshot());
+        {
+            // In a memstall, as direct reclaim: the blocking final lock is
+            // the only lock call of today's reclaim, a stall part.
+            let _stall = memstall::MemstallGuard::enter();
+            fs.shrink_inode_cache(GFP_KERNEL, 0);
+        }
+        let parts = memstall::snapshot().since(&p0);
         let s = fs.stats();
         kassert!(s.inodes_reclaimed > 0, "{knob}: nothing reclaimed: {s:?}");
         kassert_eq!(
@@ -777,6 +792,22 @@ fn reclaim_final_lock_knob_takes_the_lock_after_unindexing() -> TestResult {
             want,
             "reclaim_final_lock={knob}: {s:?}"
         );
+        kassert_eq!(
+            parts.lock_ns > 0,
+            want && s.reclaim_final_locks > b.reclaim_final_locks,
+            "reclaim_final_lock={knob}: {parts:?}"
+        );
+        kassert_eq!(
+            (parts.pfmemalloc_ns, parts.noprogress_ns, parts.io_ns),
+            (0, 0, 0),
+            "{parts:?}"
+        );
+        if want {
+            kassert!(
+                s.reclaim_final_locks > b.reclaim_final_locks,
+                "the shrink took no final lock: {s:?}"
+            );
+        }
         if want {
             kassert_eq!(s.reclaim_final_locks, s.inodes_reclaimed);
         }

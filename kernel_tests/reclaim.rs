@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
 use kreclaim::harness::{OrFail, TestFailure, TestResult, wait_for};
 use kreclaim::mm::gfp::{GFP_KERNEL, GFP_NOWAIT, Gfp};
+use kreclaim::mm::memstall;
 use kreclaim::mm::oom_kill::{self, OomCharge, OomPolicy};
 use kreclaim::mm::page_alloc::{self, alloc_pages, free_pages, nr_free_pages, watermarks};
 use kreclaim::mm::scope::MemallocScope;
@@ -256,6 +257,18 @@ fn register(pool: &Arc<Pool>, name: &str) -> Result<ShrinkerRegistration, TestFa
         .or_fail("register the shrinker")
 }
 
+/// The stall parts of a window in which every direct reclaim ended: all
+/// tracked, and together never more than the stall time.
+fn check_stall_parts(parts: &memstall::StallParts, stall_ns: u64) -> TestResult {
+    kassert_eq!(parts.untracked, 0, "{parts:?}");
+    kassert!(
+        parts.waits_ns() <= stall_ns,
+        "parts {} ns > stall {stall_ns} ns: {parts:?}",
+        parts.waits_ns()
+    );
+    Ok(())
+}
+
 /// Objects worth `times` x the managed memory.
 fn objects_for(times: u64) -> u64 {
     times * page_alloc::managed_pages() * 4096 / OBJ as u64
@@ -266,6 +279,7 @@ fn direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding() -> TestRes
     let reg = register(&pool, "direct_pool")?;
     let v0 = vmscan::stats().snapshot();
     let a0 = page_alloc::stats().snapshot();
+    let p0 = memstall::snapshot();
     let total = objects_for(2);
     for i in 0..total {
         if let Err(e) = pool.grow(GFP_KERNEL) {
@@ -274,6 +288,23 @@ fn direct_reclaim_shrinks_the_cache_and_allocations_keep_succeeding() -> TestRes
     }
     let v1 = vmscan::stats().snapshot();
     let a1 = page_alloc::stats().snapshot();
+    let parts = memstall::snapshot().since(&p0);
+    check_stall_parts(&parts, a1.stall_ns - a0.stall_ns)?;
+    // No throttle of a kind that did not happen has time, and there is no
+    // filesystem here: no lock or device waits either. The scan is the
+    // rest, all of the stall when nothing throttled.
+    if v1.direct_throttled == v0.direct_throttled {
+        kassert_eq!(parts.pfmemalloc_ns, 0, "{parts:?}");
+    }
+    if v1.noprogress_throttled == v0.noprogress_throttled {
+        kassert_eq!(parts.noprogress_ns, 0, "{parts:?}");
+    }
+    kassert_eq!((parts.lock_ns, parts.io_ns), (0, 0), "{parts:?}");
+    kassert!(
+        parts.rest_ns(a1.stall_ns - a0.stall_ns) > 0,
+        "no scan time in {} ns of stall: {parts:?}",
+        a1.stall_ns - a0.stall_ns
+    );
     kassert!(
         a1.alloc_stalls > a0.alloc_stalls,
         "no direct reclaim happened"
@@ -793,6 +824,8 @@ fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
         w.min
     );
     let v0 = vmscan::stats().snapshot();
+    let a0 = page_alloc::stats().snapshot();
+    let p0 = memstall::snapshot();
     let got = Arc::new(AtomicBool::new(false));
     let g = got.clone();
     let user = task::spawn("user", move || {
@@ -804,6 +837,8 @@ fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
     .map_err(|e| TestFailure::new(alloc::format!("spawn: {e:?}")))?;
     let joined = user.join();
     let v1 = vmscan::stats().snapshot();
+    let stall_ns = page_alloc::stats().snapshot().stall_ns - a0.stall_ns;
+    let parts = memstall::snapshot().since(&p0);
     drop(held);
     pool.free_all();
     drop(reg);
@@ -817,6 +852,12 @@ fn direct_reclaim_below_half_the_min_reserve_waits_for_kswapd() -> TestResult {
         v1.kswapd_pages > v0.kswapd_pages,
         "kswapd did not reclaim: {v1}"
     );
+    // The wait on pfmemalloc_wait is a part of the user's stall time.
+    kassert!(
+        parts.pfmemalloc_ns > 0,
+        "no pfmemalloc_wait time: {parts:?}"
+    );
+    check_stall_parts(&parts, stall_ns)?;
     Ok(())
 }
 
@@ -1114,8 +1155,12 @@ fn direct_reclaim_without_progress_throttles_and_efficient_reclaim_wakes() -> Te
     let (s2, p2) = (stop.clone(), passes.clone());
     // Not main: the shrinker gives it nothing, every pass is without
     // progress.
+    // Its passes are memstalls, as the allocator's are; main's are not:
+    // only the helper's throttle counts.
+    let p0 = memstall::snapshot();
     let helper = task::spawn("noprogress", move || {
         while !s2.load(Ordering::Acquire) {
+            let _stall = memstall::MemstallGuard::enter();
             let _ = direct_reclaim_pass();
             p2.fetch_add(1, Ordering::Relaxed);
         }
@@ -1143,5 +1188,7 @@ fn direct_reclaim_without_progress_throttles_and_efficient_reclaim_wakes() -> Te
     stash.drain();
     res?;
     kassert!(passes.load(Ordering::Relaxed) > 0);
+    let parts = memstall::snapshot().since(&p0);
+    kassert!(parts.noprogress_ns > 0, "no throttle time: {parts:?}");
     Ok(())
 }

@@ -372,11 +372,18 @@ pub fn single(r: &RunResult) {
         r.ops_phase.direct_reclaim_io_wait_ns / 1000
     );
     crate::println!("\n--- reclaim ---");
+    let parts = &r.stall_parts;
     crate::println!(
-        "direct reclaim: {} stalls, {} ms stalled, {} pages; kswapd: {} pages; allocation failures: {}; \
+        "direct reclaim: {} stalls, {} ms stalled (pfmemalloc_wait {} ms, no-progress throttle {} ms, \
+         locks {} ms, log/device {} ms, rest {} ms), {} pages; kswapd: {} pages; allocation failures: {}; \
          OOM-killed workers: {} (oom={})",
         r.alloc_stalls,
         ms(r.stall_ns),
+        ms(parts.pfmemalloc_ns),
+        ms(parts.noprogress_ns),
+        ms(parts.lock_ns),
+        ms(parts.io_ns),
+        ms(parts.rest_ns(r.stall_ns)),
         r.direct_pages,
         r.kswapd_pages,
         r.alloc_failures,
@@ -449,6 +456,12 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
         .field_u64("direct_reclaim_stalls", r.alloc_stalls)
         .field_u64("stall_ms", r.stall_ns / 1_000_000)
         .field_u64("stall_ns", r.stall_ns)
+        .field_u64("stall_pfmemalloc_ns", r.stall_parts.pfmemalloc_ns)
+        .field_u64("stall_noprogress_ns", r.stall_parts.noprogress_ns)
+        .field_u64("stall_lock_ns", r.stall_parts.lock_ns)
+        .field_u64("stall_io_ns", r.stall_parts.io_ns)
+        .field_u64("stall_rest_ns", r.stall_parts.rest_ns(r.stall_ns))
+        .field_u64("stall_untracked", r.stall_parts.untracked)
         .field_u64("direct_reclaim_pages", r.direct_pages)
         .field_u64("kswapd_pages", r.kswapd_pages)
         .field_u64("reclaim_writebacks", r.fs.reclaim_writebacks)

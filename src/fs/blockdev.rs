@@ -410,6 +410,10 @@ impl RamDisk {
         if t0 >= until {
             return;
         }
+        // Direct reclaim's stall part "log/device": every wait for the
+        // device inside a memstall (log forces, cluster writes in flight,
+        // SYNC_WAIT writeback and flushes, buffer reads, a full queue).
+        let _stall = crate::mm::memstall::StallTimer::start(crate::mm::memstall::StallPart::Io);
         loop {
             let now = crate::time::now_ns();
             if now >= until {

@@ -36,6 +36,7 @@ use super::policy::IlockMode;
 use super::state::Fs;
 use crate::mm::fs_reclaim::FsReclaimGuard;
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
+use crate::mm::memstall::{StallPart, StallTimer};
 use crate::mm::scope::MemallocScope;
 use crate::sync::RwSemReadGuard;
 use alloc::sync::Arc;
@@ -124,7 +125,10 @@ impl Fs {
                 IlockMode::Trylock => ip.ilock.try_read(),
                 // Subclass 0 on purpose: these may be referenced inodes, so
                 // lockdep must see them as the ILOCKs operations take.
-                IlockMode::Blocking => Some(ip.ilock.down_read()),
+                IlockMode::Blocking => {
+                    let _stall = StallTimer::start(StallPart::Lock);
+                    Some(ip.ilock.down_read())
+                }
             };
             if guards[i].is_none() {
                 ip.clear(I_FLUSHING);

@@ -86,6 +86,7 @@ use super::state::Fs;
 pub use super::state::{RaceHook, RacePoint};
 use crate::mm::gfp::Gfp;
 use crate::mm::list_lru::LruStatus;
+use crate::mm::memstall::{StallPart, StallTimer};
 use crate::mm::shrinker::{CountObjects, ScanObjects, ShrinkControl, Shrinker};
 use crate::sync::{RwSemReadGuard, RwSemWriteGuard};
 use alloc::sync::{Arc, Weak};
@@ -510,7 +511,10 @@ impl Fs {
             let mut waits = 0;
             while guard.is_some() && ip.flags() & I_FLUSHING != 0 && waits < 100 {
                 drop(guard.take());
-                crate::task::sleep(core::time::Duration::from_millis(1));
+                {
+                    let _stall = StallTimer::start(StallPart::Lock);
+                    crate::task::sleep(core::time::Duration::from_millis(1));
+                }
                 waits += 1;
                 guard = self.reclaim_ilock(ip);
             }
@@ -593,7 +597,10 @@ impl Fs {
             // Waits out anyone who found the inode without a reference
             // before it left the index; blocking, so lockdep records
             // fs_reclaim -> xfs_ilock.
-            drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
+            {
+                let _stall = StallTimer::start(StallPart::Lock);
+                drop(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()));
+            }
             self.stats
                 .reclaim_final_locks
                 .fetch_add(1, Ordering::Relaxed);
@@ -641,7 +648,10 @@ impl Fs {
     fn reclaim_ilock<'a>(&self, ip: &'a XfsInode) -> Option<RwSemWriteGuard<'a, InodeCore>> {
         match self.policy.reclaim_ilock {
             IlockMode::Trylock => ip.ilock.try_write(),
-            IlockMode::Blocking => Some(ip.ilock.down_write_nested(self.reclaim_ilock_subclass())),
+            IlockMode::Blocking => {
+                let _stall = StallTimer::start(StallPart::Lock);
+                Some(ip.ilock.down_write_nested(self.reclaim_ilock_subclass()))
+            }
         }
     }
 

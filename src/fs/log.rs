@@ -144,7 +144,12 @@ impl Log {
         if !self.is_pinned(seq) {
             return None;
         }
-        let _push = self.push.lock();
+        // A turn at the push lock: direct reclaim's stall part "locks".
+        let _push = {
+            let _stall =
+                crate::mm::memstall::StallTimer::start(crate::mm::memstall::StallPart::Lock);
+            self.push.lock()
+        };
         let bytes = {
             let mut s = self.state.lock();
             if seq <= s.stable(crate::time::now_ns()) {

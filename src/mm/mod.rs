@@ -10,6 +10,7 @@ pub mod gfp;
 pub mod global_alloc;
 pub mod inline_name;
 pub mod list_lru;
+pub mod memstall;
 pub mod oom_kill;
 pub mod page;
 pub mod page_alloc;

@@ -1250,6 +1250,9 @@ fn __alloc_pages_direct_reclaim(
 fn __perform_reclaim(gfp: Gfp, order: u32) -> usize {
     task::might_sleep();
     bump(&STATS.alloc_stalls);
+    // psi_memstall_enter: the waits inside are counted as the stall's parts
+    // (`memstall::snapshot`), added when it ends, after its time.
+    let memstall = crate::mm::memstall::MemstallGuard::enter();
     let t0 = crate::time::now_ns();
     fs_reclaim::fs_reclaim_acquire(gfp);
     let noreclaim = MemallocScope::noreclaim();
@@ -1259,6 +1262,7 @@ fn __perform_reclaim(gfp: Gfp, order: u32) -> usize {
     STATS
         .stall_ns
         .fetch_add(crate::time::now_ns().saturating_sub(t0), Ordering::Relaxed);
+    memstall.leave();
     STATS
         .reclaimed_pages
         .fetch_add(progress as u64, Ordering::Relaxed);

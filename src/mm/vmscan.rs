@@ -9,6 +9,7 @@
 //! made under PF_MEMALLOC to the freeing task.
 
 use crate::mm::gfp::{GFP_KERNEL, Gfp};
+use crate::mm::memstall::{StallPart, StallTimer};
 use crate::mm::scope::{MemallocScope, current_gfp_context};
 use crate::mm::shrinker::shrink_slab_counted;
 use crate::mm::zone;
@@ -323,6 +324,7 @@ fn reclaim_throttle_noprogress() {
     STATS.noprogress_throttled.fetch_add(1, Ordering::Relaxed);
     log::debug!("direct reclaim: '{}' throttled: no progress", t.name());
     let mut slept = false;
+    let _stall = StallTimer::start(StallPart::NoProgress);
     // Only a wake-up ends the wait early: the condition is false until the
     // first wake-up after the task queued itself.
     RECLAIM_WAIT_NOPROGRESS
@@ -367,6 +369,7 @@ fn throttle_direct_reclaim(gfp: Gfp) {
     );
     // wait_event_killable: an OOM victim stops waiting.
     let go_on = || allow_direct_reclaim() || task::fatal_signal_pending();
+    let _stall = StallTimer::start(StallPart::Pfmemalloc);
     if gfp.contains(Gfp::__GFP_FS) {
         PFMEMALLOC_WAIT.wait_event(go_on);
     } else {

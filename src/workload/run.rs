@@ -251,6 +251,9 @@ pub struct RunResult {
     pub alloc_stalls: u64,
     /// Time spent in those stalls, in nanoseconds.
     pub stall_ns: u64,
+    /// Where that time went: the waits measured inside direct reclaim
+    /// (`mm::memstall`); `stall_ns` minus their sum is the rest.
+    pub stall_parts: crate::mm::memstall::StallParts,
     /// Pages direct reclaim freed during the run.
     pub direct_pages: u64,
     /// Pages kswapd freed during the run.
@@ -822,6 +825,7 @@ pub fn run(
     }
     // Reclaim is measured over the operations, not the populate phase.
     let pa0 = crate::mm::page_alloc::stats().snapshot();
+    let parts0 = crate::mm::memstall::snapshot();
     let v0 = crate::mm::vmscan::stats().snapshot();
     let fs0 = fs.stats();
     crate::mm::shrinker::reset_deferred_peak("xfs_inode");
@@ -985,6 +989,7 @@ pub fn run(
         r.classes.iter().any(|c| c.ends_with("_ilock")) && r.classes.contains(&"fs_reclaim")
     });
     let pa1 = crate::mm::page_alloc::stats().snapshot();
+    let parts1 = crate::mm::memstall::snapshot();
     let v1 = crate::mm::vmscan::stats().snapshot();
     let samples = try_to_vec(&samples.lock()).unwrap_or_default();
     Ok(RunResult {
@@ -1020,6 +1025,7 @@ pub fn run(
         alloc_failures: pa1.failures - pa0.failures,
         alloc_stalls: pa1.alloc_stalls - pa0.alloc_stalls,
         stall_ns: pa1.stall_ns - pa0.stall_ns,
+        stall_parts: parts1.since(&parts0),
         direct_pages: v1.direct_pages - v0.direct_pages,
         kswapd_pages: v1.kswapd_pages - v0.kswapd_pages,
     })
