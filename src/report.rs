@@ -461,7 +461,6 @@ pub fn result_json<W: fmt::Write>(r: &RunResult, j: &mut JsonWriter<W>) {
         .field_u64("stall_lock_ns", r.stall_parts.lock_ns)
         .field_u64("stall_io_ns", r.stall_parts.io_ns)
         .field_u64("stall_rest_ns", r.stall_parts.rest_ns(r.stall_ns))
-        .field_u64("stall_untracked", r.stall_parts.untracked)
         .field_u64("direct_reclaim_pages", r.direct_pages)
         .field_u64("kswapd_pages", r.kswapd_pages)
         .field_u64("reclaim_writebacks", r.fs.reclaim_writebacks)

@@ -4,20 +4,27 @@
 //! (`__perform_reclaim`, as Linux's PSI counts a memstall between
 //! `psi_memstall_enter` and `psi_memstall_leave`) in one figure,
 //! `stall_ns`. This module splits that figure into the parts measured where
-//! they happen: the task enters a memstall for the pass ([`MemstallGuard`]),
+//! they happen: the task enters a memstall for the pass ([`MemstallGuard`],
+//! a flag of the task as Linux's `current->in_memstall`),
 //! and every blocking wait inside reclaim that a [`StallTimer`] brackets adds
 //! its monotonic time to one [`StallPart`], only while the task is in a
 //! memstall (kswapd, a test that calls `try_to_free_pages` itself, or a
 //! PF_MEMALLOC section outside the allocator add nothing). What no timer
 //! covers (the scan's CPU time, the time spent preempted, unbracketed
-//! waits) is the rest: `stall_ns` minus the parts.
+//! waits) is the rest: `stall_ns` minus the parts. A pass's parts are kept
+//! in its task until the pass ends, then added to the totals, so they are
+//! counted together with the pass's stall time and never exceed it; every
+//! pass is tracked, however many tasks reclaim at once.
 //!
 //! Linux has no such split in one place: PSI keeps one figure per task
 //! group; the parts are found from tracepoints (`mm_vmscan_throttled` for
 //! the no-progress throttle, the `pgscan_direct_throttle` count for
 //! pfmemalloc_wait, lock contention and block tracepoints for the rest).
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::task::{MEMSTALL_PARTS, Memstall};
 
 /// One part of the direct-reclaim stall time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +47,7 @@ pub enum StallPart {
     Io,
 }
 
-const PARTS: usize = 4;
+const PARTS: usize = MEMSTALL_PARTS;
 
 impl StallPart {
     fn index(self) -> usize {
@@ -54,62 +61,47 @@ impl StallPart {
 }
 
 static PART_NS: [AtomicU64; PARTS] = [const { AtomicU64::new(0) }; PARTS];
-/// Memstalls that found no free slot: their parts are not counted (they
-/// fall into the rest).
-static UNTRACKED: AtomicU64 = AtomicU64::new(0);
 
-/// Tasks in a memstall now (task id + 1; 0 = free). Linux keeps this as a
-/// task flag (`current->in_memstall`); a table keeps it outside the task.
-const SLOTS: usize = 128;
-static IN_MEMSTALL: [AtomicU32; SLOTS] = [const { AtomicU32::new(0) }; SLOTS];
-/// The parts of each slot's current memstall, added to [`PART_NS`] when
-/// it ends: so a pass's parts are counted together with its stall time and
-/// never exceed it.
-static SLOT_NS: [[AtomicU64; PARTS]; SLOTS] =
-    [const { [const { AtomicU64::new(0) }; PARTS] }; SLOTS];
+/// Tasks in a memstall now, so that the waits of a system that is not
+/// reclaiming skip looking at the current task. A task that ends inside a
+/// memstall (its guard forgotten) stays counted, which only costs speed.
+static MEMSTALL_TASKS: AtomicUsize = AtomicUsize::new(0);
 
-fn current_key() -> u32 {
-    crate::task::current().id().wrapping_add(1).max(1)
-}
-
-/// Slots in use: lets the waits of a system that is not reclaiming skip
-/// the table.
-static ACTIVE: AtomicU32 = AtomicU32::new(0);
-
-/// The current task's memstall slot, if it is in one.
-fn current_slot() -> Option<usize> {
-    if ACTIVE.load(Ordering::Acquire) == 0 {
+/// The current task's memstall state, if it is in a memstall.
+fn current_memstall() -> Option<&'static Memstall> {
+    if MEMSTALL_TASKS.load(Ordering::Relaxed) == 0 {
+        // The task's own enter counted it before returning, so a task in a
+        // memstall never reads 0 here.
         return None;
     }
-    let key = current_key();
-    IN_MEMSTALL
-        .iter()
-        .position(|s| s.load(Ordering::Acquire) == key)
+    let m = crate::task::current().memstall();
+    m.active().then_some(m)
 }
 
 /// Linux's `psi_memstall_enter` .. `psi_memstall_leave`: while held, the
-/// task's reclaim waits count as stall parts.
+/// task's reclaim waits count as stall parts. The state is the task's own
+/// (`current->in_memstall`); a nested enter changes nothing, as in Linux,
+/// and the outermost guard ends the memstall.
 pub struct MemstallGuard {
-    slot: Option<usize>,
+    /// This guard entered the memstall (it was not nested).
+    outermost: bool,
+    /// Left on the task that entered: it ends that task's memstall.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl MemstallGuard {
     /// Marks the current task as stalled on memory.
     pub fn enter() -> Self {
-        let key = current_key();
-        let slot = IN_MEMSTALL.iter().position(|s| {
-            s.compare_exchange(0, key, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        });
-        match slot {
-            Some(_) => {
-                ACTIVE.fetch_add(1, Ordering::AcqRel);
-            }
-            None => {
-                UNTRACKED.fetch_add(1, Ordering::Relaxed);
-            }
+        let m = crate::task::current().memstall();
+        let outermost = !m.active();
+        if outermost {
+            MEMSTALL_TASKS.fetch_add(1, Ordering::Relaxed);
+            m.set_active(true);
         }
-        MemstallGuard { slot }
+        MemstallGuard {
+            outermost,
+            _not_send: PhantomData,
+        }
     }
 
     /// Ends the memstall: its parts join the totals. The caller adds the
@@ -121,41 +113,65 @@ impl MemstallGuard {
 
 impl Drop for MemstallGuard {
     fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            for (acc, total) in SLOT_NS[i].iter().zip(PART_NS.iter()) {
-                total.fetch_add(acc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-            }
-            IN_MEMSTALL[i].store(0, Ordering::Release);
-            ACTIVE.fetch_sub(1, Ordering::AcqRel);
+        if !self.outermost {
+            return;
         }
+        let m = crate::task::current().memstall();
+        for (i, total) in PART_NS.iter().enumerate() {
+            total.fetch_add(m.take(i), Ordering::Relaxed);
+        }
+        m.set_active(false);
+        MEMSTALL_TASKS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Whether the current task is inside a direct-reclaim memstall.
 pub fn in_memstall() -> bool {
-    current_slot().is_some()
+    current_memstall().is_some()
+}
+
+/// The parts of the current task's memstall in progress so far (all 0
+/// outside one): each task has its own.
+pub fn current_parts() -> StallParts {
+    match current_memstall() {
+        Some(m) => StallParts {
+            pfmemalloc_ns: m.get(StallPart::Pfmemalloc.index()),
+            noprogress_ns: m.get(StallPart::NoProgress.index()),
+            lock_ns: m.get(StallPart::Lock.index()),
+            io_ns: m.get(StallPart::Io.index()),
+        },
+        None => StallParts::default(),
+    }
 }
 
 /// Brackets one wait: on drop, adds the time since [`start`](Self::start)
-/// to `part` if the task was in a memstall when it started.
+/// to `part` if the task was in a memstall when it started (and still is).
 pub struct StallTimer {
     part: StallPart,
-    start: Option<(usize, u64)>,
+    start: Option<u64>,
+    /// Dropped on the task that started it: it adds to that task's parts.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl StallTimer {
     /// Starts timing a wait of kind `part`.
     pub fn start(part: StallPart) -> Self {
-        let start = current_slot().map(|i| (i, crate::time::now_ns()));
-        StallTimer { part, start }
+        let start = current_memstall().map(|_| crate::time::now_ns());
+        StallTimer {
+            part,
+            start,
+            _not_send: PhantomData,
+        }
     }
 }
 
 impl Drop for StallTimer {
     fn drop(&mut self) {
-        if let Some((i, t0)) = self.start {
+        if let Some(t0) = self.start
+            && let Some(m) = current_memstall()
+        {
             let d = crate::time::now_ns().saturating_sub(t0);
-            SLOT_NS[i][self.part.index()].fetch_add(d, Ordering::Relaxed);
+            m.add(self.part.index(), d);
         }
     }
 }
@@ -171,8 +187,6 @@ pub struct StallParts {
     pub lock_ns: u64,
     /// See [`StallPart::Io`].
     pub io_ns: u64,
-    /// Memstalls whose parts could not be tracked (no free slot).
-    pub untracked: u64,
 }
 
 impl StallParts {
@@ -194,7 +208,6 @@ impl StallParts {
             noprogress_ns: self.noprogress_ns.saturating_sub(earlier.noprogress_ns),
             lock_ns: self.lock_ns.saturating_sub(earlier.lock_ns),
             io_ns: self.io_ns.saturating_sub(earlier.io_ns),
-            untracked: self.untracked.saturating_sub(earlier.untracked),
         }
     }
 }
@@ -207,6 +220,5 @@ pub fn snapshot() -> StallParts {
         noprogress_ns: r(1),
         lock_ns: r(2),
         io_ns: r(3),
-        untracked: UNTRACKED.load(Ordering::Relaxed),
     }
 }

@@ -78,6 +78,55 @@ pub enum SchedMode {
     Cooperative,
 }
 
+/// The parts a memstall's time is split into (`mm::memstall::StallPart`).
+pub(crate) const MEMSTALL_PARTS: usize = 4;
+
+/// Linux's `current->in_memstall`, with the nanoseconds of each part of the
+/// memstall in progress (`mm::memstall`), added to the totals when it ends.
+///
+/// Only the owning task writes it, through [`current`] (entering and
+/// leaving its memstall, timing its own waits), and only it reads it: no
+/// other task or CPU looks, so relaxed atomics suffice (they are here so
+/// that `Task` stays `Sync` without another unsafe claim).
+pub(crate) struct Memstall {
+    active: AtomicBool,
+    part_ns: [AtomicU64; MEMSTALL_PARTS],
+}
+
+impl Memstall {
+    const fn new() -> Self {
+        Self {
+            active: AtomicBool::new(false),
+            part_ns: [const { AtomicU64::new(0) }; MEMSTALL_PARTS],
+        }
+    }
+
+    /// Whether the task is in a memstall.
+    pub(crate) fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Enters (`true`) or leaves (`false`) the memstall.
+    pub(crate) fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::Relaxed);
+    }
+
+    /// Adds `ns` to part `part` of the memstall in progress.
+    pub(crate) fn add(&self, part: usize, ns: u64) {
+        self.part_ns[part].fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Part `part` of the memstall in progress so far.
+    pub(crate) fn get(&self, part: usize) -> u64 {
+        self.part_ns[part].load(Ordering::Relaxed)
+    }
+
+    /// Part `part` so far, resetting it to 0 (the memstall ends).
+    pub(crate) fn take(&self, part: usize) -> u64 {
+        self.part_ns[part].swap(0, Ordering::Relaxed)
+    }
+}
+
 /// A kernel thread.
 pub struct Task {
     id: TaskId,
@@ -118,6 +167,9 @@ pub struct Task {
     /// Bytes charged to this task for the OOM killer's choice (see
     /// `mm::oom_kill::OomCharge`).
     oom_footprint: AtomicU64,
+    /// Linux's `current->in_memstall` and the parts of the memstall in
+    /// progress (see `mm::memstall`).
+    memstall: Memstall,
     /// Chosen by the OOM killer (`tsk_is_oom_victim`).
     oom_victim: AtomicBool,
     /// A fatal signal is pending: the task should stop and exit.
@@ -185,6 +237,7 @@ impl Task {
             reclaimed: AtomicU64::new(0),
             shrinker_call: AtomicUsize::new(0),
             oom_footprint: AtomicU64::new(0),
+            memstall: Memstall::new(),
             oom_victim: AtomicBool::new(false),
             fatal_signal: AtomicBool::new(false),
             foreign: false,
@@ -312,6 +365,11 @@ impl Task {
 
     pub(crate) fn set_shrinker_call(&self, v: usize) {
         self.shrinker_call.store(v, Ordering::Relaxed);
+    }
+
+    /// The task's memstall state (see [`Memstall`]).
+    pub(crate) fn memstall(&self) -> &Memstall {
+        &self.memstall
     }
 
     /// Bytes charged to this task (its OOM badness).
