@@ -43,6 +43,7 @@ kreclaim::kernel_tests!(
     nofs_allocation_retries_without_invoking_the_killer,
     direct_reclaim_does_not_yield_between_priorities,
     direct_reclaim_without_progress_throttles_and_efficient_reclaim_wakes,
+    each_task_in_a_memstall_has_its_own_parts,
 );
 
 const OBJ: usize = 1024;
@@ -1189,5 +1190,124 @@ fn direct_reclaim_without_progress_throttles_and_efficient_reclaim_wakes() -> Te
     kassert!(passes.load(Ordering::Relaxed) > 0);
     let parts = memstall::snapshot().since(&p0);
     kassert!(parts.noprogress_ns > 0, "no throttle time: {parts:?}");
+    Ok(())
+}
+
+/// More tasks in a memstall at once than the old global table had slots.
+const MEMSTALL_TASKS: usize = 130;
+
+/// Many tasks in a memstall at once, each with its own parts: the
+/// throttled ones (odd) have pfmemalloc time and no device time, the others
+/// the reverse, so no task's wait shows in another's parts; all are
+/// counted in the totals. A task that ends inside a memstall leaves
+/// nothing to a task that starts after it.
+fn each_task_in_a_memstall_has_its_own_parts() -> TestResult {
+    let p0 = memstall::snapshot();
+    let entered = Arc::new(AtomicU32::new(0));
+    let timed = Arc::new(AtomicU32::new(0));
+    let abort = Arc::new(AtomicBool::new(false));
+    let bad: Arc<SpinLock<Option<(usize, memstall::StallParts)>>> =
+        Arc::new(SpinLock::new(None, lock_class!("memstall_bad")));
+    let pf_sum = Arc::new(AtomicU64::new(0));
+    let n = MEMSTALL_TASKS as u32;
+    // All wait for all at each step, so every task is in its memstall while
+    // the others time their waits and read their parts.
+    let barrier = move |c: &AtomicU32, abort: &AtomicBool| {
+        c.fetch_add(1, Ordering::AcqRel);
+        while c.load(Ordering::Acquire) < n && !abort.load(Ordering::Acquire) {
+            task::yield_now();
+        }
+    };
+    let mut handles = Vec::new();
+    let mut spawned = Ok(());
+    for i in 0..MEMSTALL_TASKS {
+        let (entered, timed, abort, bad, pf_sum) = (
+            entered.clone(),
+            timed.clone(),
+            abort.clone(),
+            bad.clone(),
+            pf_sum.clone(),
+        );
+        let r = task::spawn("memstall", move || {
+            let stall = memstall::MemstallGuard::enter();
+            barrier(&entered, &abort);
+            let throttled = i % 2 == 1;
+            {
+                let _t = memstall::StallTimer::start(if throttled {
+                    memstall::StallPart::Pfmemalloc
+                } else {
+                    memstall::StallPart::Io
+                });
+                task::sleep(Duration::from_millis(1));
+            }
+            barrier(&timed, &abort);
+            let parts = memstall::current_parts();
+            let own = if throttled {
+                parts.pfmemalloc_ns > 0 && parts.io_ns == 0
+            } else {
+                parts.pfmemalloc_ns == 0 && parts.io_ns > 0
+            };
+            if !own || parts.noprogress_ns != 0 || parts.lock_ns != 0 {
+                bad.lock().get_or_insert((i, parts));
+            }
+            pf_sum.fetch_add(parts.pfmemalloc_ns, Ordering::Relaxed);
+            stall.leave();
+            if memstall::in_memstall() {
+                bad.lock().get_or_insert((i, memstall::current_parts()));
+            }
+        });
+        match r {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                spawned = Err(e);
+                break;
+            }
+        }
+    }
+    if spawned.is_err() {
+        abort.store(true, Ordering::Release);
+    }
+    for h in handles {
+        h.join().or_fail("join a memstall task")?;
+    }
+    spawned.or_fail("spawn the memstall tasks")?;
+    if let Some((i, parts)) = *bad.lock() {
+        kassert!(false, "task {i} of {MEMSTALL_TASKS} had parts {parts:?}");
+    }
+    let parts = memstall::snapshot().since(&p0);
+    let pf = pf_sum.load(Ordering::Relaxed);
+    kassert!(pf > 0);
+    kassert!(
+        parts.pfmemalloc_ns >= pf,
+        "totals {parts:?}, the tasks' {pf}"
+    );
+
+    // A task that ends inside a memstall, with parts, and one after it.
+    let ended = task::spawn("memstall_ends", || {
+        core::mem::forget(memstall::MemstallGuard::enter());
+        let _t = memstall::StallTimer::start(memstall::StallPart::Lock);
+        task::sleep(Duration::from_millis(1));
+    })
+    .or_fail("spawn the task that ends in a memstall")?;
+    ended
+        .join()
+        .or_fail("join the task that ends in a memstall")?;
+    let after = Arc::new(SpinLock::new(None, lock_class!("memstall_after")));
+    let a2 = after.clone();
+    let p1 = memstall::snapshot();
+    task::spawn("memstall_after", move || {
+        {
+            let _t = memstall::StallTimer::start(memstall::StallPart::Lock);
+            task::sleep(Duration::from_millis(1));
+        }
+        *a2.lock() = Some((memstall::in_memstall(), memstall::current_parts()));
+    })
+    .or_fail("spawn the task after it")?
+    .join()
+    .or_fail("join the task after it")?;
+    let got = *after.lock();
+    kassert_eq!(got, Some((false, memstall::StallParts::default())));
+    kassert!(!memstall::in_memstall());
+    kassert_eq!(memstall::snapshot().since(&p1).lock_ns, 0);
     Ok(())
 }
