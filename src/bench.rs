@@ -99,6 +99,83 @@ pub fn pair_loop_addresses() -> [[usize; LOOP_COPIES]; 2] {
     core::array::from_fn(|w| core::array::from_fn(|c| PAIR_LOOPS[w][c].load(Ordering::Relaxed)))
 }
 
+/// The slot of QEMU's per-vCPU jump cache that code address `pc` takes
+/// (QEMU 7.2's `tb_jmp_cache_hash_func` for 4 KiB pages and 4,096 entries):
+/// the low six bits of the page offset folded with its high six, and six
+/// bits of the page number.
+pub fn tcg_jump_cache_slot(pc: usize) -> usize {
+    let tmp = pc ^ (pc >> 6);
+    ((tmp >> 6) & 0xfc0) | (tmp & 0x3f)
+}
+
+/// Where `bench=mm`'s peer (`linked_list_allocator`) has its code: the
+/// linker script's page for it and the entry points its hot pair looks up
+/// in QEMU's jump cache.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+#[derive(Debug, Clone, Copy)]
+pub struct PeerText {
+    /// `__peer_text_start`: a page boundary.
+    pub start: usize,
+    /// `__peer_text_end`: the end of the crate's code.
+    pub end: usize,
+    /// `Heap::allocate_first_fit` and `Heap::deallocate` (called from the
+    /// benchmark's pages), then the return sites of their calls into
+    /// `HoleList` (reached by `ret`); 0 where no such call was found.
+    pub hot: [usize; 4],
+}
+
+/// The return site of the first `call rel32` in the 64 bytes at `func`
+/// whose target is `callee`, or 0.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+fn return_site_of_call(func: usize, callee: usize) -> usize {
+    for at in func..func + 64 {
+        // SAFETY: `func` is a function of the kernel image; its text is
+        // mapped readable (R X) and more text follows the peer's
+        // functions (the rest of the kernel's code), so these 69 bytes
+        // are mapped.
+        let (op, rel) = unsafe {
+            (
+                core::ptr::read(at as *const u8),
+                core::ptr::read_unaligned((at + 1) as *const i32),
+            )
+        };
+        if op == 0xe8 && (at + 5).wrapping_add_signed(rel as isize) == callee {
+            return at + 5;
+        }
+    }
+    0
+}
+
+/// Where the peer's code lies (see [`PeerText`]).
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+pub fn peer_text() -> PeerText {
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+    use linked_list_allocator::Heap;
+    use linked_list_allocator::hole::HoleList;
+    unsafe extern "C" {
+        static __peer_text_start: u8;
+        static __peer_text_end: u8;
+    }
+    let alloc = Heap::allocate_first_fit as fn(&mut Heap, Layout) -> Result<NonNull<u8>, ()>;
+    let dealloc = Heap::deallocate as unsafe fn(&mut Heap, NonNull<u8>, Layout);
+    let hole_alloc = HoleList::allocate_first_fit
+        as fn(&mut HoleList, Layout) -> Result<(NonNull<u8>, Layout), ()>;
+    let hole_dealloc =
+        HoleList::deallocate as unsafe fn(&mut HoleList, NonNull<u8>, Layout) -> Layout;
+    let (alloc, dealloc) = (alloc as usize, dealloc as usize);
+    PeerText {
+        start: &raw const __peer_text_start as usize,
+        end: &raw const __peer_text_end as usize,
+        hot: [
+            alloc,
+            dealloc,
+            return_site_of_call(alloc, hole_alloc as usize),
+            return_site_of_call(dealloc, hole_dealloc as usize),
+        ],
+    }
+}
+
 /// [`cycles_per_op`] for two workloads at once, their rounds interleaved, so
 /// that both see the same load on a shared machine (a ratio of the two is
 /// then steadier than from two separate runs of rounds). Each round times
