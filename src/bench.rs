@@ -47,7 +47,7 @@ pub const LOOP_COPIES: usize = 4;
 
 /// The timing loop, copy `C`: `iters` calls of `f`, in TSC cycles.
 #[inline(never)]
-fn timed_copy<const C: usize, F: FnMut()>(iters: u64, f: &mut F) -> u64 {
+fn timed_copy<const C: usize, F: FnMut()>(iters: u64, mut f: F) -> (u64, F) {
     // Shift each copy's loop by its own number of bytes, so that the copies'
     // return sites do not keep the same offsets within a page.
     #[cfg(target_arch = "x86_64")]
@@ -60,28 +60,28 @@ fn timed_copy<const C: usize, F: FnMut()>(iters: u64, f: &mut F) -> u64 {
     for _ in 0..iters {
         f();
     }
-    crate::time::cycles() - t0
+    (crate::time::cycles() - t0, f)
 }
 
 /// `iters` calls of `f` in timing-loop copy `copy` (of [`LOOP_COPIES`]),
 /// and that copy's code address.
-fn timed_in_copy<F: FnMut()>(copy: usize, iters: u64, f: &mut F) -> (u64, usize) {
+fn timed_in_copy<F: FnMut()>(copy: usize, iters: u64, f: F) -> ((u64, F), usize) {
     match copy % LOOP_COPIES {
         0 => (
             timed_copy::<0, F>(iters, f),
-            timed_copy::<0, F> as fn(u64, &mut F) -> u64 as usize,
+            timed_copy::<0, F> as fn(u64, F) -> (u64, F) as usize,
         ),
         1 => (
             timed_copy::<1, F>(iters, f),
-            timed_copy::<1, F> as fn(u64, &mut F) -> u64 as usize,
+            timed_copy::<1, F> as fn(u64, F) -> (u64, F) as usize,
         ),
         2 => (
             timed_copy::<2, F>(iters, f),
-            timed_copy::<2, F> as fn(u64, &mut F) -> u64 as usize,
+            timed_copy::<2, F> as fn(u64, F) -> (u64, F) as usize,
         ),
         _ => (
             timed_copy::<3, F>(iters, f),
-            timed_copy::<3, F> as fn(u64, &mut F) -> u64 as usize,
+            timed_copy::<3, F> as fn(u64, F) -> (u64, F) as usize,
         ),
     }
 }
@@ -189,8 +189,10 @@ pub fn cycles_per_op_pair(iters: u64, mut f: impl FnMut(), mut g: impl FnMut()) 
     let (mut best_f, mut best_g) = (u64::MAX, u64::MAX);
     for _ in 0..ROUNDS {
         for copy in 0..LOOP_COPIES {
-            let (tf, at_f) = timed_in_copy(copy, iters, &mut f);
-            let (tg, at_g) = timed_in_copy(copy, iters, &mut g);
+            let ((tf, f_back), at_f) = timed_in_copy(copy, iters, f);
+            f = f_back;
+            let ((tg, g_back), at_g) = timed_in_copy(copy, iters, g);
+            g = g_back;
             best_f = best_f.min(tf);
             best_g = best_g.min(tg);
             PAIR_LOOPS[0][copy].store(at_f, Ordering::Relaxed);
@@ -481,15 +483,16 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     let mut peer_rng = XorShift(XorShift::SEED);
     let (kreclaim, peer_cycles) = cycles_per_op_pair(
         CHURN_ITERS,
+        // One bounds check a step on each side: the slot is taken once.
         || {
-            let i = rng.below(LIVE);
-            kfree(live[i]);
-            live[i] = kmalloc_or_panic(64);
+            let slot = &mut live[rng.below(LIVE)];
+            kfree(*slot);
+            *slot = kmalloc_or_panic(64);
         },
         || {
-            let i = peer_rng.below(LIVE);
-            peer_free(&mut h, peer_live[i], l64);
-            peer_live[i] = peer_alloc(&mut h, l64);
+            let slot = &mut peer_live[peer_rng.below(LIVE)];
+            peer_free(&mut h, *slot, l64);
+            *slot = peer_alloc(&mut h, l64);
         },
     );
     for p in live.iter() {
