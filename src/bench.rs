@@ -188,15 +188,15 @@ pub fn cycles_per_op_pair(iters: u64, mut f: impl FnMut(), mut g: impl FnMut()) 
     }
     let (mut best_f, mut best_g) = (u64::MAX, u64::MAX);
     for _ in 0..ROUNDS {
-        for copy in 0..LOOP_COPIES {
-            let ((tf, f_back), at_f) = timed_in_copy(copy, iters, f);
+        for (copy, (at_f, at_g)) in PAIR_LOOPS[0].iter().zip(&PAIR_LOOPS[1]).enumerate() {
+            let ((tf, f_back), loop_f) = timed_in_copy(copy, iters, f);
             f = f_back;
-            let ((tg, g_back), at_g) = timed_in_copy(copy, iters, g);
+            let ((tg, g_back), loop_g) = timed_in_copy(copy, iters, g);
             g = g_back;
             best_f = best_f.min(tf);
             best_g = best_g.min(tg);
-            PAIR_LOOPS[0][copy].store(at_f, Ordering::Relaxed);
-            PAIR_LOOPS[1][copy].store(at_g, Ordering::Relaxed);
+            at_f.store(loop_f, Ordering::Relaxed);
+            at_g.store(loop_g, Ordering::Relaxed);
         }
     }
     (best_f as f64 / iters as f64, best_g as f64 / iters as f64)
