@@ -100,6 +100,7 @@ kreclaim::kernel_tests!(
     shrink_frees_the_barns_empty_sheaves,
     a_cpu_without_sheaves_never_keeps_objects_in_the_shared_empty_sheaf,
     kfree_of_a_slab_page_reused_by_the_page_allocator_or_another_cache_finds_its_owner,
+    bench_mm_times_each_side_in_loop_copies_and_keeps_the_peers_code_on_its_page,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2766,5 +2767,46 @@ fn kfree_of_a_slab_page_reused_by_the_page_allocator_or_another_cache_finds_its_
     kassert_eq!(slab::reports().len(), n, "{:?}", reports_since(n));
     drop(objs);
     b.validate().map_err(|e| fail(alloc::format!("{e}")))?;
+    Ok(())
+}
+
+/// `bench=mm`'s defence against layout luck under TCG (docs/performance.md,
+/// "Layout luck"): the paired rows time each side in every copy of the
+/// timing loop (distinct code addresses, none shared between the sides),
+/// and the peer's code lies on its own page with its hot entry points in
+/// distinct slots of QEMU's jump cache. Figures are printed, never checked.
+fn bench_mm_times_each_side_in_loop_copies_and_keeps_the_peers_code_on_its_page() -> TestResult {
+    use kreclaim::bench::{self, LOOP_COPIES, tcg_jump_cache_slot};
+    lockdep_off(|| bench::mm(bench::Format::Text))
+        .map_err(|e| TestFailure::new(alloc::format!("bench=mm: no block for the peer: {e}")))?;
+    let loops = bench::pair_loop_addresses();
+    let mut all: Vec<usize> = loops.iter().flatten().copied().collect();
+    kassert!(
+        all.iter().all(|&a| a != 0),
+        "a loop copy never ran: {loops:x?}"
+    );
+    all.sort_unstable();
+    all.dedup();
+    kassert_eq!(all.len(), 2 * LOOP_COPIES, "loop copies shared: {loops:x?}");
+    let p = bench::peer_text();
+    kassert_eq!(p.start % PAGE_SIZE, 0, "peer text not page aligned: {p:x?}");
+    kassert!(
+        p.start < p.end && p.end <= p.start + PAGE_SIZE,
+        "peer text not within one page: {p:x?}"
+    );
+    for h in p.hot {
+        kassert!(
+            p.start <= h && h < p.end,
+            "peer hot point outside its page: {p:x?}"
+        );
+    }
+    let mut slots: Vec<usize> = p.hot.iter().map(|&h| tcg_jump_cache_slot(h)).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    kassert_eq!(
+        slots.len(),
+        p.hot.len(),
+        "peer hot points share a jump-cache slot: {p:x?}"
+    );
     Ok(())
 }

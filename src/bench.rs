@@ -8,6 +8,7 @@ use crate::json::JsonWriter;
 use crate::sync::lockdep::{self, LockdepMode};
 use crate::sync::{Mutex, RwSemaphore, SpinLock};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 pub use crate::config::Format;
 
@@ -30,9 +31,156 @@ pub fn cycles_per_op(iters: u64, mut f: impl FnMut()) -> f64 {
     best as f64 / iters as f64
 }
 
+/// Copies of the timing loop that [`cycles_per_op_pair`] times each side
+/// in, every round in each copy.
+///
+/// Under QEMU's TCG the cost of a loop depends on where its code lies: each
+/// return and each call into another page looks its target up in the vCPU's
+/// jump cache, a table of 4,096 entries indexed by bits of the code address,
+/// and two hot targets that share an entry evict each other, so that both
+/// take QEMU's hash-table lookup every time (80-150 TSC cycles a pair
+/// measured for the peer's hot pair). Which targets collide changes with
+/// every build. Each copy puts the loop, and the workload's code inlined
+/// into it, at its own address; the best of the copies is the workload's
+/// figure with the least layout luck against it.
+pub const LOOP_COPIES: usize = 4;
+
+/// The timing loop, copy `C`: `iters` calls of `f`, in TSC cycles.
+#[inline(never)]
+fn timed_copy<const C: usize, F: FnMut()>(iters: u64, mut f: F) -> (u64, F) {
+    // Shift each copy's loop by its own number of bytes, so that the copies'
+    // return sites do not keep the same offsets within a page.
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `nop` instructions only: no memory, stack, register or flag
+    // is touched.
+    unsafe {
+        core::arch::asm!(".fill {n}, 1, 0x90", n = const C * 40, options(nomem, nostack, preserves_flags));
+    }
+    let t0 = crate::time::cycles();
+    for _ in 0..iters {
+        f();
+    }
+    (crate::time::cycles() - t0, f)
+}
+
+/// `iters` calls of `f` in timing-loop copy `copy` (of [`LOOP_COPIES`]),
+/// and that copy's code address.
+fn timed_in_copy<F: FnMut()>(copy: usize, iters: u64, f: F) -> ((u64, F), usize) {
+    match copy % LOOP_COPIES {
+        0 => (
+            timed_copy::<0, F>(iters, f),
+            timed_copy::<0, F> as fn(u64, F) -> (u64, F) as usize,
+        ),
+        1 => (
+            timed_copy::<1, F>(iters, f),
+            timed_copy::<1, F> as fn(u64, F) -> (u64, F) as usize,
+        ),
+        2 => (
+            timed_copy::<2, F>(iters, f),
+            timed_copy::<2, F> as fn(u64, F) -> (u64, F) as usize,
+        ),
+        _ => (
+            timed_copy::<3, F>(iters, f),
+            timed_copy::<3, F> as fn(u64, F) -> (u64, F) as usize,
+        ),
+    }
+}
+
+/// The code addresses of the timing-loop copies the last
+/// [`cycles_per_op_pair`] ran each workload in (`[first][copy]`,
+/// `[second][copy]`); 0 before the first call.
+static PAIR_LOOPS: [[AtomicUsize; LOOP_COPIES]; 2] =
+    [const { [const { AtomicUsize::new(0) }; LOOP_COPIES] }; 2];
+
+/// The code addresses of the timing-loop copies the last
+/// [`cycles_per_op_pair`] timed its two workloads in: for a test that each
+/// round of each side really ran in a copy of its own.
+pub fn pair_loop_addresses() -> [[usize; LOOP_COPIES]; 2] {
+    core::array::from_fn(|w| core::array::from_fn(|c| PAIR_LOOPS[w][c].load(Ordering::Relaxed)))
+}
+
+/// The slot of QEMU's per-vCPU jump cache that code address `pc` takes
+/// (QEMU 7.2's `tb_jmp_cache_hash_func` for 4 KiB pages and 4,096 entries):
+/// the low six bits of the page offset folded with its high six, and six
+/// bits of the page number.
+pub fn tcg_jump_cache_slot(pc: usize) -> usize {
+    let tmp = pc ^ (pc >> 6);
+    ((tmp >> 6) & 0xfc0) | (tmp & 0x3f)
+}
+
+/// Where `bench=mm`'s peer (`linked_list_allocator`) has its code: the
+/// linker script's page for it and the entry points its hot pair looks up
+/// in QEMU's jump cache.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+#[derive(Debug, Clone, Copy)]
+pub struct PeerText {
+    /// `__peer_text_start`: a page boundary.
+    pub start: usize,
+    /// `__peer_text_end`: the end of the crate's code.
+    pub end: usize,
+    /// `Heap::allocate_first_fit` and `Heap::deallocate` (called from the
+    /// benchmark's pages), then the return sites of their calls into
+    /// `HoleList` (reached by `ret`); 0 where no such call was found.
+    pub hot: [usize; 4],
+}
+
+/// The return site of the first `call rel32` in the 64 bytes at `func`
+/// whose target is `callee`, or 0.
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+fn return_site_of_call(func: usize, callee: usize) -> usize {
+    for at in func..func + 64 {
+        // SAFETY: `func` is a function of the kernel image; its text is
+        // mapped readable (R X) and more text follows the peer's
+        // functions (the rest of the kernel's code), so these 69 bytes
+        // are mapped.
+        let (op, rel) = unsafe {
+            (
+                core::ptr::read(at as *const u8),
+                core::ptr::read_unaligned((at + 1) as *const i32),
+            )
+        };
+        if op == 0xe8 && (at + 5).wrapping_add_signed(rel as isize) == callee {
+            return at + 5;
+        }
+    }
+    0
+}
+
+/// Where the peer's code lies (see [`PeerText`]).
+#[cfg(all(feature = "qemu", target_os = "none", target_arch = "x86_64"))]
+pub fn peer_text() -> PeerText {
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+    use linked_list_allocator::Heap;
+    use linked_list_allocator::hole::HoleList;
+    unsafe extern "C" {
+        static __peer_text_start: u8;
+        static __peer_text_end: u8;
+    }
+    let alloc = Heap::allocate_first_fit as fn(&mut Heap, Layout) -> Result<NonNull<u8>, ()>;
+    let dealloc = Heap::deallocate as unsafe fn(&mut Heap, NonNull<u8>, Layout);
+    let hole_alloc = HoleList::allocate_first_fit
+        as fn(&mut HoleList, Layout) -> Result<(NonNull<u8>, Layout), ()>;
+    let hole_dealloc =
+        HoleList::deallocate as unsafe fn(&mut HoleList, NonNull<u8>, Layout) -> Layout;
+    let (alloc, dealloc) = (alloc as usize, dealloc as usize);
+    PeerText {
+        start: &raw const __peer_text_start as usize,
+        end: &raw const __peer_text_end as usize,
+        hot: [
+            alloc,
+            dealloc,
+            return_site_of_call(alloc, hole_alloc as usize),
+            return_site_of_call(dealloc, hole_dealloc as usize),
+        ],
+    }
+}
+
 /// [`cycles_per_op`] for two workloads at once, their rounds interleaved, so
 /// that both see the same load on a shared machine (a ratio of the two is
-/// then steadier than from two separate runs of rounds).
+/// then steadier than from two separate runs of rounds). Each round times
+/// both in each of the [`LOOP_COPIES`] copies of the timing loop; each
+/// workload's figure is its best over all rounds and copies.
 pub fn cycles_per_op_pair(iters: u64, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64, f64) {
     for _ in 0..iters.min(1000) {
         f();
@@ -40,17 +188,16 @@ pub fn cycles_per_op_pair(iters: u64, mut f: impl FnMut(), mut g: impl FnMut()) 
     }
     let (mut best_f, mut best_g) = (u64::MAX, u64::MAX);
     for _ in 0..ROUNDS {
-        let t0 = crate::time::cycles();
-        for _ in 0..iters {
-            f();
+        for (copy, (at_f, at_g)) in PAIR_LOOPS[0].iter().zip(&PAIR_LOOPS[1]).enumerate() {
+            let ((tf, f_back), loop_f) = timed_in_copy(copy, iters, f);
+            f = f_back;
+            let ((tg, g_back), loop_g) = timed_in_copy(copy, iters, g);
+            g = g_back;
+            best_f = best_f.min(tf);
+            best_g = best_g.min(tg);
+            at_f.store(loop_f, Ordering::Relaxed);
+            at_g.store(loop_g, Ordering::Relaxed);
         }
-        let t1 = crate::time::cycles();
-        for _ in 0..iters {
-            g();
-        }
-        let t2 = crate::time::cycles();
-        best_f = best_f.min(t1 - t0);
-        best_g = best_g.min(t2 - t1);
     }
     (best_f as f64 / iters as f64, best_g as f64 / iters as f64)
 }
@@ -336,15 +483,16 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     let mut peer_rng = XorShift(XorShift::SEED);
     let (kreclaim, peer_cycles) = cycles_per_op_pair(
         CHURN_ITERS,
+        // One bounds check a step on each side: the slot is taken once.
         || {
-            let i = rng.below(LIVE);
-            kfree(live[i]);
-            live[i] = kmalloc_or_panic(64);
+            let slot = &mut live[rng.below(LIVE)];
+            kfree(*slot);
+            *slot = kmalloc_or_panic(64);
         },
         || {
-            let i = peer_rng.below(LIVE);
-            peer_free(&mut h, peer_live[i], l64);
-            peer_live[i] = peer_alloc(&mut h, l64);
+            let slot = &mut peer_live[peer_rng.below(LIVE)];
+            peer_free(&mut h, *slot, l64);
+            *slot = peer_alloc(&mut h, l64);
         },
     );
     for p in live.iter() {
