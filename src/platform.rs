@@ -257,8 +257,13 @@ pub fn cpu_id_inline() -> Option<usize> {
 /// (`arch::x86_64::smp`). Known when the framework is built, so that the
 /// fast paths read the word with one `gs:` load of a constant address once
 /// they know that platform is installed.
+///
+/// The value is fixed here, not read from `arch`, so that the platform
+/// layer does not depend on the architecture code that implements it;
+/// `arch::x86_64::smp` asserts at build time that its `CpuData` keeps the
+/// word at this offset.
 #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
-const KERNEL_LINE_OFFSET_GS_OFFSET: usize = crate::arch::x86_64::smp::LINE_OFFSET_GS_OFFSET;
+pub const KERNEL_LINE_OFFSET_GS_OFFSET: usize = 88;
 
 /// The installed platform's [`Platform::cpu_line_offset_gs_offset`]
 /// (`usize::MAX`: none).
@@ -315,7 +320,7 @@ pub unsafe fn cpu_line_offset_fast() -> Option<usize> {
         // framework code runs on it.
         unsafe {
             core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) off,
-                off = const crate::arch::x86_64::smp::LINE_OFFSET_GS_OFFSET,
+                off = const KERNEL_LINE_OFFSET_GS_OFFSET,
                 options(nostack, readonly, preserves_flags))
         };
         Some(off)

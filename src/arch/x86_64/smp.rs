@@ -175,6 +175,8 @@ pub const CPU_ID_GS_OFFSET: usize = OFF_CPU_ID;
 /// Where the CPU's [`crate::platform::CPU_LINE`]-byte offset into per-CPU
 /// arrays is, from the GS base (`platform::cpu_line_offset_fast`).
 pub const LINE_OFFSET_GS_OFFSET: usize = core::mem::offset_of!(CpuData, line_offset);
+// The platform layer reads the word at the offset it was built with.
+const _: () = assert!(LINE_OFFSET_GS_OFFSET == crate::platform::KERNEL_LINE_OFFSET_GS_OFFSET);
 // Every CPU's line offset indexes arrays of `platform::NR_CPUS` entries.
 const _: () = assert!(MAX_CPUS <= crate::platform::NR_CPUS);
 
