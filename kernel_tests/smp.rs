@@ -1248,8 +1248,29 @@ fn hold_switch_window(prev: &task::Task) {
 fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResult {
     WINDOW_OUTCOME.store(0, Ordering::SeqCst);
     WINDOW_GO.store(false, Ordering::SeqCst);
+    let (window_cpu, outcome) = run_through_switch_window("switch-window", hold_switch_window)?;
+    match outcome {
+        1 => {}
+        3 => kassert!(
+            false,
+            "no other CPU looked at the woken task (woken onto CPU {window_cpu} itself?)"
+        ),
+        o => kassert!(false, "the switch window was never seen (outcome {o})"),
+    }
+    Ok(())
+}
+
+/// Spawns a task that waits on `WINDOW_WAKE`, arms the switch hook `hook`
+/// for its switch-out, lets it run and joins it. Returns the CPU whose
+/// switch window held it, once the hook saw the window; outcome 2 (another
+/// CPU ran the task inside the window) fails here, any other outcome but
+/// 1 is returned for the caller to name.
+fn run_through_switch_window(
+    name: &'static str,
+    hook: fn(&task::Task),
+) -> Result<(usize, u32), kreclaim::harness::TestFailure> {
     WINDOW_WAKE.reinit();
-    let h = task::spawn("switch-window", || {
+    let h = task::spawn(name, || {
         while !WINDOW_GO.load(Ordering::SeqCst) {
             task::yield_now();
         }
@@ -1258,27 +1279,20 @@ fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResul
     .or_fail("spawn")?;
     WINDOW_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
     WINDOW_ARMED.store(true, Ordering::SeqCst);
-    task::set_switch_hook(Some(hold_switch_window));
+    task::set_switch_hook(Some(hook));
     WINDOW_GO.store(true, Ordering::SeqCst);
     let r = h.join_timeout(Duration::from_secs(60));
     task::set_switch_hook(None);
     WINDOW_ARMED.store(false, Ordering::SeqCst);
     kassert!(r.is_ok(), "the task did not finish");
     let window_cpu = WINDOW_CPU.load(Ordering::SeqCst);
-    match WINDOW_OUTCOME.load(Ordering::SeqCst) {
-        1 => {}
-        2 => kassert!(
-            false,
-            "CPU {} ran the task while CPU {window_cpu} was still saving it",
-            h.task().last_cpu()
-        ),
-        3 => kassert!(
-            false,
-            "no other CPU looked at the woken task (woken onto CPU {window_cpu} itself?)"
-        ),
-        o => kassert!(false, "the switch window was never seen (outcome {o})"),
-    }
-    Ok(())
+    let outcome = WINDOW_OUTCOME.load(Ordering::SeqCst);
+    kassert!(
+        outcome != 2,
+        "CPU {} ran the task while CPU {window_cpu} was still saving it",
+        h.task().last_cpu()
+    );
+    Ok((window_cpu, outcome))
 }
 
 /// The task whose last switch-out the join test holds (its `Task` address).
@@ -1441,30 +1455,10 @@ fn idle_cpus_do_not_steal_a_task_still_switching_out() -> TestResult {
     WINDOW_OUTCOME.store(0, Ordering::SeqCst);
     WINDOW_GO.store(false, Ordering::SeqCst);
     STEAL_WINDOW_STEALS.store(u64::MAX, Ordering::SeqCst);
-    WINDOW_WAKE.reinit();
-    let h = task::spawn("steal-window", || {
-        while !WINDOW_GO.load(Ordering::SeqCst) {
-            task::yield_now();
-        }
-        WINDOW_WAKE.wait();
-    })
-    .or_fail("spawn")?;
-    WINDOW_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
-    WINDOW_ARMED.store(true, Ordering::SeqCst);
-    task::set_switch_hook(Some(hold_switch_window_for_stealers));
-    WINDOW_GO.store(true, Ordering::SeqCst);
-    let r = h.join_timeout(Duration::from_secs(60));
-    task::set_switch_hook(None);
-    WINDOW_ARMED.store(false, Ordering::SeqCst);
-    kassert!(r.is_ok(), "the task did not finish");
-    let window_cpu = WINDOW_CPU.load(Ordering::SeqCst);
-    match WINDOW_OUTCOME.load(Ordering::SeqCst) {
+    let (window_cpu, outcome) =
+        run_through_switch_window("steal-window", hold_switch_window_for_stealers)?;
+    match outcome {
         1 => {}
-        2 => kassert!(
-            false,
-            "CPU {} ran the task while CPU {window_cpu} was still saving it",
-            h.task().last_cpu()
-        ),
         3 => kassert!(
             false,
             "no CPU declined the woken task, or the other CPUs did not tick (window on CPU {window_cpu})"
