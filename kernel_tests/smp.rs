@@ -1198,10 +1198,19 @@ static WINDOW_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 static WINDOW_OUTCOME: AtomicU32 = AtomicU32::new(0);
 static WINDOW_WAKE: Completion = Completion::new();
 
-/// `schedule`'s switch hook for the on_cpu test: when the watched task
+/// Ticks every other CPU must take, after one of them has found the
+/// woken task queued and declined it, before [`hold_switch_window`] closes
+/// the window: 0 for the on_cpu test; 3 for the steal test (an idle CPU
+/// tries to steal after each tick).
+static WINDOW_EXTRA_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// `schedule`'s switch hook for the window tests: when the watched task
 /// switches out blocked, wakes it from inside the window (as a waker on
-/// another CPU would, a moment too early) and holds the window open until
-/// another CPU has found the task queued and declined it, or ran it.
+/// another CPU would, a moment too early: it sits in an idle CPU's run
+/// queue while still `on_cpu` here) and holds the window open until
+/// another CPU has found the task queued and declined it (then until every
+/// other CPU took [`WINDOW_EXTRA_TICKS`] ticks), or ran it. Records the
+/// steals that happened meanwhile in `STEAL_WINDOW_STEALS`.
 fn hold_switch_window(prev: &task::Task) {
     if prev as *const task::Task as usize != WINDOW_TASK.load(Ordering::SeqCst)
         || prev.state() != TaskState::Blocked
@@ -1209,26 +1218,38 @@ fn hold_switch_window(prev: &task::Task) {
     {
         return;
     }
-    let cpu = kreclaim::platform::cpu_id();
-    WINDOW_CPU.store(cpu, Ordering::SeqCst);
+    let me = kreclaim::platform::cpu_id();
+    WINDOW_CPU.store(me, Ordering::SeqCst);
+    let extra = WINDOW_EXTRA_TICKS.load(Ordering::SeqCst);
     let skips = task::on_cpu_skips();
     let switches = prev.switches();
+    let steals = all_steals();
     // This CPU still shows `prev` as current, so the wake-up queues it on
     // an idle CPU and sends that CPU a reschedule IPI.
     WINDOW_WAKE.complete();
     let t0 = kreclaim::time::now_ns();
+    let mut ticks = [0u64; CPUS];
+    let mut seen = false;
     let outcome = loop {
         if prev.switches() != switches || prev.state() == TaskState::Running {
             break 2;
         }
-        if task::on_cpu_skips() > skips {
-            break 1;
-        }
         if kreclaim::time::now_ns() - t0 > 20_000_000_000 {
             break 3;
         }
+        if !seen && task::on_cpu_skips() > skips {
+            // Queued and declined: from now on only a steal could move it.
+            seen = true;
+            for (n, t) in ticks.iter_mut().enumerate() {
+                *t = cpu_ticks(n);
+            }
+        }
+        if seen && (0..CPUS).all(|n| n == me || cpu_ticks(n) >= ticks[n] + extra) {
+            break 1;
+        }
         core::hint::spin_loop();
     };
+    STEAL_WINDOW_STEALS.store(all_steals() - steals, Ordering::SeqCst);
     WINDOW_OUTCOME.store(outcome, Ordering::SeqCst);
     if outcome == 2 {
         // Another CPU runs on this stack now: never touch it again.
@@ -1246,9 +1267,7 @@ fn hold_switch_window(prev: &task::Task) {
 /// CPU). Without the handshake the other CPU
 /// would resume the task from a stale context on the stack still in use.
 fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResult {
-    WINDOW_OUTCOME.store(0, Ordering::SeqCst);
-    WINDOW_GO.store(false, Ordering::SeqCst);
-    let (window_cpu, outcome) = run_through_switch_window("switch-window", hold_switch_window)?;
+    let (window_cpu, outcome) = run_through_switch_window("switch-window", 0)?;
     match outcome {
         1 => {}
         3 => kassert!(
@@ -1260,15 +1279,19 @@ fn a_task_woken_while_switching_out_runs_nowhere_else_until_saved() -> TestResul
     Ok(())
 }
 
-/// Spawns a task that waits on `WINDOW_WAKE`, arms the switch hook `hook`
-/// for its switch-out, lets it run and joins it. Returns the CPU whose
+/// Spawns a task that waits on `WINDOW_WAKE`, arms [`hold_switch_window`]
+/// (with `extra_ticks`) for its switch-out, lets it run and joins it. Returns the CPU whose
 /// switch window held it, once the hook saw the window; outcome 2 (another
 /// CPU ran the task inside the window) fails here, any other outcome but
 /// 1 is returned for the caller to name.
 fn run_through_switch_window(
     name: &'static str,
-    hook: fn(&task::Task),
+    extra_ticks: u64,
 ) -> Result<(usize, u32), kreclaim::harness::TestFailure> {
+    WINDOW_OUTCOME.store(0, Ordering::SeqCst);
+    WINDOW_GO.store(false, Ordering::SeqCst);
+    STEAL_WINDOW_STEALS.store(u64::MAX, Ordering::SeqCst);
+    WINDOW_EXTRA_TICKS.store(extra_ticks, Ordering::SeqCst);
     WINDOW_WAKE.reinit();
     let h = task::spawn(name, || {
         while !WINDOW_GO.load(Ordering::SeqCst) {
@@ -1279,7 +1302,7 @@ fn run_through_switch_window(
     .or_fail("spawn")?;
     WINDOW_TASK.store(Arc::as_ptr(h.task()) as usize, Ordering::SeqCst);
     WINDOW_ARMED.store(true, Ordering::SeqCst);
-    task::set_switch_hook(Some(hook));
+    task::set_switch_hook(Some(hold_switch_window));
     WINDOW_GO.store(true, Ordering::SeqCst);
     let r = h.join_timeout(Duration::from_secs(60));
     task::set_switch_hook(None);
@@ -1395,68 +1418,13 @@ fn cpu_ticks(n: usize) -> u64 {
     }
 }
 
-/// `schedule`'s switch hook for the steal test: as [`hold_switch_window`],
-/// wakes the watched task from inside its window, so that it sits in an
-/// idle CPU's run queue while still `on_cpu` here; then holds the window
-/// open until that CPU has seen it (and left it) and every other CPU has
-/// ticked 3 times (an idle CPU tries to steal after each tick), and
-/// records how many steals happened meanwhile.
-fn hold_switch_window_for_stealers(prev: &task::Task) {
-    if prev as *const task::Task as usize != WINDOW_TASK.load(Ordering::SeqCst)
-        || prev.state() != TaskState::Blocked
-        || !WINDOW_ARMED.swap(false, Ordering::SeqCst)
-    {
-        return;
-    }
-    let me = kreclaim::platform::cpu_id();
-    WINDOW_CPU.store(me, Ordering::SeqCst);
-    let skips = task::on_cpu_skips();
-    let switches = prev.switches();
-    let steals = all_steals();
-    WINDOW_WAKE.complete();
-    let t0 = kreclaim::time::now_ns();
-    let mut ticks = [0u64; CPUS];
-    let mut seen = false;
-    let outcome = loop {
-        if prev.switches() != switches || prev.state() == TaskState::Running {
-            break 2;
-        }
-        if kreclaim::time::now_ns() - t0 > 20_000_000_000 {
-            break 3;
-        }
-        if !seen && task::on_cpu_skips() > skips {
-            // Queued and declined: from now on only a steal could move it.
-            seen = true;
-            for (n, t) in ticks.iter_mut().enumerate() {
-                *t = cpu_ticks(n);
-            }
-        }
-        if seen && (0..CPUS).all(|n| n == me || cpu_ticks(n) >= ticks[n] + 3) {
-            break 1;
-        }
-        core::hint::spin_loop();
-    };
-    STEAL_WINDOW_STEALS.store(all_steals() - steals, Ordering::SeqCst);
-    WINDOW_OUTCOME.store(outcome, Ordering::SeqCst);
-    if outcome == 2 {
-        // Another CPU runs on this stack now: never touch it again.
-        loop {
-            core::hint::spin_loop();
-        }
-    }
-}
-
 /// `steal`'s `on_cpu` filter: a task woken while its old CPU is still
 /// saving its context sits in another CPU's run queue; idle CPUs looking
 /// for work must leave it there (it cannot run anywhere yet) instead of
 /// moving it from queue to queue. The switch hook holds the task in that
 /// window for three ticks of every other CPU: no steal happens.
 fn idle_cpus_do_not_steal_a_task_still_switching_out() -> TestResult {
-    WINDOW_OUTCOME.store(0, Ordering::SeqCst);
-    WINDOW_GO.store(false, Ordering::SeqCst);
-    STEAL_WINDOW_STEALS.store(u64::MAX, Ordering::SeqCst);
-    let (window_cpu, outcome) =
-        run_through_switch_window("steal-window", hold_switch_window_for_stealers)?;
+    let (window_cpu, outcome) = run_through_switch_window("steal-window", 3)?;
     match outcome {
         1 => {}
         3 => kassert!(
