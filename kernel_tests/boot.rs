@@ -242,7 +242,7 @@ fn cmdline_policy_knobs_override_the_era() -> TestResult {
     }
     // Every knob, each value, on `policy=all`: applied to every era.
     let c = Config::parse(
-        "policy=all ilock_gfp=nofs trans_nofs=off reclaim_ilock=blocking reclaim_writeback=sync \
+        "policy=all ilock_gfp=nofs inode_gfp=nofs trans_nofs=off reclaim_ilock=blocking reclaim_writeback=sync \
          reclaim_pinned=wait cluster_ilock=blocking reclaim_referenced=on reclaim_subclass=on",
     )
     .map_err(fail)?;
@@ -250,6 +250,7 @@ fn cmdline_policy_knobs_override_the_era() -> TestResult {
     kassert_eq!(ps.len(), Policy::ALL.len());
     for p in &ps {
         kassert_eq!(p.gfp_under_ilock, kreclaim::mm::gfp::GFP_NOFS);
+        kassert_eq!(p.inode_gfp, kreclaim::mm::gfp::GFP_NOFS);
         kassert!(!p.scoped_nofs_transactions);
         kassert_eq!(p.reclaim_ilock, IlockMode::Blocking);
         kassert_eq!(p.reclaim_writeback, ReclaimWriteback::Sync);

@@ -44,6 +44,7 @@ kreclaim::kernel_tests!(
     reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight,
     reclaim_pinned_knob_forces_the_log_or_skips_the_inode,
     eras_before_5_9_make_direct_reclaim_wait_for_the_log,
+    inode_gfp_knob_lets_a_lookup_miss_enter_fs_reclaim,
     disk_model_makes_requests_take_their_time,
     reclaim_subclass_knob_hides_the_recursive_report,
     writeback_io_error_keeps_the_inode_dirty,
@@ -766,6 +767,77 @@ fn eras_before_5_9_make_direct_reclaim_wait_for_the_log() -> TestResult {
             }
             _ => kassert_eq!((w, forces), (0, 0), "{era}"),
         }
+    }
+    fsck_clean()
+}
+
+/// A lock of the lookup's caller, so that lockdep shows whether the lookup
+/// entered the fs_reclaim section (an allocation that may reclaim from the
+/// filesystem, `__GFP_FS`) while it was held.
+static LOOKUP_CALLER: kreclaim::sync::RwSemaphore<()> =
+    kreclaim::sync::RwSemaphore::new((), kreclaim::lock_class!("t_lookup_caller"));
+
+fn inode_gfp_knob_lets_a_lookup_miss_enter_fs_reclaim() -> TestResult {
+    // XFS before the scoped API allocated the in-core inode of an
+    // inode-cache miss with KM_SLEEP (`xfs_inode_alloc`): GFP_KERNEL outside
+    // a transaction, NOFS inside one (PF_FSTRANS). So under `nofs` a
+    // lookup that misses may enter the filesystem's reclaim, and a create,
+    // which allocates its inode under the parent's ILOCK in a transaction,
+    // may not.
+    let fs_reclaim = kreclaim::mm::fs_reclaim::FS_RECLAIM_MAP.class();
+    kassert_eq!(Policy::NOFS.inode_gfp, GFP_KERNEL);
+    kassert!(Policy::NOFS.scoped_nofs_transactions);
+    for (knob, want) in [("kernel", true), ("nofs", false)] {
+        let mut p = Policy::NOFS;
+        ok!(p.set_knob("inode_gfp", knob));
+        let fs = ok!(fresh(p));
+        let root = ok!(fs.root());
+        lockdep::reset_graph();
+        for i in 0..8 {
+            drop(ok!(fs.create(&root, &format!("g{i}"), FileType::File)));
+        }
+        for class in [
+            kreclaim::fs::dir_ilock_class(),
+            kreclaim::fs::nondir_ilock_class(),
+        ] {
+            kassert!(
+                !lockdep::has_dependency(class, fs_reclaim),
+                "inode_gfp={knob}: create allocated with __GFP_FS under {}",
+                class.name()
+            );
+        }
+        // Evict them: written back, unpinned, off the LRU, reclaimed.
+        ok!(fs.log_force());
+        ok!(fs.sync());
+        let b = fs.stats();
+        for _ in 0..200 {
+            fs.prune_icache_sb(64);
+            fs.shrink_inode_cache(GFP_KERNEL, 0);
+            if fs.stats().inodes_reclaimed >= b.inodes_reclaimed + 8 {
+                break;
+            }
+            task::sleep(Duration::from_millis(1));
+        }
+        let names: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+        let reads = fs.stats().inode_reads;
+        {
+            // Nothing else allocates while it is held (the names are made).
+            let _caller = LOOKUP_CALLER.down_read();
+            for name in &names {
+                kassert!(ok!(fs.lookup(&root, name)).is_some());
+            }
+        }
+        kassert!(
+            fs.stats().inode_reads > reads,
+            "inode_gfp={knob}: no lookup missed the inode cache"
+        );
+        kassert_eq!(
+            lockdep::has_dependency(LOOKUP_CALLER.class(), fs_reclaim),
+            want,
+            "inode_gfp={knob}"
+        );
+        drop(root);
+        ok!(fs.unmount());
     }
     fsck_clean()
 }

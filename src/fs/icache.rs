@@ -161,11 +161,11 @@ impl Fs {
         &self.perags[ino_to_ag(ino) as usize]
     }
 
-    /// Finds or reads inode `ino` and takes a reference. Allocates with
-    /// `gfp` on a miss (the inode object and maybe the cluster buffer),
-    /// holding no fs lock but possibly an ILOCK of the caller's (create and
-    /// unlink look the child up under the parent's ILOCK, with
-    /// `gfp_under_ilock`). `create` (the type about to be created) returns
+    /// Finds or reads inode `ino` and takes a reference. On a miss reads the
+    /// cluster buffer with `gfp` and allocates the in-core inode with the
+    /// policy's `inode_gfp` (`xfs_inode_alloc`), holding no fs lock but
+    /// possibly an ILOCK of the caller's (create and unlink look the child
+    /// up under the parent's ILOCK, inside their transaction). `create` (the type about to be created) returns
     /// free slots too; a miss then makes the in-core inode with that type's
     /// ILOCK class. (A free inode still cached keeps the class it had: a
     /// lockdep-only imprecision for a directory made in a file's old slot.)
@@ -213,9 +213,12 @@ impl Fs {
             if core.mode == Mode::Free && !allow_free {
                 return Err(FsError::InodeNotAllocated { ino });
             }
+            // `xfs_inode_alloc`: the in-core inode has its own GFP (knob
+            // `inode_gfp`, KM_SLEEP in XFS), not the caller's; inside a
+            // transaction the task's NOFS scope still strips __GFP_FS.
             let obj = self
                 .inode_slab
-                .alloc(gfp)
+                .alloc(self.policy.inode_gfp | (gfp & Gfp::__GFP_NOFAIL))
                 .map_err(|_| FsError::NoMemory)?
                 .cast::<XfsInode>();
             let dir = match create {

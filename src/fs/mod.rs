@@ -80,6 +80,7 @@ pub(crate) use format::check_buf;
 pub use format::{FileType, Geometry, InodeCore, Mode, Superblock};
 pub use fsck::{FsckReport, check, fsck};
 pub use icache::{IlockGuard, InodeRef, RaceHook, RacePoint};
+pub use inode::{dir_ilock_class, nondir_ilock_class};
 pub use mkfs::{MkfsOptions, mkfs};
 pub use ops::Stat;
 pub use policy::{IlockMode, Policy, ReclaimPinned, ReclaimWriteback};

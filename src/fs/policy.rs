@@ -6,16 +6,20 @@
 //!
 //! The eras replay the history of the seed mail (docs/seed.md):
 //!
-//! | era | `ilock_gfp` | `buf_gfp` | `trans_nofs` | `reclaim_ilock` | `reclaim_final_lock` | `reclaim_writeback` | `reclaim_pinned` | `cluster_ilock` | `reclaim_referenced` |
-//! |---|---|---|---|---|---|---|---|---|---|
-//! | `nofs` | nofs | nofs | off | blocking | off | sync | wait | trylock | off |
-//! | `kernel` | kernel | kernel | on | blocking | off | sync | wait | trylock | off |
-//! | `nolockdep` | kernel+nolockdep | kernel+nolockdep | on | blocking | off | sync | wait | trylock | off |
-//! | `trylock` | kernel | kernel | on | trylock | off | none | skip | trylock | off |
-//! | `today` (default) | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | skip | trylock | off |
-//! | `broken` | kernel+nolockdep | kernel+nolockdep | on | trylock | on | none | skip | blocking | on |
+//! | era | `ilock_gfp` | `buf_gfp` | `inode_gfp` | `trans_nofs` | `reclaim_ilock` | `reclaim_final_lock` | `reclaim_writeback` | `reclaim_pinned` | `cluster_ilock` | `reclaim_referenced` |
+//! |---|---|---|---|---|---|---|---|---|---|---|
+//! | `nofs` | nofs | nofs | kernel | on | blocking | off | sync | wait | trylock | off |
+//! | `kernel` | kernel | kernel | kernel | on | blocking | off | sync | wait | trylock | off |
+//! | `nolockdep` | kernel+nolockdep | kernel+nolockdep | kernel | on | blocking | off | sync | wait | trylock | off |
+//! | `trylock` | kernel | kernel | kernel | on | trylock | off | none | skip | trylock | off |
+//! | `today` (default) | kernel+nolockdep | kernel+nolockdep | kernel | on | trylock | on | none | skip | trylock | off |
+//! | `broken` | kernel+nolockdep | kernel+nolockdep | kernel | on | trylock | on | none | skip | blocking | on |
 //!
-//! - `nofs`: XFS before the scoped API (KM_NOFS everywhere); reclaim takes
+//! - `nofs`: XFS before the scoped API (KM_NOFS on the filesystem's
+//!   allocations, `PF_FSTRANS` in transactions); the in-core inode of an
+//!   inode-cache miss was `kmem_zone_alloc(xfs_inode_zone, KM_SLEEP)`
+//!   (`xfs_inode_alloc`), GFP_KERNEL outside a transaction (`inode_gfp`),
+//!   so a lookup's reclaim could enter the filesystem; reclaim takes
 //!   ILOCK blocking, waits for the flush lock, waits for pinned inodes by
 //!   forcing the log (`xfs_iunpin_wait`) and writes dirty inodes back
 //!   synchronously (the old `SYNC_WAIT` path of `xfs_reclaim_inode`).
@@ -91,6 +95,12 @@ pub struct Policy {
     /// GFP of buffer allocations (`xfs_buf_alloc`: the buffer and its
     /// page), knob `buf_gfp`.
     pub buf_gfp: Gfp,
+    /// GFP of the in-core inode allocated on an inode-cache miss
+    /// (`xfs_inode_alloc` in `xfs_iget`), knob `inode_gfp`. XFS allocated
+    /// it with `KM_SLEEP` (GFP_KERNEL, NOFS only inside a transaction's
+    /// `PF_FSTRANS`) in every era, `GFP_KERNEL | __GFP_NOFAIL` from 5.8.
+    /// A transaction's scope (`trans_nofs`) still strips __GFP_FS.
+    pub inode_gfp: Gfp,
     /// Transactions run inside a `memalloc_nofs_save` scope (`trans_nofs`).
     pub scoped_nofs_transactions: bool,
     /// How the inode shrinker locks the unreferenced inodes it reclaims
@@ -124,7 +134,8 @@ impl Policy {
         name: "nofs",
         gfp_under_ilock: GFP_NOFS,
         buf_gfp: GFP_NOFS,
-        scoped_nofs_transactions: false,
+        inode_gfp: GFP_KERNEL,
+        scoped_nofs_transactions: true,
         reclaim_ilock: IlockMode::Blocking,
         reclaim_final_lock: false,
         reclaim_writeback: ReclaimWriteback::Sync,
@@ -156,6 +167,7 @@ impl Policy {
         name: "trylock",
         gfp_under_ilock: GFP_KERNEL,
         buf_gfp: GFP_KERNEL,
+        inode_gfp: GFP_KERNEL,
         scoped_nofs_transactions: true,
         reclaim_ilock: IlockMode::Trylock,
         reclaim_final_lock: false,
@@ -325,6 +337,16 @@ pub static KNOBS: &[Knob] = &[
             Ok(())
         },
         get: |p| gfp_name(p.buf_gfp),
+    },
+    Knob {
+        name: "inode_gfp",
+        values: "kernel|nofs|kernel+nolockdep",
+        help: "GFP of the in-core inode on an inode-cache miss (xfs_inode_alloc, KM_SLEEP)",
+        set: |p, v| {
+            p.inode_gfp = gfp_parse(v)?;
+            Ok(())
+        },
+        get: |p| gfp_name(p.inode_gfp),
     },
     Knob {
         name: "trans_nofs",
