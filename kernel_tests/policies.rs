@@ -182,7 +182,8 @@ fn nofs_application_memory_makes_direct_reclaim_wait_for_the_log() -> TestResult
     // reclaim forces the log and waits for the device; with
     // `app_pages=0` (the fs-only workload) it rarely does (only a
     // GFP_KERNEL allocation made outside the filesystem's GFP, such as a
-    // transaction's or the monitor's, can), and `today`'s never does
+    // transaction's, the monitor's or a lookup's in-core inode
+    // (`inode_gfp`), can), and `today`'s never does
     // either way. Counted, not timed.
     use kreclaim::fs::DiskModel;
     let dev = kreclaim::arch::x86_64::boot_ramdisk()
