@@ -98,7 +98,7 @@ pub struct Policy {
     /// GFP of the in-core inode allocated on an inode-cache miss
     /// (`xfs_inode_alloc` in `xfs_iget`), knob `inode_gfp`. XFS allocated
     /// it with `KM_SLEEP` (GFP_KERNEL, NOFS only inside a transaction's
-    /// `PF_FSTRANS`) in every era, `GFP_KERNEL | __GFP_NOFAIL` from 5.8.
+    /// `PF_FSTRANS`) in every era; `GFP_KERNEL | __GFP_NOFAIL` since 2020.
     /// A transaction's scope (`trans_nofs`) still strips __GFP_FS.
     pub inode_gfp: Gfp,
     /// Transactions run inside a `memalloc_nofs_save` scope (`trans_nofs`).
