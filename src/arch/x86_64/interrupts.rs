@@ -247,6 +247,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     if vec == super::apic::RESCHED_VECTOR {
         super::smp::tlb_sync_local();
+        super::smp::membarrier_ack_local();
         super::apic::eoi();
         crate::task::on_resched_ipi();
         return;
@@ -257,6 +258,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let line = vec - IRQ_BASE;
     let h = IRQ_HANDLERS[line as usize].get();
     super::pic::eoi(line);
+    // The boot CPU's tick (PIT) answers barrier requests as the APs' do.
+    super::smp::membarrier_ack_local();
     if let Some(h) = h {
         h(frame);
     }

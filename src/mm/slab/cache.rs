@@ -307,13 +307,17 @@ impl Sheaf {
 /// empty (or full).
 ///
 /// They are guarded by `locked`, Linux's `local_trylock_t`: whoever changes
-/// them holds it, taken only with a try ([`CpuSheaves::trylock`]), never
-/// waited for. An interrupt handler (or a task that preempted the holder)
-/// that finds it held takes the slow path, which then goes to the slabs
-/// under the list lock; so interrupts stay enabled on the fast path. The
-/// owner is normally the CPU itself, but the lock, not the CPU, is what
-/// gives the right: a holder that migrates meanwhile still owns the sheaves,
-/// and a flush may empty another CPU's sheaves by taking its lock. A sheaf
+/// them holds it, taken only with a try, never waited for. An interrupt
+/// handler (or a task that preempted the holder) that finds it held takes
+/// the slow path, which then goes to the slabs under the list lock; so
+/// interrupts stay enabled on the fast path. How `locked` is taken depends
+/// on the platform ([`SheafMode`]): on the kernel's own platform by a plain
+/// load and store with the task pinned by its preempt count (Linux's way),
+/// on the host by its CPU's thread alone, elsewhere by an atomic exchange
+/// (then the lock, not the CPU, gives the right: a holder that migrates
+/// meanwhile still owns the sheaves). A context on another CPU (a drain)
+/// takes the sheaves through `remote` where `locked` is plain
+/// ([`CpuSheaves::lock_remote`]). A sheaf
 /// leaves a CPU (to the barn, or to be freed) only under the list lock as
 /// well, so readers that hold that (slabinfo) may follow the pointers.
 /// Relaxed atomics for the pointers: plain loads and stores. A cache line
@@ -321,9 +325,10 @@ impl Sheaf {
 #[repr(align(64))]
 struct CpuSheaves {
     locked: AtomicBool,
-    /// Where `locked` is a plain per-thread flag (`cpus_are_threads`): set
-    /// by another thread that takes these sheaves (a drain, `prefill`),
-    /// which then holds them instead of `locked` ([`CpuSheaves::lock_remote`]).
+    /// Where `locked` is a plain flag (the host's threads, the kernel's
+    /// pinned fast paths): set by another context that takes these sheaves
+    /// (a drain, `prefill`), which then holds them instead of `locked`
+    /// ([`CpuSheaves::lock_remote`]).
     remote: AtomicBool,
     main: SheafSlot,
     spare: SheafSlot,
@@ -407,89 +412,132 @@ impl CpuSheaves {
         }
     }
 
-    /// Takes the sheaves' local lock if it is free (`local_trylock`): one
-    /// atomic exchange (x86: `xchg`, cheaper than masking interrupts under
-    /// QEMU's TCG, and correct whichever CPU the caller runs on).
+    /// Takes the sheaves' lock if it is free, with an atomic exchange (the
+    /// [`SheafMode::Exchange`] platforms' only way, and their remote
+    /// takers'): correct whichever CPU the caller runs on.
     #[inline(always)]
-    fn trylock(&self) -> Option<SheafGuard<'_>> {
-        if !self.try_acquire() {
+    fn trylock_exchange(&self) -> Option<SheafGuard<'_>> {
+        if self.locked.swap(true, Ordering::Acquire) {
             return None;
         }
         Some(SheafGuard {
             pcs: self,
-            remote: false,
+            kind: GuardKind::Local,
         })
     }
 
-    /// Takes the sheaves' lock from a context that may run on another CPU
-    /// than theirs (a drain, `prefill_sheaves`, `with_sheaves_held`), with
-    /// a try. Where the owner takes `locked` with a plain store
-    /// (`cpus_are_threads`) that is not enough: this sets `remote` (an
-    /// exchange, excluding other such takers), makes every thread execute
-    /// a full barrier (`platform::membarrier`), and only then looks at
-    /// `locked`. With the owner's order (store `locked`, then load
-    /// `remote`) one of the two always sees the other's flag: the owner
-    /// backs off to its slow path, or this finds `locked` set and lets go.
-    /// Elsewhere it is [`CpuSheaves::trylock`].
-    fn lock_remote(&self) -> Option<SheafGuard<'_>> {
-        if !crate::platform::cpus_are_threads() {
-            return self.trylock();
+    /// Takes CPU `cpu`'s sheaves (these) from a context that may run on
+    /// another CPU than theirs (a drain, `prefill_sheaves`,
+    /// `with_sheaves_held`), with a try. Where the owner takes `locked`
+    /// with a plain load and store ([`SheafMode::Threads`],
+    /// [`SheafMode::Pinned`]) an exchange on it would not exclude the owner
+    /// (x86 lets the owner's store pass its later load: Dekker's protocol
+    /// needs a full barrier on both sides). So this sets `remote` (an
+    /// exchange, excluding other such takers), makes the owning CPU execute
+    /// a full barrier, and only then looks at `locked`. On the host
+    /// (`platform::membarrier`, every thread, at any point): with the
+    /// owner's order (store `locked`, then load `remote`) one of the two
+    /// always sees the other's flag. In the kernel
+    /// (`platform::membarrier_cpu`: an IPI to that CPU, answered only while
+    /// no task there is pinned, i.e. between two of its sections): a
+    /// section that ended before the answer left `locked` as it found it,
+    /// with its sheaf changes seen here, and one that starts after it sees
+    /// `remote` in its first check. Either way the owner backs off to its
+    /// slow path, or this finds `locked` set and lets go (the caller waits
+    /// and tries again). `locked` is never written from afar. Elsewhere it
+    /// is the exchange.
+    fn lock_remote(&self, cpu: usize) -> Option<SheafGuard<'_>> {
+        let mode = SheafMode::get();
+        if mode == SheafMode::Exchange {
+            return self.trylock_exchange();
         }
         if self.remote.swap(true, Ordering::Acquire) {
             return None;
         }
-        if !crate::platform::membarrier() || self.locked.load(Ordering::Acquire) {
+        let free = if mode == SheafMode::Pinned {
+            crate::platform::membarrier_cpu(cpu) && !self.locked.load(Ordering::Acquire)
+        } else {
+            crate::platform::membarrier() && !self.locked.load(Ordering::Acquire)
+        };
+        if !free {
             self.remote.store(false, Ordering::Release);
             return None;
         }
+        REMOTE_TAKES.fetch_add(1, Ordering::Relaxed);
         Some(SheafGuard {
             pcs: self,
-            remote: true,
+            kind: GuardKind::Remote,
         })
     }
 
-    /// [`CpuSheaves::trylock`] without a guard, for the fast paths (which
-    /// then call [`CpuSheaves::release`] themselves, with nothing between
-    /// that can fail or unwind): a plain bool costs fewer instructions in
-    /// the dev build than the `Option`.
-    ///
-    /// Where every CPU is a thread that never runs as another CPU and is
-    /// never interrupted (the host build, `platform::cpus_are_threads`),
-    /// only that thread takes its CPU's flag (re-entry from a report is the
-    /// only other holder it can meet, on the same thread), so a plain load
-    /// and store do: the exchange, a locked instruction, costs more than the
-    /// rest of the fast path there. Linux's `local_trylock` is such a plain
-    /// flag under `preempt_disable`. Another thread that must take these
-    /// sheaves (a drain of every CPU) goes through
-    /// [`CpuSheaves::lock_remote`], which is why the plain path loads
-    /// `remote` after its store and backs off if it is set.
+    /// Takes `locked` with a plain load and store, for the host's CPU
+    /// threads ([`SheafMode::Threads`]), where only the CPU's own thread
+    /// takes it plainly. Then loads `remote` and backs off if a remote
+    /// taker announced itself ([`CpuSheaves::lock_remote`], whose
+    /// process-wide barrier may come at any point of this thread, so the
+    /// check must follow the store). Linux's `local_trylock` is such a
+    /// plain flag under `preempt_disable`, with no remote taker (its drains
+    /// run on the CPU).
     #[inline(always)]
-    fn try_acquire(&self) -> bool {
-        if crate::platform::cpus_are_threads() {
-            if self.locked.load(Ordering::Relaxed) {
-                return false;
-            }
-            self.locked.store(true, Ordering::Relaxed);
-            // Store `locked`, then load `remote` (see `lock_remote`; the
-            // remote taker's membarrier orders the other side).
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-            if self.remote.load(Ordering::Acquire) {
-                self.locked.store(false, Ordering::Release);
-                return false;
-            }
-            return true;
+    fn try_acquire_plain(&self) -> bool {
+        if self.locked.load(Ordering::Relaxed) {
+            return false;
         }
-        !self.locked.swap(true, Ordering::Acquire)
+        self.locked.store(true, Ordering::Relaxed);
+        // Store `locked`, then load `remote`: kept in this order by the
+        // compiler here, and by the remote taker's barrier on the CPU.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if self.remote.load(Ordering::Acquire) {
+            self.locked.store(false, Ordering::Release);
+            return false;
+        }
+        true
     }
 
-    /// [`CpuSheaves::try_acquire`] for the fast paths, which found their
-    /// CPU number inline ([`crate::platform::cpu_id_inline`]). It still
-    /// tests `cpus_are_threads` (one relaxed load): a number cached for the
-    /// thread says every thread is a CPU of its own, but the plain flag
-    /// also needs the platform's `membarrier` for remote drains, without
-    /// which the flag stays an exchange.
+    /// Takes `locked` in [`SheafMode::Pinned`]: one test of both flags,
+    /// then a plain store. The caller is pinned to the CPU whose sheaves
+    /// these are (its preempt count above 0) until it releases them. No
+    /// second look at `remote` after the store: a remote taker's barrier
+    /// is answered on this CPU only while no task is pinned
+    /// (`arch::x86_64::smp::membarrier_ack_local`), so it never falls
+    /// between this test and the store; an interrupt handler of this CPU
+    /// that does takes and releases the flag itself before the store.
     #[inline(always)]
-    fn try_acquire_inline_cpu(&self) -> bool {
+    fn try_acquire_pinned(&self) -> bool {
+        // Both flags, one branch (`|` of two loads, not `||`).
+        if self.locked.load(Ordering::Relaxed) | self.remote.load(Ordering::Acquire) {
+            return false;
+        }
+        self.locked.store(true, Ordering::Relaxed);
+        // The sheaf accesses stay after the store.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        true
+    }
+
+    /// Takes the sheaves' lock for the caller's own CPU's contexts: plain
+    /// where [`SheafMode`] allows (the caller pinned to the CPU whose
+    /// sheaves these are, in the kernel by its preempt count), else the
+    /// exchange.
+    #[inline(always)]
+    fn try_acquire(&self) -> bool {
+        match SheafMode::get() {
+            SheafMode::Pinned => self.try_acquire_pinned(),
+            SheafMode::Threads => self.try_acquire_plain(),
+            SheafMode::Exchange => !self.locked.swap(true, Ordering::Acquire),
+        }
+    }
+
+    /// [`CpuSheaves::try_acquire`] for the fast paths, behind a flag that
+    /// in the kernel build implies [`SheafMode::Pinned`] (`SLAB_ALLOC_FAST`,
+    /// a hit in the fast mem_map copy: both need
+    /// `platform::cpu_line_offset_ready`, the kernel's gs layout), so the
+    /// mode is known at build time there; the caller pinned itself with
+    /// [`fast_pin`]. Elsewhere [`CpuSheaves::try_acquire`].
+    #[inline(always)]
+    fn try_acquire_fast(&self) -> bool {
+        if FAST_PINNED {
+            return self.try_acquire_pinned();
+        }
         self.try_acquire()
     }
 
@@ -498,6 +546,88 @@ impl CpuSheaves {
     fn release(&self) {
         self.locked.store(false, Ordering::Release);
     }
+}
+
+/// How a CPU's sheaf lock (`CpuSheaves::locked`) is taken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SheafMode {
+    /// The kernel's own platform (`platform::kernel_gs_layout`): the CPU's
+    /// contexts take it with a plain load and store, the task pinned by its
+    /// preempt count (`inc` of a `gs:` word); remote takers go through
+    /// `remote` and an IPI barrier to the CPU.
+    Pinned,
+    /// The host build whose CPUs are threads (`platform::cpus_are_threads`):
+    /// plain, by the CPU's own thread; remote takers through `remote` and
+    /// the process-wide `membarrier`.
+    Threads,
+    /// Any other platform (an embedder's kernel): an atomic exchange, by
+    /// anyone.
+    Exchange,
+}
+
+impl SheafMode {
+    #[inline(always)]
+    fn get() -> SheafMode {
+        if crate::platform::kernel_gs_layout() {
+            SheafMode::Pinned
+        } else if crate::platform::cpus_are_threads() {
+            SheafMode::Threads
+        } else {
+            SheafMode::Exchange
+        }
+    }
+}
+
+/// Whether the fast paths (behind `SLAB_ALLOC_FAST` or the fast mem_map
+/// copy) run in [`SheafMode::Pinned`]: in the kernel build those flags are
+/// only set with the kernel's gs layout installed.
+const FAST_PINNED: bool = cfg!(all(
+    target_arch = "x86_64",
+    target_os = "none",
+    feature = "qemu"
+));
+
+/// Pins the fast path's task to its CPU ([`FAST_PINNED`]: one `inc` of the
+/// `gs:` preempt count; nothing elsewhere). Undone by [`fast_unpin`].
+#[inline(always)]
+fn fast_pin() {
+    if FAST_PINNED {
+        // SAFETY: FAST_PINNED: the caller's flag implies the kernel's gs
+        // layout.
+        unsafe { crate::platform::preempt_count_inc_gs() };
+    }
+}
+
+/// Undoes [`fast_pin`].
+#[inline(always)]
+fn fast_unpin() {
+    if FAST_PINNED {
+        // SAFETY: as in `fast_pin`.
+        unsafe { crate::platform::preempt_count_dec_gs() };
+    }
+}
+
+/// Times a remote taker (drain, prefill, test hook) took a CPU's sheaves
+/// through `remote` ([`CpuSheaves::lock_remote`]).
+static REMOTE_TAKES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a context took a CPU's sheaves through their `remote`
+/// flag (a drain, `prefill_sheaves`, `with_sheaves_held`) rather than the
+/// owner's `locked` flag: 0 on platforms whose sheaf lock is an exchange.
+pub fn sheaf_remote_takes() -> u64 {
+    REMOTE_TAKES.load(Ordering::Relaxed)
+}
+
+/// Whether CPU `cpu`'s `locked` flag of `cache` is set (held by that CPU's
+/// own context, e.g. a fast path in progress): a test hook, for interrupt
+/// handlers that check what they interrupted. `false` for a CPU without
+/// sheaves entry.
+pub fn sheaves_locked_by_owner(cache: &KmemCache, cpu: usize) -> bool {
+    cache
+        .inner()
+        .cpu
+        .get(cpu)
+        .is_some_and(|pcs| pcs.locked.load(Ordering::Relaxed))
 }
 
 /// How long a drain waits for one CPU's sheaf lock before it gives up and
@@ -543,8 +673,8 @@ impl CpuSheaves {
     /// that CPU, maybe interrupted or preempted) it waits, yielding when
     /// it may, until the holder lets go. `None` only after
     /// [`DRAIN_PATIENCE_NS`] (reported by the caller).
-    fn lock_for_drain(&self) -> Option<SheafGuard<'_>> {
-        if let Some(g) = self.lock_remote() {
+    fn lock_for_drain(&self, cpu: usize) -> Option<SheafGuard<'_>> {
+        if let Some(g) = self.lock_remote(cpu) {
             return Some(g);
         }
         DRAIN_WAITS.fetch_add(1, Ordering::Relaxed);
@@ -558,7 +688,7 @@ impl CpuSheaves {
                 crate::platform::spin_relax(&mut spins);
             }
             if !self.locked.load(Ordering::Relaxed)
-                && let Some(g) = self.lock_remote()
+                && let Some(g) = self.lock_remote(cpu)
             {
                 return Some(g);
             }
@@ -573,27 +703,40 @@ impl CpuSheaves {
 /// A held [`CpuSheaves`] local lock; dropping it releases the lock.
 struct SheafGuard<'a> {
     pcs: &'a CpuSheaves,
-    /// Taken by [`CpuSheaves::lock_remote`] as a remote taker (`remote`
-    /// is what it holds, not `locked`).
-    remote: bool,
+    kind: GuardKind,
+}
+
+/// What a [`SheafGuard`] holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GuardKind {
+    /// `locked`, taken by the CPU's own context or by an exchange.
+    Local,
+    /// `locked`, taken plainly by a task pinned to the CPU
+    /// ([`SheafMode::Pinned`]): the drop also ends the pinning.
+    Pinned,
+    /// `remote`, taken by [`CpuSheaves::lock_remote`] from afar.
+    Remote,
 }
 
 impl Drop for SheafGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.remote {
-            self.pcs.remote.store(false, Ordering::Release);
-        } else {
-            self.pcs.locked.store(false, Ordering::Release);
+        match self.kind {
+            GuardKind::Local => self.pcs.locked.store(false, Ordering::Release),
+            GuardKind::Pinned => {
+                self.pcs.locked.store(false, Ordering::Release);
+                crate::task::preempt_enable();
+            }
+            GuardKind::Remote => self.pcs.remote.store(false, Ordering::Release),
         }
     }
 }
 
-/// The CPU whose sheaves the caller tries first: the platform's CPU number
-/// (the kernel reads it from its GS base inline; the host build runs each
-/// thread as a CPU of its own). A hint only: the sheaves' lock is what
-/// makes using them safe, so a caller that moves to another CPU meanwhile
-/// is still correct.
+/// The CPU whose sheaves the caller takes: the platform's CPU number (the
+/// kernel reads it from its GS base inline; the host build runs each
+/// thread as a CPU of its own). Read after the caller pinned itself where
+/// the sheaf lock is plain ([`CacheInner::lock_this_cpu`]); with the
+/// exchange a hint only (a caller that moves meanwhile is still correct).
 #[inline(always)]
 fn sheaf_cpu() -> usize {
     crate::platform::cpu_id()
@@ -619,7 +762,7 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     refresh_alloc_fast();
     let mut fresh = FreshSheaves::NONE;
     let ok = loop {
-        let Some(g) = pcs.lock_remote() else {
+        let Some(g) = pcs.lock_remote(cpu) else {
             break false;
         };
         match inner.install_sheaves(pcs, g, &mut fresh) {
@@ -654,7 +797,7 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
 /// and frees meanwhile take the slow path and corrupt nothing. `None` if
 /// the lock was not free (or `cpu` has no sheaves).
 pub fn with_sheaves_held<R>(cache: &KmemCache, cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
-    let g = cache.inner().cpu.get(cpu)?.lock_remote()?;
+    let g = cache.inner().cpu.get(cpu)?.lock_remote(cpu)?;
     let r = f();
     drop(g);
     Some(r)
@@ -1718,14 +1861,20 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
+        {
+            fast_pin();
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
             // line offset is where `cpu_line_offset_fast` reads it
             // (`refresh_alloc_fast`).
-            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
-            && pcs.try_acquire_inline_cpu()
-        {
-            let obj = self.sheaf_pop(pcs);
-            pcs.release();
+            let obj = match unsafe { self.this_cpu_sheaves_fast() } {
+                Some(pcs) if pcs.try_acquire_fast() => {
+                    let obj = self.sheaf_pop(pcs);
+                    pcs.release();
+                    obj
+                }
+                _ => None,
+            };
+            fast_unpin();
             if let Some(obj) = obj {
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
@@ -1760,12 +1909,19 @@ impl CacheInner {
             && (!gfp.allows_blocking()
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
+        {
+            fast_pin();
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
             // line offset is where `cpu_line_offset_fast` reads it
             // (`refresh_alloc_fast`).
-            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
-            && pcs.try_acquire_inline_cpu()
-        {
+            let Some(pcs) = (unsafe { self.this_cpu_sheaves_fast() }) else {
+                fast_unpin();
+                return self.kmalloc_slow(gfp, orig_size);
+            };
+            if !pcs.try_acquire_fast() {
+                fast_unpin();
+                return self.kmalloc_slow(gfp, orig_size);
+            }
             // Never null: NO_SHEAF when the CPU has no main sheaf.
             let main = pcs.main.raw();
             // SAFETY: word 1 of the main sheaf (its size), which only the
@@ -1781,6 +1937,7 @@ impl CacheInner {
                 let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
                     .load(Ordering::Relaxed);
                 pcs.release();
+                fast_unpin();
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
                     unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
@@ -1791,7 +1948,15 @@ impl CacheInner {
                 return Ok(unsafe { core::mem::transmute::<usize, NonNull<u8>>(obj) });
             }
             pcs.release();
+            fast_unpin();
         }
+        self.kmalloc_slow(gfp, orig_size)
+    }
+
+    /// [`CacheInner::kmalloc_alloc`]'s way to the slow path.
+    #[track_caller]
+    #[inline(always)]
+    fn kmalloc_slow(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         let mut err = AllocError { gfp, order: 0 };
         match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
             Some(p) => Ok(p),
@@ -2000,6 +2165,54 @@ impl CacheInner {
         Some(&self.cpu[cpu & (MAX_CPUS - 1)])
     }
 
+    /// This CPU's sheaves with their lock held (tried, never waited for):
+    /// where the lock is plain ([`SheafMode::Pinned`]) the task is pinned
+    /// first, its CPU read after, and the guard ends the pinning.
+    #[inline]
+    fn lock_this_cpu(&self) -> Option<(&CpuSheaves, SheafGuard<'_>)> {
+        let mode = SheafMode::get();
+        if mode == SheafMode::Pinned {
+            crate::task::preempt_disable();
+        }
+        if let Some(pcs) = self.cpu.get(sheaf_cpu())
+            && pcs.try_acquire()
+        {
+            let kind = if mode == SheafMode::Pinned {
+                GuardKind::Pinned
+            } else {
+                GuardKind::Local
+            };
+            return Some((pcs, SheafGuard { pcs, kind }));
+        }
+        if mode == SheafMode::Pinned {
+            crate::task::preempt_enable();
+        }
+        None
+    }
+
+    /// The free fast path's push for callers without the fast mem_map's
+    /// hit: this CPU's sheaves found through [`CacheInner::this_cpu_sheaves`],
+    /// pinned first where the lock is plain.
+    #[inline(always)]
+    fn push_this_cpu(&self, addr: usize) -> bool {
+        let pinned = SheafMode::get() == SheafMode::Pinned;
+        if pinned {
+            crate::task::preempt_disable();
+        }
+        let pushed = self.this_cpu_sheaves().is_some_and(|pcs| {
+            if !pcs.try_acquire() {
+                return false;
+            }
+            let pushed = self.sheaf_push(pcs, addr);
+            pcs.release();
+            pushed
+        });
+        if pinned {
+            crate::task::preempt_enable();
+        }
+        pushed
+    }
+
     /// [`CacheInner::this_cpu_sheaves`] for fast paths behind a flag that
     /// implies [`crate::platform::cpu_line_offset_ready`] (`SLAB_ALLOC_FAST`,
     /// a hit in the fast mem_map copy): in the kernel one `gs:` load.
@@ -2087,7 +2300,7 @@ impl CacheInner {
     /// if the lock was held or the push refused.
     #[inline(always)]
     fn push_locked(&self, pcs: &CpuSheaves, addr: usize) -> bool {
-        if !pcs.try_acquire_inline_cpu() {
+        if !pcs.try_acquire_fast() {
             return false;
         }
         let pushed = self.sheaf_push(pcs, addr);
@@ -2108,12 +2321,7 @@ impl CacheInner {
     fn alloc_from_sheaves(&self, gfp: Gfp) -> Result<usize, AllocError> {
         let mut fresh = FreshSheaves::NONE;
         let r = loop {
-            let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
-                break self
-                    .alloc_from_slabs(gfp, self.object_size)
-                    .map(|p| p.as_ptr() as usize);
-            };
-            let Some(g) = pcs.trylock() else {
+            let Some((pcs, g)) = self.lock_this_cpu() else {
                 break self
                     .alloc_from_slabs(gfp, self.object_size)
                     .map(|p| p.as_ptr() as usize);
@@ -2385,7 +2593,7 @@ impl CacheInner {
                 {
                     continue;
                 }
-                let Some(_g) = pcs.lock_for_drain() else {
+                let Some(_g) = pcs.lock_for_drain(cpu) else {
                     crate::println!(
                         "BUG {}: CPU {cpu}'s sheaves stayed locked for {} s: not drained",
                         self.name,
@@ -2588,11 +2796,7 @@ impl CacheInner {
         let idx = self.index_of(addr - s as usize - self.first_offset);
         let mut fresh = FreshSheaves::NONE;
         loop {
-            let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
-                self.free_to_slab(s, addr);
-                break;
-            };
-            let Some(g) = pcs.trylock() else {
+            let Some((pcs, g)) = self.lock_this_cpu() else {
                 self.free_to_slab(s, addr);
                 break;
             };
@@ -2694,9 +2898,7 @@ impl CacheInner {
         let mut i = 0;
         while i < objs.len() {
             if self.sheaf_capacity != 0 {
-                if let Some(pcs) = self.cpu.get(sheaf_cpu())
-                    && let Some(_g) = pcs.trylock()
-                {
+                if let Some((pcs, _g)) = self.lock_this_cpu() {
                     let main = pcs.main.load(Ordering::Relaxed);
                     let n = Sheaf::len(main);
                     let k = n.min(objs.len() - i);
@@ -2913,14 +3115,16 @@ impl CacheInner {
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
         let pushed = if MAPPED {
+            fast_pin();
             // SAFETY: the fast map is only filled when the CPU number can
             // be read there (`fast_map_init`).
-            unsafe { crate::platform::cpu_line_offset_fast() }
+            let pushed = unsafe { crate::platform::cpu_line_offset_fast() }
                 // SAFETY: the platform's offset.
-                .is_some_and(|off| self.push_locked(unsafe { self.cpu_at(off) }, addr))
+                .is_some_and(|off| self.push_locked(unsafe { self.cpu_at(off) }, addr));
+            fast_unpin();
+            pushed
         } else {
-            self.this_cpu_sheaves()
-                .is_some_and(|pcs| self.push_locked(pcs, addr))
+            self.push_this_cpu(addr)
         };
         if pushed {
             return;
