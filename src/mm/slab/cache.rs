@@ -1856,48 +1856,14 @@ impl CacheInner {
         // One load says lockdep is off, failslab is not armed and the
         // interrupt flag is native (see `platform::SLAB_ALLOC_FAST`); the
         // slow path checks failslab. A debug cache's CPUs have no main
-        // sheaf: the pop fails.
-        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
-            && (!gfp.allows_blocking()
-                || !crate::platform::irqs_disabled_native()
-                || !crate::task::started())
-        {
-            fast_pin();
-            // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
-            // line offset is where `cpu_line_offset_fast` reads it
-            // (`refresh_alloc_fast`).
-            let obj = match unsafe { self.this_cpu_sheaves_fast() } {
-                Some(pcs) if pcs.try_acquire_fast() => {
-                    let obj = self.sheaf_pop(pcs);
-                    pcs.release();
-                    obj
-                }
-                _ => None,
-            };
-            fast_unpin();
-            if let Some(obj) = obj {
-                if gfp.contains(Gfp::__GFP_ZERO) {
-                    // SAFETY: the object is ours now.
-                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-                }
-                // SAFETY: sheaves hold object addresses, never 0.
-                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
-            }
-        }
-        // The slow path returns the object as a word (0: failed, the error
-        // in `err`), not as a `Result` in memory, which the fast path's
-        // caller would otherwise read back on every allocation.
-        let mut err = AllocError { gfp, order: 0 };
-        match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
-            Some(p) => Ok(p),
-            None => Err(err),
-        }
+        // sheaf: the pop fails. The pop spelled out, as kmalloc's.
+        self.kmalloc_alloc(gfp, orig_size)
     }
 
-    /// [`CacheInner::alloc_orig`] for kmalloc, with the fast path spelled
-    /// out so that the path that pops an object returns it at once: the
-    /// lock released on each way out of the sheaf separately, nothing
-    /// merged and tested again.
+    /// [`CacheInner::alloc_orig`]'s body (kmalloc calls it directly), with
+    /// the fast path spelled out so that the path that pops an object
+    /// returns it at once: the lock released on each way out of the sheaf
+    /// separately, nothing merged and tested again.
     #[track_caller]
     #[inline(always)]
     pub(crate) fn kmalloc_alloc(
