@@ -136,6 +136,13 @@ impl CpuData {
         self.apic_id.load(Ordering::Relaxed)
     }
 
+    /// The preempt count of the task running on this CPU, read from its
+    /// field by name (tests check that `task::preempt_disable` changes this
+    /// very word, the one at `platform::KERNEL_PREEMPT_COUNT_GS_OFFSET`).
+    pub fn preempt_count(&self) -> usize {
+        self.preempt_count.load(Ordering::Relaxed)
+    }
+
     /// Whether it came up.
     pub fn online(&self) -> bool {
         self.online.load(Ordering::Acquire)
