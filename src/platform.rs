@@ -320,6 +320,64 @@ pub fn kernel_gs_layout() -> bool {
     }
 }
 
+/// Whether `rip` lies in one of the slab fast path's pinned stretches: the
+/// few instructions from reading the CPU's line offset to taking that CPU's
+/// sheaf flag, each recorded by its asm as a pair of 32-bit offsets
+/// (start, end) relative to the pair's own words in the section
+/// `kreclaim_pinned`. The kernel's interrupt entry asks it for the
+/// interrupted address and, inside one, counts the task as pinned while
+/// the handler runs (Linux's restartable sequences mark code ranges the
+/// same way). A linear scan: one entry per inlined copy of the stretch, a
+/// few dozen, asked once per interrupt. Always `false` outside the kernel
+/// build.
+pub fn in_pinned_section(rip: usize) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        unsafe extern "C" {
+            static __start_kreclaim_pinned: [i32; 0];
+            static __stop_kreclaim_pinned: [i32; 0];
+        }
+        let mut p = (&raw const __start_kreclaim_pinned) as *const i32;
+        let end = (&raw const __stop_kreclaim_pinned) as *const i32;
+        while (p as usize) + 8 <= end as usize {
+            // SAFETY: two words of the section, written by the asm of the
+            // slab's fast paths, within the linker's bounds of it.
+            let (s, e) = unsafe { (p.read(), p.add(1).read()) };
+            let start = (p as usize).wrapping_add_signed(s as isize);
+            let stop = (p as usize + 4).wrapping_add_signed(e as isize);
+            if rip >= start && rip < stop {
+                return true;
+            }
+            p = p.wrapping_add(2);
+        }
+        false
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        let _ = rip;
+        false
+    }
+}
+
+/// How many pinned stretches [`in_pinned_section`] knows (the slab fast
+/// path's inlined copies); 0 outside the kernel build.
+pub fn pinned_sections() -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        unsafe extern "C" {
+            static __start_kreclaim_pinned: [i32; 0];
+            static __stop_kreclaim_pinned: [i32; 0];
+        }
+        let start = (&raw const __start_kreclaim_pinned) as usize;
+        let end = (&raw const __stop_kreclaim_pinned) as usize;
+        (end - start) / 8
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        0
+    }
+}
+
 /// Adds one to this CPU's preempt count: one `inc qword ptr gs:[off]`, a
 /// single instruction, so it needs no interrupt mask (an interrupt comes
 /// before or after it, on this CPU). Nothing elsewhere (see the safety

@@ -354,6 +354,19 @@ pub fn membarrier_cpu(cpu: usize) -> bool {
     true
 }
 
+/// Counts the interrupted task as pinned (`true`: the preempt count one
+/// up) or no longer (`false`: one down), around an interrupt handler that
+/// came inside a pinned stretch (`platform::in_pinned_section`).
+/// Interrupts are masked.
+pub fn pin_interrupted(on: bool) {
+    let c = this_cpu();
+    if on {
+        c.preempt_count.fetch_add(1, Ordering::Relaxed);
+    } else {
+        c.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Marks this CPU as halted for good (a fatal fault): TLB shootdowns stop
 /// waiting for it.
 pub fn mark_dead() {

@@ -322,17 +322,41 @@ impl Sheaf {
 /// well, so readers that hold that (slabinfo) may follow the pointers.
 /// Relaxed atomics for the pointers: plain loads and stores. A cache line
 /// each, so that CPUs using their own sheaves never write a shared line.
-#[repr(align(64))]
+#[repr(C, align(64))]
 struct CpuSheaves {
+    main: SheafSlot,
+    spare: SheafSlot,
     locked: AtomicBool,
     /// Where `locked` is a plain flag (the host's threads, the kernel's
     /// pinned fast paths): set by another context that takes these sheaves
     /// (a drain, `prefill`), which then holds them instead of `locked`
     /// ([`CpuSheaves::lock_remote`]).
     remote: AtomicBool,
-    main: SheafSlot,
-    spare: SheafSlot,
 }
+
+/// Where the kernel's fast-path acquire ([`CacheInner::acquire_fast`])
+/// finds the two flags in a [`CpuSheaves`].
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const LOCKED_OFFSET: usize = core::mem::offset_of!(CpuSheaves, locked);
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const REMOTE_OFFSET: usize = core::mem::offset_of!(CpuSheaves, remote);
+
+/// The sheaves the kernel's fast-path acquire hands out when this CPU's
+/// are taken (`locked` or `remote` set): no sheaf in either slot, so the
+/// pop or push that follows fails its size test and goes to the slow
+/// path, which sees the real flags; the fast path's release writes its
+/// `locked` (nobody reads it). Shared by every cache and CPU.
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+static BUSY_SHEAVES: CpuSheaves = CpuSheaves {
+    main: SheafSlot(AtomicPtr::new(
+        &NO_SHEAF as *const NoSheaf as *mut NoSheaf as *mut Sheaf,
+    )),
+    spare: SheafSlot(AtomicPtr::new(
+        &NO_SHEAF as *const NoSheaf as *mut NoSheaf as *mut Sheaf,
+    )),
+    locked: AtomicBool::new(false),
+    remote: AtomicBool::new(false),
+};
 
 /// What a CPU's sheaf slot holds while the CPU has no sheaf there (Linux's
 /// sheaves have a static empty one for the same reason): a sheaf header
@@ -527,20 +551,6 @@ impl CpuSheaves {
         }
     }
 
-    /// [`CpuSheaves::try_acquire`] for the fast paths, behind a flag that
-    /// in the kernel build implies [`SheafMode::Pinned`] (`SLAB_ALLOC_FAST`,
-    /// a hit in the fast mem_map copy: both need
-    /// `platform::cpu_line_offset_ready`, the kernel's gs layout), so the
-    /// mode is known at build time there; the caller pinned itself with
-    /// [`fast_pin`]. Elsewhere [`CpuSheaves::try_acquire`].
-    #[inline(always)]
-    fn try_acquire_fast(&self) -> bool {
-        if FAST_PINNED {
-            return self.try_acquire_pinned();
-        }
-        self.try_acquire()
-    }
-
     /// Releases what [`CpuSheaves::try_acquire`] took.
     #[inline(always)]
     fn release(&self) {
@@ -575,35 +585,6 @@ impl SheafMode {
         } else {
             SheafMode::Exchange
         }
-    }
-}
-
-/// Whether the fast paths (behind `SLAB_ALLOC_FAST` or the fast mem_map
-/// copy) run in [`SheafMode::Pinned`]: in the kernel build those flags are
-/// only set with the kernel's gs layout installed.
-const FAST_PINNED: bool = cfg!(all(
-    target_arch = "x86_64",
-    target_os = "none",
-    feature = "qemu"
-));
-
-/// Pins the fast path's task to its CPU ([`FAST_PINNED`]: one `inc` of the
-/// `gs:` preempt count; nothing elsewhere). Undone by [`fast_unpin`].
-#[inline(always)]
-fn fast_pin() {
-    if FAST_PINNED {
-        // SAFETY: FAST_PINNED: the caller's flag implies the kernel's gs
-        // layout.
-        unsafe { crate::platform::preempt_count_inc_gs() };
-    }
-}
-
-/// Undoes [`fast_pin`].
-#[inline(always)]
-fn fast_unpin() {
-    if FAST_PINNED {
-        // SAFETY: as in `fast_pin`.
-        unsafe { crate::platform::preempt_count_dec_gs() };
     }
 }
 
@@ -1876,18 +1857,16 @@ impl CacheInner {
                 || !crate::platform::irqs_disabled_native()
                 || !crate::task::started())
         {
-            fast_pin();
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
             // line offset is where `cpu_line_offset_fast` reads it
             // (`refresh_alloc_fast`).
-            let Some(pcs) = (unsafe { self.this_cpu_sheaves_fast() }) else {
-                fast_unpin();
+            #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+            let pcs = unsafe { self.acquire_fast() };
+            // SAFETY: as above.
+            #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+            let Some(pcs) = (unsafe { self.acquire_fast() }) else {
                 return self.kmalloc_slow(gfp, orig_size);
             };
-            if !pcs.try_acquire_fast() {
-                fast_unpin();
-                return self.kmalloc_slow(gfp, orig_size);
-            }
             // Never null: NO_SHEAF when the CPU has no main sheaf.
             let main = pcs.main.raw();
             // SAFETY: word 1 of the main sheaf (its size), which only the
@@ -1903,7 +1882,6 @@ impl CacheInner {
                 let obj = unsafe { Sheaf::word(main, SHEAF_HEADER_WORDS.wrapping_add(n)) }
                     .load(Ordering::Relaxed);
                 pcs.release();
-                fast_unpin();
                 if gfp.contains(Gfp::__GFP_ZERO) {
                     // SAFETY: the object is ours now.
                     unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
@@ -1914,7 +1892,6 @@ impl CacheInner {
                 return Ok(unsafe { core::mem::transmute::<usize, NonNull<u8>>(obj) });
             }
             pcs.release();
-            fast_unpin();
         }
         self.kmalloc_slow(gfp, orig_size)
     }
@@ -2185,6 +2162,7 @@ impl CacheInner {
     ///
     /// # Safety
     /// The caller saw such a flag set.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
     #[inline(always)]
     unsafe fn this_cpu_sheaves_fast(&self) -> Option<&CpuSheaves> {
         // SAFETY: the caller's contract.
@@ -2200,6 +2178,7 @@ impl CacheInner {
     /// `off` is from [`crate::platform::cpu_line_offset_fast`]: below
     /// `NR_CPUS * CPU_LINE` and a multiple of CPU_LINE, the size of
     /// `CpuSheaves`.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
     #[inline(always)]
     unsafe fn cpu_at(&self, off: usize) -> &CpuSheaves {
         let pcs = self.cpu.as_ptr().cast::<u8>().wrapping_add(off);
@@ -2262,16 +2241,111 @@ impl CacheInner {
         true
     }
 
-    /// [`CacheInner::sheaf_push`] under `pcs`'s sheaf lock, tried: `false`
-    /// if the lock was held or the push refused.
+    /// [`CacheInner::sheaf_push`] onto this CPU's sheaves under their lock
+    /// ([`CacheInner::acquire_fast`]): `false` if the lock was taken or the
+    /// push refused.
+    ///
+    /// # Safety
+    /// As for [`CacheInner::acquire_fast`].
     #[inline(always)]
-    fn push_locked(&self, pcs: &CpuSheaves, addr: usize) -> bool {
-        if !pcs.try_acquire_fast() {
+    unsafe fn push_fast(&self, addr: usize) -> bool {
+        // SAFETY: the caller's contract.
+        #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+        let pcs = unsafe { self.acquire_fast() };
+        // SAFETY: the caller's contract.
+        #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+        let Some(pcs) = (unsafe { self.acquire_fast() }) else {
             return false;
-        }
+        };
         let pushed = self.sheaf_push(pcs, addr);
         pcs.release();
         pushed
+    }
+
+    /// This CPU's sheaves with their `locked` flag taken, for the fast
+    /// paths (the kernel build, [`SheafMode::Pinned`]): or, if they were
+    /// taken ([`BUSY_SHEAVES`]), sheaves without a sheaf, whose pop or push
+    /// fails and sends the caller to its slow path. The caller releases
+    /// either ([`CpuSheaves::release`]).
+    ///
+    /// The task is not pinned by its preempt count here: from reading its
+    /// CPU's line offset (`gs:`) to taking that CPU's flag it runs one
+    /// stretch of assembly whose address range is listed in the
+    /// `kreclaim_pinned` section, and an interrupt that comes inside such a
+    /// range pins the task for the handler's length
+    /// (`platform::in_pinned_section`, checked by the kernel's interrupt
+    /// entry): the tick does not preempt it, and a remote taker's barrier
+    /// IPI is not answered there (`arch::x86_64::smp::membarrier_ack_local`).
+    /// The stretch is what Linux's `preempt_disable` covers in
+    /// `local_trylock`, at no cost to the fast path (Linux's restartable
+    /// sequences mark code ranges the same way). Once the flag is taken the
+    /// task may be preempted and even move: the flag, held, keeps every
+    /// other context out of these sheaves (this CPU's finds it set, a
+    /// remote taker's barrier orders the store before its look), and only
+    /// the holder clears it.
+    ///
+    /// # Safety
+    /// The caller saw `SLAB_ALLOC_FAST` or a hit in the fast mem_map copy
+    /// (the kernel's gs layout is installed).
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    #[inline(always)]
+    unsafe fn acquire_fast(&self) -> &CpuSheaves {
+        let pcs: *const CpuSheaves;
+        // SAFETY: gs:[line] is this CPU's line offset (the caller's
+        // contract), an entry of `self.cpu`; the flags are that entry's
+        // bytes; BUSY_SHEAVES is a static. The range record and the busy
+        // stub go to sections of their own (`kreclaim_pinned`, and `.text`
+        // for the stub); both jumps stay inside this asm.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "mov {p}, qword ptr gs:[{line}]",
+                "add {p}, {base}",
+                "movzx {t:e}, byte ptr [{p} + {locked}]",
+                "or {t:l}, byte ptr [{p} + {remote}]",
+                "jnz 4f",
+                "mov byte ptr [{p} + {locked}], 1",
+                "3:",
+                ".pushsection kreclaim_pinned, \"a\"",
+                ".balign 4",
+                ".long 2b - .",
+                ".long 3b - .",
+                ".popsection",
+                ".pushsection .text.kreclaim_sheaf_busy, \"ax\"",
+                "4:",
+                "lea {p}, [rip + {busy}]",
+                "jmp 3b",
+                ".popsection",
+                p = out(reg) pcs,
+                t = out(reg) _,
+                base = in(reg) self.cpu.as_ptr(),
+                line = const crate::platform::KERNEL_LINE_OFFSET_GS_OFFSET,
+                locked = const LOCKED_OFFSET,
+                remote = const REMOTE_OFFSET,
+                busy = sym BUSY_SHEAVES,
+                options(nostack),
+            );
+        }
+        // SAFETY: an entry of `self.cpu` or BUSY_SHEAVES. A transmute
+        // rather than `&*` (no dev-build alignment check).
+        #[allow(clippy::transmute_ptr_to_ref)]
+        unsafe {
+            core::mem::transmute::<*const CpuSheaves, &CpuSheaves>(pcs)
+        }
+    }
+
+    /// [`CacheInner::acquire_fast`] outside the kernel build: this CPU's
+    /// sheaves by the inline CPU number, their lock tried as
+    /// [`SheafMode`] says (the host's threads: plain; others: exchange).
+    ///
+    /// # Safety
+    /// The caller saw `SLAB_ALLOC_FAST` or a hit in the fast mem_map copy.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    #[inline(always)]
+    unsafe fn acquire_fast(&self) -> Option<&CpuSheaves> {
+        // SAFETY: the caller's contract.
+        let pcs = unsafe { self.this_cpu_sheaves_fast() }?;
+        pcs.try_acquire().then_some(pcs)
     }
 
     /// The allocation slow path of a cache with sheaves: this CPU's main
@@ -3081,14 +3155,9 @@ impl CacheInner {
         }
         // A debug cache's CPUs have no main sheaf: the push fails.
         let pushed = if MAPPED {
-            fast_pin();
             // SAFETY: the fast map is only filled when the CPU number can
             // be read there (`fast_map_init`).
-            let pushed = unsafe { crate::platform::cpu_line_offset_fast() }
-                // SAFETY: the platform's offset.
-                .is_some_and(|off| self.push_locked(unsafe { self.cpu_at(off) }, addr));
-            fast_unpin();
-            pushed
+            unsafe { self.push_fast(addr) }
         } else {
             self.push_this_cpu(addr)
         };
