@@ -2507,19 +2507,15 @@ fn a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs() -> TestResult {
 }
 
 fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf() -> TestResult {
-    // The fast path no longer masks interrupts itself; it reads the flag
-    // (`pushf`) so that a GFP_KERNEL allocation under a spinlock or with
-    // interrupts masked still goes to the slow path's might_sleep report,
-    // though the sheaf could serve it.
+    // With lockdep on (the default: kreclaim's debug mode, as a Linux
+    // kernel with CONFIG_DEBUG_ATOMIC_SLEEP) every allocation takes the
+    // slow path, whose might_alloc reports a GFP_KERNEL allocation with
+    // interrupts masked, though the sheaf could serve it. With lockdep off
+    // the fast path does not look (as Linux without the option): the sheaf
+    // serves it quietly, and the slow path (an empty sheaf) still reports.
     let c = cache("t-sheaf-atomic", 64, SlabFlags::empty())?;
     let mut objs = Objs::new(&c, 4);
-    lockdep_off(|| -> TestResult {
-        let warm = objs.alloc()?;
-        objs.v.retain(|p| *p != warm);
-        // SAFETY: from `c`, not used again.
-        unsafe { c.free(warm) };
-        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
-        let n = task::invalid_context_sleeps();
+    let masked_alloc = |c: &KmemCache| -> TestResult {
         let r = {
             let _irq = kreclaim::platform::IrqGuard::new();
             c.alloc(GFP_KERNEL)
@@ -2527,14 +2523,45 @@ fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_she
         let p = r.map_err(|e| fail(alloc::format!("{e}")))?;
         // SAFETY: from `c`, not used again.
         unsafe { c.free(p) };
-        kassert_eq!(task::invalid_context_sleeps(), n + 1, "not reported");
+        Ok(())
+    };
+    let warm = objs.alloc()?;
+    objs.v.retain(|p| *p != warm);
+    // SAFETY: from `c`, not used again.
+    unsafe { c.free(warm) };
+    kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+    let saved = lockdep::mode();
+    lockdep::set_mode(lockdep::LockdepMode::On);
+    let n = task::invalid_context_sleeps();
+    let r = masked_alloc(&c);
+    lockdep::set_mode(saved);
+    r?;
+    kassert_eq!(
+        task::invalid_context_sleeps(),
+        n + 1,
+        "not reported with lockdep on"
+    );
+    lockdep_off(|| -> TestResult {
+        // A full sheaf: the fast path serves it without looking.
+        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+        masked_alloc(&c)?;
+        kassert_eq!(task::invalid_context_sleeps(), n + 1);
+        // An empty sheaf: the slow path looks and reports.
+        c.flush_sheaves();
+        kassert_eq!(sheaves(&c).0, 0);
+        masked_alloc(&c)?;
+        kassert_eq!(
+            task::invalid_context_sleeps(),
+            n + 2,
+            "the slow path did not report"
+        );
         // Interrupts enabled: served quietly.
         let q = c
             .alloc(GFP_KERNEL)
             .map_err(|e| fail(alloc::format!("{e}")))?;
         // SAFETY: from `c`, not used again.
         unsafe { c.free(q) };
-        kassert_eq!(task::invalid_context_sleeps(), n + 1);
+        kassert_eq!(task::invalid_context_sleeps(), n + 2);
         Ok(())
     })
 }
@@ -2848,6 +2875,9 @@ static PROBE_CACHE: AtomicUsize = AtomicUsize::new(0);
 /// Ticks that came while this CPU's sheaf flag of the watched cache was
 /// held by its own context (a fast path in progress).
 static PROBE_HITS: AtomicUsize = AtomicUsize::new(0);
+/// Ticks that came inside a pinned stretch of the fast path (from reading
+/// the CPU to taking its flag: `platform::in_pinned_section`).
+static PROBE_PIN_HITS: AtomicUsize = AtomicUsize::new(0);
 /// ... of which the interrupted task was not pinned (preempt count 0: the
 /// tick could have moved it to another CPU with the flag half taken).
 static PROBE_UNPINNED: AtomicUsize = AtomicUsize::new(0);
@@ -2856,21 +2886,26 @@ static PROBE_FAILED: AtomicUsize = AtomicUsize::new(0);
 /// What the probe allocated (addresses; 0: empty), freed by the test.
 static PROBE_OBJS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
 
-/// The boot CPU's tick hook for the pinning test: when the tick comes
-/// while the watched cache's sheaf flag of this CPU is held by this CPU
-/// (the interrupted task is inside the fast path), notes whether the task
-/// is pinned and allocates from the cache (as an interrupt handler may),
-/// which must take the slow path; then the usual tick.
-fn pin_probe_tick(_: &mut kreclaim::arch::x86_64::interrupts::TrapFrame) {
+/// The boot CPU's tick hook for the pinning test: when the tick came
+/// inside a pinned stretch of the fast path, notes whether the task is
+/// pinned (the interrupt entry counts it so); when it came while the
+/// watched cache's sheaf flag of this CPU is held by this CPU (the
+/// interrupted task is inside the fast path), allocates from the cache (as
+/// an interrupt handler may), which must take the slow path; then the
+/// usual tick.
+fn pin_probe_tick(frame: &mut kreclaim::arch::x86_64::interrupts::TrapFrame) {
     let addr = PROBE_CACHE.load(Ordering::Acquire);
+    if addr != 0 && kreclaim::platform::in_pinned_section(frame.rip as usize) {
+        PROBE_PIN_HITS.fetch_add(1, Ordering::Relaxed);
+        if task::preempt_count() == 0 {
+            PROBE_UNPINNED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if addr != 0 {
         // SAFETY: the test keeps the cache alive while its address is set.
         let c = unsafe { &*(addr as *const KmemCache) };
         if slab::sheaves_locked_by_owner(c, kreclaim::platform::cpu_id()) {
             let n = PROBE_HITS.fetch_add(1, Ordering::Relaxed);
-            if task::preempt_count() == 0 {
-                PROBE_UNPINNED.fetch_add(1, Ordering::Relaxed);
-            }
             if n < PROBE_OBJS.len() {
                 match c.alloc(GFP_ATOMIC) {
                     Ok(p) => PROBE_OBJS[n].store(p.as_ptr() as usize, Ordering::Relaxed),
@@ -2885,21 +2920,25 @@ fn pin_probe_tick(_: &mut kreclaim::arch::x86_64::interrupts::TrapFrame) {
     task::on_tick();
 }
 
-/// A tick that lands inside the allocation or free fast path (this CPU's
-/// sheaf flag held by the interrupted task) finds the task pinned to its
-/// CPU (preempt count above 0: the tick will not move it), and an
-/// allocation from the tick goes around the held sheaves (the slabs)
-/// without disturbing them: every object is handed out once, the cache
-/// validates, and after everything is freed and flushed nothing is live.
+/// A tick that lands inside the fast path's pinned stretch (between
+/// reading the CPU and taking its sheaf flag) finds the task pinned to its
+/// CPU (preempt count above 0: the tick will not move it, and a remote
+/// taker's barrier is not answered there), and an allocation from a tick
+/// that lands while the fast path holds the flag goes around the held
+/// sheaves (the slabs) without disturbing them: every object is handed out
+/// once, the cache validates, and after everything is freed and flushed
+/// nothing is live.
 fn a_tick_inside_the_fast_path_finds_the_task_pinned_and_allocates_around_it() -> TestResult {
     use kreclaim::arch::x86_64::timer;
     const WANT_HITS: usize = 16;
+    const WANT_PIN_HITS: usize = 4;
     const MAX_ROUNDS: usize = 50_000_000;
     let c = cache("t-pin-probe", 64, SlabFlags::empty())?;
     for o in PROBE_OBJS.iter() {
         o.store(0, Ordering::Relaxed);
     }
     PROBE_HITS.store(0, Ordering::Relaxed);
+    PROBE_PIN_HITS.store(0, Ordering::Relaxed);
     PROBE_UNPINNED.store(0, Ordering::Relaxed);
     PROBE_FAILED.store(0, Ordering::Relaxed);
     static ROUNDS: AtomicUsize = AtomicUsize::new(0);
@@ -2919,7 +2958,10 @@ fn a_tick_inside_the_fast_path_finds_the_task_pinned_and_allocates_around_it() -
             PROBE_CACHE.store(addr, Ordering::Release);
             timer::set_tick_hook(pin_probe_tick);
             let mut rounds = 0;
-            while rounds < MAX_ROUNDS && PROBE_HITS.load(Ordering::Relaxed) < WANT_HITS {
+            while rounds < MAX_ROUNDS
+                && (PROBE_HITS.load(Ordering::Relaxed) < WANT_HITS
+                    || PROBE_PIN_HITS.load(Ordering::Relaxed) < WANT_PIN_HITS)
+            {
                 if let Ok(p) = c.alloc(GFP_KERNEL) {
                     // SAFETY: just allocated from `c`, not used again.
                     unsafe { c.free(core::hint::black_box(p)) };
@@ -2956,14 +2998,16 @@ fn a_tick_inside_the_fast_path_finds_the_task_pinned_and_allocates_around_it() -
     }
     c.flush_sheaves();
     let info = c.info_unflushed();
+    let pin_hits = PROBE_PIN_HITS.load(Ordering::Relaxed);
     kassert!(
-        hits > 0,
-        "no tick landed inside the fast path in {rounds} rounds"
+        hits > 0 && pin_hits > 0,
+        "ticks inside the fast path: {hits} with the flag held, {pin_hits} in a pinned \
+         stretch, in {rounds} rounds"
     );
     kassert_eq!(
         PROBE_UNPINNED.load(Ordering::Relaxed),
         0,
-        "ticks found the fast path's task preemptible ({hits} inside it)"
+        "ticks found the fast path's task preemptible ({pin_hits} in a pinned stretch)"
     );
     kassert_eq!(PROBE_FAILED.load(Ordering::Relaxed), 0);
     kassert!(unique, "an object was handed out twice");

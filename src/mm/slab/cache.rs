@@ -1820,17 +1820,19 @@ impl CacheInner {
     /// `kmem_cache_alloc` with the size asked for (kmalloc's `orig_size`).
     ///
     /// The fast path (a cache with sheaves, lockdep off): this CPU's sheaf
-    /// lock tried (one exchange; interrupts stay enabled), the main sheaf's
-    /// newest object popped, the lock released: no lock waited for, no
-    /// call. Fault injection is checked first, with one relaxed load while
-    /// it is off; `might_alloc`'s check that a sleeping allocation may sleep
-    /// reads the interrupt flag (`pushf`), and anything else (lockdep on,
-    /// the fs_reclaim annotation, interrupts masked, the sheaf lock held by
-    /// an interrupted context, an empty sheaf, a report) takes the slow
-    /// path. Unlike the slow path, the fast path does not read the preempt
-    /// count: a sleeping allocation inside `preempt_disable()` that a sheaf
-    /// serves is not reported (reading the count costs an interrupt mask;
-    /// Linux checks it only with `CONFIG_DEBUG_ATOMIC_SLEEP`).
+    /// lock tried (in the kernel a plain flag taken in a pinned stretch,
+    /// [`CacheInner::acquire_fast`]; interrupts stay enabled), the main
+    /// sheaf's newest object popped, the lock released: no lock waited for,
+    /// no atomic, no call. Fault injection is checked first, with one
+    /// relaxed load while it is off; anything else (lockdep on, the
+    /// fs_reclaim annotation, the sheaf lock held by an interrupted context
+    /// or a remote drain, an empty sheaf, a report) takes the slow path.
+    /// `might_alloc`'s check that a sleeping allocation may sleep runs on
+    /// the slow path only: a GFP_KERNEL allocation with interrupts masked
+    /// or inside `preempt_disable()` that a sheaf serves with lockdep off is
+    /// not reported (Linux checks it only with `CONFIG_DEBUG_ATOMIC_SLEEP`;
+    /// kreclaim's lockdep on, the default, sends every allocation to the
+    /// slow path, which does).
     #[track_caller]
     #[inline(always)]
     fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
@@ -1852,11 +1854,12 @@ impl CacheInner {
         gfp: Gfp,
         orig_size: usize,
     ) -> Result<NonNull<u8>, AllocError> {
-        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
-            && (!gfp.allows_blocking()
-                || !crate::platform::irqs_disabled_native()
-                || !crate::task::started())
-        {
+        // No "sleeping allocation in atomic context" check here (Linux
+        // checks it only with CONFIG_DEBUG_ATOMIC_SLEEP): reading the
+        // interrupt flag (`pushf`) cost a tenth of the hot pair under TCG.
+        // The slow path checks (`might_alloc`), and lockdep on, kreclaim's
+        // debug mode and the default, sends every allocation there.
+        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed) {
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
             // line offset is where `cpu_line_offset_fast` reads it
             // (`refresh_alloc_fast`).
