@@ -65,6 +65,7 @@ kreclaim::kernel_tests!(
     destroy_with_live_objects_reports_the_exact_count_and_name,
     prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one,
     remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing,
+    a_drain_waits_for_the_owners_flag_held_by_a_preemptible_task,
     a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
     idle_cpus_do_not_steal_a_task_still_switching_out,
     join_returns_only_after_the_tasks_cpu_freed_its_stack,
@@ -1153,6 +1154,66 @@ fn remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing() -> TestResult {
     kassert_eq!(info.active_objs, 0, "objects lost: {info:?}");
     kassert_eq!(info.sheaf_objs, 0, "{info:?}");
     cache.validate().or_fail("validate")?;
+    Ok(())
+}
+
+/// CPU 2's own sheaf flag is held as its fast path holds it past the
+/// pinned stretch (taken by the owner, the task preemptible:
+/// `slab::with_own_sheaves_held`); a drain from CPU 0 gets its barrier
+/// answered (CPU 2 is not pinned) but then finds the flag set and waits,
+/// instead of flushing the sheaves under the holder. Once the holder lets
+/// go the drain empties them.
+fn a_drain_waits_for_the_owners_flag_held_by_a_preemptible_task() -> TestResult {
+    use kreclaim::mm::slab;
+    static HELD: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    static HELD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let c = drain_cache("t-drain-owner-flag")?;
+    let cached = fill_ap_sheaves(&c, 20)?;
+    kassert!(cached >= 3 * 20, "the APs' sheaves hold {cached}");
+    HELD.store(false, Ordering::SeqCst);
+    RELEASE.store(false, Ordering::SeqCst);
+    let addr = &c as *const KmemCache as usize;
+    let holder = task::spawn_on(2, "own-flag-holder", move || {
+        // SAFETY: the test keeps the cache alive until the task is joined.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        let held = slab::with_own_sheaves_held(c, |cpu| {
+            HELD_CPU.store(cpu, Ordering::SeqCst);
+            let waits = slab::sheaf_drain_waits();
+            HELD.store(true, Ordering::SeqCst);
+            while slab::sheaf_drain_waits() == waits && !RELEASE.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            HELD.store(false, Ordering::SeqCst);
+        });
+        if held.is_none() {
+            RELEASE.store(true, Ordering::SeqCst);
+        }
+    })
+    .or_fail("spawn_on")?;
+    wait_for("the holder to take CPU 2's own sheaf flag", || {
+        HELD.load(Ordering::SeqCst) || RELEASE.load(Ordering::SeqCst)
+    })?;
+    kassert!(
+        HELD.load(Ordering::SeqCst),
+        "CPU 2's sheaf flag was not free"
+    );
+    kassert_eq!(HELD_CPU.load(Ordering::SeqCst), 2);
+    let waits = slab::sheaf_drain_waits();
+    c.flush_sheaves();
+    let returned_while_held = HELD.load(Ordering::SeqCst);
+    RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the flag holder")?;
+    kassert!(
+        !returned_while_held,
+        "the drain emptied CPU 2's sheaves while their own flag was held"
+    );
+    kassert!(slab::sheaf_drain_waits() > waits, "the drain never waited");
+    kassert_eq!(slab::sheaf_drain_giveups(), 0);
+    let info = c.info_unflushed();
+    kassert_eq!(info.sheaf_objs, 0, "{info:?}");
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    c.destroy().or_fail("destroy")?;
     Ok(())
 }
 

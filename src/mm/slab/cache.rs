@@ -784,6 +784,27 @@ pub fn with_sheaves_held<R>(cache: &KmemCache, cpu: usize, f: impl FnOnce() -> R
     Some(r)
 }
 
+/// Test hook: takes this CPU's sheaf flag of `cache` the way its own
+/// fast path does (the owner's `locked`, in the kernel a plain store made
+/// while pinned) and, holding it, lets the task be preempted and moved
+/// again, as a fast path past its pinned stretch may be; runs `f` with the
+/// CPU's number, then releases the flag (from wherever the task runs by
+/// then). A drain meanwhile must wait for it, not take the sheaves from
+/// afar. `None` if the flag was not free (or the cache has no sheaves).
+pub fn with_own_sheaves_held<R>(cache: &KmemCache, f: impl FnOnce(usize) -> R) -> Option<R> {
+    let inner = cache.inner();
+    let (pcs, mut g) = inner.lock_this_cpu()?;
+    let cpu = (pcs as *const CpuSheaves as usize - inner.cpu.as_ptr() as usize)
+        / core::mem::size_of::<CpuSheaves>();
+    if g.kind == GuardKind::Pinned {
+        g.kind = GuardKind::Local;
+        crate::task::preempt_enable();
+    }
+    let r = f(cpu);
+    drop(g);
+    Some(r)
+}
+
 /// Objects per sheaf by object size (SLAB's `enable_cpucache` table, scaled
 /// down; a 30-slot sheaf is a kmalloc-256 object); 0 (no sheaves) for debug
 /// caches, as in Linux: their frees are checked one by one under the lock.
