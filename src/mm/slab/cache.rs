@@ -725,8 +725,9 @@ fn sheaf_cpu() -> usize {
 
 /// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
 /// slabs to capacity (new slabs as needed), from whichever CPU calls it
-/// (under that CPU's sheaf lock, tried; `false` if it was held or no sheaf
-/// or slab could be had). `bench=smp` does it for each AP before the APs
+/// (taking that CPU's sheaves as a remote taker does,
+/// [`CpuSheaves::lock_remote`], tried; `false` if they were held or no
+/// sheaf or slab could be had). `bench=smp` does it for each AP before the APs
 /// run their loops in their idle tasks (`call_on_ap`), so that an AP's
 /// alternating alloc and free stay on the fast path, which takes no lock
 /// that names a task (an idle task must never wait for one).
@@ -773,10 +774,13 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     ok
 }
 
-/// Test hook: holds CPU `cpu`'s sheaf lock of `cache` while `f` runs, as an
-/// interrupted fast path would, so that a test can check that allocations
-/// and frees meanwhile take the slow path and corrupt nothing. `None` if
-/// the lock was not free (or `cpu` has no sheaves).
+/// Test hook: holds CPU `cpu`'s sheaves of `cache` while `f` runs, taken
+/// as a remote taker takes them ([`CpuSheaves::lock_remote`]; on the
+/// kernel's and the host's platforms through their `remote` flag, which
+/// the owner's fast path tests as it tests its own), so that a test can
+/// check that allocations and frees meanwhile take the slow path and
+/// corrupt nothing. `None` if they were not free (or `cpu` has no
+/// sheaves).
 pub fn with_sheaves_held<R>(cache: &KmemCache, cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
     let g = cache.inner().cpu.get(cpu)?.lock_remote(cpu)?;
     let r = f();
@@ -2634,9 +2638,9 @@ impl CacheInner {
     /// sheaves stay for reuse.
     ///
     /// Linux queues `flush_cpu_sheaves` work on every CPU and waits for it;
-    /// here the caller empties each CPU's sheaves itself under that CPU's
-    /// sheaf lock (the lock, not the CPU, gives the right to them), waiting
-    /// while another context holds it ([`CpuSheaves::lock_for_drain`]):
+    /// here the caller empties each CPU's sheaves itself, taking them from
+    /// afar ([`CpuSheaves::lock_remote`]: never the owner's flag), waiting
+    /// while another context holds them ([`CpuSheaves::lock_for_drain`]):
     /// never a silent skip. A CPU whose lock stays held for
     /// [`DRAIN_PATIENCE_NS`] is reported with the cache's name.
     pub(crate) fn flush_sheaves(&self) -> (usize, usize) {
