@@ -1067,7 +1067,7 @@ fn remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing() -> TestResult {
     let takes = slab::sheaf_remote_takes();
     let giveups = slab::sheaf_drain_giveups();
     let mut hs = Vec::new();
-    for cpu in 1..CPUS {
+    for (cpu, mine) in HANDOFF.iter().enumerate().skip(1) {
         hs.push(
             task::spawn_on(cpu, "busy-fast-path", move || {
                 let cache = CACHE.get().unwrap();
@@ -1105,7 +1105,7 @@ fn remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing() -> TestResult {
                         unsafe { cache.free(NonNull::new_unchecked(p as *mut u8)) };
                     }
                     if round % 4 == 0 {
-                        let batch: Vec<(usize, u64)> = HANDOFF[cpu].lock().drain(..).collect();
+                        let batch: Vec<(usize, u64)> = mine.lock().drain(..).collect();
                         for (p, tag) in batch {
                             check(p, tag);
                             // SAFETY: handed over whole by another CPU's task.

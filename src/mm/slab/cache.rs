@@ -726,7 +726,7 @@ fn sheaf_cpu() -> usize {
 /// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
 /// slabs to capacity (new slabs as needed), from whichever CPU calls it
 /// (taking that CPU's sheaves as a remote taker does,
-/// [`CpuSheaves::lock_remote`], tried; `false` if they were held or no
+/// `CpuSheaves::lock_remote`, tried; `false` if they were held or no
 /// sheaf or slab could be had). `bench=smp` does it for each AP before the APs
 /// run their loops in their idle tasks (`call_on_ap`), so that an AP's
 /// alternating alloc and free stay on the fast path, which takes no lock
@@ -775,7 +775,7 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
 }
 
 /// Test hook: holds CPU `cpu`'s sheaves of `cache` while `f` runs, taken
-/// as a remote taker takes them ([`CpuSheaves::lock_remote`]; on the
+/// as a remote taker takes them (`CpuSheaves::lock_remote`; on the
 /// kernel's and the host's platforms through their `remote` flag, which
 /// the owner's fast path tests as it tests its own), so that a test can
 /// check that allocations and frees meanwhile take the slow path and
