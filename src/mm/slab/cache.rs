@@ -519,8 +519,9 @@ impl CpuSheaves {
     }
 
     /// Takes `locked` in [`SheafMode::Pinned`]: one test of both flags,
-    /// then a plain store. The caller is pinned to the CPU whose sheaves
-    /// these are (its preempt count above 0) until it releases them. No
+    /// then a plain store (the fast paths' asm stretch does the same). The
+    /// caller is pinned to the CPU whose sheaves these are (its preempt
+    /// count above 0) at least until the store. No
     /// second look at `remote` after the store: a remote taker's barrier
     /// is answered on this CPU only while no task is pinned
     /// (`arch::x86_64::smp::membarrier_ack_local`), so it never falls
@@ -563,8 +564,9 @@ impl CpuSheaves {
 enum SheafMode {
     /// The kernel's own platform (`platform::kernel_gs_layout`): the CPU's
     /// contexts take it with a plain load and store, the task pinned by its
-    /// preempt count (`inc` of a `gs:` word); remote takers go through
-    /// `remote` and an IPI barrier to the CPU.
+    /// preempt count (slow paths, `inc` of a `gs:` word) or by a pinned asm
+    /// stretch (fast paths, [`CacheInner::acquire_fast`]); remote takers go
+    /// through `remote` and an IPI barrier to the CPU.
     Pinned,
     /// The host build whose CPUs are threads (`platform::cpus_are_threads`):
     /// plain, by the CPU's own thread; remote takers through `remote` and
