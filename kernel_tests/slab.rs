@@ -101,6 +101,9 @@ kreclaim::kernel_tests!(
     a_cpu_without_sheaves_never_keeps_objects_in_the_shared_empty_sheaf,
     kfree_of_a_slab_page_reused_by_the_page_allocator_or_another_cache_finds_its_owner,
     bench_mm_times_each_side_in_loop_copies_and_keeps_the_peers_code_on_its_page,
+    preempt_disable_changes_this_cpus_gs_preempt_word,
+    a_tick_inside_the_fast_path_finds_the_task_pinned_and_allocates_around_it,
+    a_drain_of_an_absent_cpus_sheaves_needs_no_answer_from_it,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -2504,19 +2507,15 @@ fn a_held_sheaf_lock_sends_allocations_and_frees_to_the_slabs() -> TestResult {
 }
 
 fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_sheaf() -> TestResult {
-    // The fast path no longer masks interrupts itself; it reads the flag
-    // (`pushf`) so that a GFP_KERNEL allocation under a spinlock or with
-    // interrupts masked still goes to the slow path's might_sleep report,
-    // though the sheaf could serve it.
+    // With lockdep on (the default: kreclaim's debug mode, as a Linux
+    // kernel with CONFIG_DEBUG_ATOMIC_SLEEP) every allocation takes the
+    // slow path, whose might_alloc reports a GFP_KERNEL allocation with
+    // interrupts masked, though the sheaf could serve it. With lockdep off
+    // the fast path does not look (as Linux without the option): the sheaf
+    // serves it quietly, and the slow path (an empty sheaf) still reports.
     let c = cache("t-sheaf-atomic", 64, SlabFlags::empty())?;
     let mut objs = Objs::new(&c, 4);
-    lockdep_off(|| -> TestResult {
-        let warm = objs.alloc()?;
-        objs.v.retain(|p| *p != warm);
-        // SAFETY: from `c`, not used again.
-        unsafe { c.free(warm) };
-        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
-        let n = task::invalid_context_sleeps();
+    let masked_alloc = |c: &KmemCache| -> TestResult {
         let r = {
             let _irq = kreclaim::platform::IrqGuard::new();
             c.alloc(GFP_KERNEL)
@@ -2524,14 +2523,45 @@ fn a_sleeping_allocation_with_interrupts_masked_is_reported_even_from_a_full_she
         let p = r.map_err(|e| fail(alloc::format!("{e}")))?;
         // SAFETY: from `c`, not used again.
         unsafe { c.free(p) };
-        kassert_eq!(task::invalid_context_sleeps(), n + 1, "not reported");
+        Ok(())
+    };
+    let warm = objs.alloc()?;
+    objs.v.retain(|p| *p != warm);
+    // SAFETY: from `c`, not used again.
+    unsafe { c.free(warm) };
+    kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+    let saved = lockdep::mode();
+    lockdep::set_mode(lockdep::LockdepMode::On);
+    let n = task::invalid_context_sleeps();
+    let r = masked_alloc(&c);
+    lockdep::set_mode(saved);
+    r?;
+    kassert_eq!(
+        task::invalid_context_sleeps(),
+        n + 1,
+        "not reported with lockdep on"
+    );
+    lockdep_off(|| -> TestResult {
+        // A full sheaf: the fast path serves it without looking.
+        kassert!(sheaves(&c).0 > 0, "the sheaf holds objects");
+        masked_alloc(&c)?;
+        kassert_eq!(task::invalid_context_sleeps(), n + 1);
+        // An empty sheaf: the slow path looks and reports.
+        c.flush_sheaves();
+        kassert_eq!(sheaves(&c).0, 0);
+        masked_alloc(&c)?;
+        kassert_eq!(
+            task::invalid_context_sleeps(),
+            n + 2,
+            "the slow path did not report"
+        );
         // Interrupts enabled: served quietly.
         let q = c
             .alloc(GFP_KERNEL)
             .map_err(|e| fail(alloc::format!("{e}")))?;
         // SAFETY: from `c`, not used again.
         unsafe { c.free(q) };
-        kassert_eq!(task::invalid_context_sleeps(), n + 1);
+        kassert_eq!(task::invalid_context_sleeps(), n + 2);
         Ok(())
     })
 }
@@ -2808,5 +2838,211 @@ fn bench_mm_times_each_side_in_loop_copies_and_keeps_the_peers_code_on_its_page(
         p.hot.len(),
         "peer hot points share a jump-cache slot: {p:x?}"
     );
+    Ok(())
+}
+
+/// The scheduler's preempt count is the word of the CPU's `gs:` data that
+/// the slab's fast paths change inline (`CpuData::preempt_count`, at
+/// `platform::KERNEL_PREEMPT_COUNT_GS_OFFSET`, asserted at build time):
+/// `preempt_disable` moves that word, read here by its field, and
+/// `preempt_count` reads it back.
+fn preempt_disable_changes_this_cpus_gs_preempt_word() -> TestResult {
+    use kreclaim::arch::x86_64::smp;
+    kassert!(
+        kreclaim::platform::kernel_gs_layout(),
+        "the kernel's own platform did not install its gs layout"
+    );
+    let irq = kreclaim::platform::IrqGuard::new();
+    let before = smp::this_cpu().preempt_count();
+    task::preempt_disable();
+    let inside = smp::this_cpu().preempt_count();
+    let seen = task::preempt_count();
+    task::preempt_disable();
+    let nested = smp::this_cpu().preempt_count();
+    task::preempt_enable();
+    task::preempt_enable();
+    let after = smp::this_cpu().preempt_count();
+    drop(irq);
+    kassert_eq!(inside, before + 1, "preempt_disable left the gs word alone");
+    kassert_eq!(seen, inside);
+    kassert_eq!(nested, before + 2);
+    kassert_eq!(after, before);
+    Ok(())
+}
+
+/// The cache the tick probe watches (its address; 0: none).
+static PROBE_CACHE: AtomicUsize = AtomicUsize::new(0);
+/// Ticks that came while this CPU's sheaf flag of the watched cache was
+/// held by its own context (a fast path in progress).
+static PROBE_HITS: AtomicUsize = AtomicUsize::new(0);
+/// Ticks that came inside a pinned stretch of the fast path (from reading
+/// the CPU to taking its flag: `platform::in_pinned_section`).
+static PROBE_PIN_HITS: AtomicUsize = AtomicUsize::new(0);
+/// ... of which the interrupted task was not pinned (preempt count 0: the
+/// tick could have moved it to another CPU with the flag half taken).
+static PROBE_UNPINNED: AtomicUsize = AtomicUsize::new(0);
+/// Allocations the probe made from inside those ticks that failed.
+static PROBE_FAILED: AtomicUsize = AtomicUsize::new(0);
+/// What the probe allocated (addresses; 0: empty), freed by the test.
+static PROBE_OBJS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+/// The boot CPU's tick hook for the pinning test: when the tick came
+/// inside a pinned stretch of the fast path, notes whether the task is
+/// pinned (the interrupt entry counts it so); when it came while the
+/// watched cache's sheaf flag of this CPU is held by this CPU (the
+/// interrupted task is inside the fast path), allocates from the cache (as
+/// an interrupt handler may), which must take the slow path; then the
+/// usual tick.
+fn pin_probe_tick(frame: &mut kreclaim::arch::x86_64::interrupts::TrapFrame) {
+    let addr = PROBE_CACHE.load(Ordering::Acquire);
+    if addr != 0 && kreclaim::platform::in_pinned_section(frame.rip as usize) {
+        PROBE_PIN_HITS.fetch_add(1, Ordering::Relaxed);
+        if task::preempt_count() == 0 {
+            PROBE_UNPINNED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if addr != 0 {
+        // SAFETY: the test keeps the cache alive while its address is set.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        if slab::sheaves_locked_by_owner(c, kreclaim::platform::cpu_id()) {
+            let n = PROBE_HITS.fetch_add(1, Ordering::Relaxed);
+            if n < PROBE_OBJS.len() {
+                match c.alloc(GFP_ATOMIC) {
+                    Ok(p) => PROBE_OBJS[n].store(p.as_ptr() as usize, Ordering::Relaxed),
+                    Err(_) => {
+                        PROBE_FAILED.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+    kreclaim::arch::x86_64::smp::tlb_sync_local();
+    task::on_tick();
+}
+
+/// A tick that lands inside the fast path's pinned stretch (between
+/// reading the CPU and taking its sheaf flag) finds the task pinned to its
+/// CPU (preempt count above 0: the tick will not move it, and a remote
+/// taker's barrier is not answered there), and an allocation from a tick
+/// that lands while the fast path holds the flag goes around the held
+/// sheaves (the slabs) without disturbing them: every object is handed out
+/// once, the cache validates, and after everything is freed and flushed
+/// nothing is live.
+fn a_tick_inside_the_fast_path_finds_the_task_pinned_and_allocates_around_it() -> TestResult {
+    use kreclaim::arch::x86_64::timer;
+    const WANT_HITS: usize = 16;
+    const WANT_PIN_HITS: usize = 4;
+    const MAX_ROUNDS: usize = 50_000_000;
+    let c = cache("t-pin-probe", 64, SlabFlags::empty())?;
+    for o in PROBE_OBJS.iter() {
+        o.store(0, Ordering::Relaxed);
+    }
+    PROBE_HITS.store(0, Ordering::Relaxed);
+    PROBE_PIN_HITS.store(0, Ordering::Relaxed);
+    PROBE_UNPINNED.store(0, Ordering::Relaxed);
+    PROBE_FAILED.store(0, Ordering::Relaxed);
+    static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+    let addr = &c as *const KmemCache as usize;
+    // On the boot CPU, whose tick (the PIT) calls the hook; bound, so that
+    // no idle CPU steals the loop away from it.
+    let h = task::spawn_on(0, "pin-probe", move || {
+        // SAFETY: the test keeps the cache alive until the task is joined.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        lockdep_off(|| {
+            // Warm this CPU's sheaves: the loop below stays on the fast path.
+            let warm: Vec<_> = (0..8).filter_map(|_| c.alloc(GFP_KERNEL).ok()).collect();
+            for p in warm {
+                // SAFETY: just allocated from `c`, not used again.
+                unsafe { c.free(p) };
+            }
+            PROBE_CACHE.store(addr, Ordering::Release);
+            timer::set_tick_hook(pin_probe_tick);
+            let mut rounds = 0;
+            while rounds < MAX_ROUNDS
+                && (PROBE_HITS.load(Ordering::Relaxed) < WANT_HITS
+                    || PROBE_PIN_HITS.load(Ordering::Relaxed) < WANT_PIN_HITS)
+            {
+                if let Ok(p) = c.alloc(GFP_KERNEL) {
+                    // SAFETY: just allocated from `c`, not used again.
+                    unsafe { c.free(core::hint::black_box(p)) };
+                }
+                rounds += 1;
+            }
+            timer::set_tick_hook(|_| {
+                kreclaim::arch::x86_64::smp::tlb_sync_local();
+                task::on_tick()
+            });
+            PROBE_CACHE.store(0, Ordering::Release);
+            ROUNDS.store(rounds, Ordering::Relaxed);
+        });
+    })
+    .map_err(|e| fail(alloc::format!("spawn_on: {e:?}")))?;
+    kassert!(
+        h.join_timeout(core::time::Duration::from_secs(120)).is_ok(),
+        "the probe loop did not finish"
+    );
+    let rounds = ROUNDS.load(Ordering::Relaxed);
+    let hits = PROBE_HITS.load(Ordering::Relaxed);
+    let objs: Vec<usize> = PROBE_OBJS
+        .iter()
+        .map(|o| o.swap(0, Ordering::Relaxed))
+        .filter(|&a| a != 0)
+        .collect();
+    let mut all = objs.clone();
+    all.sort_unstable();
+    let unique = all.windows(2).all(|w| w[0] != w[1]);
+    let valid = c.validate();
+    for a in objs {
+        // SAFETY: allocated from `c` (by the probe or above), freed once.
+        unsafe { c.free(NonNull::new_unchecked(a as *mut u8)) };
+    }
+    c.flush_sheaves();
+    let info = c.info_unflushed();
+    let pin_hits = PROBE_PIN_HITS.load(Ordering::Relaxed);
+    kassert!(
+        hits > 0 && pin_hits > 0,
+        "ticks inside the fast path: {hits} with the flag held, {pin_hits} in a pinned \
+         stretch, in {rounds} rounds"
+    );
+    kassert_eq!(
+        PROBE_UNPINNED.load(Ordering::Relaxed),
+        0,
+        "ticks found the fast path's task preemptible ({pin_hits} in a pinned stretch)"
+    );
+    kassert_eq!(PROBE_FAILED.load(Ordering::Relaxed), 0);
+    kassert!(unique, "an object was handed out twice");
+    kassert!(valid.is_ok(), "{:?}", valid.err());
+    kassert_eq!(info.active_objs, 0, "objects lost: {info:?}");
+    kassert_eq!(info.sheaf_objs, 0, "{info:?}");
+    c.destroy()
+        .map_err(|e| fail(alloc::format!("destroy: {e:?}")))?;
+    Ok(())
+}
+
+/// A CPU that is not there (the last possible number) gets sheaves and a
+/// full main sheaf through `prefill_sheaves` (a remote taker), and
+/// `flush_sheaves` drains them: neither waits for an answer from the CPU
+/// (it runs nothing), neither gives up, and both took the sheaves through
+/// their `remote` flag.
+fn a_drain_of_an_absent_cpus_sheaves_needs_no_answer_from_it() -> TestResult {
+    let absent = slab::MAX_CPUS - 1;
+    kassert!(absent >= kreclaim::arch::x86_64::smp::nr_cpus());
+    let c = cache("t-absent-cpu", 64, SlabFlags::empty())?;
+    let takes = slab::sheaf_remote_takes();
+    let giveups = slab::sheaf_drain_giveups();
+    kassert!(slab::prefill_sheaves(&c, absent), "prefill of CPU {absent}");
+    let filled = c.info_unflushed();
+    kassert!(filled.sheaf_objs > 0, "{filled:?}");
+    kassert_eq!(c.flush_sheaves(), filled.sheaf_objs);
+    let info = c.info_unflushed();
+    kassert_eq!(info.sheaf_objs, 0, "{info:?}");
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    kassert_eq!(slab::sheaf_drain_giveups(), giveups);
+    kassert!(
+        slab::sheaf_remote_takes() >= takes + 2,
+        "prefill and flush did not take the sheaves through `remote`"
+    );
+    c.destroy()
+        .map_err(|e| fail(alloc::format!("destroy: {e:?}")))?;
     Ok(())
 }

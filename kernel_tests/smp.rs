@@ -64,6 +64,8 @@ kreclaim::kernel_tests!(
     destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock,
     destroy_with_live_objects_reports_the_exact_count_and_name,
     prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one,
+    remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing,
+    a_drain_waits_for_the_owners_flag_held_by_a_preemptible_task,
     a_task_woken_while_switching_out_runs_nowhere_else_until_saved,
     idle_cpus_do_not_steal_a_task_still_switching_out,
     join_returns_only_after_the_tasks_cpu_freed_its_stack,
@@ -1035,6 +1037,184 @@ fn hold_sheaf_lock(
         "CPU {cpu}'s sheaf lock was not free"
     );
     Ok(h)
+}
+
+/// CPUs 1..3 allocate and free on their fast paths without pause (each
+/// object stamped with its CPU and a sequence number, checked before it is
+/// freed, half of them freed by the next CPU) while CPU 0 drains their
+/// sheaves over and over (`flush_sheaves`: each CPU's sheaves taken from
+/// afar through their `remote` flag after a barrier IPI to that CPU, never
+/// through the owner's flag). No object is lost or handed out twice, every
+/// drain got every CPU (no give-up), and once all is freed and flushed the
+/// cache is empty and consistent.
+fn remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing() -> TestResult {
+    use kreclaim::mm::slab;
+    const ROUNDS: usize = 4_000;
+    const BATCH: usize = 8;
+    static CACHE: spin::Once<KmemCache> = spin::Once::new();
+    static BAD: AtomicUsize = AtomicUsize::new(0);
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    static HANDOFF: [Mailbox; CPUS] =
+        [const { SpinLock::new(Vec::new(), lock_class!("smp_drain_mailbox")) }; CPUS];
+    let cache = CACHE.call_once(|| {
+        KmemCache::create("smp_busy_drain", 64, 8, SlabFlags::empty(), None).expect("create")
+    });
+    for b in HANDOFF.iter() {
+        b.lock().try_reserve(ROUNDS * BATCH).or_fail("reserve")?;
+    }
+    let saved = lockdep::mode();
+    lockdep::set_mode(lockdep::LockdepMode::Off);
+    let takes = slab::sheaf_remote_takes();
+    let giveups = slab::sheaf_drain_giveups();
+    let mut hs = Vec::new();
+    for (cpu, mine) in HANDOFF.iter().enumerate().skip(1) {
+        hs.push(
+            task::spawn_on(cpu, "busy-fast-path", move || {
+                let cache = CACHE.get().unwrap();
+                let next = 1 + cpu % (CPUS - 1);
+                let mut seq = (cpu as u64) << 48;
+                let check = |p: usize, tag: u64| {
+                    // SAFETY: a live object of CACHE owned by this task.
+                    if unsafe { (p as *const u64).read() } != tag {
+                        BAD.fetch_add(1, Ordering::SeqCst);
+                    }
+                };
+                for round in 0..ROUNDS {
+                    let mut out = [(0usize, 0u64); BATCH];
+                    for o in out.iter_mut() {
+                        let Ok(p) = cache.alloc(GFP_KERNEL) else {
+                            BAD.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        };
+                        seq += 1;
+                        // SAFETY: a fresh 64-byte object.
+                        unsafe { (p.as_ptr() as *mut u64).write(seq) };
+                        *o = (p.as_ptr() as usize, seq);
+                    }
+                    for &(p, tag) in out.iter().filter(|o| o.0 != 0) {
+                        check(p, tag);
+                    }
+                    // Half to the next busy CPU, half freed here.
+                    let (give, keep) = out.split_at(BATCH / 2);
+                    HANDOFF[next]
+                        .lock()
+                        .extend(give.iter().filter(|o| o.0 != 0));
+                    for &(p, tag) in keep.iter().filter(|o| o.0 != 0) {
+                        check(p, tag);
+                        // SAFETY: allocated above from CACHE, freed once.
+                        unsafe { cache.free(NonNull::new_unchecked(p as *mut u8)) };
+                    }
+                    if round % 4 == 0 {
+                        let batch: Vec<(usize, u64)> = mine.lock().drain(..).collect();
+                        for (p, tag) in batch {
+                            check(p, tag);
+                            // SAFETY: handed over whole by another CPU's task.
+                            unsafe { cache.free(NonNull::new_unchecked(p as *mut u8)) };
+                        }
+                    }
+                }
+                DONE.fetch_add(1, Ordering::SeqCst);
+            })
+            .or_fail("spawn_on")?,
+        );
+    }
+    let mut drains = 0usize;
+    while DONE.load(Ordering::SeqCst) < CPUS - 1 {
+        cache.flush_sheaves();
+        drains += 1;
+    }
+    for h in hs {
+        join(h, "a busy fast-path task")?;
+    }
+    lockdep::set_mode(saved);
+    for b in HANDOFF.iter() {
+        for (p, tag) in b.lock().drain(..) {
+            // SAFETY: as above.
+            unsafe {
+                if (p as *const u64).read() != tag {
+                    BAD.fetch_add(1, Ordering::SeqCst);
+                }
+                cache.free(NonNull::new_unchecked(p as *mut u8));
+            }
+        }
+    }
+    kassert_eq!(
+        BAD.load(Ordering::SeqCst),
+        0,
+        "lost, failed or shared objects"
+    );
+    kassert!(drains > 0);
+    kassert!(
+        slab::sheaf_remote_takes() > takes,
+        "the drains never took a CPU's sheaves through `remote`"
+    );
+    kassert_eq!(slab::sheaf_drain_giveups(), giveups);
+    cache.flush_sheaves();
+    let info = cache.info_unflushed();
+    kassert_eq!(info.active_objs, 0, "objects lost: {info:?}");
+    kassert_eq!(info.sheaf_objs, 0, "{info:?}");
+    cache.validate().or_fail("validate")?;
+    Ok(())
+}
+
+/// CPU 2's own sheaf flag is held as its fast path holds it past the
+/// pinned stretch (taken by the owner, the task preemptible:
+/// `slab::with_own_sheaves_held`); a drain from CPU 0 gets its barrier
+/// answered (CPU 2 is not pinned) but then finds the flag set and waits,
+/// instead of flushing the sheaves under the holder. Once the holder lets
+/// go the drain empties them.
+fn a_drain_waits_for_the_owners_flag_held_by_a_preemptible_task() -> TestResult {
+    use kreclaim::mm::slab;
+    static HELD: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    static HELD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let c = drain_cache("t-drain-owner-flag")?;
+    let cached = fill_ap_sheaves(&c, 20)?;
+    kassert!(cached >= 3 * 20, "the APs' sheaves hold {cached}");
+    HELD.store(false, Ordering::SeqCst);
+    RELEASE.store(false, Ordering::SeqCst);
+    let addr = &c as *const KmemCache as usize;
+    let holder = task::spawn_on(2, "own-flag-holder", move || {
+        // SAFETY: the test keeps the cache alive until the task is joined.
+        let c = unsafe { &*(addr as *const KmemCache) };
+        let held = slab::with_own_sheaves_held(c, |cpu| {
+            HELD_CPU.store(cpu, Ordering::SeqCst);
+            let waits = slab::sheaf_drain_waits();
+            HELD.store(true, Ordering::SeqCst);
+            while slab::sheaf_drain_waits() == waits && !RELEASE.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            HELD.store(false, Ordering::SeqCst);
+        });
+        if held.is_none() {
+            RELEASE.store(true, Ordering::SeqCst);
+        }
+    })
+    .or_fail("spawn_on")?;
+    wait_for("the holder to take CPU 2's own sheaf flag", || {
+        HELD.load(Ordering::SeqCst) || RELEASE.load(Ordering::SeqCst)
+    })?;
+    kassert!(
+        HELD.load(Ordering::SeqCst),
+        "CPU 2's sheaf flag was not free"
+    );
+    kassert_eq!(HELD_CPU.load(Ordering::SeqCst), 2);
+    let waits = slab::sheaf_drain_waits();
+    c.flush_sheaves();
+    let returned_while_held = HELD.load(Ordering::SeqCst);
+    RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the flag holder")?;
+    kassert!(
+        !returned_while_held,
+        "the drain emptied CPU 2's sheaves while their own flag was held"
+    );
+    kassert!(slab::sheaf_drain_waits() > waits, "the drain never waited");
+    kassert_eq!(slab::sheaf_drain_giveups(), 0);
+    let info = c.info_unflushed();
+    kassert_eq!(info.sheaf_objs, 0, "{info:?}");
+    kassert_eq!(info.active_objs, 0, "{info:?}");
+    c.destroy().or_fail("destroy")?;
+    Ok(())
 }
 
 /// Objects allocated on CPU 0 and freed on CPUs 1..3 sit in those CPUs'

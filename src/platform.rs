@@ -72,6 +72,29 @@ pub trait Platform: Sync {
     fn cpu_line_offset_gs_offset(&self) -> Option<usize> {
         None
     }
+    /// Where the scheduler's preempt count of the CPU can be changed
+    /// inline: the offset from the GS base of a word the framework owns
+    /// (the platform only reserves it, zeroed). When it and
+    /// [`Platform::cpu_line_offset_gs_offset`] are the offsets the framework
+    /// was built for (the kernel's own x86_64 platform; see
+    /// `platform::kernel_gs_layout`), `preempt_disable` is one `inc` of that
+    /// word and the slab's fast paths pin the task to its CPU with it. Only
+    /// honoured on bare-metal x86_64 with the `qemu` feature.
+    fn preempt_count_gs_offset(&self) -> Option<usize> {
+        None
+    }
+    /// Makes CPU `cpu` execute a full memory barrier before this returns
+    /// (or shows that it cannot be running framework code: not online,
+    /// halted for good), as [`Platform::membarrier`] does for every thread:
+    /// the rare side of an asymmetric fence with that CPU's plain loads and
+    /// stores (the slab's per-CPU sheaf flag). `false` if the platform
+    /// cannot, or the CPU did not answer in time. The default asks
+    /// [`Platform::membarrier`]. The kernel's own platform sends the CPU an
+    /// IPI and waits for its answer.
+    fn membarrier_cpu(&self, cpu: usize) -> bool {
+        let _ = cpu;
+        self.membarrier()
+    }
     /// Monotonic nanoseconds since boot.
     fn now_ns(&self) -> u64;
     /// A cheap, monotonic cycle counter for benchmarks (TSC on x86_64).
@@ -265,11 +288,171 @@ pub fn cpu_id_inline() -> Option<usize> {
 #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
 pub const KERNEL_LINE_OFFSET_GS_OFFSET: usize = 88;
 
-/// The installed platform's [`Platform::cpu_line_offset_gs_offset`]
-/// (`usize::MAX`: none).
+/// Where the kernel's own x86_64 platform keeps each CPU's preempt count
+/// ([`Platform::preempt_count_gs_offset`]): this offset from the GS base,
+/// fixed here for the same reason as [`KERNEL_LINE_OFFSET_GS_OFFSET`] and
+/// asserted the same way by `arch::x86_64::smp`.
 #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
-static GS_LINE_OFFSET: core::sync::atomic::AtomicUsize =
-    core::sync::atomic::AtomicUsize::new(usize::MAX);
+pub const KERNEL_PREEMPT_COUNT_GS_OFFSET: usize = 96;
+
+/// Whether the installed platform keeps the line offset and the preempt
+/// count where this build expects them ([`kernel_gs_layout`]).
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+static KERNEL_GS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the installed platform is laid out as the kernel's own x86_64
+/// platform: its per-CPU line offset at [`KERNEL_LINE_OFFSET_GS_OFFSET`]
+/// and its preempt count at [`KERNEL_PREEMPT_COUNT_GS_OFFSET`] from the GS
+/// base. Then the scheduler's preempt count is that word
+/// ([`preempt_count_inc_gs`] and friends) and the slab's per-CPU sheaf
+/// lock is a plain flag under it. Always `false` outside the kernel build
+/// (feature `qemu`), and for any other platform in it. Once true it stays
+/// true (a platform is installed once, before the scheduler runs).
+#[inline(always)]
+pub fn kernel_gs_layout() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        KERNEL_GS.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        false
+    }
+}
+
+/// Whether `rip` lies in one of the slab fast path's pinned stretches: the
+/// few instructions from reading the CPU's line offset to taking that CPU's
+/// sheaf flag, each recorded by its asm as a pair of 32-bit offsets
+/// (start, end) relative to the pair's own words in the section
+/// `kreclaim_pinned`. The kernel's interrupt entry asks it for the
+/// interrupted address and, inside one, counts the task as pinned while
+/// the handler runs (Linux's restartable sequences mark code ranges the
+/// same way). A linear scan: one entry per inlined copy of the stretch, a
+/// few dozen, asked once per interrupt. Always `false` outside the kernel
+/// build.
+pub fn in_pinned_section(rip: usize) -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        unsafe extern "C" {
+            static __start_kreclaim_pinned: [i32; 0];
+            static __stop_kreclaim_pinned: [i32; 0];
+        }
+        let mut p = (&raw const __start_kreclaim_pinned) as *const i32;
+        let end = (&raw const __stop_kreclaim_pinned) as *const i32;
+        while (p as usize) + 8 <= end as usize {
+            // SAFETY: two words of the section, written by the asm of the
+            // slab's fast paths, within the linker's bounds of it.
+            let (s, e) = unsafe { (p.read(), p.add(1).read()) };
+            let start = (p as usize).wrapping_add_signed(s as isize);
+            let stop = (p as usize + 4).wrapping_add_signed(e as isize);
+            if rip >= start && rip < stop {
+                return true;
+            }
+            p = p.wrapping_add(2);
+        }
+        false
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        let _ = rip;
+        false
+    }
+}
+
+/// How many pinned stretches [`in_pinned_section`] knows (the slab fast
+/// path's inlined copies); 0 outside the kernel build.
+pub fn pinned_sections() -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        unsafe extern "C" {
+            static __start_kreclaim_pinned: [i32; 0];
+            static __stop_kreclaim_pinned: [i32; 0];
+        }
+        let start = (&raw const __start_kreclaim_pinned) as usize;
+        let end = (&raw const __stop_kreclaim_pinned) as usize;
+        (end - start) / 8
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        0
+    }
+}
+
+/// Adds one to this CPU's preempt count: one `inc qword ptr gs:[off]`, a
+/// single instruction, so it needs no interrupt mask (an interrupt comes
+/// before or after it, on this CPU). Nothing elsewhere (see the safety
+/// contract, which cannot hold there).
+///
+/// # Safety
+/// [`kernel_gs_layout`] returned `true` before (in this boot).
+#[inline(always)]
+pub unsafe fn preempt_count_inc_gs() {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    // SAFETY: the caller saw `kernel_gs_layout`: gs:[off] is this CPU's
+    // preempt count. Not `nomem`: a compiler barrier, so no access of the
+    // pinned section moves before it.
+    unsafe {
+        core::arch::asm!("inc qword ptr gs:[{off}]",
+            off = const KERNEL_PREEMPT_COUNT_GS_OFFSET, options(nostack))
+    };
+}
+
+/// Takes one from this CPU's preempt count (`dec qword ptr gs:[off]`); see
+/// [`preempt_count_inc_gs`].
+///
+/// # Safety
+/// [`kernel_gs_layout`] returned `true` before (in this boot).
+#[inline(always)]
+pub unsafe fn preempt_count_dec_gs() {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    // SAFETY: as in `preempt_count_inc_gs`; a compiler barrier, so no
+    // access of the pinned section moves after it.
+    unsafe {
+        core::arch::asm!("dec qword ptr gs:[{off}]",
+            off = const KERNEL_PREEMPT_COUNT_GS_OFFSET, options(nostack))
+    };
+}
+
+/// This CPU's preempt count (one `gs:` load); 0 elsewhere.
+///
+/// # Safety
+/// [`kernel_gs_layout`] returned `true` before (in this boot).
+#[inline(always)]
+pub unsafe fn preempt_count_gs() -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    {
+        let v: usize;
+        // SAFETY: as in `preempt_count_inc_gs`.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[{off}]", out(reg) v,
+                off = const KERNEL_PREEMPT_COUNT_GS_OFFSET,
+                options(nostack, readonly, preserves_flags))
+        };
+        v
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    {
+        0
+    }
+}
+
+/// Sets this CPU's preempt count (the scheduler, when a task resumes with
+/// its own count).
+///
+/// # Safety
+/// [`kernel_gs_layout`] returned `true` before (in this boot).
+#[inline(always)]
+pub unsafe fn set_preempt_count_gs(v: usize) {
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    // SAFETY: as in `preempt_count_inc_gs`.
+    unsafe {
+        core::arch::asm!("mov qword ptr gs:[{off}], {}", in(reg) v,
+            off = const KERNEL_PREEMPT_COUNT_GS_OFFSET,
+            options(nostack, preserves_flags))
+    };
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    let _ = v;
+}
 
 /// Whether [`cpu_line_offset_fast`] may be called. The kernel build
 /// (feature `qemu`) needs the installed platform to keep the word where
@@ -285,7 +468,7 @@ static GS_LINE_OFFSET: core::sync::atomic::AtomicUsize =
 pub fn cpu_line_offset_ready() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
     {
-        GS_LINE_OFFSET.load(core::sync::atomic::Ordering::Acquire) == KERNEL_LINE_OFFSET_GS_OFFSET
+        KERNEL_GS.load(core::sync::atomic::Ordering::Acquire)
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
     {
@@ -450,6 +633,13 @@ pub fn membarrier() -> bool {
     get().is_some_and(|p| p.membarrier())
 }
 
+/// Runs [`Platform::membarrier_cpu`]: on return CPU `cpu` has executed a
+/// full memory barrier (or runs no framework code). `false` if there is no
+/// platform, it cannot, or the CPU did not answer.
+pub fn membarrier_cpu(cpu: usize) -> bool {
+    get().is_some_and(|p| p.membarrier_cpu(cpu))
+}
+
 /// Spins for a lock: the pause hint, and every `RELAX_EVERY` spins
 /// [`Platform::cpu_relax`]. `spins` counts the caller's iterations.
 #[inline]
@@ -507,9 +697,11 @@ pub fn set(p: &'static dyn Platform) {
         GS_CPU_ID.store(off, core::sync::atomic::Ordering::Release);
     }
     #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
-    if let Some(off) = p.cpu_line_offset_gs_offset() {
-        GS_LINE_OFFSET.store(off, core::sync::atomic::Ordering::Release);
-    }
+    KERNEL_GS.store(
+        p.cpu_line_offset_gs_offset() == Some(KERNEL_LINE_OFFSET_GS_OFFSET)
+            && p.preempt_count_gs_offset() == Some(KERNEL_PREEMPT_COUNT_GS_OFFSET),
+        core::sync::atomic::Ordering::Release,
+    );
 }
 
 /// The saved RFLAGS of an inline interrupt save (`pushf; pop; cli`).

@@ -358,11 +358,7 @@ fn park_forever(on: BlockedOn, holder: &Task, title: &str, why: &str) -> ! {
     super::mark_deadlocked(me);
     // The count is per CPU: preempt_disable sections of the parked task
     // would otherwise stay open for every task after it.
-    crate::platform::with_irq_guard(|irq| {
-        super::this_cpu(irq)
-            .preempt_count
-            .store(0, Ordering::Relaxed)
-    });
+    crate::platform::with_irq_guard(|irq| super::set_preempt_count_irqs_masked(irq, 0));
     loop {
         // A deadlocked task is never woken; loop in case of a stray wake-up.
         super::block_current_locked();

@@ -620,7 +620,32 @@ impl PerCpu {
     /// keeps the caller here): the allocator's fast path checks it inline.
     #[inline]
     pub fn preempt_count(&self) -> usize {
-        self.preempt_count.load(Ordering::Relaxed)
+        self.pc_get()
+    }
+
+    /// This CPU's preempt count: the platform's `gs:` word when the kernel's
+    /// own layout is installed ([`platform::kernel_gs_layout`]), else the
+    /// field. Only for `this_cpu`'s result (the `gs:` word is the running
+    /// CPU's).
+    #[inline(always)]
+    fn pc_get(&self) -> usize {
+        if platform::kernel_gs_layout() {
+            // SAFETY: the layout is installed.
+            unsafe { platform::preempt_count_gs() }
+        } else {
+            self.preempt_count.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Sets this CPU's preempt count (see [`PerCpu::pc_get`]).
+    #[inline(always)]
+    fn pc_set(&self, v: usize) {
+        if platform::kernel_gs_layout() {
+            // SAFETY: the layout is installed.
+            unsafe { platform::set_preempt_count_gs(v) }
+        } else {
+            self.preempt_count.store(v, Ordering::Relaxed)
+        }
     }
 
     const fn new(cpu_id: usize) -> Self {
@@ -713,6 +738,10 @@ pub fn may_sleep_inline() -> bool {
     let Some(cpu) = platform::cpu_id_inline() else {
         return false;
     };
+    if platform::kernel_gs_layout() {
+        // SAFETY: the layout is installed.
+        return !platform::irqs_disabled_native() && unsafe { platform::preempt_count_gs() } == 0;
+    }
     !platform::irqs_disabled_native()
         && CPUS[cpu % platform::NR_CPUS]
             .preempt_count
@@ -883,7 +912,7 @@ pub fn run_idle() -> ! {
         t.last_cpu.store(cpu.cpu_id, Ordering::Relaxed);
         t.cpus_ran.fetch_or(1 << cpu.cpu_id, Ordering::Relaxed);
         cpu.current.store(idle, Ordering::Release);
-        cpu.preempt_count.store(0, Ordering::Relaxed);
+        cpu.pc_set(0);
         {
             let tasks = TASKS.lock();
             let need = tasks.len() + 1;
@@ -1224,7 +1253,7 @@ extern "C" fn task_start() -> ! {
     // preemptible.
     platform::with_irq_guard(|irq| {
         finish_task_switch(irq);
-        this_cpu(irq).preempt_count.store(0, Ordering::Relaxed);
+        this_cpu(irq).pc_set(0);
     });
     let f = current().entry.lock().take();
     // SAFETY: a fresh task starts with interrupts masked; let them in.
@@ -1358,16 +1387,14 @@ fn schedule() {
     cpu.current.store(next_ptr, Ordering::Release);
     // The preempt count belongs to the task: it comes back with it, on
     // whichever CPU it resumes.
-    let preempt = cpu.preempt_count.load(Ordering::Relaxed);
+    let preempt = cpu.pc_get();
     let p = platform::get().unwrap();
     // SAFETY: interrupts are masked; both contexts belong to live tasks;
     // `next` is off every other CPU (`on_cpu` was clear or it is the idle task).
     unsafe { p.switch_context(prev.context.get(), *next_task.context.get()) };
     // Back on `prev`, maybe on another CPU: `cpu` is stale from here on.
     finish_task_switch(&irq);
-    this_cpu(&irq)
-        .preempt_count
-        .store(preempt, Ordering::Relaxed);
+    this_cpu(&irq).pc_set(preempt);
 }
 
 /// Test hook run by [`schedule`] on the switching CPU, interrupts masked and
@@ -1508,7 +1535,7 @@ fn might_sleep_check() -> bool {
             was
         })
         .unwrap_or(true);
-    let pc = platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.load(Ordering::Relaxed));
+    let pc = preempt_count();
     if irqs_on && pc == 0 {
         return true;
     }
@@ -1667,21 +1694,54 @@ pub fn sleep(d: Duration) {
     take_timed_out();
 }
 
-/// Disables preemption until the matching [`preempt_enable`].
+/// Disables preemption until the matching [`preempt_enable`]: the task
+/// stays on this CPU and no other task runs here meanwhile (interrupt
+/// handlers still do). With the kernel's own platform
+/// ([`platform::kernel_gs_layout`]) the count is a word of the CPU's `gs:`
+/// data and this is one `inc` of it, a single instruction that an
+/// interrupt on this CPU comes before or after, so no interrupt mask; the
+/// slab's fast paths do the same inline. Elsewhere the count is the
+/// scheduler's per-CPU field, changed with interrupts masked.
 #[inline]
 pub fn preempt_disable() {
+    if platform::kernel_gs_layout() {
+        // SAFETY: the layout is installed.
+        unsafe { platform::preempt_count_inc_gs() };
+        return;
+    }
     platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.fetch_add(1, Ordering::Relaxed));
 }
 
-/// Ends a [`preempt_disable`] section (sections nest).
+/// Ends a [`preempt_disable`] section (sections nest). It does not call
+/// the scheduler: kreclaim preempts only at a tick (or a reschedule IPI to
+/// an idle CPU) whose CPU has a count of 0, so a preemption that a section
+/// put off waits for the next tick (at most one time slice late), unlike
+/// Linux's `preempt_enable`, which reschedules at once when a resched is
+/// pending.
 #[inline]
 pub fn preempt_enable() {
+    if platform::kernel_gs_layout() {
+        // SAFETY: the layout is installed.
+        unsafe { platform::preempt_count_dec_gs() };
+        return;
+    }
     platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.fetch_sub(1, Ordering::Relaxed));
 }
 
 /// Depth of preempt-disabled sections on this CPU (0: preemptible).
 pub fn preempt_count() -> usize {
+    if platform::kernel_gs_layout() {
+        // SAFETY: the layout is installed; a count that is not 0 keeps
+        // the task here, and 0 is 0 on whichever CPU it reads.
+        return unsafe { platform::preempt_count_gs() };
+    }
     platform::with_irq_guard(|irq| this_cpu(irq).preempt_count.load(Ordering::Relaxed))
+}
+
+/// Sets this CPU's preempt count (the deadlock detector, parking a task
+/// for good with sections open). Interrupts masked.
+pub(crate) fn set_preempt_count_irqs_masked(irq: &IrqGuard, v: usize) {
+    this_cpu(irq).pc_set(v);
 }
 
 /// RAII preempt_disable region.
@@ -1746,13 +1806,16 @@ pub fn on_tick() {
     }
     let is_idle = cpu.current.load(Ordering::Relaxed) == cpu.idle.load(Ordering::Relaxed);
     if is_idle {
-        if !cpu.run_queue.lock().is_empty() {
+        // Not while pinned either: an idle task runs `call_on_ap` work
+        // (bench=smp's loops) through the slab's fast paths, whose pinned
+        // stretch an interrupt entry counts here.
+        if cpu.pc_get() == 0 && !cpu.run_queue.lock().is_empty() {
             schedule();
         }
         return;
     }
     if mode() == SchedMode::Preemptive
-        && cpu.preempt_count.load(Ordering::Relaxed) == 0
+        && cpu.pc_get() == 0
         && now >= cpu.slice_end.load(Ordering::Relaxed)
     {
         schedule();
@@ -1760,7 +1823,8 @@ pub fn on_tick() {
 }
 
 /// The reschedule IPI's hook (a wake-up or spawn queued a task here from
-/// another CPU): an idle CPU runs it now. Interrupts are masked.
+/// another CPU): an idle CPU runs it now (an idle task pinned inside the
+/// slab fast path, see `on_tick`, at its next tick). Interrupts are masked.
 pub fn on_resched_ipi() {
     if !started() {
         return;
@@ -1769,6 +1833,7 @@ pub fn on_resched_ipi() {
     let cpu = this_cpu(&irq);
     if cpu.online.load(Ordering::Acquire)
         && cpu.current.load(Ordering::Relaxed) == cpu.idle.load(Ordering::Relaxed)
+        && cpu.pc_get() == 0
         && !cpu.run_queue.lock().is_empty()
     {
         schedule();

@@ -238,6 +238,23 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if vec < IRQ_BASE {
         fatal_exception(frame);
     }
+    // A task interrupted between reading its CPU and taking that CPU's
+    // sheaf flag (a pinned stretch of the slab's fast path) stays pinned
+    // while the handler runs: the tick does not preempt it and a remote
+    // taker's barrier IPI is not answered inside the stretch.
+    let pinned = crate::platform::in_pinned_section(frame.rip as usize);
+    if pinned {
+        super::smp::pin_interrupted(true);
+    }
+    irq_dispatch(frame, vec);
+    if pinned {
+        super::smp::pin_interrupted(false);
+    }
+}
+
+/// [`trap_dispatch`] for an interrupt (vector `vec`, at or above
+/// `IRQ_BASE`).
+fn irq_dispatch(frame: &mut TrapFrame, vec: u8) {
     if vec == super::apic::TIMER_VECTOR {
         super::smp::on_lapic_timer();
         // Before the tick hook, which may switch to another task.
@@ -247,6 +264,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     if vec == super::apic::RESCHED_VECTOR {
         super::smp::tlb_sync_local();
+        super::smp::membarrier_ack_local();
         super::apic::eoi();
         crate::task::on_resched_ipi();
         return;
@@ -257,6 +275,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let line = vec - IRQ_BASE;
     let h = IRQ_HANDLERS[line as usize].get();
     super::pic::eoi(line);
+    // The boot CPU's tick (PIT) answers barrier requests as the APs' do.
+    super::smp::membarrier_ack_local();
     if let Some(h) = h {
         h(frame);
     }

@@ -151,6 +151,14 @@ impl Platform for Qemu {
         Some(smp::LINE_OFFSET_GS_OFFSET)
     }
 
+    fn preempt_count_gs_offset(&self) -> Option<usize> {
+        Some(smp::PREEMPT_COUNT_GS_OFFSET)
+    }
+
+    fn membarrier_cpu(&self, cpu: usize) -> bool {
+        smp::membarrier_cpu(cpu)
+    }
+
     fn nr_cpus(&self) -> usize {
         smp::nr_cpus()
     }

@@ -96,6 +96,13 @@ pub struct CpuData {
     /// with one `gs:` load by the slab's fast paths
     /// (`platform::cpu_line_offset_fast`).
     line_offset: AtomicUsize,
+    /// The scheduler's preempt count of the task running here (the
+    /// framework's word: `task::preempt_disable` is one `inc` of it through
+    /// `gs:`, `platform::preempt_count_inc_gs`).
+    preempt_count: AtomicUsize,
+    /// The last [`membarrier_cpu`] request this CPU answered (executed a
+    /// full barrier after seeing it).
+    mb_ack: AtomicU64,
 }
 
 impl CpuData {
@@ -114,6 +121,8 @@ impl CpuData {
             tlb_gen: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             line_offset: AtomicUsize::new(0),
+            preempt_count: AtomicUsize::new(0),
+            mb_ack: AtomicU64::new(0),
         }
     }
 
@@ -125,6 +134,13 @@ impl CpuData {
     /// Its local APIC id.
     pub fn apic_id(&self) -> u32 {
         self.apic_id.load(Ordering::Relaxed)
+    }
+
+    /// The preempt count of the task running on this CPU, read from its
+    /// field by name (tests check that `task::preempt_disable` changes this
+    /// very word, the one at `platform::KERNEL_PREEMPT_COUNT_GS_OFFSET`).
+    pub fn preempt_count(&self) -> usize {
+        self.preempt_count.load(Ordering::Relaxed)
     }
 
     /// Whether it came up.
@@ -177,6 +193,11 @@ pub const CPU_ID_GS_OFFSET: usize = OFF_CPU_ID;
 pub const LINE_OFFSET_GS_OFFSET: usize = core::mem::offset_of!(CpuData, line_offset);
 // The platform layer reads the word at the offset it was built with.
 const _: () = assert!(LINE_OFFSET_GS_OFFSET == crate::platform::KERNEL_LINE_OFFSET_GS_OFFSET);
+/// Where the CPU's preempt count is, from the GS base
+/// (`platform::preempt_count_inc_gs`).
+pub const PREEMPT_COUNT_GS_OFFSET: usize = core::mem::offset_of!(CpuData, preempt_count);
+// The platform layer changes the word at the offset it was built with.
+const _: () = assert!(PREEMPT_COUNT_GS_OFFSET == crate::platform::KERNEL_PREEMPT_COUNT_GS_OFFSET);
 // Every CPU's line offset indexes arrays of `platform::NR_CPUS` entries.
 const _: () = assert!(MAX_CPUS <= crate::platform::NR_CPUS);
 
@@ -244,6 +265,7 @@ pub fn init_bsp() {
 pub fn on_lapic_timer() {
     this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
     tlb_sync_local();
+    membarrier_ack_local();
 }
 
 /// Sends CPU `cpu` the reschedule IPI (nothing for this CPU, or one that
@@ -253,6 +275,96 @@ pub fn send_reschedule(cpu: usize) {
         return;
     }
     apic::send_resched(CPUS[cpu].apic_id());
+}
+
+/// The newest [`membarrier_cpu`] request (a generation; CPUs answer by
+/// storing the newest they saw in their `mb_ack`).
+static MB_REQ: AtomicU64 = AtomicU64::new(0);
+
+/// How long [`membarrier_cpu`] waits for the CPU's answer.
+const MEMBARRIER_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// Answers pending [`membarrier_cpu`] requests on this CPU: a full barrier
+/// after reading the newest request, then the answer. Only while the
+/// CPU's preempt count is 0: then no task of this CPU is pinned to it (the
+/// slab's fast paths pin themselves for the few instructions that use
+/// their CPU's sheaves), so the answer comes between two such sections,
+/// never inside one, and a section either ended before it (its stores
+/// seen by the asker) or starts after it (its loads see the asker's). A
+/// pinned CPU answers at its next interrupt with the count at 0: the
+/// tick, or the asker's repeated IPI. Called by the reschedule IPI's
+/// handler, the ticks, and a CPU that waits for another's answer (so that
+/// two CPUs waiting on each other with interrupts masked still get
+/// theirs).
+#[inline]
+pub fn membarrier_ack_local() {
+    let c = this_cpu();
+    let g = MB_REQ.load(Ordering::SeqCst);
+    if c.mb_ack.load(Ordering::Relaxed) < g && c.preempt_count.load(Ordering::Relaxed) == 0 {
+        core::sync::atomic::fence(Ordering::SeqCst);
+        c.mb_ack.store(g, Ordering::SeqCst);
+    }
+}
+
+/// Asks CPU `cpu` for a full memory barrier outside any pinned section
+/// (Linux's `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` for one CPU,
+/// the IPI and the wait of `smp_call_function_single`): when this returns
+/// `true`, every section of that CPU with a preempt count above 0 either
+/// ended with its stores seen by the caller's loads after the return, or
+/// starts with its loads seeing the caller's stores before the call. For
+/// this CPU a barrier suffices: a task that runs here is not inside
+/// another context's pinned section (an interrupt handler that comes
+/// inside one completes before it goes on). A CPU that is not online, or
+/// halted for good, runs no framework code and needs none. Otherwise a
+/// reschedule IPI (whose handler answers, [`membarrier_ack_local`]),
+/// repeated every millisecond, and a wait for the answer, answering this
+/// CPU's own requests meanwhile; `false` after a second without one (the
+/// CPU spins with interrupts masked, or stays pinned, for that long, e.g.
+/// for a lock the caller holds: the caller retries later).
+pub fn membarrier_cpu(cpu: usize) -> bool {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if cpu == cpu_id() {
+        return true;
+    }
+    let Some(c) = CPUS.get(cpu) else {
+        return true;
+    };
+    if !c.online() || c.dead.load(Ordering::Acquire) {
+        return true;
+    }
+    let g = MB_REQ.fetch_add(1, Ordering::SeqCst) + 1;
+    send_reschedule(cpu);
+    let t0 = super::timer::now_ns();
+    let mut resent = t0;
+    while c.mb_ack.load(Ordering::SeqCst) < g {
+        membarrier_ack_local();
+        if c.dead.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = super::timer::now_ns();
+        if now.saturating_sub(t0) > MEMBARRIER_TIMEOUT_NS {
+            return false;
+        }
+        if now.saturating_sub(resent) > 1_000_000 {
+            resent = now;
+            send_reschedule(cpu);
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// Counts the interrupted task as pinned (`true`: the preempt count one
+/// up) or no longer (`false`: one down), around an interrupt handler that
+/// came inside a pinned stretch (`platform::in_pinned_section`).
+/// Interrupts are masked.
+pub fn pin_interrupted(on: bool) {
+    let c = this_cpu();
+    if on {
+        c.preempt_count.fetch_add(1, Ordering::Relaxed);
+    } else {
+        c.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Marks this CPU as halted for good (a fatal fault): TLB shootdowns stop

@@ -307,27 +307,56 @@ impl Sheaf {
 /// empty (or full).
 ///
 /// They are guarded by `locked`, Linux's `local_trylock_t`: whoever changes
-/// them holds it, taken only with a try ([`CpuSheaves::trylock`]), never
-/// waited for. An interrupt handler (or a task that preempted the holder)
-/// that finds it held takes the slow path, which then goes to the slabs
-/// under the list lock; so interrupts stay enabled on the fast path. The
-/// owner is normally the CPU itself, but the lock, not the CPU, is what
-/// gives the right: a holder that migrates meanwhile still owns the sheaves,
-/// and a flush may empty another CPU's sheaves by taking its lock. A sheaf
+/// them holds it, taken only with a try, never waited for. An interrupt
+/// handler (or a task that preempted the holder) that finds it held takes
+/// the slow path, which then goes to the slabs under the list lock; so
+/// interrupts stay enabled on the fast path. How `locked` is taken depends
+/// on the platform ([`SheafMode`]): on the kernel's own platform by a plain
+/// load and store with the task pinned by its preempt count (Linux's way),
+/// on the host by its CPU's thread alone, elsewhere by an atomic exchange
+/// (then the lock, not the CPU, gives the right: a holder that migrates
+/// meanwhile still owns the sheaves). A context on another CPU (a drain)
+/// takes the sheaves through `remote` where `locked` is plain
+/// ([`CpuSheaves::lock_remote`]). A sheaf
 /// leaves a CPU (to the barn, or to be freed) only under the list lock as
 /// well, so readers that hold that (slabinfo) may follow the pointers.
 /// Relaxed atomics for the pointers: plain loads and stores. A cache line
 /// each, so that CPUs using their own sheaves never write a shared line.
-#[repr(align(64))]
+#[repr(C, align(64))]
 struct CpuSheaves {
-    locked: AtomicBool,
-    /// Where `locked` is a plain per-thread flag (`cpus_are_threads`): set
-    /// by another thread that takes these sheaves (a drain, `prefill`),
-    /// which then holds them instead of `locked` ([`CpuSheaves::lock_remote`]).
-    remote: AtomicBool,
     main: SheafSlot,
     spare: SheafSlot,
+    locked: AtomicBool,
+    /// Where `locked` is a plain flag (the host's threads, the kernel's
+    /// pinned fast paths): set by another context that takes these sheaves
+    /// (a drain, `prefill`), which then holds them instead of `locked`
+    /// ([`CpuSheaves::lock_remote`]).
+    remote: AtomicBool,
 }
+
+/// Where the kernel's fast-path acquire ([`CacheInner::acquire_fast`])
+/// finds the two flags in a [`CpuSheaves`].
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const LOCKED_OFFSET: usize = core::mem::offset_of!(CpuSheaves, locked);
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const REMOTE_OFFSET: usize = core::mem::offset_of!(CpuSheaves, remote);
+
+/// The sheaves the kernel's fast-path acquire hands out when this CPU's
+/// are taken (`locked` or `remote` set): no sheaf in either slot, so the
+/// pop or push that follows fails its size test and goes to the slow
+/// path, which sees the real flags; the fast path's release writes its
+/// `locked` (nobody reads it). Shared by every cache and CPU.
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+static BUSY_SHEAVES: CpuSheaves = CpuSheaves {
+    main: SheafSlot(AtomicPtr::new(
+        &NO_SHEAF as *const NoSheaf as *mut NoSheaf as *mut Sheaf,
+    )),
+    spare: SheafSlot(AtomicPtr::new(
+        &NO_SHEAF as *const NoSheaf as *mut NoSheaf as *mut Sheaf,
+    )),
+    locked: AtomicBool::new(false),
+    remote: AtomicBool::new(false),
+};
 
 /// What a CPU's sheaf slot holds while the CPU has no sheaf there (Linux's
 /// sheaves have a static empty one for the same reason): a sheaf header
@@ -407,90 +436,120 @@ impl CpuSheaves {
         }
     }
 
-    /// Takes the sheaves' local lock if it is free (`local_trylock`): one
-    /// atomic exchange (x86: `xchg`, cheaper than masking interrupts under
-    /// QEMU's TCG, and correct whichever CPU the caller runs on).
+    /// Takes the sheaves' lock if it is free, with an atomic exchange (the
+    /// [`SheafMode::Exchange`] platforms' only way, and their remote
+    /// takers'): correct whichever CPU the caller runs on.
     #[inline(always)]
-    fn trylock(&self) -> Option<SheafGuard<'_>> {
-        if !self.try_acquire() {
+    fn trylock_exchange(&self) -> Option<SheafGuard<'_>> {
+        if self.locked.swap(true, Ordering::Acquire) {
             return None;
         }
         Some(SheafGuard {
             pcs: self,
-            remote: false,
+            kind: GuardKind::Local,
         })
     }
 
-    /// Takes the sheaves' lock from a context that may run on another CPU
-    /// than theirs (a drain, `prefill_sheaves`, `with_sheaves_held`), with
-    /// a try. Where the owner takes `locked` with a plain store
-    /// (`cpus_are_threads`) that is not enough: this sets `remote` (an
-    /// exchange, excluding other such takers), makes every thread execute
-    /// a full barrier (`platform::membarrier`), and only then looks at
-    /// `locked`. With the owner's order (store `locked`, then load
-    /// `remote`) one of the two always sees the other's flag: the owner
-    /// backs off to its slow path, or this finds `locked` set and lets go.
-    /// Elsewhere it is [`CpuSheaves::trylock`].
-    fn lock_remote(&self) -> Option<SheafGuard<'_>> {
-        if !crate::platform::cpus_are_threads() {
-            return self.trylock();
+    /// Takes CPU `cpu`'s sheaves (these) from a context that may run on
+    /// another CPU than theirs (a drain, `prefill_sheaves`,
+    /// `with_sheaves_held`), with a try. Where the owner takes `locked`
+    /// with a plain load and store ([`SheafMode::Threads`],
+    /// [`SheafMode::Pinned`]) an exchange on it would not exclude the owner
+    /// (x86 lets the owner's store pass its later load: Dekker's protocol
+    /// needs a full barrier on both sides). So this sets `remote` (an
+    /// exchange, excluding other such takers), makes the owning CPU execute
+    /// a full barrier, and only then looks at `locked`. On the host
+    /// (`platform::membarrier`, every thread, at any point): with the
+    /// owner's order (store `locked`, then load `remote`) one of the two
+    /// always sees the other's flag. In the kernel
+    /// (`platform::membarrier_cpu`: an IPI to that CPU, answered only while
+    /// no task there is pinned, i.e. between two of its sections): a
+    /// section that ended before the answer left `locked` as it found it,
+    /// with its sheaf changes seen here, and one that starts after it sees
+    /// `remote` in its first check. Either way the owner backs off to its
+    /// slow path, or this finds `locked` set and lets go (the caller waits
+    /// and tries again). `locked` is never written from afar. Elsewhere it
+    /// is the exchange.
+    fn lock_remote(&self, cpu: usize) -> Option<SheafGuard<'_>> {
+        let mode = SheafMode::get();
+        if mode == SheafMode::Exchange {
+            return self.trylock_exchange();
         }
         if self.remote.swap(true, Ordering::Acquire) {
             return None;
         }
-        if !crate::platform::membarrier() || self.locked.load(Ordering::Acquire) {
+        let free = if mode == SheafMode::Pinned {
+            crate::platform::membarrier_cpu(cpu) && !self.locked.load(Ordering::Acquire)
+        } else {
+            crate::platform::membarrier() && !self.locked.load(Ordering::Acquire)
+        };
+        if !free {
             self.remote.store(false, Ordering::Release);
             return None;
         }
+        REMOTE_TAKES.fetch_add(1, Ordering::Relaxed);
         Some(SheafGuard {
             pcs: self,
-            remote: true,
+            kind: GuardKind::Remote,
         })
     }
 
-    /// [`CpuSheaves::trylock`] without a guard, for the fast paths (which
-    /// then call [`CpuSheaves::release`] themselves, with nothing between
-    /// that can fail or unwind): a plain bool costs fewer instructions in
-    /// the dev build than the `Option`.
-    ///
-    /// Where every CPU is a thread that never runs as another CPU and is
-    /// never interrupted (the host build, `platform::cpus_are_threads`),
-    /// only that thread takes its CPU's flag (re-entry from a report is the
-    /// only other holder it can meet, on the same thread), so a plain load
-    /// and store do: the exchange, a locked instruction, costs more than the
-    /// rest of the fast path there. Linux's `local_trylock` is such a plain
-    /// flag under `preempt_disable`. Another thread that must take these
-    /// sheaves (a drain of every CPU) goes through
-    /// [`CpuSheaves::lock_remote`], which is why the plain path loads
-    /// `remote` after its store and backs off if it is set.
+    /// Takes `locked` with a plain load and store, for the host's CPU
+    /// threads ([`SheafMode::Threads`]), where only the CPU's own thread
+    /// takes it plainly. Then loads `remote` and backs off if a remote
+    /// taker announced itself ([`CpuSheaves::lock_remote`], whose
+    /// process-wide barrier may come at any point of this thread, so the
+    /// check must follow the store). Linux's `local_trylock` is such a
+    /// plain flag under `preempt_disable`, with no remote taker (its drains
+    /// run on the CPU).
     #[inline(always)]
-    fn try_acquire(&self) -> bool {
-        if crate::platform::cpus_are_threads() {
-            if self.locked.load(Ordering::Relaxed) {
-                return false;
-            }
-            self.locked.store(true, Ordering::Relaxed);
-            // Store `locked`, then load `remote` (see `lock_remote`; the
-            // remote taker's membarrier orders the other side).
-            core::sync::atomic::compiler_fence(Ordering::SeqCst);
-            if self.remote.load(Ordering::Acquire) {
-                self.locked.store(false, Ordering::Release);
-                return false;
-            }
-            return true;
+    fn try_acquire_plain(&self) -> bool {
+        if self.locked.load(Ordering::Relaxed) {
+            return false;
         }
-        !self.locked.swap(true, Ordering::Acquire)
+        self.locked.store(true, Ordering::Relaxed);
+        // Store `locked`, then load `remote`: kept in this order by the
+        // compiler here, and by the remote taker's barrier on the CPU.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if self.remote.load(Ordering::Acquire) {
+            self.locked.store(false, Ordering::Release);
+            return false;
+        }
+        true
     }
 
-    /// [`CpuSheaves::try_acquire`] for the fast paths, which found their
-    /// CPU number inline ([`crate::platform::cpu_id_inline`]). It still
-    /// tests `cpus_are_threads` (one relaxed load): a number cached for the
-    /// thread says every thread is a CPU of its own, but the plain flag
-    /// also needs the platform's `membarrier` for remote drains, without
-    /// which the flag stays an exchange.
+    /// Takes `locked` in [`SheafMode::Pinned`]: one test of both flags,
+    /// then a plain store (the fast paths' asm stretch does the same). The
+    /// caller is pinned to the CPU whose sheaves these are (its preempt
+    /// count above 0) at least until the store. No
+    /// second look at `remote` after the store: a remote taker's barrier
+    /// is answered on this CPU only while no task is pinned
+    /// (`arch::x86_64::smp::membarrier_ack_local`), so it never falls
+    /// between this test and the store; an interrupt handler of this CPU
+    /// that does takes and releases the flag itself before the store.
     #[inline(always)]
-    fn try_acquire_inline_cpu(&self) -> bool {
-        self.try_acquire()
+    fn try_acquire_pinned(&self) -> bool {
+        // Both flags, one branch (`|` of two loads, not `||`).
+        if self.locked.load(Ordering::Relaxed) | self.remote.load(Ordering::Acquire) {
+            return false;
+        }
+        self.locked.store(true, Ordering::Relaxed);
+        // The sheaf accesses stay after the store.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        true
+    }
+
+    /// Takes the sheaves' lock for the caller's own CPU's contexts: plain
+    /// where [`SheafMode`] allows (the caller pinned to the CPU whose
+    /// sheaves these are, in the kernel by its preempt count), else the
+    /// exchange.
+    #[inline(always)]
+    fn try_acquire(&self) -> bool {
+        match SheafMode::get() {
+            SheafMode::Pinned => self.try_acquire_pinned(),
+            SheafMode::Threads => self.try_acquire_plain(),
+            SheafMode::Exchange => !self.locked.swap(true, Ordering::Acquire),
+        }
     }
 
     /// Releases what [`CpuSheaves::try_acquire`] took.
@@ -498,6 +557,60 @@ impl CpuSheaves {
     fn release(&self) {
         self.locked.store(false, Ordering::Release);
     }
+}
+
+/// How a CPU's sheaf lock (`CpuSheaves::locked`) is taken.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SheafMode {
+    /// The kernel's own platform (`platform::kernel_gs_layout`): the CPU's
+    /// contexts take it with a plain load and store, the task pinned by its
+    /// preempt count (slow paths, `inc` of a `gs:` word) or by a pinned asm
+    /// stretch (fast paths, [`CacheInner::acquire_fast`]); remote takers go
+    /// through `remote` and an IPI barrier to the CPU.
+    Pinned,
+    /// The host build whose CPUs are threads (`platform::cpus_are_threads`):
+    /// plain, by the CPU's own thread; remote takers through `remote` and
+    /// the process-wide `membarrier`.
+    Threads,
+    /// Any other platform (an embedder's kernel): an atomic exchange, by
+    /// anyone.
+    Exchange,
+}
+
+impl SheafMode {
+    #[inline(always)]
+    fn get() -> SheafMode {
+        if crate::platform::kernel_gs_layout() {
+            SheafMode::Pinned
+        } else if crate::platform::cpus_are_threads() {
+            SheafMode::Threads
+        } else {
+            SheafMode::Exchange
+        }
+    }
+}
+
+/// Times a remote taker (drain, prefill, test hook) took a CPU's sheaves
+/// through `remote` ([`CpuSheaves::lock_remote`]).
+static REMOTE_TAKES: AtomicU64 = AtomicU64::new(0);
+
+/// How many times a context took a CPU's sheaves through their `remote`
+/// flag (a drain, `prefill_sheaves`, `with_sheaves_held`) rather than the
+/// owner's `locked` flag: 0 on platforms whose sheaf lock is an exchange.
+pub fn sheaf_remote_takes() -> u64 {
+    REMOTE_TAKES.load(Ordering::Relaxed)
+}
+
+/// Whether CPU `cpu`'s `locked` flag of `cache` is set (held by that CPU's
+/// own context, e.g. a fast path in progress): a test hook, for interrupt
+/// handlers that check what they interrupted. `false` for a CPU without
+/// sheaves entry.
+pub fn sheaves_locked_by_owner(cache: &KmemCache, cpu: usize) -> bool {
+    cache
+        .inner()
+        .cpu
+        .get(cpu)
+        .is_some_and(|pcs| pcs.locked.load(Ordering::Relaxed))
 }
 
 /// How long a drain waits for one CPU's sheaf lock before it gives up and
@@ -543,8 +656,8 @@ impl CpuSheaves {
     /// that CPU, maybe interrupted or preempted) it waits, yielding when
     /// it may, until the holder lets go. `None` only after
     /// [`DRAIN_PATIENCE_NS`] (reported by the caller).
-    fn lock_for_drain(&self) -> Option<SheafGuard<'_>> {
-        if let Some(g) = self.lock_remote() {
+    fn lock_for_drain(&self, cpu: usize) -> Option<SheafGuard<'_>> {
+        if let Some(g) = self.lock_remote(cpu) {
             return Some(g);
         }
         DRAIN_WAITS.fetch_add(1, Ordering::Relaxed);
@@ -558,7 +671,7 @@ impl CpuSheaves {
                 crate::platform::spin_relax(&mut spins);
             }
             if !self.locked.load(Ordering::Relaxed)
-                && let Some(g) = self.lock_remote()
+                && let Some(g) = self.lock_remote(cpu)
             {
                 return Some(g);
             }
@@ -573,27 +686,40 @@ impl CpuSheaves {
 /// A held [`CpuSheaves`] local lock; dropping it releases the lock.
 struct SheafGuard<'a> {
     pcs: &'a CpuSheaves,
-    /// Taken by [`CpuSheaves::lock_remote`] as a remote taker (`remote`
-    /// is what it holds, not `locked`).
-    remote: bool,
+    kind: GuardKind,
+}
+
+/// What a [`SheafGuard`] holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GuardKind {
+    /// `locked`, taken by the CPU's own context or by an exchange.
+    Local,
+    /// `locked`, taken plainly by a task pinned to the CPU
+    /// ([`SheafMode::Pinned`]): the drop also ends the pinning.
+    Pinned,
+    /// `remote`, taken by [`CpuSheaves::lock_remote`] from afar.
+    Remote,
 }
 
 impl Drop for SheafGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.remote {
-            self.pcs.remote.store(false, Ordering::Release);
-        } else {
-            self.pcs.locked.store(false, Ordering::Release);
+        match self.kind {
+            GuardKind::Local => self.pcs.locked.store(false, Ordering::Release),
+            GuardKind::Pinned => {
+                self.pcs.locked.store(false, Ordering::Release);
+                crate::task::preempt_enable();
+            }
+            GuardKind::Remote => self.pcs.remote.store(false, Ordering::Release),
         }
     }
 }
 
-/// The CPU whose sheaves the caller tries first: the platform's CPU number
-/// (the kernel reads it from its GS base inline; the host build runs each
-/// thread as a CPU of its own). A hint only: the sheaves' lock is what
-/// makes using them safe, so a caller that moves to another CPU meanwhile
-/// is still correct.
+/// The CPU whose sheaves the caller takes: the platform's CPU number (the
+/// kernel reads it from its GS base inline; the host build runs each
+/// thread as a CPU of its own). Read after the caller pinned itself where
+/// the sheaf lock is plain ([`CacheInner::lock_this_cpu`]); with the
+/// exchange a hint only (a caller that moves meanwhile is still correct).
 #[inline(always)]
 fn sheaf_cpu() -> usize {
     crate::platform::cpu_id()
@@ -601,8 +727,9 @@ fn sheaf_cpu() -> usize {
 
 /// Gives CPU `cpu` its sheaves of `cache` and fills its main sheaf from the
 /// slabs to capacity (new slabs as needed), from whichever CPU calls it
-/// (under that CPU's sheaf lock, tried; `false` if it was held or no sheaf
-/// or slab could be had). `bench=smp` does it for each AP before the APs
+/// (taking that CPU's sheaves as a remote taker does,
+/// `CpuSheaves::lock_remote`, tried; `false` if they were held or no
+/// sheaf or slab could be had). `bench=smp` does it for each AP before the APs
 /// run their loops in their idle tasks (`call_on_ap`), so that an AP's
 /// alternating alloc and free stay on the fast path, which takes no lock
 /// that names a task (an idle task must never wait for one).
@@ -619,7 +746,7 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     refresh_alloc_fast();
     let mut fresh = FreshSheaves::NONE;
     let ok = loop {
-        let Some(g) = pcs.lock_remote() else {
+        let Some(g) = pcs.lock_remote(cpu) else {
             break false;
         };
         match inner.install_sheaves(pcs, g, &mut fresh) {
@@ -649,13 +776,37 @@ pub fn prefill_sheaves(cache: &KmemCache, cpu: usize) -> bool {
     ok
 }
 
-/// Test hook: holds CPU `cpu`'s sheaf lock of `cache` while `f` runs, as an
-/// interrupted fast path would, so that a test can check that allocations
-/// and frees meanwhile take the slow path and corrupt nothing. `None` if
-/// the lock was not free (or `cpu` has no sheaves).
+/// Test hook: holds CPU `cpu`'s sheaves of `cache` while `f` runs, taken
+/// as a remote taker takes them (`CpuSheaves::lock_remote`; on the
+/// kernel's and the host's platforms through their `remote` flag, which
+/// the owner's fast path tests as it tests its own), so that a test can
+/// check that allocations and frees meanwhile take the slow path and
+/// corrupt nothing. `None` if they were not free (or `cpu` has no
+/// sheaves).
 pub fn with_sheaves_held<R>(cache: &KmemCache, cpu: usize, f: impl FnOnce() -> R) -> Option<R> {
-    let g = cache.inner().cpu.get(cpu)?.lock_remote()?;
+    let g = cache.inner().cpu.get(cpu)?.lock_remote(cpu)?;
     let r = f();
+    drop(g);
+    Some(r)
+}
+
+/// Test hook: takes this CPU's sheaf flag of `cache` the way its own
+/// fast path does (the owner's `locked`, in the kernel a plain store made
+/// while pinned) and, holding it, lets the task be preempted and moved
+/// again, as a fast path past its pinned stretch may be; runs `f` with the
+/// CPU's number, then releases the flag (from wherever the task runs by
+/// then). A drain meanwhile must wait for it, not take the sheaves from
+/// afar. `None` if the flag was not free (or the cache has no sheaves).
+pub fn with_own_sheaves_held<R>(cache: &KmemCache, f: impl FnOnce(usize) -> R) -> Option<R> {
+    let inner = cache.inner();
+    let (pcs, mut g) = inner.lock_this_cpu()?;
+    let cpu = (pcs as *const CpuSheaves as usize - inner.cpu.as_ptr() as usize)
+        / core::mem::size_of::<CpuSheaves>();
+    if g.kind == GuardKind::Pinned {
+        g.kind = GuardKind::Local;
+        crate::task::preempt_enable();
+    }
+    let r = f(cpu);
     drop(g);
     Some(r)
 }
@@ -1696,59 +1847,33 @@ impl CacheInner {
     /// `kmem_cache_alloc` with the size asked for (kmalloc's `orig_size`).
     ///
     /// The fast path (a cache with sheaves, lockdep off): this CPU's sheaf
-    /// lock tried (one exchange; interrupts stay enabled), the main sheaf's
-    /// newest object popped, the lock released: no lock waited for, no
-    /// call. Fault injection is checked first, with one relaxed load while
-    /// it is off; `might_alloc`'s check that a sleeping allocation may sleep
-    /// reads the interrupt flag (`pushf`), and anything else (lockdep on,
-    /// the fs_reclaim annotation, interrupts masked, the sheaf lock held by
-    /// an interrupted context, an empty sheaf, a report) takes the slow
-    /// path. Unlike the slow path, the fast path does not read the preempt
-    /// count: a sleeping allocation inside `preempt_disable()` that a sheaf
-    /// serves is not reported (reading the count costs an interrupt mask;
-    /// Linux checks it only with `CONFIG_DEBUG_ATOMIC_SLEEP`).
+    /// lock tried (in the kernel a plain flag taken in a pinned stretch,
+    /// [`CacheInner::acquire_fast`]; interrupts stay enabled), the main
+    /// sheaf's newest object popped, the lock released: no lock waited for,
+    /// no atomic, no call. Fault injection is checked first, with one
+    /// relaxed load while it is off; anything else (lockdep on, the
+    /// fs_reclaim annotation, the sheaf lock held by an interrupted context
+    /// or a remote drain, an empty sheaf, a report) takes the slow path.
+    /// `might_alloc`'s check that a sleeping allocation may sleep runs on
+    /// the slow path only: a GFP_KERNEL allocation with interrupts masked
+    /// or inside `preempt_disable()` that a sheaf serves with lockdep off is
+    /// not reported (Linux checks it only with `CONFIG_DEBUG_ATOMIC_SLEEP`;
+    /// kreclaim's lockdep on, the default, sends every allocation to the
+    /// slow path, which does).
     #[track_caller]
     #[inline(always)]
     fn alloc_orig(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         // One load says lockdep is off, failslab is not armed and the
         // interrupt flag is native (see `platform::SLAB_ALLOC_FAST`); the
         // slow path checks failslab. A debug cache's CPUs have no main
-        // sheaf: the pop fails.
-        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
-            && (!gfp.allows_blocking()
-                || !crate::platform::irqs_disabled_native()
-                || !crate::task::started())
-            // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
-            // line offset is where `cpu_line_offset_fast` reads it
-            // (`refresh_alloc_fast`).
-            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
-            && pcs.try_acquire_inline_cpu()
-        {
-            let obj = self.sheaf_pop(pcs);
-            pcs.release();
-            if let Some(obj) = obj {
-                if gfp.contains(Gfp::__GFP_ZERO) {
-                    // SAFETY: the object is ours now.
-                    unsafe { ptr::write_bytes(obj as *mut u8, 0, self.object_size) };
-                }
-                // SAFETY: sheaves hold object addresses, never 0.
-                return Ok(unsafe { NonNull::new_unchecked(obj as *mut u8) });
-            }
-        }
-        // The slow path returns the object as a word (0: failed, the error
-        // in `err`), not as a `Result` in memory, which the fast path's
-        // caller would otherwise read back on every allocation.
-        let mut err = AllocError { gfp, order: 0 };
-        match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
-            Some(p) => Ok(p),
-            None => Err(err),
-        }
+        // sheaf: the pop fails. The pop spelled out, as kmalloc's.
+        self.kmalloc_alloc(gfp, orig_size)
     }
 
-    /// [`CacheInner::alloc_orig`] for kmalloc, with the fast path spelled
-    /// out so that the path that pops an object returns it at once: the
-    /// lock released on each way out of the sheaf separately, nothing
-    /// merged and tested again.
+    /// [`CacheInner::alloc_orig`]'s body (kmalloc calls it directly), with
+    /// the fast path spelled out so that the path that pops an object
+    /// returns it at once: the lock released on each way out of the sheaf
+    /// separately, nothing merged and tested again.
     #[track_caller]
     #[inline(always)]
     pub(crate) fn kmalloc_alloc(
@@ -1756,16 +1881,22 @@ impl CacheInner {
         gfp: Gfp,
         orig_size: usize,
     ) -> Result<NonNull<u8>, AllocError> {
-        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed)
-            && (!gfp.allows_blocking()
-                || !crate::platform::irqs_disabled_native()
-                || !crate::task::started())
+        // No "sleeping allocation in atomic context" check here (Linux
+        // checks it only with CONFIG_DEBUG_ATOMIC_SLEEP): reading the
+        // interrupt flag (`pushf`) cost a tenth of the hot pair under TCG.
+        // The slow path checks (`might_alloc`), and lockdep on, kreclaim's
+        // debug mode and the default, sends every allocation there.
+        if crate::platform::SLAB_ALLOC_FAST.load(Ordering::Relaxed) {
             // SAFETY: SLAB_ALLOC_FAST is only set when the platform's CPU
             // line offset is where `cpu_line_offset_fast` reads it
             // (`refresh_alloc_fast`).
-            && let Some(pcs) = unsafe { self.this_cpu_sheaves_fast() }
-            && pcs.try_acquire_inline_cpu()
-        {
+            #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+            let pcs = unsafe { self.acquire_fast() };
+            // SAFETY: as above.
+            #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+            let Some(pcs) = (unsafe { self.acquire_fast() }) else {
+                return self.kmalloc_slow(gfp, orig_size);
+            };
             // Never null: NO_SHEAF when the CPU has no main sheaf.
             let main = pcs.main.raw();
             // SAFETY: word 1 of the main sheaf (its size), which only the
@@ -1792,6 +1923,13 @@ impl CacheInner {
             }
             pcs.release();
         }
+        self.kmalloc_slow(gfp, orig_size)
+    }
+
+    /// [`CacheInner::kmalloc_alloc`]'s way to the slow path.
+    #[track_caller]
+    #[inline(always)]
+    fn kmalloc_slow(&self, gfp: Gfp, orig_size: usize) -> Result<NonNull<u8>, AllocError> {
         let mut err = AllocError { gfp, order: 0 };
         match NonNull::new(self.alloc_slowpath_raw(gfp, orig_size, &mut err)) {
             Some(p) => Ok(p),
@@ -2000,12 +2138,61 @@ impl CacheInner {
         Some(&self.cpu[cpu & (MAX_CPUS - 1)])
     }
 
+    /// This CPU's sheaves with their lock held (tried, never waited for):
+    /// where the lock is plain ([`SheafMode::Pinned`]) the task is pinned
+    /// first, its CPU read after, and the guard ends the pinning.
+    #[inline]
+    fn lock_this_cpu(&self) -> Option<(&CpuSheaves, SheafGuard<'_>)> {
+        let mode = SheafMode::get();
+        if mode == SheafMode::Pinned {
+            crate::task::preempt_disable();
+        }
+        if let Some(pcs) = self.cpu.get(sheaf_cpu())
+            && pcs.try_acquire()
+        {
+            let kind = if mode == SheafMode::Pinned {
+                GuardKind::Pinned
+            } else {
+                GuardKind::Local
+            };
+            return Some((pcs, SheafGuard { pcs, kind }));
+        }
+        if mode == SheafMode::Pinned {
+            crate::task::preempt_enable();
+        }
+        None
+    }
+
+    /// The free fast path's push for callers without the fast mem_map's
+    /// hit: this CPU's sheaves found through [`CacheInner::this_cpu_sheaves`],
+    /// pinned first where the lock is plain.
+    #[inline(always)]
+    fn push_this_cpu(&self, addr: usize) -> bool {
+        let pinned = SheafMode::get() == SheafMode::Pinned;
+        if pinned {
+            crate::task::preempt_disable();
+        }
+        let pushed = self.this_cpu_sheaves().is_some_and(|pcs| {
+            if !pcs.try_acquire() {
+                return false;
+            }
+            let pushed = self.sheaf_push(pcs, addr);
+            pcs.release();
+            pushed
+        });
+        if pinned {
+            crate::task::preempt_enable();
+        }
+        pushed
+    }
+
     /// [`CacheInner::this_cpu_sheaves`] for fast paths behind a flag that
     /// implies [`crate::platform::cpu_line_offset_ready`] (`SLAB_ALLOC_FAST`,
     /// a hit in the fast mem_map copy): in the kernel one `gs:` load.
     ///
     /// # Safety
     /// The caller saw such a flag set.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
     #[inline(always)]
     unsafe fn this_cpu_sheaves_fast(&self) -> Option<&CpuSheaves> {
         // SAFETY: the caller's contract.
@@ -2021,6 +2208,7 @@ impl CacheInner {
     /// `off` is from [`crate::platform::cpu_line_offset_fast`]: below
     /// `NR_CPUS * CPU_LINE` and a multiple of CPU_LINE, the size of
     /// `CpuSheaves`.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
     #[inline(always)]
     unsafe fn cpu_at(&self, off: usize) -> &CpuSheaves {
         let pcs = self.cpu.as_ptr().cast::<u8>().wrapping_add(off);
@@ -2083,16 +2271,111 @@ impl CacheInner {
         true
     }
 
-    /// [`CacheInner::sheaf_push`] under `pcs`'s sheaf lock, tried: `false`
-    /// if the lock was held or the push refused.
+    /// [`CacheInner::sheaf_push`] onto this CPU's sheaves under their lock
+    /// ([`CacheInner::acquire_fast`]): `false` if the lock was taken or the
+    /// push refused.
+    ///
+    /// # Safety
+    /// As for [`CacheInner::acquire_fast`].
     #[inline(always)]
-    fn push_locked(&self, pcs: &CpuSheaves, addr: usize) -> bool {
-        if !pcs.try_acquire_inline_cpu() {
+    unsafe fn push_fast(&self, addr: usize) -> bool {
+        // SAFETY: the caller's contract.
+        #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+        let pcs = unsafe { self.acquire_fast() };
+        // SAFETY: the caller's contract.
+        #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+        let Some(pcs) = (unsafe { self.acquire_fast() }) else {
             return false;
-        }
+        };
         let pushed = self.sheaf_push(pcs, addr);
         pcs.release();
         pushed
+    }
+
+    /// This CPU's sheaves with their `locked` flag taken, for the fast
+    /// paths (the kernel build, [`SheafMode::Pinned`]): or, if they were
+    /// taken ([`BUSY_SHEAVES`]), sheaves without a sheaf, whose pop or push
+    /// fails and sends the caller to its slow path. The caller releases
+    /// either ([`CpuSheaves::release`]).
+    ///
+    /// The task is not pinned by its preempt count here: from reading its
+    /// CPU's line offset (`gs:`) to taking that CPU's flag it runs one
+    /// stretch of assembly whose address range is listed in the
+    /// `kreclaim_pinned` section, and an interrupt that comes inside such a
+    /// range pins the task for the handler's length
+    /// (`platform::in_pinned_section`, checked by the kernel's interrupt
+    /// entry): the tick does not preempt it, and a remote taker's barrier
+    /// IPI is not answered there (`arch::x86_64::smp::membarrier_ack_local`).
+    /// The stretch is what Linux's `preempt_disable` covers in
+    /// `local_trylock`, at no cost to the fast path (Linux's restartable
+    /// sequences mark code ranges the same way). Once the flag is taken the
+    /// task may be preempted and even move: the flag, held, keeps every
+    /// other context out of these sheaves (this CPU's finds it set, a
+    /// remote taker's barrier orders the store before its look), and only
+    /// the holder clears it.
+    ///
+    /// # Safety
+    /// The caller saw `SLAB_ALLOC_FAST` or a hit in the fast mem_map copy
+    /// (the kernel's gs layout is installed).
+    #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+    #[inline(always)]
+    unsafe fn acquire_fast(&self) -> &CpuSheaves {
+        let pcs: *const CpuSheaves;
+        // SAFETY: gs:[line] is this CPU's line offset (the caller's
+        // contract), an entry of `self.cpu`; the flags are that entry's
+        // bytes; BUSY_SHEAVES is a static. The range record and the busy
+        // stub go to sections of their own (`kreclaim_pinned`, and `.text`
+        // for the stub); both jumps stay inside this asm.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "mov {p}, qword ptr gs:[{line}]",
+                "add {p}, {base}",
+                "movzx {t:e}, byte ptr [{p} + {locked}]",
+                "or {t:l}, byte ptr [{p} + {remote}]",
+                "jnz 4f",
+                "mov byte ptr [{p} + {locked}], 1",
+                "3:",
+                ".pushsection kreclaim_pinned, \"a\"",
+                ".balign 4",
+                ".long 2b - .",
+                ".long 3b - .",
+                ".popsection",
+                ".pushsection .text.kreclaim_sheaf_busy, \"ax\"",
+                "4:",
+                "lea {p}, [rip + {busy}]",
+                "jmp 3b",
+                ".popsection",
+                p = out(reg) pcs,
+                t = out(reg) _,
+                base = in(reg) self.cpu.as_ptr(),
+                line = const crate::platform::KERNEL_LINE_OFFSET_GS_OFFSET,
+                locked = const LOCKED_OFFSET,
+                remote = const REMOTE_OFFSET,
+                busy = sym BUSY_SHEAVES,
+                options(nostack),
+            );
+        }
+        // SAFETY: an entry of `self.cpu` or BUSY_SHEAVES. A transmute
+        // rather than `&*` (no dev-build alignment check).
+        #[allow(clippy::transmute_ptr_to_ref)]
+        unsafe {
+            core::mem::transmute::<*const CpuSheaves, &CpuSheaves>(pcs)
+        }
+    }
+
+    /// [`CacheInner::acquire_fast`] outside the kernel build: this CPU's
+    /// sheaves by the inline CPU number, their lock tried as
+    /// [`SheafMode`] says (the host's threads: plain; others: exchange).
+    ///
+    /// # Safety
+    /// The caller saw `SLAB_ALLOC_FAST` or a hit in the fast mem_map copy.
+    #[cfg(not(all(target_arch = "x86_64", target_os = "none", feature = "qemu")))]
+    #[inline(always)]
+    unsafe fn acquire_fast(&self) -> Option<&CpuSheaves> {
+        // SAFETY: the caller's contract.
+        let pcs = unsafe { self.this_cpu_sheaves_fast() }?;
+        pcs.try_acquire().then_some(pcs)
     }
 
     /// The allocation slow path of a cache with sheaves: this CPU's main
@@ -2108,12 +2391,7 @@ impl CacheInner {
     fn alloc_from_sheaves(&self, gfp: Gfp) -> Result<usize, AllocError> {
         let mut fresh = FreshSheaves::NONE;
         let r = loop {
-            let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
-                break self
-                    .alloc_from_slabs(gfp, self.object_size)
-                    .map(|p| p.as_ptr() as usize);
-            };
-            let Some(g) = pcs.trylock() else {
+            let Some((pcs, g)) = self.lock_this_cpu() else {
                 break self
                     .alloc_from_slabs(gfp, self.object_size)
                     .map(|p| p.as_ptr() as usize);
@@ -2362,9 +2640,9 @@ impl CacheInner {
     /// sheaves stay for reuse.
     ///
     /// Linux queues `flush_cpu_sheaves` work on every CPU and waits for it;
-    /// here the caller empties each CPU's sheaves itself under that CPU's
-    /// sheaf lock (the lock, not the CPU, gives the right to them), waiting
-    /// while another context holds it ([`CpuSheaves::lock_for_drain`]):
+    /// here the caller empties each CPU's sheaves itself, taking them from
+    /// afar ([`CpuSheaves::lock_remote`]: never the owner's flag), waiting
+    /// while another context holds them ([`CpuSheaves::lock_for_drain`]):
     /// never a silent skip. A CPU whose lock stays held for
     /// [`DRAIN_PATIENCE_NS`] is reported with the cache's name.
     pub(crate) fn flush_sheaves(&self) -> (usize, usize) {
@@ -2385,7 +2663,7 @@ impl CacheInner {
                 {
                     continue;
                 }
-                let Some(_g) = pcs.lock_for_drain() else {
+                let Some(_g) = pcs.lock_for_drain(cpu) else {
                     crate::println!(
                         "BUG {}: CPU {cpu}'s sheaves stayed locked for {} s: not drained",
                         self.name,
@@ -2588,11 +2866,7 @@ impl CacheInner {
         let idx = self.index_of(addr - s as usize - self.first_offset);
         let mut fresh = FreshSheaves::NONE;
         loop {
-            let Some(pcs) = self.cpu.get(sheaf_cpu()) else {
-                self.free_to_slab(s, addr);
-                break;
-            };
-            let Some(g) = pcs.trylock() else {
+            let Some((pcs, g)) = self.lock_this_cpu() else {
                 self.free_to_slab(s, addr);
                 break;
             };
@@ -2694,9 +2968,7 @@ impl CacheInner {
         let mut i = 0;
         while i < objs.len() {
             if self.sheaf_capacity != 0 {
-                if let Some(pcs) = self.cpu.get(sheaf_cpu())
-                    && let Some(_g) = pcs.trylock()
-                {
+                if let Some((pcs, _g)) = self.lock_this_cpu() {
                     let main = pcs.main.load(Ordering::Relaxed);
                     let n = Sheaf::len(main);
                     let k = n.min(objs.len() - i);
@@ -2915,12 +3187,9 @@ impl CacheInner {
         let pushed = if MAPPED {
             // SAFETY: the fast map is only filled when the CPU number can
             // be read there (`fast_map_init`).
-            unsafe { crate::platform::cpu_line_offset_fast() }
-                // SAFETY: the platform's offset.
-                .is_some_and(|off| self.push_locked(unsafe { self.cpu_at(off) }, addr))
+            unsafe { self.push_fast(addr) }
         } else {
-            self.this_cpu_sheaves()
-                .is_some_and(|pcs| self.push_locked(pcs, addr))
+            self.push_this_cpu(addr)
         };
         if pushed {
             return;
