@@ -660,8 +660,9 @@ mod smp_bench {
     /// A working CPU's count of alloc+free pairs done, on a cache line of
     /// its own: only that CPU writes it (once per step), the boot CPU reads
     /// it at the window's two ends.
-    #[repr(align(64))]
+    #[repr(align(128))]
     pub struct PairsDone(pub AtomicU64);
+    const _: () = assert!(core::mem::align_of::<PairsDone>() >= crate::platform::PREFETCH_PAIR);
 
     /// One round's shared state: `call_on_ap` hands the APs a plain `fn()`.
     /// Apart from `pairs`, each field is written once or twice per round,

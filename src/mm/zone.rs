@@ -381,8 +381,10 @@ impl FreeLists {
 /// A value on cache lines of its own (Linux's `____cacheline_aligned_in_smp`
 /// for per-CPU data kept in arrays): one CPU's writes to its entry do not
 /// take the line from CPUs using the entries next to it (false sharing).
-#[repr(align(64))]
+/// 128 bytes: x86 prefetches lines in pairs ([`crate::platform::PREFETCH_PAIR`]).
+#[repr(align(128))]
 pub(crate) struct CacheAligned<T>(pub(crate) T);
+const _: () = assert!(core::mem::align_of::<CacheAligned<u8>>() >= crate::platform::PREFETCH_PAIR);
 
 impl<T> core::ops::Deref for CacheAligned<T> {
     type Target = T;

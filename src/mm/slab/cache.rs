@@ -201,6 +201,7 @@ pub const MAX_CPUS: usize = 16;
 const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS >= crate::platform::NR_CPUS);
 // The fast paths index `CacheInner::cpu` by `platform::cpu_line_offset_fast`.
 const _: () = assert!(core::mem::size_of::<CpuSheaves>() == crate::platform::CPU_LINE);
+const _: () = assert!(core::mem::align_of::<CpuSheaves>() >= crate::platform::PREFETCH_PAIR);
 /// Full sheaves a barn keeps (Linux: `MAX_FULL_SHEAVES`, 10; fewer here,
 /// for machines of a few MiB). Beyond, a full sheaf goes back to the slabs.
 pub const MAX_FULL_SHEAVES: usize = 4;
@@ -321,8 +322,10 @@ impl Sheaf {
 /// leaves a CPU (to the barn, or to be freed) only under the list lock as
 /// well, so readers that hold that (slabinfo) may follow the pointers.
 /// Relaxed atomics for the pointers: plain loads and stores. A cache line
-/// each, so that CPUs using their own sheaves never write a shared line.
-#[repr(C, align(64))]
+/// each ([`crate::platform::CPU_LINE`] bytes: a pair of lines, which x86
+/// prefetches together), so that CPUs using their own sheaves never write a
+/// shared line.
+#[repr(C, align(128))]
 struct CpuSheaves {
     main: SheafSlot,
     spare: SheafSlot,
