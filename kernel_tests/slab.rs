@@ -104,6 +104,7 @@ kreclaim::kernel_tests!(
     preempt_disable_changes_this_cpus_gs_preempt_word,
     a_tick_inside_the_fast_path_finds_the_task_pinned_and_allocates_around_it,
     a_drain_of_an_absent_cpus_sheaves_needs_no_answer_from_it,
+    the_fast_paths_data_lies_on_consecutive_pages_of_its_own,
 );
 
 const NOWARN: Gfp = Gfp::__GFP_NOWARN;
@@ -3044,5 +3045,32 @@ fn a_drain_of_an_absent_cpus_sheaves_needs_no_answer_from_it() -> TestResult {
     );
     c.destroy()
         .map_err(|e| fail(alloc::format!("destroy: {e:?}")))?;
+    Ok(())
+}
+
+/// The data every slab and kmalloc fast path reads (the CPU's gs block,
+/// the fast flags, the class table, the fast map) lies in the image's
+/// fast-path section, whose pages are consecutive and fewer than QEMU's
+/// smallest software TLB (64 entries): none of them can evict another
+/// ([`kreclaim::arch::x86_64::hot_data_range`]). Fails when one of them is
+/// taken out of the section (its page then lands anywhere in `.data`).
+fn the_fast_paths_data_lies_on_consecutive_pages_of_its_own() -> TestResult {
+    let (start, end) = kreclaim::arch::x86_64::hot_data_range();
+    kassert!(
+        start < end && end - start < 64 * PAGE_SIZE,
+        "fast-path section {start:#x}..{end:#x} empty or 64 pages or more"
+    );
+    let mut data: Vec<(&str, usize)> = kreclaim::mm::slab::fast_path_data().to_vec();
+    for n in 0..kreclaim::platform::NR_CPUS {
+        if let Some(c) = kreclaim::arch::x86_64::smp::cpu(n) {
+            data.push(("a CPU's gs block (CpuData)", c as *const _ as usize));
+        }
+    }
+    for (name, at) in data {
+        kassert!(
+            (start..end).contains(&at),
+            "{name} at {at:#x} is outside the fast-path section {start:#x}..{end:#x}"
+        );
+    }
     Ok(())
 }

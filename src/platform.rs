@@ -576,6 +576,8 @@ fn irqs_disabled_from_platform() -> bool {
 /// once by whatever turns lockdep on or arms `failslab`; set again lazily by
 /// the slab's allocation slow path when all three hold (the slab reads it;
 /// it lives here, below both lockdep and mm, so that both may clear it).
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 pub(crate) static SLAB_ALLOC_FAST: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 
@@ -583,6 +585,8 @@ pub(crate) static SLAB_ALLOC_FAST: core::sync::atomic::AtomicBool =
 /// lockdep is off and `fail_page_alloc` is not armed, in one load. Cleared
 /// by whatever turns lockdep on or arms `fail_page_alloc`; set again by the
 /// page allocator's general path when all three hold.
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 pub(crate) static PAGE_ALLOC_FAST: core::sync::atomic::AtomicBool =
     core::sync::atomic::AtomicBool::new(false);
 

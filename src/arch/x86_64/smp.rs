@@ -180,6 +180,8 @@ impl CpuData {
     }
 }
 
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static CPUS: [CpuData; MAX_CPUS] = [const { CpuData::new() }; MAX_CPUS];
 static NR_ONLINE: AtomicUsize = AtomicUsize::new(1);
 

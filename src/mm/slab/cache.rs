@@ -372,6 +372,8 @@ static BUSY_SHEAVES: CpuSheaves = CpuSheaves {
 #[repr(C, align(64))]
 struct NoSheaf([AtomicUsize; SHEAF_HEADER_WORDS]);
 
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static NO_SHEAF: NoSheaf = NoSheaf([AtomicUsize::new(0), AtomicUsize::new(usize::MAX)]);
 
 /// The address of [`NO_SHEAF`] as a sheaf pointer.
@@ -3467,8 +3469,14 @@ const DELTA_NONE: usize = 3;
 /// never moves) and [`DIRECT_DELTA`]; `FAST_MAP_LEN` stays 0 (every lookup
 /// misses and takes the general path) until then, and for good once slabs
 /// disagree on the direct map's offset.
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static FAST_MAP: AtomicPtr<crate::mm::page::Page> = AtomicPtr::new(ptr::null_mut());
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static FAST_MAP_VPFN: AtomicUsize = AtomicUsize::new(0);
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static FAST_MAP_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// Fills the fast map (see [`FAST_MAP`]) for direct-map offset `delta`.
@@ -3707,4 +3715,25 @@ pub fn slabinfo_row(w: &mut dyn fmt::Write, name: &str, s: &SlabInfo) -> fmt::Re
         s.num_slabs,
         0
     )
+}
+
+/// The addresses of the data the slab and kmalloc fast paths read on every
+/// operation, by name (for the layout check that they lie in the kernel's
+/// fast-path data section, `arch::x86_64::hot_data_range`).
+pub fn fast_path_data() -> [(&'static str, usize); 7] {
+    [
+        (
+            "SLAB_ALLOC_FAST",
+            &raw const crate::platform::SLAB_ALLOC_FAST as usize,
+        ),
+        (
+            "PAGE_ALLOC_FAST",
+            &raw const crate::platform::PAGE_ALLOC_FAST as usize,
+        ),
+        ("FAST_MAP", &raw const FAST_MAP as usize),
+        ("FAST_MAP_VPFN", &raw const FAST_MAP_VPFN as usize),
+        ("FAST_MAP_LEN", &raw const FAST_MAP_LEN as usize),
+        ("NO_SHEAF", &raw const NO_SHEAF as usize),
+        ("kmalloc SMALL_CLASS", super::kmalloc::small_class_table()),
+    ]
 }

@@ -46,10 +46,19 @@ static CACHES: spin::Once<[KmemCache; 13]> = spin::Once::new();
 /// reaches the cache in one load); slot 0 (size 0) and the slots past 24
 /// stay null. Null until [`kmalloc_init`]: kmalloc then takes its general
 /// path.
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static SMALL_CLASS: [AtomicPtr<CacheInner>; 32] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; 32];
+/// Where [`SMALL_CLASS`] is (a layout check: with the other fast-path data).
+pub(crate) fn small_class_table() -> usize {
+    &raw const SMALL_CLASS as usize
+}
+
 /// The class caches by index into [`KMALLOC_SIZES`] (the power-of-two
 /// classes above 192 are looked up here); the slots past 12 stay null.
+// With the other fast-path data (`arch::x86_64::hot_data_range`).
+#[unsafe(link_section = ".data.kreclaim_hot")]
 static CLASS: [AtomicPtr<CacheInner>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
 
 /// Alignment of a size class: its largest power-of-two divisor, capped at

@@ -42,12 +42,12 @@ mod typed;
 
 pub use cache::{
     CreateError, DestroyError, KmemCache, MAX_CPUS, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
-    MAX_PARTIAL, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, flush_all_sheaves,
-    kmem_cache_alloc_bulk, kmem_cache_create, kmem_cache_free_bulk, list_lock_class,
-    prefill_sheaves, set_global_debug, sheaf_drain_giveups, sheaf_drain_waits, sheaf_pages,
-    sheaf_remote_takes, sheaves_locked_by_owner, show_slabinfo, slab_debug_parse, slabinfo,
-    slabinfo_header, slabinfo_row, try_slabinfo, with_own_sheaves_held, with_sheaves_held,
-    write_slabinfo,
+    MAX_PARTIAL, MIN_PARTIAL, SlabFlags, SlabInconsistency, SlabInfo, fast_path_data,
+    flush_all_sheaves, kmem_cache_alloc_bulk, kmem_cache_create, kmem_cache_free_bulk,
+    list_lock_class, prefill_sheaves, set_global_debug, sheaf_drain_giveups, sheaf_drain_waits,
+    sheaf_pages, sheaf_remote_takes, sheaves_locked_by_owner, show_slabinfo, slab_debug_parse,
+    slabinfo, slabinfo_header, slabinfo_row, try_slabinfo, with_own_sheaves_held,
+    with_sheaves_held, write_slabinfo,
 };
 pub use debug::{SlabBug, SlabReport, reports};
 pub use typed::{SlabBox, TypedCache};
