@@ -2805,7 +2805,9 @@ fn kfree_of_a_slab_page_reused_by_the_page_allocator_or_another_cache_finds_its_
 /// "Layout luck"): the paired rows time each side in every copy of the
 /// timing loop (distinct code addresses, none shared between the sides),
 /// and the peer's code lies on its own page with its hot entry points in
-/// distinct slots of QEMU's jump cache. Figures are printed, never checked.
+/// distinct slots of QEMU's jump cache; the churn moves each side's pointer
+/// array through places in distinct entries of QEMU's software TLB.
+/// Figures are printed, never checked.
 fn bench_mm_times_each_side_in_loop_copies_and_keeps_the_peers_code_on_its_page() -> TestResult {
     use kreclaim::bench::{self, LOOP_COPIES, tcg_jump_cache_slot};
     lockdep_off(|| bench::mm(bench::Format::Text))
@@ -2829,6 +2831,23 @@ fn bench_mm_times_each_side_in_loop_copies_and_keeps_the_peers_code_on_its_page(
         kassert!(
             p.start <= h && h < p.end,
             "peer hot point outside its page: {p:x?}"
+        );
+    }
+    // The churn ran with each side's pointer array in CHURN_PLACEMENTS
+    // places that take different entries of QEMU's smallest software TLB
+    // (64 entries, by page number).
+    for (side, places) in bench::churn_array_addresses().iter().enumerate() {
+        kassert!(
+            places.iter().all(|&a| a != 0),
+            "side {side}: a churn placement never ran: {places:x?}"
+        );
+        let mut entries: Vec<usize> = places.iter().map(|&a| (a / PAGE_SIZE) % 64).collect();
+        entries.sort_unstable();
+        entries.dedup();
+        kassert_eq!(
+            entries.len(),
+            bench::CHURN_PLACEMENTS,
+            "side {side}: churn placements share TLB entries: {places:x?}"
         );
     }
     let mut slots: Vec<usize> = p.hot.iter().map(|&h| tcg_jump_cache_slot(h)).collect();

@@ -86,6 +86,22 @@ fn timed_in_copy<F: FnMut()>(copy: usize, iters: u64, f: F) -> ((u64, F), usize)
     }
 }
 
+/// Places `bench=mm`'s kmalloc-64 churn moves each side's array of live
+/// pointers through (see [`churn_array_addresses`]).
+pub const CHURN_PLACEMENTS: usize = 4;
+/// Pages between two places of a churn array: a quarter of the smallest
+/// software TLB QEMU sizes (64 entries, direct mapped by page number), so
+/// the places take different TLB entries.
+pub const CHURN_STRIDE_PAGES: usize = 16;
+static CHURN_ARRAYS: [[AtomicUsize; CHURN_PLACEMENTS]; 2] =
+    [const { [const { AtomicUsize::new(0) }; CHURN_PLACEMENTS] }; 2];
+
+/// Where the last `bench=mm` kept each side's churn array in each of its
+/// places (`[kreclaim, peer]`): for a test that the places differ.
+pub fn churn_array_addresses() -> [[usize; CHURN_PLACEMENTS]; 2] {
+    core::array::from_fn(|w| core::array::from_fn(|c| CHURN_ARRAYS[w][c].load(Ordering::Relaxed)))
+}
+
 /// The code addresses of the timing-loop copies the last
 /// [`cycles_per_op_pair`] ran each workload in (`[first][copy]`,
 /// `[second][copy]`); 0 before the first call.
@@ -474,28 +490,55 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     });
 
     // kmalloc-64 churn: free a random one of 10k live objects, allocate anew.
-    let mut live: Vec<*mut u8> = Vec::with_capacity(LIVE);
-    live.extend((0..LIVE).map(|_| kmalloc_or_panic(64)));
+    // Each side's array of live pointers is moved (untimed) through
+    // CHURN_PLACEMENTS places CHURN_STRIDE_PAGES apart and each side keeps
+    // its best figure: where the harness's own array lands in QEMU's
+    // direct-mapped software TLB (which page of the stack or of the
+    // mem_map it evicts) must not decide the result, as the timing-loop
+    // copies keep code placement from deciding it.
+    let stride =
+        CHURN_STRIDE_PAGES * crate::mm::page_alloc::PAGE_SIZE / core::mem::size_of::<usize>();
+    let span = LIVE + (CHURN_PLACEMENTS - 1) * stride;
+    let mut live: Vec<*mut u8> = alloc::vec![core::ptr::null_mut(); span];
     let mut h = peer.fresh();
-    let mut peer_live: Vec<*mut u8> = Vec::with_capacity(LIVE);
-    peer_live.extend((0..LIVE).map(|_| peer_alloc(&mut h, l64)));
+    let mut peer_live: Vec<*mut u8> = alloc::vec![core::ptr::null_mut(); span];
+    for slot in live[..LIVE].iter_mut() {
+        *slot = kmalloc_or_panic(64);
+    }
+    for slot in peer_live[..LIVE].iter_mut() {
+        *slot = peer_alloc(&mut h, l64);
+    }
     let mut rng = XorShift(XorShift::SEED);
     let mut peer_rng = XorShift(XorShift::SEED);
-    let (kreclaim, peer_cycles) = cycles_per_op_pair(
-        CHURN_ITERS,
-        // One bounds check a step on each side: the slot is taken once.
-        || {
-            let slot = &mut live[rng.below(LIVE)];
-            kfree(*slot);
-            *slot = kmalloc_or_panic(64);
-        },
-        || {
-            let slot = &mut peer_live[peer_rng.below(LIVE)];
-            peer_free(&mut h, *slot, l64);
-            *slot = peer_alloc(&mut h, l64);
-        },
-    );
-    for p in live.iter() {
+    let (mut kreclaim, mut peer_cycles) = (f64::MAX, f64::MAX);
+    for place in 0..CHURN_PLACEMENTS {
+        let at = place * stride;
+        if place > 0 {
+            live.copy_within(at - stride..at - stride + LIVE, at);
+            peer_live.copy_within(at - stride..at - stride + LIVE, at);
+        }
+        let (mine, theirs) = (&mut live[at..at + LIVE], &mut peer_live[at..at + LIVE]);
+        CHURN_ARRAYS[0][place].store(mine.as_ptr() as usize, Ordering::Relaxed);
+        CHURN_ARRAYS[1][place].store(theirs.as_ptr() as usize, Ordering::Relaxed);
+        let (k, p) = cycles_per_op_pair(
+            CHURN_ITERS,
+            // One bounds check a step on each side: the slot is taken once.
+            || {
+                let slot = &mut mine[rng.below(LIVE)];
+                kfree(*slot);
+                *slot = kmalloc_or_panic(64);
+            },
+            || {
+                let slot = &mut theirs[peer_rng.below(LIVE)];
+                peer_free(&mut h, *slot, l64);
+                *slot = peer_alloc(&mut h, l64);
+            },
+        );
+        kreclaim = kreclaim.min(k);
+        peer_cycles = peer_cycles.min(p);
+    }
+    let last = (CHURN_PLACEMENTS - 1) * stride;
+    for p in live[last..last + LIVE].iter() {
         kfree(*p);
     }
     rows.push(MmRow {
