@@ -511,15 +511,15 @@ pub fn mm(format: Format) -> Result<(), crate::mm::page_alloc::AllocError> {
     let mut rng = XorShift(XorShift::SEED);
     let mut peer_rng = XorShift(XorShift::SEED);
     let (mut kreclaim, mut peer_cycles) = (f64::MAX, f64::MAX);
-    for place in 0..CHURN_PLACEMENTS {
+    for (place, (mine_at, theirs_at)) in CHURN_ARRAYS[0].iter().zip(&CHURN_ARRAYS[1]).enumerate() {
         let at = place * stride;
         if place > 0 {
             live.copy_within(at - stride..at - stride + LIVE, at);
             peer_live.copy_within(at - stride..at - stride + LIVE, at);
         }
         let (mine, theirs) = (&mut live[at..at + LIVE], &mut peer_live[at..at + LIVE]);
-        CHURN_ARRAYS[0][place].store(mine.as_ptr() as usize, Ordering::Relaxed);
-        CHURN_ARRAYS[1][place].store(theirs.as_ptr() as usize, Ordering::Relaxed);
+        mine_at.store(mine.as_ptr() as usize, Ordering::Relaxed);
+        theirs_at.store(theirs.as_ptr() as usize, Ordering::Relaxed);
         let (k, p) = cycles_per_op_pair(
             CHURN_ITERS,
             // One bounds check a step on each side: the slot is taken once.
