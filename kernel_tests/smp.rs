@@ -998,23 +998,40 @@ static SHEAF_HELD: AtomicBool = AtomicBool::new(false);
 /// Set by the test when the holder must let go whatever happened.
 static SHEAF_RELEASE: AtomicBool = AtomicBool::new(false);
 
+/// How [`hold_sheaf_lock`] takes a CPU's sheaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    /// As a context on another CPU would (`slab::with_sheaves_held`).
+    Remote,
+    /// As the owner's fast path does, by its own flag, on that CPU, past
+    /// the pinned stretch with the task preemptible
+    /// (`slab::with_own_sheaves_held`).
+    Own,
+}
+
+/// The CPU whose own sheaf flag a [`Hold::Own`] holder took.
+static SHEAF_HELD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
 /// Starts a task on `cpu` that takes `cache`'s sheaf lock of that CPU (as
-/// a fast path in progress would) and holds it until a drain has found it
-/// held and waits ([`slab::sheaf_drain_waits`] moves), or until the test
-/// sets [`SHEAF_RELEASE`]. Returns once the lock is held.
+/// a fast path in progress would, `how`) and holds it until a drain has
+/// found it held and waits ([`slab::sheaf_drain_waits`] moves), or until
+/// the test sets [`SHEAF_RELEASE`]. Returns once the lock is held.
 fn hold_sheaf_lock(
     cache: &KmemCache,
     cpu: usize,
+    how: Hold,
 ) -> Result<task::JoinHandle, kreclaim::harness::TestFailure> {
     use kreclaim::mm::slab;
     SHEAF_HELD.store(false, Ordering::SeqCst);
     SHEAF_RELEASE.store(false, Ordering::SeqCst);
+    SHEAF_HELD_CPU.store(usize::MAX, Ordering::SeqCst);
     let addr = cache as *const KmemCache as usize;
     let h = task::spawn_on(cpu, "sheaf-holder", move || {
         // SAFETY: the test keeps the cache alive while it holds the lock:
         // a drain of it waits for the lock before it frees anything.
         let c = unsafe { &*(addr as *const KmemCache) };
-        let held = slab::with_sheaves_held(c, cpu, || {
+        let hold = |held_on: usize| {
+            SHEAF_HELD_CPU.store(held_on, Ordering::SeqCst);
             let waits = slab::sheaf_drain_waits();
             SHEAF_HELD.store(true, Ordering::SeqCst);
             while slab::sheaf_drain_waits() == waits && !SHEAF_RELEASE.load(Ordering::SeqCst) {
@@ -1023,7 +1040,11 @@ fn hold_sheaf_lock(
             // Cleared just before the lock is: a drain that waited for the
             // lock returns only after this.
             SHEAF_HELD.store(false, Ordering::SeqCst);
-        });
+        };
+        let held = match how {
+            Hold::Remote => slab::with_sheaves_held(c, cpu, || hold(cpu)),
+            Hold::Own => slab::with_own_sheaves_held(c, hold),
+        };
         if held.is_none() {
             SHEAF_RELEASE.store(true, Ordering::SeqCst); // the lock was taken
         }
@@ -1035,6 +1056,11 @@ fn hold_sheaf_lock(
     kassert!(
         SHEAF_HELD.load(Ordering::SeqCst),
         "CPU {cpu}'s sheaf lock was not free"
+    );
+    kassert_eq!(
+        SHEAF_HELD_CPU.load(Ordering::SeqCst),
+        cpu,
+        "the holder took another CPU's sheaves"
     );
     Ok(h)
 }
@@ -1165,44 +1191,14 @@ fn remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing() -> TestResult {
 /// go the drain empties them.
 fn a_drain_waits_for_the_owners_flag_held_by_a_preemptible_task() -> TestResult {
     use kreclaim::mm::slab;
-    static HELD: AtomicBool = AtomicBool::new(false);
-    static RELEASE: AtomicBool = AtomicBool::new(false);
-    static HELD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
     let c = drain_cache("t-drain-owner-flag")?;
     let cached = fill_ap_sheaves(&c, 20)?;
     kassert!(cached >= 3 * 20, "the APs' sheaves hold {cached}");
-    HELD.store(false, Ordering::SeqCst);
-    RELEASE.store(false, Ordering::SeqCst);
-    let addr = &c as *const KmemCache as usize;
-    let holder = task::spawn_on(2, "own-flag-holder", move || {
-        // SAFETY: the test keeps the cache alive until the task is joined.
-        let c = unsafe { &*(addr as *const KmemCache) };
-        let held = slab::with_own_sheaves_held(c, |cpu| {
-            HELD_CPU.store(cpu, Ordering::SeqCst);
-            let waits = slab::sheaf_drain_waits();
-            HELD.store(true, Ordering::SeqCst);
-            while slab::sheaf_drain_waits() == waits && !RELEASE.load(Ordering::SeqCst) {
-                core::hint::spin_loop();
-            }
-            HELD.store(false, Ordering::SeqCst);
-        });
-        if held.is_none() {
-            RELEASE.store(true, Ordering::SeqCst);
-        }
-    })
-    .or_fail("spawn_on")?;
-    wait_for("the holder to take CPU 2's own sheaf flag", || {
-        HELD.load(Ordering::SeqCst) || RELEASE.load(Ordering::SeqCst)
-    })?;
-    kassert!(
-        HELD.load(Ordering::SeqCst),
-        "CPU 2's sheaf flag was not free"
-    );
-    kassert_eq!(HELD_CPU.load(Ordering::SeqCst), 2);
+    let holder = hold_sheaf_lock(&c, 2, Hold::Own)?;
     let waits = slab::sheaf_drain_waits();
     c.flush_sheaves();
-    let returned_while_held = HELD.load(Ordering::SeqCst);
-    RELEASE.store(true, Ordering::SeqCst);
+    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
     join(holder, "the flag holder")?;
     kassert!(
         !returned_while_held,
@@ -1240,7 +1236,7 @@ fn destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock() -> TestResult {
         })?;
     }
     kassert!(c.info_unflushed().sheaf_objs >= 3 * 30);
-    let holder = hold_sheaf_lock(&c, 2)?;
+    let holder = hold_sheaf_lock(&c, 2, Hold::Remote)?;
     let waits = kreclaim::mm::slab::sheaf_drain_waits();
     let r = c.destroy();
     let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
@@ -1283,7 +1279,7 @@ fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
         }
     })?;
     kassert_eq!(c.info_unflushed().active_objs, 5);
-    let holder = hold_sheaf_lock(&c, 2)?;
+    let holder = hold_sheaf_lock(&c, 2, Hold::Remote)?;
     let r = c.destroy();
     let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
     SHEAF_RELEASE.store(true, Ordering::SeqCst);
@@ -1348,7 +1344,7 @@ fn prefill_fills_the_named_cpus_sheaf_and_refuses_a_held_one() -> TestResult {
     }
     // CPU 2's sheaf lock held: refused, nothing moved.
     let before = c.info_unflushed();
-    let holder = hold_sheaf_lock(&c, 2)?;
+    let holder = hold_sheaf_lock(&c, 2, Hold::Remote)?;
     let filled = prefill_sheaves(&c, 2);
     let during = c.info_unflushed();
     SHEAF_RELEASE.store(true, Ordering::SeqCst);
