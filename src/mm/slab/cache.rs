@@ -343,6 +343,9 @@ struct CpuSheaves {
 const LOCKED_OFFSET: usize = core::mem::offset_of!(CpuSheaves, locked);
 #[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
 const REMOTE_OFFSET: usize = core::mem::offset_of!(CpuSheaves, remote);
+// The kernel's fast path tests both flags with one 16-bit load at `locked`.
+#[cfg(all(target_arch = "x86_64", target_os = "none", feature = "qemu"))]
+const _: () = assert!(REMOTE_OFFSET == LOCKED_OFFSET + 1);
 
 /// The sheaves the kernel's fast-path acquire hands out when this CPU's
 /// are taken (`locked` or `remote` set): no sheaf in either slot, so the
@@ -2336,8 +2339,9 @@ impl CacheInner {
                 "2:",
                 "mov {p}, qword ptr gs:[{line}]",
                 "add {p}, {base}",
-                "movzx {t:e}, byte ptr [{p} + {locked}]",
-                "or {t:l}, byte ptr [{p} + {remote}]",
+                // Both flags in one load: `remote` is the byte after
+                // `locked` (asserted below `REMOTE_OFFSET`).
+                "cmp word ptr [{p} + {locked}], 0",
                 "jnz 4f",
                 "mov byte ptr [{p} + {locked}], 1",
                 "3:",
@@ -2352,11 +2356,9 @@ impl CacheInner {
                 "jmp 3b",
                 ".popsection",
                 p = out(reg) pcs,
-                t = out(reg) _,
                 base = in(reg) self.cpu.as_ptr(),
                 line = const crate::platform::KERNEL_LINE_OFFSET_GS_OFFSET,
                 locked = const LOCKED_OFFSET,
-                remote = const REMOTE_OFFSET,
                 busy = sym BUSY_SHEAVES,
                 options(nostack),
             );
