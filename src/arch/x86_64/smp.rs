@@ -72,8 +72,11 @@ const PAGE: u64 = 4096;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
 /// One CPU's own data; the CPU's GS base points at it. The first two words
-/// are read with `gs:` loads by [`this_cpu`] and [`cpu_id`].
-#[repr(C, align(64))]
+/// are read with `gs:` loads by [`this_cpu`] and [`cpu_id`]. Aligned to a
+/// 128-byte line pair ([`crate::platform::PREFETCH_PAIR`]): each CPU writes
+/// its own (preempt count, ticks), and neighbours in `CPUS` must not share a
+/// pair that x86 prefetches as one.
+#[repr(C, align(128))]
 pub struct CpuData {
     this: AtomicUsize,
     cpu_id: AtomicUsize,
@@ -183,6 +186,7 @@ impl CpuData {
 // With the other fast-path data (`arch::x86_64::hot_data_range`).
 #[unsafe(link_section = ".data.kreclaim_hot")]
 static CPUS: [CpuData; MAX_CPUS] = [const { CpuData::new() }; MAX_CPUS];
+const _: () = assert!(core::mem::align_of::<CpuData>() >= crate::platform::PREFETCH_PAIR);
 static NR_ONLINE: AtomicUsize = AtomicUsize::new(1);
 
 const OFF_THIS: usize = core::mem::offset_of!(CpuData, this);
