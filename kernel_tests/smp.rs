@@ -1065,6 +1065,32 @@ fn hold_sheaf_lock(
     Ok(h)
 }
 
+/// Runs `drain` (on this CPU) while `holder` ([`hold_sheaf_lock`]) holds
+/// CPU 2's sheaves, then lets the holder go, and checks that the drain
+/// waited for it: it did not return while the sheaves were held, the
+/// drain-wait count moved and no drain gave up. `what` names the drain in
+/// the failures.
+fn drain_while_cpu2_held<R>(
+    holder: task::JoinHandle,
+    what: &str,
+    drain: impl FnOnce() -> R,
+) -> Result<R, kreclaim::harness::TestFailure> {
+    use kreclaim::mm::slab;
+    let waits = slab::sheaf_drain_waits();
+    let r = drain();
+    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
+    SHEAF_RELEASE.store(true, Ordering::SeqCst);
+    join(holder, "the sheaf holder")?;
+    kassert!(
+        !returned_while_held,
+        "{what} returned while CPU 2's sheaves were held: it skipped CPU 2 or emptied its \
+         sheaves under the holder"
+    );
+    kassert!(slab::sheaf_drain_waits() > waits, "{what} never waited");
+    kassert_eq!(slab::sheaf_drain_giveups(), 0);
+    Ok(r)
+}
+
 /// CPUs 1..3 allocate and free on their fast paths without pause (each
 /// object stamped with its CPU and a sequence number, checked before it is
 /// freed, half of them freed by the next CPU) while CPU 0 drains their
@@ -1190,22 +1216,11 @@ fn remote_drains_of_cpus_busy_on_their_fast_paths_lose_nothing() -> TestResult {
 /// instead of flushing the sheaves under the holder. Once the holder lets
 /// go the drain empties them.
 fn a_drain_waits_for_the_owners_flag_held_by_a_preemptible_task() -> TestResult {
-    use kreclaim::mm::slab;
     let c = drain_cache("t-drain-owner-flag")?;
     let cached = fill_ap_sheaves(&c, 20)?;
     kassert!(cached >= 3 * 20, "the APs' sheaves hold {cached}");
     let holder = hold_sheaf_lock(&c, 2, Hold::Own)?;
-    let waits = slab::sheaf_drain_waits();
-    c.flush_sheaves();
-    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
-    SHEAF_RELEASE.store(true, Ordering::SeqCst);
-    join(holder, "the flag holder")?;
-    kassert!(
-        !returned_while_held,
-        "the drain emptied CPU 2's sheaves while their own flag was held"
-    );
-    kassert!(slab::sheaf_drain_waits() > waits, "the drain never waited");
-    kassert_eq!(slab::sheaf_drain_giveups(), 0);
+    drain_while_cpu2_held(holder, "the drain", || c.flush_sheaves())?;
     let info = c.info_unflushed();
     kassert_eq!(info.sheaf_objs, 0, "{info:?}");
     kassert_eq!(info.active_objs, 0, "{info:?}");
@@ -1237,22 +1252,8 @@ fn destroy_after_cross_cpu_frees_waits_for_a_held_sheaf_lock() -> TestResult {
     }
     kassert!(c.info_unflushed().sheaf_objs >= 3 * 30);
     let holder = hold_sheaf_lock(&c, 2, Hold::Remote)?;
-    let waits = kreclaim::mm::slab::sheaf_drain_waits();
-    let r = c.destroy();
-    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
-    SHEAF_RELEASE.store(true, Ordering::SeqCst);
-    join(holder, "the sheaf-lock holder")?;
-    kassert!(
-        !returned_while_held,
-        "destroy returned while CPU 2 held its sheaf lock: it skipped CPU 2 and freed \
-         sheaves (with objects) under the holder"
-    );
+    let r = drain_while_cpu2_held(holder, "destroy", || c.destroy())?;
     kassert!(r.is_ok(), "{:?}", r.err());
-    kassert!(
-        kreclaim::mm::slab::sheaf_drain_waits() > waits,
-        "destroy never waited"
-    );
-    kassert_eq!(kreclaim::mm::slab::sheaf_drain_giveups(), 0);
     kassert!(
         kreclaim::mm::slab::slabinfo()
             .iter()
@@ -1280,14 +1281,7 @@ fn destroy_with_live_objects_reports_the_exact_count_and_name() -> TestResult {
     })?;
     kassert_eq!(c.info_unflushed().active_objs, 5);
     let holder = hold_sheaf_lock(&c, 2, Hold::Remote)?;
-    let r = c.destroy();
-    let returned_while_held = SHEAF_HELD.load(Ordering::SeqCst);
-    SHEAF_RELEASE.store(true, Ordering::SeqCst);
-    join(holder, "the sheaf-lock holder")?;
-    kassert!(
-        !returned_while_held,
-        "destroy did not wait for CPU 2's sheaf lock"
-    );
+    let r = drain_while_cpu2_held(holder, "destroy", || c.destroy())?;
     match r {
         Err(DestroyError::LiveObjects { cache, count }) => {
             kassert_eq!(cache.as_str(), "t-drain-live");
