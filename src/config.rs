@@ -145,6 +145,15 @@ pub fn memparse(s: &str) -> Result<u64, BadSize> {
 /// Parses `file_size=` values: `16K` or a range `4K-28K` (memparse units),
 /// each at most [`FILE_SIZE_MAX`] (the workload's limit: the command line
 /// builds the workload's parameters, the workload knows nothing of it).
+/// `v` as a number within `range` (a key's value; `Err` is reported by the
+/// caller with the key's valid values).
+fn parse_in<T: core::str::FromStr + PartialOrd>(
+    v: &str,
+    range: core::ops::RangeInclusive<T>,
+) -> Result<T, ()> {
+    v.parse().ok().filter(|n| range.contains(n)).ok_or(())
+}
+
 fn parse_size_range(v: &str) -> Option<(u32, u32)> {
     let (a, b) = v.split_once('-').unwrap_or((v, v));
     let (a, b) = (memparse(a).ok()?, memparse(b).ok()?);
@@ -328,7 +337,7 @@ pub static KEYS: &[Key] = &[
         values: "microseconds per request, 0..=1000000 (0: an instant RAM disk, no model)",
         help: "latency of the RAM disk's modelled device (default 100, a SATA SSD)",
         set: |c, v| {
-            c.disk.lat_us = v.parse().ok().filter(|n| *n <= 1_000_000).ok_or(())?;
+            c.disk.lat_us = parse_in(v, 0..=1_000_000)?;
             Ok(())
         },
     },
@@ -337,7 +346,7 @@ pub static KEYS: &[Key] = &[
         values: "MB/s, 0..=1000000 (0: unlimited)",
         help: "bandwidth of the RAM disk's modelled device (default 500, a SATA SSD)",
         set: |c, v| {
-            c.disk.bw_mbps = v.parse().ok().filter(|n| *n <= 1_000_000).ok_or(())?;
+            c.disk.bw_mbps = parse_in(v, 0..=1_000_000)?;
             Ok(())
         },
     },
@@ -346,11 +355,7 @@ pub static KEYS: &[Key] = &[
         values: "a number of files, 1..=200000",
         help: "files the workload creates",
         set: |c, v| {
-            c.workload.files = v
-                .parse()
-                .ok()
-                .filter(|n| (1..=200_000).contains(n))
-                .ok_or(())?;
+            c.workload.files = parse_in(v, 1..=200_000)?;
             Ok(())
         },
     },
@@ -371,11 +376,7 @@ pub static KEYS: &[Key] = &[
         values: "files per directory, 1..=1000",
         help: "directory fan-out of the workload",
         set: |c, v| {
-            c.workload.fanout = v
-                .parse()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or(())?;
+            c.workload.fanout = parse_in(v, 1..=1000)?;
             Ok(())
         },
     },
@@ -393,7 +394,7 @@ pub static KEYS: &[Key] = &[
         values: "worker tasks, 1..=64",
         help: "tasks running workload operations at once",
         set: |c, v| {
-            c.workload.tasks = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or(())?;
+            c.workload.tasks = parse_in(v, 1..=64)?;
             Ok(())
         },
     },
@@ -420,11 +421,7 @@ pub static KEYS: &[Key] = &[
         values: "milliseconds, 1..=60000 (default 100)",
         help: "period of the workload's samples: the free-memory chart and format=json's sample lines",
         set: |c, v| {
-            c.workload.sample_ms = v
-                .parse()
-                .ok()
-                .filter(|n| (1..=60_000).contains(n))
-                .ok_or(())?;
+            c.workload.sample_ms = parse_in(v, 1..=60_000)?;
             Ok(())
         },
     },
@@ -433,11 +430,7 @@ pub static KEYS: &[Key] = &[
         values: "pages, 0..=1024 (default 0: the workload allocates nothing on its operation paths)",
         help: "application memory each worker faults in (GFP_HIGHUSER_MOVABLE) before each operation and frees after it",
         set: |c, v| {
-            c.workload.app_pages = v
-                .parse()
-                .ok()
-                .filter(|n| *n <= crate::workload::APP_PAGES_MAX)
-                .ok_or(())?;
+            c.workload.app_pages = parse_in(v, 0..=crate::workload::APP_PAGES_MAX)?;
             Ok(())
         },
     },
