@@ -304,19 +304,27 @@ fn cmdline_bad_knob_or_value_lists_the_valid_ones() -> TestResult {
 fn cmdline_disk_model_keys() -> TestResult {
     use kreclaim::fs::DiskModel;
     kassert_eq!(Config::default().disk, DiskModel::SATA_SSD);
-    let c = Config::parse("disk_lat=250 disk_bw=100").unwrap();
+    let c = Config::parse("disk_lat=250 disk_bw=100 disk_flush=3000").unwrap();
     kassert_eq!(
         c.disk,
         DiskModel {
             lat_us: 250,
-            bw_mbps: 100
+            bw_mbps: 100,
+            flush_us: 3000,
         }
     );
+    kassert_eq!(DiskModel::SATA_SSD.flush_us, 1000);
     kassert!(Config::parse("disk_lat=0").unwrap().disk.is_instant());
     kassert!(!DiskModel::SATA_SSD.is_instant());
     // 4 KiB at 500 MB/s: 8192 ns.
     kassert_eq!(DiskModel::SATA_SSD.transfer_ns(4096), 8192);
-    for bad in ["disk_lat=-1", "disk_lat=fast", "disk_bw=2000000"] {
+    for bad in [
+        "disk_lat=-1",
+        "disk_lat=fast",
+        "disk_bw=2000000",
+        "disk_flush=2000000",
+        "disk_flush=",
+    ] {
         let e = Config::parse(bad).unwrap_err();
         kassert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}: {e:?}");
     }

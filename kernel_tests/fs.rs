@@ -626,6 +626,7 @@ fn create_and_shrink(fs: &Arc<Fs>, n: u32) -> TestResult {
 const LOG_LAT: kreclaim::fs::DiskModel = kreclaim::fs::DiskModel {
     lat_us: 100_000,
     bw_mbps: 0,
+    flush_us: 0,
 };
 
 /// Makes `n` new files' inodes reclaimable, dirty and pinned in the log
@@ -942,6 +943,7 @@ fn reclaim_waits_for_or_skips_an_inode_whose_cluster_write_is_in_flight() -> Tes
     const SLOW: DiskModel = DiskModel {
         lat_us: 5_000_000,
         bw_mbps: 0,
+        flush_us: 0,
     };
     for (era, waits) in [(Policy::TODAY, false), (Policy::NOFS, true)] {
         let fs = ok!(fresh(era));
@@ -1041,6 +1043,7 @@ fn disk_model_makes_requests_take_their_time() -> TestResult {
     d.set_model(DiskModel {
         lat_us: 2000,
         bw_mbps: 0,
+        flush_us: 0,
     });
     let t0 = kreclaim::time::now_ns();
     for b in 0..4 {
@@ -1056,6 +1059,7 @@ fn disk_model_makes_requests_take_their_time() -> TestResult {
     d.set_model(DiskModel {
         lat_us: 1,
         bw_mbps: 1,
+        flush_us: 0,
     });
     let t0 = kreclaim::time::now_ns();
     for b in 0..8 {
@@ -1064,6 +1068,52 @@ fn disk_model_makes_requests_take_their_time() -> TestResult {
     ok!(d.flush());
     let took = kreclaim::time::now_ns() - t0;
     kassert!(took >= 32_768_000, "8 blocks at 1 MB/s took {took} ns");
+    // A log write (REQ_PREFLUSH | REQ_FUA) completes after the device has
+    // written its cache out: 50 ms of flush here. Its submitter does not
+    // wait for it, and a plain write has no flush. The completion times
+    // come from the model (the queue is idle after the flush above), so
+    // they bound both ways whatever the host's load.
+    d.set_model(DiskModel {
+        lat_us: 1,
+        bw_mbps: 0,
+        flush_us: 50_000,
+    });
+    let waited = d.stats().wait_ns;
+    let t0 = kreclaim::time::now_ns();
+    let logged = d.submit_log_write(4096);
+    let t1 = kreclaim::time::now_ns();
+    kassert!(
+        logged >= t0 + 50_001_000,
+        "log write done {} ns after",
+        logged - t0
+    );
+    kassert!(
+        logged <= t1 + 50_001_000,
+        "log write done {} ns after",
+        logged - t1
+    );
+    kassert_eq!(
+        d.stats().wait_ns,
+        waited,
+        "the submitter waited for the flush"
+    );
+    // A write queued behind it completes after it.
+    let write = ok!(d.write_block_async(0, &block));
+    kassert!(write >= logged, "{write} < {logged}");
+    d.wait_completion(write);
+    // Without a flush cost the log write is an ordinary write.
+    d.set_model(DiskModel {
+        lat_us: 1,
+        bw_mbps: 0,
+        flush_us: 0,
+    });
+    let t0 = kreclaim::time::now_ns();
+    let logged = d.submit_log_write(4096);
+    kassert!(
+        logged <= kreclaim::time::now_ns() + 1_000,
+        "{} ns after",
+        logged - t0
+    );
     Ok(())
 }
 

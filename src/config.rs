@@ -64,8 +64,9 @@ pub struct Config {
     /// [`crate::fs::policy::KNOBS`]), in command-line order, applied on top
     /// of the chosen era(s) by [`Config::policies`].
     pub knobs: Vec<(&'static str, &'static str)>,
-    /// `disk_lat=<µs>` and `disk_bw=<MB/s>`: the RAM disk's latency and
-    /// bandwidth model (default a SATA SSD; `disk_lat=0`: instant).
+    /// `disk_lat=<µs>`, `disk_bw=<MB/s>` and `disk_flush=<µs>`: the RAM
+    /// disk's latency, bandwidth and cache-flush model (default a SATA SSD;
+    /// `disk_lat=0`: instant).
     /// The demo kernel applies it; test kernels set their own.
     pub disk: crate::fs::DiskModel,
     /// `files=`, `file_size=`, `fanout=`, `mix=`, `tasks=`, `ops=`, `seed=`,
@@ -347,6 +348,15 @@ pub static KEYS: &[Key] = &[
         help: "bandwidth of the RAM disk's modelled device (default 500, a SATA SSD)",
         set: |c, v| {
             c.disk.bw_mbps = parse_in(v, 0..=1_000_000)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "disk_flush",
+        values: "microseconds per cache flush, 0..=1000000 (0: free, a drive with power-loss protection)",
+        help: "time the modelled device takes to write its cache out before each log write (default 1000, a consumer SATA SSD)",
+        set: |c, v| {
+            c.disk.flush_us = parse_in(v, 0..=1_000_000)?;
             Ok(())
         },
     },
