@@ -176,11 +176,11 @@ fn cmdline_workload_keys() -> TestResult {
         ),
         (50, 30, 0)
     );
-    // The application's memory per operation: none unless asked (the
-    // fs-only workload), and printed with the other workload keys.
-    kassert_eq!(c.workload.app_pages, 0);
-    kassert!(alloc::format!("{c}").contains(" app_pages=0"), "{c}");
-    for (line, want) in [("app_pages=16", 16), ("app_pages=1024", 1024)] {
+    // The application's memory per operation: 16 pages unless asked (0:
+    // the fs-only workload), and printed with the other workload keys.
+    kassert_eq!(c.workload.app_pages, 16);
+    kassert!(alloc::format!("{c}").contains(" app_pages=16"), "{c}");
+    for (line, want) in [("app_pages=0", 0), ("app_pages=1024", 1024)] {
         let c = Config::parse(line)
             .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
         kassert_eq!(c.workload.app_pages, want, "{line}");
@@ -190,9 +190,9 @@ fn cmdline_workload_keys() -> TestResult {
             "{shown}"
         );
     }
-    let c = Config::parse("app_pages=16 app_pages=0")
+    let c = Config::parse("app_pages=0 app_pages=32")
         .map_err(|e| kreclaim::harness::TestFailure::new(alloc::format!("{e}")))?;
-    kassert_eq!(c.workload.app_pages, 0, "the last app_pages= wins");
+    kassert_eq!(c.workload.app_pages, 32, "the last app_pages= wins");
     let e = alloc::format!("{}", Config::parse("app_pages=5000").unwrap_err());
     kassert!(e.contains("app_pages takes pages, 0..=1024"), "{e}");
     kassert_eq!(

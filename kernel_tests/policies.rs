@@ -54,7 +54,7 @@ fn fs_only() -> Workload {
 }
 
 fn nofs_defers_far_more_reclaim_than_today() -> TestResult {
-    // The filesystem's own allocations (`app_pages=0`, the default): the
+    // The filesystem's own allocations only (`app_pages=0`): the
     // applications' __GFP_FS reclaim runs the inode shrinker in every era
     // and adds deferred work of its own, which is not what this compares.
     let nofs = run_with(Policy::NOFS, fs_only())?;

@@ -437,7 +437,7 @@ pub static KEYS: &[Key] = &[
     },
     Key {
         name: "app_pages",
-        values: "pages, 0..=1024 (default 0: the workload allocates nothing on its operation paths)",
+        values: "pages, 0..=1024 (default 16, a program's 64 KiB of buffers; 0: the workload allocates nothing on its operation paths)",
         help: "application memory each worker faults in (GFP_HIGHUSER_MOVABLE) before each operation and frees after it",
         set: |c, v| {
             c.workload.app_pages = parse_in(v, 0..=crate::workload::APP_PAGES_MAX)?;

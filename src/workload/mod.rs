@@ -7,7 +7,7 @@
 //! Everything the workers' filesystem operations need is allocated up front
 //! (content buffers, the file table) so the run measures the filesystem and
 //! reclaim, not the workload's bookkeeping. What the workers may allocate is
-//! the application's own memory (`app_pages=`, off by default): before each operation a
+//! the application's own memory (`app_pages=`, 16 pages by default): before each operation a
 //! worker faults in pages of user memory (GFP_HIGHUSER_MOVABLE, holding no
 //! filesystem lock), writes them and frees them after the operation, as a
 //! program's buffers come and go. Those allocations carry __GFP_FS, so
@@ -111,8 +111,9 @@ pub struct Workload {
     /// Milliseconds between samples of the time series (`sample_ms=`).
     pub sample_ms: u32,
     /// Pages of application memory each worker faults in before each
-    /// operation and frees after it (`app_pages=`; 0, the default: none,
-    /// the workload allocates nothing on its operation paths).
+    /// operation and frees after it (`app_pages=`; 16 by default, a
+    /// program's 64 KiB of buffers; 0: none, the workload allocates
+    /// nothing on its operation paths).
     pub app_pages: u32,
 }
 
@@ -132,7 +133,7 @@ impl Default for Workload {
             ops: 12_000,
             seed: 42,
             sample_ms: 100,
-            app_pages: 0,
+            app_pages: 16,
         }
     }
 }
