@@ -663,7 +663,8 @@ fn json_config_gives_every_key_as_resolved() -> TestResult {
         r#""mem":"16384K""#,
         r#""policy":"today""#,
         r#""failslab":"off""#,
-        r#""app_pages":"0""#,
+        r#""app_pages":"16""#,
+        r#""disk_flush":"1000""#,
     ] {
         kassert!(out.contains(want), "{want} in {out}");
     }
