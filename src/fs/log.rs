@@ -19,7 +19,9 @@
 //! needs no recovery): a checkpoint is one request of its size on the
 //! modelled device, queued behind everything before it
 //! ([`BlockDevice::submit_log_write`]), so its cost is the device's
-//! backlog, the transfer and the latency. A commit that takes the CIL past
+//! backlog, the cache flush it carries (`disk_flush=`,
+//! [`DiskModel::flush_us`](super::DiskModel::flush_us)), the transfer and
+//! the latency. A commit that takes the CIL past
 //! [`CIL_SPACE_LIMIT`] pushes it without waiting (a background push);
 //! otherwise the CIL is pushed only by a log force: the flusher when reclaim
 //! kicks it (`xfs_ail_push_all` meeting pinned items), sync and unmount, and
