@@ -171,6 +171,12 @@ fn default_policy_run_reports_reclaim_and_integrity() -> TestResult {
     );
     kassert!(r.slabs.iter().any(|s| s.name == "xfs_inode"));
     kassert!(r.samples.len() > 1, "no samples for the free-memory chart");
+    // The default workload's workers fault in their buffers (app_pages=16).
+    kassert!(
+        r.app_pages_faulted >= 16,
+        "application memory faulted in: {}",
+        r.app_pages_faulted
+    );
     Ok(())
 }
 

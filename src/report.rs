@@ -287,6 +287,13 @@ pub fn single(r: &RunResult) {
         r.populate_errors,
         r.short_writes
     );
+    if r.app_pages_faulted + r.app_fault_failures > 0 {
+        crate::println!(
+            "application memory: {} pages faulted in (GFP_HIGHUSER_MOVABLE, app_pages=); {} operations skipped for lack of it",
+            r.app_pages_faulted,
+            r.app_fault_failures
+        );
+    }
     if crate::mm::fault_inject::FAIL_PAGE_ALLOC.is_enabled()
         || crate::mm::fault_inject::FAILSLAB.is_enabled()
         || r.injected_page_alloc + r.injected_slab > 0
